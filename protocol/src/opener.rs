@@ -1,0 +1,424 @@
+//! The subscriber side: verifying and opening data envelopes and key messages.
+
+use std::collections::HashMap;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use coset::{CoseSign1, TaggedCborSerializable};
+use ed25519_dalek::{Signature, VerifyingKey};
+use rsa::Oaep;
+use sealpost_certs::{now_unix, CertError, CertificateInfo, Role, Verifier};
+use sha2::Sha256;
+
+use crate::envelope::{self, check_preamble, embedded_certificate, fingerprint_of, KIND_KEYS};
+use crate::key_message::parse_body;
+use crate::replay::{ReplayCheck, ReplayState};
+use crate::{ContentKey, Keyring, Rejected, SubscriberIdentity};
+
+/// Most publisher certificates remembered at once.
+const MAX_KNOWN_PUBLISHERS: usize = 4096;
+
+/// A message that passed every check, decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The topic it arrived on (and was signed for).
+    pub topic: String,
+    /// The publisher's verified identity.
+    pub publisher: String,
+    /// The publisher's sequence number.
+    pub seq: u64,
+    /// Key epoch it was encrypted under.
+    pub epoch: u64,
+    /// The plaintext.
+    pub payload: Vec<u8>,
+}
+
+/// What a key message taught the opener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUpdate {
+    /// The publisher whose keys arrived.
+    pub publisher: String,
+    /// Epochs newly learned (already-known epochs are not unwrapped again).
+    pub new_epochs: Vec<u64>,
+    /// When the publisher issued the key message (unix seconds).
+    pub issued_at: u64,
+}
+
+struct KnownPublisher {
+    info: CertificateInfo,
+    key: VerifyingKey,
+}
+
+/// Verifies and opens sealpost messages for one subscriber.
+///
+/// Checks run in the order of the protocol: parse, replay window, publisher certificate
+/// (chain, validity, revocation, topic permission), signature, content key, decryption.
+/// The signature is verified before any private-key operation, and the replay window is
+/// updated only for messages that opened, so forgeries can neither use the RSA key nor
+/// move the window.
+pub struct Opener {
+    verifier: Verifier,
+    identity: Option<SubscriberIdentity>,
+    publishers: HashMap<[u8; 32], KnownPublisher>,
+    keyring: Keyring,
+    replay: ReplayState,
+    max_envelope: usize,
+}
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opener")
+            .field("identity", &self.identity)
+            .field("known_publishers", &self.publishers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A data envelope that passed the checks that need no signature verification.
+struct Checked {
+    topic: String,
+    parsed: envelope::ParsedEnvelope,
+    key: VerifyingKey,
+}
+
+impl Opener {
+    /// An opener trusting `verifier`'s CA (and revocation list). Without an identity it
+    /// can open data only with keys added by [`Opener::add_key`] (KDC mode).
+    pub fn new(verifier: Verifier) -> Opener {
+        Opener {
+            verifier,
+            identity: None,
+            publishers: HashMap::new(),
+            keyring: Keyring::default(),
+            replay: ReplayState::default(),
+            max_envelope: envelope::DEFAULT_MAX_ENVELOPE,
+        }
+    }
+
+    /// Adds the subscriber identity whose RSA key unwraps key messages.
+    pub fn with_identity(mut self, identity: SubscriberIdentity) -> Opener {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Keeps `kept` recent epochs per publisher (default 4).
+    pub fn with_kept_epochs(mut self, kept: usize) -> Opener {
+        self.keyring = Keyring::new(kept);
+        self
+    }
+
+    /// Refuses envelopes larger than `bytes` before parsing them.
+    pub fn with_max_envelope(mut self, bytes: usize) -> Opener {
+        self.max_envelope = bytes;
+        self
+    }
+
+    /// The subscriber identity, if any.
+    pub fn identity(&self) -> Option<&SubscriberIdentity> {
+        self.identity.as_ref()
+    }
+
+    /// The verifier, e.g. to install a newer revocation list.
+    pub fn verifier_mut(&mut self) -> &mut Verifier {
+        &mut self.verifier
+    }
+
+    /// The replay windows, to persist.
+    pub fn replay_state(&self) -> &ReplayState {
+        &self.replay
+    }
+
+    /// Restores persisted replay windows.
+    pub fn set_replay_state(&mut self, state: ReplayState) {
+        self.replay = state;
+    }
+
+    /// The content keys known.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Adds a content key obtained out of band (from the KDC, or restored state).
+    pub fn add_key(&mut self, publisher: &str, epoch: u64, key: ContentKey) -> bool {
+        self.keyring.insert(publisher, epoch, key)
+    }
+
+    /// Verifies a publisher certificate against the CA and remembers it, so envelopes
+    /// that carry only its fingerprint can be verified.
+    pub fn add_publisher_certificate(
+        &mut self,
+        der: &[u8],
+        now: i64,
+    ) -> Result<&CertificateInfo, Rejected> {
+        let fingerprint: [u8; 32] =
+            sha2::Digest::finalize(<Sha256 as sha2::Digest>::new_with_prefix(der)).into();
+        if !self.publishers.contains_key(&fingerprint) {
+            let info = self.verifier.verify(der, now).map_err(reject_certificate)?;
+            if info.role != Role::Publisher {
+                return Err(Rejected::UntrustedPublisher(format!(
+                    "{} has role {}, not publisher",
+                    info.id, info.role
+                )));
+            }
+            let key = info
+                .ed25519_public_key()
+                .map_err(|e| Rejected::UntrustedPublisher(e.to_string()))?;
+            if self.publishers.len() >= MAX_KNOWN_PUBLISHERS {
+                self.publishers.clear();
+            }
+            self.publishers
+                .insert(fingerprint, KnownPublisher { info, key });
+        }
+        Ok(&self.publishers[&fingerprint].info)
+    }
+
+    /// Finds (or learns from `embedded`) the certificate with `fingerprint` and checks its
+    /// time validity and revocation status now.
+    fn publisher(
+        &mut self,
+        fingerprint: &[u8; 32],
+        embedded: Option<&[u8]>,
+        claimed: &str,
+        now: i64,
+    ) -> Result<&KnownPublisher, Rejected> {
+        if !self.publishers.contains_key(fingerprint) {
+            match embedded {
+                Some(der) => {
+                    let info = self.add_publisher_certificate(der, now)?;
+                    if info.fingerprint != *fingerprint {
+                        return Err(Rejected::UntrustedPublisher(
+                            "embedded certificate does not match the kid".into(),
+                        ));
+                    }
+                }
+                None => {
+                    return Err(Rejected::UnknownPublisher {
+                        publisher: claimed.to_owned(),
+                    })
+                }
+            }
+        }
+        let known = &self.publishers[fingerprint];
+        self.verifier
+            .check_time_and_revocation(&known.info, now)
+            .map_err(reject_certificate)?;
+        if known.info.id != claimed {
+            return Err(Rejected::UntrustedPublisher(format!(
+                "certificate belongs to {:?}, envelope claims {claimed:?}",
+                known.info.id
+            )));
+        }
+        Ok(known)
+    }
+
+    /// Opens a data envelope received on `topic`, at the current time.
+    pub fn open(&mut self, topic: &str, bytes: &[u8]) -> Result<Opened, Rejected> {
+        self.open_at(topic, bytes, now_unix())
+    }
+
+    /// Opens a data envelope received on `topic` at time `now` (unix seconds).
+    pub fn open_at(&mut self, topic: &str, bytes: &[u8], now: i64) -> Result<Opened, Rejected> {
+        let checked = self.check(topic, bytes, now)?;
+        verify_one(&checked)?;
+        self.decrypt_and_record(checked)
+    }
+
+    /// Opens many envelopes at once, verifying their signatures as one batch (much faster
+    /// than one by one). Results are in input order and identical to calling
+    /// [`Opener::open_at`] on each in turn.
+    pub fn open_batch(
+        &mut self,
+        items: &[(&str, &[u8])],
+        now: i64,
+    ) -> Vec<Result<Opened, Rejected>> {
+        let mut results: Vec<Option<Result<Opened, Rejected>>> = Vec::with_capacity(items.len());
+        let mut checked = Vec::with_capacity(items.len());
+        for (i, (topic, bytes)) in items.iter().enumerate() {
+            match self.check(topic, bytes, now) {
+                Ok(c) => checked.push((i, c)),
+                Err(e) => {
+                    results.push(Some(Err(e)));
+                    continue;
+                }
+            }
+            results.push(None);
+        }
+        let batch_ok = {
+            let tbs: Vec<Vec<u8>> = checked
+                .iter()
+                .map(|(_, c)| c.parsed.sign1.tbs_data(c.topic.as_bytes()))
+                .collect();
+            let messages: Vec<&[u8]> = tbs.iter().map(Vec::as_slice).collect();
+            let signatures: Option<Vec<Signature>> = checked
+                .iter()
+                .map(|(_, c)| Signature::from_slice(&c.parsed.sign1.signature).ok())
+                .collect();
+            let keys: Vec<VerifyingKey> = checked.iter().map(|(_, c)| c.key).collect();
+            signatures.is_some_and(|sigs| {
+                !sigs.is_empty() && ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok()
+            })
+        };
+        for (i, c) in checked {
+            let verified = if batch_ok { Ok(()) } else { verify_one(&c) };
+            results[i] = Some(verified.and_then(|()| self.decrypt_and_record(c)));
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every item has a result"))
+            .collect()
+    }
+
+    /// Parse, replay check and certificate checks: everything before the signature.
+    fn check(&mut self, topic: &str, bytes: &[u8], now: i64) -> Result<Checked, Rejected> {
+        let parsed = envelope::parse(bytes, self.max_envelope)?;
+        let index = &parsed.header.key_index;
+        match self.replay.check(&index.publisher, parsed.header.seq) {
+            ReplayCheck::Fresh => {}
+            ReplayCheck::Duplicate | ReplayCheck::TooOld => {
+                return Err(Rejected::Replayed {
+                    publisher: index.publisher.clone(),
+                    seq: parsed.header.seq,
+                })
+            }
+        }
+        let known = self.publisher(
+            &parsed.header.certificate_fingerprint,
+            parsed.embedded_certificate.as_deref(),
+            &index.publisher,
+            now,
+        )?;
+        if !known.info.may_publish(topic) {
+            return Err(Rejected::TopicNotPermitted {
+                publisher: known.info.id.clone(),
+                topic: topic.to_owned(),
+            });
+        }
+        let key = known.key;
+        Ok(Checked {
+            topic: topic.to_owned(),
+            parsed,
+            key,
+        })
+    }
+
+    /// Key lookup, decryption, and only then recording the sequence number.
+    fn decrypt_and_record(&mut self, checked: Checked) -> Result<Opened, Rejected> {
+        let Checked { topic, parsed, .. } = checked;
+        let header = parsed.header;
+        let index = header.key_index;
+        let content_key = self
+            .keyring
+            .get(&index.publisher, index.epoch)
+            .ok_or_else(|| Rejected::UnknownKey {
+                publisher: index.publisher.clone(),
+                epoch: index.epoch,
+                location: index.location.clone(),
+            })?;
+        let cipher = Aes256Gcm::new(content_key.as_bytes().into());
+        let iv = parsed.encrypt0.unprotected.iv.clone();
+        let payload = parsed
+            .encrypt0
+            .decrypt(topic.as_bytes(), |ct, aad| {
+                cipher.decrypt(Nonce::from_slice(&iv), Payload { msg: ct, aad })
+            })
+            .map_err(|_| Rejected::DecryptFailed)?;
+        if !self.replay.record(&index.publisher, header.seq) {
+            // A duplicate inside one batch: the first copy was delivered.
+            return Err(Rejected::Replayed {
+                publisher: index.publisher,
+                seq: header.seq,
+            });
+        }
+        Ok(Opened {
+            topic,
+            publisher: index.publisher,
+            seq: header.seq,
+            epoch: index.epoch,
+            payload,
+        })
+    }
+
+    /// Verifies a key message received on `topic` and learns the content keys it wraps
+    /// for this subscriber.
+    pub fn accept_key_message(&mut self, topic: &str, bytes: &[u8]) -> Result<KeyUpdate, Rejected> {
+        self.accept_key_message_at(topic, bytes, now_unix())
+    }
+
+    /// [`Opener::accept_key_message`] at time `now`.
+    pub fn accept_key_message_at(
+        &mut self,
+        topic: &str,
+        bytes: &[u8],
+        now: i64,
+    ) -> Result<KeyUpdate, Rejected> {
+        if bytes.len() > self.max_envelope {
+            return Err(Rejected::Oversized {
+                size: bytes.len(),
+                limit: self.max_envelope,
+            });
+        }
+        let sign1 =
+            CoseSign1::from_tagged_slice(bytes).map_err(|_| Rejected::Malformed("COSE_Sign1"))?;
+        check_preamble(&sign1, KIND_KEYS)?;
+        let fingerprint = fingerprint_of(&sign1.protected.header)?;
+        let embedded = embedded_certificate(&sign1)?
+            .ok_or(Rejected::Malformed("key message without certificate"))?;
+        let payload = sign1
+            .payload
+            .as_deref()
+            .ok_or(Rejected::Malformed("detached payload"))?;
+        let body = parse_body(payload)?;
+        let known = self.publisher(&fingerprint, Some(&embedded), &body.publisher, now)?;
+        let signature =
+            Signature::from_slice(&sign1.signature).map_err(|_| Rejected::BadSignature)?;
+        known
+            .key
+            .verify_strict(&sign1.tbs_data(topic.as_bytes()), &signature)
+            .map_err(|_| Rejected::BadSignature)?;
+        // Only now, with the publisher authenticated, touch the private key.
+        let identity = self.identity.as_ref().ok_or(Rejected::NotForUs)?;
+        if body.recipient_fingerprint != identity.certificate.fingerprint {
+            return Err(Rejected::NotForUs);
+        }
+        let mut new_epochs = Vec::new();
+        for (epoch, wrapped) in body.entries {
+            if self.keyring.contains(&body.publisher, epoch) {
+                continue;
+            }
+            let key_bytes = identity
+                .key
+                .decrypt(Oaep::new::<Sha256>(), &wrapped)
+                .map_err(|_| Rejected::DecryptFailed)?;
+            let key = ContentKey::from_slice(&key_bytes).ok_or(Rejected::DecryptFailed)?;
+            if self.keyring.insert(&body.publisher, epoch, key) {
+                new_epochs.push(epoch);
+            }
+        }
+        Ok(KeyUpdate {
+            publisher: body.publisher,
+            new_epochs,
+            issued_at: body.issued_at,
+        })
+    }
+}
+
+fn verify_one(checked: &Checked) -> Result<(), Rejected> {
+    let signature = Signature::from_slice(&checked.parsed.sign1.signature)
+        .map_err(|_| Rejected::BadSignature)?;
+    let tbs = checked.parsed.sign1.tbs_data(checked.topic.as_bytes());
+    checked
+        .key
+        .verify_strict(&tbs, &signature)
+        .map_err(|_| Rejected::BadSignature)
+}
+
+fn reject_certificate(e: CertError) -> Rejected {
+    match e {
+        CertError::Expired { subject, .. } | CertError::NotYetValid { subject, .. } => {
+            Rejected::Expired(subject)
+        }
+        CertError::Revoked { subject, .. } => Rejected::Revoked(subject),
+        CertError::BadRevocationList(why) => Rejected::Revoked(why),
+        other => Rejected::UntrustedPublisher(other.to_string()),
+    }
+}
