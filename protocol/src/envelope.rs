@@ -170,6 +170,34 @@ pub(crate) fn fingerprint_of(header: &Header) -> Result<[u8; 32], Rejected> {
         .map_err(|_| Rejected::Malformed("kid is not a 32-byte certificate fingerprint"))
 }
 
+/// Parses the outer COSE_Sign1 strictly: the unsigned parts must be exactly as sealpost
+/// writes them, so that no byte of an accepted message can be changed without detection.
+pub(crate) fn parse_sign1(bytes: &[u8]) -> Result<CoseSign1, Rejected> {
+    let sign1 =
+        CoseSign1::from_tagged_slice(bytes).map_err(|_| Rejected::Malformed("COSE_Sign1"))?;
+    let u = &sign1.unprotected;
+    let only_x5chain = u.alg.is_none()
+        && u.crit.is_empty()
+        && u.content_type.is_none()
+        && u.key_id.is_empty()
+        && u.iv.is_empty()
+        && u.partial_iv.is_empty()
+        && u.counter_signatures.is_empty()
+        && u.rest.iter().all(|(l, _)| *l == Label::Int(LABEL_X5CHAIN));
+    if !only_x5chain {
+        return Err(Rejected::Malformed("unexpected unprotected header"));
+    }
+    // CBOR allows several encodings of one value; accept only the one we produce.
+    let canonical = sign1
+        .clone()
+        .to_tagged_vec()
+        .map_err(|_| Rejected::Malformed("COSE_Sign1"))?;
+    if canonical != bytes {
+        return Err(Rejected::Malformed("non-canonical encoding"));
+    }
+    Ok(sign1)
+}
+
 pub(crate) fn embedded_certificate(sign1: &CoseSign1) -> Result<Option<Vec<u8>>, Rejected> {
     match find(&sign1.unprotected, LABEL_X5CHAIN) {
         None => Ok(None),
@@ -186,8 +214,7 @@ pub(crate) fn parse(bytes: &[u8], max_len: usize) -> Result<ParsedEnvelope, Reje
             limit: max_len,
         });
     }
-    let sign1 =
-        CoseSign1::from_tagged_slice(bytes).map_err(|_| Rejected::Malformed("COSE_Sign1"))?;
+    let sign1 = parse_sign1(bytes)?;
     check_preamble(&sign1, KIND_DATA)?;
     let h = &sign1.protected.header;
     let seq = find_uint(h, LABEL_SEQ).ok_or(Rejected::Malformed("no sequence number"))?;

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use coset::{CoseSign1, TaggedCborSerializable};
 use ed25519_dalek::{Signature, VerifyingKey};
 use rsa::Oaep;
 use sealpost_certs::{now_unix, CertError, CertificateInfo, Role, Verifier};
@@ -199,6 +198,13 @@ impl Opener {
             }
         }
         let known = &self.publishers[fingerprint];
+        // The embedded certificate sits in the unsigned header: it must be exactly the one
+        // the kid names, so that no byte of an accepted envelope is malleable.
+        if embedded.is_some_and(|der| der != known.info.der.as_slice()) {
+            return Err(Rejected::UntrustedPublisher(
+                "embedded certificate does not match the kid".into(),
+            ));
+        }
         self.verifier
             .check_time_and_revocation(&known.info, now)
             .map_err(reject_certificate)?;
@@ -357,8 +363,7 @@ impl Opener {
                 limit: self.max_envelope,
             });
         }
-        let sign1 =
-            CoseSign1::from_tagged_slice(bytes).map_err(|_| Rejected::Malformed("COSE_Sign1"))?;
+        let sign1 = envelope::parse_sign1(bytes)?;
         check_preamble(&sign1, KIND_KEYS)?;
         let fingerprint = fingerprint_of(&sign1.protected.header)?;
         let embedded = embedded_certificate(&sign1)?
