@@ -1,0 +1,203 @@
+//! Authorization: what an authenticated identity may publish and subscribe to.
+//!
+//! Three layers, all of which must agree for a PUBLISH:
+//! 1. key-message topics (`sealpost/keys/<publisher-id>/...`) are writable only by the
+//!    publisher certificate whose id is `<publisher-id>`, whatever the rules say;
+//! 2. a client authenticated by a publisher certificate may publish only to the topics
+//!    its certificate lists;
+//! 3. the configured rules (`[[acl.rules]]`), or the default when no rule names the
+//!    identity.
+
+use crate::config::{AclConfig, AclDefault, AclRule};
+use crate::topic;
+
+/// Prefix of key-message topics; the next level is the publisher id.
+pub const KEY_TOPIC_PREFIX: &str = "sealpost/keys/";
+
+/// Role carried by a security-center certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertRole {
+    /// Seals and publishes messages; its certificate lists the topics it may publish.
+    Publisher,
+    /// Receives sealed messages.
+    Subscriber,
+    /// A TLS client certificate without publishing rights of its own.
+    Client,
+    /// A server certificate (not expected from a client; gets only the rules).
+    Server,
+}
+
+/// Who a connection is, as established by authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// No credentials (only when `auth.allow_anonymous`).
+    Anonymous,
+    /// A password-file user.
+    User(String),
+    /// A client certificate verified against the security center's CA.
+    Certificate {
+        /// The certificate's sealpost id.
+        id: String,
+        /// Its role.
+        role: CertRole,
+        /// Topic filters a publisher certificate may publish to.
+        topics: Vec<String>,
+    },
+}
+
+impl Identity {
+    /// The name ACL rules use: `anonymous`, `user:<name>` or `cert:<id>`.
+    pub fn label(&self) -> String {
+        match self {
+            Identity::Anonymous => "anonymous".to_owned(),
+            Identity::User(name) => format!("user:{name}"),
+            Identity::Certificate { id, .. } => format!("cert:{id}"),
+        }
+    }
+}
+
+/// The compiled access control list.
+#[derive(Debug, Clone, Default)]
+pub struct Acl {
+    default: AclDefault,
+    rules: Vec<AclRule>,
+}
+
+impl Acl {
+    /// Builds the ACL from configuration, refusing invalid filters so that a typo does
+    /// not silently open or close access.
+    pub fn new(config: &AclConfig) -> Result<Acl, String> {
+        for rule in &config.rules {
+            for f in rule.publish.iter().chain(&rule.subscribe) {
+                if !topic::validate_filter(f) {
+                    return Err(format!(
+                        "invalid filter {f:?} in ACL rule for {}",
+                        rule.identity
+                    ));
+                }
+            }
+        }
+        Ok(Acl {
+            default: config.default,
+            rules: config.rules.clone(),
+        })
+    }
+
+    fn rules_for<'a>(&'a self, identity: &Identity) -> Vec<&'a AclRule> {
+        let label = identity.label();
+        self.rules
+            .iter()
+            .filter(|r| r.identity == "*" || r.identity == label)
+            .collect()
+    }
+
+    /// May `identity` publish to `topic` (a valid topic name)?
+    pub fn may_publish(&self, identity: &Identity, topic_name: &str) -> bool {
+        if let Some(rest) = topic_name.strip_prefix(KEY_TOPIC_PREFIX) {
+            let owner = rest.split('/').next().unwrap_or("");
+            // Key messages decide who can read a publisher's data: only that publisher
+            // may write them, and no rule can widen this.
+            return matches!(identity,
+                Identity::Certificate { id, role: CertRole::Publisher, .. } if id == owner && !owner.is_empty());
+        }
+        if let Identity::Certificate {
+            role: CertRole::Publisher,
+            topics,
+            ..
+        } = identity
+        {
+            if !topics.iter().any(|f| topic::filter_matches(f, topic_name)) {
+                return false;
+            }
+        }
+        let rules = self.rules_for(identity);
+        if rules.is_empty() {
+            return self.default == AclDefault::Allow;
+        }
+        rules.iter().any(|r| {
+            r.publish
+                .iter()
+                .any(|f| topic::filter_matches(f, topic_name))
+        })
+    }
+
+    /// May `identity` subscribe to `filter` (a valid filter, `$share/<group>/` removed)?
+    pub fn may_subscribe(&self, identity: &Identity, filter: &str) -> bool {
+        let rules = self.rules_for(identity);
+        if rules.is_empty() {
+            return self.default == AclDefault::Allow;
+        }
+        rules
+            .iter()
+            .any(|r| r.subscribe.iter().any(|f| topic::filter_covers(f, filter)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acl(toml_text: &str) -> Acl {
+        let c: crate::config::Config = toml::from_str(toml_text).unwrap();
+        Acl::new(&c.acl).unwrap()
+    }
+
+    fn publisher(id: &str, topics: &[&str]) -> Identity {
+        Identity::Certificate {
+            id: id.into(),
+            role: CertRole::Publisher,
+            topics: topics.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn default_allow_without_rules_but_key_topics_stay_reserved() {
+        let a = Acl::default();
+        assert!(a.may_publish(&Identity::Anonymous, "a/b"));
+        assert!(a.may_subscribe(&Identity::Anonymous, "#"));
+        assert!(!a.may_publish(&Identity::Anonymous, "sealpost/keys/p1/x"));
+        assert!(!a.may_publish(&Identity::User("p1".into()), "sealpost/keys/p1/x"));
+        assert!(a.may_publish(&publisher("p1", &["#"]), "sealpost/keys/p1/x"));
+        assert!(!a.may_publish(&publisher("p2", &["#"]), "sealpost/keys/p1/x"));
+        assert!(!a.may_publish(&publisher("p1", &["#"]), "sealpost/keys/p10/x"));
+    }
+
+    #[test]
+    fn rules_apply_per_identity_with_wildcards() {
+        let a = acl(r#"
+            [acl]
+            default = "deny"
+            [[acl.rules]]
+            identity = "user:alice"
+            publish = ["sensors/+/temp"]
+            subscribe = ["cmd/#"]
+            "#);
+        let alice = Identity::User("alice".into());
+        assert!(a.may_publish(&alice, "sensors/1/temp"));
+        assert!(!a.may_publish(&alice, "sensors/1/hum"));
+        assert!(a.may_subscribe(&alice, "cmd/a/+"));
+        assert!(!a.may_subscribe(&alice, "#"));
+        assert!(!a.may_publish(&Identity::User("bob".into()), "sensors/1/temp"));
+    }
+
+    #[test]
+    fn publisher_certificate_limits_publishing_to_its_topics() {
+        let a = Acl::default();
+        let p = publisher("p1", &["plant/+/power"]);
+        assert!(a.may_publish(&p, "plant/3/power"));
+        assert!(!a.may_publish(&p, "plant/3/valve"));
+    }
+
+    #[test]
+    fn invalid_rule_filters_are_refused() {
+        let c: crate::config::Config = toml::from_str(
+            r#"
+            [[acl.rules]]
+            identity = "*"
+            publish = ["a/#/b"]
+            "#,
+        )
+        .unwrap();
+        assert!(Acl::new(&c.acl).is_err());
+    }
+}

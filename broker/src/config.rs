@@ -1,0 +1,341 @@
+//! Broker configuration: a TOML file, every field optional with a safe default.
+//!
+//! With no file at all the broker listens on plain TCP `127.0.0.1:1883`, allows anonymous
+//! clients and keeps retained messages in memory only.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid configuration {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: Box<toml::de::Error>,
+    },
+    /// The values are inconsistent (for example a TLS listener without a certificate).
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole broker configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where clients connect. Defaults to one plain TCP listener on 127.0.0.1:1883.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Resource limits and timeouts.
+    pub limits: Limits,
+    /// Who may connect.
+    pub auth: AuthConfig,
+    /// What each identity may publish and subscribe to.
+    pub acl: AclConfig,
+    /// Where retained messages are persisted.
+    pub retained: RetainedConfig,
+    /// The Prometheus text endpoint.
+    pub metrics: MetricsConfig,
+    /// Sizing of the rumqttd router's in-memory logs.
+    pub router: RouterSizing,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listeners: vec![ListenerConfig::default()],
+            limits: Limits::default(),
+            auth: AuthConfig::default(),
+            acl: AclConfig::default(),
+            retained: RetainedConfig::default(),
+            metrics: MetricsConfig::default(),
+            router: RouterSizing::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(ConfigError::Invalid("no [[listener]] configured".into()));
+        }
+        for l in &self.listeners {
+            if l.kind == ListenerKind::Tls && l.tls.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "TLS listener {} has no [listener.tls] section",
+                    l.bind
+                )));
+            }
+            if let Some(tls) = &l.tls {
+                if tls.require_client_cert && tls.client_ca.is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "listener {} requires client certificates but has no client_ca",
+                        l.bind
+                    )));
+                }
+            }
+        }
+        if self.limits.max_connections == 0 {
+            return Err(ConfigError::Invalid("limits.max_connections is 0".into()));
+        }
+        if self.limits.max_packet_size < 64 {
+            return Err(ConfigError::Invalid(
+                "limits.max_packet_size must be at least 64 bytes".into(),
+            ));
+        }
+        if self.router.max_segment_size < self.limits.max_packet_size {
+            return Err(ConfigError::Invalid(
+                "router.max_segment_size must be at least limits.max_packet_size".into(),
+            ));
+        }
+        if self.router.max_segment_count == 0 {
+            return Err(ConfigError::Invalid("router.max_segment_count is 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Transport of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// Plain MQTT over TCP.
+    Tcp,
+    /// MQTT over TLS 1.2/1.3 (rustls, ring provider).
+    Tls,
+    /// MQTT over WebSocket (binary frames, subprotocol `mqtt`).
+    Ws,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Transport.
+    pub kind: ListenerKind,
+    /// Address to bind; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Certificate and key for `kind = "tls"`.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            kind: ListenerKind::Tcp,
+            bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            tls: None,
+        }
+    }
+}
+
+/// TLS material of a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the broker.
+    pub cert: PathBuf,
+    /// PEM private key of the broker.
+    pub key: PathBuf,
+    /// PEM CA certificate that client certificates must chain to (the security center's
+    /// CA). When set, clients may authenticate with a certificate.
+    pub client_ca: Option<PathBuf>,
+    /// Optional PEM revocation list of the security center.
+    pub crl: Option<PathBuf>,
+    /// Refuse TLS clients without a valid certificate.
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+/// Resource limits; the defaults suit a small deployment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open client connections, all listeners together; more are closed at accept.
+    pub max_connections: usize,
+    /// Largest MQTT packet accepted (whole packet, header included). The default of
+    /// 1 MiB leaves room for key messages.
+    pub max_packet_size: usize,
+    /// Time allowed between TCP accept and a complete CONNECT, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for a TLS or WebSocket handshake, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// QoS 1/2 PUBLISH packets a client may have unacknowledged towards the broker
+    /// (advertised as receive maximum to MQTT 5 clients).
+    pub max_inflight: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_packet_size: 1024 * 1024,
+            connect_timeout_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+            max_inflight: 100,
+        }
+    }
+}
+
+impl Limits {
+    /// [`Limits::connect_timeout_ms`] as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    /// [`Limits::handshake_timeout_ms`] as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accept clients that present neither a password nor a certificate.
+    pub allow_anonymous: bool,
+    /// File of `username:argon2-hash` lines (see `sealpost-broker passwd`).
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: true,
+            password_file: None,
+        }
+    }
+}
+
+/// Default decision of the ACL when no rule names an identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AclDefault {
+    /// Identities without rules may publish and subscribe anywhere (except key-message
+    /// topics, which are always reserved to their publisher).
+    #[default]
+    Allow,
+    /// Identities without rules may do nothing.
+    Deny,
+}
+
+/// Access control rules.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclConfig {
+    /// Decision for identities that no rule names.
+    pub default: AclDefault,
+    /// Rules; an identity named by at least one rule gets exactly what its rules allow.
+    pub rules: Vec<AclRule>,
+}
+
+/// Permissions of one identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    /// `user:<name>`, `cert:<id>`, `anonymous` or `*` (every identity).
+    pub identity: String,
+    /// Topic filters the identity may publish to.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Topic filters the identity may subscribe within.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+/// Retained message persistence.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetainedConfig {
+    /// redb database file; without it retained messages live in memory only.
+    pub path: Option<PathBuf>,
+}
+
+/// Metrics endpoint.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint serving `/metrics`; disabled when absent.
+    pub bind: Option<SocketAddr>,
+}
+
+/// Router log sizing: every subscription filter keeps up to
+/// `max_segment_size * max_segment_count` bytes in memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterSizing {
+    /// Bytes per segment; must hold the largest packet.
+    pub max_segment_size: usize,
+    /// Segments kept per filter.
+    pub max_segment_count: usize,
+    /// Packets queued towards one connection before the router pauses it.
+    pub max_outgoing_packet_count: u64,
+}
+
+impl Default for RouterSizing {
+    fn default() -> Self {
+        RouterSizing {
+            max_segment_size: 4 * 1024 * 1024,
+            max_segment_count: 4,
+            max_outgoing_packet_count: 200,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_listens_on_1883() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.listeners[0].bind.to_string(), "127.0.0.1:1883");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn tls_listener_without_tls_section_is_invalid() {
+        let c: Config = toml::from_str(
+            r#"
+            [[listener]]
+            kind = "tls"
+            bind = "127.0.0.1:0"
+            "#,
+        )
+        .unwrap();
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,1063 @@
+//! One client connection: CONNECT, authentication, then the packet loop between the
+//! socket and the router link.
+//!
+//! The edge corrects rumqttd where it departs from MQTT:
+//! - keep-alive 0 is accepted (no timeout);
+//! - delivery QoS is min(publish QoS, subscription QoS): the original QoS travels with
+//!   the message through the router as an internal user property, and the edge
+//!   downgrades the outgoing PUBLISH, acknowledging to the router on the client's behalf
+//!   where needed (in order, since the router rejects out-of-order acks);
+//! - SUBACK/UNSUBACK are produced here (the router has no per-filter refusal and sends
+//!   no UNSUBACK for unknown filters);
+//! - the last will is kept here, checked against the ACL, and published by the edge.
+
+use crate::acl::Identity;
+use crate::codec::{self, kind, Frame, FrameError, Version};
+use crate::metrics::{add, inc};
+use crate::router::RouterSlot;
+use crate::server::Shared;
+use crate::topic;
+use bytes::{Bytes, BytesMut};
+use rumqttd::local::LinkRx;
+use rumqttd::protocol::{
+    ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill,
+    LastWillProperties, Login, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason,
+    PubRec, PubRecReason, Publish, PublishProperties, SubAck, Subscribe, SubscribeReasonCode,
+    UnsubAck, UnsubAckReason, Unsubscribe,
+};
+use rumqttd::Notification;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// User property that carries a message's original QoS through the router. Clients
+/// cannot set it (stripped on ingress) and never see it (stripped on egress).
+pub(crate) const QOS_PROPERTY: &str = "$sealpost/qos";
+
+/// Topic aliases accepted from an MQTT 5 client.
+const TOPIC_ALIAS_MAX: u16 = 64;
+
+/// What the TLS layer learnt about the peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerInfo {
+    /// Remote address, for logs.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Identity from a verified client certificate.
+    pub certificate: Option<Identity>,
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// Socket error.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Invalid framing or packet.
+    #[error("protocol: {0}")]
+    Frame(#[from] FrameError),
+    /// A valid packet that breaks the protocol rules (bad topic, unknown alias...).
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str, DisconnectReasonCode),
+    /// No CONNECT in time, or keep-alive expired.
+    #[error("timeout")]
+    Timeout,
+    /// The peer closed the connection.
+    #[error("closed by peer")]
+    Closed,
+    /// The router removed the connection (session taken over, router-side error).
+    #[error("closed by router")]
+    RouterClosed,
+}
+
+/// Serves one connection to the end. Never panics on peer input; every exit path drops
+/// the [`RouterSlot`], which releases the router slot.
+pub async fn serve<S>(stream: S, shared: Arc<Shared>, peer: PeerInfo)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let mut io = Io {
+        rd,
+        wr,
+        rbuf: BytesMut::with_capacity(4096),
+        wbuf: BytesMut::with_capacity(4096),
+        shared: shared.clone(),
+    };
+    let timeout = shared.config.limits.connect_timeout();
+    let connect = match tokio::time::timeout(timeout, io.read_connect()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            note_error(&shared, &e);
+            debug!(peer = ?peer.addr, error = %e, "connection refused before CONNECT");
+            return;
+        }
+        Err(_) => {
+            inc(&shared.metrics.timeouts);
+            debug!(peer = ?peer.addr, "no CONNECT in time");
+            return;
+        }
+    };
+    let Some(mut session) = accept(&mut io, connect, &peer).await else {
+        return;
+    };
+    let result = session.run(&mut io).await;
+    match &result {
+        Ok(()) | Err(ConnectionError::Closed) => {
+            debug!(client_id = %session.client_id, "connection closed")
+        }
+        Err(e) => {
+            note_error(&shared, e);
+            info!(client_id = %session.client_id, error = %e, "connection ended");
+        }
+    }
+    let code = match &result {
+        Err(ConnectionError::Frame(FrameError::TooLarge(_))) => {
+            Some(DisconnectReasonCode::PacketTooLarge)
+        }
+        Err(ConnectionError::Frame(_)) => Some(DisconnectReasonCode::MalformedPacket),
+        Err(ConnectionError::Protocol(_, code)) => Some(*code),
+        _ => None,
+    };
+    if let (Some(code), Version::V5) = (code, session.version) {
+        io.queue(disconnect(code), Version::V5);
+        let _ = tokio::time::timeout(Duration::from_secs(1), io.flush()).await;
+    }
+    let will = match &result {
+        Ok(()) => None,
+        Err(_) => session.will.take(),
+    };
+    if let Some(will) = will {
+        shared.publish_will(will).await;
+    }
+    // session (and its RouterSlot) drops here.
+}
+
+fn note_error(shared: &Shared, e: &ConnectionError) {
+    match e {
+        ConnectionError::Frame(_) | ConnectionError::Protocol(..) => inc(&shared.metrics.malformed),
+        ConnectionError::Timeout => inc(&shared.metrics.timeouts),
+        _ => {}
+    }
+}
+
+fn disconnect(code: DisconnectReasonCode) -> Packet {
+    Packet::Disconnect(Disconnect { reason_code: code }, None)
+}
+
+struct Io<R, W> {
+    rd: R,
+    wr: W,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    shared: Arc<Shared>,
+}
+
+struct ConnectPacket {
+    version: Version,
+    packet: Packet,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
+    fn max_packet(&self) -> usize {
+        self.shared.config.limits.max_packet_size
+    }
+
+    /// Reads more bytes; `Closed` at end of stream.
+    async fn fill(&mut self) -> Result<(), ConnectionError> {
+        let n = self.rd.read_buf(&mut self.rbuf).await?;
+        if n == 0 {
+            return Err(ConnectionError::Closed);
+        }
+        add(&self.shared.metrics.bytes_in, n as u64);
+        Ok(())
+    }
+
+    async fn read_connect(&mut self) -> Result<ConnectPacket, ConnectionError> {
+        let max = self.max_packet();
+        let frame = loop {
+            if let Some(f) = codec::next_frame(&mut self.rbuf, max, None)? {
+                break f;
+            }
+            self.fill().await?;
+        };
+        let version = match codec::connect_version(&frame) {
+            Ok(v) => v,
+            Err(e @ FrameError::UnsupportedVersion(_)) => {
+                // MQTT 3.1.1 §3.2.2.3: answer with return code 1 before closing.
+                let _ = self.wr.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+                let _ = self.wr.flush().await;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let packet = codec::decode(&frame, version, max)?;
+        Ok(ConnectPacket { version, packet })
+    }
+
+    fn queue(&mut self, packet: Packet, version: Version) {
+        if let Err(e) = codec::encode(packet, version, &mut self.wbuf) {
+            warn!(error = %e, "cannot encode outgoing packet");
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnectionError> {
+        if !self.wbuf.is_empty() {
+            let n = self.wbuf.len();
+            self.wr.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+            add(&self.shared.metrics.bytes_out, n as u64);
+        }
+        self.wr.flush().await?;
+        Ok(())
+    }
+}
+
+fn connack(code: ConnectReturnCode, session_present: bool) -> ConnAck {
+    ConnAck {
+        session_present,
+        code,
+    }
+}
+
+/// Maps a refusal to the right code for the client's version (3.1.1 has only six).
+fn refusal(version: Version, code: ConnectReturnCode) -> ConnectReturnCode {
+    match version {
+        Version::V5 => code,
+        Version::V4 => match code {
+            ConnectReturnCode::BadUserNamePassword => ConnectReturnCode::BadUserNamePassword,
+            ConnectReturnCode::NotAuthorized => ConnectReturnCode::NotAuthorized,
+            ConnectReturnCode::ClientIdentifierNotValid => {
+                ConnectReturnCode::ClientIdentifierNotValid
+            }
+            ConnectReturnCode::UnsupportedProtocolVersion => {
+                ConnectReturnCode::RefusedProtocolVersion
+            }
+            _ => ConnectReturnCode::ServiceUnavailable,
+        },
+    }
+}
+
+async fn refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    io: &mut Io<R, W>,
+    version: Version,
+    code: ConnectReturnCode,
+) {
+    io.queue(
+        Packet::ConnAck(connack(refusal(version, code), false), None),
+        version,
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), io.flush()).await;
+}
+
+/// Makes a client id safe for the router, which refuses `+ $ # /` and keys sessions by
+/// id. Percent-encoding keeps distinct ids distinct, and ids the broker uses for itself
+/// (starting with `%` and a non-hex letter) can never be produced from a client's id.
+pub(crate) fn router_client_id(client_id: &str) -> String {
+    let mut out = String::with_capacity(client_id.len());
+    for c in client_id.chars() {
+        match c {
+            '%' | '+' | '$' | '#' | '/' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+async fn authenticate(
+    shared: &Shared,
+    peer: &PeerInfo,
+    login: Option<&Login>,
+) -> Result<Identity, ConnectReturnCode> {
+    if let Some(identity) = &peer.certificate {
+        return Ok(identity.clone());
+    }
+    match (login, &shared.passwords) {
+        (Some(login), Some(file)) => {
+            if file
+                .verify(&login.username, login.password.as_bytes())
+                .await
+            {
+                Ok(Identity::User(login.username.clone()))
+            } else {
+                Err(ConnectReturnCode::BadUserNamePassword)
+            }
+        }
+        (Some(_), None) if shared.config.auth.allow_anonymous => Ok(Identity::Anonymous),
+        (Some(_), None) => Err(ConnectReturnCode::BadUserNamePassword),
+        (None, _) if shared.config.auth.allow_anonymous => Ok(Identity::Anonymous),
+        (None, _) => Err(ConnectReturnCode::NotAuthorized),
+    }
+}
+
+async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    io: &mut Io<R, W>,
+    connect: ConnectPacket,
+    peer: &PeerInfo,
+) -> Option<Session> {
+    let shared = io.shared.clone();
+    let version = connect.version;
+    let Packet::Connect(connect, _props, will, will_props, login) = connect.packet else {
+        inc(&shared.metrics.malformed);
+        return None;
+    };
+    let mut assigned = None;
+    let client_id = if connect.client_id.is_empty() {
+        if version == Version::V4 && !connect.clean_session {
+            refuse(io, version, ConnectReturnCode::ClientIdentifierNotValid).await;
+            return None;
+        }
+        let id = format!("sealpost-{:016x}", rand::random::<u64>());
+        if version == Version::V5 {
+            assigned = Some(id.clone());
+        }
+        id
+    } else {
+        connect.client_id.clone()
+    };
+
+    let identity = match authenticate(&shared, peer, login.as_ref()).await {
+        Ok(i) => i,
+        Err(code) => {
+            inc(&shared.metrics.auth_failures);
+            info!(client_id = %client_id, peer = ?peer.addr, ?code, "authentication refused");
+            refuse(io, version, code).await;
+            return None;
+        }
+    };
+
+    if let Some(w) = &will {
+        let ok = std::str::from_utf8(&w.topic)
+            .ok()
+            .filter(|t| topic::validate_topic(t))
+            .is_some_and(|t| shared.acl.may_publish(&identity, t));
+        if !ok {
+            info!(client_id = %client_id, "will topic not allowed");
+            refuse(io, version, ConnectReturnCode::NotAuthorized).await;
+            return None;
+        }
+    }
+
+    let (slot, link_rx, ack) = match shared
+        .router
+        .link_async(router_client_id(&client_id), connect.clean_session)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(client_id = %client_id, error = %e, "router refused the connection");
+            refuse(io, version, ConnectReturnCode::ServerUnavailable).await;
+            return None;
+        }
+    };
+    let session_present = match Option::<Packet>::from(ack) {
+        Some(Packet::ConnAck(ack, _)) => ack.session_present,
+        _ => false,
+    };
+    let props = (version == Version::V5).then(|| ConnAckProperties {
+        receive_max: Some(shared.config.limits.max_inflight),
+        max_packet_size: Some(shared.config.limits.max_packet_size as u32),
+        assigned_client_identifier: assigned,
+        topic_alias_max: Some(TOPIC_ALIAS_MAX),
+        retain_available: Some(1),
+        wildcard_subscription_available: Some(1),
+        subscription_identifiers_available: Some(1),
+        shared_subscription_available: Some(1),
+        ..Default::default()
+    });
+    io.queue(
+        Packet::ConnAck(connack(ConnectReturnCode::Success, session_present), props),
+        version,
+    );
+    inc(&shared.metrics.connections_open);
+    info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive = connect.keep_alive, "client connected");
+    Some(Session {
+        shared,
+        version,
+        client_id,
+        identity,
+        keep_alive: connect.keep_alive,
+        slot,
+        link_rx,
+        will: will.map(|w| (w, will_props)),
+        aliases: HashMap::new(),
+        denied_qos2: HashSet::new(),
+        inflight_in: 0,
+        out_acks: VecDeque::new(),
+        comps: VecDeque::new(),
+        clean_exit: false,
+    })
+}
+
+/// An outgoing QoS 1/2 message awaiting its acknowledgement towards the router.
+struct OutAck {
+    pkid: u16,
+    /// What the client must send: `kind::PUBACK`, `kind::PUBREC`, or 0 (nothing: the
+    /// message was downgraded to QoS 0 and the edge acknowledges for the client).
+    client_ack: u8,
+    /// What the router expects: PUBACK (subscription QoS 1) or PUBREC (QoS 2).
+    router_ack: u8,
+    done: bool,
+}
+
+/// Second stage of an outgoing QoS 2 flow (PUBREL from the router, PUBCOMP to it).
+struct Comp {
+    pkid: u16,
+    /// The client never saw a QoS 2 flow for it: the edge answers the router's PUBREL.
+    auto: bool,
+    done: bool,
+}
+
+/// State of an accepted connection.
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    version: Version,
+    pub(crate) client_id: String,
+    identity: Identity,
+    keep_alive: u16,
+    slot: RouterSlot,
+    link_rx: LinkRx,
+    pub(crate) will: Option<(LastWill, Option<LastWillProperties>)>,
+    aliases: HashMap<u16, Bytes>,
+    /// Client packet ids of denied QoS 2 publishes whose PUBREL the edge answers.
+    denied_qos2: HashSet<u16>,
+    inflight_in: usize,
+    out_acks: VecDeque<OutAck>,
+    comps: VecDeque<Comp>,
+    clean_exit: bool,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.shared
+            .metrics
+            .connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Session {
+    async fn run<R, W>(&mut self, io: &mut Io<R, W>) -> Result<(), ConnectionError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        io.flush().await?;
+        let max = io.max_packet();
+        // MQTT: the server closes after 1.5 keep-alive periods of silence; 0 disables.
+        let grace =
+            (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        let mut deadline = grace.map(|g| Instant::now() + g);
+        let mut shutdown = self.shared.shutdown.clone();
+        loop {
+            let keepalive = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = io.rd.read_buf(&mut io.rbuf) => {
+                    let n = r?;
+                    if n == 0 {
+                        return Err(ConnectionError::Closed);
+                    }
+                    add(&self.shared.metrics.bytes_in, n as u64);
+                    if let Some(g) = grace {
+                        deadline = Some(Instant::now() + g);
+                    }
+                    while let Some(frame) = codec::next_frame(&mut io.rbuf, max, Some(self.version))? {
+                        self.incoming(io, frame, max).await?;
+                        if self.clean_exit {
+                            io.flush().await?;
+                            return Ok(());
+                        }
+                    }
+                    io.flush().await?;
+                }
+                n = self.link_rx.next() => {
+                    let mut unscheduled = false;
+                    let mut next = n;
+                    loop {
+                        match next {
+                            Ok(Some(notification)) => {
+                                if self.outgoing(io, notification, &mut unscheduled).await? {
+                                    io.flush().await?;
+                                    return Err(ConnectionError::RouterClosed);
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(_) => {
+                                // The router dropped our outgoing channel: the session was
+                                // taken over or removed. Its id may already be reused.
+                                self.slot.forget();
+                                if self.version == Version::V5 {
+                                    io.queue(disconnect(DisconnectReasonCode::SessionTakenOver), self.version);
+                                }
+                                io.flush().await?;
+                                return Err(ConnectionError::RouterClosed);
+                            }
+                        }
+                        // Drain what is already buffered so that writes are batched.
+                        match futures_util::FutureExt::now_or_never(self.link_rx.next()) {
+                            Some(n) => next = n,
+                            None => break,
+                        }
+                        if io.wbuf.len() > 64 * 1024 {
+                            io.flush().await?;
+                        }
+                    }
+                    io.flush().await?;
+                    if unscheduled {
+                        // The router paused us because our queue was full; we drained it.
+                        let _ = self.link_rx.wake().await;
+                    }
+                }
+                _ = keepalive => {
+                    return Err(ConnectionError::Timeout);
+                }
+                _ = shutdown.changed() => {
+                    if self.version == Version::V5 {
+                        io.queue(disconnect(DisconnectReasonCode::ServerShuttingDown), self.version);
+                    }
+                    let _ = io.flush().await;
+                    self.will = None;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn send_router(&mut self, packet: Packet) -> Result<(), ConnectionError> {
+        if self.slot.send(packet).await {
+            Ok(())
+        } else {
+            Err(ConnectionError::RouterClosed)
+        }
+    }
+
+    /// Handles one packet from the client.
+    async fn incoming<R, W>(
+        &mut self,
+        io: &mut Io<R, W>,
+        frame: Frame,
+        max: usize,
+    ) -> Result<(), ConnectionError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let v = self.version;
+        match frame.kind {
+            kind::PINGREQ => {
+                io.queue(Packet::PingResp(PingResp), v);
+                return Ok(());
+            }
+            kind::DISCONNECT if frame.bytes.len() == 2 => {
+                self.will = None;
+                self.clean_exit = true;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let packet = codec::decode(&frame, v, max)?;
+        match packet {
+            Packet::Publish(publish, props) => self.publish(io, &frame, publish, props).await,
+            Packet::PubAck(ack, _) => self.client_ack(ack.pkid, kind::PUBACK).await,
+            Packet::PubRec(rec, _) => self.client_ack(rec.pkid, kind::PUBREC).await,
+            Packet::PubRel(rel, props) => {
+                if self.denied_qos2.remove(&rel.pkid) {
+                    io.queue(
+                        Packet::PubComp(
+                            PubComp {
+                                pkid: rel.pkid,
+                                reason: PubCompReason::Success,
+                            },
+                            None,
+                        ),
+                        v,
+                    );
+                    Ok(())
+                } else {
+                    self.send_router(Packet::PubRel(rel, props)).await
+                }
+            }
+            Packet::PubComp(comp, _) => {
+                if let Some(c) = self
+                    .comps
+                    .iter_mut()
+                    .find(|c| c.pkid == comp.pkid && !c.auto && !c.done)
+                {
+                    c.done = true;
+                }
+                self.flush_comps().await
+            }
+            Packet::Subscribe(sub, props) => self.subscribe(io, sub, props).await,
+            Packet::Unsubscribe(unsub, props) => {
+                let pkid = unsub.pkid;
+                let mut reasons = Vec::with_capacity(unsub.filters.len());
+                for f in &unsub.filters {
+                    reasons.push(
+                        if topic::validate_filter(f)
+                            || topic::strip_share(f).is_some_and(topic::validate_filter)
+                        {
+                            UnsubAckReason::Success
+                        } else {
+                            UnsubAckReason::TopicFilterInvalid
+                        },
+                    );
+                }
+                // The router acknowledges only filters it knows; the edge answers for all.
+                self.send_router(Packet::Unsubscribe(
+                    Unsubscribe {
+                        pkid,
+                        filters: unsub.filters,
+                    },
+                    props,
+                ))
+                .await?;
+                io.queue(Packet::UnsubAck(UnsubAck { pkid, reasons }, None), v);
+                Ok(())
+            }
+            Packet::Disconnect(d, _) => {
+                // MQTT 5 reason 0x04 asks for the will to be published anyway.
+                if d.reason_code != DisconnectReasonCode::DisconnectWithWillMessage {
+                    self.will = None;
+                    self.clean_exit = true;
+                    return Ok(());
+                }
+                Err(ConnectionError::Closed)
+            }
+            Packet::PingReq(_) => {
+                io.queue(Packet::PingResp(PingResp), v);
+                Ok(())
+            }
+            _ => Err(ConnectionError::Protocol(
+                "unexpected packet",
+                DisconnectReasonCode::ProtocolError,
+            )),
+        }
+    }
+
+    async fn publish<R, W>(
+        &mut self,
+        io: &mut Io<R, W>,
+        frame: &Frame,
+        mut publish: Publish,
+        mut props: Option<PublishProperties>,
+    ) -> Result<(), ConnectionError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let v = self.version;
+        let header = codec::publish_header(&frame.bytes).ok_or(ConnectionError::Protocol(
+            "malformed publish",
+            DisconnectReasonCode::MalformedPacket,
+        ))?;
+        if let Some(p) = props.as_mut() {
+            if !p.subscription_identifiers.is_empty() {
+                return Err(ConnectionError::Protocol(
+                    "subscription identifier in PUBLISH",
+                    DisconnectReasonCode::ProtocolError,
+                ));
+            }
+            p.user_properties.retain(|(k, _)| k != QOS_PROPERTY);
+            if let Some(alias) = p.topic_alias.take() {
+                if alias == 0 || alias > TOPIC_ALIAS_MAX {
+                    return Err(ConnectionError::Protocol(
+                        "topic alias out of range",
+                        DisconnectReasonCode::TopicAliasInvalid,
+                    ));
+                }
+                if publish.topic.is_empty() {
+                    publish.topic =
+                        self.aliases
+                            .get(&alias)
+                            .cloned()
+                            .ok_or(ConnectionError::Protocol(
+                                "unknown topic alias",
+                                DisconnectReasonCode::ProtocolError,
+                            ))?;
+                } else {
+                    self.aliases.insert(alias, publish.topic.clone());
+                }
+            }
+        }
+        let topic_name = std::str::from_utf8(&publish.topic)
+            .ok()
+            .filter(|t| topic::validate_topic(t))
+            .ok_or(ConnectionError::Protocol(
+                "invalid topic name",
+                DisconnectReasonCode::TopicNameInvalid,
+            ))?
+            .to_owned();
+
+        if !self.shared.acl.may_publish(&self.identity, &topic_name) {
+            inc(&self.shared.metrics.denied_publish);
+            info!(client_id = %self.client_id, topic = %topic_name, "publish denied");
+            match header.qos {
+                1 => io.queue(
+                    Packet::PubAck(
+                        PubAck {
+                            pkid: header.pkid,
+                            reason: match v {
+                                Version::V5 => PubAckReason::NotAuthorized,
+                                Version::V4 => PubAckReason::Success,
+                            },
+                        },
+                        None,
+                    ),
+                    v,
+                ),
+                2 => {
+                    let reason = match v {
+                        Version::V5 => PubRecReason::NotAuthorized,
+                        Version::V4 => {
+                            // 3.1.1 has no refusal: complete the flow without delivery.
+                            self.denied_qos2.insert(header.pkid);
+                            PubRecReason::Success
+                        }
+                    };
+                    io.queue(
+                        Packet::PubRec(
+                            PubRec {
+                                pkid: header.pkid,
+                                reason,
+                            },
+                            None,
+                        ),
+                        v,
+                    );
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+
+        if header.qos > 0 {
+            self.inflight_in += 1;
+            if self.inflight_in > usize::from(self.shared.config.limits.max_inflight) {
+                return Err(ConnectionError::Protocol(
+                    "receive maximum exceeded",
+                    DisconnectReasonCode::ReceiveMaximumExceeded,
+                ));
+            }
+        }
+        if header.retain {
+            if let Err(e) = self
+                .shared
+                .retained
+                .put(&topic_name, header.qos, &publish.payload)
+                .await
+            {
+                warn!(error = %e, topic = %topic_name, "retained message not persisted");
+            }
+        }
+        let props = with_qos_marker(props, header.qos);
+        inc(&self.shared.metrics.messages_in);
+        self.send_router(Packet::Publish(publish, props)).await
+    }
+
+    async fn subscribe<R, W>(
+        &mut self,
+        io: &mut Io<R, W>,
+        sub: Subscribe,
+        props: Option<rumqttd::protocol::SubscribeProperties>,
+    ) -> Result<(), ConnectionError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let v = self.version;
+        let pkid = sub.pkid;
+        let mut codes = Vec::with_capacity(sub.filters.len());
+        let mut allowed = Vec::with_capacity(sub.filters.len());
+        for filter in sub.filters {
+            let inner = topic::strip_share(&filter.path).filter(|f| topic::validate_filter(f));
+            let code = match inner {
+                None => match v {
+                    Version::V5 => SubscribeReasonCode::TopicFilterInvalid,
+                    Version::V4 => SubscribeReasonCode::Failure,
+                },
+                // The router disconnects on `$` filters (other than $share); the broker
+                // publishes no `$` topics, so refuse them here instead.
+                Some(f) if f.starts_with('$') => match v {
+                    Version::V5 => SubscribeReasonCode::NotAuthorized,
+                    Version::V4 => SubscribeReasonCode::Failure,
+                },
+                Some(f) if !self.shared.acl.may_subscribe(&self.identity, f) => {
+                    inc(&self.shared.metrics.denied_subscribe);
+                    info!(client_id = %self.client_id, filter = %f, "subscribe denied");
+                    match v {
+                        Version::V5 => SubscribeReasonCode::NotAuthorized,
+                        Version::V4 => SubscribeReasonCode::Failure,
+                    }
+                }
+                Some(_) => match filter.qos as u8 {
+                    0 => SubscribeReasonCode::QoS0,
+                    1 => SubscribeReasonCode::QoS1,
+                    _ => SubscribeReasonCode::QoS2,
+                },
+            };
+            if matches!(
+                code,
+                SubscribeReasonCode::QoS0 | SubscribeReasonCode::QoS1 | SubscribeReasonCode::QoS2
+            ) {
+                allowed.push(filter);
+            }
+            codes.push(code);
+        }
+        if !allowed.is_empty() {
+            self.send_router(Packet::Subscribe(
+                Subscribe {
+                    pkid,
+                    filters: allowed,
+                },
+                props,
+            ))
+            .await?;
+        }
+        // The router's own SUBACK is swallowed; this one reports every filter.
+        io.queue(
+            Packet::SubAck(
+                SubAck {
+                    pkid,
+                    return_codes: codes,
+                },
+                None,
+            ),
+            v,
+        );
+        Ok(())
+    }
+
+    /// A PUBACK/PUBREC from the client for an outgoing message.
+    async fn client_ack(&mut self, pkid: u16, ack: u8) -> Result<(), ConnectionError> {
+        match self
+            .out_acks
+            .iter_mut()
+            .find(|a| a.pkid == pkid && a.client_ack == ack && !a.done)
+        {
+            Some(a) => a.done = true,
+            None => debug!(client_id = %self.client_id, pkid, "unsolicited ack ignored"),
+        }
+        self.flush_acks().await
+    }
+
+    /// Sends completed acknowledgements to the router, oldest first.
+    async fn flush_acks(&mut self) -> Result<(), ConnectionError> {
+        while self.out_acks.front().is_some_and(|a| a.done) {
+            let Some(a) = self.out_acks.pop_front() else {
+                break;
+            };
+            if a.router_ack == kind::PUBACK {
+                self.send_router(Packet::PubAck(
+                    PubAck {
+                        pkid: a.pkid,
+                        reason: PubAckReason::Success,
+                    },
+                    None,
+                ))
+                .await?;
+            } else {
+                self.comps.push_back(Comp {
+                    pkid: a.pkid,
+                    auto: a.client_ack != kind::PUBREC,
+                    done: false,
+                });
+                self.send_router(Packet::PubRec(
+                    PubRec {
+                        pkid: a.pkid,
+                        reason: PubRecReason::Success,
+                    },
+                    None,
+                ))
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_comps(&mut self) -> Result<(), ConnectionError> {
+        while self.comps.front().is_some_and(|c| c.done) {
+            let Some(c) = self.comps.pop_front() else {
+                break;
+            };
+            self.send_router(Packet::PubComp(
+                PubComp {
+                    pkid: c.pkid,
+                    reason: PubCompReason::Success,
+                },
+                None,
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Handles one notification from the router. Returns true when the router closed
+    /// the connection.
+    async fn outgoing<R, W>(
+        &mut self,
+        io: &mut Io<R, W>,
+        notification: Notification,
+        unscheduled: &mut bool,
+    ) -> Result<bool, ConnectionError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let v = self.version;
+        match notification {
+            Notification::Forward(forward) => {
+                let publish = forward.publish;
+                let (original_qos, props) = take_qos_marker(forward.properties);
+                let start = io.wbuf.len();
+                if let Err(e) = codec::encode(Packet::Publish(publish, props), v, &mut io.wbuf) {
+                    warn!(error = %e, "cannot encode forwarded publish");
+                    io.wbuf.truncate(start);
+                    return Ok(false);
+                }
+                let Some(h) = codec::publish_header(&io.wbuf[start..]) else {
+                    return Ok(false);
+                };
+                let delivery = original_qos.unwrap_or(h.qos).min(h.qos);
+                if delivery < h.qos {
+                    if let Some(rewritten) = codec::downgrade_publish(&io.wbuf[start..], delivery) {
+                        io.wbuf.truncate(start);
+                        io.wbuf.extend_from_slice(&rewritten);
+                    }
+                }
+                inc(&self.shared.metrics.messages_out);
+                if h.qos > 0 {
+                    let client_ack = match delivery {
+                        0 => 0,
+                        1 => kind::PUBACK,
+                        _ => kind::PUBREC,
+                    };
+                    self.out_acks.push_back(OutAck {
+                        pkid: h.pkid,
+                        client_ack,
+                        router_ack: if h.qos == 1 {
+                            kind::PUBACK
+                        } else {
+                            kind::PUBREC
+                        },
+                        done: delivery == 0,
+                    });
+                    if delivery == 0 {
+                        self.flush_acks().await?;
+                    }
+                }
+            }
+            Notification::DeviceAck(ack) => {
+                match Option::<Packet>::from(Notification::DeviceAck(ack)) {
+                    Some(Packet::PubAck(a, p)) => {
+                        self.inflight_in = self.inflight_in.saturating_sub(1);
+                        io.queue(Packet::PubAck(a, p), v);
+                    }
+                    Some(Packet::PubComp(c, p)) => {
+                        self.inflight_in = self.inflight_in.saturating_sub(1);
+                        io.queue(Packet::PubComp(c, p), v);
+                    }
+                    Some(Packet::PubRec(r, p)) => io.queue(Packet::PubRec(r, p), v),
+                    Some(Packet::PubRel(r, p)) => {
+                        let pkid = r.pkid;
+                        match self.comps.iter_mut().find(|c| c.pkid == pkid && !c.done) {
+                            Some(c) if c.auto => {
+                                c.done = true;
+                                self.flush_comps().await?;
+                            }
+                            Some(_) => io.queue(Packet::PubRel(r, p), v),
+                            None => {
+                                // A PUBREL resent for a persistent session's earlier flow.
+                                self.comps.push_back(Comp {
+                                    pkid,
+                                    auto: false,
+                                    done: false,
+                                });
+                                io.queue(Packet::PubRel(r, p), v);
+                            }
+                        }
+                    }
+                    // SUBACK, UNSUBACK and PINGRESP are answered by the edge itself.
+                    _ => {}
+                }
+            }
+            Notification::Unschedule => *unscheduled = true,
+            Notification::Disconnect(d, p) => {
+                self.slot.forget();
+                if v == Version::V5 {
+                    io.queue(Packet::Disconnect(d, p), v);
+                }
+                return Ok(true);
+            }
+            other => debug!(?other, "ignored router notification"),
+        }
+        Ok(false)
+    }
+}
+
+/// Adds the original-QoS marker to a publish's properties.
+pub(crate) fn with_qos_marker(
+    props: Option<PublishProperties>,
+    qos: u8,
+) -> Option<PublishProperties> {
+    let mut p = props.unwrap_or_default();
+    p.user_properties
+        .push((QOS_PROPERTY.to_owned(), qos.to_string()));
+    Some(p)
+}
+
+/// Removes the marker; returns the original QoS and the properties to send, which are
+/// `None` again when the marker was all they held.
+fn take_qos_marker(props: Option<PublishProperties>) -> (Option<u8>, Option<PublishProperties>) {
+    let Some(mut p) = props else {
+        return (None, None);
+    };
+    let mut qos = None;
+    p.user_properties.retain(|(k, v)| {
+        if k == QOS_PROPERTY {
+            qos = v.parse().ok();
+            false
+        } else {
+            true
+        }
+    });
+    if p == PublishProperties::default() {
+        (qos, None)
+    } else {
+        (qos, Some(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_ids_are_escaped_injectively() {
+        assert_eq!(router_client_id("plain-id"), "plain-id");
+        assert_eq!(router_client_id("a/b"), "a%2Fb");
+        assert_eq!(router_client_id("%2F"), "%252F");
+        assert_ne!(router_client_id("a/b"), router_client_id("a%2Fb"));
+        for c in ['+', '$', '#', '/'] {
+            assert!(!router_client_id(&format!("x{c}y")).contains(c));
+        }
+    }
+
+    #[test]
+    fn qos_marker_round_trips_and_disappears() {
+        let p = with_qos_marker(None, 1);
+        assert_eq!(take_qos_marker(p), (Some(1), None));
+        let user = PublishProperties {
+            content_type: Some("x".into()),
+            ..Default::default()
+        };
+        let (q, p) = take_qos_marker(with_qos_marker(Some(user.clone()), 0));
+        assert_eq!((q, p), (Some(0), Some(user)));
+    }
+}

@@ -1,0 +1,136 @@
+//! `sealpost-broker`: run the broker, or manage its password file.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use sealpost_broker::auth::{add_user, HashCost};
+use sealpost_broker::{Broker, Config};
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "sealpost-broker", version, about = "sealpost MQTT broker")]
+struct Cli {
+    /// TOML configuration file (see broker/broker.example.toml). Without it the broker
+    /// listens on 127.0.0.1:1883 and allows anonymous clients.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Add or replace a user in a password file; the password is read from the first
+    /// line of standard input and stored only as an argon2id hash.
+    Passwd {
+        /// Password file (created if absent).
+        file: PathBuf,
+        /// User name.
+        user: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Some(Command::Passwd { file, user }) => passwd(&file, &user),
+        None => serve(cli.config),
+    }
+}
+
+fn passwd(file: &std::path::Path, user: &str) -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        eprintln!("cannot read the password from standard input");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("empty password refused");
+        return ExitCode::FAILURE;
+    }
+    match add_user(file, user, password, HashCost::default()) {
+        Ok(()) => {
+            println!("user {user} saved in {}", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match &config_path {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::default(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let broker = match Broker::start(config).await {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("cannot start the broker: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for l in broker.listeners() {
+            println!("sealpost-broker listening on {:?} {}", l.kind, l.addr);
+        }
+        if let Some(m) = broker.metrics_addr() {
+            println!("sealpost-broker metrics on http://{m}/metrics");
+        }
+        wait_for_signal().await;
+        println!("sealpost-broker shutting down");
+        broker.shutdown(Duration::from_secs(5)).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

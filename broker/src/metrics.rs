@@ -1,0 +1,190 @@
+//! Counters and the Prometheus text endpoint.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Broker counters; all monotonic except `connections_open`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections currently open (gauge).
+    pub connections_open: AtomicU64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections closed at accept because the limit was reached.
+    pub connections_rejected: AtomicU64,
+    /// CONNECTs refused by authentication.
+    pub auth_failures: AtomicU64,
+    /// PUBLISH packets accepted from clients.
+    pub messages_in: AtomicU64,
+    /// PUBLISH packets sent to clients.
+    pub messages_out: AtomicU64,
+    /// Bytes read from clients.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_out: AtomicU64,
+    /// PUBLISH packets dropped by the ACL.
+    pub denied_publish: AtomicU64,
+    /// Subscriptions refused by the ACL.
+    pub denied_subscribe: AtomicU64,
+    /// Connections closed for malformed or forbidden packets.
+    pub malformed: AtomicU64,
+    /// Connections closed by the keep-alive, connect or handshake timeouts.
+    pub timeouts: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Adds `n` to a counter.
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let items: [(&str, &str, &str, &AtomicU64); 12] = [
+            (
+                "sealpost_connections_open",
+                "gauge",
+                "Open client connections.",
+                &self.connections_open,
+            ),
+            (
+                "sealpost_connections_total",
+                "counter",
+                "Client connections accepted.",
+                &self.connections_total,
+            ),
+            (
+                "sealpost_connections_rejected_total",
+                "counter",
+                "Connections refused at the connection limit.",
+                &self.connections_rejected,
+            ),
+            (
+                "sealpost_auth_failures_total",
+                "counter",
+                "CONNECTs refused by authentication.",
+                &self.auth_failures,
+            ),
+            (
+                "sealpost_messages_in_total",
+                "counter",
+                "PUBLISH packets accepted from clients.",
+                &self.messages_in,
+            ),
+            (
+                "sealpost_messages_out_total",
+                "counter",
+                "PUBLISH packets sent to clients.",
+                &self.messages_out,
+            ),
+            (
+                "sealpost_bytes_in_total",
+                "counter",
+                "Bytes read from clients.",
+                &self.bytes_in,
+            ),
+            (
+                "sealpost_bytes_out_total",
+                "counter",
+                "Bytes written to clients.",
+                &self.bytes_out,
+            ),
+            (
+                "sealpost_denied_publish_total",
+                "counter",
+                "PUBLISH packets denied by the ACL.",
+                &self.denied_publish,
+            ),
+            (
+                "sealpost_denied_subscribe_total",
+                "counter",
+                "Subscriptions denied by the ACL.",
+                &self.denied_subscribe,
+            ),
+            (
+                "sealpost_malformed_total",
+                "counter",
+                "Connections closed for malformed or forbidden packets.",
+                &self.malformed,
+            ),
+            (
+                "sealpost_timeouts_total",
+                "counter",
+                "Connections closed by a timeout.",
+                &self.timeouts,
+            ),
+        ];
+        for (name, kind, help, value) in items {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` until shutdown. Deliberately minimal HTTP/1.1: one request per
+/// connection, bounded in size and time.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (mut stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(1024);
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                    let n = stream.read(&mut chunk).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let ok = buf.starts_with(b"GET /metrics ") || buf.starts_with(b"GET / ");
+            let (status, body) = if ok {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", "not found\n".to_owned())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Binds the metrics endpoint.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

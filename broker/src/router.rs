@@ -1,0 +1,207 @@
+//! The rumqttd router behind the edge, and the links that connect to it.
+//!
+//! rumqttd names its router channel with a crate-private type, so the sender is kept
+//! inside a closure; everything else goes through the public link API.
+
+use crate::config::RouterSizing;
+use futures_util::FutureExt;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet};
+use rumqttd::{Notification, RouterConfig};
+use std::sync::Arc;
+
+type Connector =
+    dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), LinkFailed> + Send + Sync;
+
+/// The router refused or did not answer a link request (connection limit reached,
+/// invalid client id, router gone).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("router link failed: {0}")]
+pub struct LinkFailed(pub String);
+
+/// Handle to a running router thread.
+#[derive(Clone)]
+pub struct RouterHandle {
+    connect: Arc<Connector>,
+}
+
+impl RouterHandle {
+    /// Spawns the router thread. `max_connections` counts edge connections; the router
+    /// gets a few more slots for the broker's own links.
+    pub fn spawn(max_connections: usize, sizing: &RouterSizing) -> RouterHandle {
+        // RouterConfig::default() is all zeros (no connections, tiny segments), so
+        // every field is set explicitly.
+        let config = RouterConfig {
+            max_connections: max_connections + 8,
+            max_outgoing_packet_count: sizing.max_outgoing_packet_count,
+            max_segment_size: sizing.max_segment_size,
+            max_segment_count: sizing.max_segment_count,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        };
+        let router_tx = rumqttd::Router::new(0, config).spawn();
+        let connect = move |client_id: &str, clean: bool| {
+            rumqttd::local::LinkBuilder::new(client_id, router_tx.clone())
+                .clean_session(clean)
+                .build()
+                .map_err(|e| LinkFailed(e.to_string()))
+        };
+        RouterHandle {
+            connect: Arc::new(connect),
+        }
+    }
+
+    /// Registers a connection with the router. Blocks until the router answers, so call
+    /// it from a blocking context. The last will is never given to the router: the edge
+    /// keeps it, so that it can check it against the ACL and publish it itself.
+    ///
+    /// The sending half comes back already wrapped in a [`RouterSlot`], so that a caller
+    /// that goes away before the answer arrives still releases the slot.
+    pub fn link(
+        &self,
+        client_id: &str,
+        clean_session: bool,
+    ) -> Result<(RouterSlot, LinkRx, Notification), LinkFailed> {
+        let (tx, rx, ack) = (self.connect)(client_id, clean_session)?;
+        Ok((RouterSlot::new(tx), rx, ack))
+    }
+
+    /// [`RouterHandle::link`] from async code.
+    pub async fn link_async(
+        &self,
+        client_id: String,
+        clean_session: bool,
+    ) -> Result<(RouterSlot, LinkRx, Notification), LinkFailed> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.link(&client_id, clean_session))
+            .await
+            .unwrap_or_else(|e| Err(LinkFailed(e.to_string())))
+    }
+}
+
+/// A connection's slot in the router, released exactly once however the connection ends.
+///
+/// Dropping it (normal return, error, panic unwinding, task abort) sends DISCONNECT
+/// through the link, which makes the router free the slot.
+pub struct RouterSlot {
+    tx: Option<LinkTx>,
+}
+
+impl RouterSlot {
+    /// Takes ownership of a link's sending half.
+    pub fn new(tx: LinkTx) -> RouterSlot {
+        RouterSlot { tx: Some(tx) }
+    }
+
+    /// The sending half, while the slot is held.
+    pub fn tx(&mut self) -> Option<&mut LinkTx> {
+        self.tx.as_mut()
+    }
+
+    /// Sends a packet to the router. Returns false when the slot is gone.
+    pub async fn send(&mut self, packet: Packet) -> bool {
+        match self.tx.as_mut() {
+            Some(tx) => tx.send(packet).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Releases the slot now.
+    pub fn release(&mut self) {
+        if let Some(mut tx) = self.tx.take() {
+            let disconnect = Packet::Disconnect(
+                Disconnect {
+                    reason_code: DisconnectReasonCode::NormalDisconnection,
+                },
+                None,
+            );
+            // LinkTx::send never awaits (it pushes to a buffer and signals the router
+            // thread), so one poll completes it, even from Drop.
+            let _ = tx.send(disconnect).now_or_never();
+        }
+    }
+
+    /// Forgets the slot without telling the router, for when the router has already
+    /// removed the connection (its id may be reused by then).
+    pub fn forget(&mut self) {
+        self.tx = None;
+    }
+}
+
+impl Drop for RouterSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_slot_router() -> RouterHandle {
+        let sizing = RouterSizing::default();
+        let mut h = RouterHandle::spawn(1, &sizing);
+        // spawn() adds headroom for internal links; this test wants exactly one slot.
+        let config = RouterConfig {
+            max_connections: 1,
+            max_outgoing_packet_count: 200,
+            max_segment_size: sizing.max_segment_size,
+            max_segment_count: 2,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        };
+        let router_tx = rumqttd::Router::new(0, config).spawn();
+        h.connect = Arc::new(move |id: &str, clean: bool| {
+            rumqttd::local::LinkBuilder::new(id, router_tx.clone())
+                .clean_session(clean)
+                .build()
+                .map_err(|e| LinkFailed(e.to_string()))
+        });
+        h
+    }
+
+    #[test]
+    fn router_refuses_a_second_connection_while_the_slot_is_held() {
+        let router = one_slot_router();
+        let (_slot, _rx, _) = router.link("a", true).unwrap();
+        assert!(router.link("b", true).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_connection_task_releases_its_slot() {
+        let router = one_slot_router();
+        let (slot, rx, _) = router.link("a", true).unwrap();
+        let task = tokio::spawn(async move {
+            let _slot = slot;
+            let _rx = rx;
+            panic!("simulated bug in a connection task");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        let r = router.clone();
+        let second = tokio::task::spawn_blocking(move || r.link("b", true))
+            .await
+            .unwrap();
+        assert!(second.is_ok(), "slot was not released after a panic");
+    }
+
+    #[tokio::test]
+    async fn an_aborted_connection_task_releases_its_slot() {
+        let router = one_slot_router();
+        let (slot, rx, _) = router.link("a", true).unwrap();
+        let task = tokio::spawn(async move {
+            let _slot = slot;
+            let _rx = rx;
+            std::future::pending::<()>().await;
+        });
+        tokio::task::yield_now().await;
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        let r = router.clone();
+        let second = tokio::task::spawn_blocking(move || r.link("b", true))
+            .await
+            .unwrap();
+        assert!(second.is_ok(), "slot was not released after abort");
+    }
+}

@@ -1,0 +1,295 @@
+//! Broker assembly: shared state, listeners, the broker's own router link, start and
+//! graceful shutdown (mini-redis style: a watch channel tells every task to stop, and
+//! shutdown waits for connections to release their permits).
+
+use crate::acl::Acl;
+use crate::auth::PasswordFile;
+use crate::config::{Config, ListenerKind};
+use crate::connection::with_qos_marker;
+use crate::listener;
+use crate::metrics::Metrics;
+use crate::retained::{RetainedMessage, RetainedStore};
+use crate::router::{RouterHandle, RouterSlot};
+use rumqttd::protocol::{LastWill, LastWillProperties, Packet, Publish, PublishProperties};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Mutex, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The password file is unusable.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// The retained store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::retained::StoreError),
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// An ACL rule is invalid.
+    #[error("ACL: {0}")]
+    Acl(String),
+    /// A socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The router did not accept the broker's own link.
+    #[error("router link: {0}")]
+    Router(String),
+}
+
+/// Client id of the broker's own router link; no client id can map to it (see
+/// `connection::router_client_id`).
+const SYSTEM_CLIENT_ID: &str = "%sealpost-system";
+
+/// State shared by all connections.
+pub struct Shared {
+    /// The configuration in force.
+    pub config: Config,
+    /// The router.
+    pub router: RouterHandle,
+    /// Authorization.
+    pub acl: Acl,
+    /// Password file, when configured.
+    pub passwords: Option<PasswordFile>,
+    /// Durable retained messages.
+    pub retained: RetainedStore,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Becomes true at shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    system: Mutex<RouterSlot>,
+}
+
+impl Shared {
+    /// Publishes a message on the broker's own link. Sent at QoS 0 to the router (which
+    /// then needs no acknowledgement from us) with the intended QoS as the marker that
+    /// the edge applies on delivery.
+    async fn publish_system(
+        &self,
+        topic: &str,
+        payload: bytes::Bytes,
+        qos: u8,
+        retain: bool,
+        props: Option<PublishProperties>,
+    ) {
+        let publish = Publish::new(
+            bytes::Bytes::copy_from_slice(topic.as_bytes()),
+            payload,
+            retain,
+        );
+        let props = with_qos_marker(props, qos);
+        let mut slot = self.system.lock().await;
+        if !slot.send(Packet::Publish(publish, props)).await {
+            warn!(topic, "broker link to the router is gone; message dropped");
+        }
+    }
+
+    /// Publishes a client's last will (already checked against the ACL at CONNECT).
+    pub async fn publish_will(&self, will: (LastWill, Option<LastWillProperties>)) {
+        let (will, props) = will;
+        let Ok(topic) = std::str::from_utf8(&will.topic) else {
+            return;
+        };
+        let qos = will.qos as u8;
+        if will.retain {
+            if let Err(e) = self.retained.put(topic, qos, &will.message).await {
+                warn!(error = %e, "retained will not persisted");
+            }
+        }
+        let props = props.map(|p| PublishProperties {
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data,
+            user_properties: p.user_properties,
+            content_type: p.content_type,
+            ..Default::default()
+        });
+        self.publish_system(topic, will.message, qos, will.retain, props)
+            .await;
+    }
+
+    async fn replay(&self, messages: Vec<RetainedMessage>) {
+        let count = messages.len();
+        for m in messages {
+            self.publish_system(&m.topic, m.payload, m.qos, true, None)
+                .await;
+        }
+        if count > 0 {
+            info!(count, "retained messages restored");
+        }
+    }
+}
+
+/// A bound listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundListener {
+    /// Transport.
+    pub kind: ListenerKind,
+    /// Actual address (with the real port when 0 was configured).
+    pub addr: SocketAddr,
+}
+
+/// A running broker.
+pub struct Broker {
+    listeners: Vec<BoundListener>,
+    metrics_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Broker {
+    /// Validates the configuration, opens the retained store, starts the router, replays
+    /// retained messages and binds every listener.
+    pub async fn start(config: Config) -> Result<Broker, BrokerError> {
+        config.validate()?;
+        let acl = Acl::new(&config.acl).map_err(BrokerError::Acl)?;
+        let passwords = match &config.auth.password_file {
+            Some(p) => Some(PasswordFile::load(p)?),
+            None => None,
+        };
+        let (retained, stored) = match &config.retained.path {
+            Some(p) => RetainedStore::open(p)?,
+            None => (RetainedStore::in_memory(), Vec::new()),
+        };
+        let router = RouterHandle::spawn(config.limits.max_connections, &config.router);
+        let (system, mut system_rx, _) = router
+            .link_async(SYSTEM_CLIENT_ID.to_owned(), true)
+            .await
+            .map_err(|e| BrokerError::Router(e.to_string()))?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let metrics = Arc::new(Metrics::default());
+        let mut tasks = Vec::new();
+        // The broker's link receives nothing useful, but its queue must be drained.
+        tasks.push(tokio::spawn(async move {
+            while let Ok(_n) = system_rx.next().await {}
+        }));
+
+        let mut bound = Vec::new();
+        let mut sockets = Vec::new();
+        for l in &config.listeners {
+            let socket = tokio::net::TcpListener::bind(l.bind)
+                .await
+                .map_err(|source| BrokerError::Bind {
+                    addr: l.bind,
+                    source,
+                })?;
+            let addr = socket.local_addr().map_err(|source| BrokerError::Bind {
+                addr: l.bind,
+                source,
+            })?;
+            let tls = match (&l.kind, &l.tls) {
+                (ListenerKind::Tls, Some(t)) => Some(crate::tls::acceptor(t)?),
+                _ => None,
+            };
+            bound.push(BoundListener { kind: l.kind, addr });
+            sockets.push((socket, l.kind, tls));
+        }
+        let metrics_socket = match config.metrics.bind {
+            Some(addr) => Some(
+                crate::metrics::bind(addr)
+                    .await
+                    .map_err(|source| BrokerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics_socket.as_ref().and_then(|s| s.local_addr().ok());
+
+        let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+        let shared = Arc::new(Shared {
+            config,
+            router,
+            acl,
+            passwords,
+            retained,
+            metrics: metrics.clone(),
+            shutdown: shutdown_rx.clone(),
+            system: Mutex::new(system),
+        });
+        shared.replay(stored).await;
+
+        for (socket, kind, tls) in sockets {
+            tasks.push(tokio::spawn(listener::run(
+                socket,
+                kind,
+                tls,
+                shared.clone(),
+                permits.clone(),
+            )));
+        }
+        if let Some(socket) = metrics_socket {
+            tasks.push(tokio::spawn(crate::metrics::serve(
+                socket,
+                metrics,
+                shutdown_rx,
+            )));
+        }
+        for b in &bound {
+            info!(kind = ?b.kind, addr = %b.addr, "listening");
+        }
+        Ok(Broker {
+            listeners: bound,
+            metrics_addr,
+            shared,
+            shutdown_tx,
+            tasks,
+            permits,
+        })
+    }
+
+    /// The listeners, with their actual addresses.
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
+    }
+
+    /// Address of the first listener of `kind`.
+    pub fn addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.kind == kind)
+            .map(|l| l.addr)
+    }
+
+    /// Address of the metrics endpoint, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The broker's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Stops accepting, tells every connection to close (MQTT 5 clients get DISCONNECT
+    /// 0x8B), waits up to `grace` for them, then closes the retained store.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown_tx.send(true);
+        let max = self.shared.config.limits.max_connections as u32;
+        let drained = tokio::time::timeout(grace, self.permits.acquire_many(max)).await;
+        if drained.is_err() {
+            warn!("some connections did not close within the shutdown grace period");
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.shared.retained.close();
+        info!("broker stopped");
+    }
+}
