@@ -1,1 +1,199 @@
-fn main() {}
+//! Seal and open throughput next to the raw primitives, in one run.
+//!
+//! `cargo bench -p sealpost-protocol --bench seal_open`
+//! Results and their reading are in docs/BENCHMARKS.md.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ed25519_dalek::{Signer, SigningKey, Verifier as _};
+use rand::rngs::OsRng;
+use rsa::Oaep;
+use sealpost_certs::{now_unix, CertificateAuthority, Profile, Validity, Verifier};
+use sealpost_protocol::{
+    seal_key_message, ContentKey, KeyLocation, KeyRecipient, Opener, PublisherIdentity, Sealer,
+    SubscriberIdentity,
+};
+use sha2::Sha256;
+use std::hint::black_box;
+
+const SIZES: [usize; 4] = [64, 256, 1024, 16 * 1024];
+const TOPIC: &str = "bench/topic";
+
+struct Setup {
+    ca: CertificateAuthority,
+    publisher: PublisherIdentity,
+    subscriber: SubscriberIdentity,
+    key: ContentKey,
+}
+
+fn setup() -> Setup {
+    let ca = CertificateAuthority::create("bench CA", Validity::days_from_now(1)).unwrap();
+    let p = ca
+        .issue(
+            &Profile::Publisher {
+                id: "bench".into(),
+                topics: vec!["bench/#".into()],
+            },
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    let s = ca
+        .issue(
+            &Profile::Subscriber {
+                id: "reader".into(),
+            },
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    Setup {
+        publisher: PublisherIdentity::from_pem(&p.certificate_pem, &p.private_key_pem).unwrap(),
+        subscriber: SubscriberIdentity::from_pem(&s.certificate_pem, &s.private_key_pem).unwrap(),
+        ca,
+        key: ContentKey::generate(),
+    }
+}
+
+fn sealer(s: &Setup) -> Sealer {
+    let mut sealer = Sealer::new(
+        s.publisher.clone(),
+        KeyLocation::key_topic_for("bench"),
+        1,
+        &s.key,
+        0,
+    );
+    sealer.reserve(u64::MAX / 2);
+    sealer
+}
+
+fn opener(s: &Setup) -> Opener {
+    let mut o = Opener::new(Verifier::new(&s.ca.certificate_pem()).unwrap());
+    o.add_key("bench", 1, s.key.clone());
+    o.add_publisher_certificate(&s.publisher.certificate().der, now_unix())
+        .unwrap();
+    o
+}
+
+fn primitives(c: &mut Criterion) {
+    let mut g = c.benchmark_group("primitives");
+    let signing = SigningKey::generate(&mut OsRng);
+    let verifying = signing.verifying_key();
+    let msg = [7u8; 256];
+    let sig = signing.sign(&msg);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("ed25519_sign_256B", |b| {
+        b.iter(|| signing.sign(black_box(&msg)))
+    });
+    g.bench_function("ed25519_verify_256B", |b| {
+        b.iter(|| verifying.verify(black_box(&msg), &sig).unwrap())
+    });
+    let msgs: Vec<Vec<u8>> = (0..64u8).map(|i| vec![i; 256]).collect();
+    let sigs: Vec<_> = msgs.iter().map(|m| signing.sign(m)).collect();
+    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    let keys = vec![verifying; 64];
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("ed25519_verify_batch64_256B", |b| {
+        b.iter(|| ed25519_dalek::verify_batch(black_box(&refs), &sigs, &keys).unwrap())
+    });
+    let cipher = Aes256Gcm::new(ContentKey::generate().as_bytes().into());
+    let nonce = [1u8; 12];
+    for size in SIZES {
+        let pt = vec![0u8; size];
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(format!("aes256gcm_encrypt_{size}B"), |b| {
+            b.iter(|| {
+                cipher
+                    .encrypt(
+                        Nonce::from_slice(&nonce),
+                        Payload {
+                            msg: black_box(&pt),
+                            aad: TOPIC.as_bytes(),
+                        },
+                    )
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn envelopes(c: &mut Criterion) {
+    let s = setup();
+    let mut g = c.benchmark_group("envelope");
+    g.throughput(Throughput::Elements(1));
+    for size in SIZES {
+        let payload = vec![0x5a; size];
+        let mut sealer = sealer(&s);
+        g.bench_function(format!("seal_{size}B"), |b| {
+            b.iter(|| sealer.seal(TOPIC, black_box(&payload)).unwrap())
+        });
+        let mut sealer = self::sealer(&s);
+        let mut opener = opener(&s);
+        g.bench_function(format!("open_{size}B"), |b| {
+            b.iter_batched(
+                || sealer.seal(TOPIC, &payload).unwrap(),
+                |env| opener.open(TOPIC, &env).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    // Batched opening, 64 envelopes of 256 B.
+    let payload = vec![0x5a; 256];
+    let mut sealer = self::sealer(&s);
+    let mut opener = opener(&s);
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("open_batch64_256B", |b| {
+        b.iter_batched(
+            || {
+                (0..64)
+                    .map(|_| sealer.seal(TOPIC, &payload).unwrap())
+                    .collect::<Vec<_>>()
+            },
+            |envs| {
+                let items: Vec<(&str, &[u8])> =
+                    envs.iter().map(|e| (TOPIC, e.as_slice())).collect();
+                let out = opener.open_batch(&items, now_unix());
+                assert!(out.iter().all(Result::is_ok));
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn key_wrapping(c: &mut Criterion) {
+    let s = setup();
+    let mut g = c.benchmark_group("key_wrapping");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(1));
+    let recipient = KeyRecipient::new(s.subscriber.certificate().clone()).unwrap();
+    let topic = "sealpost/keys/bench/reader";
+    g.bench_function("key_message_seal_1_epoch", |b| {
+        b.iter(|| seal_key_message(&s.publisher, &recipient, &[(1, &s.key)], topic, 1).unwrap())
+    });
+    let rsa_public = s.subscriber.certificate().rsa_public_key().unwrap();
+    g.bench_function("rsa2048_oaep_wrap_raw", |b| {
+        b.iter(|| {
+            rsa_public
+                .encrypt(&mut OsRng, Oaep::new::<Sha256>(), s.key.as_bytes())
+                .unwrap()
+        })
+    });
+    let mut epoch = 1u64;
+    let mut opener = Opener::new(Verifier::new(&s.ca.certificate_pem()).unwrap())
+        .with_identity(s.subscriber.clone());
+    g.bench_function("key_message_accept_1_epoch", |b| {
+        b.iter_batched(
+            || {
+                epoch += 1;
+                seal_key_message(&s.publisher, &recipient, &[(epoch, &s.key)], topic, 1).unwrap()
+            },
+            |msg| opener.accept_key_message(topic, &msg).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, primitives, envelopes, key_wrapping);
+criterion_main!(benches);
