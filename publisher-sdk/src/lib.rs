@@ -1,1 +1,31 @@
+//! # sealpost-publisher: the publisher SDK
+//!
+//! A thin async shell over [`rumqttc`] and the sans-IO [`sealpost_protocol`] core. A
+//! [`Publisher`] seals every payload (AES-256-GCM, Ed25519, sequence number, topic) and
+//! decides who can read it: [`Publisher::grant`] adds a subscriber, [`Publisher::revoke`]
+//! removes one and rotates the content key, and one retained key message per granted
+//! subscriber carries the keys (O(1) bytes each, however many subscribers there are).
+//!
+//! ## Features
+//! - Works over any MQTT 3.1.1 broker: TCP, TLS (rustls with the `ring` provider) and
+//!   WebSocket ([`BrokerAddress`]).
+//! - State that must outlive a restart (sequence high-water mark, recent content keys,
+//!   grants) is kept in a state directory and replaced atomically ([`state`]).
+//! - Key messages are wrapped in parallel and published again after every reconnect, in
+//!   case the broker lost its retained messages.
+//!
+//! ## Non-features
+//! - No KDC mode yet: keys travel in key messages only.
+//! - No backoff between reconnect attempts beyond a fixed pause.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod keys;
+mod publisher;
+pub mod state;
+pub mod transport;
+
+pub use error::PublisherError;
+pub use publisher::{Publisher, PublisherConfig, QoS, Rekey, DEFAULT_RESERVE_BLOCK};
+pub use transport::{BrokerAddress, TlsIdentity};

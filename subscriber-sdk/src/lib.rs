@@ -1,1 +1,37 @@
+//! # sealpost-subscriber: the subscriber SDK
+//!
+//! A thin async shell over [`rumqttc`] and the sans-IO [`sealpost_protocol`] core. A
+//! [`Subscriber`] hands its application only messages that were verified (publisher
+//! certificate chain, validity, revocation, topic permission, signature), decrypted and
+//! de-duplicated; everything else is a typed [`Rejection`] the application can observe
+//! and count.
+//!
+//! ## Features
+//! - Follows its own key messages (`sealpost/keys/+/<subscriber id>`, retained), so a
+//!   subscriber that was offline during a grant or rotation still gets its keys.
+//! - Data that arrives before its key (or its publisher's certificate) is held in a
+//!   bounded buffer for a bounded time, retried when keys arrive, then rejected.
+//! - Exactly-once delivery over QoS 1: the replay window drops redeliveries and
+//!   duplicates, and is persisted (state directory) before messages are handed over, so
+//!   a restarted subscriber does not deliver them again.
+//!
+//! ## Non-features
+//! - No KDC client yet: keys come from key messages only.
+//! - Content keys are not persisted: after a restart they come again from the retained
+//!   key messages.
+//! - A crash between persisting the replay window and the application handling a
+//!   message loses that message rather than delivering it twice.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod events;
+mod pending;
+mod replay_store;
+mod subscriber;
+
+pub use error::SubscriberError;
+pub use events::{Counters, Event, Message, Rejection};
+pub use sealpost_protocol::Rejected;
+pub use sealpost_publisher::{BrokerAddress, QoS, TlsIdentity};
+pub use subscriber::{Subscriber, SubscriberConfig, KEY_TOPIC_PREFIX};

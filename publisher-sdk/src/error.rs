@@ -1,0 +1,38 @@
+//! Typed errors of the publisher SDK.
+
+use std::path::PathBuf;
+
+/// Why a publisher operation failed. Messages never contain key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublisherError {
+    /// The broker address could not be understood.
+    #[error("invalid broker address {0:?}: expected mqtt://, mqtts://, ws:// or wss://host:port")]
+    InvalidAddress(String),
+    /// TLS could not be configured (bad CA or client certificate).
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// The publisher identity, the CA or a subscriber certificate is unusable.
+    #[error("certificate: {0}")]
+    Certificate(#[from] sealpost_certs::CertError),
+    /// Sealing or building a key message failed.
+    #[error("sealing: {0}")]
+    Seal(#[from] sealpost_protocol::SealError),
+    /// No granted subscriber has this identity.
+    #[error("no granted subscriber {0:?}")]
+    NotGranted(String),
+    /// Reading or writing the state directory failed.
+    #[error("state file {path}: {detail}")]
+    State {
+        /// File involved.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The broker did not accept the connection in time.
+    #[error("could not connect to the broker at {0}")]
+    NotConnected(String),
+    /// The MQTT client refused the request (its event loop has stopped).
+    #[error("MQTT client: {0}")]
+    Client(#[from] rumqttc::ClientError),
+}

@@ -1,0 +1,526 @@
+//! The [`Publisher`]: sealing, grants, revocation and key messages over one MQTT connection.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event, EventLoop, Packet};
+use sealpost_certs::{now_unix, pemfile, Role, Verifier};
+use sealpost_protocol::{
+    ContentKey, KeyLocation, KeyRecipient, PublisherIdentity, Sealer, DEFAULT_KEPT_EPOCHS,
+};
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::keys::{build_all, Grantee};
+use crate::state::{Grant, PublisherState};
+use crate::transport::{mqtt_options, BrokerAddress, TlsIdentity};
+use crate::PublisherError;
+
+pub use rumqttc::QoS;
+
+/// Sequence numbers reserved (and persisted) at a time: one state write per block.
+pub const DEFAULT_RESERVE_BLOCK: u64 = 4096;
+
+/// How to build a [`Publisher`].
+#[derive(Clone)]
+pub struct PublisherConfig {
+    /// The broker.
+    pub broker: BrokerAddress,
+    /// TLS trust (and client certificate) for `mqtts://` and `wss://` brokers.
+    pub tls: Option<TlsIdentity>,
+    /// MQTT client id; default: the publisher id with a per-process suffix.
+    pub client_id: Option<String>,
+    /// MQTT user name and password, if the broker asks for them.
+    pub credentials: Option<(String, String)>,
+    /// The publisher certificate, PEM.
+    pub certificate_pem: String,
+    /// Its Ed25519 PKCS#8 private key, PEM.
+    pub key_pem: String,
+    /// The CA certificate, PEM: subscriber certificates are verified against it on grant.
+    pub ca_pem: String,
+    /// Directory for the persisted state (created if missing). One publisher per directory.
+    pub state_dir: PathBuf,
+    /// Rotate the content key when it is older than this (checked on publish).
+    pub key_lifetime: Option<Duration>,
+    /// Carry the publisher certificate in every envelope (about 400 bytes more each), so
+    /// subscribers can verify data that arrives before any key message.
+    pub embed_certificate: bool,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// How long [`Publisher::connect`] waits for the first CONNACK.
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for PublisherConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublisherConfig")
+            .field("broker", &self.broker)
+            .field("state_dir", &self.state_dir)
+            .field("key_lifetime", &self.key_lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PublisherConfig {
+    /// A configuration with defaults for everything not given.
+    pub fn new(
+        broker: BrokerAddress,
+        certificate_pem: impl Into<String>,
+        key_pem: impl Into<String>,
+        ca_pem: impl Into<String>,
+        state_dir: impl Into<PathBuf>,
+    ) -> PublisherConfig {
+        PublisherConfig {
+            broker,
+            tls: None,
+            client_id: None,
+            credentials: None,
+            certificate_pem: certificate_pem.into(),
+            key_pem: key_pem.into(),
+            ca_pem: ca_pem.into(),
+            state_dir: state_dir.into(),
+            key_lifetime: None,
+            embed_certificate: false,
+            keep_alive: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a grant, revocation or rotation sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rekey {
+    /// The epoch current afterwards.
+    pub epoch: u64,
+    /// Key messages published.
+    pub key_messages: usize,
+    /// Their total size in bytes (payloads only).
+    pub bytes: usize,
+}
+
+struct Inner {
+    identity: PublisherIdentity,
+    verifier: Verifier,
+    location: KeyLocation,
+    sealer: Sealer,
+    state: PublisherState,
+    state_dir: PathBuf,
+    grantees: BTreeMap<String, Grantee>,
+    /// Current key message per subscriber: `(topic, bytes)`, re-sent after reconnects.
+    key_messages: HashMap<String, (String, Bytes)>,
+    key_lifetime: Option<Duration>,
+}
+
+/// A sealing MQTT publisher. See the crate documentation.
+///
+/// All methods take `&self` and may be called from several tasks; they are serialised
+/// internally, so sequence numbers go out in order.
+pub struct Publisher {
+    id: String,
+    client: AsyncClient,
+    inner: Arc<Mutex<Inner>>,
+    closing: Arc<AtomicBool>,
+    poller: JoinHandle<()>,
+    republisher: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Loads (or creates) the state, connects to the broker and publishes the key
+    /// messages of every granted subscriber. Fails if the broker does not accept the
+    /// connection within `connect_timeout`.
+    pub async fn connect(config: PublisherConfig) -> Result<Publisher, PublisherError> {
+        let identity = PublisherIdentity::from_pem(&config.certificate_pem, &config.key_pem)?;
+        let verifier = Verifier::new(&config.ca_pem)?;
+        let id = identity.id().to_owned();
+        let now = now_unix().max(0) as u64;
+        let state = match PublisherState::load(&config.state_dir)? {
+            Some(s) => s,
+            None => {
+                let s = PublisherState::fresh(*ContentKey::generate().as_bytes(), now);
+                s.save(&config.state_dir)?;
+                s
+            }
+        };
+        let location = KeyLocation::key_topic_for(&id);
+        let (epoch, key) = current_key(&state);
+        let mut sealer = Sealer::new(
+            identity.clone(),
+            location.clone(),
+            epoch,
+            &key,
+            state.seq_high_water,
+        );
+        sealer.set_embed_certificate(config.embed_certificate);
+        let mut grantees = BTreeMap::new();
+        for grant in &state.grants {
+            // Restored grants were verified when granted; a certificate that no longer
+            // parses is a corrupt state file.
+            let info = sealpost_certs::parse(&grant.certificate_der)?;
+            grantees.insert(
+                grant.subscriber.clone(),
+                Grantee {
+                    recipient: KeyRecipient::new(info)?,
+                    granted_epoch: grant.granted_epoch,
+                },
+            );
+        }
+        let mut inner = Inner {
+            identity,
+            verifier,
+            location,
+            sealer,
+            state,
+            state_dir: config.state_dir.clone(),
+            grantees,
+            key_messages: HashMap::new(),
+            key_lifetime: config.key_lifetime,
+        };
+        inner.rebuild_key_messages()?;
+
+        let client_id = config
+            .client_id
+            .clone()
+            .unwrap_or_else(|| unique_client_id(&id));
+        let mut options = mqtt_options(
+            &client_id,
+            &config.broker,
+            config.tls.as_ref(),
+            config.keep_alive,
+        )?;
+        if let Some((user, password)) = &config.credentials {
+            options.set_credentials(user, password);
+        }
+        let (client, eventloop) = AsyncClient::new(options, 1024);
+        let closing = Arc::new(AtomicBool::new(false));
+        let (connected_tx, mut connected_rx) = watch::channel(0u64);
+        let poller = tokio::spawn(poll(eventloop, connected_tx, closing.clone()));
+        let inner = Arc::new(Mutex::new(inner));
+        let republisher = {
+            let inner = inner.clone();
+            let client = client.clone();
+            let mut rx = connected_rx.clone();
+            tokio::spawn(async move {
+                // Every (re)connect: the broker may have lost retained messages (no
+                // persistence, failover), so send every current key message again. This
+                // runs apart from the polling task, which must never publish.
+                while rx.changed().await.is_ok() {
+                    let inner = inner.lock().await;
+                    for (topic, bytes) in inner.key_messages.values() {
+                        let sent = client
+                            .publish_bytes(topic.as_str(), QoS::AtLeastOnce, true, bytes.clone())
+                            .await;
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        let connected =
+            tokio::time::timeout(config.connect_timeout, connected_rx.wait_for(|n| *n > 0)).await;
+        let publisher = Publisher {
+            id,
+            client,
+            inner,
+            closing,
+            poller,
+            republisher,
+        };
+        match connected {
+            Ok(Ok(_)) => Ok(publisher),
+            _ => Err(PublisherError::NotConnected(config.broker.to_string())),
+        }
+    }
+
+    /// The publisher's identity.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The current key epoch.
+    pub async fn epoch(&self) -> u64 {
+        self.inner.lock().await.state.epoch
+    }
+
+    /// The sequence number the next message will carry.
+    pub async fn next_seq(&self) -> u64 {
+        self.inner.lock().await.sealer.next_seq()
+    }
+
+    /// The identities of the granted subscribers.
+    pub async fn granted(&self) -> Vec<String> {
+        self.inner.lock().await.grantees.keys().cloned().collect()
+    }
+
+    /// Seals `payload` for `topic` and publishes it. Returns its sequence number.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+    ) -> Result<u64, PublisherError> {
+        let mut inner = self.inner.lock().await;
+        if let Some(lifetime) = inner.key_lifetime {
+            let age = (now_unix().max(0) as u64).saturating_sub(inner.state.epoch_started_at);
+            if age >= lifetime.as_secs() {
+                inner.rotate(&self.client).await?;
+            }
+        }
+        if inner.sealer.reserved_remaining() == 0 {
+            // Persist the new high-water mark before using any number below it, so a
+            // crash can never lead to a number being used twice.
+            let high_water = inner.sealer.reserve(DEFAULT_RESERVE_BLOCK);
+            inner.state.seq_high_water = high_water;
+            inner.save()?;
+        }
+        let seq = inner.sealer.next_seq();
+        let envelope = inner.sealer.seal(topic, payload)?;
+        // Publishing under the lock keeps envelopes on the wire in sequence order.
+        self.client
+            .publish_bytes(topic, qos, retain, Bytes::from(envelope))
+            .await?;
+        Ok(seq)
+    }
+
+    /// Grants the subscriber whose certificate (PEM) is given: verifies it against the
+    /// CA (role subscriber, validity, revocation list) and publishes its key message.
+    /// Granting an already granted subscriber again refreshes its certificate.
+    pub async fn grant_pem(&self, certificate_pem: &str) -> Result<String, PublisherError> {
+        let der = pemfile::decode(certificate_pem, pemfile::CERTIFICATE)?;
+        let mut ids = self.grant_many(&[der]).await?.1;
+        Ok(ids.remove(0))
+    }
+
+    /// Grants many subscribers at once (certificates as DER), wrapping their keys in
+    /// parallel. All certificates are verified before any is granted.
+    pub async fn grant_many(
+        &self,
+        certificates_der: &[Vec<u8>],
+    ) -> Result<(Rekey, Vec<String>), PublisherError> {
+        let mut inner = self.inner.lock().await;
+        let now = now_unix();
+        let mut recipients = Vec::with_capacity(certificates_der.len());
+        for der in certificates_der {
+            let info = inner.verifier.verify(der, now)?;
+            info.require_role(Role::Subscriber)?;
+            recipients.push(KeyRecipient::new(info)?);
+        }
+        let mut ids = Vec::with_capacity(recipients.len());
+        let mut new = Vec::with_capacity(recipients.len());
+        for recipient in recipients {
+            let id = recipient.id().to_owned();
+            let granted_epoch = inner
+                .grantees
+                .get(&id)
+                .map_or(inner.state.epoch, |g| g.granted_epoch);
+            inner.state.grants.retain(|g| g.subscriber != id);
+            inner.state.grants.push(Grant {
+                subscriber: id.clone(),
+                certificate_der: recipient.certificate().der.clone(),
+                granted_epoch,
+            });
+            ids.push(id.clone());
+            new.push((
+                id,
+                Grantee {
+                    recipient,
+                    granted_epoch,
+                },
+            ));
+        }
+        inner.save()?;
+        let built = {
+            let grantees: Vec<&Grantee> = new.iter().map(|(_, g)| g).collect();
+            inner.build(grantees)?
+        };
+        for (id, grantee) in new {
+            inner.grantees.insert(id, grantee);
+        }
+        let rekey = inner.send(&self.client, built).await?;
+        Ok((rekey, ids))
+    }
+
+    /// Revokes a subscriber: clears its retained key message, rotates the content key and
+    /// sends the new key to the remaining subscribers only, so the revoked one cannot read
+    /// anything published afterwards.
+    pub async fn revoke(&self, subscriber_id: &str) -> Result<Rekey, PublisherError> {
+        let mut inner = self.inner.lock().await;
+        if inner.grantees.remove(subscriber_id).is_none() {
+            return Err(PublisherError::NotGranted(subscriber_id.to_owned()));
+        }
+        inner.state.grants.retain(|g| g.subscriber != subscriber_id);
+        inner.key_messages.remove(subscriber_id);
+        if let Some(topic) = inner.location.key_message_topic(subscriber_id) {
+            // An empty retained message deletes the retained key message.
+            self.client
+                .publish_bytes(topic, QoS::AtLeastOnce, true, Bytes::new())
+                .await?;
+        }
+        inner.rotate(&self.client).await
+    }
+
+    /// Starts a new key epoch with a fresh content key and sends it to every granted
+    /// subscriber.
+    pub async fn rotate(&self) -> Result<Rekey, PublisherError> {
+        self.inner.lock().await.rotate(&self.client).await
+    }
+
+    /// Disconnects cleanly, waiting (bounded) for queued messages to leave.
+    pub async fn disconnect(self) -> Result<(), PublisherError> {
+        // Taking the lock waits for any operation in progress.
+        let _inner = self.inner.lock().await;
+        self.closing.store(true, Ordering::SeqCst);
+        self.client.disconnect().await?;
+        Ok(())
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.republisher.abort();
+        // The poller ends by itself after the DISCONNECT from `disconnect`, or when the
+        // client handle (dropped here) closes its request channel; abort it in case it
+        // is waiting on a dead broker.
+        if !self.poller.is_finished() {
+            let poller = self.poller.abort_handle();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                poller.abort();
+            });
+        }
+    }
+}
+
+impl Inner {
+    fn save(&self) -> Result<(), PublisherError> {
+        self.state.save(&self.state_dir)
+    }
+
+    fn recent_keys(&self) -> Vec<(u64, ContentKey)> {
+        self.state
+            .keys
+            .iter()
+            .map(|(e, k)| (*e, ContentKey::from_bytes(*k)))
+            .collect()
+    }
+
+    fn build(
+        &self,
+        grantees: Vec<&Grantee>,
+    ) -> Result<HashMap<String, (String, Vec<u8>)>, PublisherError> {
+        let now = now_unix().max(0) as u64;
+        Ok(build_all(
+            &self.identity,
+            &self.location,
+            &self.recent_keys(),
+            grantees,
+            now,
+        )?)
+    }
+
+    fn rebuild_key_messages(
+        &mut self,
+    ) -> Result<HashMap<String, (String, Vec<u8>)>, PublisherError> {
+        let built = self.build(self.grantees.values().collect())?;
+        self.key_messages = built
+            .iter()
+            .map(|(id, (t, b))| (id.clone(), (t.clone(), Bytes::from(b.clone()))))
+            .collect();
+        Ok(built)
+    }
+
+    /// Remembers and publishes key messages.
+    async fn send(
+        &mut self,
+        client: &AsyncClient,
+        built: HashMap<String, (String, Vec<u8>)>,
+    ) -> Result<Rekey, PublisherError> {
+        let mut rekey = Rekey {
+            epoch: self.state.epoch,
+            ..Rekey::default()
+        };
+        for (id, (topic, bytes)) in built {
+            let bytes = Bytes::from(bytes);
+            rekey.key_messages += 1;
+            rekey.bytes += bytes.len();
+            client
+                .publish_bytes(topic.as_str(), QoS::AtLeastOnce, true, bytes.clone())
+                .await?;
+            self.key_messages.insert(id, (topic, bytes));
+        }
+        Ok(rekey)
+    }
+
+    async fn rotate(&mut self, client: &AsyncClient) -> Result<Rekey, PublisherError> {
+        let key = ContentKey::generate();
+        let epoch = self.state.epoch + 1;
+        self.state.epoch = epoch;
+        self.state.epoch_started_at = now_unix().max(0) as u64;
+        self.state.keys.push((epoch, *key.as_bytes()));
+        let excess = self.state.keys.len().saturating_sub(DEFAULT_KEPT_EPOCHS);
+        self.state.keys.drain(..excess);
+        // The new key is on disk before anything is sealed with it.
+        self.save()?;
+        self.sealer.set_key(epoch, &key);
+        self.key_messages.clear();
+        let built = self.build(self.grantees.values().collect())?;
+        self.send(client, built).await
+    }
+}
+
+fn current_key(state: &PublisherState) -> (u64, ContentKey) {
+    state
+        .keys
+        .iter()
+        .find(|(e, _)| *e == state.epoch)
+        .map(|(e, k)| (*e, ContentKey::from_bytes(*k)))
+        .unwrap_or_else(|| (state.epoch, ContentKey::generate()))
+}
+
+fn unique_client_id(id: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{id}-{}-{nanos:x}", std::process::id())
+}
+
+/// Polls the MQTT event loop until the publisher closes. Counts CONNACKs so the
+/// republisher knows when to send key messages again. Never publishes.
+async fn poll(mut eventloop: EventLoop, connected: watch::Sender<u64>, closing: Arc<AtomicBool>) {
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                connected.send_modify(|n| *n += 1);
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                if closing.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if closing.load(Ordering::SeqCst) {
+                    return;
+                }
+                tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
+                // rumqttc reconnects on the next poll without any pause.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Typed errors of the subscriber SDK (setup and client failures; rejected messages are
+//! [`Rejection`](crate::Rejection)s, not errors).
+
+use std::path::PathBuf;
+
+/// Why a subscriber operation failed. Messages never contain key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscriberError {
+    /// Connection settings are unusable (address, TLS).
+    #[error("connection settings: {0}")]
+    Settings(#[from] sealpost_publisher::PublisherError),
+    /// The subscriber identity, the CA or the revocation list is unusable.
+    #[error("certificate: {0}")]
+    Certificate(#[from] sealpost_certs::CertError),
+    /// The subscriber identity is unusable.
+    #[error("identity: {0}")]
+    Identity(#[from] sealpost_protocol::SealError),
+    /// Not a valid MQTT topic filter.
+    #[error("invalid topic filter {0:?}")]
+    InvalidFilter(String),
+    /// Reading or writing the state directory failed.
+    #[error("state file {path}: {detail}")]
+    State {
+        /// File involved.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The broker did not accept the connection or subscription in time.
+    #[error("broker did not answer: {0}")]
+    Timeout(&'static str),
+    /// The MQTT client refused the request (its event loop has stopped).
+    #[error("MQTT client: {0}")]
+    Client(#[from] rumqttc::ClientError),
+}

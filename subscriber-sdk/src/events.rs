@@ -1,0 +1,96 @@
+//! What a subscriber hands its application: messages, rejections and counters.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use sealpost_protocol::Rejected;
+
+/// A verified, decrypted message, delivered once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The topic it was published (and signed) on.
+    pub topic: String,
+    /// The publisher's verified identity.
+    pub publisher: String,
+    /// The publisher's sequence number.
+    pub seq: u64,
+    /// The key epoch it was sealed under.
+    pub epoch: u64,
+    /// The plaintext.
+    pub payload: Vec<u8>,
+}
+
+/// A message (data or key message) that was refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The topic it arrived on.
+    pub topic: String,
+    /// Why it was refused.
+    pub reason: Rejected,
+}
+
+/// One thing that happened to an incoming message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Delivered.
+    Message(Message),
+    /// Refused (never delivered).
+    Rejected(Rejection),
+}
+
+/// Running totals, readable at any time from any thread.
+#[derive(Debug, Default)]
+pub struct Counters {
+    delivered: AtomicU64,
+    key_messages: AtomicU64,
+    held: AtomicU64,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Counters {
+    pub(crate) fn delivered(&self) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn key_message(&self) {
+        self.key_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_held(&self, n: usize) {
+        self.held.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rejected(&self, reason: &Rejected) {
+        let mut map = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(reason.kind()).or_default() += 1;
+    }
+
+    /// Messages delivered to the application.
+    pub fn delivered_total(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Key messages accepted.
+    pub fn key_messages_total(&self) -> u64 {
+        self.key_messages.load(Ordering::Relaxed)
+    }
+
+    /// Messages held right now, waiting for a key or publisher certificate.
+    pub fn held_now(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Rejections by [`Rejected::kind`].
+    pub fn rejected_by_kind(&self) -> BTreeMap<&'static str, u64> {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// All rejections.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected_by_kind().values().sum()
+    }
+}
