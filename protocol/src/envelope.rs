@@ -187,15 +187,44 @@ pub(crate) fn parse_sign1(bytes: &[u8]) -> Result<CoseSign1, Rejected> {
     if !only_x5chain {
         return Err(Rejected::Malformed("unexpected unprotected header"));
     }
-    // CBOR allows several encodings of one value; accept only the one we produce.
-    let canonical = sign1
-        .clone()
-        .to_tagged_vec()
-        .map_err(|_| Rejected::Malformed("COSE_Sign1"))?;
-    if canonical != bytes {
+    // CBOR allows several encodings of one value; accept only the one we produce. Every
+    // other encoding of the same values (longer length heads, indefinite lengths, extra
+    // tags) is strictly longer, so comparing lengths is enough and costs no re-encoding.
+    let certificate_len = match find(u, LABEL_X5CHAIN) {
+        None => None,
+        Some(Value::Bytes(der)) => Some(der.len()),
+        Some(_) => return Err(Rejected::Malformed("x5chain must be a single certificate")),
+    };
+    let unprotected_len = match certificate_len {
+        None => 1,
+        Some(n) => 1 + 2 + cbor_bytes_len(n),
+    };
+    let protected_len = sign1
+        .protected
+        .original_data
+        .as_ref()
+        .map_or(0, |d| d.len());
+    let canonical_len = 2 // tag 18, array of 4
+        + cbor_bytes_len(protected_len)
+        + unprotected_len
+        + cbor_bytes_len(sign1.payload.as_ref().map_or(0, |p| p.len()))
+        + cbor_bytes_len(sign1.signature.len());
+    if canonical_len != bytes.len() {
         return Err(Rejected::Malformed("non-canonical encoding"));
     }
     Ok(sign1)
+}
+
+/// Length of a CBOR byte string of `n` bytes in its shortest encoding.
+fn cbor_bytes_len(n: usize) -> usize {
+    let head = match n {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    };
+    head + n
 }
 
 pub(crate) fn embedded_certificate(sign1: &CoseSign1) -> Result<Option<Vec<u8>>, Rejected> {
