@@ -36,6 +36,7 @@ pub struct Broker {
     pub port: u16,
     /// Its WebSocket port, if it has one.
     pub ws_port: Option<u16>,
+    conf: PathBuf,
     _dir: TempDir,
 }
 
@@ -70,22 +71,24 @@ impl Broker {
         }
         let path = dir.path().join("mosquitto.conf");
         std::fs::write(&path, conf).expect("write mosquitto.conf");
-        let child = Command::new(mosquitto_binary())
-            .arg("-c")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start mosquitto (apt-get install mosquitto)");
         let broker = Broker {
-            child,
+            child: spawn_mosquitto(&path),
             port,
             ws_port,
+            conf: path,
             _dir: dir,
         };
         broker.wait_ready();
         broker
+    }
+
+    /// Stops the broker (losing everything: no persistence) and starts it again on the
+    /// same ports.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_mosquitto(&self.conf);
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
@@ -120,6 +123,17 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_mosquitto(conf: &std::path::Path) -> Child {
+    Command::new(mosquitto_binary())
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start mosquitto (apt-get install mosquitto)")
 }
 
 fn mosquitto_binary() -> PathBuf {

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use rumqttc::QoS;
-use sealpost_protocol::Rejected;
+use sealpost_protocol::{ContentKey, KeyLocation, PublisherIdentity, Rejected, Sealer};
+use sealpost_subscriber::Event;
 use sealpost_tests::*;
 
 /// Runs a scenario with an overall time limit, so a bug can fail a test but never hang it.
@@ -156,6 +157,348 @@ async fn offline_subscriber_gets_keys_from_retained_key_messages() {
             .await
             .unwrap();
         assert_eq!(expect_message(&mut c).await.payload, b"live value");
+    })
+    .await;
+}
+
+/// Seals like `sensor-1` would, with its current key read from its state directory, but
+/// without going through the broker: envelopes no subscriber has seen yet, for the
+/// attacker to modify.
+fn fresh_envelope_of(pki: &Pki, issued: &sealpost_certs::Issued, state: &str) -> Sealer {
+    let state = sealpost_publisher::state::PublisherState::load(&pki.state_dir(state))
+        .unwrap()
+        .expect("publisher state exists");
+    let (epoch, key) = state.keys.last().copied().unwrap();
+    let identity =
+        PublisherIdentity::from_pem(&issued.certificate_pem, &issued.private_key_pem).unwrap();
+    let id = identity.id().to_owned();
+    let mut sealer = Sealer::new(
+        identity,
+        KeyLocation::key_topic_for(&id),
+        epoch,
+        &ContentKey::from_bytes(key),
+        state.seq_high_water + 1_000_000,
+    );
+    sealer.reserve(100);
+    sealer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_are_rejected_with_typed_errors_and_never_delivered() {
+    bounded(async {
+        let broker = Broker::start(BrokerKind::Mosquitto);
+        let pki = Pki::new("test CA");
+        let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+        let alice = pki.subscriber("alice");
+        let mut spy = RawClient::connect(&broker, "spy", Some("sensors/#")).await;
+        let attacker = RawClient::connect(&broker, "attacker", None).await;
+        let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/a").await;
+        let p = publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
+        p.grant_pem(&alice.certificate_pem).await.unwrap();
+        p.publish("sensors/a", b"genuine", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        assert_eq!(expect_message(&mut a).await.payload, b"genuine");
+        let captured = spy.next_on("sensors/a").await;
+
+        // Replayed: the same bytes again, later.
+        attacker
+            .publish("sensors/a", captured.clone(), QoS::AtLeastOnce)
+            .await;
+        let r = expect_rejection(&mut a).await;
+        assert!(
+            matches!(r.reason, Rejected::Replayed { seq, .. } if seq > 0),
+            "{r:?}"
+        );
+
+        // Tampered: one ciphertext byte flipped in an envelope alice has not seen.
+        let mut sealer = fresh_envelope_of(&pki, &pub_cert, "pub");
+        let mut tampered = sealer.seal("sensors/a", &[b'x'; 1000]).unwrap();
+        let middle = tampered.len() / 2;
+        tampered[middle] ^= 0x01;
+        attacker
+            .publish("sensors/a", tampered, QoS::AtLeastOnce)
+            .await;
+        let r = expect_rejection(&mut a).await;
+        assert_eq!(r.reason, Rejected::BadSignature);
+
+        // Re-published on another topic: signed for sensors/private, sent on sensors/a.
+        let retopic = sealer
+            .seal("sensors/private", b"for another topic")
+            .unwrap();
+        attacker
+            .publish("sensors/a", retopic, QoS::AtLeastOnce)
+            .await;
+        let r = expect_rejection(&mut a).await;
+        assert_eq!(r.reason, Rejected::BadSignature);
+
+        // Forged: same publisher name and topics, certificate from another CA.
+        let evil_pki = Pki::new("evil CA");
+        let evil_cert = evil_pki.publisher("sensor-1", &["sensors/#"]);
+        let evil_identity =
+            PublisherIdentity::from_pem(&evil_cert.certificate_pem, &evil_cert.private_key_pem)
+                .unwrap();
+        let mut forger = Sealer::new(
+            evil_identity,
+            KeyLocation::key_topic_for("sensor-1"),
+            1,
+            &ContentKey::generate(),
+            u64::MAX / 2,
+        );
+        forger.set_embed_certificate(true);
+        forger.reserve(10);
+        let forged = forger.seal("sensors/a", b"forged").unwrap();
+        attacker
+            .publish("sensors/a", forged, QoS::AtLeastOnce)
+            .await;
+        let r = expect_rejection(&mut a).await;
+        assert!(matches!(r.reason, Rejected::UntrustedPublisher(_)), "{r:?}");
+
+        // A genuine publisher of this CA, but not permitted to publish on sensors/#.
+        let meter_cert = pki.publisher("meter-1", &["meters/#"]);
+        let meter_identity =
+            PublisherIdentity::from_pem(&meter_cert.certificate_pem, &meter_cert.private_key_pem)
+                .unwrap();
+        let mut meter = Sealer::new(
+            meter_identity,
+            KeyLocation::key_topic_for("meter-1"),
+            1,
+            &ContentKey::generate(),
+            0,
+        );
+        meter.set_embed_certificate(true);
+        meter.reserve(10);
+        let not_permitted = meter.seal("meters/x", b"not yours").unwrap();
+        attacker
+            .publish("sensors/a", not_permitted, QoS::AtLeastOnce)
+            .await;
+        let r = expect_rejection(&mut a).await;
+        assert!(
+            matches!(&r.reason, Rejected::TopicNotPermitted { publisher, topic }
+                if publisher == "meter-1" && topic == "sensors/a"),
+            "{r:?}"
+        );
+
+        // A forged key message on alice's key topic is refused too.
+        let forged_keys = sealpost_protocol::seal_key_message(
+            forger.identity(),
+            &sealpost_protocol::KeyRecipient::new(
+                sealpost_certs::parse(
+                    &sealpost_certs::pemfile::decode(
+                        &alice.certificate_pem,
+                        sealpost_certs::pemfile::CERTIFICATE,
+                    )
+                    .unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap(),
+            &[(7, &ContentKey::generate())],
+            "sealpost/keys/sensor-1/alice",
+            0,
+        )
+        .unwrap();
+        attacker
+            .publish(
+                "sealpost/keys/sensor-1/alice",
+                forged_keys,
+                QoS::AtLeastOnce,
+            )
+            .await;
+        let r = expect_rejection(&mut a).await;
+        assert!(matches!(r.reason, Rejected::UntrustedPublisher(_)), "{r:?}");
+
+        // The genuine publisher still gets through, and nothing else was delivered.
+        p.publish("sensors/a", b"still genuine", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        assert_eq!(expect_message(&mut a).await.payload, b"still genuine");
+        assert_eq!(a.counters().delivered_total(), 2);
+        assert_eq!(a.counters().rejected_total(), 6);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicated_qos1_publishes_are_delivered_exactly_once() {
+    bounded(async {
+        let broker = Broker::start(BrokerKind::Mosquitto);
+        let pki = Pki::new("test CA");
+        let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+        let alice = pki.subscriber("alice");
+        let mut spy = RawClient::connect(&broker, "spy", Some("sensors/#")).await;
+        let attacker = RawClient::connect(&broker, "dup", None).await;
+        let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
+        let p = publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
+        p.grant_pem(&alice.certificate_pem).await.unwrap();
+        let seq = p
+            .publish("sensors/a", b"once", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        let original = spy.next_on("sensors/a").await;
+        // The same packet twice more, as a QoS 1 redelivery or a duplicating bridge would.
+        for _ in 0..2 {
+            attacker
+                .publish("sensors/a", original.clone(), QoS::AtLeastOnce)
+                .await;
+        }
+        p.publish("sensors/a", b"sentinel", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        let mut delivered = Vec::new();
+        let mut replayed = 0;
+        while delivered
+            .last()
+            .map(|m: &sealpost_subscriber::Message| m.payload.as_slice())
+            != Some(b"sentinel")
+        {
+            match next_event(&mut a).await {
+                Event::Message(m) => delivered.push(m),
+                Event::Rejected(r) => {
+                    assert_eq!(
+                        r.reason,
+                        Rejected::Replayed {
+                            publisher: "sensor-1".into(),
+                            seq
+                        }
+                    );
+                    replayed += 1;
+                }
+            }
+        }
+        // Anything still in flight after the sentinel is a duplicate too.
+        while replayed < 2 {
+            let r = expect_rejection(&mut a).await;
+            assert!(matches!(r.reason, Rejected::Replayed { .. }), "{r:?}");
+            replayed += 1;
+        }
+        let payloads: Vec<&[u8]> = delivered.iter().map(|m| m.payload.as_slice()).collect();
+        assert_eq!(payloads, vec![&b"once"[..], &b"sentinel"[..]]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_subscriber_does_not_deliver_again() {
+    bounded(async {
+        let broker = Broker::start(BrokerKind::Mosquitto);
+        let pki = Pki::new("test CA");
+        let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+        let alice = pki.subscriber("alice");
+        let mut config = pki.subscriber_config(&broker, &alice);
+        config.state_dir = Some(pki.state_dir("alice"));
+        let p = publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
+        p.grant_pem(&alice.certificate_pem).await.unwrap();
+        p.publish("sensors/r", b"retained once", QoS::AtLeastOnce, true)
+            .await
+            .unwrap();
+        let mut a = subscriber(config.clone(), "sensors/#").await;
+        assert_eq!(expect_message(&mut a).await.payload, b"retained once");
+        a.disconnect().await.unwrap();
+
+        // Restart: the broker hands over the retained message again; it was delivered.
+        let mut a = subscriber(config, "sensors/#").await;
+        let r = expect_rejection(&mut a).await;
+        assert!(matches!(r.reason, Rejected::Replayed { .. }), "{r:?}");
+        p.publish("sensors/r", b"new value", QoS::AtLeastOnce, true)
+            .await
+            .unwrap();
+        assert_eq!(expect_message(&mut a).await.payload, b"new value");
+        assert_eq!(a.counters().delivered_total(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_publisher_keeps_sequence_numbers_increasing() {
+    bounded(async {
+        let broker = Broker::start(BrokerKind::Mosquitto);
+        let pki = Pki::new("test CA");
+        let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+        let alice = pki.subscriber("alice");
+        let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
+        let p = publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
+        p.grant_pem(&alice.certificate_pem).await.unwrap();
+        let epoch = p.epoch().await;
+        p.publish("sensors/a", b"first life", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        let m1 = expect_message(&mut a).await;
+        p.disconnect().await.unwrap();
+
+        let p = publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
+        assert_eq!(
+            p.granted().await,
+            vec!["alice".to_owned()],
+            "grants persisted"
+        );
+        assert_eq!(p.epoch().await, epoch, "key persisted");
+        p.publish("sensors/a", b"second life", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        let m2 = expect_message(&mut a).await;
+        assert_eq!(m2.payload, b"second life");
+        assert!(m2.seq > m1.seq, "{} > {}", m2.seq, m1.seq);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_messages_are_published_again_after_the_broker_lost_them() {
+    bounded(async {
+        let mut broker = Broker::start(BrokerKind::Mosquitto);
+        let pki = Pki::new("test CA");
+        let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+        let alice = pki.subscriber("alice");
+        let p = publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
+        p.grant_pem(&alice.certificate_pem).await.unwrap();
+        // No persistence: the retained key message is gone with the broker.
+        broker.restart();
+        let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
+        // The publisher reconnects on its own and sends the key message again; data sent
+        // meanwhile waits in the subscriber's hold buffer or in the client's queue.
+        let mut delivered = None;
+        for attempt in 0..40 {
+            let text = format!("after restart {attempt}");
+            if p.publish("sensors/a", text.as_bytes(), QoS::AtLeastOnce, false)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            if let Ok(Some(Event::Message(m))) =
+                tokio::time::timeout(Duration::from_millis(500), a.next()).await
+            {
+                delivered = Some(m);
+                break;
+            }
+        }
+        let m = delivered.expect("a message opened with the re-published key");
+        assert!(m.payload.starts_with(b"after restart"));
+        assert!(a.counters().key_messages_total() >= 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_over_websocket() {
+    bounded(async {
+        let broker = Broker::mosquitto(true);
+        let pki = Pki::new("test CA");
+        let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+        let alice = pki.subscriber("alice");
+        let ws = broker.ws_address().unwrap();
+        let mut sub_config = pki.subscriber_config(&broker, &alice);
+        sub_config.broker = ws.clone();
+        let mut a = subscriber(sub_config, "sensors/#").await;
+        let mut pub_config = pki.publisher_config(&broker, &pub_cert, "pub");
+        pub_config.broker = ws;
+        let p = publisher(pub_config).await;
+        p.grant_pem(&alice.certificate_pem).await.unwrap();
+        p.publish("sensors/ws", b"over websocket", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        assert_eq!(expect_message(&mut a).await.payload, b"over websocket");
     })
     .await;
 }
