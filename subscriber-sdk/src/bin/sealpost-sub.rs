@@ -98,16 +98,19 @@ async fn run(cli: Cli) -> Result<(), Error> {
         },
     };
     let ca_pem = read(&cli.cafile)?;
+    let (cert_pem, key_pem) = (read(&cli.cert)?, read(&cli.key)?);
     let mut config = SubscriberConfig::new(
         broker.clone(),
-        read(&cli.cert)?,
-        read(&cli.key)?,
+        cert_pem.clone(),
+        key_pem.clone(),
         ca_pem.clone(),
     );
     if broker.is_tls() {
+        // Offered to brokers that authenticate clients by certificate; the others never
+        // ask for it.
         config.tls = Some(TlsIdentity {
             ca_pem,
-            client: None,
+            client: Some((cert_pem, key_pem)),
         });
     }
     if let Some(crl) = &cli.crl {
