@@ -203,7 +203,8 @@ impl Publisher {
         if let Some((user, password)) = &config.credentials {
             options.set_credentials(user, password);
         }
-        let (client, eventloop) = AsyncClient::new(options, 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        eventloop.set_network_options(crate::transport::network_options());
         let closing = Arc::new(AtomicBool::new(false));
         let (connected_tx, mut connected_rx) = watch::channel(0u64);
         let poller = tokio::spawn(poll(eventloop, connected_tx, closing.clone()));

@@ -211,6 +211,8 @@ async fn raw_subscriber(
     qos: QoS,
 ) -> (mpsc::Receiver<Vec<u8>>, tokio::task::JoinHandle<()>) {
     let (client, mut eventloop) = AsyncClient::new(raw_options(name, broker), 1024);
+    // The same socket options as the SDKs, so plain and sealed differ only by sealing.
+    eventloop.set_network_options(sealpost_publisher::transport::network_options());
     let (tx, rx) = mpsc::channel(100_000);
     let (ready_tx, mut ready_rx) = mpsc::channel(1);
     client.subscribe(filter, qos).await.unwrap();
@@ -348,6 +350,7 @@ async fn run(
         Mode::Plain => {
             let (client, mut eventloop) =
                 AsyncClient::new(raw_options(&format!("{tag}-pub"), broker), 1024);
+            eventloop.set_network_options(sealpost_publisher::transport::network_options());
             tasks.push(tokio::spawn(async move {
                 while eventloop.poll().await.is_ok() {}
             }));
@@ -580,6 +583,7 @@ async fn breakdown(kind: BrokerKind, n: usize) {
 
     // Subscriber SDK alone: pre-sealed envelopes sent by a raw publisher.
     let (client, mut eventloop) = AsyncClient::new(raw_options("bd-raw-pub", &broker), 1024);
+    eventloop.set_network_options(sealpost_publisher::transport::network_options());
     let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     client
         .publish(
