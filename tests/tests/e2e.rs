@@ -364,6 +364,7 @@ async fn duplicated_qos1_publishes_are_delivered_exactly_once() {
                     );
                     replayed += 1;
                 }
+                Event::KeyFetchFailed(f) => panic!("no KDC in this test: {f:?}"),
             }
         }
         // Anything still in flight after the sentinel is a duplicate too.
