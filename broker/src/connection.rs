@@ -20,7 +20,7 @@ use crate::topic;
 use bytes::{Bytes, BytesMut};
 use rumqttd::local::LinkRx;
 use rumqttd::protocol::{
-    ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill,
+    ConnAck, ConnAckProperties, ConnectReturnCode, DisconnectReasonCode, LastWill,
     LastWillProperties, Login, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason,
     PubRec, PubRecReason, Publish, PublishProperties, SubAck, Subscribe, SubscribeReasonCode,
     UnsubAck, UnsubAckReason, Unsubscribe,
@@ -122,7 +122,7 @@ where
         _ => None,
     };
     if let (Some(code), Version::V5) = (code, session.version) {
-        io.queue(disconnect(code), Version::V5);
+        queue_disconnect(&mut io.wbuf, code);
         let _ = tokio::time::timeout(Duration::from_secs(1), io.flush()).await;
     }
     let will = match &result {
@@ -143,8 +143,46 @@ fn note_error(shared: &Shared, e: &ConnectionError) {
     }
 }
 
-fn disconnect(code: DisconnectReasonCode) -> Packet {
-    Packet::Disconnect(Disconnect { reason_code: code }, None)
+/// Encodes an MQTT 5 DISCONNECT by hand: rumqttd 0.20 writes a remaining length of 1
+/// followed by two bytes (reason and property length), which clients reject.
+fn queue_disconnect(wbuf: &mut BytesMut, code: DisconnectReasonCode) {
+    wbuf.extend_from_slice(&[0xe0, 0x01, disconnect_code(code)]);
+}
+
+/// MQTT 5 reason code byte of a disconnect reason.
+fn disconnect_code(code: DisconnectReasonCode) -> u8 {
+    use DisconnectReasonCode as D;
+    match code {
+        D::NormalDisconnection => 0x00,
+        D::DisconnectWithWillMessage => 0x04,
+        D::UnspecifiedError => 0x80,
+        D::MalformedPacket => 0x81,
+        D::ProtocolError => 0x82,
+        D::ImplementationSpecificError => 0x83,
+        D::NotAuthorized => 0x87,
+        D::ServerBusy => 0x89,
+        D::ServerShuttingDown => 0x8b,
+        D::KeepAliveTimeout => 0x8d,
+        D::SessionTakenOver => 0x8e,
+        D::TopicFilterInvalid => 0x8f,
+        D::TopicNameInvalid => 0x90,
+        D::ReceiveMaximumExceeded => 0x93,
+        D::TopicAliasInvalid => 0x94,
+        D::PacketTooLarge => 0x95,
+        D::MessageRateTooHigh => 0x96,
+        D::QuotaExceeded => 0x97,
+        D::AdministrativeAction => 0x98,
+        D::PayloadFormatInvalid => 0x99,
+        D::RetainNotSupported => 0x9a,
+        D::QoSNotSupported => 0x9b,
+        D::UseAnotherServer => 0x9c,
+        D::ServerMoved => 0x9d,
+        D::SharedSubscriptionNotSupported => 0x9e,
+        D::ConnectionRateExceeded => 0x9f,
+        D::MaximumConnectTime => 0xa0,
+        D::SubscriptionIdentifiersNotSupported => 0xa1,
+        D::WildcardSubscriptionsNotSupported => 0xa2,
+    }
 }
 
 struct Io<R, W> {
@@ -451,6 +489,10 @@ impl Session {
             (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
         let mut deadline = grace.map(|g| Instant::now() + g);
         let mut shutdown = self.shared.shutdown.clone();
+        // Packets pipelined behind CONNECT are already buffered.
+        if self.drain_frames(io, max).await? {
+            return Ok(());
+        }
         loop {
             let keepalive = async {
                 match deadline {
@@ -468,14 +510,9 @@ impl Session {
                     if let Some(g) = grace {
                         deadline = Some(Instant::now() + g);
                     }
-                    while let Some(frame) = codec::next_frame(&mut io.rbuf, max, Some(self.version))? {
-                        self.incoming(io, frame, max).await?;
-                        if self.clean_exit {
-                            io.flush().await?;
-                            return Ok(());
-                        }
+                    if self.drain_frames(io, max).await? {
+                        return Ok(());
                     }
-                    io.flush().await?;
                 }
                 n = self.link_rx.next() => {
                     let mut unscheduled = false;
@@ -494,7 +531,7 @@ impl Session {
                                 // taken over or removed. Its id may already be reused.
                                 self.slot.forget();
                                 if self.version == Version::V5 {
-                                    io.queue(disconnect(DisconnectReasonCode::SessionTakenOver), self.version);
+                                    queue_disconnect(&mut io.wbuf, DisconnectReasonCode::SessionTakenOver);
                                 }
                                 io.flush().await?;
                                 return Err(ConnectionError::RouterClosed);
@@ -520,7 +557,7 @@ impl Session {
                 }
                 _ = shutdown.changed() => {
                     if self.version == Version::V5 {
-                        io.queue(disconnect(DisconnectReasonCode::ServerShuttingDown), self.version);
+                        queue_disconnect(&mut io.wbuf, DisconnectReasonCode::ServerShuttingDown);
                     }
                     let _ = io.flush().await;
                     self.will = None;
@@ -528,6 +565,27 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Handles every complete frame in the read buffer; true after a clean DISCONNECT.
+    async fn drain_frames<R, W>(
+        &mut self,
+        io: &mut Io<R, W>,
+        max: usize,
+    ) -> Result<bool, ConnectionError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        while let Some(frame) = codec::next_frame(&mut io.rbuf, max, Some(self.version))? {
+            self.incoming(io, frame, max).await?;
+            if self.clean_exit {
+                io.flush().await?;
+                return Ok(true);
+            }
+        }
+        io.flush().await?;
+        Ok(false)
     }
 
     async fn send_router(&mut self, packet: Packet) -> Result<(), ConnectionError> {
@@ -988,10 +1046,10 @@ impl Session {
                 }
             }
             Notification::Unschedule => *unscheduled = true,
-            Notification::Disconnect(d, p) => {
+            Notification::Disconnect(d, _) => {
                 self.slot.forget();
                 if v == Version::V5 {
-                    io.queue(Packet::Disconnect(d, p), v);
+                    queue_disconnect(&mut io.wbuf, d.reason_code);
                 }
                 return Ok(true);
             }

@@ -243,22 +243,18 @@ impl CertificateAuthority {
                 let public = key
                     .verifying_key()
                     .to_public_key_der()
-                    .map_err(|e| CertError::Generation(e.to_string()))?;
-                let private = key
-                    .to_pkcs8_pem(LineEnding::LF)
-                    .map_err(|e| CertError::Generation(e.to_string()))?;
+                    .map_err(generation)?;
+                let private = key.to_pkcs8_pem(LineEnding::LF).map_err(generation)?;
                 (public.as_bytes().to_vec(), private.to_string())
             }
             Profile::Subscriber { .. } => {
-                let key = rsa::RsaPrivateKey::new(&mut OsRng, SUBSCRIBER_RSA_BITS)
-                    .map_err(|e| CertError::Generation(e.to_string()))?;
+                let key =
+                    rsa::RsaPrivateKey::new(&mut OsRng, SUBSCRIBER_RSA_BITS).map_err(generation)?;
                 let public = key
                     .to_public_key()
                     .to_public_key_der()
-                    .map_err(|e| CertError::Generation(e.to_string()))?;
-                let private = key
-                    .to_pkcs8_pem(LineEnding::LF)
-                    .map_err(|e| CertError::Generation(e.to_string()))?;
+                    .map_err(generation)?;
+                let private = key.to_pkcs8_pem(LineEnding::LF).map_err(generation)?;
                 (public.as_bytes().to_vec(), private.to_string())
             }
             Profile::Server { .. } | Profile::Client { .. } => {
@@ -347,6 +343,10 @@ impl CertificateAuthority {
         let crl = params.signed_by(&self.certificate, &self.key)?;
         Ok(crl.pem()?)
     }
+}
+
+fn generation(e: impl std::fmt::Display) -> CertError {
+    CertError::Generation(e.to_string())
 }
 
 /// 16 random bytes, top bit clear so the DER INTEGER stays positive.

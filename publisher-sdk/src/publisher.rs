@@ -450,11 +450,16 @@ impl Publisher {
     }
 
     /// Disconnects cleanly, waiting (bounded) for queued messages to leave.
-    pub async fn disconnect(self) -> Result<(), PublisherError> {
-        // Taking the lock waits for any operation in progress.
-        let _inner = self.inner.lock().await;
-        self.closing.store(true, Ordering::SeqCst);
-        self.client.disconnect().await?;
+    pub async fn disconnect(mut self) -> Result<(), PublisherError> {
+        {
+            // Taking the lock waits for any operation in progress.
+            let _inner = self.inner.lock().await;
+            self.closing.store(true, Ordering::SeqCst);
+            self.client.disconnect().await?;
+        }
+        // Requests leave in order: once the poller has sent the DISCONNECT, every
+        // publish queued before it is on the wire.
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.poller).await;
         Ok(())
     }
 }

@@ -230,6 +230,11 @@ impl Subscriber {
                 // After every (re)connect subscribe again: a clean session forgot them.
                 // Runs apart from the polling task, which must never send requests.
                 while rx.changed().await.is_ok() {
+                    // The first connection subscribes through `connect` and `subscribe`;
+                    // subscribing again would make the broker resend retained messages.
+                    if *rx.borrow_and_update() <= 1 {
+                        continue;
+                    }
                     let filters = filters.lock().await.clone();
                     for (filter, qos) in filters {
                         if client.subscribe(filter, qos).await.is_err() {
@@ -265,6 +270,12 @@ impl Subscriber {
         if !matches!(connected, Ok(Ok(_))) {
             return Err(SubscriberError::Timeout("CONNACK"));
         }
+        let mut subscriber = subscriber;
+        // A KDC-only subscriber follows no key messages: it has no key filter.
+        let key_filter = subscriber.filters.lock().await.first().cloned();
+        if let Some((filter, qos)) = key_filter {
+            subscriber.subscribe_unrecorded(&filter, qos).await?;
+        }
         Ok(subscriber)
     }
 
@@ -278,8 +289,17 @@ impl Subscriber {
         if !topic::validate_filter(filter) {
             return Err(SubscriberError::InvalidFilter(filter.to_owned()));
         }
-        let before = *self.suback.borrow();
         self.filters.lock().await.push((filter.to_owned(), qos));
+        self.subscribe_unrecorded(filter, qos).await
+    }
+
+    /// Subscribes and waits for the SUBACK, without adding to the re-subscribe list.
+    async fn subscribe_unrecorded(
+        &mut self,
+        filter: &str,
+        qos: QoS,
+    ) -> Result<(), SubscriberError> {
+        let before = *self.suback.borrow();
         self.client.subscribe(filter, qos).await?;
         let acked = tokio::time::timeout(
             Duration::from_secs(10),

@@ -85,12 +85,16 @@ impl V4 {
 
     /// Waits for the CONNACK; `Err` with the error text when the connection fails.
     pub async fn connack(&mut self) -> Result<rumqttc::ConnAck, String> {
-        loop {
-            match self.next().await? {
-                Event::Incoming(Packet::ConnAck(a)) => return Ok(a),
-                _ => continue,
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.next().await? {
+                    Event::Incoming(Packet::ConnAck(a)) => return Ok(a),
+                    _ => continue,
+                }
             }
-        }
+        })
+        .await
+        .unwrap_or_else(|_| Err("timeout".into()))
     }
 
     pub async fn next(&mut self) -> Result<Event, String> {
@@ -103,21 +107,29 @@ impl V4 {
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<rumqttc::SubscribeReasonCode> {
         self.client.subscribe(filter, qos).await.unwrap();
-        loop {
-            match self.next().await.expect("suback") {
-                Event::Incoming(Packet::SubAck(s)) => return s.return_codes,
-                _ => continue,
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.next().await.expect("suback") {
+                    Event::Incoming(Packet::SubAck(s)) => return s.return_codes,
+                    _ => continue,
+                }
             }
-        }
+        })
+        .await
+        .expect("SUBACK in time")
     }
 
     pub async fn publish_msg(&mut self) -> Result<rumqttc::Publish, String> {
-        loop {
-            match self.next().await? {
-                Event::Incoming(Packet::Publish(p)) => return Ok(p),
-                _ => continue,
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.next().await? {
+                    Event::Incoming(Packet::Publish(p)) => return Ok(p),
+                    _ => continue,
+                }
             }
-        }
+        })
+        .await
+        .unwrap_or_else(|_| Err("timeout waiting for PUBLISH".into()))
     }
 
     /// Waits up to `d` for a publish; `None` if none came.

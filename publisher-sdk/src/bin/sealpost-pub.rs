@@ -1,1 +1,274 @@
-fn main() {}
+//! `sealpost-pub`: publish sealed messages, in the manner of `mosquitto_pub`.
+//!
+//! Readers are granted from a directory of subscriber certificates (`--grant-dir`): every
+//! `*.pem` in it is granted, and a granted subscriber whose file disappears is revoked
+//! (which rotates the key). With `-l` the directory is re-read while stdin lines are sent.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::Parser;
+use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, QoS, TlsIdentity};
+
+#[derive(Parser)]
+#[command(
+    name = "sealpost-pub",
+    version,
+    disable_help_flag = true,
+    about = "Publish sealed MQTT messages"
+)]
+struct Cli {
+    /// Print help (`-h` is the host, as in mosquitto_pub/sub).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Broker host (ignored with -L).
+    #[arg(short = 'h', long, default_value = "127.0.0.1")]
+    host: String,
+    /// Broker port (ignored with -L).
+    #[arg(short = 'p', long, default_value_t = 1883)]
+    port: u16,
+    /// Broker URL: mqtt://, mqtts://, ws:// or wss://host:port[/path].
+    #[arg(short = 'L', long)]
+    url: Option<String>,
+    /// Topic to publish to.
+    #[arg(short = 't', long)]
+    topic: String,
+    /// Message to send.
+    #[arg(short = 'm', long, group = "input")]
+    message: Option<String>,
+    /// Send the contents of a file as one message.
+    #[arg(short = 'f', long, group = "input")]
+    file: Option<PathBuf>,
+    /// Send each line of stdin as a message.
+    #[arg(short = 'l', long, group = "input")]
+    lines: bool,
+    /// Send all of stdin as one message.
+    #[arg(short = 's', long, group = "input")]
+    stdin: bool,
+    /// QoS 0 or 1 (2 is sent as 1: sealed messages are de-duplicated by the subscriber).
+    #[arg(short = 'q', long, default_value_t = 1)]
+    qos: u8,
+    /// Publish retained.
+    #[arg(short = 'r', long)]
+    retain: bool,
+    /// Publisher certificate (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Publisher private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// sealpost CA certificate (PEM); also trusted for the broker's TLS certificate.
+    #[arg(long)]
+    cafile: PathBuf,
+    /// Directory of subscriber certificates (*.pem) to grant.
+    #[arg(long)]
+    grant_dir: Option<PathBuf>,
+    /// Revoke these subscribers (rotates the key).
+    #[arg(long, num_args = 1..)]
+    revoke: Vec<String>,
+    /// Rotate the content key before publishing.
+    #[arg(long)]
+    rotate: bool,
+    /// Rotate the content key when older than this many seconds.
+    #[arg(long)]
+    key_lifetime: Option<u64>,
+    /// State directory (sequence numbers, keys, grants).
+    #[arg(long, default_value = ".sealpost-pub")]
+    state_dir: PathBuf,
+    /// Client id.
+    #[arg(short = 'i', long)]
+    id: Option<String>,
+    /// User name.
+    #[arg(short = 'u', long)]
+    username: Option<String>,
+    /// Password.
+    #[arg(short = 'P', long)]
+    password: Option<String>,
+    /// Print what is granted and sent.
+    #[arg(short = 'd', long)]
+    debug: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sealpost-pub: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error>;
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let broker = match &cli.url {
+        Some(url) => BrokerAddress::parse(url)?,
+        None => BrokerAddress::Tcp {
+            host: cli.host.clone(),
+            port: cli.port,
+        },
+    };
+    let ca_pem = read(&cli.cafile)?;
+    let mut config = PublisherConfig::new(
+        broker.clone(),
+        read(&cli.cert)?,
+        read(&cli.key)?,
+        ca_pem.clone(),
+        cli.state_dir.clone(),
+    );
+    if broker.is_tls() {
+        config.tls = Some(TlsIdentity {
+            ca_pem,
+            client: None,
+        });
+    }
+    config.client_id = cli.id.clone();
+    if let Some(user) = &cli.username {
+        config.credentials = Some((user.clone(), cli.password.clone().unwrap_or_default()));
+    }
+    config.key_lifetime = cli.key_lifetime.map(Duration::from_secs);
+    let qos = match cli.qos {
+        0 => QoS::AtMostOnce,
+        1 | 2 => QoS::AtLeastOnce,
+        other => return Err(format!("invalid QoS {other}").into()),
+    };
+    let publisher = Publisher::connect(config).await?;
+    for id in &cli.revoke {
+        publisher.revoke(id).await?;
+        if cli.debug {
+            eprintln!("revoked {id}");
+        }
+    }
+    let mut seen = BTreeMap::new();
+    if let Some(dir) = &cli.grant_dir {
+        sync_grants(&publisher, dir, &mut seen, cli.debug).await?;
+    }
+    if cli.rotate {
+        publisher.rotate().await?;
+    }
+    let send = |payload: Vec<u8>| {
+        let publisher = &publisher;
+        let topic = cli.topic.clone();
+        let debug = cli.debug;
+        async move {
+            let seq = publisher.publish(&topic, &payload, qos, cli.retain).await?;
+            if debug {
+                eprintln!("sent {} bytes to {topic} (seq {seq})", payload.len());
+            }
+            Ok::<(), Error>(())
+        }
+    };
+    if let Some(m) = &cli.message {
+        send(m.clone().into_bytes()).await?;
+    } else if let Some(f) = &cli.file {
+        send(std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?).await?;
+    } else if cli.stdin {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf)?;
+        send(buf).await?;
+    } else if cli.lines {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(64);
+        // Reading stdin blocks: keep it off the async threads.
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut rescan = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                line = rx.recv() => match line {
+                    Some(line) => send(line.into_bytes()).await?,
+                    None => break,
+                },
+                _ = rescan.tick() => {
+                    if let Some(dir) = &cli.grant_dir {
+                        sync_grants(&publisher, dir, &mut seen, cli.debug).await?;
+                    }
+                }
+            }
+        }
+    } else if cli.grant_dir.is_none() && cli.revoke.is_empty() && !cli.rotate {
+        return Err("nothing to send: give -m, -f, -l or -s".into());
+    }
+    publisher.disconnect().await?;
+    Ok(())
+}
+
+/// Grants every certificate in `dir` that is new or changed, and revokes granted
+/// subscribers whose certificate left the directory.
+async fn sync_grants(
+    publisher: &Publisher,
+    dir: &Path,
+    seen: &mut BTreeMap<PathBuf, (SystemTime, String)>,
+    debug: bool,
+) -> Result<(), Error> {
+    let mut present = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("pem") {
+            continue;
+        }
+        let modified = std::fs::metadata(&path)?.modified()?;
+        present.insert(path, modified);
+    }
+    for (path, modified) in &present {
+        if seen.get(path).is_some_and(|(m, _)| m == modified) {
+            continue;
+        }
+        let pem = std::fs::read_to_string(path)?;
+        match publisher.grant_pem(&pem).await {
+            Ok(id) => {
+                if debug {
+                    eprintln!("granted {id} ({})", path.display());
+                }
+                seen.insert(path.clone(), (*modified, id));
+            }
+            Err(e) => eprintln!("sealpost-pub: not granting {}: {e}", path.display()),
+        }
+    }
+    let removed: Vec<PathBuf> = seen
+        .keys()
+        .filter(|p| !present.contains_key(*p))
+        .cloned()
+        .collect();
+    for path in removed {
+        if let Some((_, id)) = seen.remove(&path) {
+            publisher.revoke(&id).await?;
+            if debug {
+                eprintln!("revoked {id} ({} removed)", path.display());
+            }
+        }
+    }
+    // Granted earlier (state directory) but no longer in the directory: revoke too, so
+    // the directory is the single source of truth.
+    let listed: Vec<&String> = seen.values().map(|(_, id)| id).collect();
+    for id in publisher.granted().await {
+        if !listed.contains(&&id) {
+            publisher.revoke(&id).await?;
+            if debug {
+                eprintln!("revoked {id} (not in {})", dir.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

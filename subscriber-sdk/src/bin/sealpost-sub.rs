@@ -1,1 +1,177 @@
-fn main() {}
+//! `sealpost-sub`: print verified, decrypted messages, in the manner of `mosquitto_sub`.
+//! Rejections go to stderr.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use sealpost_subscriber::{BrokerAddress, Event, QoS, Subscriber, SubscriberConfig, TlsIdentity};
+
+#[derive(Parser)]
+#[command(
+    name = "sealpost-sub",
+    version,
+    disable_help_flag = true,
+    about = "Receive sealed MQTT messages"
+)]
+struct Cli {
+    /// Print help (`-h` is the host, as in mosquitto_pub/sub).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Broker host (ignored with -L).
+    #[arg(short = 'h', long, default_value = "127.0.0.1")]
+    host: String,
+    /// Broker port (ignored with -L).
+    #[arg(short = 'p', long, default_value_t = 1883)]
+    port: u16,
+    /// Broker URL: mqtt://, mqtts://, ws:// or wss://host:port[/path].
+    #[arg(short = 'L', long)]
+    url: Option<String>,
+    /// Topic filter(s) to subscribe to.
+    #[arg(short = 't', long, required = true)]
+    topic: Vec<String>,
+    /// QoS 0 or 1.
+    #[arg(short = 'q', long, default_value_t = 1)]
+    qos: u8,
+    /// Print topic and publisher before each payload.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// Exit after this many messages.
+    #[arg(short = 'C', long)]
+    count: Option<u64>,
+    /// Exit after this many seconds.
+    #[arg(short = 'W', long)]
+    timeout: Option<u64>,
+    /// Subscriber certificate (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Subscriber private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// sealpost CA certificate (PEM); also trusted for the broker's TLS certificate.
+    #[arg(long)]
+    cafile: PathBuf,
+    /// Revocation list from the CA (PEM).
+    #[arg(long)]
+    crl: Option<PathBuf>,
+    /// State directory (replay window), so a restart does not print messages again.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Seconds to hold a message waiting for its key.
+    #[arg(long, default_value_t = 10)]
+    hold: u64,
+    /// Client id.
+    #[arg(short = 'i', long)]
+    id: Option<String>,
+    /// User name.
+    #[arg(short = 'u', long)]
+    username: Option<String>,
+    /// Password.
+    #[arg(short = 'P', long)]
+    password: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sealpost-sub: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error>;
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let broker = match &cli.url {
+        Some(url) => BrokerAddress::parse(url)?,
+        None => BrokerAddress::Tcp {
+            host: cli.host.clone(),
+            port: cli.port,
+        },
+    };
+    let ca_pem = read(&cli.cafile)?;
+    let mut config = SubscriberConfig::new(
+        broker.clone(),
+        read(&cli.cert)?,
+        read(&cli.key)?,
+        ca_pem.clone(),
+    );
+    if broker.is_tls() {
+        config.tls = Some(TlsIdentity {
+            ca_pem,
+            client: None,
+        });
+    }
+    if let Some(crl) = &cli.crl {
+        config.revocation_list_pem = Some(read(crl)?);
+    }
+    config.state_dir = cli.state_dir.clone();
+    config.hold_time = Duration::from_secs(cli.hold);
+    config.client_id = cli.id.clone();
+    if let Some(user) = &cli.username {
+        config.credentials = Some((user.clone(), cli.password.clone().unwrap_or_default()));
+    }
+    let qos = if cli.qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    };
+    let mut subscriber = Subscriber::connect(config).await?;
+    for filter in &cli.topic {
+        subscriber.subscribe(filter, qos).await?;
+    }
+    let deadline = cli
+        .timeout
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut printed = 0u64;
+    let stdout = std::io::stdout();
+    while !matches!(cli.count, Some(c) if printed >= c) {
+        let event = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, subscriber.next()).await {
+                Ok(e) => e,
+                Err(_) => break,
+            },
+            None => subscriber.next().await,
+        };
+        let Some(event) = event else { break };
+        match event {
+            Event::Message(m) => {
+                let mut out = stdout.lock();
+                if cli.verbose {
+                    write!(out, "{} [{}] ", m.topic, m.publisher)?;
+                }
+                out.write_all(&m.payload)?;
+                writeln!(out)?;
+                out.flush()?;
+                printed += 1;
+            }
+            Event::Rejected(r) => {
+                eprintln!("rejected {}: {} ({})", r.topic, r.reason, r.reason.kind());
+            }
+            Event::KeyFetchFailed(f) => {
+                eprintln!(
+                    "key fetch failed: {} epoch {} from {}: {}",
+                    f.publisher, f.epoch, f.kdc, f.error
+                );
+            }
+        }
+    }
+    let _ = subscriber.disconnect().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -1,0 +1,267 @@
+//! Authentication (password file) and authorization (ACL) with real clients.
+
+mod common;
+
+use common::*;
+use rumqttc::{ConnectReturnCode, QoS, SubscribeReasonCode};
+use sealpost_broker::auth::{add_user, HashCost};
+use sealpost_broker::config::AclDefault;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const CHEAP: HashCost = HashCost {
+    memory_kib: 64,
+    iterations: 1,
+};
+
+fn secured(dir: &tempfile::TempDir) -> sealpost_broker::Config {
+    let file = dir.path().join("passwd");
+    add_user(&file, "alice", "alice-pw", CHEAP).unwrap();
+    add_user(&file, "bob", "bob-pw", CHEAP).unwrap();
+    let mut c = tcp_config();
+    c.auth.allow_anonymous = false;
+    c.auth.password_file = Some(file);
+    c.acl = toml::from_str(
+        r#"
+        default = "deny"
+        [[rules]]
+        identity = "user:alice"
+        publish = ["data/alice/#"]
+        subscribe = ["data/#"]
+        [[rules]]
+        identity = "user:bob"
+        publish = ["data/bob/+"]
+        subscribe = ["data/bob/#"]
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.acl.default, AclDefault::Deny);
+    c
+}
+
+async fn v4_login(
+    addr: std::net::SocketAddr,
+    id: &str,
+    user: Option<(&str, &str)>,
+) -> (V4, Result<rumqttc::ConnAck, String>) {
+    let mut o = v4_options(id, addr);
+    if let Some((u, p)) = user {
+        o.set_credentials(u, p);
+    }
+    let mut c = V4::start(o);
+    let r = c.connack().await;
+    (c, r)
+}
+
+fn refused_code(r: &Result<rumqttc::ConnAck, String>) -> String {
+    // rumqttc reports a refused CONNACK as a connection error naming the code.
+    match r {
+        Ok(a) => format!("{:?}", a.code),
+        Err(e) => e.clone(),
+    }
+}
+
+#[tokio::test]
+async fn v311_logins_get_the_right_connack_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr) = start(secured(&dir)).await;
+    let (_ok, r) = v4_login(addr, "a1", Some(("alice", "alice-pw"))).await;
+    assert_eq!(r.unwrap().code, ConnectReturnCode::Success);
+    let (_c, r) = v4_login(addr, "a2", Some(("alice", "wrong"))).await;
+    assert!(refused_code(&r).contains("BadUserNamePassword"), "{r:?}");
+    let (_c, r) = v4_login(addr, "a3", Some(("mallory", "x"))).await;
+    assert!(refused_code(&r).contains("BadUserNamePassword"), "{r:?}");
+    let (_c, r) = v4_login(addr, "a4", None).await;
+    assert!(refused_code(&r).contains("NotAuthorized"), "{r:?}");
+    // Raw check of the exact bytes for a missing login: CONNACK return code 5.
+    let (reply, closed) = raw_exchange(addr, &connect_packet(4, "raw-anon")).await;
+    assert_eq!(reply, vec![0x20, 0x02, 0x00, 0x05]);
+    assert!(closed);
+    assert!(broker.metrics().auth_failures.load(Ordering::Relaxed) >= 4);
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn v5_logins_get_reason_codes() {
+    use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode as Rc, Packet};
+    use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr) = start(secured(&dir)).await;
+    for (user, pass, expected) in [
+        ("alice", "alice-pw", Some(Rc::Success)),
+        ("alice", "nope", Some(Rc::BadUserNamePassword)),
+    ] {
+        let mut o = MqttOptions::new(format!("v5-{pass}"), "127.0.0.1", addr.port());
+        o.set_credentials(user, pass);
+        let (_c, mut el) = AsyncClient::new(o, 10);
+        let got = tokio::time::timeout(WAIT, async {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(a))) => return Some(a.code),
+                    Ok(_) => continue,
+                    Err(ConnectionError::ConnectionRefused(code)) => return Some(code),
+                    Err(_) => return None,
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, expected);
+    }
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn acl_drops_denied_publishes_and_refuses_denied_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr) = start(secured(&dir)).await;
+    let (mut alice, r) = v4_login(addr, "alice-1", Some(("alice", "alice-pw"))).await;
+    r.unwrap();
+    let (mut bob, r) = v4_login(addr, "bob-1", Some(("bob", "bob-pw"))).await;
+    r.unwrap();
+    assert_eq!(
+        alice.subscribe("data/#", QoS::AtLeastOnce).await,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    // Bob may not subscribe outside data/bob/#; a denied filter gets 0x80.
+    assert_eq!(
+        bob.subscribe("data/#", QoS::AtLeastOnce).await,
+        vec![SubscribeReasonCode::Failure]
+    );
+    assert_eq!(
+        bob.subscribe("data/bob/#", QoS::AtLeastOnce).await,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    // Bob publishes: one denied (QoS 1, still acknowledged in 3.1.1), one allowed.
+    bob.client
+        .publish("data/alice/x", QoS::AtLeastOnce, false, b"forged".to_vec())
+        .await
+        .unwrap();
+    bob.client
+        .publish("data/bob/x", QoS::AtLeastOnce, false, b"real".to_vec())
+        .await
+        .unwrap();
+    let p = alice.publish_msg().await.unwrap();
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("data/bob/x", &b"real"[..])
+    );
+    // Denied QoS 2 completes its flow in 3.1.1 without delivery.
+    bob.client
+        .publish("data/alice/y", QoS::ExactlyOnce, false, b"forged2".to_vec())
+        .await
+        .unwrap();
+    bob.client
+        .publish("data/bob/y", QoS::ExactlyOnce, false, b"real2".to_vec())
+        .await
+        .unwrap();
+    let p = alice.publish_msg().await.unwrap();
+    assert_eq!(&p.payload[..], b"real2");
+    assert!(alice
+        .maybe_publish(Duration::from_millis(300))
+        .await
+        .is_none());
+    assert!(broker.metrics().denied_publish.load(Ordering::Relaxed) >= 2);
+    assert!(broker.metrics().denied_subscribe.load(Ordering::Relaxed) >= 1);
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn v5_denied_publish_gets_not_authorized_reason_codes() {
+    use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PubRecReason};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr) = start(secured(&dir)).await;
+    let mut o = MqttOptions::new("bob-v5", "127.0.0.1", addr.port());
+    o.set_credentials("bob", "bob-pw");
+    let (c, mut el) = AsyncClient::new(o, 10);
+    c.publish("data/alice/x", Q5::AtLeastOnce, false, b"no".to_vec())
+        .await
+        .unwrap();
+    c.publish("data/alice/y", Q5::ExactlyOnce, false, b"no".to_vec())
+        .await
+        .unwrap();
+    let (ack, rec) = tokio::time::timeout(WAIT, async {
+        let (mut ack, mut rec) = (None, None);
+        while ack.is_none() || rec.is_none() {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(a))) => ack = Some(a.reason),
+                Ok(Event::Incoming(Packet::PubRec(r))) => rec = Some(r.reason),
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        (ack.unwrap(), rec.unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(ack, PubAckReason::NotAuthorized);
+    assert_eq!(rec, PubRecReason::NotAuthorized);
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_will_on_a_denied_topic_is_refused_at_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr) = start(secured(&dir)).await;
+    let mut o = v4_options("bob-will", addr);
+    o.set_credentials("bob", "bob-pw");
+    o.set_last_will(rumqttc::LastWill::new(
+        "data/alice/will",
+        "x",
+        QoS::AtMostOnce,
+        false,
+    ));
+    let mut c = V4::start(o);
+    let r = c.connack().await;
+    assert!(refused_code(&r).contains("NotAuthorized"), "{r:?}");
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn key_message_topics_are_not_writable_by_password_users() {
+    let mut c = tcp_config();
+    c.acl.default = AclDefault::Allow;
+    let (broker, addr) = start(c).await;
+    let mut spy = V4::connect("spy", addr).await;
+    spy.subscribe("sealpost/keys/#", QoS::AtMostOnce).await;
+    let p = V4::connect("not-p1", addr).await;
+    p.client
+        .publish(
+            "sealpost/keys/p1/epoch/1",
+            QoS::AtLeastOnce,
+            true,
+            b"fake key".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert!(spy
+        .maybe_publish(Duration::from_millis(500))
+        .await
+        .is_none());
+    broker.shutdown(WAIT).await;
+}
+
+#[test]
+fn passwd_subcommand_stores_only_a_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("passwd");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sealpost-broker"))
+        .args(["passwd", file.to_str().unwrap(), "carol"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"carol-secret\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("carol:$argon2id$"));
+    assert!(!text.contains("carol-secret"));
+}

@@ -1,0 +1,126 @@
+//! Interoperability with the Mosquitto command-line clients (Debian `mosquitto-clients`).
+
+mod common;
+
+use common::*;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::Command;
+
+async fn mosquitto_sub(port: u16, args: &[&str]) -> tokio::process::Child {
+    Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-W", "10"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto_sub is installed (apt-get install mosquitto-clients)")
+}
+
+async fn mosquitto_pub(port: u16, args: &[&str]) -> std::process::Output {
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(WAIT, out)
+        .await
+        .expect("mosquitto_pub finished")
+        .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)")
+}
+
+async fn output(child: tokio::process::Child) -> String {
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("mosquitto_sub finished")
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until a subscriber is registered by publishing probes it will also receive.
+async fn wait_subscribed(port: u16, topic: &str, version: &str) {
+    // mosquitto_sub has no "subscribed" signal on stdout; give it a bounded head start.
+    let _ = (port, topic, version);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+}
+
+#[tokio::test]
+async fn mosquitto_clients_v311_and_v5_at_every_qos() {
+    let (broker, addr) = start(tcp_config()).await;
+    let port = addr.port();
+    for version in ["mqttv311", "mqttv5"] {
+        let sub = mosquitto_sub(
+            port,
+            &["-V", version, "-t", "mq/#", "-q", "2", "-C", "3", "-v"],
+        )
+        .await;
+        wait_subscribed(port, "mq/#", version).await;
+        for qos in ["0", "1", "2"] {
+            let out = mosquitto_pub(
+                port,
+                &[
+                    "-V",
+                    version,
+                    "-t",
+                    &format!("mq/{qos}"),
+                    "-m",
+                    &format!("m{qos}"),
+                    "-q",
+                    qos,
+                ],
+            )
+            .await;
+            assert!(
+                out.status.success(),
+                "{version} pub q{qos}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = output(sub).await;
+        assert_eq!(text, "mq/0 m0\nmq/1 m1\nmq/2 m2\n", "{version}");
+    }
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn mosquitto_retained_message_reaches_a_late_subscriber() {
+    let (broker, addr) = start(tcp_config()).await;
+    let port = addr.port();
+    let out = mosquitto_pub(
+        port,
+        &["-t", "keys/p1", "-m", "wrapped-key", "-r", "-q", "1"],
+    )
+    .await;
+    assert!(out.status.success());
+    let sub = mosquitto_sub(port, &["-V", "mqttv5", "-t", "keys/#", "-C", "1", "-v"]).await;
+    assert_eq!(output(sub).await, "keys/p1 wrapped-key\n");
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn mosquitto_and_rumqttc_exchange_messages() {
+    let (broker, addr) = start(tcp_config()).await;
+    let mut r = V4::connect("rumqttc-side", addr).await;
+    r.subscribe("mix/to-rumqttc", rumqttc::QoS::AtLeastOnce)
+        .await;
+    let out = mosquitto_pub(
+        addr.port(),
+        &[
+            "-V",
+            "mqttv5",
+            "-t",
+            "mix/to-rumqttc",
+            "-m",
+            "hi",
+            "-q",
+            "1",
+        ],
+    )
+    .await;
+    assert!(out.status.success());
+    let p = r.publish_msg().await.unwrap();
+    assert_eq!(&p.payload[..], b"hi");
+    assert_eq!(p.qos, rumqttc::QoS::AtLeastOnce);
+    broker.shutdown(WAIT).await;
+}

@@ -1,0 +1,236 @@
+//! TLS (rustls, ring) with certificates from the security center, client-certificate
+//! identities, and MQTT over WebSocket.
+
+mod common;
+
+use common::*;
+use rumqttc::{QoS, TlsConfiguration, Transport};
+use sealpost_broker::config::{ListenerConfig, ListenerKind, TlsConfig};
+use sealpost_broker::Config;
+use sealpost_certs::{CertificateAuthority, Issued, Profile, Validity};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: CertificateAuthority,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let ca =
+            CertificateAuthority::create("sealpost test CA", Validity::days_from_now(1)).unwrap();
+        Pki {
+            dir: tempfile::tempdir().unwrap(),
+            ca,
+        }
+    }
+
+    fn issue(&self, profile: Profile) -> Issued {
+        self.ca.issue(&profile, Validity::days_from_now(1)).unwrap()
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn config(&self, require_client_cert: bool) -> Config {
+        let server = self.issue(Profile::Server {
+            names: vec!["127.0.0.1".into(), "localhost".into()],
+        });
+        let tls = TlsConfig {
+            cert: self.write("server.pem", &server.certificate_pem),
+            key: self.write("server.key", &server.private_key_pem),
+            client_ca: Some(self.write("ca.pem", &self.ca.certificate_pem())),
+            crl: None,
+            require_client_cert,
+        };
+        let mut c = tcp_config();
+        c.limits.handshake_timeout_ms = 500;
+        c.listeners.push(ListenerConfig {
+            kind: ListenerKind::Tls,
+            bind: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(tls),
+        });
+        c.listeners.push(ListenerConfig {
+            kind: ListenerKind::Ws,
+            bind: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+        });
+        c
+    }
+
+    fn client_tls(&self, identity: Option<&Issued>) -> TlsConfiguration {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut self.ca.certificate_pem().as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let config = match identity {
+            Some(id) => {
+                let chain: Vec<CertificateDer<'static>> =
+                    rustls_pemfile::certs(&mut id.certificate_pem.as_bytes())
+                        .map(|c| c.unwrap())
+                        .collect();
+                let key: PrivateKeyDer<'static> =
+                    rustls_pemfile::private_key(&mut id.private_key_pem.as_bytes())
+                        .unwrap()
+                        .unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+            None => builder.with_no_client_auth(),
+        };
+        TlsConfiguration::Rustls(Arc::new(config))
+    }
+}
+
+fn tls_options(id: &str, addr: SocketAddr, tls: TlsConfiguration) -> rumqttc::MqttOptions {
+    let mut o = v4_options(id, addr);
+    o.set_transport(Transport::tls_with_config(tls));
+    o
+}
+
+#[tokio::test]
+async fn tls_clients_work_while_a_silent_tls_client_is_connected() {
+    let pki = Pki::new();
+    let (broker, addr) = start(pki.config(false)).await;
+    let tls_addr = broker.addr(ListenerKind::Tls).unwrap();
+    // A client that opens TCP and never starts the handshake.
+    let mut silent = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    let mut sub = V4::start(tls_options("tls-sub", tls_addr, pki.client_tls(None)));
+    sub.connack()
+        .await
+        .expect("TLS client connects despite the silent one");
+    sub.subscribe("tls/t", QoS::AtLeastOnce).await;
+    let publ = V4::connect("plain-pub", addr).await;
+    publ.client
+        .publish("tls/t", QoS::AtLeastOnce, false, b"over tls".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(&sub.publish_msg().await.unwrap().payload[..], b"over tls");
+    // The silent client is dropped by the handshake timeout.
+    let (_, closed) = read_until_closed(&mut silent).await;
+    assert!(closed);
+    assert!(
+        broker
+            .metrics()
+            .timeouts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn publisher_certificate_may_publish_only_its_topics_and_its_key_topics() {
+    let pki = Pki::new();
+    let (broker, addr) = start(pki.config(false)).await;
+    let tls_addr = broker.addr(ListenerKind::Tls).unwrap();
+    let p1 = pki.issue(Profile::Publisher {
+        id: "p1".into(),
+        topics: vec!["plant/+/power".into()],
+    });
+    let mut spy = V4::connect("spy", addr).await;
+    spy.subscribe("#", QoS::AtLeastOnce).await;
+    let mut publisher = V4::start(tls_options(
+        "p1-device",
+        tls_addr,
+        pki.client_tls(Some(&p1)),
+    ));
+    publisher
+        .connack()
+        .await
+        .expect("publisher certificate accepted");
+    for topic in [
+        "plant/1/valve",          // not in the certificate
+        "sealpost/keys/p2/epoch", // another publisher's key topic
+        "plant/1/power",          // allowed
+        "sealpost/keys/p1/epoch", // its own key topic
+    ] {
+        publisher
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, topic.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    let a = spy.publish_msg().await.unwrap();
+    let b = spy.publish_msg().await.unwrap();
+    assert_eq!(a.topic, "plant/1/power");
+    assert_eq!(b.topic, "sealpost/keys/p1/epoch");
+    assert!(spy
+        .maybe_publish(Duration::from_millis(300))
+        .await
+        .is_none());
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn certificates_from_another_ca_are_refused_and_required_certs_enforced() {
+    let pki = Pki::new();
+    let (broker, _) = start(pki.config(true)).await;
+    let tls_addr = broker.addr(ListenerKind::Tls).unwrap();
+    // No certificate while one is required.
+    let mut c = V4::start(tls_options("no-cert", tls_addr, pki.client_tls(None)));
+    assert!(c.connack().await.is_err());
+    // A certificate issued by a foreign CA.
+    let other = Pki::new();
+    let foreign = other.issue(Profile::Client {
+        id: "intruder".into(),
+    });
+    let mut c = V4::start(tls_options(
+        "foreign",
+        tls_addr,
+        pki.client_tls(Some(&foreign)),
+    ));
+    assert!(c.connack().await.is_err());
+    // A certificate of our CA is accepted.
+    let good = pki.issue(Profile::Client {
+        id: "device-7".into(),
+    });
+    let mut c = V4::start(tls_options("good", tls_addr, pki.client_tls(Some(&good))));
+    c.connack()
+        .await
+        .expect("valid client certificate accepted");
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn websocket_clients_v4_and_v5_interoperate_with_tcp_clients() {
+    let pki = Pki::new();
+    let (broker, addr) = start(pki.config(false)).await;
+    let ws = broker.addr(ListenerKind::Ws).unwrap();
+    let mut o = rumqttc::MqttOptions::new("ws-v4", format!("ws://{ws}/mqtt"), ws.port());
+    o.set_transport(Transport::Ws);
+    o.set_keep_alive(Duration::from_secs(5));
+    let mut sub = V4::start(o);
+    sub.connack().await.expect("WebSocket v4 connects");
+    sub.subscribe("ws/#", QoS::AtLeastOnce).await;
+
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let mut o5 = rumqttc::v5::MqttOptions::new("ws-v5", format!("ws://{ws}/mqtt"), ws.port());
+    o5.set_transport(Transport::Ws);
+    let (c5, mut el5) = rumqttc::v5::AsyncClient::new(o5, 10);
+    c5.publish("ws/from-v5", Q5::AtLeastOnce, false, b"v5 over ws".to_vec())
+        .await
+        .unwrap();
+    let poller = tokio::spawn(async move { while el5.poll().await.is_ok() {} });
+    assert_eq!(&sub.publish_msg().await.unwrap().payload[..], b"v5 over ws");
+    let tcp = V4::connect("tcp-to-ws", addr).await;
+    tcp.client
+        .publish("ws/from-tcp", QoS::AtMostOnce, false, b"tcp".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(&sub.publish_msg().await.unwrap().payload[..], b"tcp");
+    poller.abort();
+    broker.shutdown(WAIT).await;
+}
