@@ -453,8 +453,11 @@ impl Publisher {
     pub async fn disconnect(mut self) -> Result<(), PublisherError> {
         {
             // Taking the lock waits for any operation in progress.
-            let _inner = self.inner.lock().await;
+            let mut inner = self.inner.lock().await;
             self.closing.store(true, Ordering::SeqCst);
+            if let Some(kdc) = inner.kdc.take() {
+                kdc.shutdown().await;
+            }
             self.client.disconnect().await?;
         }
         // Requests leave in order: once the poller has sent the DISCONNECT, every

@@ -420,3 +420,37 @@ async fn kdc_beside_key_messages_serves_both_kinds_of_reader() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kdc_reader_added_offline_is_served_by_the_running_publisher() {
+    bounded(async {
+        let broker = Broker::start(BrokerKind::Mosquitto);
+        let pki = Pki::new("kdc CA");
+        let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+        let state_dir = pki.state_dir("pub");
+        let p = publisher(pki.kdc_publisher_config(&broker, &pub_cert, "pub")).await;
+        // What `sealpost-pub kdc add-reader carol -o carol.json` does, from another
+        // process, while the publisher serves.
+        let carol = sealpost_publisher::kdc::add_reader_offline(&state_dir, "carol", None).unwrap();
+        assert_eq!(carol.kdc, p.kdc_address().await.unwrap());
+        let file = pki.dir.path().join("carol.json");
+        carol.save(&file).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "credentials readable by others: {mode:o}");
+        }
+        let carol = KdcCredentials::load(&file).unwrap();
+        let mut c = subscriber(pki.kdc_subscriber_config(&broker, carol), "sensors/#").await;
+        p.publish("sensors/a", b"for carol", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        assert_eq!(expect_message(&mut c).await.payload, b"for carol");
+        assert_eq!(
+            sealpost_publisher::kdc::readers_offline(&state_dir).unwrap(),
+            vec!["carol".to_string()]
+        );
+    })
+    .await;
+}

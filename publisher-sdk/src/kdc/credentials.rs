@@ -49,9 +49,8 @@ impl KdcCredentials {
 
     /// Reads a credentials file.
     pub fn load(path: &Path) -> Result<KdcCredentials, KdcError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            KdcError::Credentials(format!("cannot read {}: {}", path.display(), e.kind()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| KdcError::Credentials(format!("cannot read the file: {}", e.kind())))?;
         KdcCredentials::from_json(&text)
     }
 

@@ -143,6 +143,13 @@ impl Kdc {
         })
     }
 
+    /// Stops serving and waits until the listening socket is closed (so the address can
+    /// be bound again at once, e.g. by a restarted publisher).
+    pub async fn shutdown(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
     /// The address in key indexes and credentials.
     pub fn address(&self) -> &str {
         &self.shared.address.url
@@ -386,7 +393,10 @@ fn fetch(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>, epoch: &str
             return unauthorized(ErrorCode::InvalidToken, "unknown or invalidated token")
         }
     };
-    let audit = |epoch: &str, outcome: &str| {
+    let Ok(epoch) = epoch.parse::<u64>() else {
+        return error(ErrorCode::BadRequest, "the epoch must be a decimal number");
+    };
+    let audit = |outcome: &str| {
         tracing::info!(target: AUDIT_TARGET, reader = %reader, publisher = %shared.publisher,
             epoch, at = now_unix(), %peer, outcome, "key fetch");
     };
@@ -400,14 +410,11 @@ fn fetch(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>, epoch: &str
     let Some(record) = record.filter(|r| r.revoked_at.is_none()) else {
         // Revoked (perhaps by another process) since the token was issued.
         lock(&shared.tokens).revoke_reader(&reader);
-        audit(epoch, "revoked");
+        audit("revoked");
         return unauthorized(ErrorCode::InvalidToken, "unknown or invalidated token");
     };
-    let Ok(epoch_n) = epoch.parse::<u64>() else {
-        return error(ErrorCode::BadRequest, "the epoch must be a decimal number");
-    };
-    if epoch_n < record.granted_epoch {
-        audit(epoch, "not_granted");
+    if epoch < record.granted_epoch {
+        audit("not_granted");
         return error(
             ErrorCode::NotGranted,
             "this reader was granted after that epoch",
@@ -418,18 +425,18 @@ fn fetch(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>, epoch: &str
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .find(|(e, _)| *e == epoch_n)
+        .find(|(e, _)| *e == epoch)
         .map(|(_, k)| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k.as_bytes()));
     let Some(key) = key else {
-        audit(epoch, "unknown_epoch");
+        audit("unknown_epoch");
         return error(ErrorCode::UnknownEpoch, "no key for that epoch");
     };
-    audit(epoch, "granted");
+    audit("granted");
     json(
         StatusCode::OK,
         &KeyResponse {
             publisher: shared.publisher.clone(),
-            epoch: epoch_n,
+            epoch,
             key,
             certificate: shared.certificate_b64.clone(),
         },
