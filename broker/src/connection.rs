@@ -8,7 +8,7 @@
 //!   downgrades the outgoing PUBLISH, acknowledging to the router on the client's behalf
 //!   where needed (in order, since the router rejects out-of-order acks);
 //! - SUBACK/UNSUBACK are produced here (the router has no per-filter refusal and sends
-//!   no UNSUBACK for unknown filters);
+//!   no UNSUBACK for unknown filters); a SUBACK is still sent only after the router's;
 //! - the last will is kept here, checked against the ACL, and published by the edge.
 
 use crate::acl::Identity;
@@ -36,6 +36,9 @@ use tracing::{debug, info, warn};
 /// User property that carries a message's original QoS through the router. Clients
 /// cannot set it (stripped on ingress) and never see it (stripped on egress).
 pub(crate) const QOS_PROPERTY: &str = "$sealpost/qos";
+
+/// Longest a write to a client may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Topic aliases accepted from an MQTT 5 client.
 const TOPIC_ALIAS_MAX: u16 = 64;
@@ -241,15 +244,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
         }
     }
 
+    /// Writes everything queued. A client that stops reading cannot hold its
+    /// connection (and router slot) forever: the write must finish within
+    /// [`WRITE_TIMEOUT`].
     async fn flush(&mut self) -> Result<(), ConnectionError> {
-        if !self.wbuf.is_empty() {
-            let n = self.wbuf.len();
-            self.wr.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
-            add(&self.shared.metrics.bytes_out, n as u64);
+        let write = async {
+            if !self.wbuf.is_empty() {
+                let n = self.wbuf.len();
+                self.wr.write_all(&self.wbuf).await?;
+                self.wbuf.clear();
+                add(&self.shared.metrics.bytes_out, n as u64);
+            }
+            self.wr.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ConnectionError::Timeout),
         }
-        self.wr.flush().await?;
-        Ok(())
     }
 }
 
@@ -421,6 +432,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         link_rx,
         will: will.map(|w| (w, will_props)),
         aliases: HashMap::new(),
+        pending_subacks: HashMap::new(),
         denied_qos2: HashSet::new(),
         inflight_in: 0,
         out_acks: VecDeque::new(),
@@ -459,6 +471,8 @@ pub(crate) struct Session {
     link_rx: LinkRx,
     pub(crate) will: Option<(LastWill, Option<LastWillProperties>)>,
     aliases: HashMap<u16, Bytes>,
+    /// SUBACKs waiting for the router's, by packet id.
+    pending_subacks: HashMap<u16, Vec<SubscribeReasonCode>>,
     /// Client packet ids of denied QoS 2 publishes whose PUBREL the edge answers.
     denied_qos2: HashSet<u16>,
     inflight_in: usize,
@@ -501,7 +515,7 @@ impl Session {
                 }
             };
             tokio::select! {
-                r = io.rd.read_buf(&mut io.rbuf) => {
+                r = io.rd.read_buf(&mut io.rbuf), if !self.inflight_full() => {
                     let n = r?;
                     if n == 0 {
                         return Err(ConnectionError::Closed);
@@ -515,6 +529,10 @@ impl Session {
                     }
                 }
                 n = self.link_rx.next() => {
+                    if self.inflight_full() {
+                        // The client was paused by us, not silent: restart its keep-alive.
+                        deadline = grace.map(|g| Instant::now() + g);
+                    }
                     let mut unscheduled = false;
                     let mut next = n;
                     loop {
@@ -547,12 +565,16 @@ impl Session {
                         }
                     }
                     io.flush().await?;
+                    // Acknowledgements may have reopened the window for buffered frames.
+                    if self.drain_frames(io, max).await? {
+                        return Ok(());
+                    }
                     if unscheduled {
                         // The router paused us because our queue was full; we drained it.
                         let _ = self.link_rx.wake().await;
                     }
                 }
-                _ = keepalive => {
+                _ = keepalive, if !self.inflight_full() => {
                     return Err(ConnectionError::Timeout);
                 }
                 _ = shutdown.changed() => {
@@ -577,7 +599,10 @@ impl Session {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        while let Some(frame) = codec::next_frame(&mut io.rbuf, max, Some(self.version))? {
+        while !self.inflight_full() {
+            let Some(frame) = codec::next_frame(&mut io.rbuf, max, Some(self.version))? else {
+                break;
+            };
             self.incoming(io, frame, max).await?;
             if self.clean_exit {
                 io.flush().await?;
@@ -586,6 +611,12 @@ impl Session {
         }
         io.flush().await?;
         Ok(false)
+    }
+
+    /// Too many of the client's QoS 1/2 publishes await the router's acknowledgement:
+    /// stop reading (TCP backpressure) until some are acknowledged.
+    fn inflight_full(&self) -> bool {
+        self.inflight_in >= usize::from(self.shared.config.limits.max_inflight)
     }
 
     async fn send_router(&mut self, packet: Packet) -> Result<(), ConnectionError> {
@@ -608,6 +639,7 @@ impl Session {
         W: AsyncWrite + Unpin,
     {
         let v = self.version;
+        tracing::trace!(client_id = %self.client_id, kind = frame.kind, len = frame.bytes.len(), "packet from client");
         match frame.kind {
             kind::PINGREQ => {
                 io.queue(Packet::PingResp(PingResp), v);
@@ -796,13 +828,8 @@ impl Session {
         }
 
         if header.qos > 0 {
+            // Bounded by backpressure: the loop stops reading at max_inflight.
             self.inflight_in += 1;
-            if self.inflight_in > usize::from(self.shared.config.limits.max_inflight) {
-                return Err(ConnectionError::Protocol(
-                    "receive maximum exceeded",
-                    DisconnectReasonCode::ReceiveMaximumExceeded,
-                ));
-            }
         }
         if header.retain {
             if let Err(e) = self
@@ -868,28 +895,31 @@ impl Session {
             }
             codes.push(code);
         }
-        if !allowed.is_empty() {
-            self.send_router(Packet::Subscribe(
-                Subscribe {
-                    pkid,
-                    filters: allowed,
-                },
-                props,
-            ))
-            .await?;
+        if allowed.is_empty() {
+            io.queue(
+                Packet::SubAck(
+                    SubAck {
+                        pkid,
+                        return_codes: codes,
+                    },
+                    None,
+                ),
+                v,
+            );
+            return Ok(());
         }
-        // The router's own SUBACK is swallowed; this one reports every filter.
-        io.queue(
-            Packet::SubAck(
-                SubAck {
-                    pkid,
-                    return_codes: codes,
-                },
-                None,
-            ),
-            v,
-        );
-        Ok(())
+        // Our SUBACK (which reports every filter, refused ones included) waits for the
+        // router's: the router handles each connection's packets in batches, so a SUBACK
+        // sent earlier could let another client publish before the subscription exists.
+        self.pending_subacks.insert(pkid, codes);
+        self.send_router(Packet::Subscribe(
+            Subscribe {
+                pkid,
+                filters: allowed,
+            },
+            props,
+        ))
+        .await
     }
 
     /// A PUBACK/PUBREC from the client for an outgoing message.
@@ -1017,11 +1047,13 @@ impl Session {
                         self.inflight_in = self.inflight_in.saturating_sub(1);
                         io.queue(Packet::PubAck(a, p), v);
                     }
-                    Some(Packet::PubComp(c, p)) => {
+                    Some(Packet::PubComp(c, p)) => io.queue(Packet::PubComp(c, p), v),
+                    // A QoS 2 publish stops counting at PUBREC: counting it until PUBCOMP
+                    // could stall a client whose PUBREL waits behind the read pause.
+                    Some(Packet::PubRec(r, p)) => {
                         self.inflight_in = self.inflight_in.saturating_sub(1);
-                        io.queue(Packet::PubComp(c, p), v);
+                        io.queue(Packet::PubRec(r, p), v);
                     }
-                    Some(Packet::PubRec(r, p)) => io.queue(Packet::PubRec(r, p), v),
                     Some(Packet::PubRel(r, p)) => {
                         let pkid = r.pkid;
                         match self.comps.iter_mut().find(|c| c.pkid == pkid && !c.done) {
@@ -1041,7 +1073,21 @@ impl Session {
                             }
                         }
                     }
-                    // SUBACK, UNSUBACK and PINGRESP are answered by the edge itself.
+                    Some(Packet::SubAck(ack, _)) => {
+                        if let Some(codes) = self.pending_subacks.remove(&ack.pkid) {
+                            io.queue(
+                                Packet::SubAck(
+                                    SubAck {
+                                        pkid: ack.pkid,
+                                        return_codes: codes,
+                                    },
+                                    None,
+                                ),
+                                v,
+                            );
+                        }
+                    }
+                    // UNSUBACK and PINGRESP are answered by the edge itself.
                     _ => {}
                 }
             }

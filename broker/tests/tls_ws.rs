@@ -39,6 +39,10 @@ impl Pki {
     }
 
     fn config(&self, require_client_cert: bool) -> Config {
+        self.config_with_crl(require_client_cert, None)
+    }
+
+    fn config_with_crl(&self, require_client_cert: bool, crl: Option<&str>) -> Config {
         let server = self.issue(Profile::Server {
             names: vec!["127.0.0.1".into(), "localhost".into()],
         });
@@ -46,7 +50,7 @@ impl Pki {
             cert: self.write("server.pem", &server.certificate_pem),
             key: self.write("server.key", &server.private_key_pem),
             client_ca: Some(self.write("ca.pem", &self.ca.certificate_pem())),
-            crl: None,
+            crl: crl.map(|c| self.write("ca.crl.pem", c)),
             require_client_cert,
         };
         let mut c = tcp_config();
@@ -232,5 +236,41 @@ async fn websocket_clients_v4_and_v5_interoperate_with_tcp_clients() {
         .unwrap();
     assert_eq!(&sub.publish_msg().await.unwrap().payload[..], b"tcp");
     poller.abort();
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_revoked_client_certificate_is_refused() {
+    let pki = Pki::new();
+    let revoked = pki.issue(Profile::Client {
+        id: "stolen".into(),
+    });
+    let kept = pki.issue(Profile::Client { id: "kept".into() });
+    let der = rustls_pemfile::certs(&mut revoked.certificate_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let serial = sealpost_certs::parse(der.as_ref()).unwrap().serial;
+    let crl = pki
+        .ca
+        .revocation_list(
+            &[sealpost_certs::RevokedSerial {
+                serial,
+                revoked_at: time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+            }],
+            1,
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    let (broker, _) = start(pki.config_with_crl(true, Some(&crl))).await;
+    let tls_addr = broker.addr(ListenerKind::Tls).unwrap();
+    let mut c = V4::start(tls_options(
+        "stolen",
+        tls_addr,
+        pki.client_tls(Some(&revoked)),
+    ));
+    assert!(c.connack().await.is_err(), "revoked certificate accepted");
+    let mut c = V4::start(tls_options("kept", tls_addr, pki.client_tls(Some(&kept))));
+    c.connack().await.expect("unrevoked certificate accepted");
     broker.shutdown(WAIT).await;
 }

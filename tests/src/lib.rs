@@ -1,21 +1,22 @@
 //! Helpers for sealpost's end-to-end tests: a real broker on an ephemeral loopback port,
 //! a throwaway PKI, and raw MQTT clients that play spies and attackers.
 //!
-//! The broker is Mosquitto today (the SDKs must work over any broker); [`BrokerKind`]
-//! leaves room for starting the sealpost broker the same way.
+//! Every scenario runs on Mosquitto (the SDKs must work over any broker) and on the
+//! sealpost broker ([`BrokerKind`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use sealpost_broker::{BoundListener, ListenerKind};
 use sealpost_certs::{CertificateAuthority, Issued, Profile, Validity};
 use sealpost_publisher::kdc::{KdcConfig, KdcCredentials};
-use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig};
+use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, TlsIdentity};
 use sealpost_subscriber::{
     Event, KeyFetchFailure, Message, Rejection, Subscriber, SubscriberConfig,
 };
@@ -28,19 +29,88 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// Which broker to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
-    /// `mosquitto` from the system packages.
+    /// `mosquitto` from the system packages: proves the SDKs need nothing of ours.
     Mosquitto,
+    /// The sealpost broker (`sealpost-broker`), in this process on its own runtime.
+    Sealpost,
 }
 
-/// A broker process on 127.0.0.1, killed on drop.
+impl BrokerKind {
+    /// Every broker the end-to-end scenarios run on.
+    pub const ALL: [BrokerKind; 2] = [BrokerKind::Mosquitto, BrokerKind::Sealpost];
+}
+
+/// A broker on 127.0.0.1 with a plain TCP, a TLS and a WebSocket listener, stopped on
+/// drop. Its TLS server certificate is issued by the [`Pki`] it was started with.
 pub struct Broker {
-    child: Child,
+    /// Which broker this is.
+    pub kind: BrokerKind,
     /// Its TCP port.
     pub port: u16,
-    /// Its WebSocket port, if it has one.
-    pub ws_port: Option<u16>,
-    conf: PathBuf,
-    _dir: TempDir,
+    /// Its TLS port.
+    pub tls_port: u16,
+    /// Its WebSocket port.
+    pub ws_port: u16,
+    backend: Backend,
+    dir: TempDir,
+}
+
+enum Backend {
+    Mosquitto { child: Child, conf: PathBuf },
+    Sealpost(InProcess),
+}
+
+/// The sealpost broker running on a thread of its own with its own runtime, so that it
+/// outlives no test and shares no scheduler with the clients under test.
+struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    fn start(config: sealpost_broker::Config) -> (InProcess, Vec<BoundListener>) {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("broker runtime");
+            runtime.block_on(async move {
+                let broker = match sealpost_broker::Broker::start(config).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = bound_tx.send(Ok(broker.listeners().to_vec()));
+                let _ = stop_rx.await;
+                broker.shutdown(Duration::from_secs(2)).await;
+            });
+        });
+        let bound = bound_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("sealpost broker reports its listeners")
+            .expect("sealpost broker starts");
+        (
+            InProcess {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            },
+            bound,
+        )
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A port that was free a moment ago (never 1883: the OS picks from the ephemeral range).
@@ -51,52 +121,115 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral loopback port")
 }
 
-impl Broker {
-    /// Starts a broker of `kind` and waits until it accepts connections.
-    pub fn start(kind: BrokerKind) -> Broker {
-        match kind {
-            BrokerKind::Mosquitto => Broker::mosquitto(false),
-        }
-    }
+/// Writes a TLS server certificate for 127.0.0.1 and localhost, issued by `ca`, into
+/// `dir`; returns the certificate and key paths.
+pub fn write_server_certificate(ca: &CertificateAuthority, dir: &Path) -> (PathBuf, PathBuf) {
+    let issued = ca
+        .issue(
+            &Profile::Server {
+                names: vec!["127.0.0.1".into(), "localhost".into()],
+            },
+            Validity::days_from_now(1),
+        )
+        .expect("issue server certificate");
+    let cert = dir.join("server.pem");
+    let key = dir.join("server.key");
+    std::fs::write(&cert, issued.certificate_pem).expect("write server certificate");
+    std::fs::write(&key, issued.private_key_pem).expect("write server key");
+    (cert, key)
+}
 
-    /// Starts Mosquitto, with a WebSocket listener too if `websocket`.
-    pub fn mosquitto(websocket: bool) -> Broker {
+impl Broker {
+    /// Starts a broker of `kind` whose TLS certificate is issued by `pki`'s CA, and waits
+    /// until it accepts connections. The sealpost broker also takes client certificates
+    /// of that CA: publishers authenticate with theirs, because only a publisher's own
+    /// certificate may write its key-message topics there.
+    pub fn start(kind: BrokerKind, pki: &Pki) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let ws_port = websocket.then(free_port);
-        let mut conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_packet_size 2000000\nmax_inflight_messages 0\nmax_queued_messages 100000\n\
-             log_dest stderr\nlog_type error\n"
-        );
-        if let Some(ws) = ws_port {
-            conf.push_str(&format!("listener {ws} 127.0.0.1\nprotocol websockets\n"));
+        let (cert, key) = write_server_certificate(&pki.ca, dir.path());
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, pki.ca_pem()).expect("write CA");
+        match kind {
+            BrokerKind::Mosquitto => {
+                let (port, tls_port, ws_port) = (free_port(), free_port(), free_port());
+                let conf = format!(
+                    "per_listener_settings false\nallow_anonymous true\npersistence false\n\
+                     max_packet_size 2000000\nmax_inflight_messages 0\n\
+                     max_queued_messages 100000\nlog_dest stderr\nlog_type error\n\
+                     listener {port} 127.0.0.1\n\
+                     listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n\
+                     listener {ws_port} 127.0.0.1\nprotocol websockets\n",
+                    cert.display(),
+                    key.display()
+                );
+                let path = dir.path().join("mosquitto.conf");
+                std::fs::write(&path, conf).expect("write mosquitto.conf");
+                let broker = Broker {
+                    kind,
+                    port,
+                    tls_port,
+                    ws_port,
+                    backend: Backend::Mosquitto {
+                        child: spawn_mosquitto(&path),
+                        conf: path,
+                    },
+                    dir,
+                };
+                broker.wait_ready();
+                broker
+            }
+            BrokerKind::Sealpost => {
+                let config = sealpost_config([0, 0, 0], &cert, &key, &ca);
+                let (process, bound) = InProcess::start(config);
+                let port_of = |kind| {
+                    bound
+                        .iter()
+                        .find(|l| l.kind == kind)
+                        .map(|l| l.addr.port())
+                        .expect("listener bound")
+                };
+                let broker = Broker {
+                    kind,
+                    port: port_of(ListenerKind::Tcp),
+                    tls_port: port_of(ListenerKind::Tls),
+                    ws_port: port_of(ListenerKind::Ws),
+                    backend: Backend::Sealpost(process),
+                    dir,
+                };
+                broker.wait_ready();
+                broker
+            }
         }
-        let path = dir.path().join("mosquitto.conf");
-        std::fs::write(&path, conf).expect("write mosquitto.conf");
-        let broker = Broker {
-            child: spawn_mosquitto(&path),
-            port,
-            ws_port,
-            conf: path,
-            _dir: dir,
-        };
-        broker.wait_ready();
-        broker
     }
 
     /// Stops the broker (losing everything: no persistence) and starts it again on the
     /// same ports.
     pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = spawn_mosquitto(&self.conf);
+        let ports = [self.port, self.tls_port, self.ws_port];
+        let dir = self.dir.path().to_owned();
+        match &mut self.backend {
+            Backend::Mosquitto { child, conf } => {
+                let _ = child.kill();
+                let _ = child.wait();
+                *child = spawn_mosquitto(conf);
+            }
+            Backend::Sealpost(process) => {
+                process.stop();
+                let config = sealpost_config(
+                    ports,
+                    &dir.join("server.pem"),
+                    &dir.join("server.key"),
+                    &dir.join("ca.pem"),
+                );
+                *process = InProcess::start(config).0;
+            }
+        }
         self.wait_ready();
     }
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        for port in std::iter::once(self.port).chain(self.ws_port) {
+        for port in [self.port, self.tls_port, self.ws_port] {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(Instant::now() < deadline, "broker did not start");
                 std::thread::sleep(Duration::from_millis(20));
@@ -112,23 +245,75 @@ impl Broker {
         }
     }
 
-    /// Its WebSocket address, if it has a WebSocket listener.
-    pub fn ws_address(&self) -> Option<BrokerAddress> {
-        self.ws_port.map(|port| BrokerAddress::Ws {
-            url: format!("ws://127.0.0.1:{port}/mqtt"),
-            port,
-        })
+    /// Its TLS address (`mqtts://127.0.0.1:port`).
+    pub fn tls_address(&self) -> BrokerAddress {
+        BrokerAddress::Tls {
+            host: "127.0.0.1".into(),
+            port: self.tls_port,
+        }
+    }
+
+    /// Its WebSocket address.
+    pub fn ws_address(&self) -> BrokerAddress {
+        BrokerAddress::Ws {
+            url: format!("ws://127.0.0.1:{}/mqtt", self.ws_port),
+            port: self.ws_port,
+        }
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.backend {
+            Backend::Mosquitto { child, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Backend::Sealpost(process) => process.stop(),
+        }
     }
 }
 
-fn spawn_mosquitto(conf: &std::path::Path) -> Child {
+/// The sealpost broker's configuration: TCP, TLS (client certificates of the test CA
+/// optional) and WebSocket listeners on the given ports (0: any), anonymous clients
+/// allowed, retained messages in memory only (a restart loses them, as with Mosquitto).
+fn sealpost_config(ports: [u16; 3], cert: &Path, key: &Path, ca: &Path) -> sealpost_broker::Config {
+    use sealpost_broker::config::{ListenerConfig, TlsConfig};
+    let bind = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut config = sealpost_broker::Config {
+        listeners: vec![
+            ListenerConfig {
+                kind: ListenerKind::Tcp,
+                bind: bind(ports[0]),
+                tls: None,
+            },
+            ListenerConfig {
+                kind: ListenerKind::Tls,
+                bind: bind(ports[1]),
+                tls: Some(TlsConfig {
+                    cert: cert.to_owned(),
+                    key: key.to_owned(),
+                    client_ca: Some(ca.to_owned()),
+                    crl: None,
+                    require_client_cert: false,
+                }),
+            },
+            ListenerConfig {
+                kind: ListenerKind::Ws,
+                bind: bind(ports[2]),
+                tls: None,
+            },
+        ],
+        ..sealpost_broker::Config::default()
+    };
+    // Key messages for many subscribers and floods of small messages: the same room as
+    // the Mosquitto configuration gives.
+    config.limits.max_packet_size = 2_000_000;
+    config.router.max_segment_size = 4 * 1024 * 1024;
+    config
+}
+
+fn spawn_mosquitto(conf: &Path) -> Child {
     Command::new(mosquitto_binary())
         .arg("-c")
         .arg(conf)
@@ -139,7 +324,8 @@ fn spawn_mosquitto(conf: &std::path::Path) -> Child {
         .expect("start mosquitto (apt-get install mosquitto)")
 }
 
-fn mosquitto_binary() -> PathBuf {
+/// Path of the `mosquitto` broker binary.
+pub fn mosquitto_binary() -> PathBuf {
     for candidate in ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"] {
         let p = PathBuf::from(candidate);
         if p.exists() {
@@ -200,19 +386,37 @@ impl Pki {
     }
 
     /// Publisher configuration for `issued` against `broker`, state in `state_dir(name)`.
+    ///
+    /// On Mosquitto over plain TCP. On the sealpost broker over TLS with the publisher
+    /// certificate as client certificate: its ACL lets only that certificate write the
+    /// publisher's key-message topics (an anonymous publisher's key messages would be
+    /// dropped, by design).
     pub fn publisher_config(
         &self,
         broker: &Broker,
         issued: &Issued,
         name: &str,
     ) -> PublisherConfig {
-        PublisherConfig::new(
+        let mut config = PublisherConfig::new(
             broker.address(),
             issued.certificate_pem.clone(),
             issued.private_key_pem.clone(),
             self.ca_pem(),
             self.state_dir(name),
-        )
+        );
+        if broker.kind == BrokerKind::Sealpost {
+            config.broker = broker.tls_address();
+            config.tls = Some(self.tls_identity(Some(issued)));
+        }
+        config
+    }
+
+    /// TLS settings trusting this CA, presenting `client`'s certificate if given.
+    pub fn tls_identity(&self, client: Option<&Issued>) -> TlsIdentity {
+        TlsIdentity {
+            ca_pem: self.ca_pem(),
+            client: client.map(|c| (c.certificate_pem.clone(), c.private_key_pem.clone())),
+        }
     }
 
     /// Subscriber configuration for `issued` against `broker` (short hold time so that
@@ -335,6 +539,22 @@ impl RawClient {
                 .expect("raw client running");
             if t == topic {
                 return payload;
+            }
+        }
+    }
+
+    /// Everything received up to and including the first message on `topic`.
+    pub async fn collect_until(&mut self, topic: &str) -> Vec<(String, Bytes)> {
+        let mut out = Vec::new();
+        loop {
+            let (t, payload) = tokio::time::timeout(WAIT, self.received.recv())
+                .await
+                .expect("raw client receives within the time limit")
+                .expect("raw client running");
+            let last = t == topic;
+            out.push((t, payload));
+            if last {
+                return out;
             }
         }
     }

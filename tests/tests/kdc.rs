@@ -28,11 +28,10 @@ async fn expect_nothing_delivered(s: &mut Subscriber, wait: Duration) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kdc_reader_reads_with_one_fetch_per_epoch_and_spy_sees_ciphertext() {
+async fn kdc_reader_reads_with_one_fetch_per_epoch_and_spy_sees_ciphertext(kind: BrokerKind) {
     bounded(async {
-        let broker = Broker::start(BrokerKind::Mosquitto);
         let pki = Pki::new("kdc CA");
+        let broker = Broker::start(kind, &pki);
         let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
         let p = publisher(pki.kdc_publisher_config(&broker, &pub_cert, "pub")).await;
         let address = p.kdc_address().await.expect("KDC running");
@@ -83,11 +82,10 @@ async fn kdc_reader_reads_with_one_fetch_per_epoch_and_spy_sees_ciphertext() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kdc_wrong_password_and_unknown_reader_read_nothing() {
+async fn kdc_wrong_password_and_unknown_reader_read_nothing(kind: BrokerKind) {
     bounded(async {
-        let broker = Broker::start(BrokerKind::Mosquitto);
         let pki = Pki::new("kdc CA");
+        let broker = Broker::start(kind, &pki);
         let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
         let p = publisher(pki.kdc_publisher_config(&broker, &pub_cert, "pub")).await;
         let alice = p.add_reader("alice").await.unwrap();
@@ -123,11 +121,10 @@ async fn kdc_wrong_password_and_unknown_reader_read_nothing() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kdc_revoked_reader_reads_nothing_published_afterwards() {
+async fn kdc_revoked_reader_reads_nothing_published_afterwards(kind: BrokerKind) {
     bounded(async {
-        let broker = Broker::start(BrokerKind::Mosquitto);
         let pki = Pki::new("kdc CA");
+        let broker = Broker::start(kind, &pki);
         let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
         let p = publisher(pki.kdc_publisher_config(&broker, &pub_cert, "pub")).await;
         let alice = p.add_reader("alice").await.unwrap();
@@ -168,11 +165,10 @@ async fn kdc_revoked_reader_reads_nothing_published_afterwards() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kdc_expired_token_is_refused_and_the_subscriber_logs_in_again() {
+async fn kdc_expired_token_is_refused_and_the_subscriber_logs_in_again(kind: BrokerKind) {
     bounded(async {
-        let broker = Broker::start(BrokerKind::Mosquitto);
         let pki = Pki::new("kdc CA");
+        let broker = Broker::start(kind, &pki);
         let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
         let mut config = pki.kdc_publisher_config(&broker, &pub_cert, "pub");
         config.kdc.as_mut().unwrap().token_lifetime = Duration::from_secs(1);
@@ -215,8 +211,8 @@ async fn kdc_expired_token_is_refused_and_the_subscriber_logs_in_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kdc_plain_http_and_foreign_certificates_are_refused() {
     bounded(async {
-        let broker = Broker::start(BrokerKind::Mosquitto);
         let pki = Pki::new("kdc CA");
+        let broker = Broker::start(BrokerKind::Mosquitto, &pki);
         let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
         let p = publisher(pki.kdc_publisher_config(&broker, &pub_cert, "pub")).await;
         let alice = p.add_reader("alice").await.unwrap();
@@ -304,8 +300,8 @@ async fn kdc_plain_http_and_foreign_certificates_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kdc_brute_force_burst_is_rate_limited() {
     bounded(async {
-        let broker = Broker::start(BrokerKind::Mosquitto);
         let pki = Pki::new("kdc CA");
+        let broker = Broker::start(BrokerKind::Mosquitto, &pki);
         let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
         let mut config = pki.kdc_publisher_config(&broker, &pub_cert, "pub");
         config.kdc.as_mut().unwrap().login_limit = LoginLimit {
@@ -352,11 +348,10 @@ async fn kdc_brute_force_burst_is_rate_limited() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kdc_publisher_restart_keeps_issued_credentials() {
+async fn kdc_publisher_restart_keeps_issued_credentials(kind: BrokerKind) {
     bounded(async {
-        let broker = Broker::start(BrokerKind::Mosquitto);
         let pki = Pki::new("kdc CA");
+        let broker = Broker::start(kind, &pki);
         let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
         let config = pki.kdc_publisher_config(&broker, &pub_cert, "pub");
         let p = publisher(config.clone()).await;
@@ -396,11 +391,10 @@ async fn kdc_publisher_restart_keeps_issued_credentials() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kdc_beside_key_messages_serves_both_kinds_of_reader() {
+async fn kdc_beside_key_messages_serves_both_kinds_of_reader(kind: BrokerKind) {
     bounded(async {
-        let broker = Broker::start(BrokerKind::Mosquitto);
         let pki = Pki::new("kdc CA");
+        let broker = Broker::start(kind, &pki);
         let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
         let mut config = pki.publisher_config(&broker, &pub_cert, "pub");
         config.kdc = Some(pki.kdc_config());
@@ -421,11 +415,10 @@ async fn kdc_beside_key_messages_serves_both_kinds_of_reader() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kdc_reader_added_offline_is_served_by_the_running_publisher() {
+async fn kdc_reader_added_offline_is_served_by_the_running_publisher(kind: BrokerKind) {
     bounded(async {
-        let broker = Broker::start(BrokerKind::Mosquitto);
         let pki = Pki::new("kdc CA");
+        let broker = Broker::start(kind, &pki);
         let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
         let state_dir = pki.state_dir("pub");
         let p = publisher(pki.kdc_publisher_config(&broker, &pub_cert, "pub")).await;
@@ -454,3 +447,35 @@ async fn kdc_reader_added_offline_is_served_by_the_running_publisher() {
     })
     .await;
 }
+
+/// Runs each scenario on Mosquitto and on the sealpost broker.
+macro_rules! on_every_broker {
+    ($($scenario:ident),* $(,)?) => {
+        mod mosquitto {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::BrokerKind::Mosquitto).await;
+                }
+            )*
+        }
+        mod sealpost {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::BrokerKind::Sealpost).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_broker!(
+    kdc_reader_reads_with_one_fetch_per_epoch_and_spy_sees_ciphertext,
+    kdc_wrong_password_and_unknown_reader_read_nothing,
+    kdc_revoked_reader_reads_nothing_published_afterwards,
+    kdc_expired_token_is_refused_and_the_subscriber_logs_in_again,
+    kdc_publisher_restart_keeps_issued_credentials,
+    kdc_beside_key_messages_serves_both_kinds_of_reader,
+    kdc_reader_added_offline_is_served_by_the_running_publisher,
+);

@@ -34,8 +34,8 @@ async fn kdc_audit_log_has_one_line_per_fetch_and_no_secrets() {
         .with_writer(move || writer.clone())
         .init();
     tokio::time::timeout(Duration::from_secs(120), async {
-        let broker = Broker::start(BrokerKind::Mosquitto);
         let pki = Pki::new("kdc CA");
+        let broker = Broker::start(BrokerKind::Mosquitto, &pki);
         let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
         let p = publisher(pki.kdc_publisher_config(&broker, &pub_cert, "pub")).await;
         let auditor = p.add_reader("auditor").await.unwrap();

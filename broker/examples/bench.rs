@@ -1,0 +1,390 @@
+//! Broker benchmark: sealpost vs embedded rumqttd (its own listener) vs Mosquitto, with
+//! the same client program (rumqttc) for all three, plus a mosquitto_pub/sub run and the
+//! memory of 10,000 idle connections.
+//!
+//! ```text
+//! cargo run --release -p sealpost-broker --example bench            # everything
+//! cargo run --release -p sealpost-broker --example bench -- quick    # fewer messages
+//! ```
+//! Needs `mosquitto` and `mosquitto-clients` (Debian packages). Each broker runs in its
+//! own process (this binary re-executed with `serve-sealpost` / `serve-rumqttd`, or
+//! `mosquitto -c`), on an ephemeral loopback port.
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Sealpost,
+    Rumqttd,
+    Mosquitto,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Sealpost => "sealpost",
+            Kind::Rumqttd => "rumqttd (embedded, own listener)",
+            Kind::Mosquitto => "mosquitto",
+        }
+    }
+}
+
+struct Running {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("broker on port {port} did not start");
+}
+
+fn launch(kind: Kind) -> Running {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let child = match kind {
+        Kind::Sealpost => Command::new(exe)
+            .args(["serve-sealpost", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        Kind::Rumqttd => Command::new(exe)
+            .args(["serve-rumqttd", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        Kind::Mosquitto => {
+            let conf = dir.path().join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages 0\nmax_connections -1\nlog_type none\n"),
+            )
+            .unwrap();
+            Command::new("mosquitto")
+                .args(["-c", conf.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto installed")
+        }
+    };
+    wait_port(port);
+    Running {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+fn serve_sealpost(port: u16) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut c = sealpost_broker::Config::default();
+        c.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], port));
+        c.limits.max_connections = 12_000;
+        let _b = sealpost_broker::Broker::start(c).await.unwrap();
+        std::future::pending::<()>().await;
+    });
+}
+
+fn serve_rumqttd(port: u16) {
+    use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+    use std::collections::HashMap;
+    let router = RouterConfig {
+        max_connections: 12_000,
+        max_outgoing_packet_count: 200,
+        max_segment_size: 4 * 1024 * 1024,
+        max_segment_count: 4,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    };
+    let server = ServerSettings {
+        name: "v4".into(),
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: 1024 * 1024,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let mut v4 = HashMap::new();
+    v4.insert("v4".to_string(), server);
+    let config = Config {
+        id: 0,
+        router,
+        v4: Some(v4),
+        ..Default::default()
+    };
+    let mut broker = rumqttd::Broker::new(config);
+    broker.start().unwrap();
+}
+
+struct Outcome {
+    published: u64,
+    delivered: u64,
+    expected: u64,
+    secs: f64,
+}
+
+async fn scenario(port: u16, subs: usize, qos: QoS, size: usize, count: u64) -> Outcome {
+    let topic = format!("bench/{}", rand_suffix());
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let mut sub_clients = Vec::new();
+    for i in 0..subs {
+        let mut o = MqttOptions::new(format!("bsub-{i}-{}", rand_suffix()), "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (c, mut el) = AsyncClient::new(o, 10_000);
+        c.subscribe(&topic, qos).await.unwrap();
+        // Wait for SUBACK.
+        loop {
+            if let Ok(Event::Incoming(Packet::SubAck(_))) = el.poll().await {
+                break;
+            }
+        }
+        let tx = done_tx.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            loop {
+                match tokio::time::timeout(Duration::from_secs(3), el.poll()).await {
+                    Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
+                        n += 1;
+                        if n == count {
+                            break;
+                        }
+                    }
+                    Ok(Ok(_)) => {}
+                    _ => break, // idle (messages lost) or error
+                }
+            }
+            let _ = tx.send(n);
+        });
+        sub_clients.push(c);
+    }
+    let mut o = MqttOptions::new(format!("bpub-{}", rand_suffix()), "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (publisher, mut el) = AsyncClient::new(o, 10_000);
+    let pub_loop = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let payload = vec![0xa5u8; size];
+    let start = Instant::now();
+    for _ in 0..count {
+        publisher
+            .publish(&topic, qos, false, payload.clone())
+            .await
+            .unwrap();
+    }
+    let mut delivered = 0;
+    for _ in 0..subs {
+        delivered += done_rx.recv().await.unwrap_or(0);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    pub_loop.abort();
+    drop(sub_clients);
+    Outcome {
+        published: count,
+        delivered,
+        expected: count * subs as u64,
+        secs,
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn idle_connections(port: u16, n: usize) -> Vec<TcpStream> {
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("idle-{i}");
+        // MQTT 3.1.1 CONNECT, clean session, keep-alive 600 s (rumqttd refuses 0).
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0x02, 0x58];
+        body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        body.extend_from_slice(id.as_bytes());
+        let mut p = vec![0x10, body.len() as u8];
+        p.extend(body);
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&p).unwrap();
+        let mut ack = [0u8; 4];
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.read_exact(&mut ack).unwrap();
+        assert_eq!(ack[0], 0x20);
+        v.push(s);
+    }
+    v
+}
+
+fn mosquitto_clients_run(port: u16, count: usize) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lines");
+    let line = "x".repeat(99) + "\n";
+    std::fs::write(&file, line.repeat(count)).unwrap();
+    let topic = format!("bench/mq/{}", rand_suffix());
+    let mut sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            &topic,
+            "-q",
+            "1",
+            "-C",
+            &count.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            &topic,
+            "-q",
+            "1",
+            "-l",
+        ])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if sub.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = sub.kill();
+            return f64::NAN;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    count as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("serve-sealpost") => return serve_sealpost(args[2].parse().unwrap()),
+        Some("serve-rumqttd") => return serve_rumqttd(args[2].parse().unwrap()),
+        _ => {}
+    }
+    let quick = args.get(1).map(String::as_str) == Some("quick");
+    let scale: u64 = if quick { 10 } else { 1 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let kinds = [Kind::Sealpost, Kind::Rumqttd, Kind::Mosquitto];
+    println!("| scenario | broker | published msg/s | delivered msg/s | delivered/expected |");
+    println!("|---|---|---:|---:|---:|");
+    for (subs, qos, size, count) in [
+        (1, QoS::AtMostOnce, 100, 200_000u64),
+        (1, QoS::AtLeastOnce, 100, 100_000),
+        (1, QoS::AtMostOnce, 1024, 100_000),
+        (1, QoS::AtLeastOnce, 1024, 50_000),
+        (10, QoS::AtMostOnce, 100, 30_000),
+        (10, QoS::AtLeastOnce, 100, 20_000),
+        (10, QoS::AtMostOnce, 1024, 20_000),
+        (10, QoS::AtLeastOnce, 1024, 10_000),
+    ] {
+        let count = count / scale;
+        for kind in kinds {
+            let broker = launch(kind);
+            let o = rt.block_on(scenario(broker.port, subs, qos, size, count));
+            println!(
+                "| 1->{subs} QoS{} {size} B | {} | {:.0} | {:.0} | {}/{} |",
+                qos as u8,
+                kind.name(),
+                o.published as f64 / o.secs,
+                o.delivered as f64 / o.secs,
+                o.delivered,
+                o.expected
+            );
+        }
+    }
+    println!();
+    println!("| mosquitto_pub -l / mosquitto_sub, QoS 1, 100 B, 1->1 | msg/s |");
+    println!("|---|---:|");
+    for kind in kinds {
+        let broker = launch(kind);
+        let rate = mosquitto_clients_run(broker.port, (50_000 / scale) as usize);
+        println!("| {} | {rate:.0} |", kind.name());
+    }
+    println!();
+    println!("| broker | RSS idle | RSS with 10,000 idle connections | per connection |");
+    println!("|---|---:|---:|---:|");
+    let n = (10_000 / scale) as usize;
+    for kind in kinds {
+        let broker = launch(kind);
+        std::thread::sleep(Duration::from_millis(300));
+        let before = rss_kib(broker.child.id());
+        let conns = idle_connections(broker.port, n);
+        std::thread::sleep(Duration::from_millis(500));
+        let after = rss_kib(broker.child.id());
+        println!(
+            "| {} | {:.1} MiB | {:.1} MiB ({n} conns) | {:.1} KiB |",
+            kind.name(),
+            before as f64 / 1024.0,
+            after as f64 / 1024.0,
+            (after.saturating_sub(before)) as f64 / n as f64
+        );
+        drop(conns);
+    }
+}
