@@ -158,18 +158,14 @@ impl Subscriber {
     pub async fn connect(config: SubscriberConfig) -> Result<Subscriber, SubscriberError> {
         // A KDC-only subscriber has no certificate: it needs no RSA key to unwrap key
         // messages, and it names itself after its first KDC reader id.
-        let identity = if config.certificate_pem.is_empty() && !config.kdc_credentials.is_empty() {
-            None
-        } else {
-            Some(SubscriberIdentity::from_pem(
-                &config.certificate_pem,
-                &config.key_pem,
-            )?)
-        };
-        let id = match (&identity, config.kdc_credentials.first()) {
-            (Some(identity), _) => identity.id().to_owned(),
-            (None, Some(c)) => c.reader.clone(),
-            (None, None) => unreachable!("no identity only with KDC credentials"),
+        let (identity, id) = match config.kdc_credentials.first() {
+            Some(c) if config.certificate_pem.is_empty() => (None, c.reader.clone()),
+            _ => {
+                let identity =
+                    SubscriberIdentity::from_pem(&config.certificate_pem, &config.key_pem)?;
+                let id = identity.id().to_owned();
+                (Some(identity), id)
+            }
         };
         let sessions = config
             .kdc_credentials
