@@ -432,6 +432,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         link_rx,
         will: will.map(|w| (w, will_props)),
         aliases: HashMap::new(),
+        to_router: Vec::new(),
         pending_subacks: HashMap::new(),
         denied_qos2: HashSet::new(),
         inflight_in: 0,
@@ -471,6 +472,8 @@ pub(crate) struct Session {
     link_rx: LinkRx,
     pub(crate) will: Option<(LastWill, Option<LastWillProperties>)>,
     aliases: HashMap<u16, Bytes>,
+    /// Packets for the router, sent as one batch per read or per notification batch.
+    to_router: Vec<Packet>,
     /// SUBACKs waiting for the router's, by packet id.
     pending_subacks: HashMap<u16, Vec<SubscribeReasonCode>>,
     /// Client packet ids of denied QoS 2 publishes whose PUBREL the edge answers.
@@ -564,6 +567,7 @@ impl Session {
                             io.flush().await?;
                         }
                     }
+                    self.flush_router().await?;
                     io.flush().await?;
                     // Acknowledgements may have reopened the window for buffered frames.
                     if self.drain_frames(io, max).await? {
@@ -605,10 +609,12 @@ impl Session {
             };
             self.incoming(io, frame, max).await?;
             if self.clean_exit {
+                self.flush_router().await?;
                 io.flush().await?;
                 return Ok(true);
             }
         }
+        self.flush_router().await?;
         io.flush().await?;
         Ok(false)
     }
@@ -619,8 +625,17 @@ impl Session {
         self.inflight_in >= usize::from(self.shared.config.limits.max_inflight)
     }
 
+    /// Queues a packet for the router; [`Session::flush_router`] sends the batch.
     async fn send_router(&mut self, packet: Packet) -> Result<(), ConnectionError> {
-        if self.slot.send(packet).await {
+        self.to_router.push(packet);
+        if self.to_router.len() >= 256 {
+            self.flush_router().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_router(&mut self) -> Result<(), ConnectionError> {
+        if self.slot.send_batch(&mut self.to_router).await {
             Ok(())
         } else {
             Err(ConnectionError::RouterClosed)
@@ -841,7 +856,13 @@ impl Session {
                 warn!(error = %e, topic = %topic_name, "retained message not persisted");
             }
         }
-        let props = with_qos_marker(props, header.qos);
+        // QoS 2 needs no marker: min(2, subscription QoS) is the subscription QoS, which
+        // is what the router delivers at anyway.
+        let props = if header.qos == 2 {
+            props
+        } else {
+            with_qos_marker(props, header.qos)
+        };
         inc(&self.shared.metrics.messages_in);
         self.send_router(Packet::Publish(publish, props)).await
     }

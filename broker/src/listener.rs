@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
 
@@ -86,7 +87,19 @@ async fn handle(
             }
         }
         (ListenerKind::Ws, _) => {
-            let accept = tokio_tungstenite::accept_hdr_async(stream, select_mqtt_subprotocol);
+            // tungstenite would buffer messages of up to 64 MiB; MQTT packets are bounded
+            // by max_packet_size, so WebSocket messages are too.
+            let limit = shared.config.limits.max_packet_size.saturating_add(16);
+            let ws_config = WebSocketConfig {
+                max_message_size: Some(limit),
+                max_frame_size: Some(limit),
+                ..Default::default()
+            };
+            let accept = tokio_tungstenite::accept_hdr_async_with_config(
+                stream,
+                select_mqtt_subprotocol,
+                Some(ws_config),
+            );
             match tokio::time::timeout(timeout, accept).await {
                 Ok(Ok(ws)) => {
                     let max = shared.config.limits.max_packet_size;

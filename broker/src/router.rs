@@ -107,6 +107,21 @@ impl RouterSlot {
         }
     }
 
+    /// Sends a batch of packets with a single wake-up of the router thread (rumqttd's
+    /// own connections batch the same way; one event per packet costs throughput).
+    /// Returns false when the slot is gone.
+    pub async fn send_batch(&mut self, packets: &mut Vec<Packet>) -> bool {
+        let Some(last) = packets.pop() else {
+            return true;
+        };
+        let Some(tx) = self.tx.as_mut() else {
+            packets.clear();
+            return false;
+        };
+        tx.buffer().extend(packets.drain(..));
+        tx.send(last).await.is_ok()
+    }
+
     /// Releases the slot now.
     pub fn release(&mut self) {
         if let Some(mut tx) = self.tx.take() {

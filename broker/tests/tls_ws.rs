@@ -274,3 +274,40 @@ async fn a_revoked_client_certificate_is_refused() {
     c.connack().await.expect("unrevoked certificate accepted");
     broker.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn an_oversized_websocket_message_closes_only_that_connection() {
+    use futures_util::{SinkExt, StreamExt};
+    let pki = Pki::new();
+    let mut config = pki.config(false);
+    config.limits.max_packet_size = 4096;
+    config.router.max_segment_size = 64 * 1024;
+    let (broker, addr) = start(config).await;
+    let ws = broker.addr(ListenerKind::Ws).unwrap();
+    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{ws}/mqtt"))
+        .await
+        .unwrap();
+    let _ = client
+        .send(tokio_tungstenite::tungstenite::Message::Binary(
+            vec![0x30; 64 * 1024],
+        ))
+        .await;
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match client.next().await {
+                None
+                | Some(Err(_))
+                | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        closed,
+        "oversized WebSocket message did not close the connection"
+    );
+    assert_serving(addr).await;
+    broker.shutdown(WAIT).await;
+}

@@ -1,6 +1,27 @@
 //! End-to-end benchmark of the SDKs through a real broker (see docs/BENCHMARKS.md,
 //! "SDK end to end"). A bench target rather than a test: it measures, it asserts nothing.
+//!
+//! ```sh
+//! cargo bench -p sealpost-tests --bench sdk_e2e                 # everything, on Mosquitto
+//! cargo bench -p sealpost-tests --bench sdk_e2e -- --broker sealpost
+//! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey  # or --only throughput
+//! ```
+//!
+//! Throughput: one publisher floods `n` messages, each of `k` subscribers must receive
+//! them; msg/s = messages published / (last receipt - first send). Latency: the same
+//! pipeline paced at a fixed rate, so that p50/p99 measure the path, not a queue.
+//! Plain runs use raw rumqttc clients, sealed runs the SDKs, over the same broker and
+//! the same transport (plain TCP on Mosquitto).
 #![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use sealpost_publisher::Publisher;
+use sealpost_subscriber::{Event, Subscriber};
+use sealpost_tests::{Broker, BrokerKind, Pki};
+use tokio::sync::mpsc;
 
 mod certs_cache {
     use std::path::PathBuf;
@@ -82,9 +103,451 @@ mod certs_cache {
     }
 }
 
+/// What one receiving client saw: per message, the latency in microseconds, and when
+/// the last message arrived.
+struct Received {
+    latencies_us: Vec<u64>,
+    last: Option<Instant>,
+}
+
+/// Which pipeline.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Plain,
+    Sealed,
+}
+
+/// Nanoseconds since `base`, written into the first 8 bytes of every payload.
+fn stamp(base: Instant, payload: &mut [u8]) {
+    let nanos = base.elapsed().as_nanos() as u64;
+    payload[..8].copy_from_slice(&nanos.to_be_bytes());
+}
+
+fn latency_us(base: Instant, payload: &[u8]) -> u64 {
+    let sent = u64::from_be_bytes(payload[..8].try_into().unwrap_or_default());
+    (base.elapsed().as_nanos() as u64).saturating_sub(sent) / 1000
+}
+
+/// Receives until `n` messages or `idle` without any; returns what it saw.
+async fn collect(
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    base: Instant,
+    n: usize,
+    idle: Duration,
+) -> Received {
+    let mut out = Received {
+        latencies_us: Vec::with_capacity(n),
+        last: None,
+    };
+    while out.latencies_us.len() < n {
+        match tokio::time::timeout(idle, rx.recv()).await {
+            Ok(Some(payload)) => {
+                out.latencies_us.push(latency_us(base, &payload));
+                out.last = Some(Instant::now());
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+fn raw_options(name: &str, broker: &Broker) -> MqttOptions {
+    let mut o = MqttOptions::new(name, "127.0.0.1", broker.port);
+    o.set_max_packet_size(2_000_000, 2_000_000);
+    o.set_inflight(1000);
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+/// A raw subscriber feeding payloads into a channel; ready once subscribed.
+async fn raw_subscriber(
+    broker: &Broker,
+    name: &str,
+    filter: &str,
+    qos: QoS,
+) -> (mpsc::Receiver<Vec<u8>>, tokio::task::JoinHandle<()>) {
+    let (client, mut eventloop) = AsyncClient::new(raw_options(name, broker), 1024);
+    let (tx, rx) = mpsc::channel(100_000);
+    let (ready_tx, mut ready_rx) = mpsc::channel(1);
+    client.subscribe(filter, qos).await.unwrap();
+    let task = tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                    if tx.send(p.payload.to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(MqttEvent::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready_tx.try_send(());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("raw subscriber: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    ready_rx.recv().await;
+    (rx, task)
+}
+
+/// A sealed subscriber feeding plaintexts into a channel; ready once it holds a key.
+async fn sealed_subscriber(
+    pki: &Pki,
+    broker: &Broker,
+    cert_and_key: &str,
+    filter: &str,
+    qos: QoS,
+) -> (
+    mpsc::Receiver<Vec<u8>>,
+    tokio::task::JoinHandle<()>,
+    Arc<sealpost_subscriber::Counters>,
+) {
+    let split = cert_and_key.find("-----BEGIN PRIVATE KEY-----").unwrap();
+    let mut config = sealpost_subscriber::SubscriberConfig::new(
+        broker.address(),
+        &cert_and_key[..split],
+        &cert_and_key[split..],
+        pki.ca_pem(),
+    );
+    config.event_capacity = 16_384;
+    let mut s = Subscriber::connect(config)
+        .await
+        .expect("subscriber connects");
+    s.subscribe(filter, qos).await.expect("subscribe");
+    let counters = s.counters();
+    let (tx, rx) = mpsc::channel(100_000);
+    let task = tokio::spawn(async move {
+        while let Some(event) = s.next().await {
+            match event {
+                Event::Message(m) => {
+                    if tx.send(m.payload).await.is_err() {
+                        return;
+                    }
+                }
+                Event::Rejected(r) => eprintln!("rejected: {r:?}"),
+                Event::KeyFetchFailed(f) => eprintln!("key fetch failed: {f:?}"),
+            }
+        }
+    });
+    (rx, task, counters)
+}
+
+struct RunResult {
+    msgs_per_s: f64,
+    lost: usize,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// The subscriber certificates (with keys) the sealed runs use: the first ten cached.
+fn subscriber_files(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            std::fs::read_to_string(certs_cache::dir().join(format!("sub-{i:05}.pem"))).unwrap()
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    pki: &Pki,
+    broker: &Broker,
+    publisher: &Publisher,
+    subscribers: &[String],
+    mode: Mode,
+    size: usize,
+    qos: QoS,
+    fanout: usize,
+    n: usize,
+    pace: Option<Duration>,
+    tag: &str,
+) -> RunResult {
+    let topic = format!("bench/{tag}");
+    let base = Instant::now();
+    let mut receivers = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, files) in subscribers.iter().enumerate().take(fanout) {
+        match mode {
+            Mode::Plain => {
+                let (rx, task) = raw_subscriber(broker, &format!("{tag}-s{i}"), &topic, qos).await;
+                receivers.push(rx);
+                tasks.push(task);
+            }
+            Mode::Sealed => {
+                let (rx, task, counters) = sealed_subscriber(pki, broker, files, &topic, qos).await;
+                // Wait for the retained key message, so no data waits in the hold buffer.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while counters.key_messages_total() == 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                receivers.push(rx);
+                tasks.push(task);
+            }
+        }
+    }
+    let collectors: Vec<_> = receivers
+        .into_iter()
+        .map(|rx| tokio::spawn(collect(rx, base, n, Duration::from_secs(3))))
+        .collect();
+    let raw = match mode {
+        Mode::Plain => {
+            let (client, mut eventloop) =
+                AsyncClient::new(raw_options(&format!("{tag}-pub"), broker), 1024);
+            tasks.push(tokio::spawn(async move {
+                while eventloop.poll().await.is_ok() {}
+            }));
+            Some(client)
+        }
+        Mode::Sealed => None,
+    };
+    let mut payload = vec![0x5a_u8; size];
+    let mut ticker = pace.map(|p| {
+        let mut t = tokio::time::interval(p);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let started = Instant::now();
+    for _ in 0..n {
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await;
+        }
+        stamp(base, &mut payload);
+        match &raw {
+            Some(client) => client
+                .publish(topic.as_str(), qos, false, payload.clone())
+                .await
+                .unwrap(),
+            None => {
+                publisher
+                    .publish(&topic, &payload, qos, false)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let mut latencies = Vec::new();
+    let mut last = started;
+    let mut lost = 0;
+    for c in collectors {
+        let r = c.await.unwrap();
+        lost += n - r.latencies_us.len();
+        if let Some(l) = r.last {
+            last = last.max(l);
+        }
+        latencies.extend(r.latencies_us);
+    }
+    for t in tasks {
+        t.abort();
+    }
+    latencies.sort_unstable();
+    RunResult {
+        msgs_per_s: n as f64 / (last - started).as_secs_f64(),
+        lost,
+        p50_us: percentile(&latencies, 0.50),
+        p99_us: percentile(&latencies, 0.99),
+    }
+}
+
+fn qos_name(q: QoS) -> u8 {
+    match q {
+        QoS::AtMostOnce => 0,
+        QoS::AtLeastOnce => 1,
+        QoS::ExactlyOnce => 2,
+    }
+}
+
+async fn throughput(kind: BrokerKind, flood: usize, paced: usize, rate: u64) {
+    let (ca, _) = certs_cache::load(10);
+    let pki = Pki {
+        ca,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("bench-pub", &["bench/#"]);
+    let publisher =
+        sealpost_tests::publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
+    let subscribers = subscriber_files(10);
+    let ders: Vec<Vec<u8>> = subscribers
+        .iter()
+        .map(|t| sealpost_certs::pemfile::decode(t, sealpost_certs::pemfile::CERTIFICATE).unwrap())
+        .collect();
+    publisher.grant_many(&ders).await.unwrap();
+    println!(
+        "\n### Throughput and latency ({kind:?}; flood of {flood} messages; latency at {rate} msg/s, {paced} messages)\n"
+    );
+    println!("| size | QoS | fan-out | plain msg/s | sealed msg/s | sealed/plain | plain p50 / p99 | sealed p50 / p99 | lost (plain/sealed) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut tag = 0;
+    for size in [256usize, 1024] {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            for fanout in [1usize, 10] {
+                let mut results = Vec::new();
+                for mode in [Mode::Plain, Mode::Sealed] {
+                    tag += 1;
+                    let n = if fanout == 1 { flood } else { flood / 4 };
+                    let t = run(
+                        &pki,
+                        &broker,
+                        &publisher,
+                        &subscribers,
+                        mode,
+                        size,
+                        qos,
+                        fanout,
+                        n,
+                        None,
+                        &format!("t{tag}"),
+                    )
+                    .await;
+                    tag += 1;
+                    let l = run(
+                        &pki,
+                        &broker,
+                        &publisher,
+                        &subscribers,
+                        mode,
+                        size,
+                        qos,
+                        fanout,
+                        paced,
+                        Some(Duration::from_micros(1_000_000 / rate)),
+                        &format!("l{tag}"),
+                    )
+                    .await;
+                    results.push((t, l));
+                }
+                let (pt, pl) = &results[0];
+                let (st, sl) = &results[1];
+                println!(
+                    "| {size} B | {} | 1 -> {fanout} | {:.0} | {:.0} | {:.0}% | {} / {} µs | {} / {} µs | {}+{} / {}+{} |",
+                    qos_name(qos),
+                    pt.msgs_per_s,
+                    st.msgs_per_s,
+                    100.0 * st.msgs_per_s / pt.msgs_per_s,
+                    pl.p50_us,
+                    pl.p99_us,
+                    sl.p50_us,
+                    sl.p99_us,
+                    pt.lost,
+                    pl.lost,
+                    st.lost,
+                    sl.lost,
+                );
+            }
+        }
+    }
+}
+
+/// Grants `n` subscribers at once, then revokes one; times both until the calls return
+/// and until a spy on `sealpost/keys/#` has received every key message from the broker.
+async fn rekey(kind: BrokerKind, sizes: &[usize]) {
+    let max = sizes.iter().copied().max().unwrap_or(0);
+    let (ca, ders) = certs_cache::load(max);
+    let pki = Pki {
+        ca,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let broker = Broker::start(kind, &pki);
+    println!(
+        "\n### Grant and revoke ({kind:?}; {} rayon threads)\n",
+        rayon::current_num_threads()
+    );
+    println!("| subscribers | grant: returned / all delivered | grant bytes | revoke: returned / all delivered | revoke bytes | revoke key messages |");
+    println!("|---|---|---|---|---|---|");
+    for (round, &n) in sizes.iter().enumerate() {
+        let pub_cert = pki.publisher(&format!("rekey-{round}"), &["bench/#"]);
+        let keys_filter = format!("sealpost/keys/rekey-{round}/#");
+        let (mut spy, spy_task) = raw_subscriber(
+            &broker,
+            &format!("spy-{round}"),
+            &keys_filter,
+            QoS::AtLeastOnce,
+        )
+        .await;
+        let publisher = sealpost_tests::publisher(pki.publisher_config(
+            &broker,
+            &pub_cert,
+            &format!("pub-{round}"),
+        ))
+        .await;
+        let started = Instant::now();
+        let (grant, _) = publisher.grant_many(&ders[..n]).await.unwrap();
+        let grant_returned = started.elapsed();
+        wait_for_key_messages(&mut spy, grant.key_messages).await;
+        let grant_delivered = started.elapsed();
+
+        let started = Instant::now();
+        let revoke = publisher.revoke("sub-00000").await.unwrap();
+        let revoke_returned = started.elapsed();
+        // The revoked subscriber's key message is deleted by an empty retained message.
+        wait_for_key_messages(&mut spy, revoke.key_messages + 1).await;
+        let revoke_delivered = started.elapsed();
+        println!(
+            "| {n} | {:.3} s / {:.3} s | {} | {:.3} s / {:.3} s | {} | {} |",
+            grant_returned.as_secs_f64(),
+            grant_delivered.as_secs_f64(),
+            grant.bytes,
+            revoke_returned.as_secs_f64(),
+            revoke_delivered.as_secs_f64(),
+            revoke.bytes,
+            revoke.key_messages,
+        );
+        let _ = publisher.disconnect().await;
+        spy_task.abort();
+    }
+}
+
+/// Waits for `count` messages on the spy.
+async fn wait_for_key_messages(spy: &mut mpsc::Receiver<Vec<u8>>, count: usize) {
+    for _ in 0..count {
+        tokio::time::timeout(Duration::from_secs(60), spy.recv())
+            .await
+            .expect("key messages arrive")
+            .expect("spy running");
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
     if args.iter().any(|a| a == "--certs-only") {
         certs_cache::load(10_000);
+        return;
     }
+    let kind = match value("--broker").as_deref() {
+        Some("sealpost") => BrokerKind::Sealpost,
+        _ => BrokerKind::Mosquitto,
+    };
+    let only = value("--only");
+    let flood: usize = value("--messages")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        if only.as_deref() != Some("rekey") {
+            throughput(kind, flood, 1_000, 500).await;
+        }
+        if only.as_deref() != Some("throughput") {
+            rekey(kind, &[100, 1_000, 10_000]).await;
+        }
+    });
 }

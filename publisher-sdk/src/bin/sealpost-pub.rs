@@ -224,17 +224,21 @@ async fn run(cli: Cli) -> Result<(), Error> {
         },
     };
     let ca_pem = read(&cli.cafile)?;
+    let (cert_pem, key_pem) = (read(&cli.cert)?, read(&cli.key)?);
     let mut config = PublisherConfig::new(
         broker.clone(),
-        read(&cli.cert)?,
-        read(&cli.key)?,
+        cert_pem.clone(),
+        key_pem.clone(),
         ca_pem.clone(),
         cli.state_dir.clone(),
     );
     if broker.is_tls() {
+        // The publisher certificate is also the TLS client certificate: the sealpost
+        // broker lets only it write this publisher's key-message topics. Brokers that do
+        // not ask for a client certificate never see it.
         config.tls = Some(TlsIdentity {
             ca_pem,
-            client: None,
+            client: Some((cert_pem, key_pem)),
         });
     }
     config.client_id = cli.id.clone();

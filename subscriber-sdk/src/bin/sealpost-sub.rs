@@ -108,16 +108,24 @@ async fn run(cli: Cli) -> Result<(), Error> {
         (Some(cert), Some(key)) => (read(cert)?, read(key)?),
         _ => (String::new(), String::new()),
     };
-    let mut config = SubscriberConfig::new(broker.clone(), cert_pem, key_pem, ca_pem.clone());
+    let mut config = SubscriberConfig::new(
+        broker.clone(),
+        cert_pem.clone(),
+        key_pem.clone(),
+        ca_pem.clone(),
+    );
     for path in &cli.kdc_credentials {
         config
             .kdc_credentials
             .push(KdcCredentials::load(path).map_err(|e| format!("{}: {e}", path.display()))?);
     }
     if broker.is_tls() {
+        // Offered to brokers that authenticate clients by certificate; the others never
+        // ask for it.
+        // A KDC-only reader has no certificate to offer.
         config.tls = Some(TlsIdentity {
             ca_pem,
-            client: None,
+            client: (!cert_pem.is_empty()).then_some((cert_pem, key_pem)),
         });
     }
     if let Some(crl) = &cli.crl {
