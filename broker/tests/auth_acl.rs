@@ -265,3 +265,46 @@ fn passwd_subcommand_stores_only_a_hash() {
     assert!(text.starts_with("carol:$argon2id$"));
     assert!(!text.contains("carol-secret"));
 }
+
+#[tokio::test]
+async fn v5_denied_subscription_gets_not_authorized_and_shared_subscriptions_are_checked() {
+    use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode as R};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr) = start(secured(&dir)).await;
+    let mut o = MqttOptions::new("bob-v5-sub", "127.0.0.1", addr.port());
+    o.set_credentials("bob", "bob-pw");
+    let (c, mut el) = AsyncClient::new(o, 10);
+    let mut codes = Vec::new();
+    for filter in [
+        "data/#",
+        "$share/g/data/#",
+        "$share/g/data/bob/+",
+        "data/bob/x",
+    ] {
+        c.subscribe(filter, Q5::AtLeastOnce).await.unwrap();
+        let code = tokio::time::timeout(WAIT, async {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(s))) => return s.return_codes[0],
+                    Ok(_) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        codes.push(code);
+    }
+    assert_eq!(
+        codes,
+        vec![
+            R::NotAuthorized,
+            R::NotAuthorized,
+            R::Success(Q5::AtLeastOnce),
+            R::Success(Q5::AtLeastOnce)
+        ]
+    );
+    broker.shutdown(WAIT).await;
+}

@@ -339,3 +339,78 @@ async fn a_client_over_the_inflight_limit_is_slowed_down_not_dropped() {
     assert_eq!(got, (0..300).collect::<Vec<_>>());
     broker.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn persistent_sessions_keep_subscriptions_and_queue_messages() {
+    let (broker, addr) = start(tcp_config()).await;
+    let persistent = |addr| {
+        let mut o = v4_options("persistent-sub", addr);
+        o.set_clean_session(false);
+        o
+    };
+    let mut s = V4::start(persistent(addr));
+    assert!(!s.connack().await.unwrap().session_present);
+    s.subscribe("offline/t", QoS::AtLeastOnce).await;
+    s.client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while s.next().await.is_ok() {}
+    })
+    .await;
+    drop(s);
+    let p = V4::connect("offline-pub", addr).await;
+    p.client
+        .publish("offline/t", QoS::AtLeastOnce, false, b"while away".to_vec())
+        .await
+        .unwrap();
+    // Make sure the publish went through before the subscriber comes back.
+    let mut probe = V4::connect("offline-probe", addr).await;
+    probe.subscribe("offline/probe", QoS::AtLeastOnce).await;
+    p.client
+        .publish("offline/probe", QoS::AtLeastOnce, false, b"p".to_vec())
+        .await
+        .unwrap();
+    probe.publish_msg().await.unwrap();
+    let mut s = V4::start(persistent(addr));
+    assert!(s.connack().await.unwrap().session_present);
+    let m = s.publish_msg().await.unwrap();
+    assert_eq!(&m.payload[..], b"while away");
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_client_id_takes_over() {
+    let (broker, addr) = start(tcp_config()).await;
+    let mut first = V4::connect("same-id", addr).await;
+    let mut second = V4::connect("same-id", addr).await;
+    // The first connection is closed by the broker.
+    let mut closed = false;
+    for _ in 0..10 {
+        if first.next().await.is_err() {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "old connection kept open after takeover");
+    second.subscribe("takeover/t", QoS::AtMostOnce).await;
+    second
+        .client
+        .publish("takeover/t", QoS::AtMostOnce, false, b"x".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(&second.publish_msg().await.unwrap().payload[..], b"x");
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_one_and_a_half_keep_alives() {
+    let (broker, addr) = start(tcp_config()).await;
+    let mut p = connect_packet(4, "sleepy");
+    p[11] = 1; // keep-alive 1 s
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    s.write_all(&p).await.unwrap();
+    let (reply, closed) = read_until_closed(&mut s).await;
+    assert_eq!(reply, vec![0x20, 0x02, 0x00, 0x00]);
+    assert!(closed, "keep-alive not enforced");
+    broker.shutdown(WAIT).await;
+}

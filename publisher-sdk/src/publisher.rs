@@ -1,12 +1,13 @@
 //! The [`Publisher`]: sealing, grants, revocation and key messages over one MQTT connection.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rayon::prelude::*;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet};
 use sealpost_certs::{now_unix, pemfile, Role, Verifier};
 use sealpost_protocol::{
@@ -235,7 +236,8 @@ impl Publisher {
         if let Some((user, password)) = &config.credentials {
             options.set_credentials(user, password);
         }
-        let (client, eventloop) = AsyncClient::new(options, 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        eventloop.set_network_options(crate::transport::network_options());
         let closing = Arc::new(AtomicBool::new(false));
         let (connected_tx, mut connected_rx) = watch::channel(0u64);
         let poller = tokio::spawn(poll(eventloop, connected_tx, closing.clone()));
@@ -348,38 +350,54 @@ impl Publisher {
             return Err(PublisherError::KeyMessagesDisabled);
         }
         let now = now_unix();
-        let mut recipients = Vec::with_capacity(certificates_der.len());
-        for der in certificates_der {
-            let info = inner.verifier.verify(der, now)?;
-            info.require_role(Role::Subscriber)?;
-            recipients.push(KeyRecipient::new(info)?);
-        }
+        // Verification (a signature check and parsing per certificate) is a tenth of a
+        // large grant: spread it over the cores like the wrapping.
+        let recipients = {
+            let verifier = &inner.verifier;
+            certificates_der
+                .par_iter()
+                .map(|der| {
+                    let info = verifier.verify(der, now)?;
+                    info.require_role(Role::Subscriber)?;
+                    Ok(KeyRecipient::new(info)?)
+                })
+                .collect::<Result<Vec<KeyRecipient>, PublisherError>>()?
+        };
+        // Re-granted subscribers replace their old entry: one pass, not one per grant
+        // (quadratic at 10,000 subscribers).
+        let regranted: HashSet<&str> = recipients.iter().map(|r| r.id()).collect();
+        inner
+            .state
+            .grants
+            .retain(|g| !regranted.contains(g.subscriber.as_str()));
         let mut ids = Vec::with_capacity(recipients.len());
-        let mut new = Vec::with_capacity(recipients.len());
+        // Keyed by id: a subscriber listed twice is granted once, with its last certificate.
+        let mut new = BTreeMap::new();
         for recipient in recipients {
             let id = recipient.id().to_owned();
             let granted_epoch = inner
                 .grantees
                 .get(&id)
                 .map_or(inner.state.epoch, |g| g.granted_epoch);
-            inner.state.grants.retain(|g| g.subscriber != id);
-            inner.state.grants.push(Grant {
-                subscriber: id.clone(),
-                certificate_der: recipient.certificate().der.clone(),
-                granted_epoch,
-            });
             ids.push(id.clone());
-            new.push((
+            new.insert(
                 id,
                 Grantee {
                     recipient,
                     granted_epoch,
                 },
-            ));
+            );
+        }
+        for (id, grantee) in &new {
+            inner.state.grants.push(Grant {
+                subscriber: id.clone(),
+                certificate_der: grantee.recipient.certificate().der.clone(),
+                granted_epoch: grantee.granted_epoch,
+            });
         }
         inner.save()?;
         let built = {
-            let grantees: Vec<&Grantee> = new.iter().map(|(_, g)| g).collect();
+            let grantees: Vec<&Grantee> = new.values().collect();
             inner.build(grantees)?
         };
         for (id, grantee) in new {

@@ -197,7 +197,8 @@ impl Subscriber {
         if let Some((user, password)) = &config.credentials {
             options.set_credentials(user, password);
         }
-        let (client, eventloop) = AsyncClient::new(options, 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        eventloop.set_network_options(sealpost_publisher::transport::network_options());
         let closing = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let (in_tx, in_rx) = mpsc::channel(4096);

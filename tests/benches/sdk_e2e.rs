@@ -4,7 +4,8 @@
 //! ```sh
 //! cargo bench -p sealpost-tests --bench sdk_e2e                 # everything, on Mosquitto
 //! cargo bench -p sealpost-tests --bench sdk_e2e -- --broker sealpost
-//! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey  # or --only throughput
+//! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey  # or throughput, breakdown
+//! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey --sizes 100,1000
 //! ```
 //!
 //! Throughput: one publisher floods `n` messages, each of `k` subscribers must receive
@@ -60,7 +61,50 @@ mod certs_cache {
         };
         let path = |i: usize| dir.join(format!("sub-{i:05}.pem"));
         let missing: Vec<usize> = (0..n).filter(|i| !path(*i).exists()).collect();
-        if !missing.is_empty() {
+        let reuse = std::env::var("SEALPOST_BENCH_REUSE_KEYS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok());
+        if let (Some(pool), false) = (reuse, missing.is_empty()) {
+            // Fill the gaps quickly with certificates for keys already generated (CSR
+            // signed by the CA): wrapping costs the same whichever key it is under, only
+            // the number of distinct keys differs, and the run reports it.
+            let pool: Vec<String> = (0..pool)
+                .filter(|i| path(*i).exists())
+                .map(|i| {
+                    let text = std::fs::read_to_string(path(i)).unwrap();
+                    let at = text.find("-----BEGIN PRIVATE KEY-----").unwrap();
+                    text[at..].to_owned()
+                })
+                .collect();
+            assert!(!pool.is_empty(), "no generated key to reuse");
+            eprintln!(
+                "issuing {} certificates for {} existing keys...",
+                missing.len(),
+                pool.len()
+            );
+            missing.par_iter().for_each(|i| {
+                let key_pem = &pool[i % pool.len()];
+                let key = rcgen::KeyPair::from_pem(key_pem).expect("RSA key");
+                let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+                    .unwrap()
+                    .serialize_request(&key)
+                    .unwrap()
+                    .pem()
+                    .unwrap();
+                let cert = ca
+                    .sign_csr(
+                        &csr,
+                        &Profile::Subscriber {
+                            id: format!("sub-{i:05}"),
+                        },
+                        Validity::days_from_now(3650),
+                    )
+                    .expect("sign CSR");
+                let tmp = dir.join(format!(".sub-{i:05}.tmp"));
+                std::fs::write(&tmp, format!("{cert}{key_pem}")).unwrap();
+                std::fs::rename(&tmp, path(*i)).unwrap();
+            });
+        } else if !missing.is_empty() {
             eprintln!(
                 "generating {} RSA-2048 subscriber certificates into {} (once)...",
                 missing.len(),
@@ -167,6 +211,8 @@ async fn raw_subscriber(
     qos: QoS,
 ) -> (mpsc::Receiver<Vec<u8>>, tokio::task::JoinHandle<()>) {
     let (client, mut eventloop) = AsyncClient::new(raw_options(name, broker), 1024);
+    // The same socket options as the SDKs, so plain and sealed differ only by sealing.
+    eventloop.set_network_options(sealpost_publisher::transport::network_options());
     let (tx, rx) = mpsc::channel(100_000);
     let (ready_tx, mut ready_rx) = mpsc::channel(1);
     client.subscribe(filter, qos).await.unwrap();
@@ -305,6 +351,7 @@ async fn run(
         Mode::Plain => {
             let (client, mut eventloop) =
                 AsyncClient::new(raw_options(&format!("{tag}-pub"), broker), 1024);
+            eventloop.set_network_options(sealpost_publisher::transport::network_options());
             tasks.push(tokio::spawn(async move {
                 while eventloop.poll().await.is_ok() {}
             }));
@@ -450,19 +497,168 @@ async fn throughput(kind: BrokerKind, flood: usize, paced: usize, rate: u64) {
     }
 }
 
+/// Where the time of the sealed 1 -> 1 pipeline goes, 256 B, measured in the same run:
+/// the protocol core alone (seal; open_batch as the subscriber SDK calls it), then each
+/// SDK against the broker with the other side played by raw clients.
+async fn breakdown(kind: BrokerKind, n: usize) {
+    use sealpost_protocol::{
+        seal_key_message, ContentKey, KeyLocation, KeyRecipient, Opener, PublisherIdentity, Sealer,
+        SubscriberIdentity,
+    };
+    let (ca, _) = certs_cache::load(1);
+    let pki = Pki {
+        ca,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("bd-pub", &["bench/#"]);
+    let sub_files = subscriber_files(1);
+    let split = sub_files[0].find("-----BEGIN PRIVATE KEY-----").unwrap();
+    let (sub_cert, sub_key) = (&sub_files[0][..split], &sub_files[0][split..]);
+    let identity =
+        PublisherIdentity::from_pem(&pub_cert.certificate_pem, &pub_cert.private_key_pem).unwrap();
+    let key = ContentKey::generate();
+    let location = KeyLocation::key_topic_for(identity.id());
+    let mut sealer = Sealer::new(identity.clone(), location.clone(), 1, &key, 1);
+    sealer.reserve(n as u64 * 2);
+    let topic = "bench/bd";
+    let plaintext = vec![0x5a_u8; 256];
+    println!("\n### Where the time goes: sealed 1 -> 1, 256 B ({kind:?}, {n} messages)\n");
+    println!("| stage | msg/s |");
+    println!("|---|---|");
+    let rate = |started: Instant| n as f64 / started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let envelopes: Vec<Vec<u8>> = (0..n)
+        .map(|_| sealer.seal(topic, &plaintext).unwrap())
+        .collect();
+    println!("| protocol: seal (one thread) | {:.0} |", rate(started));
+
+    let recipient = KeyRecipient::new(
+        sealpost_certs::parse(
+            &sealpost_certs::pemfile::decode(sub_cert, sealpost_certs::pemfile::CERTIFICATE)
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let key_topic = location.key_message_topic(recipient.id()).unwrap();
+    let key_message = seal_key_message(&identity, &recipient, &[(1, &key)], &key_topic, 0).unwrap();
+    let mut opener = Opener::new(sealpost_certs::Verifier::new(&pki.ca_pem()).unwrap())
+        .with_identity(SubscriberIdentity::from_pem(sub_cert, sub_key).unwrap());
+    opener.accept_key_message(&key_topic, &key_message).unwrap();
+    let now = sealpost_certs::now_unix();
+    let started = Instant::now();
+    for chunk in envelopes.chunks(256) {
+        let items: Vec<(&str, &[u8])> = chunk.iter().map(|e| (topic, e.as_slice())).collect();
+        for r in opener.open_batch(&items, now) {
+            r.unwrap();
+        }
+    }
+    println!(
+        "| protocol: open_batch of 256 (one thread) | {:.0} |",
+        rate(started)
+    );
+
+    // Publisher SDK alone: publish into the broker with a raw subscriber counting.
+    let (rx, task) = raw_subscriber(&broker, "bd-raw-sub", topic, QoS::AtMostOnce).await;
+    let collector = tokio::spawn(collect(rx, Instant::now(), n, Duration::from_secs(3)));
+    let publisher =
+        sealpost_tests::publisher(pki.publisher_config(&broker, &pub_cert, "bd-pub")).await;
+    let started = Instant::now();
+    for _ in 0..n {
+        publisher
+            .publish(topic, &plaintext, QoS::AtMostOnce, false)
+            .await
+            .unwrap();
+    }
+    let got = collector.await.unwrap();
+    let elapsed = got.last.map_or(started.elapsed(), |l| l - started);
+    println!(
+        "| publisher SDK -> broker -> raw subscriber, QoS 0 ({} lost) | {:.0} |",
+        n - got.latencies_us.len(),
+        n as f64 / elapsed.as_secs_f64()
+    );
+    task.abort();
+    drop(publisher);
+
+    // Subscriber SDK alone: pre-sealed envelopes sent by a raw publisher.
+    let (client, mut eventloop) = AsyncClient::new(raw_options("bd-raw-pub", &broker), 1024);
+    eventloop.set_network_options(sealpost_publisher::transport::network_options());
+    let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    client
+        .publish(
+            key_topic.as_str(),
+            QoS::AtLeastOnce,
+            true,
+            key_message.clone(),
+        )
+        .await
+        .unwrap();
+    let (rx, task, counters) =
+        sealed_subscriber(&pki, &broker, &sub_files[0], topic, QoS::AtMostOnce).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counters.key_messages_total() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let collector = tokio::spawn(async move {
+        let mut rx = rx;
+        let mut got = 0;
+        let mut last = None;
+        while got < n {
+            match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+                Ok(Some(_)) => {
+                    got += 1;
+                    last = Some(Instant::now());
+                }
+                _ => break,
+            }
+        }
+        (got, last)
+    });
+    let started = Instant::now();
+    for e in envelopes {
+        client
+            .publish(topic, QoS::AtMostOnce, false, e)
+            .await
+            .unwrap();
+    }
+    let (got, last) = collector.await.unwrap();
+    let elapsed = last.map_or(started.elapsed(), |l| l - started);
+    println!(
+        "| raw publisher -> broker -> subscriber SDK, QoS 0 ({} lost) | {:.0} |",
+        n - got,
+        n as f64 / elapsed.as_secs_f64()
+    );
+    task.abort();
+    poller.abort();
+}
+
 /// Grants `n` subscribers at once, then revokes one; times both until the calls return
 /// and until a spy on `sealpost/keys/#` has received every key message from the broker.
 async fn rekey(kind: BrokerKind, sizes: &[usize]) {
     let max = sizes.iter().copied().max().unwrap_or(0);
     let (ca, ders) = certs_cache::load(max);
+    let distinct_keys: std::collections::HashSet<Vec<u8>> = ders
+        .iter()
+        .map(|d| {
+            sealpost_certs::parse(d)
+                .unwrap()
+                .rsa_public_key()
+                .map(|k| format!("{k:?}").into_bytes())
+                .unwrap()
+        })
+        .collect();
     let pki = Pki {
         ca,
         dir: tempfile::tempdir().unwrap(),
     };
     let broker = Broker::start(kind, &pki);
     println!(
-        "\n### Grant and revoke ({kind:?}; {} rayon threads)\n",
-        rayon::current_num_threads()
+        "\n### Grant and revoke ({kind:?}; {} rayon threads; {} certificates, {} distinct RSA keys)\n",
+        rayon::current_num_threads(),
+        ders.len(),
+        distinct_keys.len()
     );
     println!("| subscribers | grant: returned / all delivered | grant bytes | revoke: returned / all delivered | revoke bytes | revoke key messages |");
     println!("|---|---|---|---|---|---|");
@@ -543,11 +739,17 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        if only.as_deref() != Some("rekey") {
+        if only.is_none() || only.as_deref() == Some("throughput") {
             throughput(kind, flood, 1_000, 500).await;
         }
-        if only.as_deref() != Some("throughput") {
-            rekey(kind, &[100, 1_000, 10_000]).await;
+        if only.is_none() || only.as_deref() == Some("breakdown") {
+            breakdown(kind, flood).await;
+        }
+        if only.is_none() || only.as_deref() == Some("rekey") {
+            let sizes: Vec<usize> = value("--sizes")
+                .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+                .unwrap_or_else(|| vec![100, 1_000, 10_000]);
+            rekey(kind, &sizes).await;
         }
     });
 }

@@ -150,10 +150,12 @@ impl Broker {
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, pki.ca_pem()).expect("write CA");
         match kind {
+            // Like the sealpost broker, Mosquitto is told to set TCP_NODELAY, so that the
+            // benchmark's latencies measure the brokers rather than Nagle's algorithm.
             BrokerKind::Mosquitto => {
                 let (port, tls_port, ws_port) = (free_port(), free_port(), free_port());
                 let conf = format!(
-                    "per_listener_settings false\nallow_anonymous true\npersistence false\n\
+                    "per_listener_settings false\nset_tcp_nodelay true\nallow_anonymous true\npersistence false\n\
                      max_packet_size 2000000\nmax_inflight_messages 0\n\
                      max_queued_messages 100000\nlog_dest stderr\nlog_type error\n\
                      listener {port} 127.0.0.1\n\
