@@ -196,8 +196,8 @@ pub fn connect_version(frame: &Frame) -> Result<Version, FrameError> {
 }
 
 /// Decodes a checked frame with rumqttd's codec for `version`.
-pub fn decode(frame: &Frame, version: Version, max_packet: usize) -> Result<Packet, FrameError> {
-    let mut bytes = frame.bytes.clone();
+pub fn decode(frame: Frame, version: Version, max_packet: usize) -> Result<Packet, FrameError> {
+    let mut bytes = frame.bytes;
     // `max_packet` is enforced by next_frame already; rumqttd compares it against the
     // remaining length, so pass a bound that can never refuse a frame we accepted.
     let bound = max_packet.max(bytes.len());

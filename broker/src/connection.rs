@@ -33,9 +33,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-/// User property that carries a message's original QoS through the router. Clients
-/// cannot set it (stripped on ingress) and never see it (stripped on egress).
-pub(crate) const QOS_PROPERTY: &str = "$sealpost/qos";
+/// Marker bytes that carry a message's original QoS through the router, as the first
+/// byte of the correlation data (the only property rumqttd stores and forwards without
+/// looking at it, and a `Bytes`, so the common case costs no allocation). Bits 0-1: QoS;
+/// bit 2: the client's own correlation data follows. Every message the edge hands to the
+/// router is marked, and every message it delivers is unmarked, so clients never see it
+/// and cannot forge it.
+const QOS_MARKS: [u8; 3] = [0xa0, 0xa1, 0xa2];
 
 /// Longest a write to a client may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -234,7 +238,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
             }
             Err(e) => return Err(e.into()),
         };
-        let packet = codec::decode(&frame, version, max)?;
+        let packet = codec::decode(frame, version, max)?;
         Ok(ConnectPacket { version, packet })
     }
 
@@ -667,9 +671,42 @@ impl Session {
             }
             _ => {}
         }
-        let packet = codec::decode(&frame, v, max)?;
+        // Acknowledgements without reason or properties are the bulk of QoS 1/2 traffic:
+        // read the packet id directly instead of running the general decoder.
+        if frame.bytes.len() == 4 && matches!(frame.kind, kind::PUBACK | kind::PUBREC) {
+            let pkid = u16::from_be_bytes([frame.bytes[2], frame.bytes[3]]);
+            return self.client_ack(pkid, frame.kind).await;
+        }
+        let header = if frame.kind == kind::PUBLISH {
+            Some(
+                codec::publish_header(&frame.bytes).ok_or(ConnectionError::Protocol(
+                    "malformed publish",
+                    DisconnectReasonCode::MalformedPacket,
+                ))?,
+            )
+        } else {
+            None
+        };
+        let packet = codec::decode(frame, v, max)?;
+        match (packet, header) {
+            (Packet::Publish(publish, props), Some(header)) => {
+                self.publish(io, header, publish, props).await
+            }
+            (packet, _) => self.other_packet(io, packet).await,
+        }
+    }
+
+    async fn other_packet<R, W>(
+        &mut self,
+        io: &mut Io<R, W>,
+        packet: Packet,
+    ) -> Result<(), ConnectionError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let v = self.version;
         match packet {
-            Packet::Publish(publish, props) => self.publish(io, &frame, publish, props).await,
             Packet::PubAck(ack, _) => self.client_ack(ack.pkid, kind::PUBACK).await,
             Packet::PubRec(rec, _) => self.client_ack(rec.pkid, kind::PUBREC).await,
             Packet::PubRel(rel, props) => {
@@ -749,7 +786,7 @@ impl Session {
     async fn publish<R, W>(
         &mut self,
         io: &mut Io<R, W>,
-        frame: &Frame,
+        header: codec::PublishHeader,
         mut publish: Publish,
         mut props: Option<PublishProperties>,
     ) -> Result<(), ConnectionError>
@@ -758,10 +795,6 @@ impl Session {
         W: AsyncWrite + Unpin,
     {
         let v = self.version;
-        let header = codec::publish_header(&frame.bytes).ok_or(ConnectionError::Protocol(
-            "malformed publish",
-            DisconnectReasonCode::MalformedPacket,
-        ))?;
         if let Some(p) = props.as_mut() {
             if !p.subscription_identifiers.is_empty() {
                 return Err(ConnectionError::Protocol(
@@ -769,7 +802,6 @@ impl Session {
                     DisconnectReasonCode::ProtocolError,
                 ));
             }
-            p.user_properties.retain(|(k, _)| k != QOS_PROPERTY);
             if let Some(alias) = p.topic_alias.take() {
                 if alias == 0 || alias > TOPIC_ALIAS_MAX {
                     return Err(ConnectionError::Protocol(
@@ -856,13 +888,8 @@ impl Session {
                 warn!(error = %e, topic = %topic_name, "retained message not persisted");
             }
         }
-        // QoS 2 needs no marker: min(2, subscription QoS) is the subscription QoS, which
-        // is what the router delivers at anyway.
-        let props = if header.qos == 2 {
-            props
-        } else {
-            with_qos_marker(props, header.qos)
-        };
+        // Marked even at QoS 2: the marker also wraps the client's correlation data.
+        let props = with_qos_marker(props, header.qos);
         inc(&self.shared.metrics.messages_in);
         self.send_router(Packet::Publish(publish, props)).await
     }
@@ -1126,14 +1153,22 @@ impl Session {
     }
 }
 
-/// Adds the original-QoS marker to a publish's properties.
+/// Marks a publish's properties with its original QoS (see [`QOS_MARKS`]).
 pub(crate) fn with_qos_marker(
     props: Option<PublishProperties>,
     qos: u8,
 ) -> Option<PublishProperties> {
+    let qos = usize::from(qos.min(2));
     let mut p = props.unwrap_or_default();
-    p.user_properties
-        .push((QOS_PROPERTY.to_owned(), qos.to_string()));
+    p.correlation_data = Some(match p.correlation_data.take() {
+        None => Bytes::from_static(&QOS_MARKS[qos..qos + 1]),
+        Some(original) => {
+            let mut b = BytesMut::with_capacity(original.len() + 1);
+            b.extend_from_slice(&[QOS_MARKS[qos] | 0b100]);
+            b.extend_from_slice(&original);
+            b.freeze()
+        }
+    });
     Some(p)
 }
 
@@ -1144,14 +1179,18 @@ fn take_qos_marker(props: Option<PublishProperties>) -> (Option<u8>, Option<Publ
         return (None, None);
     };
     let mut qos = None;
-    p.user_properties.retain(|(k, v)| {
-        if k == QOS_PROPERTY {
-            qos = v.parse().ok();
-            false
-        } else {
-            true
+    if let Some(data) = p.correlation_data.take() {
+        match data.first() {
+            Some(&b) if b & 0xf8 == 0xa0 => {
+                qos = Some(b & 0b11);
+                if b & 0b100 != 0 {
+                    p.correlation_data = Some(data.slice(1..));
+                }
+            }
+            // Not ours (cannot happen for messages that went through the edge).
+            _ => p.correlation_data = Some(data),
         }
-    });
+    }
     if p == PublishProperties::default() {
         (qos, None)
     } else {
@@ -1184,5 +1223,12 @@ mod tests {
         };
         let (q, p) = take_qos_marker(with_qos_marker(Some(user.clone()), 0));
         assert_eq!((q, p), (Some(0), Some(user)));
+        // A client's own correlation data, even one that looks like a marker, survives.
+        let cd = PublishProperties {
+            correlation_data: Some(Bytes::from_static(&[0xa1, 7])),
+            ..Default::default()
+        };
+        let (q, p) = take_qos_marker(with_qos_marker(Some(cd.clone()), 2));
+        assert_eq!((q, p), (Some(2), Some(cd)));
     }
 }
