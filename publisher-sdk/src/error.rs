@@ -32,6 +32,16 @@ pub enum PublisherError {
     /// The broker did not accept the connection in time.
     #[error("could not connect to the broker at {0}")]
     NotConnected(String),
+    /// The key distribution center could not start, or a reader operation failed.
+    #[error("KDC: {0}")]
+    Kdc(#[from] crate::kdc::KdcError),
+    /// This publisher runs no KDC.
+    #[error("this publisher runs no KDC")]
+    NoKdc,
+    /// Key messages are turned off (KDC-only publisher): grant readers with KDC
+    /// credentials instead.
+    #[error("key messages are disabled: issue KDC credentials instead")]
+    KeyMessagesDisabled,
     /// The MQTT client refused the request (its event loop has stopped).
     #[error("MQTT client: {0}")]
     Client(#[from] rumqttc::ClientError),

@@ -11,16 +11,19 @@
 //!   WebSocket ([`BrokerAddress`]).
 //! - State that must outlive a restart (sequence high-water mark, recent content keys,
 //!   grants) is kept in a state directory and replaced atomically ([`state`]).
+//! - Key distribution center mode ([`kdc`]): the publisher serves its keys over HTTPS to
+//!   readers it issued credentials to, instead of or beside key messages
+//!   ([`PublisherConfig::kdc`], [`PublisherConfig::key_messages`]).
 //! - Key messages are wrapped in parallel and published again after every reconnect, in
 //!   case the broker lost its retained messages.
 //!
 //! ## Non-features
-//! - No KDC mode yet: keys travel in key messages only.
 //! - No backoff between reconnect attempts beyond a fixed pause.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod error;
+pub mod kdc;
 mod keys;
 mod publisher;
 pub mod state;

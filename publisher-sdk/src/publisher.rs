@@ -16,6 +16,7 @@ use sealpost_protocol::{
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
+use crate::kdc::{Kdc, KdcConfig, KdcCredentials};
 use crate::keys::{build_all, Grantee};
 use crate::state::{Grant, PublisherState};
 use crate::transport::{mqtt_options, BrokerAddress, TlsIdentity};
@@ -54,6 +55,14 @@ pub struct PublisherConfig {
     pub keep_alive: Duration,
     /// How long [`Publisher::connect`] waits for the first CONNACK.
     pub connect_timeout: Duration,
+    /// Deliver keys in key messages over MQTT (default). With `false`, readers get keys
+    /// from the KDC only and [`Publisher::grant_pem`] is refused.
+    pub key_messages: bool,
+    /// Serve keys from a key distribution center over HTTPS too (or only, with
+    /// `key_messages: false`). Envelopes then name the KDC address in their key index
+    /// and always embed the publisher certificate, since KDC readers may get no key
+    /// message to learn it from.
+    pub kdc: Option<KdcConfig>,
 }
 
 impl std::fmt::Debug for PublisherConfig {
@@ -88,6 +97,8 @@ impl PublisherConfig {
             embed_certificate: false,
             keep_alive: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            key_messages: true,
+            kdc: None,
         }
     }
 }
@@ -114,6 +125,9 @@ struct Inner {
     /// Current key message per subscriber: `(topic, bytes)`, re-sent after reconnects.
     key_messages: HashMap<String, (String, Bytes)>,
     key_lifetime: Option<Duration>,
+    /// Whether key messages are sent at all (false: KDC only).
+    send_key_messages: bool,
+    kdc: Option<Kdc>,
 }
 
 /// A sealing MQTT publisher. See the crate documentation.
@@ -156,14 +170,31 @@ impl Publisher {
         };
         let location = KeyLocation::key_topic_for(&id);
         let (epoch, key) = current_key(&state);
+        let kdc = match &config.kdc {
+            Some(kdc_config) => Some(
+                Kdc::start(
+                    kdc_config,
+                    &identity,
+                    &verifier,
+                    &config.state_dir,
+                    recent_keys(&state),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let sealer_location = match &kdc {
+            Some(kdc) => KeyLocation::Kdc(kdc.address().to_owned()),
+            None => location.clone(),
+        };
         let mut sealer = Sealer::new(
             identity.clone(),
-            location.clone(),
+            sealer_location,
             epoch,
             &key,
             state.seq_high_water,
         );
-        sealer.set_embed_certificate(config.embed_certificate);
+        sealer.set_embed_certificate(config.embed_certificate || kdc.is_some());
         let mut grantees = BTreeMap::new();
         for grant in &state.grants {
             // Restored grants were verified when granted; a certificate that no longer
@@ -187,6 +218,8 @@ impl Publisher {
             grantees,
             key_messages: HashMap::new(),
             key_lifetime: config.key_lifetime,
+            send_key_messages: config.key_messages,
+            kdc,
         };
         inner.rebuild_key_messages()?;
 
@@ -313,6 +346,9 @@ impl Publisher {
         certificates_der: &[Vec<u8>],
     ) -> Result<(Rekey, Vec<String>), PublisherError> {
         let mut inner = self.inner.lock().await;
+        if !inner.send_key_messages {
+            return Err(PublisherError::KeyMessagesDisabled);
+        }
         let now = now_unix();
         // Verification (a signature check and parsing per certificate) is a tenth of a
         // large grant: spread it over the cores like the wrapping.
@@ -371,23 +407,58 @@ impl Publisher {
         Ok((rekey, ids))
     }
 
-    /// Revokes a subscriber: clears its retained key message, rotates the content key and
-    /// sends the new key to the remaining subscribers only, so the revoked one cannot read
-    /// anything published afterwards.
+    /// Revokes a subscriber: clears its retained key message and invalidates its KDC
+    /// credentials and tokens (whichever it has), rotates the content key and sends the
+    /// new key to the remaining subscribers only, so the revoked one cannot read anything
+    /// published afterwards.
     pub async fn revoke(&self, subscriber_id: &str) -> Result<Rekey, PublisherError> {
         let mut inner = self.inner.lock().await;
-        if inner.grantees.remove(subscriber_id).is_none() {
+        let key_grant = inner.grantees.remove(subscriber_id).is_some();
+        let kdc_reader = match &inner.kdc {
+            Some(kdc) => kdc.revoke_reader(subscriber_id)?,
+            None => false,
+        };
+        if !key_grant && !kdc_reader {
             return Err(PublisherError::NotGranted(subscriber_id.to_owned()));
         }
-        inner.state.grants.retain(|g| g.subscriber != subscriber_id);
-        inner.key_messages.remove(subscriber_id);
-        if let Some(topic) = inner.location.key_message_topic(subscriber_id) {
-            // An empty retained message deletes the retained key message.
-            self.client
-                .publish_bytes(topic, QoS::AtLeastOnce, true, Bytes::new())
-                .await?;
+        if key_grant {
+            inner.state.grants.retain(|g| g.subscriber != subscriber_id);
+            inner.key_messages.remove(subscriber_id);
+            if let Some(topic) = inner.location.key_message_topic(subscriber_id) {
+                // An empty retained message deletes the retained key message.
+                self.client
+                    .publish_bytes(topic, QoS::AtLeastOnce, true, Bytes::new())
+                    .await?;
+            }
         }
         inner.rotate(&self.client).await
+    }
+
+    /// Issues KDC credentials for `reader` (a new random password; any earlier one stops
+    /// working). The reader may fetch the keys of the current epoch and later ones. Give
+    /// the result to the reader (e.g. [`KdcCredentials::save`]); only a hash is kept.
+    pub async fn add_reader(&self, reader: &str) -> Result<KdcCredentials, PublisherError> {
+        let inner = self.inner.lock().await;
+        let kdc = inner.kdc.as_ref().ok_or(PublisherError::NoKdc)?;
+        Ok(kdc.add_reader(reader, inner.state.epoch)?)
+    }
+
+    /// The KDC's address, if this publisher runs one.
+    pub async fn kdc_address(&self) -> Option<String> {
+        let inner = self.inner.lock().await;
+        inner.kdc.as_ref().map(|k| k.address().to_owned())
+    }
+
+    /// The socket address the KDC listens on, if this publisher runs one.
+    pub async fn kdc_local_addr(&self) -> Option<std::net::SocketAddr> {
+        let inner = self.inner.lock().await;
+        inner.kdc.as_ref().map(Kdc::local_addr)
+    }
+
+    /// Readers with live KDC credentials.
+    pub async fn kdc_readers(&self) -> Vec<String> {
+        let inner = self.inner.lock().await;
+        inner.kdc.as_ref().map(Kdc::readers).unwrap_or_default()
     }
 
     /// Starts a new key epoch with a fresh content key and sends it to every granted
@@ -400,8 +471,11 @@ impl Publisher {
     pub async fn disconnect(mut self) -> Result<(), PublisherError> {
         {
             // Taking the lock waits for any operation in progress.
-            let _inner = self.inner.lock().await;
+            let mut inner = self.inner.lock().await;
             self.closing.store(true, Ordering::SeqCst);
+            if let Some(kdc) = inner.kdc.take() {
+                kdc.shutdown().await;
+            }
             self.client.disconnect().await?;
         }
         // Requests leave in order: once the poller has sent the DISCONNECT, every
@@ -434,17 +508,17 @@ impl Inner {
     }
 
     fn recent_keys(&self) -> Vec<(u64, ContentKey)> {
-        self.state
-            .keys
-            .iter()
-            .map(|(e, k)| (*e, ContentKey::from_bytes(*k)))
-            .collect()
+        recent_keys(&self.state)
     }
 
     fn build(
         &self,
         grantees: Vec<&Grantee>,
     ) -> Result<HashMap<String, (String, Vec<u8>)>, PublisherError> {
+        if !self.send_key_messages {
+            // KDC-only: grants restored from an earlier run get no key messages either.
+            return Ok(HashMap::new());
+        }
         let now = now_unix().max(0) as u64;
         Ok(build_all(
             &self.identity,
@@ -496,13 +570,24 @@ impl Inner {
         self.state.keys.push((epoch, *key.as_bytes()));
         let excess = self.state.keys.len().saturating_sub(DEFAULT_KEPT_EPOCHS);
         self.state.keys.drain(..excess);
-        // The new key is on disk before anything is sealed with it.
+        // The new key is on disk, and served by the KDC, before anything is sealed with it.
         self.save()?;
+        if let Some(kdc) = &self.kdc {
+            kdc.set_keys(self.recent_keys());
+        }
         self.sealer.set_key(epoch, &key);
         self.key_messages.clear();
         let built = self.build(self.grantees.values().collect())?;
         self.send(client, built).await
     }
+}
+
+fn recent_keys(state: &PublisherState) -> Vec<(u64, ContentKey)> {
+    state
+        .keys
+        .iter()
+        .map(|(e, k)| (*e, ContentKey::from_bytes(*k)))
+        .collect()
 }
 
 fn current_key(state: &PublisherState) -> (u64, ContentKey) {

@@ -209,7 +209,7 @@ pub fn rustls_config(identity: &TlsIdentity) -> Result<rustls::ClientConfig, Pub
     }
 }
 
-fn pem_blocks(text: &str, label: &'static str) -> Result<Vec<Vec<u8>>, PublisherError> {
+pub(crate) fn pem_blocks(text: &str, label: &'static str) -> Result<Vec<Vec<u8>>, PublisherError> {
     let mut out = Vec::new();
     // Split on END markers so several certificates in one file are all read.
     let marker = format!("-----END {label}-----");

@@ -16,6 +16,10 @@ pub enum SubscriberError {
     /// The subscriber identity is unusable.
     #[error("identity: {0}")]
     Identity(#[from] sealpost_protocol::SealError),
+    /// A KDC client could not be set up (e.g. a credentials file with an `http://`
+    /// address).
+    #[error("KDC: {0}")]
+    Kdc(#[from] crate::KdcError),
     /// Not a valid MQTT topic filter.
     #[error("invalid topic filter {0:?}")]
     InvalidFilter(String),

@@ -30,6 +30,20 @@ pub struct Rejection {
     pub reason: Rejected,
 }
 
+/// A content key that could not be fetched from a KDC. The envelopes waiting for it stay
+/// held (and are rejected as `UnknownKey` when their hold time ends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFetchFailure {
+    /// The KDC address.
+    pub kdc: String,
+    /// The publisher whose key was asked for.
+    pub publisher: String,
+    /// The epoch asked for.
+    pub epoch: u64,
+    /// Why it failed.
+    pub error: crate::KdcError,
+}
+
 /// One thing that happened to an incoming message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -37,6 +51,8 @@ pub enum Event {
     Message(Message),
     /// Refused (never delivered).
     Rejected(Rejection),
+    /// A key fetch from a KDC failed (no message is delivered or refused by this event).
+    KeyFetchFailed(KeyFetchFailure),
 }
 
 /// Running totals, readable at any time from any thread.
@@ -44,6 +60,8 @@ pub enum Event {
 pub struct Counters {
     delivered: AtomicU64,
     key_messages: AtomicU64,
+    key_fetches: AtomicU64,
+    key_fetch_failures: AtomicU64,
     held: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -55,6 +73,14 @@ impl Counters {
 
     pub(crate) fn key_message(&self) {
         self.key_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn key_fetch_started(&self) {
+        self.key_fetches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn key_fetch_failed(&self) {
+        self.key_fetch_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn set_held(&self, n: usize) {
@@ -74,6 +100,17 @@ impl Counters {
     /// Key messages accepted.
     pub fn key_messages_total(&self) -> u64 {
         self.key_messages.load(Ordering::Relaxed)
+    }
+
+    /// Key fetches from KDCs started (at most one per publisher and epoch, unless one
+    /// failed and was tried again).
+    pub fn key_fetches_total(&self) -> u64 {
+        self.key_fetches.load(Ordering::Relaxed)
+    }
+
+    /// Key fetches from KDCs that failed.
+    pub fn key_fetch_failures_total(&self) -> u64 {
+        self.key_fetch_failures.load(Ordering::Relaxed)
     }
 
     /// Messages held right now, waiting for a key or publisher certificate.

@@ -11,12 +11,16 @@
 //!   subscriber that was offline during a grant or rotation still gets its keys.
 //! - Data that arrives before its key (or its publisher's certificate) is held in a
 //!   bounded buffer for a bounded time, retried when keys arrive, then rejected.
+//! - Keys from a publisher's key distribution center ([`kdc`]): when a verified envelope
+//!   names a KDC this subscriber has credentials for ([`SubscriberConfig::kdc_credentials`]),
+//!   it logs in over HTTPS (certificate verified against the CA), fetches the key of that
+//!   epoch once, and opens the envelopes held meanwhile. A KDC-only subscriber needs no
+//!   certificate or RSA key ([`SubscriberConfig::kdc_only`]).
 //! - Exactly-once delivery over QoS 1: the replay window drops redeliveries and
 //!   duplicates, and is persisted (state directory) before messages are handed over, so
 //!   a restarted subscriber does not deliver them again.
 //!
 //! ## Non-features
-//! - No KDC client yet: keys come from key messages only.
 //! - Content keys are not persisted: after a restart they come again from the retained
 //!   key messages.
 //! - A crash between persisting the replay window and the application handling a
@@ -26,12 +30,14 @@
 
 mod error;
 mod events;
+pub mod kdc;
 mod pending;
 mod replay_store;
 mod subscriber;
 
 pub use error::SubscriberError;
-pub use events::{Counters, Event, Message, Rejection};
+pub use events::{Counters, Event, KeyFetchFailure, Message, Rejection};
+pub use kdc::{KdcCredentials, KdcError};
 pub use sealpost_protocol::Rejected;
 pub use sealpost_publisher::{BrokerAddress, QoS, TlsIdentity};
 pub use subscriber::{Subscriber, SubscriberConfig, KEY_TOPIC_PREFIX};

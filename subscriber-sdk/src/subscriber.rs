@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Packet, QoS};
 use sealpost_certs::{now_unix, topic, Verifier};
-use sealpost_protocol::{Opener, Rejected, SubscriberIdentity};
+use sealpost_protocol::{KeyLocation, Opener, Rejected, SubscriberIdentity};
 use sealpost_publisher::transport::mqtt_options;
 use sealpost_publisher::{BrokerAddress, TlsIdentity};
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
 
-use crate::events::{Counters, Event, Message, Rejection};
+use crate::events::{Counters, Event, KeyFetchFailure, Message, Rejection};
+use crate::kdc::{FetchOutcome, Fetcher, KdcClient, KdcCredentials, KdcError, Session};
 use crate::pending::{Held, Pending};
 use crate::replay_store::ReplayStore;
 use crate::SubscriberError;
@@ -60,6 +61,11 @@ pub struct SubscriberConfig {
     pub keep_alive: Duration,
     /// How long connecting and subscribing wait for the broker.
     pub timeout: Duration,
+    /// Credentials for publishers' key distribution centers. When a verified envelope's
+    /// key index names one of these KDC addresses, the key is fetched from it over
+    /// HTTPS (its certificate verified against `ca_pem`); credentials are never sent to
+    /// any other address.
+    pub kdc_credentials: Vec<KdcCredentials>,
 }
 
 impl std::fmt::Debug for SubscriberConfig {
@@ -97,13 +103,33 @@ impl SubscriberConfig {
             event_capacity: 4096,
             keep_alive: Duration::from_secs(30),
             timeout: Duration::from_secs(10),
+            kdc_credentials: Vec::new(),
         }
+    }
+
+    /// A configuration for a subscriber that gets keys from a KDC only and holds no
+    /// subscriber certificate or RSA key (it follows no key messages).
+    pub fn kdc_only(
+        broker: BrokerAddress,
+        ca_pem: impl Into<String>,
+        credentials: KdcCredentials,
+    ) -> SubscriberConfig {
+        let mut config = SubscriberConfig::new(broker, "", "", ca_pem);
+        config.kdc_credentials = vec![credentials];
+        config
     }
 }
 
-/// What the polling task hands the worker.
+/// What the polling task (publishes) and the KDC fetches (keys) hand the worker.
 enum Incoming {
     Publish { topic: String, payload: Bytes },
+    KeyFetched(FetchOutcome),
+}
+
+impl From<FetchOutcome> for Incoming {
+    fn from(outcome: FetchOutcome) -> Incoming {
+        Incoming::KeyFetched(outcome)
+    }
 }
 
 /// A verifying, decrypting MQTT subscriber. See the crate documentation.
@@ -130,16 +156,32 @@ impl Subscriber {
     /// Connects and subscribes to this subscriber's key messages. Fails if the broker does
     /// not accept the connection within `timeout`.
     pub async fn connect(config: SubscriberConfig) -> Result<Subscriber, SubscriberError> {
-        let identity = SubscriberIdentity::from_pem(&config.certificate_pem, &config.key_pem)?;
-        let id = identity.id().to_owned();
+        // A KDC-only subscriber has no certificate: it needs no RSA key to unwrap key
+        // messages, and it names itself after its first KDC reader id.
+        let (identity, id) = match config.kdc_credentials.first() {
+            Some(c) if config.certificate_pem.is_empty() => (None, c.reader.clone()),
+            _ => {
+                let identity =
+                    SubscriberIdentity::from_pem(&config.certificate_pem, &config.key_pem)?;
+                let id = identity.id().to_owned();
+                (Some(identity), id)
+            }
+        };
+        let sessions = config
+            .kdc_credentials
+            .iter()
+            .map(|c| Ok(Session::new(KdcClient::new(c.clone(), &config.ca_pem)?)))
+            .collect::<Result<Vec<_>, KdcError>>()?;
         let mut verifier = Verifier::new(&config.ca_pem)?;
         if let Some(crl) = &config.revocation_list_pem {
             verifier.set_revocation_list(crl)?;
         }
         let store = ReplayStore::new(config.state_dir.clone());
-        let mut opener = Opener::new(verifier)
-            .with_identity(identity)
-            .with_kept_epochs(config.kept_epochs);
+        let mut opener = Opener::new(verifier).with_kept_epochs(config.kept_epochs);
+        let follows_key_messages = identity.is_some();
+        if let Some(identity) = identity {
+            opener = opener.with_identity(identity);
+        }
         opener.set_replay_state(store.load()?);
 
         let client_id = config
@@ -163,9 +205,13 @@ impl Subscriber {
         let (event_tx, events) = mpsc::channel(config.event_capacity.max(1));
         let (connack_tx, mut connack_rx) = watch::channel(0u64);
         let (suback_tx, suback) = watch::channel(0u64);
-        let key_filter = format!("{KEY_TOPIC_PREFIX}+/{id}");
-        let filters = Arc::new(Mutex::new(vec![(key_filter, QoS::AtLeastOnce)]));
+        let mut initial_filters = Vec::new();
+        if follows_key_messages {
+            initial_filters.push((format!("{KEY_TOPIC_PREFIX}+/{id}"), QoS::AtLeastOnce));
+        }
+        let filters = Arc::new(Mutex::new(initial_filters));
 
+        let fetched = in_tx.clone();
         let poller = tokio::spawn(poll(
             eventloop,
             in_tx,
@@ -196,6 +242,8 @@ impl Subscriber {
             })
         };
         let worker = Worker {
+            fetcher: Fetcher::new(sessions),
+            fetched,
             opener,
             pending: Pending::new(config.hold_capacity, config.hold_time),
             store,
@@ -220,10 +268,11 @@ impl Subscriber {
             return Err(SubscriberError::Timeout("CONNACK"));
         }
         let mut subscriber = subscriber;
-        let key_filter = subscriber.filters.lock().await[0].clone();
-        subscriber
-            .subscribe_unrecorded(&key_filter.0, key_filter.1)
-            .await?;
+        // A KDC-only subscriber follows no key messages: it has no key filter.
+        let key_filter = subscriber.filters.lock().await.first().cloned();
+        if let Some((filter, qos)) = key_filter {
+            subscriber.subscribe_unrecorded(&filter, qos).await?;
+        }
         Ok(subscriber)
     }
 
@@ -338,8 +387,12 @@ async fn poll(
     }
 }
 
-/// Owns the opener: verifies, opens, holds, persists, and emits events.
+/// Owns the opener: verifies, opens, holds, fetches keys from KDCs, persists, and emits
+/// events.
 struct Worker {
+    fetcher: Fetcher,
+    /// Where KDC fetches send their outcome: the worker's own input.
+    fetched: mpsc::Sender<Incoming>,
     opener: Opener,
     pending: Pending,
     store: ReplayStore,
@@ -383,7 +436,14 @@ impl Worker {
         let mut out = Vec::new();
         let mut data = Vec::new();
         let mut learned = false;
-        for Incoming::Publish { topic, payload } in batch {
+        for incoming in batch {
+            let (topic, payload) = match incoming {
+                Incoming::Publish { topic, payload } => (topic, payload),
+                Incoming::KeyFetched(outcome) => {
+                    learned |= self.key_fetched(outcome, now, &mut out);
+                    continue;
+                }
+            };
             if !topic.starts_with(KEY_TOPIC_PREFIX) {
                 data.push(Held {
                     topic,
@@ -448,6 +508,24 @@ impl Worker {
                         }));
                     }
                     Err(reason) if reason.is_retryable() => {
+                        if let Rejected::UnknownKey {
+                            publisher,
+                            epoch,
+                            location: KeyLocation::Kdc(kdc),
+                        } = &reason
+                        {
+                            // The location is signed: this envelope passed its signature
+                            // check before the key lookup failed.
+                            if self.fetcher.want(
+                                kdc,
+                                publisher,
+                                *epoch,
+                                &self.fetched,
+                                Instant::now(),
+                            ) {
+                                self.counters.key_fetch_started();
+                            }
+                        }
                         let evicted = self.pending.hold(Held {
                             topic: held.topic.clone(),
                             payload: held.payload.clone(),
@@ -463,6 +541,50 @@ impl Worker {
             }
         }
         delivered
+    }
+
+    /// Installs a key (and publisher certificate) fetched from a KDC, or reports why it
+    /// could not be had. Returns whether a key was learned.
+    fn key_fetched(&mut self, outcome: FetchOutcome, now: Instant, out: &mut Vec<Event>) -> bool {
+        let FetchOutcome {
+            kdc,
+            publisher,
+            epoch,
+            result,
+        } = outcome;
+        let result = result.and_then(|fetched| {
+            if fetched.publisher != publisher {
+                return Err(KdcError::BadResponse("key answer names another publisher"));
+            }
+            // Lets envelopes that do not embed the certificate verify; it is checked
+            // against the CA like any other.
+            match self
+                .opener
+                .add_publisher_certificate(&fetched.certificate_der, now_unix())
+            {
+                Ok(info) if info.id == publisher => {}
+                Ok(_) => tracing::warn!(%kdc, "KDC sent the certificate of another publisher"),
+                Err(reason) => tracing::warn!(%kdc, %reason, "KDC sent an unusable certificate"),
+            }
+            self.opener.add_key(&publisher, epoch, fetched.key);
+            Ok(())
+        });
+        self.fetcher
+            .finished(&publisher, epoch, result.as_ref().err(), now);
+        match result {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%kdc, %publisher, epoch, %error, "KDC key fetch failed");
+                self.counters.key_fetch_failed();
+                out.push(Event::KeyFetchFailed(KeyFetchFailure {
+                    kdc,
+                    publisher,
+                    epoch,
+                    error,
+                }));
+                false
+            }
+        }
     }
 
     fn reject(&self, out: &mut Vec<Event>, topic: String, reason: Rejected) {

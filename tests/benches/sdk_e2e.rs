@@ -275,6 +275,7 @@ async fn sealed_subscriber(
                     }
                 }
                 Event::Rejected(r) => eprintln!("rejected: {r:?}"),
+                Event::KeyFetchFailed(f) => eprintln!("key fetch failed: {f:?}"),
             }
         }
     });

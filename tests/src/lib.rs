@@ -15,8 +15,11 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use sealpost_broker::{BoundListener, ListenerKind};
 use sealpost_certs::{CertificateAuthority, Issued, Profile, Validity};
+use sealpost_publisher::kdc::{KdcConfig, KdcCredentials};
 use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, TlsIdentity};
-use sealpost_subscriber::{Event, Message, Rejection, Subscriber, SubscriberConfig};
+use sealpost_subscriber::{
+    Event, KeyFetchFailure, Message, Rejection, Subscriber, SubscriberConfig,
+};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
@@ -463,6 +466,7 @@ pub async fn expect_message(s: &mut Subscriber) -> Message {
     match next_event(s).await {
         Event::Message(m) => m,
         Event::Rejected(r) => panic!("expected a message, got rejection {r:?}"),
+        Event::KeyFetchFailed(f) => panic!("expected a message, got key fetch failure {f:?}"),
     }
 }
 
@@ -471,6 +475,7 @@ pub async fn expect_rejection(s: &mut Subscriber) -> Rejection {
     match next_event(s).await {
         Event::Rejected(r) => r,
         Event::Message(m) => panic!("expected a rejection, got message {m:?}"),
+        Event::KeyFetchFailed(f) => panic!("expected a rejection, got key fetch failure {f:?}"),
     }
 }
 
@@ -581,4 +586,65 @@ async fn wait_ready(rx: &mut mpsc::UnboundedReceiver<()>) {
 /// Does `haystack` contain `needle`?
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+impl Pki {
+    /// Issues a TLS server certificate (for a KDC) naming 127.0.0.1 and localhost.
+    pub fn kdc_server(&self) -> Issued {
+        self.ca
+            .issue(
+                &Profile::Server {
+                    names: vec!["127.0.0.1".into(), "localhost".into()],
+                },
+                Validity::days_from_now(1),
+            )
+            .expect("issue KDC server certificate")
+    }
+
+    /// A KDC configuration on an ephemeral loopback port with a server certificate from
+    /// this CA.
+    pub fn kdc_config(&self) -> KdcConfig {
+        let server = self.kdc_server();
+        KdcConfig::new(
+            "127.0.0.1:0".parse().expect("loopback address"),
+            server.certificate_pem,
+            server.private_key_pem,
+        )
+    }
+
+    /// Publisher configuration serving keys from a KDC only (no key messages).
+    pub fn kdc_publisher_config(
+        &self,
+        broker: &Broker,
+        issued: &Issued,
+        name: &str,
+    ) -> PublisherConfig {
+        let mut config = self.publisher_config(broker, issued, name);
+        config.key_messages = false;
+        config.kdc = Some(self.kdc_config());
+        config
+    }
+
+    /// Subscriber configuration that gets its keys from a KDC with `credentials` and
+    /// holds no certificate (short hold time, like [`Pki::subscriber_config`]).
+    pub fn kdc_subscriber_config(
+        &self,
+        broker: &Broker,
+        credentials: KdcCredentials,
+    ) -> SubscriberConfig {
+        let mut config = SubscriberConfig::kdc_only(broker.address(), self.ca_pem(), credentials);
+        config.hold_time = Duration::from_secs(2);
+        config
+    }
+}
+
+/// The next key-fetch failure, or a panic (also on a delivered message).
+pub async fn expect_fetch_failure(s: &mut Subscriber) -> KeyFetchFailure {
+    loop {
+        match next_event(s).await {
+            Event::KeyFetchFailed(f) => return f,
+            Event::Message(m) => panic!("expected a key fetch failure, got message {m:?}"),
+            Event::Rejected(_) => {}
+        }
+    }
 }

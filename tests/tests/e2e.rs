@@ -371,6 +371,7 @@ async fn duplicated_qos1_publishes_are_delivered_exactly_once(kind: BrokerKind) 
                 );
                 replayed += 1;
             }
+            Event::KeyFetchFailed(f) => panic!("no KDC in this test: {f:?}"),
         }
     }
     // Anything still in flight after the sentinel is a duplicate too.

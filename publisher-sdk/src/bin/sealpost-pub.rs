@@ -3,6 +3,11 @@
 //! Readers are granted from a directory of subscriber certificates (`--grant-dir`): every
 //! `*.pem` in it is granted, and a granted subscriber whose file disappears is revoked
 //! (which rotates the key). With `-l` the directory is re-read while stdin lines are sent.
+//!
+//! Key distribution center: `--kdc LISTEN_ADDR` (with `--kdc-cert`/`--kdc-key`) serves
+//! the content keys over HTTPS to readers holding credentials from
+//! `sealpost-pub kdc add-reader ID`, and keeps serving after the input is sent, until
+//! Ctrl-C. `--kdc-only` sends no key messages.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -11,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use sealpost_publisher::kdc::{KdcConfig, LoginLimit};
 use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, QoS, TlsIdentity};
 
 #[derive(Parser)]
@@ -19,7 +25,9 @@ use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, QoS, TlsIden
     name = "sealpost-pub",
     version,
     disable_help_flag = true,
-    about = "Publish sealed MQTT messages"
+    about = "Publish sealed MQTT messages",
+    after_help = "KDC readers: sealpost-pub kdc add-reader ID [-o FILE] | sealpost-pub kdc readers \
+                  (see sealpost-pub kdc --help)"
 )]
 struct Cli {
     /// Print help (`-h` is the host, as in mosquitto_pub/sub).
@@ -91,10 +99,109 @@ struct Cli {
     /// Print what is granted and sent.
     #[arg(short = 'd', long)]
     debug: bool,
+    /// Serve content keys from a key distribution center (HTTPS) listening here, e.g.
+    /// 127.0.0.1:8443; keep serving after the input is sent, until Ctrl-C.
+    #[arg(long, value_name = "LISTEN_ADDR", requires_all = ["kdc_cert", "kdc_key"])]
+    kdc: Option<std::net::SocketAddr>,
+    /// The KDC's TLS server certificate (PEM), issued by the sealpost CA.
+    #[arg(long, value_name = "FILE")]
+    kdc_cert: Option<PathBuf>,
+    /// The KDC's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    kdc_key: Option<PathBuf>,
+    /// The KDC address put in envelopes and credentials (default
+    /// https://<listen ip>:<port>); its host must be named by the KDC certificate.
+    #[arg(long, value_name = "URL", requires = "kdc")]
+    kdc_address: Option<String>,
+    /// Deliver keys through the KDC only: no key messages.
+    #[arg(long, requires = "kdc")]
+    kdc_only: bool,
+    /// Lifetime of KDC access tokens, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    kdc_token_lifetime: u64,
+    /// Failed KDC logins allowed per client address and per reader per minute.
+    #[arg(long, value_name = "COUNT", default_value_t = 5)]
+    kdc_max_failed_logins: u32,
+}
+
+/// `sealpost-pub kdc ...`: parsed apart from the publishing options, which it needs none of.
+#[derive(Parser)]
+#[command(name = "sealpost-pub kdc", version, about = "Manage KDC readers")]
+struct KdcCli {
+    #[command(subcommand)]
+    command: KdcCommand,
+}
+
+#[derive(Subcommand)]
+enum KdcCommand {
+    /// Issue (or re-issue) KDC credentials for a reader; prints them as JSON, or writes
+    /// them (mode 0600) with -o. Works while a publisher serves on the same state
+    /// directory: it picks the reader up at its next login.
+    AddReader {
+        /// Reader id (letters, digits, `.`, `_`, `-`).
+        id: String,
+        /// Publisher state directory.
+        #[arg(long, default_value = ".sealpost-pub")]
+        state_dir: PathBuf,
+        /// KDC address to write into the credentials (default: the one last served).
+        #[arg(long, value_name = "URL")]
+        kdc_address: Option<String>,
+        /// Write the credentials to this file instead of printing them.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// List the readers with live KDC credentials.
+    Readers {
+        /// Publisher state directory.
+        #[arg(long, default_value = ".sealpost-pub")]
+        state_dir: PathBuf,
+    },
+}
+
+/// Runs a `kdc` subcommand (no broker, no publisher needed).
+fn run_kdc_command(command: KdcCommand) -> Result<(), Error> {
+    match command {
+        KdcCommand::AddReader {
+            id,
+            state_dir,
+            kdc_address,
+            output,
+        } => {
+            let credentials = sealpost_publisher::kdc::add_reader_offline(
+                &state_dir,
+                &id,
+                kdc_address.as_deref(),
+            )?;
+            match output {
+                Some(path) => {
+                    credentials.save(&path)?;
+                    eprintln!("credentials for {id} written to {}", path.display());
+                }
+                None => print!("{}", credentials.to_json()),
+            }
+        }
+        KdcCommand::Readers { state_dir } => {
+            for reader in sealpost_publisher::kdc::readers_offline(&state_dir)? {
+                println!("{reader}");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "kdc") {
+        let kdc = KdcCli::parse_from(&args[1..]);
+        return match run_kdc_command(kdc.command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sealpost-pub kdc: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,12 +246,26 @@ async fn run(cli: Cli) -> Result<(), Error> {
         config.credentials = Some((user.clone(), cli.password.clone().unwrap_or_default()));
     }
     config.key_lifetime = cli.key_lifetime.map(Duration::from_secs);
+    if let (Some(listen), Some(cert), Some(key)) = (cli.kdc, &cli.kdc_cert, &cli.kdc_key) {
+        let mut kdc = KdcConfig::new(listen, read(cert)?, read(key)?);
+        kdc.public_address = cli.kdc_address.clone();
+        kdc.token_lifetime = Duration::from_secs(cli.kdc_token_lifetime.max(1));
+        kdc.login_limit = LoginLimit {
+            max_failures: cli.kdc_max_failed_logins.max(1),
+            window: Duration::from_secs(60),
+        };
+        config.kdc = Some(kdc);
+        config.key_messages = !cli.kdc_only;
+    }
     let qos = match cli.qos {
         0 => QoS::AtMostOnce,
         1 | 2 => QoS::AtLeastOnce,
         other => return Err(format!("invalid QoS {other}").into()),
     };
     let publisher = Publisher::connect(config).await?;
+    if let Some(address) = publisher.kdc_address().await {
+        eprintln!("sealpost-pub: KDC serving keys at {address}");
+    }
     for id in &cli.revoke {
         publisher.revoke(id).await?;
         if cli.debug {
@@ -203,8 +324,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
         }
-    } else if cli.grant_dir.is_none() && cli.revoke.is_empty() && !cli.rotate {
+    } else if cli.grant_dir.is_none() && cli.revoke.is_empty() && !cli.rotate && cli.kdc.is_none() {
         return Err("nothing to send: give -m, -f, -l or -s".into());
+    }
+    if cli.kdc.is_some() {
+        // Readers fetch keys after the messages are sent: keep the KDC up.
+        eprintln!("sealpost-pub: serving keys until Ctrl-C");
+        tokio::signal::ctrl_c().await?;
     }
     publisher.disconnect().await?;
     Ok(())
@@ -274,5 +400,6 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         <super::Cli as clap::CommandFactory>::command().debug_assert();
+        <super::KdcCli as clap::CommandFactory>::command().debug_assert();
     }
 }

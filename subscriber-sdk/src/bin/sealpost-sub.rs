@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use sealpost_subscriber::{BrokerAddress, Event, QoS, Subscriber, SubscriberConfig, TlsIdentity};
+use sealpost_subscriber::{
+    BrokerAddress, Event, KdcCredentials, QoS, Subscriber, SubscriberConfig, TlsIdentity,
+};
 
 #[derive(Parser)]
 #[command(
@@ -45,12 +47,16 @@ struct Cli {
     /// Exit after this many seconds.
     #[arg(short = 'W', long)]
     timeout: Option<u64>,
-    /// Subscriber certificate (PEM).
-    #[arg(long)]
-    cert: PathBuf,
+    /// Subscriber certificate (PEM); not needed with --kdc-credentials alone.
+    #[arg(long, required_unless_present = "kdc_credentials", requires = "key")]
+    cert: Option<PathBuf>,
     /// Subscriber private key (PEM).
-    #[arg(long)]
-    key: PathBuf,
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// KDC credentials file (from `sealpost-pub kdc add-reader`): fetch content keys
+    /// from that publisher's key distribution center. May be repeated.
+    #[arg(long, value_name = "FILE")]
+    kdc_credentials: Vec<PathBuf>,
     /// sealpost CA certificate (PEM); also trusted for the broker's TLS certificate.
     #[arg(long)]
     cafile: PathBuf,
@@ -98,19 +104,28 @@ async fn run(cli: Cli) -> Result<(), Error> {
         },
     };
     let ca_pem = read(&cli.cafile)?;
-    let (cert_pem, key_pem) = (read(&cli.cert)?, read(&cli.key)?);
+    let (cert_pem, key_pem) = match (&cli.cert, &cli.key) {
+        (Some(cert), Some(key)) => (read(cert)?, read(key)?),
+        _ => (String::new(), String::new()),
+    };
     let mut config = SubscriberConfig::new(
         broker.clone(),
         cert_pem.clone(),
         key_pem.clone(),
         ca_pem.clone(),
     );
+    for path in &cli.kdc_credentials {
+        config
+            .kdc_credentials
+            .push(KdcCredentials::load(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
     if broker.is_tls() {
         // Offered to brokers that authenticate clients by certificate; the others never
         // ask for it.
+        // A KDC-only reader has no certificate to offer.
         config.tls = Some(TlsIdentity {
             ca_pem,
-            client: Some((cert_pem, key_pem)),
+            client: (!cert_pem.is_empty()).then_some((cert_pem, key_pem)),
         });
     }
     if let Some(crl) = &cli.crl {
@@ -158,6 +173,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
             Event::Rejected(r) => {
                 eprintln!("rejected {}: {} ({})", r.topic, r.reason, r.reason.kind());
+            }
+            Event::KeyFetchFailed(f) => {
+                eprintln!(
+                    "key fetch failed: {} epoch {} from {}: {}",
+                    f.publisher, f.epoch, f.kdc, f.error
+                );
             }
         }
     }

@@ -1,0 +1,161 @@
+//! The key distribution center (KDC): the publisher serves its content keys over HTTPS
+//! to the readers it issued credentials to.
+//!
+//! Instead of (or beside) key messages over MQTT, every envelope's key index names the
+//! KDC's address; a reader logs in there with the credentials the publisher issued
+//! ([`KdcCredentials`]), gets a short-lived bearer token, and fetches the key of an epoch
+//! at `<address>/epochs/<E>`. The API is in `docs/PROTOCOL.md`, section "Key distribution
+//! center", and its types in [`api`].
+//!
+//! - HTTPS only (rustls, `ring` provider), with a server certificate issued by the
+//!   security center; there is no plain-HTTP mode.
+//! - Passwords are random (192 bits), shown once, and stored only as argon2id hashes in
+//!   the state directory ([`readers`]), so a restart keeps them.
+//! - Tokens live in memory only, hashed ([`tokens`]); failed logins are rate limited per
+//!   address and per reader ([`limiter`]).
+//! - Revoking a reader ([`crate::Publisher::revoke`]) invalidates its credentials and
+//!   tokens and rotates the content key.
+//! - One audit line per key fetch (target `sealpost::kdc::audit`): reader, publisher,
+//!   epoch, time, client address and outcome. Never a password, token or key.
+
+pub mod api;
+mod credentials;
+pub mod limiter;
+pub mod readers;
+mod server;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use credentials::KdcCredentials;
+pub use limiter::LoginLimit;
+pub use server::Kdc;
+
+/// Default lifetime of an access token.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+
+/// How to run the KDC beside a [`crate::Publisher`].
+#[derive(Clone)]
+pub struct KdcConfig {
+    /// Where to listen (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The address put in key indexes and credentials, `https://host[:port][/path]`;
+    /// default `https://<listen ip>:<bound port>`. Its host must be one of the names of
+    /// the server certificate.
+    pub public_address: Option<String>,
+    /// The KDC's TLS server certificate (PEM), issued by the security center
+    /// (`Profile::Server`).
+    pub certificate_pem: String,
+    /// Its PKCS#8 private key (PEM).
+    pub key_pem: String,
+    /// Lifetime of access tokens.
+    pub token_lifetime: Duration,
+    /// Limit on failed logins.
+    pub login_limit: LoginLimit,
+    /// Most connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+impl std::fmt::Debug for KdcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KdcConfig")
+            .field("listen", &self.listen)
+            .field("public_address", &self.public_address)
+            .field("token_lifetime", &self.token_lifetime)
+            .field("login_limit", &self.login_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KdcConfig {
+    /// A configuration with default token lifetime and login limit.
+    pub fn new(
+        listen: SocketAddr,
+        certificate_pem: impl Into<String>,
+        key_pem: impl Into<String>,
+    ) -> KdcConfig {
+        KdcConfig {
+            listen,
+            public_address: None,
+            certificate_pem: certificate_pem.into(),
+            key_pem: key_pem.into(),
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            login_limit: LoginLimit::default(),
+            max_connections: 256,
+        }
+    }
+}
+
+/// Why the KDC could not be set up, or a reader operation failed. Never contains a
+/// password, token or key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KdcError {
+    /// The public address is unusable.
+    #[error(transparent)]
+    Address(#[from] api::InvalidAddress),
+    /// The server certificate does not name the host of the public address.
+    #[error("the KDC certificate does not name {0:?}")]
+    CertificateName(String),
+    /// The server certificate or key is unusable.
+    #[error("KDC TLS setup: {0}")]
+    Tls(String),
+    /// Listening failed.
+    #[error("KDC cannot listen on {addr}: {detail}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        detail: String,
+    },
+    /// The reader file could not be read or written.
+    #[error("KDC reader file {path}: {detail}")]
+    Store {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// A reader id must be a valid sealpost id (letters, digits, `.`, `_`, `-`).
+    #[error("invalid reader id {0:?}")]
+    InvalidReader(String),
+    /// No KDC address is known to write into the credentials.
+    #[error("no KDC address known: give one, or run the publisher with --kdc once")]
+    NoAddress,
+    /// A credentials file is unusable.
+    #[error("KDC credentials: {0}")]
+    Credentials(String),
+    /// An internal failure.
+    #[error("KDC internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// Issues credentials for `reader` in a publisher's state directory without running the
+/// publisher (for `sealpost-pub kdc add-reader`). A running KDC on the same directory
+/// picks the new reader up at its next login. `address` defaults to the one the KDC last
+/// served at. The reader may fetch the keys of the current epoch and later ones.
+pub fn add_reader_offline(
+    state_dir: &Path,
+    reader: &str,
+    address: Option<&str>,
+) -> Result<KdcCredentials, crate::PublisherError> {
+    let mut store = readers::ReaderStore::open(state_dir)?;
+    let kdc = match address {
+        Some(a) => api::KdcAddress::parse(a).map_err(KdcError::from)?.url,
+        None => store.address().ok_or(KdcError::NoAddress)?.to_owned(),
+    };
+    let epoch = crate::state::PublisherState::load(state_dir)?.map_or(1, |s| s.epoch);
+    let password = store.add_reader(reader, epoch)?;
+    Ok(KdcCredentials {
+        kdc,
+        reader: reader.to_owned(),
+        password,
+    })
+}
+
+/// The readers with live credentials in a state directory.
+pub fn readers_offline(state_dir: &Path) -> Result<Vec<String>, crate::PublisherError> {
+    Ok(readers::ReaderStore::open(state_dir)?.active())
+}

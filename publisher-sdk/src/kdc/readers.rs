@@ -1,0 +1,258 @@
+//! The readers a publisher issued KDC credentials to, persisted in its state directory.
+//!
+//! One JSON file, `kdc.readers` (mode 0600), holding for each reader only the argon2id
+//! hash of its password (PHC string), the epoch it was granted at and whether it was
+//! revoked. It is replaced atomically on every change and re-read whenever it changed on
+//! disk, so `sealpost-pub kdc add-reader` can add readers while a publisher serves keys.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::KdcError;
+
+/// File name of the reader list inside the state directory.
+pub const READERS_FILE: &str = "kdc.readers";
+/// Format version written; others are refused rather than misread.
+const FORMAT: u32 = 1;
+/// Random bytes in a generated password (base64url: 32 characters, 192 bits).
+const PASSWORD_BYTES: usize = 24;
+
+/// One reader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderRecord {
+    /// argon2id hash of the password, PHC string format.
+    pub password_hash: String,
+    /// The epoch current when the credentials were issued: older keys are refused.
+    pub granted_epoch: u64,
+    /// When the credentials were issued (unix seconds).
+    pub issued_at: u64,
+    /// When the reader was revoked (unix seconds), if it was.
+    pub revoked_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ReadersFile {
+    format: u32,
+    /// The KDC address last served, so `add-reader` can write complete credentials.
+    address: Option<String>,
+    readers: BTreeMap<String, ReaderRecord>,
+}
+
+/// Identifies one version of the file on disk (atomic replacement changes the inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    #[cfg(unix)]
+    inode: u64,
+}
+
+/// The reader list, backed by the state directory.
+#[derive(Debug)]
+pub struct ReaderStore {
+    dir: PathBuf,
+    file: ReadersFile,
+    stamp: Option<Stamp>,
+}
+
+impl ReaderStore {
+    /// Opens (or starts) the reader list in `dir`.
+    pub fn open(dir: &Path) -> Result<ReaderStore, KdcError> {
+        let mut store = ReaderStore {
+            dir: dir.to_owned(),
+            file: ReadersFile {
+                format: FORMAT,
+                ..ReadersFile::default()
+            },
+            stamp: None,
+        };
+        store.refresh()?;
+        Ok(store)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(READERS_FILE)
+    }
+
+    fn stamp_now(&self) -> Result<Option<Stamp>, KdcError> {
+        match std::fs::metadata(self.path()) {
+            Ok(m) => Ok(Some(Stamp {
+                modified: m.modified().ok(),
+                len: m.len(),
+                #[cfg(unix)]
+                inode: std::os::unix::fs::MetadataExt::ino(&m),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.store_err(e.to_string())),
+        }
+    }
+
+    /// Re-reads the file if another process replaced it.
+    pub fn refresh(&mut self) -> Result<(), KdcError> {
+        let stamp = self.stamp_now()?;
+        if stamp == self.stamp {
+            return Ok(());
+        }
+        if stamp.is_some() {
+            let bytes = std::fs::read(self.path()).map_err(|e| self.store_err(e.to_string()))?;
+            let file: ReadersFile = serde_json::from_slice(&bytes)
+                .map_err(|_| self.store_err("corrupt reader file".into()))?;
+            if file.format != FORMAT {
+                return Err(self.store_err(format!("unsupported format {}", file.format)));
+            }
+            self.file = file;
+        }
+        self.stamp = stamp;
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<(), KdcError> {
+        let bytes = serde_json::to_vec_pretty(&self.file).expect("reader list serialises");
+        crate::state::write_atomically(&self.dir, READERS_FILE, &bytes)
+            .map_err(|e| self.store_err(e.to_string()))?;
+        self.stamp = self.stamp_now()?;
+        Ok(())
+    }
+
+    fn store_err(&self, detail: String) -> KdcError {
+        KdcError::Store {
+            path: self.path(),
+            detail,
+        }
+    }
+
+    /// Issues (or re-issues, invalidating the old password) credentials for `reader`,
+    /// granted from `epoch` on. Returns the new password, which is not stored anywhere.
+    pub fn add_reader(&mut self, reader: &str, epoch: u64) -> Result<String, KdcError> {
+        sealpost_certs::validate_id(reader)
+            .map_err(|_| KdcError::InvalidReader(reader.to_owned()))?;
+        self.refresh()?;
+        let mut raw = [0u8; PASSWORD_BYTES];
+        OsRng.fill_bytes(&mut raw);
+        let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let record = ReaderRecord {
+            password_hash: hash_password(&password)?,
+            granted_epoch: epoch,
+            issued_at: sealpost_certs::now_unix().max(0) as u64,
+            revoked_at: None,
+        };
+        self.file.readers.insert(reader.to_owned(), record);
+        self.save()?;
+        Ok(password)
+    }
+
+    /// Revokes `reader`. Returns whether it was an active reader.
+    pub fn revoke(&mut self, reader: &str) -> Result<bool, KdcError> {
+        self.refresh()?;
+        let Some(record) = self.file.readers.get_mut(reader) else {
+            return Ok(false);
+        };
+        if record.revoked_at.is_some() {
+            return Ok(false);
+        }
+        record.revoked_at = Some(sealpost_certs::now_unix().max(0) as u64);
+        self.save()?;
+        Ok(true)
+    }
+
+    /// The current record of `reader` (re-read from disk if it changed).
+    pub fn record(&mut self, reader: &str) -> Result<Option<ReaderRecord>, KdcError> {
+        self.refresh()?;
+        Ok(self.file.readers.get(reader).cloned())
+    }
+
+    /// Active (not revoked) readers.
+    pub fn active(&self) -> Vec<String> {
+        self.file
+            .readers
+            .iter()
+            .filter(|(_, r)| r.revoked_at.is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The KDC address last recorded.
+    pub fn address(&self) -> Option<&str> {
+        self.file.address.as_deref()
+    }
+
+    /// Records the address the KDC serves at.
+    pub fn set_address(&mut self, address: &str) -> Result<(), KdcError> {
+        self.refresh()?;
+        if self.file.address.as_deref() != Some(address) {
+            self.file.address = Some(address.to_owned());
+            self.save()?;
+        }
+        Ok(())
+    }
+}
+
+fn hash_password(password: &str) -> Result<String, KdcError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| KdcError::Internal("password hashing failed"))
+}
+
+/// Checks `password` against `hash` (a PHC string), or against a fixed dummy hash when
+/// there is no reader, so that unknown readers cost the same time as wrong passwords and
+/// timing does not tell which reader ids exist. CPU-heavy: run it off the async threads.
+pub fn verify_password(hash: Option<&str>, password: &str) -> bool {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    let dummy = DUMMY.get_or_init(|| {
+        let mut raw = [0u8; PASSWORD_BYTES];
+        OsRng.fill_bytes(&mut raw);
+        hash_password(&hex_of(&raw)).unwrap_or_default()
+    });
+    let (phc, real) = match hash {
+        Some(h) => (h, true),
+        None => (dummy.as_str(), false),
+    };
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let ok = Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
+    ok && real
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issues_verifies_revokes_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ReaderStore::open(dir.path()).unwrap();
+        let pw = store.add_reader("alice", 3).unwrap();
+        let record = store.record("alice").unwrap().unwrap();
+        assert!(!record.password_hash.contains(&pw));
+        assert!(record.password_hash.starts_with("$argon2id$"));
+        assert!(verify_password(Some(&record.password_hash), &pw));
+        assert!(!verify_password(Some(&record.password_hash), "wrong"));
+        assert!(!verify_password(None, &pw));
+        // Another handle (another process) sees the reader and the revocation.
+        let mut other = ReaderStore::open(dir.path()).unwrap();
+        assert_eq!(other.active(), vec!["alice".to_string()]);
+        assert!(other.revoke("alice").unwrap());
+        assert!(!other.revoke("alice").unwrap());
+        assert!(store.record("alice").unwrap().unwrap().revoked_at.is_some());
+        assert!(store.active().is_empty());
+        assert!(store.add_reader("bad/id", 1).is_err());
+        let text = std::fs::read_to_string(dir.path().join(READERS_FILE)).unwrap();
+        assert!(!text.contains(&pw));
+    }
+}

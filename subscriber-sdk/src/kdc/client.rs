@@ -1,0 +1,289 @@
+//! The HTTPS client of a publisher's KDC: log in, fetch the key of an epoch.
+//!
+//! TLS is rustls on the `ring` provider, trusting only the sealpost CA, with the host of
+//! the KDC address checked against the server certificate. There is no way to turn
+//! verification off, and no plain-HTTP mode: an `http://` address is refused before any
+//! connection is made.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use sealpost_protocol::ContentKey;
+use sealpost_publisher::kdc::api::{
+    ErrorBody, ErrorCode, KdcAddress, KeyResponse, LoginRequest, LoginResponse, MAX_RESPONSE_BODY,
+};
+use sealpost_publisher::kdc::KdcCredentials;
+use sealpost_publisher::TlsIdentity;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::KdcError;
+
+/// Longest any one KDC request may take, connection and TLS handshake included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bearer token from a login. `Debug` does not show it.
+#[derive(Clone)]
+pub struct AccessToken {
+    value: String,
+    /// When the client stops using it (a little before the KDC's expiry).
+    pub expires_at: Instant,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessToken {
+    /// A token from its value, valid until `expires_at` (for tests of expiry).
+    pub fn new(value: impl Into<String>, expires_at: Instant) -> AccessToken {
+        AccessToken {
+            value: value.into(),
+            expires_at,
+        }
+    }
+
+    /// Is this the same token as `other`?
+    pub(crate) fn value_eq(&self, other: &AccessToken) -> bool {
+        self.value == other.value
+    }
+
+    /// Has the client-side lifetime passed?
+    pub fn is_expired(&self, now: Instant) -> bool {
+        now >= self.expires_at
+    }
+}
+
+/// A content key fetched from the KDC.
+#[derive(Debug, Clone)]
+pub struct FetchedKey {
+    /// Publisher the key belongs to.
+    pub publisher: String,
+    /// Its epoch.
+    pub epoch: u64,
+    /// The key.
+    pub key: ContentKey,
+    /// The publisher's certificate (DER), to be verified against the CA before use.
+    pub certificate_der: Vec<u8>,
+}
+
+/// A client for one KDC with one set of credentials.
+#[derive(Clone)]
+pub struct KdcClient {
+    address: KdcAddress,
+    credentials: KdcCredentials,
+    tls: TlsConnector,
+}
+
+impl std::fmt::Debug for KdcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KdcClient")
+            .field("kdc", &self.address.url)
+            .field("reader", &self.credentials.reader)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KdcClient {
+    /// A client for the KDC named in `credentials`, trusting only the CA in `ca_pem`.
+    pub fn new(credentials: KdcCredentials, ca_pem: &str) -> Result<KdcClient, KdcError> {
+        let address =
+            KdcAddress::parse(&credentials.kdc).map_err(|e| KdcError::Address(e.to_string()))?;
+        let mut config = sealpost_publisher::transport::rustls_config(&TlsIdentity {
+            ca_pem: ca_pem.to_owned(),
+            client: None,
+        })
+        .map_err(|e| KdcError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(KdcClient {
+            address,
+            credentials,
+            tls: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// The KDC address (normalised), as key indexes name it.
+    pub fn address(&self) -> &str {
+        &self.address.url
+    }
+
+    /// The reader id logged in as.
+    pub fn reader(&self) -> &str {
+        &self.credentials.reader
+    }
+
+    /// Logs in and returns a fresh access token.
+    pub async fn login(&self) -> Result<AccessToken, KdcError> {
+        let body = serde_json::to_vec(&LoginRequest {
+            reader: self.credentials.reader.clone(),
+            password: self.credentials.password.clone(),
+        })
+        .map_err(|_| KdcError::BadResponse("cannot encode the login"))?;
+        let started = Instant::now();
+        let (status, headers, bytes) = self
+            .request(Method::POST, &self.address.login_path(), None, Some(body))
+            .await?;
+        if status != StatusCode::OK {
+            return Err(refusal(status, &headers, &bytes, None));
+        }
+        let answer: LoginResponse = serde_json::from_slice(&bytes)
+            .map_err(|_| KdcError::BadResponse("login answer is not valid JSON"))?;
+        // Stop using the token a little early so it does not expire in flight.
+        let lifetime = Duration::from_secs(answer.expires_in);
+        let margin = (lifetime / 10).min(Duration::from_secs(5));
+        Ok(AccessToken {
+            value: answer.access_token,
+            expires_at: started + lifetime - margin,
+        })
+    }
+
+    /// Fetches the key of `epoch` with `token`.
+    pub async fn fetch_key(&self, token: &AccessToken, epoch: u64) -> Result<FetchedKey, KdcError> {
+        let (status, headers, bytes) = self
+            .request(
+                Method::GET,
+                &self.address.epoch_path(epoch),
+                Some(&token.value),
+                None,
+            )
+            .await?;
+        if status != StatusCode::OK {
+            return Err(refusal(status, &headers, &bytes, Some(epoch)));
+        }
+        let answer: KeyResponse = serde_json::from_slice(&bytes)
+            .map_err(|_| KdcError::BadResponse("key answer is not valid JSON"))?;
+        if answer.epoch != epoch {
+            return Err(KdcError::BadResponse("key answer is for another epoch"));
+        }
+        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(answer.key.as_bytes())
+            .ok()
+            .and_then(|k| ContentKey::from_slice(&k))
+            .ok_or(KdcError::BadResponse("key answer holds no 32-byte key"))?;
+        let certificate_der = base64::engine::general_purpose::STANDARD
+            .decode(answer.certificate.as_bytes())
+            .map_err(|_| KdcError::BadResponse("key answer holds no certificate"))?;
+        Ok(FetchedKey {
+            publisher: answer.publisher,
+            epoch,
+            key,
+            certificate_der,
+        })
+    }
+
+    /// One request on a fresh connection, bounded by [`REQUEST_TIMEOUT`].
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), KdcError> {
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.request_inner(method, path, bearer, body),
+        )
+        .await
+        .map_err(|_| KdcError::Timeout)?
+    }
+
+    async fn request_inner(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), KdcError> {
+        let host = self.address.host.as_str();
+        let tcp = TcpStream::connect((host, self.address.port))
+            .await
+            .map_err(|e| KdcError::Connect(format!("{}: {}", self.address.url, e.kind())))?;
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|_| KdcError::Address(format!("bad host {host:?}")))?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| KdcError::Tls(format!("{}: {e}", self.address.url)))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| KdcError::Http(e.to_string()))?;
+        let driver = tokio::spawn(connection);
+        let authority = if host.contains(':') {
+            format!("[{host}]:{}", self.address.port)
+        } else {
+            format!("{host}:{}", self.address.port)
+        };
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, authority)
+            .header(header::ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| KdcError::Http(e.to_string()))?;
+        let result = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| KdcError::Http(e.to_string()))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BODY)
+                .collect()
+                .await
+                .map_err(|_| KdcError::BadResponse("answer too large or cut short"))?
+                .to_bytes();
+            Ok((status, headers, bytes))
+        }
+        .await;
+        driver.abort();
+        result
+    }
+}
+
+/// The error an unsuccessful answer stands for.
+fn refusal(
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    epoch: Option<u64>,
+) -> KdcError {
+    let code = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .and_then(|b| ErrorCode::parse(&b.error));
+    match code {
+        Some(ErrorCode::InvalidCredentials) => KdcError::InvalidCredentials,
+        Some(ErrorCode::Revoked) => KdcError::Revoked,
+        Some(ErrorCode::RateLimited) => KdcError::RateLimited {
+            retry_after: headers
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+        },
+        Some(ErrorCode::TokenExpired) => KdcError::TokenExpired,
+        Some(ErrorCode::InvalidToken) => KdcError::InvalidToken,
+        Some(ErrorCode::NotGranted) => KdcError::NotGranted(epoch.unwrap_or_default()),
+        Some(ErrorCode::UnknownEpoch) => KdcError::UnknownEpoch(epoch.unwrap_or_default()),
+        other => KdcError::Server {
+            status: status.as_u16(),
+            code: other.map_or("unknown", ErrorCode::as_str),
+        },
+    }
+}

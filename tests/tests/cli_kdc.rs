@@ -1,0 +1,241 @@
+//! The key distribution center from the command line, with the real binaries:
+//! `sealpost-pub kdc add-reader` issues credentials, `sealpost-pub --kdc` serves keys
+//! over HTTPS while it publishes, `sealpost-sub --kdc-credentials` reads with no
+//! certificate of its own; wrong credentials and a revoked reader read nothing.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sealpost_publisher::kdc::KdcCredentials;
+use sealpost_tests::{free_port, Broker, BrokerKind, Pki};
+
+/// Directory holding this build's binaries (`target/<profile>`), built on first use:
+/// cargo builds another package's binaries for its own tests only.
+fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        cargo
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "build",
+                "--quiet",
+                "--bin",
+                "sealpost-pub",
+                "--bin",
+                "sealpost-sub",
+            ])
+            .args(["-p", "sealpost-publisher", "-p", "sealpost-subscriber"])
+            .arg("--target-dir")
+            .arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo build");
+        assert!(status.success(), "building the command-line tools failed");
+        profile_dir.to_owned()
+    })
+}
+
+fn tool(name: &str) -> Command {
+    let mut c = Command::new(bin_dir().join(name));
+    c.stdin(Stdio::null());
+    c
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().expect("run tool");
+    eprintln!(
+        "{command:?}\n  status {}\n  stdout {:?}\n  stderr {:?}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn ok(command: &mut Command) -> Output {
+    let output = run(command);
+    assert!(output.status.success(), "{command:?} failed");
+    output
+}
+
+/// A publisher serving keys, killed on drop; a thread collects its stderr.
+struct Serving {
+    child: Child,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Serving {
+    fn start(mut command: Command) -> Serving {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sealpost-pub");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let serving = Serving { child, stderr };
+        // It says so once the message is out and the KDC serves.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = String::from_utf8_lossy(&serving.stderr.lock().unwrap()).into_owned();
+            if text.contains("serving keys until Ctrl-C") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "publisher did not start: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        serving
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn kdc_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = Pki::new("Plant CA");
+    let broker = Broker::start(BrokerKind::Mosquitto, &pki);
+    let write = |name: &str, text: &str| {
+        let path = d.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca = write("ca.pem", &pki.ca_pem());
+    let publisher = pki.publisher("sensor-1", &["sensors/#"]);
+    let pub_cert = write("sensor-1.pem", &publisher.certificate_pem);
+    let pub_key = write("sensor-1.key", &publisher.private_key_pem);
+    let server = pki.kdc_server();
+    let kdc_cert = write("kdc.pem", &server.certificate_pem);
+    let kdc_key = write("kdc.key", &server.private_key_pem);
+    let state = d.join("pub-state");
+    let kdc_port = free_port();
+    let kdc_address = format!("https://127.0.0.1:{kdc_port}");
+
+    // 1. Credentials for alice, before the publisher ever ran (so the address is given).
+    let alice = d.join("alice.json");
+    ok(tool("sealpost-pub")
+        .args(["kdc", "add-reader", "alice", "--kdc-address", &kdc_address])
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("-o")
+        .arg(&alice));
+    let text = std::fs::read_to_string(&alice).unwrap();
+    assert!(
+        text.contains(&kdc_address) && text.contains("\"alice\""),
+        "{text}"
+    );
+    let out = ok(tool("sealpost-pub")
+        .args(["kdc", "readers", "--state-dir"])
+        .arg(&state));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alice\n");
+    let mut wrong = KdcCredentials::from_json(&text).unwrap();
+    wrong.password = "wrong-password".into();
+    let wrong_file = write("wrong.json", &wrong.to_json());
+
+    // 2. Publish a retained reading and keep serving keys (KDC only, no key messages).
+    let publish = |message: &str, extra: &[&str]| {
+        let mut c = tool("sealpost-pub");
+        c.args([
+            "-p",
+            &broker.port.to_string(),
+            "-t",
+            "sensors/temp",
+            "-m",
+            message,
+            "-r",
+        ])
+        .args(extra)
+        .arg("--cert")
+        .arg(&pub_cert)
+        .arg("--key")
+        .arg(&pub_key)
+        .arg("--cafile")
+        .arg(&ca)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--kdc", &format!("127.0.0.1:{kdc_port}"), "--kdc-only"])
+        .arg("--kdc-cert")
+        .arg(&kdc_cert)
+        .arg("--kdc-key")
+        .arg(&kdc_key);
+        Serving::start(c)
+    };
+    let read = |credentials: &Path, extra: &[&str]| {
+        let mut c = tool("sealpost-sub");
+        c.args([
+            "-p",
+            &broker.port.to_string(),
+            "-t",
+            "sensors/#",
+            "-v",
+            "--hold",
+            "2",
+        ])
+        .args(extra)
+        .arg("--cafile")
+        .arg(&ca)
+        .arg("--kdc-credentials")
+        .arg(credentials);
+        run(&mut c)
+    };
+    let serving = publish("21.5 C", &[]);
+
+    // 3. alice reads, with her credentials and no certificate.
+    let out = read(&alice, &["-C", "1", "-W", "30"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "sensors/temp [sensor-1] 21.5 C\n"
+    );
+
+    // 4. A wrong password reads nothing and says why.
+    let out = read(&wrong_file, &["-W", "4"]);
+    assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("key fetch failed"), "{stderr}");
+    assert!(stderr.contains("refused the credentials"), "{stderr}");
+    assert!(!stderr.contains("wrong-password"), "{stderr}");
+    drop(serving);
+
+    // 5. Revoke alice: the key rotates and she reads nothing published afterwards.
+    let serving = publish("22.0 C", &["--revoke", "alice"]);
+    let out = read(&alice, &["-W", "4"]);
+    assert!(
+        out.stdout.is_empty(),
+        "revoked alice printed {:?}",
+        out.stdout
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the publisher revoked this reader"),
+        "{stderr}"
+    );
+    drop(serving);
+}
