@@ -9,7 +9,9 @@
 //!   where needed (in order, since the router rejects out-of-order acks);
 //! - SUBACK/UNSUBACK are produced here (the router has no per-filter refusal and sends
 //!   no UNSUBACK for unknown filters); a SUBACK is still sent only after the router's;
-//! - the last will is kept here, checked against the ACL, and published by the edge.
+//! - the last will is kept here, checked against the ACL, and published by the edge;
+//! - MQTT 5 no local, retain as published and retain handling 2 are applied here, from
+//!   the publisher's session and RETAIN flag carried in the same marker as the QoS.
 
 use crate::acl::Identity;
 use crate::codec::{self, kind, Frame, FrameError, Version};
@@ -33,13 +35,60 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-/// Marker bytes that carry a message's original QoS through the router, as the first
-/// byte of the correlation data (the only property rumqttd stores and forwards without
-/// looking at it, and a `Bytes`, so the common case costs no allocation). Bits 0-1: QoS;
-/// bit 2: the client's own correlation data follows. Every message the edge hands to the
-/// router is marked, and every message it delivers is unmarked, so clients never see it
+/// Marker that carries what the router loses about a message, as the first bytes of
+/// the correlation data (the only property rumqttd stores and forwards without looking
+/// at it, and a `Bytes`, so the common case costs no allocation: each session keeps its
+/// markers ready). First byte: `0xa0` | bits 0-1 QoS | [`MARK_CD`] | [`MARK_RETAIN`] |
+/// [`MARK_ORIGIN`]; then, with `MARK_ORIGIN`, the publishing session's 8-byte origin id;
+/// then the client's own correlation data. Every message the edge hands to the router is
+/// marked, and every message it delivers is unmarked, so clients never see the marker
 /// and cannot forge it.
-const QOS_MARKS: [u8; 3] = [0xa0, 0xa1, 0xa2];
+const MARK: u8 = 0xa0;
+/// The client's own correlation data follows the marker.
+const MARK_CD: u8 = 0b100;
+/// The publisher set RETAIN (the router clears it on live delivery; MQTT 5 retain as
+/// published needs it back).
+const MARK_RETAIN: u8 = 0b1000;
+/// An origin id follows (for MQTT 5 no local).
+const MARK_ORIGIN: u8 = 0b1_0000;
+
+/// Origin ids of sessions; 0 is never used, so the broker's own messages (wills) match
+/// no session.
+static NEXT_ORIGIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The marker bytes for a message, without the client's correlation data.
+fn marker(qos: u8, retain: bool, origin: Option<u64>) -> Bytes {
+    let mut first = MARK | qos.min(2);
+    if retain {
+        first |= MARK_RETAIN;
+    }
+    let mut b = BytesMut::with_capacity(9);
+    match origin {
+        Some(o) => {
+            b.extend_from_slice(&[first | MARK_ORIGIN]);
+            b.extend_from_slice(&o.to_be_bytes());
+        }
+        None => b.extend_from_slice(&[first]),
+    }
+    b.freeze()
+}
+
+/// What the marker of a forwarded message said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Mark {
+    qos: Option<u8>,
+    retain: bool,
+    origin: Option<u64>,
+}
+
+/// MQTT 5 subscription options the router ignores and the edge applies.
+#[derive(Debug, Clone, Copy)]
+struct SubOptions {
+    no_local: bool,
+    retain_as_published: bool,
+    /// Retain handling 2: no retained messages at subscribe.
+    never_retained: bool,
+}
 
 /// Longest a write to a client may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -425,6 +474,9 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         version,
     );
     inc(&shared.metrics.connections_open);
+    let origin = NEXT_ORIGIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Indexed by qos + 3 * retain; built once so that marking a message only clones.
+    let marks = std::array::from_fn(|i| marker((i % 3) as u8, i >= 3, Some(origin)));
     info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive = connect.keep_alive, "client connected");
     Some(Session {
         shared,
@@ -443,6 +495,9 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         out_acks: VecDeque::new(),
         comps: VecDeque::new(),
         clean_exit: false,
+        origin,
+        marks,
+        sub_options: HashMap::new(),
     })
 }
 
@@ -486,6 +541,12 @@ pub(crate) struct Session {
     out_acks: VecDeque<OutAck>,
     comps: VecDeque<Comp>,
     clean_exit: bool,
+    /// This session's origin id in the markers of its messages (for no local).
+    origin: u64,
+    /// Ready markers, indexed by qos + 3 * retain.
+    marks: [Bytes; 6],
+    /// MQTT 5 options of this client's subscriptions, by filter as subscribed.
+    sub_options: HashMap<String, SubOptions>,
 }
 
 impl Drop for Session {
@@ -741,6 +802,7 @@ impl Session {
                 let pkid = unsub.pkid;
                 let mut reasons = Vec::with_capacity(unsub.filters.len());
                 for f in &unsub.filters {
+                    self.sub_options.remove(f);
                     reasons.push(
                         if topic::validate_filter(f)
                             || topic::strip_share(f).is_some_and(topic::validate_filter)
@@ -889,7 +951,8 @@ impl Session {
             }
         }
         // Marked even at QoS 2: the marker also wraps the client's correlation data.
-        let props = with_qos_marker(props, header.qos);
+        let mark = &self.marks[usize::from(header.qos.min(2)) + 3 * usize::from(header.retain)];
+        let props = with_marker(props, mark);
         inc(&self.shared.metrics.messages_in);
         self.send_router(Packet::Publish(publish, props)).await
     }
@@ -939,6 +1002,18 @@ impl Session {
                 code,
                 SubscribeReasonCode::QoS0 | SubscribeReasonCode::QoS1 | SubscribeReasonCode::QoS2
             ) {
+                // 3.1.1 has no options (rumqttd's defaults for it are not MQTT's).
+                if v == Version::V5 {
+                    self.sub_options.insert(
+                        filter.path.clone(),
+                        SubOptions {
+                            no_local: filter.nolocal,
+                            retain_as_published: filter.preserve_retain,
+                            never_retained: filter.retain_forward_rule
+                                == rumqttd::protocol::RetainForwardRule::Never,
+                        },
+                    );
+                }
                 allowed.push(filter);
             }
             codes.push(code);
@@ -1034,6 +1109,42 @@ impl Session {
         Ok(())
     }
 
+    /// Applies the MQTT 5 subscription options of the client's filters matching `topic`
+    /// (the router ignores them). Returns (skip the message, set RETAIN).
+    fn apply_sub_options(&self, topic: &[u8], at_subscribe: bool, mark: Mark) -> (bool, bool) {
+        let own = mark.origin == Some(self.origin);
+        // The common case (someone else's live, non-retained message) needs no matching.
+        if self.sub_options.is_empty() || !(at_subscribe || own || mark.retain) {
+            return (false, false);
+        }
+        let Ok(topic) = std::str::from_utf8(topic) else {
+            return (false, false);
+        };
+        let mut matched = false;
+        let (mut all_never, mut all_no_local, mut any_rap) = (true, true, false);
+        for (filter, o) in &self.sub_options {
+            let f = topic::strip_share(filter).unwrap_or(filter);
+            if !topic::filter_matches(f, topic) {
+                continue;
+            }
+            matched = true;
+            all_never &= o.never_retained;
+            all_no_local &= o.no_local;
+            any_rap |= o.retain_as_published;
+        }
+        if !matched {
+            return (false, false);
+        }
+        if at_subscribe {
+            // Retain handling 2 on every matching filter: no retained messages.
+            (all_never, false)
+        } else {
+            // No local: not sent back to the session that published it, unless another
+            // matching filter without no local wants it.
+            (own && all_no_local, mark.retain && any_rap)
+        }
+    }
+
     /// Handles one notification from the router. Returns true when the router closed
     /// the connection.
     async fn outgoing<R, W>(
@@ -1050,7 +1161,11 @@ impl Session {
         match notification {
             Notification::Forward(forward) => {
                 let publish = forward.publish;
-                let (original_qos, props) = take_qos_marker(forward.properties);
+                // The router sets RETAIN only on retained messages sent at subscribe.
+                let at_subscribe = publish.retain;
+                let topic = publish.topic.clone();
+                let (mark, props) = take_marker(forward.properties);
+                let original_qos = mark.qos;
                 let start = io.wbuf.len();
                 if let Err(e) = codec::encode(Packet::Publish(publish, props), v, &mut io.wbuf) {
                     warn!(error = %e, "cannot encode forwarded publish");
@@ -1060,6 +1175,29 @@ impl Session {
                 let Some(h) = codec::publish_header(&io.wbuf[start..]) else {
                     return Ok(false);
                 };
+                let (skip, retain_as_published) =
+                    self.apply_sub_options(&topic, at_subscribe, mark);
+                if skip {
+                    // Not for this client; the router still needs its acknowledgement.
+                    io.wbuf.truncate(start);
+                    if h.qos > 0 {
+                        self.out_acks.push_back(OutAck {
+                            pkid: h.pkid,
+                            client_ack: 0,
+                            router_ack: if h.qos == 1 {
+                                kind::PUBACK
+                            } else {
+                                kind::PUBREC
+                            },
+                            done: true,
+                        });
+                        self.flush_acks().await?;
+                    }
+                    return Ok(false);
+                }
+                if retain_as_published {
+                    io.wbuf[start] |= 1;
+                }
                 let delivery = original_qos.unwrap_or(h.qos).min(h.qos);
                 if delivery < h.qos {
                     if let Some(rewritten) = codec::downgrade_publish(&io.wbuf[start..], delivery) {
@@ -1153,18 +1291,24 @@ impl Session {
     }
 }
 
-/// Marks a publish's properties with its original QoS (see [`QOS_MARKS`]).
+/// Marks a publish's properties with its original QoS (see [`MARK`]); for messages the
+/// broker publishes itself.
 pub(crate) fn with_qos_marker(
     props: Option<PublishProperties>,
     qos: u8,
 ) -> Option<PublishProperties> {
-    let qos = usize::from(qos.min(2));
+    with_marker(props, &marker(qos, false, None))
+}
+
+/// Puts `mark` (from [`marker`]) in front of the client's correlation data, if any.
+fn with_marker(props: Option<PublishProperties>, mark: &Bytes) -> Option<PublishProperties> {
     let mut p = props.unwrap_or_default();
     p.correlation_data = Some(match p.correlation_data.take() {
-        None => Bytes::from_static(&QOS_MARKS[qos..qos + 1]),
+        None => mark.clone(),
         Some(original) => {
-            let mut b = BytesMut::with_capacity(original.len() + 1);
-            b.extend_from_slice(&[QOS_MARKS[qos] | 0b100]);
+            let mut b = BytesMut::with_capacity(mark.len() + original.len());
+            b.extend_from_slice(mark);
+            b[0] |= MARK_CD;
             b.extend_from_slice(&original);
             b.freeze()
         }
@@ -1172,19 +1316,28 @@ pub(crate) fn with_qos_marker(
     Some(p)
 }
 
-/// Removes the marker; returns the original QoS and the properties to send, which are
+/// Removes the marker; returns what it said and the properties to send, which are
 /// `None` again when the marker was all they held.
-fn take_qos_marker(props: Option<PublishProperties>) -> (Option<u8>, Option<PublishProperties>) {
+fn take_marker(props: Option<PublishProperties>) -> (Mark, Option<PublishProperties>) {
     let Some(mut p) = props else {
-        return (None, None);
+        return (Mark::default(), None);
     };
-    let mut qos = None;
+    let mut mark = Mark::default();
     if let Some(data) = p.correlation_data.take() {
         match data.first() {
-            Some(&b) if b & 0xf8 == 0xa0 => {
-                qos = Some(b & 0b11);
-                if b & 0b100 != 0 {
-                    p.correlation_data = Some(data.slice(1..));
+            Some(&b) if b & 0xe0 == MARK => {
+                mark.qos = Some(b & 0b11);
+                mark.retain = b & MARK_RETAIN != 0;
+                let mut rest = 1;
+                if b & MARK_ORIGIN != 0 {
+                    mark.origin = data
+                        .get(1..9)
+                        .and_then(|o| o.try_into().ok())
+                        .map(u64::from_be_bytes);
+                    rest = 9;
+                }
+                if b & MARK_CD != 0 {
+                    p.correlation_data = Some(data.slice(rest.min(data.len())..));
                 }
             }
             // Not ours (cannot happen for messages that went through the edge).
@@ -1192,9 +1345,9 @@ fn take_qos_marker(props: Option<PublishProperties>) -> (Option<u8>, Option<Publ
         }
     }
     if p == PublishProperties::default() {
-        (qos, None)
+        (mark, None)
     } else {
-        (qos, Some(p))
+        (mark, Some(p))
     }
 }
 
@@ -1215,20 +1368,32 @@ mod tests {
 
     #[test]
     fn qos_marker_round_trips_and_disappears() {
+        let qos = |m: Mark| m.qos;
         let p = with_qos_marker(None, 1);
-        assert_eq!(take_qos_marker(p), (Some(1), None));
+        let (m, p) = take_marker(p);
+        assert_eq!((qos(m), p), (Some(1), None));
         let user = PublishProperties {
             content_type: Some("x".into()),
             ..Default::default()
         };
-        let (q, p) = take_qos_marker(with_qos_marker(Some(user.clone()), 0));
-        assert_eq!((q, p), (Some(0), Some(user)));
+        let (m, p) = take_marker(with_qos_marker(Some(user.clone()), 0));
+        assert_eq!((qos(m), p), (Some(0), Some(user)));
         // A client's own correlation data, even one that looks like a marker, survives.
         let cd = PublishProperties {
             correlation_data: Some(Bytes::from_static(&[0xa1, 7])),
             ..Default::default()
         };
-        let (q, p) = take_qos_marker(with_qos_marker(Some(cd.clone()), 2));
-        assert_eq!((q, p), (Some(2), Some(cd)));
+        let (m, p) = take_marker(with_qos_marker(Some(cd.clone()), 2));
+        assert_eq!((qos(m), p), (Some(2), Some(cd.clone())));
+        // Retain flag and origin survive, with and without the client's data.
+        let mark = marker(1, true, Some(7));
+        let (m, p) = take_marker(with_marker(Some(cd.clone()), &mark));
+        let want = Mark {
+            qos: Some(1),
+            retain: true,
+            origin: Some(7),
+        };
+        assert_eq!((m, p), (want, Some(cd)));
+        assert_eq!(take_marker(with_marker(None, &mark)), (want, None));
     }
 }
