@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 /// the correlation data (the only property rumqttd stores and forwards without looking
 /// at it, and a `Bytes`, so the common case costs no allocation: each session keeps its
 /// markers ready). First byte: `0xa0` | bits 0-1 QoS | [`MARK_CD`] | [`MARK_RETAIN`] |
-/// [`MARK_ORIGIN`]; then, with `MARK_ORIGIN`, the publishing session's 8-byte origin id;
+/// [`MARK_ORIGIN`] | [`MARK_EMPTY`]; then, with `MARK_ORIGIN`, the publishing session's 8-byte origin id;
 /// then the client's own correlation data. Every message the edge hands to the router is
 /// marked, and every message it delivers is unmarked, so clients never see the marker
 /// and cannot forge it.
@@ -51,16 +51,25 @@ const MARK_CD: u8 = 0b100;
 const MARK_RETAIN: u8 = 0b1000;
 /// An origin id follows (for MQTT 5 no local).
 const MARK_ORIGIN: u8 = 0b1_0000;
+/// The client sent an empty payload without RETAIN. The router would take an empty
+/// payload as deleting the topic's retained message, which MQTT reserves for retained
+/// PUBLISHes, so the edge hands it a one-byte placeholder and empties it on delivery.
+const MARK_EMPTY: u8 = 0b100_0000;
+/// Bits every marker has (`0xa0`), and the mask that finds them.
+const MARK_MASK: u8 = 0b1010_0000;
 
 /// Origin ids of sessions; 0 is never used, so the broker's own messages (wills) match
 /// no session.
 static NEXT_ORIGIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The marker bytes for a message, without the client's correlation data.
-fn marker(qos: u8, retain: bool, origin: Option<u64>) -> Bytes {
+fn marker(qos: u8, retain: bool, origin: Option<u64>, empty: bool) -> Bytes {
     let mut first = MARK | qos.min(2);
     if retain {
         first |= MARK_RETAIN;
+    }
+    if empty {
+        first |= MARK_EMPTY;
     }
     let mut b = BytesMut::with_capacity(9);
     match origin {
@@ -79,6 +88,7 @@ struct Mark {
     qos: Option<u8>,
     retain: bool,
     origin: Option<u64>,
+    empty: bool,
 }
 
 /// MQTT 5 subscription options the router ignores and the edge applies.
@@ -476,7 +486,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     inc(&shared.metrics.connections_open);
     let origin = NEXT_ORIGIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Indexed by qos + 3 * retain; built once so that marking a message only clones.
-    let marks = std::array::from_fn(|i| marker((i % 3) as u8, i >= 3, Some(origin)));
+    let marks = std::array::from_fn(|i| marker((i % 3) as u8, i >= 3, Some(origin), false));
     info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive = connect.keep_alive, "client connected");
     Some(Session {
         shared,
@@ -951,8 +961,13 @@ impl Session {
             }
         }
         // Marked even at QoS 2: the marker also wraps the client's correlation data.
-        let mark = &self.marks[usize::from(header.qos.min(2)) + 3 * usize::from(header.retain)];
-        let props = with_marker(props, mark);
+        let props = if publish.payload.is_empty() && !header.retain {
+            publish.payload = Bytes::from_static(b"\0");
+            with_marker(props, &marker(header.qos, false, Some(self.origin), true))
+        } else {
+            let mark = &self.marks[usize::from(header.qos.min(2)) + 3 * usize::from(header.retain)];
+            with_marker(props, mark)
+        };
         inc(&self.shared.metrics.messages_in);
         self.send_router(Packet::Publish(publish, props)).await
     }
@@ -1160,12 +1175,15 @@ impl Session {
         let v = self.version;
         match notification {
             Notification::Forward(forward) => {
-                let publish = forward.publish;
+                let mut publish = forward.publish;
                 // The router sets RETAIN only on retained messages sent at subscribe.
                 let at_subscribe = publish.retain;
                 let topic = publish.topic.clone();
                 let (mark, props) = take_marker(forward.properties);
                 let original_qos = mark.qos;
+                if mark.empty {
+                    publish.payload = Bytes::new();
+                }
                 let start = io.wbuf.len();
                 if let Err(e) = codec::encode(Packet::Publish(publish, props), v, &mut io.wbuf) {
                     warn!(error = %e, "cannot encode forwarded publish");
@@ -1297,7 +1315,7 @@ pub(crate) fn with_qos_marker(
     props: Option<PublishProperties>,
     qos: u8,
 ) -> Option<PublishProperties> {
-    with_marker(props, &marker(qos, false, None))
+    with_marker(props, &marker(qos, false, None, false))
 }
 
 /// Puts `mark` (from [`marker`]) in front of the client's correlation data, if any.
@@ -1325,9 +1343,10 @@ fn take_marker(props: Option<PublishProperties>) -> (Mark, Option<PublishPropert
     let mut mark = Mark::default();
     if let Some(data) = p.correlation_data.take() {
         match data.first() {
-            Some(&b) if b & 0xe0 == MARK => {
+            Some(&b) if b & MARK_MASK == MARK => {
                 mark.qos = Some(b & 0b11);
                 mark.retain = b & MARK_RETAIN != 0;
+                mark.empty = b & MARK_EMPTY != 0;
                 let mut rest = 1;
                 if b & MARK_ORIGIN != 0 {
                     mark.origin = data
@@ -1386,12 +1405,13 @@ mod tests {
         let (m, p) = take_marker(with_qos_marker(Some(cd.clone()), 2));
         assert_eq!((qos(m), p), (Some(2), Some(cd.clone())));
         // Retain flag and origin survive, with and without the client's data.
-        let mark = marker(1, true, Some(7));
+        let mark = marker(1, true, Some(7), false);
         let (m, p) = take_marker(with_marker(Some(cd.clone()), &mark));
         let want = Mark {
             qos: Some(1),
             retain: true,
             origin: Some(7),
+            empty: false,
         };
         assert_eq!((m, p), (want, Some(cd)));
         assert_eq!(take_marker(with_marker(None, &mark)), (want, None));

@@ -226,3 +226,27 @@ async fn v5_live_messages_clear_retain_unless_retain_as_published() {
     assert!(rap.publish_msg().await.retain, "retain as published");
     broker.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn an_empty_non_retained_publish_keeps_the_retained_message() {
+    let (broker, addr) = start(tcp_config()).await;
+    let publ = V4::connect("empty-pub", addr).await;
+    publ.client
+        .publish("e/t", QoS::AtLeastOnce, true, b"kept".to_vec())
+        .await
+        .unwrap();
+    let mut live = V4::connect("empty-live", addr).await;
+    live.subscribe("e/t", QoS::AtLeastOnce).await;
+    assert_eq!(&live.publish_msg().await.unwrap().payload[..], b"kept");
+    publ.client
+        .publish("e/t", QoS::AtLeastOnce, false, Vec::new())
+        .await
+        .unwrap();
+    // Delivered (so routed) before the late subscriber asks for the retained message.
+    assert!(live.publish_msg().await.unwrap().payload.is_empty());
+    let mut late = V4::connect("empty-late", addr).await;
+    late.subscribe("e/t", QoS::AtLeastOnce).await;
+    let p = late.publish_msg().await.unwrap();
+    assert_eq!((&p.payload[..], p.retain), (&b"kept"[..], true));
+    broker.shutdown(WAIT).await;
+}
