@@ -250,3 +250,78 @@ async fn an_empty_non_retained_publish_keeps_the_retained_message() {
     assert_eq!((&p.payload[..], p.retain), (&b"kept"[..], true));
     broker.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn v5_message_expiry_interval_is_forwarded_no_larger_than_sent() {
+    let (broker, addr) = start(tcp_config()).await;
+    let mut sub = V5::connect("expiry-sub", addr).await;
+    sub.subscribe(filter("exp/#", Q5::AtLeastOnce)).await;
+    let publ = V5::connect("expiry-pub", addr).await;
+    let props = PublishProperties {
+        message_expiry_interval: Some(3600),
+        ..Default::default()
+    };
+    publ.client
+        .publish_with_properties("exp/a", Q5::AtLeastOnce, false, b"x".to_vec(), props)
+        .await
+        .unwrap();
+    let p = sub.publish_msg().await;
+    // MQTT 5 §3.3.2.3.3: the remaining lifetime, so at most what was sent, and not 0.
+    let left = p
+        .properties
+        .and_then(|p| p.message_expiry_interval)
+        .expect("expiry interval forwarded");
+    assert!((1..=3600).contains(&left), "{left}");
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn unacknowledged_qos1_is_redelivered_to_a_resumed_session() {
+    let (broker, addr) = start(tcp_config()).await;
+    let mut o = v4_options("redeliver-sub", addr);
+    o.set_clean_session(false);
+    o.set_manual_acks(true);
+    let mut sub = V4::start(o.clone());
+    sub.connack().await.unwrap();
+    sub.subscribe("rd/t", QoS::AtLeastOnce).await;
+    let publ = V4::connect("redeliver-pub", addr).await;
+    publ.client
+        .publish("rd/t", QoS::AtLeastOnce, false, b"again".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(&sub.publish_msg().await.unwrap().payload[..], b"again");
+    // Gone without PUBACK (the socket is closed, as by a crash).
+    drop(sub);
+    let mut sub = V4::start(o);
+    let ack = sub.connack().await.unwrap();
+    assert!(ack.session_present);
+    let p = sub.publish_msg().await.unwrap();
+    assert_eq!((&p.payload[..], p.qos), (&b"again"[..], QoS::AtLeastOnce));
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn v5_an_expired_retained_message_is_not_sent_to_new_subscribers() {
+    let (broker, addr) = start(tcp_config()).await;
+    let publ = V5::connect("expired-pub", addr).await;
+    let props = PublishProperties {
+        message_expiry_interval: Some(1),
+        ..Default::default()
+    };
+    publ.client
+        .publish_with_properties("xp/old", Q5::AtLeastOnce, true, b"old".to_vec(), props)
+        .await
+        .unwrap();
+    publ.publish("xp/new", Q5::AtLeastOnce, true, b"new").await;
+    // Both are stored before the wait: a subscriber sees them now.
+    let mut now = V5::connect("expired-now", addr).await;
+    now.subscribe(filter("xp/old", Q5::AtLeastOnce)).await;
+    assert_eq!(&now.publish_msg().await.payload[..], b"old");
+    // Past the one-second lifetime (expiry has one-second resolution).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut late = V5::connect("expired-late", addr).await;
+    late.subscribe(filter("xp/old", Q5::AtLeastOnce)).await;
+    late.subscribe(filter("xp/new", Q5::AtLeastOnce)).await;
+    assert_eq!(&late.publish_msg().await.payload[..], b"new");
+    broker.shutdown(WAIT).await;
+}
