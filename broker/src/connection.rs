@@ -1310,12 +1310,13 @@ impl Session {
 }
 
 /// Marks a publish's properties with its original QoS (see [`MARK`]); for messages the
-/// broker publishes itself.
+/// broker publishes itself. `empty`: the payload is a placeholder for an empty one.
 pub(crate) fn with_qos_marker(
     props: Option<PublishProperties>,
     qos: u8,
+    empty: bool,
 ) -> Option<PublishProperties> {
-    with_marker(props, &marker(qos, false, None, false))
+    with_marker(props, &marker(qos, false, None, empty))
 }
 
 /// Puts `mark` (from [`marker`]) in front of the client's correlation data, if any.
@@ -1388,21 +1389,21 @@ mod tests {
     #[test]
     fn qos_marker_round_trips_and_disappears() {
         let qos = |m: Mark| m.qos;
-        let p = with_qos_marker(None, 1);
+        let p = with_qos_marker(None, 1, false);
         let (m, p) = take_marker(p);
         assert_eq!((qos(m), p), (Some(1), None));
         let user = PublishProperties {
             content_type: Some("x".into()),
             ..Default::default()
         };
-        let (m, p) = take_marker(with_qos_marker(Some(user.clone()), 0));
+        let (m, p) = take_marker(with_qos_marker(Some(user.clone()), 0, false));
         assert_eq!((qos(m), p), (Some(0), Some(user)));
         // A client's own correlation data, even one that looks like a marker, survives.
         let cd = PublishProperties {
             correlation_data: Some(Bytes::from_static(&[0xa1, 7])),
             ..Default::default()
         };
-        let (m, p) = take_marker(with_qos_marker(Some(cd.clone()), 2));
+        let (m, p) = take_marker(with_qos_marker(Some(cd.clone()), 2, false));
         assert_eq!((qos(m), p), (Some(2), Some(cd.clone())));
         // Retain flag and origin survive, with and without the client's data.
         let mark = marker(1, true, Some(7), false);

@@ -84,12 +84,19 @@ impl Shared {
         retain: bool,
         props: Option<PublishProperties>,
     ) {
+        let empty = payload.is_empty() && !retain;
         let publish = Publish::new(
             bytes::Bytes::copy_from_slice(topic.as_bytes()),
-            payload,
+            // An empty non-retained will must not delete the retained message (see
+            // `connection::MARK_EMPTY`).
+            if empty {
+                bytes::Bytes::from_static(b"\0")
+            } else {
+                payload
+            },
             retain,
         );
-        let props = with_qos_marker(props, qos);
+        let props = with_qos_marker(props, qos, empty);
         let mut slot = self.system.lock().await;
         if !slot.send(Packet::Publish(publish, props)).await {
             warn!(topic, "broker link to the router is gone; message dropped");

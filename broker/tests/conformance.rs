@@ -325,3 +325,32 @@ async fn v5_an_expired_retained_message_is_not_sent_to_new_subscribers() {
     assert_eq!(&late.publish_msg().await.payload[..], b"new");
     broker.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn an_empty_non_retained_will_keeps_the_retained_message() {
+    let (broker, addr) = start(tcp_config()).await;
+    let publ = V4::connect("ewill-pub", addr).await;
+    publ.client
+        .publish("ew/t", QoS::AtLeastOnce, true, b"kept".to_vec())
+        .await
+        .unwrap();
+    let mut live = V4::connect("ewill-live", addr).await;
+    live.subscribe("ew/t", QoS::AtLeastOnce).await;
+    assert_eq!(&live.publish_msg().await.unwrap().payload[..], b"kept");
+    let mut o = v4_options("ewill-dies", addr);
+    o.set_last_will(rumqttc::LastWill::new(
+        "ew/t",
+        Vec::new(),
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let mut dies = V4::start(o);
+    dies.connack().await.unwrap();
+    drop(dies); // socket closed without DISCONNECT: the will is published
+    assert!(live.publish_msg().await.unwrap().payload.is_empty());
+    let mut late = V4::connect("ewill-late", addr).await;
+    late.subscribe("ew/t", QoS::AtLeastOnce).await;
+    let p = late.publish_msg().await.unwrap();
+    assert_eq!((&p.payload[..], p.retain), (&b"kept"[..], true));
+    broker.shutdown(WAIT).await;
+}
