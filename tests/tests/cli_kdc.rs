@@ -4,70 +4,14 @@
 //! certificate of its own; wrong credentials and a revoked reader read nothing.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sealpost_publisher::kdc::KdcCredentials;
+use sealpost_tests::tools::{ok, run, tool};
 use sealpost_tests::{free_port, Broker, BrokerKind, Pki};
-
-/// Directory holding this build's binaries (`target/<profile>`), built on first use:
-/// cargo builds another package's binaries for its own tests only.
-fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        cargo
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "--quiet",
-                "--bin",
-                "sealpost-pub",
-                "--bin",
-                "sealpost-sub",
-            ])
-            .args(["-p", "sealpost-publisher", "-p", "sealpost-subscriber"])
-            .arg("--target-dir")
-            .arg(target_dir);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cargo.arg("--release");
-        }
-        let status = cargo.status().expect("run cargo build");
-        assert!(status.success(), "building the command-line tools failed");
-        profile_dir.to_owned()
-    })
-}
-
-fn tool(name: &str) -> Command {
-    let mut c = Command::new(bin_dir().join(name));
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run(command: &mut Command) -> Output {
-    let output = command.output().expect("run tool");
-    eprintln!(
-        "{command:?}\n  status {}\n  stdout {:?}\n  stderr {:?}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn ok(command: &mut Command) -> Output {
-    let output = run(command);
-    assert!(output.status.success(), "{command:?} failed");
-    output
-}
 
 /// A publisher serving keys, killed on drop; a thread collects its stderr.
 struct Serving {
