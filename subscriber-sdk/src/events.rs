@@ -6,20 +6,8 @@ use std::sync::Mutex;
 
 use sealpost_protocol::Rejected;
 
-/// A verified, decrypted message, delivered once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// The topic it was published (and signed) on.
-    pub topic: String,
-    /// The publisher's verified identity.
-    pub publisher: String,
-    /// The publisher's sequence number.
-    pub seq: u64,
-    /// The key epoch it was sealed under.
-    pub epoch: u64,
-    /// The plaintext.
-    pub payload: Vec<u8>,
-}
+/// A verified, decrypted message, delivered once: exactly what the protocol core opened.
+pub type Message = sealpost_protocol::Opened;
 
 /// A message (data or key message) that was refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -499,13 +499,7 @@ impl Worker {
                     Ok(opened) => {
                         delivered = true;
                         self.counters.delivered();
-                        out.push(Event::Message(Message {
-                            topic: opened.topic,
-                            publisher: opened.publisher,
-                            seq: opened.seq,
-                            epoch: opened.epoch,
-                            payload: opened.payload,
-                        }));
+                        out.push(Event::Message(opened));
                     }
                     Err(reason) if reason.is_retryable() => {
                         if let Rejected::UnknownKey {
