@@ -121,7 +121,6 @@ pub(crate) struct ParsedEnvelope {
     pub header: EnvelopeHeader,
     pub sign1: CoseSign1,
     pub encrypt0: CoseEncrypt0,
-    pub embedded_certificate: Option<Vec<u8>>,
 }
 
 pub(crate) fn find(header: &Header, label: i64) -> Option<&Value> {
@@ -190,14 +189,10 @@ pub(crate) fn parse_sign1(bytes: &[u8]) -> Result<CoseSign1, Rejected> {
     // CBOR allows several encodings of one value; accept only the one we produce. Every
     // other encoding of the same values (longer length heads, indefinite lengths, extra
     // tags) is strictly longer, so comparing lengths is enough and costs no re-encoding.
-    let certificate_len = match find(u, LABEL_X5CHAIN) {
-        None => None,
-        Some(Value::Bytes(der)) => Some(der.len()),
-        Some(_) => return Err(Rejected::Malformed("x5chain must be a single certificate")),
-    };
-    let unprotected_len = match certificate_len {
+    let unprotected_len = match find(u, LABEL_X5CHAIN) {
         None => 1,
-        Some(n) => 1 + 2 + cbor_bytes_len(n),
+        Some(Value::Bytes(der)) => 1 + 2 + cbor_bytes_len(der.len()),
+        Some(_) => return Err(Rejected::Malformed("x5chain must be a single certificate")),
     };
     let protected_len = sign1
         .protected
@@ -227,11 +222,11 @@ fn cbor_bytes_len(n: usize) -> usize {
     head + n
 }
 
-pub(crate) fn embedded_certificate(sign1: &CoseSign1) -> Result<Option<Vec<u8>>, Rejected> {
+/// The certificate in the x5chain header, if any (its type was checked by [`parse_sign1`]).
+pub(crate) fn embedded_certificate(sign1: &CoseSign1) -> Option<&[u8]> {
     match find(&sign1.unprotected, LABEL_X5CHAIN) {
-        None => Ok(None),
-        Some(Value::Bytes(der)) => Ok(Some(der.clone())),
-        Some(_) => Err(Rejected::Malformed("x5chain must be a single certificate")),
+        Some(Value::Bytes(der)) => Some(der),
+        _ => None,
     }
 }
 
@@ -275,7 +270,6 @@ pub(crate) fn parse(bytes: &[u8], max_len: usize) -> Result<ParsedEnvelope, Reje
     if encrypt0.ciphertext.is_none() {
         return Err(Rejected::Malformed("no ciphertext"));
     }
-    let embedded_certificate = embedded_certificate(&sign1)?;
     Ok(ParsedEnvelope {
         header: EnvelopeHeader {
             key_index,
@@ -284,7 +278,6 @@ pub(crate) fn parse(bytes: &[u8], max_len: usize) -> Result<ParsedEnvelope, Reje
         },
         sign1,
         encrypt0,
-        embedded_certificate,
     })
 }
 

@@ -289,7 +289,7 @@ impl Opener {
         }
         let known = self.publisher(
             &parsed.header.certificate_fingerprint,
-            parsed.embedded_certificate.as_deref(),
+            envelope::embedded_certificate(&parsed.sign1),
             &index.publisher,
             now,
         )?;
@@ -366,14 +366,14 @@ impl Opener {
         let sign1 = envelope::parse_sign1(bytes)?;
         check_preamble(&sign1, KIND_KEYS)?;
         let fingerprint = fingerprint_of(&sign1.protected.header)?;
-        let embedded = embedded_certificate(&sign1)?
+        let embedded = embedded_certificate(&sign1)
             .ok_or(Rejected::Malformed("key message without certificate"))?;
         let payload = sign1
             .payload
             .as_deref()
             .ok_or(Rejected::Malformed("detached payload"))?;
         let body = parse_body(payload)?;
-        let known = self.publisher(&fingerprint, Some(&embedded), &body.publisher, now)?;
+        let known = self.publisher(&fingerprint, Some(embedded), &body.publisher, now)?;
         let signature =
             Signature::from_slice(&sign1.signature).map_err(|_| Rejected::BadSignature)?;
         known
