@@ -18,17 +18,19 @@ use crate::codec::{self, kind, Frame, FrameError, Version};
 use crate::metrics::{add, inc};
 use crate::router::RouterSlot;
 use crate::server::Shared;
+use crate::subscriptions::{Copies, Copy, Decision, SavedSession, Subscription, Subscriptions};
 use crate::topic;
 use bytes::{Bytes, BytesMut};
 use rumqttd::local::LinkRx;
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, ConnectReturnCode, DisconnectReasonCode, LastWill,
     LastWillProperties, Login, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason,
-    PubRec, PubRecReason, Publish, PublishProperties, SubAck, Subscribe, SubscribeReasonCode,
-    UnsubAck, UnsubAckReason, Unsubscribe,
+    PubRec, PubRecReason, Publish, PublishProperties, RetainForwardRule, SubAck, Subscribe,
+    SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use rumqttd::Notification;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -37,19 +39,20 @@ use tracing::{debug, info, warn};
 
 /// Marker that carries what the router loses about a message, as the first bytes of
 /// the correlation data (the only property rumqttd stores and forwards without looking
-/// at it, and a `Bytes`, so the common case costs no allocation: each session keeps its
-/// markers ready). First byte: `0xa0` | bits 0-1 QoS | [`MARK_CD`] | [`MARK_RETAIN`] |
-/// [`MARK_ORIGIN`] | [`MARK_EMPTY`]; then, with `MARK_ORIGIN`, the publishing session's 8-byte origin id;
-/// then the client's own correlation data. Every message the edge hands to the router is
-/// marked, and every message it delivers is unmarked, so clients never see the marker
-/// and cannot forge it.
+/// at it, and a `Bytes` that every copy of the message shares). First byte: `0xa0` |
+/// bits 0-1 QoS | [`MARK_CD`] | [`MARK_RETAIN`] | [`MARK_ORIGIN`] | [`MARK_EMPTY`];
+/// then, with `MARK_ORIGIN`, the publishing session's 8-byte origin id and the message's
+/// 8-byte number; then the client's own correlation data. Every message the edge hands
+/// to the router is marked, and every message it delivers is unmarked, so clients never
+/// see the marker and cannot forge it.
 const MARK: u8 = 0xa0;
 /// The client's own correlation data follows the marker.
 const MARK_CD: u8 = 0b100;
 /// The publisher set RETAIN (the router clears it on live delivery; MQTT 5 retain as
 /// published needs it back).
 const MARK_RETAIN: u8 = 0b1000;
-/// An origin id follows (for MQTT 5 no local).
+/// An origin id (for MQTT 5 no local) and a message number (to recognise the copies the
+/// router sends for overlapping subscriptions) follow.
 const MARK_ORIGIN: u8 = 0b1_0000;
 /// The client sent an empty payload without RETAIN. The router would take an empty
 /// payload as deleting the topic's retained message, which MQTT reserves for retained
@@ -60,25 +63,26 @@ const MARK_MASK: u8 = 0b1010_0000;
 
 /// Origin ids of sessions; 0 is never used, so the broker's own messages (wills) match
 /// no session.
-static NEXT_ORIGIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+static NEXT_ORIGIN: AtomicU64 = AtomicU64::new(1);
 
-/// The marker bytes for a message, without the client's correlation data.
-fn marker(qos: u8, retain: bool, origin: Option<u64>, empty: bool) -> Bytes {
-    let mut first = MARK | qos.min(2);
+/// Message numbers, unique for the broker's lifetime (0 means unknown).
+static NEXT_MESSAGE: AtomicU64 = AtomicU64::new(1);
+
+/// The marker bytes for a new message from session `origin` (0: the broker itself),
+/// without the client's correlation data.
+fn marker(qos: u8, retain: bool, origin: u64, empty: bool) -> Bytes {
+    let mut first = MARK | MARK_ORIGIN | qos.min(2);
     if retain {
         first |= MARK_RETAIN;
     }
     if empty {
         first |= MARK_EMPTY;
     }
-    let mut b = BytesMut::with_capacity(9);
-    match origin {
-        Some(o) => {
-            b.extend_from_slice(&[first | MARK_ORIGIN]);
-            b.extend_from_slice(&o.to_be_bytes());
-        }
-        None => b.extend_from_slice(&[first]),
-    }
+    let message = NEXT_MESSAGE.fetch_add(1, Ordering::Relaxed);
+    let mut b = BytesMut::with_capacity(17);
+    b.extend_from_slice(&[first]);
+    b.extend_from_slice(&origin.to_be_bytes());
+    b.extend_from_slice(&message.to_be_bytes());
     b.freeze()
 }
 
@@ -88,16 +92,19 @@ struct Mark {
     qos: Option<u8>,
     retain: bool,
     origin: Option<u64>,
+    message: u64,
     empty: bool,
 }
 
-/// MQTT 5 subscription options the router ignores and the edge applies.
-#[derive(Debug, Clone, Copy)]
-struct SubOptions {
-    no_local: bool,
-    retain_as_published: bool,
-    /// Retain handling 2: no retained messages at subscribe.
-    never_retained: bool,
+/// What an MQTT 5 client asked of the messages it receives (CONNECT properties).
+#[derive(Debug, Clone, Copy, Default)]
+struct ClientLimits {
+    /// Receive maximum: unacknowledged QoS 1/2 PUBLISHes the client accepts.
+    receive_max: Option<u16>,
+    /// Maximum packet size the client accepts; larger messages are skipped for it.
+    max_packet_size: Option<u32>,
+    /// Topic aliases the client accepts from the broker.
+    topic_alias_max: u16,
 }
 
 /// Longest a write to a client may block.
@@ -197,6 +204,15 @@ where
     };
     if let Some(will) = will {
         shared.publish_will(will).await;
+    }
+    if session.persistent {
+        session.shared.saved_sessions.save(
+            &router_client_id(&session.client_id),
+            SavedSession {
+                subscriptions: std::mem::take(&mut session.subscriptions),
+                origin: session.origin,
+            },
+        );
     }
     // session (and its RouterSlot) drops here.
 }
@@ -411,7 +427,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 ) -> Option<Session> {
     let shared = io.shared.clone();
     let version = connect.version;
-    let Packet::Connect(connect, _props, will, will_props, login) = connect.packet else {
+    let Packet::Connect(connect, connect_props, will, will_props, login) = connect.packet else {
         inc(&shared.metrics.malformed);
         return None;
     };
@@ -484,9 +500,23 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         version,
     );
     inc(&shared.metrics.connections_open);
-    let origin = NEXT_ORIGIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // Indexed by qos + 3 * retain; built once so that marking a message only clones.
-    let marks = std::array::from_fn(|i| marker((i % 3) as u8, i >= 3, Some(origin), false));
+    // A resumed session keeps its subscription table and origin; a new one starts
+    // afresh (and any state saved for an older session with this id is stale).
+    let saved = shared.saved_sessions.take(&router_client_id(&client_id));
+    let (subscriptions, origin) = match saved {
+        Some(s) if session_present => (s.subscriptions, s.origin),
+        _ => (
+            Subscriptions::default(),
+            NEXT_ORIGIN.fetch_add(1, Ordering::Relaxed),
+        ),
+    };
+    let limits = connect_props
+        .map(|p| ClientLimits {
+            receive_max: p.receive_maximum,
+            max_packet_size: p.max_packet_size,
+            topic_alias_max: p.topic_alias_max.unwrap_or(0),
+        })
+        .unwrap_or_default();
     info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive = connect.keep_alive, "client connected");
     Some(Session {
         shared,
@@ -505,9 +535,13 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         out_acks: VecDeque::new(),
         comps: VecDeque::new(),
         clean_exit: false,
+        persistent: !connect.clean_session,
         origin,
-        marks,
-        sub_options: HashMap::new(),
+        subscriptions,
+        copies: Copies::default(),
+        limits,
+        out_aliases: HashMap::new(),
+        inflight_out: 0,
     })
 }
 
@@ -551,12 +585,21 @@ pub(crate) struct Session {
     out_acks: VecDeque<OutAck>,
     comps: VecDeque<Comp>,
     clean_exit: bool,
+    /// The router keeps the session after the connection ends.
+    persistent: bool,
     /// This session's origin id in the markers of its messages (for no local).
     origin: u64,
-    /// Ready markers, indexed by qos + 3 * retain.
-    marks: [Bytes; 6],
-    /// MQTT 5 options of this client's subscriptions, by filter as subscribed.
-    sub_options: HashMap<String, SubOptions>,
+    /// The client's subscriptions as the edge applies them.
+    subscriptions: Subscriptions,
+    /// Messages the router sends several copies of (overlapping subscriptions).
+    copies: Copies,
+    /// What the client accepts (MQTT 5 CONNECT properties).
+    limits: ClientLimits,
+    /// Topic aliases given to the client, by topic.
+    out_aliases: HashMap<Bytes, u16>,
+    /// QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it (PUBACK or
+    /// PUBCOMP), for the client's receive maximum.
+    inflight_out: usize,
 }
 
 impl Drop for Session {
@@ -606,7 +649,7 @@ impl Session {
                         return Ok(());
                     }
                 }
-                n = self.link_rx.next() => {
+                n = self.link_rx.next(), if !self.client_window_full() => {
                     if self.inflight_full() {
                         // The client was paused by us, not silent: restart its keep-alive.
                         deadline = grace.map(|g| Instant::now() + g);
@@ -633,7 +676,11 @@ impl Session {
                                 return Err(ConnectionError::RouterClosed);
                             }
                         }
-                        // Drain what is already buffered so that writes are batched.
+                        // Drain what is already buffered so that writes are batched, up
+                        // to the client's receive maximum (the rest waits in the router).
+                        if self.client_window_full() {
+                            break;
+                        }
                         match futures_util::FutureExt::now_or_never(self.link_rx.next()) {
                             Some(n) => next = n,
                             None => break,
@@ -698,6 +745,14 @@ impl Session {
     /// stop reading (TCP backpressure) until some are acknowledged.
     fn inflight_full(&self) -> bool {
         self.inflight_in >= usize::from(self.shared.config.limits.max_inflight)
+    }
+
+    /// The client has as many unacknowledged QoS 1/2 messages as its receive maximum
+    /// allows: stop taking messages from the router until it acknowledges one.
+    fn client_window_full(&self) -> bool {
+        self.limits
+            .receive_max
+            .is_some_and(|m| self.inflight_out >= usize::from(m))
     }
 
     /// Queues a packet for the router; [`Session::flush_router`] sends the batch.
@@ -804,6 +859,7 @@ impl Session {
                     .find(|c| c.pkid == comp.pkid && !c.auto && !c.done)
                 {
                     c.done = true;
+                    self.inflight_out = self.inflight_out.saturating_sub(1);
                 }
                 self.flush_comps().await
             }
@@ -812,7 +868,7 @@ impl Session {
                 let pkid = unsub.pkid;
                 let mut reasons = Vec::with_capacity(unsub.filters.len());
                 for f in &unsub.filters {
-                    self.sub_options.remove(f);
+                    self.subscriptions.remove(f);
                     reasons.push(
                         if topic::validate_filter(f)
                             || topic::strip_share(f).is_some_and(topic::validate_filter)
@@ -961,13 +1017,14 @@ impl Session {
             }
         }
         // Marked even at QoS 2: the marker also wraps the client's correlation data.
-        let props = if publish.payload.is_empty() && !header.retain {
+        let empty = publish.payload.is_empty() && !header.retain;
+        if empty {
             publish.payload = Bytes::from_static(b"\0");
-            with_marker(props, &marker(header.qos, false, Some(self.origin), true))
-        } else {
-            let mark = &self.marks[usize::from(header.qos.min(2)) + 3 * usize::from(header.retain)];
-            with_marker(props, mark)
-        };
+        }
+        let props = with_marker(
+            props,
+            &marker(header.qos, header.retain, self.origin, empty),
+        );
         inc(&self.shared.metrics.messages_in);
         self.send_router(Packet::Publish(publish, props)).await
     }
@@ -976,7 +1033,7 @@ impl Session {
         &mut self,
         io: &mut Io<R, W>,
         sub: Subscribe,
-        props: Option<rumqttd::protocol::SubscribeProperties>,
+        mut props: Option<rumqttd::protocol::SubscribeProperties>,
     ) -> Result<(), ConnectionError>
     where
         R: AsyncRead + Unpin,
@@ -984,8 +1041,12 @@ impl Session {
     {
         let v = self.version;
         let pkid = sub.pkid;
+        // The subscription identifier is applied by the edge (one copy carrying every
+        // matching identifier); the router would attach one per copy.
+        let id = props.as_mut().and_then(|p| p.id.take());
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut allowed = Vec::with_capacity(sub.filters.len());
+        let mut renewed = Vec::new();
         for filter in sub.filters {
             let inner = topic::strip_share(&filter.path).filter(|f| topic::validate_filter(f));
             let code = match inner {
@@ -1017,18 +1078,31 @@ impl Session {
                 code,
                 SubscribeReasonCode::QoS0 | SubscribeReasonCode::QoS1 | SubscribeReasonCode::QoS2
             ) {
-                // 3.1.1 has no options (rumqttd's defaults for it are not MQTT's).
+                let previous = self.subscriptions.get(&filter.path).copied();
+                let rule = match v {
+                    Version::V5 => filter.retain_forward_rule.clone(),
+                    // 3.1.1 has no options (rumqttd's defaults for it are not MQTT's).
+                    Version::V4 => RetainForwardRule::OnEverySubscribe,
+                };
+                let mut s = Subscription::plain(filter.qos as u8);
                 if v == Version::V5 {
-                    self.sub_options.insert(
-                        filter.path.clone(),
-                        SubOptions {
-                            no_local: filter.nolocal,
-                            retain_as_published: filter.preserve_retain,
-                            never_retained: filter.retain_forward_rule
-                                == rumqttd::protocol::RetainForwardRule::Never,
-                        },
-                    );
+                    s.no_local = filter.nolocal;
+                    s.retain_as_published = filter.preserve_retain;
+                    s.id = id;
                 }
+                s.suppress_retained = match rule {
+                    RetainForwardRule::Never => true,
+                    RetainForwardRule::OnNewSubscribe => previous.is_some(),
+                    RetainForwardRule::OnEverySubscribe => false,
+                };
+                // The router ignores a repeated subscription: it neither sends the
+                // retained messages again (MQTT 3.1.1 §3.8.4, MQTT 5 retain handling
+                // 0) nor takes a new QoS. Unsubscribing and subscribing again in the
+                // same batch makes it do both.
+                if previous.is_some_and(|p| p.qos != s.qos || !s.suppress_retained) {
+                    renewed.push(filter.path.clone());
+                }
+                self.subscriptions.insert(filter.path.clone(), s);
                 allowed.push(filter);
             }
             codes.push(code);
@@ -1050,6 +1124,17 @@ impl Session {
         // router's: the router handles each connection's packets in batches, so a SUBACK
         // sent earlier could let another client publish before the subscription exists.
         self.pending_subacks.insert(pkid, codes);
+        if !renewed.is_empty() {
+            // Its UNSUBACK goes nowhere: the edge ignores the router's.
+            self.send_router(Packet::Unsubscribe(
+                Unsubscribe {
+                    pkid,
+                    filters: renewed,
+                },
+                None,
+            ))
+            .await?;
+        }
         self.send_router(Packet::Subscribe(
             Subscribe {
                 pkid,
@@ -1067,7 +1152,12 @@ impl Session {
             .iter_mut()
             .find(|a| a.pkid == pkid && a.client_ack == ack && !a.done)
         {
-            Some(a) => a.done = true,
+            Some(a) => {
+                a.done = true;
+                if ack == kind::PUBACK {
+                    self.inflight_out = self.inflight_out.saturating_sub(1);
+                }
+            }
             None => debug!(client_id = %self.client_id, pkid, "unsolicited ack ignored"),
         }
         self.flush_acks().await
@@ -1124,42 +1214,6 @@ impl Session {
         Ok(())
     }
 
-    /// Applies the MQTT 5 subscription options of the client's filters matching `topic`
-    /// (the router ignores them). Returns (skip the message, set RETAIN).
-    fn apply_sub_options(&self, topic: &[u8], at_subscribe: bool, mark: Mark) -> (bool, bool) {
-        let own = mark.origin == Some(self.origin);
-        // The common case (someone else's live, non-retained message) needs no matching.
-        if self.sub_options.is_empty() || !(at_subscribe || own || mark.retain) {
-            return (false, false);
-        }
-        let Ok(topic) = std::str::from_utf8(topic) else {
-            return (false, false);
-        };
-        let mut matched = false;
-        let (mut all_never, mut all_no_local, mut any_rap) = (true, true, false);
-        for (filter, o) in &self.sub_options {
-            let f = topic::strip_share(filter).unwrap_or(filter);
-            if !topic::filter_matches(f, topic) {
-                continue;
-            }
-            matched = true;
-            all_never &= o.never_retained;
-            all_no_local &= o.no_local;
-            any_rap |= o.retain_as_published;
-        }
-        if !matched {
-            return (false, false);
-        }
-        if at_subscribe {
-            // Retain handling 2 on every matching filter: no retained messages.
-            (all_never, false)
-        } else {
-            // No local: not sent back to the session that published it, unless another
-            // matching filter without no local wants it.
-            (own && all_no_local, mark.retain && any_rap)
-        }
-    }
-
     /// Handles one notification from the router. Returns true when the router closed
     /// the connection.
     async fn outgoing<R, W>(
@@ -1174,77 +1228,7 @@ impl Session {
     {
         let v = self.version;
         match notification {
-            Notification::Forward(forward) => {
-                let mut publish = forward.publish;
-                // The router sets RETAIN only on retained messages sent at subscribe.
-                let at_subscribe = publish.retain;
-                let topic = publish.topic.clone();
-                let (mark, props) = take_marker(forward.properties);
-                let original_qos = mark.qos;
-                if mark.empty {
-                    publish.payload = Bytes::new();
-                }
-                let start = io.wbuf.len();
-                if let Err(e) = codec::encode(Packet::Publish(publish, props), v, &mut io.wbuf) {
-                    warn!(error = %e, "cannot encode forwarded publish");
-                    io.wbuf.truncate(start);
-                    return Ok(false);
-                }
-                let Some(h) = codec::publish_header(&io.wbuf[start..]) else {
-                    return Ok(false);
-                };
-                let (skip, retain_as_published) =
-                    self.apply_sub_options(&topic, at_subscribe, mark);
-                if skip {
-                    // Not for this client; the router still needs its acknowledgement.
-                    io.wbuf.truncate(start);
-                    if h.qos > 0 {
-                        self.out_acks.push_back(OutAck {
-                            pkid: h.pkid,
-                            client_ack: 0,
-                            router_ack: if h.qos == 1 {
-                                kind::PUBACK
-                            } else {
-                                kind::PUBREC
-                            },
-                            done: true,
-                        });
-                        self.flush_acks().await?;
-                    }
-                    return Ok(false);
-                }
-                if retain_as_published {
-                    io.wbuf[start] |= 1;
-                }
-                let delivery = original_qos.unwrap_or(h.qos).min(h.qos);
-                if delivery < h.qos {
-                    if let Some(rewritten) = codec::downgrade_publish(&io.wbuf[start..], delivery) {
-                        io.wbuf.truncate(start);
-                        io.wbuf.extend_from_slice(&rewritten);
-                    }
-                }
-                inc(&self.shared.metrics.messages_out);
-                if h.qos > 0 {
-                    let client_ack = match delivery {
-                        0 => 0,
-                        1 => kind::PUBACK,
-                        _ => kind::PUBREC,
-                    };
-                    self.out_acks.push_back(OutAck {
-                        pkid: h.pkid,
-                        client_ack,
-                        router_ack: if h.qos == 1 {
-                            kind::PUBACK
-                        } else {
-                            kind::PUBREC
-                        },
-                        done: delivery == 0,
-                    });
-                    if delivery == 0 {
-                        self.flush_acks().await?;
-                    }
-                }
-            }
+            Notification::Forward(forward) => self.forward(io, forward).await?,
             Notification::DeviceAck(ack) => {
                 match Option::<Packet>::from(Notification::DeviceAck(ack)) {
                     Some(Packet::PubAck(a, p)) => {
@@ -1309,6 +1293,171 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Delivers (or skips) one message the router forwards to this client.
+    async fn forward<R, W>(
+        &mut self,
+        io: &mut Io<R, W>,
+        forward: rumqttd::Forward,
+    ) -> Result<(), ConnectionError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let v = self.version;
+        let mut publish = forward.publish;
+        // The router sets RETAIN only on retained messages sent at subscribe.
+        let at_subscribe = publish.retain;
+        let (mark, mut props) = take_marker(forward.properties);
+        if mark.empty {
+            publish.payload = Bytes::new();
+        }
+        // Properties the edge may change need a copy to re-encode from (rumqttd keeps
+        // the QoS and packet id of a `Publish` private, so they are read back from the
+        // encoded bytes).
+        let topic = publish.topic.clone();
+        let rewrite = (self.limits.topic_alias_max > 0 || self.subscriptions.has_identifiers())
+            .then(|| publish.clone());
+        let start = io.wbuf.len();
+        let first = match rewrite {
+            Some(_) => props.clone(),
+            None => props.take(),
+        };
+        if let Err(e) = codec::encode(Packet::Publish(publish, first), v, &mut io.wbuf) {
+            warn!(error = %e, "cannot encode forwarded publish");
+            io.wbuf.truncate(start);
+            return Ok(());
+        }
+        let Some(h) = codec::publish_header(&io.wbuf[start..]) else {
+            io.wbuf.truncate(start);
+            return Ok(());
+        };
+        let copy = Copy {
+            message: mark.message,
+            at_subscribe,
+            own: mark.origin == Some(self.origin),
+            retained: mark.retain,
+            router_qos: h.qos,
+        };
+        let (max_qos, retain, ids) = match self.subscriptions.decide(&topic, copy, &mut self.copies)
+        {
+            Decision::Skip => {
+                io.wbuf.truncate(start);
+                return self.skip(h).await;
+            }
+            Decision::Deliver {
+                max_qos,
+                retain,
+                ids,
+            } => (max_qos, retain, ids),
+        };
+        if let Some(mut publish) = rewrite {
+            // Subscription identifiers are the edge's (the router never sees them), and
+            // topic aliases are given per topic here.
+            let mut p = props.take().unwrap_or_default();
+            p.subscription_identifiers = ids;
+            p.topic_alias = None;
+            let mut new_alias = None;
+            if self.limits.topic_alias_max > 0 {
+                match self.out_aliases.get(&publish.topic) {
+                    Some(&a) => {
+                        p.topic_alias = Some(a);
+                        publish.topic = Bytes::new();
+                    }
+                    None if self.out_aliases.len() < usize::from(self.limits.topic_alias_max) => {
+                        let a = self.out_aliases.len() as u16 + 1;
+                        p.topic_alias = Some(a);
+                        new_alias = Some((publish.topic.clone(), a));
+                    }
+                    None => {}
+                }
+            }
+            let p = (p != PublishProperties::default()).then_some(p);
+            io.wbuf.truncate(start);
+            if let Err(e) = codec::encode(Packet::Publish(publish, p), v, &mut io.wbuf) {
+                warn!(error = %e, "cannot encode forwarded publish");
+                io.wbuf.truncate(start);
+                return self.skip(h).await;
+            }
+            if let Some((topic, a)) = new_alias {
+                // Only an alias the client has seen with its topic may be used again.
+                if self.fits(io.wbuf.len() - start) {
+                    self.out_aliases.insert(topic, a);
+                }
+            }
+        }
+        if !self.fits(io.wbuf.len() - start) {
+            // MQTT 5 §3.1.2.11.4: a message larger than the client's maximum packet size
+            // is discarded for that client, as if delivered.
+            debug!(client_id = %self.client_id, size = io.wbuf.len() - start, "message larger than the client accepts skipped");
+            io.wbuf.truncate(start);
+            return self.skip(h).await;
+        }
+        if retain {
+            io.wbuf[start] |= 1;
+        }
+        let delivery = mark.qos.unwrap_or(h.qos).min(h.qos).min(max_qos);
+        if delivery < h.qos {
+            if let Some(rewritten) = codec::downgrade_publish(&io.wbuf[start..], delivery) {
+                io.wbuf.truncate(start);
+                io.wbuf.extend_from_slice(&rewritten);
+            }
+        }
+        inc(&self.shared.metrics.messages_out);
+        if h.qos > 0 {
+            let client_ack = match delivery {
+                0 => 0,
+                1 => kind::PUBACK,
+                _ => kind::PUBREC,
+            };
+            if delivery > 0 {
+                self.inflight_out += 1;
+            }
+            self.out_acks.push_back(OutAck {
+                pkid: h.pkid,
+                client_ack,
+                router_ack: router_ack(h.qos),
+                done: delivery == 0,
+            });
+            if delivery == 0 {
+                self.flush_acks().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a packet of `len` bytes may be sent to the client.
+    fn fits(&self, len: usize) -> bool {
+        self.limits
+            .max_packet_size
+            .is_none_or(|m| len <= m as usize)
+    }
+
+    /// A forwarded message not sent to this client: the router still needs its
+    /// acknowledgement, in order.
+    async fn skip(&mut self, h: codec::PublishHeader) -> Result<(), ConnectionError> {
+        if h.qos == 0 {
+            return Ok(());
+        }
+        self.out_acks.push_back(OutAck {
+            pkid: h.pkid,
+            client_ack: 0,
+            router_ack: router_ack(h.qos),
+            done: true,
+        });
+        self.flush_acks().await
+    }
+}
+
+/// The acknowledgement the router expects for a message it sent at `qos`.
+fn router_ack(qos: u8) -> u8 {
+    if qos == 1 {
+        kind::PUBACK
+    } else {
+        kind::PUBREC
+    }
+}
+
 /// Marks a publish's properties with its original QoS (see [`MARK`]); for messages the
 /// broker publishes itself. `empty`: the payload is a placeholder for an empty one.
 pub(crate) fn with_qos_marker(
@@ -1316,7 +1465,7 @@ pub(crate) fn with_qos_marker(
     qos: u8,
     empty: bool,
 ) -> Option<PublishProperties> {
-    with_marker(props, &marker(qos, false, None, empty))
+    with_marker(props, &marker(qos, false, 0, empty))
 }
 
 /// Puts `mark` (from [`marker`]) in front of the client's correlation data, if any.
@@ -1350,11 +1499,14 @@ fn take_marker(props: Option<PublishProperties>) -> (Mark, Option<PublishPropert
                 mark.empty = b & MARK_EMPTY != 0;
                 let mut rest = 1;
                 if b & MARK_ORIGIN != 0 {
-                    mark.origin = data
-                        .get(1..9)
-                        .and_then(|o| o.try_into().ok())
-                        .map(u64::from_be_bytes);
-                    rest = 9;
+                    let word = |r: std::ops::Range<usize>| {
+                        data.get(r)
+                            .and_then(|o| o.try_into().ok())
+                            .map(u64::from_be_bytes)
+                    };
+                    mark.origin = word(1..9);
+                    mark.message = word(9..17).unwrap_or(0);
+                    rest = 17;
                 }
                 if b & MARK_CD != 0 {
                     p.correlation_data = Some(data.slice(rest.min(data.len())..));
@@ -1405,16 +1557,21 @@ mod tests {
         };
         let (m, p) = take_marker(with_qos_marker(Some(cd.clone()), 2, false));
         assert_eq!((qos(m), p), (Some(2), Some(cd.clone())));
-        // Retain flag and origin survive, with and without the client's data.
-        let mark = marker(1, true, Some(7), false);
+        // Retain flag, origin and message number survive, with and without the
+        // client's data; every message gets its own number.
+        let mark = marker(1, true, 7, false);
         let (m, p) = take_marker(with_marker(Some(cd.clone()), &mark));
+        assert_ne!(m.message, 0);
         let want = Mark {
             qos: Some(1),
             retain: true,
             origin: Some(7),
+            message: m.message,
             empty: false,
         };
         assert_eq!((m, p), (want, Some(cd)));
         assert_eq!(take_marker(with_marker(None, &mark)), (want, None));
+        let (other, _) = take_marker(with_marker(None, &marker(1, true, 7, false)));
+        assert_ne!(other.message, want.message);
     }
 }

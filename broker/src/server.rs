@@ -10,6 +10,7 @@ use crate::listener;
 use crate::metrics::Metrics;
 use crate::retained::{RetainedMessage, RetainedStore};
 use crate::router::{RouterHandle, RouterSlot};
+use crate::subscriptions::SavedSessions;
 use rumqttd::protocol::{LastWill, LastWillProperties, Packet, Publish, PublishProperties};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,6 +70,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Becomes true at shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// The edge's state of persistent sessions whose client is away.
+    pub(crate) saved_sessions: SavedSessions,
     system: Mutex<RouterSlot>,
 }
 
@@ -226,6 +229,7 @@ impl Broker {
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
             system: Mutex::new(system),
+            saved_sessions: SavedSessions::default(),
         });
         shared.replay(stored).await;
 

@@ -1,0 +1,431 @@
+//! A client's subscriptions as the edge sees them, and what they decide for each
+//! message the router forwards.
+//!
+//! The router keeps one delivery stream per filter and knows nothing of MQTT 5
+//! subscription options, so the edge keeps its own table of the client's filters with
+//! their granted QoS, options and subscription identifier, and uses it to:
+//! - deliver one copy of a message that matches several of the client's filters, at the
+//!   highest QoS any of them granted, carrying every matching subscription identifier
+//!   (MQTT 3.1.1 §3.3.5, MQTT 5 §3.3.4): the router sends one copy per filter, the edge
+//!   delivers one and acknowledges the others to the router itself ([`Copies`]);
+//! - apply no local, retain as published and retain handling.
+//!
+//! The table outlives the connection when the session does ([`SavedSessions`]), so a
+//! resumed session keeps its options.
+
+use crate::topic;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+/// One of the client's subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Subscription {
+    /// Granted maximum QoS.
+    pub qos: u8,
+    /// MQTT 5 no local: not sent messages this session published.
+    pub no_local: bool,
+    /// MQTT 5 retain as published: live messages keep the publisher's RETAIN flag.
+    pub retain_as_published: bool,
+    /// No retained messages for this filter at subscribe time (retain handling 2, or
+    /// retain handling 1 on a repeated subscription).
+    pub suppress_retained: bool,
+    /// MQTT 5 subscription identifier.
+    pub id: Option<usize>,
+}
+
+impl Subscription {
+    /// A subscription with MQTT's defaults (everything 3.1.1 can express).
+    pub fn plain(qos: u8) -> Subscription {
+        Subscription {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            suppress_retained: false,
+            id: None,
+        }
+    }
+
+    fn has_options(&self) -> bool {
+        self.no_local || self.retain_as_published || self.suppress_retained
+    }
+}
+
+/// What the edge does with one copy of a forwarded message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Not for this client (another copy is or was delivered, or an option excludes
+    /// it); the router still gets its acknowledgement.
+    Skip,
+    /// Deliver at no more than `max_qos` (before the publisher's QoS is applied).
+    Deliver {
+        /// Highest QoS granted by the matching filters.
+        max_qos: u8,
+        /// Set RETAIN (retain as published).
+        retain: bool,
+        /// Subscription identifiers to attach, replacing any others.
+        ids: Vec<usize>,
+    },
+}
+
+/// A copy of a forwarded message, as the connection saw it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Copy {
+    /// Unique message number from the edge's marker (0: unknown).
+    pub message: u64,
+    /// The router sent it at subscribe time (a retained message).
+    pub at_subscribe: bool,
+    /// The client's own session published it.
+    pub own: bool,
+    /// The publisher set RETAIN.
+    pub retained: bool,
+    /// QoS of this copy as the router sent it (its subscription's QoS in the router).
+    pub router_qos: u8,
+}
+
+/// The client's subscriptions, by filter as subscribed (`$share/...` included).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Subscriptions {
+    by_filter: HashMap<String, Subscription>,
+    /// Some message can match two non-shared filters (so the router may send copies).
+    overlap: bool,
+    /// Some filter has options or an identifier (so every message needs matching).
+    special: bool,
+    /// Some filter has a subscription identifier.
+    identifiers: bool,
+}
+
+impl Subscriptions {
+    /// Adds or replaces a subscription; returns the one it replaced.
+    pub fn insert(&mut self, filter: String, sub: Subscription) -> Option<Subscription> {
+        let old = self.by_filter.insert(filter, sub);
+        self.recompute();
+        old
+    }
+
+    /// Removes a subscription.
+    pub fn remove(&mut self, filter: &str) {
+        if self.by_filter.remove(filter).is_some() {
+            self.recompute();
+        }
+    }
+
+    /// The subscription on exactly this filter.
+    pub fn get(&self, filter: &str) -> Option<&Subscription> {
+        self.by_filter.get(filter)
+    }
+
+    /// Whether any filter has a subscription identifier.
+    pub fn has_identifiers(&self) -> bool {
+        self.identifiers
+    }
+
+    fn recompute(&mut self) {
+        self.identifiers = self.by_filter.values().any(|s| s.id.is_some());
+        self.special = self
+            .by_filter
+            .values()
+            .any(|s| s.has_options() || s.id.is_some());
+        let plain: Vec<&str> = self
+            .by_filter
+            .keys()
+            .filter(|f| !f.starts_with("$share/"))
+            .map(String::as_str)
+            .collect();
+        self.overlap = plain
+            .iter()
+            .enumerate()
+            .any(|(i, a)| plain[i + 1..].iter().any(|b| filters_overlap(a, b)));
+    }
+
+    /// Decides what to do with one copy. `copies` remembers messages delivered through
+    /// one of several matching filters.
+    pub fn decide(&self, topic: &[u8], copy: Copy, copies: &mut Copies) -> Decision {
+        let deliver_as_is = Decision::Deliver {
+            max_qos: 2,
+            retain: false,
+            ids: Vec::new(),
+        };
+        // The common case (no options, identifiers or overlapping filters) needs no
+        // matching: the router's copy is the one to deliver.
+        if !self.special && !self.overlap {
+            return deliver_as_is;
+        }
+        let Ok(topic) = std::str::from_utf8(topic) else {
+            return deliver_as_is;
+        };
+        let mut plain_matches = 0usize;
+        let mut max_qos = 0u8;
+        let mut ids = Vec::new();
+        let (mut all_suppress, mut all_no_local, mut any_rap) = (true, true, false);
+        let mut matched = false;
+        for (filter, s) in &self.by_filter {
+            let shared = topic::strip_share(filter).filter(|f| *f != filter.as_str());
+            if !topic::filter_matches(shared.unwrap_or(filter), topic) {
+                continue;
+            }
+            matched = true;
+            if shared.is_none() {
+                plain_matches += 1;
+            }
+            max_qos = max_qos.max(s.qos);
+            ids.extend(s.id);
+            all_suppress &= s.suppress_retained;
+            all_no_local &= s.no_local;
+            any_rap |= s.retain_as_published;
+        }
+        if !matched {
+            // A copy for a filter the edge no longer knows (unsubscribed meanwhile).
+            return deliver_as_is;
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        if copy.at_subscribe {
+            // Retained messages are sent once per subscription at subscribe time, not
+            // deduplicated; suppressed only when every matching filter asks for it.
+            return if all_suppress {
+                Decision::Skip
+            } else {
+                Decision::Deliver {
+                    max_qos,
+                    retain: true,
+                    ids,
+                }
+            };
+        }
+        if copy.own && all_no_local {
+            return Decision::Skip;
+        }
+        if plain_matches > 1 && copy.message != 0 {
+            // Deliver the first copy whose router QoS can carry the wanted QoS (the
+            // copy of the highest-QoS filter always can); skip the rest.
+            let wanted = max_qos;
+            let deliver = copies.take(copy.message, plain_matches, copy.router_qos >= wanted);
+            if !deliver {
+                return Decision::Skip;
+            }
+        }
+        Decision::Deliver {
+            max_qos,
+            retain: copy.retained && any_rap,
+            ids,
+        }
+    }
+}
+
+/// Messages of which the router sends several copies (one per matching filter), until
+/// every copy has arrived. Bounded: a copy that never comes (the filter was
+/// unsubscribed in between) cannot grow it without limit.
+#[derive(Debug, Default)]
+pub(crate) struct Copies {
+    pending: HashMap<u64, Pending>,
+    order: VecDeque<u64>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    remaining: usize,
+    delivered: bool,
+}
+
+/// Messages tracked at most; older ones are forgotten first.
+const MAX_PENDING: usize = 4096;
+
+impl Copies {
+    /// Records one of `total` copies of `message`; true when this copy is the one to
+    /// deliver: the first that `can_carry` the wanted QoS, or the last one if none
+    /// could.
+    fn take(&mut self, message: u64, total: usize, can_carry: bool) -> bool {
+        let entry = self.pending.entry(message).or_insert_with(|| {
+            self.order.push_back(message);
+            Pending {
+                remaining: total,
+                delivered: false,
+            }
+        });
+        entry.remaining = entry.remaining.saturating_sub(1);
+        let deliver = !entry.delivered && (can_carry || entry.remaining == 0);
+        entry.delivered |= deliver;
+        if entry.remaining == 0 {
+            self.pending.remove(&message);
+        }
+        while self.order.len() > MAX_PENDING {
+            if let Some(old) = self.order.pop_front() {
+                self.pending.remove(&old);
+            }
+        }
+        if self.order.len() > 2 * self.pending.len() + 64 {
+            let pending = &self.pending;
+            self.order.retain(|m| pending.contains_key(m));
+        }
+        deliver
+    }
+}
+
+/// True when some topic name can match both filters (levels pairwise equal or
+/// wildcarded, `#` matching the rest). Conservative for `$` topics.
+pub(crate) fn filters_overlap(a: &str, b: &str) -> bool {
+    let mut a = a.split('/');
+    let mut b = b.split('/');
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == y || x == "+" || y == "+" => continue,
+            _ => return false,
+        }
+    }
+}
+
+/// Subscription tables of persistent sessions whose client is not connected, by router
+/// client id, so that a resumed session keeps its options and identifiers.
+#[derive(Debug, Default)]
+pub struct SavedSessions {
+    saved: Mutex<HashMap<String, SavedSession>>,
+}
+
+/// What a persistent session keeps of the edge's per-connection state.
+#[derive(Debug, Clone)]
+pub(crate) struct SavedSession {
+    pub subscriptions: Subscriptions,
+    /// The session's origin id in message markers (no local spans reconnects).
+    pub origin: u64,
+}
+
+impl SavedSessions {
+    /// Keeps a session's state for its next connection.
+    pub(crate) fn save(&self, client: &str, session: SavedSession) {
+        self.lock().insert(client.to_owned(), session);
+    }
+
+    /// Takes a session's saved state.
+    pub(crate) fn take(&self, client: &str) -> Option<SavedSession> {
+        self.lock().remove(client)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SavedSession>> {
+        // The map holds plain data: a panic elsewhere cannot leave it inconsistent.
+        self.saved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(message: u64, router_qos: u8) -> Copy {
+        Copy {
+            message,
+            at_subscribe: false,
+            own: false,
+            retained: false,
+            router_qos,
+        }
+    }
+
+    #[test]
+    fn overlap_is_found_level_by_level() {
+        assert!(filters_overlap("a/#", "a/b"));
+        assert!(filters_overlap("a/+", "+/b"));
+        assert!(filters_overlap("#", "x/y/z"));
+        assert!(filters_overlap("a/b", "a/b"));
+        assert!(!filters_overlap("a/+", "a/b/c"));
+        assert!(!filters_overlap("a/b", "a/c"));
+        assert!(!filters_overlap("a", "a/b"));
+    }
+
+    #[test]
+    fn one_copy_at_the_highest_qos_with_every_identifier() {
+        let mut subs = Subscriptions::default();
+        subs.insert(
+            "a/#".into(),
+            Subscription {
+                id: Some(7),
+                ..Subscription::plain(0)
+            },
+        );
+        subs.insert(
+            "a/+".into(),
+            Subscription {
+                id: Some(3),
+                ..Subscription::plain(2)
+            },
+        );
+        let mut copies = Copies::default();
+        // The QoS 0 copy cannot carry QoS 2: skipped; the QoS 2 copy is delivered.
+        assert_eq!(subs.decide(b"a/b", copy(1, 0), &mut copies), Decision::Skip);
+        assert_eq!(
+            subs.decide(b"a/b", copy(1, 2), &mut copies),
+            Decision::Deliver {
+                max_qos: 2,
+                retain: false,
+                ids: vec![3, 7]
+            }
+        );
+        assert!(copies.pending.is_empty());
+        // Same message number again later: a new message as far as the edge knows.
+        assert!(matches!(
+            subs.decide(b"a/b", copy(1, 2), &mut copies),
+            Decision::Deliver { .. }
+        ));
+        // Only one filter matches: delivered as is, with its identifier.
+        assert_eq!(
+            subs.decide(b"a/b/c", copy(2, 0), &mut copies),
+            Decision::Deliver {
+                max_qos: 0,
+                retain: false,
+                ids: vec![7]
+            }
+        );
+    }
+
+    #[test]
+    fn the_last_copy_is_delivered_if_none_could_carry_the_qos() {
+        let mut copies = Copies::default();
+        assert!(!copies.take(9, 2, false));
+        assert!(copies.take(9, 2, false));
+        assert!(copies.take(10, 2, true));
+        assert!(!copies.take(10, 2, true));
+    }
+
+    #[test]
+    fn pending_copies_are_bounded() {
+        let mut copies = Copies::default();
+        for m in 0..(3 * MAX_PENDING as u64) {
+            copies.take(m, 3, true);
+        }
+        assert!(copies.pending.len() <= MAX_PENDING);
+        assert!(copies.order.len() <= MAX_PENDING);
+    }
+
+    #[test]
+    fn no_local_and_retain_handling_apply_when_every_matching_filter_asks() {
+        let mut subs = Subscriptions::default();
+        subs.insert(
+            "n/#".into(),
+            Subscription {
+                no_local: true,
+                suppress_retained: true,
+                ..Subscription::plain(1)
+            },
+        );
+        let mut copies = Copies::default();
+        let own = Copy {
+            own: true,
+            ..copy(1, 1)
+        };
+        let at_subscribe = Copy {
+            at_subscribe: true,
+            ..copy(2, 1)
+        };
+        assert_eq!(subs.decide(b"n/x", own, &mut copies), Decision::Skip);
+        assert_eq!(
+            subs.decide(b"n/x", at_subscribe, &mut copies),
+            Decision::Skip
+        );
+        subs.insert("n/x".into(), Subscription::plain(1));
+        assert!(matches!(
+            subs.decide(b"n/x", at_subscribe, &mut copies),
+            Decision::Deliver { .. }
+        ));
+    }
+}
