@@ -1430,7 +1430,7 @@ impl Session {
     fn fits(&self, len: usize) -> bool {
         self.limits
             .max_packet_size
-            .is_none_or(|m| len <= m as usize)
+            .map_or(true, |m| len <= m as usize)
     }
 
     /// A forwarded message not sent to this client: the router still needs its

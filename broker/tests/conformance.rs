@@ -7,7 +7,10 @@
 mod common;
 
 use common::*;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, PublishProperties, RetainForwardRule};
+use rumqttc::v5::mqttbytes::v5::{
+    Connect, ConnectProperties, Filter, Packet, PubAck, PublishProperties, RetainForwardRule,
+    Subscribe,
+};
 use rumqttc::v5::mqttbytes::QoS as Q5;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use rumqttc::QoS;
@@ -34,6 +37,13 @@ impl V5 {
     async fn connect(id: &str, addr: std::net::SocketAddr) -> V5 {
         let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
         o.set_keep_alive(Duration::from_secs(5));
+        let mut c = V5::start(o);
+        c.wait(|p| matches!(p, Packet::ConnAck(..))).await;
+        c
+    }
+
+    /// Starts a client's event loop; the caller waits for its CONNACK.
+    fn start(o: MqttOptions) -> V5 {
         let (client, mut el) = AsyncClient::new(o, 100);
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
@@ -43,14 +53,12 @@ impl V5 {
                 }
             }
         });
-        let mut c = V5 {
+        V5 {
             client,
             events,
             stash: Default::default(),
             task,
-        };
-        c.wait(|p| matches!(p, Packet::ConnAck(..))).await;
-        c
+        }
     }
 
     async fn wait(&mut self, pred: impl Fn(&Packet) -> bool) -> Packet {
@@ -352,5 +360,321 @@ async fn an_empty_non_retained_will_keeps_the_retained_message() {
     late.subscribe("ew/t", QoS::AtLeastOnce).await;
     let p = late.publish_msg().await.unwrap();
     assert_eq!((&p.payload[..], p.retain), (&b"kept"[..], true));
+    broker.shutdown(WAIT).await;
+}
+
+/// A hand-driven MQTT 5 client over a raw socket, using rumqttc's packet codec: it
+/// shows packets exactly as the broker sent them (topic aliases unresolved, no
+/// automatic acknowledgements), for behaviours a full client library hides.
+struct RawV5 {
+    stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl RawV5 {
+    async fn connect(addr: std::net::SocketAddr, id: &str, props: ConnectProperties) -> RawV5 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut c = RawV5 {
+            stream,
+            buf: bytes::BytesMut::new(),
+        };
+        c.send(Packet::Connect(
+            Connect {
+                keep_alive: 30,
+                client_id: id.into(),
+                clean_start: true,
+                properties: Some(props),
+            },
+            None,
+            None,
+        ))
+        .await;
+        assert!(matches!(c.recv().await, Packet::ConnAck(..)));
+        c
+    }
+
+    async fn send(&mut self, packet: Packet) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        packet.write(&mut out, None).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Packet {
+        self.recv_within(WAIT).await.expect("packet in time")
+    }
+
+    /// The next packet, or `None` if none comes within `d`.
+    async fn recv_within(&mut self, d: Duration) -> Option<Packet> {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            // No size limit here: the test must see an oversized packet if one comes.
+            match Packet::read(&mut self.buf, None) {
+                Ok(p) => return Some(p),
+                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("undecodable packet from the broker: {e:?}"),
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) => panic!("broker closed the connection"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("read: {e}"),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, filter: Filter) {
+        self.send(Packet::Subscribe(Subscribe::new(filter, None)))
+            .await;
+        assert!(matches!(self.recv().await, Packet::SubAck(..)));
+    }
+
+    async fn publish_msg(&mut self) -> rumqttc::v5::mqttbytes::v5::Publish {
+        match self.recv().await {
+            Packet::Publish(p) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+}
+
+/// A publish as (topic, payload) strings, for readable assertions.
+fn text(p: &rumqttc::v5::mqttbytes::v5::Publish) -> (String, String) {
+    (
+        String::from_utf8_lossy(&p.topic).into_owned(),
+        String::from_utf8_lossy(&p.payload).into_owned(),
+    )
+}
+
+/// Filters that overlap on `ov/b/a` only, so that each has a topic of its own to carry
+/// a sentinel down its own (ordered) stream.
+const OVERLAP_A: &str = "ov/+/a";
+const OVERLAP_B: &str = "ov/b/+";
+
+#[tokio::test]
+async fn overlapping_subscriptions_deliver_one_copy_at_the_highest_qos() {
+    let (broker, addr) = start(tcp_config()).await;
+    let mut sub = V4::connect("overlap-sub", addr).await;
+    sub.subscribe(OVERLAP_A, QoS::AtMostOnce).await;
+    sub.subscribe(OVERLAP_B, QoS::AtLeastOnce).await;
+    let publ = V4::connect("overlap-pub", addr).await;
+    // MQTT 3.1.1 §3.3.5 / MQTT 5 §3.3.4: one copy, at the highest QoS granted.
+    for (t, qos) in [
+        ("ov/b/a", QoS::AtLeastOnce),
+        ("ov/c/a", QoS::AtLeastOnce),
+        ("ov/b/c", QoS::AtLeastOnce),
+    ] {
+        publ.client
+            .publish(t, qos, false, t.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    // Each filter's stream is ordered: once both sentinels arrived, so did every copy.
+    while !(seen.iter().any(|(t, _)| t == "ov/c/a") && seen.iter().any(|(t, _)| t == "ov/b/c")) {
+        let p = sub.publish_msg().await.unwrap();
+        seen.push((p.topic.clone(), p.qos));
+    }
+    let both: Vec<_> = seen.iter().filter(|(t, _)| t == "ov/b/a").collect();
+    assert_eq!(
+        both,
+        [&("ov/b/a".to_string(), QoS::AtLeastOnce)],
+        "{seen:?}"
+    );
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn v5_one_copy_carries_every_matching_subscription_identifier() {
+    let (broker, addr) = start(tcp_config()).await;
+    let mut sub = V5::connect("subid-sub", addr).await;
+    for (f, id) in [(OVERLAP_A, 11), (OVERLAP_B, 22)] {
+        let props = rumqttc::v5::mqttbytes::v5::SubscribeProperties {
+            id: Some(id),
+            user_properties: Vec::new(),
+        };
+        sub.client
+            .subscribe_with_properties(f, Q5::AtLeastOnce, props)
+            .await
+            .unwrap();
+        sub.wait(|p| matches!(p, Packet::SubAck(..))).await;
+    }
+    let publ = V5::connect("subid-pub", addr).await;
+    for t in ["ov/b/a", "ov/c/a", "ov/b/c"] {
+        publ.publish(t, Q5::AtLeastOnce, false, t.as_bytes()).await;
+    }
+    let mut ids = std::collections::HashMap::new();
+    while !(ids.contains_key("ov/c/a") && ids.contains_key("ov/b/c")) {
+        let p = sub.publish_msg().await;
+        let got = p
+            .properties
+            .map(|p| p.subscription_identifiers)
+            .unwrap_or_default();
+        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+        assert!(ids.insert(topic, got).is_none(), "one copy per message");
+    }
+    assert_eq!(ids["ov/b/a"], [11, 22]);
+    assert_eq!(ids["ov/c/a"], [11]);
+    assert_eq!(ids["ov/b/c"], [22]);
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_repeated_subscription_gets_the_retained_messages_again() {
+    let (broker, addr) = start(tcp_config()).await;
+    let publ = V4::connect("again-pub", addr).await;
+    publ.client
+        .publish("again/t", QoS::AtLeastOnce, true, b"kept".to_vec())
+        .await
+        .unwrap();
+    // MQTT 3.1.1 §3.8.4, MQTT 5 retain handling 0 (the default).
+    let mut v4 = V4::connect("again-v4", addr).await;
+    let mut v5 = V5::connect("again-v5", addr).await;
+    for _ in 0..2 {
+        v4.subscribe("again/t", QoS::AtLeastOnce).await;
+        let p = v4.publish_msg().await.unwrap();
+        assert_eq!((&p.payload[..], p.retain), (&b"kept"[..], true));
+        v5.subscribe(filter("again/t", Q5::AtLeastOnce)).await;
+        let p = v5.publish_msg().await;
+        assert_eq!((&p.payload[..], p.retain), (&b"kept"[..], true));
+    }
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_repeated_subscription_takes_its_new_qos() {
+    let (broker, addr) = start(tcp_config()).await;
+    let mut sub = V4::connect("requal-sub", addr).await;
+    let publ = V4::connect("requal-pub", addr).await;
+    for granted in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::AtMostOnce] {
+        sub.subscribe("requal/t", granted).await;
+        publ.client
+            .publish("requal/t", QoS::AtLeastOnce, false, b"m".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(sub.publish_msg().await.unwrap().qos, granted);
+    }
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn v5_subscription_options_survive_a_resumed_session() {
+    let (broker, addr) = start(tcp_config()).await;
+    let options = || {
+        let mut o = MqttOptions::new("resume-opts", addr.ip().to_string(), addr.port());
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(3600));
+        o
+    };
+    let mut me = V5::start(options());
+    me.wait(|p| matches!(p, Packet::ConnAck(..))).await;
+    let mut f = filter("so/#", Q5::AtLeastOnce);
+    f.nolocal = true;
+    me.subscribe(f).await;
+    drop(me);
+    let mut me = V5::start(options());
+    match me.wait(|p| matches!(p, Packet::ConnAck(..))).await {
+        Packet::ConnAck(ack) => assert!(ack.session_present),
+        _ => unreachable!(),
+    }
+    // No local still applies, to the new connection of the same session.
+    me.publish("so/mine", Q5::AtLeastOnce, false, b"mine").await;
+    me.wait(|p| matches!(p, Packet::PubAck(..))).await;
+    let other = V5::connect("resume-other", addr).await;
+    other
+        .publish("so/theirs", Q5::AtLeastOnce, false, b"theirs")
+        .await;
+    assert_eq!(&me.publish_msg().await.topic[..], b"so/theirs");
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn v5_topic_aliases_are_given_to_clients_that_accept_them() {
+    let (broker, addr) = start(tcp_config()).await;
+    let props = ConnectProperties {
+        topic_alias_max: Some(2),
+        ..ConnectProperties::new()
+    };
+    let mut sub = RawV5::connect(addr, "alias-sub", props).await;
+    sub.subscribe(Filter::new("al/#", Q5::AtMostOnce)).await;
+    let publ = V5::connect("alias-pub", addr).await;
+    for t in ["al/a", "al/a", "al/b", "al/c", "al/c"] {
+        publ.publish(t, Q5::AtMostOnce, false, t.as_bytes()).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let p = sub.publish_msg().await;
+        let alias = p.properties.as_ref().and_then(|p| p.topic_alias);
+        got.push((text(&p), alias));
+    }
+    let want = |t: &str, payload: &str, a| ((t.to_string(), payload.to_string()), a);
+    // MQTT 5 §3.3.2.3.4: the alias is set with its topic, then used with an empty one;
+    // beyond the client's maximum, topics are sent in full.
+    assert_eq!(
+        got,
+        [
+            want("al/a", "al/a", Some(1)),
+            want("", "al/a", Some(1)),
+            want("al/b", "al/b", Some(2)),
+            want("al/c", "al/c", None),
+            want("al/c", "al/c", None),
+        ]
+    );
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn v5_messages_larger_than_the_clients_maximum_packet_size_are_skipped() {
+    let (broker, addr) = start(tcp_config()).await;
+    let props = ConnectProperties {
+        max_packet_size: Some(256),
+        ..ConnectProperties::new()
+    };
+    let mut sub = RawV5::connect(addr, "maxpkt-sub", props).await;
+    sub.subscribe(Filter::new("mp/#", Q5::AtLeastOnce)).await;
+    let publ = V5::connect("maxpkt-pub", addr).await;
+    publ.publish("mp/big", Q5::AtLeastOnce, false, &[7u8; 1000])
+        .await;
+    publ.publish("mp/small", Q5::AtLeastOnce, false, b"small")
+        .await;
+    // MQTT 5 §3.1.2.11.4: not sent, and the QoS 1 flow behind it goes on.
+    let p = sub.publish_msg().await;
+    assert_eq!(text(&p), ("mp/small".into(), "small".into()));
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn v5_the_clients_receive_maximum_limits_unacknowledged_messages() {
+    let (broker, addr) = start(tcp_config()).await;
+    let props = ConnectProperties {
+        receive_maximum: Some(2),
+        ..ConnectProperties::new()
+    };
+    let mut sub = RawV5::connect(addr, "recvmax-sub", props).await;
+    sub.subscribe(Filter::new("rm/#", Q5::AtLeastOnce)).await;
+    let publ = V5::connect("recvmax-pub", addr).await;
+    for i in 0..4 {
+        publ.publish("rm/t", Q5::AtLeastOnce, false, format!("{i}").as_bytes())
+            .await;
+    }
+    let first = sub.publish_msg().await;
+    let second = sub.publish_msg().await;
+    assert_eq!(
+        (&first.payload[..], &second.payload[..]),
+        (&b"0"[..], &b"1"[..])
+    );
+    // MQTT 5 §4.9: nothing more until the client acknowledges. (Absence cannot be shown
+    // with a sentinel here, since the sentinel would wait too.)
+    assert!(sub.recv_within(Duration::from_millis(500)).await.is_none());
+    sub.send(Packet::PubAck(PubAck::new(first.pkid, None)))
+        .await;
+    let third = sub.publish_msg().await;
+    assert_eq!(&third.payload[..], b"2");
+    assert!(sub.recv_within(Duration::from_millis(300)).await.is_none());
+    sub.send(Packet::PubAck(PubAck::new(second.pkid, None)))
+        .await;
+    sub.send(Packet::PubAck(PubAck::new(third.pkid, None)))
+        .await;
+    assert_eq!(&sub.publish_msg().await.payload[..], b"3");
     broker.shutdown(WAIT).await;
 }
