@@ -678,3 +678,73 @@ async fn v5_the_clients_receive_maximum_limits_unacknowledged_messages() {
     assert_eq!(&sub.publish_msg().await.payload[..], b"3");
     broker.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn a_persistent_session_gets_the_messages_published_while_it_was_away() {
+    let (broker, addr) = start(tcp_config()).await;
+    let mut o = v4_options("offline-sub", addr);
+    o.set_clean_session(false);
+    let mut sub = V4::start(o.clone());
+    sub.connack().await.unwrap();
+    sub.subscribe("off/#", QoS::AtLeastOnce).await;
+    let _ = sub.client.disconnect().await;
+    drop(sub);
+    let publ = V4::connect("offline-pub", addr).await;
+    for (t, qos) in [("off/1", QoS::AtLeastOnce), ("off/2", QoS::AtMostOnce)] {
+        publ.client
+            .publish(t, qos, false, t.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    // Routed before the session resumes: a live subscriber has them.
+    let mut live = V4::connect("offline-live", addr).await;
+    live.subscribe("off/#", QoS::AtLeastOnce).await;
+    publ.client
+        .publish("off/3", QoS::AtLeastOnce, false, b"3".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(live.publish_msg().await.unwrap().topic, "off/3");
+    let mut sub = V4::start(o);
+    assert!(sub.connack().await.unwrap().session_present);
+    // MQTT 3.1.1 §3.1.2.4: QoS 1 and 2 messages are queued for the session; QoS 0 may be.
+    let mut got = Vec::new();
+    while !got.contains(&"off/3".to_string()) {
+        got.push(sub.publish_msg().await.unwrap().topic);
+    }
+    assert!(got.contains(&"off/1".to_string()), "{got:?}");
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn v5_a_message_that_expires_while_queued_is_not_delivered() {
+    let (broker, addr) = start(tcp_config()).await;
+    let options = || {
+        let mut o = MqttOptions::new("expq-sub", addr.ip().to_string(), addr.port());
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(3600));
+        o
+    };
+    let mut sub = V5::start(options());
+    sub.wait(|p| matches!(p, Packet::ConnAck(..))).await;
+    sub.subscribe(filter("expq/#", Q5::AtLeastOnce)).await;
+    let _ = sub.client.disconnect().await;
+    drop(sub);
+    let publ = V5::connect("expq-pub", addr).await;
+    let short = PublishProperties {
+        message_expiry_interval: Some(1),
+        ..Default::default()
+    };
+    publ.client
+        .publish_with_properties("expq/old", Q5::AtLeastOnce, false, b"old".to_vec(), short)
+        .await
+        .unwrap();
+    publ.publish("expq/new", Q5::AtLeastOnce, false, b"new")
+        .await;
+    // Past the one-second lifetime (expiry has one-second resolution).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut sub = V5::start(options());
+    sub.wait(|p| matches!(p, Packet::ConnAck(..))).await;
+    // MQTT 5 §3.3.2.3.3: an expired message is not sent; the later one is.
+    assert_eq!(&sub.publish_msg().await.topic[..], b"expq/new");
+    broker.shutdown(WAIT).await;
+}
