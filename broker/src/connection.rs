@@ -868,16 +868,14 @@ impl Session {
                 let pkid = unsub.pkid;
                 let mut reasons = Vec::with_capacity(unsub.filters.len());
                 for f in &unsub.filters {
-                    self.subscriptions.remove(f);
-                    reasons.push(
-                        if topic::validate_filter(f)
-                            || topic::strip_share(f).is_some_and(topic::validate_filter)
-                        {
-                            UnsubAckReason::Success
-                        } else {
-                            UnsubAckReason::TopicFilterInvalid
-                        },
-                    );
+                    let existed = self.subscriptions.remove(f);
+                    let valid = topic::validate_filter(f)
+                        || topic::strip_share(f).is_some_and(topic::validate_filter);
+                    reasons.push(match (valid, existed) {
+                        (false, _) => UnsubAckReason::TopicFilterInvalid,
+                        (true, true) => UnsubAckReason::Success,
+                        (true, false) => UnsubAckReason::NoSubscriptionExisted,
+                    });
                 }
                 // The router acknowledges only filters it knows; the edge answers for all.
                 self.send_router(Packet::Unsubscribe(

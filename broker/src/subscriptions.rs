@@ -102,11 +102,13 @@ impl Subscriptions {
         old
     }
 
-    /// Removes a subscription.
-    pub fn remove(&mut self, filter: &str) {
-        if self.by_filter.remove(filter).is_some() {
+    /// Removes a subscription; false if there was none on this filter.
+    pub fn remove(&mut self, filter: &str) -> bool {
+        let existed = self.by_filter.remove(filter).is_some();
+        if existed {
             self.recompute();
         }
+        existed
     }
 
     /// The subscription on exactly this filter.

@@ -748,3 +748,29 @@ async fn v5_a_message_that_expires_while_queued_is_not_delivered() {
     assert_eq!(&sub.publish_msg().await.topic[..], b"expq/new");
     broker.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn v5_unsuback_says_whether_the_subscription_existed() {
+    use rumqttc::v5::mqttbytes::v5::UnsubAckReason;
+    let (broker, addr) = start(tcp_config()).await;
+    let mut c = V5::connect("unsub-codes", addr).await;
+    c.subscribe(filter("us/a", Q5::AtLeastOnce)).await;
+    let mut reasons = Vec::new();
+    for f in ["us/a", "us/a", "us/never"] {
+        c.client.unsubscribe(f).await.unwrap();
+        match c.wait(|p| matches!(p, Packet::UnsubAck(..))).await {
+            Packet::UnsubAck(ack) => reasons.extend(ack.reasons),
+            _ => unreachable!(),
+        }
+    }
+    // MQTT 5 §3.11.2.1: 0x00 for a removed subscription, 0x11 when there was none.
+    assert_eq!(
+        reasons,
+        [
+            UnsubAckReason::Success,
+            UnsubAckReason::NoSubscriptionExisted,
+            UnsubAckReason::NoSubscriptionExisted
+        ]
+    );
+    broker.shutdown(WAIT).await;
+}
