@@ -949,16 +949,17 @@ impl Session {
                 }
             }
         }
-        let topic_name = std::str::from_utf8(&publish.topic)
+        // A cheap handle on the topic, so that checking it needs no copy of its text.
+        let topic_bytes = publish.topic.clone();
+        let topic_name = std::str::from_utf8(&topic_bytes)
             .ok()
             .filter(|t| topic::validate_topic(t))
             .ok_or(ConnectionError::Protocol(
                 "invalid topic name",
                 DisconnectReasonCode::TopicNameInvalid,
-            ))?
-            .to_owned();
+            ))?;
 
-        if !self.shared.acl.may_publish(&self.identity, &topic_name) {
+        if !self.shared.acl.may_publish(&self.identity, topic_name) {
             inc(&self.shared.metrics.denied_publish);
             info!(client_id = %self.client_id, topic = %topic_name, "publish denied");
             match header.qos {
@@ -1008,7 +1009,7 @@ impl Session {
             if let Err(e) = self
                 .shared
                 .retained
-                .put(&topic_name, header.qos, &publish.payload)
+                .put(topic_name, header.qos, &publish.payload)
                 .await
             {
                 warn!(error = %e, topic = %topic_name, "retained message not persisted");
