@@ -107,6 +107,9 @@ struct ClientLimits {
     topic_alias_max: u16,
 }
 
+/// Read buffer of a client that keeps it full.
+const BUSY_READ_BUFFER: usize = 64 * 1024;
+
 /// Longest a write to a client may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -628,6 +631,9 @@ impl Session {
         if self.drain_frames(io, max).await? {
             return Ok(());
         }
+        // A busy client fills the read buffer; then it gets a larger one, so that a
+        // flood costs one system call per many packets. An idle one keeps a small one.
+        let mut busy = false;
         loop {
             let keepalive = async {
                 match deadline {
@@ -635,12 +641,17 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
+            if busy && io.rbuf.capacity() - io.rbuf.len() < BUSY_READ_BUFFER / 2 {
+                io.rbuf.reserve(BUSY_READ_BUFFER);
+            }
+            let spare = io.rbuf.capacity() - io.rbuf.len();
             tokio::select! {
                 r = io.rd.read_buf(&mut io.rbuf), if !self.inflight_full() => {
                     let n = r?;
                     if n == 0 {
                         return Err(ConnectionError::Closed);
                     }
+                    busy = n >= spare;
                     add(&self.shared.metrics.bytes_in, n as u64);
                     if let Some(g) = grace {
                         deadline = Some(Instant::now() + g);
