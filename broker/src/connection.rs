@@ -9,7 +9,8 @@
 //!   where needed (in order, since the router rejects out-of-order acks);
 //! - SUBACK/UNSUBACK are produced here (the router has no per-filter refusal and sends
 //!   no UNSUBACK for unknown filters); a SUBACK is still sent only after the router's;
-//! - the last will is kept here, checked against the ACL, and published by the edge;
+//! - the last will is kept here, checked against the ACL, and published by the edge
+//!   (delayed wills and MQTT 5 session expiry are the `session` module's);
 //! - MQTT 5 no local, retain as published and retain handling 2 are applied here, from
 //!   the publisher's session and RETAIN flag carried in the same marker as the QoS.
 
@@ -103,9 +104,6 @@ struct SubOptions {
 /// Longest a write to a client may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Topic aliases accepted from an MQTT 5 client.
-const TOPIC_ALIAS_MAX: u16 = 64;
-
 /// What the TLS layer learnt about the peer.
 #[derive(Debug, Clone, Default)]
 pub struct PeerInfo {
@@ -185,6 +183,7 @@ where
         }
         Err(ConnectionError::Frame(_)) => Some(DisconnectReasonCode::MalformedPacket),
         Err(ConnectionError::Protocol(_, code)) => Some(*code),
+        Err(ConnectionError::Timeout) => Some(DisconnectReasonCode::KeepAliveTimeout),
         _ => None,
     };
     if let (Some(code), Version::V5) = (code, session.version) {
@@ -195,10 +194,21 @@ where
         Ok(()) => None,
         Err(_) => session.will.take(),
     };
-    if let Some(will) = will {
-        shared.publish_will(will).await;
-    }
-    // session (and its RouterSlot) drops here.
+    // Releases the router slot, then publishes or schedules the will and ends or
+    // schedules the end of the session (see `session`).
+    let ending = crate::session::Ending {
+        generation: session.generation,
+        expiry: session.session_expiry,
+        router_clean: session.router_clean,
+        will,
+        will_delay: session.will_delay,
+    };
+    let client_id = session.client_id.clone();
+    shared
+        .connection_ended(&client_id, &mut session.slot, ending)
+        .await;
+    // session drops here (its RouterSlot was released above, or drops with it if this
+    // task is cancelled first).
 }
 
 fn note_error(shared: &Shared, e: &ConnectionError) {
@@ -411,7 +421,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 ) -> Option<Session> {
     let shared = io.shared.clone();
     let version = connect.version;
-    let Packet::Connect(connect, _props, will, will_props, login) = connect.packet else {
+    let Packet::Connect(connect, props, will, will_props, login) = connect.packet else {
         inc(&shared.metrics.malformed);
         return None;
     };
@@ -452,11 +462,44 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
     }
 
-    let (slot, link_rx, ack) = match shared
+    // How long the session outlives the connection: MQTT 5 session expiry interval
+    // (absent = 0, 0xFFFFFFFF = never); MQTT 3.1.1 clean session 0 = never.
+    let session_expiry = match version {
+        Version::V4 if connect.clean_session => Some(0),
+        Version::V4 => None,
+        Version::V5 => match props.as_ref().and_then(|p| p.session_expiry_interval) {
+            Some(u32::MAX) => None,
+            s => Some(s.unwrap_or(0)),
+        },
+    };
+    let clean_start = connect.clean_session;
+    // The router keeps a session after its connection only if linked without clean
+    // session, and discards the old one only if linked with it: a new session that must
+    // outlive its connection needs both, so the old one is ended first.
+    let persist = session_expiry != Some(0);
+    let router_clean = clean_start && !persist;
+    let will_delay = will_props
+        .as_ref()
+        .and_then(|p| p.delay_interval)
+        .unwrap_or(0);
+
+    let mut lock = shared.sessions.lock(&client_id).await;
+    let started = crate::session::start(&mut lock, !clean_start);
+    if let Some(w) = started.will_to_publish {
+        shared.publish_will(w).await;
+    }
+    if clean_start && persist {
+        shared.end_session(&mut lock).await;
+    }
+    let link = shared
         .router
-        .link_async(router_client_id(&client_id), connect.clean_session)
-        .await
-    {
+        .link_async(router_client_id(&client_id), router_clean)
+        .await;
+    if link.is_err() {
+        crate::session::abandon(&mut lock, started.generation);
+    }
+    shared.sessions.unlock(lock);
+    let (slot, link_rx, ack) = match link {
         Ok(v) => v,
         Err(e) => {
             warn!(client_id = %client_id, error = %e, "router refused the connection");
@@ -468,11 +511,30 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         Some(Packet::ConnAck(ack, _)) => ack.session_present,
         _ => false,
     };
+    let limits = &shared.config.limits;
+    // MQTT 5 §3.2.2.3.14: the server's keep alive, when it has one, replaces the
+    // client's; 3.1.1 cannot tell the client, so its own value stays.
+    let mut keep_alive = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if let (Version::V5, Some(k)) = (version, limits.server_keep_alive) {
+        if k != keep_alive {
+            keep_alive = k;
+            server_keep_alive = Some(k);
+        }
+    }
+    // MQTT 5 §3.1.2.11.6: response information only when asked for.
+    let prefix = &shared.config.session.response_information_prefix;
+    let response_information = (version == Version::V5
+        && props.as_ref().and_then(|p| p.request_response_info) == Some(1)
+        && !prefix.is_empty())
+    .then(|| format!("{prefix}{}", router_client_id(&client_id)));
     let props = (version == Version::V5).then(|| ConnAckProperties {
-        receive_max: Some(shared.config.limits.max_inflight),
-        max_packet_size: Some(shared.config.limits.max_packet_size as u32),
+        receive_max: Some(limits.max_inflight),
+        max_packet_size: Some(limits.max_packet_size as u32),
         assigned_client_identifier: assigned,
-        topic_alias_max: Some(TOPIC_ALIAS_MAX),
+        topic_alias_max: Some(limits.topic_alias_max),
+        server_keep_alive,
+        response_information,
         retain_available: Some(1),
         wildcard_subscription_available: Some(1),
         subscription_identifiers_available: Some(1),
@@ -487,13 +549,17 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let origin = NEXT_ORIGIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Indexed by qos + 3 * retain; built once so that marking a message only clones.
     let marks = std::array::from_fn(|i| marker((i % 3) as u8, i >= 3, Some(origin), false));
-    info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive = connect.keep_alive, "client connected");
+    info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive, ?session_expiry, "client connected");
     Some(Session {
         shared,
         version,
         client_id,
         identity,
-        keep_alive: connect.keep_alive,
+        keep_alive,
+        generation: started.generation,
+        session_expiry,
+        router_clean,
+        will_delay,
         slot,
         link_rx,
         will: will.map(|w| (w, will_props)),
@@ -536,7 +602,17 @@ pub(crate) struct Session {
     version: Version,
     pub(crate) client_id: String,
     identity: Identity,
+    /// Keep-alive in force (the client's, or the server's when it overrides it).
     keep_alive: u16,
+    /// This connection's generation for its client id (see `session`).
+    generation: u64,
+    /// Seconds the session outlives the connection; `None`: never expires. MQTT 5
+    /// DISCONNECT may change it.
+    session_expiry: Option<u32>,
+    /// Linked with clean session: the router keeps nothing after the connection.
+    router_clean: bool,
+    /// MQTT 5 will delay interval, in seconds.
+    will_delay: u32,
     slot: RouterSlot,
     link_rx: LinkRx,
     pub(crate) will: Option<(LastWill, Option<LastWillProperties>)>,
@@ -593,7 +669,11 @@ impl Session {
                 }
             };
             tokio::select! {
-                r = io.rd.read_buf(&mut io.rbuf), if !self.inflight_full() => {
+                // While paused, an MQTT 5 client is still read when nothing is buffered
+                // (so at most one more packet), to see whether it exceeds its receive
+                // maximum.
+                r = io.rd.read_buf(&mut io.rbuf), if !self.inflight_full()
+                    || (self.version == Version::V5 && io.rbuf.is_empty()) => {
                     let n = r?;
                     if n == 0 {
                         return Err(ConnectionError::Closed);
@@ -691,6 +771,12 @@ impl Session {
         }
         self.flush_router().await?;
         io.flush().await?;
+        if self.receive_maximum_exceeded(&io.rbuf) {
+            return Err(ConnectionError::Protocol(
+                "receive maximum exceeded",
+                DisconnectReasonCode::ReceiveMaximumExceeded,
+            ));
+        }
         Ok(false)
     }
 
@@ -698,6 +784,19 @@ impl Session {
     /// stop reading (TCP backpressure) until some are acknowledged.
     fn inflight_full(&self) -> bool {
         self.inflight_in >= usize::from(self.shared.config.limits.max_inflight)
+    }
+
+    /// MQTT 5 §4.9: with receive maximum PUBLISHes unacknowledged (no PUBACK/PUBREC sent
+    /// yet), the next QoS 1/2 PUBLISH is a violation. Bytes buffered now were sent
+    /// before the client could have seen an acknowledgement still to come, so a QoS
+    /// 1/2 PUBLISH at the head of the buffer while the window is full is one. (3.1.1
+    /// has no receive maximum: its clients are only paused.)
+    fn receive_maximum_exceeded(&self, rbuf: &[u8]) -> bool {
+        self.version == Version::V5
+            && self.inflight_full()
+            && rbuf
+                .first()
+                .is_some_and(|&b| b >> 4 == kind::PUBLISH && (b >> 1) & 0b11 != 0)
     }
 
     /// Queues a packet for the router; [`Session::flush_router`] sends the batch.
@@ -835,7 +934,18 @@ impl Session {
                 io.queue(Packet::UnsubAck(UnsubAck { pkid, reasons }, None), v);
                 Ok(())
             }
-            Packet::Disconnect(d, _) => {
+            Packet::Disconnect(d, props) => {
+                if let Some(s) = props.and_then(|p| p.session_expiry_interval) {
+                    // MQTT 5 §3.14.2.2.2: a session that was to end with the connection
+                    // cannot be made to outlive it at DISCONNECT.
+                    if self.session_expiry == Some(0) && s != 0 {
+                        return Err(ConnectionError::Protocol(
+                            "session expiry set at DISCONNECT after 0 at CONNECT",
+                            DisconnectReasonCode::ProtocolError,
+                        ));
+                    }
+                    self.session_expiry = (s != u32::MAX).then_some(s);
+                }
                 // MQTT 5 reason 0x04 asks for the will to be published anyway.
                 if d.reason_code != DisconnectReasonCode::DisconnectWithWillMessage {
                     self.will = None;
@@ -875,7 +985,7 @@ impl Session {
                 ));
             }
             if let Some(alias) = p.topic_alias.take() {
-                if alias == 0 || alias > TOPIC_ALIAS_MAX {
+                if alias == 0 || alias > self.shared.config.limits.topic_alias_max {
                     return Err(ConnectionError::Protocol(
                         "topic alias out of range",
                         DisconnectReasonCode::TopicAliasInvalid,

@@ -69,6 +69,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Becomes true at shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// Session state the edge keeps per client id (expiry, delayed wills).
+    pub sessions: crate::session::Sessions,
     system: Mutex<RouterSlot>,
 }
 
@@ -225,6 +227,7 @@ impl Broker {
             retained,
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
+            sessions: Default::default(),
             system: Mutex::new(system),
         });
         shared.replay(stored).await;
