@@ -51,6 +51,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Sizing of the rumqttd router's in-memory logs.
     pub router: RouterSizing,
+    /// MQTT 5 session settings.
+    pub session: SessionConfig,
 }
 
 impl Default for Config {
@@ -63,6 +65,7 @@ impl Default for Config {
             retained: RetainedConfig::default(),
             metrics: MetricsConfig::default(),
             router: RouterSizing::default(),
+            session: SessionConfig::default(),
         }
     }
 }
@@ -110,6 +113,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "limits.max_packet_size must be at least 64 bytes".into(),
             ));
+        }
+        // MQTT 5 §2.2.2.2: maximum packet size is a four-byte integer, and no packet
+        // can be longer than 268,435,460 bytes (a 4-byte remaining length).
+        if self.limits.max_packet_size > 268_435_460 {
+            return Err(ConfigError::Invalid(
+                "limits.max_packet_size must be at most 268435460 bytes".into(),
+            ));
+        }
+        // MQTT 5 §3.2.2.3.3: a receive maximum of 0 is a protocol error (and the edge
+        // would never read a PUBLISH).
+        if self.limits.max_inflight == 0 {
+            return Err(ConfigError::Invalid("limits.max_inflight is 0".into()));
         }
         if self.router.max_segment_size < self.limits.max_packet_size {
             return Err(ConfigError::Invalid(
@@ -175,22 +190,38 @@ pub struct TlsConfig {
     pub require_client_cert: bool,
 }
 
-/// Resource limits; the defaults suit a small deployment.
+/// Resource limits; the defaults suit a small deployment. Those that MQTT 5 clients must
+/// know are advertised in CONNACK.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Open client connections, all listeners together; more are closed at accept.
     pub max_connections: usize,
-    /// Largest MQTT packet accepted (whole packet, header included). The default of
-    /// 1 MiB leaves room for key messages.
+    /// Largest MQTT packet accepted (whole packet, header included); larger ones close
+    /// the connection (MQTT 5: DISCONNECT 0x95). Advertised as maximum packet size. The
+    /// default of 1 MiB leaves room for key messages. At most 268,435,460.
     pub max_packet_size: usize,
     /// Time allowed between TCP accept and a complete CONNECT, in milliseconds.
     pub connect_timeout_ms: u64,
     /// Time allowed for a TLS or WebSocket handshake, in milliseconds.
     pub handshake_timeout_ms: u64,
-    /// QoS 1/2 PUBLISH packets a client may have unacknowledged towards the broker
-    /// (advertised as receive maximum to MQTT 5 clients).
+    /// Receive maximum: QoS 1/2 PUBLISH packets a client may have unacknowledged
+    /// towards the broker (default 100, at least 1). Advertised to MQTT 5 clients; the
+    /// edge stops reading a client that reaches it until the router acknowledges, and
+    /// an MQTT 5 client that sends more gets DISCONNECT 0x93. Also accepted under the
+    /// name `receive_maximum`.
+    #[serde(alias = "receive_maximum")]
     pub max_inflight: u16,
+    /// Topic alias maximum: topic aliases an MQTT 5 client may use towards the broker
+    /// (default 64; 0 forbids aliases). Advertised in CONNACK; an alias above it gets
+    /// DISCONNECT 0x94.
+    pub topic_alias_max: u16,
+    /// Server keep alive in seconds (default: none, the client's keep-alive applies).
+    /// When set, MQTT 5 clients whose keep-alive differs are told this value in CONNACK
+    /// and it is enforced instead of theirs (silence for 1.5 times it closes the
+    /// connection; 0 disables the timeout). MQTT 3.1.1 has no way to tell a client, so
+    /// 3.1.1 clients keep their own keep-alive.
+    pub server_keep_alive: Option<u16>,
 }
 
 impl Default for Limits {
@@ -201,6 +232,8 @@ impl Default for Limits {
             connect_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
             max_inflight: 100,
+            topic_alias_max: 64,
+            server_keep_alive: None,
         }
     }
 }
@@ -287,8 +320,30 @@ pub struct MetricsConfig {
     pub bind: Option<SocketAddr>,
 }
 
+/// MQTT 5 session settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Response information sent in CONNACK to MQTT 5 clients that ask for it (request
+    /// response information = 1): this prefix followed by the client id, with `% + $ #
+    /// /` in the id percent-encoded so that the result is one topic level that no other
+    /// client id produces. Default `response/`; empty: no response information is sent.
+    /// The ACL still decides who may publish and subscribe there.
+    pub response_information_prefix: String,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            response_information_prefix: "response/".into(),
+        }
+    }
+}
+
 /// Router log sizing: every subscription filter keeps up to
-/// `max_segment_size * max_segment_count` bytes in memory.
+/// `max_segment_size * max_segment_count` bytes in memory. This is the only bound on
+/// the messages kept for a session: the router has none per session (see the README's
+/// known gaps).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterSizing {
@@ -296,7 +351,9 @@ pub struct RouterSizing {
     pub max_segment_size: usize,
     /// Segments kept per filter.
     pub max_segment_count: usize,
-    /// Packets queued towards one connection before the router pauses it.
+    /// QoS 0 messages the router reads from a filter's log for one connection at a time
+    /// (QoS 1/2 are bounded by the router's inflight window); the rest wait in the log,
+    /// which the segments above bound per filter, not per session.
     pub max_outgoing_packet_count: u64,
 }
 

@@ -9,7 +9,8 @@
 //!   where needed (in order, since the router rejects out-of-order acks);
 //! - SUBACK/UNSUBACK are produced here (the router has no per-filter refusal and sends
 //!   no UNSUBACK for unknown filters); a SUBACK is still sent only after the router's;
-//! - the last will is kept here, checked against the ACL, and published by the edge;
+//! - the last will is kept here, checked against the ACL, and published by the edge
+//!   (delayed wills and MQTT 5 session expiry are the `session` module's);
 //! - MQTT 5 no local, retain as published and retain handling 2 are applied here, from
 //!   the publisher's session and RETAIN flag carried in the same marker as the QoS.
 
@@ -113,9 +114,6 @@ const BUSY_READ_BUFFER: usize = 64 * 1024;
 /// Longest a write to a client may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Topic aliases accepted from an MQTT 5 client.
-const TOPIC_ALIAS_MAX: u16 = 64;
-
 /// What the TLS layer learnt about the peer.
 #[derive(Debug, Clone, Default)]
 pub struct PeerInfo {
@@ -195,6 +193,7 @@ where
         }
         Err(ConnectionError::Frame(_)) => Some(DisconnectReasonCode::MalformedPacket),
         Err(ConnectionError::Protocol(_, code)) => Some(*code),
+        Err(ConnectionError::Timeout) => Some(DisconnectReasonCode::KeepAliveTimeout),
         _ => None,
     };
     if let (Some(code), Version::V5) = (code, session.version) {
@@ -205,19 +204,21 @@ where
         Ok(()) => None,
         Err(_) => session.will.take(),
     };
-    if let Some(will) = will {
-        shared.publish_will(will).await;
-    }
-    if session.persistent {
-        session.shared.saved_sessions.save(
-            &router_client_id(&session.client_id),
-            SavedSession {
-                subscriptions: std::mem::take(&mut session.subscriptions),
-                origin: session.origin,
-            },
-        );
-    }
-    // session (and its RouterSlot) drops here.
+    // Releases the router slot, then publishes or schedules the will and ends or
+    // schedules the end of the session (see `session`).
+    let ending = crate::session::Ending {
+        generation: session.generation,
+        expiry: session.session_expiry,
+        router_clean: session.router_clean,
+        will,
+        will_delay: session.will_delay,
+    };
+    let client_id = session.client_id.clone();
+    shared
+        .connection_ended(&client_id, &mut session.slot, ending)
+        .await;
+    // session drops here (its RouterSlot was released above, or drops with it if this
+    // task is cancelled first).
 }
 
 fn note_error(shared: &Shared, e: &ConnectionError) {
@@ -430,7 +431,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 ) -> Option<Session> {
     let shared = io.shared.clone();
     let version = connect.version;
-    let Packet::Connect(connect, connect_props, will, will_props, login) = connect.packet else {
+    let Packet::Connect(connect, props, will, will_props, login) = connect.packet else {
         inc(&shared.metrics.malformed);
         return None;
     };
@@ -471,11 +472,73 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
     }
 
-    let (slot, link_rx, ack) = match shared
+    // How long the session outlives the connection: MQTT 5 session expiry interval
+    // (absent = 0, 0xFFFFFFFF = never); MQTT 3.1.1 clean session 0 = never.
+    let session_expiry = match version {
+        Version::V4 if connect.clean_session => Some(0),
+        Version::V4 => None,
+        Version::V5 => match props.as_ref().and_then(|p| p.session_expiry_interval) {
+            Some(u32::MAX) => None,
+            s => Some(s.unwrap_or(0)),
+        },
+    };
+    let clean_start = connect.clean_session;
+    let client_limits = props
+        .as_ref()
+        .map(|p| ClientLimits {
+            receive_max: p.receive_maximum,
+            max_packet_size: p.max_packet_size,
+            topic_alias_max: p.topic_alias_max.unwrap_or(0),
+        })
+        .unwrap_or_default();
+    // The router keeps a session after its connection only if linked without clean
+    // session, and discards the old one only if linked with it: a new session that must
+    // outlive its connection needs both, so the old one is ended first.
+    let persist = session_expiry != Some(0);
+    let router_clean = clean_start && !persist;
+    let will_delay = will_props
+        .as_ref()
+        .and_then(|p| p.delay_interval)
+        .unwrap_or(0);
+
+    let mut lock = shared.sessions.lock(&client_id).await;
+    let started = crate::session::start(&mut lock, !clean_start);
+    if let Some(w) = started.will_to_publish {
+        shared.publish_will(w).await;
+    }
+    if clean_start && persist {
+        shared.end_session(&mut lock).await;
+    }
+    let link = shared
         .router
-        .link_async(router_client_id(&client_id), connect.clean_session)
+        .link_async(router_client_id(&client_id), router_clean)
         .await
-    {
+        .map(|(slot, rx, ack)| {
+            let present = match Option::<Packet>::from(ack) {
+                Some(Packet::ConnAck(ack, _)) => ack.session_present,
+                _ => false,
+            };
+            (slot, rx, present)
+        });
+    // A resumed session keeps the edge's subscription table and origin id; a new one
+    // starts afresh, and any table saved for an older session with this id is stale.
+    let (subscriptions, origin) = match link {
+        Ok((_, _, true)) => shared.saved_sessions.get(&client_id),
+        _ => None,
+    }
+    .map(|s| (s.subscriptions, s.origin))
+    .unwrap_or_else(|| {
+        shared.saved_sessions.discard(&client_id);
+        (
+            Subscriptions::default(),
+            NEXT_ORIGIN.fetch_add(1, Ordering::Relaxed),
+        )
+    });
+    if link.is_err() {
+        crate::session::abandon(&mut lock, started.generation);
+    }
+    shared.sessions.unlock(lock);
+    let (slot, link_rx, session_present) = match link {
         Ok(v) => v,
         Err(e) => {
             warn!(client_id = %client_id, error = %e, "router refused the connection");
@@ -483,15 +546,30 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             return None;
         }
     };
-    let session_present = match Option::<Packet>::from(ack) {
-        Some(Packet::ConnAck(ack, _)) => ack.session_present,
-        _ => false,
-    };
+    let limits = &shared.config.limits;
+    // MQTT 5 §3.2.2.3.14: the server's keep alive, when it has one, replaces the
+    // client's; 3.1.1 cannot tell the client, so its own value stays.
+    let mut keep_alive = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if let (Version::V5, Some(k)) = (version, limits.server_keep_alive) {
+        if k != keep_alive {
+            keep_alive = k;
+            server_keep_alive = Some(k);
+        }
+    }
+    // MQTT 5 §3.1.2.11.6: response information only when asked for.
+    let prefix = &shared.config.session.response_information_prefix;
+    let response_information = (version == Version::V5
+        && props.as_ref().and_then(|p| p.request_response_info) == Some(1)
+        && !prefix.is_empty())
+    .then(|| format!("{prefix}{}", router_client_id(&client_id)));
     let props = (version == Version::V5).then(|| ConnAckProperties {
-        receive_max: Some(shared.config.limits.max_inflight),
-        max_packet_size: Some(shared.config.limits.max_packet_size as u32),
+        receive_max: Some(limits.max_inflight),
+        max_packet_size: Some(limits.max_packet_size as u32),
         assigned_client_identifier: assigned,
-        topic_alias_max: Some(TOPIC_ALIAS_MAX),
+        topic_alias_max: Some(limits.topic_alias_max),
+        server_keep_alive,
+        response_information,
         retain_available: Some(1),
         wildcard_subscription_available: Some(1),
         subscription_identifiers_available: Some(1),
@@ -503,30 +581,17 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         version,
     );
     inc(&shared.metrics.connections_open);
-    // A resumed session keeps its subscription table and origin; a new one starts
-    // afresh (and any state saved for an older session with this id is stale).
-    let saved = shared.saved_sessions.take(&router_client_id(&client_id));
-    let (subscriptions, origin) = match saved {
-        Some(s) if session_present => (s.subscriptions, s.origin),
-        _ => (
-            Subscriptions::default(),
-            NEXT_ORIGIN.fetch_add(1, Ordering::Relaxed),
-        ),
-    };
-    let limits = connect_props
-        .map(|p| ClientLimits {
-            receive_max: p.receive_maximum,
-            max_packet_size: p.max_packet_size,
-            topic_alias_max: p.topic_alias_max.unwrap_or(0),
-        })
-        .unwrap_or_default();
-    info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive = connect.keep_alive, "client connected");
+    info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive, ?session_expiry, "client connected");
     Some(Session {
         shared,
         version,
         client_id,
         identity,
-        keep_alive: connect.keep_alive,
+        keep_alive,
+        generation: started.generation,
+        session_expiry,
+        router_clean,
+        will_delay,
         slot,
         link_rx,
         will: will.map(|w| (w, will_props)),
@@ -538,11 +603,10 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         out_acks: VecDeque::new(),
         comps: VecDeque::new(),
         clean_exit: false,
-        persistent: !connect.clean_session,
         origin,
         subscriptions,
         copies: Copies::default(),
-        limits,
+        limits: client_limits,
         out_aliases: HashMap::new(),
         inflight_out: 0,
     })
@@ -573,7 +637,17 @@ pub(crate) struct Session {
     version: Version,
     pub(crate) client_id: String,
     identity: Identity,
+    /// Keep-alive in force (the client's, or the server's when it overrides it).
     keep_alive: u16,
+    /// This connection's generation for its client id (see `session`).
+    generation: u64,
+    /// Seconds the session outlives the connection; `None`: never expires. MQTT 5
+    /// DISCONNECT may change it.
+    session_expiry: Option<u32>,
+    /// Linked with clean session: the router keeps nothing after the connection.
+    router_clean: bool,
+    /// MQTT 5 will delay interval, in seconds.
+    will_delay: u32,
     slot: RouterSlot,
     link_rx: LinkRx,
     pub(crate) will: Option<(LastWill, Option<LastWillProperties>)>,
@@ -588,8 +662,6 @@ pub(crate) struct Session {
     out_acks: VecDeque<OutAck>,
     comps: VecDeque<Comp>,
     clean_exit: bool,
-    /// The router keeps the session after the connection ends.
-    persistent: bool,
     /// This session's origin id in the markers of its messages (for no local).
     origin: u64,
     /// The client's subscriptions as the edge applies them.
@@ -646,7 +718,11 @@ impl Session {
             }
             let spare = io.rbuf.capacity() - io.rbuf.len();
             tokio::select! {
-                r = io.rd.read_buf(&mut io.rbuf), if !self.inflight_full() => {
+                // While paused, an MQTT 5 client is still read when nothing is buffered
+                // (so at most one more packet), to see whether it exceeds its receive
+                // maximum.
+                r = io.rd.read_buf(&mut io.rbuf), if !self.inflight_full()
+                    || (self.version == Version::V5 && io.rbuf.is_empty()) => {
                     let n = r?;
                     if n == 0 {
                         return Err(ConnectionError::Closed);
@@ -749,6 +825,12 @@ impl Session {
         }
         self.flush_router().await?;
         io.flush().await?;
+        if self.receive_maximum_exceeded(&io.rbuf) {
+            return Err(ConnectionError::Protocol(
+                "receive maximum exceeded",
+                DisconnectReasonCode::ReceiveMaximumExceeded,
+            ));
+        }
         Ok(false)
     }
 
@@ -758,12 +840,38 @@ impl Session {
         self.inflight_in >= usize::from(self.shared.config.limits.max_inflight)
     }
 
+    /// Keeps a persistent session's subscription table for its next connection.
+    fn save_subscriptions(&self) {
+        if self.session_expiry != Some(0) {
+            self.shared.saved_sessions.save(
+                &self.client_id,
+                SavedSession {
+                    subscriptions: self.subscriptions.clone(),
+                    origin: self.origin,
+                },
+            );
+        }
+    }
+
     /// The client has as many unacknowledged QoS 1/2 messages as its receive maximum
     /// allows: stop taking messages from the router until it acknowledges one.
     fn client_window_full(&self) -> bool {
         self.limits
             .receive_max
             .is_some_and(|m| self.inflight_out >= usize::from(m))
+    }
+
+    /// MQTT 5 §4.9: with receive maximum PUBLISHes unacknowledged (no PUBACK/PUBREC sent
+    /// yet), the next QoS 1/2 PUBLISH is a violation. Bytes buffered now were sent
+    /// before the client could have seen an acknowledgement still to come, so a QoS
+    /// 1/2 PUBLISH at the head of the buffer while the window is full is one. (3.1.1
+    /// has no receive maximum: its clients are only paused.)
+    fn receive_maximum_exceeded(&self, rbuf: &[u8]) -> bool {
+        self.version == Version::V5
+            && self.inflight_full()
+            && rbuf
+                .first()
+                .is_some_and(|&b| b >> 4 == kind::PUBLISH && (b >> 1) & 0b11 != 0)
     }
 
     /// Queues a packet for the router; [`Session::flush_router`] sends the batch.
@@ -888,6 +996,7 @@ impl Session {
                         (true, false) => UnsubAckReason::NoSubscriptionExisted,
                     });
                 }
+                self.save_subscriptions();
                 // The router acknowledges only filters it knows; the edge answers for all.
                 self.send_router(Packet::Unsubscribe(
                     Unsubscribe {
@@ -900,7 +1009,18 @@ impl Session {
                 io.queue(Packet::UnsubAck(UnsubAck { pkid, reasons }, None), v);
                 Ok(())
             }
-            Packet::Disconnect(d, _) => {
+            Packet::Disconnect(d, props) => {
+                if let Some(s) = props.and_then(|p| p.session_expiry_interval) {
+                    // MQTT 5 §3.14.2.2.2: a session that was to end with the connection
+                    // cannot be made to outlive it at DISCONNECT.
+                    if self.session_expiry == Some(0) && s != 0 {
+                        return Err(ConnectionError::Protocol(
+                            "session expiry set at DISCONNECT after 0 at CONNECT",
+                            DisconnectReasonCode::ProtocolError,
+                        ));
+                    }
+                    self.session_expiry = (s != u32::MAX).then_some(s);
+                }
                 // MQTT 5 reason 0x04 asks for the will to be published anyway.
                 if d.reason_code != DisconnectReasonCode::DisconnectWithWillMessage {
                     self.will = None;
@@ -940,7 +1060,7 @@ impl Session {
                 ));
             }
             if let Some(alias) = p.topic_alias.take() {
-                if alias == 0 || alias > TOPIC_ALIAS_MAX {
+                if alias == 0 || alias > self.shared.config.limits.topic_alias_max {
                     return Err(ConnectionError::Protocol(
                         "topic alias out of range",
                         DisconnectReasonCode::TopicAliasInvalid,
@@ -1116,6 +1236,9 @@ impl Session {
                 allowed.push(filter);
             }
             codes.push(code);
+        }
+        if !allowed.is_empty() {
+            self.save_subscriptions();
         }
         if allowed.is_empty() {
             io.queue(

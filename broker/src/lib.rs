@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod retained;
 pub mod router;
 pub mod server;
+pub mod session;
 mod subscriptions;
 pub mod tls;
 pub mod topic;

@@ -72,6 +72,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// The edge's state of persistent sessions whose client is away.
     pub(crate) saved_sessions: SavedSessions,
+    /// Session state the edge keeps per client id (expiry, delayed wills).
+    pub sessions: crate::session::Sessions,
     system: Mutex<RouterSlot>,
 }
 
@@ -228,6 +230,7 @@ impl Broker {
             retained,
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
+            sessions: Default::default(),
             system: Mutex::new(system),
             saved_sessions: SavedSessions::default(),
         });

@@ -278,8 +278,9 @@ pub(crate) fn filters_overlap(a: &str, b: &str) -> bool {
     }
 }
 
-/// Subscription tables of persistent sessions whose client is not connected, by router
-/// client id, so that a resumed session keeps its options and identifiers.
+/// Subscription tables of persistent sessions, by client id, so that a resumed session
+/// keeps its options and identifiers. Saved on every change (not when the connection
+/// ends), so that a connection taking over a session finds its table current.
 #[derive(Debug, Default)]
 pub struct SavedSessions {
     saved: Mutex<HashMap<String, SavedSession>>,
@@ -299,9 +300,14 @@ impl SavedSessions {
         self.lock().insert(client.to_owned(), session);
     }
 
-    /// Takes a session's saved state.
-    pub(crate) fn take(&self, client: &str) -> Option<SavedSession> {
-        self.lock().remove(client)
+    /// A session's saved state.
+    pub(crate) fn get(&self, client: &str) -> Option<SavedSession> {
+        self.lock().get(client).cloned()
+    }
+
+    /// Forgets a session's state (the session ended).
+    pub(crate) fn discard(&self, client: &str) {
+        self.lock().remove(client);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SavedSession>> {
