@@ -204,6 +204,7 @@ where
         Ok(()) => None,
         Err(_) => session.will.take(),
     };
+    session.save_unacknowledged();
     // Releases the router slot, then publishes or schedules the will and ends or
     // schedules the end of the session (see `session`).
     let ending = crate::session::Ending {
@@ -522,16 +523,23 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         });
     // A resumed session keeps the edge's subscription table and origin id; a new one
     // starts afresh, and any table saved for an older session with this id is stale.
-    let (subscriptions, origin) = match link {
+    let (subscriptions, origin, redeliver) = match link {
         Ok((_, _, true)) => shared.saved_sessions.get(&client_id),
         _ => None,
     }
-    .map(|s| (s.subscriptions, s.origin))
+    .map(|s| {
+        (
+            s.subscriptions,
+            s.origin,
+            s.unacknowledged.into_iter().collect(),
+        )
+    })
     .unwrap_or_else(|| {
         shared.saved_sessions.discard(&client_id);
         (
             Subscriptions::default(),
             NEXT_ORIGIN.fetch_add(1, Ordering::Relaxed),
+            HashSet::new(),
         )
     });
     if link.is_err() {
@@ -607,6 +615,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         subscriptions,
         copies: Copies::default(),
         limits: client_limits,
+        redeliver,
         out_aliases: HashMap::new(),
         inflight_out: 0,
     })
@@ -621,6 +630,9 @@ struct OutAck {
     /// What the router expects: PUBACK (subscription QoS 1) or PUBREC (QoS 2).
     router_ack: u8,
     done: bool,
+    /// The message's number (see [`MARK_ORIGIN`]), to recognise it when the router
+    /// sends it again to a resumed session.
+    message: u64,
 }
 
 /// Second stage of an outgoing QoS 2 flow (PUBREL from the router, PUBCOMP to it).
@@ -670,6 +682,9 @@ pub(crate) struct Session {
     copies: Copies,
     /// What the client accepts (MQTT 5 CONNECT properties).
     limits: ClientLimits,
+    /// Messages an earlier connection of this session sent and the client did not
+    /// acknowledge: the router will send them again.
+    redeliver: HashSet<u64>,
     /// Topic aliases given to the client, by topic.
     out_aliases: HashMap<Bytes, u16>,
     /// QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it (PUBACK or
@@ -842,12 +857,32 @@ impl Session {
 
     /// Keeps a persistent session's subscription table for its next connection.
     fn save_subscriptions(&self) {
+        self.save_session(Vec::new());
+    }
+
+    /// At the end of a persistent session's connection: keeps the messages the client
+    /// did not acknowledge, which the router will send again, so that they go out with
+    /// DUP set. (A connection that takes over a session before this runs sends them
+    /// without.)
+    fn save_unacknowledged(&self) {
+        let unacknowledged = self
+            .out_acks
+            .iter()
+            .filter(|a| !a.done && a.client_ack != 0)
+            .map(|a| a.message)
+            .chain(self.redeliver.iter().copied())
+            .collect();
+        self.save_session(unacknowledged);
+    }
+
+    fn save_session(&self, unacknowledged: Vec<u64>) {
         if self.session_expiry != Some(0) {
             self.shared.saved_sessions.save(
                 &self.client_id,
                 SavedSession {
                     subscriptions: self.subscriptions.clone(),
                     origin: self.origin,
+                    unacknowledged,
                 },
             );
         }
@@ -1529,6 +1564,11 @@ impl Session {
         if retain {
             io.wbuf[start] |= 1;
         }
+        // The router sends a resumed session's unacknowledged messages again as if new:
+        // MQTT wants DUP on a re-delivery (3.1.1 §3.3.1.1, 5 §3.3.1.1).
+        if !self.redeliver.is_empty() && self.redeliver.remove(&mark.message) && h.qos > 0 {
+            io.wbuf[start] |= 0b1000;
+        }
         let delivery = mark.qos.unwrap_or(h.qos).min(h.qos).min(max_qos);
         if delivery < h.qos {
             if let Some(rewritten) = codec::downgrade_publish(&io.wbuf[start..], delivery) {
@@ -1551,6 +1591,7 @@ impl Session {
                 client_ack,
                 router_ack: router_ack(h.qos),
                 done: delivery == 0,
+                message: mark.message,
             });
             if delivery == 0 {
                 self.flush_acks().await?;
@@ -1577,6 +1618,7 @@ impl Session {
             client_ack: 0,
             router_ack: router_ack(h.qos),
             done: true,
+            message: 0,
         });
         self.flush_acks().await
     }

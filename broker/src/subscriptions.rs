@@ -292,6 +292,8 @@ pub(crate) struct SavedSession {
     pub subscriptions: Subscriptions,
     /// The session's origin id in message markers (no local spans reconnects).
     pub origin: u64,
+    /// Numbers of messages sent and not acknowledged when the last connection ended.
+    pub unacknowledged: Vec<u64>,
 }
 
 impl SavedSessions {

@@ -304,7 +304,10 @@ async fn unacknowledged_qos1_is_redelivered_to_a_resumed_session() {
     let ack = sub.connack().await.unwrap();
     assert!(ack.session_present);
     let p = sub.publish_msg().await.unwrap();
-    assert_eq!((&p.payload[..], p.qos), (&b"again"[..], QoS::AtLeastOnce));
+    assert_eq!(
+        (&p.payload[..], p.qos, p.dup),
+        (&b"again"[..], QoS::AtLeastOnce, true)
+    );
     broker.shutdown(WAIT).await;
 }
 
@@ -772,5 +775,62 @@ async fn v5_unsuback_says_whether_the_subscription_existed() {
             UnsubAckReason::NoSubscriptionExisted
         ]
     );
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn unacknowledged_qos2_is_redelivered_to_a_resumed_session() {
+    let (broker, addr) = start(tcp_config()).await;
+    let mut o = v4_options("redeliver2-sub", addr);
+    o.set_clean_session(false);
+    o.set_manual_acks(true);
+    let mut sub = V4::start(o.clone());
+    sub.connack().await.unwrap();
+    sub.subscribe("rd2/t", QoS::ExactlyOnce).await;
+    let publ = V4::connect("redeliver2-pub", addr).await;
+    publ.client
+        .publish("rd2/t", QoS::ExactlyOnce, false, b"twice".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(&sub.publish_msg().await.unwrap().payload[..], b"twice");
+    // Gone without PUBREC.
+    drop(sub);
+    let mut sub = V4::start(o);
+    assert!(sub.connack().await.unwrap().session_present);
+    // MQTT 3.1.1 §4.4: resent, at QoS 2, with DUP set.
+    let p = sub.publish_msg().await.unwrap();
+    assert_eq!(
+        (&p.payload[..], p.qos, p.dup),
+        (&b"twice"[..], QoS::ExactlyOnce, true)
+    );
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn v5_topic_aliases_from_a_client_are_resolved() {
+    let (broker, addr) = start(tcp_config()).await;
+    let mut sub = V5::connect("inalias-sub", addr).await;
+    sub.subscribe(filter("ia/#", Q5::AtLeastOnce)).await;
+    let publ = V5::connect("inalias-pub", addr).await;
+    let alias = PublishProperties {
+        topic_alias: Some(3),
+        ..Default::default()
+    };
+    // MQTT 5 §3.3.2.3.4: set with the topic, then used with an empty topic.
+    for (topic, payload) in [("ia/t", "first"), ("", "second")] {
+        publ.client
+            .publish_with_properties(topic, Q5::AtLeastOnce, false, payload, alias.clone())
+            .await
+            .unwrap();
+    }
+    for want in ["first", "second"] {
+        let p = sub.publish_msg().await;
+        assert_eq!(text(&p), ("ia/t".to_string(), want.to_string()));
+        let forwarded_alias = p.properties.and_then(|p| p.topic_alias);
+        assert_eq!(
+            forwarded_alias, None,
+            "the publisher's alias is not forwarded"
+        );
+    }
     broker.shutdown(WAIT).await;
 }
