@@ -14,6 +14,8 @@
 //! ```
 //! `docs/PROTOCOL.md` is the normative description.
 
+use std::borrow::Cow;
+
 use coset::cbor::value::Value;
 use coset::iana;
 use coset::{Algorithm, CoseEncrypt0, CoseSign1, Header, Label, TaggedCborSerializable};
@@ -82,13 +84,21 @@ impl KeyLocation {
 
     /// Parses [`KeyLocation::to_wire`]. Plain `http://` is refused: keys travel over TLS only.
     pub fn from_wire(s: &str) -> Option<KeyLocation> {
-        if let Some(prefix) = s.strip_prefix(TOPIC_SCHEME) {
-            (!prefix.is_empty() && sealpost_certs::topic::validate_topic(prefix))
-                .then(|| KeyLocation::KeyTopic(prefix.to_owned()))
-        } else if s.starts_with(KDC_SCHEME) && s.len() > KDC_SCHEME.len() {
-            Some(KeyLocation::Kdc(s.to_owned()))
-        } else {
+        if !KeyLocation::is_valid_wire(s) {
             None
+        } else if let Some(prefix) = s.strip_prefix(TOPIC_SCHEME) {
+            Some(KeyLocation::KeyTopic(prefix.to_owned()))
+        } else {
+            Some(KeyLocation::Kdc(s.to_owned()))
+        }
+    }
+
+    /// Would [`KeyLocation::from_wire`] accept `s`? (Without allocating.)
+    pub(crate) fn is_valid_wire(s: &str) -> bool {
+        if let Some(prefix) = s.strip_prefix(TOPIC_SCHEME) {
+            !prefix.is_empty() && sealpost_certs::topic::validate_topic(prefix)
+        } else {
+            s.starts_with(KDC_SCHEME) && s.len() > KDC_SCHEME.len()
         }
     }
 }
@@ -114,13 +124,6 @@ pub struct EnvelopeHeader {
     pub seq: u64,
     /// SHA-256 fingerprint of the publisher certificate.
     pub certificate_fingerprint: [u8; 32],
-}
-
-/// A parsed (not yet verified) data envelope.
-pub(crate) struct ParsedEnvelope {
-    pub header: EnvelopeHeader,
-    pub sign1: CoseSign1,
-    pub encrypt0: CoseEncrypt0,
 }
 
 pub(crate) fn find(header: &Header, label: i64) -> Option<&Value> {
@@ -212,14 +215,7 @@ pub(crate) fn parse_sign1(bytes: &[u8]) -> Result<CoseSign1, Rejected> {
 
 /// Length of a CBOR byte string of `n` bytes in its shortest encoding.
 fn cbor_bytes_len(n: usize) -> usize {
-    let head = match n {
-        0..=23 => 1,
-        24..=0xff => 2,
-        0x100..=0xffff => 3,
-        0x1_0000..=0xffff_ffff => 5,
-        _ => 9,
-    };
-    head + n
+    head_len(n as u64) + n
 }
 
 /// The certificate in the x5chain header, if any (its type was checked by [`parse_sign1`]).
@@ -230,76 +226,555 @@ pub(crate) fn embedded_certificate(sign1: &CoseSign1) -> Option<&[u8]> {
     }
 }
 
+/// A parsed (not yet verified) data envelope. Borrowed from the received bytes when they
+/// are in the canonical form sealpost writes (the usual case), owned otherwise.
+pub(crate) struct ParsedEnvelope<'a> {
+    /// Publisher id from the key index.
+    pub publisher: Cow<'a, str>,
+    /// Key epoch from the key index.
+    pub epoch: u64,
+    /// Key location from the key index, in its (validated) wire form.
+    pub location: Cow<'a, str>,
+    /// Sequence number.
+    pub seq: u64,
+    /// The kid: SHA-256 of the publisher certificate.
+    pub fingerprint: [u8; 32],
+    /// The serialized protected header of the COSE_Sign1, as received (it is signed).
+    pub protected: Cow<'a, [u8]>,
+    /// The x5chain certificate, if any.
+    pub embedded: Option<Cow<'a, [u8]>>,
+    /// The COSE_Sign1 payload: the serialized COSE_Encrypt0, as received (it is signed).
+    pub payload: Cow<'a, [u8]>,
+    /// The serialized protected header of the COSE_Encrypt0, as received.
+    pub enc_protected: Cow<'a, [u8]>,
+    /// The AES-GCM nonce.
+    pub iv: [u8; IV_LEN],
+    /// Ciphertext followed by the 16-byte tag.
+    pub ciphertext: Cow<'a, [u8]>,
+    /// The Ed25519 signature.
+    pub signature: [u8; ed25519_dalek::SIGNATURE_LENGTH],
+}
+
+impl ParsedEnvelope<'_> {
+    /// The header as the public API shows it.
+    pub fn header(&self) -> EnvelopeHeader {
+        EnvelopeHeader {
+            key_index: KeyIndex {
+                publisher: self.publisher.clone().into_owned(),
+                epoch: self.epoch,
+                location: self.key_location(),
+            },
+            seq: self.seq,
+            certificate_fingerprint: self.fingerprint,
+        }
+    }
+
+    /// The key location (its wire form was validated by [`parse`]).
+    pub fn key_location(&self) -> KeyLocation {
+        match self.location.strip_prefix(TOPIC_SCHEME) {
+            Some(prefix) => KeyLocation::KeyTopic(prefix.to_owned()),
+            None => KeyLocation::Kdc(self.location.clone().into_owned()),
+        }
+    }
+}
+
 /// Parses a data envelope without verifying anything.
-pub(crate) fn parse(bytes: &[u8], max_len: usize) -> Result<ParsedEnvelope, Rejected> {
+///
+/// Envelopes in the exact canonical form that [`Sealer`](crate::Sealer) writes are read in
+/// place by [`parse_canonical`]; anything else goes through the general COSE parser
+/// ([`parse_general`]), which decides what is accepted. The fast path accepts only inputs
+/// the general one accepts with the same values (a test checks this on mutated
+/// envelopes), so it changes speed, never the outcome.
+pub(crate) fn parse(bytes: &[u8], max_len: usize) -> Result<ParsedEnvelope<'_>, Rejected> {
     if bytes.len() > max_len {
         return Err(Rejected::Oversized {
             size: bytes.len(),
             limit: max_len,
         });
     }
-    let sign1 = parse_sign1(bytes)?;
+    match parse_canonical(bytes) {
+        Some(parsed) => Ok(parsed),
+        None => parse_general(bytes),
+    }
+}
+
+/// The general parser: coset, with every check of the protocol. Owns what it returns.
+pub(crate) fn parse_general(bytes: &[u8]) -> Result<ParsedEnvelope<'static>, Rejected> {
+    let mut sign1 = parse_sign1(bytes)?;
     check_preamble(&sign1, KIND_DATA)?;
     let h = &sign1.protected.header;
     let seq = find_uint(h, LABEL_SEQ).ok_or(Rejected::Malformed("no sequence number"))?;
-    let key_index = match find(h, LABEL_KEY_INDEX) {
+    let (publisher, epoch, location) = match find(h, LABEL_KEY_INDEX) {
         Some(Value::Array(items)) => match items.as_slice() {
-            [Value::Text(publisher), Value::Integer(epoch), Value::Text(location)] => KeyIndex {
-                publisher: publisher.clone(),
-                epoch: u64::try_from(*epoch).map_err(|_| Rejected::Malformed("epoch"))?,
-                location: KeyLocation::from_wire(location)
-                    .ok_or(Rejected::Malformed("key location"))?,
-            },
+            [Value::Text(publisher), Value::Integer(epoch), Value::Text(location)] => {
+                let epoch = u64::try_from(*epoch).map_err(|_| Rejected::Malformed("epoch"))?;
+                if !KeyLocation::is_valid_wire(location) {
+                    return Err(Rejected::Malformed("key location"));
+                }
+                (publisher.clone(), epoch, location.clone())
+            }
             _ => return Err(Rejected::Malformed("key index")),
         },
         _ => return Err(Rejected::Malformed("no key index")),
     };
-    let certificate_fingerprint = fingerprint_of(h)?;
+    let fingerprint = fingerprint_of(h)?;
+    let embedded = embedded_certificate(&sign1).map(|der| Cow::Owned(der.to_vec()));
     let payload = sign1
         .payload
-        .as_deref()
+        .take()
         .ok_or(Rejected::Malformed("detached payload"))?;
-    let encrypt0 = CoseEncrypt0::from_tagged_slice(payload)
+    let mut encrypt0 = CoseEncrypt0::from_tagged_slice(&payload)
         .map_err(|_| Rejected::Malformed("COSE_Encrypt0"))?;
     if !is_alg(&encrypt0.protected.header, iana::Algorithm::A256GCM) {
         return Err(Rejected::UnsupportedAlgorithm);
     }
-    if encrypt0.unprotected.iv.len() != IV_LEN {
-        return Err(Rejected::Malformed("IV length"));
-    }
-    if encrypt0.ciphertext.is_none() {
-        return Err(Rejected::Malformed("no ciphertext"));
-    }
+    let iv: [u8; IV_LEN] = encrypt0
+        .unprotected
+        .iv
+        .as_slice()
+        .try_into()
+        .map_err(|_| Rejected::Malformed("IV length"))?;
+    let ciphertext = encrypt0
+        .ciphertext
+        .take()
+        .ok_or(Rejected::Malformed("no ciphertext"))?;
+    let signature = sign1
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| Rejected::Malformed("signature length"))?;
+    // Both Sig_structure and Enc_structure use the protected headers as received (as coset's
+    // own `tbs_data` and `decrypt` do).
+    let protected = serialized_protected(sign1.protected)?;
+    let enc_protected = serialized_protected(encrypt0.protected)?;
     Ok(ParsedEnvelope {
-        header: EnvelopeHeader {
-            key_index,
-            seq,
-            certificate_fingerprint,
-        },
-        sign1,
-        encrypt0,
+        publisher: Cow::Owned(publisher),
+        epoch,
+        location: Cow::Owned(location),
+        seq,
+        fingerprint,
+        protected: Cow::Owned(protected),
+        embedded,
+        payload: Cow::Owned(payload),
+        enc_protected: Cow::Owned(enc_protected),
+        iv,
+        ciphertext: Cow::Owned(ciphertext),
+        signature,
     })
+}
+
+/// The bytes of a protected header as they enter Sig_structure and Enc_structure.
+fn serialized_protected(header: coset::ProtectedHeader) -> Result<Vec<u8>, Rejected> {
+    match header.cbor_bstr() {
+        Ok(Value::Bytes(bytes)) => Ok(bytes),
+        _ => Err(Rejected::Malformed("protected header")),
+    }
+}
+
+/// The fixed start of the protected header of every data envelope, up to its kid value:
+/// `{1: -8, 4: h'<32 bytes>'...`.
+const PROTECTED_START: [u8; 6] = [0xa6, 0x01, 0x27, 0x04, 0x58, 0x20];
+/// Version 1, kind 1 (data) and the label of the sequence number.
+const PROTECTED_MIDDLE: [u8; 17] = [
+    0x3a, 0x00, 0x01, 0x00, 0x00, 0x01, // -65537: 1 (version)
+    0x3a, 0x00, 0x01, 0x00, 0x01, 0x01, // -65538: 1 (kind: data)
+    0x3a, 0x00, 0x01, 0x00, 0x02, // -65539: (sequence number follows)
+];
+/// The label of the key index and the head of its 3-element array.
+const KEY_INDEX_START: [u8; 6] = [0x3a, 0x00, 0x01, 0x00, 0x03, 0x83];
+/// Tag 16 (COSE_Encrypt0), array of 3, protected `h'A10103'` ({1: 3}, A256GCM), and the
+/// unprotected `{5: h'<12 bytes>'...` up to the IV.
+pub(crate) const ENCRYPT0_START: [u8; 9] = [0xd0, 0x83, 0x43, 0xa1, 0x01, 0x03, 0xa1, 0x05, 0x4c];
+/// The serialized protected header of the COSE_Encrypt0.
+pub(crate) const ENCRYPT0_PROTECTED: [u8; 3] = [0xa1, 0x01, 0x03];
+
+/// Reads an envelope in exactly the canonical form sealpost writes (fixed header order,
+/// shortest lengths, nothing else), without copying. `None` means "not in that form",
+/// not "invalid": the caller then asks [`parse_general`].
+fn parse_canonical(bytes: &[u8]) -> Option<ParsedEnvelope<'_>> {
+    let mut r = Reader::new(bytes);
+    r.expect(&[0xd2, 0x84])?; // tag 18 (COSE_Sign1), array of 4
+    let protected = r.bstr()?;
+    let mut h = Reader::new(protected);
+    h.expect(&PROTECTED_START)?;
+    let fingerprint: [u8; 32] = h.take(32)?.try_into().ok()?;
+    h.expect(&PROTECTED_MIDDLE)?;
+    let seq = h.uint()?;
+    h.expect(&KEY_INDEX_START)?;
+    let publisher = h.tstr()?;
+    let epoch = h.uint()?;
+    let location = h.tstr()?;
+    h.end()?;
+    if !KeyLocation::is_valid_wire(location) {
+        return None;
+    }
+    let embedded = match r.byte()? {
+        0xa0 => None,
+        0xa1 => {
+            r.expect(&[0x18, 0x21])?; // label 33: x5chain, a single certificate
+            Some(Cow::Borrowed(r.bstr()?))
+        }
+        _ => return None,
+    };
+    let payload = r.bstr()?;
+    let mut p = Reader::new(payload);
+    p.expect(&ENCRYPT0_START)?;
+    let iv: [u8; IV_LEN] = p.take(IV_LEN)?.try_into().ok()?;
+    let ciphertext = p.bstr()?;
+    p.end()?;
+    r.expect(&[0x58, 0x40])?; // bstr of 64 bytes
+    let signature = r.take(ed25519_dalek::SIGNATURE_LENGTH)?.try_into().ok()?;
+    r.end()?;
+    Some(ParsedEnvelope {
+        publisher: Cow::Borrowed(publisher),
+        epoch,
+        location: Cow::Borrowed(location),
+        seq,
+        fingerprint,
+        protected: Cow::Borrowed(protected),
+        embedded,
+        payload: Cow::Borrowed(payload),
+        enc_protected: Cow::Borrowed(&ENCRYPT0_PROTECTED),
+        iv,
+        ciphertext: Cow::Borrowed(ciphertext),
+        signature,
+    })
+}
+
+/// A cursor over CBOR that accepts only definite, shortest-form items.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let out = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(out)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn expect(&mut self, bytes: &[u8]) -> Option<()> {
+        (self.take(bytes.len())? == bytes).then_some(())
+    }
+
+    fn end(&self) -> Option<()> {
+        (self.pos == self.buf.len()).then_some(())
+    }
+
+    /// The argument of a head of major type `major`, if encoded in its shortest form.
+    fn head(&mut self, major: u8) -> Option<u64> {
+        let initial = self.byte()?;
+        if initial >> 5 != major {
+            return None;
+        }
+        let (n, min) = match initial & 0x1f {
+            ai @ 0..=23 => return Some(u64::from(ai)),
+            24 => (u64::from(self.byte()?), 24),
+            25 => (
+                u64::from(u16::from_be_bytes(self.take(2)?.try_into().ok()?)),
+                0x100,
+            ),
+            26 => (
+                u64::from(u32::from_be_bytes(self.take(4)?.try_into().ok()?)),
+                0x1_0000,
+            ),
+            27 => (
+                u64::from_be_bytes(self.take(8)?.try_into().ok()?),
+                0x1_0000_0000,
+            ),
+            _ => return None,
+        };
+        (n >= min).then_some(n)
+    }
+
+    fn uint(&mut self) -> Option<u64> {
+        self.head(MAJOR_UINT)
+    }
+
+    fn bstr(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.head(MAJOR_BSTR)?).ok()?;
+        self.take(len)
+    }
+
+    fn tstr(&mut self) -> Option<&'a str> {
+        let len = usize::try_from(self.head(MAJOR_TSTR)?).ok()?;
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+}
+
+/// CBOR major type of unsigned integers.
+pub(crate) const MAJOR_UINT: u8 = 0;
+/// CBOR major type of byte strings.
+pub(crate) const MAJOR_BSTR: u8 = 2;
+/// CBOR major type of text strings.
+const MAJOR_TSTR: u8 = 3;
+
+/// A CBOR head (major type and argument) in its shortest form, as bytes.
+pub(crate) struct Head {
+    bytes: [u8; 9],
+    len: usize,
+}
+
+impl Head {
+    pub(crate) fn new(major: u8, n: u64) -> Head {
+        let mut bytes = [0u8; 9];
+        let m = major << 5;
+        let len = if n < 24 {
+            bytes[0] = m | n as u8;
+            1
+        } else if n <= 0xff {
+            bytes[..2].copy_from_slice(&[m | 24, n as u8]);
+            2
+        } else if n <= 0xffff {
+            bytes[0] = m | 25;
+            bytes[1..3].copy_from_slice(&(n as u16).to_be_bytes());
+            3
+        } else if n <= 0xffff_ffff {
+            bytes[0] = m | 26;
+            bytes[1..5].copy_from_slice(&(n as u32).to_be_bytes());
+            5
+        } else {
+            bytes[0] = m | 27;
+            bytes[1..].copy_from_slice(&n.to_be_bytes());
+            9
+        };
+        Head { bytes, len }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Length of a CBOR head of argument `n` in its shortest form.
+pub(crate) fn head_len(n: u64) -> usize {
+    match n {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+/// Appends a CBOR head in its shortest form.
+pub(crate) fn put_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    out.extend_from_slice(Head::new(major, n).as_bytes());
+}
+
+/// Appends a CBOR text string.
+pub(crate) fn put_tstr(out: &mut Vec<u8>, s: &str) {
+    put_head(out, MAJOR_TSTR, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// The fixed part of the protected header of a publisher's data envelopes, up to (not
+/// including) the sequence number's value.
+pub(crate) fn protected_prefix(fingerprint: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PROTECTED_START.len() + 32 + PROTECTED_MIDDLE.len());
+    out.extend_from_slice(&PROTECTED_START);
+    out.extend_from_slice(fingerprint);
+    out.extend_from_slice(&PROTECTED_MIDDLE);
+    out
+}
+
+/// The end of the protected header after the sequence number: the key index.
+pub(crate) fn protected_suffix(index: &KeyIndex) -> Vec<u8> {
+    let location = index.location.to_wire();
+    let mut out =
+        Vec::with_capacity(KEY_INDEX_START.len() + 18 + index.publisher.len() + location.len());
+    out.extend_from_slice(&KEY_INDEX_START);
+    put_tstr(&mut out, &index.publisher);
+    put_head(&mut out, MAJOR_UINT, index.epoch);
+    put_tstr(&mut out, &location);
+    out
+}
+
+/// Context string and array head that start every COSE_Sign1 Sig_structure.
+const SIG_STRUCTURE_START: &[u8] = b"\x84\x6aSignature1";
+/// Context string and array head that start every COSE_Encrypt0 Enc_structure.
+const ENC_STRUCTURE_START: &[u8] = b"\x83\x68Encrypt0";
+
+/// Feeds the COSE_Sign1 `Sig_structure` `["Signature1", protected, external_aad, payload]`
+/// to `sink` in pieces, so it can be hashed straight from the envelope's bytes.
+pub(crate) fn sig_structure(
+    protected: &[u8],
+    external_aad: &[u8],
+    payload: &[u8],
+    mut sink: impl FnMut(&[u8]),
+) {
+    sink(SIG_STRUCTURE_START);
+    for part in [protected, external_aad, payload] {
+        sink(Head::new(MAJOR_BSTR, part.len() as u64).as_bytes());
+        sink(part);
+    }
+}
+
+/// Writes the COSE_Encrypt0 `Enc_structure` `["Encrypt0", protected, external_aad]` into
+/// `out` (cleared first; a reused buffer).
+pub(crate) fn enc_structure(out: &mut Vec<u8>, protected: &[u8], external_aad: &[u8]) {
+    out.clear();
+    out.extend_from_slice(ENC_STRUCTURE_START);
+    for part in [protected, external_aad] {
+        put_head(out, MAJOR_BSTR, part.len() as u64);
+        out.extend_from_slice(part);
+    }
 }
 
 /// Reads the header of a data envelope without verifying it. Nothing read here is
 /// trustworthy until [`Opener::open`](crate::Opener::open) succeeds.
 pub fn peek(bytes: &[u8]) -> Result<EnvelopeHeader, Rejected> {
-    parse(bytes, DEFAULT_MAX_ENVELOPE).map(|p| p.header)
-}
-
-pub(crate) fn key_index_value(index: &KeyIndex) -> Value {
-    Value::Array(vec![
-        Value::Text(index.publisher.clone()),
-        Value::Integer(index.epoch.into()),
-        Value::Text(index.location.to_wire()),
-    ])
+    parse(bytes, DEFAULT_MAX_ENVELOPE).map(|p| p.header())
 }
 
 pub(crate) fn encode_err(e: coset::CoseError) -> crate::SealError {
     crate::SealError::Encoding(e.to_string())
 }
 
-// Serialization helpers used by sealer and key messages.
-pub(crate) fn to_tagged<T: TaggedCborSerializable>(v: T) -> Result<Vec<u8>, crate::SealError> {
-    v.to_tagged_vec().map_err(encode_err)
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::sealer::tests::{identity, BOUNDARIES};
+    use crate::{ContentKey, Sealer};
+
+    fn assert_same(fast: &ParsedEnvelope<'_>, general: &ParsedEnvelope<'_>, input: &[u8]) {
+        let fields = |p: &ParsedEnvelope<'_>| {
+            (
+                p.publisher.to_string(),
+                p.epoch,
+                p.location.to_string(),
+                p.seq,
+                p.fingerprint,
+                p.protected.to_vec(),
+                p.embedded.as_ref().map(|e| e.to_vec()),
+                p.payload.to_vec(),
+                p.enc_protected.to_vec(),
+                p.iv,
+                p.ciphertext.to_vec(),
+                p.signature,
+            )
+        };
+        assert!(
+            fields(fast) == fields(general),
+            "the two parsers disagree on {}",
+            hex::encode(input)
+        );
+    }
+
+    /// Envelopes of every shape the sealer writes.
+    fn corpus() -> Vec<Vec<u8>> {
+        let identity = identity();
+        let key = ContentKey::generate();
+        let mut out = Vec::new();
+        for (i, &seq) in BOUNDARIES.iter().enumerate() {
+            let location = if i % 2 == 0 {
+                KeyLocation::key_topic_for("pub-1")
+            } else {
+                KeyLocation::Kdc("https://kdc.example:8443/pub-1".into())
+            };
+            let epoch = BOUNDARIES[(i * 3) % BOUNDARIES.len()];
+            let mut sealer = Sealer::new(identity.clone(), location, epoch, &key, seq);
+            sealer.reserve(1);
+            sealer.set_embed_certificate(i % 3 == 0);
+            out.push(sealer.seal("a/b", &vec![i as u8; i * 40]).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn genuine_envelopes_take_the_fast_path_with_the_general_parsers_result() {
+        for env in corpus() {
+            let fast = parse_canonical(&env).expect("a sealer's envelope is canonical");
+            let general = parse_general(&env).unwrap();
+            assert_same(&fast, &general, &env);
+            assert!(matches!(fast.protected, Cow::Borrowed(_)));
+        }
+    }
+
+    /// The fast path may only accept what the general parser accepts, with the same
+    /// values; everything else it must leave to the general parser.
+    #[test]
+    fn fast_path_never_accepts_what_the_general_parser_refuses() {
+        let corpus = corpus();
+        let mut rng = StdRng::seed_from_u64(0x5ea1_9057);
+        let mut accepted = 0;
+        for _ in 0..30_000 {
+            let original = &corpus[rng.gen_range(0..corpus.len())];
+            let mut input = original.clone();
+            for _ in 0..rng.gen_range(1..=3) {
+                let i = rng.gen_range(0..input.len());
+                match rng.gen_range(0..5) {
+                    0 => input[i] ^= 1 << rng.gen_range(0..8),
+                    1 => input[i] = rng.gen(),
+                    2 => input.truncate(i),
+                    3 => input.insert(i, rng.gen()),
+                    _ => {
+                        input.remove(i);
+                    }
+                }
+                if input.is_empty() {
+                    break;
+                }
+            }
+            if let Some(fast) = parse_canonical(&input) {
+                accepted += 1;
+                let general = parse_general(&input).unwrap_or_else(|e| {
+                    panic!(
+                        "fast path accepted, general refused ({e:?}): {}",
+                        hex::encode(&input)
+                    )
+                });
+                assert_same(&fast, &general, &input);
+            }
+        }
+        // Flips inside the kid, sequence number, IV, ciphertext and signature keep the
+        // canonical shape: the comparison above did run.
+        assert!(
+            accepted > 1000,
+            "only {accepted} mutants took the fast path"
+        );
+    }
+
+    #[test]
+    fn heads_are_shortest() {
+        for (n, len) in [
+            (0, 1),
+            (23, 1),
+            (24, 2),
+            (255, 2),
+            (256, 3),
+            (65_535, 3),
+            (65_536, 5),
+            (u32::MAX as u64, 5),
+            (1 << 32, 9),
+            (u64::MAX, 9),
+        ] {
+            let head = Head::new(MAJOR_BSTR, n);
+            assert_eq!(head.as_bytes().len(), len, "{n}");
+            assert_eq!(head_len(n), len, "{n}");
+            let mut r = Reader::new(head.as_bytes());
+            assert_eq!(r.head(MAJOR_BSTR), Some(n));
+        }
+        // Longer-than-needed heads are not canonical.
+        for bytes in [
+            &[0x58, 0x17][..],
+            &[0x59, 0x00, 0xff],
+            &[0x5a, 0, 0, 0xff, 0xff],
+        ] {
+            assert_eq!(Reader::new(bytes).head(MAJOR_BSTR), None);
+        }
+    }
 }

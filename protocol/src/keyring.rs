@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use aes_gcm::aead::KeyInit;
+use aes_gcm::Aes256Gcm;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use zeroize::Zeroizing;
@@ -55,7 +57,21 @@ impl fmt::Debug for ContentKey {
 #[derive(Debug, Clone)]
 pub struct Keyring {
     kept: usize,
-    keys: HashMap<String, BTreeMap<u64, ContentKey>>,
+    keys: HashMap<String, BTreeMap<u64, Entry>>,
+}
+
+/// A kept key with its AES-GCM key schedule, expanded once when the key arrives rather
+/// than for every message it opens.
+#[derive(Clone)]
+struct Entry {
+    key: ContentKey,
+    cipher: Aes256Gcm,
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.key.fmt(f)
+    }
 }
 
 impl Default for Keyring {
@@ -77,7 +93,8 @@ impl Keyring {
     /// epoch kept and the ring is full.
     pub fn insert(&mut self, publisher: &str, epoch: u64, key: ContentKey) -> bool {
         let epochs = self.keys.entry(publisher.to_owned()).or_default();
-        epochs.insert(epoch, key);
+        let cipher = Aes256Gcm::new(key.as_bytes().into());
+        epochs.insert(epoch, Entry { key, cipher });
         while epochs.len() > self.kept {
             epochs.pop_first();
         }
@@ -86,7 +103,12 @@ impl Keyring {
 
     /// The key of `publisher` at `epoch`, if kept.
     pub fn get(&self, publisher: &str, epoch: u64) -> Option<&ContentKey> {
-        self.keys.get(publisher)?.get(&epoch)
+        self.keys.get(publisher)?.get(&epoch).map(|e| &e.key)
+    }
+
+    /// The AES-256-GCM instance of `publisher`'s key at `epoch`, if kept.
+    pub(crate) fn cipher(&self, publisher: &str, epoch: u64) -> Option<&Aes256Gcm> {
+        self.keys.get(publisher)?.get(&epoch).map(|e| &e.cipher)
     }
 
     /// Is this epoch's key kept?
@@ -99,7 +121,7 @@ impl Keyring {
         self.keys
             .get(publisher)
             .into_iter()
-            .flat_map(|m| m.iter().map(|(e, k)| (*e, k)))
+            .flat_map(|m| m.iter().map(|(e, k)| (*e, &k.key)))
     }
 
     /// The newest epoch of `publisher`.
@@ -108,7 +130,7 @@ impl Keyring {
             .get(publisher)?
             .iter()
             .next_back()
-            .map(|(e, k)| (*e, k))
+            .map(|(e, k)| (*e, &k.key))
     }
 
     /// Forgets every key of `publisher`.

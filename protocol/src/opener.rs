@@ -2,17 +2,23 @@
 
 use std::collections::HashMap;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Nonce, Tag};
+use ed25519_dalek::{Signature, VerifyingKey};
 use rsa::Oaep;
 use sealpost_certs::{now_unix, CertError, CertificateInfo, Role, Verifier};
 use sha2::Sha256;
 
-use crate::envelope::{self, check_preamble, embedded_certificate, fingerprint_of, KIND_KEYS};
+use crate::envelope::{
+    self, check_preamble, embedded_certificate, enc_structure, fingerprint_of, sig_structure,
+    ParsedEnvelope, KIND_KEYS,
+};
 use crate::key_message::parse_body;
 use crate::replay::{ReplayCheck, ReplayState};
 use crate::{ContentKey, Keyring, Rejected, SubscriberIdentity};
+
+/// Length of the AES-GCM authentication tag.
+const TAG_LEN: usize = 16;
 
 /// Most publisher certificates remembered at once.
 const MAX_KNOWN_PUBLISHERS: usize = 4096;
@@ -62,6 +68,8 @@ pub struct Opener {
     keyring: Keyring,
     replay: ReplayState,
     max_envelope: usize,
+    /// Reused buffer for the Enc_structure (the AES-GCM additional data).
+    aad: Vec<u8>,
 }
 
 impl std::fmt::Debug for Opener {
@@ -74,10 +82,22 @@ impl std::fmt::Debug for Opener {
 }
 
 /// A data envelope that passed the checks that need no signature verification.
-struct Checked {
-    topic: String,
-    parsed: envelope::ParsedEnvelope,
+struct Checked<'a> {
+    topic: &'a str,
+    parsed: ParsedEnvelope<'a>,
     key: VerifyingKey,
+}
+
+impl Checked<'_> {
+    /// Feeds the Sig_structure the publisher signed to `sink`, from the received bytes.
+    fn signed_bytes(&self, sink: impl FnMut(&[u8])) {
+        sig_structure(
+            &self.parsed.protected,
+            self.topic.as_bytes(),
+            &self.parsed.payload,
+            sink,
+        );
+    }
 }
 
 impl Opener {
@@ -91,6 +111,7 @@ impl Opener {
             keyring: Keyring::default(),
             replay: ReplayState::default(),
             max_envelope: envelope::DEFAULT_MAX_ENVELOPE,
+            aad: Vec::new(),
         }
     }
 
@@ -249,20 +270,27 @@ impl Opener {
             }
             results.push(None);
         }
-        let batch_ok = {
-            let tbs: Vec<Vec<u8>> = checked
+        let batch_ok = !checked.is_empty() && {
+            let mut signed = Vec::new();
+            let mut ends = Vec::with_capacity(checked.len());
+            for (_, c) in &checked {
+                c.signed_bytes(|part| signed.extend_from_slice(part));
+                ends.push(signed.len());
+            }
+            let messages: Vec<&[u8]> = ends
                 .iter()
-                .map(|(_, c)| c.parsed.sign1.tbs_data(c.topic.as_bytes()))
+                .scan(0, |start, &end| {
+                    let message = &signed[*start..end];
+                    *start = end;
+                    Some(message)
+                })
                 .collect();
-            let messages: Vec<&[u8]> = tbs.iter().map(Vec::as_slice).collect();
-            let signatures: Option<Vec<Signature>> = checked
+            let signatures: Vec<Signature> = checked
                 .iter()
-                .map(|(_, c)| Signature::from_slice(&c.parsed.sign1.signature).ok())
+                .map(|(_, c)| Signature::from_bytes(&c.parsed.signature))
                 .collect();
             let keys: Vec<VerifyingKey> = checked.iter().map(|(_, c)| c.key).collect();
-            signatures.is_some_and(|sigs| {
-                !sigs.is_empty() && ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok()
-            })
+            ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
         };
         for (i, c) in checked {
             let verified = if batch_ok { Ok(()) } else { verify_one(&c) };
@@ -275,22 +303,26 @@ impl Opener {
     }
 
     /// Parse, replay check and certificate checks: everything before the signature.
-    fn check(&mut self, topic: &str, bytes: &[u8], now: i64) -> Result<Checked, Rejected> {
+    fn check<'a>(
+        &mut self,
+        topic: &'a str,
+        bytes: &'a [u8],
+        now: i64,
+    ) -> Result<Checked<'a>, Rejected> {
         let parsed = envelope::parse(bytes, self.max_envelope)?;
-        let index = &parsed.header.key_index;
-        match self.replay.check(&index.publisher, parsed.header.seq) {
+        match self.replay.check(&parsed.publisher, parsed.seq) {
             ReplayCheck::Fresh => {}
             ReplayCheck::Duplicate | ReplayCheck::TooOld => {
                 return Err(Rejected::Replayed {
-                    publisher: index.publisher.clone(),
-                    seq: parsed.header.seq,
+                    publisher: parsed.publisher.into_owned(),
+                    seq: parsed.seq,
                 })
             }
         }
         let known = self.publisher(
-            &parsed.header.certificate_fingerprint,
-            envelope::embedded_certificate(&parsed.sign1),
-            &index.publisher,
+            &parsed.fingerprint,
+            parsed.embedded.as_deref(),
+            &parsed.publisher,
             now,
         )?;
         if !known.info.may_publish(topic) {
@@ -300,46 +332,48 @@ impl Opener {
             });
         }
         let key = known.key;
-        Ok(Checked {
-            topic: topic.to_owned(),
-            parsed,
-            key,
-        })
+        Ok(Checked { topic, parsed, key })
     }
 
     /// Key lookup, decryption, and only then recording the sequence number.
-    fn decrypt_and_record(&mut self, checked: Checked) -> Result<Opened, Rejected> {
+    fn decrypt_and_record(&mut self, checked: Checked<'_>) -> Result<Opened, Rejected> {
         let Checked { topic, parsed, .. } = checked;
-        let header = parsed.header;
-        let index = header.key_index;
-        let content_key = self
+        let cipher = self
             .keyring
-            .get(&index.publisher, index.epoch)
+            .cipher(&parsed.publisher, parsed.epoch)
             .ok_or_else(|| Rejected::UnknownKey {
-                publisher: index.publisher.clone(),
-                epoch: index.epoch,
-                location: index.location.clone(),
+                publisher: parsed.publisher.clone().into_owned(),
+                epoch: parsed.epoch,
+                location: parsed.key_location(),
             })?;
-        let cipher = Aes256Gcm::new(content_key.as_bytes().into());
-        let iv = parsed.encrypt0.unprotected.iv.clone();
-        let payload = parsed
-            .encrypt0
-            .decrypt(topic.as_bytes(), |ct, aad| {
-                cipher.decrypt(Nonce::from_slice(&iv), Payload { msg: ct, aad })
-            })
+        enc_structure(&mut self.aad, &parsed.enc_protected, topic.as_bytes());
+        let tag_at = parsed
+            .ciphertext
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(Rejected::DecryptFailed)?;
+        let (ciphertext, tag) = parsed.ciphertext.split_at(tag_at);
+        let mut payload = ciphertext.to_vec();
+        cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&parsed.iv),
+                &self.aad,
+                &mut payload,
+                Tag::from_slice(tag),
+            )
             .map_err(|_| Rejected::DecryptFailed)?;
-        if !self.replay.record(&index.publisher, header.seq) {
+        if !self.replay.record(&parsed.publisher, parsed.seq) {
             // A duplicate inside one batch: the first copy was delivered.
             return Err(Rejected::Replayed {
-                publisher: index.publisher,
-                seq: header.seq,
+                publisher: parsed.publisher.into_owned(),
+                seq: parsed.seq,
             });
         }
         Ok(Opened {
-            topic,
-            publisher: index.publisher,
-            seq: header.seq,
-            epoch: index.epoch,
+            topic: topic.to_owned(),
+            publisher: parsed.publisher.into_owned(),
+            seq: parsed.seq,
+            epoch: parsed.epoch,
             payload,
         })
     }
@@ -407,16 +441,19 @@ impl Opener {
     }
 }
 
-fn verify_one(checked: &Checked) -> Result<(), Rejected> {
-    let signature = Signature::from_slice(&checked.parsed.sign1.signature)
-        .map_err(|_| Rejected::BadSignature)?;
-    let tbs = checked.parsed.sign1.tbs_data(checked.topic.as_bytes());
+fn verify_one(checked: &Checked<'_>) -> Result<(), Rejected> {
+    let signature = Signature::from_bytes(&checked.parsed.signature);
     // The same (cofactorless, canonical-S) check as the batch path, so that a message's
     // fate does not depend on which path opened it. Publisher keys come from CA-issued
-    // certificates, so the weak-key checks of `verify_strict` add nothing here.
-    checked
+    // certificates, so the weak-key checks of `verify_strict` add nothing here. The
+    // Sig_structure is hashed in pieces from the received bytes, not assembled first.
+    let mut verifier = checked
         .key
-        .verify(&tbs, &signature)
+        .verify_stream(&signature)
+        .map_err(|_| Rejected::BadSignature)?;
+    checked.signed_bytes(|part| verifier.update(part));
+    verifier
+        .finalize_and_verify()
         .map_err(|_| Rejected::BadSignature)
 }
 

@@ -1,19 +1,21 @@
 //! The publisher side: sealing payloads into data envelopes.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
-use coset::cbor::value::Value;
-use coset::iana;
-use coset::{CoseEncrypt0Builder, CoseSign1Builder, HeaderBuilder};
-use ed25519_dalek::Signer;
+use ed25519_dalek::hazmat::{raw_sign_byupdate, ExpandedSecretKey};
+use ed25519_dalek::VerifyingKey;
 use rand::rngs::OsRng;
 use rand::RngCore;
+use sha2::{Digest, Sha512};
 
 use crate::envelope::{
-    encode_err, key_index_value, to_tagged, IV_LEN, KIND_DATA, LABEL_KEY_INDEX, LABEL_KIND,
-    LABEL_SEQ, LABEL_VERSION, LABEL_X5CHAIN, VERSION,
+    enc_structure, head_len, protected_prefix, protected_suffix, put_head, sig_structure,
+    ENCRYPT0_PROTECTED, ENCRYPT0_START, IV_LEN, LABEL_X5CHAIN, MAJOR_BSTR, MAJOR_UINT,
 };
 use crate::{ContentKey, KeyIndex, KeyLocation, PublisherIdentity, SealError};
+
+/// Length of the AES-GCM authentication tag.
+const TAG_LEN: usize = 16;
 
 /// Seals payloads for one publisher: encrypts with the current content key, numbers,
 /// and signs each message.
@@ -29,7 +31,18 @@ pub struct Sealer {
     next_seq: u64,
     reserved_until: u64,
     nonce_salt: [u8; 4],
-    embed_certificate: bool,
+    /// The signing key expanded once (SHA-512 of the seed), not on every signature.
+    signing_key: ExpandedSecretKey,
+    verifying_key: VerifyingKey,
+    /// The protected header up to the sequence number: the same for every message.
+    protected_prefix: Vec<u8>,
+    /// The protected header after the sequence number: the key index (changes with the
+    /// epoch).
+    protected_suffix: Vec<u8>,
+    /// The serialized unprotected header: `{}`, or `{33: certificate}` when embedding.
+    unprotected: Vec<u8>,
+    /// Reused buffer for the Enc_structure (the AES-GCM additional data).
+    aad: Vec<u8>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -55,7 +68,10 @@ impl Sealer {
     ) -> Sealer {
         let mut nonce_salt = [0u8; 4];
         OsRng.fill_bytes(&mut nonce_salt);
-        Sealer {
+        let signing_key = ExpandedSecretKey::from(identity.key.as_bytes());
+        let verifying_key = identity.key.verifying_key();
+        let protected_prefix = protected_prefix(&identity.certificate.fingerprint);
+        let mut sealer = Sealer {
             identity,
             location,
             epoch,
@@ -63,8 +79,16 @@ impl Sealer {
             next_seq: resume_from,
             reserved_until: resume_from,
             nonce_salt,
-            embed_certificate: false,
-        }
+            signing_key,
+            verifying_key,
+            protected_prefix,
+            protected_suffix: Vec::new(),
+            unprotected: Vec::new(),
+            aad: Vec::new(),
+        };
+        sealer.set_key(epoch, key);
+        sealer.set_embed_certificate(false);
+        sealer
     }
 
     /// Reserves `count` more sequence numbers and returns the new high-water mark, which
@@ -88,6 +112,11 @@ impl Sealer {
     pub fn set_key(&mut self, epoch: u64, key: &ContentKey) {
         self.epoch = epoch;
         self.cipher = Aes256Gcm::new(key.as_bytes().into());
+        self.protected_suffix = protected_suffix(&KeyIndex {
+            publisher: self.identity.id().to_owned(),
+            epoch,
+            location: self.location.clone(),
+        });
     }
 
     /// The current key epoch.
@@ -109,7 +138,16 @@ impl Sealer {
     /// verify without having seen a key message (e.g. in KDC mode). Costs the certificate's
     /// size (about 400 bytes) per message.
     pub fn set_embed_certificate(&mut self, embed: bool) {
-        self.embed_certificate = embed;
+        self.unprotected.clear();
+        if embed {
+            let der = &self.identity.certificate.der;
+            self.unprotected.push(0xa1); // map of 1
+            put_head(&mut self.unprotected, MAJOR_UINT, LABEL_X5CHAIN as u64);
+            put_head(&mut self.unprotected, MAJOR_BSTR, der.len() as u64);
+            self.unprotected.extend_from_slice(der);
+        } else {
+            self.unprotected.push(0xa0); // empty map
+        }
     }
 
     /// Fixes the 4-byte nonce prefix. Only for reproducible test vectors: a fixed salt is
@@ -139,6 +177,133 @@ impl Sealer {
         iv[..4].copy_from_slice(&self.nonce_salt);
         iv[4..].copy_from_slice(&seq.to_be_bytes());
 
+        // The envelope is written front to back into one buffer of the exact size:
+        // COSE_Sign1 [protected, unprotected, payload = COSE_Encrypt0, signature].
+        // The layout is the one docs/PROTOCOL.md specifies, in CBOR's shortest form, with
+        // the header fields in the order coset writes them (the test vectors pin it).
+        let ciphertext_len = plaintext.len() + TAG_LEN;
+        let protected_len =
+            self.protected_prefix.len() + head_len(seq) + self.protected_suffix.len();
+        let payload_len =
+            ENCRYPT0_START.len() + IV_LEN + head_len(ciphertext_len as u64) + ciphertext_len;
+        let total = 2
+            + head_len(protected_len as u64)
+            + protected_len
+            + self.unprotected.len()
+            + head_len(payload_len as u64)
+            + payload_len
+            + 2
+            + ed25519_dalek::SIGNATURE_LENGTH;
+        let mut out = Vec::with_capacity(total);
+        out.extend_from_slice(&[0xd2, 0x84]); // tag 18 (COSE_Sign1), array of 4
+        put_head(&mut out, MAJOR_BSTR, protected_len as u64);
+        let protected_start = out.len();
+        out.extend_from_slice(&self.protected_prefix);
+        put_head(&mut out, MAJOR_UINT, seq);
+        out.extend_from_slice(&self.protected_suffix);
+        let protected = protected_start..out.len();
+        out.extend_from_slice(&self.unprotected);
+        put_head(&mut out, MAJOR_BSTR, payload_len as u64);
+        let payload_start = out.len();
+        out.extend_from_slice(&ENCRYPT0_START);
+        out.extend_from_slice(&iv);
+        put_head(&mut out, MAJOR_BSTR, ciphertext_len as u64);
+        let ciphertext_start = out.len();
+        out.extend_from_slice(plaintext);
+        enc_structure(&mut self.aad, &ENCRYPT0_PROTECTED, topic.as_bytes());
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&iv),
+                &self.aad,
+                &mut out[ciphertext_start..],
+            )
+            .map_err(|_| SealError::Encoding("payload too large for AES-GCM".into()))?;
+        out.extend_from_slice(&tag);
+        let payload = payload_start..out.len();
+
+        let signature = raw_sign_byupdate::<Sha512, _>(
+            &self.signing_key,
+            |h| {
+                sig_structure(
+                    &out[protected.clone()],
+                    topic.as_bytes(),
+                    &out[payload.clone()],
+                    |part| h.update(part),
+                );
+                Ok(())
+            },
+            &self.verifying_key,
+        )
+        .map_err(|e| SealError::Encoding(e.to_string()))?;
+        out.extend_from_slice(&[0x58, 0x40]); // bstr of 64 bytes
+        out.extend_from_slice(&signature.to_bytes());
+        debug_assert_eq!(out.len(), total);
+        self.next_seq += 1;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use aes_gcm::aead::{Aead, Payload};
+    use coset::cbor::value::Value;
+    use coset::{iana, CoseEncrypt0Builder, CoseSign1Builder, HeaderBuilder};
+    use ed25519_dalek::Signer;
+    use sealpost_certs::{CertificateAuthority, Profile, Validity};
+
+    use crate::envelope::{
+        KIND_DATA, LABEL_KEY_INDEX, LABEL_KIND, LABEL_SEQ, LABEL_VERSION, VERSION,
+    };
+
+    /// A publisher "pub-1" that may publish `a/#`.
+    pub(crate) fn identity() -> PublisherIdentity {
+        let ca = CertificateAuthority::create("unit CA", Validity::days_from_now(1)).unwrap();
+        let issued = ca
+            .issue(
+                &Profile::Publisher {
+                    id: "pub-1".into(),
+                    topics: vec!["a/#".into()],
+                },
+                Validity::days_from_now(1),
+            )
+            .unwrap();
+        PublisherIdentity::from_pem(&issued.certificate_pem, &issued.private_key_pem).unwrap()
+    }
+
+    /// Sequence numbers and epochs at every CBOR length boundary.
+    pub(crate) const BOUNDARIES: [u64; 10] = [
+        0,
+        23,
+        24,
+        255,
+        256,
+        65_535,
+        65_536,
+        u32::MAX as u64,
+        1 << 32,
+        u64::MAX - 1,
+    ];
+
+    /// How envelopes were encoded before the sealer wrote them directly: through coset's
+    /// builders and value trees. The direct encoding must stay byte-identical to it.
+    #[allow(clippy::too_many_arguments)]
+    fn seal_with_coset(
+        identity: &PublisherIdentity,
+        location: &KeyLocation,
+        epoch: u64,
+        key: &ContentKey,
+        seq: u64,
+        salt: [u8; 4],
+        embed: bool,
+        topic: &str,
+        plaintext: &[u8],
+    ) -> Vec<u8> {
+        let cipher = Aes256Gcm::new(key.as_bytes().into());
+        let mut iv = [0u8; IV_LEN];
+        iv[..4].copy_from_slice(&salt);
+        iv[4..].copy_from_slice(&seq.to_be_bytes());
         let encrypt0 = CoseEncrypt0Builder::new()
             .protected(
                 HeaderBuilder::new()
@@ -146,32 +311,31 @@ impl Sealer {
                     .build(),
             )
             .unprotected(HeaderBuilder::new().iv(iv.to_vec()).build())
-            .try_create_ciphertext(plaintext, topic.as_bytes(), |pt, aad| {
-                self.cipher
+            .create_ciphertext(plaintext, topic.as_bytes(), |pt, aad| {
+                cipher
                     .encrypt(Nonce::from_slice(&iv), Payload { msg: pt, aad })
-                    .map_err(|_| SealError::Encoding("payload too large for AES-GCM".into()))
-            })?
+                    .unwrap()
+            })
             .build();
-        let inner = to_tagged(encrypt0)?;
-
-        let index = KeyIndex {
-            publisher: self.identity.id().to_owned(),
-            epoch: self.epoch,
-            location: self.location.clone(),
-        };
+        let inner = coset::TaggedCborSerializable::to_tagged_vec(encrypt0).unwrap();
+        let index = Value::Array(vec![
+            Value::Text(identity.id().to_owned()),
+            Value::Integer(epoch.into()),
+            Value::Text(location.to_wire()),
+        ]);
         let protected = HeaderBuilder::new()
             .algorithm(iana::Algorithm::EdDSA)
-            .key_id(self.identity.certificate.fingerprint.to_vec())
+            .key_id(identity.certificate.fingerprint.to_vec())
             .value(LABEL_VERSION, Value::Integer(VERSION.into()))
             .value(LABEL_KIND, Value::Integer(KIND_DATA.into()))
             .value(LABEL_SEQ, Value::Integer(seq.into()))
-            .value(LABEL_KEY_INDEX, key_index_value(&index))
+            .value(LABEL_KEY_INDEX, index)
             .build();
         let mut unprotected = HeaderBuilder::new();
-        if self.embed_certificate {
+        if embed {
             unprotected = unprotected.value(
                 LABEL_X5CHAIN,
-                Value::Bytes(self.identity.certificate.der.clone()),
+                Value::Bytes(identity.certificate.der.clone()),
             );
         }
         let sign1 = CoseSign1Builder::new()
@@ -179,11 +343,71 @@ impl Sealer {
             .unprotected(unprotected.build())
             .payload(inner)
             .create_signature(topic.as_bytes(), |tbs| {
-                self.identity.key.sign(tbs).to_bytes().to_vec()
+                identity.key.sign(tbs).to_bytes().to_vec()
             })
             .build();
-        let bytes = coset::TaggedCborSerializable::to_tagged_vec(sign1).map_err(encode_err)?;
-        self.next_seq += 1;
-        Ok(bytes)
+        coset::TaggedCborSerializable::to_tagged_vec(sign1).unwrap()
+    }
+
+    #[test]
+    fn direct_encoding_is_byte_identical_to_coset() {
+        let identity = identity();
+        let key = ContentKey::generate();
+        let salt = [9, 8, 7, 6];
+        let locations = [
+            KeyLocation::key_topic_for("pub-1"),
+            KeyLocation::Kdc(format!("https://kdc.example:8443/{}", "p".repeat(300))),
+        ];
+        let check = |location: &KeyLocation, epoch, seq, embed, topic: &str, len: usize| {
+            let plaintext: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut sealer = Sealer::new(identity.clone(), location.clone(), epoch, &key, seq);
+            sealer.reserve(1);
+            sealer.set_nonce_salt_for_test_vectors(salt);
+            sealer.set_embed_certificate(embed);
+            let direct = sealer.seal(topic, &plaintext).unwrap();
+            let reference = seal_with_coset(
+                &identity, location, epoch, &key, seq, salt, embed, topic, &plaintext,
+            );
+            assert_eq!(
+                direct, reference,
+                "epoch {epoch}, seq {seq}, embed {embed}, topic {topic}, {len} bytes"
+            );
+        };
+        for (i, &seq) in BOUNDARIES.iter().enumerate() {
+            for (j, &epoch) in BOUNDARIES.iter().enumerate() {
+                let location = &locations[(i + j) % 2];
+                check(location, epoch, seq, (i + j) % 3 == 0, "a/b", 5);
+            }
+        }
+        let long_topic = format!("a/{}", "t".repeat(300));
+        for len in [0, 7, 8, 239, 240, 1000, 65_519, 65_520] {
+            for embed in [false, true] {
+                check(&locations[0], 3, 1000, embed, "a/x", len);
+                check(&locations[1], 70_000, 1 << 40, embed, &long_topic, len);
+            }
+        }
+    }
+
+    #[test]
+    fn rotation_and_embedding_switch_the_precomputed_parts() {
+        let identity = identity();
+        let (k1, k2) = (ContentKey::generate(), ContentKey::generate());
+        let location = KeyLocation::key_topic_for("pub-1");
+        let mut sealer = Sealer::new(identity.clone(), location.clone(), 1, &k1, 10);
+        sealer.reserve(3);
+        sealer.set_nonce_salt_for_test_vectors([1; 4]);
+        sealer.set_embed_certificate(true);
+        sealer.set_key(300, &k2);
+        let env = sealer.seal("a/1", b"x").unwrap();
+        let reference = seal_with_coset(
+            &identity, &location, 300, &k2, 10, [1; 4], true, "a/1", b"x",
+        );
+        assert_eq!(env, reference);
+        sealer.set_embed_certificate(false);
+        let env = sealer.seal("a/1", b"y").unwrap();
+        let reference = seal_with_coset(
+            &identity, &location, 300, &k2, 11, [1; 4], false, "a/1", b"y",
+        );
+        assert_eq!(env, reference);
     }
 }
