@@ -30,5 +30,5 @@ pub mod state;
 pub mod transport;
 
 pub use error::PublisherError;
-pub use publisher::{Publisher, PublisherConfig, QoS, Rekey, DEFAULT_RESERVE_BLOCK};
+pub use publisher::{Publisher, PublisherConfig, QoS, Rekey, RekeyTimings, DEFAULT_RESERVE_BLOCK};
 pub use transport::{BrokerAddress, TlsIdentity};

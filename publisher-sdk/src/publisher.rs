@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rayon::prelude::*;
@@ -17,7 +17,7 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::kdc::{Kdc, KdcConfig, KdcCredentials};
-use crate::keys::{build_all, Grantee};
+use crate::keys::{build_all, BuiltKeyMessage, Grantee};
 use crate::state::{Grant, PublisherState};
 use crate::transport::{mqtt_options, BrokerAddress, TlsIdentity};
 use crate::PublisherError;
@@ -112,6 +112,25 @@ pub struct Rekey {
     pub key_messages: usize,
     /// Their total size in bytes (payloads only).
     pub bytes: usize,
+    /// RSA-OAEP wrappings done for them. A rotation wraps only the new epoch for each
+    /// subscriber and reuses the earlier epoch's wrapping, so after a revoke this is the
+    /// number of remaining subscribers, not twice that.
+    pub wrapped: usize,
+    /// Where the time went.
+    pub timings: RekeyTimings,
+}
+
+/// Where the time of a grant, revocation or rotation went (wall clock, per phase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RekeyTimings {
+    /// Verifying the granted certificates (grants only).
+    pub verify: Duration,
+    /// Writing the state (keys, grants) to disk, which happens before any key is sent.
+    pub persist: Duration,
+    /// Wrapping the content keys and signing the key messages, on all cores.
+    pub build: Duration,
+    /// Handing the key messages to the MQTT client (they are on their way, not acknowledged).
+    pub send: Duration,
 }
 
 struct Inner {
@@ -202,10 +221,7 @@ impl Publisher {
             let info = sealpost_certs::parse(&grant.certificate_der)?;
             grantees.insert(
                 grant.subscriber.clone(),
-                Grantee {
-                    recipient: KeyRecipient::new(info)?,
-                    granted_epoch: grant.granted_epoch,
-                },
+                Grantee::new(KeyRecipient::new(info)?, grant.granted_epoch),
             );
         }
         let mut inner = Inner {
@@ -349,6 +365,7 @@ impl Publisher {
         if !inner.send_key_messages {
             return Err(PublisherError::KeyMessagesDisabled);
         }
+        let started = Instant::now();
         let now = now_unix();
         // Verification (a signature check and parsing per certificate) is a tenth of a
         // large grant: spread it over the cores like the wrapping.
@@ -380,13 +397,9 @@ impl Publisher {
                 .get(&id)
                 .map_or(inner.state.epoch, |g| g.granted_epoch);
             ids.push(id.clone());
-            new.insert(
-                id,
-                Grantee {
-                    recipient,
-                    granted_epoch,
-                },
-            );
+            // A re-granted subscriber may come with a new key pair: nothing wrapped for
+            // its old certificate is kept.
+            new.insert(id, Grantee::new(recipient, granted_epoch));
         }
         for (id, grantee) in &new {
             inner.state.grants.push(Grant {
@@ -395,15 +408,20 @@ impl Publisher {
                 granted_epoch: grantee.granted_epoch,
             });
         }
-        inner.save()?;
-        let built = {
-            let grantees: Vec<&Grantee> = new.values().collect();
-            inner.build(grantees)?
+        let mut timings = RekeyTimings {
+            verify: started.elapsed(),
+            ..RekeyTimings::default()
         };
+        let started = Instant::now();
+        inner.save()?;
+        timings.persist = started.elapsed();
+        let started = Instant::now();
+        let built = inner.build(new.values_mut().collect())?;
+        timings.build = started.elapsed();
         for (id, grantee) in new {
             inner.grantees.insert(id, grantee);
         }
-        let rekey = inner.send(&self.client, built).await?;
+        let rekey = inner.send(&self.client, built, timings).await?;
         Ok((rekey, ids))
     }
 
@@ -511,13 +529,12 @@ impl Inner {
         recent_keys(&self.state)
     }
 
-    fn build(
-        &self,
-        grantees: Vec<&Grantee>,
-    ) -> Result<HashMap<String, (String, Vec<u8>)>, PublisherError> {
+    /// Builds the key messages of `grantees` (some of `self.grantees`, or grantees about
+    /// to be added), reusing and updating their kept wrappings.
+    fn build(&self, grantees: Vec<&mut Grantee>) -> Result<Vec<BuiltKeyMessage>, PublisherError> {
         if !self.send_key_messages {
             // KDC-only: grants restored from an earlier run get no key messages either.
-            return Ok(HashMap::new());
+            return Ok(Vec::new());
         }
         let now = now_unix().max(0) as u64;
         Ok(build_all(
@@ -529,36 +546,65 @@ impl Inner {
         )?)
     }
 
-    fn rebuild_key_messages(
-        &mut self,
-    ) -> Result<HashMap<String, (String, Vec<u8>)>, PublisherError> {
-        let built = self.build(self.grantees.values().collect())?;
+    /// Builds the key messages of every grantee. The grantees are taken out of `self` for
+    /// the time, so that they can be updated while `self` is read; they are put back
+    /// whatever the outcome.
+    fn build_every(&mut self) -> Result<Vec<BuiltKeyMessage>, PublisherError> {
+        let mut grantees = std::mem::take(&mut self.grantees);
+        let built = self.build(grantees.values_mut().collect());
+        self.grantees = grantees;
+        built
+    }
+
+    fn rebuild_key_messages(&mut self) -> Result<(), PublisherError> {
+        let built = self.build_every()?;
         self.key_messages = built
-            .iter()
-            .map(|(id, (t, b))| (id.clone(), (t.clone(), Bytes::from(b.clone()))))
+            .into_iter()
+            .map(|m| (m.subscriber, (m.topic, Bytes::from(m.bytes))))
             .collect();
-        Ok(built)
+        Ok(())
     }
 
     /// Remembers and publishes key messages.
     async fn send(
         &mut self,
         client: &AsyncClient,
-        built: HashMap<String, (String, Vec<u8>)>,
+        built: Vec<BuiltKeyMessage>,
+        timings: RekeyTimings,
     ) -> Result<Rekey, PublisherError> {
+        let started = Instant::now();
         let mut rekey = Rekey {
             epoch: self.state.epoch,
+            timings,
             ..Rekey::default()
         };
-        for (id, (topic, bytes)) in built {
-            let bytes = Bytes::from(bytes);
+        for message in built {
+            let bytes = Bytes::from(message.bytes);
             rekey.key_messages += 1;
             rekey.bytes += bytes.len();
+            rekey.wrapped += message.wrapped_now;
             client
-                .publish_bytes(topic.as_str(), QoS::AtLeastOnce, true, bytes.clone())
+                .publish_bytes(
+                    message.topic.as_str(),
+                    QoS::AtLeastOnce,
+                    true,
+                    bytes.clone(),
+                )
                 .await?;
-            self.key_messages.insert(id, (topic, bytes));
+            self.key_messages
+                .insert(message.subscriber, (message.topic, bytes));
         }
+        rekey.timings.send = started.elapsed();
+        tracing::debug!(
+            epoch = rekey.epoch,
+            key_messages = rekey.key_messages,
+            wrapped = rekey.wrapped,
+            verify_ms = rekey.timings.verify.as_millis() as u64,
+            persist_ms = rekey.timings.persist.as_millis() as u64,
+            build_ms = rekey.timings.build.as_millis() as u64,
+            send_ms = rekey.timings.send.as_millis() as u64,
+            "key messages sent"
+        );
         Ok(rekey)
     }
 
@@ -571,14 +617,21 @@ impl Inner {
         let excess = self.state.keys.len().saturating_sub(DEFAULT_KEPT_EPOCHS);
         self.state.keys.drain(..excess);
         // The new key is on disk, and served by the KDC, before anything is sealed with it.
+        let started = Instant::now();
         self.save()?;
+        let mut timings = RekeyTimings {
+            persist: started.elapsed(),
+            ..RekeyTimings::default()
+        };
         if let Some(kdc) = &self.kdc {
             kdc.set_keys(self.recent_keys());
         }
         self.sealer.set_key(epoch, &key);
         self.key_messages.clear();
-        let built = self.build(self.grantees.values().collect())?;
-        self.send(client, built).await
+        let started = Instant::now();
+        let built = self.build_every()?;
+        timings.build = started.elapsed();
+        self.send(client, built, timings).await
     }
 }
 
