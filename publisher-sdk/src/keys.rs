@@ -15,8 +15,7 @@ pub(crate) const EPOCHS_PER_KEY_MESSAGE: usize = 2;
 
 /// A granted subscriber, ready for wrapping.
 pub(crate) struct Grantee {
-    /// Shared with the build jobs, which own what they need so that the grantees can be
-    /// updated with the result.
+    /// Shared with the build jobs (see [`Job`]).
     pub recipient: Arc<KeyRecipient>,
     pub granted_epoch: u64,
     /// The wrappings its last key message carried, newest first. Kept in memory only: a
@@ -35,7 +34,7 @@ impl Grantee {
         }
     }
 
-    /// What a build worker needs to make this grantee's key message.
+    /// What building this grantee's key message needs.
     pub fn job(&self) -> Job {
         Job {
             recipient: self.recipient.clone(),
@@ -45,7 +44,9 @@ impl Grantee {
     }
 }
 
-/// One key message to build, owned so that it can go to another thread.
+/// One key message to build. It owns what it needs (the recipient shared, the kept
+/// wrappings copied), so that the publisher can update its grantees with the results
+/// without holding them borrowed during the build.
 pub(crate) struct Job {
     recipient: Arc<KeyRecipient>,
     granted_epoch: u64,
