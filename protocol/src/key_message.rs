@@ -65,8 +65,66 @@ impl KeyRecipient {
     }
 }
 
+/// One content key wrapped for one subscriber: the `COSE_recipient` entry of a key
+/// message, RSA-OAEP already done.
+///
+/// A wrapping of (subscriber, epoch) stays valid as long as that epoch's key and the
+/// subscriber's certificate do, so a publisher keeps it and puts the same entry in every
+/// later key message that still carries that epoch: a rotation then costs one RSA-OAEP
+/// encryption per subscriber (the new epoch), not one per epoch carried. Re-sending the
+/// same ciphertext reveals nothing new: it is the same key under the same public key.
+#[derive(Clone)]
+pub struct WrappedKey {
+    epoch: u64,
+    /// SHA-256 of the certificate it was wrapped for: a wrapping is never put in another
+    /// subscriber's key message, nor in one for a renewed certificate of the same id.
+    recipient_fingerprint: [u8; 32],
+    ciphertext: Vec<u8>,
+}
+
+impl WrappedKey {
+    /// The epoch of the wrapped key.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// SHA-256 of the certificate of the subscriber it was wrapped for.
+    pub fn recipient_fingerprint(&self) -> &[u8; 32] {
+        &self.recipient_fingerprint
+    }
+}
+
+impl std::fmt::Debug for WrappedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WrappedKey")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRecipient {
+    /// Wraps the content key of `epoch` for this subscriber (RSA-OAEP-SHA256, randomised):
+    /// the expensive part of a key message, kept apart so it can be done once per
+    /// (subscriber, epoch) and reused with [`seal_key_message_wrapped`].
+    pub fn wrap(&self, epoch: u64, key: &ContentKey) -> Result<WrappedKey, SealError> {
+        let ciphertext = self
+            .public_key
+            .encrypt(&mut OsRng, Oaep::new::<Sha256>(), key.as_bytes())
+            .map_err(|e| SealError::Wrap {
+                subscriber: self.id().to_owned(),
+                detail: e.to_string(),
+            })?;
+        Ok(WrappedKey {
+            epoch,
+            recipient_fingerprint: self.certificate.fingerprint,
+            ciphertext,
+        })
+    }
+}
+
 /// Builds the signed key message for `recipient` carrying `keys` (epoch, key), to be
-/// published (retained) on `topic`.
+/// published (retained) on `topic`. Wraps every key afresh; a publisher that rekeys often
+/// should keep the [`KeyRecipient::wrap`] results and use [`seal_key_message_wrapped`].
 pub fn seal_key_message(
     publisher: &PublisherIdentity,
     recipient: &KeyRecipient,
@@ -74,29 +132,44 @@ pub fn seal_key_message(
     topic: &str,
     issued_at: u64,
 ) -> Result<Vec<u8>, SealError> {
-    if keys.is_empty() || keys.len() > MAX_KEY_ENTRIES {
-        return Err(SealError::Wrap {
-            subscriber: recipient.id().to_owned(),
-            detail: format!("a key message carries 1 to {MAX_KEY_ENTRIES} keys"),
-        });
-    }
+    check_entry_count(recipient, keys.len())?;
+    let wrapped = keys
+        .iter()
+        .map(|(epoch, key)| recipient.wrap(*epoch, key))
+        .collect::<Result<Vec<_>, _>>()?;
+    let wrapped: Vec<&WrappedKey> = wrapped.iter().collect();
+    seal_key_message_wrapped(publisher, recipient, &wrapped, topic, issued_at)
+}
+
+/// Builds the signed key message for `recipient` from keys already wrapped for it (by
+/// [`KeyRecipient::wrap`]), in the order given, to be published (retained) on `topic`.
+/// The bytes are those [`seal_key_message`] makes with the same wrappings: the wire format
+/// does not depend on when the wrapping was done. Refuses wrappings made for another
+/// certificate.
+pub fn seal_key_message_wrapped(
+    publisher: &PublisherIdentity,
+    recipient: &KeyRecipient,
+    keys: &[&WrappedKey],
+    topic: &str,
+    issued_at: u64,
+) -> Result<Vec<u8>, SealError> {
+    check_entry_count(recipient, keys.len())?;
     let mut entries = Vec::with_capacity(keys.len());
-    for (epoch, key) in keys {
-        let wrapped = recipient
-            .public_key
-            .encrypt(&mut OsRng, Oaep::new::<Sha256>(), key.as_bytes())
-            .map_err(|e| SealError::Wrap {
+    for wrapped in keys {
+        if wrapped.recipient_fingerprint != recipient.certificate.fingerprint {
+            return Err(SealError::Wrap {
                 subscriber: recipient.id().to_owned(),
-                detail: e.to_string(),
-            })?;
+                detail: "key wrapped for another certificate".into(),
+            });
+        }
         let entry = CoseRecipientBuilder::new()
             .protected(
                 HeaderBuilder::new()
                     .algorithm(iana::Algorithm::RSAES_OAEP_SHA_256)
-                    .value(LABEL_EPOCH, Value::Integer((*epoch).into()))
+                    .value(LABEL_EPOCH, Value::Integer(wrapped.epoch.into()))
                     .build(),
             )
-            .ciphertext(wrapped)
+            .ciphertext(wrapped.ciphertext.clone())
             .build();
         entries.push(entry.to_cbor_value().map_err(encode_err)?);
     }
@@ -132,6 +205,16 @@ pub fn seal_key_message(
         })
         .build();
     coset::TaggedCborSerializable::to_tagged_vec(sign1).map_err(encode_err)
+}
+
+fn check_entry_count(recipient: &KeyRecipient, n: usize) -> Result<(), SealError> {
+    if n == 0 || n > MAX_KEY_ENTRIES {
+        return Err(SealError::Wrap {
+            subscriber: recipient.id().to_owned(),
+            detail: format!("a key message carries 1 to {MAX_KEY_ENTRIES} keys"),
+        });
+    }
+    Ok(())
 }
 
 /// The body of a key message, parsed but with keys still wrapped.

@@ -9,7 +9,8 @@
 //!   Ed25519 signature over ciphertext, key index, sequence number and topic name, encoded
 //!   as COSE (RFC 9052) with registered algorithm ids.
 //! - Key messages ([`seal_key_message`], [`Opener::accept_key_message`]): content keys of
-//!   recent epochs wrapped for one subscriber with RSA-OAEP-SHA256, signed.
+//!   recent epochs wrapped for one subscriber with RSA-OAEP-SHA256, signed; wrappings can be
+//!   kept and reused across rotations ([`KeyRecipient::wrap`], [`seal_key_message_wrapped`]).
 //! - Replay protection ([`ReplayState`]): a persisted sliding window per publisher.
 //! - Batched signature verification ([`Opener::open_batch`]).
 //! - Typed rejections ([`Rejected`]) for every failed check.
@@ -34,7 +35,9 @@ mod sealer;
 pub use envelope::{peek, EnvelopeHeader, KeyIndex, KeyLocation};
 pub use error::{Rejected, SealError};
 pub use identity::{PublisherIdentity, SubscriberIdentity};
-pub use key_message::{seal_key_message, KeyRecipient, MAX_KEY_ENTRIES};
+pub use key_message::{
+    seal_key_message, seal_key_message_wrapped, KeyRecipient, WrappedKey, MAX_KEY_ENTRIES,
+};
 pub use keyring::{ContentKey, Keyring, CONTENT_KEY_LEN, DEFAULT_KEPT_EPOCHS};
 pub use opener::{KeyUpdate, Opened, Opener};
 pub use replay::{ReplayCheck, ReplayState};

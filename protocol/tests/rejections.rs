@@ -8,7 +8,8 @@ use fixture::*;
 use sealpost_certs::{now_unix, parse, RevokedSerial, Validity};
 use sealpost_protocol::envelope::{LABEL_KEY_INDEX, LABEL_SEQ, LABEL_VERSION};
 use sealpost_protocol::{
-    seal_key_message, ContentKey, KeyLocation, KeyRecipient, Opener, Rejected, SealError, Sealer,
+    seal_key_message, seal_key_message_wrapped, ContentKey, KeyLocation, KeyRecipient, Opener,
+    Rejected, SealError, Sealer,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -473,6 +474,57 @@ fn recent_epochs_are_kept_across_a_rotation() {
         w.opener.open("plant/t", &in_flight).unwrap().payload,
         b"epoch 1"
     );
+}
+
+#[test]
+fn reused_wrappings_open_across_rotations_and_stay_with_their_certificate() {
+    let mut w = world();
+    let publisher = w.sealer.identity().clone();
+    let recipient = KeyRecipient::new(w.subscriber.certificate().clone()).unwrap();
+    let topic = "sealpost/keys/plant/reader";
+    // Epoch 2 wrapped once, as a publisher does at one rotation...
+    let key2 = ContentKey::generate();
+    let wrapped2 = recipient.wrap(2, &key2).unwrap();
+    assert_eq!(wrapped2.epoch(), 2);
+    assert!(!format!("{wrapped2:?}").contains("ciphertext"));
+    let first = seal_key_message_wrapped(&publisher, &recipient, &[&wrapped2], topic, 7).unwrap();
+    assert_eq!(
+        w.opener
+            .accept_key_message(topic, &first)
+            .unwrap()
+            .new_epochs,
+        vec![2]
+    );
+    // ...and reused at the next one, beside the only new wrapping (epoch 3).
+    let key3 = ContentKey::generate();
+    let wrapped3 = recipient.wrap(3, &key3).unwrap();
+    let second =
+        seal_key_message_wrapped(&publisher, &recipient, &[&wrapped2, &wrapped3], topic, 8)
+            .unwrap();
+    // A subscriber that missed the first message gets both epochs from the second.
+    let mut late = Opener::new(verifier(&w.ca)).with_identity(w.subscriber.clone());
+    assert_eq!(
+        late.accept_key_message(topic, &second).unwrap().new_epochs,
+        vec![2, 3]
+    );
+    w.sealer.set_key(3, &key3);
+    let env = w.sealer.seal("plant/t", b"epoch 3").unwrap();
+    assert_eq!(late.open("plant/t", &env).unwrap().payload, b"epoch 3");
+
+    // A wrapping belongs to the certificate it was made for: not another subscriber's,
+    // nor a renewed certificate of the same subscriber.
+    let other = KeyRecipient::new(subscriber_in(&w.ca, "other").certificate().clone()).unwrap();
+    let renewed = KeyRecipient::new(subscriber_in(&w.ca, "reader").certificate().clone()).unwrap();
+    for wrong in [&other, &renewed] {
+        assert!(matches!(
+            seal_key_message_wrapped(&publisher, wrong, &[&wrapped3], topic, 8),
+            Err(SealError::Wrap { .. })
+        ));
+    }
+    assert!(matches!(
+        seal_key_message_wrapped(&publisher, &recipient, &[], topic, 8),
+        Err(SealError::Wrap { .. })
+    ));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //!
 //! A thin async shell over [`rumqttc`] and the sans-IO [`sealpost_protocol`] core. A
 //! [`Publisher`] seals every payload (AES-256-GCM, Ed25519, sequence number, topic) and
-//! decides who can read it: [`Publisher::grant`] adds a subscriber, [`Publisher::revoke`]
+//! decides who can read it: [`Publisher::grant_pem`] adds a subscriber, [`Publisher::revoke`]
 //! removes one and rotates the content key, and one retained key message per granted
 //! subscriber carries the keys (O(1) bytes each, however many subscribers there are).
 //!
@@ -15,7 +15,9 @@
 //!   readers it issued credentials to, instead of or beside key messages
 //!   ([`PublisherConfig::kdc`], [`PublisherConfig::key_messages`]).
 //! - Key messages are wrapped in parallel and published again after every reconnect, in
-//!   case the broker lost its retained messages.
+//!   case the broker lost its retained messages. Each carries the current and the previous
+//!   epoch, but a rotation wraps only the new one: the previous epoch's wrapping for each
+//!   subscriber is kept in memory and reused ([`Rekey::wrapped`], [`Rekey::timings`]).
 //!
 //! ## Non-features
 //! - No backoff between reconnect attempts beyond a fixed pause.
@@ -30,5 +32,5 @@ pub mod state;
 pub mod transport;
 
 pub use error::PublisherError;
-pub use publisher::{Publisher, PublisherConfig, QoS, Rekey, DEFAULT_RESERVE_BLOCK};
+pub use publisher::{Publisher, PublisherConfig, QoS, Rekey, RekeyTimings, DEFAULT_RESERVE_BLOCK};
 pub use transport::{BrokerAddress, TlsIdentity};
