@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release -p sealpost-broker --example bench            # median of 3 runs
 //! cargo run --release -p sealpost-broker --example bench -- quick    # 1 run, 1/10 messages
+//! SEALPOST_BENCH_ONLY="1->10 QoS0" cargo run --release -p sealpost-broker --example bench
 //! ```
 //! Needs `mosquitto` and `mosquitto-clients` (Debian packages). Each broker runs in its
 //! own process (this binary re-executed with `serve-sealpost` / `serve-rumqttd`, or
@@ -166,7 +167,10 @@ struct Outcome {
 
 async fn scenario(port: u16, subs: usize, qos: QoS, size: usize, count: u64) -> Outcome {
     let topic = format!("bench/{}", rand_suffix());
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    // Each subscriber reports how many messages it got and when the last one came, so
+    // that a run with lost QoS 0 messages is timed to its last delivery, not to the
+    // idle timeout that ends it (the loss shows in the delivered column).
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
     let mut sub_clients = Vec::new();
     for i in 0..subs {
         let mut o = MqttOptions::new(format!("bsub-{i}-{}", rand_suffix()), "127.0.0.1", port);
@@ -183,10 +187,12 @@ async fn scenario(port: u16, subs: usize, qos: QoS, size: usize, count: u64) -> 
         let tx = done_tx.clone();
         tokio::spawn(async move {
             let mut n = 0u64;
+            let mut last = Instant::now();
             loop {
                 match tokio::time::timeout(Duration::from_secs(3), el.poll()).await {
                     Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
                         n += 1;
+                        last = Instant::now();
                         if n == count {
                             break;
                         }
@@ -195,7 +201,7 @@ async fn scenario(port: u16, subs: usize, qos: QoS, size: usize, count: u64) -> 
                     _ => break, // idle (messages lost) or error
                 }
             }
-            let _ = tx.send(n);
+            let _ = tx.send((n, last));
         });
         sub_clients.push(c);
     }
@@ -213,10 +219,14 @@ async fn scenario(port: u16, subs: usize, qos: QoS, size: usize, count: u64) -> 
             .unwrap();
     }
     let mut delivered = 0;
+    let mut end = start;
     for _ in 0..subs {
-        delivered += done_rx.recv().await.unwrap_or(0);
+        if let Some((n, last)) = done_rx.recv().await {
+            delivered += n;
+            end = end.max(last);
+        }
     }
-    let secs = start.elapsed().as_secs_f64();
+    let secs = end.duration_since(start).as_secs_f64().max(1e-9);
     pub_loop.abort();
     drop(sub_clients);
     Outcome {
@@ -323,11 +333,39 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("serve-sealpost") => return serve_sealpost(args[2].parse().unwrap()),
         Some("serve-rumqttd") => return serve_rumqttd(args[2].parse().unwrap()),
+        // `load PORT SUBS QOS SIZE COUNT`: one scenario against a broker already running,
+        // e.g. one started under a profiler with `serve-sealpost PORT`.
+        Some("load") => {
+            let n = |i: usize| -> u64 { args[i].parse().unwrap() };
+            let qos = if n(4) == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let o = rt.block_on(scenario(
+                n(2) as u16,
+                n(3) as usize,
+                qos,
+                n(5) as usize,
+                n(6),
+            ));
+            println!(
+                "{:.0} msg/s published, {}/{} delivered",
+                o.published as f64 / o.secs,
+                o.delivered,
+                o.expected
+            );
+            return;
+        }
         _ => {}
     }
     let quick = args.get(1).map(String::as_str) == Some("quick");
     let scale: u64 = if quick { 10 } else { 1 };
     let repeat = if quick { 1 } else { 3 };
+    // SEALPOST_BENCH_ONLY="1->10 QoS0 1024": only the scenarios whose label contains it
+    // (and no mosquitto_pub or memory runs).
+    let only = std::env::var("SEALPOST_BENCH_ONLY").ok();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -346,6 +384,10 @@ fn main() {
         (10, QoS::AtLeastOnce, 1024, 10_000),
     ] {
         let count = count / scale;
+        let label = format!("1->{subs} QoS{} {size} B", qos as u8);
+        if only.as_ref().is_some_and(|o| !label.contains(o.as_str())) {
+            continue;
+        }
         for kind in kinds {
             // Median of `repeat` runs (each on a fresh broker) against machine noise;
             // the delivered column is the worst run.
@@ -360,8 +402,7 @@ fn main() {
             let o = &runs[runs.len() / 2];
             let worst = runs.iter().map(|r| r.delivered).min().unwrap_or(0);
             println!(
-                "| 1->{subs} QoS{} {size} B | {} | {:.0} | {:.0} | {}/{} |",
-                qos as u8,
+                "| {label} | {} | {:.0} | {:.0} | {}/{} |",
                 kind.name(),
                 o.published as f64 / o.secs,
                 o.delivered as f64 / o.secs,
@@ -369,6 +410,9 @@ fn main() {
                 o.expected
             );
         }
+    }
+    if only.is_some() {
+        return;
     }
     println!();
     println!("| mosquitto_pub -l / mosquitto_sub, QoS 1, 100 B, 1->1 | msg/s |");

@@ -1115,9 +1115,7 @@ impl Session {
                 }
             }
         }
-        // A cheap handle on the topic, so that checking it needs no copy of its text.
-        let topic_bytes = publish.topic.clone();
-        let topic_name = std::str::from_utf8(&topic_bytes)
+        let topic_name = std::str::from_utf8(&publish.topic)
             .ok()
             .filter(|t| topic::validate_topic(t))
             .ok_or(ConnectionError::Protocol(
@@ -1483,7 +1481,13 @@ impl Session {
         // Properties the edge may change need a copy to re-encode from (rumqttd keeps
         // the QoS and packet id of a `Publish` private, so they are read back from the
         // encoded bytes).
-        let topic = publish.topic.clone();
+        // (Cloning a `Bytes` costs an atomic increment on a buffer other threads share:
+        // only done when needed.)
+        let topic = self
+            .subscriptions
+            .needs_topic()
+            .then(|| publish.topic.clone())
+            .unwrap_or_default();
         let rewrite = (self.limits.topic_alias_max > 0 || self.subscriptions.has_identifiers())
             .then(|| publish.clone());
         let start = io.wbuf.len();

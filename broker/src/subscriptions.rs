@@ -116,6 +116,11 @@ impl Subscriptions {
         self.by_filter.get(filter)
     }
 
+    /// Whether [`Subscriptions::decide`] looks at the topic (otherwise any will do).
+    pub fn needs_topic(&self) -> bool {
+        self.special || self.overlap
+    }
+
     /// Whether any filter has a subscription identifier.
     pub fn has_identifiers(&self) -> bool {
         self.identifiers
