@@ -1483,11 +1483,11 @@ impl Session {
         // encoded bytes).
         // (Cloning a `Bytes` costs an atomic increment on a buffer other threads share:
         // only done when needed.)
-        let topic = self
-            .subscriptions
-            .needs_topic()
-            .then(|| publish.topic.clone())
-            .unwrap_or_default();
+        let topic = if self.subscriptions.needs_topic() {
+            publish.topic.clone()
+        } else {
+            Bytes::new()
+        };
         let rewrite = (self.limits.topic_alias_max > 0 || self.subscriptions.has_identifiers())
             .then(|| publish.clone());
         let start = io.wbuf.len();
