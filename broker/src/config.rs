@@ -222,6 +222,12 @@ pub struct Limits {
     /// connection; 0 disables the timeout). MQTT 3.1.1 has no way to tell a client, so
     /// 3.1.1 clients keep their own keep-alive.
     pub server_keep_alive: Option<u16>,
+    /// Messages a resumed session receives from what was queued while it was away
+    /// (default 1,000; 0: no limit). The oldest are delivered; later ones beyond the
+    /// limit are dropped for that session (as Mosquitto's `max_queued_messages`). The
+    /// router still holds queued messages in each filter's log (`[router]`), which is
+    /// also a bound: a session that falls behind a filter's oldest segment misses them.
+    pub max_queued_messages: usize,
 }
 
 impl Default for Limits {
@@ -232,6 +238,7 @@ impl Default for Limits {
             connect_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
             max_inflight: 100,
+            max_queued_messages: 1000,
             topic_alias_max: 64,
             server_keep_alive: None,
         }

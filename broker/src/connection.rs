@@ -590,6 +590,11 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     );
     inc(&shared.metrics.connections_open);
     info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive, ?session_expiry, "client connected");
+    let max_queued = limits.max_queued_messages;
+    let backlog = (session_present && max_queued > 0).then(|| Backlog {
+        before: NEXT_MESSAGE.load(Ordering::Relaxed),
+        left: max_queued,
+    });
     Some(Session {
         shared,
         version,
@@ -616,9 +621,19 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         copies: Copies::default(),
         limits: client_limits,
         redeliver,
+        backlog,
         out_aliases: HashMap::new(),
         inflight_out: 0,
     })
+}
+
+/// A resumed session's backlog: messages numbered below `before` were published before
+/// the connection, so the router queued them for the session; `left` more of them
+/// may be delivered (`limits.max_queued_messages`).
+#[derive(Debug, Clone, Copy)]
+struct Backlog {
+    before: u64,
+    left: usize,
 }
 
 /// An outgoing QoS 1/2 message awaiting its acknowledgement towards the router.
@@ -685,6 +700,8 @@ pub(crate) struct Session {
     /// Messages an earlier connection of this session sent and the client did not
     /// acknowledge: the router will send them again.
     redeliver: HashSet<u64>,
+    /// What a resumed session may still receive of its backlog (see [`Backlog`]).
+    backlog: Option<Backlog>,
     /// Topic aliases given to the client, by topic.
     out_aliases: HashMap<Bytes, u16>,
     /// QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it (PUBACK or
@@ -1523,6 +1540,15 @@ impl Session {
                 ids,
             } => (max_qos, retain, ids),
         };
+        if let Some(b) = self.backlog.as_mut() {
+            if !at_subscribe && mark.message != 0 && mark.message < b.before {
+                if b.left == 0 {
+                    io.wbuf.truncate(start);
+                    return self.skip(h).await;
+                }
+                b.left -= 1;
+            }
+        }
         if let Some(mut publish) = rewrite {
             // Subscription identifiers are the edge's (the router never sees them), and
             // topic aliases are given per topic here.

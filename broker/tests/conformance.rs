@@ -834,3 +834,42 @@ async fn v5_topic_aliases_from_a_client_are_resolved() {
     }
     broker.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn a_resumed_session_gets_at_most_max_queued_messages_of_its_backlog() {
+    let mut config = tcp_config();
+    config.limits.max_queued_messages = 3;
+    let (broker, addr) = start(config).await;
+    let mut o = v4_options("backlog-sub", addr);
+    o.set_clean_session(false);
+    let mut sub = V4::start(o.clone());
+    sub.connack().await.unwrap();
+    sub.subscribe("bl/#", QoS::AtLeastOnce).await;
+    let _ = sub.client.disconnect().await;
+    drop(sub);
+    let publ = V4::connect("backlog-pub", addr).await;
+    let mut live = V4::connect("backlog-live", addr).await;
+    live.subscribe("bl/#", QoS::AtLeastOnce).await;
+    for i in 1..=5 {
+        publ.client
+            .publish(format!("bl/{i}"), QoS::AtLeastOnce, false, vec![i])
+            .await
+            .unwrap();
+    }
+    // All five are routed (and so queued for the session) before it resumes.
+    for i in 1..=5 {
+        assert_eq!(live.publish_msg().await.unwrap().topic, format!("bl/{i}"));
+    }
+    let mut sub = V4::start(o);
+    assert!(sub.connack().await.unwrap().session_present);
+    for i in 1..=3 {
+        assert_eq!(sub.publish_msg().await.unwrap().topic, format!("bl/{i}"));
+    }
+    // The oldest three of the backlog; then live messages flow again.
+    publ.client
+        .publish("bl/now", QoS::AtLeastOnce, false, b"now".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(sub.publish_msg().await.unwrap().topic, "bl/now");
+    broker.shutdown(WAIT).await;
+}
