@@ -523,24 +523,16 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         });
     // A resumed session keeps the edge's subscription table and origin id; a new one
     // starts afresh, and any table saved for an older session with this id is stale.
-    let (subscriptions, origin, redeliver) = match link {
+    let saved = match link {
         Ok((_, _, true)) => shared.saved_sessions.get(&client_id),
         _ => None,
     }
-    .map(|s| {
-        (
-            s.subscriptions,
-            s.origin,
-            s.unacknowledged.into_iter().collect(),
-        )
-    })
     .unwrap_or_else(|| {
         shared.saved_sessions.discard(&client_id);
-        (
-            Subscriptions::default(),
-            NEXT_ORIGIN.fetch_add(1, Ordering::Relaxed),
-            HashSet::new(),
-        )
+        SavedSession {
+            origin: NEXT_ORIGIN.fetch_add(1, Ordering::Relaxed),
+            ..Default::default()
+        }
     });
     if link.is_err() {
         crate::session::abandon(&mut lock, started.generation);
@@ -612,15 +604,16 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         to_router: Vec::new(),
         pending_subacks: HashMap::new(),
         denied_qos2: HashSet::new(),
+        awaiting_release: saved.awaiting_release.into_iter().collect(),
         inflight_in: 0,
         out_acks: VecDeque::new(),
         comps: VecDeque::new(),
         clean_exit: false,
-        origin,
-        subscriptions,
+        origin: saved.origin,
+        subscriptions: saved.subscriptions,
         copies: Copies::default(),
         limits: client_limits,
-        redeliver,
+        redeliver: saved.unacknowledged.into_iter().collect(),
         backlog,
         out_aliases: HashMap::new(),
         inflight_out: 0,
@@ -685,6 +678,8 @@ pub(crate) struct Session {
     pending_subacks: HashMap<u16, Vec<SubscribeReasonCode>>,
     /// Client packet ids of denied QoS 2 publishes whose PUBREL the edge answers.
     denied_qos2: HashSet<u16>,
+    /// Client packet ids of routed QoS 2 publishes whose PUBREL has not come yet.
+    awaiting_release: HashSet<u16>,
     inflight_in: usize,
     out_acks: VecDeque<OutAck>,
     comps: VecDeque<Comp>,
@@ -900,6 +895,7 @@ impl Session {
                     subscriptions: self.subscriptions.clone(),
                     origin: self.origin,
                     unacknowledged,
+                    awaiting_release: self.awaiting_release.iter().copied().collect(),
                 },
             );
         }
@@ -984,6 +980,30 @@ impl Session {
         } else {
             None
         };
+        let mut frame = frame;
+        if let Some(h) = header.filter(|h| h.qos == 2) {
+            // Incoming QoS 2 is completed by the edge (MQTT's "deliver on PUBLISH"
+            // method): rumqttd keeps a QoS 2 message only in the connection's state
+            // until PUBREL and loses it with the connection, so a resumed session's
+            // PUBREL would find nothing. The message goes to the router as QoS 1 (its
+            // QoS 2 travels in the marker); a repeated PUBLISH with the same packet id
+            // before PUBREL is acknowledged and not routed again.
+            if self.awaiting_release.contains(&h.pkid) {
+                io.queue(
+                    Packet::PubRec(
+                        PubRec {
+                            pkid: h.pkid,
+                            reason: PubRecReason::Success,
+                        },
+                        None,
+                    ),
+                    v,
+                );
+                return Ok(());
+            }
+            frame.bytes[0] = (frame.bytes[0] & !0b0110) | 0b0010;
+            frame.flags = frame.bytes[0] & 0x0f;
+        }
         let packet = codec::decode(frame, v, max)?;
         match (packet, header) {
             (Packet::Publish(publish, props), Some(header)) => {
@@ -1006,22 +1026,28 @@ impl Session {
         match packet {
             Packet::PubAck(ack, _) => self.client_ack(ack.pkid, kind::PUBACK).await,
             Packet::PubRec(rec, _) => self.client_ack(rec.pkid, kind::PUBREC).await,
-            Packet::PubRel(rel, props) => {
-                if self.denied_qos2.remove(&rel.pkid) {
-                    io.queue(
-                        Packet::PubComp(
-                            PubComp {
-                                pkid: rel.pkid,
-                                reason: PubCompReason::Success,
-                            },
-                            None,
-                        ),
-                        v,
-                    );
-                    Ok(())
+            Packet::PubRel(rel, _) => {
+                // The flow of a routed QoS 2 message (this connection's or an earlier
+                // one's), of a denied one (3.1.1 completes its flow without delivery),
+                // or no flow at all (MQTT 5: 0x92, packet identifier not found).
+                let known =
+                    self.awaiting_release.remove(&rel.pkid) || self.denied_qos2.remove(&rel.pkid);
+                let reason = if known || v == Version::V4 {
+                    PubCompReason::Success
                 } else {
-                    self.send_router(Packet::PubRel(rel, props)).await
-                }
+                    PubCompReason::PacketIdentifierNotFound
+                };
+                io.queue(
+                    Packet::PubComp(
+                        PubComp {
+                            pkid: rel.pkid,
+                            reason,
+                        },
+                        None,
+                    ),
+                    v,
+                );
+                Ok(())
             }
             Packet::PubComp(comp, _) => {
                 if let Some(c) = self
@@ -1185,6 +1211,9 @@ impl Session {
         if header.qos > 0 {
             // Bounded by backpressure: the loop stops reading at max_inflight.
             self.inflight_in += 1;
+        }
+        if header.qos == 2 {
+            self.awaiting_release.insert(header.pkid);
         }
         if header.retain {
             if let Err(e) = self
@@ -1416,7 +1445,21 @@ impl Session {
                 match Option::<Packet>::from(Notification::DeviceAck(ack)) {
                     Some(Packet::PubAck(a, p)) => {
                         self.inflight_in = self.inflight_in.saturating_sub(1);
-                        io.queue(Packet::PubAck(a, p), v);
+                        if self.awaiting_release.contains(&a.pkid) {
+                            // A QoS 2 publish the router took as QoS 1 (see `incoming`).
+                            io.queue(
+                                Packet::PubRec(
+                                    PubRec {
+                                        pkid: a.pkid,
+                                        reason: PubRecReason::Success,
+                                    },
+                                    None,
+                                ),
+                                v,
+                            );
+                        } else {
+                            io.queue(Packet::PubAck(a, p), v);
+                        }
                     }
                     Some(Packet::PubComp(c, p)) => io.queue(Packet::PubComp(c, p), v),
                     // A QoS 2 publish stops counting at PUBREC: counting it until PUBCOMP

@@ -292,13 +292,15 @@ pub struct SavedSessions {
 }
 
 /// What a persistent session keeps of the edge's per-connection state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct SavedSession {
     pub subscriptions: Subscriptions,
     /// The session's origin id in message markers (no local spans reconnects).
     pub origin: u64,
     /// Numbers of messages sent and not acknowledged when the last connection ended.
     pub unacknowledged: Vec<u64>,
+    /// The client's packet ids of routed QoS 2 messages whose PUBREL has not come.
+    pub awaiting_release: Vec<u16>,
 }
 
 impl SavedSessions {

@@ -376,24 +376,28 @@ struct RawV5 {
 
 impl RawV5 {
     async fn connect(addr: std::net::SocketAddr, id: &str, props: ConnectProperties) -> RawV5 {
+        let connect = Connect {
+            keep_alive: 30,
+            client_id: id.into(),
+            clean_start: true,
+            properties: Some(props),
+        };
+        RawV5::connect_with(addr, connect).await.0
+    }
+
+    /// Connects with the given CONNECT; returns the client and whether a session was
+    /// present.
+    async fn connect_with(addr: std::net::SocketAddr, connect: Connect) -> (RawV5, bool) {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut c = RawV5 {
             stream,
             buf: bytes::BytesMut::new(),
         };
-        c.send(Packet::Connect(
-            Connect {
-                keep_alive: 30,
-                client_id: id.into(),
-                clean_start: true,
-                properties: Some(props),
-            },
-            None,
-            None,
-        ))
-        .await;
-        assert!(matches!(c.recv().await, Packet::ConnAck(..)));
-        c
+        c.send(Packet::Connect(connect, None, None)).await;
+        match c.recv().await {
+            Packet::ConnAck(ack) => (c, ack.session_present),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
     }
 
     async fn send(&mut self, packet: Packet) {
@@ -871,5 +875,78 @@ async fn a_resumed_session_gets_at_most_max_queued_messages_of_its_backlog() {
         .await
         .unwrap();
     assert_eq!(sub.publish_msg().await.unwrap().topic, "bl/now");
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn v5_pubrel_for_an_unknown_packet_id_gets_pubcomp_0x92() {
+    use rumqttc::v5::mqttbytes::v5::{PubCompReason, PubRel, PubRelReason};
+    let (broker, addr) = start(tcp_config()).await;
+    let mut c = RawV5::connect(addr, "pubrel-unknown", ConnectProperties::new()).await;
+    c.send(Packet::PubRel(PubRel {
+        pkid: 4242,
+        reason: PubRelReason::Success,
+        properties: None,
+    }))
+    .await;
+    // MQTT 5 §4.3.3: the flow is completed, saying the packet id was not found.
+    match c.recv().await {
+        Packet::PubComp(comp) => {
+            assert_eq!(
+                (comp.pkid, comp.reason),
+                (4242, PubCompReason::PacketIdentifierNotFound)
+            )
+        }
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn v5_a_qos2_flow_is_completed_by_a_resumed_session() {
+    use rumqttc::v5::mqttbytes::v5::{PubCompReason, PubRel, PubRelReason, Publish};
+    let (broker, addr) = start(tcp_config()).await;
+    let mut sub = V5::connect("q2resume-sub", addr).await;
+    sub.subscribe(filter("q2r/#", Q5::ExactlyOnce)).await;
+    let connect = Connect {
+        keep_alive: 30,
+        client_id: "q2resume-pub".into(),
+        clean_start: false,
+        properties: Some(ConnectProperties {
+            session_expiry_interval: Some(3600),
+            ..ConnectProperties::new()
+        }),
+    };
+    let (mut publ, _) = RawV5::connect_with(addr, connect.clone()).await;
+    let mut p = Publish::new("q2r/t", Q5::ExactlyOnce, b"once".to_vec(), None);
+    p.pkid = 7;
+    publ.send(Packet::Publish(p)).await;
+    assert!(matches!(publ.recv().await, Packet::PubRec(r) if r.pkid == 7));
+    // Gone before PUBREL; the resumed session sends it (MQTT 5 §4.4).
+    drop(publ);
+    let (mut publ, present) = RawV5::connect_with(addr, connect).await;
+    assert!(present);
+    // The same PUBLISH again (as a client that missed the PUBREC would): acknowledged,
+    // not delivered twice (MQTT 5 §4.3.3).
+    let mut again = Publish::new("q2r/t", Q5::ExactlyOnce, b"once".to_vec(), None);
+    again.pkid = 7;
+    again.dup = true;
+    publ.send(Packet::Publish(again)).await;
+    assert!(matches!(publ.recv().await, Packet::PubRec(r) if r.pkid == 7));
+    publ.send(Packet::PubRel(PubRel {
+        pkid: 7,
+        reason: PubRelReason::Success,
+        properties: None,
+    }))
+    .await;
+    match publ.recv().await {
+        Packet::PubComp(c) => assert_eq!((c.pkid, c.reason), (7, PubCompReason::Success)),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    assert_eq!(&sub.publish_msg().await.payload[..], b"once");
+    let mut end = Publish::new("q2r/end", Q5::ExactlyOnce, b"end".to_vec(), None);
+    end.pkid = 8;
+    publ.send(Packet::Publish(end)).await;
+    assert_eq!(&sub.publish_msg().await.payload[..], b"end");
     broker.shutdown(WAIT).await;
 }
