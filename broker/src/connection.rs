@@ -4,15 +4,19 @@
 //! The edge corrects rumqttd where it departs from MQTT:
 //! - keep-alive 0 is accepted (no timeout);
 //! - delivery QoS is min(publish QoS, subscription QoS): the original QoS travels with
-//!   the message through the router as an internal user property, and the edge
+//!   the message through the router in a marker (see [`MARK`]), and the edge
 //!   downgrades the outgoing PUBLISH, acknowledging to the router on the client's behalf
 //!   where needed (in order, since the router rejects out-of-order acks);
+//! - incoming QoS 2 is completed here, so that it survives a reconnect;
+//! - what a client's subscriptions decide (one copy for overlapping filters, MQTT 5
+//!   subscription identifiers and options) is the `subscriptions` module's; the
+//!   client's receive maximum, maximum packet size and topic aliases apply here;
 //! - SUBACK/UNSUBACK are produced here (the router has no per-filter refusal and sends
 //!   no UNSUBACK for unknown filters); a SUBACK is still sent only after the router's;
 //! - the last will is kept here, checked against the ACL, and published by the edge
 //!   (delayed wills and MQTT 5 session expiry are the `session` module's);
-//! - MQTT 5 no local, retain as published and retain handling 2 are applied here, from
-//!   the publisher's session and RETAIN flag carried in the same marker as the QoS.
+//! - a resumed session's unacknowledged messages are re-sent with DUP, and what it
+//!   receives of its backlog is bounded (`limits.max_queued_messages`).
 
 use crate::acl::Identity;
 use crate::codec::{self, kind, Frame, FrameError, Version};
