@@ -4,7 +4,7 @@
 //! The edge corrects rumqttd where it departs from MQTT:
 //! - keep-alive 0 is accepted (no timeout);
 //! - delivery QoS is min(publish QoS, subscription QoS): the original QoS travels with
-//!   the message through the router in a marker (see [`MARK`]), and the edge
+//!   the message through the router in a marker (see `MARK`), and the edge
 //!   downgrades the outgoing PUBLISH, acknowledging to the router on the client's behalf
 //!   where needed (in order, since the router rejects out-of-order acks);
 //! - incoming QoS 2 is completed here, so that it survives a reconnect;

@@ -6,7 +6,7 @@
 //! and ends it the only way the router's public API allows: by linking once with clean
 //! session and releasing that link at once ([`Shared::end_session`]).
 //!
-//! Every connection gets a generation, and the client id's [`Entry`] remembers the
+//! Every connection gets a generation, and the client id's `Entry` remembers the
 //! latest. A timer (will delay, session expiry) acts only if the generation it was
 //! started for is still the latest and disconnected, so a client that came back in the
 //! meantime keeps its session. Every link operation for a client id (connect, end of
