@@ -6,102 +6,15 @@
 
 mod common;
 
+use common::v5::{filter, RawV5, V5};
 use common::*;
 use rumqttc::v5::mqttbytes::v5::{
     Connect, ConnectProperties, Filter, Packet, PubAck, PublishProperties, RetainForwardRule,
-    Subscribe,
 };
 use rumqttc::v5::mqttbytes::QoS as Q5;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::MqttOptions;
 use rumqttc::QoS;
 use std::time::Duration;
-use tokio::sync::mpsc;
-
-/// A rumqttc v5 client whose event loop runs in its own task.
-struct V5 {
-    client: AsyncClient,
-    events: mpsc::UnboundedReceiver<Event>,
-    /// PUBLISHes that arrived while waiting for something else: kept, never dropped,
-    /// so that a message that must not arrive cannot slip by unseen.
-    stash: std::collections::VecDeque<rumqttc::v5::mqttbytes::v5::Publish>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for V5 {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl V5 {
-    async fn connect(id: &str, addr: std::net::SocketAddr) -> V5 {
-        let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-        o.set_keep_alive(Duration::from_secs(5));
-        let mut c = V5::start(o);
-        c.wait(|p| matches!(p, Packet::ConnAck(..))).await;
-        c
-    }
-
-    /// Starts a client's event loop; the caller waits for its CONNACK.
-    fn start(o: MqttOptions) -> V5 {
-        let (client, mut el) = AsyncClient::new(o, 100);
-        let (tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            while let Ok(e) = el.poll().await {
-                if tx.send(e).is_err() {
-                    return;
-                }
-            }
-        });
-        V5 {
-            client,
-            events,
-            stash: Default::default(),
-            task,
-        }
-    }
-
-    async fn wait(&mut self, pred: impl Fn(&Packet) -> bool) -> Packet {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                match self.events.recv().await {
-                    Some(Event::Incoming(p)) if pred(&p) => return p,
-                    Some(Event::Incoming(Packet::Publish(p))) => self.stash.push_back(p),
-                    Some(_) => continue,
-                    None => panic!("event loop ended"),
-                }
-            }
-        })
-        .await
-        .expect("packet in time")
-    }
-
-    async fn subscribe(&mut self, filter: Filter) {
-        self.client.subscribe_many([filter]).await.unwrap();
-        self.wait(|p| matches!(p, Packet::SubAck(..))).await;
-    }
-
-    async fn publish_msg(&mut self) -> rumqttc::v5::mqttbytes::v5::Publish {
-        if let Some(p) = self.stash.pop_front() {
-            return p;
-        }
-        match self.wait(|p| matches!(p, Packet::Publish(..))).await {
-            Packet::Publish(p) => p,
-            _ => unreachable!(),
-        }
-    }
-
-    async fn publish(&self, topic: &str, qos: Q5, retain: bool, payload: &[u8]) {
-        self.client
-            .publish(topic, qos, retain, payload.to_vec())
-            .await
-            .unwrap();
-    }
-}
-
-fn filter(path: &str, qos: Q5) -> Filter {
-    Filter::new(path, qos)
-}
 
 #[tokio::test]
 async fn dollar_topics_are_not_matched_by_first_level_wildcards() {
@@ -366,85 +279,6 @@ async fn an_empty_non_retained_will_keeps_the_retained_message() {
     broker.shutdown(WAIT).await;
 }
 
-/// A hand-driven MQTT 5 client over a raw socket, using rumqttc's packet codec: it
-/// shows packets exactly as the broker sent them (topic aliases unresolved, no
-/// automatic acknowledgements), for behaviours a full client library hides.
-struct RawV5 {
-    stream: tokio::net::TcpStream,
-    buf: bytes::BytesMut,
-}
-
-impl RawV5 {
-    async fn connect(addr: std::net::SocketAddr, id: &str, props: ConnectProperties) -> RawV5 {
-        let connect = Connect {
-            keep_alive: 30,
-            client_id: id.into(),
-            clean_start: true,
-            properties: Some(props),
-        };
-        RawV5::connect_with(addr, connect).await.0
-    }
-
-    /// Connects with the given CONNECT; returns the client and whether a session was
-    /// present.
-    async fn connect_with(addr: std::net::SocketAddr, connect: Connect) -> (RawV5, bool) {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut c = RawV5 {
-            stream,
-            buf: bytes::BytesMut::new(),
-        };
-        c.send(Packet::Connect(connect, None, None)).await;
-        match c.recv().await {
-            Packet::ConnAck(ack) => (c, ack.session_present),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, packet: Packet) {
-        use tokio::io::AsyncWriteExt;
-        let mut out = bytes::BytesMut::new();
-        packet.write(&mut out, None).unwrap();
-        self.stream.write_all(&out).await.unwrap();
-    }
-
-    async fn recv(&mut self) -> Packet {
-        self.recv_within(WAIT).await.expect("packet in time")
-    }
-
-    /// The next packet, or `None` if none comes within `d`.
-    async fn recv_within(&mut self, d: Duration) -> Option<Packet> {
-        use tokio::io::AsyncReadExt;
-        let deadline = tokio::time::Instant::now() + d;
-        loop {
-            // No size limit here: the test must see an oversized packet if one comes.
-            match Packet::read(&mut self.buf, None) {
-                Ok(p) => return Some(p),
-                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(e) => panic!("undecodable packet from the broker: {e:?}"),
-            }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
-                Ok(Ok(0)) => panic!("broker closed the connection"),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => panic!("read: {e}"),
-                Err(_) => return None,
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, filter: Filter) {
-        self.send(Packet::Subscribe(Subscribe::new(filter, None)))
-            .await;
-        assert!(matches!(self.recv().await, Packet::SubAck(..)));
-    }
-
-    async fn publish_msg(&mut self) -> rumqttc::v5::mqttbytes::v5::Publish {
-        match self.recv().await {
-            Packet::Publish(p) => p,
-            other => panic!("expected PUBLISH, got {other:?}"),
-        }
-    }
-}
-
 /// A publish as (topic, payload) strings, for readable assertions.
 fn text(p: &rumqttc::v5::mqttbytes::v5::Publish) -> (String, String) {
     (
@@ -573,17 +407,13 @@ async fn v5_subscription_options_survive_a_resumed_session() {
         o.set_session_expiry_interval(Some(3600));
         o
     };
-    let mut me = V5::start(options());
-    me.wait(|p| matches!(p, Packet::ConnAck(..))).await;
+    let mut me = V5::start(options()).await;
     let mut f = filter("so/#", Q5::AtLeastOnce);
     f.nolocal = true;
     me.subscribe(f).await;
     drop(me);
-    let mut me = V5::start(options());
-    match me.wait(|p| matches!(p, Packet::ConnAck(..))).await {
-        Packet::ConnAck(ack) => assert!(ack.session_present),
-        _ => unreachable!(),
-    }
+    let mut me = V5::start(options()).await;
+    assert!(me.connack.session_present);
     // No local still applies, to the new connection of the same session.
     me.publish("so/mine", Q5::AtLeastOnce, false, b"mine").await;
     me.wait(|p| matches!(p, Packet::PubAck(..))).await;
@@ -731,8 +561,7 @@ async fn v5_a_message_that_expires_while_queued_is_not_delivered() {
         o.set_session_expiry_interval(Some(3600));
         o
     };
-    let mut sub = V5::start(options());
-    sub.wait(|p| matches!(p, Packet::ConnAck(..))).await;
+    let mut sub = V5::start(options()).await;
     sub.subscribe(filter("expq/#", Q5::AtLeastOnce)).await;
     let _ = sub.client.disconnect().await;
     drop(sub);
@@ -749,8 +578,7 @@ async fn v5_a_message_that_expires_while_queued_is_not_delivered() {
         .await;
     // Past the one-second lifetime (expiry has one-second resolution).
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let mut sub = V5::start(options());
-    sub.wait(|p| matches!(p, Packet::ConnAck(..))).await;
+    let mut sub = V5::start(options()).await;
     // MQTT 5 §3.3.2.3.3: an expired message is not sent; the later one is.
     assert_eq!(&sub.publish_msg().await.topic[..], b"expq/new");
     broker.shutdown(WAIT).await;

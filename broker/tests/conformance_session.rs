@@ -8,107 +8,11 @@
 
 mod common;
 
-use bytes::BytesMut;
+use common::v5::{filter, options, RawV5, V5};
 use common::*;
-use rumqttc::v5::mqttbytes::v5::{ConnAck, LastWill, LastWillProperties, Packet, Publish};
+use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties, Packet};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-
-// ------------------------------------------------------------------------------------
-// Clients
-
-/// A rumqttc v5 client whose event loop runs in its own task; dropping it closes the
-/// socket without DISCONNECT, like a crash.
-struct C5 {
-    client: AsyncClient,
-    events: mpsc::UnboundedReceiver<Event>,
-    connack: ConnAck,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for C5 {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn opts(id: &str, addr: SocketAddr) -> MqttOptions {
-    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-    o.set_keep_alive(Duration::from_secs(30));
-    o
-}
-
-impl C5 {
-    async fn connect(o: MqttOptions) -> C5 {
-        let (client, mut el) = AsyncClient::new(o, 100);
-        let (tx, mut events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            while let Ok(e) = el.poll().await {
-                if tx.send(e).is_err() {
-                    return;
-                }
-            }
-        });
-        let connack = tokio::time::timeout(WAIT, async {
-            loop {
-                match events
-                    .recv()
-                    .await
-                    .expect("event loop ended before CONNACK")
-                {
-                    Event::Incoming(Packet::ConnAck(a)) => return a,
-                    _ => continue,
-                }
-            }
-        })
-        .await
-        .expect("CONNACK in time");
-        C5 {
-            client,
-            events,
-            connack,
-            task,
-        }
-    }
-
-    async fn wait(&mut self, pred: impl Fn(&Packet) -> bool) -> Packet {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                match self.events.recv().await {
-                    Some(Event::Incoming(p)) if pred(&p) => return p,
-                    Some(_) => continue,
-                    None => panic!("event loop ended"),
-                }
-            }
-        })
-        .await
-        .expect("packet in time")
-    }
-
-    async fn subscribe(&mut self, filter: &str, qos: QoS) {
-        self.client.subscribe(filter, qos).await.unwrap();
-        self.wait(|p| matches!(p, Packet::SubAck(..))).await;
-    }
-
-    async fn publish_msg(&mut self) -> Publish {
-        match self.wait(|p| matches!(p, Packet::Publish(..))).await {
-            Packet::Publish(p) => p,
-            _ => unreachable!(),
-        }
-    }
-
-    async fn publish(&self, topic: &str, payload: &[u8]) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
-            .await
-            .unwrap();
-    }
-}
 
 /// Waits until the broker has finished with all but `open` connections (their session
 /// bookkeeping included: the counter drops after it).
@@ -191,60 +95,6 @@ fn publish5(topic: &str, pkid: u16, props: &[u8], payload: &[u8]) -> Vec<u8> {
     packet(0x32, &b)
 }
 
-/// A raw MQTT 5 connection that decodes what the broker sends with rumqttc's codec.
-struct Raw {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Raw {
-    async fn open(addr: SocketAddr, connect: &[u8]) -> (Raw, ConnAck) {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(connect).await.unwrap();
-        let mut raw = Raw {
-            stream,
-            buf: BytesMut::new(),
-        };
-        match raw.next().await {
-            Some(Packet::ConnAck(a)) => (raw, a),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    /// The next packet; `None` when the broker closed the connection.
-    async fn next(&mut self) -> Option<Packet> {
-        use tokio::io::AsyncReadExt;
-        tokio::time::timeout(WAIT, async {
-            loop {
-                match Packet::read(&mut self.buf, None) {
-                    Ok(p) => return Some(p),
-                    Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
-                    Err(e) => panic!("undecodable packet from the broker: {e:?}"),
-                }
-                let mut chunk = [0u8; 4096];
-                match self.stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-        })
-        .await
-        .expect("packet or close in time")
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.unwrap();
-    }
-
-    /// Everything the broker sends until it closes the connection, as raw bytes.
-    async fn rest(mut self) -> (Vec<u8>, bool) {
-        let mut out = self.buf.to_vec();
-        let (more, closed) = read_until_closed(&mut self.stream).await;
-        out.extend(more);
-        (out, closed)
-    }
-}
-
 const SESSION_EXPIRY: u8 = 0x11;
 const REQUEST_RESPONSE_INFO: u8 = 0x19;
 const TOPIC_ALIAS: u8 = 0x23;
@@ -261,19 +111,22 @@ fn prop_u32(id: u8, v: u32) -> Vec<u8> {
 #[tokio::test]
 async fn v5_without_session_expiry_the_session_ends_with_the_connection() {
     let (broker, addr) = start(tcp_config()).await;
-    let mut o = opts("sx-absent", addr);
+    let mut o = options("sx-absent", addr);
     o.set_clean_start(false);
-    let mut a = C5::connect(o.clone()).await;
-    a.subscribe("sx-absent/t", QoS::AtLeastOnce).await;
+    let mut a = V5::start(o.clone()).await;
+    a.subscribe(filter("sx-absent/t", QoS::AtLeastOnce)).await;
     drop(a);
     wait_open(&broker, 0).await;
     // MQTT 5 §3.1.2.11.2: absent means 0, even with clean start 0.
-    let mut b = C5::connect(o).await;
+    let mut b = V5::start(o).await;
     assert!(!b.connack.session_present);
     // The subscription is gone with the session.
-    b.subscribe("sx-absent/sentinel", QoS::AtLeastOnce).await;
-    b.publish("sx-absent/t", b"old subscription").await;
-    b.publish("sx-absent/sentinel", b"sentinel").await;
+    b.subscribe(filter("sx-absent/sentinel", QoS::AtLeastOnce))
+        .await;
+    b.publish("sx-absent/t", QoS::AtLeastOnce, false, b"old subscription")
+        .await;
+    b.publish("sx-absent/sentinel", QoS::AtLeastOnce, false, b"sentinel")
+        .await;
     assert_eq!(b.publish_msg().await.topic, "sx-absent/sentinel");
     broker.shutdown(WAIT).await;
 }
@@ -281,18 +134,19 @@ async fn v5_without_session_expiry_the_session_ends_with_the_connection() {
 #[tokio::test]
 async fn v5_a_session_within_its_expiry_interval_resumes_with_queued_messages() {
     let (broker, addr) = start(tcp_config()).await;
-    let mut o = opts("sx-resume", addr);
+    let mut o = options("sx-resume", addr);
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(60));
-    let mut a = C5::connect(o.clone()).await;
+    let mut a = V5::start(o.clone()).await;
     assert!(!a.connack.session_present);
-    a.subscribe("sx-resume/t", QoS::AtLeastOnce).await;
+    a.subscribe(filter("sx-resume/t", QoS::AtLeastOnce)).await;
     drop(a);
     wait_open(&broker, 0).await;
-    let mut p = C5::connect(opts("sx-resume-pub", addr)).await;
-    p.publish("sx-resume/t", b"queued").await;
+    let mut p = V5::start(options("sx-resume-pub", addr)).await;
+    p.publish("sx-resume/t", QoS::AtLeastOnce, false, b"queued")
+        .await;
     p.wait(|x| matches!(x, Packet::PubAck(..))).await;
-    let mut b = C5::connect(o).await;
+    let mut b = V5::start(o).await;
     assert!(b.connack.session_present);
     assert_eq!(&b.publish_msg().await.payload[..], b"queued");
     broker.shutdown(WAIT).await;
@@ -301,25 +155,33 @@ async fn v5_a_session_within_its_expiry_interval_resumes_with_queued_messages() 
 #[tokio::test]
 async fn v5_a_session_expires_after_its_interval() {
     let (broker, addr) = start(tcp_config()).await;
-    let mut o = opts("sx-expire", addr);
+    let mut o = options("sx-expire", addr);
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(1));
-    let mut a = C5::connect(o.clone()).await;
-    a.subscribe("sx-expire/t", QoS::AtLeastOnce).await;
+    let mut a = V5::start(o.clone()).await;
+    a.subscribe(filter("sx-expire/t", QoS::AtLeastOnce)).await;
     drop(a);
     wait_open(&broker, 0).await;
-    let mut p = C5::connect(opts("sx-expire-pub", addr)).await;
-    p.publish("sx-expire/t", b"queued for the expired session")
-        .await;
+    let mut p = V5::start(options("sx-expire-pub", addr)).await;
+    p.publish(
+        "sx-expire/t",
+        QoS::AtLeastOnce,
+        false,
+        b"queued for the expired session",
+    )
+    .await;
     p.wait(|x| matches!(x, Packet::PubAck(..))).await;
     // Let the 1 s interval pass (generously: the machine is slow).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut b = C5::connect(o).await;
+    let mut b = V5::start(o).await;
     assert!(!b.connack.session_present, "session outlived its expiry");
     // Neither the subscription nor the queued message survived.
-    b.subscribe("sx-expire/sentinel", QoS::AtLeastOnce).await;
-    p.publish("sx-expire/t", b"after expiry").await;
-    p.publish("sx-expire/sentinel", b"sentinel").await;
+    b.subscribe(filter("sx-expire/sentinel", QoS::AtLeastOnce))
+        .await;
+    p.publish("sx-expire/t", QoS::AtLeastOnce, false, b"after expiry")
+        .await;
+    p.publish("sx-expire/sentinel", QoS::AtLeastOnce, false, b"sentinel")
+        .await;
     assert_eq!(b.publish_msg().await.topic, "sx-expire/sentinel");
     broker.shutdown(WAIT).await;
 }
@@ -327,38 +189,41 @@ async fn v5_a_session_expires_after_its_interval() {
 #[tokio::test]
 async fn v5_session_expiry_0xffffffff_keeps_the_session() {
     let (broker, addr) = start(tcp_config()).await;
-    let mut o = opts("sx-forever", addr);
+    let mut o = options("sx-forever", addr);
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(u32::MAX));
-    drop(C5::connect(o.clone()).await);
+    drop(V5::start(o.clone()).await);
     wait_open(&broker, 0).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(C5::connect(o).await.connack.session_present);
+    assert!(V5::start(o).await.connack.session_present);
     broker.shutdown(WAIT).await;
 }
 
 #[tokio::test]
 async fn v5_clean_start_with_expiry_discards_the_old_session_and_keeps_the_new_one() {
     let (broker, addr) = start(tcp_config()).await;
-    let mut o = opts("sx-clean", addr);
+    let mut o = options("sx-clean", addr);
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(60));
-    let mut a = C5::connect(o.clone()).await;
-    a.subscribe("sx-clean/old", QoS::AtLeastOnce).await;
+    let mut a = V5::start(o.clone()).await;
+    a.subscribe(filter("sx-clean/old", QoS::AtLeastOnce)).await;
     drop(a);
     wait_open(&broker, 0).await;
     o.set_clean_start(true);
-    let b = C5::connect(o.clone()).await;
+    let b = V5::start(o.clone()).await;
     assert!(!b.connack.session_present);
     drop(b);
     wait_open(&broker, 0).await;
     o.set_clean_start(false);
-    let mut c = C5::connect(o).await;
+    let mut c = V5::start(o).await;
     // The session started with clean start 1 persisted; the older one did not.
     assert!(c.connack.session_present);
-    c.subscribe("sx-clean/sentinel", QoS::AtLeastOnce).await;
-    c.publish("sx-clean/old", b"old").await;
-    c.publish("sx-clean/sentinel", b"sentinel").await;
+    c.subscribe(filter("sx-clean/sentinel", QoS::AtLeastOnce))
+        .await;
+    c.publish("sx-clean/old", QoS::AtLeastOnce, false, b"old")
+        .await;
+    c.publish("sx-clean/sentinel", QoS::AtLeastOnce, false, b"sentinel")
+        .await;
     assert_eq!(c.publish_msg().await.topic, "sx-clean/sentinel");
     broker.shutdown(WAIT).await;
 }
@@ -367,18 +232,18 @@ async fn v5_clean_start_with_expiry_discards_the_old_session_and_keeps_the_new_o
 async fn v5_disconnect_may_shorten_the_session_expiry_to_zero() {
     let (broker, addr) = start(tcp_config()).await;
     let props = prop_u32(SESSION_EXPIRY, 60);
-    let (mut raw, ack) = Raw::open(addr, &connect5("sx-disc", false, 30, &props, None)).await;
+    let (mut raw, ack) = RawV5::open(addr, &connect5("sx-disc", false, 30, &props, None)).await;
     assert!(!ack.session_present);
     // DISCONNECT 0x00 with session expiry interval 0.
     let mut body = vec![0x00];
     let p = prop_u32(SESSION_EXPIRY, 0);
     var_int(p.len(), &mut body);
     body.extend(p);
-    raw.send(&packet(0xe0, &body)).await;
+    raw.send_bytes(&packet(0xe0, &body)).await;
     let (_, closed) = raw.rest().await;
     assert!(closed);
     wait_open(&broker, 0).await;
-    let (_raw, ack) = Raw::open(addr, &connect5("sx-disc", false, 30, &props, None)).await;
+    let (_raw, ack) = RawV5::open(addr, &connect5("sx-disc", false, 30, &props, None)).await;
     assert!(!ack.session_present);
     broker.shutdown(WAIT).await;
 }
@@ -386,12 +251,12 @@ async fn v5_disconnect_may_shorten_the_session_expiry_to_zero() {
 #[tokio::test]
 async fn v5_disconnect_cannot_raise_a_zero_session_expiry() {
     let (broker, addr) = start(tcp_config()).await;
-    let (mut raw, _) = Raw::open(addr, &connect5("sx-raise", true, 30, &[], None)).await;
+    let (mut raw, _) = RawV5::open(addr, &connect5("sx-raise", true, 30, &[], None)).await;
     let mut body = vec![0x00];
     let p = prop_u32(SESSION_EXPIRY, 10);
     var_int(p.len(), &mut body);
     body.extend(p);
-    raw.send(&packet(0xe0, &body)).await;
+    raw.send_bytes(&packet(0xe0, &body)).await;
     // MQTT 5 §3.14.2.2.2: protocol error.
     let (bytes, closed) = raw.rest().await;
     assert_eq!(bytes, [0xe0, 0x01, 0x82]);
@@ -437,12 +302,12 @@ fn will(topic: &str, delay: u32) -> LastWill {
 #[tokio::test]
 async fn v5_a_delayed_will_is_published_after_the_delay() {
     let (broker, addr) = start(tcp_config()).await;
-    let mut s = C5::connect(opts("wd-sub", addr)).await;
-    s.subscribe("wd-delay/will", QoS::AtLeastOnce).await;
-    let mut o = opts("wd-delay", addr);
+    let mut s = V5::start(options("wd-sub", addr)).await;
+    s.subscribe(filter("wd-delay/will", QoS::AtLeastOnce)).await;
+    let mut o = options("wd-delay", addr);
     o.set_session_expiry_interval(Some(60));
     o.set_last_will(will("wd-delay/will", 1));
-    let w = C5::connect(o).await;
+    let w = V5::start(o).await;
     let dropped = tokio::time::Instant::now();
     drop(w);
     let p = s.publish_msg().await;
@@ -457,19 +322,20 @@ async fn v5_a_delayed_will_is_published_after_the_delay() {
 #[tokio::test]
 async fn v5_a_resumed_session_cancels_its_delayed_will() {
     let (broker, addr) = start(tcp_config()).await;
-    let mut s = C5::connect(opts("wr-sub", addr)).await;
-    s.subscribe("wd-resume/#", QoS::AtLeastOnce).await;
-    let mut o = opts("wd-resume", addr);
+    let mut s = V5::start(options("wr-sub", addr)).await;
+    s.subscribe(filter("wd-resume/#", QoS::AtLeastOnce)).await;
+    let mut o = options("wd-resume", addr);
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(60));
     o.set_last_will(will("wd-resume/will", 2));
-    drop(C5::connect(o.clone()).await);
+    drop(V5::start(o.clone()).await);
     wait_open(&broker, 1).await;
-    let back = C5::connect(o).await;
+    let back = V5::start(o).await;
     assert!(back.connack.session_present);
     // Past the delay, a sentinel: the will, had it been published, would come first.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    s.publish("wd-resume/sentinel", b"sentinel").await;
+    s.publish("wd-resume/sentinel", QoS::AtLeastOnce, false, b"sentinel")
+        .await;
     assert_eq!(s.publish_msg().await.topic, "wd-resume/sentinel");
     broker.shutdown(WAIT).await;
 }
@@ -477,12 +343,13 @@ async fn v5_a_resumed_session_cancels_its_delayed_will() {
 #[tokio::test]
 async fn v5_a_will_is_published_at_session_expiry_if_that_comes_first() {
     let (broker, addr) = start(tcp_config()).await;
-    let mut s = C5::connect(opts("wx-sub", addr)).await;
-    s.subscribe("wd-expiry/will", QoS::AtLeastOnce).await;
-    let mut o = opts("wd-expiry", addr);
+    let mut s = V5::start(options("wx-sub", addr)).await;
+    s.subscribe(filter("wd-expiry/will", QoS::AtLeastOnce))
+        .await;
+    let mut o = options("wd-expiry", addr);
     o.set_session_expiry_interval(Some(1));
     o.set_last_will(will("wd-expiry/will", 3600));
-    drop(C5::connect(o).await);
+    drop(V5::start(o).await);
     assert_eq!(&s.publish_msg().await.payload[..], b"will");
     broker.shutdown(WAIT).await;
 }
@@ -490,17 +357,18 @@ async fn v5_a_will_is_published_at_session_expiry_if_that_comes_first() {
 #[tokio::test]
 async fn v5_no_will_after_a_normal_disconnect_and_a_will_after_disconnect_0x04() {
     let (broker, addr) = start(tcp_config()).await;
-    let mut s = C5::connect(opts("wn-sub", addr)).await;
-    s.subscribe("wd-normal/#", QoS::AtLeastOnce).await;
+    let mut s = V5::start(options("wn-sub", addr)).await;
+    s.subscribe(filter("wd-normal/#", QoS::AtLeastOnce)).await;
     let w = ("wd-normal/will", &b"will"[..], &[][..]);
     for (reason, id) in [(0x00u8, "wd-normal-0"), (0x04, "wd-normal-4")] {
-        let (mut raw, _) = Raw::open(addr, &connect5(id, true, 30, &[], Some(w))).await;
-        raw.send(&[0xe0, 0x02, reason, 0x00]).await;
+        let (mut raw, _) = RawV5::open(addr, &connect5(id, true, 30, &[], Some(w))).await;
+        raw.send_bytes(&[0xe0, 0x02, reason, 0x00]).await;
         assert!(raw.rest().await.1);
     }
     // Only the 0x04 connection's will, before the sentinel.
     wait_open(&broker, 1).await;
-    s.publish("wd-normal/sentinel", b"sentinel").await;
+    s.publish("wd-normal/sentinel", QoS::AtLeastOnce, false, b"sentinel")
+        .await;
     assert_eq!(s.publish_msg().await.topic, "wd-normal/will");
     assert_eq!(s.publish_msg().await.topic, "wd-normal/sentinel");
     broker.shutdown(WAIT).await;
@@ -515,9 +383,9 @@ async fn v5_server_keep_alive_is_advertised_and_enforced() {
     config.limits.server_keep_alive = Some(1);
     let (broker, addr) = start(config).await;
     // Same as the server's: nothing to say.
-    let (_same, ack) = Raw::open(addr, &connect5("ka-same", true, 1, &[], None)).await;
+    let (_same, ack) = RawV5::open(addr, &connect5("ka-same", true, 1, &[], None)).await;
     assert_eq!(ack.properties.unwrap().server_keep_alive, None);
-    let (raw, ack) = Raw::open(addr, &connect5("ka-60", true, 60, &[], None)).await;
+    let (raw, ack) = RawV5::open(addr, &connect5("ka-60", true, 60, &[], None)).await;
     assert_eq!(ack.properties.unwrap().server_keep_alive, Some(1));
     // Silent for 1.5 s instead of 90 s: DISCONNECT 0x8D (keep alive timeout).
     let started = tokio::time::Instant::now();
@@ -534,15 +402,15 @@ async fn v5_server_keep_alive_is_advertised_and_enforced() {
 async fn v5_response_information_only_when_requested() {
     let (broker, addr) = start(tcp_config()).await;
     let ask = [REQUEST_RESPONSE_INFO, 1];
-    let (_a, ack) = Raw::open(addr, &connect5("ri-a/b", true, 30, &ask, None)).await;
+    let (_a, ack) = RawV5::open(addr, &connect5("ri-a/b", true, 30, &ask, None)).await;
     assert_eq!(
         ack.properties.unwrap().response_information.as_deref(),
         Some("response/ri-a%2Fb")
     );
     let no = [REQUEST_RESPONSE_INFO, 0];
-    let (_b, ack) = Raw::open(addr, &connect5("ri-b", true, 30, &no, None)).await;
+    let (_b, ack) = RawV5::open(addr, &connect5("ri-b", true, 30, &no, None)).await;
     assert_eq!(ack.properties.unwrap().response_information, None);
-    let (_c, ack) = Raw::open(addr, &connect5("ri-c", true, 30, &[], None)).await;
+    let (_c, ack) = RawV5::open(addr, &connect5("ri-c", true, 30, &[], None)).await;
     assert_eq!(ack.properties.unwrap().response_information, None);
     broker.shutdown(WAIT).await;
 }
@@ -553,7 +421,7 @@ async fn v5_response_information_only_when_requested() {
 #[tokio::test]
 async fn v5_an_empty_client_id_gets_an_assigned_identifier() {
     let (broker, addr) = start(tcp_config()).await;
-    let (_raw, ack) = Raw::open(addr, &connect_packet(5, "")).await;
+    let (_raw, ack) = RawV5::open(addr, &connect_packet(5, "")).await;
     let id = ack.properties.unwrap().assigned_client_identifier.unwrap();
     assert!(id.starts_with("sealpost-") && id.len() > 9, "{id}");
     broker.shutdown(WAIT).await;
@@ -563,8 +431,10 @@ async fn v5_an_empty_client_id_gets_an_assigned_identifier() {
 async fn v4_an_empty_client_id_needs_clean_session() {
     let (broker, addr) = start(tcp_config()).await;
     // Clean session 1: accepted (MQTT 3.1.1 §3.1.3.1).
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(&connect_packet(4, "")).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, &connect_packet(4, ""))
+        .await
+        .unwrap();
     let mut ack = [0u8; 4];
     tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read_exact(&mut s, &mut ack))
         .await
@@ -588,24 +458,24 @@ async fn v5_more_than_receive_maximum_unacknowledged_publishes_get_0x93() {
     let mut config = tcp_config();
     config.limits.max_inflight = 2;
     let (broker, addr) = start(config).await;
-    let (mut raw, ack) = Raw::open(addr, &connect5("rm-over", true, 30, &[], None)).await;
+    let (mut raw, ack) = RawV5::open(addr, &connect5("rm-over", true, 30, &[], None)).await;
     assert_eq!(ack.properties.unwrap().receive_max, Some(2));
     // Three QoS 1 publishes in one write, without reading any PUBACK.
     let mut burst = Vec::new();
     for pkid in 1..=3 {
         burst.extend(publish5("rm/t", pkid, &[], b"x"));
     }
-    raw.send(&burst).await;
+    raw.send_bytes(&burst).await;
     let (bytes, closed) = raw.rest().await;
     assert!(bytes.ends_with(&[0xe0, 0x01, 0x93]), "{bytes:x?}");
     assert!(closed);
     // Exactly receive maximum is fine.
-    let (mut raw, _) = Raw::open(addr, &connect5("rm-ok", true, 30, &[], None)).await;
+    let (mut raw, _) = RawV5::open(addr, &connect5("rm-ok", true, 30, &[], None)).await;
     let mut burst = Vec::new();
     for pkid in 1..=2 {
         burst.extend(publish5("rm/t", pkid, &[], b"x"));
     }
-    raw.send(&burst).await;
+    raw.send_bytes(&burst).await;
     for pkid in 1..=2 {
         match raw.next().await {
             Some(Packet::PubAck(a)) => assert_eq!(a.pkid, pkid),
@@ -621,23 +491,31 @@ async fn v5_more_than_receive_maximum_unacknowledged_publishes_get_0x93() {
 #[tokio::test]
 async fn v5_shared_subscriptions_split_messages_and_get_no_retained_messages() {
     let (broker, addr) = start(tcp_config()).await;
-    let p = C5::connect(opts("sh-pub", addr)).await;
+    let p = V5::start(options("sh-pub", addr)).await;
     p.client
         .publish("sh/retained", QoS::AtLeastOnce, true, b"retained".to_vec())
         .await
         .unwrap();
-    let mut all = C5::connect(opts("sh-all", addr)).await;
-    all.subscribe("sh/#", QoS::AtLeastOnce).await;
+    let mut all = V5::start(options("sh-all", addr)).await;
+    all.subscribe(filter("sh/#", QoS::AtLeastOnce)).await;
     // The retained message reached the router before this sentinel; a plain
     // subscriber gets it at subscribe.
     assert_eq!(&all.publish_msg().await.payload[..], b"retained");
-    let mut m1 = C5::connect(opts("sh-m1", addr)).await;
-    m1.subscribe("$share/g/sh/#", QoS::AtLeastOnce).await;
-    let mut m2 = C5::connect(opts("sh-m2", addr)).await;
-    m2.subscribe("$share/g/sh/#", QoS::AtLeastOnce).await;
+    let mut m1 = V5::start(options("sh-m1", addr)).await;
+    m1.subscribe(filter("$share/g/sh/#", QoS::AtLeastOnce))
+        .await;
+    let mut m2 = V5::start(options("sh-m2", addr)).await;
+    m2.subscribe(filter("$share/g/sh/#", QoS::AtLeastOnce))
+        .await;
     const N: usize = 10;
     for i in 0..N {
-        p.publish("sh/live", format!("{i}").as_bytes()).await;
+        p.publish(
+            "sh/live",
+            QoS::AtLeastOnce,
+            false,
+            format!("{i}").as_bytes(),
+        )
+        .await;
     }
     for i in 0..N {
         assert_eq!(all.publish_msg().await.payload, format!("{i}").as_bytes());
@@ -663,7 +541,8 @@ async fn v5_shared_subscriptions_split_messages_and_get_no_retained_messages() {
     assert_eq!(payloads, want);
     assert!(n1 > 0 && n2 > 0, "one member got everything: {n1} / {n2}");
     // And nothing more: a sentinel comes next for both.
-    p.publish("sh/sentinel", b"sentinel").await;
+    p.publish("sh/sentinel", QoS::AtLeastOnce, false, b"sentinel")
+        .await;
     let next = tokio::select! {
         m = m1.publish_msg() => m,
         m = m2.publish_msg() => m,
@@ -682,16 +561,16 @@ async fn v5_configured_limits_are_advertised_and_the_topic_alias_maximum_enforce
     config.limits.max_inflight = 7;
     config.limits.max_packet_size = 4096;
     let (broker, addr) = start(config).await;
-    let (mut raw, ack) = Raw::open(addr, &connect5("lim", true, 30, &[], None)).await;
+    let (mut raw, ack) = RawV5::open(addr, &connect5("lim", true, 30, &[], None)).await;
     let props = ack.properties.unwrap();
     assert_eq!(props.topic_alias_max, Some(2));
     assert_eq!(props.receive_max, Some(7));
     assert_eq!(props.max_packet_size, Some(4096));
     // Alias 2 is fine, alias 3 is beyond the maximum: DISCONNECT 0x94.
-    raw.send(&publish5("lim/t", 1, &[TOPIC_ALIAS, 0, 2], b"x"))
+    raw.send_bytes(&publish5("lim/t", 1, &[TOPIC_ALIAS, 0, 2], b"x"))
         .await;
     assert!(matches!(raw.next().await, Some(Packet::PubAck(_))));
-    raw.send(&publish5("lim/t", 2, &[TOPIC_ALIAS, 0, 3], b"x"))
+    raw.send_bytes(&publish5("lim/t", 2, &[TOPIC_ALIAS, 0, 3], b"x"))
         .await;
     let (bytes, closed) = raw.rest().await;
     assert_eq!(bytes, [0xe0, 0x01, 0x94]);
