@@ -607,7 +607,6 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         aliases: HashMap::new(),
         to_router: Vec::new(),
         pending_subacks: HashMap::new(),
-        denied_qos2: HashSet::new(),
         awaiting_release: saved.awaiting_release.into_iter().collect(),
         inflight_in: 0,
         out_acks: VecDeque::new(),
@@ -680,9 +679,9 @@ pub(crate) struct Session {
     to_router: Vec<Packet>,
     /// SUBACKs waiting for the router's, by packet id.
     pending_subacks: HashMap<u16, Vec<SubscribeReasonCode>>,
-    /// Client packet ids of denied QoS 2 publishes whose PUBREL the edge answers.
-    denied_qos2: HashSet<u16>,
-    /// Client packet ids of routed QoS 2 publishes whose PUBREL has not come yet.
+    /// Client packet ids of QoS 2 publishes whose PUBREL has not come yet: routed ones,
+    /// and on 3.1.1 denied ones (which has no refusal, so their flow is completed
+    /// without delivery). The edge answers their PUBREL.
     awaiting_release: HashSet<u16>,
     inflight_in: usize,
     out_acks: VecDeque<OutAck>,
@@ -993,16 +992,7 @@ impl Session {
             // QoS 2 travels in the marker); a repeated PUBLISH with the same packet id
             // before PUBREL is acknowledged and not routed again.
             if self.awaiting_release.contains(&h.pkid) {
-                io.queue(
-                    Packet::PubRec(
-                        PubRec {
-                            pkid: h.pkid,
-                            reason: PubRecReason::Success,
-                        },
-                        None,
-                    ),
-                    v,
-                );
+                io.queue(pubrec(h.pkid, PubRecReason::Success), v);
                 return Ok(());
             }
             frame.bytes[0] = (frame.bytes[0] & !0b0110) | 0b0010;
@@ -1034,8 +1024,7 @@ impl Session {
                 // The flow of a routed QoS 2 message (this connection's or an earlier
                 // one's), of a denied one (3.1.1 completes its flow without delivery),
                 // or no flow at all (MQTT 5: 0x92, packet identifier not found).
-                let known =
-                    self.awaiting_release.remove(&rel.pkid) || self.denied_qos2.remove(&rel.pkid);
+                let known = self.awaiting_release.remove(&rel.pkid);
                 let reason = if known || v == Version::V4 {
                     PubCompReason::Success
                 } else {
@@ -1192,20 +1181,11 @@ impl Session {
                         Version::V5 => PubRecReason::NotAuthorized,
                         Version::V4 => {
                             // 3.1.1 has no refusal: complete the flow without delivery.
-                            self.denied_qos2.insert(header.pkid);
+                            self.awaiting_release.insert(header.pkid);
                             PubRecReason::Success
                         }
                     };
-                    io.queue(
-                        Packet::PubRec(
-                            PubRec {
-                                pkid: header.pkid,
-                                reason,
-                            },
-                            None,
-                        ),
-                        v,
-                    );
+                    io.queue(pubrec(header.pkid, reason), v);
                 }
                 _ => {}
             }
@@ -1400,14 +1380,8 @@ impl Session {
                     auto: a.client_ack != kind::PUBREC,
                     done: false,
                 });
-                self.send_router(Packet::PubRec(
-                    PubRec {
-                        pkid: a.pkid,
-                        reason: PubRecReason::Success,
-                    },
-                    None,
-                ))
-                .await?;
+                self.send_router(pubrec(a.pkid, PubRecReason::Success))
+                    .await?;
             }
         }
         Ok(())
@@ -1451,27 +1425,13 @@ impl Session {
                         self.inflight_in = self.inflight_in.saturating_sub(1);
                         if self.awaiting_release.contains(&a.pkid) {
                             // A QoS 2 publish the router took as QoS 1 (see `incoming`).
-                            io.queue(
-                                Packet::PubRec(
-                                    PubRec {
-                                        pkid: a.pkid,
-                                        reason: PubRecReason::Success,
-                                    },
-                                    None,
-                                ),
-                                v,
-                            );
+                            io.queue(pubrec(a.pkid, PubRecReason::Success), v);
                         } else {
                             io.queue(Packet::PubAck(a, p), v);
                         }
                     }
-                    Some(Packet::PubComp(c, p)) => io.queue(Packet::PubComp(c, p), v),
-                    // A QoS 2 publish stops counting at PUBREC: counting it until PUBCOMP
-                    // could stall a client whose PUBREL waits behind the read pause.
-                    Some(Packet::PubRec(r, p)) => {
-                        self.inflight_in = self.inflight_in.saturating_sub(1);
-                        io.queue(Packet::PubRec(r, p), v);
-                    }
+                    // (No PUBREC or PUBCOMP comes for the client's own messages: the
+                    // edge hands QoS 2 to the router as QoS 1, see `incoming`.)
                     Some(Packet::PubRel(r, p)) => {
                         let pkid = r.pkid;
                         match self.comps.iter_mut().find(|c| c.pkid == pkid && !c.done) {
@@ -1699,6 +1659,11 @@ impl Session {
         });
         self.flush_acks().await
     }
+}
+
+/// A PUBREC for packet id `pkid` (to the client for its publish, or to the router).
+fn pubrec(pkid: u16, reason: PubRecReason) -> Packet {
+    Packet::PubRec(PubRec { pkid, reason }, None)
 }
 
 /// The acknowledgement the router expects for a message it sent at `qos`.
