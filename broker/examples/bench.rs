@@ -280,36 +280,19 @@ fn mosquitto_clients_run(port: u16, count: usize) -> f64 {
     let line = "x".repeat(99) + "\n";
     std::fs::write(&file, line.repeat(count)).unwrap();
     let topic = format!("bench/mq/{}", rand_suffix());
+    let port = port.to_string();
+    let both = ["-h", "127.0.0.1", "-p", &port, "-t", &topic, "-q", "1"];
     let mut sub = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            &topic,
-            "-q",
-            "1",
-            "-C",
-            &count.to_string(),
-        ])
+        .args(both)
+        .args(["-C", &count.to_string()])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
     let status = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            &topic,
-            "-q",
-            "1",
-            "-l",
-        ])
+        .args(both)
+        .arg("-l")
         .stdin(std::fs::File::open(&file).unwrap())
         .status()
         .unwrap();
