@@ -86,6 +86,14 @@ pub mod kind {
     pub const DISCONNECT: u8 = 14;
 }
 
+/// A PUBACK or PUBREC with reason Success and no properties, the bulk of QoS 1/2
+/// traffic: four bytes in both versions (MQTT 5 §3.4.2.1 leaves the reason code out
+/// then), written directly instead of through the general encoder.
+pub fn success_ack(kind: u8, pkid: u16) -> [u8; 4] {
+    let [hi, lo] = pkid.to_be_bytes();
+    [kind << 4, 2, hi, lo]
+}
+
 /// Reads a variable byte integer; `Ok(None)` when more bytes are needed.
 fn var_int(buf: &[u8]) -> Result<Option<(usize, usize)>, FrameError> {
     let mut value = 0usize;
@@ -299,6 +307,27 @@ mod tests {
     fn frame(bytes: &[u8], version: Option<Version>) -> Result<Option<Frame>, FrameError> {
         let mut buf = BytesMut::from(bytes);
         next_frame(&mut buf, 1024, version)
+    }
+
+    #[test]
+    fn success_acks_decode_as_the_general_encoder_writes_them() {
+        use rumqttd::protocol::{PubAck, PubAckReason, PubRec, PubRecReason};
+        for v in [Version::V4, Version::V5] {
+            let mut bytes = BytesMut::from(&success_ack(kind::PUBACK, 0x1234)[..]);
+            let f = next_frame(&mut bytes, 1024, Some(v)).unwrap().unwrap();
+            let want = PubAck {
+                pkid: 0x1234,
+                reason: PubAckReason::Success,
+            };
+            assert!(matches!(decode(f, v, 1024).unwrap(), Packet::PubAck(a, None) if a == want));
+            let mut bytes = BytesMut::from(&success_ack(kind::PUBREC, 7)[..]);
+            let f = next_frame(&mut bytes, 1024, Some(v)).unwrap().unwrap();
+            let want = PubRec {
+                pkid: 7,
+                reason: PubRecReason::Success,
+            };
+            assert!(matches!(decode(f, v, 1024).unwrap(), Packet::PubRec(r, None) if r == want));
+        }
     }
 
     #[test]

@@ -73,9 +73,12 @@ static NEXT_ORIGIN: AtomicU64 = AtomicU64::new(1);
 /// Message numbers, unique for the broker's lifetime (0 means unknown).
 static NEXT_MESSAGE: AtomicU64 = AtomicU64::new(1);
 
+/// Length of a marker without the client's correlation data.
+const MARKER_LEN: usize = 17;
+
 /// The marker bytes for a new message from session `origin` (0: the broker itself),
 /// without the client's correlation data.
-fn marker(qos: u8, retain: bool, origin: u64, empty: bool) -> Bytes {
+fn marker(qos: u8, retain: bool, origin: u64, empty: bool) -> [u8; MARKER_LEN] {
     let mut first = MARK | MARK_ORIGIN | qos.min(2);
     if retain {
         first |= MARK_RETAIN;
@@ -84,11 +87,31 @@ fn marker(qos: u8, retain: bool, origin: u64, empty: bool) -> Bytes {
         first |= MARK_EMPTY;
     }
     let message = NEXT_MESSAGE.fetch_add(1, Ordering::Relaxed);
-    let mut b = BytesMut::with_capacity(17);
-    b.extend_from_slice(&[first]);
-    b.extend_from_slice(&origin.to_be_bytes());
-    b.extend_from_slice(&message.to_be_bytes());
-    b.freeze()
+    let mut m = [0; MARKER_LEN];
+    m[0] = first;
+    m[1..9].copy_from_slice(&origin.to_be_bytes());
+    m[9..].copy_from_slice(&message.to_be_bytes());
+    m
+}
+
+/// Where a connection's markers are stored: cut from shared blocks of 64, so that a
+/// message costs no allocation of its own. A block is freed when the router has
+/// dropped all of its messages, so markers of retained messages, which the router may
+/// keep for ever, get their own allocation instead of holding a block.
+#[derive(Default)]
+struct MarkerBlocks(BytesMut);
+
+impl MarkerBlocks {
+    fn store(&mut self, marker: &[u8; MARKER_LEN], retained: bool) -> Bytes {
+        if retained {
+            return Bytes::copy_from_slice(marker);
+        }
+        if self.0.capacity() < MARKER_LEN {
+            self.0 = BytesMut::with_capacity(64 * MARKER_LEN);
+        }
+        self.0.extend_from_slice(marker);
+        self.0.split().freeze()
+    }
 }
 
 /// What the marker of a forwarded message said.
@@ -614,7 +637,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         link_rx,
         will: will.map(|w| (w, will_props)),
         aliases: HashMap::new(),
-        to_router: Vec::new(),
+        to_router: VecDeque::new(),
         pending_subacks: HashMap::new(),
         awaiting_release: saved.awaiting_release.into_iter().collect(),
         inflight_in: 0,
@@ -629,6 +652,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         backlog,
         out_aliases: HashMap::new(),
         inflight_out: 0,
+        markers: MarkerBlocks::default(),
     })
 }
 
@@ -692,7 +716,7 @@ pub(crate) struct Session {
     pub(crate) will: Option<(LastWill, Option<LastWillProperties>)>,
     aliases: HashMap<u16, Bytes>,
     /// Packets for the router, sent as one batch per read or per notification batch.
-    to_router: Vec<Packet>,
+    to_router: VecDeque<Packet>,
     /// SUBACKs waiting for the router's, by packet id.
     pending_subacks: HashMap<u16, Vec<SubscribeReasonCode>>,
     /// Client packet ids of QoS 2 publishes whose PUBREL has not come yet: routed ones,
@@ -721,6 +745,8 @@ pub(crate) struct Session {
     /// QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it (PUBACK or
     /// PUBCOMP), for the client's receive maximum.
     inflight_out: usize,
+    /// Storage for the markers of this client's messages.
+    markers: MarkerBlocks,
 }
 
 impl Drop for Session {
@@ -952,7 +978,7 @@ impl Session {
     /// async, so that the packet handlers are not: an async fn moves its arguments,
     /// here 400-byte `Packet`s, into its future, which cost a third of the edge's time.)
     fn send_router(&mut self, packet: Packet) {
-        self.to_router.push(packet);
+        self.to_router.push_back(packet);
     }
 
     /// Sends the batch for the router once it is [`ROUTER_BATCH`] long.
@@ -1019,7 +1045,7 @@ impl Session {
             // QoS 2 travels in the marker); a repeated PUBLISH with the same packet id
             // before PUBREL is acknowledged and not routed again.
             if self.awaiting_release.contains(&h.pkid) {
-                queue(wbuf, pubrec(h.pkid, PubRecReason::Success), v);
+                wbuf.extend_from_slice(&codec::success_ack(kind::PUBREC, h.pkid));
                 return Ok(None);
             }
             frame.bytes[0] = (frame.bytes[0] & !0b0110) | 0b0010;
@@ -1235,10 +1261,8 @@ impl Session {
         if empty {
             publish.payload = Bytes::from_static(b"\0");
         }
-        let props = with_marker(
-            props,
-            &marker(header.qos, header.retain, self.origin, empty),
-        );
+        let mark = marker(header.qos, header.retain, self.origin, empty);
+        let props = with_marker(props, self.markers.store(&mark, header.retain));
         inc(&self.shared.metrics.messages_in);
         self.send_router(Packet::Publish(publish, props));
         Ok(retained)
@@ -1433,7 +1457,9 @@ impl Session {
                         self.inflight_in = self.inflight_in.saturating_sub(1);
                         if self.awaiting_release.contains(&a.pkid) {
                             // A QoS 2 publish the router took as QoS 1 (see `incoming`).
-                            queue(wbuf, pubrec(a.pkid, PubRecReason::Success), v);
+                            wbuf.extend_from_slice(&codec::success_ack(kind::PUBREC, a.pkid));
+                        } else if p.is_none() && a.reason == PubAckReason::Success {
+                            wbuf.extend_from_slice(&codec::success_ack(kind::PUBACK, a.pkid));
                         } else {
                             queue(wbuf, Packet::PubAck(a, p), v);
                         }
@@ -1499,7 +1525,8 @@ impl Session {
         let mut publish = forward.publish;
         // The router sets RETAIN only on retained messages sent at subscribe.
         let at_subscribe = publish.retain;
-        let (mark, mut props) = take_marker(forward.properties);
+        let mut props = forward.properties;
+        let mark = take_marker(&mut props);
         if mark.empty {
             publish.payload = Bytes::new();
         }
@@ -1578,7 +1605,7 @@ impl Session {
                     None => {}
                 }
             }
-            let p = (p != PublishProperties::default()).then_some(p);
+            let p = (!no_properties(&p)).then_some(p);
             wbuf.truncate(start);
             if let Err(e) = codec::encode(Packet::Publish(publish, p), v, wbuf) {
                 warn!(error = %e, "cannot encode forwarded publish");
@@ -1682,30 +1709,31 @@ pub(crate) fn with_qos_marker(
     qos: u8,
     empty: bool,
 ) -> Option<PublishProperties> {
-    with_marker(props, &marker(qos, false, 0, empty))
+    with_marker(props, Bytes::copy_from_slice(&marker(qos, false, 0, empty)))
 }
 
 /// Puts `mark` (from [`marker`]) in front of the client's correlation data, if any.
-fn with_marker(props: Option<PublishProperties>, mark: &Bytes) -> Option<PublishProperties> {
-    let mut p = props.unwrap_or_default();
+fn with_marker(props: Option<PublishProperties>, mark: Bytes) -> Option<PublishProperties> {
+    let mut props = props;
+    let p = props.get_or_insert_with(PublishProperties::default);
     p.correlation_data = Some(match p.correlation_data.take() {
-        None => mark.clone(),
+        None => mark,
         Some(original) => {
             let mut b = BytesMut::with_capacity(mark.len() + original.len());
-            b.extend_from_slice(mark);
+            b.extend_from_slice(&mark);
             b[0] |= MARK_CD;
             b.extend_from_slice(&original);
             b.freeze()
         }
     });
-    Some(p)
+    props
 }
 
-/// Removes the marker; returns what it said and the properties to send, which are
-/// `None` again when the marker was all they held.
-fn take_marker(props: Option<PublishProperties>) -> (Mark, Option<PublishProperties>) {
-    let Some(mut p) = props else {
-        return (Mark::default(), None);
+/// Removes the marker and returns what it said; the properties become `None` again
+/// when the marker was all they held. (In place: the properties are 200 bytes.)
+fn take_marker(props: &mut Option<PublishProperties>) -> Mark {
+    let Some(p) = props.as_mut() else {
+        return Mark::default();
     };
     let mut mark = Mark::default();
     if let Some(data) = p.correlation_data.take() {
@@ -1733,16 +1761,44 @@ fn take_marker(props: Option<PublishProperties>) -> (Mark, Option<PublishPropert
             _ => p.correlation_data = Some(data),
         }
     }
-    if p == PublishProperties::default() {
-        (mark, None)
-    } else {
-        (mark, Some(p))
+    if no_properties(p) {
+        *props = None;
     }
+    mark
+}
+
+/// Whether a PUBLISH's properties are all absent. (Comparing with
+/// `PublishProperties::default()` builds and drops a value on every message; naming
+/// every field makes a field added by rumqttd a compile error here.)
+fn no_properties(p: &PublishProperties) -> bool {
+    let PublishProperties {
+        payload_format_indicator,
+        message_expiry_interval,
+        topic_alias,
+        response_topic,
+        correlation_data,
+        user_properties,
+        subscription_identifiers,
+        content_type,
+    } = p;
+    payload_format_indicator.is_none()
+        && message_expiry_interval.is_none()
+        && topic_alias.is_none()
+        && response_topic.is_none()
+        && correlation_data.is_none()
+        && user_properties.is_empty()
+        && subscription_identifiers.is_empty()
+        && content_type.is_none()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn taken(mut props: Option<PublishProperties>) -> (Mark, Option<PublishProperties>) {
+        let mark = take_marker(&mut props);
+        (mark, props)
+    }
 
     #[test]
     fn router_ids_are_escaped_injectively() {
@@ -1759,25 +1815,26 @@ mod tests {
     fn qos_marker_round_trips_and_disappears() {
         let qos = |m: Mark| m.qos;
         let p = with_qos_marker(None, 1, false);
-        let (m, p) = take_marker(p);
+        let (m, p) = taken(p);
         assert_eq!((qos(m), p), (Some(1), None));
         let user = PublishProperties {
             content_type: Some("x".into()),
             ..Default::default()
         };
-        let (m, p) = take_marker(with_qos_marker(Some(user.clone()), 0, false));
+        let (m, p) = taken(with_qos_marker(Some(user.clone()), 0, false));
         assert_eq!((qos(m), p), (Some(0), Some(user)));
         // A client's own correlation data, even one that looks like a marker, survives.
         let cd = PublishProperties {
             correlation_data: Some(Bytes::from_static(&[0xa1, 7])),
             ..Default::default()
         };
-        let (m, p) = take_marker(with_qos_marker(Some(cd.clone()), 2, false));
+        let (m, p) = taken(with_qos_marker(Some(cd.clone()), 2, false));
         assert_eq!((qos(m), p), (Some(2), Some(cd.clone())));
         // Retain flag, origin and message number survive, with and without the
         // client's data; every message gets its own number.
-        let mark = marker(1, true, 7, false);
-        let (m, p) = take_marker(with_marker(Some(cd.clone()), &mark));
+        let mut blocks = MarkerBlocks::default();
+        let mark = blocks.store(&marker(1, true, 7, false), false);
+        let (m, p) = taken(with_marker(Some(cd.clone()), mark.clone()));
         assert_ne!(m.message, 0);
         let want = Mark {
             qos: Some(1),
@@ -1787,8 +1844,29 @@ mod tests {
             empty: false,
         };
         assert_eq!((m, p), (want, Some(cd)));
-        assert_eq!(take_marker(with_marker(None, &mark)), (want, None));
-        let (other, _) = take_marker(with_marker(None, &marker(1, true, 7, false)));
+        assert_eq!(taken(with_marker(None, mark)), (want, None));
+        let other = blocks.store(&marker(1, true, 7, false), false);
+        let (other, _) = taken(with_marker(None, other));
         assert_ne!(other.message, want.message);
+    }
+
+    #[test]
+    fn markers_cut_from_blocks_stay_intact_across_blocks() {
+        let mut blocks = MarkerBlocks::default();
+        let stored: Vec<_> = (0..200)
+            .map(|i| {
+                let m = marker(1, false, i, false);
+                (m, blocks.store(&m, false))
+            })
+            .collect();
+        for (m, b) in &stored {
+            assert_eq!(&b[..], &m[..]);
+        }
+        // Live messages share a block; a retained message's marker holds none.
+        assert!(!stored[199].1.is_unique());
+        let m = marker(1, true, 1, false);
+        let retained = blocks.store(&m, true);
+        assert_eq!(&retained[..], &m[..]);
+        assert!(retained.is_unique());
     }
 }

@@ -8,6 +8,7 @@ use futures_util::FutureExt;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet};
 use rumqttd::{Notification, RouterConfig};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 type Connector =
@@ -109,16 +110,25 @@ impl RouterSlot {
 
     /// Sends a batch of packets with a single wake-up of the router thread (rumqttd's
     /// own connections batch the same way; one event per packet costs throughput).
-    /// Returns false when the slot is gone.
-    pub async fn send_batch(&mut self, packets: &mut Vec<Packet>) -> bool {
-        let Some(last) = packets.pop() else {
+    /// `packets` is left empty. Returns false when the slot is gone.
+    pub async fn send_batch(&mut self, packets: &mut VecDeque<Packet>) -> bool {
+        let Some(last) = packets.pop_back() else {
             return true;
         };
         let Some(tx) = self.tx.as_mut() else {
             packets.clear();
             return false;
         };
-        tx.buffer().extend(packets.drain(..));
+        {
+            let mut buffer = tx.buffer();
+            if buffer.is_empty() {
+                // The router has taken everything sent before: trade buffers instead
+                // of moving each (400-byte) packet.
+                std::mem::swap(&mut *buffer, packets);
+            } else {
+                buffer.extend(packets.drain(..));
+            }
+        }
         tx.send(last).await.is_ok()
     }
 
