@@ -26,7 +26,7 @@ use crate::server::Shared;
 use crate::subscriptions::{Copies, Copy, Decision, SavedSession, Subscription, Subscriptions};
 use crate::topic;
 use bytes::{Bytes, BytesMut};
-use rumqttd::local::LinkRx;
+use rumqttd::local::{LinkError, LinkRx};
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, ConnectReturnCode, DisconnectReasonCode, LastWill,
     LastWillProperties, Login, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason,
@@ -141,6 +141,9 @@ const BUSY_READ_BUFFER: usize = 64 * 1024;
 /// Packets for the router are sent in batches of at most this many (one wake-up of the
 /// router thread each).
 const ROUTER_BATCH: usize = 256;
+
+/// Bytes for the client written at once at most while draining notifications.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// Longest a write to a client may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -665,6 +668,17 @@ struct Backlog {
     left: usize,
 }
 
+/// Where [`Session::notifications`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Nothing more is buffered, or the client's receive maximum is reached.
+    Drained,
+    /// The write buffer or the batch for the router is full: send them, then go on.
+    Full,
+    /// The router closed the connection.
+    Closed,
+}
+
 /// A retained message the client published, to be stored before the router gets it.
 struct RetainedWrite {
     topic: String,
@@ -814,40 +828,15 @@ impl Session {
                         deadline = grace.map(|g| Instant::now() + g);
                     }
                     let mut unscheduled = false;
-                    let mut next = n;
-                    loop {
-                        match next {
-                            Ok(Some(notification)) => {
-                                if self.outgoing(&mut io.wbuf, notification, &mut unscheduled) {
-                                    io.flush().await?;
-                                    return Err(ConnectionError::RouterClosed);
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(_) => {
-                                // The router dropped our outgoing channel: the session was
-                                // taken over or removed. Its id may already be reused.
-                                self.slot.forget();
-                                if self.version == Version::V5 {
-                                    queue_disconnect(&mut io.wbuf, DisconnectReasonCode::SessionTakenOver);
-                                }
-                                io.flush().await?;
-                                return Err(ConnectionError::RouterClosed);
-                            }
-                        }
-                        // Drain what is already buffered so that writes are batched, up
-                        // to the client's receive maximum (the rest waits in the router).
-                        if self.client_window_full() {
-                            break;
-                        }
-                        match futures_util::FutureExt::now_or_never(self.link_rx.next()) {
-                            Some(n) => next = n,
-                            None => break,
-                        }
-                        if io.wbuf.len() > 64 * 1024 {
-                            io.flush().await?;
-                        }
-                        self.flush_router_if_full().await?;
+                    let mut stop = self.notifications(&mut io.wbuf, Some(n), &mut unscheduled);
+                    while stop == Stop::Full {
+                        io.flush().await?;
+                        self.flush_router().await?;
+                        stop = self.notifications(&mut io.wbuf, None, &mut unscheduled);
+                    }
+                    if stop == Stop::Closed {
+                        io.flush().await?;
+                        return Err(ConnectionError::RouterClosed);
                     }
                     self.flush_router().await?;
                     io.flush().await?;
@@ -1437,6 +1426,51 @@ impl Session {
                 },
                 None,
             ));
+        }
+    }
+
+    /// Handles `first` and then the notifications already buffered, so that writes are
+    /// batched, up to the client's receive maximum (the rest waits in the router). Not
+    /// async: an async loop would move each 250-byte notification into its future.
+    fn notifications(
+        &mut self,
+        wbuf: &mut BytesMut,
+        first: Option<Result<Option<Notification>, LinkError>>,
+        unscheduled: &mut bool,
+    ) -> Stop {
+        let mut next = first;
+        loop {
+            match next {
+                Some(Ok(Some(notification))) => {
+                    if self.outgoing(wbuf, notification, unscheduled) {
+                        return Stop::Closed;
+                    }
+                }
+                Some(Ok(None)) | None => {}
+                Some(Err(_)) => {
+                    // The router dropped our outgoing channel: the session was taken over
+                    // or removed. Its id may already be reused.
+                    self.slot.forget();
+                    if self.version == Version::V5 {
+                        queue_disconnect(wbuf, DisconnectReasonCode::SessionTakenOver);
+                    }
+                    return Stop::Closed;
+                }
+            }
+            if self.client_window_full() {
+                return Stop::Drained;
+            }
+            if wbuf.len() > WRITE_BATCH || self.to_router.len() >= ROUTER_BATCH {
+                return Stop::Full;
+            }
+            // A deadline already passed: take what is buffered, never block. (Cheaper
+            // than polling `next()` once, which moves the notification four times.)
+            next = match self.link_rx.recv_deadline(std::time::Instant::now()) {
+                Err(LinkError::RecvTimeout(flume::RecvTimeoutError::Timeout)) => {
+                    return Stop::Drained
+                }
+                n => Some(n),
+            };
         }
     }
 
