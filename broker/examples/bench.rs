@@ -371,14 +371,17 @@ fn main() {
         if only.as_ref().is_some_and(|o| !label.contains(o.as_str())) {
             continue;
         }
-        for kind in kinds {
-            // Median of `repeat` runs (each on a fresh broker) against machine noise;
-            // the delivered column is the worst run.
-            let mut runs = Vec::new();
-            for _ in 0..repeat {
-                let broker = launch(kind);
+        // Median of `repeat` runs (each on a fresh broker) against machine noise, the
+        // brokers taking turns so that a slow spell of the machine hits all of them;
+        // the delivered column is the worst run.
+        let mut runs: Vec<Vec<Outcome>> = kinds.iter().map(|_| Vec::new()).collect();
+        for _ in 0..repeat {
+            for (kind, runs) in kinds.iter().zip(&mut runs) {
+                let broker = launch(*kind);
                 runs.push(rt.block_on(scenario(broker.port, subs, qos, size, count)));
             }
+        }
+        for (kind, mut runs) in kinds.into_iter().zip(runs) {
             runs.sort_by(|a, b| {
                 (a.delivered as f64 / a.secs).total_cmp(&(b.delivered as f64 / b.secs))
             });

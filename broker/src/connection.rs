@@ -884,7 +884,9 @@ impl Session {
                     warn!(error = %e, topic = %r.topic, "retained message not persisted");
                 }
             }
-            self.flush_router_if_full().await?;
+            if self.to_router.len() >= ROUTER_BATCH {
+                self.flush_router().await?;
+            }
             if self.clean_exit {
                 self.flush_router().await?;
                 io.flush().await?;
@@ -968,14 +970,6 @@ impl Session {
     /// here 400-byte `Packet`s, into its future, which cost a third of the edge's time.)
     fn send_router(&mut self, packet: Packet) {
         self.to_router.push_back(packet);
-    }
-
-    /// Sends the batch for the router once it is [`ROUTER_BATCH`] long.
-    async fn flush_router_if_full(&mut self) -> Result<(), ConnectionError> {
-        if self.to_router.len() >= ROUTER_BATCH {
-            self.flush_router().await?;
-        }
-        Ok(())
     }
 
     async fn flush_router(&mut self) -> Result<(), ConnectionError> {
