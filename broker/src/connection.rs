@@ -4,7 +4,7 @@
 //! The edge corrects rumqttd where it departs from MQTT:
 //! - keep-alive 0 is accepted (no timeout);
 //! - delivery QoS is min(publish QoS, subscription QoS): the original QoS travels with
-//!   the message through the router in a marker (see `MARK`), and the edge
+//!   the message through the router in a marker (see `marker`), and the edge
 //!   downgrades the outgoing PUBLISH, acknowledging to the router on the client's behalf
 //!   where needed (in order, since the router rejects out-of-order acks);
 //! - incoming QoS 2 is completed here, so that it survives a reconnect;
@@ -20,6 +20,7 @@
 
 use crate::acl::Identity;
 use crate::codec::{self, kind, Frame, FrameError, Version};
+use crate::marker::{self, Mark, Payloads};
 use crate::metrics::{add, inc};
 use crate::router::RouterSlot;
 use crate::server::Shared;
@@ -42,87 +43,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-/// Marker that carries what the router loses about a message, as the first bytes of
-/// the correlation data (the only property rumqttd stores and forwards without looking
-/// at it, and a `Bytes` that every copy of the message shares). First byte: `0xa0` |
-/// bits 0-1 QoS | [`MARK_CD`] | [`MARK_RETAIN`] | [`MARK_ORIGIN`] | [`MARK_EMPTY`];
-/// then, with `MARK_ORIGIN`, the publishing session's 8-byte origin id and the message's
-/// 8-byte number; then the client's own correlation data. Every message the edge hands
-/// to the router is marked, and every message it delivers is unmarked, so clients never
-/// see the marker and cannot forge it.
-const MARK: u8 = 0xa0;
-/// The client's own correlation data follows the marker.
-const MARK_CD: u8 = 0b100;
-/// The publisher set RETAIN (the router clears it on live delivery; MQTT 5 retain as
-/// published needs it back).
-const MARK_RETAIN: u8 = 0b1000;
-/// An origin id (for MQTT 5 no local) and a message number (to recognise the copies the
-/// router sends for overlapping subscriptions) follow.
-const MARK_ORIGIN: u8 = 0b1_0000;
-/// The client sent an empty payload without RETAIN. The router would take an empty
-/// payload as deleting the topic's retained message, which MQTT reserves for retained
-/// PUBLISHes, so the edge hands it a one-byte placeholder and empties it on delivery.
-const MARK_EMPTY: u8 = 0b100_0000;
-/// Bits every marker has (`0xa0`), and the mask that finds them.
-const MARK_MASK: u8 = 0b1010_0000;
-
 /// Origin ids of sessions; 0 is never used, so the broker's own messages (wills) match
 /// no session.
 static NEXT_ORIGIN: AtomicU64 = AtomicU64::new(1);
-
-/// Message numbers, unique for the broker's lifetime (0 means unknown).
-static NEXT_MESSAGE: AtomicU64 = AtomicU64::new(1);
-
-/// Length of a marker without the client's correlation data.
-const MARKER_LEN: usize = 17;
-
-/// The marker bytes for a new message from session `origin` (0: the broker itself),
-/// without the client's correlation data.
-fn marker(qos: u8, retain: bool, origin: u64, empty: bool) -> [u8; MARKER_LEN] {
-    let mut first = MARK | MARK_ORIGIN | qos.min(2);
-    if retain {
-        first |= MARK_RETAIN;
-    }
-    if empty {
-        first |= MARK_EMPTY;
-    }
-    let message = NEXT_MESSAGE.fetch_add(1, Ordering::Relaxed);
-    let mut m = [0; MARKER_LEN];
-    m[0] = first;
-    m[1..9].copy_from_slice(&origin.to_be_bytes());
-    m[9..].copy_from_slice(&message.to_be_bytes());
-    m
-}
-
-/// Where a connection's markers are stored: cut from shared blocks of 64, so that a
-/// message costs no allocation of its own. A block is freed when the router has
-/// dropped all of its messages, so markers of retained messages, which the router may
-/// keep for ever, get their own allocation instead of holding a block.
-#[derive(Default)]
-struct MarkerBlocks(BytesMut);
-
-impl MarkerBlocks {
-    fn store(&mut self, marker: &[u8; MARKER_LEN], retained: bool) -> Bytes {
-        if retained {
-            return Bytes::copy_from_slice(marker);
-        }
-        if self.0.capacity() < MARKER_LEN {
-            self.0 = BytesMut::with_capacity(64 * MARKER_LEN);
-        }
-        self.0.extend_from_slice(marker);
-        self.0.split().freeze()
-    }
-}
-
-/// What the marker of a forwarded message said.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Mark {
-    qos: Option<u8>,
-    retain: bool,
-    origin: Option<u64>,
-    message: u64,
-    empty: bool,
-}
 
 /// What an MQTT 5 client asked of the messages it receives (CONNECT properties).
 #[derive(Debug, Clone, Copy, Default)]
@@ -623,7 +546,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive, ?session_expiry, "client connected");
     let max_queued = limits.max_queued_messages;
     let backlog = (session_present && max_queued > 0).then(|| Backlog {
-        before: NEXT_MESSAGE.load(Ordering::Relaxed),
+        before: Mark::next_number(),
         left: max_queued,
     });
     Some(Session {
@@ -655,7 +578,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         backlog,
         out_aliases: HashMap::new(),
         inflight_out: 0,
-        markers: MarkerBlocks::default(),
+        payloads: Payloads::default(),
     })
 }
 
@@ -695,7 +618,7 @@ struct OutAck {
     /// What the router expects: PUBACK (subscription QoS 1) or PUBREC (QoS 2).
     router_ack: u8,
     done: bool,
-    /// The message's number (see [`MARK_ORIGIN`]), to recognise it when the router
+    /// The message's number (see `marker`), to recognise it when the router
     /// sends it again to a resumed session.
     message: u64,
 }
@@ -759,8 +682,8 @@ pub(crate) struct Session {
     /// QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it (PUBACK or
     /// PUBCOMP), for the client's receive maximum.
     inflight_out: usize,
-    /// Storage for the markers of this client's messages.
-    markers: MarkerBlocks,
+    /// Where this client's messages get their markers.
+    payloads: Payloads,
 }
 
 impl Drop for Session {
@@ -1239,15 +1162,15 @@ impl Session {
             qos: header.qos,
             payload: publish.payload.clone(),
         });
-        // Marked even at QoS 2: the marker also wraps the client's correlation data.
-        let empty = publish.payload.is_empty() && !header.retain;
-        if empty {
-            publish.payload = Bytes::from_static(b"\0");
-        }
-        let mark = marker(header.qos, header.retain, self.origin, empty);
-        let props = with_marker(props, self.markers.store(&mark, header.retain));
+        let mark = Mark::new(header.qos, header.retain, self.origin);
         inc(&self.shared.metrics.messages_in);
-        self.send_router(Packet::Publish(publish, props));
+        marker::route(
+            publish,
+            props,
+            mark,
+            Some(&mut self.payloads),
+            &mut self.to_router,
+        );
         Ok(retained)
     }
 
@@ -1554,10 +1477,7 @@ impl Session {
         // The router sets RETAIN only on retained messages sent at subscribe.
         let at_subscribe = publish.retain;
         let mut props = forward.properties;
-        let mark = take_marker(&mut props);
-        if mark.empty {
-            publish.payload = Bytes::new();
-        }
+        let mark = Mark::take(&mut publish.payload);
         // Properties the edge may change need a copy to re-encode from (rumqttd keeps
         // the QoS and packet id of a `Publish` private, so they are read back from the
         // encoded bytes).
@@ -1584,10 +1504,15 @@ impl Session {
             wbuf.truncate(start);
             return;
         };
+        let Some(mark) = mark else {
+            // A retained message's deletion (see `marker`): not for clients.
+            wbuf.truncate(start);
+            return self.skip(h);
+        };
         let copy = Copy {
             message: mark.message,
             at_subscribe,
-            own: mark.origin == Some(self.origin),
+            own: mark.origin == self.origin,
             retained: mark.retain,
             router_qos: h.qos,
         };
@@ -1604,7 +1529,7 @@ impl Session {
             } => (max_qos, retain, ids),
         };
         if let Some(b) = self.backlog.as_mut() {
-            if !at_subscribe && mark.message != 0 && mark.message < b.before {
+            if !at_subscribe && mark.message < b.before {
                 if b.left == 0 {
                     wbuf.truncate(start);
                     return self.skip(h);
@@ -1662,7 +1587,7 @@ impl Session {
         if !self.redeliver.is_empty() && self.redeliver.remove(&mark.message) && h.qos > 0 {
             wbuf[start] |= 0b1000;
         }
-        let delivery = mark.qos.unwrap_or(h.qos).min(h.qos).min(max_qos);
+        let delivery = mark.qos.min(h.qos).min(max_qos);
         if delivery < h.qos {
             if let Some(rewritten) = codec::downgrade_publish(&wbuf[start..], delivery) {
                 wbuf.truncate(start);
@@ -1730,71 +1655,6 @@ fn router_ack(qos: u8) -> u8 {
     }
 }
 
-/// Marks a publish's properties with its original QoS (see [`MARK`]); for messages the
-/// broker publishes itself. `empty`: the payload is a placeholder for an empty one.
-pub(crate) fn with_qos_marker(
-    props: Option<PublishProperties>,
-    qos: u8,
-    empty: bool,
-) -> Option<PublishProperties> {
-    with_marker(props, Bytes::copy_from_slice(&marker(qos, false, 0, empty)))
-}
-
-/// Puts `mark` (from [`marker`]) in front of the client's correlation data, if any.
-fn with_marker(props: Option<PublishProperties>, mark: Bytes) -> Option<PublishProperties> {
-    let mut props = props;
-    let p = props.get_or_insert_with(PublishProperties::default);
-    p.correlation_data = Some(match p.correlation_data.take() {
-        None => mark,
-        Some(original) => {
-            let mut b = BytesMut::with_capacity(mark.len() + original.len());
-            b.extend_from_slice(&mark);
-            b[0] |= MARK_CD;
-            b.extend_from_slice(&original);
-            b.freeze()
-        }
-    });
-    props
-}
-
-/// Removes the marker and returns what it said; the properties become `None` again
-/// when the marker was all they held. (In place: the properties are 200 bytes.)
-fn take_marker(props: &mut Option<PublishProperties>) -> Mark {
-    let Some(p) = props.as_mut() else {
-        return Mark::default();
-    };
-    let mut mark = Mark::default();
-    if let Some(data) = p.correlation_data.take() {
-        match data.first() {
-            Some(&b) if b & MARK_MASK == MARK => {
-                mark.qos = Some(b & 0b11);
-                mark.retain = b & MARK_RETAIN != 0;
-                mark.empty = b & MARK_EMPTY != 0;
-                let mut rest = 1;
-                if b & MARK_ORIGIN != 0 {
-                    let word = |r: std::ops::Range<usize>| {
-                        data.get(r)
-                            .and_then(|o| o.try_into().ok())
-                            .map(u64::from_be_bytes)
-                    };
-                    mark.origin = word(1..9);
-                    mark.message = word(9..17).unwrap_or(0);
-                    rest = 17;
-                }
-                if b & MARK_CD != 0 {
-                    p.correlation_data = Some(data.slice(rest.min(data.len())..));
-                }
-            }
-            // Not ours (cannot happen for messages that went through the edge).
-            _ => p.correlation_data = Some(data),
-        }
-    }
-    if no_properties(p) {
-        *props = None;
-    }
-    mark
-}
-
 /// Whether a PUBLISH's properties are all absent. (Comparing with
 /// `PublishProperties::default()` builds and drops a value on every message; naming
 /// every field makes a field added by rumqttd a compile error here.)
@@ -1823,11 +1683,6 @@ fn no_properties(p: &PublishProperties) -> bool {
 mod tests {
     use super::*;
 
-    fn taken(mut props: Option<PublishProperties>) -> (Mark, Option<PublishProperties>) {
-        let mark = take_marker(&mut props);
-        (mark, props)
-    }
-
     #[test]
     fn router_ids_are_escaped_injectively() {
         assert_eq!(router_client_id("plain-id"), "plain-id");
@@ -1837,64 +1692,5 @@ mod tests {
         for c in ['+', '$', '#', '/'] {
             assert!(!router_client_id(&format!("x{c}y")).contains(c));
         }
-    }
-
-    #[test]
-    fn qos_marker_round_trips_and_disappears() {
-        let qos = |m: Mark| m.qos;
-        let p = with_qos_marker(None, 1, false);
-        let (m, p) = taken(p);
-        assert_eq!((qos(m), p), (Some(1), None));
-        let user = PublishProperties {
-            content_type: Some("x".into()),
-            ..Default::default()
-        };
-        let (m, p) = taken(with_qos_marker(Some(user.clone()), 0, false));
-        assert_eq!((qos(m), p), (Some(0), Some(user)));
-        // A client's own correlation data, even one that looks like a marker, survives.
-        let cd = PublishProperties {
-            correlation_data: Some(Bytes::from_static(&[0xa1, 7])),
-            ..Default::default()
-        };
-        let (m, p) = taken(with_qos_marker(Some(cd.clone()), 2, false));
-        assert_eq!((qos(m), p), (Some(2), Some(cd.clone())));
-        // Retain flag, origin and message number survive, with and without the
-        // client's data; every message gets its own number.
-        let mut blocks = MarkerBlocks::default();
-        let mark = blocks.store(&marker(1, true, 7, false), false);
-        let (m, p) = taken(with_marker(Some(cd.clone()), mark.clone()));
-        assert_ne!(m.message, 0);
-        let want = Mark {
-            qos: Some(1),
-            retain: true,
-            origin: Some(7),
-            message: m.message,
-            empty: false,
-        };
-        assert_eq!((m, p), (want, Some(cd)));
-        assert_eq!(taken(with_marker(None, mark)), (want, None));
-        let other = blocks.store(&marker(1, true, 7, false), false);
-        let (other, _) = taken(with_marker(None, other));
-        assert_ne!(other.message, want.message);
-    }
-
-    #[test]
-    fn markers_cut_from_blocks_stay_intact_across_blocks() {
-        let mut blocks = MarkerBlocks::default();
-        let stored: Vec<_> = (0..200)
-            .map(|i| {
-                let m = marker(1, false, i, false);
-                (m, blocks.store(&m, false))
-            })
-            .collect();
-        for (m, b) in &stored {
-            assert_eq!(&b[..], &m[..]);
-        }
-        // Live messages share a block; a retained message's marker holds none.
-        assert!(!stored[199].1.is_unique());
-        let m = marker(1, true, 1, false);
-        let retained = blocks.store(&m, true);
-        assert_eq!(&retained[..], &m[..]);
-        assert!(retained.is_unique());
     }
 }

@@ -23,6 +23,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 mod listener;
+mod marker;
 pub mod metrics;
 pub mod retained;
 pub mod router;

@@ -5,13 +5,14 @@
 use crate::acl::Acl;
 use crate::auth::PasswordFile;
 use crate::config::{Config, ListenerKind};
-use crate::connection::with_qos_marker;
 use crate::listener;
+use crate::marker::{self, Mark};
 use crate::metrics::Metrics;
 use crate::retained::{RetainedMessage, RetainedStore};
 use crate::router::{RouterHandle, RouterSlot};
 use crate::subscriptions::SavedSessions;
-use rumqttd::protocol::{LastWill, LastWillProperties, Packet, Publish, PublishProperties};
+use rumqttd::protocol::{LastWill, LastWillProperties, Publish, PublishProperties};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,8 +80,8 @@ pub struct Shared {
 
 impl Shared {
     /// Publishes a message on the broker's own link. Sent at QoS 0 to the router (which
-    /// then needs no acknowledgement from us) with the intended QoS as the marker that
-    /// the edge applies on delivery.
+    /// then needs no acknowledgement from us) with the intended QoS in the marker that
+    /// the edge applies on delivery (see `marker`).
     async fn publish_system(
         &self,
         topic: &str,
@@ -89,21 +90,21 @@ impl Shared {
         retain: bool,
         props: Option<PublishProperties>,
     ) {
-        let empty = payload.is_empty() && !retain;
         let publish = Publish::new(
             bytes::Bytes::copy_from_slice(topic.as_bytes()),
-            // An empty non-retained will must not delete the retained message (see
-            // `connection::MARK_EMPTY`).
-            if empty {
-                bytes::Bytes::from_static(b"\0")
-            } else {
-                payload
-            },
+            payload,
             retain,
         );
-        let props = with_qos_marker(props, qos, empty);
+        let mut packets = VecDeque::new();
+        marker::route(
+            publish,
+            props,
+            Mark::new(qos, retain, 0),
+            None,
+            &mut packets,
+        );
         let mut slot = self.system.lock().await;
-        if !slot.send(Packet::Publish(publish, props)).await {
+        if !slot.send_batch(&mut packets).await {
             warn!(topic, "broker link to the router is gone; message dropped");
         }
     }

@@ -1,0 +1,249 @@
+//! The marker: what the router loses about a message, carried through it in front of
+//! the payload.
+//!
+//! rumqttd's router delivers at the subscription's QoS (MQTT wants the lower of the
+//! publish and subscription QoS), clears RETAIN on live delivery (MQTT 5 retain as
+//! published needs it), and knows neither which session published a message (MQTT 5 no
+//! local) nor which of the copies it sends for overlapping subscriptions are one
+//! message. So the edge puts a 17-byte marker in front of every payload it hands to the
+//! router and removes it from every message it delivers; clients never see a marker
+//! and cannot forge one. Layout: one byte `0xa0` | bits 0-1 the publish QoS |
+//! [`RETAIN`]; the publishing session's origin id (8 bytes; 0 for the broker's own
+//! messages); the message's number (8 bytes, unique for the broker's lifetime).
+//!
+//! Why the payload: it is the one part of a message the router neither reads nor
+//! copies (every copy shares one `Bytes`), whereas properties are cloned for every
+//! subscriber. The exception is an empty payload, which the router takes as deleting
+//! the topic's retained message: a retained PUBLISH with an empty payload is routed as
+//! an unmarked, empty deletion (which the edge never delivers) followed by the marked
+//! message for the subscribers (see [`route`]).
+
+use bytes::{Bytes, BytesMut};
+use rumqttd::protocol::{Packet, Publish, PublishProperties};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Length of a marker.
+pub(crate) const MARKER_LEN: usize = 17;
+
+/// Bits every marker's first byte has.
+const MARK: u8 = 0xa0;
+/// Mask that finds [`MARK`] in a first byte.
+const MARK_MASK: u8 = 0b1111_1000;
+/// The publisher set RETAIN.
+const RETAIN: u8 = 0b100;
+
+/// Message numbers; 0 is never used.
+static NEXT_MESSAGE: AtomicU64 = AtomicU64::new(1);
+
+/// Payloads up to this size are cut from a connection's shared blocks.
+const SMALL_PAYLOAD: usize = 4 * 1024;
+/// Size of a shared block.
+const BLOCK: usize = 64 * 1024;
+
+/// What a marker says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    /// QoS of the PUBLISH the message came in.
+    pub qos: u8,
+    /// The publisher set RETAIN.
+    pub retain: bool,
+    /// Origin id of the publishing session (0: the broker itself).
+    pub origin: u64,
+    /// The message's number.
+    pub message: u64,
+}
+
+impl Mark {
+    /// The mark of a new message, which gets the next message number.
+    pub fn new(qos: u8, retain: bool, origin: u64) -> Mark {
+        Mark {
+            qos: qos.min(2),
+            retain,
+            origin,
+            message: NEXT_MESSAGE.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Message numbers below this one belong to messages marked before now.
+    pub fn next_number() -> u64 {
+        NEXT_MESSAGE.load(Ordering::Relaxed)
+    }
+
+    fn to_bytes(self) -> [u8; MARKER_LEN] {
+        let mut m = [0; MARKER_LEN];
+        m[0] = MARK | self.qos | if self.retain { RETAIN } else { 0 };
+        m[1..9].copy_from_slice(&self.origin.to_be_bytes());
+        m[9..].copy_from_slice(&self.message.to_be_bytes());
+        m
+    }
+
+    /// Reads and removes the marker at the front of a payload the router delivers.
+    /// `None`: the payload has none (a retained message's deletion, see the module
+    /// doc); such a message is not for clients.
+    pub fn take(payload: &mut Bytes) -> Option<Mark> {
+        let m: [u8; MARKER_LEN] = payload.get(..MARKER_LEN)?.try_into().ok()?;
+        let qos = m[0] & 0b11;
+        if m[0] & MARK_MASK != MARK || qos > 2 {
+            return None;
+        }
+        let word = |r: std::ops::Range<usize>| {
+            let mut b = [0; 8];
+            b.copy_from_slice(&m[r]);
+            u64::from_be_bytes(b)
+        };
+        let mark = Mark {
+            qos,
+            retain: m[0] & RETAIN != 0,
+            origin: word(1..9),
+            message: word(9..MARKER_LEN),
+        };
+        bytes::Buf::advance(payload, MARKER_LEN);
+        Some(mark)
+    }
+}
+
+/// Where a connection builds marked payloads. Small ones are cut from shared 64 KiB
+/// blocks, so that a message costs a copy but no allocation of its own (and no longer
+/// holds on to the connection's read buffer). A block is freed when the router has
+/// dropped all of its messages, so retained messages, which the router may keep for
+/// ever, get their own allocation instead of holding a block.
+#[derive(Default)]
+pub(crate) struct Payloads(BytesMut);
+
+impl Payloads {
+    /// `payload` with `mark` in front.
+    pub fn marked(&mut self, mark: Mark, payload: &[u8], retained: bool) -> Bytes {
+        if retained || payload.len() > SMALL_PAYLOAD {
+            return marked(mark, payload);
+        }
+        if self.0.capacity() - self.0.len() < MARKER_LEN + payload.len() {
+            self.0 = BytesMut::with_capacity(BLOCK);
+        }
+        self.0.extend_from_slice(&mark.to_bytes());
+        self.0.extend_from_slice(payload);
+        self.0.split().freeze()
+    }
+}
+
+/// `payload` with `mark` in front, in an allocation of its own.
+pub(crate) fn marked(mark: Mark, payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(MARKER_LEN + payload.len());
+    b.extend_from_slice(&mark.to_bytes());
+    b.extend_from_slice(payload);
+    b.freeze()
+}
+
+/// Queues the packets that route `publish` with `mark` (see the module doc). The
+/// marked payload is cut from `payloads`, or has its own allocation without (for the
+/// broker's own, rare, messages).
+pub(crate) fn route(
+    mut publish: Publish,
+    props: Option<PublishProperties>,
+    mark: Mark,
+    payloads: Option<&mut Payloads>,
+    out: &mut VecDeque<Packet>,
+) {
+    if publish.retain && publish.payload.is_empty() {
+        out.push_back(Packet::Publish(
+            Publish::new(publish.topic.clone(), Bytes::new(), true),
+            None,
+        ));
+        // The marked message must not become the retained one.
+        publish.retain = false;
+    }
+    publish.payload = match payloads {
+        Some(p) => p.marked(mark, &publish.payload, publish.retain),
+        None => marked(mark, &publish.payload),
+    };
+    out.push_back(Packet::Publish(publish, props));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_round_trip_and_leave_the_payload() {
+        let mut payloads = Payloads::default();
+        for (qos, retain, origin) in [(0, false, 0), (1, true, 7), (2, false, u64::MAX)] {
+            let mark = Mark::new(qos, retain, origin);
+            let mut p = payloads.marked(mark, b"hello", false);
+            assert_eq!(Mark::take(&mut p), Some(mark));
+            assert_eq!(&p[..], b"hello");
+        }
+        // Every message gets its own number.
+        assert_ne!(
+            Mark::new(1, false, 1).message,
+            Mark::new(1, false, 1).message
+        );
+        // An empty payload is marked like any other and comes back empty.
+        let mark = Mark::new(1, false, 3);
+        let mut p = marked(mark, b"");
+        assert_eq!((Mark::take(&mut p), p.len()), (Some(mark), 0));
+    }
+
+    #[test]
+    fn payloads_without_a_marker_are_recognised() {
+        // A retained message's deletion (empty), too short, or not a marker at all.
+        for raw in [&b""[..], &[MARK | 1; 5][..], &[0x30; MARKER_LEN + 3][..]] {
+            let mut p = Bytes::copy_from_slice(raw);
+            assert_eq!(Mark::take(&mut p), None);
+            assert_eq!(&p[..], raw, "an unmarked payload is left alone");
+        }
+        // QoS 3 does not exist.
+        let mut bad = marked(Mark::new(1, false, 1), b"x").to_vec();
+        bad[0] |= 0b11;
+        assert_eq!(Mark::take(&mut Bytes::from(bad)), None);
+    }
+
+    #[test]
+    fn payloads_cut_from_blocks_stay_intact_across_blocks() {
+        let mut payloads = Payloads::default();
+        let stored: Vec<_> = (0..2000u64)
+            .map(|i| {
+                let body = i.to_be_bytes().repeat((i % 9) as usize);
+                let mark = Mark::new(1, false, i);
+                (mark, body.clone(), payloads.marked(mark, &body, false))
+            })
+            .collect();
+        for (mark, body, p) in &stored {
+            let mut p = p.clone();
+            assert_eq!(Mark::take(&mut p), Some(*mark));
+            assert_eq!(&p[..], &body[..]);
+        }
+        // Live messages share a block; retained and large ones have their own.
+        assert!(!stored[1999].2.is_unique());
+        assert!(payloads
+            .marked(Mark::new(1, true, 1), b"r", true)
+            .is_unique());
+        let large = vec![7; SMALL_PAYLOAD + 1];
+        assert!(payloads
+            .marked(Mark::new(1, false, 1), &large, false)
+            .is_unique());
+    }
+
+    #[test]
+    fn an_empty_retained_publish_routes_an_unmarked_deletion_then_the_message() {
+        let mut out = VecDeque::new();
+        let mark = Mark::new(1, true, 9);
+        let publish = Publish::new(Bytes::from_static(b"t"), Bytes::new(), true);
+        route(publish, None, mark, None, &mut out);
+        let Some(Packet::Publish(delete, None)) = out.pop_front() else {
+            panic!("no deletion first");
+        };
+        assert!(delete.retain && delete.payload.is_empty());
+        let Some(Packet::Publish(mut message, None)) = out.pop_front() else {
+            panic!("no message second");
+        };
+        assert!(!message.retain, "the marked copy must not be retained");
+        assert_eq!(Mark::take(&mut message.payload), Some(mark));
+        assert!(message.payload.is_empty() && out.is_empty());
+        // Anything else is one marked packet, retained as published.
+        let publish = Publish::new(Bytes::from_static(b"t"), Bytes::from_static(b"v"), true);
+        let mut payloads = Payloads::default();
+        route(publish, None, mark, Some(&mut payloads), &mut out);
+        assert!(matches!(out.pop_front(), Some(Packet::Publish(p, None)) if p.retain));
+        assert!(out.is_empty());
+    }
+}
