@@ -37,9 +37,11 @@ const RETAIN: u8 = 0b100;
 static NEXT_MESSAGE: AtomicU64 = AtomicU64::new(1);
 
 /// Payloads up to this size are cut from a connection's shared blocks.
-const SMALL_PAYLOAD: usize = 4 * 1024;
-/// Size of a shared block.
-const BLOCK: usize = 64 * 1024;
+const SMALL_PAYLOAD: usize = 512;
+/// Size of a shared block: that of an idle connection's read buffer, whose chunks the
+/// payloads held before they were copied (a device that published once keeps at most
+/// this much of a block).
+const BLOCK: usize = 4 * 1024;
 
 /// What a marker says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +105,7 @@ impl Mark {
     }
 }
 
-/// Where a connection builds marked payloads. Small ones are cut from shared 64 KiB
+/// Where a connection builds marked payloads. Small ones are cut from shared 4 KiB
 /// blocks, so that a message costs a copy but no allocation of its own (and no longer
 /// holds on to the connection's read buffer). A block is freed when the router has
 /// dropped all of its messages, so retained messages, which the router may keep for
