@@ -3,7 +3,7 @@
 //! memory of 10,000 idle connections.
 //!
 //! ```text
-//! cargo run --release -p sealpost-broker --example bench            # median of 3 runs
+//! cargo run --release -p sealpost-broker --example bench            # median of 5 runs
 //! cargo run --release -p sealpost-broker --example bench -- quick    # 1 run, 1/10 messages
 //! SEALPOST_BENCH_ONLY="1->10 QoS0" cargo run --release -p sealpost-broker --example bench
 //! ```
@@ -345,7 +345,7 @@ fn main() {
     }
     let quick = args.get(1).map(String::as_str) == Some("quick");
     let scale: u64 = if quick { 10 } else { 1 };
-    let repeat = if quick { 1 } else { 3 };
+    let repeat = if quick { 1 } else { 5 };
     // SEALPOST_BENCH_ONLY="1->10 QoS0 1024": only the scenarios whose label contains it
     // (and no mosquitto_pub or memory runs).
     let only = std::env::var("SEALPOST_BENCH_ONLY").ok();

@@ -68,6 +68,10 @@ const ROUTER_BATCH: usize = 256;
 /// Bytes for the client written at once at most while draining notifications.
 const WRITE_BATCH: usize = 64 * 1024;
 
+/// The keep-alive timer's first deadline when the client has none (never reached: that
+/// branch is off).
+const NO_KEEP_ALIVE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Longest a write to a client may block.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -287,13 +291,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
     /// connection (and router slot) forever: the write must finish within
     /// [`WRITE_TIMEOUT`].
     async fn flush(&mut self) -> Result<(), ConnectionError> {
+        // Every write is flushed in the same call, so an empty buffer means nothing is
+        // pending (and the timeout's clock reading is saved).
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
         let write = async {
-            if !self.wbuf.is_empty() {
-                let n = self.wbuf.len();
-                self.wr.write_all(&self.wbuf).await?;
-                self.wbuf.clear();
-                add(&self.shared.metrics.bytes_out, n as u64);
-            }
+            let n = self.wbuf.len();
+            self.wr.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+            add(&self.shared.metrics.bytes_out, n as u64);
             self.wr.flush().await
         };
         match tokio::time::timeout(WRITE_TIMEOUT, write).await {
@@ -579,6 +586,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         out_aliases: HashMap::new(),
         inflight_out: 0,
         payloads: Payloads::default(),
+        unreported: Unreported::default(),
     })
 }
 
@@ -589,6 +597,13 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 struct Backlog {
     before: u64,
     left: usize,
+}
+
+/// Message counts of a connection not yet added to the shared [`crate::metrics`].
+#[derive(Debug, Default)]
+struct Unreported {
+    messages_in: u64,
+    messages_out: u64,
 }
 
 /// Where [`Session::notifications`] stopped.
@@ -684,10 +699,13 @@ pub(crate) struct Session {
     inflight_out: usize,
     /// Where this client's messages get their markers.
     payloads: Payloads,
+    /// Messages counted but not yet added to the shared metrics.
+    unreported: Unreported,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.report_counts();
         self.shared
             .metrics
             .connections_open
@@ -706,8 +724,15 @@ impl Session {
         // MQTT: the server closes after 1.5 keep-alive periods of silence; 0 disables.
         let grace =
             (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
-        let mut deadline = grace.map(|g| Instant::now() + g);
+        // One timer per connection, moved on as the client speaks, and one wait for
+        // shutdown: made anew on every turn of the loop, they would register with and
+        // leave the runtime's timer wheel and the shutdown channel, which all
+        // connections share, each time.
+        let keepalive = tokio::time::sleep(grace.unwrap_or(NO_KEEP_ALIVE));
+        tokio::pin!(keepalive);
         let mut shutdown = self.shared.shutdown.clone();
+        let shutdown = shutdown.changed();
+        tokio::pin!(shutdown);
         // Packets pipelined behind CONNECT are already buffered.
         if self.drain_frames(io, max).await? {
             return Ok(());
@@ -716,12 +741,6 @@ impl Session {
         // flood costs one system call per many packets. An idle one keeps a small one.
         let mut busy = false;
         loop {
-            let keepalive = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
             if busy && io.rbuf.capacity() - io.rbuf.len() < BUSY_READ_BUFFER / 2 {
                 io.rbuf.reserve(BUSY_READ_BUFFER);
             }
@@ -739,7 +758,7 @@ impl Session {
                     busy = n >= spare;
                     add(&self.shared.metrics.bytes_in, n as u64);
                     if let Some(g) = grace {
-                        deadline = Some(Instant::now() + g);
+                        keepalive.as_mut().reset(Instant::now() + g);
                     }
                     if self.drain_frames(io, max).await? {
                         return Ok(());
@@ -748,7 +767,9 @@ impl Session {
                 n = self.link_rx.next(), if !self.client_window_full() => {
                     if self.inflight_full() {
                         // The client was paused by us, not silent: restart its keep-alive.
-                        deadline = grace.map(|g| Instant::now() + g);
+                        if let Some(g) = grace {
+                            keepalive.as_mut().reset(Instant::now() + g);
+                        }
                     }
                     let mut unscheduled = false;
                     let mut stop = self.notifications(&mut io.wbuf, Some(n), &mut unscheduled);
@@ -772,10 +793,10 @@ impl Session {
                         let _ = self.link_rx.wake().await;
                     }
                 }
-                _ = keepalive, if !self.inflight_full() => {
+                _ = &mut keepalive, if grace.is_some() && !self.inflight_full() => {
                     return Err(ConnectionError::Timeout);
                 }
-                _ = shutdown.changed() => {
+                _ = &mut shutdown => {
                     if self.version == Version::V5 {
                         queue_disconnect(&mut io.wbuf, DisconnectReasonCode::ServerShuttingDown);
                     }
@@ -895,7 +916,24 @@ impl Session {
         self.to_router.push_back(packet);
     }
 
+    /// Adds the messages counted since the last batch to the shared metrics. (Once per
+    /// batch: an atomic counter every connection increments for every message is a
+    /// cache line that the worker threads keep taking from each other.)
+    fn report_counts(&mut self) {
+        let metrics = &self.shared.metrics;
+        for (counter, n) in [
+            (&metrics.messages_in, &mut self.unreported.messages_in),
+            (&metrics.messages_out, &mut self.unreported.messages_out),
+        ] {
+            if *n > 0 {
+                add(counter, std::mem::take(n));
+            }
+        }
+    }
+
+    /// Sends the batch of packets for the router (and reports the batch's counts).
     async fn flush_router(&mut self) -> Result<(), ConnectionError> {
+        self.report_counts();
         if self.slot.send_batch(&mut self.to_router).await {
             Ok(())
         } else {
@@ -1163,7 +1201,7 @@ impl Session {
             payload: publish.payload.clone(),
         });
         let mark = Mark::new(header.qos, header.retain, self.origin);
-        inc(&self.shared.metrics.messages_in);
+        self.unreported.messages_in += 1;
         marker::route(
             publish,
             props,
@@ -1594,7 +1632,7 @@ impl Session {
                 wbuf.extend_from_slice(&rewritten);
             }
         }
-        inc(&self.shared.metrics.messages_out);
+        self.unreported.messages_out += 1;
         if h.qos > 0 {
             let client_ack = match delivery {
                 0 => 0,
