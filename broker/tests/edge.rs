@@ -414,3 +414,33 @@ async fn a_silent_client_is_closed_after_one_and_a_half_keep_alives() {
     assert!(closed, "keep-alive not enforced");
     broker.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn a_client_that_keeps_speaking_is_not_closed_by_its_keep_alive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (broker, addr) = start(tcp_config()).await;
+    let mut p = connect_packet(4, "chatty");
+    p[11] = 1; // keep-alive 1 s: closed after 1.5 s of silence
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&p).await.unwrap();
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).await.unwrap();
+    assert_eq!(ack, [0x20, 0x02, 0x00, 0x00]);
+    // 3 s of PINGREQs every 0.5 s: twice the keep-alive window, each answered.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.write_all(&[0xc0, 0x00]).await.unwrap();
+        let mut resp = [0u8; 2];
+        tokio::time::timeout(WAIT, s.read_exact(&mut resp))
+            .await
+            .expect("no PINGRESP: closed although the client kept speaking")
+            .unwrap();
+        assert_eq!(resp, [0xd0, 0x00]);
+    }
+    // Then silence: closed, and not before 1.5 s.
+    let silent = tokio::time::Instant::now();
+    let (rest, closed) = read_until_closed(&mut s).await;
+    assert!(closed && rest.is_empty(), "keep-alive not enforced");
+    assert!(silent.elapsed() >= Duration::from_millis(1400));
+    broker.shutdown(WAIT).await;
+}
