@@ -823,6 +823,10 @@ impl Session {
         W: AsyncWrite + Unpin,
     {
         while !self.inflight_full() {
+            if let Some((kind, pkid)) = codec::take_success_ack(&mut io.rbuf) {
+                self.client_ack(pkid, kind);
+                continue;
+            }
             let Some(frame) = codec::next_frame(&mut io.rbuf, max, Some(self.version))? else {
                 break;
             };
@@ -966,13 +970,6 @@ impl Session {
                 return Ok(None);
             }
             _ => {}
-        }
-        // Acknowledgements without reason or properties are the bulk of QoS 1/2 traffic:
-        // read the packet id directly instead of running the general decoder.
-        if frame.bytes.len() == 4 && matches!(frame.kind, kind::PUBACK | kind::PUBREC) {
-            let pkid = u16::from_be_bytes([frame.bytes[2], frame.bytes[3]]);
-            self.client_ack(pkid, frame.kind);
-            return Ok(None);
         }
         let header = if frame.kind == kind::PUBLISH {
             Some(
