@@ -9,13 +9,16 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use ed25519_dalek::{Signer, SigningKey, Verifier as _};
 use rand::rngs::OsRng;
 use rsa::Oaep;
-use sealpost_certs::{now_unix, CertificateAuthority, Profile, Validity, Verifier};
+use sealpost_certs::{now_unix, CertificateAuthority, Validity};
 use sealpost_protocol::{
-    seal_key_message, ContentKey, KeyLocation, KeyRecipient, Opener, PublisherIdentity, Sealer,
+    seal_key_message, ContentKey, KeyRecipient, Opener, PublisherIdentity, Sealer,
     SubscriberIdentity,
 };
 use sha2::Sha256;
 use std::hint::black_box;
+
+#[path = "../tests/fixture/mod.rs"]
+mod fixture;
 
 const SIZES: [usize; 4] = [64, 256, 1024, 16 * 1024];
 const TOPIC: &str = "bench/topic";
@@ -28,46 +31,23 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let ca = CertificateAuthority::create("bench CA", Validity::days_from_now(1)).unwrap();
-    let p = ca
-        .issue(
-            &Profile::Publisher {
-                id: "bench".into(),
-                topics: vec!["bench/#".into()],
-            },
-            Validity::days_from_now(1),
-        )
-        .unwrap();
-    let s = ca
-        .issue(
-            &Profile::Subscriber {
-                id: "reader".into(),
-            },
-            Validity::days_from_now(1),
-        )
-        .unwrap();
+    let ca = fixture::ca();
     Setup {
-        publisher: PublisherIdentity::from_pem(&p.certificate_pem, &p.private_key_pem).unwrap(),
-        subscriber: SubscriberIdentity::from_pem(&s.certificate_pem, &s.private_key_pem).unwrap(),
+        publisher: fixture::publisher_in(&ca, "bench", &["bench/#"], Validity::days_from_now(1)),
+        subscriber: fixture::subscriber_in(&ca, "reader"),
         ca,
         key: ContentKey::generate(),
     }
 }
 
 fn sealer(s: &Setup) -> Sealer {
-    let mut sealer = Sealer::new(
-        s.publisher.clone(),
-        KeyLocation::key_topic_for("bench"),
-        1,
-        &s.key,
-        0,
-    );
+    let mut sealer = fixture::sealer(s.publisher.clone(), &s.key);
     sealer.reserve(u64::MAX / 2);
     sealer
 }
 
 fn opener(s: &Setup) -> Opener {
-    let mut o = Opener::new(Verifier::new(&s.ca.certificate_pem()).unwrap());
+    let mut o = Opener::new(fixture::verifier(&s.ca));
     o.add_key("bench", 1, s.key.clone());
     o.add_publisher_certificate(&s.publisher.certificate().der, now_unix())
         .unwrap();
@@ -180,8 +160,7 @@ fn key_wrapping(c: &mut Criterion) {
         })
     });
     let mut epoch = 1u64;
-    let mut opener = Opener::new(Verifier::new(&s.ca.certificate_pem()).unwrap())
-        .with_identity(s.subscriber.clone());
+    let mut opener = Opener::new(fixture::verifier(&s.ca)).with_identity(s.subscriber.clone());
     g.bench_function("key_message_accept_1_epoch", |b| {
         b.iter_batched(
             || {

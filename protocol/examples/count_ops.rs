@@ -21,8 +21,11 @@
 use std::hint::black_box;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier as _};
-use sealpost_certs::{now_unix, CertificateAuthority, Profile, Validity, Verifier};
-use sealpost_protocol::{ContentKey, KeyLocation, Opener, PublisherIdentity, Sealer};
+use sealpost_certs::{now_unix, Validity};
+use sealpost_protocol::{ContentKey, Opener, Sealer};
+
+#[path = "../tests/fixture/mod.rs"]
+mod fixture;
 
 const TOPIC: &str = "bench/topic";
 const PAYLOAD: [u8; 256] = [0x5a; 256];
@@ -83,28 +86,12 @@ fn main() {
     let op = args.next().unwrap_or_else(|| "seal".into());
     let n: usize = args.next().map_or(2000, |s| s.parse().expect("a count"));
 
-    let ca = CertificateAuthority::create("count CA", Validity::days_from_now(1)).unwrap();
-    let issued = ca
-        .issue(
-            &Profile::Publisher {
-                id: "bench".into(),
-                topics: vec!["bench/#".into()],
-            },
-            Validity::days_from_now(1),
-        )
-        .unwrap();
-    let publisher =
-        PublisherIdentity::from_pem(&issued.certificate_pem, &issued.private_key_pem).unwrap();
+    let ca = fixture::ca();
+    let publisher = fixture::publisher_in(&ca, "bench", &["bench/#"], Validity::days_from_now(1));
     let key = ContentKey::generate();
-    let mut sealer = Sealer::new(
-        publisher.clone(),
-        KeyLocation::key_topic_for("bench"),
-        1,
-        &key,
-        0,
-    );
+    let mut sealer = fixture::sealer(publisher.clone(), &key);
     sealer.reserve(u64::MAX / 2);
-    let mut opener = Opener::new(Verifier::new(&ca.certificate_pem()).unwrap());
+    let mut opener = Opener::new(fixture::verifier(&ca));
     opener.add_key("bench", 1, key);
     opener
         .add_publisher_certificate(&publisher.certificate().der, now_unix())
