@@ -117,6 +117,25 @@ impl V5 {
         }
     }
 
+    /// Asserts that this client gets nothing from an old subscription to `old`: it
+    /// subscribes to `sentinel`, `publisher` sends to `old` and then to `sentinel` (QoS 1
+    /// keeps their order), and the sentinel must be the first message to arrive.
+    pub async fn assert_not_subscribed(
+        &mut self,
+        publisher: &AsyncClient,
+        old: &str,
+        sentinel: &str,
+    ) {
+        self.subscribe(filter(sentinel, QoS::AtLeastOnce)).await;
+        for topic in [old, sentinel] {
+            publisher
+                .publish(topic, QoS::AtLeastOnce, false, topic.as_bytes().to_vec())
+                .await
+                .unwrap();
+        }
+        assert_eq!(self.publish_msg().await.topic, sentinel);
+    }
+
     /// Publishes (without waiting for the acknowledgement).
     pub async fn publish(&self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) {
         self.client
