@@ -100,14 +100,6 @@ impl RouterSlot {
         self.tx.as_mut()
     }
 
-    /// Sends a packet to the router. Returns false when the slot is gone.
-    pub async fn send(&mut self, packet: Packet) -> bool {
-        match self.tx.as_mut() {
-            Some(tx) => tx.send(packet).await.is_ok(),
-            None => false,
-        }
-    }
-
     /// Sends a batch of packets with a single wake-up of the router thread (rumqttd's
     /// own connections batch the same way; one event per packet costs throughput).
     /// `packets` is left empty. Returns false when the slot is gone.
