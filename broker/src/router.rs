@@ -95,11 +95,6 @@ impl RouterSlot {
         RouterSlot { tx: Some(tx) }
     }
 
-    /// The sending half, while the slot is held.
-    pub fn tx(&mut self) -> Option<&mut LinkTx> {
-        self.tx.as_mut()
-    }
-
     /// Sends a batch of packets with a single wake-up of the router thread (rumqttd's
     /// own connections batch the same way; one event per packet costs throughput).
     /// `packets` is left empty. Returns false when the slot is gone.
