@@ -357,7 +357,17 @@ fn main() {
     }
     let quick = args.get(1).map(String::as_str) == Some("quick");
     let scale: u64 = if quick { 10 } else { 1 };
-    let repeat = if quick { 1 } else { 5 };
+    // SEALPOST_BENCH_REPEAT=N: runs per cell and broker (default 5), for a steadier
+    // median where a cell swings between runs.
+    let repeat = match std::env::var("SEALPOST_BENCH_REPEAT") {
+        Ok(n) => n
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n > 0)
+            .expect("SEALPOST_BENCH_REPEAT is a number of runs, at least 1"),
+        Err(_) if quick => 1,
+        Err(_) => 5,
+    };
     // SEALPOST_BENCH_ONLY="1->10 QoS0 1024": only the scenarios whose label contains it
     // (and no mosquitto_pub or memory runs).
     let only = std::env::var("SEALPOST_BENCH_ONLY").ok();
