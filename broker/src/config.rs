@@ -91,9 +91,18 @@ impl Config {
             return Err(ConfigError::Invalid("no [[listener]] configured".into()));
         }
         for l in &self.listeners {
-            if l.kind == ListenerKind::Tls && l.tls.is_none() {
+            let tls_kind = matches!(l.kind, ListenerKind::Tls | ListenerKind::Wss);
+            if tls_kind && l.tls.is_none() {
                 return Err(ConfigError::Invalid(format!(
                     "TLS listener {} has no [listener.tls] section",
+                    l.bind
+                )));
+            }
+            // A [listener.tls] section on a plain listener would not be used: refused,
+            // so that nobody believes a plain port to be encrypted.
+            if !tls_kind && l.tls.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "listener {} is not kind = \"tls\" or \"wss\" but has a [listener.tls] section",
                     l.bind
                 )));
             }
@@ -148,6 +157,8 @@ pub enum ListenerKind {
     Tls,
     /// MQTT over WebSocket (binary frames, subprotocol `mqtt`).
     Ws,
+    /// MQTT over WebSocket over TLS (`wss://`), with the TLS options of `Tls`.
+    Wss,
 }
 
 /// One listening socket.
@@ -158,7 +169,7 @@ pub struct ListenerConfig {
     pub kind: ListenerKind,
     /// Address to bind; port 0 picks a free port.
     pub bind: SocketAddr,
-    /// Certificate and key for `kind = "tls"`.
+    /// Certificate and key for `kind = "tls"` and `kind = "wss"` (and only for them).
     pub tls: Option<TlsConfig>,
 }
 
@@ -390,16 +401,27 @@ mod tests {
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
     }
 
+    fn listener(kind: &str, tls_section: bool) -> Result<(), ConfigError> {
+        let mut text = format!("[[listener]]\nkind = \"{kind}\"\nbind = \"127.0.0.1:0\"\n");
+        if tls_section {
+            text += "[listener.tls]\ncert = \"b.pem\"\nkey = \"b.key\"\n";
+        }
+        toml::from_str::<Config>(&text).unwrap().validate()
+    }
+
     #[test]
-    fn tls_listener_without_tls_section_is_invalid() {
-        let c: Config = toml::from_str(
-            r#"
-            [[listener]]
-            kind = "tls"
-            bind = "127.0.0.1:0"
-            "#,
-        )
-        .unwrap();
-        assert!(c.validate().is_err());
+    fn tls_listeners_need_a_tls_section_and_plain_ones_may_not_have_one() {
+        for kind in ["tls", "wss"] {
+            assert!(
+                listener(kind, false).is_err(),
+                "{kind} without [listener.tls]"
+            );
+            assert!(listener(kind, true).is_ok(), "{kind} with [listener.tls]");
+        }
+        // A plain port with TLS settings would look encrypted and not be.
+        for kind in ["tcp", "ws"] {
+            assert!(listener(kind, true).is_err(), "{kind} with [listener.tls]");
+            assert!(listener(kind, false).is_ok(), "{kind}");
+        }
     }
 }

@@ -1,11 +1,11 @@
 //! # sealpost-broker: a hardened MQTT edge around the rumqttd router
 //!
-//! sealpost owns every client connection (TCP, TLS, WebSocket), validates MQTT 3.1.1
-//! and 5 packets, authenticates (password file, client certificates), authorizes (ACL,
-//! publisher certificate topics, key-message topics), applies limits and timeouts, and
-//! forwards valid packets into rumqttd's router through its public link API. Retained
-//! messages are persisted in redb and replayed at start. The broker never decodes
-//! payloads.
+//! sealpost owns every client connection (TCP, TLS, WebSocket plain or over TLS),
+//! validates MQTT 3.1.1 and 5 packets, authenticates (password file, client
+//! certificates), authorizes (ACL, publisher certificate topics, key-message topics),
+//! applies limits and timeouts, and forwards valid packets into rumqttd's router through
+//! its public link API. Retained messages are persisted in redb and replayed at start.
+//! The broker never decodes payloads.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), sealpost_broker::BrokerError> {

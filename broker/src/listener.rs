@@ -10,9 +10,10 @@ use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -66,18 +67,23 @@ async fn handle(
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
 ) {
-    let timeout = shared.config.limits.handshake_timeout();
+    // One deadline for the whole handshake: TLS and WebSocket together for `wss`.
+    let deadline = Instant::now() + shared.config.limits.handshake_timeout();
     let mut peer = PeerInfo {
         addr: Some(addr),
         certificate: None,
     };
     match (kind, tls) {
-        (ListenerKind::Tls, Some(acceptor)) => {
-            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        (ListenerKind::Tls | ListenerKind::Wss, Some(acceptor)) => {
+            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
                     peer.certificate =
                         crate::tls::identity(tls_stream.get_ref().1.peer_certificates());
-                    connection::serve(tls_stream, shared, peer).await;
+                    if kind == ListenerKind::Wss {
+                        serve_websocket(tls_stream, deadline, shared, peer).await;
+                    } else {
+                        connection::serve(tls_stream, shared, peer).await;
+                    }
                 }
                 Ok(Err(e)) => debug!(peer = %addr, error = %e, "TLS handshake failed"),
                 Err(_) => {
@@ -86,36 +92,48 @@ async fn handle(
                 }
             }
         }
-        (ListenerKind::Ws, _) => {
-            // tungstenite would buffer messages of up to 64 MiB; MQTT packets are bounded
-            // by max_packet_size, so WebSocket messages are too.
-            let limit = shared.config.limits.max_packet_size.saturating_add(16);
-            let ws_config = WebSocketConfig {
-                max_message_size: Some(limit),
-                max_frame_size: Some(limit),
-                ..Default::default()
-            };
-            let accept = tokio_tungstenite::accept_hdr_async_with_config(
-                stream,
-                select_mqtt_subprotocol,
-                Some(ws_config),
-            );
-            match tokio::time::timeout(timeout, accept).await {
-                Ok(Ok(ws)) => {
-                    let max = shared.config.limits.max_packet_size;
-                    let (edge, pump_side) = tokio::io::duplex(64 * 1024);
-                    let pump = tokio::spawn(pump(ws, pump_side, max));
-                    connection::serve(edge, shared, peer).await;
-                    let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
-                }
-                Ok(Err(e)) => debug!(peer = %addr, error = %e, "WebSocket handshake failed"),
-                Err(_) => {
-                    inc(&shared.metrics.timeouts);
-                    debug!(peer = %addr, "WebSocket handshake timed out");
-                }
-            }
+        // Never served in the clear (`Config::validate` refuses such a listener).
+        (ListenerKind::Tls | ListenerKind::Wss, None) => {
+            warn!(peer = %addr, "TLS listener without TLS configuration: connection closed");
         }
-        _ => connection::serve(stream, shared, peer).await,
+        (ListenerKind::Ws, _) => serve_websocket(stream, deadline, shared, peer).await,
+        (ListenerKind::Tcp, _) => connection::serve(stream, shared, peer).await,
+    }
+}
+
+/// Completes the WebSocket handshake on `stream` (TCP, or TLS for `wss`) by `deadline`,
+/// then serves MQTT over its binary frames.
+async fn serve_websocket<S>(stream: S, deadline: Instant, shared: Arc<Shared>, peer: PeerInfo)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // tungstenite would buffer messages of up to 64 MiB; MQTT packets are bounded by
+    // max_packet_size, so WebSocket messages are too.
+    let limit = shared.config.limits.max_packet_size.saturating_add(16);
+    let ws_config = WebSocketConfig {
+        max_message_size: Some(limit),
+        max_frame_size: Some(limit),
+        ..Default::default()
+    };
+    let accept = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        select_mqtt_subprotocol,
+        Some(ws_config),
+    );
+    let addr = peer.addr;
+    match tokio::time::timeout_at(deadline, accept).await {
+        Ok(Ok(ws)) => {
+            let max = shared.config.limits.max_packet_size;
+            let (edge, pump_side) = tokio::io::duplex(64 * 1024);
+            let pump = tokio::spawn(pump(ws, pump_side, max));
+            connection::serve(edge, shared, peer).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+        }
+        Ok(Err(e)) => debug!(peer = ?addr, error = %e, "WebSocket handshake failed"),
+        Err(_) => {
+            inc(&shared.metrics.timeouts);
+            debug!(peer = ?addr, "WebSocket handshake timed out");
+        }
     }
 }
 

@@ -206,7 +206,7 @@ impl Broker {
                 source,
             })?;
             let tls = match (&l.kind, &l.tls) {
-                (ListenerKind::Tls, Some(t)) => Some(crate::tls::acceptor(t)?),
+                (ListenerKind::Tls | ListenerKind::Wss, Some(t)) => Some(crate::tls::acceptor(t)?),
                 _ => None,
             };
             bound.push(BoundListener { kind: l.kind, addr });

@@ -58,6 +58,11 @@ impl Pki {
         c.listeners.push(ListenerConfig {
             kind: ListenerKind::Tls,
             bind: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(tls.clone()),
+        });
+        c.listeners.push(ListenerConfig {
+            kind: ListenerKind::Wss,
+            bind: "127.0.0.1:0".parse().unwrap(),
             tls: Some(tls),
         });
         c.listeners.push(ListenerConfig {
@@ -208,34 +213,111 @@ async fn certificates_from_another_ca_are_refused_and_required_certs_enforced() 
     broker.shutdown(WAIT).await;
 }
 
-#[tokio::test]
-async fn websocket_clients_v4_and_v5_interoperate_with_tcp_clients() {
-    let pki = Pki::new();
-    let (broker, addr) = start(pki.config(false)).await;
-    let ws = broker.addr(ListenerKind::Ws).unwrap();
-    let mut o = rumqttc::MqttOptions::new("ws-v4", format!("ws://{ws}/mqtt"), ws.port());
-    o.set_transport(Transport::Ws);
+/// MQTT 3.1.1 and 5 clients on a WebSocket listener, `ws://` or `wss://` (`scheme`),
+/// exchange messages with each other and with a TCP client on `addr`.
+async fn websocket_v4_and_v5_interoperate_with_tcp(
+    scheme: &str,
+    ws: SocketAddr,
+    transport: impl Fn() -> Transport,
+    addr: SocketAddr,
+) {
+    let url = format!("{scheme}://{ws}/mqtt");
+    let mut o = rumqttc::MqttOptions::new(format!("{scheme}-v4"), &url, ws.port());
+    o.set_transport(transport());
     o.set_keep_alive(Duration::from_secs(5));
     let mut sub = V4::start(o);
     sub.connack().await.expect("WebSocket v4 connects");
     sub.subscribe("ws/#", QoS::AtLeastOnce).await;
 
     use rumqttc::v5::mqttbytes::QoS as Q5;
-    let mut o5 = rumqttc::v5::MqttOptions::new("ws-v5", format!("ws://{ws}/mqtt"), ws.port());
-    o5.set_transport(Transport::Ws);
+    let mut o5 = rumqttc::v5::MqttOptions::new(format!("{scheme}-v5"), &url, ws.port());
+    o5.set_transport(transport());
     let (c5, mut el5) = rumqttc::v5::AsyncClient::new(o5, 10);
     c5.publish("ws/from-v5", Q5::AtLeastOnce, false, b"v5 over ws".to_vec())
         .await
         .unwrap();
     let poller = tokio::spawn(async move { while el5.poll().await.is_ok() {} });
     assert_eq!(&sub.publish_msg().await.unwrap().payload[..], b"v5 over ws");
-    let tcp = V4::connect("tcp-to-ws", addr).await;
+    let tcp = V4::connect(&format!("tcp-to-{scheme}"), addr).await;
     tcp.client
         .publish("ws/from-tcp", QoS::AtMostOnce, false, b"tcp".to_vec())
         .await
         .unwrap();
     assert_eq!(&sub.publish_msg().await.unwrap().payload[..], b"tcp");
     poller.abort();
+}
+
+#[tokio::test]
+async fn websocket_clients_v4_and_v5_interoperate_with_tcp_clients() {
+    let pki = Pki::new();
+    let (broker, addr) = start(pki.config(false)).await;
+    let ws = broker.addr(ListenerKind::Ws).unwrap();
+    websocket_v4_and_v5_interoperate_with_tcp("ws", ws, || Transport::Ws, addr).await;
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn websocket_over_tls_carries_v4_and_v5_while_a_silent_client_is_connected() {
+    let pki = Pki::new();
+    let (broker, addr) = start(pki.config(false)).await;
+    let wss = broker.addr(ListenerKind::Wss).unwrap();
+    // A client that opens TCP and never starts the TLS handshake.
+    let mut silent = tokio::net::TcpStream::connect(wss).await.unwrap();
+    let tls = || Transport::wss_with_config(pki.client_tls(None));
+    websocket_v4_and_v5_interoperate_with_tcp("wss", wss, tls, addr).await;
+    // The silent client is dropped at the handshake deadline.
+    let (_, closed) = read_until_closed(&mut silent).await;
+    assert!(closed);
+    // The port speaks TLS only: a plain WebSocket handshake gets nowhere.
+    let plain = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::connect_async(format!("ws://{wss}/mqtt")),
+    )
+    .await
+    .expect("a plain WebSocket client is closed, not left waiting");
+    assert!(plain.is_err(), "plain WebSocket accepted on the wss port");
+    broker.shutdown(WAIT).await;
+}
+
+fn wss_options(id: &str, addr: SocketAddr, tls: TlsConfiguration) -> rumqttc::MqttOptions {
+    let mut o = rumqttc::MqttOptions::new(id, format!("wss://{addr}/mqtt"), addr.port());
+    o.set_transport(Transport::wss_with_config(tls));
+    o.set_keep_alive(Duration::from_secs(5));
+    o
+}
+
+#[tokio::test]
+async fn websocket_over_tls_takes_client_certificates_and_their_topic_rights() {
+    let pki = Pki::new();
+    let (broker, addr) = start(pki.config(true)).await;
+    let wss = broker.addr(ListenerKind::Wss).unwrap();
+    // No certificate while one is required.
+    let mut c = V4::start(wss_options("no-cert", wss, pki.client_tls(None)));
+    assert!(c.connack().await.is_err(), "wss client without certificate");
+    // A publisher certificate: its topics only.
+    let p1 = pki.issue(Profile::Publisher {
+        id: "p1".into(),
+        topics: vec!["plant/+/power".into()],
+    });
+    let mut spy = V4::connect("spy", addr).await;
+    spy.subscribe("#", QoS::AtLeastOnce).await;
+    let mut publisher = V4::start(wss_options("p1-wss", wss, pki.client_tls(Some(&p1))));
+    publisher
+        .connack()
+        .await
+        .expect("publisher certificate accepted over wss");
+    for topic in ["plant/1/valve", "plant/1/power"] {
+        publisher
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, topic.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    assert_eq!(spy.publish_msg().await.unwrap().topic, "plant/1/power");
+    assert!(spy
+        .maybe_publish(Duration::from_millis(300))
+        .await
+        .is_none());
     broker.shutdown(WAIT).await;
 }
 
