@@ -239,6 +239,13 @@ pub struct Limits {
     /// router still holds queued messages in each filter's log (`[router]`), which is
     /// also a bound: a session that falls behind a filter's oldest segment misses them.
     pub max_queued_messages: usize,
+    /// Longest time, in seconds, a session outlives its connection (default: none, as
+    /// the client asks). MQTT 5 clients that ask for longer, or for never (0xFFFFFFFF),
+    /// get this interval and are told it in CONNACK; MQTT 3.1.1 persistent sessions
+    /// (clean session 0), which would never expire, end this long after their
+    /// connection. 0 ends every session with its connection. Bounds what clients that
+    /// never come back leave behind.
+    pub max_session_expiry: Option<u32>,
 }
 
 impl Default for Limits {
@@ -252,11 +259,21 @@ impl Default for Limits {
             max_queued_messages: 1000,
             topic_alias_max: 64,
             server_keep_alive: None,
+            max_session_expiry: None,
         }
     }
 }
 
 impl Limits {
+    /// The session expiry interval granted for `requested` (seconds; `None`: never).
+    pub fn session_expiry(&self, requested: Option<u32>) -> Option<u32> {
+        match (requested, self.max_session_expiry) {
+            (r, None) => r,
+            (None, Some(max)) => Some(max),
+            (Some(r), Some(max)) => Some(r.min(max)),
+        }
+    }
+
     /// [`Limits::connect_timeout_ms`] as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
@@ -394,6 +411,19 @@ mod tests {
         let c = Config::default();
         c.validate().unwrap();
         assert_eq!(c.listeners[0].bind.to_string(), "127.0.0.1:1883");
+    }
+
+    #[test]
+    fn a_session_expiry_maximum_shortens_longer_and_endless_sessions_only() {
+        let mut limits = Limits::default();
+        for requested in [None, Some(0), Some(60)] {
+            assert_eq!(limits.session_expiry(requested), requested, "no maximum");
+        }
+        limits.max_session_expiry = Some(30);
+        assert_eq!(limits.session_expiry(None), Some(30));
+        assert_eq!(limits.session_expiry(Some(60)), Some(30));
+        assert_eq!(limits.session_expiry(Some(10)), Some(10));
+        assert_eq!(limits.session_expiry(Some(0)), Some(0));
     }
 
     #[test]

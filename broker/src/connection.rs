@@ -443,8 +443,9 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     }
 
     // How long the session outlives the connection: MQTT 5 session expiry interval
-    // (absent = 0, 0xFFFFFFFF = never); MQTT 3.1.1 clean session 0 = never.
-    let session_expiry = match version {
+    // (absent = 0, 0xFFFFFFFF = never); MQTT 3.1.1 clean session 0 = never. Then the
+    // operator's maximum (MQTT 5 §3.2.2.3.2: a server may grant less, and says so).
+    let requested_expiry = match version {
         Version::V4 if connect.clean_session => Some(0),
         Version::V4 => None,
         Version::V5 => match props.as_ref().and_then(|p| p.session_expiry_interval) {
@@ -452,6 +453,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             s => Some(s.unwrap_or(0)),
         },
     };
+    let session_expiry = shared.config.limits.session_expiry(requested_expiry);
     let clean_start = connect.clean_session;
     let client_limits = props
         .as_ref()
@@ -533,6 +535,8 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         && !prefix.is_empty())
     .then(|| format!("{prefix}{}", router_client_id(&client_id)));
     let props = (version == Version::V5).then(|| ConnAckProperties {
+        session_expiry_interval: (session_expiry != requested_expiry)
+            .then(|| session_expiry.unwrap_or(u32::MAX)),
         receive_max: Some(limits.max_inflight),
         max_packet_size: Some(limits.max_packet_size as u32),
         assigned_client_identifier: assigned,
@@ -564,6 +568,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         keep_alive,
         generation: started.generation,
         session_expiry,
+        expiry_zero_at_connect: requested_expiry == Some(0),
         router_clean,
         will_delay,
         slot,
@@ -663,6 +668,9 @@ pub(crate) struct Session {
     /// Seconds the session outlives the connection; `None`: never expires. MQTT 5
     /// DISCONNECT may change it.
     session_expiry: Option<u32>,
+    /// The client asked for expiry 0 at CONNECT, so DISCONNECT may not raise it (MQTT 5
+    /// §3.14.2.2.2; what the client asked, not what the broker granted).
+    expiry_zero_at_connect: bool,
     /// Linked with clean session: the router keeps nothing after the connection.
     router_clean: bool,
     /// MQTT 5 will delay interval, in seconds.
@@ -1092,13 +1100,14 @@ impl Session {
                 if let Some(s) = props.and_then(|p| p.session_expiry_interval) {
                     // MQTT 5 §3.14.2.2.2: a session that was to end with the connection
                     // cannot be made to outlive it at DISCONNECT.
-                    if self.session_expiry == Some(0) && s != 0 {
+                    if self.expiry_zero_at_connect && s != 0 {
                         return Err(ConnectionError::Protocol(
                             "session expiry set at DISCONNECT after 0 at CONNECT",
                             DisconnectReasonCode::ProtocolError,
                         ));
                     }
-                    self.session_expiry = (s != u32::MAX).then_some(s);
+                    let limits = &self.shared.config.limits;
+                    self.session_expiry = limits.session_expiry((s != u32::MAX).then_some(s));
                 }
                 // MQTT 5 reason 0x04 asks for the will to be published anyway.
                 if d.reason_code != DisconnectReasonCode::DisconnectWithWillMessage {

@@ -191,6 +191,49 @@ async fn v5_session_expiry_0xffffffff_keeps_the_session() {
 }
 
 #[tokio::test]
+async fn a_server_maximum_shortens_the_session_expiry_and_connack_says_so() {
+    let mut config = tcp_config();
+    config.limits.max_session_expiry = Some(1);
+    let (broker, addr) = start(config).await;
+    // Asked for never: granted 1 s, and told so.
+    let mut o = options("sx-capped", addr);
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(u32::MAX));
+    let a = V5::start(o.clone()).await;
+    let granted = |c: &V5| c.connack.properties.as_ref()?.session_expiry_interval;
+    assert_eq!(granted(&a), Some(1));
+    // Asked for less than the maximum (here, the default 0): granted as asked, and
+    // CONNACK does not repeat it.
+    assert_eq!(granted(&V5::start(options("sx-short", addr)).await), None);
+    drop(a);
+    wait_open(&broker, 0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !V5::start(o).await.connack.session_present,
+        "session outlived the server's maximum"
+    );
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_server_maximum_ends_3_1_1_persistent_sessions_too() {
+    let mut config = tcp_config();
+    config.limits.max_session_expiry = Some(1);
+    let (broker, addr) = start(config).await;
+    let mut o = v4_options("sx-v4", addr);
+    o.set_clean_session(false);
+    let mut a = common::V4::start(o.clone());
+    a.connack().await.expect("connected");
+    drop(a);
+    wait_open(&broker, 0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut b = common::V4::start(o);
+    let ack = b.connack().await.expect("reconnected");
+    assert!(!ack.session_present, "3.1.1 session outlived the maximum");
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
 async fn v5_clean_start_with_expiry_discards_the_old_session_and_keeps_the_new_one() {
     let (broker, addr) = start(tcp_config()).await;
     let mut o = options("sx-clean", addr);
