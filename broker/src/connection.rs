@@ -22,6 +22,7 @@ use crate::acl::Identity;
 use crate::codec::{self, kind, Frame, FrameError, Version};
 use crate::marker::{self, Mark, Payloads};
 use crate::metrics::{add, inc};
+use crate::retained::RetainedMessage;
 use crate::router::RouterSlot;
 use crate::server::Shared;
 use crate::subscriptions::{Copies, Copy, Decision, SavedSession, Subscription, Subscriptions};
@@ -626,13 +627,6 @@ enum Stop {
     Closed,
 }
 
-/// A retained message the client published, to be stored before the router gets it.
-struct RetainedWrite {
-    topic: String,
-    qos: u8,
-    payload: Bytes,
-}
-
 /// An outgoing QoS 1/2 message awaiting its acknowledgement towards the router.
 struct OutAck {
     pkid: u16,
@@ -847,7 +841,7 @@ impl Session {
                 break;
             };
             if let Some(r) = self.incoming(&mut io.wbuf, frame, max)? {
-                let stored = self.shared.retained.put(&r.topic, r.qos, &r.payload).await;
+                let stored = self.shared.retained.put(&r).await;
                 if let Err(e) = stored {
                     warn!(error = %e, topic = %r.topic, "retained message not persisted");
                 }
@@ -972,7 +966,7 @@ impl Session {
         wbuf: &mut BytesMut,
         frame: Frame,
         max: usize,
-    ) -> Result<Option<RetainedWrite>, ConnectionError> {
+    ) -> Result<Option<RetainedMessage>, ConnectionError> {
         let v = self.version;
         tracing::trace!(client_id = %self.client_id, kind = frame.kind, len = frame.bytes.len(), "packet from client");
         match frame.kind {
@@ -1134,7 +1128,7 @@ impl Session {
         header: codec::PublishHeader,
         mut publish: Publish,
         mut props: Option<PublishProperties>,
-    ) -> Result<Option<RetainedWrite>, ConnectionError> {
+    ) -> Result<Option<RetainedMessage>, ConnectionError> {
         let v = self.version;
         if let Some(p) = props.as_mut() {
             if !p.subscription_identifiers.is_empty() {
@@ -1213,10 +1207,11 @@ impl Session {
         if header.qos == 2 {
             self.awaiting_release.insert(header.pkid);
         }
-        let retained = header.retain.then(|| RetainedWrite {
+        let retained = header.retain.then(|| RetainedMessage {
             topic: topic_name.to_owned(),
             qos: header.qos,
             payload: publish.payload.clone(),
+            properties: props.clone(),
         });
         let mark = Mark::new(header.qos, header.retain, self.origin);
         self.unreported.messages_in += 1;

@@ -4,16 +4,29 @@
 //! so that they (key messages above all) survive a restart, and replays them into the
 //! router at start. Writes go through one thread that batches them into transactions;
 //! a retained PUBLISH is forwarded to the router only once it is committed.
+//!
+//! MQTT 5 properties are kept with the message, and so is the time it was stored: a
+//! message expiry interval goes on counting while the broker is down, and a message
+//! that expired meanwhile is deleted at start instead of being replayed.
 
-use bytes::Bytes;
+use crate::codec::{self, Version};
+use bytes::{Bytes, BytesMut};
 use redb::{Database, ReadableTable, TableDefinition};
+use rumqttd::protocol::{Packet, Publish, PublishProperties};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+
+/// First byte of a stored value: then the QoS, when the message was stored (seconds
+/// since the Unix epoch, u64 big-endian) and the message as an MQTT 5 PUBLISH in
+/// rumqttd's encoding, which carries the properties without a codec of our own. Values
+/// of the first format, the QoS (0-2) followed by the payload, are still read.
+const STORED_PUBLISH: u8 = 0xff;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +37,9 @@ pub enum StoreError {
     /// The store has been closed.
     #[error("retained store is closed")]
     Closed,
+    /// A stored value could not be read (the database was written by something else).
+    #[error("retained store: the message of topic {0:?} is unreadable")]
+    Corrupt(String),
 }
 
 fn db<E: std::fmt::Display>(e: E) -> StoreError {
@@ -39,6 +55,79 @@ pub struct RetainedMessage {
     pub qos: u8,
     /// Opaque payload (never decoded).
     pub payload: Bytes,
+    /// MQTT 5 properties as published; when read back, the message expiry interval is
+    /// what is left of it.
+    pub properties: Option<PublishProperties>,
+}
+
+impl RetainedMessage {
+    /// The stored form (see [`STORED_PUBLISH`]).
+    fn encode(&self, now: u64) -> Result<Vec<u8>, StoreError> {
+        let topic = Bytes::copy_from_slice(self.topic.as_bytes());
+        let publish = Publish::new(topic, self.payload.clone(), true);
+        let mut packet = BytesMut::new();
+        let message = Packet::Publish(publish, self.properties.clone());
+        codec::encode(message, Version::V5, &mut packet).map_err(db)?;
+        let mut v = Vec::with_capacity(10 + packet.len());
+        v.push(STORED_PUBLISH);
+        v.push(self.qos);
+        v.extend_from_slice(&now.to_be_bytes());
+        v.extend_from_slice(&packet);
+        Ok(v)
+    }
+
+    /// Reads a stored value; `Ok(None)` for a message whose expiry interval ran out
+    /// (by `now`) since it was stored.
+    fn decode(topic: &str, value: &[u8], now: u64) -> Result<Option<RetainedMessage>, StoreError> {
+        let corrupt = || StoreError::Corrupt(topic.to_owned());
+        let (&first, rest) = value.split_first().ok_or_else(corrupt)?;
+        if first != STORED_PUBLISH {
+            return Ok(Some(RetainedMessage {
+                topic: topic.to_owned(),
+                qos: first.min(2),
+                payload: Bytes::copy_from_slice(rest),
+                properties: None,
+            }));
+        }
+        let (&qos, rest) = rest.split_first().ok_or_else(corrupt)?;
+        let (stored_at, packet) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let elapsed = now.saturating_sub(u64::from_be_bytes(*stored_at));
+        // Through the edge's own checks and guarded decoder, as if from a client: a
+        // damaged value is an error, never a panic.
+        let mut packet = BytesMut::from(packet);
+        let frame = codec::next_frame(&mut packet, usize::MAX, Some(Version::V5));
+        let (Ok(Some(frame)), true) = (frame, packet.is_empty()) else {
+            return Err(corrupt());
+        };
+        let Ok(Packet::Publish(publish, mut properties)) =
+            codec::decode(frame, Version::V5, usize::MAX)
+        else {
+            return Err(corrupt());
+        };
+        if let Some(p) = properties.as_mut() {
+            if let Some(interval) = p.message_expiry_interval {
+                let left = u64::from(interval).saturating_sub(elapsed);
+                if left == 0 {
+                    return Ok(None);
+                }
+                p.message_expiry_interval = Some(left as u32);
+            }
+        }
+        Ok(Some(RetainedMessage {
+            topic: topic.to_owned(),
+            qos: qos.min(2),
+            payload: publish.payload,
+            properties,
+        }))
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }
 
 struct Write {
@@ -62,28 +151,34 @@ impl RetainedStore {
         }
     }
 
-    /// Opens (or creates) the database and returns the messages it holds.
+    /// Opens (or creates) the database and returns the messages it holds, after
+    /// deleting those that expired while the broker was down. A value it cannot read
+    /// is an error: the broker does not start rather than lose a retained key message
+    /// without a word.
     pub fn open(path: &Path) -> Result<(RetainedStore, Vec<RetainedMessage>), StoreError> {
+        Self::open_at(path, unix_now())
+    }
+
+    fn open_at(path: &Path, now: u64) -> Result<(RetainedStore, Vec<RetainedMessage>), StoreError> {
         let database = Database::create(path).map_err(db)?;
         let mut messages = Vec::new();
         {
             let txn = database.begin_write().map_err(db)?;
-            txn.open_table(TABLE).map_err(db)?;
-            txn.commit().map_err(db)?;
-            let read = database.begin_read().map_err(db)?;
-            let table = read.open_table(TABLE).map_err(db)?;
-            for entry in table.iter().map_err(db)? {
-                let (k, v) = entry.map_err(db)?;
-                let value = v.value();
-                let Some((&qos, payload)) = value.split_first() else {
-                    continue;
-                };
-                messages.push(RetainedMessage {
-                    topic: k.value().to_owned(),
-                    qos: qos.min(2),
-                    payload: Bytes::copy_from_slice(payload),
-                });
+            {
+                let mut table = txn.open_table(TABLE).map_err(db)?;
+                let mut expired = Vec::new();
+                for entry in table.iter().map_err(db)? {
+                    let (k, v) = entry.map_err(db)?;
+                    match RetainedMessage::decode(k.value(), v.value(), now)? {
+                        Some(m) => messages.push(m),
+                        None => expired.push(k.value().to_owned()),
+                    }
+                }
+                for topic in expired {
+                    table.remove(topic.as_str()).map_err(db)?;
+                }
             }
+            txn.commit().map_err(db)?;
         }
         let (tx, rx) = mpsc::channel::<Write>();
         let thread = std::thread::Builder::new()
@@ -99,24 +194,22 @@ impl RetainedStore {
         ))
     }
 
-    /// Stores (or, with an empty payload, deletes) the retained message of `topic` and
+    /// Stores (or, with an empty payload, deletes) the retained message of its topic and
     /// waits until it is committed.
-    pub async fn put(&self, topic: &str, qos: u8, payload: &[u8]) -> Result<(), StoreError> {
+    pub async fn put(&self, message: &RetainedMessage) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        let value = (!payload.is_empty()).then(|| {
-            let mut v = Vec::with_capacity(payload.len() + 1);
-            v.push(qos);
-            v.extend_from_slice(payload);
-            v
-        });
         {
             let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
             let Some(tx) = guard.as_ref() else {
                 // In-memory mode: the router's own copy is all there is.
                 return Ok(());
             };
+            let value = match message.payload.is_empty() {
+                true => None,
+                false => Some(message.encode(unix_now())?),
+            };
             tx.send(Write {
-                topic: topic.to_owned(),
+                topic: message.topic.clone(),
                 value,
                 done,
             })
@@ -177,6 +270,23 @@ fn commit(database: &Database, batch: &[Write]) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    fn message(topic: &str, qos: u8, payload: &'static [u8]) -> RetainedMessage {
+        RetainedMessage {
+            topic: topic.into(),
+            qos,
+            payload: Bytes::from_static(payload),
+            properties: None,
+        }
+    }
+
+    /// Writes `value` under `topic` as another program (or an older broker) would.
+    fn write_raw(path: &Path, topic: &str, value: &[u8]) {
+        let database = Database::create(path).unwrap();
+        let txn = database.begin_write().unwrap();
+        txn.open_table(TABLE).unwrap().insert(topic, value).unwrap();
+        txn.commit().unwrap();
+    }
+
     #[tokio::test]
     async fn messages_survive_reopen_and_empty_payload_deletes() {
         let dir = tempfile::tempdir().unwrap();
@@ -184,19 +294,76 @@ mod tests {
         {
             let (store, initial) = RetainedStore::open(&path).unwrap();
             assert!(initial.is_empty());
-            store.put("a/b", 1, b"one").await.unwrap();
-            store.put("a/c", 0, b"two").await.unwrap();
-            store.put("a/c", 0, b"").await.unwrap();
+            store.put(&message("a/b", 1, b"one")).await.unwrap();
+            store.put(&message("a/c", 0, b"two")).await.unwrap();
+            store.put(&message("a/c", 0, b"")).await.unwrap();
             store.close();
         }
         let (_store, initial) = RetainedStore::open(&path).unwrap();
+        assert_eq!(initial, vec![message("a/b", 1, b"one")]);
+    }
+
+    #[tokio::test]
+    async fn properties_survive_and_expiry_counts_the_time_the_broker_was_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("retained.redb");
+        let with = |topic, expiry| RetainedMessage {
+            properties: Some(PublishProperties {
+                message_expiry_interval: expiry,
+                content_type: Some("application/cose".into()),
+                user_properties: vec![("k".into(), "v".into())],
+                ..Default::default()
+            }),
+            ..message(topic, 2, b"payload")
+        };
+        {
+            let (store, _) = RetainedStore::open(&path).unwrap();
+            store.put(&with("long", Some(100))).await.unwrap();
+            store.put(&with("short", Some(10))).await.unwrap();
+            store.put(&with("forever", None)).await.unwrap();
+            store.close();
+        }
+        // 40 s later (a second more if the clock ticked since the writes).
+        let (store, mut back) = RetainedStore::open_at(&path, unix_now() + 40).unwrap();
+        store.close();
+        back.sort_by(|a, b| a.topic.cmp(&b.topic));
         assert_eq!(
-            initial,
-            vec![RetainedMessage {
-                topic: "a/b".into(),
-                qos: 1,
-                payload: Bytes::from_static(b"one")
-            }]
+            back.len(),
+            2,
+            "the 10 s message expired while the broker was down"
         );
+        assert_eq!(back[0], with("forever", None));
+        let left = back[1].properties.as_ref().unwrap().message_expiry_interval;
+        assert!(matches!(left, Some(59 | 60)), "expiry left: {left:?}");
+        assert_eq!(back[1], with("long", left));
+        // The expired message was deleted, not only skipped.
+        let (_store, again) = RetainedStore::open(&path).unwrap();
+        assert!(again.iter().all(|m| m.topic != "short"));
+    }
+
+    #[test]
+    fn values_of_the_first_format_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("retained.redb");
+        write_raw(&path, "old/topic", b"\x01payload");
+        let (_store, back) = RetainedStore::open(&path).unwrap();
+        assert_eq!(back, vec![message("old/topic", 1, b"payload")]);
+    }
+
+    #[test]
+    fn an_unreadable_value_stops_the_open_with_an_error() {
+        for value in [
+            &b""[..],
+            &[STORED_PUBLISH, 1, 0, 0][..],
+            &[STORED_PUBLISH, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0x30][..],
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("retained.redb");
+            write_raw(&path, "bad", value);
+            assert!(matches!(
+                RetainedStore::open(&path),
+                Err(StoreError::Corrupt(t)) if t == "bad"
+            ));
+        }
     }
 }

@@ -116,11 +116,6 @@ impl Shared {
             return;
         };
         let qos = will.qos as u8;
-        if will.retain {
-            if let Err(e) = self.retained.put(topic, qos, &will.message).await {
-                warn!(error = %e, "retained will not persisted");
-            }
-        }
         let props = props.map(|p| PublishProperties {
             payload_format_indicator: p.payload_format_indicator,
             message_expiry_interval: p.message_expiry_interval,
@@ -130,6 +125,20 @@ impl Shared {
             content_type: p.content_type,
             ..Default::default()
         });
+        if will.retain {
+            let stored = self
+                .retained
+                .put(&RetainedMessage {
+                    topic: topic.to_owned(),
+                    qos,
+                    payload: will.message.clone(),
+                    properties: props.clone(),
+                })
+                .await;
+            if let Err(e) = stored {
+                warn!(error = %e, "retained will not persisted");
+            }
+        }
         self.publish_system(topic, will.message, qos, will.retain, props)
             .await;
     }
@@ -137,7 +146,7 @@ impl Shared {
     async fn replay(&self, messages: Vec<RetainedMessage>) {
         let count = messages.len();
         for m in messages {
-            self.publish_system(&m.topic, m.payload, m.qos, true, None)
+            self.publish_system(&m.topic, m.payload, m.qos, true, m.properties)
                 .await;
         }
         if count > 0 {
