@@ -36,6 +36,7 @@ use rumqttd::protocol::{
     SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use rumqttd::Notification;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -1096,13 +1097,12 @@ impl Session {
                 }
                 self.save_subscriptions();
                 // The router acknowledges only filters it knows; the edge answers for all.
-                self.send_router(Packet::Unsubscribe(
-                    Unsubscribe {
-                        pkid,
-                        filters: unsub.filters,
-                    },
-                    props,
-                ));
+                let filters = unsub
+                    .filters
+                    .iter()
+                    .map(|f| topic::router_filter(f).into_owned())
+                    .collect();
+                self.send_router(Packet::Unsubscribe(Unsubscribe { pkid, filters }, props));
                 queue(wbuf, Packet::UnsubAck(UnsubAck { pkid, reasons }, None), v);
                 Ok(())
             }
@@ -1307,10 +1307,15 @@ impl Session {
                 // retained messages again (MQTT 3.1.1 §3.8.4, MQTT 5 retain handling
                 // 0) nor takes a new QoS. Unsubscribing and subscribing again in the
                 // same batch makes it do both.
+                self.subscriptions.insert(filter.path.clone(), s);
+                // The router's name for it (see `topic::router_filter`).
+                let mut filter = filter;
+                if let Cow::Owned(path) = topic::router_filter(&filter.path) {
+                    filter.path = path;
+                }
                 if previous.is_some_and(|p| p.qos != s.qos || !s.suppress_retained) {
                     renewed.push(filter.path.clone());
                 }
-                self.subscriptions.insert(filter.path.clone(), s);
                 allowed.push(filter);
             }
             codes.push(code);

@@ -487,3 +487,50 @@ async fn with_new_session_for_other_identity_another_identity_gets_a_clean_sessi
     assert!(!alice.connack().await.unwrap().session_present);
     broker.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn a_shared_group_name_used_with_another_filter_takes_nothing_from_its_members() {
+    use common::v5::{filter, options, V5};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let (broker, addr) = start(tcp_config()).await;
+    let mut alice = V5::start(options("sh-alice", addr)).await;
+    alice
+        .subscribe(filter("$share/workers/jobs/#", Q5::AtLeastOnce))
+        .await;
+    let mut eve = V5::start(options("sh-eve", addr)).await;
+    eve.subscribe(filter("$share/workers/eve-own/#", Q5::AtLeastOnce))
+        .await;
+    let p = V5::start(options("sh-publisher", addr)).await;
+    const N: usize = 20;
+    for i in 0..N {
+        p.publish("jobs/x", Q5::AtLeastOnce, false, format!("{i}").as_bytes())
+            .await;
+    }
+    for i in 0..N {
+        assert_eq!(alice.publish_msg().await.payload, format!("{i}").as_bytes());
+    }
+    // eve's group shares the name only: it gets its own topics, and alice none of them.
+    p.publish("eve-own/1", Q5::AtLeastOnce, false, b"eve's")
+        .await;
+    assert_eq!(&eve.publish_msg().await.payload[..], b"eve's");
+    p.publish("jobs/sentinel", Q5::AtLeastOnce, false, b"sentinel")
+        .await;
+    assert_eq!(&alice.publish_msg().await.payload[..], b"sentinel");
+    // After eve unsubscribes and subscribes again, alice still gets everything.
+    eve.client
+        .unsubscribe("$share/workers/eve-own/#")
+        .await
+        .unwrap();
+    eve.wait(|x| matches!(x, rumqttc::v5::mqttbytes::v5::Packet::UnsubAck(..)))
+        .await;
+    eve.subscribe(filter("$share/workers/eve-own/#", Q5::AtLeastOnce))
+        .await;
+    for i in 0..N {
+        p.publish("jobs/y", Q5::AtLeastOnce, false, format!("{i}").as_bytes())
+            .await;
+    }
+    for i in 0..N {
+        assert_eq!(alice.publish_msg().await.payload, format!("{i}").as_bytes());
+    }
+    broker.shutdown(WAIT).await;
+}
