@@ -51,7 +51,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Sizing of the rumqttd router's in-memory logs.
     pub router: RouterSizing,
-    /// MQTT 5 session settings.
+    /// Session settings.
     pub session: SessionConfig,
 }
 
@@ -329,7 +329,9 @@ pub struct AclConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclRule {
-    /// `user:<name>`, `cert:<id>`, `anonymous` or `*` (every identity).
+    /// `user:<name>`, a certificate's role and id (`publisher:<id>`, `subscriber:<id>`,
+    /// `client:<id>`, `server:<id>`), `anonymous` or `*` (every identity). Anything
+    /// else, including the role-less `cert:<id>`, is refused at start.
     pub identity: String,
     /// Topic filters the identity may publish to.
     #[serde(default)]
@@ -355,7 +357,7 @@ pub struct MetricsConfig {
     pub bind: Option<SocketAddr>,
 }
 
-/// MQTT 5 session settings.
+/// Session settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
@@ -365,12 +367,21 @@ pub struct SessionConfig {
     /// client id produces. Default `response/`; empty: no response information is sent.
     /// The ACL still decides who may publish and subscribe there.
     pub response_information_prefix: String,
+    /// A session belongs to the identity that created it. A client of another identity
+    /// (another user, another certificate, or the same name with other credentials)
+    /// that connects with its client id is refused by default (CONNACK 0x05 / 0x87).
+    /// With `true`, while the owner is not connected, it gets a new, clean session
+    /// instead, which discards the owner's session and the messages queued for it; it
+    /// is still refused while the owner is connected, and never resumes the owner's
+    /// session. Default `false`.
+    pub new_session_for_other_identity: bool,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             response_information_prefix: "response/".into(),
+            new_session_for_other_identity: false,
         }
     }
 }

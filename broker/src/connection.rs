@@ -36,6 +36,7 @@ use rumqttd::protocol::{
     SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use rumqttd::Notification;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -455,7 +456,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         },
     };
     let session_expiry = shared.config.limits.session_expiry(requested_expiry);
-    let clean_start = connect.clean_session;
+    let mut clean_start = connect.clean_session;
     let client_limits = props
         .as_ref()
         .map(|p| ClientLimits {
@@ -464,23 +465,38 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             topic_alias_max: p.topic_alias_max.unwrap_or(0),
         })
         .unwrap_or_default();
-    // The router keeps a session after its connection only if linked without clean
-    // session, and discards the old one only if linked with it: a new session that must
-    // outlive its connection needs both, so the old one is ended first.
-    let persist = session_expiry != Some(0);
-    let router_clean = clean_start && !persist;
     let will_delay = will_props
         .as_ref()
         .and_then(|p| p.delay_interval)
         .unwrap_or(0);
 
     let mut lock = shared.sessions.lock(&client_id).await;
-    let started = crate::session::start(&mut lock, !clean_start);
-    if let Some(w) = started.will_to_publish {
-        shared.publish_will(w).await;
+    // Whose session the client id names is checked before anything is linked (see
+    // `session`): another identity neither resumes it nor closes its connection.
+    let new_session_for_other = shared.config.session.new_session_for_other_identity;
+    match crate::session::check_owner(&lock, &identity, new_session_for_other) {
+        crate::session::OwnerCheck::Own => {}
+        crate::session::OwnerCheck::NewSession => clean_start = true,
+        crate::session::OwnerCheck::Refused => {
+            shared.sessions.unlock(lock);
+            inc(&shared.metrics.session_owner_refused);
+            info!(client_id = %client_id, identity = %identity.label(), "client id belongs to another identity's session: refused");
+            refuse(io, version, ConnectReturnCode::NotAuthorized).await;
+            return None;
+        }
     }
+    // The router keeps a session after its connection only if linked without clean
+    // session, and discards the old one only if linked with it: a new session that must
+    // outlive its connection needs both, so the old one is ended first (before this
+    // connection becomes the owner: ending a session forgets its owner).
+    let persist = session_expiry != Some(0);
+    let router_clean = clean_start && !persist;
     if clean_start && persist {
         shared.end_session(&mut lock).await;
+    }
+    let mut started = crate::session::start(&mut lock, &identity, !clean_start);
+    if let Some(w) = started.will_to_publish.take() {
+        shared.publish_will(w).await;
     }
     let link = shared
         .router
@@ -506,8 +522,9 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             ..Default::default()
         }
     });
+    let generation = started.generation;
     if link.is_err() {
-        crate::session::abandon(&mut lock, started.generation);
+        crate::session::abandon(&mut lock, started);
     }
     shared.sessions.unlock(lock);
     let (slot, link_rx, session_present) = match link {
@@ -567,7 +584,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         client_id,
         identity,
         keep_alive,
-        generation: started.generation,
+        generation,
         session_expiry,
         expiry_zero_at_connect: requested_expiry == Some(0),
         router_clean,
@@ -1080,13 +1097,12 @@ impl Session {
                 }
                 self.save_subscriptions();
                 // The router acknowledges only filters it knows; the edge answers for all.
-                self.send_router(Packet::Unsubscribe(
-                    Unsubscribe {
-                        pkid,
-                        filters: unsub.filters,
-                    },
-                    props,
-                ));
+                let filters = unsub
+                    .filters
+                    .iter()
+                    .map(|f| topic::router_filter(f).into_owned())
+                    .collect();
+                self.send_router(Packet::Unsubscribe(Unsubscribe { pkid, filters }, props));
                 queue(wbuf, Packet::UnsubAck(UnsubAck { pkid, reasons }, None), v);
                 Ok(())
             }
@@ -1291,10 +1307,15 @@ impl Session {
                 // retained messages again (MQTT 3.1.1 §3.8.4, MQTT 5 retain handling
                 // 0) nor takes a new QoS. Unsubscribing and subscribing again in the
                 // same batch makes it do both.
+                self.subscriptions.insert(filter.path.clone(), s);
+                // The router's name for it (see `topic::router_filter`).
+                let mut filter = filter;
+                if let Cow::Owned(path) = topic::router_filter(&filter.path) {
+                    filter.path = path;
+                }
                 if previous.is_some_and(|p| p.qos != s.qos || !s.suppress_retained) {
                     renewed.push(filter.path.clone());
                 }
-                self.subscriptions.insert(filter.path.clone(), s);
                 allowed.push(filter);
             }
             codes.push(code);

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub connections_rejected: AtomicU64,
     /// CONNECTs refused by authentication.
     pub auth_failures: AtomicU64,
+    /// CONNECTs refused because their client id names another identity's session.
+    pub session_owner_refused: AtomicU64,
     /// PUBLISH packets accepted from clients.
     pub messages_in: AtomicU64,
     /// PUBLISH packets sent to clients.
@@ -52,7 +54,7 @@ impl Metrics {
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let items: [(&str, &str, &str, &AtomicU64); 12] = [
+        let items: [(&str, &str, &str, &AtomicU64); 13] = [
             (
                 "sealpost_connections_open",
                 "gauge",
@@ -76,6 +78,12 @@ impl Metrics {
                 "counter",
                 "CONNECTs refused by authentication.",
                 &self.auth_failures,
+            ),
+            (
+                "sealpost_session_owner_refused_total",
+                "counter",
+                "CONNECTs refused because the client id is another identity's session.",
+                &self.session_owner_refused,
             ),
             (
                 "sealpost_messages_in_total",

@@ -393,3 +393,77 @@ async fn an_oversized_websocket_message_closes_only_that_connection() {
     assert_serving(addr).await;
     broker.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn a_certificate_with_a_publishers_id_but_another_role_gets_neither_its_rules_nor_its_session(
+) {
+    let pki = Pki::new();
+    let mut config = pki.config(false);
+    config.acl = toml::from_str(
+        r##"
+        default = "deny"
+        [[rules]]
+        identity = "publisher:p1"
+        publish = ["plant/#"]
+        subscribe = ["plant/#"]
+        [[rules]]
+        identity = "anonymous"
+        subscribe = ["#"]
+        "##,
+    )
+    .unwrap();
+    let (broker, addr) = start(config).await;
+    let tls_addr = broker.addr(ListenerKind::Tls).unwrap();
+    let p1 = pki.issue(Profile::Publisher {
+        id: "p1".into(),
+        topics: vec!["plant/#".into()],
+    });
+    let mut spy = V4::connect("spy", addr).await;
+    spy.subscribe("#", QoS::AtLeastOnce).await;
+    // The publisher: its rules, and a persistent session.
+    let mut o = tls_options("p1-device", tls_addr, pki.client_tls(Some(&p1)));
+    o.set_clean_session(false);
+    let mut publisher = V4::start(o);
+    publisher.connack().await.expect("publisher connects");
+    assert_eq!(
+        publisher.subscribe("plant/#", QoS::AtLeastOnce).await,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    drop(publisher);
+    // Certificates of the other roles, issued with the id "p1" (as a device's CSR could
+    // ask): not the publisher.
+    for (n, profile) in [
+        Profile::Subscriber { id: "p1".into() },
+        Profile::Client { id: "p1".into() },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let not_p1 = pki.issue(profile);
+        // Its client id is not free to take.
+        let mut o = tls_options("p1-device", tls_addr, pki.client_tls(Some(&not_p1)));
+        o.set_clean_session(false);
+        let mut c = V4::start(o);
+        let r = c.connack().await;
+        assert!(matches!(&r, Err(e) if e.contains("NotAuthorized")), "{r:?}");
+        // Nor are the publisher's rules its rules.
+        let id = format!("not-p1-{n}");
+        let mut c = V4::start(tls_options(&id, tls_addr, pki.client_tls(Some(&not_p1))));
+        c.connack().await.expect("certificate accepted");
+        assert_eq!(
+            c.subscribe("plant/#", QoS::AtLeastOnce).await,
+            vec![rumqttc::SubscribeReasonCode::Failure]
+        );
+        for topic in ["plant/1/power", "sealpost/keys/p1/alice"] {
+            c.client
+                .publish(topic, QoS::AtLeastOnce, false, b"forged".to_vec())
+                .await
+                .unwrap();
+        }
+    }
+    assert!(spy
+        .maybe_publish(Duration::from_millis(500))
+        .await
+        .is_none());
+    broker.shutdown(WAIT).await;
+}
