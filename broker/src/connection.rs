@@ -83,6 +83,9 @@ pub struct PeerInfo {
     pub addr: Option<std::net::SocketAddr>,
     /// Identity from a verified client certificate.
     pub certificate: Option<Identity>,
+    /// That certificate, checked again against every new revocation list: the
+    /// connection is closed when it is revoked.
+    pub certificate_watch: Option<crate::tls::CertificateWatch>,
 }
 
 /// Why a connection ended.
@@ -106,6 +109,9 @@ pub enum ConnectionError {
     /// The router removed the connection (session taken over, router-side error).
     #[error("closed by router")]
     RouterClosed,
+    /// The client certificate was revoked (or expired) while the connection was open.
+    #[error("client certificate no longer valid: {0}")]
+    CertificateInvalidated(sealpost_certs::CertError),
 }
 
 /// Serves one connection to the end. Never panics on peer input; every exit path drops
@@ -139,7 +145,7 @@ where
     let Some(mut session) = accept(&mut io, connect, &peer).await else {
         return;
     };
-    let result = session.run(&mut io).await;
+    let result = session.run(&mut io, peer.certificate_watch).await;
     match &result {
         Ok(()) | Err(ConnectionError::Closed) => {
             debug!(client_id = %session.client_id, "connection closed")
@@ -156,6 +162,9 @@ where
         Err(ConnectionError::Frame(_)) => Some(DisconnectReasonCode::MalformedPacket),
         Err(ConnectionError::Protocol(_, code)) => Some(*code),
         Err(ConnectionError::Timeout) => Some(DisconnectReasonCode::KeepAliveTimeout),
+        Err(ConnectionError::CertificateInvalidated(_)) => {
+            Some(DisconnectReasonCode::AdministrativeAction)
+        }
         _ => None,
     };
     if let (Some(code), Version::V5) = (code, session.version) {
@@ -163,7 +172,8 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), io.flush()).await;
     }
     let will = match &result {
-        Ok(()) => None,
+        // A revoked identity publishes nothing more, its will included.
+        Ok(()) | Err(ConnectionError::CertificateInvalidated(_)) => None,
         Err(_) => session.will.take(),
     };
     session.save_unacknowledged();
@@ -379,13 +389,16 @@ async fn authenticate(
     }
     match (login, &shared.passwords) {
         (Some(login), Some(file)) => {
-            if file
-                .verify(&login.username, login.password.as_bytes())
-                .await
-            {
-                Ok(Identity::User(login.username.clone()))
-            } else {
-                Err(ConnectReturnCode::BadUserNamePassword)
+            let addr = peer.addr.map(|a| a.ip());
+            let password = login.password.as_bytes();
+            match file.login(addr, &login.username, password).await {
+                crate::auth::Login::Accepted => Ok(Identity::User(login.username.clone())),
+                crate::auth::Login::Refused => Err(ConnectReturnCode::BadUserNamePassword),
+                // 3.1.1 has no such code: `refusal` makes it 0x03 server unavailable.
+                crate::auth::Login::Throttled => {
+                    inc(&shared.metrics.logins_throttled);
+                    Err(ConnectReturnCode::ConnectionRateExceeded)
+                }
             }
         }
         (Some(_), None) if shared.config.auth.allow_anonymous => Ok(Identity::Anonymous),
@@ -720,11 +733,27 @@ impl Drop for Session {
 }
 
 impl Session {
-    async fn run<R, W>(&mut self, io: &mut Io<R, W>) -> Result<(), ConnectionError>
+    async fn run<R, W>(
+        &mut self,
+        io: &mut Io<R, W>,
+        certificate: Option<crate::tls::CertificateWatch>,
+    ) -> Result<(), ConnectionError>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        // A certificate revoked since the handshake gets no further (not even the
+        // packets pipelined behind CONNECT), and one revoked later ends the connection.
+        if let Some(Err(e)) = certificate.as_ref().map(|c| c.check()) {
+            return Err(self.revoked(e));
+        }
+        let invalidated = async move {
+            match certificate {
+                Some(mut c) => c.invalidated().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(invalidated);
         io.flush().await?;
         let max = io.max_packet();
         // MQTT: the server closes after 1.5 keep-alive periods of silence; 0 disables.
@@ -802,6 +831,7 @@ impl Session {
                 _ = &mut keepalive, if grace.is_some() && !self.inflight_full() => {
                     return Err(ConnectionError::Timeout);
                 }
+                e = &mut invalidated => return Err(self.revoked(e)),
                 _ = &mut shutdown => {
                     if self.version == Version::V5 {
                         queue_disconnect(&mut io.wbuf, DisconnectReasonCode::ServerShuttingDown);
@@ -820,6 +850,14 @@ impl Session {
             // to subscribers falling behind.)
             tokio::task::yield_now().await;
         }
+    }
+
+    /// The connection's certificate is no longer valid: it ends, without its will.
+    fn revoked(&mut self, e: sealpost_certs::CertError) -> ConnectionError {
+        inc(&self.shared.metrics.revoked_disconnects);
+        warn!(client_id = %self.client_id, error = %e, "client certificate no longer valid: connection closed");
+        self.will = None;
+        ConnectionError::CertificateInvalidated(e)
     }
 
     /// Handles every complete frame in the read buffer; true after a clean DISCONNECT.
@@ -1239,6 +1277,7 @@ impl Session {
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut allowed = Vec::with_capacity(sub.filters.len());
         let mut renewed = Vec::new();
+        let max_subscriptions = self.shared.config.limits.max_subscriptions_per_client;
         for filter in sub.filters {
             let inner = topic::strip_share(&filter.path).filter(|f| topic::validate_filter(f));
             let code = match inner {
@@ -1257,6 +1296,17 @@ impl Session {
                     info!(client_id = %self.client_id, filter = %f, "subscribe denied");
                     match v {
                         Version::V5 => SubscribeReasonCode::NotAuthorized,
+                        Version::V4 => SubscribeReasonCode::Failure,
+                    }
+                }
+                // A new filter beyond the client's quota (a renewal is not one more).
+                Some(_)
+                    if self.subscriptions.get(&filter.path).is_none()
+                        && self.subscriptions.len() >= max_subscriptions =>
+                {
+                    inc(&self.shared.metrics.subscriptions_over_quota);
+                    match v {
+                        Version::V5 => SubscribeReasonCode::QuotaExceeded,
                         Version::V4 => SubscribeReasonCode::Failure,
                     }
                 }
