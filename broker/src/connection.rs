@@ -1580,6 +1580,10 @@ impl Session {
         let at_subscribe = publish.retain;
         let mut props = forward.properties;
         let mark = Mark::take(&mut publish.payload);
+        if mark.is_some_and(|m| m.properties) {
+            // The properties travelled in the payload (see `marker`).
+            props = marker::take_properties(&mut publish.payload, props.take());
+        }
         // Properties the edge may change need a copy to re-encode from (rumqttd keeps
         // the QoS and packet id of a `Publish` private, so they are read back from the
         // encoded bytes).
