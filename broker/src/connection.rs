@@ -20,7 +20,7 @@
 
 use crate::acl::Identity;
 use crate::codec::{self, kind, Frame, FrameError, Version};
-use crate::marker::{self, Mark, Payloads};
+use crate::marker::{self, Mark};
 use crate::metrics::{add, inc};
 use crate::retained::RetainedMessage;
 use crate::router::RouterSlot;
@@ -604,7 +604,6 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         backlog,
         out_aliases: HashMap::new(),
         inflight_out: 0,
-        payloads: Payloads::default(),
         unreported: Unreported::default(),
     })
 }
@@ -716,8 +715,6 @@ pub(crate) struct Session {
     /// QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it (PUBACK or
     /// PUBCOMP), for the client's receive maximum.
     inflight_out: usize,
-    /// Where this client's messages get their markers.
-    payloads: Payloads,
     /// Messages counted but not yet added to the shared metrics.
     unreported: Unreported,
 }
@@ -1253,13 +1250,7 @@ impl Session {
         });
         let mark = Mark::new(header.qos, header.retain, self.origin);
         self.unreported.messages_in += 1;
-        marker::route(
-            publish,
-            props,
-            mark,
-            Some(&mut self.payloads),
-            &mut self.to_router,
-        );
+        marker::route(publish, props, mark, &mut self.to_router);
         Ok(retained)
     }
 

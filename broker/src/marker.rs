@@ -48,16 +48,6 @@ const PROPERTIES: u8 = 0b1000;
 /// Message numbers; 0 is never used.
 static NEXT_MESSAGE: AtomicU64 = AtomicU64::new(1);
 
-/// Payloads up to this size are cut from a connection's shared blocks.
-const SMALL_PAYLOAD: usize = 2 * 1024;
-/// Size of a connection's first block: that of an idle connection's read buffer, whose
-/// chunks the payloads held before they were copied (a device that published once keeps
-/// at most this much of a block).
-const FIRST_BLOCK: usize = 4 * 1024;
-/// Each new block is twice the size of the last, up to this (a busy connection's read
-/// buffer), so that a busy publisher allocates rarely whatever its payload size.
-const MAX_BLOCK: usize = 64 * 1024;
-
 /// What a marker says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Mark {
@@ -127,50 +117,6 @@ impl Mark {
     }
 }
 
-/// Where a connection builds marked payloads. Small ones are cut from shared blocks
-/// (4 KiB, then growing to 64 KiB as the connection keeps publishing), so that a
-/// message costs a copy but no allocation of its own (and no longer holds on to the
-/// connection's read buffer). A block is freed when the router has dropped all of its
-/// messages, so retained messages, which the router may keep for ever, get their own
-/// allocation instead of holding a block.
-pub(crate) struct Payloads {
-    block: BytesMut,
-    next_block: usize,
-}
-
-impl Default for Payloads {
-    fn default() -> Self {
-        Payloads {
-            block: BytesMut::new(),
-            next_block: FIRST_BLOCK,
-        }
-    }
-}
-
-impl Payloads {
-    /// `payload` with `mark` (and `carried` properties, see [`carried`]) in front.
-    pub fn marked(&mut self, mark: Mark, carried: &[u8], payload: &[u8], retained: bool) -> Bytes {
-        let len = MARKER_LEN + carried.len() + payload.len();
-        if retained || len > MARKER_LEN + SMALL_PAYLOAD {
-            return marked(mark, carried, payload);
-        }
-        if self.block.capacity() - self.block.len() < len {
-            self.block = BytesMut::with_capacity(self.next_block);
-            self.next_block = (self.next_block * 2).min(MAX_BLOCK);
-        }
-        put(&mut self.block, mark, carried, payload);
-        self.block.split().freeze()
-    }
-}
-
-/// `payload` with `mark` (and `carried` properties) in front, in an allocation of its
-/// own.
-pub(crate) fn marked(mark: Mark, carried: &[u8], payload: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(MARKER_LEN + carried.len() + payload.len());
-    put(&mut b, mark, carried, payload);
-    b.freeze()
-}
-
 fn put(out: &mut BytesMut, mark: Mark, carried: &[u8], payload: &[u8]) {
     out.extend_from_slice(&mark.to_bytes());
     out.extend_from_slice(carried);
@@ -238,33 +184,42 @@ pub(crate) fn take_properties(
     }
 }
 
-/// Queues the packets that route `publish` with `mark` (see the module doc). The
-/// marked payload is cut from `payloads`, or has its own allocation without (for the
-/// broker's own, rare, messages).
+/// Queues the packets that route `publish` with `mark` (see the module doc).
+///
+/// Each message gets one allocation of its own, holding its topic and its marked
+/// payload, so that what the router keeps of a message (for as long as a filter's log
+/// or the retained store keeps it) holds no memory of anything else. A slice of the
+/// connection's read buffer, or of a block shared with the connection's other messages,
+/// would keep all of it alive: one tiny message kept in a log pinned up to 64 KiB, and
+/// the router counts only the message's own bytes against its limits.
 pub(crate) fn route(
     mut publish: Publish,
     props: Option<PublishProperties>,
     mark: Mark,
-    payloads: Option<&mut Payloads>,
     out: &mut VecDeque<Packet>,
 ) {
-    if publish.retain && publish.payload.is_empty() {
-        out.push_back(Packet::Publish(
-            Publish::new(publish.topic.clone(), Bytes::new(), true),
-            None,
-        ));
-        // The marked message must not become the retained one.
-        publish.retain = false;
-    }
     let (props, carried) = carried(props);
     let mark = Mark {
         properties: !carried.is_empty(),
         ..mark
     };
-    publish.payload = match payloads {
-        Some(p) => p.marked(mark, &carried, &publish.payload, publish.retain),
-        None => marked(mark, &carried, &publish.payload),
-    };
+    let topic_len = publish.topic.len();
+    let mut own =
+        BytesMut::with_capacity(topic_len + MARKER_LEN + carried.len() + publish.payload.len());
+    own.extend_from_slice(&publish.topic);
+    put(&mut own, mark, &carried, &publish.payload);
+    let mut own = own.freeze();
+    let topic = own.split_to(topic_len);
+    if publish.retain && publish.payload.is_empty() {
+        out.push_back(Packet::Publish(
+            Publish::new(topic.clone(), Bytes::new(), true),
+            None,
+        ));
+        // The marked message must not become the retained one.
+        publish.retain = false;
+    }
+    publish.topic = topic;
+    publish.payload = own;
     out.push_back(Packet::Publish(publish, props));
 }
 
@@ -272,12 +227,26 @@ pub(crate) fn route(
 mod tests {
     use super::*;
 
+    /// The payload `route` gives `payload` with `mark`.
+    fn marked(mark: Mark, payload: &[u8]) -> Bytes {
+        let mut out = VecDeque::new();
+        let publish = Publish::new(
+            Bytes::from_static(b"t"),
+            Bytes::copy_from_slice(payload),
+            false,
+        );
+        route(publish, None, mark, &mut out);
+        match out.pop_front() {
+            Some(Packet::Publish(p, _)) => p.payload,
+            _ => panic!("nothing routed"),
+        }
+    }
+
     #[test]
     fn marks_round_trip_and_leave_the_payload() {
-        let mut payloads = Payloads::default();
         for (qos, retain, origin) in [(0, false, 0), (1, true, 7), (2, false, u64::MAX)] {
             let mark = Mark::new(qos, retain, origin);
-            let mut p = payloads.marked(mark, b"", b"hello", false);
+            let mut p = marked(mark, b"hello");
             assert_eq!(Mark::take(&mut p), Some(mark));
             assert_eq!(&p[..], b"hello");
         }
@@ -288,7 +257,7 @@ mod tests {
         );
         // An empty payload is marked like any other and comes back empty.
         let mark = Mark::new(1, false, 3);
-        let mut p = marked(mark, b"", b"");
+        let mut p = marked(mark, b"");
         assert_eq!((Mark::take(&mut p), p.len()), (Some(mark), 0));
     }
 
@@ -301,51 +270,37 @@ mod tests {
             assert_eq!(&p[..], raw, "an unmarked payload is left alone");
         }
         // QoS 3 does not exist.
-        let mut bad = marked(Mark::new(1, false, 1), b"", b"x").to_vec();
+        let mut bad = marked(Mark::new(1, false, 1), b"x").to_vec();
         bad[0] |= 0b11;
         assert_eq!(Mark::take(&mut Bytes::from(bad)), None);
     }
 
     #[test]
-    fn payloads_cut_from_blocks_stay_intact_across_blocks() {
-        let mut payloads = Payloads::default();
-        let stored: Vec<_> = (0..2000u64)
-            .map(|i| {
-                let body = i.to_be_bytes().repeat((i % 9) as usize);
-                let mark = Mark::new(1, false, i);
-                (mark, body.clone(), payloads.marked(mark, b"", &body, false))
-            })
-            .collect();
-        for (mark, body, p) in &stored {
-            let mut p = p.clone();
-            assert_eq!(Mark::take(&mut p), Some(*mark));
-            assert_eq!(&p[..], &body[..]);
+    fn a_routed_message_holds_only_its_own_memory() {
+        // Topic and payload as a decoder leaves them: slices of one read buffer.
+        let buffer = Bytes::from(b"topic/a....payload....topic/b....".to_vec());
+        let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+        let mut out = VecDeque::new();
+        for (t, p) in [(0..7, 11..18), (22..29, 11..18)] {
+            let publish = Publish::new(buffer.slice(t), buffer.slice(p), false);
+            route(publish, None, Mark::new(0, false, 1), &mut out);
         }
-        // Live messages share a block; retained and large ones have their own.
-        assert!(!stored[1999].2.is_unique());
-        assert!(payloads
-            .marked(Mark::new(1, true, 1), b"", b"r", true)
-            .is_unique());
-        let large = vec![7; SMALL_PAYLOAD + 1];
-        assert!(payloads
-            .marked(Mark::new(1, false, 1), b"", &large, false)
-            .is_unique());
-    }
-
-    #[test]
-    fn blocks_start_small_and_grow_to_the_maximum_for_a_busy_publisher() {
-        let mut payloads = Payloads::default();
-        let mark = Mark::new(0, false, 1);
-        payloads.marked(mark, b"", b"once", false);
-        // A device that published once holds one small block.
-        assert_eq!(payloads.block.capacity() + 4 + MARKER_LEN, FIRST_BLOCK);
-        let body = vec![1; SMALL_PAYLOAD];
-        for _ in 0..200 {
-            let p = payloads.marked(mark, b"", &body, false);
-            assert_eq!(p.len(), MARKER_LEN + SMALL_PAYLOAD);
+        for packet in out {
+            let Packet::Publish(p, _) = packet else {
+                panic!("not a publish");
+            };
+            for part in [&p.topic, &p.payload] {
+                let at = part.as_ptr() as usize;
+                assert!(
+                    !range.contains(&at),
+                    "a part still points into the read buffer"
+                );
+            }
+            // Topic and payload share one allocation and nothing else does.
+            let Publish { topic, payload, .. } = p;
+            drop(topic);
+            assert!(payload.is_unique());
         }
-        assert_eq!(payloads.next_block, MAX_BLOCK);
-        assert!(payloads.block.capacity() < MAX_BLOCK);
     }
 
     #[test]
@@ -353,7 +308,7 @@ mod tests {
         let mut out = VecDeque::new();
         let mark = Mark::new(1, true, 9);
         let publish = Publish::new(Bytes::from_static(b"t"), Bytes::new(), true);
-        route(publish, None, mark, None, &mut out);
+        route(publish, None, mark, &mut out);
         let Some(Packet::Publish(delete, None)) = out.pop_front() else {
             panic!("no deletion first");
         };
@@ -366,8 +321,7 @@ mod tests {
         assert!(message.payload.is_empty() && out.is_empty());
         // Anything else is one marked packet, retained as published.
         let publish = Publish::new(Bytes::from_static(b"t"), Bytes::from_static(b"v"), true);
-        let mut payloads = Payloads::default();
-        route(publish, None, mark, Some(&mut payloads), &mut out);
+        route(publish, None, mark, &mut out);
         assert!(matches!(out.pop_front(), Some(Packet::Publish(p, None)) if p.retain));
         assert!(out.is_empty());
     }
@@ -386,13 +340,7 @@ mod tests {
         let mut out = VecDeque::new();
         let publish = Publish::new(Bytes::from_static(b"t"), Bytes::from_static(b"body"), false);
         let mark = Mark::new(1, false, 5);
-        route(
-            publish,
-            Some(props.clone()),
-            mark,
-            Some(&mut Payloads::default()),
-            &mut out,
-        );
+        route(publish, Some(props.clone()), mark, &mut out);
         let Some(Packet::Publish(mut routed, router_props)) = out.pop_front() else {
             panic!("nothing routed");
         };
@@ -425,7 +373,7 @@ mod tests {
         // Without properties (or with the expiry only) nothing is carried.
         for props in [None, router_props] {
             let publish = Publish::new(Bytes::from_static(b"t"), Bytes::from_static(b"x"), false);
-            route(publish, props.clone(), mark, None, &mut out);
+            route(publish, props.clone(), mark, &mut out);
             let Some(Packet::Publish(mut p, kept)) = out.pop_front() else {
                 panic!("nothing routed");
             };

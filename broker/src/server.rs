@@ -96,13 +96,7 @@ impl Shared {
             retain,
         );
         let mut packets = VecDeque::new();
-        marker::route(
-            publish,
-            props,
-            Mark::new(qos, retain, 0),
-            None,
-            &mut packets,
-        );
+        marker::route(publish, props, Mark::new(qos, retain, 0), &mut packets);
         let mut slot = self.system.lock().await;
         if !slot.send_batch(&mut packets).await {
             warn!(topic, "broker link to the router is gone; message dropped");
