@@ -1298,6 +1298,18 @@ impl Session {
                     Version::V5 => SubscribeReasonCode::NotAuthorized,
                     Version::V4 => SubscribeReasonCode::Failure,
                 },
+                // rumqttd 0.20's router thread panics ("group must exists",
+                // routing.rs) when a connection whose router session persists leaves
+                // a shared group as its last member with a message unacknowledged,
+                // which stops all routing. Shared subscriptions are therefore only
+                // taken in sessions the router does not keep.
+                Some(_) if !self.router_clean && filter.path.starts_with("$share/") => {
+                    info!(client_id = %self.client_id, filter = %filter.path, "shared subscription in a persistent session refused");
+                    match v {
+                        Version::V5 => SubscribeReasonCode::SharedSubscriptionsNotSupported,
+                        Version::V4 => SubscribeReasonCode::Failure,
+                    }
+                }
                 Some(f) if !self.shared.acl.may_subscribe(&self.identity, f) => {
                     inc(&self.shared.metrics.denied_subscribe);
                     info!(client_id = %self.client_id, filter = %f, "subscribe denied");
