@@ -813,6 +813,35 @@ async fn readers_revoked_or_expired_while_the_publisher_was_down_are_dropped(kin
     expect_unknown_key(&mut a, rekey.epoch).await;
 }
 
+/// A revocation list that cannot be used (here: not a CRL at all) is ignored when
+/// reloaded: the one in force stays, never none, and a good list later still applies.
+async fn an_unusable_revocation_list_is_ignored_and_the_one_in_force_stays(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let bob = pki.subscriber("bob");
+    let mut config = pki.publisher_config(&broker, &pub_cert, "pub");
+    config.crl_reload_interval = Duration::ZERO;
+    let p = publisher(config).await;
+    p.grant_pem(&alice.certificate_pem).await.unwrap();
+    p.grant_pem(&bob.certificate_pem).await.unwrap();
+    let crl = pki.crl_path();
+    pki.revoke(&bob);
+    let revoking_bob = std::fs::read(&crl).unwrap();
+
+    std::fs::write(&crl, b"not a revocation list").unwrap();
+    assert_eq!(p.check_readers().await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        p.granted().await,
+        vec!["alice".to_owned(), "bob".to_owned()]
+    );
+
+    std::fs::write(&crl, revoking_bob).unwrap();
+    assert_eq!(p.check_readers().await.unwrap(), vec!["bob".to_owned()]);
+    assert_eq!(p.granted().await, vec!["alice".to_owned()]);
+}
+
 /// Backward secrecy: bob, granted after message 1 was sealed, cannot open it (it is
 /// retained, so he is handed it), but opens message 2. With rotation on grant turned off,
 /// a reader granted later opens the earlier message too.
@@ -925,6 +954,7 @@ on_every_broker!(
     the_revocation_list_is_required,
     readers_revoked_or_expired_while_the_publisher_runs_get_no_new_epoch,
     readers_revoked_or_expired_while_the_publisher_was_down_are_dropped,
+    an_unusable_revocation_list_is_ignored_and_the_one_in_force_stays,
     a_reader_granted_later_cannot_open_what_was_sealed_before,
     a_kdc_reader_added_later_cannot_open_what_was_sealed_before,
 );
