@@ -592,7 +592,8 @@ impl Publisher {
     }
 
     /// Starts a new key epoch with a fresh content key and sends it to every granted
-    /// subscriber.
+    /// subscriber (after checking them all again, as every rekey does: see
+    /// [`PublisherConfig::crl`]).
     pub async fn rotate(&self) -> Result<Rekey, PublisherError> {
         self.inner.lock().await.rotate(&self.client).await
     }

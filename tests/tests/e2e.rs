@@ -666,7 +666,8 @@ async fn the_revocation_list_is_required(kind: BrokerKind) {
     publisher(config).await;
 }
 
-/// A subscriber certificate valid for `seconds` more seconds.
+/// A subscriber certificate valid for `seconds` more seconds (the scenarios use 10: long
+/// enough to be granted and read once on a loaded machine, short enough to wait out).
 fn short_lived_subscriber(pki: &Pki, id: &str, seconds: i64) -> sealpost_certs::Issued {
     let now = time::OffsetDateTime::now_utc();
     pki.ca
@@ -720,7 +721,7 @@ async fn readers_revoked_or_expired_while_the_publisher_runs_get_no_new_epoch(ki
     let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
     let alice = pki.subscriber("alice");
     let bob = pki.subscriber("bob");
-    let dave = short_lived_subscriber(&pki, "dave", 6);
+    let dave = short_lived_subscriber(&pki, "dave", 10);
     let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
     let mut b = subscriber(pki.subscriber_config(&broker, &bob), "sensors/#").await;
     let mut d = subscriber(pki.subscriber_config(&broker, &dave), "sensors/#").await;
@@ -772,7 +773,7 @@ async fn readers_revoked_or_expired_while_the_publisher_was_down_are_dropped(kin
     let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
     let alice = pki.subscriber("alice");
     let carol = pki.subscriber("carol");
-    let erin = short_lived_subscriber(&pki, "erin", 6);
+    let erin = short_lived_subscriber(&pki, "erin", 10);
     let mut config = pki.publisher_config(&broker, &pub_cert, "pub");
     config.crl_reload_interval = Duration::ZERO;
     let p = publisher(config.clone()).await;
