@@ -122,6 +122,8 @@ fn kdc_from_the_command_line() {
         .arg(&pub_key)
         .arg("--cafile")
         .arg(&ca)
+        .arg("--crl")
+        .arg(pki.crl_path())
         .arg("--state-dir")
         .arg(&state)
         .args(["--kdc", &format!("127.0.0.1:{kdc_port}"), "--kdc-only"])
