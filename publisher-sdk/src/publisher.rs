@@ -516,16 +516,24 @@ impl Publisher {
     }
 
     /// Revokes a subscriber: clears its retained key message and invalidates its KDC
-    /// credentials and tokens (whichever it has), rotates the content key and sends the
+    /// credentials and tokens (whichever it has; KDC credentials in the state directory's
+    /// reader file also when no KDC runs now), rotates the content key and sends the
     /// new key to the remaining subscribers only, so the revoked one cannot read anything
     /// published afterwards.
     pub async fn revoke(&self, subscriber_id: &str) -> Result<Rekey, PublisherError> {
         let mut inner = self.inner.lock().await;
-        let key_grant = inner.grantees.contains_key(subscriber_id);
+        // The reader store is the record of who may log in to the KDC, whether or not
+        // this publisher runs one now: a revocation must reach it either way, or the next
+        // KDC run would let the reader fetch the key that the rotation below protects.
+        // First, so that a failure to record it leaves nothing half revoked.
         let kdc_reader = match &inner.kdc {
             Some(kdc) => kdc.revoke_reader(subscriber_id)?,
-            None => false,
+            None => {
+                crate::kdc::readers::ReaderStore::open(&inner.state_dir)?.revoke(subscriber_id)?
+            }
         };
+        // The grant itself goes in the rekey's commit (state saved before it applies).
+        let key_grant = inner.grantees.contains_key(subscriber_id);
         if !key_grant && !kdc_reader {
             return Err(PublisherError::NotGranted(subscriber_id.to_owned()));
         }

@@ -170,7 +170,13 @@ impl Subscriber {
         let sessions = config
             .kdc_credentials
             .iter()
-            .map(|c| Ok(Session::new(KdcClient::new(c.clone(), &config.ca_pem)?)))
+            .map(|c| {
+                let client = match &config.revocation_list_pem {
+                    Some(crl) => KdcClient::with_revocation_list(c.clone(), &config.ca_pem, crl)?,
+                    None => KdcClient::new(c.clone(), &config.ca_pem)?,
+                };
+                Ok(Session::new(client))
+            })
             .collect::<Result<Vec<_>, KdcError>>()?;
         let mut verifier = Verifier::new(&config.ca_pem)?;
         if let Some(crl) = &config.revocation_list_pem {

@@ -1,7 +1,8 @@
 //! The key distribution center from the command line, with the real binaries:
 //! `sealpost-pub kdc add-reader` issues credentials, `sealpost-pub --kdc` serves keys
 //! over HTTPS while it publishes, `sealpost-sub --kdc-credentials` reads with no
-//! certificate of its own; wrong credentials and a revoked reader read nothing.
+//! certificate of its own; wrong credentials and a revoked reader read nothing, also
+//! when the revocation was made while no KDC ran.
 
 use std::io::Read;
 use std::path::Path;
@@ -82,10 +83,22 @@ fn kdc_from_the_command_line() {
     let kdc_port = free_port();
     let kdc_address = format!("https://127.0.0.1:{kdc_port}");
 
-    // 1. Credentials for alice, before the publisher ever ran (so the address is given).
+    // 1. Credentials for alice, before the publisher ever ran (so the address and the
+    //    KDC certificate to pin are given).
     let alice = d.join("alice.json");
+    let out = run(tool("sealpost-pub")
+        .args(["kdc", "add-reader", "alice", "--kdc-address", &kdc_address])
+        .arg("--state-dir")
+        .arg(&state));
+    assert!(
+        !out.status.success(),
+        "credentials without a pinned KDC certificate"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--kdc-cert"));
     ok(tool("sealpost-pub")
         .args(["kdc", "add-reader", "alice", "--kdc-address", &kdc_address])
+        .arg("--kdc-cert")
+        .arg(&kdc_cert)
         .arg("--state-dir")
         .arg(&state)
         .arg("-o")
@@ -104,33 +117,30 @@ fn kdc_from_the_command_line() {
     let wrong_file = write("wrong.json", &wrong.to_json());
 
     // 2. Publish a retained reading and keep serving keys (KDC only, no key messages).
-    let publish = |message: &str, extra: &[&str]| {
+    let publisher_tool = || {
         let mut c = tool("sealpost-pub");
-        c.args([
-            "-p",
-            &broker.port.to_string(),
-            "-t",
-            "sensors/temp",
-            "-m",
-            message,
-            "-r",
-        ])
-        .args(extra)
-        .arg("--cert")
-        .arg(&pub_cert)
-        .arg("--key")
-        .arg(&pub_key)
-        .arg("--cafile")
-        .arg(&ca)
-        .arg("--crl")
-        .arg(pki.crl_path())
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--kdc", &format!("127.0.0.1:{kdc_port}"), "--kdc-only"])
-        .arg("--kdc-cert")
-        .arg(&kdc_cert)
-        .arg("--kdc-key")
-        .arg(&kdc_key);
+        c.args(["-p", &broker.port.to_string(), "-t", "sensors/temp"])
+            .arg("--cert")
+            .arg(&pub_cert)
+            .arg("--key")
+            .arg(&pub_key)
+            .arg("--cafile")
+            .arg(&ca)
+            .arg("--crl")
+            .arg(pki.crl_path())
+            .arg("--state-dir")
+            .arg(&state);
+        c
+    };
+    let publish = |message: &str, extra: &[&str]| {
+        let mut c = publisher_tool();
+        c.args(["-m", message, "-r"])
+            .args(extra)
+            .args(["--kdc", &format!("127.0.0.1:{kdc_port}"), "--kdc-only"])
+            .arg("--kdc-cert")
+            .arg(&kdc_cert)
+            .arg("--kdc-key")
+            .arg(&kdc_key);
         Serving::start(c)
     };
     let read = |credentials: &Path, extra: &[&str]| {
@@ -170,8 +180,16 @@ fn kdc_from_the_command_line() {
     assert!(!stderr.contains("wrong-password"), "{stderr}");
     drop(serving);
 
-    // 5. Revoke alice: the key rotates and she reads nothing published afterwards.
-    let serving = publish("22.0 C", &["--revoke", "alice"]);
+    // 5. Revoke alice while the KDC is not running (issue 13, item 3: this used to leave
+    //    her login working): the key rotates, and once the KDC serves again she reads
+    //    nothing published afterwards.
+    let out = ok(publisher_tool().args(["--revoke", "alice", "-d"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revoked alice"));
+    let out = ok(tool("sealpost-pub")
+        .args(["kdc", "readers", "--state-dir"])
+        .arg(&state));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let serving = publish("22.0 C", &[]);
     let out = read(&alice, &["-W", "4"]);
     assert!(
         out.stdout.is_empty(),

@@ -424,7 +424,8 @@ async fn kdc_reader_added_offline_is_served_by_the_running_publisher(kind: Broke
         let p = publisher(pki.kdc_publisher_config(&broker, &pub_cert, "pub")).await;
         // What `sealpost-pub kdc add-reader carol -o carol.json` does, from another
         // process, while the publisher serves.
-        let carol = sealpost_publisher::kdc::add_reader_offline(&state_dir, "carol", None).unwrap();
+        let carol =
+            sealpost_publisher::kdc::add_reader_offline(&state_dir, "carol", None, None).unwrap();
         assert_eq!(carol.kdc, p.kdc_address().await.unwrap());
         let file = pki.dir.path().join("carol.json");
         carol.save(&file).unwrap();

@@ -143,7 +143,8 @@ struct Cli {
     /// Lifetime of KDC access tokens, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     kdc_token_lifetime: u64,
-    /// Failed KDC logins allowed per client address and per reader per minute.
+    /// Failed KDC logins allowed per client address per minute (logins being checked
+    /// count too).
     #[arg(long, value_name = "COUNT", default_value_t = 5)]
     kdc_max_failed_logins: u32,
 }
@@ -170,6 +171,10 @@ enum KdcCommand {
         /// KDC address to write into the credentials (default: the one last served).
         #[arg(long, value_name = "URL")]
         kdc_address: Option<String>,
+        /// The KDC's TLS certificate (PEM): the reader will accept this certificate and no
+        /// other (default: the one the KDC last served with).
+        #[arg(long, value_name = "FILE")]
+        kdc_cert: Option<PathBuf>,
         /// Write the credentials to this file instead of printing them.
         #[arg(short = 'o', long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -189,12 +194,20 @@ fn run_kdc_command(command: KdcCommand) -> Result<(), Error> {
             id,
             state_dir,
             kdc_address,
+            kdc_cert,
             output,
         } => {
+            let kdc_cert = match &kdc_cert {
+                Some(p) => {
+                    Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?)
+                }
+                None => None,
+            };
             let credentials = sealpost_publisher::kdc::add_reader_offline(
                 &state_dir,
                 &id,
                 kdc_address.as_deref(),
+                kdc_cert.as_deref(),
             )?;
             match output {
                 Some(path) => {

@@ -1,5 +1,11 @@
 //! The credentials file a publisher hands a reader: which KDC, which reader id, which
-//! password. JSON, written with mode 0600 because it holds a password.
+//! password, and which certificate the KDC must present. JSON, written with mode 0600
+//! because it holds a password.
+//!
+//! The certificate pin is what keeps the password from going to an impostor: the CA
+//! issues server certificates for other services too (the broker's names the same host),
+//! so "issued by the CA for this host" does not single out the KDC; its exact
+//! certificate does.
 
 use std::path::Path;
 
@@ -17,6 +23,9 @@ pub struct KdcCredentials {
     pub reader: String,
     /// The password (shown once; the KDC stores only its argon2 hash).
     pub password: String,
+    /// SHA-256 of the KDC's TLS certificate (DER), lowercase hex: the client refuses any
+    /// other certificate before it sends the password.
+    pub kdc_certificate_sha256: String,
 }
 
 impl std::fmt::Debug for KdcCredentials {
@@ -24,15 +33,27 @@ impl std::fmt::Debug for KdcCredentials {
         f.debug_struct("KdcCredentials")
             .field("kdc", &self.kdc)
             .field("reader", &self.reader)
+            .field("kdc_certificate_sha256", &self.kdc_certificate_sha256)
             .finish_non_exhaustive()
     }
 }
 
 impl KdcCredentials {
-    /// Parses a credentials file's JSON and checks the address is `https://`.
+    /// Parses a credentials file's JSON and checks the address is `https://` and the
+    /// certificate pin is a SHA-256 in hex.
     pub fn from_json(text: &str) -> Result<KdcCredentials, KdcError> {
-        let mut c: KdcCredentials = serde_json::from_str(text)
+        let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|_| KdcError::Credentials("not a sealpost KDC credentials file".into()))?;
+        if value.get("kdc_certificate_sha256").is_none() {
+            return Err(KdcError::Credentials(
+                "no kdc_certificate_sha256 (the KDC certificate pin): issue the credentials \
+                 again with sealpost-pub kdc add-reader"
+                    .into(),
+            ));
+        }
+        let mut c: KdcCredentials = serde_json::from_value(value)
+            .map_err(|_| KdcError::Credentials("not a sealpost KDC credentials file".into()))?;
+        c.kdc_certificate_sha256 = parse_pin(&c.kdc_certificate_sha256)?;
         c.kdc = KdcAddress::parse(&c.kdc)
             .map_err(|e| KdcError::Credentials(e.to_string()))?
             .url;
@@ -40,6 +61,18 @@ impl KdcCredentials {
             return Err(KdcError::Credentials("empty reader or password".into()));
         }
         Ok(c)
+    }
+
+    /// The certificate pin as bytes (checked by [`KdcCredentials::from_json`]; checked
+    /// again here for credentials built in code).
+    pub fn certificate_pin(&self) -> Result<[u8; 32], KdcError> {
+        let hex = parse_pin(&self.kdc_certificate_sha256)?;
+        let mut pin = [0u8; 32];
+        for (i, byte) in pin.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| KdcError::Credentials("bad kdc_certificate_sha256".into()))?;
+        }
+        Ok(pin)
     }
 
     /// The JSON form.
@@ -69,6 +102,17 @@ impl KdcCredentials {
     }
 }
 
+/// A SHA-256 in hex (either case), normalised to lowercase.
+fn parse_pin(text: &str) -> Result<String, KdcError> {
+    let pin = text.trim().to_ascii_lowercase();
+    if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(KdcError::Credentials(
+            "kdc_certificate_sha256 is not a SHA-256 in hex".into(),
+        ));
+    }
+    Ok(pin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,13 +123,27 @@ mod tests {
             kdc: "https://127.0.0.1:8443".into(),
             reader: "alice".into(),
             password: "s3cret-pw".into(),
+            kdc_certificate_sha256: "AB".repeat(32),
         };
+        assert_eq!(c.certificate_pin().unwrap(), [0xab; 32]);
         assert!(!format!("{c:?}").contains("s3cret"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("alice.kdc.json");
         c.save(&path).unwrap();
-        assert_eq!(KdcCredentials::load(&path).unwrap(), c);
+        let loaded = KdcCredentials::load(&path).unwrap();
+        assert_eq!(loaded.kdc_certificate_sha256, "ab".repeat(32));
+        assert_eq!(loaded.password, c.password);
         let http = c.to_json().replace("https", "http");
         assert!(KdcCredentials::from_json(&http).is_err());
+        // No pin, or a malformed one: refused, never "trust any certificate".
+        let mut value: serde_json::Value = serde_json::from_str(&c.to_json()).unwrap();
+        value
+            .as_object_mut()
+            .unwrap()
+            .remove("kdc_certificate_sha256");
+        let err = KdcCredentials::from_json(&value.to_string()).unwrap_err();
+        assert!(err.to_string().contains("pin"), "{err}");
+        let short = c.to_json().replace(&"AB".repeat(32), "abcd");
+        assert!(KdcCredentials::from_json(&short).is_err());
     }
 }

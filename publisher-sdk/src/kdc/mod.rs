@@ -12,7 +12,10 @@
 //! - Passwords are random (192 bits), shown once, and stored only as argon2id hashes in
 //!   the state directory ([`readers`]), so a restart keeps them.
 //! - Tokens live in memory only, hashed ([`tokens`]); failed logins are rate limited per
-//!   address and per reader ([`limiter`]).
+//!   client address, attempts in progress included ([`limiter`]); argon2 runs are bounded
+//!   in number, and so are connections per client address.
+//! - Readers pin the KDC: credentials carry the SHA-256 of its certificate, and the
+//!   client refuses any other certificate, even one from the same CA for the same host.
 //! - Revoking a reader ([`crate::Publisher::revoke`]) invalidates its credentials and
 //!   tokens and rotates the content key.
 //! - One audit line per key fetch (target `sealpost::kdc::audit`): reader, publisher,
@@ -35,6 +38,11 @@ pub use server::Kdc;
 
 /// Default lifetime of an access token.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// Default of [`KdcConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default of [`KdcConfig::max_connections_per_address`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 16;
+pub use server::HANDSHAKE_TIMEOUT;
 
 /// How to run the KDC beside a [`crate::Publisher`].
 #[derive(Clone)]
@@ -56,6 +64,11 @@ pub struct KdcConfig {
     pub login_limit: LoginLimit,
     /// Most connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Most connections served at once from one client address (an IPv6 /64 counts as
+    /// one); more are closed at once.
+    pub max_connections_per_address: usize,
+    /// Most password checks (argon2, 19 MiB each) run at once; more logins wait.
+    pub max_password_checks: usize,
 }
 
 impl std::fmt::Debug for KdcConfig {
@@ -65,12 +78,19 @@ impl std::fmt::Debug for KdcConfig {
             .field("public_address", &self.public_address)
             .field("token_lifetime", &self.token_lifetime)
             .field("login_limit", &self.login_limit)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_address",
+                &self.max_connections_per_address,
+            )
+            .field("max_password_checks", &self.max_password_checks)
             .finish_non_exhaustive()
     }
 }
 
 impl KdcConfig {
-    /// A configuration with default token lifetime and login limit.
+    /// A configuration with the default token lifetime, login limit and connection
+    /// limits, and one password check at a time per CPU.
     pub fn new(
         listen: SocketAddr,
         certificate_pem: impl Into<String>,
@@ -83,7 +103,9 @@ impl KdcConfig {
             key_pem: key_pem.into(),
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             login_limit: LoginLimit::default(),
-            max_connections: 256,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            max_password_checks: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -124,6 +146,9 @@ pub enum KdcError {
     /// No KDC address is known to write into the credentials.
     #[error("no KDC address known: give one, or run the publisher with --kdc once")]
     NoAddress,
+    /// No KDC certificate is known to pin in the credentials.
+    #[error("no KDC certificate known to pin: give it (--kdc-cert), or run the publisher with --kdc once")]
+    NoCertificate,
     /// A credentials file is unusable.
     #[error("KDC credentials: {0}")]
     Credentials(String),
@@ -135,23 +160,50 @@ pub enum KdcError {
 /// Issues credentials for `reader` in a publisher's state directory without running the
 /// publisher (for `sealpost-pub kdc add-reader`). A running KDC on the same directory
 /// picks the new reader up at its next login. `address` defaults to the one the KDC last
-/// served at. The reader may fetch the keys of the current epoch and later ones.
+/// served at; `kdc_certificate_pem`, the certificate the reader will accept from the KDC
+/// (pinned by its SHA-256), to the one it last served with. The reader may fetch the keys
+/// of the current epoch and later ones.
 pub fn add_reader_offline(
     state_dir: &Path,
     reader: &str,
     address: Option<&str>,
+    kdc_certificate_pem: Option<&str>,
 ) -> Result<KdcCredentials, crate::PublisherError> {
     let mut store = readers::ReaderStore::open(state_dir)?;
     let kdc = match address {
-        Some(a) => api::KdcAddress::parse(a).map_err(KdcError::from)?.url,
-        None => store.address().ok_or(KdcError::NoAddress)?.to_owned(),
+        Some(a) => api::KdcAddress::parse(a).map_err(KdcError::from)?,
+        None => api::KdcAddress::parse(store.address().ok_or(KdcError::NoAddress)?)
+            .map_err(KdcError::from)?,
+    };
+    let pin = match kdc_certificate_pem {
+        Some(pem) => {
+            let leaf = crate::transport::pem_blocks(pem, "CERTIFICATE")
+                .map_err(|e| KdcError::Tls(e.to_string()))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    KdcError::Tls("no certificate in the KDC certificate file".into())
+                })?;
+            let info = sealpost_certs::parse(&leaf).map_err(|e| KdcError::Tls(e.to_string()))?;
+            // Credentials for a KDC that could never serve them are refused now, not at
+            // the reader's first login.
+            if !info.names.iter().any(|n| n.eq_ignore_ascii_case(&kdc.host)) {
+                return Err(KdcError::CertificateName(kdc.host).into());
+            }
+            info.fingerprint_hex()
+        }
+        None => store
+            .certificate_sha256()
+            .ok_or(KdcError::NoCertificate)?
+            .to_owned(),
     };
     let epoch = crate::state::PublisherState::load(state_dir)?.map_or(1, |s| s.epoch);
     let password = store.add_reader(reader, epoch)?;
     Ok(KdcCredentials {
-        kdc,
+        kdc: kdc.url,
         reader: reader.to_owned(),
         password,
+        kdc_certificate_sha256: pin,
     })
 }
 

@@ -4,8 +4,14 @@
 //! hash of its password (PHC string), the epoch it was granted at and whether it was
 //! revoked. It is replaced atomically on every change and re-read whenever it changed on
 //! disk, so `sealpost-pub kdc add-reader` can add readers while a publisher serves keys.
+//!
+//! Every change is a read-modify-write under an exclusive advisory lock on
+//! `kdc.readers.lock` (the list itself is replaced by rename, so it cannot carry the
+//! lock): two processes changing the list at once (an `add-reader` racing a revocation)
+//! are serialised, and neither undoes the other's change.
 
 use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -19,6 +25,8 @@ use super::KdcError;
 
 /// File name of the reader list inside the state directory.
 pub const READERS_FILE: &str = "kdc.readers";
+/// File name of the lock taken across every change of the reader list.
+pub const LOCK_FILE: &str = "kdc.readers.lock";
 /// Format version written; others are refused rather than misread.
 const FORMAT: u32 = 1;
 /// Random bytes in a generated password (base64url: 32 characters, 192 bits).
@@ -42,6 +50,9 @@ struct ReadersFile {
     format: u32,
     /// The KDC address last served, so `add-reader` can write complete credentials.
     address: Option<String>,
+    /// SHA-256 (hex) of the certificate the KDC last served with, pinned in credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate_sha256: Option<String>,
     readers: BTreeMap<String, ReaderRecord>,
 }
 
@@ -100,6 +111,11 @@ impl ReaderStore {
         if stamp == self.stamp {
             return Ok(());
         }
+        self.reload(stamp)
+    }
+
+    /// Reads the file (version `stamp`) unconditionally.
+    fn reload(&mut self, stamp: Option<Stamp>) -> Result<(), KdcError> {
         if stamp.is_some() {
             let bytes = std::fs::read(self.path()).map_err(|e| self.store_err(e.to_string()))?;
             let file: ReadersFile = serde_json::from_slice(&bytes)
@@ -111,6 +127,43 @@ impl ReaderStore {
         }
         self.stamp = stamp;
         Ok(())
+    }
+
+    /// Runs `change` on the current list (read again under the lock) and writes the
+    /// result if `change` says it changed anything, all under the exclusive lock, so no
+    /// other writer's change made meanwhile is lost.
+    fn update<R>(
+        &mut self,
+        change: impl FnOnce(&mut ReadersFile) -> Result<(R, bool), KdcError>,
+    ) -> Result<R, KdcError> {
+        let _lock = self.lock()?;
+        // Forced: a replacement within the stamp's resolution must not be missed.
+        let stamp = self.stamp_now()?;
+        self.reload(stamp)?;
+        let (result, changed) = change(&mut self.file)?;
+        if changed {
+            self.save()?;
+        }
+        Ok(result)
+        // The lock is released when `_lock` is closed.
+    }
+
+    /// Takes the exclusive lock (blocking while another writer holds it; writers hold it
+    /// only to re-read and write a small file).
+    fn lock(&self) -> Result<File, KdcError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| self.store_err(e.to_string()))?;
+        let path = self.dir.join(LOCK_FILE);
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
+            .open(&path)
+            .map_err(|e| self.store_err(format!("lock {}: {e}", path.display())))?;
+        // Called through the trait: std's own File::lock needs a newer Rust than the MSRV.
+        fs4::FileExt::lock(&file)
+            .map_err(|e| self.store_err(format!("lock {}: {e}", path.display())))?;
+        Ok(file)
     }
 
     fn save(&mut self) -> Result<(), KdcError> {
@@ -133,33 +186,32 @@ impl ReaderStore {
     pub fn add_reader(&mut self, reader: &str, epoch: u64) -> Result<String, KdcError> {
         sealpost_certs::validate_id(reader)
             .map_err(|_| KdcError::InvalidReader(reader.to_owned()))?;
-        self.refresh()?;
         let mut raw = [0u8; PASSWORD_BYTES];
         OsRng.fill_bytes(&mut raw);
         let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        // Hashed before taking the lock: argon2 takes tens of milliseconds.
         let record = ReaderRecord {
             password_hash: hash_password(&password)?,
             granted_epoch: epoch,
             issued_at: sealpost_certs::now_unix().max(0) as u64,
             revoked_at: None,
         };
-        self.file.readers.insert(reader.to_owned(), record);
-        self.save()?;
+        self.update(|file| {
+            file.readers.insert(reader.to_owned(), record);
+            Ok(((), true))
+        })?;
         Ok(password)
     }
 
     /// Revokes `reader`. Returns whether it was an active reader.
     pub fn revoke(&mut self, reader: &str) -> Result<bool, KdcError> {
-        self.refresh()?;
-        let Some(record) = self.file.readers.get_mut(reader) else {
-            return Ok(false);
-        };
-        if record.revoked_at.is_some() {
-            return Ok(false);
-        }
-        record.revoked_at = Some(sealpost_certs::now_unix().max(0) as u64);
-        self.save()?;
-        Ok(true)
+        self.update(|file| match file.readers.get_mut(reader) {
+            Some(record) if record.revoked_at.is_none() => {
+                record.revoked_at = Some(sealpost_certs::now_unix().max(0) as u64);
+                Ok((true, true))
+            }
+            _ => Ok((false, false)),
+        })
     }
 
     /// The current record of `reader` (re-read from disk if it changed).
@@ -183,14 +235,23 @@ impl ReaderStore {
         self.file.address.as_deref()
     }
 
-    /// Records the address the KDC serves at.
-    pub fn set_address(&mut self, address: &str) -> Result<(), KdcError> {
-        self.refresh()?;
-        if self.file.address.as_deref() != Some(address) {
-            self.file.address = Some(address.to_owned());
-            self.save()?;
-        }
-        Ok(())
+    /// The SHA-256 (hex) of the certificate the KDC last served with.
+    pub fn certificate_sha256(&self) -> Option<&str> {
+        self.file.certificate_sha256.as_deref()
+    }
+
+    /// Records the address the KDC serves at and the SHA-256 (hex) of its certificate.
+    pub fn set_served(&mut self, address: &str, certificate_sha256: &str) -> Result<(), KdcError> {
+        self.update(|file| {
+            if file.address.as_deref() == Some(address)
+                && file.certificate_sha256.as_deref() == Some(certificate_sha256)
+            {
+                return Ok(((), false));
+            }
+            file.address = Some(address.to_owned());
+            file.certificate_sha256 = Some(certificate_sha256.to_owned());
+            Ok(((), true))
+        })
     }
 }
 
@@ -254,5 +315,37 @@ mod tests {
         assert!(store.add_reader("bad/id", 1).is_err());
         let text = std::fs::read_to_string(dir.path().join(READERS_FILE)).unwrap();
         assert!(!text.contains(&pw));
+    }
+
+    /// Writers in parallel, each with its own handle (as separate processes would be):
+    /// `add-reader`s racing each other and a revocation. Every change survives; above
+    /// all, no `add-reader` writes back the revoked reader as active.
+    #[test]
+    fn concurrent_writers_lose_no_update() {
+        let dir = tempfile::tempdir().unwrap();
+        ReaderStore::open(dir.path())
+            .unwrap()
+            .add_reader("alice", 1)
+            .unwrap();
+        let adders = 6;
+        let barrier = std::sync::Barrier::new(adders + 1);
+        std::thread::scope(|scope| {
+            for i in 0..adders {
+                let (barrier, dir) = (&barrier, dir.path());
+                scope.spawn(move || {
+                    let mut store = ReaderStore::open(dir).unwrap();
+                    barrier.wait();
+                    store.add_reader(&format!("r{i}"), 1).unwrap();
+                });
+            }
+            let mut store = ReaderStore::open(dir.path()).unwrap();
+            barrier.wait();
+            assert!(store.revoke("alice").unwrap());
+        });
+        let mut store = ReaderStore::open(dir.path()).unwrap();
+        let expected: Vec<String> = (0..adders).map(|i| format!("r{i}")).collect();
+        assert_eq!(store.active(), expected);
+        let alice = store.record("alice").unwrap().unwrap();
+        assert!(alice.revoked_at.is_some(), "the revocation was undone");
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTPS server: TLS accept loop (rustls on `ring`), HTTP/1.1 (hyper), the two
 //! endpoints, and the audit log.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,16 +26,20 @@ use super::api::{
     ErrorBody, ErrorCode, KdcAddress, KeyResponse, LoginRequest, LoginResponse, EPOCHS_PATH,
     LOGIN_PATH, MAX_PASSWORD_LEN, MAX_READER_LEN, MAX_REQUEST_BODY,
 };
-use super::limiter::Limiter;
+use super::limiter::{address_key, Limiter, PasswordChecks};
 use super::readers::{verify_password, ReaderStore};
 use super::tokens::{TokenRefusal, Tokens};
 use super::{KdcConfig, KdcCredentials, KdcError};
 
 /// Log target of the audit lines (one per key fetch, one per failed login).
 pub const AUDIT_TARGET: &str = "sealpost::kdc::audit";
-/// Longest TLS handshake allowed; a client that stalls longer is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a connection may live (bounds slow-body and idle keep-alive clients).
+/// Longest TLS handshake allowed; a client that stalls longer is dropped. Short, because
+/// until then the connection holds a slot: an honest handshake takes milliseconds (a few
+/// round trips), an idle socket nothing but the slot.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for a request's headers once TLS is up.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection may live (bounds slow-body clients).
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the handlers share.
@@ -46,7 +51,11 @@ struct Shared {
     keys: RwLock<Vec<(u64, ContentKey)>>,
     readers: Mutex<ReaderStore>,
     tokens: Mutex<Tokens>,
-    limiter: Mutex<Limiter>,
+    limiter: Arc<Mutex<Limiter>>,
+    /// Bounds the argon2 runs at once (19 MiB of memory each).
+    password_checks: PasswordChecks,
+    /// SHA-256 of the KDC certificate (hex), written into credentials for pinning.
+    certificate_sha256: String,
 }
 
 /// A running KDC. Serving stops when it is dropped.
@@ -110,6 +119,7 @@ impl Kdc {
             }
         };
         let info = tls.1;
+        let certificate_sha256 = info.fingerprint_hex();
         if !info
             .names
             .iter()
@@ -118,7 +128,7 @@ impl Kdc {
             return Err(KdcError::CertificateName(address.host.clone()));
         }
         let mut readers = ReaderStore::open(state_dir)?;
-        readers.set_address(&address.url)?;
+        readers.set_served(&address.url, &certificate_sha256)?;
         let shared = Arc::new(Shared {
             publisher: publisher.id().to_owned(),
             certificate_b64: base64::engine::general_purpose::STANDARD
@@ -127,14 +137,19 @@ impl Kdc {
             keys: RwLock::new(keys),
             readers: Mutex::new(readers),
             tokens: Mutex::new(Tokens::new(config.token_lifetime)),
-            limiter: Mutex::new(Limiter::new(config.login_limit)),
+            limiter: Arc::new(Mutex::new(Limiter::new(config.login_limit))),
+            password_checks: PasswordChecks::new(config.max_password_checks),
+            certificate_sha256,
         });
         tracing::info!(address = %shared.address.url, listen = %local_addr, "KDC serving");
         let task = tokio::spawn(accept_loop(
             listener,
             TlsAcceptor::from(Arc::new(tls.0)),
             shared.clone(),
-            config.max_connections.max(1),
+            ConnectionLimits {
+                total: config.max_connections.max(1),
+                per_address: config.max_connections_per_address.max(1),
+            },
         ));
         Ok(Kdc {
             shared,
@@ -182,6 +197,7 @@ impl Kdc {
             kdc: self.shared.address.url.clone(),
             reader: reader.to_owned(),
             password,
+            kdc_certificate_sha256: self.shared.certificate_sha256.clone(),
         })
     }
 
@@ -229,13 +245,59 @@ fn server_tls(config: &KdcConfig, verifier: &Verifier) -> Result<ServerTls, KdcE
     Ok((server, info))
 }
 
+/// How many connections are served at once.
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    total: usize,
+    per_address: usize,
+}
+
+/// Open connections per client address (same keys as the login limit).
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<String, usize>>);
+
+/// One open connection counted in [`PerAddress`]; uncounted when dropped.
+struct AddressSlot {
+    counts: Arc<PerAddress>,
+    key: String,
+}
+
+impl PerAddress {
+    /// Counts a connection from `key`, unless that address already has `max` open.
+    fn enter(self: &Arc<Self>, key: String, max: usize) -> Option<AddressSlot> {
+        let mut counts = lock(&self.0);
+        let n = counts.entry(key.clone()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            counts: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.counts.0);
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
-    max_connections: usize,
+    limits: ConnectionLimits,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Semaphore::new(limits.total));
+    let per_address = Arc::new(PerAddress::default());
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -250,10 +312,18 @@ async fn accept_loop(
                 continue;
             }
         };
+        // One address may hold only a share of the slots: closed at once past it, so
+        // idle sockets from one client cannot keep everybody else out.
+        let Some(address_slot) = per_address.enter(address_key(peer.ip()), limits.per_address)
+        else {
+            tracing::debug!(%peer, "KDC connection refused: too many from this address");
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let shared = shared.clone();
         connections.spawn(async move {
-            let _permit = permit;
+            let _slots = (permit, address_slot);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -266,9 +336,12 @@ async fn accept_loop(
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
             });
+            // One request per connection (the SDK opens one per request anyway): an idle
+            // keep-alive connection would hold its slot for nothing.
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(false)
                 .max_buf_size(16 * 1024)
                 .serve_connection(TokioIo::new(tls), service);
             let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
@@ -299,6 +372,29 @@ async fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> An
     error(ErrorCode::NotFound, "no such endpoint")
 }
 
+/// A login attempt counted by the limiter as in progress; it is decided (and the count
+/// released) exactly once, also when the request is abandoned midway.
+struct Attempt {
+    limiter: Arc<Mutex<Limiter>>,
+    key: String,
+    decided: bool,
+}
+
+impl Attempt {
+    fn decide(mut self, failed: bool) {
+        self.decided = true;
+        lock(&self.limiter).finish(&self.key, failed, Instant::now());
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.decided {
+            lock(&self.limiter).finish(&self.key, false, Instant::now());
+        }
+    }
+}
+
 async fn login(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Answer {
     let body = match Limited::new(req.into_body(), MAX_REQUEST_BODY)
         .collect()
@@ -313,10 +409,8 @@ async fn login(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Ans
     if request.reader.len() > MAX_READER_LEN || request.password.len() > MAX_PASSWORD_LEN {
         return error(ErrorCode::BadRequest, "reader or password too long");
     }
-    let ip_key = format!("ip:{}", peer.ip());
-    let reader_key = format!("reader:{}", request.reader);
-    let keys = [ip_key.as_str(), reader_key.as_str()];
-    if let Err(wait) = lock(&shared.limiter).check(&keys, Instant::now()) {
+    let key = address_key(peer.ip());
+    if let Err(wait) = lock(&shared.limiter).begin(&key, Instant::now()) {
         tracing::warn!(target: AUDIT_TARGET, reader = ?request.reader, %peer, "login refused: rate limited");
         let mut answer = error(
             ErrorCode::RateLimited,
@@ -327,6 +421,11 @@ async fn login(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Ans
         }
         return answer;
     }
+    let attempt = Attempt {
+        limiter: shared.limiter.clone(),
+        key,
+        decided: false,
+    };
     let record = match lock(&shared.readers).record(&request.reader) {
         Ok(r) => r,
         Err(e) => {
@@ -336,13 +435,20 @@ async fn login(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Ans
     };
     let hash = record.as_ref().map(|r| r.password_hash.clone());
     let password = request.password;
-    // argon2 takes tens of milliseconds of CPU: keep it off the async threads.
-    let ok = tokio::task::spawn_blocking(move || verify_password(hash.as_deref(), &password))
+    let revoked = record.as_ref().is_some_and(|r| r.revoked_at.is_some());
+    // argon2 takes tens of milliseconds of CPU and 19 MiB: a bounded number at once, off
+    // the async threads. The attempt goes into the check, so a client that hangs up
+    // cannot take it off the count while argon2 still runs.
+    let ok = shared
+        .password_checks
+        .run(move || {
+            let ok = verify_password(hash.as_deref(), &password);
+            attempt.decide(!ok || revoked);
+            ok
+        })
         .await
         .unwrap_or(false);
-    let revoked = record.as_ref().is_some_and(|r| r.revoked_at.is_some());
     if !ok || revoked {
-        lock(&shared.limiter).failed(&keys, Instant::now());
         tracing::warn!(target: AUDIT_TARGET, reader = ?request.reader, %peer, at = now_unix(),
             outcome = if ok { "revoked" } else { "invalid_credentials" }, "login failed");
         return if ok {
@@ -354,11 +460,11 @@ async fn login(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Ans
             )
         };
     }
-    lock(&shared.limiter).succeeded(&reader_key);
+    let credential = record.map(|r| r.password_hash).unwrap_or_default();
     let (token, lifetime) = {
         let mut tokens = lock(&shared.tokens);
         (
-            tokens.issue(&request.reader, Instant::now()),
+            tokens.issue(&request.reader, &credential, Instant::now()),
             tokens.lifetime(),
         )
     };
@@ -384,8 +490,8 @@ fn fetch(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>, epoch: &str
         return unauthorized(ErrorCode::InvalidToken, "missing bearer token");
     };
     let checked = lock(&shared.tokens).check(token, Instant::now());
-    let reader = match checked {
-        Ok(r) => r,
+    let owner = match checked {
+        Ok(o) => o,
         Err(TokenRefusal::Expired) => {
             return unauthorized(ErrorCode::TokenExpired, "the access token has expired")
         }
@@ -393,6 +499,7 @@ fn fetch(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>, epoch: &str
             return unauthorized(ErrorCode::InvalidToken, "unknown or invalidated token")
         }
     };
+    let reader = owner.reader.clone();
     let Ok(epoch) = epoch.parse::<u64>() else {
         return error(ErrorCode::BadRequest, "the epoch must be a decimal number");
     };
@@ -413,6 +520,12 @@ fn fetch(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>, epoch: &str
         audit("revoked");
         return unauthorized(ErrorCode::InvalidToken, "unknown or invalidated token");
     };
+    if !owner.issued_under(&record.password_hash) {
+        // The credentials were issued again (perhaps by another process) since: the
+        // tokens of the old ones die with them (those of the new ones live on).
+        audit("reissued");
+        return unauthorized(ErrorCode::InvalidToken, "unknown or invalidated token");
+    }
     if epoch < record.granted_epoch {
         audit("not_granted");
         return error(

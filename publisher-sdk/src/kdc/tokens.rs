@@ -3,6 +3,11 @@
 //! Tokens are 32 random bytes (base64url). Only their SHA-256 is kept, in memory: a
 //! restart of the KDC invalidates every token (clients log in again), and a memory dump
 //! does not yield usable tokens.
+//!
+//! Each token is bound to the credentials it was issued under (a digest of the reader's
+//! password hash, which changes with every issue): once a reader's credentials are issued
+//! again, by this process or another one (`sealpost-pub kdc add-reader`), its older tokens
+//! no longer match and are refused.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -28,6 +33,7 @@ pub enum TokenRefusal {
 
 struct Entry {
     reader: String,
+    credential: [u8; 32],
     issued: Instant,
     expires: Instant,
 }
@@ -52,8 +58,9 @@ impl Tokens {
         self.lifetime
     }
 
-    /// A new token for `reader`.
-    pub fn issue(&mut self, reader: &str, now: Instant) -> String {
+    /// A new token for `reader`, logged in with the credentials whose password hash is
+    /// `password_hash`.
+    pub fn issue(&mut self, reader: &str, password_hash: &str, now: Instant) -> String {
         self.live
             .retain(|_, e| now.saturating_duration_since(e.expires) < REMEMBER_EXPIRED);
         let mut mine: Vec<([u8; 32], Instant)> = self
@@ -75,6 +82,7 @@ impl Tokens {
             digest(&token),
             Entry {
                 reader: reader.to_owned(),
+                credential: digest(password_hash),
                 issued: now,
                 expires: now + self.lifetime,
             },
@@ -83,12 +91,15 @@ impl Tokens {
     }
 
     /// The reader a token belongs to, if it is live.
-    pub fn check(&self, token: &str, now: Instant) -> Result<String, TokenRefusal> {
+    pub fn check(&self, token: &str, now: Instant) -> Result<TokenOwner, TokenRefusal> {
         let entry = self.live.get(&digest(token)).ok_or(TokenRefusal::Invalid)?;
         if now >= entry.expires {
             return Err(TokenRefusal::Expired);
         }
-        Ok(entry.reader.clone())
+        Ok(TokenOwner {
+            reader: entry.reader.clone(),
+            credential: entry.credential,
+        })
     }
 
     /// Invalidates every token of `reader` (on revocation or re-issue).
@@ -97,8 +108,24 @@ impl Tokens {
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+/// Who a live token was issued to, and under which credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    /// The reader id.
+    pub reader: String,
+    credential: [u8; 32],
+}
+
+impl TokenOwner {
+    /// Were the credentials whose password hash is `password_hash` the ones this token
+    /// was issued under? False once the reader's credentials were issued again.
+    pub fn issued_under(&self, password_hash: &str) -> bool {
+        self.credential == digest(password_hash)
+    }
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -109,9 +136,12 @@ mod tests {
     fn tokens_expire_and_are_revoked() {
         let mut t = Tokens::new(Duration::from_secs(60));
         let start = Instant::now();
-        let a = t.issue("alice", start);
-        let b = t.issue("bob", start);
-        assert_eq!(t.check(&a, start).unwrap(), "alice");
+        let a = t.issue("alice", "hash-a", start);
+        let b = t.issue("bob", "hash-b", start);
+        let owner = t.check(&a, start).unwrap();
+        assert_eq!(owner.reader, "alice");
+        assert!(owner.issued_under("hash-a"));
+        assert!(!owner.issued_under("hash-a2"), "re-issued credentials");
         assert_eq!(
             t.check(&a, start + Duration::from_secs(61)),
             Err(TokenRefusal::Expired)
@@ -120,7 +150,7 @@ mod tests {
         t.revoke_reader("bob");
         assert_eq!(t.check(&b, start), Err(TokenRefusal::Invalid));
         for _ in 0..20 {
-            t.issue("alice", start);
+            t.issue("alice", "hash-a", start);
         }
         assert!(t.live.len() <= MAX_TOKENS_PER_READER);
     }

@@ -1,9 +1,14 @@
 //! The HTTPS client of a publisher's KDC: log in, fetch the key of an epoch.
 //!
 //! TLS is rustls on the `ring` provider, trusting only the sealpost CA, with the host of
-//! the KDC address checked against the server certificate. There is no way to turn
-//! verification off, and no plain-HTTP mode: an `http://` address is refused before any
-//! connection is made.
+//! the KDC address checked against the server certificate, and the certificate pinned:
+//! it must be exactly the one whose SHA-256 the credentials name
+//! ([`KdcCredentials::kdc_certificate_sha256`]). The CA issues certificates for other
+//! servers too (the broker's names the same host), so without the pin any of them could
+//! pose as the KDC and receive the password. With a revocation list, the KDC certificate
+//! must not be on it either. All of this is checked during the handshake, before the
+//! password is sent. There is no way to turn verification off, and no plain-HTTP mode: an
+//! `http://` address is refused before any connection is made.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,13 +18,16 @@ use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sealpost_certs::{Role, Verifier};
 use sealpost_protocol::ContentKey;
 use sealpost_publisher::kdc::api::{
     ErrorBody, ErrorCode, KdcAddress, KeyResponse, LoginRequest, LoginResponse, MAX_RESPONSE_BODY,
 };
 use sealpost_publisher::kdc::KdcCredentials;
-use sealpost_publisher::TlsIdentity;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -83,6 +91,8 @@ pub struct KdcClient {
     address: KdcAddress,
     credentials: KdcCredentials,
     tls: TlsConnector,
+    /// Local address to connect from (multi-homed hosts); the system's choice if `None`.
+    local: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for KdcClient {
@@ -95,21 +105,61 @@ impl std::fmt::Debug for KdcClient {
 }
 
 impl KdcClient {
-    /// A client for the KDC named in `credentials`, trusting only the CA in `ca_pem`.
+    /// A client for the KDC named in `credentials`, trusting only the CA in `ca_pem` and,
+    /// of its certificates, only the one pinned in `credentials`.
     pub fn new(credentials: KdcCredentials, ca_pem: &str) -> Result<KdcClient, KdcError> {
+        let verifier = Verifier::new(ca_pem).map_err(|e| KdcError::Tls(e.to_string()))?;
+        KdcClient::with_verifier(credentials, verifier)
+    }
+
+    /// Like [`KdcClient::new`], and the KDC certificate must not be on the CA's
+    /// revocation list `crl_pem` (which must be current).
+    pub fn with_revocation_list(
+        credentials: KdcCredentials,
+        ca_pem: &str,
+        crl_pem: &str,
+    ) -> Result<KdcClient, KdcError> {
+        let verifier = Verifier::new(ca_pem)
+            .and_then(|v| v.with_revocation_list(crl_pem))
+            .map_err(|e| KdcError::Tls(e.to_string()))?;
+        KdcClient::with_verifier(credentials, verifier)
+    }
+
+    fn with_verifier(credentials: KdcCredentials, ca: Verifier) -> Result<KdcClient, KdcError> {
         let address =
             KdcAddress::parse(&credentials.kdc).map_err(|e| KdcError::Address(e.to_string()))?;
-        let mut config = sealpost_publisher::transport::rustls_config(&TlsIdentity {
-            ca_pem: ca_pem.to_owned(),
-            client: None,
-        })
-        .map_err(|e| KdcError::Tls(e.to_string()))?;
+        let pin = credentials
+            .certificate_pin()
+            .map_err(|e| KdcError::Address(e.to_string()))?;
+        let tls_err = |e: &dyn std::fmt::Display| KdcError::Tls(e.to_string());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(ca.authority().der.clone()))
+            .map_err(|e| tls_err(&e))?;
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| tls_err(&e))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_err(&e))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedKdc { webpki, pin, ca }))
+            .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(KdcClient {
             address,
             credentials,
             tls: TlsConnector::from(Arc::new(config)),
+            local: None,
         })
+    }
+
+    /// Connects from the local address `ip` (on hosts with several) instead of the one the
+    /// system picks.
+    pub fn bind_local(mut self, ip: std::net::IpAddr) -> KdcClient {
+        self.local = Some(ip);
+        self
     }
 
     /// The KDC address (normalised), as key indexes name it.
@@ -205,9 +255,11 @@ impl KdcClient {
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, http::HeaderMap, Bytes), KdcError> {
         let host = self.address.host.as_str();
-        let tcp = TcpStream::connect((host, self.address.port))
-            .await
-            .map_err(|e| KdcError::Connect(format!("{}: {}", self.address.url, e.kind())))?;
+        let tcp = match self.local {
+            None => TcpStream::connect((host, self.address.port)).await,
+            Some(local) => connect_from(local, host, self.address.port).await,
+        }
+        .map_err(|e| KdcError::Connect(format!("{}: {}", self.address.url, e.kind())))?;
         let name = ServerName::try_from(host.to_owned())
             .map_err(|_| KdcError::Address(format!("bad host {host:?}")))?;
         let tls = self
@@ -255,6 +307,115 @@ impl KdcClient {
         .await;
         driver.abort();
         result
+    }
+}
+
+/// A TCP connection to `host:port` from the local address `local`.
+async fn connect_from(
+    local: std::net::IpAddr,
+    host: &str,
+    port: u16,
+) -> std::io::Result<TcpStream> {
+    let remote = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrNotAvailable))?;
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(local, 0))?;
+    socket.connect(remote).await
+}
+
+/// The KDC's certificate check: the usual web PKI checks against the sealpost CA (chain,
+/// validity, the host name), then the pin, then the sealpost checks (role `server`, and
+/// the revocation list if there is one). Any failure aborts the handshake, so no request,
+/// and no password, is ever sent to another server.
+struct PinnedKdc {
+    webpki: Arc<WebPkiServerVerifier>,
+    pin: [u8; 32],
+    ca: Verifier,
+}
+
+impl std::fmt::Debug for PinnedKdc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedKdc").finish_non_exhaustive()
+    }
+}
+
+/// Why a KDC certificate that the CA issued is still refused.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+fn refused(why: String) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+        Arc::new(Refused(why)),
+    )))
+}
+
+impl ServerCertVerifier for PinnedKdc {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let info =
+            sealpost_certs::parse(end_entity.as_ref()).map_err(|e| refused(e.to_string()))?;
+        if info.fingerprint != self.pin {
+            return Err(refused(format!(
+                "the server's certificate (SHA-256 {}) is not the KDC certificate pinned in \
+                 the credentials",
+                info.fingerprint_hex()
+            )));
+        }
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        self.ca
+            .verify(end_entity.as_ref(), now)
+            .and_then(|info| info.require_role(Role::Server))
+            .map_err(|e| refused(e.to_string()))?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
     }
 }
 
