@@ -7,7 +7,7 @@ use crate::auth::PasswordFile;
 use crate::config::{Config, ListenerKind};
 use crate::listener;
 use crate::marker::{self, Mark};
-use crate::metrics::Metrics;
+use crate::metrics::{inc, Metrics};
 use crate::retained::{RetainedMessage, RetainedStore};
 use crate::router::{RouterHandle, RouterSlot};
 use crate::subscriptions::SavedSessions;
@@ -371,6 +371,23 @@ impl Broker {
     /// reloaded every `limits.crl_reload_interval_ms`).
     pub fn crl_reloader(&self) -> CrlReloader {
         self.crl_reloader.clone()
+    }
+
+    /// Serves one client connection over any byte stream, as a plain listener does after
+    /// accepting it (under the connection limit, with no certificate identity), and
+    /// returns when the connection has ended. This is the seam the fuzz targets feed
+    /// bytes through without sockets (`fuzz/`); it is not a supported API.
+    #[doc(hidden)]
+    pub async fn serve_stream<S>(&self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    {
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            inc(&self.shared.metrics.connections_rejected);
+            return;
+        };
+        inc(&self.shared.metrics.connections_total);
+        crate::connection::serve(stream, self.shared.clone(), Default::default()).await;
     }
 
     /// Stops accepting, tells every connection to close (MQTT 5 clients get DISCONNECT

@@ -35,6 +35,8 @@ use std::time::Duration;
 pub use credentials::KdcCredentials;
 pub use limiter::LoginLimit;
 pub use server::Kdc;
+#[doc(hidden)]
+pub use server::PlainKdc;
 
 /// Default lifetime of an access token.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);

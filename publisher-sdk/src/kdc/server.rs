@@ -58,6 +58,84 @@ struct Shared {
     certificate_sha256: String,
 }
 
+impl Shared {
+    fn new(
+        config: &KdcConfig,
+        publisher: &PublisherIdentity,
+        address: KdcAddress,
+        state_dir: &Path,
+        keys: Vec<(u64, ContentKey)>,
+        certificate_sha256: String,
+    ) -> Result<Shared, KdcError> {
+        let mut readers = ReaderStore::open(state_dir)?;
+        readers.set_served(&address.url, &certificate_sha256)?;
+        Ok(Shared {
+            publisher: publisher.id().to_owned(),
+            certificate_b64: base64::engine::general_purpose::STANDARD
+                .encode(&publisher.certificate().der),
+            address,
+            keys: RwLock::new(keys),
+            readers: Mutex::new(readers),
+            tokens: Mutex::new(Tokens::new(config.token_lifetime)),
+            limiter: Arc::new(Mutex::new(Limiter::new(config.login_limit))),
+            password_checks: PasswordChecks::new(config.max_password_checks),
+            certificate_sha256,
+        })
+    }
+
+    /// Issues credentials for `reader`, granted from `epoch` on; any earlier password
+    /// and tokens of that reader stop working.
+    fn add_reader(&self, reader: &str, epoch: u64) -> Result<KdcCredentials, KdcError> {
+        let password = lock(&self.readers).add_reader(reader, epoch)?;
+        lock(&self.tokens).revoke_reader(reader);
+        Ok(KdcCredentials {
+            kdc: self.address.url.clone(),
+            reader: reader.to_owned(),
+            password,
+            kdc_certificate_sha256: self.certificate_sha256.clone(),
+        })
+    }
+}
+
+/// The KDC's HTTP service without TLS or a listener: the seam the fuzz targets (`fuzz/`)
+/// feed requests through. The handlers, limits and reader store are the real ones; only
+/// the TLS layer in front of them is missing. Not a supported API.
+#[doc(hidden)]
+pub struct PlainKdc {
+    shared: Arc<Shared>,
+}
+
+#[doc(hidden)]
+impl PlainKdc {
+    /// Sets up the handlers' state as [`Kdc`] does, at `config.public_address`.
+    pub fn new(
+        config: &KdcConfig,
+        publisher: &PublisherIdentity,
+        state_dir: &Path,
+        keys: Vec<(u64, ContentKey)>,
+    ) -> Result<PlainKdc, KdcError> {
+        let address = KdcAddress::parse(config.public_address.as_deref().unwrap_or_default())?;
+        // No TLS, so no certificate to pin: credentials it issues name none.
+        let shared = Shared::new(config, publisher, address, state_dir, keys, String::new())?;
+        Ok(PlainKdc {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Issues credentials for `reader`, granted from `epoch` on.
+    pub fn add_reader(&self, reader: &str, epoch: u64) -> Result<KdcCredentials, KdcError> {
+        self.shared.add_reader(reader, epoch)
+    }
+
+    /// Serves one HTTP/1.1 connection from `peer` over `io` to its end.
+    pub async fn serve<S>(&self, io: S, peer: SocketAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        serve_http(io, self.shared.clone(), peer).await;
+    }
+}
+
 /// A running KDC. Serving stops when it is dropped.
 pub struct Kdc {
     shared: Arc<Shared>,
@@ -127,20 +205,14 @@ impl Kdc {
         {
             return Err(KdcError::CertificateName(address.host.clone()));
         }
-        let mut readers = ReaderStore::open(state_dir)?;
-        readers.set_served(&address.url, &certificate_sha256)?;
-        let shared = Arc::new(Shared {
-            publisher: publisher.id().to_owned(),
-            certificate_b64: base64::engine::general_purpose::STANDARD
-                .encode(&publisher.certificate().der),
+        let shared = Arc::new(Shared::new(
+            config,
+            publisher,
             address,
-            keys: RwLock::new(keys),
-            readers: Mutex::new(readers),
-            tokens: Mutex::new(Tokens::new(config.token_lifetime)),
-            limiter: Arc::new(Mutex::new(Limiter::new(config.login_limit))),
-            password_checks: PasswordChecks::new(config.max_password_checks),
+            state_dir,
+            keys,
             certificate_sha256,
-        });
+        )?);
         tracing::info!(address = %shared.address.url, listen = %local_addr, "KDC serving");
         let task = tokio::spawn(accept_loop(
             listener,
@@ -191,14 +263,7 @@ impl Kdc {
     /// Issues credentials for `reader`, granted from `epoch` on; any earlier password
     /// and tokens of that reader stop working.
     pub(crate) fn add_reader(&self, reader: &str, epoch: u64) -> Result<KdcCredentials, KdcError> {
-        let password = lock(&self.shared.readers).add_reader(reader, epoch)?;
-        lock(&self.shared.tokens).revoke_reader(reader);
-        Ok(KdcCredentials {
-            kdc: self.shared.address.url.clone(),
-            reader: reader.to_owned(),
-            password,
-            kdc_certificate_sha256: self.shared.certificate_sha256.clone(),
-        })
+        self.shared.add_reader(reader, epoch)
     }
 
     /// Revokes `reader`'s credentials and tokens. Returns whether it was active.
@@ -332,21 +397,29 @@ async fn accept_loop(
                 }
                 Err(_) => return,
             };
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
-            });
-            // One request per connection (the SDK opens one per request anyway): an idle
-            // keep-alive connection would hold its slot for nothing.
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(false)
-                .max_buf_size(16 * 1024)
-                .serve_connection(TokioIo::new(tls), service);
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            serve_http(tls, shared, peer).await;
         });
     }
+}
+
+/// Serves HTTP/1.1 on one (decrypted) connection until it ends or times out.
+async fn serve_http<S>(io: S, shared: Arc<Shared>, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
+    });
+    // One request per connection (the SDK opens one per request anyway): an idle
+    // keep-alive connection would hold its slot for nothing.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(false)
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(io), service);
+    let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
 }
 
 type Answer = Response<Full<Bytes>>;

@@ -1,0 +1,32 @@
+//! Fuzz target bodies: what each coverage-guided fuzz target in `fuzz/` does with one
+//! input.
+//!
+//! They live here, in a crate of the workspace, so that the same code runs in two
+//! places: under libFuzzer (`cargo +nightly fuzz run <target>`, see `fuzz/README.md`),
+//! and on stable Rust in `tests/tests/fuzz_corpus.rs`, which replays every committed
+//! input of `fuzz/corpus/<target>/`. An input that once crashed a target is committed
+//! there, so it stays a regression test of the ordinary `cargo test`.
+//!
+//! Each body panics exactly when it finds a bug: a panic in the code under test, or a
+//! broken invariant it asserts (nothing forged is ever accepted, a connection always
+//! ends and releases what it held, no key leaves the KDC without a valid token).
+
+mod broker;
+mod kdc;
+mod protocol;
+pub mod seeds;
+
+pub use broker::{broker_codec, broker_connection, tolerate_caught_decoder_panics};
+pub use kdc::kdc_http;
+pub use protocol::protocol_open;
+
+/// What a fuzz target does with one input.
+pub type Body = fn(&[u8]);
+
+/// Every fuzz target: its name (the directory of its corpus) and its body.
+pub const TARGETS: [(&str, Body); 4] = [
+    ("broker_codec", broker_codec),
+    ("broker_connection", broker_connection),
+    ("protocol_open", protocol_open),
+    ("kdc_http", kdc_http),
+];
