@@ -45,14 +45,54 @@ pub enum Identity {
     },
 }
 
+impl CertRole {
+    /// The role's name in identity labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            CertRole::Publisher => "publisher",
+            CertRole::Subscriber => "subscriber",
+            CertRole::Client => "client",
+            CertRole::Server => "server",
+        }
+    }
+}
+
 impl Identity {
-    /// The name ACL rules use: `anonymous`, `user:<name>` or `cert:<id>`.
+    /// The name ACL rules use, which is also who owns a persistent session:
+    /// `anonymous`, `user:<name>`, or for a certificate its role and id
+    /// (`publisher:<id>`, `subscriber:<id>`, `client:<id>`, `server:<id>`). The kind
+    /// and the role are part of it: a password user `x`, a subscriber certificate `x`
+    /// and a publisher certificate `x` are three identities, so a certificate whose id
+    /// happens to equal a publisher's gets neither that publisher's rules nor its
+    /// sessions.
     pub fn label(&self) -> String {
         match self {
             Identity::Anonymous => "anonymous".to_owned(),
             Identity::User(name) => format!("user:{name}"),
-            Identity::Certificate { id, .. } => format!("cert:{id}"),
+            Identity::Certificate { id, role, .. } => format!("{}:{id}", role.name()),
         }
+    }
+}
+
+/// Checks the `identity` of an ACL rule: `*`, `anonymous`, or a kind (`user`, or a
+/// certificate role) and a non-empty name. A label no identity can have would make its
+/// rule silently dead; the old role-less `cert:<id>` is refused with a hint, because it
+/// would have to guess a role.
+fn validate_label(label: &str) -> Result<(), String> {
+    if label == "*" || label == "anonymous" {
+        return Ok(());
+    }
+    const KINDS: [&str; 5] = ["user", "publisher", "subscriber", "client", "server"];
+    match label.split_once(':') {
+        Some(("cert", id)) => Err(format!(
+            "ACL identity {label:?}: certificate identities name their role: \
+             \"publisher:{id}\", \"subscriber:{id}\" or \"client:{id}\""
+        )),
+        Some((kind, name)) if KINDS.contains(&kind) && !name.is_empty() => Ok(()),
+        _ => Err(format!(
+            "ACL identity {label:?} is none of \"*\", \"anonymous\", \"user:<name>\", \
+             \"publisher:<id>\", \"subscriber:<id>\", \"client:<id>\", \"server:<id>\""
+        )),
     }
 }
 
@@ -68,6 +108,7 @@ impl Acl {
     /// not silently open or close access.
     pub fn new(config: &AclConfig) -> Result<Acl, String> {
         for rule in &config.rules {
+            validate_label(&rule.identity)?;
             for f in rule.publish.iter().chain(&rule.subscribe) {
                 if !topic::validate_filter(f) {
                     return Err(format!(
@@ -202,5 +243,63 @@ mod tests {
         )
         .unwrap();
         assert!(Acl::new(&c.acl).is_err());
+    }
+
+    #[test]
+    fn certificate_rules_name_the_role() {
+        let a = acl(r#"
+            [acl]
+            default = "deny"
+            [[acl.rules]]
+            identity = "publisher:p1"
+            publish = ["plant/#"]
+            subscribe = ["plant/#"]
+            "#);
+        let p1 = publisher("p1", &["plant/#"]);
+        assert!(a.may_publish(&p1, "plant/1"));
+        assert!(a.may_subscribe(&p1, "plant/#"));
+        // Same id, other roles or kinds: not the publisher, so not its rules.
+        for other in [CertRole::Subscriber, CertRole::Client, CertRole::Server] {
+            let not_p1 = Identity::Certificate {
+                id: "p1".into(),
+                role: other,
+                topics: vec!["#".into()],
+            };
+            assert!(!a.may_publish(&not_p1, "plant/1"), "{other:?}");
+            assert!(!a.may_subscribe(&not_p1, "plant/#"), "{other:?}");
+            assert!(
+                !a.may_publish(&not_p1, "sealpost/keys/p1/alice"),
+                "{other:?}"
+            );
+        }
+        let user = Identity::User("p1".into());
+        assert!(!a.may_subscribe(&user, "plant/#"));
+        assert_ne!(user.label(), p1.label());
+    }
+
+    #[test]
+    fn rule_identities_must_be_ones_an_identity_can_have() {
+        for bad in ["cert:p1", "usr:alice", "alice", "user:", "publisher:"] {
+            let c: crate::config::Config = toml::from_str(&format!(
+                "[[acl.rules]]\nidentity = {bad:?}\nsubscribe = [\"#\"]\n"
+            ))
+            .unwrap();
+            let e = Acl::new(&c.acl).expect_err(bad);
+            if bad == "cert:p1" {
+                assert!(e.contains("publisher:p1"), "{e}");
+            }
+        }
+        for good in [
+            "*",
+            "anonymous",
+            "user:a",
+            "subscriber:s",
+            "client:c",
+            "server:b",
+        ] {
+            let c: crate::config::Config =
+                toml::from_str(&format!("[[acl.rules]]\nidentity = {good:?}\n")).unwrap();
+            assert!(Acl::new(&c.acl).is_ok(), "{good}");
+        }
     }
 }

@@ -2,14 +2,20 @@
 //!
 //! Passwords are never stored or logged in clear. Verification is CPU-heavy on purpose,
 //! so it runs on the blocking pool behind a small semaphore: a flood of bad logins
-//! cannot starve the connection tasks.
+//! cannot starve the connection tasks. Failed logins are counted per client address
+//! ([`LoginLimiter`]): an address that failed too often recently is refused without its
+//! password being checked, so that passwords cannot be guessed at the speed of argon2.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// Why a password file could not be used.
@@ -105,6 +111,160 @@ pub fn add_user(path: &Path, user: &str, password: &str, cost: HashCost) -> Resu
     std::fs::write(path, out).map_err(io)
 }
 
+/// The outcome of a password login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// The user exists and the password is right.
+    Accepted,
+    /// Unknown user or wrong password.
+    Refused,
+    /// Not checked: the client's address failed too many logins recently.
+    Throttled,
+}
+
+/// How many failed logins an address may have in a window (see [`LoginLimiter`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// Failed logins for one user name from one address.
+    pub per_user: u32,
+    /// Failed logins from one address, all user names together.
+    pub per_address: u32,
+    /// How long failures are remembered, from an address's first failure.
+    pub window: Duration,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            per_user: 5,
+            per_address: 20,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Addresses tracked at most; beyond, those whose window ended are forgotten first,
+/// then the oldest. Each costs at most a few hundred bytes (user names are kept as
+/// hashes), so the limiter stays within a few MiB whatever the attack.
+const MAX_TRACKED: usize = 16_384;
+
+/// Failed password logins by client address (IPv6 addresses by their /64, which one
+/// host usually has all of), and by user name within each address.
+///
+/// Keyed on the address rather than on the user name alone, so that nobody can lock a
+/// user out from elsewhere; the per-address total stops one address from trying many
+/// user names. An attempt counts as failed from the moment it starts until its password
+/// is found right, so parallel attempts cannot all pass before the first failure is
+/// recorded.
+#[derive(Debug)]
+pub struct LoginLimiter {
+    limits: LoginLimits,
+    hasher: RandomState,
+    by_address: Mutex<HashMap<u128, Failures>>,
+}
+
+#[derive(Debug)]
+struct Failures {
+    since: Instant,
+    total: u32,
+    /// (hash of the user name, failures); at most `per_address` entries, since each
+    /// counts at least one failure of the total.
+    users: Vec<(u64, u32)>,
+}
+
+impl LoginLimiter {
+    /// A limiter with these limits.
+    pub fn new(limits: LoginLimits) -> LoginLimiter {
+        LoginLimiter {
+            limits,
+            hasher: RandomState::new(),
+            by_address: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(addr: IpAddr) -> u128 {
+        match addr.to_canonical() {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            // The /64, tagged so that it cannot equal an IPv4 key.
+            IpAddr::V6(a) => (u128::from(a) >> 64) | (1 << 127),
+        }
+    }
+
+    /// Starts an attempt: false if `addr` (or `user` from it) failed too often in the
+    /// window. A started attempt counts as a failure until [`LoginLimiter::succeeded`].
+    pub fn begin(&self, addr: IpAddr, user: &str, now: Instant) -> bool {
+        let key = Self::key(addr);
+        let user = self.hasher.hash_one(user);
+        let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        if !map.contains_key(&key) && map.len() >= MAX_TRACKED {
+            let window = self.limits.window;
+            map.retain(|_, f| now.duration_since(f.since) < window);
+            if map.len() >= MAX_TRACKED {
+                // The oldest eighth goes at once, so that a flood of new addresses
+                // costs one sort per thousands of logins, not a scan per login.
+                let mut ages: Vec<(Instant, u128)> =
+                    map.iter().map(|(k, f)| (f.since, *k)).collect();
+                let cut = MAX_TRACKED / 8;
+                ages.select_nth_unstable(cut);
+                for (_, k) in &ages[..cut] {
+                    map.remove(k);
+                }
+            }
+        }
+        let f = map.entry(key).or_insert_with(|| Failures {
+            since: now,
+            total: 0,
+            users: Vec::new(),
+        });
+        if now.duration_since(f.since) >= self.limits.window {
+            *f = Failures {
+                since: now,
+                total: 0,
+                users: Vec::new(),
+            };
+        }
+        let of_user = f
+            .users
+            .iter()
+            .find(|(u, _)| *u == user)
+            .map_or(0, |(_, n)| *n);
+        if f.total >= self.limits.per_address || of_user >= self.limits.per_user {
+            return false;
+        }
+        f.total += 1;
+        match f.users.iter_mut().find(|(u, _)| *u == user) {
+            Some((_, n)) => *n += 1,
+            None => f.users.push((user, 1)),
+        }
+        true
+    }
+
+    /// The attempt begun for `user` from `addr` was right: it is not a failure.
+    pub fn succeeded(&self, addr: IpAddr, user: &str) {
+        let key = Self::key(addr);
+        let user = self.hasher.hash_one(user);
+        let mut map = self.by_address.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = map.get_mut(&key) {
+            f.total = f.total.saturating_sub(1);
+            if let Some((_, n)) = f.users.iter_mut().find(|(u, _)| *u == user) {
+                *n = n.saturating_sub(1);
+            }
+            f.users.retain(|(_, n)| *n > 0);
+            if f.total == 0 {
+                map.remove(&key);
+            }
+        }
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.by_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
 /// The loaded password file.
 #[derive(Clone)]
 pub struct PasswordFile {
@@ -113,6 +273,7 @@ pub struct PasswordFile {
     /// which user names exist.
     decoy: Arc<String>,
     limiter: Arc<Semaphore>,
+    failures: Arc<LoginLimiter>,
 }
 
 impl std::fmt::Debug for PasswordFile {
@@ -159,7 +320,30 @@ impl PasswordFile {
             users: Arc::new(users),
             decoy: Arc::new(decoy),
             limiter: Arc::new(Semaphore::new(workers)),
+            failures: Arc::new(LoginLimiter::new(LoginLimits::default())),
         })
+    }
+
+    /// The same file with these failed-login limits.
+    pub fn with_login_limits(mut self, limits: LoginLimits) -> PasswordFile {
+        self.failures = Arc::new(LoginLimiter::new(limits));
+        self
+    }
+
+    /// A login from `addr` (`None`: unknown, counted as one address): refused without
+    /// checking the password when the address failed too often recently, otherwise
+    /// [`PasswordFile::verify`].
+    pub async fn login(&self, addr: Option<IpAddr>, user: &str, password: &[u8]) -> Login {
+        let addr = addr.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        if !self.failures.begin(addr, user, Instant::now()) {
+            return Login::Throttled;
+        }
+        if self.verify(user, password).await {
+            self.failures.succeeded(addr, user);
+            Login::Accepted
+        } else {
+            Login::Refused
+        }
     }
 
     /// Checks a user name and password.
@@ -210,6 +394,45 @@ mod tests {
         assert!(!f.verify("alice", b"s3cret").await);
         assert!(f.verify("bob", b"hunter2").await);
         assert!(!f.verify("carol", b"hunter2").await);
+    }
+
+    #[test]
+    fn failures_are_limited_per_user_and_per_address_within_the_window() {
+        let limits = LoginLimits {
+            per_user: 2,
+            per_address: 3,
+            window: Duration::from_secs(60),
+        };
+        let l = LoginLimiter::new(limits);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let t = Instant::now();
+        assert!(l.begin(a, "alice", t) && l.begin(a, "alice", t));
+        assert!(!l.begin(a, "alice", t), "third failure for alice");
+        assert!(l.begin(a, "bob", t));
+        assert!(!l.begin(a, "carol", t), "fourth failure from the address");
+        // Another address is not affected, nor is an IPv6 host in another /64; the
+        // same /64 is one address.
+        assert!(l.begin("192.0.2.2".parse().unwrap(), "alice", t));
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        for i in 0..3 {
+            assert!(l.begin(v6(&format!("2001:db8::{i}")), &format!("user{i}"), t));
+        }
+        assert!(!l.begin(v6("2001:db8::ffff"), "y", t));
+        assert!(l.begin(v6("2001:db8:0:1::1"), "y", t));
+        // A success takes its attempt back; the window's end forgets the rest.
+        l.succeeded(a, "bob");
+        assert!(l.begin(a, "dave", t));
+        assert!(l.begin(a, "alice", t + limits.window));
+    }
+
+    #[test]
+    fn the_limiter_tracks_a_bounded_number_of_addresses() {
+        let l = LoginLimiter::new(LoginLimits::default());
+        let t = Instant::now();
+        for i in 0..(MAX_TRACKED as u32 * 2) {
+            l.begin(IpAddr::V4(i.into()), "u", t);
+        }
+        assert!(l.tracked() <= MAX_TRACKED);
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Sizing of the rumqttd router's in-memory logs.
     pub router: RouterSizing,
-    /// MQTT 5 session settings.
+    /// Session settings.
     pub session: SessionConfig,
 }
 
@@ -135,6 +135,22 @@ impl Config {
         if self.limits.max_inflight == 0 {
             return Err(ConfigError::Invalid("limits.max_inflight is 0".into()));
         }
+        if self.limits.max_subscriptions_per_client == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_subscriptions_per_client is 0".into(),
+            ));
+        }
+        let auth = &self.auth;
+        if auth.max_failed_logins == 0
+            || auth.max_failed_logins_per_address == 0
+            || auth.failed_login_window_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "auth.max_failed_logins, max_failed_logins_per_address and \
+                 failed_login_window_secs must be at least 1"
+                    .into(),
+            ));
+        }
         if self.router.max_segment_size < self.limits.max_packet_size {
             return Err(ConfigError::Invalid(
                 "router.max_segment_size must be at least limits.max_packet_size".into(),
@@ -194,7 +210,8 @@ pub struct TlsConfig {
     /// PEM CA certificate that client certificates must chain to (the security center's
     /// CA). When set, clients may authenticate with a certificate.
     pub client_ca: Option<PathBuf>,
-    /// Optional PEM revocation list of the security center.
+    /// Optional PEM revocation list of the security center, read again while the broker
+    /// runs (see [`Limits::crl_reload_interval_ms`]).
     pub crl: Option<PathBuf>,
     /// Refuse TLS clients without a valid certificate.
     #[serde(default)]
@@ -246,6 +263,18 @@ pub struct Limits {
     /// connection. 0 ends every session with its connection. Bounds what clients that
     /// never come back leave behind.
     pub max_session_expiry: Option<u32>,
+    /// Subscriptions (topic filters, shared ones included) one client may hold
+    /// (default 1,000, at least 1). A filter beyond it is refused in SUBACK (3.1.1:
+    /// 0x80; 5: 0x97 quota exceeded); renewing a filter the client already has is
+    /// always allowed. Bounds the edge's work per message and per SUBSCRIBE.
+    pub max_subscriptions_per_client: usize,
+    /// How often, in milliseconds, each TLS listener's revocation list (`[listener.tls]
+    /// crl`) is read again (default 5,000; 0: only at SIGHUP). A new list signed by the
+    /// CA is installed, and connections whose certificate it revokes are closed (MQTT
+    /// 5: DISCONNECT 0x98); a list that cannot be read, is not signed by the CA or is
+    /// older than the one in force is refused with an error in the log, and the list in
+    /// force stays.
+    pub crl_reload_interval_ms: u64,
 }
 
 impl Default for Limits {
@@ -260,6 +289,8 @@ impl Default for Limits {
             topic_alias_max: 64,
             server_keep_alive: None,
             max_session_expiry: None,
+            max_subscriptions_per_client: 1000,
+            crl_reload_interval_ms: 5000,
         }
     }
 }
@@ -292,13 +323,40 @@ pub struct AuthConfig {
     pub allow_anonymous: bool,
     /// File of `username:argon2-hash` lines (see `sealpost-broker passwd`).
     pub password_file: Option<PathBuf>,
+    /// Failed password logins for one user name from one client address within
+    /// `failed_login_window_secs` (default 5); further logins for that user from that
+    /// address are refused without checking the password (3.1.1: CONNACK 0x03 server
+    /// unavailable; 5: 0x9F connection rate exceeded) until the window ends.
+    pub max_failed_logins: u32,
+    /// Failed password logins from one client address (an IPv6 address's /64), all
+    /// user names together, within the window (default 20); beyond, every password
+    /// login from it is refused as above.
+    pub max_failed_logins_per_address: u32,
+    /// How long failed logins are remembered, in seconds from an address's first
+    /// failure (default 60).
+    pub failed_login_window_secs: u64,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
+        let limits = crate::auth::LoginLimits::default();
         AuthConfig {
             allow_anonymous: true,
             password_file: None,
+            max_failed_logins: limits.per_user,
+            max_failed_logins_per_address: limits.per_address,
+            failed_login_window_secs: limits.window.as_secs(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The failed-login limits these settings give.
+    pub fn login_limits(&self) -> crate::auth::LoginLimits {
+        crate::auth::LoginLimits {
+            per_user: self.max_failed_logins,
+            per_address: self.max_failed_logins_per_address,
+            window: Duration::from_secs(self.failed_login_window_secs),
         }
     }
 }
@@ -329,7 +387,9 @@ pub struct AclConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclRule {
-    /// `user:<name>`, `cert:<id>`, `anonymous` or `*` (every identity).
+    /// `user:<name>`, a certificate's role and id (`publisher:<id>`, `subscriber:<id>`,
+    /// `client:<id>`, `server:<id>`), `anonymous` or `*` (every identity). Anything
+    /// else, including the role-less `cert:<id>`, is refused at start.
     pub identity: String,
     /// Topic filters the identity may publish to.
     #[serde(default)]
@@ -355,7 +415,7 @@ pub struct MetricsConfig {
     pub bind: Option<SocketAddr>,
 }
 
-/// MQTT 5 session settings.
+/// Session settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
@@ -365,12 +425,21 @@ pub struct SessionConfig {
     /// client id produces. Default `response/`; empty: no response information is sent.
     /// The ACL still decides who may publish and subscribe there.
     pub response_information_prefix: String,
+    /// A session belongs to the identity that created it. A client of another identity
+    /// (another user, another certificate, or the same name with other credentials)
+    /// that connects with its client id is refused by default (CONNACK 0x05 / 0x87).
+    /// With `true`, while the owner is not connected, it gets a new, clean session
+    /// instead, which discards the owner's session and the messages queued for it; it
+    /// is still refused while the owner is connected, and never resumes the owner's
+    /// session. Default `false`.
+    pub new_session_for_other_identity: bool,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             response_information_prefix: "response/".into(),
+            new_session_for_other_identity: false,
         }
     }
 }

@@ -20,7 +20,7 @@
 
 use crate::acl::Identity;
 use crate::codec::{self, kind, Frame, FrameError, Version};
-use crate::marker::{self, Mark, Payloads};
+use crate::marker::{self, Mark};
 use crate::metrics::{add, inc};
 use crate::retained::RetainedMessage;
 use crate::router::RouterSlot;
@@ -36,6 +36,7 @@ use rumqttd::protocol::{
     SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use rumqttd::Notification;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -83,6 +84,9 @@ pub struct PeerInfo {
     pub addr: Option<std::net::SocketAddr>,
     /// Identity from a verified client certificate.
     pub certificate: Option<Identity>,
+    /// That certificate, checked again against every new revocation list: the
+    /// connection is closed when it is revoked.
+    pub certificate_watch: Option<crate::tls::CertificateWatch>,
 }
 
 /// Why a connection ended.
@@ -106,6 +110,9 @@ pub enum ConnectionError {
     /// The router removed the connection (session taken over, router-side error).
     #[error("closed by router")]
     RouterClosed,
+    /// The client certificate was revoked (or expired) while the connection was open.
+    #[error("client certificate no longer valid: {0}")]
+    CertificateInvalidated(sealpost_certs::CertError),
 }
 
 /// Serves one connection to the end. Never panics on peer input; every exit path drops
@@ -139,7 +146,7 @@ where
     let Some(mut session) = accept(&mut io, connect, &peer).await else {
         return;
     };
-    let result = session.run(&mut io).await;
+    let result = session.run(&mut io, peer.certificate_watch).await;
     match &result {
         Ok(()) | Err(ConnectionError::Closed) => {
             debug!(client_id = %session.client_id, "connection closed")
@@ -156,6 +163,9 @@ where
         Err(ConnectionError::Frame(_)) => Some(DisconnectReasonCode::MalformedPacket),
         Err(ConnectionError::Protocol(_, code)) => Some(*code),
         Err(ConnectionError::Timeout) => Some(DisconnectReasonCode::KeepAliveTimeout),
+        Err(ConnectionError::CertificateInvalidated(_)) => {
+            Some(DisconnectReasonCode::AdministrativeAction)
+        }
         _ => None,
     };
     if let (Some(code), Version::V5) = (code, session.version) {
@@ -163,7 +173,8 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), io.flush()).await;
     }
     let will = match &result {
-        Ok(()) => None,
+        // A revoked identity publishes nothing more, its will included.
+        Ok(()) | Err(ConnectionError::CertificateInvalidated(_)) => None,
         Err(_) => session.will.take(),
     };
     session.save_unacknowledged();
@@ -379,13 +390,16 @@ async fn authenticate(
     }
     match (login, &shared.passwords) {
         (Some(login), Some(file)) => {
-            if file
-                .verify(&login.username, login.password.as_bytes())
-                .await
-            {
-                Ok(Identity::User(login.username.clone()))
-            } else {
-                Err(ConnectReturnCode::BadUserNamePassword)
+            let addr = peer.addr.map(|a| a.ip());
+            let password = login.password.as_bytes();
+            match file.login(addr, &login.username, password).await {
+                crate::auth::Login::Accepted => Ok(Identity::User(login.username.clone())),
+                crate::auth::Login::Refused => Err(ConnectReturnCode::BadUserNamePassword),
+                // 3.1.1 has no such code: `refusal` makes it 0x03 server unavailable.
+                crate::auth::Login::Throttled => {
+                    inc(&shared.metrics.logins_throttled);
+                    Err(ConnectReturnCode::ConnectionRateExceeded)
+                }
             }
         }
         (Some(_), None) if shared.config.auth.allow_anonymous => Ok(Identity::Anonymous),
@@ -455,7 +469,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         },
     };
     let session_expiry = shared.config.limits.session_expiry(requested_expiry);
-    let clean_start = connect.clean_session;
+    let mut clean_start = connect.clean_session;
     let client_limits = props
         .as_ref()
         .map(|p| ClientLimits {
@@ -464,23 +478,38 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             topic_alias_max: p.topic_alias_max.unwrap_or(0),
         })
         .unwrap_or_default();
-    // The router keeps a session after its connection only if linked without clean
-    // session, and discards the old one only if linked with it: a new session that must
-    // outlive its connection needs both, so the old one is ended first.
-    let persist = session_expiry != Some(0);
-    let router_clean = clean_start && !persist;
     let will_delay = will_props
         .as_ref()
         .and_then(|p| p.delay_interval)
         .unwrap_or(0);
 
     let mut lock = shared.sessions.lock(&client_id).await;
-    let started = crate::session::start(&mut lock, !clean_start);
-    if let Some(w) = started.will_to_publish {
-        shared.publish_will(w).await;
+    // Whose session the client id names is checked before anything is linked (see
+    // `session`): another identity neither resumes it nor closes its connection.
+    let new_session_for_other = shared.config.session.new_session_for_other_identity;
+    match crate::session::check_owner(&lock, &identity, new_session_for_other) {
+        crate::session::OwnerCheck::Own => {}
+        crate::session::OwnerCheck::NewSession => clean_start = true,
+        crate::session::OwnerCheck::Refused => {
+            shared.sessions.unlock(lock);
+            inc(&shared.metrics.session_owner_refused);
+            info!(client_id = %client_id, identity = %identity.label(), "client id belongs to another identity's session: refused");
+            refuse(io, version, ConnectReturnCode::NotAuthorized).await;
+            return None;
+        }
     }
+    // The router keeps a session after its connection only if linked without clean
+    // session, and discards the old one only if linked with it: a new session that must
+    // outlive its connection needs both, so the old one is ended first (before this
+    // connection becomes the owner: ending a session forgets its owner).
+    let persist = session_expiry != Some(0);
+    let router_clean = clean_start && !persist;
     if clean_start && persist {
         shared.end_session(&mut lock).await;
+    }
+    let mut started = crate::session::start(&mut lock, &identity, !clean_start);
+    if let Some(w) = started.will_to_publish.take() {
+        shared.publish_will(w).await;
     }
     let link = shared
         .router
@@ -506,8 +535,9 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             ..Default::default()
         }
     });
+    let generation = started.generation;
     if link.is_err() {
-        crate::session::abandon(&mut lock, started.generation);
+        crate::session::abandon(&mut lock, started);
     }
     shared.sessions.unlock(lock);
     let (slot, link_rx, session_present) = match link {
@@ -567,7 +597,7 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         client_id,
         identity,
         keep_alive,
-        generation: started.generation,
+        generation,
         session_expiry,
         expiry_zero_at_connect: requested_expiry == Some(0),
         router_clean,
@@ -591,7 +621,6 @@ async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         backlog,
         out_aliases: HashMap::new(),
         inflight_out: 0,
-        payloads: Payloads::default(),
         unreported: Unreported::default(),
     })
 }
@@ -703,8 +732,6 @@ pub(crate) struct Session {
     /// QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it (PUBACK or
     /// PUBCOMP), for the client's receive maximum.
     inflight_out: usize,
-    /// Where this client's messages get their markers.
-    payloads: Payloads,
     /// Messages counted but not yet added to the shared metrics.
     unreported: Unreported,
 }
@@ -720,11 +747,27 @@ impl Drop for Session {
 }
 
 impl Session {
-    async fn run<R, W>(&mut self, io: &mut Io<R, W>) -> Result<(), ConnectionError>
+    async fn run<R, W>(
+        &mut self,
+        io: &mut Io<R, W>,
+        certificate: Option<crate::tls::CertificateWatch>,
+    ) -> Result<(), ConnectionError>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        // A certificate revoked since the handshake gets no further (not even the
+        // packets pipelined behind CONNECT), and one revoked later ends the connection.
+        if let Some(Err(e)) = certificate.as_ref().map(|c| c.check()) {
+            return Err(self.revoked(e));
+        }
+        let invalidated = async move {
+            match certificate {
+                Some(mut c) => c.invalidated().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(invalidated);
         io.flush().await?;
         let max = io.max_packet();
         // MQTT: the server closes after 1.5 keep-alive periods of silence; 0 disables.
@@ -802,6 +845,7 @@ impl Session {
                 _ = &mut keepalive, if grace.is_some() && !self.inflight_full() => {
                     return Err(ConnectionError::Timeout);
                 }
+                e = &mut invalidated => return Err(self.revoked(e)),
                 _ = &mut shutdown => {
                     if self.version == Version::V5 {
                         queue_disconnect(&mut io.wbuf, DisconnectReasonCode::ServerShuttingDown);
@@ -820,6 +864,14 @@ impl Session {
             // to subscribers falling behind.)
             tokio::task::yield_now().await;
         }
+    }
+
+    /// The connection's certificate is no longer valid: it ends, without its will.
+    fn revoked(&mut self, e: sealpost_certs::CertError) -> ConnectionError {
+        inc(&self.shared.metrics.revoked_disconnects);
+        warn!(client_id = %self.client_id, error = %e, "client certificate no longer valid: connection closed");
+        self.will = None;
+        ConnectionError::CertificateInvalidated(e)
     }
 
     /// Handles every complete frame in the read buffer; true after a clean DISCONNECT.
@@ -1080,13 +1132,12 @@ impl Session {
                 }
                 self.save_subscriptions();
                 // The router acknowledges only filters it knows; the edge answers for all.
-                self.send_router(Packet::Unsubscribe(
-                    Unsubscribe {
-                        pkid,
-                        filters: unsub.filters,
-                    },
-                    props,
-                ));
+                let filters = unsub
+                    .filters
+                    .iter()
+                    .map(|f| topic::router_filter(f).into_owned())
+                    .collect();
+                self.send_router(Packet::Unsubscribe(Unsubscribe { pkid, filters }, props));
                 queue(wbuf, Packet::UnsubAck(UnsubAck { pkid, reasons }, None), v);
                 Ok(())
             }
@@ -1215,13 +1266,7 @@ impl Session {
         });
         let mark = Mark::new(header.qos, header.retain, self.origin);
         self.unreported.messages_in += 1;
-        marker::route(
-            publish,
-            props,
-            mark,
-            Some(&mut self.payloads),
-            &mut self.to_router,
-        );
+        marker::route(publish, props, mark, &mut self.to_router);
         Ok(retained)
     }
 
@@ -1239,6 +1284,7 @@ impl Session {
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut allowed = Vec::with_capacity(sub.filters.len());
         let mut renewed = Vec::new();
+        let max_subscriptions = self.shared.config.limits.max_subscriptions_per_client;
         for filter in sub.filters {
             let inner = topic::strip_share(&filter.path).filter(|f| topic::validate_filter(f));
             let code = match inner {
@@ -1252,11 +1298,34 @@ impl Session {
                     Version::V5 => SubscribeReasonCode::NotAuthorized,
                     Version::V4 => SubscribeReasonCode::Failure,
                 },
+                // rumqttd 0.20's router thread panics ("group must exists",
+                // routing.rs) when a connection whose router session persists leaves
+                // a shared group as its last member with a message unacknowledged,
+                // which stops all routing. Shared subscriptions are therefore only
+                // taken in sessions the router does not keep.
+                Some(_) if !self.router_clean && filter.path.starts_with("$share/") => {
+                    info!(client_id = %self.client_id, filter = %filter.path, "shared subscription in a persistent session refused");
+                    match v {
+                        Version::V5 => SubscribeReasonCode::SharedSubscriptionsNotSupported,
+                        Version::V4 => SubscribeReasonCode::Failure,
+                    }
+                }
                 Some(f) if !self.shared.acl.may_subscribe(&self.identity, f) => {
                     inc(&self.shared.metrics.denied_subscribe);
                     info!(client_id = %self.client_id, filter = %f, "subscribe denied");
                     match v {
                         Version::V5 => SubscribeReasonCode::NotAuthorized,
+                        Version::V4 => SubscribeReasonCode::Failure,
+                    }
+                }
+                // A new filter beyond the client's quota (a renewal is not one more).
+                Some(_)
+                    if self.subscriptions.get(&filter.path).is_none()
+                        && self.subscriptions.len() >= max_subscriptions =>
+                {
+                    inc(&self.shared.metrics.subscriptions_over_quota);
+                    match v {
+                        Version::V5 => SubscribeReasonCode::QuotaExceeded,
                         Version::V4 => SubscribeReasonCode::Failure,
                     }
                 }
@@ -1291,10 +1360,15 @@ impl Session {
                 // retained messages again (MQTT 3.1.1 §3.8.4, MQTT 5 retain handling
                 // 0) nor takes a new QoS. Unsubscribing and subscribing again in the
                 // same batch makes it do both.
+                self.subscriptions.insert(filter.path.clone(), s);
+                // The router's name for it (see `topic::router_filter`).
+                let mut filter = filter;
+                if let Cow::Owned(path) = topic::router_filter(&filter.path) {
+                    filter.path = path;
+                }
                 if previous.is_some_and(|p| p.qos != s.qos || !s.suppress_retained) {
                     renewed.push(filter.path.clone());
                 }
-                self.subscriptions.insert(filter.path.clone(), s);
                 allowed.push(filter);
             }
             codes.push(code);
@@ -1530,6 +1604,10 @@ impl Session {
         let at_subscribe = publish.retain;
         let mut props = forward.properties;
         let mark = Mark::take(&mut publish.payload);
+        if mark.is_some_and(|m| m.properties) {
+            // The properties travelled in the payload (see `marker`).
+            props = marker::take_properties(&mut publish.payload, props.take());
+        }
         // Properties the edge may change need a copy to re-encode from (rumqttd keeps
         // the QoS and packet id of a `Publish` private, so they are read back from the
         // encoded bytes).

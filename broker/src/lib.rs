@@ -34,4 +34,4 @@ pub mod tls;
 pub mod topic;
 
 pub use config::{Config, ListenerKind};
-pub use server::{BoundListener, Broker, BrokerError};
+pub use server::{BoundListener, Broker, BrokerError, CrlReloader};

@@ -6,6 +6,7 @@ use crate::config::ListenerKind;
 use crate::connection::{self, PeerInfo};
 use crate::metrics::inc;
 use crate::server::Shared;
+use crate::tls::ServerTls;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 pub(crate) async fn run(
     socket: TcpListener,
     kind: ListenerKind,
-    tls: Option<TlsAcceptor>,
+    tls: Option<ServerTls>,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
 ) {
@@ -64,7 +64,7 @@ async fn handle(
     stream: TcpStream,
     addr: SocketAddr,
     kind: ListenerKind,
-    tls: Option<TlsAcceptor>,
+    tls: Option<ServerTls>,
     shared: Arc<Shared>,
 ) {
     // One deadline for the whole handshake: TLS and WebSocket together for `wss`.
@@ -72,13 +72,19 @@ async fn handle(
     let mut peer = PeerInfo {
         addr: Some(addr),
         certificate: None,
+        certificate_watch: None,
     };
     match (kind, tls) {
-        (ListenerKind::Tls | ListenerKind::Wss, Some(acceptor)) => {
-            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        (ListenerKind::Tls | ListenerKind::Wss, Some(tls)) => {
+            match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
-                    peer.certificate =
-                        crate::tls::identity(tls_stream.get_ref().1.peer_certificates());
+                    let certificate =
+                        crate::tls::certificate(tls_stream.get_ref().1.peer_certificates());
+                    if let Some(info) = certificate {
+                        peer.certificate = Some(crate::tls::certificate_identity(&info));
+                        // The connection ends if a later revocation list revokes it.
+                        peer.certificate_watch = tls.revocation.as_ref().map(|r| r.watch(info));
+                    }
                     if kind == ListenerKind::Wss {
                         serve_websocket(tls_stream, deadline, shared, peer).await;
                     } else {

@@ -99,6 +99,8 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Before anything says the broker is up: SIGHUP would otherwise end it.
+        reload_on_sighup(broker.crl_reloader());
         for l in broker.listeners() {
             println!("sealpost-broker listening on {:?} {}", l.kind, l.addr);
         }
@@ -110,6 +112,28 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         broker.shutdown(Duration::from_secs(5)).await;
         ExitCode::SUCCESS
     })
+}
+
+/// SIGHUP reads the revocation lists again at once (they are also read every
+/// `limits.crl_reload_interval_ms`).
+fn reload_on_sighup(reloader: sealpost_broker::CrlReloader) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let installed = reloader.reload().await;
+                        tracing::info!(installed, "SIGHUP: revocation lists read again");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot handle SIGHUP"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reloader;
 }
 
 async fn wait_for_signal() {

@@ -13,13 +13,23 @@
 //!
 //! Why the payload: it is the one part of a message the router neither reads nor
 //! copies (every copy shares one `Bytes`), whereas properties are cloned for every
-//! subscriber. The exception is an empty payload, which the router takes as deleting
+//! subscriber.
+//!
+//! The payload also carries the message's MQTT 5 properties, all but the message
+//! expiry interval (which the router applies): the router's per-filter log counts only
+//! topic and payload bytes against its limit (`[router]`), so properties it kept would
+//! not be counted, and 300 clients sending large user properties grew the broker from
+//! 6 to 1,240 MiB. Carried in the payload, they count, and they are shared by every
+//! copy. The marker's [`PROPERTIES`] bit says they follow it: a 4-byte length, then a
+//! PUBLISH with an empty topic and payload carrying them, in rumqttd's MQTT 5 encoding. The exception is an empty payload, which the router takes as deleting
 //! the topic's retained message: a retained PUBLISH with an empty payload is routed as
 //! an unmarked, empty deletion (which the edge never delivers) followed by the marked
 //! message for the subscribers (see [`route`]).
 
+use crate::codec::{self, Version};
 use bytes::{Bytes, BytesMut};
-use rumqttd::protocol::{Packet, Publish, PublishProperties};
+use rumqttd::protocol::v5::V5;
+use rumqttd::protocol::{Packet, Protocol, Publish, PublishProperties};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,22 +39,14 @@ pub(crate) const MARKER_LEN: usize = 17;
 /// Bits every marker's first byte has.
 const MARK: u8 = 0xa0;
 /// Mask that finds [`MARK`] in a first byte.
-const MARK_MASK: u8 = 0b1111_1000;
+const MARK_MASK: u8 = 0b1111_0000;
 /// The publisher set RETAIN.
 const RETAIN: u8 = 0b100;
+/// Properties follow the marker (see the module doc).
+const PROPERTIES: u8 = 0b1000;
 
 /// Message numbers; 0 is never used.
 static NEXT_MESSAGE: AtomicU64 = AtomicU64::new(1);
-
-/// Payloads up to this size are cut from a connection's shared blocks.
-const SMALL_PAYLOAD: usize = 2 * 1024;
-/// Size of a connection's first block: that of an idle connection's read buffer, whose
-/// chunks the payloads held before they were copied (a device that published once keeps
-/// at most this much of a block).
-const FIRST_BLOCK: usize = 4 * 1024;
-/// Each new block is twice the size of the last, up to this (a busy connection's read
-/// buffer), so that a busy publisher allocates rarely whatever its payload size.
-const MAX_BLOCK: usize = 64 * 1024;
 
 /// What a marker says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,8 @@ pub(crate) struct Mark {
     pub origin: u64,
     /// The message's number.
     pub message: u64,
+    /// The message's properties follow the marker ([`take_properties`]).
+    pub properties: bool,
 }
 
 impl Mark {
@@ -67,6 +71,7 @@ impl Mark {
             retain,
             origin,
             message: NEXT_MESSAGE.fetch_add(1, Ordering::Relaxed),
+            properties: false,
         }
     }
 
@@ -77,7 +82,10 @@ impl Mark {
 
     fn to_bytes(self) -> [u8; MARKER_LEN] {
         let mut m = [0; MARKER_LEN];
-        m[0] = MARK | self.qos | if self.retain { RETAIN } else { 0 };
+        m[0] = MARK
+            | self.qos
+            | if self.retain { RETAIN } else { 0 }
+            | if self.properties { PROPERTIES } else { 0 };
         m[1..9].copy_from_slice(&self.origin.to_be_bytes());
         m[9..].copy_from_slice(&self.message.to_be_bytes());
         m
@@ -102,78 +110,116 @@ impl Mark {
             retain: m[0] & RETAIN != 0,
             origin: word(1..9),
             message: word(9..MARKER_LEN),
+            properties: m[0] & PROPERTIES != 0,
         };
         bytes::Buf::advance(payload, MARKER_LEN);
         Some(mark)
     }
 }
 
-/// Where a connection builds marked payloads. Small ones are cut from shared blocks
-/// (4 KiB, then growing to 64 KiB as the connection keeps publishing), so that a
-/// message costs a copy but no allocation of its own (and no longer holds on to the
-/// connection's read buffer). A block is freed when the router has dropped all of its
-/// messages, so retained messages, which the router may keep for ever, get their own
-/// allocation instead of holding a block.
-pub(crate) struct Payloads {
-    block: BytesMut,
-    next_block: usize,
+fn put(out: &mut BytesMut, mark: Mark, carried: &[u8], payload: &[u8]) {
+    out.extend_from_slice(&mark.to_bytes());
+    out.extend_from_slice(carried);
+    out.extend_from_slice(payload);
 }
 
-impl Default for Payloads {
-    fn default() -> Self {
-        Payloads {
-            block: BytesMut::new(),
-            next_block: FIRST_BLOCK,
+/// Splits `props` into what the router keeps (the message expiry interval, which it
+/// applies) and the encoding of the rest that the payload carries (with its 4-byte
+/// length; empty when there is nothing to carry).
+fn carried(props: Option<PublishProperties>) -> (Option<PublishProperties>, BytesMut) {
+    let Some(mut props) = props else {
+        return (None, BytesMut::new());
+    };
+    let expiry = props.message_expiry_interval.take();
+    let router = expiry.map(|e| PublishProperties {
+        message_expiry_interval: Some(e),
+        ..Default::default()
+    });
+    // Topic aliases and subscription identifiers are resolved by the edge and never
+    // reach the router.
+    props.topic_alias = None;
+    props.subscription_identifiers.clear();
+    if props == PublishProperties::default() {
+        return (router, BytesMut::new());
+    }
+    let mut out = BytesMut::from(&[0u8; 4][..]);
+    let empty = Publish::new(Bytes::new(), Bytes::new(), false);
+    if codec::encode(Packet::Publish(empty, Some(props)), Version::V5, &mut out).is_err() {
+        // Cannot happen for properties a decoder produced; never route them unsound.
+        return (router, BytesMut::new());
+    }
+    let len = u32::try_from(out.len() - 4).unwrap_or(u32::MAX);
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    (router, out)
+}
+
+/// Removes the properties a marked payload carries (after [`Mark::take`] said so) and
+/// returns them joined with those the router sent (its message expiry interval).
+pub(crate) fn take_properties(
+    payload: &mut Bytes,
+    router: Option<PublishProperties>,
+) -> Option<PublishProperties> {
+    let Some(len) = payload.get(..4).map(|l| {
+        let mut b = [0; 4];
+        b.copy_from_slice(l);
+        u32::from_be_bytes(b) as usize
+    }) else {
+        return router;
+    };
+    let Some(mut encoded) = payload.get(4..4 + len).map(BytesMut::from) else {
+        return router;
+    };
+    bytes::Buf::advance(payload, 4 + len);
+    // The edge's own encoding; decoded behind `catch_unwind` all the same, as every
+    // use of rumqttd's decoders (see `codec`).
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        V5.read_mut(&mut encoded, usize::MAX)
+    }));
+    match decoded {
+        Ok(Ok(Packet::Publish(_, Some(mut props)))) => {
+            props.message_expiry_interval = router.and_then(|r| r.message_expiry_interval);
+            Some(props)
         }
+        _ => router,
     }
 }
 
-impl Payloads {
-    /// `payload` with `mark` in front.
-    pub fn marked(&mut self, mark: Mark, payload: &[u8], retained: bool) -> Bytes {
-        if retained || payload.len() > SMALL_PAYLOAD {
-            return marked(mark, payload);
-        }
-        if self.block.capacity() - self.block.len() < MARKER_LEN + payload.len() {
-            self.block = BytesMut::with_capacity(self.next_block);
-            self.next_block = (self.next_block * 2).min(MAX_BLOCK);
-        }
-        self.block.extend_from_slice(&mark.to_bytes());
-        self.block.extend_from_slice(payload);
-        self.block.split().freeze()
-    }
-}
-
-/// `payload` with `mark` in front, in an allocation of its own.
-pub(crate) fn marked(mark: Mark, payload: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(MARKER_LEN + payload.len());
-    b.extend_from_slice(&mark.to_bytes());
-    b.extend_from_slice(payload);
-    b.freeze()
-}
-
-/// Queues the packets that route `publish` with `mark` (see the module doc). The
-/// marked payload is cut from `payloads`, or has its own allocation without (for the
-/// broker's own, rare, messages).
+/// Queues the packets that route `publish` with `mark` (see the module doc).
+///
+/// Each message gets one allocation of its own, holding its topic and its marked
+/// payload, so that what the router keeps of a message (for as long as a filter's log
+/// or the retained store keeps it) holds no memory of anything else. A slice of the
+/// connection's read buffer, or of a block shared with the connection's other messages,
+/// would keep all of it alive: one tiny message kept in a log pinned up to 64 KiB, and
+/// the router counts only the message's own bytes against its limits.
 pub(crate) fn route(
     mut publish: Publish,
     props: Option<PublishProperties>,
     mark: Mark,
-    payloads: Option<&mut Payloads>,
     out: &mut VecDeque<Packet>,
 ) {
+    let (props, carried) = carried(props);
+    let mark = Mark {
+        properties: !carried.is_empty(),
+        ..mark
+    };
+    let topic_len = publish.topic.len();
+    let mut own =
+        BytesMut::with_capacity(topic_len + MARKER_LEN + carried.len() + publish.payload.len());
+    own.extend_from_slice(&publish.topic);
+    put(&mut own, mark, &carried, &publish.payload);
+    let mut own = own.freeze();
+    let topic = own.split_to(topic_len);
     if publish.retain && publish.payload.is_empty() {
         out.push_back(Packet::Publish(
-            Publish::new(publish.topic.clone(), Bytes::new(), true),
+            Publish::new(topic.clone(), Bytes::new(), true),
             None,
         ));
         // The marked message must not become the retained one.
         publish.retain = false;
     }
-    publish.payload = match payloads {
-        Some(p) => p.marked(mark, &publish.payload, publish.retain),
-        None => marked(mark, &publish.payload),
-    };
+    publish.topic = topic;
+    publish.payload = own;
     out.push_back(Packet::Publish(publish, props));
 }
 
@@ -181,12 +227,26 @@ pub(crate) fn route(
 mod tests {
     use super::*;
 
+    /// The payload `route` gives `payload` with `mark`.
+    fn marked(mark: Mark, payload: &[u8]) -> Bytes {
+        let mut out = VecDeque::new();
+        let publish = Publish::new(
+            Bytes::from_static(b"t"),
+            Bytes::copy_from_slice(payload),
+            false,
+        );
+        route(publish, None, mark, &mut out);
+        match out.pop_front() {
+            Some(Packet::Publish(p, _)) => p.payload,
+            _ => panic!("nothing routed"),
+        }
+    }
+
     #[test]
     fn marks_round_trip_and_leave_the_payload() {
-        let mut payloads = Payloads::default();
         for (qos, retain, origin) in [(0, false, 0), (1, true, 7), (2, false, u64::MAX)] {
             let mark = Mark::new(qos, retain, origin);
-            let mut p = payloads.marked(mark, b"hello", false);
+            let mut p = marked(mark, b"hello");
             assert_eq!(Mark::take(&mut p), Some(mark));
             assert_eq!(&p[..], b"hello");
         }
@@ -216,45 +276,31 @@ mod tests {
     }
 
     #[test]
-    fn payloads_cut_from_blocks_stay_intact_across_blocks() {
-        let mut payloads = Payloads::default();
-        let stored: Vec<_> = (0..2000u64)
-            .map(|i| {
-                let body = i.to_be_bytes().repeat((i % 9) as usize);
-                let mark = Mark::new(1, false, i);
-                (mark, body.clone(), payloads.marked(mark, &body, false))
-            })
-            .collect();
-        for (mark, body, p) in &stored {
-            let mut p = p.clone();
-            assert_eq!(Mark::take(&mut p), Some(*mark));
-            assert_eq!(&p[..], &body[..]);
+    fn a_routed_message_holds_only_its_own_memory() {
+        // Topic and payload as a decoder leaves them: slices of one read buffer.
+        let buffer = Bytes::from(b"topic/a....payload....topic/b....".to_vec());
+        let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+        let mut out = VecDeque::new();
+        for (t, p) in [(0..7, 11..18), (22..29, 11..18)] {
+            let publish = Publish::new(buffer.slice(t), buffer.slice(p), false);
+            route(publish, None, Mark::new(0, false, 1), &mut out);
         }
-        // Live messages share a block; retained and large ones have their own.
-        assert!(!stored[1999].2.is_unique());
-        assert!(payloads
-            .marked(Mark::new(1, true, 1), b"r", true)
-            .is_unique());
-        let large = vec![7; SMALL_PAYLOAD + 1];
-        assert!(payloads
-            .marked(Mark::new(1, false, 1), &large, false)
-            .is_unique());
-    }
-
-    #[test]
-    fn blocks_start_small_and_grow_to_the_maximum_for_a_busy_publisher() {
-        let mut payloads = Payloads::default();
-        let mark = Mark::new(0, false, 1);
-        payloads.marked(mark, b"once", false);
-        // A device that published once holds one small block.
-        assert_eq!(payloads.block.capacity() + 4 + MARKER_LEN, FIRST_BLOCK);
-        let body = vec![1; SMALL_PAYLOAD];
-        for _ in 0..200 {
-            let p = payloads.marked(mark, &body, false);
-            assert_eq!(p.len(), MARKER_LEN + SMALL_PAYLOAD);
+        for packet in out {
+            let Packet::Publish(p, _) = packet else {
+                panic!("not a publish");
+            };
+            for part in [&p.topic, &p.payload] {
+                let at = part.as_ptr() as usize;
+                assert!(
+                    !range.contains(&at),
+                    "a part still points into the read buffer"
+                );
+            }
+            // Topic and payload share one allocation and nothing else does.
+            let Publish { topic, payload, .. } = p;
+            drop(topic);
+            assert!(payload.is_unique());
         }
-        assert_eq!(payloads.next_block, MAX_BLOCK);
-        assert!(payloads.block.capacity() < MAX_BLOCK);
     }
 
     #[test]
@@ -262,7 +308,7 @@ mod tests {
         let mut out = VecDeque::new();
         let mark = Mark::new(1, true, 9);
         let publish = Publish::new(Bytes::from_static(b"t"), Bytes::new(), true);
-        route(publish, None, mark, None, &mut out);
+        route(publish, None, mark, &mut out);
         let Some(Packet::Publish(delete, None)) = out.pop_front() else {
             panic!("no deletion first");
         };
@@ -275,9 +321,65 @@ mod tests {
         assert!(message.payload.is_empty() && out.is_empty());
         // Anything else is one marked packet, retained as published.
         let publish = Publish::new(Bytes::from_static(b"t"), Bytes::from_static(b"v"), true);
-        let mut payloads = Payloads::default();
-        route(publish, None, mark, Some(&mut payloads), &mut out);
+        route(publish, None, mark, &mut out);
         assert!(matches!(out.pop_front(), Some(Packet::Publish(p, None)) if p.retain));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn properties_travel_in_the_payload_and_only_the_expiry_stays_with_the_router() {
+        let props = PublishProperties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(60),
+            response_topic: Some("r/t".into()),
+            correlation_data: Some(Bytes::from_static(b"c")),
+            user_properties: vec![("k".into(), "v".repeat(1000))],
+            content_type: Some("text/plain".into()),
+            ..Default::default()
+        };
+        let mut out = VecDeque::new();
+        let publish = Publish::new(Bytes::from_static(b"t"), Bytes::from_static(b"body"), false);
+        let mark = Mark::new(1, false, 5);
+        route(publish, Some(props.clone()), mark, &mut out);
+        let Some(Packet::Publish(mut routed, router_props)) = out.pop_front() else {
+            panic!("nothing routed");
+        };
+        // The router keeps the expiry only; what it counts includes the rest.
+        assert_eq!(
+            router_props,
+            Some(PublishProperties {
+                message_expiry_interval: Some(60),
+                ..Default::default()
+            })
+        );
+        assert!(routed.payload.len() > 1000 + MARKER_LEN + 4);
+        let taken = Mark::take(&mut routed.payload).unwrap();
+        assert!(taken.properties);
+        assert_eq!((taken.qos, taken.origin), (1, 5));
+        // The router may have lowered the expiry: its value wins.
+        let router_now = Some(PublishProperties {
+            message_expiry_interval: Some(42),
+            ..Default::default()
+        });
+        let back = take_properties(&mut routed.payload, router_now).unwrap();
+        assert_eq!(
+            back,
+            PublishProperties {
+                message_expiry_interval: Some(42),
+                ..props
+            }
+        );
+        assert_eq!(&routed.payload[..], b"body");
+        // Without properties (or with the expiry only) nothing is carried.
+        for props in [None, router_props] {
+            let publish = Publish::new(Bytes::from_static(b"t"), Bytes::from_static(b"x"), false);
+            route(publish, props.clone(), mark, &mut out);
+            let Some(Packet::Publish(mut p, kept)) = out.pop_front() else {
+                panic!("nothing routed");
+            };
+            assert_eq!(kept, props);
+            assert!(!Mark::take(&mut p.payload).unwrap().properties);
+            assert_eq!(&p.payload[..], b"x");
+        }
     }
 }

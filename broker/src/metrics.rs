@@ -20,6 +20,8 @@ pub struct Metrics {
     pub connections_rejected: AtomicU64,
     /// CONNECTs refused by authentication.
     pub auth_failures: AtomicU64,
+    /// CONNECTs refused because their client id names another identity's session.
+    pub session_owner_refused: AtomicU64,
     /// PUBLISH packets accepted from clients.
     pub messages_in: AtomicU64,
     /// PUBLISH packets sent to clients.
@@ -32,6 +34,19 @@ pub struct Metrics {
     pub denied_publish: AtomicU64,
     /// Subscriptions refused by the ACL.
     pub denied_subscribe: AtomicU64,
+    /// Subscriptions refused because the client holds
+    /// `limits.max_subscriptions_per_client` already.
+    pub subscriptions_over_quota: AtomicU64,
+    /// Password logins refused without checking the password because the client's
+    /// address failed too many recently (`auth.max_failed_logins`).
+    pub logins_throttled: AtomicU64,
+    /// Revocation lists installed while running (`[listener.tls] crl`).
+    pub crl_reloads: AtomicU64,
+    /// Revocation list reloads refused (unreadable, badly signed, older): the previous
+    /// list stays in force.
+    pub crl_reload_failures: AtomicU64,
+    /// Connections closed because their client certificate was revoked while open.
+    pub revoked_disconnects: AtomicU64,
     /// Connections closed for malformed or forbidden packets.
     pub malformed: AtomicU64,
     /// Connections closed by the keep-alive, connect or handshake timeouts.
@@ -52,7 +67,7 @@ impl Metrics {
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let items: [(&str, &str, &str, &AtomicU64); 12] = [
+        let items: [(&str, &str, &str, &AtomicU64); 18] = [
             (
                 "sealpost_connections_open",
                 "gauge",
@@ -76,6 +91,12 @@ impl Metrics {
                 "counter",
                 "CONNECTs refused by authentication.",
                 &self.auth_failures,
+            ),
+            (
+                "sealpost_session_owner_refused_total",
+                "counter",
+                "CONNECTs refused because the client id is another identity's session.",
+                &self.session_owner_refused,
             ),
             (
                 "sealpost_messages_in_total",
@@ -112,6 +133,36 @@ impl Metrics {
                 "counter",
                 "Subscriptions denied by the ACL.",
                 &self.denied_subscribe,
+            ),
+            (
+                "sealpost_subscriptions_over_quota_total",
+                "counter",
+                "Subscriptions refused at limits.max_subscriptions_per_client.",
+                &self.subscriptions_over_quota,
+            ),
+            (
+                "sealpost_logins_throttled_total",
+                "counter",
+                "Password logins refused after too many failures from the address.",
+                &self.logins_throttled,
+            ),
+            (
+                "sealpost_crl_reloads_total",
+                "counter",
+                "Revocation lists installed while running.",
+                &self.crl_reloads,
+            ),
+            (
+                "sealpost_crl_reload_failures_total",
+                "counter",
+                "Revocation list reloads refused; the previous list stays in force.",
+                &self.crl_reload_failures,
+            ),
+            (
+                "sealpost_revoked_disconnects_total",
+                "counter",
+                "Connections closed because their certificate was revoked.",
+                &self.revoked_disconnects,
             ),
             (
                 "sealpost_malformed_total",

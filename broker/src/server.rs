@@ -96,13 +96,7 @@ impl Shared {
             retain,
         );
         let mut packets = VecDeque::new();
-        marker::route(
-            publish,
-            props,
-            Mark::new(qos, retain, 0),
-            None,
-            &mut packets,
-        );
+        marker::route(publish, props, Mark::new(qos, retain, 0), &mut packets);
         let mut slot = self.system.lock().await;
         if !slot.send_batch(&mut packets).await {
             warn!(topic, "broker link to the router is gone; message dropped");
@@ -155,6 +149,61 @@ impl Shared {
     }
 }
 
+/// Reloads the revocation lists of the TLS listeners that have one.
+#[derive(Clone)]
+pub struct CrlReloader {
+    lists: Arc<Vec<Arc<crate::tls::Revocation>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl CrlReloader {
+    /// Reads every list again now; installs those that changed and are valid. A list
+    /// that cannot be installed is logged as an error and the one in force stays (the
+    /// broker never falls back to no list). Returns the number of lists installed.
+    pub async fn reload(&self) -> usize {
+        let lists = self.lists.clone();
+        // File reads and signature checks: off the connection workers.
+        let results = tokio::task::spawn_blocking(move || {
+            lists.iter().map(|l| l.reload()).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "revocation list reload failed");
+            Vec::new()
+        });
+        let mut installed = 0;
+        for result in results {
+            match result {
+                Ok(true) => {
+                    installed += 1;
+                    crate::metrics::inc(&self.metrics.crl_reloads);
+                    info!("new revocation list installed");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    crate::metrics::inc(&self.metrics.crl_reload_failures);
+                    tracing::error!(error = %e, "revocation list not reloaded; the previous one stays in force");
+                }
+            }
+        }
+        installed
+    }
+
+    async fn run(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate; the lists were just read
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.reload().await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 /// A bound listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BoundListener {
@@ -167,6 +216,7 @@ pub struct BoundListener {
 /// A running broker.
 pub struct Broker {
     listeners: Vec<BoundListener>,
+    crl_reloader: CrlReloader,
     metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
@@ -181,7 +231,7 @@ impl Broker {
         config.validate()?;
         let acl = Acl::new(&config.acl).map_err(BrokerError::Acl)?;
         let passwords = match &config.auth.password_file {
-            Some(p) => Some(PasswordFile::load(p)?),
+            Some(p) => Some(PasswordFile::load(p)?.with_login_limits(config.auth.login_limits())),
             None => None,
         };
         let (retained, stored) = match &config.retained.path {
@@ -203,6 +253,7 @@ impl Broker {
 
         let mut bound = Vec::new();
         let mut sockets = Vec::new();
+        let mut revocations = Vec::new();
         for l in &config.listeners {
             let socket = tokio::net::TcpListener::bind(l.bind)
                 .await
@@ -218,6 +269,11 @@ impl Broker {
                 (ListenerKind::Tls | ListenerKind::Wss, Some(t)) => Some(crate::tls::acceptor(t)?),
                 _ => None,
             };
+            if let Some(r) = tls.as_ref().and_then(|t| t.revocation.as_ref()) {
+                if r.has_list() {
+                    revocations.push(r.clone());
+                }
+            }
             bound.push(BoundListener { kind: l.kind, addr });
             sockets.push((socket, l.kind, tls));
         }
@@ -231,6 +287,18 @@ impl Broker {
         };
         let metrics_addr = metrics_socket.as_ref().and_then(|s| s.local_addr().ok());
 
+        let crl_reloader = CrlReloader {
+            lists: Arc::new(revocations),
+            metrics: metrics.clone(),
+        };
+        let interval = config.limits.crl_reload_interval_ms;
+        if interval > 0 && !crl_reloader.lists.is_empty() {
+            tasks.push(tokio::spawn(
+                crl_reloader
+                    .clone()
+                    .run(Duration::from_millis(interval), shutdown_rx.clone()),
+            ));
+        }
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
         let shared = Arc::new(Shared {
             config,
@@ -267,6 +335,7 @@ impl Broker {
         }
         Ok(Broker {
             listeners: bound,
+            crl_reloader,
             metrics_addr,
             shared,
             shutdown_tx,
@@ -296,6 +365,12 @@ impl Broker {
     /// The broker's counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.shared.metrics.clone()
+    }
+
+    /// What reloads the TLS listeners' revocation lists (for SIGHUP; they are also
+    /// reloaded every `limits.crl_reload_interval_ms`).
+    pub fn crl_reloader(&self) -> CrlReloader {
+        self.crl_reloader.clone()
     }
 
     /// Stops accepting, tells every connection to close (MQTT 5 clients get DISCONNECT

@@ -12,7 +12,17 @@
 //! meantime keeps its session. Every link operation for a client id (connect, end of
 //! connection, discard) runs under that id's lock, so a discard can never overtake, and
 //! take over, a newer connection in the router.
+//!
+//! A session belongs to the identity that created it ([`Identity::label`]: the kind of
+//! credentials and the name, with a certificate's role). The router finds sessions by
+//! client id alone, so the edge checks the owner before any link: a client of another
+//! identity with the same client id never resumes the session (it would inherit the
+//! subscriptions the ACL granted the owner, and the messages queued for it) and never
+//! takes over the owner's open connection. It is refused, or, with
+//! `session.new_session_for_other_identity`, gets a new session while the owner is away
+//! ([`check_owner`]).
 
+use crate::acl::Identity;
 use crate::connection::router_client_id;
 use crate::server::Shared;
 use rumqttd::protocol::{LastWill, LastWillProperties};
@@ -43,18 +53,21 @@ pub(crate) struct Entry {
     timer: bool,
     /// A will waiting for its delay.
     pending_will: Option<Will>,
+    /// Label of the identity whose session this is: set while a connection is open and
+    /// while the router keeps the session after it; `None` when nothing is kept.
+    owner: Option<String>,
 }
 
 impl Entry {
     /// Nothing to remember: the entry can go (a later connection starts a new one).
     fn idle(&self) -> bool {
-        !self.connected && !self.timer && self.pending_will.is_none()
+        !self.connected && !self.timer && self.pending_will.is_none() && self.owner.is_none()
     }
 }
 
-/// The client ids the edge is tracking: those with an open connection or a pending
-/// timer. Others have no entry, so the map is bounded by connections plus sessions
-/// waiting to expire.
+/// The client ids the edge is tracking: those with an open connection, a pending timer
+/// or a session the router keeps. Others have no entry, so the map is bounded by
+/// connections plus the sessions the router holds.
 #[derive(Debug)]
 pub struct Sessions {
     entries: std::sync::Mutex<HashMap<String, Arc<Mutex<Entry>>>>,
@@ -118,9 +131,42 @@ impl Sessions {
         }
     }
 
-    /// Client ids currently tracked (open connections and sessions waiting to expire).
+    /// Client ids currently tracked (open connections and kept sessions).
     pub fn tracked(&self) -> usize {
         self.entries.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// What a client of `identity` may do with the session kept for its client id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnerCheck {
+    /// No session, or the identity's own: MQTT's usual rules apply.
+    Own,
+    /// Another identity's session: the client must start a new session (clean start),
+    /// which discards the other one.
+    NewSession,
+    /// Another identity's session: refused (CONNACK 0x05 / 0x87).
+    Refused,
+}
+
+/// Checks a connecting `identity` against the owner of its client id's session.
+/// Another identity is refused while the owner is connected (it must not be able to
+/// close the owner's connection), and otherwise too unless `new_session_for_other`.
+pub(crate) fn check_owner(
+    lock: &ClientLock,
+    identity: &Identity,
+    new_session_for_other: bool,
+) -> OwnerCheck {
+    let e = &*lock.entry;
+    match &e.owner {
+        Some(owner) if *owner != identity.label() => {
+            if e.connected || !new_session_for_other {
+                OwnerCheck::Refused
+            } else {
+                OwnerCheck::NewSession
+            }
+        }
+        _ => OwnerCheck::Own,
     }
 }
 
@@ -131,12 +177,15 @@ pub(crate) struct Started {
     /// A will that was waiting for its delay and must now be published, because the
     /// new connection starts a new session (clean start) and so ended the old one.
     pub(crate) will_to_publish: Option<Will>,
+    /// The owner before this connection, restored if it fails to link.
+    previous_owner: Option<String>,
 }
 
-/// Registers a new connection as the latest for its client id. `resumes`: the client
-/// asked to continue the existing session (clean start / clean session 0), which
-/// cancels a will still waiting for its delay.
-pub(crate) fn start(lock: &mut ClientLock, resumes: bool) -> Started {
+/// Registers a new connection of `identity` as the latest for its client id, and
+/// `identity` as the session's owner (the caller has checked it with [`check_owner`]).
+/// `resumes`: the client asked to continue the existing session (clean start / clean
+/// session 0), which cancels a will still waiting for its delay.
+pub(crate) fn start(lock: &mut ClientLock, identity: &Identity, resumes: bool) -> Started {
     let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
     let e = &mut *lock.entry;
     e.current = generation;
@@ -144,17 +193,21 @@ pub(crate) fn start(lock: &mut ClientLock, resumes: bool) -> Started {
     e.resumed = resumes;
     // Timers of older generations see the new generation and stop.
     e.timer = false;
+    let previous_owner = e.owner.replace(identity.label());
     let pending = e.pending_will.take();
     Started {
         generation,
         will_to_publish: if resumes { None } else { pending },
+        previous_owner,
     }
 }
 
-/// A connection that failed to link: it never became a session.
-pub(crate) fn abandon(lock: &mut ClientLock, generation: u64) {
-    if lock.entry.current == generation {
+/// A connection that failed to link: it never became a session, so the session (if
+/// any) still belongs to whoever owned it.
+pub(crate) fn abandon(lock: &mut ClientLock, started: Started) {
+    if lock.entry.current == started.generation {
         lock.entry.connected = false;
+        lock.entry.owner = started.previous_owner;
     }
 }
 
@@ -182,6 +235,7 @@ impl Shared {
     /// Per-client state the edge keeps about a session is discarded here too.
     pub async fn end_session(&self, lock: &mut ClientLock) {
         self.saved_sessions.discard(&lock.client_id);
+        lock.entry.owner = None;
         if let Some(will) = lock.entry.pending_will.take() {
             self.publish_will(will).await;
         }
@@ -234,7 +288,10 @@ impl Shared {
                 if let Some(will) = ending.will {
                     self.publish_will(will).await;
                 }
-                if !ending.router_clean {
+                if ending.router_clean {
+                    // The router kept nothing: nothing is owned any more.
+                    e.owner = None;
+                } else {
                     self.end_session(&mut lock).await;
                 }
             }

@@ -83,32 +83,51 @@ pub(crate) struct Copy {
 }
 
 /// The client's subscriptions, by filter as subscribed (`$share/...` included).
+///
+/// What [`Subscriptions::decide`] needs to know of the whole table (whether some
+/// filters overlap, whether some have options or identifiers) is kept as counts that
+/// each insertion or removal updates: one new filter is compared with the others once,
+/// O(N), instead of all pairs being compared again, O(N²) per filter and O(N³) per
+/// SUBSCRIBE (1,500 filters in one packet stalled a worker thread for 19.5 s).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Subscriptions {
     by_filter: HashMap<String, Subscription>,
-    /// Some message can match two non-shared filters (so the router may send copies).
-    overlap: bool,
-    /// Some filter has options or an identifier (so every message needs matching).
-    special: bool,
-    /// Some filter has a subscription identifier.
-    identifiers: bool,
+    /// Pairs of non-shared filters some topic can match both of (so the router may
+    /// send several copies of a message).
+    overlapping_pairs: usize,
+    /// Filters with options or an identifier (so every message needs matching).
+    special: usize,
+    /// Filters with a subscription identifier.
+    identifiers: usize,
 }
 
 impl Subscriptions {
     /// Adds or replaces a subscription; returns the one it replaced.
     pub fn insert(&mut self, filter: String, sub: Subscription) -> Option<Subscription> {
+        if !self.by_filter.contains_key(&filter) && !is_shared(&filter) {
+            // Replacing keeps the pairs; only a new filter adds any.
+            self.overlapping_pairs += self.overlaps_with(&filter);
+        }
+        self.count(&sub, 1);
         let old = self.by_filter.insert(filter, sub);
-        self.recompute();
+        if let Some(old) = &old {
+            self.count(old, -1);
+        }
         old
     }
 
     /// Removes a subscription; false if there was none on this filter.
     pub fn remove(&mut self, filter: &str) -> bool {
-        let existed = self.by_filter.remove(filter).is_some();
-        if existed {
-            self.recompute();
+        let Some(old) = self.by_filter.remove(filter) else {
+            return false;
+        };
+        self.count(&old, -1);
+        if !is_shared(filter) {
+            self.overlapping_pairs = self
+                .overlapping_pairs
+                .saturating_sub(self.overlaps_with(filter));
         }
-        existed
+        true
     }
 
     /// The subscription on exactly this filter.
@@ -116,32 +135,39 @@ impl Subscriptions {
         self.by_filter.get(filter)
     }
 
+    /// Number of subscriptions (filters), shared ones included.
+    pub fn len(&self) -> usize {
+        self.by_filter.len()
+    }
+
     /// Whether [`Subscriptions::decide`] looks at the topic (otherwise any will do).
     pub fn needs_topic(&self) -> bool {
-        self.special || self.overlap
+        self.special > 0 || self.overlapping_pairs > 0
     }
 
     /// Whether any filter has a subscription identifier.
     pub fn has_identifiers(&self) -> bool {
-        self.identifiers
+        self.identifiers > 0
     }
 
-    fn recompute(&mut self) {
-        self.identifiers = self.by_filter.values().any(|s| s.id.is_some());
-        self.special = self
-            .by_filter
-            .values()
-            .any(|s| s.has_options() || s.id.is_some());
-        let plain: Vec<&str> = self
-            .by_filter
+    /// Non-shared filters of the table, other than `filter` itself, that overlap it.
+    fn overlaps_with(&self, filter: &str) -> usize {
+        self.by_filter
             .keys()
-            .filter(|f| !f.starts_with("$share/"))
-            .map(String::as_str)
-            .collect();
-        self.overlap = plain
-            .iter()
-            .enumerate()
-            .any(|(i, a)| plain[i + 1..].iter().any(|b| filters_overlap(a, b)));
+            .filter(|f| f.as_str() != filter && !is_shared(f))
+            .filter(|f| filters_overlap(f, filter))
+            .count()
+    }
+
+    /// Adds (`delta` 1) or takes away (-1) what `sub` counts for.
+    fn count(&mut self, sub: &Subscription, delta: isize) {
+        let step = |n: &mut usize, applies: bool| {
+            if applies {
+                *n = n.saturating_add_signed(delta);
+            }
+        };
+        step(&mut self.identifiers, sub.id.is_some());
+        step(&mut self.special, sub.has_options() || sub.id.is_some());
     }
 
     /// Decides what to do with one copy. `copies` remembers messages delivered through
@@ -154,7 +180,7 @@ impl Subscriptions {
         };
         // The common case (no options, identifiers or overlapping filters) needs no
         // matching: the router's copy is the one to deliver.
-        if !self.special && !self.overlap {
+        if !self.needs_topic() {
             return deliver_as_is;
         }
         let Ok(topic) = std::str::from_utf8(topic) else {
@@ -268,6 +294,11 @@ impl Copies {
     }
 }
 
+/// A `$share/...` filter: its copies are not merged with the others'.
+fn is_shared(filter: &str) -> bool {
+    filter.starts_with("$share/")
+}
+
 /// True when some topic name can match both filters (levels pairwise equal or
 /// wildcarded, `#` matching the rest). Conservative for `$` topics.
 pub(crate) fn filters_overlap(a: &str, b: &str) -> bool {
@@ -348,6 +379,65 @@ mod tests {
         assert!(!filters_overlap("a/+", "a/b/c"));
         assert!(!filters_overlap("a/b", "a/c"));
         assert!(!filters_overlap("a", "a/b"));
+    }
+
+    /// What the counts must equal: every pair compared again.
+    fn recomputed(subs: &Subscriptions) -> (bool, bool, bool) {
+        let plain: Vec<&String> = subs.by_filter.keys().filter(|f| !is_shared(f)).collect();
+        let overlap = plain
+            .iter()
+            .enumerate()
+            .any(|(i, a)| plain[i + 1..].iter().any(|b| filters_overlap(a, b)));
+        let special = subs
+            .by_filter
+            .values()
+            .any(|s| s.has_options() || s.id.is_some());
+        let ids = subs.by_filter.values().any(|s| s.id.is_some());
+        (overlap || special, ids, overlap)
+    }
+
+    #[test]
+    fn incremental_counts_match_a_full_recompute() {
+        let filters = [
+            "a/#",
+            "a/b",
+            "a/+",
+            "+/b",
+            "c",
+            "c/d",
+            "$share/g/a/#",
+            "$share/g/c",
+            "#",
+            "x/+/z",
+        ];
+        let mut subs = Subscriptions::default();
+        // A fixed pseudo-random walk of inserts, replacements and removals.
+        let mut state = 0x2545_f491_u32;
+        for _ in 0..2000 {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let filter = filters[state as usize % filters.len()];
+            if state & 0x300 == 0 {
+                subs.remove(filter);
+            } else {
+                let s = Subscription {
+                    id: (state & 0x400 != 0).then_some(1),
+                    no_local: state & 0x800 != 0,
+                    ..Subscription::plain((state >> 12) as u8 % 3)
+                };
+                subs.insert(filter.to_owned(), s);
+            }
+            let (needs_topic, ids, overlap) = recomputed(&subs);
+            assert_eq!(
+                subs.needs_topic(),
+                needs_topic,
+                "{:?}",
+                subs.by_filter.keys()
+            );
+            assert_eq!(subs.has_identifiers(), ids);
+            assert_eq!(subs.overlapping_pairs > 0, overlap);
+        }
     }
 
     #[test]

@@ -14,14 +14,24 @@ const CHEAP: HashCost = HashCost {
     iterations: 1,
 };
 
-fn secured(dir: &tempfile::TempDir) -> sealpost_broker::Config {
+/// Password users `<name>` with password `<name>-pw`, no anonymous clients, and the
+/// ACL `acl` (TOML of an `[acl]` section).
+fn with_users(dir: &tempfile::TempDir, users: &[&str], acl: &str) -> sealpost_broker::Config {
     let file = dir.path().join("passwd");
-    add_user(&file, "alice", "alice-pw", CHEAP).unwrap();
-    add_user(&file, "bob", "bob-pw", CHEAP).unwrap();
+    for user in users {
+        add_user(&file, user, &format!("{user}-pw"), CHEAP).unwrap();
+    }
     let mut c = tcp_config();
     c.auth.allow_anonymous = false;
     c.auth.password_file = Some(file);
-    c.acl = toml::from_str(
+    c.acl = toml::from_str(acl).unwrap();
+    c
+}
+
+fn secured(dir: &tempfile::TempDir) -> sealpost_broker::Config {
+    let c = with_users(
+        dir,
+        &["alice", "bob"],
         r#"
         default = "deny"
         [[rules]]
@@ -33,8 +43,7 @@ fn secured(dir: &tempfile::TempDir) -> sealpost_broker::Config {
         publish = ["data/bob/+"]
         subscribe = ["data/bob/#"]
         "#,
-    )
-    .unwrap();
+    );
     assert_eq!(c.acl.default, AclDefault::Deny);
     c
 }
@@ -306,5 +315,222 @@ async fn v5_denied_subscription_gets_not_authorized_and_shared_subscriptions_are
             R::Success(Q5::AtLeastOnce)
         ]
     );
+    broker.shutdown(WAIT).await;
+}
+
+/// alice and eve, each with a password; alice may use `secret/#`, eve only `eve/#`.
+fn two_users(
+    dir: &tempfile::TempDir,
+    new_session_for_other_identity: bool,
+) -> sealpost_broker::Config {
+    let mut c = with_users(
+        dir,
+        &["alice", "eve"],
+        r#"
+        default = "deny"
+        [[rules]]
+        identity = "user:alice"
+        publish = ["secret/#"]
+        subscribe = ["secret/#"]
+        [[rules]]
+        identity = "user:eve"
+        publish = ["eve/#"]
+        subscribe = ["eve/#"]
+        "#,
+    );
+    c.session.new_session_for_other_identity = new_session_for_other_identity;
+    c
+}
+
+/// Options for `user` with client id `id` and the given clean session flag.
+fn as_user(addr: std::net::SocketAddr, id: &str, user: &str, clean: bool) -> rumqttc::MqttOptions {
+    let mut o = v4_options(id, addr);
+    o.set_credentials(user, format!("{user}-pw"));
+    o.set_clean_session(clean);
+    o
+}
+
+/// Publishes at QoS 1 and waits for the broker's PUBACK (the message is routed).
+async fn publish_acked(c: &mut V4, topic: &str, payload: &[u8]) {
+    c.client
+        .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+        .await
+        .unwrap();
+    loop {
+        match c.next().await.expect("PUBACK") {
+            rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => return,
+            _ => continue,
+        }
+    }
+}
+
+/// Connects an MQTT 5 client as `user` with client id `id` (clean start 0, session kept
+/// for an hour) and returns the CONNACK's reason code.
+async fn v5_connect_code(
+    addr: std::net::SocketAddr,
+    id: &str,
+    user: &str,
+) -> rumqttc::v5::mqttbytes::v5::ConnectReturnCode {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, ConnectionError, Event};
+    let mut o = common::v5::options(id, addr);
+    o.set_credentials(user, format!("{user}-pw"));
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(3600));
+    let (_c, mut el) = AsyncClient::new(o, 10);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(a))) => return a.code,
+                Ok(_) => continue,
+                Err(ConnectionError::ConnectionRefused(code)) => return code,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn another_identity_can_neither_resume_nor_take_over_a_session() {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Rc;
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr) = start(two_users(&dir, false)).await;
+    // alice's persistent session, subscribed to secret/#, then she goes away.
+    let mut alice = V4::start(as_user(addr, "alice-dev", "alice", false));
+    alice.connack().await.unwrap();
+    alice.subscribe("secret/#", QoS::AtLeastOnce).await;
+    drop(alice);
+    let mut feed = V4::start(as_user(addr, "alice-feed", "alice", true));
+    feed.connack().await.unwrap();
+    publish_acked(&mut feed, "secret/1", b"queued").await;
+
+    // eve, with her own password, uses alice's client id: refused (3.1.1: 0x05; 5: 0x87),
+    // whether she asks to resume the session or to start a new one.
+    for clean in [false, true] {
+        let mut eve = V4::start(as_user(addr, "alice-dev", "eve", clean));
+        let r = eve.connack().await;
+        assert!(refused_code(&r).contains("NotAuthorized"), "{r:?}");
+        assert!(eve
+            .maybe_publish(Duration::from_millis(200))
+            .await
+            .is_none());
+    }
+    assert_eq!(
+        v5_connect_code(addr, "alice-dev", "eve").await,
+        Rc::NotAuthorized
+    );
+
+    // alice comes back to her session and its queued message.
+    let mut alice = V4::start(as_user(addr, "alice-dev", "alice", false));
+    assert!(alice.connack().await.unwrap().session_present);
+    assert_eq!(&alice.publish_msg().await.unwrap().payload[..], b"queued");
+
+    // While she is connected eve cannot close her connection either.
+    for clean in [false, true] {
+        let mut eve = V4::start(as_user(addr, "alice-dev", "eve", clean));
+        let r = eve.connack().await;
+        assert!(refused_code(&r).contains("NotAuthorized"), "{r:?}");
+        assert!(eve
+            .maybe_publish(Duration::from_millis(200))
+            .await
+            .is_none());
+    }
+    assert_eq!(
+        v5_connect_code(addr, "alice-dev", "eve").await,
+        Rc::NotAuthorized
+    );
+    publish_acked(&mut feed, "secret/2", b"live").await;
+    assert_eq!(&alice.publish_msg().await.unwrap().payload[..], b"live");
+    assert_eq!(
+        broker
+            .metrics()
+            .session_owner_refused
+            .load(Ordering::Relaxed),
+        6
+    );
+    // The owner herself may still take over her session from another connection.
+    let mut again = V4::start(as_user(addr, "alice-dev", "alice", false));
+    assert!(again.connack().await.unwrap().session_present);
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn with_new_session_for_other_identity_another_identity_gets_a_clean_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, addr) = start(two_users(&dir, true)).await;
+    let mut alice = V4::start(as_user(addr, "shared-dev", "alice", false));
+    alice.connack().await.unwrap();
+    alice.subscribe("secret/#", QoS::AtLeastOnce).await;
+    // While alice is connected eve is still refused.
+    let mut eve = V4::start(as_user(addr, "shared-dev", "eve", false));
+    let r = eve.connack().await;
+    assert!(refused_code(&r).contains("NotAuthorized"), "{r:?}");
+    drop(alice);
+    let mut feed = V4::start(as_user(addr, "alice-feed", "alice", true));
+    feed.connack().await.unwrap();
+    publish_acked(&mut feed, "secret/1", b"queued").await;
+
+    // Once she is away, eve gets a new session: not alice's, not her subscriptions,
+    // not her queued messages, not her live ones.
+    let mut eve = V4::start(as_user(addr, "shared-dev", "eve", false));
+    assert!(!eve.connack().await.unwrap().session_present);
+    publish_acked(&mut feed, "secret/2", b"live").await;
+    assert!(eve
+        .maybe_publish(Duration::from_millis(500))
+        .await
+        .is_none());
+    drop(eve);
+    // And the session is now eve's: alice, in turn, gets a new one.
+    let mut alice = V4::start(as_user(addr, "shared-dev", "alice", false));
+    assert!(!alice.connack().await.unwrap().session_present);
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_shared_group_name_used_with_another_filter_takes_nothing_from_its_members() {
+    use common::v5::{filter, options, V5};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let (broker, addr) = start(tcp_config()).await;
+    let mut alice = V5::start(options("sh-alice", addr)).await;
+    alice
+        .subscribe(filter("$share/workers/jobs/#", Q5::AtLeastOnce))
+        .await;
+    let mut eve = V5::start(options("sh-eve", addr)).await;
+    eve.subscribe(filter("$share/workers/eve-own/#", Q5::AtLeastOnce))
+        .await;
+    let p = V5::start(options("sh-publisher", addr)).await;
+    const N: usize = 20;
+    for i in 0..N {
+        p.publish("jobs/x", Q5::AtLeastOnce, false, format!("{i}").as_bytes())
+            .await;
+    }
+    for i in 0..N {
+        assert_eq!(alice.publish_msg().await.payload, format!("{i}").as_bytes());
+    }
+    // eve's group shares the name only: it gets its own topics, and alice none of them.
+    p.publish("eve-own/1", Q5::AtLeastOnce, false, b"eve's")
+        .await;
+    assert_eq!(&eve.publish_msg().await.payload[..], b"eve's");
+    p.publish("jobs/sentinel", Q5::AtLeastOnce, false, b"sentinel")
+        .await;
+    assert_eq!(&alice.publish_msg().await.payload[..], b"sentinel");
+    // After eve unsubscribes and subscribes again, alice still gets everything.
+    eve.client
+        .unsubscribe("$share/workers/eve-own/#")
+        .await
+        .unwrap();
+    eve.wait(|x| matches!(x, rumqttc::v5::mqttbytes::v5::Packet::UnsubAck(..)))
+        .await;
+    eve.subscribe(filter("$share/workers/eve-own/#", Q5::AtLeastOnce))
+        .await;
+    for i in 0..N {
+        p.publish("jobs/y", Q5::AtLeastOnce, false, format!("{i}").as_bytes())
+            .await;
+    }
+    for i in 0..N {
+        assert_eq!(alice.publish_msg().await.payload, format!("{i}").as_bytes());
+    }
     broker.shutdown(WAIT).await;
 }

@@ -227,3 +227,59 @@ async fn unsupported_protocol_version_gets_return_code_1() {
     assert!(closed);
     broker.shutdown(WAIT).await;
 }
+
+/// rumqttd's router thread panics when a persistent session leaves a shared group as its
+/// last member with an unacknowledged message, and then serves nobody: the edge refuses
+/// shared subscriptions in sessions the router keeps (3.1.1: 0x80; 5: 0x9E).
+#[tokio::test]
+async fn a_persistent_session_cannot_stop_the_router_through_a_shared_subscription() {
+    use rumqttc::{QoS, SubscribeReasonCode};
+    let (broker, addr) = start(tcp_config()).await;
+    let mut o = v4_options("shared-lazy", addr);
+    o.set_clean_session(false);
+    o.set_manual_acks(true);
+    let mut lazy = V4::start(o);
+    lazy.connack().await.unwrap();
+    assert_eq!(
+        lazy.subscribe("$share/g/lazy/t", QoS::AtLeastOnce).await,
+        vec![SubscribeReasonCode::Failure]
+    );
+    // The same filter unshared keeps an unacknowledged message in flight.
+    lazy.subscribe("lazy/t", QoS::AtLeastOnce).await;
+    let p = V4::connect("lazy-pub", addr).await;
+    for i in 0..5 {
+        p.client
+            .publish(
+                "lazy/t",
+                QoS::AtLeastOnce,
+                false,
+                format!("{i}").into_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    let _ = lazy.publish_msg().await.unwrap();
+    drop(lazy);
+    // MQTT 5: clean start 0 keeps the router session even with session expiry 0.
+    let mut o = common::v5::options("shared-lazy-5", addr);
+    o.set_clean_start(false);
+    let mut v5 = common::v5::V5::start(o).await;
+    v5.client
+        .subscribe("$share/g/lazy/t", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    match v5
+        .wait(|p| matches!(p, rumqttc::v5::mqttbytes::v5::Packet::SubAck(..)))
+        .await
+    {
+        rumqttc::v5::mqttbytes::v5::Packet::SubAck(s) => assert_eq!(
+            s.return_codes,
+            vec![rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::SharedSubscriptionsNotSupported]
+        ),
+        _ => unreachable!(),
+    }
+    drop(v5);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_serving(addr).await;
+    broker.shutdown(WAIT).await;
+}

@@ -3,111 +3,13 @@
 
 mod common;
 
+use common::pki::*;
 use common::*;
 use rumqttc::{QoS, TlsConfiguration, Transport};
-use sealpost_broker::config::{ListenerConfig, ListenerKind, TlsConfig};
-use sealpost_broker::Config;
-use sealpost_certs::{CertificateAuthority, Issued, Profile, Validity};
+use sealpost_broker::config::ListenerKind;
+use sealpost_certs::{Profile, Validity};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
-
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: CertificateAuthority,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let ca =
-            CertificateAuthority::create("sealpost test CA", Validity::days_from_now(1)).unwrap();
-        Pki {
-            dir: tempfile::tempdir().unwrap(),
-            ca,
-        }
-    }
-
-    fn issue(&self, profile: Profile) -> Issued {
-        self.ca.issue(&profile, Validity::days_from_now(1)).unwrap()
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    fn config(&self, require_client_cert: bool) -> Config {
-        self.config_with_crl(require_client_cert, None)
-    }
-
-    fn config_with_crl(&self, require_client_cert: bool, crl: Option<&str>) -> Config {
-        let server = self.issue(Profile::Server {
-            names: vec!["127.0.0.1".into(), "localhost".into()],
-        });
-        let tls = TlsConfig {
-            cert: self.write("server.pem", &server.certificate_pem),
-            key: self.write("server.key", &server.private_key_pem),
-            client_ca: Some(self.write("ca.pem", &self.ca.certificate_pem())),
-            crl: crl.map(|c| self.write("ca.crl.pem", c)),
-            require_client_cert,
-        };
-        let mut c = tcp_config();
-        c.limits.handshake_timeout_ms = 500;
-        c.listeners.push(ListenerConfig {
-            kind: ListenerKind::Tls,
-            bind: "127.0.0.1:0".parse().unwrap(),
-            tls: Some(tls.clone()),
-        });
-        c.listeners.push(ListenerConfig {
-            kind: ListenerKind::Wss,
-            bind: "127.0.0.1:0".parse().unwrap(),
-            tls: Some(tls),
-        });
-        c.listeners.push(ListenerConfig {
-            kind: ListenerKind::Ws,
-            bind: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-        });
-        c
-    }
-
-    fn client_tls(&self, identity: Option<&Issued>) -> TlsConfiguration {
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut self.ca.certificate_pem().as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-        let config = match identity {
-            Some(id) => {
-                let chain: Vec<CertificateDer<'static>> =
-                    rustls_pemfile::certs(&mut id.certificate_pem.as_bytes())
-                        .map(|c| c.unwrap())
-                        .collect();
-                let key: PrivateKeyDer<'static> =
-                    rustls_pemfile::private_key(&mut id.private_key_pem.as_bytes())
-                        .unwrap()
-                        .unwrap();
-                builder.with_client_auth_cert(chain, key).unwrap()
-            }
-            None => builder.with_no_client_auth(),
-        };
-        TlsConfiguration::Rustls(Arc::new(config))
-    }
-}
-
-fn tls_options(id: &str, addr: SocketAddr, tls: TlsConfiguration) -> rumqttc::MqttOptions {
-    let mut o = v4_options(id, addr);
-    o.set_transport(Transport::tls_with_config(tls));
-    o
-}
 
 #[tokio::test]
 async fn tls_clients_work_while_a_silent_tls_client_is_connected() {
@@ -391,5 +293,79 @@ async fn an_oversized_websocket_message_closes_only_that_connection() {
         "oversized WebSocket message did not close the connection"
     );
     assert_serving(addr).await;
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_certificate_with_a_publishers_id_but_another_role_gets_neither_its_rules_nor_its_session(
+) {
+    let pki = Pki::new();
+    let mut config = pki.config(false);
+    config.acl = toml::from_str(
+        r##"
+        default = "deny"
+        [[rules]]
+        identity = "publisher:p1"
+        publish = ["plant/#"]
+        subscribe = ["plant/#"]
+        [[rules]]
+        identity = "anonymous"
+        subscribe = ["#"]
+        "##,
+    )
+    .unwrap();
+    let (broker, addr) = start(config).await;
+    let tls_addr = broker.addr(ListenerKind::Tls).unwrap();
+    let p1 = pki.issue(Profile::Publisher {
+        id: "p1".into(),
+        topics: vec!["plant/#".into()],
+    });
+    let mut spy = V4::connect("spy", addr).await;
+    spy.subscribe("#", QoS::AtLeastOnce).await;
+    // The publisher: its rules, and a persistent session.
+    let mut o = tls_options("p1-device", tls_addr, pki.client_tls(Some(&p1)));
+    o.set_clean_session(false);
+    let mut publisher = V4::start(o);
+    publisher.connack().await.expect("publisher connects");
+    assert_eq!(
+        publisher.subscribe("plant/#", QoS::AtLeastOnce).await,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    drop(publisher);
+    // Certificates of the other roles, issued with the id "p1" (as a device's CSR could
+    // ask): not the publisher.
+    for (n, profile) in [
+        Profile::Subscriber { id: "p1".into() },
+        Profile::Client { id: "p1".into() },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let not_p1 = pki.issue(profile);
+        // Its client id is not free to take.
+        let mut o = tls_options("p1-device", tls_addr, pki.client_tls(Some(&not_p1)));
+        o.set_clean_session(false);
+        let mut c = V4::start(o);
+        let r = c.connack().await;
+        assert!(matches!(&r, Err(e) if e.contains("NotAuthorized")), "{r:?}");
+        // Nor are the publisher's rules its rules.
+        let id = format!("not-p1-{n}");
+        let mut c = V4::start(tls_options(&id, tls_addr, pki.client_tls(Some(&not_p1))));
+        c.connack().await.expect("certificate accepted");
+        assert_eq!(
+            c.subscribe("plant/#", QoS::AtLeastOnce).await,
+            vec![rumqttc::SubscribeReasonCode::Failure]
+        );
+        for topic in ["plant/1/power", "sealpost/keys/p1/alice"] {
+            c.client
+                .publish(topic, QoS::AtLeastOnce, false, b"forged".to_vec())
+                .await
+                .unwrap();
+        }
+    }
+    assert!(spy
+        .maybe_publish(Duration::from_millis(500))
+        .await
+        .is_none());
     broker.shutdown(WAIT).await;
 }

@@ -41,6 +41,9 @@ enum Command {
     },
     /// Issue a certificate with a freshly generated private key.
     Issue {
+        /// Replace an existing certificate and private key of the same name.
+        #[arg(long, global = true)]
+        force: bool,
         #[command(subcommand)]
         kind: IssueKind,
     },
@@ -77,6 +80,9 @@ enum Command {
         /// Output prefix: writes PREFIX.csr and PREFIX.key.
         #[arg(long)]
         out: PathBuf,
+        /// Replace an existing key and CSR of the same name.
+        #[arg(long)]
+        force: bool,
     },
     /// Revoke certificates and write a new signed revocation list (crl.pem).
     Revoke {
@@ -176,7 +182,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), CertError> {
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let dir = cli.dir;
     match cli.command {
         Command::Init { name, days } => {
@@ -188,7 +194,8 @@ fn run(cli: Cli) -> Result<(), CertError> {
                         std::io::ErrorKind::AlreadyExists,
                         "a CA already exists here; refusing to overwrite it",
                     ),
-                });
+                }
+                .into());
             }
             let ca = CertificateAuthority::create(&name, Validity::days_from_now(days))?;
             pemfile::write_private(&dir.join("ca.key"), &ca.private_key_pem())?;
@@ -198,7 +205,7 @@ fn run(cli: Cli) -> Result<(), CertError> {
             pemfile::write_public(&dir.join("crl.pem"), &crl)?;
             println!("created CA {name:?} in {}", dir.display());
         }
-        Command::Issue { kind } => {
+        Command::Issue { force, kind } => {
             let ca = load_ca(&dir)?;
             let (profile, out, days) = match kind {
                 IssueKind::Publisher { common, topics } => (
@@ -228,8 +235,9 @@ fn run(cli: Cli) -> Result<(), CertError> {
                     (Profile::Server { names: dns }, out, validity.days)
                 }
             };
-            let issued = ca.issue(&profile, Validity::days_from_now(days))?;
             let (cert_path, key_path) = (with_ext(&out, "pem"), with_ext(&out, "key"));
+            refuse_to_overwrite(&[&cert_path, &key_path], force)?;
+            let issued = ca.issue(&profile, Validity::days_from_now(days))?;
             pemfile::write_private(&key_path, &issued.private_key_pem)?;
             pemfile::write_public(&cert_path, &issued.certificate_pem)?;
             println!(
@@ -250,8 +258,10 @@ fn run(cli: Cli) -> Result<(), CertError> {
         } => {
             let ca = load_ca(&dir)?;
             let need_id = || {
-                id.clone()
-                    .ok_or_else(|| CertError::InvalidId(String::new()))
+                id.clone().ok_or_else(|| {
+                    let role = role.to_possible_value().expect("no skipped roles");
+                    format!("--id is required for role {}", role.get_name())
+                })
             };
             let profile = match role {
                 CliRole::Publisher => Profile::Publisher {
@@ -270,7 +280,13 @@ fn run(cli: Cli) -> Result<(), CertError> {
             pemfile::write_public(&out, &cert)?;
             println!("signed {} certificate {}", profile.role(), out.display());
         }
-        Command::Csr { key, id, out } => {
+        Command::Csr {
+            key,
+            id,
+            out,
+            force,
+        } => {
+            refuse_to_overwrite(&[&with_ext(&out, "key"), &with_ext(&out, "csr")], force)?;
             let (csr, key_pem) = make_csr(key, &id)?;
             pemfile::write_private(&with_ext(&out, "key"), &key_pem)?;
             pemfile::write_public(&with_ext(&out, "csr"), &csr)?;
@@ -347,6 +363,18 @@ fn load_ca(dir: &Path) -> Result<CertificateAuthority, CertError> {
         &pemfile::read(&dir.join("ca.pem"))?,
         &pemfile::read(&dir.join("ca.key"))?,
     )
+}
+
+/// Refuses to replace an existing file unless `--force` was given: a second `issue` with
+/// the same id would otherwise silently destroy a private key a device may be using.
+fn refuse_to_overwrite(paths: &[&Path], force: bool) -> Result<(), String> {
+    match paths.iter().find(|p| p.exists()) {
+        Some(existing) if !force => Err(format!(
+            "{} already exists; refusing to overwrite it (--force replaces it)",
+            existing.display()
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn with_ext(prefix: &Path, ext: &str) -> PathBuf {

@@ -137,3 +137,71 @@ fn clear_errors_for_missing_files_and_wrong_pem_types() {
     );
     assert!(err.contains("invalid identity"), "{err}");
 }
+
+#[test]
+fn issuing_again_refuses_to_replace_a_key_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    ok(&pki, &["init"]);
+    let issue = ["issue", "publisher", "--id", "sensor-1", "--topics", "a/#"];
+    ok(&pki, &issue);
+    let key_before = std::fs::read(pki.join("sensor-1.key")).unwrap();
+    let err = fails(&pki, &issue);
+    assert!(
+        err.contains("sensor-1")
+            && err.contains("refusing to overwrite")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(pki.join("sensor-1.key")).unwrap(), key_before);
+    ok(&pki, &[&issue[..], &["--force"]].concat());
+    assert_ne!(std::fs::read(pki.join("sensor-1.key")).unwrap(), key_before);
+
+    let device = tmp.path().join("device");
+    let csr = [
+        "csr",
+        "--key",
+        "ed25519",
+        "--id",
+        "m",
+        "--out",
+        device.to_str().unwrap(),
+    ];
+    ok(&pki, &csr);
+    assert!(fails(&pki, &csr).contains("refusing to overwrite"));
+}
+
+#[test]
+fn sign_csr_without_id_names_the_missing_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tmp.path().join("pki");
+    ok(&pki, &["init"]);
+    let device = tmp.path().join("device");
+    ok(
+        &pki,
+        &[
+            "csr",
+            "--key",
+            "ed25519",
+            "--id",
+            "m",
+            "--out",
+            device.to_str().unwrap(),
+        ],
+    );
+    let out = tmp.path().join("m.pem");
+    let err = fails(
+        &pki,
+        &[
+            "sign-csr",
+            device.with_extension("csr").to_str().unwrap(),
+            "--role",
+            "publisher",
+            "--topics",
+            "m/#",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("--id is required for role publisher"), "{err}");
+}

@@ -29,6 +29,26 @@ pub enum PublisherError {
         /// What went wrong.
         detail: String,
     },
+    /// Another publisher (process or [`crate::Publisher`]) is running on this state
+    /// directory: two would reuse sequence numbers and overwrite each other's state.
+    #[error("state directory {dir} is in use by another publisher (it holds {lock})", lock = crate::state::LOCK_FILE)]
+    StateLocked {
+        /// The state directory.
+        dir: PathBuf,
+    },
+    /// No revocation list was given. The publisher re-checks its readers' certificates
+    /// against the CA's revocation list; running without one must be asked for
+    /// explicitly (`insecure_no_crl`, `--insecure-no-crl`).
+    #[error("no revocation list given: pass the CA's CRL (--crl), or --insecure-no-crl to run without one")]
+    RevocationListRequired,
+    /// The revocation list file could not be read.
+    #[error("revocation list {path}: {detail}")]
+    RevocationList {
+        /// File involved.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
     /// The broker did not accept the connection in time.
     #[error("could not connect to the broker at {0}")]
     NotConnected(String),

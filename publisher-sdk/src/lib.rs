@@ -10,7 +10,16 @@
 //! - Works over any MQTT 3.1.1 broker: TCP, TLS (rustls with the `ring` provider) and
 //!   WebSocket ([`BrokerAddress`]).
 //! - State that must outlive a restart (sequence high-water mark, recent content keys,
-//!   grants) is kept in a state directory and replaced atomically ([`state`]).
+//!   grants) is kept in a state directory and replaced atomically ([`state`]), always
+//!   before the change it records takes effect (a failed write changes nothing). A
+//!   running publisher locks its state directory against a second one.
+//! - Readers are checked, not just trusted once: every grantee's certificate is verified
+//!   against the CA and its revocation list ([`PublisherConfig::crl`], required unless
+//!   [`PublisherConfig::insecure_no_crl`]) at start, on every rekey and periodically
+//!   (the list reloaded); a grantee that fails is dropped and the key rotates
+//!   ([`Publisher::check_readers`]).
+//! - Granting a new reader rotates the key ([`PublisherConfig::rotate_on_grant`]), so a
+//!   reader cannot open what was sealed before its grant; revoking always rotates.
 //! - Key distribution center mode ([`kdc`]): the publisher serves its keys over HTTPS to
 //!   readers it issued credentials to, instead of or beside key messages
 //!   ([`PublisherConfig::kdc`], [`PublisherConfig::key_messages`]).
@@ -32,5 +41,8 @@ pub mod state;
 pub mod transport;
 
 pub use error::PublisherError;
-pub use publisher::{Publisher, PublisherConfig, QoS, Rekey, RekeyTimings, DEFAULT_RESERVE_BLOCK};
+pub use publisher::{
+    Publisher, PublisherConfig, QoS, Rekey, RekeyTimings, DEFAULT_CRL_RELOAD_INTERVAL,
+    DEFAULT_RESERVE_BLOCK,
+};
 pub use transport::{BrokerAddress, TlsIdentity};

@@ -1,7 +1,7 @@
 //! The [`Publisher`]: sealing, grants, revocation and key messages over one MQTT connection.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rayon::prelude::*;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet};
-use sealpost_certs::{now_unix, pemfile, Role, Verifier};
+use sealpost_certs::{now_unix, pemfile, CertError, Role, Verifier};
 use sealpost_protocol::{
     ContentKey, KeyLocation, KeyRecipient, PublisherIdentity, Sealer, DEFAULT_KEPT_EPOCHS,
 };
@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::kdc::{Kdc, KdcConfig, KdcCredentials};
 use crate::keys::{Batch, Grantee};
-use crate::state::{Grant, PublisherState};
+use crate::state::{Grant, PublisherState, StateLock};
 use crate::transport::{mqtt_options, BrokerAddress, TlsIdentity};
 use crate::PublisherError;
 
@@ -26,6 +26,10 @@ pub use rumqttc::QoS;
 
 /// Sequence numbers reserved (and persisted) at a time: one state write per block.
 pub const DEFAULT_RESERVE_BLOCK: u64 = 4096;
+
+/// How often a running publisher reloads its revocation list and checks every grantee's
+/// certificate again, by default.
+pub const DEFAULT_CRL_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How to build a [`Publisher`].
 #[derive(Clone)]
@@ -44,6 +48,32 @@ pub struct PublisherConfig {
     pub key_pem: String,
     /// The CA certificate, PEM: subscriber certificates are verified against it on grant.
     pub ca_pem: String,
+    /// The CA's revocation list (a PEM file, as `sealpost-certs revoke` writes it).
+    /// Required unless [`PublisherConfig::insecure_no_crl`]. Every grantee's certificate
+    /// (chain, validity, revocation) is checked at start, and validity and revocation
+    /// again on every rekey and every [`PublisherConfig::crl_reload_interval`], each time
+    /// with the file read again; a grantee that fails is dropped and the key rotates. A list that is unreadable, not signed by the
+    /// CA or older than the one in force is refused at start and, later, reported and
+    /// ignored (the one in force stays). A list past its next-update time is refused at
+    /// start; while running, no new reader is granted until a fresh one is in place
+    /// (revocations and rotations go on: they only narrow who can read).
+    pub crl: Option<PathBuf>,
+    /// Run without a revocation list: a subscriber whose certificate the CA revoked keeps
+    /// receiving new keys until its certificate expires. Only for tests and trials; a
+    /// warning is logged at start.
+    pub insecure_no_crl: bool,
+    /// How often the revocation list is reloaded and every grantee checked again while
+    /// running (also catches certificates that expire). Default
+    /// [`DEFAULT_CRL_RELOAD_INTERVAL`]; zero turns the periodic check off (rekeys still
+    /// check).
+    pub crl_reload_interval: Duration,
+    /// Start a new key epoch whenever a reader who does not hold the key yet is granted
+    /// (a new subscriber, one granted again after a revocation, a new KDC reader), so that
+    /// it cannot open anything sealed before its grant (backward secrecy). Default true.
+    /// No rotation is needed, and none happens, while the current key has sealed nothing
+    /// (after a restart the publisher assumes it has). Granting an already granted
+    /// subscriber again (a renewed certificate) never rotates.
+    pub rotate_on_grant: bool,
     /// Directory for the persisted state (created if missing). One publisher per directory.
     pub state_dir: PathBuf,
     /// Rotate the content key when it is older than this (checked on publish).
@@ -70,6 +100,9 @@ impl std::fmt::Debug for PublisherConfig {
         f.debug_struct("PublisherConfig")
             .field("broker", &self.broker)
             .field("state_dir", &self.state_dir)
+            .field("crl", &self.crl)
+            .field("insecure_no_crl", &self.insecure_no_crl)
+            .field("rotate_on_grant", &self.rotate_on_grant)
             .field("key_lifetime", &self.key_lifetime)
             .finish_non_exhaustive()
     }
@@ -92,6 +125,10 @@ impl PublisherConfig {
             certificate_pem: certificate_pem.into(),
             key_pem: key_pem.into(),
             ca_pem: ca_pem.into(),
+            crl: None,
+            insecure_no_crl: false,
+            crl_reload_interval: DEFAULT_CRL_RELOAD_INTERVAL,
+            rotate_on_grant: true,
             state_dir: state_dir.into(),
             key_lifetime: None,
             embed_certificate: false,
@@ -149,6 +186,35 @@ struct Inner {
     /// Whether key messages are sent at all (false: KDC only).
     send_key_messages: bool,
     kdc: Option<Kdc>,
+    /// Where the revocation list is reloaded from (none: `insecure_no_crl`).
+    crl: Option<PathBuf>,
+    rotate_on_grant: bool,
+    /// Whether anything may have been sealed under the current key: a new reader then
+    /// makes the key rotate (with `rotate_on_grant`). Not persisted: a restarted
+    /// publisher assumes so, unless it has just created its state.
+    sealed_in_epoch: bool,
+}
+
+/// A change of who may read, applied by `Inner::commit`: all of it or nothing.
+#[derive(Default)]
+struct Change {
+    /// Verified certificates to grant (or, for granted subscribers, to renew).
+    grant: Vec<KeyRecipient>,
+    /// Grantees to remove (they are also removed from the persisted grants if they are
+    /// only there).
+    remove: Vec<String>,
+    /// Start a new epoch whatever else happens.
+    rotate: bool,
+}
+
+/// What `Inner::commit` did.
+struct Committed {
+    rotated: bool,
+    /// Granted (or renewed) now.
+    granted: Vec<String>,
+    /// Removed now: asked for, or found failing the certificate check.
+    removed: Vec<String>,
+    persist: Duration,
 }
 
 /// A sealing MQTT publisher. See the crate documentation.
@@ -162,6 +228,12 @@ pub struct Publisher {
     closing: Arc<AtomicBool>,
     poller: JoinHandle<()>,
     republisher: JoinHandle<()>,
+    /// Reloads the revocation list and checks the grantees periodically.
+    checker: Option<JoinHandle<()>>,
+    /// Held for the life of the publisher; released on drop (not when the tasks above
+    /// end, which happens a moment later), so a publisher can be started again on the
+    /// same directory right after this one is dropped.
+    _lock: StateLock,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -173,20 +245,35 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// Loads (or creates) the state, connects to the broker and publishes the key
-    /// messages of every granted subscriber. Fails if the broker does not accept the
-    /// connection within `connect_timeout`.
+    /// Locks the state directory, loads (or creates) the state, checks every granted
+    /// subscriber's certificate again (dropping those that fail and rotating the key),
+    /// connects to the broker and publishes the key messages of every granted subscriber.
+    /// Fails if another publisher holds the state directory, without a revocation list
+    /// (unless `insecure_no_crl`), or if the broker does not accept the connection within
+    /// `connect_timeout`.
     pub async fn connect(config: PublisherConfig) -> Result<Publisher, PublisherError> {
+        // First of all: a second publisher must not even read a state another one is
+        // changing.
+        let lock = StateLock::acquire(&config.state_dir)?;
         let identity = PublisherIdentity::from_pem(&config.certificate_pem, &config.key_pem)?;
-        let verifier = Verifier::new(&config.ca_pem)?;
+        let mut verifier = Verifier::new(&config.ca_pem)?;
+        match (&config.crl, config.insecure_no_crl) {
+            (Some(path), _) => verifier.set_revocation_list(&read_crl(path)?)?,
+            (None, true) => tracing::warn!(
+                "insecure_no_crl: running WITHOUT a revocation list; subscribers whose \
+                 certificates the CA revoked keep receiving new keys until they expire"
+            ),
+            (None, false) => return Err(PublisherError::RevocationListRequired),
+        }
+        check_crl_fresh(&verifier, now_unix())?;
         let id = identity.id().to_owned();
         let now = now_unix().max(0) as u64;
-        let state = match PublisherState::load(&config.state_dir)? {
-            Some(s) => s,
+        let (state, fresh) = match PublisherState::load(&config.state_dir)? {
+            Some(s) => (s, false),
             None => {
                 let s = PublisherState::fresh(*ContentKey::generate().as_bytes(), now);
                 s.save(&config.state_dir)?;
-                s
+                (s, true)
             }
         };
         let location = KeyLocation::key_topic_for(&id);
@@ -217,14 +304,19 @@ impl Publisher {
         );
         sealer.set_embed_certificate(config.embed_certificate || kdc.is_some());
         let mut grantees = BTreeMap::new();
+        let mut dropped = Vec::new();
         for grant in &state.grants {
-            // Restored grants were verified when granted; a certificate that no longer
-            // parses is a corrupt state file.
-            let info = sealpost_certs::parse(&grant.certificate_der)?;
-            grantees.insert(
-                grant.subscriber.clone(),
-                Grantee::new(KeyRecipient::new(info)?, grant.granted_epoch),
-            );
+            // Verified when granted, and fully again now: since the last run the CA may
+            // have revoked it, it may have expired, the CA may have changed.
+            match restore_grantee(&verifier, grant) {
+                Ok(grantee) => {
+                    grantees.insert(grant.subscriber.clone(), grantee);
+                }
+                Err(e) => {
+                    warn_dropped(&grant.subscriber, &e);
+                    dropped.push(grant.subscriber.clone());
+                }
+            }
         }
         let mut inner = Inner {
             identity,
@@ -238,7 +330,19 @@ impl Publisher {
             key_lifetime: config.key_lifetime,
             send_key_messages: config.key_messages,
             kdc,
+            crl: config.crl.clone(),
+            rotate_on_grant: config.rotate_on_grant,
+            sealed_in_epoch: !fresh,
         };
+        if !dropped.is_empty() {
+            // Removing grantees rotates the key: nothing sealed from now on is readable
+            // with a key they hold. Their retained key messages are cleared once the
+            // client exists, below.
+            inner.commit(Change {
+                remove: dropped.clone(),
+                ..Change::default()
+            })?;
+        }
         inner.rebuild_key_messages()?;
 
         let client_id = config
@@ -259,6 +363,8 @@ impl Publisher {
         let closing = Arc::new(AtomicBool::new(false));
         let (connected_tx, mut connected_rx) = watch::channel(0u64);
         let poller = tokio::spawn(poll(eventloop, connected_tx, closing.clone()));
+        // Queued now, sent once connected.
+        inner.clear_key_messages(&client, &dropped).await?;
         let inner = Arc::new(Mutex::new(inner));
         let republisher = {
             let inner = inner.clone();
@@ -281,6 +387,13 @@ impl Publisher {
                 }
             })
         };
+        let checker = (!config.crl_reload_interval.is_zero()).then(|| {
+            tokio::spawn(check_periodically(
+                inner.clone(),
+                client.clone(),
+                config.crl_reload_interval,
+            ))
+        });
         let connected =
             tokio::time::timeout(config.connect_timeout, connected_rx.wait_for(|n| *n > 0)).await;
         let publisher = Publisher {
@@ -290,6 +403,8 @@ impl Publisher {
             closing,
             poller,
             republisher,
+            checker,
+            _lock: lock,
         };
         match connected {
             Ok(Ok(_)) => Ok(publisher),
@@ -333,14 +448,11 @@ impl Publisher {
             }
         }
         if inner.sealer.reserved_remaining() == 0 {
-            // Persist the new high-water mark before using any number below it, so a
-            // crash can never lead to a number being used twice.
-            let high_water = inner.sealer.reserve(DEFAULT_RESERVE_BLOCK);
-            inner.state.seq_high_water = high_water;
-            inner.save()?;
+            inner.reserve_sequence_numbers()?;
         }
         let seq = inner.sealer.next_seq();
         let envelope = inner.sealer.seal(topic, payload)?;
+        inner.sealed_in_epoch = true;
         // Publishing under the lock keeps envelopes on the wire in sequence order.
         self.client
             .publish_bytes(topic, qos, retain, Bytes::from(envelope))
@@ -350,7 +462,10 @@ impl Publisher {
 
     /// Grants the subscriber whose certificate (PEM) is given: verifies it against the
     /// CA (role subscriber, validity, revocation list) and publishes its key message.
-    /// Granting an already granted subscriber again refreshes its certificate.
+    /// A new reader starts a new epoch first (with [`PublisherConfig::rotate_on_grant`],
+    /// the default, if anything was sealed under the current key), so it cannot open what
+    /// was sealed before. Granting an already granted subscriber again renews its
+    /// certificate, without rotating.
     pub async fn grant_pem(&self, certificate_pem: &str) -> Result<String, PublisherError> {
         let der = pemfile::decode(certificate_pem, pemfile::CERTIFICATE)?;
         let mut ids = self.grant_many(&[der]).await?.1;
@@ -358,7 +473,8 @@ impl Publisher {
     }
 
     /// Grants many subscribers at once (certificates as DER), wrapping their keys in
-    /// parallel. All certificates are verified before any is granted.
+    /// parallel. All certificates are verified before any is granted; one rotation
+    /// covers all the new readers (see [`Publisher::grant_pem`]).
     pub async fn grant_many(
         &self,
         certificates_der: &[Vec<u8>],
@@ -368,6 +484,8 @@ impl Publisher {
             return Err(PublisherError::KeyMessagesDisabled);
         }
         let started = Instant::now();
+        // Against the CA's latest list: a certificate revoked a moment ago is refused.
+        inner.reload_crl();
         let now = now_unix();
         // Verification (a signature check and parsing per certificate) is a tenth of a
         // large grant: spread it over the cores like the wrapping.
@@ -384,44 +502,16 @@ impl Publisher {
                     .collect::<Result<Vec<KeyRecipient>, PublisherError>>()
             })?
         };
-        // Re-granted subscribers replace their old entry: one pass, not one per grant
-        // (quadratic at 10,000 subscribers).
-        let regranted: HashSet<&str> = recipients.iter().map(|r| r.id()).collect();
-        inner
-            .state
-            .grants
-            .retain(|g| !regranted.contains(g.subscriber.as_str()));
-        let mut ids = Vec::with_capacity(recipients.len());
-        // Keyed by id: a subscriber listed twice is granted once, with its last certificate.
-        let mut new = BTreeMap::new();
-        for recipient in recipients {
-            let id = recipient.id().to_owned();
-            let granted_epoch = inner
-                .grantees
-                .get(&id)
-                .map_or(inner.state.epoch, |g| g.granted_epoch);
-            ids.push(id.clone());
-            // A re-granted subscriber may come with a new key pair: nothing wrapped for
-            // its old certificate is kept.
-            new.insert(id, Grantee::new(recipient, granted_epoch));
-        }
-        for (id, grantee) in &new {
-            inner.state.grants.push(Grant {
-                subscriber: id.clone(),
-                certificate_der: grantee.recipient.certificate().der.clone(),
-                granted_epoch: grantee.granted_epoch,
-            });
-        }
-        let mut timings = RekeyTimings {
+        let timings = RekeyTimings {
             verify: started.elapsed(),
             ..RekeyTimings::default()
         };
-        let started = Instant::now();
-        inner.save()?;
-        timings.persist = started.elapsed();
-        let granted: Vec<String> = new.keys().cloned().collect();
-        inner.grantees.extend(new);
-        let rekey = inner.send(&self.client, &granted, timings).await?;
+        let ids = recipients.iter().map(|r| r.id().to_owned()).collect();
+        let change = Change {
+            grant: recipients,
+            ..Change::default()
+        };
+        let (rekey, _) = inner.rekey(&self.client, change, timings).await?;
         Ok((rekey, ids))
     }
 
@@ -432,38 +522,59 @@ impl Publisher {
     /// published afterwards.
     pub async fn revoke(&self, subscriber_id: &str) -> Result<Rekey, PublisherError> {
         let mut inner = self.inner.lock().await;
+        let key_grant = inner.grantees.contains_key(subscriber_id);
         // The reader store is the record of who may log in to the KDC, whether or not
         // this publisher runs one now: a revocation must reach it either way, or the next
         // KDC run would let the reader fetch the key that the rotation below protects.
-        // First, so that a failure to record it leaves nothing half revoked.
         let kdc_reader = match &inner.kdc {
             Some(kdc) => kdc.revoke_reader(subscriber_id)?,
             None => {
                 crate::kdc::readers::ReaderStore::open(&inner.state_dir)?.revoke(subscriber_id)?
             }
         };
-        let key_grant = inner.grantees.remove(subscriber_id).is_some();
         if !key_grant && !kdc_reader {
             return Err(PublisherError::NotGranted(subscriber_id.to_owned()));
         }
-        if key_grant {
-            inner.state.grants.retain(|g| g.subscriber != subscriber_id);
-            inner.key_messages.remove(subscriber_id);
-            if let Some(topic) = inner.location.key_message_topic(subscriber_id) {
-                // An empty retained message deletes the retained key message.
-                self.client
-                    .publish_bytes(topic, QoS::AtLeastOnce, true, Bytes::new())
-                    .await?;
-            }
-        }
-        inner.rotate(&self.client).await
+        let change = Change {
+            remove: if key_grant {
+                vec![subscriber_id.to_owned()]
+            } else {
+                Vec::new()
+            },
+            rotate: true,
+            ..Change::default()
+        };
+        let (rekey, _) = inner
+            .rekey(&self.client, change, RekeyTimings::default())
+            .await?;
+        Ok(rekey)
+    }
+
+    /// Reloads the revocation list (if the publisher has one) and checks every granted
+    /// subscriber's certificate now (validity, revocation), as the publisher does by
+    /// itself every [`PublisherConfig::crl_reload_interval`]. Those that fail are dropped
+    /// (their retained key messages cleared) and the key rotates; returns their ids. A
+    /// revocation list that cannot be reloaded is reported in the log and the one in
+    /// force stays; one past its next-update time is an error, and nothing changes.
+    pub async fn check_readers(&self) -> Result<Vec<String>, PublisherError> {
+        self.inner.lock().await.check_readers(&self.client).await
     }
 
     /// Issues KDC credentials for `reader` (a new random password; any earlier one stops
     /// working). The reader may fetch the keys of the current epoch and later ones. Give
     /// the result to the reader (e.g. [`KdcCredentials::save`]); only a hash is kept.
+    ///
+    /// A reader without live credentials is new: with [`PublisherConfig::rotate_on_grant`]
+    /// the key rotates first (if anything was sealed under it), and the reader may fetch
+    /// the new epoch's key and later ones only, never what was sealed before (backward
+    /// secrecy).
     pub async fn add_reader(&self, reader: &str) -> Result<KdcCredentials, PublisherError> {
-        let inner = self.inner.lock().await;
+        let mut inner = self.inner.lock().await;
+        let kdc = inner.kdc.as_ref().ok_or(PublisherError::NoKdc)?;
+        let new_reader = !kdc.readers().iter().any(|r| r == reader);
+        if new_reader && inner.rotate_on_grant && inner.sealed_in_epoch {
+            inner.rotate(&self.client).await?;
+        }
         let kdc = inner.kdc.as_ref().ok_or(PublisherError::NoKdc)?;
         Ok(kdc.add_reader(reader, inner.state.epoch)?)
     }
@@ -487,13 +598,17 @@ impl Publisher {
     }
 
     /// Starts a new key epoch with a fresh content key and sends it to every granted
-    /// subscriber.
+    /// subscriber (after checking them all again, as every rekey does: see
+    /// [`PublisherConfig::crl`]).
     pub async fn rotate(&self) -> Result<Rekey, PublisherError> {
         self.inner.lock().await.rotate(&self.client).await
     }
 
     /// Disconnects cleanly, waiting (bounded) for queued messages to leave.
     pub async fn disconnect(mut self) -> Result<(), PublisherError> {
+        if let Some(checker) = &self.checker {
+            checker.abort();
+        }
         {
             // Taking the lock waits for any operation in progress.
             let mut inner = self.inner.lock().await;
@@ -514,6 +629,9 @@ impl Drop for Publisher {
     fn drop(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
         self.republisher.abort();
+        if let Some(checker) = &self.checker {
+            checker.abort();
+        }
         // The poller ends by itself after the DISCONNECT from `disconnect`, or when the
         // client handle (dropped here) closes its request channel; abort it in case it
         // is waiting on a dead broker.
@@ -528,8 +646,211 @@ impl Drop for Publisher {
 }
 
 impl Inner {
-    fn save(&self) -> Result<(), PublisherError> {
-        self.state.save(&self.state_dir)
+    /// Reserves the next block of sequence numbers: persists the new high-water mark
+    /// first, and only then lets the sealer use the numbers below it. If the write fails,
+    /// nothing changes (the next publish tries again), so a number can never be used
+    /// without being on disk, and never twice across a restart.
+    fn reserve_sequence_numbers(&mut self) -> Result<(), PublisherError> {
+        let previous = self.state.seq_high_water;
+        let high_water = self
+            .sealer
+            .next_seq()
+            .saturating_add(self.sealer.reserved_remaining())
+            .saturating_add(DEFAULT_RESERVE_BLOCK);
+        self.state.seq_high_water = high_water;
+        if let Err(e) = self.state.save(&self.state_dir) {
+            self.state.seq_high_water = previous;
+            return Err(e);
+        }
+        let reserved = self.sealer.reserve(DEFAULT_RESERVE_BLOCK);
+        debug_assert_eq!(reserved, high_water);
+        Ok(())
+    }
+
+    /// Applies `change`, first on disk, then in memory: if the state cannot be written,
+    /// nothing changes. Every grantee is checked again on the way (see
+    /// [`Inner::failing_grantees`]): those that fail are removed too. Removing anyone
+    /// starts a new epoch, and so does granting a new reader with `rotate_on_grant`.
+    fn commit(&mut self, change: Change) -> Result<Committed, PublisherError> {
+        let mut remove: BTreeSet<String> = change.remove.into_iter().collect();
+        for (id, e) in self.failing_grantees(now_unix()) {
+            if remove.insert(id.clone()) {
+                warn_dropped(&id, &e);
+            }
+        }
+        // A reader is new if it does not hold the current key: never granted, or
+        // removed just now (revoked, then granted again with a new certificate).
+        let new_reader = change
+            .grant
+            .iter()
+            .any(|r| remove.contains(r.id()) || !self.grantees.contains_key(r.id()));
+        // A new reader of a key that has sealed nothing yet can read nothing old with it.
+        let rotate = change.rotate
+            || !remove.is_empty()
+            || (self.rotate_on_grant && new_reader && self.sealed_in_epoch);
+
+        let mut next = self.state.clone();
+        let key = rotate.then(|| start_epoch(&mut next));
+        let granting: HashSet<String> = change.grant.iter().map(|r| r.id().to_owned()).collect();
+        // One pass, not one per grant (quadratic at 10,000 subscribers). A renewed grant
+        // replaces the old entry.
+        next.grants.retain(|g| {
+            !remove.contains(&g.subscriber) && !granting.contains(g.subscriber.as_str())
+        });
+        // Keyed by id: a subscriber listed twice is granted once, with its last certificate.
+        let mut new = BTreeMap::new();
+        for recipient in change.grant {
+            let id = recipient.id().to_owned();
+            let granted_epoch = match self.grantees.get(&id) {
+                // Renewed: it keeps reading what it could.
+                Some(g) if !remove.contains(&id) => g.granted_epoch,
+                // New: this epoch (the new one, if rotating) and later ones only.
+                _ => next.epoch,
+            };
+            // A renewed subscriber may come with a new key pair: nothing wrapped for its
+            // old certificate is kept.
+            new.insert(id, Grantee::new(recipient, granted_epoch));
+        }
+        for (id, grantee) in &new {
+            next.grants.push(Grant {
+                subscriber: id.clone(),
+                certificate_der: grantee.recipient.certificate().der.clone(),
+                granted_epoch: grantee.granted_epoch,
+            });
+        }
+        let started = Instant::now();
+        next.save(&self.state_dir)?;
+        let persist = started.elapsed();
+
+        // On disk: now in memory. The new key is on disk, and served by the KDC,
+        // before anything is sealed with it.
+        self.state = next;
+        for id in &remove {
+            self.grantees.remove(id);
+            self.key_messages.remove(id);
+        }
+        let granted: Vec<String> = new.keys().cloned().collect();
+        self.grantees.extend(new);
+        if let Some(key) = &key {
+            if let Some(kdc) = &self.kdc {
+                kdc.set_keys(self.recent_keys());
+            }
+            self.sealer.set_key(self.state.epoch, key);
+            self.sealed_in_epoch = false;
+            self.key_messages.clear();
+        }
+        Ok(Committed {
+            rotated: key.is_some(),
+            granted,
+            removed: remove.into_iter().collect(),
+            persist,
+        })
+    }
+
+    /// Reloads the revocation list, so the check of every grantee that comes with every
+    /// rekey uses the CA's latest word, then [`Inner::rekey_now`].
+    async fn rekey(
+        &mut self,
+        client: &AsyncClient,
+        change: Change,
+        timings: RekeyTimings,
+    ) -> Result<(Rekey, Vec<String>), PublisherError> {
+        self.reload_crl();
+        self.rekey_now(client, change, timings).await
+    }
+
+    /// [`Inner::commit`]s `change`, clears the removed grantees' retained key messages
+    /// and sends the key messages it calls for: everyone's after a rotation, otherwise
+    /// those of the grantees just granted. Also returns the removed grantees.
+    async fn rekey_now(
+        &mut self,
+        client: &AsyncClient,
+        change: Change,
+        mut timings: RekeyTimings,
+    ) -> Result<(Rekey, Vec<String>), PublisherError> {
+        let committed = self.commit(change)?;
+        timings.persist = committed.persist;
+        self.clear_key_messages(client, &committed.removed).await?;
+        let ids = if committed.rotated {
+            self.grantees.keys().cloned().collect()
+        } else {
+            committed.granted
+        };
+        let rekey = self.send(client, &ids, timings).await?;
+        Ok((rekey, committed.removed))
+    }
+
+    /// Deletes the retained key messages of `ids` (an empty retained message deletes
+    /// the retained one).
+    async fn clear_key_messages(
+        &self,
+        client: &AsyncClient,
+        ids: &[String],
+    ) -> Result<(), PublisherError> {
+        for id in ids {
+            if let Some(topic) = self.location.key_message_topic(id) {
+                client
+                    .publish_bytes(topic, QoS::AtLeastOnce, true, Bytes::new())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the revocation list file again and installs it. A list that cannot be read,
+    /// is not signed by the CA, or is older than the one in force is reported in the log
+    /// and ignored: the one in force stays (never none).
+    fn reload_crl(&mut self) {
+        let Some(path) = &self.crl else {
+            return;
+        };
+        let reloaded =
+            read_crl(path).and_then(|pem| Ok(self.verifier.set_revocation_list(&pem)?));
+        if let Err(e) = reloaded {
+            tracing::error!(
+                path = %path.display(),
+                error = %e,
+                "revocation list not reloaded; the one in force stays"
+            );
+        }
+    }
+
+    /// Reloads the revocation list, then drops (and rotates away from) every grantee
+    /// whose certificate no longer passes. See [`Publisher::check_readers`].
+    async fn check_readers(&mut self, client: &AsyncClient) -> Result<Vec<String>, PublisherError> {
+        self.reload_crl();
+        let now = now_unix();
+        let removed = if self.failing_grantees(now).is_empty() {
+            Vec::new()
+        } else {
+            // `commit` finds them again and removes them.
+            self.rekey_now(client, Change::default(), RekeyTimings::default())
+                .await?
+                .1
+        };
+        // Reported after the removals, which an out-of-date list does not hold up.
+        check_crl_fresh(&self.verifier, now)?;
+        Ok(removed)
+    }
+
+    /// The grantees whose certificates fail the checks that can change after a grant:
+    /// validity period and revocation. The CA signature was verified at grant (or start),
+    /// and neither the certificate nor the CA has changed since. An out-of-date revocation
+    /// list is no reason to drop anyone (it is checked after the entries it lists, and
+    /// reported apart): it holds up new grants only.
+    fn failing_grantees(&self, now: i64) -> Vec<(String, PublisherError)> {
+        self.grantees
+            .iter()
+            .filter_map(|(id, grantee)| {
+                match self
+                    .verifier
+                    .check_time_and_revocation(grantee.recipient.certificate(), now)
+                {
+                    Ok(()) | Err(CertError::BadRevocationList(_)) => None,
+                    Err(e) => Some((id.clone(), e.into())),
+                }
+            })
+            .collect()
     }
 
     fn recent_keys(&self) -> Vec<(u64, ContentKey)> {
@@ -635,27 +956,82 @@ impl Inner {
     }
 
     async fn rotate(&mut self, client: &AsyncClient) -> Result<Rekey, PublisherError> {
-        let key = ContentKey::generate();
-        let epoch = self.state.epoch + 1;
-        self.state.epoch = epoch;
-        self.state.epoch_started_at = now_unix().max(0) as u64;
-        self.state.keys.push((epoch, *key.as_bytes()));
-        let excess = self.state.keys.len().saturating_sub(DEFAULT_KEPT_EPOCHS);
-        self.state.keys.drain(..excess);
-        // The new key is on disk, and served by the KDC, before anything is sealed with it.
-        let started = Instant::now();
-        self.save()?;
-        let timings = RekeyTimings {
-            persist: started.elapsed(),
-            ..RekeyTimings::default()
+        let change = Change {
+            rotate: true,
+            ..Change::default()
         };
-        if let Some(kdc) = &self.kdc {
-            kdc.set_keys(self.recent_keys());
+        let (rekey, _) = self.rekey(client, change, RekeyTimings::default()).await?;
+        Ok(rekey)
+    }
+}
+
+/// Starts a new epoch with a fresh content key in `state`, keeping the most recent
+/// epochs' keys, and returns the key.
+fn start_epoch(state: &mut PublisherState) -> ContentKey {
+    let key = ContentKey::generate();
+    state.epoch += 1;
+    state.epoch_started_at = now_unix().max(0) as u64;
+    state.keys.push((state.epoch, *key.as_bytes()));
+    let excess = state.keys.len().saturating_sub(DEFAULT_KEPT_EPOCHS);
+    state.keys.drain(..excess);
+    key
+}
+
+/// A persisted grant as a grantee, after verifying its certificate fully again.
+fn restore_grantee(verifier: &Verifier, grant: &Grant) -> Result<Grantee, PublisherError> {
+    let info = verifier.verify(&grant.certificate_der, now_unix())?;
+    info.require_role(Role::Subscriber)?;
+    Ok(Grantee::new(KeyRecipient::new(info)?, grant.granted_epoch))
+}
+
+fn warn_dropped(id: &str, why: &PublisherError) {
+    tracing::warn!(
+        subscriber = id,
+        reason = %why,
+        "grant dropped: the certificate no longer verifies; the key rotates"
+    );
+}
+
+/// Reads a revocation list file.
+fn read_crl(path: &Path) -> Result<String, PublisherError> {
+    std::fs::read_to_string(path).map_err(|e| PublisherError::RevocationList {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Fails if the revocation list in force is past its next-update time: the publisher
+/// then cannot know whom the CA revoked since, and sends no key to anyone.
+fn check_crl_fresh(verifier: &Verifier, now: i64) -> Result<(), PublisherError> {
+    match verifier.revocation_list() {
+        Some(list) if now > list.next_update => Err(CertError::BadRevocationList(format!(
+            "the revocation list in force was due to be replaced at unix time {}; \
+             install a fresh one",
+            list.next_update
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// Every `every`: reloads the revocation list and drops the grantees that fail their
+/// certificate check (see [`Publisher::check_readers`]). Errors are logged: nothing is
+/// sent then, and the next round tries again.
+async fn check_periodically(inner: Arc<Mutex<Inner>>, client: AsyncClient, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate, and `connect` has just checked.
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let mut inner = inner.lock().await;
+        match inner.check_readers(&client).await {
+            Ok(dropped) if !dropped.is_empty() => {
+                tracing::info!(?dropped, epoch = inner.state.epoch, "grantees dropped")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "checking the grantees failed"),
         }
-        self.sealer.set_key(epoch, &key);
-        self.key_messages.clear();
-        let everyone: Vec<String> = self.grantees.keys().cloned().collect();
-        self.send(client, &everyone, timings).await
     }
 }
 

@@ -3,6 +3,10 @@
 //! One file, `publisher.state` (CBOR, mode 0600 because it holds content keys), replaced
 //! as a whole: written to a temporary file, flushed to disk, renamed over the old one, and
 //! the directory flushed, so a crash leaves either the old or the new state, never a mix.
+//!
+//! A running publisher holds an exclusive advisory lock on `publisher.lock` in the same
+//! directory ([`StateLock`]): two publishers on one directory would hand out the same
+//! sequence numbers and overwrite each other's keys and grants.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -14,6 +18,8 @@ use crate::PublisherError;
 
 /// File name of the state inside the state directory.
 pub const STATE_FILE: &str = "publisher.state";
+/// File name of the lock a running publisher holds inside the state directory.
+pub const LOCK_FILE: &str = "publisher.lock";
 /// Format version written; others are refused rather than misread.
 const FORMAT: u32 = 1;
 
@@ -105,6 +111,40 @@ impl PublisherState {
     }
 }
 
+/// An exclusive advisory lock (`flock`) on a state directory's [`LOCK_FILE`], held until
+/// dropped. The operating system releases it when the process ends, crash included, so a
+/// stale lock never needs clearing by hand. Advisory: it keeps out other publishers (which
+/// all take it), not other programs.
+#[derive(Debug)]
+pub struct StateLock {
+    // Never read: holding the open file is what holds the lock.
+    _file: File,
+}
+
+impl StateLock {
+    /// Takes the lock on `dir` (created if missing), or fails at once with
+    /// [`PublisherError::StateLocked`] if another publisher holds it.
+    pub fn acquire(dir: &Path) -> Result<StateLock, PublisherError> {
+        fs::create_dir_all(dir).map_err(|e| state_err(dir, e))?;
+        let path = dir.join(LOCK_FILE);
+        let mut options = OpenOptions::new();
+        // Never truncated or written: the file's contents do not matter, only the lock.
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path).map_err(|e| state_err(&path, e))?;
+        // Called through the trait: std's own File::try_lock needs a newer Rust than the
+        // MSRV.
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => Ok(StateLock { _file: file }),
+            Err(fs4::TryLockError::WouldBlock) => Err(PublisherError::StateLocked {
+                dir: dir.to_owned(),
+            }),
+            Err(fs4::TryLockError::Error(e)) => Err(state_err(&path, e)),
+        }
+    }
+}
+
 /// Writes `dir/name` atomically with mode 0600: temporary file, fsync, rename, fsync dir.
 pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), PublisherError> {
     fs::create_dir_all(dir).map_err(|e| state_err(dir, e))?;
@@ -159,6 +199,18 @@ mod tests {
             state.seq_high_water
         );
         assert!(!format!("{state:?}").contains("7, 7"));
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_directory_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateLock::acquire(dir.path()).unwrap();
+        match StateLock::acquire(dir.path()) {
+            Err(PublisherError::StateLocked { dir: locked }) => assert_eq!(locked, dir.path()),
+            other => panic!("expected StateLocked, got {other:?}"),
+        }
+        drop(first);
+        StateLock::acquire(dir.path()).expect("free again once the holder is gone");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use sealpost_broker::{BoundListener, ListenerKind};
-use sealpost_certs::{CertificateAuthority, Issued, Profile, Validity};
+use sealpost_certs::{CertificateAuthority, Issued, Profile, RevokedSerial, Validity};
 use sealpost_publisher::kdc::{KdcConfig, KdcCredentials};
 use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, TlsIdentity};
 use sealpost_subscriber::{
@@ -384,6 +384,55 @@ impl Pki {
             .expect("issue subscriber")
     }
 
+    /// The CA's revocation list file, PEM (in [`Pki::dir`]); written the first time it is
+    /// asked for, naming no certificate (CRL number 1).
+    pub fn crl_path(&self) -> PathBuf {
+        let path = self.dir.path().join("crl.pem");
+        if !path.exists() {
+            self.write_crl(&[], 1);
+        }
+        path
+    }
+
+    /// Revokes `issued`: writes a new revocation list (the next CRL number) naming it and
+    /// every certificate revoked before.
+    pub fn revoke(&self, issued: &Issued) {
+        let verifier = sealpost_certs::Verifier::new(&self.ca_pem()).expect("CA");
+        let der = sealpost_certs::pemfile::read_der(&self.crl_path(), sealpost_certs::pemfile::CRL)
+            .expect("read CRL");
+        let current = verifier.parse_revocation_list(&der).expect("parse CRL");
+        let mut revoked: Vec<RevokedSerial> = current
+            .entries()
+            .map(|(serial, at)| RevokedSerial {
+                serial: serial.to_vec(),
+                revoked_at: time::OffsetDateTime::from_unix_timestamp(at).expect("time"),
+            })
+            .collect();
+        let certificate = sealpost_certs::pemfile::decode(
+            &issued.certificate_pem,
+            sealpost_certs::pemfile::CERTIFICATE,
+        )
+        .expect("certificate PEM");
+        revoked.push(RevokedSerial {
+            serial: sealpost_certs::parse(&certificate)
+                .expect("certificate")
+                .serial,
+            revoked_at: time::OffsetDateTime::now_utc(),
+        });
+        self.write_crl(&revoked, current.number + 1);
+    }
+
+    /// Writes the revocation list atomically (a reader reloading it never sees half).
+    fn write_crl(&self, revoked: &[RevokedSerial], number: u64) {
+        let crl = self
+            .ca
+            .revocation_list(revoked, number, Validity::days_from_now(1))
+            .expect("sign CRL");
+        let tmp = self.dir.path().join(".crl.pem.tmp");
+        std::fs::write(&tmp, crl).expect("write CRL");
+        std::fs::rename(&tmp, self.dir.path().join("crl.pem")).expect("replace CRL");
+    }
+
     /// A state directory path unique to `name`.
     pub fn state_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -408,6 +457,7 @@ impl Pki {
             self.ca_pem(),
             self.state_dir(name),
         );
+        config.crl = Some(self.crl_path());
         if broker.kind == BrokerKind::Sealpost {
             config.broker = broker.tls_address();
             config.tls = Some(self.tls_identity(Some(issued)));

@@ -3,14 +3,17 @@
 //! of certificates and publishes, `sealpost-sub` prints what it may read and rejects the
 //! rest, removing a certificate from the directory revokes it, and a `mosquitto_sub`
 //! spy on `#` never sees plaintext. Runs on Mosquitto (plain TCP) and on the sealpost
-//! broker (TLS, the publisher authenticating with its certificate).
+//! broker (TLS, the publisher authenticating with its certificate). Also: `sealpost-pub`
+//! refuses to run without a revocation list, or on a state directory another
+//! `sealpost-pub` is using.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sealpost_tests::tools::{ok, tool};
+use sealpost_tests::tools::{ok, run, tool};
 use sealpost_tests::{Broker, BrokerKind, Pki};
 
 /// The broker options of the walkthrough for `broker`.
@@ -103,16 +106,14 @@ impl Drop for Spy {
     }
 }
 
-fn walkthrough(kind: BrokerKind) {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let pki = d.join("pki");
+/// With the security center, in `pki`: a CA (and its revocation list), a publisher
+/// `sensor-1` allowed on plant/1/#, and the `subscribers`.
+fn make_pki(pki: &Path, subscribers: &[&str]) {
     let certs = |args: &[&str]| {
         let mut c = tool("sealpost-certs");
-        c.arg("--dir").arg(&pki).args(args);
+        c.arg("--dir").arg(pki).args(args);
         ok(&mut c);
     };
-    // 1. A CA, a publisher allowed on plant/1/#, two subscribers.
     certs(&["init", "--name", "Plant CA"]);
     certs(&[
         "issue",
@@ -122,8 +123,17 @@ fn walkthrough(kind: BrokerKind) {
         "--topics",
         "plant/1/#",
     ]);
-    certs(&["issue", "subscriber", "--id", "dashboard"]);
-    certs(&["issue", "subscriber", "--id", "intruder"]);
+    for id in subscribers {
+        certs(&["issue", "subscriber", "--id", id]);
+    }
+}
+
+fn walkthrough(kind: BrokerKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = d.join("pki");
+    // 1. A CA, a publisher allowed on plant/1/#, two subscribers.
+    make_pki(&pki, &["dashboard", "intruder"]);
 
     // 2. A broker whose TLS certificate comes from the same CA.
     let ca = sealpost_certs::CertificateAuthority::from_pem(
@@ -146,19 +156,11 @@ fn walkthrough(kind: BrokerKind) {
     std::fs::create_dir(&grants).unwrap();
     std::fs::copy(pki.join("dashboard.pem"), grants.join("dashboard.pem")).unwrap();
     let publish = |message: &str| {
-        let mut c = tool("sealpost-pub");
-        c.args(broker_args(&broker))
-            .args(["-t", "plant/1/temp", "-m", message, "-r", "-d"])
-            .arg("--cert")
-            .arg(pki.join("sensor-1.pem"))
-            .arg("--key")
-            .arg(pki.join("sensor-1.key"))
-            .arg("--cafile")
-            .arg(pki.join("ca.pem"))
+        let mut c = sealpost_pub(&broker, &pki, &d.join("pub-state"), &["-m", message]);
+        c.args(["-r", "-d", "--crl"])
+            .arg(pki.join("crl.pem"))
             .arg("--grant-dir")
-            .arg(&grants)
-            .arg("--state-dir")
-            .arg(d.join("pub-state"));
+            .arg(&grants);
         ok(&mut c);
     };
     let read = |who: &str, extra: &[&str]| {
@@ -232,4 +234,83 @@ fn walkthrough_on_mosquitto() {
 #[test]
 fn walkthrough_on_the_sealpost_broker() {
     walkthrough(BrokerKind::Sealpost);
+}
+
+/// `sealpost-pub` with the walkthrough's certificates against `broker`, publishing
+/// `extra`'s input on plant/1/temp with its state in `state`.
+fn sealpost_pub(broker: &Broker, pki: &Path, state: &Path, extra: &[&str]) -> Command {
+    let mut c = tool("sealpost-pub");
+    c.args(broker_args(broker))
+        .args(["-t", "plant/1/temp"])
+        .args(extra)
+        .arg("--cert")
+        .arg(pki.join("sensor-1.pem"))
+        .arg("--key")
+        .arg(pki.join("sensor-1.key"))
+        .arg("--cafile")
+        .arg(pki.join("ca.pem"))
+        .arg("--state-dir")
+        .arg(state);
+    c
+}
+
+#[test]
+fn the_publisher_needs_a_revocation_list_and_a_state_directory_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki_dir = d.join("pki");
+    make_pki(&pki_dir, &[]);
+    let pki = Pki::new("unused");
+    let broker = Broker::start(BrokerKind::Mosquitto, &pki);
+    let state = d.join("pub-state");
+    let crl = pki_dir.join("crl.pem");
+    let crl = crl.to_str().unwrap();
+
+    // No --crl: refused, saying how to give one.
+    let out = run(&mut sealpost_pub(&broker, &pki_dir, &state, &["-m", "x"]));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--crl"), "{stderr}");
+    // The explicit opt-out runs, with a warning.
+    let out = ok(&mut sealpost_pub(
+        &broker,
+        &pki_dir,
+        &state,
+        &["-m", "x", "--insecure-no-crl"],
+    ));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("WARNING"),
+        "{out:?}"
+    );
+
+    // One publisher reads lines from stdin and keeps running; a second one on the same
+    // state directory is refused while it does, and runs once it has ended.
+    let mut first = sealpost_pub(&broker, &pki_dir, &state, &["-l", "--crl", crl])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sealpost-pub -l");
+    let mut stdin = first.stdin.take().expect("stdin");
+    // It holds the lock once it has sent a line (the state is loaded by then).
+    let spy = Spy::start(&broker);
+    std::io::Write::write_all(&mut stdin, b"first\n").unwrap();
+    spy.lines_after("plant/1/temp", 1);
+    let out = run(&mut sealpost_pub(
+        &broker,
+        &pki_dir,
+        &state,
+        &["-m", "second", "--crl", crl],
+    ));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another publisher"), "{stderr}");
+    drop(stdin);
+    assert!(first.wait().unwrap().success());
+    ok(&mut sealpost_pub(
+        &broker,
+        &pki_dir,
+        &state,
+        &["-m", "third", "--crl", crl],
+    ));
 }

@@ -126,6 +126,8 @@ fn kdc_from_the_command_line() {
             .arg(&pub_key)
             .arg("--cafile")
             .arg(&ca)
+            .arg("--crl")
+            .arg(pki.crl_path())
             .arg("--state-dir")
             .arg(&state);
         c

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 use sealpost_protocol::{ContentKey, KeyLocation, PublisherIdentity, Rejected, Sealer};
+use sealpost_publisher::state::STATE_FILE;
+use sealpost_publisher::{Publisher, PublisherError};
 use sealpost_subscriber::Event;
 use sealpost_tests::*;
 
@@ -576,6 +578,344 @@ async fn broker_certificate_from_another_ca_is_refused(kind: BrokerKind) {
         .expect("connects when trusting the broker's CA");
 }
 
+/// A publish whose new block of sequence numbers cannot be persisted fails, and so does
+/// every publish after it until the state can be written: no number is ever used without
+/// being on disk first, so none is used twice across a restart.
+async fn sequence_numbers_are_never_reused_after_a_failed_state_save(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let config = pki.publisher_config(&broker, &pub_cert, "pub");
+    let state_file = pki.state_dir("pub").join(STATE_FILE);
+    let p = publisher(config.clone()).await;
+    let saved = std::fs::read(&state_file).unwrap();
+    // Storage fails (tests run as root, so permissions would not stop a write): the
+    // state file's path becomes a non-empty directory, which no file can be renamed over.
+    std::fs::remove_file(&state_file).unwrap();
+    std::fs::create_dir(&state_file).unwrap();
+    std::fs::write(state_file.join("in-the-way"), b"x").unwrap();
+    let mut used = Vec::new();
+    let mut failed = 0;
+    for _ in 0..3 {
+        match p.publish("sensors/a", b"x", QoS::AtLeastOnce, false).await {
+            Ok(seq) => used.push(seq),
+            Err(PublisherError::State { .. }) => failed += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    // Storage is back (as it was before the failure): publishing works again.
+    std::fs::remove_dir_all(&state_file).unwrap();
+    std::fs::write(&state_file, &saved).unwrap();
+    used.push(
+        p.publish("sensors/a", b"x", QoS::AtLeastOnce, false)
+            .await
+            .unwrap(),
+    );
+    p.disconnect().await.unwrap();
+    let p = publisher(config).await;
+    used.push(
+        p.publish("sensors/a", b"x", QoS::AtLeastOnce, false)
+            .await
+            .unwrap(),
+    );
+    let distinct: std::collections::BTreeSet<u64> = used.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        used.len(),
+        "a sequence number was reused: {used:?}"
+    );
+    assert_eq!(
+        failed, 3,
+        "every publish fails while its numbers cannot be persisted"
+    );
+}
+
+/// Two publishers on one state directory would hand out the same sequence numbers and
+/// overwrite each other's keys and grants: the second is refused while the first runs.
+async fn a_second_publisher_on_the_same_state_directory_is_refused(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let config = pki.publisher_config(&broker, &pub_cert, "pub");
+    let p = publisher(config.clone()).await;
+    match Publisher::connect(config.clone()).await {
+        Err(e @ PublisherError::StateLocked { .. }) => {
+            assert!(e.to_string().contains("in use by another publisher"), "{e}");
+        }
+        other => panic!("a second publisher must be refused, got {other:?}"),
+    }
+    p.disconnect().await.unwrap();
+    let p = publisher(config).await;
+    p.publish("sensors/a", b"x", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+}
+
+/// Without a revocation list the publisher does not start, unless told loudly.
+async fn the_revocation_list_is_required(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let mut config = pki.publisher_config(&broker, &pub_cert, "pub");
+    config.crl = None;
+    match Publisher::connect(config.clone()).await {
+        Err(PublisherError::RevocationListRequired) => {}
+        other => panic!("no CRL must be refused, got {other:?}"),
+    }
+    config.insecure_no_crl = true;
+    publisher(config).await;
+}
+
+/// A subscriber certificate valid for `seconds` more seconds (the scenarios use 10: long
+/// enough to be granted and read once on a loaded machine, short enough to wait out).
+fn short_lived_subscriber(pki: &Pki, id: &str, seconds: i64) -> sealpost_certs::Issued {
+    let now = time::OffsetDateTime::now_utc();
+    pki.ca
+        .issue(
+            &sealpost_certs::Profile::Subscriber { id: id.into() },
+            sealpost_certs::Validity {
+                not_before: now - time::Duration::minutes(5),
+                not_after: now + time::Duration::seconds(seconds),
+            },
+        )
+        .unwrap()
+}
+
+/// Sleeps until `issued` has expired.
+async fn until_expired(issued: &sealpost_certs::Issued) {
+    let der = sealpost_certs::pemfile::decode(
+        &issued.certificate_pem,
+        sealpost_certs::pemfile::CERTIFICATE,
+    )
+    .unwrap();
+    let not_after = sealpost_certs::parse(&der).unwrap().not_after;
+    while sealpost_certs::now_unix() <= not_after {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The next event that is not a key-fetch failure must be a rejection for want of the
+/// key of `epoch`.
+async fn expect_unknown_key(s: &mut sealpost_subscriber::Subscriber, epoch: u64) {
+    loop {
+        match next_event(s).await {
+            Event::KeyFetchFailed(_) => continue,
+            Event::Message(m) => panic!("expected no key for epoch {epoch}, got {m:?}"),
+            Event::Rejected(r) => {
+                assert!(
+                    matches!(r.reason, Rejected::UnknownKey { epoch: e, .. } if e == epoch),
+                    "expected no key for epoch {epoch}, got {r:?}"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// While the publisher runs, the CA revokes bob's certificate and dave's expires: the
+/// periodic check (revocation list reloaded from its file) drops both and rotates the
+/// key, so neither reads what is published afterwards; alice still does.
+async fn readers_revoked_or_expired_while_the_publisher_runs_get_no_new_epoch(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let bob = pki.subscriber("bob");
+    let dave = short_lived_subscriber(&pki, "dave", 10);
+    let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
+    let mut b = subscriber(pki.subscriber_config(&broker, &bob), "sensors/#").await;
+    let mut d = subscriber(pki.subscriber_config(&broker, &dave), "sensors/#").await;
+    let mut config = pki.publisher_config(&broker, &pub_cert, "pub");
+    config.crl_reload_interval = Duration::from_millis(200);
+    let p = publisher(config).await;
+    for issued in [&alice, &bob, &dave] {
+        p.grant_pem(&issued.certificate_pem).await.unwrap();
+    }
+    p.publish("sensors/t", b"before", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    for s in [&mut a, &mut b, &mut d] {
+        assert_eq!(expect_message(s).await.payload, b"before");
+    }
+    let epoch_before = p.epoch().await;
+
+    pki.revoke(&bob);
+    until_expired(&dave).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while p.granted().await != vec!["alice".to_owned()] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob and dave still granted: {:?}",
+            p.granted().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let epoch = p.epoch().await;
+    assert!(epoch > epoch_before, "dropping readers rotates the key");
+
+    p.publish("sensors/t", b"after", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    let m = expect_message(&mut a).await;
+    assert_eq!((m.payload.as_slice(), m.epoch), (&b"after"[..], epoch));
+    expect_unknown_key(&mut b, epoch).await;
+    expect_unknown_key(&mut d, epoch).await;
+    assert_eq!(b.counters().delivered_total(), 1);
+    assert_eq!(d.counters().delivered_total(), 1);
+}
+
+/// Readers whose certificates were revoked or expired while the publisher was down are
+/// dropped when it starts again, and the key rotates; with the periodic check off, every
+/// rekey still checks every reader.
+async fn readers_revoked_or_expired_while_the_publisher_was_down_are_dropped(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let carol = pki.subscriber("carol");
+    let erin = short_lived_subscriber(&pki, "erin", 10);
+    let mut config = pki.publisher_config(&broker, &pub_cert, "pub");
+    config.crl_reload_interval = Duration::ZERO;
+    let p = publisher(config.clone()).await;
+    for issued in [&alice, &carol, &erin] {
+        p.grant_pem(&issued.certificate_pem).await.unwrap();
+    }
+    let epoch_before = p.epoch().await;
+    p.disconnect().await.unwrap();
+
+    pki.revoke(&carol);
+    until_expired(&erin).await;
+    let mut c = subscriber(pki.subscriber_config(&broker, &carol), "sensors/#").await;
+    let mut e = subscriber(pki.subscriber_config(&broker, &erin), "sensors/#").await;
+    let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
+    let p = publisher(config).await;
+    assert_eq!(p.granted().await, vec!["alice".to_owned()]);
+    let epoch = p.epoch().await;
+    assert!(epoch > epoch_before, "dropping readers rotates the key");
+    p.publish("sensors/t", b"after restart", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    let m = expect_message(&mut a).await;
+    assert_eq!(
+        (m.payload.as_slice(), m.epoch),
+        (&b"after restart"[..], epoch)
+    );
+    expect_unknown_key(&mut c, epoch).await;
+    expect_unknown_key(&mut e, epoch).await;
+
+    // Revoked while running, with no periodic check: the next rekey drops her.
+    pki.revoke(&alice);
+    let rekey = p.rotate().await.unwrap();
+    assert_eq!(rekey.key_messages, 0, "no reader left to send a key to");
+    assert!(p.granted().await.is_empty());
+    p.publish("sensors/t", b"for nobody", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    expect_unknown_key(&mut a, rekey.epoch).await;
+}
+
+/// A revocation list that cannot be used (here: not a CRL at all) is ignored when
+/// reloaded: the one in force stays, never none, and a good list later still applies.
+async fn an_unusable_revocation_list_is_ignored_and_the_one_in_force_stays(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let bob = pki.subscriber("bob");
+    let mut config = pki.publisher_config(&broker, &pub_cert, "pub");
+    config.crl_reload_interval = Duration::ZERO;
+    let p = publisher(config).await;
+    p.grant_pem(&alice.certificate_pem).await.unwrap();
+    p.grant_pem(&bob.certificate_pem).await.unwrap();
+    let crl = pki.crl_path();
+    pki.revoke(&bob);
+    let revoking_bob = std::fs::read(&crl).unwrap();
+
+    std::fs::write(&crl, b"not a revocation list").unwrap();
+    assert_eq!(p.check_readers().await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        p.granted().await,
+        vec!["alice".to_owned(), "bob".to_owned()]
+    );
+
+    std::fs::write(&crl, revoking_bob).unwrap();
+    assert_eq!(p.check_readers().await.unwrap(), vec!["bob".to_owned()]);
+    assert_eq!(p.granted().await, vec!["alice".to_owned()]);
+}
+
+/// Backward secrecy: bob, granted after message 1 was sealed, cannot open it (it is
+/// retained, so he is handed it), but opens message 2. With rotation on grant turned off,
+/// a reader granted later opens the earlier message too.
+async fn a_reader_granted_later_cannot_open_what_was_sealed_before(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let bob = pki.subscriber("bob");
+    let p = publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
+    p.grant_pem(&alice.certificate_pem).await.unwrap();
+    p.publish("sensors/one", b"message 1", QoS::AtLeastOnce, true)
+        .await
+        .unwrap();
+    let epoch_1 = p.epoch().await;
+    p.grant_pem(&bob.certificate_pem).await.unwrap();
+    assert_eq!(p.epoch().await, epoch_1 + 1, "a new reader rotates the key");
+    p.publish("sensors/two", b"message 2", QoS::AtLeastOnce, true)
+        .await
+        .unwrap();
+
+    let mut b = subscriber(pki.subscriber_config(&broker, &bob), "sensors/one").await;
+    expect_unknown_key(&mut b, epoch_1).await;
+    let mut b2 = subscriber(pki.subscriber_config(&broker, &bob), "sensors/two").await;
+    assert_eq!(expect_message(&mut b2).await.payload, b"message 2");
+    // Alice, granted before, reads both.
+    let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/one").await;
+    assert_eq!(expect_message(&mut a).await.payload, b"message 1");
+    p.disconnect().await.unwrap();
+
+    // The opt-out: no rotation, and the later reader opens the earlier message.
+    let other = pki.publisher("sensor-2", &["other/#"]);
+    let mut config = pki.publisher_config(&broker, &other, "pub-2");
+    config.rotate_on_grant = false;
+    let q = publisher(config).await;
+    q.grant_pem(&alice.certificate_pem).await.unwrap();
+    q.publish("other/one", b"old news", QoS::AtLeastOnce, true)
+        .await
+        .unwrap();
+    let epoch = q.epoch().await;
+    q.grant_pem(&bob.certificate_pem).await.unwrap();
+    assert_eq!(q.epoch().await, epoch);
+    let mut b3 = subscriber(pki.subscriber_config(&broker, &bob), "other/one").await;
+    assert_eq!(expect_message(&mut b3).await.payload, b"old news");
+}
+
+/// The same for KDC readers: bob, given credentials after message 1 was sealed, cannot
+/// fetch its key, but reads message 2.
+async fn a_kdc_reader_added_later_cannot_open_what_was_sealed_before(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let p = publisher(pki.kdc_publisher_config(&broker, &pub_cert, "pub")).await;
+    p.add_reader("alice").await.unwrap();
+    p.publish("sensors/one", b"message 1", QoS::AtLeastOnce, true)
+        .await
+        .unwrap();
+    let epoch_1 = p.epoch().await;
+    let bob = p.add_reader("bob").await.unwrap();
+    assert_eq!(p.epoch().await, epoch_1 + 1, "a new reader rotates the key");
+    p.publish("sensors/two", b"message 2", QoS::AtLeastOnce, true)
+        .await
+        .unwrap();
+    let mut b = subscriber(
+        pki.kdc_subscriber_config(&broker, bob.clone()),
+        "sensors/one",
+    )
+    .await;
+    expect_unknown_key(&mut b, epoch_1).await;
+    let mut b2 = subscriber(pki.kdc_subscriber_config(&broker, bob), "sensors/two").await;
+    assert_eq!(expect_message(&mut b2).await.payload, b"message 2");
+}
+
 /// Declares one test per broker for each scenario, so a failure names the broker.
 macro_rules! on_every_broker {
     ($($scenario:ident),* $(,)?) => {
@@ -610,4 +950,12 @@ on_every_broker!(
     works_over_websocket,
     works_over_tls,
     broker_certificate_from_another_ca_is_refused,
+    sequence_numbers_are_never_reused_after_a_failed_state_save,
+    a_second_publisher_on_the_same_state_directory_is_refused,
+    the_revocation_list_is_required,
+    readers_revoked_or_expired_while_the_publisher_runs_get_no_new_epoch,
+    readers_revoked_or_expired_while_the_publisher_was_down_are_dropped,
+    an_unusable_revocation_list_is_ignored_and_the_one_in_force_stays,
+    a_reader_granted_later_cannot_open_what_was_sealed_before,
+    a_kdc_reader_added_later_cannot_open_what_was_sealed_before,
 );

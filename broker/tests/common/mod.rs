@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 /// Upper bound for anything a test waits for, so no test can hang.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+pub mod pki;
+pub mod process;
 pub mod v5;
 
 pub fn tcp_config() -> Config {

@@ -2,7 +2,13 @@
 //!
 //! Readers are granted from a directory of subscriber certificates (`--grant-dir`): every
 //! `*.pem` in it is granted, and a granted subscriber whose file disappears is revoked
-//! (which rotates the key). With `-l` the directory is re-read while stdin lines are sent.
+//! (which rotates the key). Granting a new reader rotates the key too, unless
+//! `--no-rotate-on-grant`. With `-l` the directory is re-read while stdin lines are sent.
+//!
+//! The CA's revocation list (`--crl`) is required (`--insecure-no-crl` to run without
+//! one): every granted certificate is checked against it at start, on every rekey and,
+//! with the file read again, every `--crl-reload` seconds; a reader that fails is dropped
+//! and the key rotates.
 //!
 //! Key distribution center: `--kdc LISTEN_ADDR` (with `--kdc-cert`/`--kdc-key`) serves
 //! the content keys over HTTPS to readers holding credentials from
@@ -18,7 +24,9 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use sealpost_publisher::kdc::{KdcConfig, LoginLimit};
-use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, QoS, TlsIdentity};
+use sealpost_publisher::{
+    BrokerAddress, Publisher, PublisherConfig, PublisherError, QoS, TlsIdentity,
+};
 
 #[derive(Parser)]
 #[command(
@@ -72,9 +80,25 @@ struct Cli {
     /// sealpost CA certificate (PEM); also trusted for the broker's TLS certificate.
     #[arg(long)]
     cafile: PathBuf,
+    /// The CA's revocation list (PEM), e.g. pki/crl.pem: granted readers are checked
+    /// against it at start, on every rekey and periodically (reloaded from the file).
+    #[arg(long, value_name = "FILE", required_unless_present = "insecure_no_crl")]
+    crl: Option<PathBuf>,
+    /// INSECURE: run without a revocation list; readers whose certificates the CA revoked
+    /// keep receiving new keys until their certificates expire.
+    #[arg(long, conflicts_with = "crl")]
+    insecure_no_crl: bool,
+    /// Reload the revocation list and check every granted reader again this often, in
+    /// seconds (0: only at start and on every rekey).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    crl_reload: u64,
     /// Directory of subscriber certificates (*.pem) to grant.
     #[arg(long)]
     grant_dir: Option<PathBuf>,
+    /// Do not rotate the key when a new reader is granted: the new reader can then open
+    /// what was sealed earlier in the current epoch (retained messages included).
+    #[arg(long)]
+    no_rotate_on_grant: bool,
     /// Revoke these subscribers (rotates the key).
     #[arg(long, num_args = 1..)]
     revoke: Vec<String>,
@@ -259,6 +283,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
         config.credentials = Some((user.clone(), cli.password.clone().unwrap_or_default()));
     }
     config.key_lifetime = cli.key_lifetime.map(Duration::from_secs);
+    config.crl = cli.crl.clone();
+    if cli.insecure_no_crl {
+        eprintln!(
+            "sealpost-pub: WARNING: --insecure-no-crl: readers whose certificates the CA \
+             revoked keep receiving new keys"
+        );
+        config.insecure_no_crl = true;
+    }
+    config.crl_reload_interval = Duration::from_secs(cli.crl_reload);
+    config.rotate_on_grant = !cli.no_rotate_on_grant;
     if let (Some(listen), Some(cert), Some(key)) = (cli.kdc, &cli.kdc_cert, &cli.kdc_key) {
         let mut kdc = KdcConfig::new(listen, read(cert)?, read(key)?);
         kdc.public_address = cli.kdc_address.clone();
@@ -366,21 +400,62 @@ async fn sync_grants(
         let modified = std::fs::metadata(&path)?.modified()?;
         present.insert(path, modified);
     }
+    // New and changed certificates are granted together: new readers rotate the key,
+    // and one rotation for all of them is one round of key messages, not one per reader.
+    let mut changed = Vec::new();
     for (path, modified) in &present {
         if seen.get(path).is_some_and(|(m, _)| m == modified) {
             continue;
         }
         let pem = std::fs::read_to_string(path)?;
-        match publisher.grant_pem(&pem).await {
+        match sealpost_certs::pemfile::decode(&pem, sealpost_certs::pemfile::CERTIFICATE) {
+            Ok(der) => changed.push((path.clone(), *modified, der)),
+            Err(e) => eprintln!("sealpost-pub: not granting {}: {e}", path.display()),
+        }
+    }
+    if changed.is_empty() {
+        return revoke_missing(publisher, dir, &present, seen, debug).await;
+    }
+    let ders: Vec<Vec<u8>> = changed.iter().map(|(_, _, der)| der.clone()).collect();
+    let granted: Vec<Result<String, _>> = match publisher.grant_many(&ders).await {
+        Ok((_, ids)) => ids.into_iter().map(Ok).collect(),
+        // One of them is refused: grant the others one by one, to name the culprits.
+        Err(_) if ders.len() > 1 => {
+            let mut results = Vec::with_capacity(ders.len());
+            for der in &ders {
+                results.push(
+                    publisher
+                        .grant_many(std::slice::from_ref(der))
+                        .await
+                        .map(|(_, mut ids)| ids.remove(0)),
+                );
+            }
+            results
+        }
+        Err(e) => vec![Err(e)],
+    };
+    for ((path, modified, _), result) in changed.into_iter().zip(granted) {
+        match result {
             Ok(id) => {
                 if debug {
                     eprintln!("granted {id} ({})", path.display());
                 }
-                seen.insert(path.clone(), (*modified, id));
+                seen.insert(path, (modified, id));
             }
             Err(e) => eprintln!("sealpost-pub: not granting {}: {e}", path.display()),
         }
     }
+    revoke_missing(publisher, dir, &present, seen, debug).await
+}
+
+/// Revokes the granted subscribers whose certificate is not (or no longer) in `dir`.
+async fn revoke_missing(
+    publisher: &Publisher,
+    dir: &Path,
+    present: &BTreeMap<PathBuf, SystemTime>,
+    seen: &mut BTreeMap<PathBuf, (SystemTime, String)>,
+    debug: bool,
+) -> Result<(), Error> {
     let removed: Vec<PathBuf> = seen
         .keys()
         .filter(|p| !present.contains_key(*p))
@@ -388,7 +463,11 @@ async fn sync_grants(
         .collect();
     for path in removed {
         if let Some((_, id)) = seen.remove(&path) {
-            publisher.revoke(&id).await?;
+            match publisher.revoke(&id).await {
+                // Dropped already: its certificate failed a check (revoked, expired).
+                Ok(_) | Err(PublisherError::NotGranted(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
             if debug {
                 eprintln!("revoked {id} ({} removed)", path.display());
             }
