@@ -340,7 +340,7 @@ impl Publisher {
             inner.save()?;
         }
         let seq = inner.sealer.next_seq();
-        let envelope = inner.sealer.seal(topic, payload)?;
+        let envelope = inner.sealer.seal(topic, payload, now_unix())?;
         // Publishing under the lock keeps envelopes on the wire in sequence order.
         self.client
             .publish_bytes(topic, qos, retain, Bytes::from(envelope))
