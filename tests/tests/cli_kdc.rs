@@ -145,8 +145,12 @@ fn kdc_from_the_command_line() {
         .args(extra)
         .arg("--cafile")
         .arg(&ca)
+        .arg("--crl")
+        .arg(pki.crl_file())
         .arg("--kdc-credentials")
-        .arg(credentials);
+        .arg(credentials)
+        // The default state directory, ./.sealpost-sub, lands in the scratch directory.
+        .current_dir(d);
         run(&mut c)
     };
     let serving = publish("21.5 C", &[]);
