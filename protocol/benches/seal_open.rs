@@ -105,13 +105,13 @@ fn envelopes(c: &mut Criterion) {
         let payload = vec![0x5a; size];
         let mut sealer = sealer(&s);
         g.bench_function(format!("seal_{size}B"), |b| {
-            b.iter(|| sealer.seal(TOPIC, black_box(&payload)).unwrap())
+            b.iter(|| sealer.seal(TOPIC, black_box(&payload), now_unix()).unwrap())
         });
         let mut sealer = self::sealer(&s);
         let mut opener = opener(&s);
         g.bench_function(format!("open_{size}B"), |b| {
             b.iter_batched(
-                || sealer.seal(TOPIC, &payload).unwrap(),
+                || sealer.seal(TOPIC, &payload, now_unix()).unwrap(),
                 |env| opener.open(TOPIC, &env).unwrap(),
                 BatchSize::SmallInput,
             )
@@ -126,7 +126,7 @@ fn envelopes(c: &mut Criterion) {
         b.iter_batched(
             || {
                 (0..64)
-                    .map(|_| sealer.seal(TOPIC, &payload).unwrap())
+                    .map(|_| sealer.seal(TOPIC, &payload, now_unix()).unwrap())
                     .collect::<Vec<_>>()
             },
             |envs| {

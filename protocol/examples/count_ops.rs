@@ -61,7 +61,7 @@ fn run(work: Work<'_>, n: usize) {
         }
         Work::Seal(sealer) => {
             for _ in 0..n {
-                black_box(sealer.seal(TOPIC, black_box(&PAYLOAD)).unwrap());
+                black_box(sealer.seal(TOPIC, black_box(&PAYLOAD), now_unix()).unwrap());
             }
         }
         Work::Open(opener, envelopes) => {
@@ -113,7 +113,7 @@ fn main() {
     };
     let envelopes: Vec<Vec<u8>> = match op.as_str() {
         "open" | "open_batch" => (0..n)
-            .map(|_| sealer.seal(TOPIC, &PAYLOAD).unwrap())
+            .map(|_| sealer.seal(TOPIC, &PAYLOAD, now_unix()).unwrap())
             .collect(),
         _ => Vec::new(),
     };

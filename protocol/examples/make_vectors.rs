@@ -50,6 +50,7 @@ fn main() {
     let (epoch, seq, salt) = (7u64, 1000u64, [0xA1, 0xB2, 0xC3, 0xD4]);
     let topic = "plant/7/temp";
     let plaintext = b"21.5 C";
+    let published_at = 1_780_000_000i64;
     let mut sealer = Sealer::new(
         publisher.clone(),
         KeyLocation::key_topic_for("vector-pub"),
@@ -59,7 +60,7 @@ fn main() {
     );
     sealer.reserve(1);
     sealer.set_nonce_salt_for_test_vectors(salt);
-    let envelope = sealer.seal(topic, plaintext).unwrap();
+    let envelope = sealer.seal(topic, plaintext, published_at).unwrap();
     let key_topic = "sealpost/keys/vector-pub/vector-sub";
     let recipient = KeyRecipient::new(subscriber.certificate().clone()).unwrap();
     let key_message = seal_key_message(
@@ -67,7 +68,7 @@ fn main() {
         &recipient,
         &[(epoch, &content_key)],
         key_topic,
-        1_780_000_000,
+        published_at as u64,
     )
     .unwrap();
 
@@ -99,6 +100,7 @@ fn main() {
     println!("epoch = {epoch}");
     println!("seq = {seq}");
     println!("nonce_salt = {}", hex::encode(salt));
+    println!("published_at = {published_at}");
     println!("topic = {topic}");
     println!("plaintext = {}", hex::encode(plaintext));
     println!("envelope = {}", hex::encode(&envelope));

@@ -3,6 +3,7 @@
 //! ```text
 //! COSE_Sign1 (tag 18)                       signed by the publisher (EdDSA / Ed25519)
 //!   protected   { 1: -8 (EdDSA), 4: kid = SHA-256(publisher certificate),
+//!                 15: CWT claims { 6: iat = publication time, unix seconds },
 //!                 -65537: version, -65538: kind = 1 (data),
 //!                 -65539: seq, -65540: [publisher id, epoch, key location] }
 //!   unprotected { 33: x5chain (publisher certificate DER), optional }
@@ -36,6 +37,10 @@ pub const LABEL_KEY_INDEX: i64 = -65540;
 pub const LABEL_EPOCH: i64 = -65541;
 /// COSE header label of x5chain (RFC 9360).
 pub const LABEL_X5CHAIN: i64 = 33;
+/// COSE header label of the CWT claims (RFC 9597): carries the publication time.
+pub const LABEL_CWT_CLAIMS: i64 = 15;
+/// CWT claim key of `iat`, "issued at" (RFC 8392): the publication time, unix seconds.
+pub const CWT_CLAIM_IAT: i64 = 6;
 /// Kind value of a data envelope.
 pub const KIND_DATA: u64 = 1;
 /// Kind value of a key message.
@@ -122,6 +127,8 @@ pub struct EnvelopeHeader {
     pub key_index: KeyIndex,
     /// Sequence number.
     pub seq: u64,
+    /// Publication time the publisher signed (unix seconds).
+    pub published_at: u64,
     /// SHA-256 fingerprint of the publisher certificate.
     pub certificate_fingerprint: [u8; 32],
 }
@@ -237,6 +244,8 @@ pub(crate) struct ParsedEnvelope<'a> {
     pub location: Cow<'a, str>,
     /// Sequence number.
     pub seq: u64,
+    /// Publication time (unix seconds).
+    pub published_at: u64,
     /// The kid: SHA-256 of the publisher certificate.
     pub fingerprint: [u8; 32],
     /// The serialized protected header of the COSE_Sign1, as received (it is signed).
@@ -265,6 +274,7 @@ impl ParsedEnvelope<'_> {
                 location: self.key_location(),
             },
             seq: self.seq,
+            published_at: self.published_at,
             certificate_fingerprint: self.fingerprint,
         }
     }
@@ -304,6 +314,7 @@ pub(crate) fn parse_general(bytes: &[u8]) -> Result<ParsedEnvelope<'static>, Rej
     check_preamble(&sign1, KIND_DATA)?;
     let h = &sign1.protected.header;
     let seq = find_uint(h, LABEL_SEQ).ok_or(Rejected::Malformed("no sequence number"))?;
+    let published_at = publication_time(h)?;
     let (publisher, epoch, location) = match find(h, LABEL_KEY_INDEX) {
         Some(Value::Array(items)) => match items.as_slice() {
             [Value::Text(publisher), Value::Integer(epoch), Value::Text(location)] => {
@@ -352,6 +363,7 @@ pub(crate) fn parse_general(bytes: &[u8]) -> Result<ParsedEnvelope<'static>, Rej
         epoch,
         location: Cow::Owned(location),
         seq,
+        published_at,
         fingerprint,
         protected: Cow::Owned(protected),
         embedded,
@@ -363,6 +375,24 @@ pub(crate) fn parse_general(bytes: &[u8]) -> Result<ParsedEnvelope<'static>, Rej
     })
 }
 
+/// The publication time: the CWT claims header holding exactly one claim, `iat`, as an
+/// unsigned integer. Envelopes without it are refused (there is no unsealed-time mode).
+fn publication_time(header: &Header) -> Result<u64, Rejected> {
+    let bad = Rejected::Malformed("publication time (CWT claims {6: iat})");
+    match find(header, LABEL_CWT_CLAIMS) {
+        Some(Value::Map(claims)) => match claims.as_slice() {
+            [(Value::Integer(label), Value::Integer(iat))]
+                if i128::from(*label) == i128::from(CWT_CLAIM_IAT) =>
+            {
+                u64::try_from(*iat).map_err(|_| bad)
+            }
+            _ => Err(bad),
+        },
+        Some(_) => Err(bad),
+        None => Err(Rejected::Malformed("no publication time")),
+    }
+}
+
 /// The bytes of a protected header as they enter Sig_structure and Enc_structure.
 fn serialized_protected(header: coset::ProtectedHeader) -> Result<Vec<u8>, Rejected> {
     match header.cbor_bstr() {
@@ -372,10 +402,13 @@ fn serialized_protected(header: coset::ProtectedHeader) -> Result<Vec<u8>, Rejec
 }
 
 /// The fixed start of the protected header of every data envelope, up to its kid value:
-/// `{1: -8, 4: h'<32 bytes>'...`.
-const PROTECTED_START: [u8; 6] = [0xa6, 0x01, 0x27, 0x04, 0x58, 0x20];
+/// `{1: -8, 4: h'<32 bytes>'...` (a map of 7 entries).
+const PROTECTED_START: [u8; 6] = [0xa7, 0x01, 0x27, 0x04, 0x58, 0x20];
+/// After the kid: label 15 (CWT claims), a map of one claim, claim key 6 (iat); the
+/// publication time follows.
+const CLAIMS_START: [u8; 3] = [0x0f, 0xa1, 0x06];
 /// Version 1, kind 1 (data) and the label of the sequence number.
-const PROTECTED_MIDDLE: [u8; 17] = [
+pub(crate) const PROTECTED_MIDDLE: [u8; 17] = [
     0x3a, 0x00, 0x01, 0x00, 0x00, 0x01, // -65537: 1 (version)
     0x3a, 0x00, 0x01, 0x00, 0x01, 0x01, // -65538: 1 (kind: data)
     0x3a, 0x00, 0x01, 0x00, 0x02, // -65539: (sequence number follows)
@@ -398,6 +431,8 @@ fn parse_canonical(bytes: &[u8]) -> Option<ParsedEnvelope<'_>> {
     let mut h = Reader::new(protected);
     h.expect(&PROTECTED_START)?;
     let fingerprint: [u8; 32] = h.take(32)?.try_into().ok()?;
+    h.expect(&CLAIMS_START)?;
+    let published_at = h.uint()?;
     h.expect(&PROTECTED_MIDDLE)?;
     let seq = h.uint()?;
     h.expect(&KEY_INDEX_START)?;
@@ -430,6 +465,7 @@ fn parse_canonical(bytes: &[u8]) -> Option<ParsedEnvelope<'_>> {
         epoch,
         location: Cow::Borrowed(location),
         seq,
+        published_at,
         fingerprint,
         protected: Cow::Borrowed(protected),
         embedded,
@@ -578,13 +614,13 @@ pub(crate) fn put_tstr(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// The fixed part of the protected header of a publisher's data envelopes, up to (not
-/// including) the sequence number's value.
+/// The fixed start of the protected header of a publisher's data envelopes, up to (not
+/// including) the publication time's value.
 pub(crate) fn protected_prefix(fingerprint: &[u8; 32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(PROTECTED_START.len() + 32 + PROTECTED_MIDDLE.len());
+    let mut out = Vec::with_capacity(PROTECTED_START.len() + 32 + CLAIMS_START.len());
     out.extend_from_slice(&PROTECTED_START);
     out.extend_from_slice(fingerprint);
-    out.extend_from_slice(&PROTECTED_MIDDLE);
+    out.extend_from_slice(&CLAIMS_START);
     out
 }
 
@@ -656,7 +692,7 @@ mod tests {
                 p.publisher.to_string(),
                 p.epoch,
                 p.location.to_string(),
-                p.seq,
+                (p.seq, p.published_at),
                 p.fingerprint,
                 p.protected.to_vec(),
                 p.embedded.as_ref().map(|e| e.to_vec()),
@@ -689,7 +725,8 @@ mod tests {
             let mut sealer = Sealer::new(identity.clone(), location, epoch, &key, seq);
             sealer.reserve(1);
             sealer.set_embed_certificate(i % 3 == 0);
-            out.push(sealer.seal("a/b", &vec![i as u8; i * 40]).unwrap());
+            let time = BOUNDARIES[(i * 7) % BOUNDARIES.len()].min(i64::MAX as u64) as i64;
+            out.push(sealer.seal("a/b", &vec![i as u8; i * 40], time).unwrap());
         }
         out
     }

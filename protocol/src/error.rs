@@ -39,6 +39,15 @@ pub enum Rejected {
         /// Publisher named in the envelope.
         publisher: String,
     },
+    /// The signed publication time is older than the opener's maximum age, or further in
+    /// the future than its allowance for clock skew: a stale (possibly replayed) message.
+    #[error("stale message: publisher {publisher:?} published at {published_at} (unix seconds), outside the accepted age")]
+    Stale {
+        /// Publisher named in the envelope.
+        publisher: String,
+        /// Publication time in the envelope, unix seconds.
+        published_at: u64,
+    },
     /// The publisher certificate does not chain to the trusted CA, has the wrong role, or
     /// does not belong to the publisher named in the envelope.
     #[error("untrusted publisher: {0}")]
@@ -96,6 +105,7 @@ impl Rejected {
             Rejected::UnknownVersion(_) => "unknown_version",
             Rejected::UnsupportedAlgorithm => "unsupported_algorithm",
             Rejected::Replayed { .. } => "replayed",
+            Rejected::Stale { .. } => "stale",
             Rejected::UnknownPublisher { .. } => "unknown_publisher",
             Rejected::UntrustedPublisher(_) => "untrusted_publisher",
             Rejected::Expired(_) => "expired",
@@ -123,6 +133,9 @@ pub enum SealError {
     /// high-water mark) before sealing again.
     #[error("no reserved sequence numbers left; call reserve() and persist the result")]
     SequenceExhausted,
+    /// The publication time is not a unix time the envelope can carry (negative).
+    #[error("invalid publication time {0}")]
+    InvalidTime(i64),
     /// The identity's key or certificate is unusable.
     #[error("identity: {0}")]
     Identity(String),

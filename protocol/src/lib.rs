@@ -7,7 +7,9 @@
 //! ## Features
 //! - Data envelopes ([`Sealer::seal`], [`Opener::open`]): AES-256-GCM content encryption,
 //!   Ed25519 signature over ciphertext, key index, sequence number and topic name, encoded
-//!   as COSE (RFC 9052) with registered algorithm ids.
+//!   as COSE (RFC 9052) with registered algorithm ids; the signed protected header also
+//!   carries the publication time (CWT claim `iat`, RFC 9597), and openers refuse
+//!   envelopes older than a maximum age ([`Opener::with_max_age`]).
 //! - Key messages ([`seal_key_message`], [`Opener::accept_key_message`]): content keys of
 //!   recent epochs wrapped for one subscriber with RSA-OAEP-SHA256, signed; wrappings can be
 //!   kept and reused across rotations ([`KeyRecipient::wrap`], [`seal_key_message_wrapped`]).
@@ -17,7 +19,9 @@
 //!
 //! ## Non-features
 //! - No way to skip a check, and no unsigned or unencrypted mode.
-//! - No transport, storage or clock beyond `now_unix()`: the SDKs provide those.
+//! - No transport or storage, and no clock: the caller passes the time to
+//!   [`Sealer::seal`] and [`Opener::open_at`] (only the [`Opener::open`] convenience reads
+//!   the system clock).
 //! - Key messages are not replay-protected: replaying one only re-delivers keys its
 //!   recipient was already granted.
 #![forbid(unsafe_code)]
@@ -39,7 +43,7 @@ pub use key_message::{
     seal_key_message, seal_key_message_wrapped, KeyRecipient, WrappedKey, MAX_KEY_ENTRIES,
 };
 pub use keyring::{ContentKey, Keyring, CONTENT_KEY_LEN, DEFAULT_KEPT_EPOCHS};
-pub use opener::{KeyUpdate, Opened, Opener};
+pub use opener::{KeyUpdate, Opened, Opener, DEFAULT_CLOCK_SKEW_SECS, DEFAULT_MAX_AGE_SECS};
 pub use replay::{ReplayCheck, ReplayState};
 pub use sealer::Sealer;
 pub use sealpost_certs as certs;

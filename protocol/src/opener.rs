@@ -23,6 +23,11 @@ const TAG_LEN: usize = 16;
 /// Most publisher certificates remembered at once.
 const MAX_KNOWN_PUBLISHERS: usize = 4096;
 
+/// Default maximum age of an envelope, by its signed publication time: 24 hours.
+pub const DEFAULT_MAX_AGE_SECS: u64 = 24 * 60 * 60;
+/// Default allowance for a publisher clock ahead of the subscriber's: 5 minutes.
+pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 5 * 60;
+
 /// A message that passed every check, decrypted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
@@ -34,6 +39,8 @@ pub struct Opened {
     pub seq: u64,
     /// Key epoch it was encrypted under.
     pub epoch: u64,
+    /// The publication time the publisher signed (unix seconds).
+    pub published_at: u64,
     /// The plaintext.
     pub payload: Vec<u8>,
 }
@@ -56,8 +63,10 @@ struct KnownPublisher {
 
 /// Verifies and opens sealpost messages for one subscriber.
 ///
-/// Checks run in the order of the protocol: parse, replay window, publisher certificate
-/// (chain, validity, revocation, topic permission), signature, content key, decryption.
+/// Checks run in the order of the protocol: parse, replay window, publication time (not
+/// older than [`Opener::with_max_age`], not further ahead than
+/// [`Opener::with_clock_skew`]), publisher certificate (chain, validity, revocation, topic
+/// permission), signature, content key, decryption.
 /// The signature is verified before any private-key operation, and the replay window is
 /// updated only for messages that opened, so forgeries can neither use the RSA key nor
 /// move the window.
@@ -68,6 +77,10 @@ pub struct Opener {
     keyring: Keyring,
     replay: ReplayState,
     max_envelope: usize,
+    /// Oldest accepted publication time, relative to `now`, in seconds.
+    max_age: u64,
+    /// Furthest accepted publication time ahead of `now`, in seconds.
+    clock_skew: u64,
     /// Reused buffer for the Enc_structure (the AES-GCM additional data).
     aad: Vec<u8>,
 }
@@ -111,6 +124,8 @@ impl Opener {
             keyring: Keyring::default(),
             replay: ReplayState::default(),
             max_envelope: envelope::DEFAULT_MAX_ENVELOPE,
+            max_age: DEFAULT_MAX_AGE_SECS,
+            clock_skew: DEFAULT_CLOCK_SKEW_SECS,
             aad: Vec::new(),
         }
     }
@@ -130,6 +145,23 @@ impl Opener {
     /// Refuses envelopes larger than `bytes` before parsing them.
     pub fn with_max_envelope(mut self, bytes: usize) -> Opener {
         self.max_envelope = bytes;
+        self
+    }
+
+    /// Refuses envelopes published more than `secs` seconds before `now` as
+    /// [`Rejected::Stale`] (default [`DEFAULT_MAX_AGE_SECS`], 24 hours). This is what stops
+    /// an old captured envelope replayed to a subscriber whose replay window never saw it
+    /// (a new subscriber, or one that lost its state).
+    pub fn with_max_age(mut self, secs: u64) -> Opener {
+        self.max_age = secs;
+        self
+    }
+
+    /// Accepts publication times up to `secs` seconds after `now`, for publisher clocks
+    /// running ahead (default [`DEFAULT_CLOCK_SKEW_SECS`], 5 minutes); later ones are
+    /// [`Rejected::Stale`].
+    pub fn with_clock_skew(mut self, secs: u64) -> Opener {
+        self.clock_skew = secs;
         self
     }
 
@@ -319,6 +351,16 @@ impl Opener {
                 })
             }
         }
+        // Before any certificate or signature work: cheap, and an attacker can only change
+        // the (signed) time by also failing the signature check.
+        let (published, at) = (i128::from(parsed.published_at), i128::from(now));
+        if published < at - i128::from(self.max_age) || published > at + i128::from(self.clock_skew)
+        {
+            return Err(Rejected::Stale {
+                publisher: parsed.publisher.into_owned(),
+                published_at: parsed.published_at,
+            });
+        }
         let known = self.publisher(
             &parsed.fingerprint,
             parsed.embedded.as_deref(),
@@ -374,6 +416,7 @@ impl Opener {
             publisher: parsed.publisher.into_owned(),
             seq: parsed.seq,
             epoch: parsed.epoch,
+            published_at: parsed.published_at,
             payload,
         })
     }

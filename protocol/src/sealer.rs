@@ -11,6 +11,7 @@ use sha2::{Digest, Sha512};
 use crate::envelope::{
     enc_structure, head_len, protected_prefix, protected_suffix, put_head, sig_structure,
     ENCRYPT0_PROTECTED, ENCRYPT0_START, IV_LEN, LABEL_X5CHAIN, MAJOR_BSTR, MAJOR_UINT,
+    PROTECTED_MIDDLE,
 };
 use crate::{ContentKey, KeyIndex, KeyLocation, PublisherIdentity, SealError};
 
@@ -34,7 +35,8 @@ pub struct Sealer {
     /// The signing key expanded once (SHA-512 of the seed), not on every signature.
     signing_key: ExpandedSecretKey,
     verifying_key: VerifyingKey,
-    /// The protected header up to the sequence number: the same for every message.
+    /// The protected header up to the publication time: the same for every message.
+    /// (The version, kind and sequence-number label follow the time.)
     protected_prefix: Vec<u8>,
     /// The protected header after the sequence number: the key index (changes with the
     /// epoch).
@@ -157,9 +159,14 @@ impl Sealer {
         self.nonce_salt = salt;
     }
 
-    /// Seals `plaintext` for `topic`: encrypts, numbers, signs. The topic must be one this
+    /// Seals `plaintext` for `topic`: encrypts, numbers, signs, with `now` (unix seconds,
+    /// the caller's clock) as the signed publication time. The topic must be one this
     /// publisher's certificate permits.
-    pub fn seal(&mut self, topic: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+    ///
+    /// Subscribers refuse envelopes whose publication time is older than their maximum age
+    /// (or too far in the future), so `now` must be the real time.
+    pub fn seal(&mut self, topic: &str, plaintext: &[u8], now: i64) -> Result<Vec<u8>, SealError> {
+        let published_at = u64::try_from(now).map_err(|_| SealError::InvalidTime(now))?;
         if !sealpost_certs::topic::validate_topic(topic) {
             return Err(SealError::InvalidTopic(topic.to_owned()));
         }
@@ -182,8 +189,11 @@ impl Sealer {
         // The layout is the one docs/PROTOCOL.md specifies, in CBOR's shortest form, with
         // the header fields in the order coset writes them (the test vectors pin it).
         let ciphertext_len = plaintext.len() + TAG_LEN;
-        let protected_len =
-            self.protected_prefix.len() + head_len(seq) + self.protected_suffix.len();
+        let protected_len = self.protected_prefix.len()
+            + head_len(published_at)
+            + PROTECTED_MIDDLE.len()
+            + head_len(seq)
+            + self.protected_suffix.len();
         let payload_len =
             ENCRYPT0_START.len() + IV_LEN + head_len(ciphertext_len as u64) + ciphertext_len;
         let total = 2
@@ -199,6 +209,8 @@ impl Sealer {
         put_head(&mut out, MAJOR_BSTR, protected_len as u64);
         let protected_start = out.len();
         out.extend_from_slice(&self.protected_prefix);
+        put_head(&mut out, MAJOR_UINT, published_at);
+        out.extend_from_slice(&PROTECTED_MIDDLE);
         put_head(&mut out, MAJOR_UINT, seq);
         out.extend_from_slice(&self.protected_suffix);
         let protected = protected_start..out.len();
@@ -254,7 +266,8 @@ pub(crate) mod tests {
     use sealpost_certs::{CertificateAuthority, Profile, Validity};
 
     use crate::envelope::{
-        KIND_DATA, LABEL_KEY_INDEX, LABEL_KIND, LABEL_SEQ, LABEL_VERSION, VERSION,
+        CWT_CLAIM_IAT, KIND_DATA, LABEL_CWT_CLAIMS, LABEL_KEY_INDEX, LABEL_KIND, LABEL_SEQ,
+        LABEL_VERSION, VERSION,
     };
 
     /// A publisher "pub-1" that may publish `a/#`.
@@ -295,6 +308,7 @@ pub(crate) mod tests {
         epoch: u64,
         key: &ContentKey,
         seq: u64,
+        published_at: u64,
         salt: [u8; 4],
         embed: bool,
         topic: &str,
@@ -326,6 +340,13 @@ pub(crate) mod tests {
         let protected = HeaderBuilder::new()
             .algorithm(iana::Algorithm::EdDSA)
             .key_id(identity.certificate.fingerprint.to_vec())
+            .value(
+                LABEL_CWT_CLAIMS,
+                Value::Map(vec![(
+                    Value::Integer(CWT_CLAIM_IAT.into()),
+                    Value::Integer(published_at.into()),
+                )]),
+            )
             .value(LABEL_VERSION, Value::Integer(VERSION.into()))
             .value(LABEL_KIND, Value::Integer(KIND_DATA.into()))
             .value(LABEL_SEQ, Value::Integer(seq.into()))
@@ -358,32 +379,40 @@ pub(crate) mod tests {
             KeyLocation::key_topic_for("pub-1"),
             KeyLocation::Kdc(format!("https://kdc.example:8443/{}", "p".repeat(300))),
         ];
-        let check = |location: &KeyLocation, epoch, seq, embed, topic: &str, len: usize| {
+        // Publication times at every CBOR length boundary an i64 clock can reach.
+        let times: Vec<u64> = BOUNDARIES
+            .iter()
+            .copied()
+            .filter(|&t| t <= i64::MAX as u64)
+            .chain([i64::MAX as u64])
+            .collect();
+        let check = |location: &KeyLocation, epoch, seq, time, embed, topic: &str, len| {
             let plaintext: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut sealer = Sealer::new(identity.clone(), location.clone(), epoch, &key, seq);
             sealer.reserve(1);
             sealer.set_nonce_salt_for_test_vectors(salt);
             sealer.set_embed_certificate(embed);
-            let direct = sealer.seal(topic, &plaintext).unwrap();
+            let direct = sealer.seal(topic, &plaintext, time as i64).unwrap();
             let reference = seal_with_coset(
-                &identity, location, epoch, &key, seq, salt, embed, topic, &plaintext,
+                &identity, location, epoch, &key, seq, time, salt, embed, topic, &plaintext,
             );
             assert_eq!(
                 direct, reference,
-                "epoch {epoch}, seq {seq}, embed {embed}, topic {topic}, {len} bytes"
+                "epoch {epoch}, seq {seq}, time {time}, embed {embed}, topic {topic}, {len} bytes"
             );
         };
         for (i, &seq) in BOUNDARIES.iter().enumerate() {
             for (j, &epoch) in BOUNDARIES.iter().enumerate() {
                 let location = &locations[(i + j) % 2];
-                check(location, epoch, seq, (i + j) % 3 == 0, "a/b", 5);
+                let time = times[(i * 7 + j) % times.len()];
+                check(location, epoch, seq, time, (i + j) % 3 == 0, "a/b", 5);
             }
         }
         let long_topic = format!("a/{}", "t".repeat(300));
-        for len in [0, 7, 8, 239, 240, 1000, 65_519, 65_520] {
+        for len in [0usize, 7, 8, 239, 240, 1000, 65_519, 65_520] {
             for embed in [false, true] {
-                check(&locations[0], 3, 1000, embed, "a/x", len);
-                check(&locations[1], 70_000, 1 << 40, embed, &long_topic, len);
+                check(&locations[0], 3, 1000, 1_780_000_000, embed, "a/x", len);
+                check(&locations[1], 70_000, 1 << 40, 0, embed, &long_topic, len);
             }
         }
     }
@@ -398,16 +427,34 @@ pub(crate) mod tests {
         sealer.set_nonce_salt_for_test_vectors([1; 4]);
         sealer.set_embed_certificate(true);
         sealer.set_key(300, &k2);
-        let env = sealer.seal("a/1", b"x").unwrap();
+        let env = sealer.seal("a/1", b"x", 1000).unwrap();
         let reference = seal_with_coset(
-            &identity, &location, 300, &k2, 10, [1; 4], true, "a/1", b"x",
+            &identity, &location, 300, &k2, 10, 1000, [1; 4], true, "a/1", b"x",
         );
         assert_eq!(env, reference);
         sealer.set_embed_certificate(false);
-        let env = sealer.seal("a/1", b"y").unwrap();
+        let env = sealer.seal("a/1", b"y", 1001).unwrap();
         let reference = seal_with_coset(
-            &identity, &location, 300, &k2, 11, [1; 4], false, "a/1", b"y",
+            &identity, &location, 300, &k2, 11, 1001, [1; 4], false, "a/1", b"y",
         );
         assert_eq!(env, reference);
+    }
+
+    #[test]
+    fn a_negative_time_is_refused() {
+        let mut sealer = Sealer::new(
+            identity(),
+            KeyLocation::key_topic_for("pub-1"),
+            1,
+            &ContentKey::generate(),
+            0,
+        );
+        sealer.reserve(1);
+        assert_eq!(
+            sealer.seal("a/1", b"x", -1),
+            Err(SealError::InvalidTime(-1))
+        );
+        // The refused call used no sequence number.
+        assert_eq!(sealer.next_seq(), 0);
     }
 }

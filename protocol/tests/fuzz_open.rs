@@ -84,9 +84,9 @@ fn mutated_envelopes_and_key_messages_are_never_accepted() {
             let topic = format!("plant/{i}");
             let payload = vec![i as u8; i * 37];
             let env = if i % 2 == 0 {
-                w.sealer.seal(&topic, &payload)
+                w.sealer.seal(&topic, &payload, now_unix())
             } else {
-                embedded.seal(&topic, &payload)
+                embedded.seal(&topic, &payload, now_unix())
             };
             (topic, env.unwrap())
         })

@@ -53,7 +53,7 @@ proptest! {
     ) {
         let s = shared();
         let topic = format!("prop/{suffix}");
-        let env = sealer_for(s, embed).seal(&topic, &payload).unwrap();
+        let env = sealer_for(s, embed).seal(&topic, &payload, now_unix()).unwrap();
         let opened = fresh_opener(s).open(&topic, &env).unwrap();
         prop_assert_eq!(opened.payload, payload);
         prop_assert_eq!(opened.topic, topic);
@@ -67,7 +67,7 @@ proptest! {
         embed in any::<bool>(),
     ) {
         let s = shared();
-        let env = sealer_for(s, embed).seal("prop/x", &payload).unwrap();
+        let env = sealer_for(s, embed).seal("prop/x", &payload, now_unix()).unwrap();
         let mut changed = env.clone();
         let i = position.index(env.len());
         changed[i] ^= flip;

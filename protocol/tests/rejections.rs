@@ -6,7 +6,7 @@ use coset::cbor::value::Value;
 use coset::{CoseSign1, Label, TaggedCborSerializable};
 use fixture::*;
 use sealpost_certs::{now_unix, parse, RevokedSerial, Validity};
-use sealpost_protocol::envelope::{LABEL_KEY_INDEX, LABEL_SEQ, LABEL_VERSION};
+use sealpost_protocol::envelope::{LABEL_CWT_CLAIMS, LABEL_KEY_INDEX, LABEL_SEQ, LABEL_VERSION};
 use sealpost_protocol::{
     seal_key_message, seal_key_message_wrapped, ContentKey, KeyLocation, KeyRecipient, Opener,
     Rejected, SealError, Sealer,
@@ -16,7 +16,7 @@ use time::{Duration, OffsetDateTime};
 #[test]
 fn round_trip() {
     let mut w = world();
-    let env = w.sealer.seal("plant/7/temp", b"21.5C").unwrap();
+    let env = w.sealer.seal("plant/7/temp", b"21.5C", now_unix()).unwrap();
     let opened = w.opener.open("plant/7/temp", &env).unwrap();
     assert_eq!(opened.payload, b"21.5C");
     assert_eq!(
@@ -33,7 +33,7 @@ fn empty_and_large_payloads() {
     let mut w = world();
     for len in [0usize, 1, 65_536] {
         let payload = vec![7u8; len];
-        let env = w.sealer.seal("plant/x", &payload).unwrap();
+        let env = w.sealer.seal("plant/x", &payload, now_unix()).unwrap();
         assert_eq!(w.opener.open("plant/x", &env).unwrap().payload, payload);
     }
 }
@@ -41,7 +41,7 @@ fn empty_and_large_payloads() {
 #[test]
 fn malformed_random_and_truncated_input() {
     let mut w = world();
-    let env = w.sealer.seal("plant/t", b"hello").unwrap();
+    let env = w.sealer.seal("plant/t", b"hello", now_unix()).unwrap();
     for len in 0..env.len() {
         let r = w.opener.open("plant/t", &env[..len]);
         assert!(matches!(r, Err(Rejected::Malformed(_))), "len {len}: {r:?}");
@@ -65,7 +65,7 @@ fn malformed_random_and_truncated_input() {
 #[test]
 fn oversized_is_refused_before_parsing() {
     let mut w = world();
-    let env = w.sealer.seal("plant/t", &[0u8; 2000]).unwrap();
+    let env = w.sealer.seal("plant/t", &[0u8; 2000], now_unix()).unwrap();
     let mut small = Opener::new(verifier(&w.ca))
         .with_identity(w.subscriber.clone())
         .with_max_envelope(1000);
@@ -98,7 +98,7 @@ fn set(header: &mut coset::Header, label: i64, value: Value) {
 #[test]
 fn unknown_version() {
     let mut w = world();
-    let env = w.sealer.seal("plant/t", b"x").unwrap();
+    let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
     let v2 = with_header(&env, |h| set(h, LABEL_VERSION, Value::Integer(2.into())));
     assert_eq!(
         w.opener.open("plant/t", &v2),
@@ -109,7 +109,7 @@ fn unknown_version() {
 #[test]
 fn unsupported_algorithm() {
     let mut w = world();
-    let env = w.sealer.seal("plant/t", b"x").unwrap();
+    let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
     let es256 = with_header(&env, |h| {
         h.alg = Some(coset::Algorithm::Assigned(coset::iana::Algorithm::ES256))
     });
@@ -122,7 +122,7 @@ fn unsupported_algorithm() {
 #[test]
 fn missing_headers_are_malformed() {
     let mut w = world();
-    let env = w.sealer.seal("plant/t", b"x").unwrap();
+    let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
     for label in [LABEL_SEQ, LABEL_KEY_INDEX] {
         let stripped = with_header(&env, |h| h.rest.retain(|(l, _)| *l != Label::Int(label)));
         assert!(matches!(
@@ -135,8 +135,8 @@ fn missing_headers_are_malformed() {
 #[test]
 fn replayed_and_too_old() {
     let mut w = world();
-    let first = w.sealer.seal("plant/t", b"1").unwrap();
-    let second = w.sealer.seal("plant/t", b"2").unwrap();
+    let first = w.sealer.seal("plant/t", b"1", now_unix()).unwrap();
+    let second = w.sealer.seal("plant/t", b"2", now_unix()).unwrap();
     // Out of order is fine, once.
     assert!(w.opener.open("plant/t", &second).is_ok());
     assert!(w.opener.open("plant/t", &first).is_ok());
@@ -152,11 +152,11 @@ fn replayed_and_too_old() {
         Err(Rejected::Replayed { seq: 1, .. })
     ));
     // Far older than the window.
-    let old = w.sealer.seal("plant/t", b"old").unwrap();
+    let old = w.sealer.seal("plant/t", b"old", now_unix()).unwrap();
     for _ in 0..sealpost_protocol::replay::WINDOW + 5 {
-        w.sealer.seal("plant/t", b"").unwrap();
+        w.sealer.seal("plant/t", b"", now_unix()).unwrap();
     }
-    let newest = w.sealer.seal("plant/t", b"new").unwrap();
+    let newest = w.sealer.seal("plant/t", b"new", now_unix()).unwrap();
     assert!(w.opener.open("plant/t", &newest).is_ok());
     assert!(matches!(
         w.opener.open("plant/t", &old),
@@ -167,7 +167,7 @@ fn replayed_and_too_old() {
 #[test]
 fn replay_state_survives_a_restart() {
     let mut w = world();
-    let env = w.sealer.seal("plant/t", b"once").unwrap();
+    let env = w.sealer.seal("plant/t", b"once", now_unix()).unwrap();
     w.opener.open("plant/t", &env).unwrap();
     let saved = w.opener.replay_state().to_bytes();
     let mut restarted = Opener::new(verifier(&w.ca)).with_identity(w.subscriber.clone());
@@ -188,7 +188,7 @@ fn unknown_publisher_is_retryable_until_its_certificate_arrives() {
     let ca = w.ca;
     let other = publisher_in(&ca, "boiler", &["boiler/#"], Validity::days_from_now(1));
     let mut sealer = sealer(other.clone(), &w.key);
-    let env = sealer.seal("boiler/t", b"x").unwrap();
+    let env = sealer.seal("boiler/t", b"x", now_unix()).unwrap();
     let mut opener = Opener::new(verifier(&ca));
     let err = opener.open("boiler/t", &env).unwrap_err();
     assert_eq!(
@@ -215,7 +215,7 @@ fn forged_publisher_from_another_ca_is_untrusted() {
     let forger = publisher_in(&rogue_ca, "plant", &["plant/#"], Validity::days_from_now(1));
     let mut sealer = sealer(forger, &w.key);
     sealer.set_embed_certificate(true);
-    let env = sealer.seal("plant/t", b"forged").unwrap();
+    let env = sealer.seal("plant/t", b"forged", now_unix()).unwrap();
     assert!(matches!(
         w.opener.open("plant/t", &env),
         Err(Rejected::UntrustedPublisher(_))
@@ -225,7 +225,7 @@ fn forged_publisher_from_another_ca_is_untrusted() {
 #[test]
 fn envelope_claiming_another_publisher_is_untrusted() {
     let mut w = world();
-    let env = w.sealer.seal("plant/t", b"x").unwrap();
+    let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
     let lying = with_header(&env, |h| {
         let index = Value::Array(vec![
             Value::Text("someone-else".into()),
@@ -251,7 +251,7 @@ fn expired_and_not_yet_valid_publisher_certificates() {
     let expired = publisher_in(&w.ca, "old", &["old/#"], past);
     let mut s = sealer(expired, &w.key);
     s.set_embed_certificate(true);
-    let env = s.seal("old/t", b"x").unwrap();
+    let env = s.seal("old/t", b"x", now_unix()).unwrap();
     let mut opener = Opener::new(verifier(&w.ca));
     opener.add_key("old", 1, w.key.clone());
     assert_eq!(
@@ -259,26 +259,29 @@ fn expired_and_not_yet_valid_publisher_certificates() {
         Err(Rejected::Expired("old".into()))
     );
 
-    // A certificate that was valid when learned is re-checked at every message.
+    // A certificate that was valid when learned is re-checked at every message (each
+    // sealed at the time it is opened, so that only the certificate is out of date).
     let mut w = world();
-    let env = w.sealer.seal("plant/t", b"x").unwrap();
     let far_future = now_unix() + 400 * 86_400;
+    let env = w.sealer.seal("plant/t", b"x", far_future).unwrap();
     assert_eq!(
         w.opener.open_at("plant/t", &env, far_future),
         Err(Rejected::Expired("plant".into()))
     );
     let before = now_unix() - 86_400;
+    let env = w.sealer.seal("plant/t", b"x", before).unwrap();
     assert_eq!(
         w.opener.open_at("plant/t", &env, before),
         Err(Rejected::Expired("plant".into()))
     );
+    let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
     assert!(w.opener.open("plant/t", &env).is_ok());
 }
 
 #[test]
 fn revoked_publisher_is_refused() {
     let mut w = world();
-    let env = w.sealer.seal("plant/t", b"x").unwrap();
+    let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
     let serial = parse(&w.sealer.identity().certificate().der)
         .unwrap()
         .serial;
@@ -304,11 +307,11 @@ fn topic_not_permitted_by_the_publisher_certificate() {
     let mut w = world();
     // The sealer refuses to seal outside its certificate.
     assert_eq!(
-        w.sealer.seal("boiler/t", b"x"),
+        w.sealer.seal("boiler/t", b"x", now_unix()),
         Err(SealError::TopicNotPermitted("boiler/t".into()))
     );
     // A message moved by someone to a topic outside the certificate.
-    let env = w.sealer.seal("plant/t", b"x").unwrap();
+    let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
     assert_eq!(
         w.opener.open("boiler/t", &env),
         Err(Rejected::TopicNotPermitted {
@@ -321,7 +324,7 @@ fn topic_not_permitted_by_the_publisher_certificate() {
 #[test]
 fn republished_on_another_permitted_topic_fails_the_signature() {
     let mut w = world();
-    let env = w.sealer.seal("plant/7/temp", b"x").unwrap();
+    let env = w.sealer.seal("plant/7/temp", b"x", now_unix()).unwrap();
     assert_eq!(
         w.opener.open("plant/8/temp", &env),
         Err(Rejected::BadSignature)
@@ -333,7 +336,7 @@ fn republished_on_another_permitted_topic_fails_the_signature() {
 #[test]
 fn tampered_signature_and_ciphertext() {
     let mut w = world();
-    let env = w.sealer.seal("plant/t", b"payload!").unwrap();
+    let env = w.sealer.seal("plant/t", b"payload!", now_unix()).unwrap();
     let mut sig = env.clone();
     let last = sig.len() - 1;
     sig[last] ^= 1;
@@ -355,7 +358,7 @@ fn tampered_signature_and_ciphertext() {
 fn unknown_key_epoch() {
     let mut w = world();
     w.sealer.set_key(2, &ContentKey::generate());
-    let env = w.sealer.seal("plant/t", b"x").unwrap();
+    let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
     let err = w.opener.open("plant/t", &env).unwrap_err();
     assert_eq!(
         err,
@@ -372,7 +375,7 @@ fn wrong_key_fails_decryption() {
     let mut w = world();
     // A correctly signed envelope that claims epoch 1 but was encrypted under another key.
     w.sealer.set_key(1, &ContentKey::generate());
-    let env = w.sealer.seal("plant/t", b"x").unwrap();
+    let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
     assert_eq!(w.opener.open("plant/t", &env), Err(Rejected::DecryptFailed));
 }
 
@@ -448,7 +451,7 @@ fn key_message_for_someone_else_or_tampered_or_forged() {
 #[test]
 fn recent_epochs_are_kept_across_a_rotation() {
     let mut w = world();
-    let in_flight = w.sealer.seal("plant/t", b"epoch 1").unwrap();
+    let in_flight = w.sealer.seal("plant/t", b"epoch 1", now_unix()).unwrap();
     let key2 = ContentKey::generate();
     w.sealer.set_key(2, &key2);
     let recipient = KeyRecipient::new(w.subscriber.certificate().clone()).unwrap();
@@ -465,7 +468,7 @@ fn recent_epochs_are_kept_across_a_rotation() {
         w.opener.accept_key_message(topic, &msg).unwrap().new_epochs,
         vec![2]
     );
-    let after = w.sealer.seal("plant/t", b"epoch 2").unwrap();
+    let after = w.sealer.seal("plant/t", b"epoch 2", now_unix()).unwrap();
     assert_eq!(
         w.opener.open("plant/t", &after).unwrap().payload,
         b"epoch 2"
@@ -508,7 +511,7 @@ fn reused_wrappings_open_across_rotations_and_stay_with_their_certificate() {
         vec![2, 3]
     );
     w.sealer.set_key(3, &key3);
-    let env = w.sealer.seal("plant/t", b"epoch 3").unwrap();
+    let env = w.sealer.seal("plant/t", b"epoch 3", now_unix()).unwrap();
     assert_eq!(late.open("plant/t", &env).unwrap().payload, b"epoch 3");
 
     // A wrapping belongs to the certificate it was made for: not another subscriber's,
@@ -537,11 +540,17 @@ fn sequence_numbers_come_only_from_reservations() {
         &w.key,
         500,
     );
-    assert_eq!(s.seal("plant/t", b"x"), Err(SealError::SequenceExhausted));
+    assert_eq!(
+        s.seal("plant/t", b"x", now_unix()),
+        Err(SealError::SequenceExhausted)
+    );
     assert_eq!(s.reserve(2), 502);
-    s.seal("plant/t", b"x").unwrap();
-    s.seal("plant/t", b"x").unwrap();
-    assert_eq!(s.seal("plant/t", b"x"), Err(SealError::SequenceExhausted));
+    s.seal("plant/t", b"x", now_unix()).unwrap();
+    s.seal("plant/t", b"x", now_unix()).unwrap();
+    assert_eq!(
+        s.seal("plant/t", b"x", now_unix()),
+        Err(SealError::SequenceExhausted)
+    );
     assert_eq!(s.next_seq(), 502);
 }
 
@@ -550,7 +559,7 @@ fn batch_matches_single_path() {
     let mut w = world();
     let mut items = Vec::new();
     for i in 0..20u8 {
-        items.push(w.sealer.seal("plant/b", &[i]).unwrap());
+        items.push(w.sealer.seal("plant/b", &[i], now_unix()).unwrap());
     }
     let mut bad = items[5].clone();
     let n = bad.len();
@@ -580,5 +589,137 @@ fn batch_matches_single_path() {
     assert_eq!(
         w.opener.open("plant/b", &items[5]).unwrap().payload,
         vec![5]
+    );
+}
+
+#[test]
+fn envelopes_older_than_the_maximum_age_are_stale() {
+    let mut w = world();
+    let now = now_unix();
+    let day = 86_400;
+    let old = w.sealer.seal("plant/t", b"old", now - day - 1).unwrap();
+    assert_eq!(
+        w.opener.open_at("plant/t", &old, now),
+        Err(Rejected::Stale {
+            publisher: "plant".into(),
+            published_at: (now - day - 1) as u64,
+        })
+    );
+    assert_eq!(
+        w.opener.open_at("plant/t", &old, now).unwrap_err().kind(),
+        "stale"
+    );
+    // Just within the default 24 hours.
+    let recent = w.sealer.seal("plant/t", b"recent", now - day + 60).unwrap();
+    assert_eq!(
+        w.opener
+            .open_at("plant/t", &recent, now)
+            .unwrap()
+            .published_at,
+        (now - day + 60) as u64
+    );
+    // A shorter limit, configured.
+    let mut strict = Opener::new(verifier(&w.ca))
+        .with_identity(w.subscriber.clone())
+        .with_max_age(60);
+    strict.add_key("plant", 1, w.key.clone());
+    let minutes_ago = w.sealer.seal("plant/t", b"x", now - 120).unwrap();
+    assert!(matches!(
+        strict.open_at("plant/t", &minutes_ago, now),
+        Err(Rejected::Stale { .. })
+    ));
+}
+
+#[test]
+fn envelopes_from_beyond_the_clock_skew_are_stale() {
+    let mut w = world();
+    let now = now_unix();
+    let ahead = w.sealer.seal("plant/t", b"ahead", now + 240).unwrap();
+    assert!(w.opener.open_at("plant/t", &ahead, now).is_ok());
+    let future = w.sealer.seal("plant/t", b"future", now + 3600).unwrap();
+    assert!(matches!(
+        w.opener.open_at("plant/t", &future, now),
+        Err(Rejected::Stale { .. })
+    ));
+    // Opened an hour later, it is fine.
+    assert!(w.opener.open_at("plant/t", &future, now + 3600).is_ok());
+}
+
+#[test]
+fn envelopes_without_a_valid_publication_time_are_malformed() {
+    let mut w = world();
+    let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
+    let claims = Label::Int(LABEL_CWT_CLAIMS);
+    let variants: Vec<Vec<u8>> = vec![
+        // No time at all: a version-1 envelope as sealed before the time existed.
+        with_header(&env, |h| h.rest.retain(|(l, _)| *l != claims)),
+        // Not a map of claims.
+        with_header(&env, |h| set(h, LABEL_CWT_CLAIMS, Value::Integer(5.into()))),
+        // A claims map without iat.
+        with_header(&env, |h| {
+            set(
+                h,
+                LABEL_CWT_CLAIMS,
+                Value::Map(vec![(Value::Integer(4.into()), Value::Integer(5.into()))]),
+            )
+        }),
+        // iat plus another claim.
+        with_header(&env, |h| {
+            set(
+                h,
+                LABEL_CWT_CLAIMS,
+                Value::Map(vec![
+                    (Value::Integer(6.into()), Value::Integer(5.into())),
+                    (Value::Integer(4.into()), Value::Integer(5.into())),
+                ]),
+            )
+        }),
+        // A negative or non-integer time.
+        with_header(&env, |h| {
+            set(
+                h,
+                LABEL_CWT_CLAIMS,
+                Value::Map(vec![(
+                    Value::Integer(6.into()),
+                    Value::Integer((-5).into()),
+                )]),
+            )
+        }),
+        with_header(&env, |h| {
+            set(
+                h,
+                LABEL_CWT_CLAIMS,
+                Value::Map(vec![(Value::Integer(6.into()), Value::Float(1.5))]),
+            )
+        }),
+    ];
+    for (i, variant) in variants.iter().enumerate() {
+        assert!(
+            matches!(
+                w.opener.open("plant/t", variant),
+                Err(Rejected::Malformed(_))
+            ),
+            "variant {i}"
+        );
+    }
+    assert!(w.opener.open("plant/t", &env).is_ok());
+}
+
+#[test]
+fn the_publication_time_is_signed() {
+    let mut w = world();
+    let now = now_unix();
+    let env = w.sealer.seal("plant/t", b"x", now - 2 * 86_400).unwrap();
+    // Making an old envelope look fresh breaks the signature.
+    let refreshed = with_header(&env, |h| {
+        set(
+            h,
+            LABEL_CWT_CLAIMS,
+            Value::Map(vec![(Value::Integer(6.into()), Value::Integer(now.into()))]),
+        )
+    });
+    assert_eq!(
+        w.opener.open_at("plant/t", &refreshed, now),
+        Err(Rejected::BadSignature)
     );
 }

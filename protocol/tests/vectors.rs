@@ -39,6 +39,7 @@ fn sealing_reproduces_the_envelope_and_it_opens() {
     let content_key = ContentKey::from_slice(&hex(&v, "content_key")).unwrap();
     let epoch: u64 = v["epoch"].parse().unwrap();
     let seq: u64 = v["seq"].parse().unwrap();
+    let published_at: i64 = v["published_at"].parse().unwrap();
     let mut sealer = Sealer::new(
         publisher,
         KeyLocation::key_topic_for("vector-pub"),
@@ -48,7 +49,9 @@ fn sealing_reproduces_the_envelope_and_it_opens() {
     );
     sealer.reserve(1);
     sealer.set_nonce_salt_for_test_vectors(hex(&v, "nonce_salt").try_into().unwrap());
-    let envelope = sealer.seal(&v["topic"], &hex(&v, "plaintext")).unwrap();
+    let envelope = sealer
+        .seal(&v["topic"], &hex(&v, "plaintext"), published_at)
+        .unwrap();
     assert_eq!(
         hex::encode(&envelope),
         v["envelope"],
@@ -64,8 +67,10 @@ fn sealing_reproduces_the_envelope_and_it_opens() {
     .unwrap();
     let subscriber = SubscriberIdentity::new(subscriber_cert, rsa_key).unwrap();
     let mut opener = Opener::new(verifier).with_identity(subscriber);
+    // Opened a minute after publication: within every maximum age.
+    let now = published_at + 60;
     let update = opener
-        .accept_key_message(&v["key_message_topic"], &hex(&v, "key_message"))
+        .accept_key_message_at(&v["key_message_topic"], &hex(&v, "key_message"), now)
         .unwrap();
     assert_eq!(update.publisher, "vector-pub");
     assert_eq!(update.new_epochs, vec![epoch]);
@@ -73,7 +78,12 @@ fn sealing_reproduces_the_envelope_and_it_opens() {
         opener.keyring().get("vector-pub", epoch),
         Some(&content_key)
     );
-    let opened = opener.open(&v["topic"], &hex(&v, "envelope")).unwrap();
+    let opened = opener
+        .open_at(&v["topic"], &hex(&v, "envelope"), now)
+        .unwrap();
     assert_eq!(opened.payload, hex(&v, "plaintext"));
-    assert_eq!((opened.seq, opened.epoch), (seq, epoch));
+    assert_eq!(
+        (opened.seq, opened.epoch, opened.published_at),
+        (seq, epoch, published_at as u64)
+    );
 }

@@ -451,7 +451,7 @@ impl Publisher {
             inner.reserve_sequence_numbers()?;
         }
         let seq = inner.sealer.next_seq();
-        let envelope = inner.sealer.seal(topic, payload)?;
+        let envelope = inner.sealer.seal(topic, payload, now_unix())?;
         inner.sealed_in_epoch = true;
         // Publishing under the lock keeps envelopes on the wire in sequence order.
         self.client

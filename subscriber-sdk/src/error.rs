@@ -23,6 +23,21 @@ pub enum SubscriberError {
     /// Not a valid MQTT topic filter.
     #[error("invalid topic filter {0:?}")]
     InvalidFilter(String),
+    /// No revocation list was configured, and `insecure_no_crl` was not set.
+    #[error(
+        "no revocation list: give the CA's CRL (--crl), or set insecure_no_crl \
+         (--insecure-no-crl) to accept revoked publishers"
+    )]
+    NoRevocationList,
+    /// The revocation list file could not be read, or is not a current list signed by
+    /// the CA.
+    #[error("revocation list {path}: {detail}")]
+    RevocationList {
+        /// File involved.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
     /// Reading or writing the state directory failed.
     #[error("state file {path}: {detail}")]
     State {

@@ -51,6 +51,7 @@ pub struct Counters {
     key_fetches: AtomicU64,
     key_fetch_failures: AtomicU64,
     held: AtomicU64,
+    revocation_list_failures: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -69,6 +70,11 @@ impl Counters {
 
     pub(crate) fn key_fetch_failed(&self) {
         self.key_fetch_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn revocation_list_failure(&self) {
+        self.revocation_list_failures
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn set_held(&self, n: usize) {
@@ -104,6 +110,12 @@ impl Counters {
     /// Messages held right now, waiting for a key or publisher certificate.
     pub fn held_now(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// Reloads of the revocation list that failed (unreadable, or not signed by the CA,
+    /// or older than the list in force); the list in force was kept each time.
+    pub fn revocation_list_failures_total(&self) -> u64 {
+        self.revocation_list_failures.load(Ordering::Relaxed)
     }
 
     /// Rejections by [`Rejected::kind`].

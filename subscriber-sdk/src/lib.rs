@@ -17,8 +17,19 @@
 //!   epoch once, and opens the envelopes held meanwhile. A KDC-only subscriber needs no
 //!   certificate or RSA key ([`SubscriberConfig::kdc_only`]).
 //! - Exactly-once delivery over QoS 1: the replay window drops redeliveries and
-//!   duplicates, and is persisted (state directory) before messages are handed over, so
-//!   a restarted subscriber does not deliver them again.
+//!   duplicates, and is persisted before messages are handed over (by default in
+//!   `./.sealpost-sub`, [`SubscriberConfig::state_dir`]), so a restarted subscriber does
+//!   not deliver them again, even when an attacker re-publishes captured envelopes.
+//! - Stale messages are refused: every envelope carries its signed publication time, and
+//!   envelopes older than [`SubscriberConfig::max_age`] (24 hours) are rejected, so a
+//!   subscriber that never saw a message still refuses an old replay of it.
+//! - Revocation: the CA's revocation list is required
+//!   ([`SubscriberConfig::revocation_list`]; the only way around it is the loudly named
+//!   [`SubscriberConfig::insecure_no_crl`]) and is read again while running, so a
+//!   publisher revoked meanwhile is refused from its next message on.
+//! - The hold buffer keeps verified messages (waiting for a key) apart from unverifiable
+//!   ones (unknown publisher, a small separate share): junk cannot push out genuine
+//!   messages.
 //!
 //! ## Non-features
 //! - Content keys are not persisted: after a restart they come again from the retained
@@ -40,4 +51,4 @@ pub use events::{Counters, Event, KeyFetchFailure, Message, Rejection};
 pub use kdc::{KdcCredentials, KdcError};
 pub use sealpost_protocol::Rejected;
 pub use sealpost_publisher::{BrokerAddress, QoS, TlsIdentity};
-pub use subscriber::{Subscriber, SubscriberConfig, KEY_TOPIC_PREFIX};
+pub use subscriber::{Subscriber, SubscriberConfig, DEFAULT_STATE_DIR, KEY_TOPIC_PREFIX};

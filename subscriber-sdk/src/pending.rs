@@ -2,8 +2,18 @@
 //!
 //! Bounded in count and in time, so a flood of messages for keys that never come cannot
 //! grow memory; whatever falls out is rejected with the reason it could not open.
+//!
+//! Held messages are of two kinds, kept apart so that nobody without a publisher's key can
+//! push out a genuine message:
+//! - **verified**: waiting for a content key ([`Rejected::UnknownKey`]). The opener looks
+//!   the key up only after the publisher certificate and the signature verified, so these
+//!   are genuine envelopes. Each (publisher, sequence number) is held once: copies of a
+//!   captured envelope cannot fill the buffer either.
+//! - **unverified**: from a publisher whose certificate is not known yet
+//!   ([`Rejected::UnknownPublisher`]): nothing about them could be checked, so anyone can
+//!   make them. They get a small separate share and only ever evict each other.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,60 +27,132 @@ pub(crate) struct Held {
     pub reason: Rejected,
 }
 
-/// Held messages, oldest first.
+/// What [`Pending::hold`] did with a message.
+pub(crate) enum HoldOutcome {
+    /// Held; nothing was pushed out.
+    Held,
+    /// Held, and this older message of the same kind was pushed out to make room.
+    Evicted(Held),
+    /// Not held: a copy of this (verified) envelope is already held.
+    Duplicate(Held),
+    /// Not held: no room for its kind at all (capacity 0).
+    Refused(Held),
+}
+
+/// Held messages, oldest first, per kind.
 pub(crate) struct Pending {
-    items: VecDeque<Held>,
-    capacity: usize,
+    verified: Queue,
+    unverified: Queue,
+    /// (publisher, sequence number) of every verified held message.
+    verified_ids: HashSet<(String, u64)>,
     max_age: Duration,
 }
 
+struct Queue {
+    items: VecDeque<Held>,
+    capacity: usize,
+}
+
 impl Pending {
-    pub fn new(capacity: usize, max_age: Duration) -> Pending {
+    /// At most `capacity` verified and `unverified_capacity` unverified messages, each
+    /// for at most `max_age`.
+    pub fn new(capacity: usize, unverified_capacity: usize, max_age: Duration) -> Pending {
         Pending {
-            items: VecDeque::new(),
-            capacity,
+            verified: Queue {
+                items: VecDeque::new(),
+                capacity,
+            },
+            unverified: Queue {
+                items: VecDeque::new(),
+                capacity: unverified_capacity,
+            },
+            verified_ids: HashSet::new(),
             max_age,
         }
     }
 
-    /// Holds a message; returns the one evicted to make room, if any.
-    pub fn hold(&mut self, held: Held) -> Option<Held> {
-        if self.capacity == 0 {
-            return Some(held);
+    /// Holds a message that failed with a retryable reason.
+    pub fn hold(&mut self, held: Held) -> HoldOutcome {
+        let id = match &held.reason {
+            // Verified (see the module documentation): identified by its signed header.
+            Rejected::UnknownKey { publisher, .. } => {
+                match sealpost_protocol::peek(&held.payload) {
+                    Ok(header) => Some((publisher.clone(), header.seq)),
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let queue = match &id {
+            Some(id) => {
+                if self.verified_ids.contains(id) {
+                    return HoldOutcome::Duplicate(held);
+                }
+                &mut self.verified
+            }
+            None => &mut self.unverified,
+        };
+        if queue.capacity == 0 {
+            return HoldOutcome::Refused(held);
         }
-        let evicted = if self.items.len() >= self.capacity {
-            self.items.pop_front()
+        let evicted = if queue.items.len() >= queue.capacity {
+            queue.items.pop_front()
         } else {
             None
         };
-        self.items.push_back(held);
-        evicted
+        queue.items.push_back(held);
+        if let Some(id) = id {
+            self.verified_ids.insert(id);
+        }
+        match evicted {
+            Some(e) => {
+                self.forget(&e);
+                HoldOutcome::Evicted(e)
+            }
+            None => HoldOutcome::Held,
+        }
     }
 
-    /// Takes every held message (to retry).
+    /// Takes every held message (to retry), oldest first within each kind.
     pub fn take_all(&mut self) -> Vec<Held> {
-        self.items.drain(..).collect()
+        self.verified_ids.clear();
+        let mut out: Vec<Held> = self.verified.items.drain(..).collect();
+        out.extend(self.unverified.items.drain(..));
+        out
     }
 
     /// Removes and returns the messages held longer than the limit.
     pub fn expire(&mut self, now: Instant) -> Vec<Held> {
         let mut out = Vec::new();
-        while let Some(front) = self.items.front() {
-            if now.duration_since(front.since) < self.max_age {
-                break;
+        for queue in [&mut self.verified, &mut self.unverified] {
+            while let Some(front) = queue.items.front() {
+                if now.duration_since(front.since) < self.max_age {
+                    break;
+                }
+                out.extend(queue.items.pop_front());
             }
-            out.extend(self.items.pop_front());
+        }
+        for held in &out {
+            self.forget(held);
         }
         out
     }
 
+    fn forget(&mut self, held: &Held) {
+        if let (Rejected::UnknownKey { publisher, .. }, Ok(header)) =
+            (&held.reason, sealpost_protocol::peek(&held.payload))
+        {
+            self.verified_ids.remove(&(publisher.clone(), header.seq));
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.verified.items.len() + self.unverified.items.len()
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 }
 
@@ -78,27 +160,42 @@ impl Pending {
 mod tests {
     use super::*;
 
-    fn held(since: Instant) -> Held {
+    fn unverified(since: Instant) -> Held {
         Held {
             topic: "t".into(),
             payload: Bytes::new(),
             since,
-            reason: Rejected::BadSignature,
+            reason: Rejected::UnknownPublisher {
+                publisher: "junk".into(),
+            },
         }
     }
 
     #[test]
     fn bounded_in_count_and_time() {
         let start = Instant::now();
-        let mut p = Pending::new(2, Duration::from_secs(5));
-        assert!(p.hold(held(start)).is_none());
-        assert!(p.hold(held(start + Duration::from_secs(1))).is_none());
-        let evicted = p.hold(held(start + Duration::from_secs(2))).unwrap();
-        assert_eq!(evicted.since, start);
+        let mut p = Pending::new(2, 2, Duration::from_secs(5));
+        assert!(matches!(p.hold(unverified(start)), HoldOutcome::Held));
+        let second = start + Duration::from_secs(1);
+        assert!(matches!(p.hold(unverified(second)), HoldOutcome::Held));
+        match p.hold(unverified(start + Duration::from_secs(2))) {
+            HoldOutcome::Evicted(e) => assert_eq!(e.since, start),
+            _ => panic!("the oldest is evicted"),
+        }
         assert_eq!(p.len(), 2);
         assert!(p.expire(start + Duration::from_secs(3)).is_empty());
         assert_eq!(p.expire(start + Duration::from_secs(6)).len(), 1);
         assert_eq!(p.take_all().len(), 1);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn no_room_at_all_refuses() {
+        let mut p = Pending::new(4, 0, Duration::from_secs(5));
+        assert!(matches!(
+            p.hold(unverified(Instant::now())),
+            HoldOutcome::Refused(_)
+        ));
         assert!(p.is_empty());
     }
 }

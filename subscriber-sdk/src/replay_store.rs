@@ -1,5 +1,6 @@
 //! Persisting the replay window, so a restarted subscriber does not deliver again what
-//! it already delivered (retained messages, QoS 1 redelivery after a reconnect).
+//! it already delivered (retained messages, QoS 1 redelivery after a reconnect, or an
+//! attacker re-publishing captured envelopes).
 
 use std::path::{Path, PathBuf};
 
@@ -7,24 +8,26 @@ use sealpost_protocol::ReplayState;
 
 use crate::SubscriberError;
 
-/// File name of the replay window inside the state directory.
-pub(crate) const REPLAY_FILE: &str = "replay.state";
-
-/// Where (if anywhere) the replay window lives.
+/// Where (if anywhere) the replay window lives: `<dir>/replay-<subscriber id>.state`, one
+/// file per subscriber id, so that several subscribers can share a state directory (the
+/// default one, `./.sealpost-sub`, above all).
 pub(crate) struct ReplayStore {
-    dir: Option<PathBuf>,
+    location: Option<(PathBuf, String)>,
 }
 
 impl ReplayStore {
-    pub fn new(dir: Option<PathBuf>) -> ReplayStore {
-        ReplayStore { dir }
+    /// The store of subscriber `id` in `dir`, or an in-memory-only store (`None`).
+    pub fn new(dir: Option<PathBuf>, id: &str) -> ReplayStore {
+        ReplayStore {
+            location: dir.map(|dir| (dir, file_name(id))),
+        }
     }
 
     pub fn load(&self) -> Result<ReplayState, SubscriberError> {
-        let Some(dir) = &self.dir else {
+        let Some((dir, name)) = &self.location else {
             return Ok(ReplayState::default());
         };
-        let path = dir.join(REPLAY_FILE);
+        let path = dir.join(name);
         match std::fs::read(&path) {
             Ok(bytes) => ReplayState::from_bytes(&bytes).map_err(|e| state_err(&path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ReplayState::default()),
@@ -33,21 +36,58 @@ impl ReplayStore {
     }
 
     pub fn save(&self, state: &ReplayState) -> Result<(), SubscriberError> {
-        let Some(dir) = &self.dir else {
+        let Some((dir, name)) = &self.location else {
             return Ok(());
         };
-        sealpost_publisher::state::write_atomically(dir, REPLAY_FILE, &state.to_bytes()).map_err(
-            |e| SubscriberError::State {
-                path: dir.join(REPLAY_FILE),
-                detail: e.to_string(),
-            },
-        )
+        sealpost_publisher::state::write_atomically(dir, name, &state.to_bytes())
+            .map_err(|e| state_err(&dir.join(name), e))
     }
+}
+
+/// `replay-<id>.state`, with every byte of the id outside `A-Z a-z 0-9 . _ -` written as
+/// `%XX`, so that no id can name another file or directory.
+fn file_name(id: &str) -> String {
+    let mut name = String::from("replay-");
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            name.push(char::from(b));
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    name.push_str(".state");
+    name
 }
 
 fn state_err(path: &Path, e: impl std::fmt::Display) -> SubscriberError {
     SubscriberError::State {
         path: path.to_owned(),
         detail: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_stay_inside_the_directory_and_apart() {
+        assert_eq!(file_name("alice"), "replay-alice.state");
+        assert_eq!(file_name("../x"), "replay-..%2Fx.state");
+        assert_ne!(file_name("a/b"), file_name("a%2Fb"));
+        assert!(!file_name("a/b\\c").contains(['/', '\\']));
+    }
+
+    #[test]
+    fn subscribers_sharing_a_directory_keep_their_own_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = ReplayStore::new(Some(dir.path().to_owned()), "alice");
+        let bob = ReplayStore::new(Some(dir.path().to_owned()), "bob");
+        let mut state = ReplayState::default();
+        assert!(state.record("pub", 7));
+        alice.save(&state).unwrap();
+        bob.save(&ReplayState::default()).unwrap();
+        assert_eq!(alice.load().unwrap(), state);
+        assert_eq!(bob.load().unwrap(), ReplayState::default());
     }
 }

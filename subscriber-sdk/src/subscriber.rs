@@ -1,7 +1,7 @@
 //! The [`Subscriber`]: one MQTT connection, a polling task, and a worker that verifies,
 //! de-duplicates and decrypts.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::events::{Counters, Event, KeyFetchFailure, Message, Rejection};
 use crate::kdc::{FetchOutcome, Fetcher, KdcClient, KdcCredentials, KdcError, Session};
-use crate::pending::{Held, Pending};
+use crate::pending::{Held, HoldOutcome, Pending};
 use crate::replay_store::ReplayStore;
 use crate::SubscriberError;
 
@@ -26,6 +26,10 @@ pub const KEY_TOPIC_PREFIX: &str = "sealpost/keys/";
 
 /// Most messages opened in one batch (signatures verified together).
 const BATCH: usize = 256;
+
+/// The default state directory (replay window), relative to the working directory, like
+/// the publisher's `./.sealpost-pub`.
+pub const DEFAULT_STATE_DIR: &str = ".sealpost-sub";
 
 /// How to build a [`Subscriber`].
 #[derive(Clone)]
@@ -44,13 +48,35 @@ pub struct SubscriberConfig {
     pub key_pem: String,
     /// The CA certificate, PEM: publisher certificates must chain to it.
     pub ca_pem: String,
-    /// A signed revocation list (PEM) from the CA, if any.
-    pub revocation_list_pem: Option<String>,
-    /// Directory for the persisted replay window; `None` keeps it in memory only (a
-    /// restart may then deliver retained or redelivered messages again).
+    /// The CA's signed revocation list (PEM file). Required: [`Subscriber::connect`] fails
+    /// without one unless [`SubscriberConfig::insecure_no_crl`] is set. Read again every
+    /// [`SubscriberConfig::revocation_list_reload`] while running; a new list that cannot
+    /// be read or is not signed by the CA is reported and the one in force is kept.
+    pub revocation_list: Option<PathBuf>,
+    /// How often the revocation list file is read again (default 60 s).
+    pub revocation_list_reload: Duration,
+    /// Accept publishers without checking revocation at all (no revocation list). A
+    /// revoked publisher's messages are then delivered: for tests and trials only; a
+    /// warning is logged at connect.
+    pub insecure_no_crl: bool,
+    /// Directory for the persisted replay window (default [`DEFAULT_STATE_DIR`],
+    /// `./.sealpost-sub`; file `replay-<subscriber id>.state`). `None` keeps it in memory
+    /// only: a restarted subscriber then accepts again envelopes it already delivered, as
+    /// long as they are younger than [`SubscriberConfig::max_age`] (a warning is logged).
     pub state_dir: Option<PathBuf>,
-    /// Most messages held waiting for a key.
+    /// Envelopes whose signed publication time is older than this are refused as
+    /// [`Rejected::Stale`] (default 24 hours).
+    pub max_age: Duration,
+    /// Publication times up to this far ahead of the local clock are accepted (publisher
+    /// clocks running ahead; default 5 minutes).
+    pub clock_skew: Duration,
+    /// Most messages held waiting for a content key (verified messages: their
+    /// certificate and signature were checked).
     pub hold_capacity: usize,
+    /// Most messages held waiting for the certificate of an unknown publisher (nothing
+    /// about them could be verified yet). Kept apart from `hold_capacity`, so a flood of
+    /// unverifiable messages never pushes out a verified one (default 64).
+    pub unverified_hold_capacity: usize,
     /// Longest time a message is held waiting for a key.
     pub hold_time: Duration,
     /// Key epochs kept per publisher.
@@ -72,7 +98,10 @@ impl std::fmt::Debug for SubscriberConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SubscriberConfig")
             .field("broker", &self.broker)
+            .field("revocation_list", &self.revocation_list)
+            .field("insecure_no_crl", &self.insecure_no_crl)
             .field("state_dir", &self.state_dir)
+            .field("max_age", &self.max_age)
             .field("hold_capacity", &self.hold_capacity)
             .field("hold_time", &self.hold_time)
             .finish_non_exhaustive()
@@ -95,9 +124,14 @@ impl SubscriberConfig {
             certificate_pem: certificate_pem.into(),
             key_pem: key_pem.into(),
             ca_pem: ca_pem.into(),
-            revocation_list_pem: None,
-            state_dir: None,
+            revocation_list: None,
+            revocation_list_reload: Duration::from_secs(60),
+            insecure_no_crl: false,
+            state_dir: Some(PathBuf::from(DEFAULT_STATE_DIR)),
+            max_age: Duration::from_secs(sealpost_protocol::DEFAULT_MAX_AGE_SECS),
+            clock_skew: Duration::from_secs(sealpost_protocol::DEFAULT_CLOCK_SKEW_SECS),
             hold_capacity: 1024,
+            unverified_hold_capacity: 64,
             hold_time: Duration::from_secs(10),
             kept_epochs: sealpost_protocol::DEFAULT_KEPT_EPOCHS,
             event_capacity: 4096,
@@ -179,11 +213,32 @@ impl Subscriber {
             })
             .collect::<Result<Vec<_>, KdcError>>()?;
         let mut verifier = Verifier::new(&config.ca_pem)?;
-        if let Some(crl) = &config.revocation_list_pem {
-            verifier.set_revocation_list(crl)?;
+        let crl = match &config.revocation_list {
+            Some(path) => {
+                let mut crl = CrlReloader::new(path.clone(), config.revocation_list_reload);
+                crl.install_initial(&mut verifier)?;
+                Some(crl)
+            }
+            None if config.insecure_no_crl => {
+                tracing::warn!(
+                    "insecure_no_crl: no revocation list; messages of revoked publishers \
+                     will be delivered"
+                );
+                None
+            }
+            None => return Err(SubscriberError::NoRevocationList),
+        };
+        if config.state_dir.is_none() {
+            tracing::warn!(
+                "replay window kept in memory only: after a restart, envelopes younger than \
+                 the maximum age are accepted again"
+            );
         }
-        let store = ReplayStore::new(config.state_dir.clone());
-        let mut opener = Opener::new(verifier).with_kept_epochs(config.kept_epochs);
+        let store = ReplayStore::new(config.state_dir.clone(), &id);
+        let mut opener = Opener::new(verifier)
+            .with_kept_epochs(config.kept_epochs)
+            .with_max_age(config.max_age.as_secs())
+            .with_clock_skew(config.clock_skew.as_secs());
         let follows_key_messages = identity.is_some();
         if let Some(identity) = identity {
             opener = opener.with_identity(identity);
@@ -251,8 +306,13 @@ impl Subscriber {
             fetcher: Fetcher::new(sessions),
             fetched,
             opener,
-            pending: Pending::new(config.hold_capacity, config.hold_time),
+            pending: Pending::new(
+                config.hold_capacity,
+                config.unverified_hold_capacity,
+                config.hold_time,
+            ),
             store,
+            crl,
             counters: counters.clone(),
             events: event_tx,
         };
@@ -402,6 +462,8 @@ struct Worker {
     opener: Opener,
     pending: Pending,
     store: ReplayStore,
+    /// The revocation list file and when to read it again (`None`: insecure_no_crl).
+    crl: Option<CrlReloader>,
     counters: Arc<Counters>,
     events: mpsc::Sender<Event>,
 }
@@ -442,6 +504,9 @@ impl Worker {
         let mut out = Vec::new();
         let mut data = Vec::new();
         let mut learned = false;
+        if let Some(crl) = &mut self.crl {
+            crl.reload_if_due(self.opener.verifier_mut(), now, &self.counters);
+        }
         for incoming in batch {
             let (topic, payload) = match incoming {
                 Incoming::Publish { topic, payload } => (topic, payload),
@@ -512,6 +577,7 @@ impl Worker {
                             publisher,
                             epoch,
                             location: KeyLocation::Kdc(kdc),
+                            ..
                         } = &reason
                         {
                             // The location is signed: this envelope passed its signature
@@ -526,14 +592,28 @@ impl Worker {
                                 self.counters.key_fetch_started();
                             }
                         }
-                        let evicted = self.pending.hold(Held {
+                        let outcome = self.pending.hold(Held {
                             topic: held.topic.clone(),
                             payload: held.payload.clone(),
                             since: held.since,
                             reason,
                         });
-                        if let Some(e) = evicted {
-                            self.reject(out, e.topic, e.reason);
+                        match outcome {
+                            HoldOutcome::Held => {}
+                            HoldOutcome::Evicted(e) | HoldOutcome::Refused(e) => {
+                                self.reject(out, e.topic, e.reason)
+                            }
+                            HoldOutcome::Duplicate(e) => {
+                                // Another copy of this envelope is held: this one is a replay.
+                                let reason = match sealpost_protocol::peek(&e.payload) {
+                                    Ok(h) => Rejected::Replayed {
+                                        publisher: h.key_index.publisher,
+                                        seq: h.seq,
+                                    },
+                                    Err(r) => r,
+                                };
+                                self.reject(out, e.topic, reason)
+                            }
                         }
                     }
                     Err(reason) => self.reject(out, held.topic.clone(), reason),
@@ -591,5 +671,75 @@ impl Worker {
         tracing::debug!(%topic, reason = reason.kind(), "rejected");
         self.counters.rejected(&reason);
         out.push(Event::Rejected(Rejection { topic, reason }));
+    }
+}
+
+/// Reads the revocation list file at start and again every `interval`, installing each
+/// new list the CA signed. A list that cannot be read or verified is reported (log and
+/// [`Counters::revocation_list_failures_total`]) and the one in force stays: the
+/// subscriber never falls back to no list. A list past its next-update time makes every
+/// publisher fail as `Revoked`, so a list that stops being renewed fails closed.
+struct CrlReloader {
+    path: PathBuf,
+    interval: Duration,
+    /// The file contents last installed, to skip re-verifying an unchanged file.
+    installed: Vec<u8>,
+    next_at: Instant,
+}
+
+impl CrlReloader {
+    fn new(path: PathBuf, interval: Duration) -> CrlReloader {
+        CrlReloader {
+            path,
+            interval,
+            installed: Vec::new(),
+            next_at: Instant::now() + interval,
+        }
+    }
+
+    /// The first load: any failure is an error of [`Subscriber::connect`].
+    fn install_initial(&mut self, verifier: &mut Verifier) -> Result<(), SubscriberError> {
+        let bytes = read_crl(&self.path)?;
+        install(verifier, &bytes).map_err(|e| crl_error(&self.path, e))?;
+        self.installed = bytes;
+        Ok(())
+    }
+
+    fn reload_if_due(&mut self, verifier: &mut Verifier, now: Instant, counters: &Counters) {
+        if now < self.next_at {
+            return;
+        }
+        self.next_at = now + self.interval;
+        let result = read_crl(&self.path).and_then(|bytes| {
+            if bytes != self.installed {
+                install(verifier, &bytes).map_err(|e| crl_error(&self.path, e))?;
+                tracing::info!(path = %self.path.display(), "revocation list reloaded");
+                self.installed = bytes;
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            counters.revocation_list_failure();
+            tracing::error!(
+                %error,
+                "could not reload the revocation list; keeping the one in force"
+            );
+        }
+    }
+}
+
+fn read_crl(path: &Path) -> Result<Vec<u8>, SubscriberError> {
+    std::fs::read(path).map_err(|e| crl_error(path, e))
+}
+
+fn install(verifier: &mut Verifier, bytes: &[u8]) -> Result<(), String> {
+    let pem = std::str::from_utf8(bytes).map_err(|_| "not PEM text".to_owned())?;
+    verifier.set_revocation_list(pem).map_err(|e| e.to_string())
+}
+
+fn crl_error(path: &Path, e: impl std::fmt::Display) -> SubscriberError {
+    SubscriberError::RevocationList {
+        path: path.to_owned(),
+        detail: e.to_string(),
     }
 }

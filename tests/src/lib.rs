@@ -12,6 +12,7 @@ pub mod tools;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -439,6 +440,52 @@ impl Pki {
         self.dir.path().join(name)
     }
 
+    /// A state directory path no other call returns (subscribers of one test must not
+    /// share replay windows unless a test says so).
+    pub fn fresh_state_dir(&self, name: &str) -> PathBuf {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        self.state_dir(&format!("{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// The CA's revocation list file (`crl.pem` in the scratch directory): on first use,
+    /// a list revoking nothing (CRL number 1).
+    pub fn crl_file(&self) -> PathBuf {
+        let path = self.dir.path().join("crl.pem");
+        if !path.exists() {
+            self.write_crl(&[], 1);
+        }
+        path
+    }
+
+    /// Replaces the revocation list file by one revoking `revoked`, with CRL number
+    /// `number` (which must grow with every list).
+    pub fn write_crl(&self, revoked: &[&Issued], number: u64) {
+        let revoked: Vec<RevokedSerial> = revoked
+            .iter()
+            .map(|issued| RevokedSerial {
+                serial: sealpost_certs::parse(
+                    &sealpost_certs::pemfile::decode(
+                        &issued.certificate_pem,
+                        sealpost_certs::pemfile::CERTIFICATE,
+                    )
+                    .expect("certificate PEM"),
+                )
+                .expect("certificate")
+                .serial,
+                revoked_at: time::OffsetDateTime::now_utc(),
+            })
+            .collect();
+        let pem = self
+            .ca
+            .revocation_list(&revoked, number, Validity::days_from_now(1))
+            .expect("sign revocation list");
+        let path = self.dir.path().join("crl.pem");
+        let tmp = self.dir.path().join("crl.pem.tmp");
+        std::fs::write(&tmp, pem).expect("write revocation list");
+        // Atomically, so a reloading subscriber never reads half a file.
+        std::fs::rename(&tmp, &path).expect("install revocation list");
+    }
+
     /// Publisher configuration for `issued` against `broker`, state in `state_dir(name)`.
     ///
     /// On Mosquitto over plain TCP. On the sealpost broker over TLS with the publisher
@@ -475,7 +522,8 @@ impl Pki {
     }
 
     /// Subscriber configuration for `issued` against `broker` (short hold time so that
-    /// messages without a key are rejected quickly).
+    /// messages without a key are rejected quickly), with this CA's revocation list
+    /// ([`Pki::crl_file`]) and a state directory of its own.
     pub fn subscriber_config(&self, broker: &Broker, issued: &Issued) -> SubscriberConfig {
         let mut config = SubscriberConfig::new(
             broker.address(),
@@ -484,6 +532,8 @@ impl Pki {
             self.ca_pem(),
         );
         config.hold_time = Duration::from_secs(2);
+        config.revocation_list = Some(self.crl_file());
+        config.state_dir = Some(self.fresh_state_dir("sub"));
         config
     }
 }
@@ -687,6 +737,8 @@ impl Pki {
     ) -> SubscriberConfig {
         let mut config = SubscriberConfig::kdc_only(broker.address(), self.ca_pem(), credentials);
         config.hold_time = Duration::from_secs(2);
+        config.revocation_list = Some(self.crl_file());
+        config.state_dir = Some(self.fresh_state_dir("kdc-sub"));
         config
     }
 }

@@ -173,7 +173,11 @@ fn walkthrough(kind: BrokerKind) {
             .arg("--key")
             .arg(pki.join(format!("{who}.key")))
             .arg("--cafile")
-            .arg(pki.join("ca.pem"));
+            .arg(pki.join("ca.pem"))
+            .arg("--crl")
+            .arg(pki.join("crl.pem"))
+            // The default state directory, ./.sealpost-sub, lands in the scratch directory.
+            .current_dir(d);
         ok(&mut c)
     };
     publish("21.5 C before revoke");

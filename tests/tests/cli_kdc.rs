@@ -157,8 +157,12 @@ fn kdc_from_the_command_line() {
         .args(extra)
         .arg("--cafile")
         .arg(&ca)
+        .arg("--crl")
+        .arg(pki.crl_file())
         .arg("--kdc-credentials")
-        .arg(credentials);
+        .arg(credentials)
+        // The default state directory, ./.sealpost-sub, lands in the scratch directory.
+        .current_dir(d);
         run(&mut c)
     };
     let serving = publish("21.5 C", &[]);
@@ -172,7 +176,9 @@ fn kdc_from_the_command_line() {
     );
 
     // 4. A wrong password reads nothing and says why.
-    let out = read(&wrong_file, &["-W", "4"]);
+    // (A state directory of its own: it is reader alice too, and alice's replay window
+    // already holds the retained reading, which would be refused before any key fetch.)
+    let out = read(&wrong_file, &["-W", "4", "--state-dir", "wrong-state"]);
     assert!(out.stdout.is_empty(), "{:?}", out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("key fetch failed"), "{stderr}");

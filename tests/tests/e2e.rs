@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use rumqttc::QoS;
+use sealpost_certs::now_unix;
 use sealpost_protocol::{ContentKey, KeyLocation, PublisherIdentity, Rejected, Sealer};
 use sealpost_publisher::state::STATE_FILE;
 use sealpost_publisher::{Publisher, PublisherError};
@@ -225,7 +226,7 @@ async fn attacks_are_rejected_with_typed_errors_and_never_delivered(kind: Broker
 
     // Tampered: one ciphertext byte flipped in an envelope alice has not seen.
     let mut sealer = fresh_envelope_of(&pki, &pub_cert, "pub");
-    let mut tampered = sealer.seal("sensors/a", &[b'x'; 1000]).unwrap();
+    let mut tampered = sealer.seal("sensors/a", &[b'x'; 1000], now_unix()).unwrap();
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x01;
     attacker
@@ -236,7 +237,7 @@ async fn attacks_are_rejected_with_typed_errors_and_never_delivered(kind: Broker
 
     // Re-published on another topic: signed for sensors/private, sent on sensors/a.
     let retopic = sealer
-        .seal("sensors/private", b"for another topic")
+        .seal("sensors/private", b"for another topic", now_unix())
         .unwrap();
     attacker
         .publish("sensors/a", retopic, QoS::AtLeastOnce)
@@ -259,7 +260,7 @@ async fn attacks_are_rejected_with_typed_errors_and_never_delivered(kind: Broker
     );
     forger.set_embed_certificate(true);
     forger.reserve(10);
-    let forged = forger.seal("sensors/a", b"forged").unwrap();
+    let forged = forger.seal("sensors/a", b"forged", now_unix()).unwrap();
     attacker
         .publish("sensors/a", forged, QoS::AtLeastOnce)
         .await;
@@ -280,7 +281,7 @@ async fn attacks_are_rejected_with_typed_errors_and_never_delivered(kind: Broker
     );
     meter.set_embed_certificate(true);
     meter.reserve(10);
-    let not_permitted = meter.seal("meters/x", b"not yours").unwrap();
+    let not_permitted = meter.seal("meters/x", b"not yours", now_unix()).unwrap();
     attacker
         .publish("sensors/a", not_permitted, QoS::AtLeastOnce)
         .await;

@@ -60,12 +60,29 @@ struct Cli {
     /// sealpost CA certificate (PEM); also trusted for the broker's TLS certificate.
     #[arg(long)]
     cafile: PathBuf,
-    /// Revocation list from the CA (PEM).
-    #[arg(long)]
+    /// Revocation list from the CA (PEM), e.g. pki/crl.pem. Required (unless
+    /// --insecure-no-crl); read again every --crl-reload seconds while running.
+    #[arg(long, required_unless_present = "insecure_no_crl")]
     crl: Option<PathBuf>,
-    /// State directory (replay window), so a restart does not print messages again.
+    /// Run without a revocation list: messages of revoked publishers are accepted. For
+    /// tests and trials only.
+    #[arg(long, conflicts_with = "crl")]
+    insecure_no_crl: bool,
+    /// Seconds between reloads of the revocation list.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    crl_reload: u64,
+    /// State directory (replay window, one file per subscriber id), so a restart does not
+    /// print messages again, nor accept captured ones re-published.
+    #[arg(long, default_value = sealpost_subscriber::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Keep the replay window in memory only (no state directory): after a restart,
+    /// messages younger than --max-age are accepted again.
     #[arg(long)]
-    state_dir: Option<PathBuf>,
+    replay_in_memory: bool,
+    /// Refuse messages published more than this many seconds ago (signed publication
+    /// time).
+    #[arg(long, default_value_t = sealpost_protocol::DEFAULT_MAX_AGE_SECS, value_name = "SECONDS")]
+    max_age: u64,
     /// Seconds to hold a message waiting for its key.
     #[arg(long, default_value_t = 10)]
     hold: u64,
@@ -128,10 +145,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
             client: (!cert_pem.is_empty()).then_some((cert_pem, key_pem)),
         });
     }
-    if let Some(crl) = &cli.crl {
-        config.revocation_list_pem = Some(read(crl)?);
+    config.revocation_list = cli.crl.clone();
+    config.insecure_no_crl = cli.insecure_no_crl;
+    config.revocation_list_reload = Duration::from_secs(cli.crl_reload.max(1));
+    if cli.insecure_no_crl {
+        eprintln!(
+            "sealpost-sub: WARNING: --insecure-no-crl: messages of revoked publishers are accepted"
+        );
     }
-    config.state_dir = cli.state_dir.clone();
+    config.state_dir = (!cli.replay_in_memory).then(|| cli.state_dir.clone());
+    config.max_age = Duration::from_secs(cli.max_age);
     config.hold_time = Duration::from_secs(cli.hold);
     config.client_id = cli.id.clone();
     if let Some(user) = &cli.username {
