@@ -201,17 +201,6 @@ impl Subscriber {
                 (Some(identity), id)
             }
         };
-        let sessions = config
-            .kdc_credentials
-            .iter()
-            .map(|c| {
-                let client = match &config.revocation_list_pem {
-                    Some(crl) => KdcClient::with_revocation_list(c.clone(), &config.ca_pem, crl)?,
-                    None => KdcClient::new(c.clone(), &config.ca_pem)?,
-                };
-                Ok(Session::new(client))
-            })
-            .collect::<Result<Vec<_>, KdcError>>()?;
         let mut verifier = Verifier::new(&config.ca_pem)?;
         let crl = match &config.revocation_list {
             Some(path) => {
@@ -228,6 +217,21 @@ impl Subscriber {
             }
             None => return Err(SubscriberError::NoRevocationList),
         };
+        // The KDC clients check the KDC's certificate against the list read at start.
+        let crl_pem = crl
+            .as_ref()
+            .map(|c| String::from_utf8_lossy(&c.installed).into_owned());
+        let sessions = config
+            .kdc_credentials
+            .iter()
+            .map(|c| {
+                let client = match &crl_pem {
+                    Some(crl) => KdcClient::with_revocation_list(c.clone(), &config.ca_pem, crl)?,
+                    None => KdcClient::new(c.clone(), &config.ca_pem)?,
+                };
+                Ok(Session::new(client))
+            })
+            .collect::<Result<Vec<_>, KdcError>>()?;
         if config.state_dir.is_none() {
             tracing::warn!(
                 "replay window kept in memory only: after a restart, envelopes younger than \

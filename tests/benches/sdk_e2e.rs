@@ -260,7 +260,7 @@ async fn sealed_subscriber(
         pki.ca_pem(),
     );
     config.event_capacity = 16_384;
-    config.revocation_list = Some(pki.crl_file());
+    config.revocation_list = Some(pki.crl_path());
     // In memory, as in the runs docs/BENCHMARKS.md reports.
     config.state_dir = None;
     let mut s = Subscriber::connect(config)

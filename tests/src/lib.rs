@@ -421,18 +421,7 @@ impl Pki {
                 .serial,
             revoked_at: time::OffsetDateTime::now_utc(),
         });
-        self.write_crl(&revoked, current.number + 1);
-    }
-
-    /// Writes the revocation list atomically (a reader reloading it never sees half).
-    fn write_crl(&self, revoked: &[RevokedSerial], number: u64) {
-        let crl = self
-            .ca
-            .revocation_list(revoked, number, Validity::days_from_now(1))
-            .expect("sign CRL");
-        let tmp = self.dir.path().join(".crl.pem.tmp");
-        std::fs::write(&tmp, crl).expect("write CRL");
-        std::fs::rename(&tmp, self.dir.path().join("crl.pem")).expect("replace CRL");
+        self.write_crl_entries(&revoked, current.number + 1);
     }
 
     /// A state directory path unique to `name`.
@@ -445,16 +434,6 @@ impl Pki {
     pub fn fresh_state_dir(&self, name: &str) -> PathBuf {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         self.state_dir(&format!("{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed)))
-    }
-
-    /// The CA's revocation list file (`crl.pem` in the scratch directory): on first use,
-    /// a list revoking nothing (CRL number 1).
-    pub fn crl_file(&self) -> PathBuf {
-        let path = self.dir.path().join("crl.pem");
-        if !path.exists() {
-            self.write_crl(&[], 1);
-        }
-        path
     }
 
     /// Replaces the revocation list file by one revoking `revoked`, with CRL number
@@ -475,9 +454,14 @@ impl Pki {
                 revoked_at: time::OffsetDateTime::now_utc(),
             })
             .collect();
+        self.write_crl_entries(&revoked, number);
+    }
+
+    /// Replaces the revocation list file by one with these entries and CRL `number`.
+    fn write_crl_entries(&self, revoked: &[RevokedSerial], number: u64) {
         let pem = self
             .ca
-            .revocation_list(&revoked, number, Validity::days_from_now(1))
+            .revocation_list(revoked, number, Validity::days_from_now(1))
             .expect("sign revocation list");
         let path = self.dir.path().join("crl.pem");
         let tmp = self.dir.path().join("crl.pem.tmp");
@@ -523,7 +507,7 @@ impl Pki {
 
     /// Subscriber configuration for `issued` against `broker` (short hold time so that
     /// messages without a key are rejected quickly), with this CA's revocation list
-    /// ([`Pki::crl_file`]) and a state directory of its own.
+    /// ([`Pki::crl_path`]) and a state directory of its own.
     pub fn subscriber_config(&self, broker: &Broker, issued: &Issued) -> SubscriberConfig {
         let mut config = SubscriberConfig::new(
             broker.address(),
@@ -532,7 +516,7 @@ impl Pki {
             self.ca_pem(),
         );
         config.hold_time = Duration::from_secs(2);
-        config.revocation_list = Some(self.crl_file());
+        config.revocation_list = Some(self.crl_path());
         config.state_dir = Some(self.fresh_state_dir("sub"));
         config
     }
@@ -737,7 +721,7 @@ impl Pki {
     ) -> SubscriberConfig {
         let mut config = SubscriberConfig::kdc_only(broker.address(), self.ca_pem(), credentials);
         config.hold_time = Duration::from_secs(2);
-        config.revocation_list = Some(self.crl_file());
+        config.revocation_list = Some(self.crl_path());
         config.state_dir = Some(self.fresh_state_dir("kdc-sub"));
         config
     }

@@ -158,7 +158,7 @@ fn kdc_from_the_command_line() {
         .arg("--cafile")
         .arg(&ca)
         .arg("--crl")
-        .arg(pki.crl_file())
+        .arg(pki.crl_path())
         .arg("--kdc-credentials")
         .arg(credentials)
         // The default state directory, ./.sealpost-sub, lands in the scratch directory.

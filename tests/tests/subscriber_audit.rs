@@ -99,7 +99,7 @@ async fn a_publisher_revoked_while_the_subscriber_runs_is_refused() {
 
     // A new file that is not a list signed by the CA is reported, and the list in force
     // stays: the subscriber never falls back to no list.
-    std::fs::write(pki.crl_file(), "not a revocation list").unwrap();
+    std::fs::write(pki.crl_path(), "not a revocation list").unwrap();
     wait_until("the failed reload", || {
         counters.revocation_list_failures_total() > 0
     })
@@ -125,7 +125,7 @@ async fn a_subscriber_needs_a_revocation_list_unless_told_it_is_insecure() {
     ));
     // A list from another CA is refused as well.
     let other = Pki::new("other CA");
-    config.revocation_list = Some(other.crl_file());
+    config.revocation_list = Some(other.crl_path());
     assert!(matches!(
         Subscriber::connect(config.clone()).await,
         Err(SubscriberError::RevocationList { .. })
@@ -183,7 +183,7 @@ async fn a_captured_envelope_republished_after_a_restart_is_refused_by_default()
     std::fs::write(d.join("alice.pem"), &alice.certificate_pem).unwrap();
     std::fs::write(d.join("alice.key"), &alice.private_key_pem).unwrap();
     std::fs::write(d.join("ca.pem"), pki.ca_pem()).unwrap();
-    std::fs::copy(pki.crl_file(), d.join("crl.pem")).unwrap();
+    std::fs::copy(pki.crl_path(), d.join("crl.pem")).unwrap();
     let mut spy = RawClient::connect(&broker, "spy", Some("sensors/#")).await;
     let p = publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
     p.grant_pem(&alice.certificate_pem).await.unwrap();

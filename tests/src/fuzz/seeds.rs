@@ -8,6 +8,7 @@ use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::QoS;
+use sealpost_certs::now_unix;
 use sealpost_protocol::{KeyLocation, Sealer};
 
 use super::kdc::{placeholders, ADDRESS};
@@ -180,9 +181,9 @@ fn protocol() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         0,
     );
     sealer.reserve(100);
-    let plain = sealer.seal(DATA_TOPIC, b"").expect("seal");
+    let plain = sealer.seal(DATA_TOPIC, b"", now_unix()).expect("seal");
     sealer.set_embed_certificate(true);
-    let embedded = sealer.seal(DATA_TOPIC, &[7; 300]).expect("seal");
+    let embedded = sealer.seal(DATA_TOPIC, &[7; 300], now_unix()).expect("seal");
     let mut kdc = Sealer::new(
         parties.publisher.clone(),
         KeyLocation::Kdc(ADDRESS.into()),
@@ -191,7 +192,7 @@ fn protocol() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         1000,
     );
     kdc.reserve(10);
-    let kdc = kdc.seal(DATA_TOPIC, b"kdc").expect("seal");
+    let kdc = kdc.seal(DATA_TOPIC, b"kdc", now_unix()).expect("seal");
     let key_message = parties.key_message();
     vec![
         ("protocol_open", "envelope", concat(&[&[0], &plain])),
