@@ -166,10 +166,11 @@ fn harness() -> &'static Harness {
 /// must bring its own CONNECT), or an accepted MQTT 3.1.1 or 5 CONNECT, so that most
 /// inputs exercise the packet loop after CONNECT.
 pub fn broker_connection(data: &[u8]) {
+    // Set up first, so that an empty input prepares the target (see `fuzz_targets/`).
+    let h = harness();
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let h = harness();
     let preamble: &[u8] = match mode % 3 {
         1 => &h.connect_v4,
         2 => &h.connect_v5,

@@ -85,10 +85,11 @@ fn opener() -> &'static Mutex<Opener> {
 /// (`accept_key_message`) or the header peek; the rest is its input. Each must refuse
 /// the input with a typed error, never panic and never accept it.
 pub fn protocol_open(data: &[u8]) {
+    // Set up first, so that an empty input prepares the target (see `fuzz_targets/`).
+    let mut opener = opener().lock().unwrap_or_else(|p| p.into_inner());
     let Some((&selector, bytes)) = data.split_first() else {
         return;
     };
-    let mut opener = opener().lock().unwrap_or_else(|p| p.into_inner());
     match selector % 3 {
         0 => {
             // A fresh window, so that no input is refused merely as a replay.
