@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sealpost_tests::fuzz::TARGETS;
+use sealpost_tests::fuzz::{self, TARGETS};
 
 fn corpus(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,6 +25,7 @@ fn replay(target: &str) {
         .iter()
         .find(|(name, _)| *name == target)
         .expect("a known target");
+    fuzz::count_panics();
     let files = corpus(target);
     assert!(
         files.iter().any(|f| f
@@ -37,6 +38,11 @@ fn replay(target: &str) {
         println!("{target}: {}", file.display());
         body(&data);
     }
+    assert_eq!(
+        fuzz::panics(),
+        0,
+        "a thread panicked while {target} replayed its corpus"
+    );
 }
 
 #[test]

@@ -30,14 +30,19 @@ const END_WITHIN: Duration = Duration::from_secs(20);
 pub fn tolerate_caught_decoder_panics() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let in_decoder = info.location().is_some_and(|l| {
-            let file = l.file().replace('\\', "/");
-            file.contains("/rumqttd-") && file.contains("/src/protocol/")
-        });
-        if !in_decoder {
+        if !in_rumqttd_decoder(info.location()) {
             previous(info);
         }
     }));
+}
+
+/// Whether a panic was raised in rumqttd's packet decoders (see
+/// [`tolerate_caught_decoder_panics`]).
+pub(super) fn in_rumqttd_decoder(location: Option<&std::panic::Location<'_>>) -> bool {
+    location.is_some_and(|l| {
+        let file = l.file().replace('\\', "/");
+        file.contains("/rumqttd-") && file.contains("/src/protocol/")
+    })
 }
 
 /// Splits, checks and decodes frames as a connection does, and checks the helpers the

@@ -17,6 +17,33 @@ mod protocol;
 pub mod seeds;
 
 pub use broker::{broker_codec, broker_connection, tolerate_caught_decoder_panics};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs (once) a panic hook that counts every panic on any thread, except those of
+/// rumqttd's decoders that the edge catches. A target's body sees only panics on its
+/// own thread; a panic on a thread it does not join (rumqttd's router thread above
+/// all) is seen by libFuzzer's hook, and by [`panics`] on stable.
+pub fn count_panics() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !broker::in_rumqttd_decoder(info.location()) {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Panics counted since [`count_panics`] was installed.
+pub fn panics() -> usize {
+    PANICS.load(Ordering::SeqCst)
+}
 pub use kdc::kdc_http;
 pub use protocol::protocol_open;
 
