@@ -183,7 +183,9 @@ fn protocol() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     sealer.reserve(100);
     let plain = sealer.seal(DATA_TOPIC, b"", now_unix()).expect("seal");
     sealer.set_embed_certificate(true);
-    let embedded = sealer.seal(DATA_TOPIC, &[7; 300], now_unix()).expect("seal");
+    let embedded = sealer
+        .seal(DATA_TOPIC, &[7; 300], now_unix())
+        .expect("seal");
     let mut kdc = Sealer::new(
         parties.publisher.clone(),
         KeyLocation::Kdc(ADDRESS.into()),
