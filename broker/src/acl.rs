@@ -75,6 +75,22 @@ impl Identity {
             Identity::Certificate { id, role, .. } => format!("{}:{id}", role.name()),
         }
     }
+
+    /// Is `label` this identity's [`label`](Identity::label)? Compared in place: this
+    /// runs for every PUBLISH and key-message delivery when there are rules.
+    pub fn has_label(&self, label: &str) -> bool {
+        let named = |kind: &str, name: &str| {
+            label
+                .strip_prefix(kind)
+                .and_then(|rest| rest.strip_prefix(':'))
+                == Some(name)
+        };
+        match self {
+            Identity::Anonymous => label == "anonymous",
+            Identity::User(name) => named("user", name),
+            Identity::Certificate { id, role, .. } => named(role.name(), id),
+        }
+    }
 }
 
 /// Checks the `identity` of an ACL rule: `*`, `anonymous`, or a kind (`user`, or a
@@ -129,17 +145,11 @@ impl Acl {
         })
     }
 
-    /// The rules that apply to `identity`. Called for every PUBLISH: allocates nothing
-    /// when there are no rules.
-    fn rules_for<'a>(&'a self, identity: &Identity) -> impl Iterator<Item = &'a AclRule> {
-        let label = if self.rules.is_empty() {
-            String::new()
-        } else {
-            identity.label()
-        };
+    /// The rules that apply to `identity`. Called for every PUBLISH: allocates nothing.
+    fn rules_for<'a>(&'a self, identity: &'a Identity) -> impl Iterator<Item = &'a AclRule> + 'a {
         self.rules
             .iter()
-            .filter(move |r| r.identity == "*" || r.identity == label)
+            .filter(move |r| r.identity == "*" || identity.has_label(&r.identity))
     }
 
     /// May `identity` publish to `topic` (a valid topic name)?
@@ -205,15 +215,14 @@ impl Acl {
             } if named(publisher, id) => return true,
             _ => {}
         }
-        if self.rules.is_empty() {
-            return false;
-        }
-        let label = identity.label();
-        self.rules.iter().filter(|r| r.identity == label).any(|r| {
-            r.subscribe
-                .iter()
-                .any(|f| topic::filter_matches(f, topic_name))
-        })
+        self.rules
+            .iter()
+            .filter(|r| identity.has_label(&r.identity))
+            .any(|r| {
+                r.subscribe
+                    .iter()
+                    .any(|f| topic::filter_matches(f, topic_name))
+            })
     }
 
     /// May `identity` subscribe to `filter` (a valid filter, `$share/<group>/` removed)?
@@ -324,6 +333,19 @@ mod tests {
         let user = Identity::User("p1".into());
         assert!(!a.may_subscribe(&user, "plant/#"));
         assert_ne!(user.label(), p1.label());
+        for identity in [user, p1, Identity::Anonymous] {
+            assert!(identity.has_label(&identity.label()));
+            for other in [
+                "*",
+                "user:p",
+                "user:p1x",
+                "publisher:p1x",
+                "subscriber:p1",
+                "user",
+            ] {
+                assert!(!identity.has_label(other), "{identity:?} {other}");
+            }
+        }
     }
 
     #[test]
