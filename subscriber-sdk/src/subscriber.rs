@@ -32,7 +32,9 @@ const BATCH: usize = 256;
 pub struct SubscriberConfig {
     /// The broker.
     pub broker: BrokerAddress,
-    /// TLS trust (and client certificate) for `mqtts://` and `wss://` brokers.
+    /// TLS trust (and client certificate) for `mqtts://` and `wss://` brokers. The
+    /// sealpost broker delivers key messages only to their recipients by default: give
+    /// the subscriber certificate and key as `client` there (as `sealpost-sub` does).
     pub tls: Option<TlsIdentity>,
     /// MQTT client id; default: the subscriber id with a per-process suffix.
     pub client_id: Option<String>,
