@@ -7,8 +7,11 @@
 //!    its certificate lists;
 //! 3. the configured rules (`[[acl.rules]]`), or the default when no rule names the
 //!    identity.
+//!
+//! Reading is decided at SUBSCRIBE by the rules, and once more for every delivery of a
+//! key message (`acl.key_topic_readers`): by default only its recipients receive it.
 
-use crate::config::{AclConfig, AclDefault, AclRule};
+use crate::config::{AclConfig, AclDefault, AclRule, KeyTopicReaders};
 use crate::topic;
 
 /// Prefix of key-message topics; the next level is the publisher id.
@@ -72,6 +75,22 @@ impl Identity {
             Identity::Certificate { id, role, .. } => format!("{}:{id}", role.name()),
         }
     }
+
+    /// Is `label` this identity's [`label`](Identity::label)? Compared in place: this
+    /// runs for every PUBLISH and key-message delivery when there are rules.
+    pub fn has_label(&self, label: &str) -> bool {
+        let named = |kind: &str, name: &str| {
+            label
+                .strip_prefix(kind)
+                .and_then(|rest| rest.strip_prefix(':'))
+                == Some(name)
+        };
+        match self {
+            Identity::Anonymous => label == "anonymous",
+            Identity::User(name) => named("user", name),
+            Identity::Certificate { id, role, .. } => named(role.name(), id),
+        }
+    }
 }
 
 /// Checks the `identity` of an ACL rule: `*`, `anonymous`, or a kind (`user`, or a
@@ -101,6 +120,7 @@ fn validate_label(label: &str) -> Result<(), String> {
 pub struct Acl {
     default: AclDefault,
     rules: Vec<AclRule>,
+    key_topic_readers: KeyTopicReaders,
 }
 
 impl Acl {
@@ -121,20 +141,15 @@ impl Acl {
         Ok(Acl {
             default: config.default,
             rules: config.rules.clone(),
+            key_topic_readers: config.key_topic_readers,
         })
     }
 
-    /// The rules that apply to `identity`. Called for every PUBLISH: allocates nothing
-    /// when there are no rules.
-    fn rules_for<'a>(&'a self, identity: &Identity) -> impl Iterator<Item = &'a AclRule> {
-        let label = if self.rules.is_empty() {
-            String::new()
-        } else {
-            identity.label()
-        };
+    /// The rules that apply to `identity`. Called for every PUBLISH: allocates nothing.
+    fn rules_for<'a>(&'a self, identity: &'a Identity) -> impl Iterator<Item = &'a AclRule> + 'a {
         self.rules
             .iter()
-            .filter(move |r| r.identity == "*" || r.identity == label)
+            .filter(move |r| r.identity == "*" || identity.has_label(&r.identity))
     }
 
     /// May `identity` publish to `topic` (a valid topic name)?
@@ -165,6 +180,49 @@ impl Acl {
                 .iter()
                 .any(|f| topic::filter_matches(f, topic_name))
         })
+    }
+
+    /// May `identity` receive a message the router forwards on `topic_name`? Checked for
+    /// every delivery, so that a wide subscription (`#`) is accepted but carries no key
+    /// messages: true for any topic outside `sealpost/keys/`, whose readers were decided
+    /// at SUBSCRIBE. Under [`KeyTopicReaders::Recipients`] `sealpost/keys/<p>/<s>[/...]`
+    /// goes to the subscriber certificate `s`, the publisher certificate `p`, and to an
+    /// identity whose own rule (a `*` rule does not count) has a `subscribe` filter
+    /// matching the topic: the way to open key topics to readers without a certificate
+    /// for TLS (browsers, X25519 keys). A topic that is not UTF-8 is refused.
+    pub fn may_read(&self, identity: &Identity, topic_name: &[u8]) -> bool {
+        if !topic_name.starts_with(KEY_TOPIC_PREFIX.as_bytes())
+            || self.key_topic_readers == KeyTopicReaders::Rules
+        {
+            return true;
+        }
+        let Ok(topic_name) = std::str::from_utf8(topic_name) else {
+            return false;
+        };
+        let mut levels = topic_name[KEY_TOPIC_PREFIX.len()..].split('/');
+        let (publisher, subscriber) = (levels.next(), levels.next());
+        let named = |level: Option<&str>, id: &str| level == Some(id) && !id.is_empty();
+        match identity {
+            Identity::Certificate {
+                id,
+                role: CertRole::Subscriber,
+                ..
+            } if named(subscriber, id) => return true,
+            Identity::Certificate {
+                id,
+                role: CertRole::Publisher,
+                ..
+            } if named(publisher, id) => return true,
+            _ => {}
+        }
+        self.rules
+            .iter()
+            .filter(|r| identity.has_label(&r.identity))
+            .any(|r| {
+                r.subscribe
+                    .iter()
+                    .any(|f| topic::filter_matches(f, topic_name))
+            })
     }
 
     /// May `identity` subscribe to `filter` (a valid filter, `$share/<group>/` removed)?
@@ -275,6 +333,62 @@ mod tests {
         let user = Identity::User("p1".into());
         assert!(!a.may_subscribe(&user, "plant/#"));
         assert_ne!(user.label(), p1.label());
+        for identity in [user, p1, Identity::Anonymous] {
+            assert!(identity.has_label(&identity.label()));
+            for other in [
+                "*",
+                "user:p",
+                "user:p1x",
+                "publisher:p1x",
+                "subscriber:p1",
+                "user",
+            ] {
+                assert!(!identity.has_label(other), "{identity:?} {other}");
+            }
+        }
+    }
+
+    #[test]
+    fn key_topics_are_read_by_their_recipients_and_explicit_rules_only() {
+        let a = acl(r##"
+            [[acl.rules]]
+            identity = "*"
+            subscribe = ["#"]
+            [[acl.rules]]
+            identity = "user:alice-web"
+            subscribe = ["sealpost/keys/+/alice"]
+            "##);
+        let cert = |id: &str, role| Identity::Certificate {
+            id: id.into(),
+            role,
+            topics: vec![],
+        };
+        let topic = b"sealpost/keys/p1/alice";
+        assert!(a.may_read(&Identity::Anonymous, b"plant/1"));
+        assert!(a.may_read(&cert("alice", CertRole::Subscriber), topic));
+        assert!(a.may_read(
+            &cert("alice", CertRole::Subscriber),
+            b"sealpost/keys/p1/alice/1"
+        ));
+        assert!(a.may_read(&publisher("p1", &[]), topic));
+        assert!(a.may_read(&Identity::User("alice-web".into()), topic));
+        // A `*` rule is nobody's own: it does not open key topics.
+        assert!(!a.may_read(&Identity::Anonymous, topic));
+        assert!(!a.may_read(&Identity::User("alice".into()), topic));
+        assert!(!a.may_read(&Identity::User("alice-web".into()), b"sealpost/keys/p1/bob"));
+        assert!(!a.may_read(&cert("eve", CertRole::Subscriber), topic));
+        assert!(!a.may_read(&cert("alice", CertRole::Client), topic));
+        assert!(!a.may_read(&cert("p1", CertRole::Subscriber), topic));
+        assert!(!a.may_read(&cert("alice", CertRole::Publisher), topic));
+        assert!(!a.may_read(&publisher("p2", &[]), topic));
+        assert!(!a.may_read(&cert("alice", CertRole::Subscriber), b"sealpost/keys/p1"));
+        assert!(!a.may_read(
+            &cert("alice", CertRole::Subscriber),
+            b"sealpost/keys/\xff/alice"
+        ));
+        assert!(!a.may_read(&cert("", CertRole::Subscriber), b"sealpost/keys/p1/"));
+        let rules = acl("[acl]\nkey_topic_readers = \"rules\"\n");
+        assert!(rules.may_read(&Identity::Anonymous, topic));
     }
 
     #[test]

@@ -381,6 +381,23 @@ pub struct AclConfig {
     pub default: AclDefault,
     /// Rules; an identity named by at least one rule gets exactly what its rules allow.
     pub rules: Vec<AclRule>,
+    /// Who receives key messages (`sealpost/keys/<publisher>/<subscriber>[/...]`).
+    pub key_topic_readers: KeyTopicReaders,
+}
+
+/// Who may read key-message topics. A key message is sealed to its subscriber, but who
+/// was granted what, and when the key rotates, is itself worth hiding from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyTopicReaders {
+    /// Only its recipients: `sealpost/keys/<p>/<s>[/...]` is delivered to the subscriber
+    /// certificate `s`, the publisher certificate `p`, and to identities whose own rule
+    /// (not a `*` rule) lists a `subscribe` filter matching the topic. Anyone else's
+    /// subscription (`#` included) is accepted but gets no key messages.
+    #[default]
+    Recipients,
+    /// The ordinary rules decide, as for any topic (anyone who may subscribe reads).
+    Rules,
 }
 
 /// Permissions of one identity.

@@ -1618,6 +1618,9 @@ impl Session {
         } else {
             Bytes::new()
         };
+        // Checked per delivery, live and retained alike (a prefix compare for all but
+        // key-message topics).
+        let readable = self.shared.acl.may_read(&self.identity, &publish.topic);
         let rewrite = (self.limits.topic_alias_max > 0 || self.subscriptions.has_identifiers())
             .then(|| publish.clone());
         let start = wbuf.len();
@@ -1639,6 +1642,12 @@ impl Session {
             wbuf.truncate(start);
             return self.skip(h);
         };
+        if !readable {
+            // Another reader's key message (see `Acl::may_read`): this client's
+            // subscription matched it, but it is not for this client.
+            wbuf.truncate(start);
+            return self.skip(h);
+        }
         let copy = Copy {
             message: mark.message,
             at_subscribe,

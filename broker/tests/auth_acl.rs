@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use rumqttc::{ConnectReturnCode, QoS, SubscribeReasonCode};
 use sealpost_broker::auth::{add_user, HashCost};
-use sealpost_broker::config::AclDefault;
+use sealpost_broker::config::{AclDefault, KeyTopicReaders};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -232,6 +232,9 @@ async fn a_will_on_a_denied_topic_is_refused_at_connect() {
 async fn key_message_topics_are_not_writable_by_password_users() {
     let mut c = tcp_config();
     c.acl.default = AclDefault::Allow;
+    // This test is about writing: the spy may read key topics, so that a forged key
+    // message would reach it.
+    c.acl.key_topic_readers = KeyTopicReaders::Rules;
     let (broker, addr) = start(c).await;
     let mut spy = V4::connect("spy", addr).await;
     spy.subscribe("sealpost/keys/#", QoS::AtMostOnce).await;

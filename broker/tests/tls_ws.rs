@@ -6,7 +6,7 @@ mod common;
 use common::pki::*;
 use common::*;
 use rumqttc::{QoS, TlsConfiguration, Transport};
-use sealpost_broker::config::ListenerKind;
+use sealpost_broker::config::{KeyTopicReaders, ListenerKind};
 use sealpost_certs::{Profile, Validity};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -45,7 +45,11 @@ async fn tls_clients_work_while_a_silent_tls_client_is_connected() {
 #[tokio::test]
 async fn publisher_certificate_may_publish_only_its_topics_and_its_key_topics() {
     let pki = Pki::new();
-    let (broker, addr) = start(pki.config(false)).await;
+    let mut config = pki.config(false);
+    // This test is about writing: the anonymous spy may read key topics, so that it
+    // sees which key messages were accepted.
+    config.acl.key_topic_readers = KeyTopicReaders::Rules;
+    let (broker, addr) = start(config).await;
     let tls_addr = broker.addr(ListenerKind::Tls).unwrap();
     let p1 = pki.issue(Profile::Publisher {
         id: "p1".into(),

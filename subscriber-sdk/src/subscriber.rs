@@ -36,7 +36,9 @@ pub const DEFAULT_STATE_DIR: &str = ".sealpost-sub";
 pub struct SubscriberConfig {
     /// The broker.
     pub broker: BrokerAddress,
-    /// TLS trust (and client certificate) for `mqtts://` and `wss://` brokers.
+    /// TLS trust (and client certificate) for `mqtts://` and `wss://` brokers. The
+    /// sealpost broker delivers key messages only to their recipients by default: give
+    /// the subscriber certificate and key as `client` there (as `sealpost-sub` does).
     pub tls: Option<TlsIdentity>,
     /// MQTT client id; default: the subscriber id with a per-process suffix.
     pub client_id: Option<String>,

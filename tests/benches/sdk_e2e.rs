@@ -210,7 +210,16 @@ async fn raw_subscriber(
     filter: &str,
     qos: QoS,
 ) -> (mpsc::Receiver<Vec<u8>>, tokio::task::JoinHandle<()>) {
-    let (client, mut eventloop) = AsyncClient::new(raw_options(name, broker), 1024);
+    raw_subscriber_with(raw_options(name, broker), filter, qos).await
+}
+
+/// [`raw_subscriber`] with the given connection options.
+async fn raw_subscriber_with(
+    options: MqttOptions,
+    filter: &str,
+    qos: QoS,
+) -> (mpsc::Receiver<Vec<u8>>, tokio::task::JoinHandle<()>) {
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
     // The same socket options as the SDKs, so plain and sealed differ only by sealing.
     eventloop.set_network_options(sealpost_publisher::transport::network_options());
     let (tx, rx) = mpsc::channel(100_000);
@@ -263,6 +272,18 @@ async fn sealed_subscriber(
     config.revocation_list = Some(pki.crl_path());
     // In memory, as in the runs docs/BENCHMARKS.md reports.
     config.state_dir = None;
+    if broker.kind == BrokerKind::Sealpost {
+        // There key messages go only to their recipients: the subscriber presents its
+        // certificate over TLS (as the publisher does).
+        config.broker = broker.tls_address();
+        config.tls = Some(sealpost_publisher::TlsIdentity {
+            ca_pem: pki.ca_pem(),
+            client: Some((
+                cert_and_key[..split].to_owned(),
+                cert_and_key[split..].to_owned(),
+            )),
+        });
+    }
     let mut s = Subscriber::connect(config)
         .await
         .expect("subscriber connects");
@@ -673,13 +694,21 @@ async fn rekey(kind: BrokerKind, sizes: &[usize]) {
     for (round, &n) in sizes.iter().enumerate() {
         let pub_cert = pki.publisher(&format!("rekey-{round}"), &["bench/#"]);
         let keys_filter = format!("sealpost/keys/rekey-{round}/#");
-        let (mut spy, spy_task) = raw_subscriber(
-            &broker,
-            &format!("spy-{round}"),
-            &keys_filter,
-            QoS::AtLeastOnce,
-        )
-        .await;
+        let spy_id = format!("spy-{round}");
+        let spy_options = match kind {
+            BrokerKind::Mosquitto => raw_options(&spy_id, &broker),
+            // The sealpost broker gives key messages to their recipients only: the spy
+            // presents the publisher's certificate, which reads its own key topics.
+            BrokerKind::Sealpost => sealpost_publisher::transport::mqtt_options(
+                &spy_id,
+                &broker.tls_address(),
+                Some(&pki.tls_identity(Some(&pub_cert))),
+                Duration::from_secs(30),
+            )
+            .expect("spy options"),
+        };
+        let (mut spy, spy_task) =
+            raw_subscriber_with(spy_options, &keys_filter, QoS::AtLeastOnce).await;
         let publisher = sealpost_tests::publisher(pki.publisher_config(
             &broker,
             &pub_cert,

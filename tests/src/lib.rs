@@ -280,9 +280,16 @@ impl Drop for Broker {
     }
 }
 
+/// A password user of the sealpost broker whose own ACL rule lets it read alice's key
+/// messages: how a reader without a TLS client certificate (a browser, over WebSocket)
+/// gets its key messages there. User name and password.
+pub const ALICE_WEB: (&str, &str) = ("alice-web", "alice-web-password");
+
 /// The sealpost broker's configuration: TCP, TLS (client certificates of the test CA
 /// optional) and WebSocket listeners on the given ports (0: any), anonymous clients
 /// allowed, retained messages in memory only (a restart loses them, as with Mosquitto).
+/// Key messages go to their recipients only (the broker's default): subscriber
+/// certificates over TLS, and [`ALICE_WEB`] by its rule.
 fn sealpost_config(ports: [u16; 3], cert: &Path, key: &Path, ca: &Path) -> sealpost_broker::Config {
     use sealpost_broker::config::{ListenerConfig, TlsConfig};
     let bind = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -316,6 +323,19 @@ fn sealpost_config(ports: [u16; 3], cert: &Path, key: &Path, ca: &Path) -> sealp
     // the Mosquitto configuration gives.
     config.limits.max_packet_size = 2_000_000;
     config.router.max_segment_size = 4 * 1024 * 1024;
+    let passwd = ca.with_file_name("broker.passwd");
+    let cheap = sealpost_broker::auth::HashCost {
+        memory_kib: 64,
+        iterations: 1,
+    };
+    sealpost_broker::auth::add_user(&passwd, ALICE_WEB.0, ALICE_WEB.1, cheap)
+        .expect("write password file");
+    config.auth.password_file = Some(passwd);
+    config.acl.rules.push(sealpost_broker::config::AclRule {
+        identity: format!("user:{}", ALICE_WEB.0),
+        publish: Vec::new(),
+        subscribe: vec!["sensors/#".into(), "sealpost/keys/+/alice".into()],
+    });
     config
 }
 
@@ -507,7 +527,8 @@ impl Pki {
 
     /// Subscriber configuration for `issued` against `broker` (short hold time so that
     /// messages without a key are rejected quickly), with this CA's revocation list
-    /// ([`Pki::crl_path`]) and a state directory of its own.
+    /// ([`Pki::crl_path`]) and a state directory of its own: on Mosquitto over plain TCP,
+    /// on the sealpost broker over TLS with the subscriber certificate as client certificate.
     pub fn subscriber_config(&self, broker: &Broker, issued: &Issued) -> SubscriberConfig {
         let mut config = SubscriberConfig::new(
             broker.address(),
@@ -518,6 +539,12 @@ impl Pki {
         config.hold_time = Duration::from_secs(2);
         config.revocation_list = Some(self.crl_path());
         config.state_dir = Some(self.fresh_state_dir("sub"));
+        if broker.kind == BrokerKind::Sealpost {
+            // There key messages go only to their recipients: the subscriber presents its
+            // certificate over TLS.
+            config.broker = broker.tls_address();
+            config.tls = Some(self.tls_identity(Some(issued)));
+        }
         config
     }
 }
