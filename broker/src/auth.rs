@@ -108,7 +108,27 @@ pub fn add_user(path: &Path, user: &str, password: &str, cost: HashCost) -> Resu
         out.push('\n');
     }
     out.push_str(&format!("{user}:{hash}\n"));
-    std::fs::write(path, out).map_err(io)
+    write_private(path, out.as_bytes()).map_err(io)
+}
+
+/// Replaces `path` atomically by a file only its owner may read (0600 on Unix): the
+/// hashes are slow to crack, but an offline attempt needs a copy, so none is handed out.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp_name);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    // A file left by an earlier run keeps its mode through `open`: set it again.
+    #[cfg(unix)]
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The outcome of a password login.
@@ -394,6 +414,23 @@ mod tests {
         assert!(!f.verify("alice", b"s3cret").await);
         assert!(f.verify("bob", b"hunter2").await);
         assert!(!f.verify("carol", b"hunter2").await);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_password_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        // Also when the file existed before with a wider mode.
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        add_user(&path, "alice", "s3cret", CHEAP).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("alice:"));
     }
 
     #[test]
