@@ -36,15 +36,14 @@
 mod error;
 pub mod kdc;
 mod keys;
-mod publisher;
 pub mod link;
+mod publisher;
 pub mod state;
 pub mod transport;
 
 pub use error::PublisherError;
 pub use publisher::{
     Publisher, PublisherConfig, QoS, Rekey, RekeyTimings, DEFAULT_CRL_RELOAD_INTERVAL,
-    DEFAULT_KEY_MESSAGE_CONFIRMATION,
-    DEFAULT_RESERVE_BLOCK,
+    DEFAULT_KEY_MESSAGE_CONFIRMATION, DEFAULT_RESERVE_BLOCK,
 };
 pub use transport::{BrokerAddress, TlsIdentity};

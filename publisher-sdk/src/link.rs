@@ -35,9 +35,7 @@ pub fn explain(error: &ConnectionError) -> String {
 fn refused(code: ConnectReturnCode) -> String {
     let (number, reason, words) = match code {
         ConnectReturnCode::Success => (0, 0x00, "accepted"),
-        ConnectReturnCode::RefusedProtocolVersion => {
-            (1, 0x84, "unacceptable protocol version")
-        }
+        ConnectReturnCode::RefusedProtocolVersion => (1, 0x84, "unacceptable protocol version"),
         ConnectReturnCode::BadClientId => (2, 0x85, "identifier rejected"),
         ConnectReturnCode::ServiceUnavailable => (3, 0x88, "broker unavailable"),
         ConnectReturnCode::BadUserNamePassword => (4, 0x86, "bad user name or password"),
@@ -237,11 +235,17 @@ mod tests {
             ConnectReturnCode::BadUserNamePassword,
         ));
         assert!(text.contains("bad user name or password"), "{text}");
-        assert!(text.contains("return code 4") && text.contains("0x86"), "{text}");
+        assert!(
+            text.contains("return code 4") && text.contains("0x86"),
+            "{text}"
+        );
         let text = explain(&ConnectionError::ConnectionRefused(
             ConnectReturnCode::NotAuthorized,
         ));
-        assert!(text.contains("not authorised") && text.contains("0x87"), "{text}");
+        assert!(
+            text.contains("not authorised") && text.contains("0x87"),
+            "{text}"
+        );
         let wrapped = |e: rustls::Error| {
             explain(&ConnectionError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -259,7 +263,10 @@ mod tests {
         let revoked = wrapped(rustls::Error::AlertReceived(
             AlertDescription::CertificateRevoked,
         ));
-        assert!(revoked.contains("client certificate: it is revoked"), "{revoked}");
+        assert!(
+            revoked.contains("client certificate: it is revoked"),
+            "{revoked}"
+        );
         let refused = explain(&ConnectionError::Io(std::io::Error::from(
             std::io::ErrorKind::ConnectionRefused,
         )));

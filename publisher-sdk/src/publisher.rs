@@ -620,7 +620,10 @@ impl Publisher {
             while !waiting.is_empty() {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some((topic, payload))) => {
-                        if waiting.get(topic.as_str()).is_some_and(|(_, b)| **b == payload) {
+                        if waiting
+                            .get(topic.as_str())
+                            .is_some_and(|(_, b)| **b == payload)
+                        {
                             waiting.remove(topic.as_str());
                         }
                     }
@@ -762,9 +765,7 @@ impl Publisher {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.poller).await;
         Ok(())
     }
-}
 
-impl Publisher {
     /// Stops the periodic tasks (they take the state lock, which `disconnect` needs).
     fn abort_background(&self) {
         for task in [&self.checker, &self.kdc_watcher].into_iter().flatten() {
@@ -1277,13 +1278,17 @@ fn unique_client_id(id: &str) -> String {
 /// Where the poller hands incoming messages `(topic, payload)` while grants are read
 /// back ([`Publisher::confirm`]); none otherwise (the publisher subscribes to nothing
 /// else, so there is nothing else to receive).
-type Readback =
-    Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, Bytes)>>>>;
+type Readback = Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, Bytes)>>>>;
 
 /// Polls the MQTT event loop until the publisher closes. Counts CONNACKs (`link`) so the
 /// republisher knows when to send key messages again, and hands incoming messages to
 /// `readback`. Never publishes.
-async fn poll(mut eventloop: EventLoop, mut link: Link, closing: Arc<AtomicBool>, readback: Readback) {
+async fn poll(
+    mut eventloop: EventLoop,
+    mut link: Link,
+    closing: Arc<AtomicBool>,
+    readback: Readback,
+) {
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => link.accepted(),

@@ -4,20 +4,24 @@
 //! another CA. Also `sealpost-sub -W` ends with mosquitto_sub's status 27, and the small
 //! `sealpost-pub kdc` errors name what to do.
 
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
+use sealpost_certs::Issued;
+use sealpost_publisher::QoS;
 use sealpost_tests::tools::{run, tool};
-use sealpost_tests::{free_port, Broker, BrokerKind, Pki, ALICE_WEB};
+use sealpost_tests::{free_port, publisher, Broker, BrokerKind, Pki, ALICE_WEB};
 
 /// Writes the CA, its revocation list and subscriber alice's certificate and key into
-/// `dir` as ca.pem, crl.pem, alice.pem and alice.key.
-fn files(pki: &Pki, dir: &Path) {
+/// `dir` as ca.pem, crl.pem, alice.pem and alice.key; returns alice's certificate.
+fn files(pki: &Pki, dir: &Path) -> Issued {
     let alice = pki.subscriber("alice");
     std::fs::write(dir.join("alice.pem"), &alice.certificate_pem).unwrap();
     std::fs::write(dir.join("alice.key"), &alice.private_key_pem).unwrap();
     std::fs::write(dir.join("ca.pem"), pki.ca_pem()).unwrap();
     std::fs::copy(pki.crl_path(), dir.join("crl.pem")).unwrap();
+    alice
 }
 
 /// `sealpost-sub` as certificate alice, from `dir`, with `address` and `extra`.
@@ -35,6 +39,11 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Logs in as the test broker's password user alice-web, with `password`.
+fn login(password: &str) -> [&str; 4] {
+    ["-u", ALICE_WEB.0, "-P", password]
+}
+
 fn tcp(port: u16) -> Vec<String> {
     vec!["-p".into(), port.to_string()]
 }
@@ -46,11 +55,14 @@ fn refused_logins_and_failed_connections_are_reported_with_their_cause() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     files(&pki, d);
-    let login = |password: &str| ["-u", ALICE_WEB.0, "-P", password];
 
     // A wrong password: the broker's CONNACK says so, and so does the subscriber (it
     // used to wait 10 s and say "broker did not answer: CONNACK").
-    let out = sub(d, &tcp(broker.port), &[&["-t", "sensors/#"][..], &login("wrong")].concat());
+    let out = sub(
+        d,
+        &tcp(broker.port),
+        &[&["-t", "sensors/#"][..], &login("wrong")].concat(),
+    );
     assert!(!out.status.success());
     let text = stderr(&out);
     assert!(text.contains("bad user name or password"), "{text}");
@@ -80,7 +92,10 @@ fn refused_logins_and_failed_connections_are_reported_with_their_cause() {
     );
     assert!(!out.status.success());
     let text = stderr(&out);
-    assert!(text.contains("refused the subscription to \"other/#\""), "{text}");
+    assert!(
+        text.contains("refused the subscription to \"other/#\""),
+        "{text}"
+    );
 
     // Nothing listens there.
     let out = sub(d, &tcp(free_port()), &["-t", "sensors/#"]);
@@ -94,7 +109,14 @@ fn refused_logins_and_failed_connections_are_reported_with_their_cause() {
     let mut c = tool("sealpost-sub");
     c.current_dir(d)
         .args(["-L", &format!("mqtts://127.0.0.1:{}", broker.tls_port)])
-        .args(["-t", "sensors/#", "--cert", "alice.pem", "--key", "alice.key"])
+        .args([
+            "-t",
+            "sensors/#",
+            "--cert",
+            "alice.pem",
+            "--key",
+            "alice.key",
+        ])
         .args(["--cafile", "other-ca.pem", "--insecure-no-crl"]);
     let out = run(&mut c);
     assert!(!out.status.success());
@@ -120,8 +142,14 @@ fn kdc_subcommands_say_what_is_missing() {
         run(&mut c)
     };
     let out = kdc(&["readers", "--state-dir", "missing"]);
-    assert!(!out.status.success(), "a missing state directory listed as empty");
-    assert!(stderr(&out).contains("no publisher state directory"), "{out:?}");
+    assert!(
+        !out.status.success(),
+        "a missing state directory listed as empty"
+    );
+    assert!(
+        stderr(&out).contains("no publisher state directory"),
+        "{out:?}"
+    );
 
     let out = kdc(&["add-reader", "alice", "--state-dir", "state"]);
     assert!(!out.status.success());
@@ -130,4 +158,58 @@ fn kdc_subcommands_say_what_is_missing() {
     let out = kdc(&["--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("Usage: sealpost-pub kdc"), "{help}");
+}
+
+/// A subscriber that loses its broker says so, once, and that it is reconnecting; once
+/// the broker is back, that it reconnected (it used to retry silently, twice a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_loses_its_broker_says_it_is_reconnecting() {
+    let pki = Pki::new("errors CA");
+    let mut broker = Broker::start(BrokerKind::Mosquitto, &pki);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let alice = files(&pki, d);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let p = publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
+    p.grant_pem(&alice.certificate_pem).await.unwrap();
+    p.publish("sensors/t", b"hello", QoS::AtLeastOnce, true)
+        .await
+        .unwrap();
+    let mut child = tool("sealpost-sub")
+        .current_dir(d)
+        .args(tcp(broker.port))
+        .args(["-t", "sensors/#", "-W", "60"])
+        .args(["--cert", "alice.pem", "--key", "alice.key"])
+        .args(["--cafile", "ca.pem", "--crl", "crl.pem"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sealpost-sub");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let said = tokio::task::block_in_place(|| {
+        // Connected: it printed the retained reading.
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, "hello\n");
+        broker.restart();
+        // Everything it says until it is back (or, failing that, until -W ends it).
+        let mut said = String::new();
+        loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            said.push_str(&line);
+            if line.contains("reconnected") {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        said
+    });
+    assert_eq!(said.matches("connection lost").count(), 1, "{said}");
+    assert!(said.contains("; reconnecting"), "{said}");
+    assert!(said.contains("sealpost-sub: reconnected"), "{said}");
 }

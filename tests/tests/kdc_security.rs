@@ -429,7 +429,10 @@ async fn kdc_readers_added_elsewhere_get_no_key_that_sealed_earlier_messages() {
         let dave_client = client(&dave, &pki);
         let token = dave_client.login().await.unwrap();
         assert_eq!(
-            dave_client.fetch_key(&token, before_dave).await.unwrap_err(),
+            dave_client
+                .fetch_key(&token, before_dave)
+                .await
+                .unwrap_err(),
             KdcError::NotGranted(before_dave)
         );
         // The rotation and the enabling happen together, under the publisher's lock.
@@ -439,7 +442,10 @@ async fn kdc_readers_added_elsewhere_get_no_key_that_sealed_earlier_messages() {
         let dave_from = p.epoch().await;
         dave_client.fetch_key(&token, dave_from).await.unwrap();
         assert_eq!(
-            dave_client.fetch_key(&token, before_dave).await.unwrap_err(),
+            dave_client
+                .fetch_key(&token, before_dave)
+                .await
+                .unwrap_err(),
             KdcError::NotGranted(before_dave)
         );
         // carol, enabled before, reads the new epoch too.

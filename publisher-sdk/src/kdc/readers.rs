@@ -201,7 +201,11 @@ impl ReaderStore {
     /// cannot start a new epoch (no publisher of its own): `next_epoch` is the epoch
     /// after the current one. Re-issuing the credentials of a reader that is active
     /// already keeps what it was entitled to (it holds those keys anyway).
-    pub fn add_pending_reader(&mut self, reader: &str, next_epoch: u64) -> Result<String, KdcError> {
+    pub fn add_pending_reader(
+        &mut self,
+        reader: &str,
+        next_epoch: u64,
+    ) -> Result<String, KdcError> {
         self.issue(reader, |old| match old {
             Some(r) if r.revoked_at.is_none() => (r.granted_epoch, r.pending),
             _ => (next_epoch, true),
