@@ -4,6 +4,9 @@
 //! `*.pem` in it is granted, and a granted subscriber whose file disappears is revoked
 //! (which rotates the key). Granting a new reader rotates the key too, unless
 //! `--no-rotate-on-grant`. With `-l` the directory is re-read while stdin lines are sent.
+//! A new grant's key message is read back from the broker: one the broker dropped (the
+//! sealpost broker does, for key topics written without the publisher's certificate) is
+//! an error, and the grant is undone (`--no-grant-check` skips this).
 //!
 //! The CA's revocation list (`--crl`) is required (`--insecure-no-crl` to run without
 //! one): every granted certificate is checked against it at start, on every rekey and,
