@@ -240,7 +240,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
         }
     }
-    // A clean MQTT DISCONNECT, so the broker does not publish a will or log an error.
+    // A clean MQTT DISCONNECT, so the broker sees the session end, not a dropped link.
     let _ = subscriber.disconnect().await;
     Ok(code)
 }
