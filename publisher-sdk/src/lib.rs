@@ -36,6 +36,7 @@
 mod error;
 pub mod kdc;
 mod keys;
+pub mod link;
 mod publisher;
 pub mod state;
 pub mod transport;
@@ -43,6 +44,6 @@ pub mod transport;
 pub use error::PublisherError;
 pub use publisher::{
     Publisher, PublisherConfig, QoS, Rekey, RekeyTimings, DEFAULT_CRL_RELOAD_INTERVAL,
-    DEFAULT_RESERVE_BLOCK,
+    DEFAULT_KEY_MESSAGE_CONFIRMATION, DEFAULT_RESERVE_BLOCK,
 };
 pub use transport::{BrokerAddress, TlsIdentity};

@@ -128,6 +128,23 @@ fn make_pki(pki: &Path, subscribers: &[&str]) {
     }
 }
 
+/// A broker of `kind` whose TLS certificate comes from the CA in `pki` (as made by
+/// [`make_pki`]), which it also trusts for client certificates.
+fn broker_of(kind: BrokerKind, pki: &Path) -> Broker {
+    let ca = sealpost_certs::CertificateAuthority::from_pem(
+        &std::fs::read_to_string(pki.join("ca.pem")).unwrap(),
+        &std::fs::read_to_string(pki.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    Broker::start(
+        kind,
+        &Pki {
+            ca,
+            dir: tempfile::tempdir().unwrap(),
+        },
+    )
+}
+
 fn walkthrough(kind: BrokerKind) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -136,18 +153,7 @@ fn walkthrough(kind: BrokerKind) {
     make_pki(&pki, &["dashboard", "intruder"]);
 
     // 2. A broker whose TLS certificate comes from the same CA.
-    let ca = sealpost_certs::CertificateAuthority::from_pem(
-        &std::fs::read_to_string(pki.join("ca.pem")).unwrap(),
-        &std::fs::read_to_string(pki.join("ca.key")).unwrap(),
-    )
-    .unwrap();
-    let broker = Broker::start(
-        kind,
-        &Pki {
-            ca,
-            dir: tempfile::tempdir().unwrap(),
-        },
-    );
+    let broker = broker_of(kind, &pki);
     let spy = Spy::start(&broker);
 
     // 3. Grant the dashboard by putting its certificate in the grant directory, and
@@ -178,7 +184,11 @@ fn walkthrough(kind: BrokerKind) {
             .arg(pki.join("crl.pem"))
             // The default state directory, ./.sealpost-sub, lands in the scratch directory.
             .current_dir(d);
-        ok(&mut c)
+        let out = run(&mut c);
+        // -C reached: success; -W expired first: 27, as mosquitto_sub.
+        let expected = if extra.contains(&"-C") { 0 } else { 27 };
+        assert_eq!(out.status.code(), Some(expected), "{out:?}");
+        out
     };
     publish("21.5 C before revoke");
 
@@ -249,8 +259,13 @@ fn walkthrough_on_the_sealpost_broker() {
 /// `sealpost-pub` with the walkthrough's certificates against `broker`, publishing
 /// `extra`'s input on plant/1/temp with its state in `state`.
 fn sealpost_pub(broker: &Broker, pki: &Path, state: &Path, extra: &[&str]) -> Command {
+    sealpost_pub_at(broker_args(broker), pki, state, extra)
+}
+
+/// [`sealpost_pub`] with the broker address options `address`.
+fn sealpost_pub_at(address: Vec<String>, pki: &Path, state: &Path, extra: &[&str]) -> Command {
     let mut c = tool("sealpost-pub");
-    c.args(broker_args(broker))
+    c.args(address)
         .args(["-t", "plant/1/temp"])
         .args(extra)
         .arg("--cert")
@@ -323,4 +338,62 @@ fn the_publisher_needs_a_revocation_list_and_a_state_directory_of_its_own() {
         &state,
         &["-m", "third", "--crl", crl],
     ));
+}
+
+/// Issue 14, item 3: over plain TCP the sealpost broker (rightly) drops the publisher's
+/// key messages, and `sealpost-pub` used to print "granted alice" and exit 0 while alice
+/// could never read. The grant is read back from the broker: a refused one is an error
+/// that says why, exits non-zero and is not recorded. Over TLS with the publisher
+/// certificate the grant goes through, and "granted alice" is printed on the run that
+/// granted her only (issue 14, item 7).
+#[test]
+fn a_grant_the_broker_refused_is_an_error_and_granted_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = d.join("pki");
+    make_pki(&pki, &["alice"]);
+    let broker = broker_of(BrokerKind::Sealpost, &pki);
+    let grants = d.join("grants");
+    std::fs::create_dir(&grants).unwrap();
+    std::fs::copy(pki.join("alice.pem"), grants.join("alice.pem")).unwrap();
+    let grant = |address: Vec<String>| {
+        let mut c = sealpost_pub_at(address, &pki, &d.join("pub-state"), &["-m", "x", "-d"]);
+        c.arg("--crl")
+            .arg(pki.join("crl.pem"))
+            .arg("--grant-dir")
+            .arg(&grants);
+        run(&mut c)
+    };
+    let plain = vec!["-p".to_owned(), broker.port.to_string()];
+
+    let out = grant(plain.clone());
+    assert!(!out.status.success(), "a refused grant exited 0");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the broker did not take the key message for alice"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("key topics need the publisher's certificate: connect over TLS with --cert"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("granted alice"), "{stderr}");
+
+    let out = grant(broker_args(&broker));
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("granted alice"),
+        "{out:?}"
+    );
+    let out = grant(broker_args(&broker));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("granted alice"),
+        "nothing changed: {stderr}"
+    );
+    // Still granted: a refused grant over plain TCP again is an error, not a revocation.
+    let out = grant(plain);
+    assert!(!out.status.success());
 }

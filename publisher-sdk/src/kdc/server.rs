@@ -266,6 +266,25 @@ impl Kdc {
         self.shared.add_reader(reader, epoch)
     }
 
+    /// Whether `reader` has live credentials that are not pending: it may hold the
+    /// current key already.
+    pub(crate) fn holds_key(&self, reader: &str) -> Result<bool, KdcError> {
+        let record = lock(&self.shared.readers).record(reader)?;
+        Ok(record.is_some_and(|r| r.revoked_at.is_none() && !r.pending))
+    }
+
+    /// Whether a reader added elsewhere waits to be enabled (re-reads the reader file if
+    /// it changed).
+    pub(crate) fn has_pending_readers(&self) -> Result<bool, KdcError> {
+        lock(&self.shared.readers).has_pending()
+    }
+
+    /// Enables the pending readers from `epoch` on (see
+    /// [`super::readers::ReaderStore::enable_pending`]).
+    pub(crate) fn enable_pending_readers(&self, epoch: u64) -> Result<Vec<String>, KdcError> {
+        lock(&self.shared.readers).enable_pending(epoch)
+    }
+
     /// Revokes `reader`'s credentials and tokens. Returns whether it was active.
     pub(crate) fn revoke_reader(&self, reader: &str) -> Result<bool, KdcError> {
         let was = lock(&self.shared.readers).revoke(reader)?;
@@ -598,6 +617,15 @@ fn fetch(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>, epoch: &str
         // tokens of the old ones die with them (those of the new ones live on).
         audit("reissued");
         return unauthorized(ErrorCode::InvalidToken, "unknown or invalidated token");
+    }
+    if record.pending {
+        // Added while no publisher could rotate for it: no key yet, not even the
+        // current one, which may have sealed what was published before the reader.
+        audit("pending");
+        return error(
+            ErrorCode::NotGranted,
+            "this reader is enabled from the publisher's next epoch",
+        );
     }
     if epoch < record.granted_epoch {
         audit("not_granted");
