@@ -376,7 +376,10 @@ impl Subscriber {
         )
         .await;
         match acked {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => {
+                tracing::info!(%filter, "subscribed");
+                Ok(())
+            }
             _ => Err(SubscriberError::Timeout("SUBACK")),
         }
     }

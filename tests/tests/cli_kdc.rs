@@ -2,7 +2,8 @@
 //! `sealpost-pub kdc add-reader` issues credentials, `sealpost-pub --kdc` serves keys
 //! over HTTPS while it publishes, `sealpost-sub --kdc-credentials` reads with no
 //! certificate of its own; wrong credentials and a revoked reader read nothing, also
-//! when the revocation was made while no KDC ran.
+//! when the revocation was made while no KDC ran. The KDC's audit lines go to stderr, or
+//! with `--kdc-audit-log` to a file as JSON lines, and never carry a secret.
 
 use std::io::Read;
 use std::path::Path;
@@ -165,7 +166,8 @@ fn kdc_from_the_command_line() {
         .current_dir(d);
         run(&mut c)
     };
-    let serving = publish("21.5 C", &[]);
+    let audit_log = d.join("audit.jsonl");
+    let serving = publish("21.5 C", &["--kdc-audit-log", audit_log.to_str().unwrap()]);
 
     // 3. alice reads, with her credentials and no certificate.
     let out = read(&alice, &["-C", "1", "-W", "30"]);
@@ -184,6 +186,12 @@ fn kdc_from_the_command_line() {
     assert!(stderr.contains("key fetch failed"), "{stderr}");
     assert!(stderr.contains("refused the credentials"), "{stderr}");
     assert!(!stderr.contains("wrong-password"), "{stderr}");
+    check_audit_log(&audit_log, &text);
+    let served = String::from_utf8_lossy(&serving.stderr.lock().unwrap()).into_owned();
+    assert!(
+        !served.contains("key fetch"),
+        "audit lines on stderr: {served}"
+    );
     drop(serving);
 
     // 5. Revoke alice while the KDC is not running (issue 13, item 3: this used to leave
@@ -207,5 +215,95 @@ fn kdc_from_the_command_line() {
         stderr.contains("the publisher revoked this reader"),
         "{stderr}"
     );
+    // Without --kdc-audit-log the audit lines go to stderr, as plain text (not a terminal:
+    // no colour codes).
+    let served = String::from_utf8_lossy(&serving.stderr.lock().unwrap()).into_owned();
+    let refused = served
+        .lines()
+        .find(|l| l.contains("sealpost::kdc::audit") && l.contains("login failed"))
+        .unwrap_or_else(|| panic!("no audit line for the refused login: {served}"));
+    assert!(
+        refused.contains("alice") && refused.contains("outcome=\"revoked\""),
+        "{refused}"
+    );
+    assert!(!served.contains('\u{1b}'), "colour codes: {served:?}");
     drop(serving);
+}
+
+/// The audit log written while alice read and a wrong password was tried: one JSON object
+/// a line, with who, which epoch, when, from where and the outcome, and nothing secret.
+fn check_audit_log(path: &Path, alice_credentials: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "audit log mode {mode:o}");
+    }
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let now = sealpost_certs::now_unix();
+    let fetches: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "key fetch")
+        .collect();
+    assert!(!fetches.is_empty(), "no key fetch in {text}");
+    for fetch in &fetches {
+        let mut fields: Vec<&str> = fetch
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "at",
+                "epoch",
+                "level",
+                "message",
+                "outcome",
+                "peer",
+                "publisher",
+                "reader",
+                "target",
+                "timestamp"
+            ],
+            "{fetch}"
+        );
+        assert_eq!(fetch["target"], "sealpost::kdc::audit");
+        assert_eq!(fetch["reader"], "alice");
+        assert_eq!(fetch["publisher"], "sensor-1");
+        assert!(
+            fetch["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{fetch}"
+        );
+        assert!((fetch["at"].as_i64().unwrap() - now).abs() < 600, "{fetch}");
+    }
+    assert!(
+        fetches
+            .iter()
+            .any(|f| f["epoch"] == 1 && f["outcome"] == "granted"),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"] == "login failed"
+            && l["outcome"] == "invalid_credentials"
+            && l["reader"].as_str().unwrap().contains("alice")),
+        "no failed login in {text}"
+    );
+    let password = KdcCredentials::from_json(alice_credentials)
+        .unwrap()
+        .password;
+    assert!(
+        !text.contains(&password),
+        "the password is in the audit log"
+    );
+    assert!(
+        !text.contains("wrong-password"),
+        "a tried password is in the audit log"
+    );
 }
