@@ -359,7 +359,9 @@ impl Subscriber {
             return Err(SubscriberError::InvalidFilter(filter.to_owned()));
         }
         self.filters.lock().await.push((filter.to_owned(), qos));
-        self.subscribe_unrecorded(filter, qos).await
+        self.subscribe_unrecorded(filter, qos).await?;
+        tracing::info!(%filter, "subscribed");
+        Ok(())
     }
 
     /// Subscribes and waits for the SUBACK, without adding to the re-subscribe list.
@@ -376,10 +378,7 @@ impl Subscriber {
         )
         .await;
         match acked {
-            Ok(Ok(_)) => {
-                tracing::info!(%filter, "subscribed");
-                Ok(())
-            }
+            Ok(Ok(_)) => Ok(()),
             _ => Err(SubscriberError::Timeout("SUBACK")),
         }
     }

@@ -5,61 +5,20 @@
 //! when the revocation was made while no KDC ran. The KDC's audit lines go to stderr, or
 //! with `--kdc-audit-log` to a file as JSON lines, and never carry a secret.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use sealpost_publisher::kdc::KdcCredentials;
-use sealpost_tests::tools::{ok, run, tool};
+use sealpost_tests::tools::{ok, run, tool, Running};
 use sealpost_tests::{free_port, Broker, BrokerKind, Pki};
 
-/// A publisher serving keys, killed on drop; a thread collects its stderr.
-struct Serving {
-    child: Child,
-    stderr: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Serving {
-    fn start(mut command: Command) -> Serving {
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sealpost-pub");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let mut pipe = child.stderr.take().expect("stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        let serving = Serving { child, stderr };
-        // It says so once the message is out and the KDC serves.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = String::from_utf8_lossy(&serving.stderr.lock().unwrap()).into_owned();
-            if text.contains("serving keys until Ctrl-C") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "publisher did not start: {text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        serving
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a publisher that serves keys and waits until it says so: the message is out
+/// and the KDC serves.
+fn serve(mut command: Command) -> Running {
+    let mut serving = Running::start(&mut command);
+    serving.wait_for_stderr("serving keys until Ctrl-C", Duration::from_secs(30));
+    serving
 }
 
 #[test]
@@ -142,7 +101,7 @@ fn kdc_from_the_command_line() {
             .arg(&kdc_cert)
             .arg("--kdc-key")
             .arg(&kdc_key);
-        Serving::start(c)
+        serve(c)
     };
     let read = |credentials: &Path, extra: &[&str]| {
         let mut c = tool("sealpost-sub");
@@ -187,7 +146,7 @@ fn kdc_from_the_command_line() {
     assert!(stderr.contains("refused the credentials"), "{stderr}");
     assert!(!stderr.contains("wrong-password"), "{stderr}");
     check_audit_log(&audit_log, &text);
-    let served = String::from_utf8_lossy(&serving.stderr.lock().unwrap()).into_owned();
+    let served = serving.stderr();
     assert!(
         !served.contains("key fetch"),
         "audit lines on stderr: {served}"
@@ -217,7 +176,7 @@ fn kdc_from_the_command_line() {
     );
     // Without --kdc-audit-log the audit lines go to stderr, as plain text (not a terminal:
     // no colour codes).
-    let served = String::from_utf8_lossy(&serving.stderr.lock().unwrap()).into_owned();
+    let served = serving.stderr();
     let refused = served
         .lines()
         .find(|l| l.contains("sealpost::kdc::audit") && l.contains("login failed"))
