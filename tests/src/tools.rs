@@ -135,17 +135,22 @@ impl Running {
     /// Waits (bounded by `within`) until its stderr contains `what`; panics with the
     /// output if it does not, or if the process exits first.
     pub fn wait_for_stderr(&mut self, what: &str, within: Duration) {
+        self.wait_until(&format!("printing {what:?}"), within, |r| {
+            r.stderr().contains(what)
+        });
+    }
+
+    /// Waits (bounded by `within`) until `ready` holds; panics, naming `what` it waited
+    /// for and with the output, if it does not, or if the process exits first.
+    pub fn wait_until(&mut self, what: &str, within: Duration, ready: impl Fn(&Running) -> bool) {
         let deadline = Instant::now() + within;
-        while !self.stderr().contains(what) {
+        while !ready(self) {
             if let Some(status) = self.try_wait() {
-                panic!(
-                    "exited ({status}) before printing {what:?}: {}",
-                    self.stderr()
-                );
+                panic!("exited ({status}) before {what}: {}", self.stderr());
             }
             assert!(
                 Instant::now() < deadline,
-                "{what:?} not printed within {within:?}: {}",
+                "not {what} within {within:?}: {}",
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -15,8 +15,8 @@
 //!   comment (`# alice`); the next command starts once the broker accepts connections, or
 //!   a subscriber has subscribed;
 //! - a comment `# until Ctrl-C` after a command: it is interrupted (SIGINT) once the
-//!   outputs shown after it have appeared; `# fails...`: it must exit unsuccessfully;
-//!   any other command must succeed;
+//!   outputs shown after it have appeared; `# fails: WHY`: it must exit unsuccessfully
+//!   and say WHY; any other command must succeed;
 //! - comment lines after a command of the form `NAME prints[ on stderr]: TEXT`, or ending
 //!   in `:` with the text on the following, further indented comment lines (one expected
 //!   line each), are outputs that must appear (within a minute) in the output of the
@@ -60,7 +60,8 @@ struct Step {
     /// The name given to a background command.
     background: Option<String>,
     until_ctrl_c: bool,
-    fails: bool,
+    /// `# fails: WHY`: what the failing command's output must contain.
+    fails: Option<String>,
     expects: Vec<Expect>,
 }
 
@@ -219,7 +220,9 @@ fn parse_block(block: &str) -> Vec<Step> {
                     .to_owned()
             }),
             until_ctrl_c: comment.contains("until Ctrl-C"),
-            fails: comment.starts_with("fails"),
+            fails: comment
+                .strip_prefix("fails")
+                .map(|why| why.trim_start_matches(':').trim().to_owned()),
             expects: Vec::new(),
         });
     }
@@ -283,7 +286,7 @@ fn run_sections(headings: &[&str]) {
                     continue;
                 }
                 eprintln!("$ {}", step.command);
-                shown += step.expects.len();
+                shown += step.expects.len() + usize::from(step.fails.is_some());
                 if let Some(name) = &step.background {
                     assert!(
                         step.expects.is_empty(),
@@ -322,24 +325,11 @@ fn run_sections(headings: &[&str]) {
 /// Waits until a background command can be relied on by the next one.
 fn wait_until_ready(step: &Step, running: &mut Running, ports: &Ports) {
     match step.program() {
-        "sealpost-broker" => {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            for port in [ports.mqtt, ports.mqtts] {
-                while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                    assert!(
-                        running.try_wait().is_none(),
-                        "broker exited: {}",
-                        running.stderr()
-                    );
-                    assert!(
-                        Instant::now() < deadline,
-                        "broker not listening: {}",
-                        running.stderr()
-                    );
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
+        "sealpost-broker" => running.wait_until("listening", Duration::from_secs(60), |_| {
+            [ports.mqtt, ports.mqtts]
+                .iter()
+                .all(|port| TcpStream::connect(("127.0.0.1", *port)).is_ok())
+        }),
         "sealpost-sub" => running.wait_for_stderr("subscribed", Duration::from_secs(60)),
         _ => {}
     }
@@ -414,15 +404,25 @@ fn run_foreground(
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    let output = format!("{}{}", running.stdout(), running.stderr());
     assert_eq!(
         status.success(),
-        !step.fails,
-        "README step `{}` exited {status}, the README says it {}\nstdout: {}\nstderr: {}",
+        step.fails.is_none(),
+        "README step `{}` exited {status}, the README says it {}\n{output}",
         step.command,
-        if step.fails { "fails" } else { "succeeds" },
-        running.stdout(),
-        running.stderr()
+        if step.fails.is_some() {
+            "fails"
+        } else {
+            "succeeds"
+        },
     );
+    if let Some(why) = &step.fails {
+        assert!(
+            output.contains(why.as_str()),
+            "README step `{}` fails without saying {why:?}:\n{output}",
+            step.command
+        );
+    }
 }
 
 /// The directories the README's steps leave behind (certificates, keys, state) are ones
@@ -475,7 +475,7 @@ fn the_parser_understands_the_readme_marks() {
         steps[2].command,
         "cat > f <<'EOF'\nline # not a comment\nEOF"
     );
-    assert!(steps[3].until_ctrl_c && !steps[3].fails);
+    assert!(steps[3].until_ctrl_c && steps[3].fails.is_none());
     let expects: Vec<(&str, Stream, Option<&str>)> = steps[3]
         .expects
         .iter()
@@ -490,5 +490,5 @@ fn the_parser_understands_the_readme_marks() {
             ("run", Stream::Stderr, Some("granted alice")),
         ]
     );
-    assert!(steps[4].fails);
+    assert_eq!(steps[4].fails.as_deref(), Some("revoked"));
 }
