@@ -47,3 +47,8 @@ pub use opener::{KeyUpdate, Opened, Opener, DEFAULT_CLOCK_SKEW_SECS, DEFAULT_MAX
 pub use replay::{ReplayCheck, ReplayState};
 pub use sealer::Sealer;
 pub use sealpost_certs as certs;
+
+/// The README's Rust example, compiled and run as a doctest so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

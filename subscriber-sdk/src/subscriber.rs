@@ -365,7 +365,9 @@ impl Subscriber {
             return Err(SubscriberError::InvalidFilter(filter.to_owned()));
         }
         self.filters.lock().await.push((filter.to_owned(), qos));
-        self.subscribe_unrecorded(filter, qos).await
+        self.subscribe_unrecorded(filter, qos).await?;
+        tracing::info!(%filter, "subscribed");
+        Ok(())
     }
 
     /// Subscribes and waits for the SUBACK, without adding to the re-subscribe list.

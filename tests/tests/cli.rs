@@ -7,13 +7,11 @@
 //! refuses to run without a revocation list, or on a state directory another
 //! `sealpost-pub` is using.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sealpost_tests::tools::{ok, run, tool};
+use sealpost_tests::tools::{ok, run, tool, Running};
 use sealpost_tests::{Broker, BrokerKind, Pki};
 
 /// The broker options of the walkthrough for `broker`.
@@ -27,11 +25,8 @@ fn broker_args(broker: &Broker) -> Vec<String> {
     }
 }
 
-/// A `mosquitto_sub` spy on `#`, killed on drop; a thread collects what it prints.
-struct Spy {
-    child: Child,
-    seen: Arc<Mutex<Vec<u8>>>,
-}
+/// A `mosquitto_sub` spy on `#`, killed on drop.
+struct Spy(Running);
 
 impl Spy {
     /// Starts the spy and waits until it is subscribed (it has received `probe`, a
@@ -40,42 +35,22 @@ impl Spy {
         ok(Command::new("mosquitto_pub")
             .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
             .args(["-t", "probe", "-m", "probe", "-r", "-q", "1"]));
-        let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "#"])
-            // Topic and hex payload, one message a line.
-            .args(["-i", "cli-spy", "-W", "120", "-F", "%t %x"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto_sub (apt-get install mosquitto-clients)");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut stdout = child.stdout.take().expect("spy stdout");
-        let sink = seen.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
+        let mut running = Running::start(
+            Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "#"])
+                // Topic and hex payload, one message a line.
+                .args(["-i", "cli-spy", "-W", "120", "-F", "%t %x"])
+                .stdin(Stdio::null()),
+        );
+        running.wait_until("subscribed", Duration::from_secs(20), |spy| {
+            spy.stdout().lines().any(|l| l == "probe 70726f6265")
         });
-        let spy = Spy { child, seen };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !spy.lines().iter().any(|l| l == "probe 70726f6265") {
-            assert!(Instant::now() < deadline, "the spy did not subscribe");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        spy
+        Spy(running)
     }
 
     /// The lines printed so far: `topic hex-payload`.
     fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.seen.lock().unwrap())
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        self.0.stdout().lines().map(str::to_owned).collect()
     }
 
     /// The lines, once at least `n` messages on `topic` have arrived (bounded wait).
@@ -96,13 +71,6 @@ impl Spy {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Spy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -128,7 +128,8 @@ struct Cli {
     /// Password.
     #[arg(short = 'P', long)]
     password: Option<String>,
-    /// Print what is granted and sent.
+    /// Print what is granted and sent, and log sealpost's debug lines (`RUST_LOG`, when
+    /// set, chooses the log lines instead).
     #[arg(short = 'd', long)]
     debug: bool,
     /// Serve content keys from a key distribution center (HTTPS) listening here, e.g.
@@ -155,6 +156,10 @@ struct Cli {
     /// count too).
     #[arg(long, value_name = "COUNT", default_value_t = 5)]
     kdc_max_failed_logins: u32,
+    /// Append the KDC's audit lines (one per login and key fetch: reader, epoch, time,
+    /// client address, outcome) to this file as JSON lines instead of stderr.
+    #[arg(long, value_name = "FILE", requires = "kdc")]
+    kdc_audit_log: Option<PathBuf>,
 }
 
 /// `sealpost-pub kdc ...`: parsed apart from the publishing options, which it needs none of.
@@ -245,6 +250,10 @@ async fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "kdc") {
         let kdc = KdcCli::parse_from(&args[1..]);
+        if let Err(e) = sealpost_publisher::logging::init(false, None) {
+            eprintln!("sealpost-pub kdc: {e}");
+            return ExitCode::FAILURE;
+        }
         return match run_kdc_command(kdc.command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -254,6 +263,10 @@ async fn main() -> ExitCode {
         };
     }
     let cli = Cli::parse();
+    if let Err(e) = sealpost_publisher::logging::init(cli.debug, cli.kdc_audit_log.as_deref()) {
+        eprintln!("sealpost-pub: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -34,9 +34,9 @@ use std::time::Duration;
 
 pub use credentials::KdcCredentials;
 pub use limiter::LoginLimit;
-pub use server::Kdc;
 #[doc(hidden)]
 pub use server::PlainKdc;
+pub use server::{Kdc, AUDIT_TARGET};
 
 /// Default lifetime of an access token.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);

@@ -100,11 +100,18 @@ struct Cli {
     /// Password.
     #[arg(short = 'P', long)]
     password: Option<String>,
+    /// Log sealpost's debug lines (`RUST_LOG`, when set, chooses the log lines instead).
+    #[arg(short = 'd', long)]
+    debug: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = sealpost_publisher::logging::init(cli.debug, None) {
+        eprintln!("sealpost-sub: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
