@@ -6,13 +6,17 @@
  */
 export * from "./bytes.js";
 export * from "./certs.js";
+export * from "./emitter.js";
 export * from "./envelope.js";
 export * from "./errors.js";
+export * from "./idb.js";
 export * from "./identity.js";
+export * from "./kdc.js";
 export * from "./keyMessage.js";
 export * from "./keyring.js";
 export * from "./opener.js";
 export * from "./pem.js";
 export * from "./replay.js";
 export * from "./sealer.js";
+export * from "./subscriber.js";
 export * from "./topic.js";

@@ -1,0 +1,61 @@
+/**
+ * Browser persistence in IndexedDB: the replay window, and the subscriber's private key
+ * as a non-extractable `CryptoKey` (IndexedDB stores CryptoKey objects by structured
+ * clone, so the page never sees the key bytes once imported).
+ */
+import type { ReplayState, ReplayStore } from "./replay.js";
+
+const STORE = "sealpost";
+
+function open(dbName: string): Promise<IDBDatabase> {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open(dbName, 1);
+    req.onupgradeneeded = () => req.result.createObjectStore(STORE);
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+
+async function run<T>(
+  dbName: string,
+  mode: IDBTransactionMode,
+  op: (s: IDBObjectStore) => IDBRequest<T>,
+): Promise<T> {
+  const db = await open(dbName);
+  try {
+    return await new Promise<T>((resolve, reject) => {
+      const tx = db.transaction(STORE, mode);
+      const req = op(tx.objectStore(STORE));
+      tx.oncomplete = () => resolve(req.result);
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error);
+    });
+  } finally {
+    db.close();
+  }
+}
+
+/** Reads a value stored under `key`, or null. */
+export async function idbGet(dbName: string, key: string): Promise<unknown | null> {
+  const v = await run(dbName, "readonly", (s) => s.get(key));
+  return v ?? null;
+}
+
+/** Stores `value` (anything structured-clonable, CryptoKeys included) under `key`. */
+export async function idbPut(dbName: string, key: string, value: unknown): Promise<void> {
+  await run(dbName, "readwrite", (s) => s.put(value, key));
+}
+
+/** The replay window of subscriber `id`, in IndexedDB database `dbName`. */
+export class IndexedDbReplayStore implements ReplayStore {
+  constructor(
+    private readonly id: string,
+    private readonly dbName = "sealpost",
+  ) {}
+  load(): Promise<unknown | null> {
+    return idbGet(this.dbName, `replay-${this.id}`);
+  }
+  save(state: ReplayState): Promise<void> {
+    return idbPut(this.dbName, `replay-${this.id}`, state);
+  }
+}
