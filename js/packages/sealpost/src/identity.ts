@@ -59,7 +59,7 @@ export async function loadPublisherIdentity(
  * Ed25519 keys as RFC 5958 version 2 (with the public key), which WebCrypto in Node.js
  * and Chromium refuses to import; dropping the (derivable) public key changes nothing.
  */
-function pkcs8V1(der: Uint8Array): ArrayBuffer {
+export function pkcs8V1(der: Uint8Array): ArrayBuffer {
   const key = AsnConvert.parse(der, OneAsymmetricKey);
   if (key.version === 0 && !key.publicKey) return der.slice().buffer as ArrayBuffer;
   const v1 = new PrivateKeyInfo();

@@ -93,6 +93,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   private readonly pausedUntil = new Map<string, number>();
   private readonly kdcClients: Map<string, KdcClient>;
   private readonly timer: ReturnType<typeof setInterval>;
+  private closing = false;
 
   private constructor(
     /** The MQTT.js client (for the application's own plain traffic, if any). */
@@ -135,7 +136,9 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       const bytes = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
       sub.enqueue(() => sub.handle(topic, bytes.slice()));
     });
-    client.on("error", (e) => sub.emit("error", e));
+    client.on("error", (e) => {
+      if (!sub.closing) sub.emit("error", e);
+    });
     const qos = options.qos ?? 1;
     const filters = [...options.topics];
     if (options.identity) filters.push(`sealpost/keys/+/${options.identity.certificate.id}`);
@@ -155,6 +158,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
 
   /** Disconnects. */
   async close(): Promise<void> {
+    this.closing = true;
     clearInterval(this.timer);
     await this.client.endAsync();
     await this.queue;

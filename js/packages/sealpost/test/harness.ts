@@ -157,7 +157,13 @@ export async function startMosquitto(dir: string): Promise<Broker> {
   await waitForPort(port);
   await waitForPort(wsPort);
   const url = `mqtt://127.0.0.1:${port}`;
-  return { name: "mosquitto", url, tlsUrl: url, wsUrl: `ws://127.0.0.1:${wsPort}`, stop: proc.stop };
+  return {
+    name: "mosquitto",
+    url,
+    tlsUrl: url,
+    wsUrl: `ws://127.0.0.1:${wsPort}`,
+    stop: proc.stop,
+  };
 }
 
 /**

@@ -9,6 +9,8 @@ import { copyFile, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import mqtt from "mqtt";
+import { decodeStrict, encodeCbor } from "../src/cbor.js";
+import { encodeSign1, LABEL_SEQ, parseSign1 } from "../src/cose.js";
 import {
   FileReplayStore,
   importContentKey,
@@ -18,13 +20,14 @@ import {
   type Message,
   nodeKdcTransport,
   Publisher,
+  pemDecode,
+  pkcs8V1,
   type Rejection,
   randomBytes,
-  sealEnvelope,
   Subscriber,
+  sealEnvelope,
+  toBase64,
 } from "../src/node.js";
-import { decodeStrict, encodeCbor } from "../src/cbor.js";
-import { encodeSign1, LABEL_SEQ, parseSign1 } from "../src/cose.js";
 import {
   type Broker,
   cli,
@@ -72,7 +75,8 @@ async function tlsOptions(broker: Broker, id: string) {
   return {
     ca: await pki.read("ca.pem"),
     cert: await pki.read(`${id}.pem`),
-    key: await pki.read(`${id}.key`),
+    // Node's TLS, like WebCrypto, reads only version-1 PKCS#8 Ed25519 keys.
+    key: pemEncode(new Uint8Array(pkcs8V1(pemDecode(await pki.read(`${id}.key`), "PRIVATE KEY")))),
     rejectUnauthorized: true,
   };
 }
@@ -119,7 +123,12 @@ async function tsSubscriber(
   });
   const c: Collected = { sub, messages: [], rejections: [] };
   sub.on("message", (m) => c.messages.push(m));
-  sub.on("rejected", (r) => c.rejections.push(r));
+  sub.on("rejected", (r) => {
+    c.rejections.push(r);
+    if (process.env.SEALPOST_TEST_DEBUG) console.error(`subscriber ${name}: ${r.reason.message}`);
+  });
+  sub.on("error", (e) => console.error(`subscriber ${name}: ${e.message}`));
+  sub.on("keyFetchFailed", (e) => console.error(`subscriber ${name}: ${e.message}`));
   return c;
 }
 
@@ -129,6 +138,16 @@ async function grantDir(name: string, ids: string[]): Promise<string> {
   for (const id of ids) await copyFile(pki.path(`${id}.pem`), join(dir, `${id}.pem`));
   return dir;
 }
+
+const pemEncode = (der: Uint8Array) =>
+  `-----BEGIN PRIVATE KEY-----\n${toBase64(der)}\n-----END PRIVATE KEY-----\n`;
+
+/**
+ * One state directory per broker for the Rust publisher `rpub`: its key epochs and
+ * sequence numbers continue across the tests, as a real publisher's do (a publisher that
+ * lost its state would reuse epoch numbers with new keys).
+ */
+const rpubState = (brokerName: string) => join(pki.dir, `state-rpub-${brokerName}`);
 
 const text = (m: Message) => new TextDecoder().decode(m.payload);
 
@@ -154,7 +173,7 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
           "--grant-dir",
           grants,
           "--state-dir",
-          join(pki.dir, `state-r2t-${brokerName}`),
+          rpubState(brokerName),
         ]);
         await eventually(() => c.messages.length === 1, "the message from Rust");
         const [m] = c.messages as [Message];
@@ -171,7 +190,10 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
       const publisher = await Publisher.start({
         url: urlFor(broker()),
         mqtt: { ...(await tlsOptions(broker(), "tpub")), clientId: `tpub-${brokerName}` },
-        identity: await loadPublisherIdentity(await pki.read("tpub.pem"), await pki.read("tpub.key")),
+        identity: await loadPublisherIdentity(
+          await pki.read("tpub.pem"),
+          await pki.read("tpub.key"),
+        ),
         caCertificate: await pki.read("ca.pem"),
         crl: await pki.read("crl.pem"),
         stateDir: join(pki.dir, `state-t2r-${brokerName}`),
@@ -197,7 +219,7 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
     });
 
     test("Rust publisher's KDC -> TS subscriber (KDC mode, pinned certificate)", async () => {
-      const state = join(pki.dir, `state-kdc-${brokerName}`);
+      const state = rpubState(brokerName);
       const port = await freePort();
       const address = `https://127.0.0.1:${port}`;
       const creds = join(pki.dir, `creds-${brokerName}.json`);
@@ -261,10 +283,13 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
       spy.on("message", (t, p) => seen.set(t, Buffer.from(p)));
       await spy.subscribeAsync("interop/#", { qos: 1 });
       try {
-        await eventually(() => rust.stderr().length > 0 || rust.child.pid !== undefined, "sealpost-sub");
+        await eventually(
+          () => rust.stderr().length > 0 || rust.child.pid !== undefined,
+          "sealpost-sub",
+        );
         await new Promise((r) => setTimeout(r, 1500)); // the Rust subscriber subscribes
         const grants = await grantDir("attack", ["tsub", "rsub"]);
-        const state = join(pki.dir, `state-attack-${brokerName}`);
+        const state = rpubState(brokerName);
         for (const [topic, body] of [
           ["interop/attack/a", "genuine"],
           ["interop/hidden/x", "never seen by the subscribers"],
@@ -292,11 +317,19 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
         const sign1 = parseSign1(new Uint8Array(genuine));
         const header = decodeStrict(sign1.protectedBytes, "header") as Map<number, unknown>;
         header.set(LABEL_SEQ, BigInt(header.get(LABEL_SEQ) as number) + 1000n);
-        const bumped = encodeSign1(encodeCbor(header), sign1.x5chain, sign1.payload, sign1.signature);
+        const bumped = encodeSign1(
+          encodeCbor(header),
+          sign1.x5chain,
+          sign1.payload,
+          sign1.signature,
+        );
         // Publishers outside the trust: another CA's, and one the CA revoked.
         const forged = async (store: Pki, id: string) =>
           sealEnvelope({
-            identity: await loadPublisherIdentity(await store.read(`${id}.pem`), await store.read(`${id}.key`)),
+            identity: await loadPublisherIdentity(
+              await store.read(`${id}.pem`),
+              await store.read(`${id}.key`),
+            ),
             topic: "interop/attack/a",
             plaintext: new TextEncoder().encode("forged"),
             index: { publisher: id, epoch: 1n, location: `mqtt:sealpost/keys/${id}` },
