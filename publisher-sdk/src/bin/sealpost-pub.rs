@@ -147,6 +147,10 @@ struct Cli {
     /// count too).
     #[arg(long, value_name = "COUNT", default_value_t = 5)]
     kdc_max_failed_logins: u32,
+    /// Let web pages of this origin (https://host[:port]) call the KDC (CORS); may be
+    /// repeated. Only these origins are answered, never "*".
+    #[arg(long, value_name = "ORIGIN", requires = "kdc")]
+    kdc_allow_origin: Vec<String>,
 }
 
 /// `sealpost-pub kdc ...`: parsed apart from the publishing options, which it needs none of.
@@ -301,6 +305,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             max_failures: cli.kdc_max_failed_logins.max(1),
             window: Duration::from_secs(60),
         };
+        kdc.allowed_origins = cli.kdc_allow_origin.clone();
         config.kdc = Some(kdc);
         config.key_messages = !cli.kdc_only;
     }
