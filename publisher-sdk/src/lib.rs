@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod gateway;
 pub mod kdc;
 mod keys;
 mod publisher;
