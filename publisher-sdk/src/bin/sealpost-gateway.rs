@@ -11,6 +11,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use sealpost_publisher::gateway::tokens::TokenStore;
 use sealpost_publisher::gateway::Gateway;
+use sealpost_publisher::kdc::KdcConfig;
 use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, TlsIdentity};
 
 #[derive(Parser)]
@@ -63,6 +64,22 @@ struct Serve {
     /// MQTT client id.
     #[arg(short = 'i', long)]
     id: Option<String>,
+    /// Also serve content keys from a KDC (HTTPS) listening here (see sealpost-pub --kdc).
+    #[arg(long, value_name = "LISTEN_ADDR", requires_all = ["kdc_cert", "kdc_key"])]
+    kdc: Option<SocketAddr>,
+    /// The KDC's TLS server certificate (PEM), issued by the sealpost CA.
+    #[arg(long, value_name = "FILE")]
+    kdc_cert: Option<PathBuf>,
+    /// The KDC's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    kdc_key: Option<PathBuf>,
+    /// Deliver keys through the KDC only: no key messages.
+    #[arg(long, requires = "kdc")]
+    kdc_only: bool,
+    /// Let web pages of this origin (http(s)://host[:port]) call the KDC (CORS); may be
+    /// repeated. Only these origins are answered, never "*".
+    #[arg(long, value_name = "ORIGIN", requires = "kdc")]
+    kdc_allow_origin: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -153,6 +170,12 @@ async fn serve(s: Serve) -> Result<(), Error> {
         eprintln!(
             "sealpost-gateway: WARNING: --insecure-no-crl: revoked readers keep receiving keys"
         );
+    }
+    if let (Some(listen), Some(cert), Some(key)) = (s.kdc, &s.kdc_cert, &s.kdc_key) {
+        let mut kdc = KdcConfig::new(listen, read(cert)?, read(key)?);
+        kdc.allowed_origins = s.kdc_allow_origin;
+        config.kdc = Some(kdc);
+        config.key_messages = !s.kdc_only;
     }
     let publisher = Arc::new(Publisher::connect(config).await?);
     let gateway = Gateway::start(s.http, publisher, s.state_dir).await?;
