@@ -16,6 +16,14 @@ interface Config {
   holdMs: number;
 }
 
+declare global {
+  interface Window {
+    /** Every shown message with the wall-clock time it was shown (for bench-latency.mjs). */
+    arrivals: { text: string; at: number }[];
+  }
+}
+window.arrivals = [];
+
 const el = (id: string) => document.getElementById(id) as HTMLElement;
 
 function add(list: string, text: string): void {
@@ -39,7 +47,11 @@ async function main(): Promise<void> {
     replayStore: new IndexedDbReplayStore(reader),
     holdMs: config.holdMs,
   });
-  sub.on("message", (m) => add("messages", `${m.topic}: ${new TextDecoder().decode(m.payload)}`));
+  sub.on("message", (m) => {
+    const text = `${m.topic}: ${new TextDecoder().decode(m.payload)}`;
+    window.arrivals.push({ text, at: Date.now() });
+    add("messages", text);
+  });
   sub.on("rejected", (r) => add("rejections", `${r.topic}: ${r.kind}`));
   sub.on("keyFetchFailed", (f) => add("rejections", `key fetch failed: ${f.message}`));
   el("status").textContent = "subscribed";
