@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API (plain HTTP, loopback only) for a publisher identity.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Issue, revoke and list bearer tokens (stored hashed in the state directory).
     Token {
         #[command(subcommand)]
@@ -195,7 +195,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
-        Command::Serve(s) => serve(s).await,
+        Command::Serve(s) => serve(*s).await,
         Command::Token { command } => token_command(command),
     };
     match result {
