@@ -3,6 +3,8 @@
  * as a non-extractable `CryptoKey` (IndexedDB stores CryptoKey objects by structured
  * clone, so the page never sees the key bytes once imported).
  */
+import { parseCertificate } from "./certs.js";
+import type { SubscriberIdentity } from "./identity.js";
 import type { ReplayState, ReplayStore } from "./replay.js";
 
 const STORE = "sealpost";
@@ -58,4 +60,33 @@ export class IndexedDbReplayStore implements ReplayStore {
   save(state: ReplayState): Promise<void> {
     return idbPut(this.dbName, `replay-${this.id}`, state);
   }
+}
+
+/**
+ * Keeps a subscriber identity in IndexedDB: the certificate, and the private key as the
+ * (non-extractable) `CryptoKey` itself, so a page imports the PKCS#8 bytes once and from
+ * then on holds only a handle it cannot read.
+ */
+export async function storeIdentity(
+  identity: SubscriberIdentity,
+  dbName = "sealpost",
+): Promise<void> {
+  if (identity.key.extractable) throw new Error("refusing to store an extractable private key");
+  await idbPut(dbName, `identity-${identity.certificate.id}`, {
+    certificate: identity.certificate.der,
+    key: identity.key,
+  });
+}
+
+/** The identity `storeIdentity` kept for subscriber `id`, or null. */
+export async function loadStoredIdentity(
+  id: string,
+  dbName = "sealpost",
+): Promise<SubscriberIdentity | null> {
+  const stored = (await idbGet(dbName, `identity-${id}`)) as {
+    certificate: Uint8Array;
+    key: CryptoKey;
+  } | null;
+  if (!stored) return null;
+  return { certificate: await parseCertificate(stored.certificate), key: stored.key };
 }
