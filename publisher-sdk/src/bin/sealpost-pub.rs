@@ -147,7 +147,7 @@ struct Cli {
     /// count too).
     #[arg(long, value_name = "COUNT", default_value_t = 5)]
     kdc_max_failed_logins: u32,
-    /// Let web pages of this origin (https://host[:port]) call the KDC (CORS); may be
+    /// Let web pages of this origin (http(s)://host[:port]) call the KDC (CORS); may be
     /// repeated. Only these origins are answered, never "*".
     #[arg(long, value_name = "ORIGIN", requires = "kdc")]
     kdc_allow_origin: Vec<String>,
