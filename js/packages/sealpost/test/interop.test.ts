@@ -148,6 +148,8 @@ const pemEncode = (der: Uint8Array) =>
  * lost its state would reuse epoch numbers with new keys).
  */
 const rpubState = (brokerName: string) => join(pki.dir, `state-rpub-${brokerName}`);
+/** The same for the TS publisher `tpub`. */
+const tpubState = (brokerName: string) => join(pki.dir, `state-tpub-${brokerName}`);
 
 const text = (m: Message) => new TextDecoder().decode(m.payload);
 
@@ -196,7 +198,7 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
         ),
         caCertificate: await pki.read("ca.pem"),
         crl: await pki.read("crl.pem"),
-        stateDir: join(pki.dir, `state-t2r-${brokerName}`),
+        stateDir: tpubState(brokerName),
       });
       try {
         await publisher.grant(await pki.read("rsub.pem"));
@@ -216,6 +218,64 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
         join(pki.dir, `sub-t2r-${brokerName}`),
       ]);
       assert.equal(out.trim(), "from typescript");
+    });
+
+    test("TS publisher revokes: the revoked TS reader is cut off, the Rust reader goes on, across a restart", async () => {
+      const topic = "interop/revoke/a";
+      const c = await tsSubscriber(broker(), [topic], "revoke");
+      const rust = start(rustBin("sealpost-sub"), [
+        ...rustArgs(broker(), "rsub"),
+        "-t",
+        topic,
+        "-W",
+        "60",
+        "--state-dir",
+        join(pki.dir, `sub-revoke-${brokerName}`),
+        "--hold",
+        "2",
+      ]);
+      const options = {
+        url: urlFor(broker()),
+        mqtt: { ...(await tlsOptions(broker(), "tpub")), clientId: `tpub-revoke-${brokerName}` },
+        identity: await loadPublisherIdentity(
+          await pki.read("tpub.pem"),
+          await pki.read("tpub.key"),
+        ),
+        caCertificate: await pki.read("ca.pem"),
+        crl: await pki.read("crl.pem"),
+        stateDir: tpubState(brokerName),
+      };
+      try {
+        let publisher = await Publisher.start(options);
+        await publisher.grant(await pki.read("tsub.pem"));
+        await publisher.grant(await pki.read("rsub.pem"));
+        // Retained: it reaches the Rust subscriber however long it takes to subscribe.
+        await publisher.publish(topic, "one", { retain: true });
+        await eventually(() => c.messages.length === 1, "the first message (TS)");
+        await eventually(() => rust.stdout().includes("one"), "the first message (Rust)");
+        const epoch = publisher.currentEpoch;
+        await publisher.revoke("tsub");
+        assert.ok(publisher.currentEpoch > epoch, "revoking rotates the key");
+        assert.deepEqual(publisher.readers(), ["rsub"]);
+        await publisher.publish(topic, "two");
+        await publisher.close();
+        // A restarted publisher resumes above its persisted sequence numbers.
+        publisher = await Publisher.start(options);
+        await publisher.publish(topic, "three");
+        await publisher.close();
+        await eventually(() => rust.stdout().includes("three"), "the later messages (Rust)");
+        assert.deepEqual(rust.stdout().trim().split("\n"), ["one", "two", "three"]);
+        assert.deepEqual(rustKinds(rust), []);
+        await eventually(() => c.rejections.length === 2, "the revoked reader's rejections");
+        assert.deepEqual(
+          c.rejections.map((r) => r.kind),
+          ["unknown_key", "unknown_key"],
+        );
+        assert.deepEqual(c.messages.map(text), ["one"]);
+      } finally {
+        await rust.stop();
+        await c.sub.close();
+      }
     });
 
     test("Rust publisher's KDC -> TS subscriber (KDC mode, pinned certificate)", async () => {
