@@ -36,6 +36,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod gateway;
 pub mod kdc;
 mod keys;
 pub mod link;

@@ -160,6 +160,10 @@ struct Cli {
     /// client address, outcome) to this file as JSON lines instead of stderr.
     #[arg(long, value_name = "FILE", requires = "kdc")]
     kdc_audit_log: Option<PathBuf>,
+    /// Let web pages of this origin (http(s)://host[:port]) call the KDC (CORS); may be
+    /// repeated. Only these origins are answered, never "*".
+    #[arg(long, value_name = "ORIGIN", requires = "kdc")]
+    kdc_allow_origin: Vec<String>,
 }
 
 /// `sealpost-pub kdc ...`: parsed apart from the publishing options, which it needs none of.
@@ -331,6 +335,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             max_failures: cli.kdc_max_failed_logins.max(1),
             window: Duration::from_secs(60),
         };
+        kdc.allowed_origins = cli.kdc_allow_origin.clone();
         config.kdc = Some(kdc);
         config.key_messages = !cli.kdc_only;
     }

@@ -22,6 +22,7 @@
 //!   epoch, time, client address and outcome. Never a password, token or key.
 
 pub mod api;
+mod cors;
 mod credentials;
 pub mod limiter;
 pub mod readers;
@@ -74,6 +75,10 @@ pub struct KdcConfig {
     pub max_connections_per_address: usize,
     /// Most password checks (argon2, 19 MiB each) run at once; more logins wait.
     pub max_password_checks: usize,
+    /// Web origins (`https://host[:port]`) whose pages may call the KDC: their CORS
+    /// preflights are answered and answers carry `Access-Control-Allow-Origin` with that
+    /// origin (never `*`). Empty (the default): no CORS at all.
+    pub allowed_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for KdcConfig {
@@ -89,6 +94,7 @@ impl std::fmt::Debug for KdcConfig {
                 &self.max_connections_per_address,
             )
             .field("max_password_checks", &self.max_password_checks)
+            .field("allowed_origins", &self.allowed_origins)
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +117,7 @@ impl KdcConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             max_password_checks: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -160,6 +167,10 @@ pub enum KdcError {
     /// A credentials file is unusable.
     #[error("KDC credentials: {0}")]
     Credentials(String),
+    /// A configured CORS origin is not `http(s)://host[:port]` (wildcards and `null`
+    /// are refused).
+    #[error("invalid KDC allowed origin {0:?}: expected https://host[:port]")]
+    InvalidOrigin(String),
     /// An internal failure.
     #[error("KDC internal error: {0}")]
     Internal(&'static str),

@@ -26,6 +26,7 @@ use super::api::{
     ErrorBody, ErrorCode, KdcAddress, KeyResponse, LoginRequest, LoginResponse, EPOCHS_PATH,
     LOGIN_PATH, MAX_PASSWORD_LEN, MAX_READER_LEN, MAX_REQUEST_BODY,
 };
+use super::cors::Cors;
 use super::limiter::{address_key, Limiter, PasswordChecks};
 use super::readers::{verify_password, ReaderStore};
 use super::tokens::{TokenRefusal, Tokens};
@@ -56,6 +57,8 @@ struct Shared {
     password_checks: PasswordChecks,
     /// SHA-256 of the KDC certificate (hex), written into credentials for pinning.
     certificate_sha256: String,
+    /// Web origins allowed to call the KDC.
+    cors: Cors,
 }
 
 impl Shared {
@@ -67,6 +70,7 @@ impl Shared {
         keys: Vec<(u64, ContentKey)>,
         certificate_sha256: String,
     ) -> Result<Shared, KdcError> {
+        let cors = Cors::new(&config.allowed_origins)?;
         let mut readers = ReaderStore::open(state_dir)?;
         readers.set_served(&address.url, &certificate_sha256)?;
         Ok(Shared {
@@ -80,6 +84,7 @@ impl Shared {
             limiter: Arc::new(Mutex::new(Limiter::new(config.login_limit))),
             password_checks: PasswordChecks::new(config.max_password_checks),
             certificate_sha256,
+            cors,
         })
     }
 
@@ -428,7 +433,15 @@ where
 {
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
+        async move {
+            if let Some(preflight) = shared.cors.preflight(&req) {
+                return Ok::<_, Infallible>(preflight);
+            }
+            let origin = shared.cors.allowed_origin(&req);
+            let mut answer = handle(&shared, peer, req).await;
+            shared.cors.decorate(&mut answer, origin);
+            Ok(answer)
+        }
     });
     // One request per connection (the SDK opens one per request anyway): an idle
     // keep-alive connection would hold its slot for nothing.
