@@ -45,8 +45,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// What each identity may publish and subscribe to.
     pub acl: AclConfig,
-    /// Where retained messages are persisted.
+    /// Where retained messages are persisted (without `[storage]`).
     pub retained: RetainedConfig,
+    /// The data directory: durable sessions and retained messages.
+    pub storage: StorageConfig,
     /// The Prometheus text endpoint.
     pub metrics: MetricsConfig,
     /// Sizing of the rumqttd router's in-memory logs.
@@ -63,6 +65,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
             retained: RetainedConfig::default(),
+            storage: StorageConfig::default(),
             metrics: MetricsConfig::default(),
             router: RouterSizing::default(),
             session: SessionConfig::default(),
@@ -87,6 +90,19 @@ impl Config {
 
     /// Checks the values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.storage.path.is_some() && self.retained.path.is_some() {
+            return Err(ConfigError::Invalid(
+                "retained.path and storage.path are both set: with a data directory the \
+                 retained messages live in its database (see broker/README.md, Durable \
+                 sessions, to move them)"
+                    .into(),
+            ));
+        }
+        if self.storage.sync == SyncMode::Periodic && self.storage.sync_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.sync_interval_ms is 0 (use sync = \"always\")".into(),
+            ));
+        }
         if self.listeners.is_empty() {
             return Err(ConfigError::Invalid("no [[listener]] configured".into()));
         }
@@ -422,6 +438,61 @@ pub struct AclRule {
 pub struct RetainedConfig {
     /// redb database file; without it retained messages live in memory only.
     pub path: Option<PathBuf>,
+}
+
+/// The data directory (`[storage]`, or `--data-dir`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory of the broker's database (`sealpost.redb`, created if absent):
+    /// persistent sessions, the messages queued for them, delayed wills and retained
+    /// messages survive a restart and a crash. Without it, all of this lives in memory.
+    pub path: Option<PathBuf>,
+    /// When a write to the store counts as done: `always` (default) on disk before the
+    /// PUBACK/PUBREC; `periodic`, committed in memory and on disk within
+    /// `sync_interval_ms` (a crash loses at most that much, as Mosquitto's
+    /// `autosave_interval`).
+    pub sync: SyncMode,
+    /// With `sync = "periodic"`, the longest time in milliseconds between writes to disk
+    /// (default 1,000).
+    pub sync_interval_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: None,
+            sync: SyncMode::Always,
+            sync_interval_ms: 1000,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The database file in the data directory, if one is configured.
+    pub fn file(&self) -> Option<PathBuf> {
+        self.path.as_ref().map(|d| d.join(crate::store::FILE_NAME))
+    }
+
+    /// The store's sync setting.
+    pub fn store_sync(&self) -> crate::store::Sync {
+        match self.sync {
+            SyncMode::Always => crate::store::Sync::Always,
+            SyncMode::Periodic => {
+                crate::store::Sync::Periodic(Duration::from_millis(self.sync_interval_ms))
+            }
+        }
+    }
+}
+
+/// `[storage] sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Acknowledged means on disk.
+    Always,
+    /// Acknowledged means committed; on disk within `sync_interval_ms`.
+    Periodic,
 }
 
 /// Metrics endpoint.

@@ -29,6 +29,7 @@ pub mod retained;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod store;
 mod subscriptions;
 pub mod tls;
 pub mod topic;

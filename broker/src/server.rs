@@ -10,6 +10,7 @@ use crate::marker::{self, Mark};
 use crate::metrics::{inc, Metrics};
 use crate::retained::{RetainedMessage, RetainedStore};
 use crate::router::{RouterHandle, RouterSlot};
+use crate::store::{Loaded, Store, StoreError};
 use crate::subscriptions::SavedSessions;
 use rumqttd::protocol::{LastWill, LastWillProperties, Publish, PublishProperties};
 use std::collections::VecDeque;
@@ -29,9 +30,9 @@ pub enum BrokerError {
     /// The password file is unusable.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
-    /// The retained store could not be opened.
+    /// The store (sessions, retained messages) could not be opened.
     #[error(transparent)]
-    Store(#[from] crate::retained::StoreError),
+    Store(#[from] StoreError),
     /// TLS material is unusable.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -67,6 +68,8 @@ pub struct Shared {
     pub passwords: Option<PasswordFile>,
     /// Durable retained messages.
     pub retained: RetainedStore,
+    /// Durable sessions (and, with a data directory, the retained messages' database).
+    pub store: Arc<Store>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Becomes true at shutdown.
@@ -234,7 +237,19 @@ impl Broker {
             Some(p) => Some(PasswordFile::load(p)?.with_login_limits(config.auth.login_limits())),
             None => None,
         };
+        let (store, loaded) = match (&config.storage.path, config.storage.file()) {
+            (Some(dir), Some(file)) => {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                    path: file.clone(),
+                    reason: format!("cannot create its directory: {e}"),
+                })?;
+                let (store, loaded) = Store::open(&file, config.storage.store_sync())?;
+                (Arc::new(store), loaded)
+            }
+            _ => (Arc::new(Store::in_memory()), Loaded::default()),
+        };
         let (retained, stored) = match &config.retained.path {
+            _ if store.is_durable() => RetainedStore::within(store.clone())?,
             Some(p) => RetainedStore::open(p)?,
             None => (RetainedStore::in_memory(), Vec::new()),
         };
@@ -306,6 +321,7 @@ impl Broker {
             acl,
             passwords,
             retained,
+            store,
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
             sessions: Default::default(),
@@ -406,6 +422,7 @@ impl Broker {
             let _ = t.await;
         }
         self.shared.retained.close();
+        self.shared.store.close();
         info!("broker stopped");
     }
 }
