@@ -29,7 +29,9 @@ pub mod retained;
 pub mod router;
 pub mod server;
 pub mod session;
+mod shared;
 mod subscriptions;
+mod system;
 pub mod tls;
 pub mod topic;
 
