@@ -30,7 +30,9 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod store;
+mod shared;
 mod subscriptions;
+mod system;
 pub mod tls;
 pub mod topic;
 

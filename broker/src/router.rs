@@ -147,6 +147,20 @@ impl Drop for RouterSlot {
     }
 }
 
+/// Makes a client id safe for the router, which refuses `+ $ # /` and keys sessions by
+/// id. Percent-encoding keeps distinct ids distinct, and ids the broker uses for itself
+/// (starting with `%` and a non-hex letter) can never be produced from a client's id.
+pub(crate) fn router_client_id(client_id: &str) -> String {
+    let mut out = String::with_capacity(client_id.len());
+    for c in client_id.chars() {
+        match c {
+            '%' | '+' | '$' | '#' | '/' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +229,16 @@ mod tests {
             .await
             .unwrap();
         assert!(second.is_ok(), "slot was not released after abort");
+    }
+
+    #[test]
+    fn router_ids_are_escaped_injectively() {
+        assert_eq!(router_client_id("plain-id"), "plain-id");
+        assert_eq!(router_client_id("a/b"), "a%2Fb");
+        assert_eq!(router_client_id("%2F"), "%252F");
+        assert_ne!(router_client_id("a/b"), router_client_id("a%2Fb"));
+        for c in ['+', '$', '#', '/'] {
+            assert!(!router_client_id(&format!("x{c}y")).contains(c));
+        }
     }
 }

@@ -1,0 +1,187 @@
+//! The registry of client ids: one lock per client id, the generation of its latest
+//! connection, and the identity that owns its session (see the module documentation
+//! of `session`).
+
+use crate::acl::Identity;
+use rumqttd::protocol::{LastWill, LastWillProperties};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore};
+
+/// A last will and its MQTT 5 properties, as the edge keeps it.
+pub(crate) type Will = (LastWill, Option<LastWillProperties>);
+
+/// Generations of connections, unique across client ids; 0 is never used.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// What the edge knows of one client id between and across its connections.
+#[derive(Debug, Default)]
+pub(crate) struct Entry {
+    /// Generation of the latest connection with this client id.
+    pub(super) current: u64,
+    /// The latest connection is still open.
+    pub(super) connected: bool,
+    /// The latest connection resumed the existing session (clean start 0).
+    pub(super) resumed: bool,
+    /// A timer for the latest generation is pending (will delay or session expiry).
+    pub(super) timer: bool,
+    /// A will waiting for its delay.
+    pub(super) pending_will: Option<Will>,
+    /// Label of the identity whose session this is: set while a connection is open and
+    /// while the router keeps the session after it; `None` when nothing is kept.
+    pub(super) owner: Option<String>,
+}
+
+impl Entry {
+    /// Nothing to remember: the entry can go (a later connection starts a new one).
+    fn idle(&self) -> bool {
+        !self.connected && !self.timer && self.pending_will.is_none() && self.owner.is_none()
+    }
+}
+
+/// The client ids the edge is tracking: those with an open connection, a pending timer
+/// or a session the router keeps. Others have no entry, so the map is bounded by
+/// connections plus the sessions the router holds.
+#[derive(Debug)]
+pub struct Registry {
+    entries: std::sync::Mutex<HashMap<String, Arc<Mutex<Entry>>>>,
+    /// Links the expiry timers may hold at once: the router has a few slots beyond
+    /// `max_connections` for the broker's own links, and a discard needs one briefly.
+    /// (A connection that ends its own session has released its slot first.)
+    pub(super) timer_links: Semaphore,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            entries: Default::default(),
+            timer_links: Semaphore::new(4),
+        }
+    }
+}
+
+/// Holds one client id's lock; see the module documentation.
+pub struct ClientLock {
+    pub(super) client_id: String,
+    pub(super) entry: OwnedMutexGuard<Entry>,
+}
+
+impl ClientLock {
+    /// The client id this lock is for.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+}
+
+impl Registry {
+    /// Waits for `client_id`'s lock.
+    pub(crate) async fn lock(&self, client_id: &str) -> ClientLock {
+        let entry = {
+            let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(client_id.to_owned()).or_default().clone()
+        };
+        ClientLock {
+            client_id: client_id.to_owned(),
+            entry: entry.lock_owned().await,
+        }
+    }
+
+    /// Releases a lock, forgetting the client id if there is nothing left to remember
+    /// and nobody else is waiting for it.
+    pub(crate) fn unlock(&self, lock: ClientLock) {
+        let ClientLock { client_id, entry } = lock;
+        let idle = entry.idle();
+        drop(entry);
+        if !idle {
+            return;
+        }
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let forget = map.get(&client_id).is_some_and(|e| {
+            // Only the map holds it (no waiter has a clone), and it is still idle.
+            Arc::strong_count(e) == 1 && e.try_lock().is_ok_and(|e| e.idle())
+        });
+        if forget {
+            map.remove(&client_id);
+        }
+    }
+
+    /// Client ids currently tracked (open connections and kept sessions).
+    pub fn tracked(&self) -> usize {
+        self.entries.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// What a client of `identity` may do with the session kept for its client id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnerCheck {
+    /// No session, or the identity's own: MQTT's usual rules apply.
+    Own,
+    /// Another identity's session: the client must start a new session (clean start),
+    /// which discards the other one.
+    NewSession,
+    /// Another identity's session: refused (CONNACK 0x05 / 0x87).
+    Refused,
+}
+
+/// Checks a connecting `identity` against the owner of its client id's session.
+/// Another identity is refused while the owner is connected (it must not be able to
+/// close the owner's connection), and otherwise too unless `new_session_for_other`.
+pub(crate) fn check_owner(
+    lock: &ClientLock,
+    identity: &Identity,
+    new_session_for_other: bool,
+) -> OwnerCheck {
+    let e = &*lock.entry;
+    match &e.owner {
+        Some(owner) if *owner != identity.label() => {
+            if e.connected || !new_session_for_other {
+                OwnerCheck::Refused
+            } else {
+                OwnerCheck::NewSession
+            }
+        }
+        _ => OwnerCheck::Own,
+    }
+}
+
+/// How a new connection relates to the session state kept for its client id.
+pub(crate) struct Started {
+    /// This connection's generation.
+    pub(crate) generation: u64,
+    /// A will that was waiting for its delay and must now be published, because the
+    /// new connection starts a new session (clean start) and so ended the old one.
+    pub(crate) will_to_publish: Option<Will>,
+    /// The owner before this connection, restored if it fails to link.
+    previous_owner: Option<String>,
+}
+
+/// Registers a new connection of `identity` as the latest for its client id, and
+/// `identity` as the session's owner (the caller has checked it with [`check_owner`]).
+/// `resumes`: the client asked to continue the existing session (clean start / clean
+/// session 0), which cancels a will still waiting for its delay.
+pub(crate) fn start(lock: &mut ClientLock, identity: &Identity, resumes: bool) -> Started {
+    let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+    let e = &mut *lock.entry;
+    e.current = generation;
+    e.connected = true;
+    e.resumed = resumes;
+    // Timers of older generations see the new generation and stop.
+    e.timer = false;
+    let previous_owner = e.owner.replace(identity.label());
+    let pending = e.pending_will.take();
+    Started {
+        generation,
+        will_to_publish: if resumes { None } else { pending },
+        previous_owner,
+    }
+}
+
+/// A connection that failed to link: it never became a session, so the session (if
+/// any) still belongs to whoever owned it.
+pub(crate) fn abandon(lock: &mut ClientLock, started: Started) {
+    if lock.entry.current == started.generation {
+        lock.entry.connected = false;
+        lock.entry.owner = started.previous_owner;
+    }
+}
