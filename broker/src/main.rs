@@ -16,6 +16,15 @@ struct Cli {
     /// listens on 127.0.0.1:1883 and allows anonymous clients.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Data directory (replaces `[storage] path`): persistent sessions, their queued
+    /// messages, delayed wills and retained messages survive restarts and crashes.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Repair the data directory's store and exit: values that cannot be read are
+    /// deleted; a file that cannot be opened at all is moved aside (kept, renamed
+    /// `sealpost.redb.corrupt-TIME`) so that the broker starts with an empty store.
+    #[arg(long)]
+    repair: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -43,7 +52,43 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Some(Command::Passwd { file, user }) => passwd(&file, &user),
-        None => serve(cli.config),
+        None => serve(cli.config, cli.data_dir, cli.repair),
+    }
+}
+
+/// `--repair`: see the option's help.
+fn repair_store(config: &Config) -> ExitCode {
+    let Some(file) = config.storage.file() else {
+        eprintln!("--repair needs a data directory (--data-dir or [storage] path)");
+        return ExitCode::FAILURE;
+    };
+    match sealpost_broker::store::repair(&file) {
+        Ok(sealpost_broker::store::Repaired::Nothing) => {
+            println!(
+                "store {}: every value is readable; nothing changed",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(sealpost_broker::store::Repaired::ValuesDeleted) => {
+            println!(
+                "store {}: unreadable values deleted (each is named in the log above)",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(sealpost_broker::store::Repaired::MovedAside(aside)) => {
+            println!(
+                "store {} could not be opened: moved to {}; the broker starts with an empty store",
+                file.display(),
+                aside.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -70,8 +115,8 @@ fn passwd(file: &std::path::Path, user: &str) -> ExitCode {
     }
 }
 
-fn serve(config_path: Option<PathBuf>) -> ExitCode {
-    let config = match &config_path {
+fn serve(config_path: Option<PathBuf>, data_dir: Option<PathBuf>, repair: bool) -> ExitCode {
+    let mut config = match &config_path {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
             Err(e) => {
@@ -81,6 +126,12 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         },
         None => Config::default(),
     };
+    if data_dir.is_some() {
+        config.storage.path = data_dir;
+    }
+    if repair {
+        return repair_store(&config);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,10 +8,10 @@ use crate::config::{Config, ListenerKind};
 use crate::listener;
 use crate::metrics::{inc, Metrics};
 use crate::retained::RetainedStore;
-use crate::store::{Loaded, Store, StoreError};
 use crate::router::RouterHandle;
 use crate::session::Sessions;
 pub use crate::shared::Shared;
+use crate::store::{Loaded, Store, StoreError};
 use crate::system::{SystemLink, SYSTEM_CLIENT_ID};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -143,6 +143,8 @@ impl Broker {
                     reason: format!("cannot create its directory: {e}"),
                 })?;
                 let (store, loaded) = Store::open(&file, config.storage.store_sync())?;
+                // New messages are numbered after the kept ones.
+                crate::marker::Mark::resume_numbering(loaded.next_message);
                 (Arc::new(store), loaded)
             }
             _ => (Arc::new(Store::in_memory()), Loaded::default()),
@@ -220,6 +222,7 @@ impl Broker {
             router.clone(),
             system.clone(),
             shutdown_rx.clone(),
+            store.clone(),
         ));
         let shared = Arc::new(Shared {
             config,
@@ -233,7 +236,21 @@ impl Broker {
             system,
             sessions,
         });
+        // Sessions first, so that the messages kept for them reach them; then the
+        // retained messages, whose live copies those sessions skip (see
+        // `Sessions::replay_boundary`).
+        let restored_sessions = loaded.sessions.len();
+        shared
+            .sessions
+            .restore(loaded.sessions, loaded.due_wills)
+            .await
+            .map_err(BrokerError::Router)?;
+        shared.system.replay_kept(loaded.messages).await;
         shared.system.replay(stored).await;
+        shared.sessions.restored();
+        if restored_sessions > 0 {
+            info!(sessions = restored_sessions, "persistent sessions restored");
+        }
 
         for (socket, kind, tls) in sockets {
             tasks.push(tokio::spawn(listener::run(

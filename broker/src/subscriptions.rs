@@ -139,6 +139,22 @@ impl Subscriptions {
         self.by_filter.get(filter)
     }
 
+    /// Every subscription, by filter.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Subscription)> {
+        self.by_filter.iter()
+    }
+
+    /// Whether a message on `topic` published at QoS 1 or 2 by the session of `origin`
+    /// reaches this session at QoS 1 or 2 (so it must be stored for it): some matching
+    /// filter granted QoS 1 or 2, and not all of them exclude it by no local.
+    pub fn takes_qos1(&self, topic: &str, origin: u64, own_origin: u64) -> bool {
+        self.by_filter.iter().any(|(filter, s)| {
+            s.qos > 0
+                && !(s.no_local && origin == own_origin)
+                && topic::filter_matches(topic::strip_share(filter).unwrap_or(filter), topic)
+        })
+    }
+
     /// Number of subscriptions (filters), shared ones included.
     pub fn len(&self) -> usize {
         self.by_filter.len()

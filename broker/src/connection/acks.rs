@@ -18,6 +18,14 @@ impl Connection {
         {
             Some(a) => {
                 a.done = true;
+                if a.message != 0
+                    && self.session_expiry != Some(0)
+                    && self.shared.store.is_durable()
+                {
+                    // The client has it: the store no longer keeps it for this session.
+                    self.store_acks
+                        .push(crate::store::Op::Ack(self.client_id.clone(), a.message));
+                }
                 if ack == kind::PUBACK {
                     self.inflight_out = self.inflight_out.saturating_sub(1);
                 }

@@ -15,14 +15,9 @@ use crate::subscriptions::Copies;
 use crate::topic;
 use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, Login, Packet};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
-
-/// Origin ids of sessions; 0 is never used, so the broker's own messages (wills) match
-/// no session.
-pub(super) static NEXT_ORIGIN: AtomicU64 = AtomicU64::new(1);
 
 pub(super) fn connack(code: ConnectReturnCode, session_present: bool) -> ConnAck {
     ConnAck {
@@ -210,9 +205,9 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         _ => None,
     }
     .unwrap_or_else(|| {
-        shared.sessions.saved().discard(&client_id);
+        shared.sessions.discard(&client_id);
         SavedSession {
-            origin: NEXT_ORIGIN.fetch_add(1, Ordering::Relaxed),
+            origin: session::new_origin(),
             ..Default::default()
         }
     });
@@ -272,6 +267,7 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         before: Mark::next_number(),
         left: max_queued,
     });
+    let shared_boundary = shared.sessions.replay_boundary();
     Some(Connection {
         shared,
         version,
@@ -303,5 +299,9 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         out_aliases: HashMap::new(),
         inflight_out: 0,
         unreported: Unreported::default(),
+        to_store: Vec::new(),
+        store_acks: Vec::new(),
+        restored: saved.restored,
+        replay_boundary: shared_boundary,
     })
 }

@@ -9,6 +9,7 @@ use crate::codec::{self, kind, Frame, Version};
 use crate::marker::{self, Mark};
 use crate::metrics::inc;
 use crate::retained::RetainedMessage;
+use crate::store::{Op, StoredMessage};
 use crate::subscriptions::Subscription;
 use crate::topic;
 use bytes::BytesMut;
@@ -279,6 +280,23 @@ impl Connection {
             properties: props.clone(),
         });
         let mark = Mark::new(header.qos, header.retain, self.origin);
+        if header.qos > 0 && self.shared.store.is_durable() {
+            let takers = self.shared.sessions.saved().takers(topic_name, self.origin);
+            if !takers.is_empty() {
+                self.to_store.push(Op::Enqueue {
+                    number: mark.message,
+                    message: StoredMessage {
+                        topic: publish.topic.clone(),
+                        qos: header.qos,
+                        retain: header.retain,
+                        origin: self.origin,
+                        payload: publish.payload.clone(),
+                        properties: props.clone(),
+                    },
+                    clients: takers,
+                });
+            }
+        }
         self.unreported.messages_in += 1;
         marker::route(publish, props, mark, &mut self.to_router);
         Ok(retained)

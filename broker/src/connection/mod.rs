@@ -82,6 +82,10 @@ pub enum ConnectionError {
     /// The client certificate was revoked (or expired) while the connection was open.
     #[error("client certificate no longer valid: {0}")]
     CertificateInvalidated(sealpost_certs::CertError),
+    /// A message for a persistent session could not be stored: it is not acknowledged
+    /// (the client sends it again on its next connection).
+    #[error("store: {0}")]
+    Storage(crate::store::StoreError),
 }
 
 /// Serves one connection to the end. Never panics on peer input; every exit path drops

@@ -195,6 +195,15 @@ impl Connection {
             wbuf.truncate(start);
             return self.skip(h);
         }
+        if !at_subscribe
+            && mark.message < self.replay_boundary
+            && !self.restored.contains(&mark.message)
+        {
+            // Routed at start for another session (or a restored retained message's
+            // live copy): not for this one (see `Sessions::replay_boundary`).
+            wbuf.truncate(start);
+            return self.skip(h);
+        }
         let copy = Copy {
             message: mark.message,
             at_subscribe,

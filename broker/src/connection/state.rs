@@ -121,6 +121,15 @@ pub(super) struct Connection {
     pub(super) inflight_out: usize,
     /// Messages counted but not yet added to the shared metrics.
     pub(super) unreported: Unreported,
+    /// Messages for persistent sessions, stored before the batch for the router that
+    /// carries them is sent (so before their PUBACK/PUBREC).
+    pub(super) to_store: Vec<crate::store::Op>,
+    /// The client's acknowledgements of stored messages, for the store.
+    pub(super) store_acks: Vec<crate::store::Op>,
+    /// See [`crate::session::SavedSession::restored`].
+    pub(super) restored: HashSet<u64>,
+    /// See `Sessions::replay_boundary`.
+    pub(super) replay_boundary: u64,
 }
 
 impl Drop for Connection {
@@ -162,13 +171,16 @@ impl Connection {
 
     pub(super) fn save_session(&self, unacknowledged: Vec<u64>) {
         if self.session_expiry != Some(0) {
-            self.shared.sessions.saved().save(
+            self.shared.sessions.save(
                 &self.client_id,
                 SavedSession {
                     subscriptions: self.subscriptions.clone(),
                     origin: self.origin,
                     unacknowledged,
                     awaiting_release: self.awaiting_release.iter().copied().collect(),
+                    owner: self.identity.label(),
+                    expiry: self.session_expiry,
+                    restored: self.restored.clone(),
                 },
             );
         }
@@ -220,6 +232,18 @@ impl Connection {
     /// Sends the batch of packets for the router (and reports the batch's counts).
     pub(super) async fn flush_router(&mut self) -> Result<(), ConnectionError> {
         self.report_counts();
+        let store = &self.shared.store;
+        if !self.store_acks.is_empty() {
+            store.send(std::mem::take(&mut self.store_acks));
+        }
+        if !self.to_store.is_empty() {
+            // Acknowledged means stored: the router's acknowledgement, which becomes
+            // the client's PUBACK/PUBREC, can only come after this.
+            store
+                .write(std::mem::take(&mut self.to_store))
+                .await
+                .map_err(ConnectionError::Storage)?;
+        }
         if self.slot.send_batch(&mut self.to_router).await {
             Ok(())
         } else {

@@ -32,12 +32,18 @@ mod timers;
 
 pub use registry::ClientLock;
 pub(crate) use registry::{abandon, check_owner, start, OwnerCheck, Will};
-pub(crate) use saved::SavedSession;
 pub use saved::SavedSessions;
+pub(crate) use saved::{new_origin, SavedSession};
 
+use crate::marker::Mark;
 use crate::router::{router_client_id, RouterHandle};
-use crate::system::SystemLink;
+use crate::store::{unix_now, LoadedSession, Op, Store};
+use crate::system::{message_will, will_message, SystemLink};
 use registry::Registry;
+use rumqttd::local::LinkRx;
+use rumqttd::protocol::{Filter, Packet, RetainForwardRule, Subscribe};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -52,6 +58,14 @@ pub struct Sessions {
     router: RouterHandle,
     system: Arc<SystemLink>,
     shutdown: watch::Receiver<bool>,
+    /// The durable store (keeps nothing without a data directory).
+    store: Arc<Store>,
+    /// Messages numbered below this one were routed before the broker's listeners
+    /// opened: messages kept for persistent sessions, routed again after a restart, and
+    /// restored retained messages. A connection delivers such a message live only if
+    /// it is one kept for its own session ([`SavedSession::restored`]): the router
+    /// sends every restored message to every matching subscription. 0 until set.
+    replay_boundary: AtomicU64,
 }
 
 impl Sessions {
@@ -61,6 +75,7 @@ impl Sessions {
         router: RouterHandle,
         system: Arc<SystemLink>,
         shutdown: watch::Receiver<bool>,
+        store: Arc<Store>,
     ) -> Sessions {
         Sessions {
             registry: Registry::default(),
@@ -68,6 +83,8 @@ impl Sessions {
             router,
             system,
             shutdown,
+            store,
+            replay_boundary: AtomicU64::new(0),
         }
     }
 
@@ -90,6 +107,142 @@ impl Sessions {
     pub(crate) fn saved(&self) -> &SavedSessions {
         &self.saved
     }
+
+    /// Keeps a persistent session's state for its next connection (and in the store,
+    /// as a session with a connection open).
+    pub(crate) fn save(&self, client_id: &str, saved: SavedSession) {
+        if self.store.is_durable() {
+            let record = saved.record(true, 0, 0, None);
+            self.store
+                .send(vec![Op::Session(client_id.to_owned(), record)]);
+        }
+        self.saved.save(client_id, saved);
+    }
+
+    /// Forgets the state saved for an older session with this client id (a new
+    /// session replaces it).
+    pub(crate) fn discard(&self, client_id: &str) {
+        if self.store.is_durable() {
+            self.store.send(vec![Op::EndSession(client_id.to_owned())]);
+        }
+        self.saved.discard(client_id);
+    }
+
+    /// See the field's documentation.
+    pub(crate) fn replay_boundary(&self) -> u64 {
+        self.replay_boundary.load(Ordering::Relaxed)
+    }
+
+    /// After a restart: recreates each session read from the store in the router (its
+    /// subscriptions) and in the edge (owner, subscription table, the messages it has
+    /// yet to acknowledge, delayed will and expiry timers). The caller then routes the
+    /// kept messages again ([`SystemLink::replay_kept`]) and calls
+    /// [`Sessions::restored`]. Messages that may have been sent before the restart
+    /// (stored while a connection of the session was open) go out with DUP.
+    pub(crate) async fn restore(
+        self: &Arc<Self>,
+        sessions: Vec<LoadedSession>,
+        due_wills: Vec<crate::store::StoredMessage>,
+    ) -> Result<(), String> {
+        for will in due_wills {
+            self.system.publish_message(will).await;
+        }
+        let now = unix_now();
+        let clock = Instant::now();
+        let at = |unix: u64| clock + Duration::from_secs(unix.saturating_sub(now));
+        for s in sessions {
+            self.restore_in_router(&s).await?;
+            let record = &s.record;
+            let mut saved = SavedSession::from_record(record);
+            saved.unacknowledged = s
+                .queue
+                .iter()
+                .copied()
+                .filter(|&n| record.connected || n < record.offline_since)
+                .collect();
+            saved.restored = s.queue.iter().copied().collect::<HashSet<u64>>();
+            self.saved.save(&s.client_id, saved);
+            let mut lock = self.registry.lock(&s.client_id).await;
+            let has_will = s.will.is_some();
+            let generation =
+                registry::restore(&mut lock, record.owner.clone(), s.will.map(message_will));
+            let will_at = record.will_at.filter(|_| has_will).map(at);
+            let expire_at = record.expires_at(now).map(at);
+            if will_at.is_some() || expire_at.is_some() {
+                lock.entry.timer = true;
+                tokio::spawn(timers::timer(
+                    self.clone(),
+                    s.client_id.clone(),
+                    generation,
+                    will_at,
+                    expire_at,
+                ));
+            }
+            self.registry.unlock(lock);
+        }
+        Ok(())
+    }
+
+    /// Marks the end of the restore: messages numbered from now on are new.
+    pub(crate) fn restored(&self) {
+        self.replay_boundary
+            .store(Mark::next_number(), Ordering::Relaxed);
+    }
+
+    /// Links the session's client id without clean session, subscribes its filters and
+    /// leaves, so that the router keeps the session and queues messages for it.
+    async fn restore_in_router(&self, s: &LoadedSession) -> Result<(), String> {
+        let (mut slot, mut rx, _ack) = self
+            .router
+            .link_async(router_client_id(&s.client_id), false)
+            .await
+            .map_err(|e| format!("session {:?}: {e}", s.client_id))?;
+        let filters: Vec<Filter> = s
+            .record
+            .subscriptions
+            .iter()
+            .map(|r| Filter {
+                path: crate::topic::router_filter(&r.filter).into_owned(),
+                qos: rumqttd::protocol::qos(r.qos.min(2))
+                    .unwrap_or(rumqttd::protocol::QoS::AtMostOnce),
+                nolocal: false,
+                preserve_retain: false,
+                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+            })
+            .collect();
+        if !filters.is_empty() {
+            let mut packets =
+                VecDeque::from([Packet::Subscribe(Subscribe { pkid: 1, filters }, None)]);
+            if !slot.send_batch(&mut packets).await || !wait_for_suback(&mut rx).await {
+                return Err(format!(
+                    "session {:?}: the router did not take its subscriptions",
+                    s.client_id
+                ));
+            }
+        }
+        slot.release();
+        Ok(())
+    }
+}
+
+/// Waits (a bounded time) for the router's SUBACK on a restore link.
+async fn wait_for_suback(rx: &mut LinkRx) -> bool {
+    let wait = async {
+        loop {
+            match rx.next().await {
+                Ok(Some(n)) => {
+                    if let Some(Packet::SubAck(..)) = Option::<Packet>::from(n) {
+                        return true;
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => return false,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or(false)
 }
 
 /// What a connection leaves behind when it ends.
@@ -116,6 +269,12 @@ impl Sessions {
     /// Per-client state the edge keeps about a session is discarded here too.
     pub async fn end_session(&self, lock: &mut ClientLock) {
         self.saved.discard(&lock.client_id);
+        if self.store.is_durable() {
+            let end = vec![Op::EndSession(lock.client_id.clone())];
+            if let Err(e) = self.store.write(end).await {
+                warn!(client_id = %lock.client_id, error = %e, "ended session not removed from the store");
+            }
+        }
         lock.entry.owner = None;
         if let Some(will) = lock.entry.pending_will.take() {
             self.system.publish_will(will).await;
@@ -180,7 +339,9 @@ impl Sessions {
                 let now = Instant::now();
                 let mut will_at = None;
                 if let Some(will) = ending.will {
-                    if ending.will_delay == 0 || shutting_down {
+                    // With a store, a will still waiting at shutdown waits across the
+                    // restart (it is stored below); without one it would be lost.
+                    if ending.will_delay == 0 || (shutting_down && !self.store.is_durable()) {
                         self.system.publish_will(will).await;
                     } else {
                         e.pending_will = Some(will);
@@ -191,6 +352,21 @@ impl Sessions {
                     }
                 }
                 let expire_at = expiry.map(|s| now + Duration::from_secs(s.into()));
+                if let (true, Some(saved)) = (self.store.is_durable(), self.saved.get(client_id)) {
+                    let unix = unix_now();
+                    let will_at_unix = will_at.map(|_| unix + u64::from(ending.will_delay));
+                    let record = saved.record(false, unix, Mark::next_number(), will_at_unix);
+                    let ops = vec![
+                        Op::Session(client_id.to_owned(), record),
+                        Op::Will(
+                            client_id.to_owned(),
+                            e.pending_will.as_ref().map(will_message),
+                        ),
+                    ];
+                    if let Err(err) = self.store.write(ops).await {
+                        warn!(client_id, error = %err, "session state not stored");
+                    }
+                }
                 if (will_at.is_some() || expire_at.is_some()) && !shutting_down {
                     e.timer = true;
                     tokio::spawn(timers::timer(

@@ -185,3 +185,17 @@ pub(crate) fn abandon(lock: &mut ClientLock, started: Started) {
         lock.entry.owner = started.previous_owner;
     }
 }
+
+/// Registers a session read from the store after a restart: disconnected, owned by
+/// `owner`, with its delayed will. Returns the generation its timer is for.
+pub(super) fn restore(lock: &mut ClientLock, owner: String, will: Option<Will>) -> u64 {
+    let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+    let e = &mut *lock.entry;
+    e.current = generation;
+    e.connected = false;
+    e.resumed = false;
+    e.timer = false;
+    e.pending_will = will;
+    e.owner = Some(owner);
+    generation
+}

@@ -29,6 +29,9 @@ pub(super) async fn timer(
         }
         if let Some(will) = lock.entry.pending_will.take() {
             sessions.system.publish_will(will).await;
+            sessions
+                .store
+                .send(vec![crate::store::Op::Will(client_id.clone(), None)]);
         }
         if expire_at.is_none() {
             lock.entry.timer = false;
