@@ -193,10 +193,9 @@ async fn messages_sent_but_not_acknowledged_before_the_crash_come_again_with_dup
     // The subscriber receives all five and acknowledges none.
     let mut seen = HashSet::new();
     while seen.len() < 5 {
-        if let Ok(Event::Incoming(Packet::Publish(p))) = sub.next().await {
-            assert!(!p.dup, "first delivery");
-            seen.insert(u32::from_be_bytes(p.payload[..4].try_into().unwrap()));
-        }
+        let p = sub.publish_msg().await.expect("a delivery");
+        assert!(!p.dup, "first delivery");
+        seen.insert(u32::from_be_bytes(p.payload[..4].try_into().unwrap()));
     }
     assert_eq!(seen, acked);
     crash(broker);
@@ -207,10 +206,9 @@ async fn messages_sent_but_not_acknowledged_before_the_crash_come_again_with_dup
     assert!(sub.connack().await.unwrap().session_present);
     let mut again = HashSet::new();
     while again.len() < 5 {
-        if let Ok(Event::Incoming(Packet::Publish(p))) = sub.next().await {
-            assert!(p.dup, "a redelivery carries DUP");
-            again.insert(u32::from_be_bytes(p.payload[..4].try_into().unwrap()));
-        }
+        let p = sub.publish_msg().await.expect("a redelivery");
+        assert!(p.dup, "a redelivery carries DUP");
+        again.insert(u32::from_be_bytes(p.payload[..4].try_into().unwrap()));
     }
     assert_eq!(again, acked);
 }

@@ -22,7 +22,7 @@
 mod records;
 
 pub(crate) use records::{decode_publish, encode_publish, expire};
-pub use records::{SessionRecord, StoredMessage, SubscriptionRecord};
+pub use records::{SessionRecord, StoredMessage, SubscriptionRecord, Unreadable};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use std::collections::{BTreeMap, HashMap};
@@ -321,11 +321,11 @@ fn load(
                     loaded.messages.insert(number, m);
                 }
                 Ok(None) => drop_messages.push(number),
-                Err(()) if repair => {
+                Err(Unreadable) if repair => {
                     tracing::warn!(number, "store repair: unreadable message deleted");
                     drop_messages.push(number);
                 }
-                Err(()) => return Err(corrupt(format!("message {number}"))),
+                Err(Unreadable) => return Err(corrupt(format!("message {number}"))),
             }
         }
         for number in &drop_messages {
@@ -338,20 +338,20 @@ fn load(
             let client_id = k.value().to_owned();
             let record = match SessionRecord::decode(v.value()) {
                 Ok(r) => r,
-                Err(()) if repair => {
+                Err(Unreadable) if repair => {
                     tracing::warn!(client_id, "store repair: unreadable session deleted");
                     ended.push(client_id);
                     continue;
                 }
-                Err(()) => return Err(corrupt(format!("session {client_id:?}"))),
+                Err(Unreadable) => return Err(corrupt(format!("session {client_id:?}"))),
             };
             let will = match wills.get(client_id.as_str()).map_err(db)? {
                 None => None,
                 // A will has no expiry of its own to count here: 0 keeps the interval.
                 Some(v) => match StoredMessage::decode(v.value(), 0) {
                     Ok(w) => w,
-                    Err(()) if repair => None,
-                    Err(()) => return Err(corrupt(format!("will of session {client_id:?}"))),
+                    Err(Unreadable) if repair => None,
+                    Err(Unreadable) => return Err(corrupt(format!("will of session {client_id:?}"))),
                 },
             };
             if record.expires_at(now).is_some_and(|at| at <= now) {

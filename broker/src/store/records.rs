@@ -16,6 +16,12 @@ const MESSAGE_FORMAT: u8 = 1;
 /// the time it was stored (seconds since the Unix epoch, u64 big-endian).
 const MESSAGE_HEADER: usize = 19;
 
+/// A stored value that is not one this store writes (damaged, or written by something
+/// else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unreadable value")]
+pub struct Unreadable;
+
 /// A message as stored: for offline sessions, and delayed wills.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -50,14 +56,14 @@ impl StoredMessage {
 
     /// Reads a stored value; `Ok(None)` for a message whose expiry interval ran out (by
     /// `now`) since it was stored; `Err` for a value that is not one this store writes.
-    pub fn decode(value: &[u8], now: u64) -> Result<Option<StoredMessage>, ()> {
-        let (header, packet) = value.split_first_chunk::<MESSAGE_HEADER>().ok_or(())?;
+    pub fn decode(value: &[u8], now: u64) -> Result<Option<StoredMessage>, Unreadable> {
+        let (header, packet) = value.split_first_chunk::<MESSAGE_HEADER>().ok_or(Unreadable)?;
         if header[0] != MESSAGE_FORMAT || header[1] > 2 || header[2] > 1 {
-            return Err(());
+            return Err(Unreadable);
         }
-        let origin = u64::from_be_bytes(header[3..11].try_into().map_err(|_| ())?);
-        let stored_at = u64::from_be_bytes(header[11..19].try_into().map_err(|_| ())?);
-        let (publish, mut properties) = decode_publish(packet).ok_or(())?;
+        let origin = u64::from_be_bytes(header[3..11].try_into().map_err(|_| Unreadable)?);
+        let stored_at = u64::from_be_bytes(header[11..19].try_into().map_err(|_| Unreadable)?);
+        let (publish, mut properties) = decode_publish(packet).ok_or(Unreadable)?;
         if !expire(&mut properties, now.saturating_sub(stored_at)) {
             return Ok(None);
         }
@@ -171,8 +177,8 @@ impl SessionRecord {
     }
 
     /// Reads a stored record.
-    pub fn decode(value: &[u8]) -> Result<SessionRecord, ()> {
-        ciborium::from_reader(value).map_err(|_| ())
+    pub fn decode(value: &[u8]) -> Result<SessionRecord, Unreadable> {
+        ciborium::from_reader(value).map_err(|_| Unreadable)
     }
 
     /// When the session ends (seconds since the Unix epoch), if it ever does; `now`
@@ -221,11 +227,11 @@ mod tests {
     fn damaged_messages_are_errors() {
         let v = message().encode(0).unwrap();
         for bad in [&v[..5], &v[..v.len() - 1], &[9u8; 30][..], &[][..]] {
-            assert_eq!(StoredMessage::decode(bad, 0), Err(()));
+            assert_eq!(StoredMessage::decode(bad, 0), Err(Unreadable));
         }
         let mut qos3 = v.clone();
         qos3[1] = 3;
-        assert_eq!(StoredMessage::decode(&qos3, 0), Err(()));
+        assert_eq!(StoredMessage::decode(&qos3, 0), Err(Unreadable));
     }
 
     #[test]
@@ -255,6 +261,6 @@ mod tests {
             ..r.clone()
         };
         assert_eq!(open.expires_at(5000), Some(5060));
-        assert_eq!(SessionRecord::decode(b"\xff\x00"), Err(()));
+        assert_eq!(SessionRecord::decode(b"\xff\x00"), Err(Unreadable));
     }
 }
