@@ -11,6 +11,7 @@ use tracing::debug;
 impl Connection {
     /// A PUBACK/PUBREC from the client for an outgoing message.
     pub(super) fn client_ack(&mut self, pkid: u16, ack: u8) {
+        let durable = self.durable();
         match self
             .out_acks
             .iter_mut()
@@ -18,10 +19,7 @@ impl Connection {
         {
             Some(a) => {
                 a.done = true;
-                if a.message != 0
-                    && self.session_expiry != Some(0)
-                    && self.shared.store.is_durable()
-                {
+                if a.message != 0 && durable {
                     // The client has it: the store no longer keeps it for this session.
                     self.store_acks
                         .push(crate::store::Op::Ack(self.client_id.clone(), a.message));

@@ -200,7 +200,7 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         });
     // A resumed session keeps the edge's subscription table and origin id; a new one
     // starts afresh, and any table saved for an older session with this id is stale.
-    let saved = match link {
+    let mut saved = match link {
         Ok((_, _, true)) => shared.sessions.saved().get(&client_id),
         _ => None,
     }
@@ -211,6 +211,13 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             ..Default::default()
         }
     });
+    // The session, its owner and its expiry are stored from the start (and a will an
+    // earlier connection left waiting is no longer pending).
+    if persist && link.is_ok() && shared.store.is_durable() {
+        saved.owner = identity.label();
+        saved.expiry = session_expiry;
+        shared.sessions.save(&client_id, saved.clone());
+    }
     let generation = started.generation;
     if link.is_err() {
         session::abandon(&mut lock, started);

@@ -98,6 +98,9 @@ impl Connection {
                 // one's), of a denied one (3.1.1 completes its flow without delivery),
                 // or no flow at all (MQTT 5: 0x92, packet identifier not found).
                 let known = self.awaiting_release.remove(&rel.pkid);
+                if known {
+                    self.store_incoming(rel.pkid, false);
+                }
                 let reason = if known || v == Version::V4 {
                     PubCompReason::Success
                 } else {
@@ -272,6 +275,7 @@ impl Connection {
         }
         if header.qos == 2 {
             self.awaiting_release.insert(header.pkid);
+            self.store_incoming(header.pkid, true);
         }
         let retained = header.retain.then(|| RetainedMessage {
             topic: topic_name.to_owned(),

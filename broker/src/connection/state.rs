@@ -188,6 +188,26 @@ impl Connection {
 
     /// The client has as many unacknowledged QoS 1/2 messages as its receive maximum
     /// allows: stop taking messages from the router until it acknowledges one.
+    /// The session outlives the connection and the broker has a data directory: what
+    /// the session must not lose goes to the store.
+    pub(super) fn durable(&self) -> bool {
+        self.session_expiry != Some(0) && self.shared.store.is_durable()
+    }
+
+    /// Writes the opening (or the end, at PUBREL) of an incoming QoS 2 flow with the
+    /// next batch, which is stored before the PUBREC (or PUBCOMP) can go out: a flow
+    /// a crash forgot would route the client's repeated PUBLISH again, and one it kept
+    /// after its PUBREL would take the next message with that packet id for a repeat.
+    pub(super) fn store_incoming(&mut self, pkid: u16, open: bool) {
+        if self.durable() {
+            self.to_store.push(crate::store::Op::Incoming {
+                client_id: self.client_id.clone(),
+                pkid,
+                open,
+            });
+        }
+    }
+
     pub(super) fn client_window_full(&self) -> bool {
         self.limits
             .receive_max

@@ -112,9 +112,13 @@ impl Sessions {
     /// as a session with a connection open).
     pub(crate) fn save(&self, client_id: &str, saved: SavedSession) {
         if self.store.is_durable() {
+            // While a connection is open no will waits for its delay: one stored when
+            // an earlier connection ended was published or cancelled since.
             let record = saved.record(true, 0, 0, None);
-            self.store
-                .send(vec![Op::Session(client_id.to_owned(), record)]);
+            self.store.send(vec![
+                Op::Session(client_id.to_owned(), record),
+                Op::Will(client_id.to_owned(), None),
+            ]);
         }
         self.saved.save(client_id, saved);
     }
@@ -122,10 +126,9 @@ impl Sessions {
     /// Forgets the state saved for an older session with this client id (a new
     /// session replaces it).
     pub(crate) fn discard(&self, client_id: &str) {
-        if self.store.is_durable() {
+        if self.saved.discard(client_id) && self.store.is_durable() {
             self.store.send(vec![Op::EndSession(client_id.to_owned())]);
         }
-        self.saved.discard(client_id);
     }
 
     /// See the field's documentation.
@@ -161,6 +164,7 @@ impl Sessions {
                 .filter(|&n| record.connected || n < record.offline_since)
                 .collect();
             saved.restored = s.queue.iter().copied().collect::<HashSet<u64>>();
+            saved.awaiting_release = s.awaiting_release.clone();
             self.saved.save(&s.client_id, saved);
             let mut lock = self.registry.lock(&s.client_id).await;
             let has_will = s.will.is_some();
@@ -268,8 +272,9 @@ impl Sessions {
     ///
     /// Per-client state the edge keeps about a session is discarded here too.
     pub async fn end_session(&self, lock: &mut ClientLock) {
-        self.saved.discard(&lock.client_id);
-        if self.store.is_durable() {
+        // The store holds no more sessions than the edge does (it is read into it at
+        // start): nothing to remove if the edge kept nothing.
+        if self.saved.discard(&lock.client_id) && self.store.is_durable() {
             let end = vec![Op::EndSession(lock.client_id.clone())];
             if let Err(e) = self.store.write(end).await {
                 warn!(client_id = %lock.client_id, error = %e, "ended session not removed from the store");

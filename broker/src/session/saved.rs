@@ -40,7 +40,8 @@ pub(crate) struct SavedSession {
     pub origin: u64,
     /// Numbers of messages sent and not acknowledged when the last connection ended.
     pub unacknowledged: Vec<u64>,
-    /// The client's packet ids of routed QoS 2 messages whose PUBREL has not come.
+    /// The client's packet ids of routed QoS 2 messages whose PUBREL has not come (in
+    /// the store, each is written when it opens and when it closes: `Op::Incoming`).
     pub awaiting_release: Vec<u16>,
     /// Label of the identity that owns the session (kept in the durable store).
     pub owner: String,
@@ -84,7 +85,6 @@ impl SavedSession {
             disconnected_at,
             offline_since,
             subscriptions,
-            awaiting_release: self.awaiting_release.clone(),
             will_at,
         }
     }
@@ -105,7 +105,7 @@ impl SavedSession {
             subscriptions,
             origin: record.origin,
             unacknowledged: Vec::new(),
-            awaiting_release: record.awaiting_release.clone(),
+            awaiting_release: Vec::new(),
             owner: record.owner.clone(),
             expiry: record.expiry,
             restored: HashSet::new(),
@@ -134,9 +134,9 @@ impl SavedSessions {
             .collect()
     }
 
-    /// Forgets a session's state (the session ended).
-    pub(crate) fn discard(&self, client: &str) {
-        self.lock().remove(client);
+    /// Forgets a session's state (the session ended); false if none was kept.
+    pub(crate) fn discard(&self, client: &str) -> bool {
+        self.lock().remove(client).is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SavedSession>> {

@@ -6,7 +6,8 @@
 //! Tables: `sessions` (client id -> [`SessionRecord`]), `messages` (message number ->
 //! [`StoredMessage`], one copy however many sessions it is queued for), `queue`
 //! ((client id, message number) -> nothing: what each session has yet to acknowledge),
-//! `wills` (client id -> [`StoredMessage`]) and `retained`.
+//! `wills` (client id -> [`StoredMessage`]), `incoming` ((client id, packet id) ->
+//! nothing: the client's QoS 2 messages routed and awaiting its PUBREL) and `retained`.
 //!
 //! Writes go through one thread that takes every write waiting and commits them in one
 //! transaction (group commit: one fsync for many messages, from many connections).
@@ -36,6 +37,7 @@ const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const QUEUE: TableDefinition<(&str, u64), ()> = TableDefinition::new("queue");
 const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
+const INCOMING: TableDefinition<(&str, u16), ()> = TableDefinition::new("incoming");
 
 /// Name of the database file in the data directory.
 pub const FILE_NAME: &str = "sealpost.redb";
@@ -111,6 +113,16 @@ pub enum Op {
     },
     /// A session acknowledged message `number` (or it no longer needs it).
     Ack(String, u64),
+    /// The client's QoS 2 message with packet id `pkid` was routed (`open`), or its
+    /// PUBREL came (not `open`).
+    Incoming {
+        /// Client id.
+        client_id: String,
+        /// The client's packet id.
+        pkid: u16,
+        /// The flow awaits PUBREL.
+        open: bool,
+    },
     /// Stores (`Some`) or deletes the retained message of a topic.
     Retained(String, Option<Vec<u8>>),
 }
@@ -126,6 +138,8 @@ pub struct LoadedSession {
     pub will: Option<StoredMessage>,
     /// Numbers of the messages queued for it, oldest first.
     pub queue: Vec<u64>,
+    /// The client's packet ids of QoS 2 messages routed and awaiting its PUBREL.
+    pub awaiting_release: Vec<u16>,
 }
 
 /// Everything the store held at start, after expired sessions and messages went.
@@ -309,6 +323,7 @@ fn load(
         let mut messages = txn.open_table(MESSAGES).map_err(db)?;
         let mut queue = txn.open_table(QUEUE).map_err(db)?;
         let mut wills = txn.open_table(WILLS).map_err(db)?;
+        let mut incoming = txn.open_table(INCOMING).map_err(db)?;
 
         // Messages first: what is queued must exist.
         let mut drop_messages = Vec::new();
@@ -351,9 +366,13 @@ fn load(
                 Some(v) => match StoredMessage::decode(v.value(), 0) {
                     Ok(w) => w,
                     Err(Unreadable) if repair => None,
-                    Err(Unreadable) => return Err(corrupt(format!("will of session {client_id:?}"))),
+                    Err(Unreadable) => {
+                        return Err(corrupt(format!("will of session {client_id:?}")))
+                    }
                 },
             };
+            // Numbers go on after those the records name too.
+            loaded.next_message = loaded.next_message.max(record.offline_since);
             if record.expires_at(now).is_some_and(|at| at <= now) {
                 // Ended while the broker was down; a will still waiting is due now.
                 loaded.due_wills.extend(will);
@@ -365,6 +384,7 @@ fn load(
                 record,
                 will,
                 queue: Vec::new(),
+                awaiting_release: Vec::new(),
             });
         }
         for client_id in &ended {
@@ -391,7 +411,23 @@ fn load(
                 _ => stale.push((client_id.to_owned(), number)),
             }
         }
+        let mut open_flows = Vec::new();
+        let mut stale_flows = Vec::new();
+        for entry in incoming.iter().map_err(db)? {
+            let (k, _) = entry.map_err(db)?;
+            let (client_id, pkid) = k.value();
+            match index.get(client_id) {
+                Some(&i) => open_flows.push((i, pkid)),
+                None => stale_flows.push((client_id.to_owned(), pkid)),
+            }
+        }
         drop(index);
+        for (i, pkid) in open_flows {
+            loaded.sessions[i].awaiting_release.push(pkid);
+        }
+        for (client_id, pkid) in stale_flows {
+            incoming.remove((client_id.as_str(), pkid)).map_err(db)?;
+        }
         for (i, number) in queued {
             loaded.sessions[i].queue.push(number);
         }
@@ -539,6 +575,7 @@ fn commit(
         let mut queue = txn.open_table(QUEUE).map_err(db)?;
         let mut wills = txn.open_table(WILLS).map_err(db)?;
         let mut retained = txn.open_table(crate::retained::TABLE).map_err(db)?;
+        let mut incoming = txn.open_table(INCOMING).map_err(db)?;
         let release = |number: u64,
                        messages: &mut redb::Table<u64, &[u8]>,
                        changed: &mut HashMap<u64, u32>|
@@ -562,6 +599,13 @@ fn commit(
                 Op::EndSession(client_id) => {
                     sessions.remove(client_id.as_str()).map_err(db)?;
                     wills.remove(client_id.as_str()).map_err(db)?;
+                    incoming
+                        .extract_from_if(
+                            (client_id.as_str(), 0)..=(client_id.as_str(), u16::MAX),
+                            |_, _| true,
+                        )
+                        .map_err(db)?
+                        .for_each(drop);
                     let numbers: Vec<u64> = queue
                         .extract_from_if(
                             (client_id.as_str(), 0)..=(client_id.as_str(), u64::MAX),
@@ -612,6 +656,19 @@ fn commit(
                         .is_some()
                     {
                         release(*number, &mut messages, &mut changed)?;
+                    }
+                }
+                Op::Incoming {
+                    client_id,
+                    pkid,
+                    open,
+                } => {
+                    if *open {
+                        incoming
+                            .insert((client_id.as_str(), *pkid), ())
+                            .map_err(db)?;
+                    } else {
+                        incoming.remove((client_id.as_str(), *pkid)).map_err(db)?;
                     }
                 }
                 Op::Retained(topic, value) => match value {

@@ -57,7 +57,9 @@ impl StoredMessage {
     /// Reads a stored value; `Ok(None)` for a message whose expiry interval ran out (by
     /// `now`) since it was stored; `Err` for a value that is not one this store writes.
     pub fn decode(value: &[u8], now: u64) -> Result<Option<StoredMessage>, Unreadable> {
-        let (header, packet) = value.split_first_chunk::<MESSAGE_HEADER>().ok_or(Unreadable)?;
+        let (header, packet) = value
+            .split_first_chunk::<MESSAGE_HEADER>()
+            .ok_or(Unreadable)?;
         if header[0] != MESSAGE_FORMAT || header[1] > 2 || header[2] > 1 {
             return Err(Unreadable);
         }
@@ -161,8 +163,6 @@ pub struct SessionRecord {
     pub offline_since: u64,
     /// The subscriptions.
     pub subscriptions: Vec<SubscriptionRecord>,
-    /// The client's packet ids of incoming QoS 2 messages whose PUBREL has not come.
-    pub awaiting_release: Vec<u16>,
     /// When the delayed will is due (seconds since the Unix epoch), if one waits.
     pub will_at: Option<u64>,
 }
@@ -251,7 +251,6 @@ mod tests {
                 suppress_retained: false,
                 id: Some(5),
             }],
-            awaiting_release: vec![1, 9],
             will_at: Some(1010),
         };
         assert_eq!(SessionRecord::decode(&r.encode()), Ok(r.clone()));

@@ -35,7 +35,6 @@ fn session(owner: &str, expiry: Option<u32>) -> SessionRecord {
             suppress_retained: false,
             id: Some(3),
         }],
-        awaiting_release: vec![7],
         will_at: None,
     }
 }
