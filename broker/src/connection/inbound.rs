@@ -265,12 +265,14 @@ impl Connection {
             return Ok(None);
         }
 
-        if header.qos > 0 {
-            // Bounded by backpressure: the loop stops reading at max_inflight.
-            self.inflight_in += 1;
-        }
-        if header.qos == 2 {
-            self.awaiting_release.insert(header.pkid);
+        // Open flows, bounded by `limits.max_inflight` (see `open_flows_in`): a QoS 1
+        // flow until the router acknowledges, a QoS 2 one until its PUBREL.
+        match header.qos {
+            1 => self.inflight_in += 1,
+            2 => {
+                self.awaiting_release.insert(header.pkid);
+            }
+            _ => {}
         }
         let retained = header.retain.then(|| RetainedMessage {
             topic: topic_name.to_owned(),

@@ -80,11 +80,14 @@ impl Connection {
             Notification::DeviceAck(ack) => {
                 match Option::<Packet>::from(Notification::DeviceAck(ack)) {
                     Some(Packet::PubAck(a, p)) => {
-                        self.inflight_in = self.inflight_in.saturating_sub(1);
                         if self.awaiting_release.contains(&a.pkid) {
-                            // A QoS 2 publish the router took as QoS 1 (see `incoming`).
+                            // A QoS 2 publish the router took as QoS 1 (see `incoming`):
+                            // its flow stays open until PUBREL.
                             wbuf.extend_from_slice(&codec::success_ack(kind::PUBREC, a.pkid));
-                        } else if p.is_none() && a.reason == PubAckReason::Success {
+                            return false;
+                        }
+                        self.inflight_in = self.inflight_in.saturating_sub(1);
+                        if p.is_none() && a.reason == PubAckReason::Success {
                             wbuf.extend_from_slice(&codec::success_ack(kind::PUBACK, a.pkid));
                         } else {
                             queue(wbuf, Packet::PubAck(a, p), v);
