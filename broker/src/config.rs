@@ -45,8 +45,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// What each identity may publish and subscribe to.
     pub acl: AclConfig,
-    /// Where retained messages are persisted.
+    /// Where retained messages are persisted (superseded by `[storage] path`).
     pub retained: RetainedConfig,
+    /// The data directory: everything the broker keeps across restarts.
+    pub storage: StorageConfig,
     /// The Prometheus text endpoint.
     pub metrics: MetricsConfig,
     /// Sizing of the rumqttd router's in-memory logs.
@@ -63,6 +65,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
             retained: RetainedConfig::default(),
+            storage: StorageConfig::default(),
             metrics: MetricsConfig::default(),
             router: RouterSizing::default(),
             session: SessionConfig::default(),
@@ -416,13 +419,41 @@ pub struct AclRule {
     pub subscribe: Vec<String>,
 }
 
-/// Retained message persistence.
+/// Retained message persistence (before `[storage]`; kept so that existing files work).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetainedConfig {
-    /// redb database file; without it retained messages live in memory only.
+    /// redb database file. Deprecated: `[storage] path` keeps retained messages in
+    /// `retained.redb` under the data directory; when both are set, this file is used
+    /// for retained messages (move it to `DIR/retained.redb` to migrate).
     pub path: Option<PathBuf>,
 }
+
+/// The data directory.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory for everything kept across restarts (`sealpost-broker --data-dir`),
+    /// created with mode 0700 when missing. Without it (and without `[retained] path`)
+    /// the broker keeps nothing across a restart.
+    pub path: Option<PathBuf>,
+}
+
+impl Config {
+    /// The retained store's file: `[retained] path` if set, else `retained.redb` in the
+    /// data directory, else none (in memory).
+    pub fn retained_path(&self) -> Option<PathBuf> {
+        self.retained.path.clone().or_else(|| {
+            self.storage
+                .path
+                .as_ref()
+                .map(|dir| dir.join(RETAINED_FILE))
+        })
+    }
+}
+
+/// Name of the retained store's file in the data directory.
+pub const RETAINED_FILE: &str = "retained.redb";
 
 /// Metrics endpoint.
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -45,6 +45,14 @@ pub enum BrokerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The router did not accept the broker's own link.
     #[error("router link: {0}")]
     Router(String),
@@ -105,6 +113,19 @@ impl CrlReloader {
     }
 }
 
+/// Creates the data directory if it is missing, readable by the broker's user only (it
+/// holds sessions and retained messages, key messages among them).
+fn create_data_dir(dir: &std::path::Path) -> Result<(), BrokerError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| BrokerError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
 /// A bound listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BoundListener {
@@ -135,7 +156,10 @@ impl Broker {
             Some(p) => Some(PasswordFile::load(p)?.with_login_limits(config.auth.login_limits())),
             None => None,
         };
-        let (retained, stored) = match &config.retained.path {
+        if let Some(dir) = &config.storage.path {
+            create_data_dir(dir)?;
+        }
+        let (retained, stored) = match &config.retained_path() {
             Some(p) => RetainedStore::open(p)?,
             None => (RetainedStore::in_memory(), Vec::new()),
         };

@@ -116,13 +116,20 @@ where
         return;
     };
     let result = session.run(&mut io, peer.certificate_watch).await;
+    // The counterpart of "client connected": every accepted connection logs how it
+    // ended, at info (an ordinary end is no error of the broker's).
     match &result {
-        Ok(()) | Err(ConnectionError::Closed) => {
-            debug!(client_id = %session.client_id, "connection closed")
+        Ok(()) => {
+            let reason = if *shared.shutdown.borrow() {
+                "broker shutting down"
+            } else {
+                "DISCONNECT"
+            };
+            info!(client_id = %session.client_id, reason = %reason, "client disconnected");
         }
         Err(e) => {
             note_error(&shared, e);
-            info!(client_id = %session.client_id, error = %e, "connection ended");
+            info!(client_id = %session.client_id, reason = %e, "client disconnected");
         }
     }
     let code = match &result {
