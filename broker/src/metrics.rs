@@ -37,6 +37,12 @@ pub struct Metrics {
     /// Subscriptions refused because the client holds
     /// `limits.max_subscriptions_per_client` already.
     pub subscriptions_over_quota: AtomicU64,
+    /// CONNECTs refused because the identity holds `limits.max_sessions_per_identity`
+    /// persistent sessions already.
+    pub sessions_over_quota: AtomicU64,
+    /// Retained messages refused because the identity created
+    /// `limits.max_retained_per_client` retained topics already.
+    pub retained_over_quota: AtomicU64,
     /// Password logins refused without checking the password because the client's
     /// address failed too many recently (`auth.max_failed_logins`).
     pub logins_throttled: AtomicU64,
@@ -67,7 +73,7 @@ impl Metrics {
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let items: [(&str, &str, &str, &AtomicU64); 18] = [
+        let items: [(&str, &str, &str, &AtomicU64); 20] = [
             (
                 "sealpost_connections_open",
                 "gauge",
@@ -139,6 +145,18 @@ impl Metrics {
                 "counter",
                 "Subscriptions refused at limits.max_subscriptions_per_client.",
                 &self.subscriptions_over_quota,
+            ),
+            (
+                "sealpost_sessions_over_quota_total",
+                "counter",
+                "CONNECTs refused at limits.max_sessions_per_identity.",
+                &self.sessions_over_quota,
+            ),
+            (
+                "sealpost_retained_over_quota_total",
+                "counter",
+                "Retained messages refused at limits.max_retained_per_client.",
+                &self.retained_over_quota,
             ),
             (
                 "sealpost_logins_throttled_total",

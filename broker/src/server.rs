@@ -238,6 +238,7 @@ impl Broker {
             acl,
             passwords,
             retained,
+            retained_owners: Default::default(),
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
             system,

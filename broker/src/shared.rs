@@ -9,7 +9,7 @@ use crate::acl::Acl;
 use crate::auth::PasswordFile;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::retained::RetainedStore;
+use crate::retained::{RetainedOwners, RetainedStore};
 use crate::router::RouterHandle;
 use crate::session::Sessions;
 use crate::system::SystemLink;
@@ -28,6 +28,8 @@ pub struct Shared {
     pub passwords: Option<PasswordFile>,
     /// Durable retained messages.
     pub retained: Arc<RetainedStore>,
+    /// Who created each retained topic (`limits.max_retained_per_client`).
+    pub retained_owners: RetainedOwners,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Becomes true at shutdown.

@@ -31,10 +31,11 @@ mod saved;
 mod timers;
 
 pub use registry::ClientLock;
-pub(crate) use registry::{abandon, check_owner, start, OwnerCheck, Will};
+pub(crate) use registry::{check_owner, OwnerCheck, Started, Will};
 pub(crate) use saved::SavedSession;
 pub use saved::SavedSessions;
 
+use crate::acl::Identity;
 use crate::router::{router_client_id, RouterHandle};
 use crate::system::SystemLink;
 use registry::Registry;
@@ -86,6 +87,33 @@ impl Sessions {
         self.registry.tracked()
     }
 
+    /// Registers a new connection for the locked client id (see `Registry::start`).
+    pub(crate) fn start(
+        &self,
+        lock: &mut ClientLock,
+        identity: &Identity,
+        resumes: bool,
+        kept: bool,
+    ) -> Started {
+        self.registry.start(lock, identity, resumes, kept)
+    }
+
+    /// Undoes [`Sessions::start`] for a connection that failed to link.
+    pub(crate) fn abandon(&self, lock: &mut ClientLock, started: Started) {
+        self.registry.abandon(lock, started)
+    }
+
+    /// Whether `identity` may have one more session that outlives its connection
+    /// (`limits.max_sessions_per_identity`, `max`; 0: no limit).
+    pub(crate) fn may_keep_another(
+        &self,
+        lock: &ClientLock,
+        identity: &Identity,
+        max: usize,
+    ) -> bool {
+        self.registry.may_keep_another(lock, identity, max)
+    }
+
     /// The state persistent sessions keep while their client is away.
     pub(crate) fn saved(&self) -> &SavedSessions {
         &self.saved
@@ -116,7 +144,7 @@ impl Sessions {
     /// Per-client state the edge keeps about a session is discarded here too.
     pub async fn end_session(&self, lock: &mut ClientLock) {
         self.saved.discard(&lock.client_id);
-        lock.entry.owner = None;
+        self.registry.set_owner(lock, None, false);
         if let Some(will) = lock.entry.pending_will.take() {
             self.system.publish_will(will).await;
         }
@@ -171,7 +199,7 @@ impl Sessions {
                 }
                 if ending.router_clean {
                     // The router kept nothing: nothing is owned any more.
-                    e.owner = None;
+                    self.registry.set_owner(&mut lock, None, false);
                 } else {
                     self.end_session(&mut lock).await;
                 }
