@@ -317,5 +317,6 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         out_aliases: HashMap::new(),
         inflight_out: 0,
         unreported: Unreported::default(),
+        drops: Default::default(),
     })
 }

@@ -21,11 +21,13 @@
 //! One part per file: `io` (framing, reads and writes), `connect` (CONNECT, auth,
 //! CONNACK), `event_loop` (the per-connection loop), `inbound` (packets from the
 //! client), `acks` (acknowledgements towards the router), `outbound` (delivery to the
-//! client), and `state` (what a connection holds). The connection uses `session` for
+//! client), `drops` (what is not delivered is counted and logged), and `state` (what
+//! a connection holds). The connection uses `session` for
 //! what outlives it; nothing below it refers back to it.
 
 mod acks;
 mod connect;
+mod drops;
 mod event_loop;
 mod inbound;
 mod io;

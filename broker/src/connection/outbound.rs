@@ -4,6 +4,7 @@
 //! of the client's own messages become its PUBACK/PUBREC.
 
 use super::acks::router_ack;
+use super::drops::DropReason;
 use super::event_loop::{Stop, PAST, ROUTER_BATCH};
 use super::io::{queue, queue_disconnect};
 use super::state::{Comp, Connection, OutAck};
@@ -221,6 +222,8 @@ impl Connection {
             if !at_subscribe && mark.message < b.before {
                 if b.left == 0 {
                     wbuf.truncate(start);
+                    self.drops
+                        .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull);
                     return self.skip(h);
                 }
                 b.left -= 1;
@@ -264,8 +267,9 @@ impl Connection {
         if !self.fits(wbuf.len() - start) {
             // MQTT 5 §3.1.2.11.4: a message larger than the client's maximum packet size
             // is discarded for that client, as if delivered.
-            debug!(client_id = %self.client_id, size = wbuf.len() - start, "message larger than the client accepts skipped");
             wbuf.truncate(start);
+            self.drops
+                .note(&self.shared.metrics, &self.client_id, DropReason::Oversized);
             return self.skip(h);
         }
         if retain {

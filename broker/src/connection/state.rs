@@ -2,6 +2,7 @@
 //! router), and the small operations on it the other parts share: windows, the batch
 //! for the router, counters, and saving a persistent session's state.
 
+use super::drops::DropLog;
 use super::ConnectionError;
 use crate::acl::Identity;
 use crate::codec::{kind, Version};
@@ -120,6 +121,8 @@ pub(super) struct Connection {
     /// QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it (PUBACK or
     /// PUBCOMP), for the client's receive maximum.
     pub(super) inflight_out: usize,
+    /// Messages dropped for the client, counted and logged (see `drops`).
+    pub(super) drops: DropLog,
     /// Messages counted but not yet added to the shared metrics.
     pub(super) unreported: Unreported,
 }
