@@ -284,6 +284,20 @@ pub struct Limits {
     /// 0x80; 5: 0x97 quota exceeded); renewing a filter the client already has is
     /// always allowed. Bounds the edge's work per message and per SUBSCRIBE.
     pub max_subscriptions_per_client: usize,
+    /// Retained topics one identity may have created and still hold (default 10,000; 0:
+    /// no limit): a retained message on a new topic beyond it is refused (MQTT 5:
+    /// PUBACK/PUBREC 0x97 quota exceeded; 3.1.1 has no refusal, so it is acknowledged
+    /// and dropped), and counted in `sealpost_retained_over_quota_total`. Replacing or
+    /// deleting one of its own retained messages is always allowed. An identity is a
+    /// user name or a certificate; anonymous clients count together. Retained
+    /// messages restored at start and retained wills count for nobody.
+    pub max_retained_per_client: usize,
+    /// Persistent sessions (session expiry not 0, MQTT 3.1.1 clean session 0) one
+    /// identity may hold at once, connected or not (default 1,000; 0: no limit). A
+    /// CONNECT that would create one more is refused (MQTT 5 CONNACK 0x97 quota
+    /// exceeded, 3.1.1: 0x03 server unavailable); resuming or replacing one of its own
+    /// is allowed. Anonymous clients count together.
+    pub max_sessions_per_identity: usize,
     /// How often, in milliseconds, each TLS listener's revocation list (`[listener.tls]
     /// crl`) is read again (default 5,000; 0: only at SIGHUP). A new list signed by the
     /// CA is installed, and connections whose certificate it revokes are closed (MQTT
@@ -306,6 +320,8 @@ impl Default for Limits {
             server_keep_alive: None,
             max_session_expiry: None,
             max_subscriptions_per_client: 1000,
+            max_retained_per_client: 10_000,
+            max_sessions_per_identity: 1000,
             crl_reload_interval_ms: 5000,
         }
     }
@@ -432,11 +448,13 @@ pub struct AclRule {
     pub subscribe: Vec<String>,
 }
 
-/// Retained message persistence.
+/// Retained message persistence (before `[storage]`; kept so that existing files work).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetainedConfig {
-    /// redb database file; without it retained messages live in memory only.
+    /// redb database file for retained messages only. Superseded by `[storage] path`,
+    /// whose database keeps them; both together are refused (to migrate, copy this file
+    /// to `DIR/sealpost.redb` before the first start with the data directory).
     pub path: Option<PathBuf>,
 }
 
@@ -444,7 +462,8 @@ pub struct RetainedConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Directory of the broker's database (`sealpost.redb`, created if absent):
+    /// Directory of the broker's database (`sealpost.redb`; the directory is created
+    /// with mode 0700 if absent):
     /// persistent sessions, the messages queued for them, delayed wills and retained
     /// messages survive a restart and a crash. Without it, all of this lives in memory.
     pub path: Option<PathBuf>,

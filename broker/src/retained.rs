@@ -15,8 +15,10 @@ use crate::store::{self, decode_publish, encode_publish, unix_now, Op, Store};
 use bytes::Bytes;
 use redb::{ReadableTable, TableDefinition};
 use rumqttd::protocol::PublishProperties;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 pub use crate::store::StoreError;
 
@@ -176,6 +178,59 @@ impl RetainedStore {
         if let Some(store) = &self.store {
             store.close();
         }
+    }
+}
+
+/// Which identity created each retained topic, and how many each holds, to bound the
+/// retained topics one identity can make the broker keep (`limits.max_retained_per_client`).
+/// Only topics retained by clients since the start are known; the map holds one entry
+/// per such topic, so it is bounded by the limit times the identities.
+#[derive(Debug, Default)]
+pub struct RetainedOwners {
+    inner: Mutex<Owners>,
+}
+
+#[derive(Debug, Default)]
+struct Owners {
+    by_topic: HashMap<String, String>,
+    per_owner: HashMap<String, usize>,
+}
+
+impl Owners {
+    fn release(&mut self, topic: &str) {
+        if let Some(owner) = self.by_topic.remove(topic) {
+            if let Some(n) = self.per_owner.get_mut(&owner) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_owner.remove(&owner);
+                }
+            }
+        }
+    }
+}
+
+impl RetainedOwners {
+    /// Records that `owner` sets (or, with `clear`, deletes) the retained message of
+    /// `topic`. Returns false, recording nothing, when that would be a new topic for
+    /// `owner` beyond `max` (0: no limit); replacing its own or deleting is always
+    /// allowed.
+    pub fn set(&self, topic: &str, owner: &str, clear: bool, max: usize) -> bool {
+        // Plain data: a panic elsewhere cannot leave it inconsistent.
+        let mut o = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if clear {
+            o.release(topic);
+            return true;
+        }
+        if o.by_topic.get(topic).is_some_and(|t| t == owner) {
+            return true;
+        }
+        if max > 0 && o.per_owner.get(owner).copied().unwrap_or(0) >= max {
+            return false;
+        }
+        o.release(topic);
+        o.by_topic.insert(topic.to_owned(), owner.to_owned());
+        *o.per_owner.entry(owner.to_owned()).or_default() += 1;
+        true
     }
 }
 

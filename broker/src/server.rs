@@ -46,6 +46,14 @@ pub enum BrokerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The router did not accept the broker's own link.
     #[error("router link: {0}")]
     Router(String),
@@ -106,6 +114,19 @@ impl CrlReloader {
     }
 }
 
+/// Creates the data directory if it is missing, readable by the broker's user only (it
+/// holds sessions and retained messages, key messages among them).
+fn create_data_dir(dir: &std::path::Path) -> Result<(), BrokerError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| BrokerError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
 /// A bound listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BoundListener {
@@ -138,10 +159,7 @@ impl Broker {
         };
         let (store, loaded) = match (&config.storage.path, config.storage.file()) {
             (Some(dir), Some(file)) => {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                    path: file.clone(),
-                    reason: format!("cannot create its directory: {e}"),
-                })?;
+                create_data_dir(dir)?;
                 let (store, loaded) = Store::open(&file, config.storage.store_sync())?;
                 // New messages are numbered after the kept ones.
                 crate::marker::Mark::resume_numbering(loaded.next_message);
@@ -231,6 +249,7 @@ impl Broker {
             passwords,
             retained,
             store,
+            retained_owners: Default::default(),
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
             system,

@@ -9,7 +9,7 @@ use crate::acl::Acl;
 use crate::auth::PasswordFile;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::retained::RetainedStore;
+use crate::retained::{RetainedOwners, RetainedStore};
 use crate::router::RouterHandle;
 use crate::session::Sessions;
 use crate::system::SystemLink;
@@ -30,6 +30,8 @@ pub struct Shared {
     pub retained: Arc<RetainedStore>,
     /// Durable sessions (and, with a data directory, the retained messages' database).
     pub store: Arc<crate::store::Store>,
+    /// Who created each retained topic (`limits.max_retained_per_client`).
+    pub retained_owners: RetainedOwners,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Becomes true at shutdown.

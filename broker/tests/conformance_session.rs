@@ -515,6 +515,113 @@ async fn v5_more_than_receive_maximum_unacknowledged_publishes_get_0x93() {
     broker.shutdown(WAIT).await;
 }
 
+/// A QoS 2 PUBLISH (MQTT 5, no properties).
+fn publish5_qos2(topic: &str, pkid: u16) -> Vec<u8> {
+    let mut p = publish5(topic, pkid, &[], b"x");
+    p[0] = 0x34;
+    p
+}
+
+/// Opens `count` QoS 2 flows (PUBLISH, then the broker's PUBREC) without releasing any.
+async fn open_qos2_flows(raw: &mut RawV5, count: u16) {
+    let mut burst = Vec::new();
+    for pkid in 1..=count {
+        burst.extend(publish5_qos2("rm2/t", pkid));
+    }
+    raw.send_bytes(&burst).await;
+    for pkid in 1..=count {
+        match raw.next().await {
+            Some(Packet::PubRec(r)) => assert_eq!(r.pkid, pkid),
+            other => panic!("expected PUBREC {pkid}, got {other:?}"),
+        }
+    }
+}
+
+/// Issue 15 item 6: a QoS 2 flow counts against the receive maximum until PUBCOMP,
+/// not only until PUBREC: 101 unreleased flows against 100 get DISCONNECT 0x93.
+#[tokio::test]
+async fn v5_unreleased_qos2_flows_count_against_receive_maximum_until_pubcomp() {
+    let (broker, addr) = start(tcp_config()).await;
+    let (mut raw, ack) = RawV5::open(addr, &connect5("rm2-over", true, 30, &[], None)).await;
+    assert_eq!(ack.properties.unwrap().receive_max, Some(100));
+    open_qos2_flows(&mut raw, 100).await;
+    raw.send_bytes(&publish5_qos2("rm2/t", 101)).await;
+    let (bytes, closed) = raw.rest().await;
+    assert_eq!(bytes, [0xe0, 0x01, 0x93], "{bytes:x?}");
+    assert!(closed);
+    broker.shutdown(WAIT).await;
+}
+
+/// PUBREL completes a flow (PUBCOMP) and so reopens the window.
+#[tokio::test]
+async fn v5_a_released_qos2_flow_reopens_the_receive_window() {
+    let mut config = tcp_config();
+    config.limits.max_inflight = 3;
+    let (broker, addr) = start(config).await;
+    let (mut raw, _) = RawV5::open(addr, &connect5("rm2-ok", true, 30, &[], None)).await;
+    open_qos2_flows(&mut raw, 3).await;
+    // PUBREL for packet id 2, then a new flow in the same write.
+    let mut bytes = vec![0x62, 0x02, 0x00, 0x02];
+    bytes.extend(publish5_qos2("rm2/t", 4));
+    raw.send_bytes(&bytes).await;
+    match raw.next().await {
+        Some(Packet::PubComp(c)) => assert_eq!(c.pkid, 2),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    match raw.next().await {
+        Some(Packet::PubRec(r)) => assert_eq!(r.pkid, 4),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    broker.shutdown(WAIT).await;
+}
+
+/// MQTT 3.1.1 has no receive maximum, but its open QoS 2 flows are bounded too: a
+/// client that leaves more than `limits.max_inflight` unreleased is closed, and one
+/// that releases them goes on.
+#[tokio::test]
+async fn v4_unreleased_qos2_flows_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = tcp_config();
+    config.limits.max_inflight = 3;
+    let (broker, addr) = start(config).await;
+    // QoS 2 PUBLISH "t" "x" with packet id `pkid`.
+    let publish = |pkid: u8| vec![0x34, 0x06, 0x00, 0x01, b't', 0x00, pkid, b'x'];
+    let open = |id: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&connect_packet(4, id)).await.unwrap();
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).await.unwrap();
+        assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+        let burst: Vec<u8> = (1..=3).flat_map(publish).collect();
+        s.write_all(&burst).await.unwrap();
+        let mut pubrecs = [0u8; 12];
+        tokio::time::timeout(WAIT, s.read_exact(&mut pubrecs))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(pubrecs, [0x50, 2, 0, 1, 0x50, 2, 0, 2, 0x50, 2, 0, 3]);
+        s
+    };
+    // A fourth flow without releasing any: closed.
+    let mut s = open("rm2-v4-over").await;
+    s.write_all(&publish(4)).await.unwrap();
+    let (rest, closed) = read_until_closed(&mut s).await;
+    assert!(closed, "still open after a fourth unreleased flow");
+    assert!(rest.is_empty(), "{rest:x?}");
+    // Releasing one first: the fourth flow is served.
+    let mut s = open("rm2-v4-ok").await;
+    let mut bytes = vec![0x62, 0x02, 0x00, 0x01];
+    bytes.extend(publish(4));
+    s.write_all(&bytes).await.unwrap();
+    let mut answer = [0u8; 8];
+    tokio::time::timeout(WAIT, s.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, [0x70, 2, 0, 1, 0x50, 2, 0, 4]);
+    broker.shutdown(WAIT).await;
+}
+
 // ------------------------------------------------------------------------------------
 // 7. Shared subscriptions
 

@@ -180,10 +180,24 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     // connection becomes the owner: ending a session forgets its owner).
     let persist = session_expiry != Some(0);
     let router_clean = clean_start && !persist;
+    let max_sessions = shared.config.limits.max_sessions_per_identity;
+    if persist
+        && !shared
+            .sessions
+            .may_keep_another(&lock, &identity, max_sessions)
+    {
+        shared.sessions.unlock(lock);
+        inc(&shared.metrics.sessions_over_quota);
+        info!(client_id = %client_id, identity = %identity.label(), "persistent sessions of the identity at limits.max_sessions_per_identity: refused");
+        refuse(io, version, ConnectReturnCode::QuotaExceeded).await;
+        return None;
+    }
     if clean_start && persist {
         shared.sessions.end_session(&mut lock).await;
     }
-    let mut started = session::start(&mut lock, &identity, !clean_start);
+    let mut started = shared
+        .sessions
+        .start(&mut lock, &identity, !clean_start, persist);
     if let Some(w) = started.will_to_publish.take() {
         shared.system.publish_will(w).await;
     }
@@ -220,7 +234,7 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     }
     let generation = started.generation;
     if link.is_err() {
-        session::abandon(&mut lock, started);
+        shared.sessions.abandon(&mut lock, started);
     }
     shared.sessions.unlock(lock);
     let (slot, link_rx, session_present) = match link {
@@ -310,5 +324,6 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         store_acks: Vec::new(),
         restored: saved.restored,
         replay_boundary: shared_boundary,
+        drops: Default::default(),
     })
 }

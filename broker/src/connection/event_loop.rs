@@ -87,12 +87,12 @@ impl Connection {
                 io.rbuf.reserve(BUSY_READ_BUFFER);
             }
             let spare = io.rbuf.capacity() - io.rbuf.len();
+            let paused = self.paused(&io.rbuf);
             tokio::select! {
-                // While paused, an MQTT 5 client is still read when nothing is buffered
-                // (so at most one more packet), to see whether it exceeds its receive
-                // maximum.
-                r = io.rd.read_buf(&mut io.rbuf), if !self.inflight_full()
-                    || (self.version == Version::V5 && io.rbuf.is_empty()) => {
+                // With the window full, the client is still read until a QoS 1/2
+                // PUBLISH is next: what comes before it may complete a flow (PUBREL),
+                // and an MQTT 5 client's PUBLISH beyond its receive maximum is seen.
+                r = io.rd.read_buf(&mut io.rbuf), if !paused => {
                     let n = r?;
                     if n == 0 {
                         return Err(ConnectionError::Closed);
@@ -107,7 +107,7 @@ impl Connection {
                     }
                 }
                 n = self.link_rx.next(), if !self.client_window_full() => {
-                    if self.inflight_full() {
+                    if paused {
                         // The client was paused by us, not silent: restart its keep-alive.
                         if let Some(g) = grace {
                             keepalive.as_mut().reset(Instant::now() + g);
@@ -135,7 +135,7 @@ impl Connection {
                         let _ = self.link_rx.wake().await;
                     }
                 }
-                _ = &mut keepalive, if grace.is_some() && !self.inflight_full() => {
+                _ = &mut keepalive, if grace.is_some() && !paused => {
                     return Err(ConnectionError::Timeout);
                 }
                 e = &mut invalidated => return Err(self.revoked(e)),
@@ -177,7 +177,7 @@ impl Connection {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        while !self.inflight_full() {
+        while !self.paused(&io.rbuf) {
             if let Some((kind, pkid)) = codec::take_success_ack(&mut io.rbuf) {
                 self.client_ack(pkid, kind);
                 continue;
@@ -204,7 +204,7 @@ impl Connection {
         io.flush().await?;
         if self.receive_maximum_exceeded(&io.rbuf) {
             return Err(ConnectionError::Protocol(
-                "receive maximum exceeded",
+                "receive maximum exceeded (QoS 1/2 flows not completed)",
                 DisconnectReasonCode::ReceiveMaximumExceeded,
             ));
         }

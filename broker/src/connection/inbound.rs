@@ -198,7 +198,6 @@ impl Connection {
         mut publish: Publish,
         mut props: Option<PublishProperties>,
     ) -> Result<Option<RetainedMessage>, ConnectionError> {
-        let v = self.version;
         if let Some(p) = props.as_mut() {
             if !p.subscription_identifiers.is_empty() {
                 return Err(ConnectionError::Protocol(
@@ -238,44 +237,34 @@ impl Connection {
         if !self.shared.acl.may_publish(&self.identity, topic_name) {
             inc(&self.shared.metrics.denied_publish);
             info!(client_id = %self.client_id, topic = %topic_name, "publish denied");
-            match header.qos {
-                1 => queue(
-                    wbuf,
-                    Packet::PubAck(
-                        PubAck {
-                            pkid: header.pkid,
-                            reason: match v {
-                                Version::V5 => PubAckReason::NotAuthorized,
-                                Version::V4 => PubAckReason::Success,
-                            },
-                        },
-                        None,
-                    ),
-                    v,
-                ),
-                2 => {
-                    let reason = match v {
-                        Version::V5 => PubRecReason::NotAuthorized,
-                        Version::V4 => {
-                            // 3.1.1 has no refusal: complete the flow without delivery.
-                            self.awaiting_release.insert(header.pkid);
-                            PubRecReason::Success
-                        }
-                    };
-                    queue(wbuf, pubrec(header.pkid, reason), v);
-                }
-                _ => {}
-            }
+            self.refuse_publish(wbuf, header, PubAckReason::NotAuthorized);
             return Ok(None);
         }
-
-        if header.qos > 0 {
-            // Bounded by backpressure: the loop stops reading at max_inflight.
-            self.inflight_in += 1;
+        if header.retain {
+            let max = self.shared.config.limits.max_retained_per_client;
+            let owner = self.identity.label();
+            let clear = publish.payload.is_empty();
+            if !self
+                .shared
+                .retained_owners
+                .set(topic_name, &owner, clear, max)
+            {
+                inc(&self.shared.metrics.retained_over_quota);
+                info!(client_id = %self.client_id, topic = %topic_name, "retained topics of the identity at limits.max_retained_per_client: refused");
+                self.refuse_publish(wbuf, header, PubAckReason::QuotaExceeded);
+                return Ok(None);
+            }
         }
-        if header.qos == 2 {
-            self.awaiting_release.insert(header.pkid);
-            self.store_incoming(header.pkid, true);
+
+        // Open flows, bounded by `limits.max_inflight` (see `open_flows_in`): a QoS 1
+        // flow until the router acknowledges, a QoS 2 one until its PUBREL.
+        match header.qos {
+            1 => self.inflight_in += 1,
+            2 => {
+                self.awaiting_release.insert(header.pkid);
+                self.store_incoming(header.pkid, true);
+            }
+            _ => {}
         }
         let retained = header.retain.then(|| RetainedMessage {
             topic: topic_name.to_owned(),
@@ -304,6 +293,45 @@ impl Connection {
         self.unreported.messages_in += 1;
         marker::route(publish, props, mark, &mut self.to_router);
         Ok(retained)
+    }
+
+    /// Answers a PUBLISH that is not delivered: MQTT 5 with `reason` (NotAuthorized or
+    /// QuotaExceeded, which PUBACK and PUBREC share), 3.1.1, which has no refusal,
+    /// with success (a QoS 2 flow is then completed without delivery).
+    fn refuse_publish(
+        &mut self,
+        wbuf: &mut BytesMut,
+        header: codec::PublishHeader,
+        reason: PubAckReason,
+    ) {
+        let v = self.version;
+        let (ack, rec) = match (v, reason) {
+            (Version::V4, _) => (PubAckReason::Success, PubRecReason::Success),
+            (Version::V5, PubAckReason::QuotaExceeded) => {
+                (PubAckReason::QuotaExceeded, PubRecReason::QuotaExceeded)
+            }
+            (Version::V5, _) => (PubAckReason::NotAuthorized, PubRecReason::NotAuthorized),
+        };
+        match header.qos {
+            1 => queue(
+                wbuf,
+                Packet::PubAck(
+                    PubAck {
+                        pkid: header.pkid,
+                        reason: ack,
+                    },
+                    None,
+                ),
+                v,
+            ),
+            2 => {
+                if v == Version::V4 {
+                    self.awaiting_release.insert(header.pkid);
+                }
+                queue(wbuf, pubrec(header.pkid, rec), v);
+            }
+            _ => {}
+        }
     }
 
     pub(super) fn subscribe(

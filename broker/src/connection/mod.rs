@@ -21,11 +21,13 @@
 //! One part per file: `io` (framing, reads and writes), `connect` (CONNECT, auth,
 //! CONNACK), `event_loop` (the per-connection loop), `inbound` (packets from the
 //! client), `acks` (acknowledgements towards the router), `outbound` (delivery to the
-//! client), and `state` (what a connection holds). The connection uses `session` for
+//! client), `drops` (what is not delivered is counted and logged), and `state` (what
+//! a connection holds). The connection uses `session` for
 //! what outlives it; nothing below it refers back to it.
 
 mod acks;
 mod connect;
+mod drops;
 mod event_loop;
 mod inbound;
 mod io;
@@ -120,13 +122,20 @@ where
         return;
     };
     let result = session.run(&mut io, peer.certificate_watch).await;
+    // The counterpart of "client connected": every accepted connection logs how it
+    // ended, at info (an ordinary end is no error of the broker's).
     match &result {
-        Ok(()) | Err(ConnectionError::Closed) => {
-            debug!(client_id = %session.client_id, "connection closed")
+        Ok(()) => {
+            let reason = if *shared.shutdown.borrow() {
+                "broker shutting down"
+            } else {
+                "DISCONNECT"
+            };
+            info!(client_id = %session.client_id, reason = %reason, "client disconnected");
         }
         Err(e) => {
             note_error(&shared, e);
-            info!(client_id = %session.client_id, error = %e, "connection ended");
+            info!(client_id = %session.client_id, reason = %e, "client disconnected");
         }
     }
     let code = match &result {

@@ -4,6 +4,7 @@
 //! of the client's own messages become its PUBACK/PUBREC.
 
 use super::acks::router_ack;
+use super::drops::DropReason;
 use super::event_loop::{Stop, PAST, ROUTER_BATCH};
 use super::io::{queue, queue_disconnect};
 use super::state::{Comp, Connection, OutAck};
@@ -80,11 +81,14 @@ impl Connection {
             Notification::DeviceAck(ack) => {
                 match Option::<Packet>::from(Notification::DeviceAck(ack)) {
                     Some(Packet::PubAck(a, p)) => {
-                        self.inflight_in = self.inflight_in.saturating_sub(1);
                         if self.awaiting_release.contains(&a.pkid) {
-                            // A QoS 2 publish the router took as QoS 1 (see `incoming`).
+                            // A QoS 2 publish the router took as QoS 1 (see `incoming`):
+                            // its flow stays open until PUBREL.
                             wbuf.extend_from_slice(&codec::success_ack(kind::PUBREC, a.pkid));
-                        } else if p.is_none() && a.reason == PubAckReason::Success {
+                            return false;
+                        }
+                        self.inflight_in = self.inflight_in.saturating_sub(1);
+                        if p.is_none() && a.reason == PubAckReason::Success {
                             wbuf.extend_from_slice(&codec::success_ack(kind::PUBACK, a.pkid));
                         } else {
                             queue(wbuf, Packet::PubAck(a, p), v);
@@ -227,6 +231,8 @@ impl Connection {
             if !at_subscribe && mark.message < b.before {
                 if b.left == 0 {
                     wbuf.truncate(start);
+                    self.drops
+                        .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull);
                     return self.skip(h);
                 }
                 b.left -= 1;
@@ -270,8 +276,9 @@ impl Connection {
         if !self.fits(wbuf.len() - start) {
             // MQTT 5 §3.1.2.11.4: a message larger than the client's maximum packet size
             // is discarded for that client, as if delivered.
-            debug!(client_id = %self.client_id, size = wbuf.len() - start, "message larger than the client accepts skipped");
             wbuf.truncate(start);
+            self.drops
+                .note(&self.shared.metrics, &self.client_id, DropReason::Oversized);
             return self.skip(h);
         }
         if retain {

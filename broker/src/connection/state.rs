@@ -2,6 +2,7 @@
 //! router), and the small operations on it the other parts share: windows, the batch
 //! for the router, counters, and saving a persistent session's state.
 
+use super::drops::DropLog;
 use super::ConnectionError;
 use crate::acl::Identity;
 use crate::codec::{kind, Version};
@@ -97,6 +98,7 @@ pub(super) struct Connection {
     /// and on 3.1.1 denied ones (which has no refusal, so their flow is completed
     /// without delivery). The edge answers their PUBREL.
     pub(super) awaiting_release: HashSet<u16>,
+    /// The client's QoS 1 publishes the router has not acknowledged yet.
     pub(super) inflight_in: usize,
     pub(super) out_acks: VecDeque<OutAck>,
     pub(super) comps: VecDeque<Comp>,
@@ -119,6 +121,8 @@ pub(super) struct Connection {
     /// QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it (PUBACK or
     /// PUBCOMP), for the client's receive maximum.
     pub(super) inflight_out: usize,
+    /// Messages dropped for the client, counted and logged (see `drops`).
+    pub(super) drops: DropLog,
     /// Messages counted but not yet added to the shared metrics.
     pub(super) unreported: Unreported,
     /// Messages for persistent sessions, stored before the batch for the router that
@@ -143,10 +147,25 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Too many of the client's QoS 1/2 publishes await the router's acknowledgement:
-    /// stop reading (TCP backpressure) until some are acknowledged.
+    /// The client's QoS 1/2 flows still open towards it (MQTT 5 §4.9 counts them
+    /// against the receive maximum): QoS 1 publishes the router has not acknowledged
+    /// yet (no PUBACK sent), and QoS 2 flows until their PUBREL (PUBCOMP sent), also
+    /// those that were never routed (3.1.1's refusals) or that a resumed session
+    /// carried over.
+    pub(super) fn open_flows_in(&self) -> usize {
+        self.inflight_in + self.awaiting_release.len()
+    }
+
+    /// The client has as many open flows as `limits.max_inflight` allows: its next QoS
+    /// 1/2 PUBLISH waits (TCP backpressure) until one completes. Other packets (PUBREL
+    /// in particular, which completes a flow) are still read.
     pub(super) fn inflight_full(&self) -> bool {
-        self.inflight_in >= usize::from(self.shared.config.limits.max_inflight)
+        self.open_flows_in() >= usize::from(self.shared.config.limits.max_inflight)
+    }
+
+    /// Reading is paused: the window is full and a QoS 1/2 PUBLISH is next.
+    pub(super) fn paused(&self, rbuf: &[u8]) -> bool {
+        self.inflight_full() && starts_with_qos_publish(rbuf)
     }
 
     /// Keeps a persistent session's subscription table for its next connection.
@@ -214,17 +233,19 @@ impl Connection {
             .is_some_and(|m| self.inflight_out >= usize::from(m))
     }
 
-    /// MQTT 5 §4.9: with receive maximum PUBLISHes unacknowledged (no PUBACK/PUBREC sent
-    /// yet), the next QoS 1/2 PUBLISH is a violation. Bytes buffered now were sent
-    /// before the client could have seen an acknowledgement still to come, so a QoS
-    /// 1/2 PUBLISH at the head of the buffer while the window is full is one. (3.1.1
-    /// has no receive maximum: its clients are only paused.)
+    /// MQTT 5 §4.9: with receive maximum flows open (no PUBACK/PUBCOMP sent yet), the
+    /// next QoS 1/2 PUBLISH is a violation. Bytes buffered now were sent before the
+    /// client could have seen an acknowledgement still to come, so a QoS 1/2 PUBLISH at
+    /// the head of the buffer while the window is full is one. 3.1.1 has no receive
+    /// maximum: its clients are paused until the router acknowledges, but unreleased
+    /// QoS 2 flows are the client's to complete, so a 3.1.1 client that opens more
+    /// than `limits.max_inflight` of them is closed rather than waited for forever.
     pub(super) fn receive_maximum_exceeded(&self, rbuf: &[u8]) -> bool {
-        self.version == Version::V5
-            && self.inflight_full()
-            && rbuf
-                .first()
-                .is_some_and(|&b| b >> 4 == kind::PUBLISH && (b >> 1) & 0b11 != 0)
+        if !self.paused(rbuf) {
+            return false;
+        }
+        let max = usize::from(self.shared.config.limits.max_inflight);
+        self.version == Version::V5 || self.awaiting_release.len() >= max
     }
 
     /// Queues a packet for the router; [`Connection::flush_router`] sends the batch. (Not
@@ -270,4 +291,10 @@ impl Connection {
             Err(ConnectionError::RouterClosed)
         }
     }
+}
+
+/// Whether the buffer starts with a QoS 1 or 2 PUBLISH (its first byte is enough).
+fn starts_with_qos_publish(rbuf: &[u8]) -> bool {
+    rbuf.first()
+        .is_some_and(|&b| b >> 4 == kind::PUBLISH && (b >> 1) & 0b11 != 0)
 }

@@ -31,10 +31,11 @@ mod saved;
 mod timers;
 
 pub use registry::ClientLock;
-pub(crate) use registry::{abandon, check_owner, start, OwnerCheck, Will};
+pub(crate) use registry::{check_owner, OwnerCheck, Started, Will};
 pub use saved::SavedSessions;
 pub(crate) use saved::{new_origin, SavedSession};
 
+use crate::acl::Identity;
 use crate::marker::Mark;
 use crate::router::{router_client_id, RouterHandle};
 use crate::store::{unix_now, LoadedSession, Op, Store};
@@ -103,6 +104,33 @@ impl Sessions {
         self.registry.tracked()
     }
 
+    /// Registers a new connection for the locked client id (see `Registry::start`).
+    pub(crate) fn start(
+        &self,
+        lock: &mut ClientLock,
+        identity: &Identity,
+        resumes: bool,
+        kept: bool,
+    ) -> Started {
+        self.registry.start(lock, identity, resumes, kept)
+    }
+
+    /// Undoes [`Sessions::start`] for a connection that failed to link.
+    pub(crate) fn abandon(&self, lock: &mut ClientLock, started: Started) {
+        self.registry.abandon(lock, started)
+    }
+
+    /// Whether `identity` may have one more session that outlives its connection
+    /// (`limits.max_sessions_per_identity`, `max`; 0: no limit).
+    pub(crate) fn may_keep_another(
+        &self,
+        lock: &ClientLock,
+        identity: &Identity,
+        max: usize,
+    ) -> bool {
+        self.registry.may_keep_another(lock, identity, max)
+    }
+
     /// The state persistent sessions keep while their client is away.
     pub(crate) fn saved(&self) -> &SavedSessions {
         &self.saved
@@ -168,8 +196,9 @@ impl Sessions {
             self.saved.save(&s.client_id, saved);
             let mut lock = self.registry.lock(&s.client_id).await;
             let has_will = s.will.is_some();
-            let generation =
-                registry::restore(&mut lock, record.owner.clone(), s.will.map(message_will));
+            let generation = registry::restore(&mut lock, s.will.map(message_will));
+            self.registry
+                .set_owner(&mut lock, Some(record.owner.clone()), true);
             let will_at = record.will_at.filter(|_| has_will).map(at);
             let expire_at = record.expires_at(now).map(at);
             if will_at.is_some() || expire_at.is_some() {
@@ -280,7 +309,7 @@ impl Sessions {
                 warn!(client_id = %lock.client_id, error = %e, "ended session not removed from the store");
             }
         }
-        lock.entry.owner = None;
+        self.registry.set_owner(lock, None, false);
         if let Some(will) = lock.entry.pending_will.take() {
             self.system.publish_will(will).await;
         }
@@ -335,7 +364,7 @@ impl Sessions {
                 }
                 if ending.router_clean {
                     // The router kept nothing: nothing is owned any more.
-                    e.owner = None;
+                    self.registry.set_owner(&mut lock, None, false);
                 } else {
                     self.end_session(&mut lock).await;
                 }

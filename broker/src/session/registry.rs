@@ -30,7 +30,11 @@ pub(crate) struct Entry {
     pub(super) pending_will: Option<Will>,
     /// Label of the identity whose session this is: set while a connection is open and
     /// while the router keeps the session after it; `None` when nothing is kept.
+    /// Changed only through [`Registry::set_owner`], which keeps the count per identity.
     pub(super) owner: Option<String>,
+    /// The session outlives its connection (session expiry not 0): it counts against
+    /// its owner's `limits.max_sessions_per_identity`.
+    pub(super) kept: bool,
 }
 
 impl Entry {
@@ -50,6 +54,9 @@ pub struct Registry {
     /// `max_connections` for the broker's own links, and a discard needs one briefly.
     /// (A connection that ends its own session has released its slot first.)
     pub(super) timer_links: Semaphore,
+    /// Kept sessions per owner label (entries with `kept` set), for
+    /// `limits.max_sessions_per_identity`. Only labels with at least one are present.
+    kept_per_owner: std::sync::Mutex<HashMap<String, usize>>,
 }
 
 impl Default for Registry {
@@ -57,6 +64,7 @@ impl Default for Registry {
         Registry {
             entries: Default::default(),
             timer_links: Semaphore::new(4),
+            kept_per_owner: Default::default(),
         }
     }
 }
@@ -110,6 +118,92 @@ impl Registry {
     pub fn tracked(&self) -> usize {
         self.entries.lock().map(|m| m.len()).unwrap_or(0)
     }
+
+    /// Sets the owner of the locked client id's session and whether the router keeps
+    /// it, and counts kept sessions per owner.
+    pub(super) fn set_owner(&self, lock: &mut ClientLock, owner: Option<String>, kept: bool) {
+        let e = &mut *lock.entry;
+        let mut counts = self
+            .kept_per_owner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let (true, Some(old)) = (e.kept, &e.owner) {
+            if let Some(n) = counts.get_mut(old) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(old);
+                }
+            }
+        }
+        if let (true, Some(new)) = (kept, &owner) {
+            *counts.entry(new.clone()).or_default() += 1;
+        }
+        e.owner = owner;
+        e.kept = kept;
+    }
+
+    /// Whether `identity` may keep one more session: false when the locked client id's
+    /// session is not already one of its kept sessions and it holds `max` of them
+    /// (0: no limit).
+    pub(super) fn may_keep_another(
+        &self,
+        lock: &ClientLock,
+        identity: &Identity,
+        max: usize,
+    ) -> bool {
+        if max == 0 {
+            return true;
+        }
+        let label = identity.label();
+        let e = &*lock.entry;
+        if e.kept && e.owner.as_deref() == Some(label.as_str()) {
+            return true;
+        }
+        let counts = self
+            .kept_per_owner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        counts.get(&label).copied().unwrap_or(0) < max
+    }
+
+    /// Registers a new connection of `identity` as the latest for its client id, and
+    /// `identity` as the session's owner (the caller has checked it with
+    /// [`check_owner`]). `resumes`: the client asked to continue the existing session
+    /// (clean start / clean session 0), which cancels a will still waiting for its
+    /// delay. `kept`: the session outlives the connection.
+    pub(super) fn start(
+        &self,
+        lock: &mut ClientLock,
+        identity: &Identity,
+        resumes: bool,
+        kept: bool,
+    ) -> Started {
+        let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        let previous = (lock.entry.owner.clone(), lock.entry.kept);
+        self.set_owner(lock, Some(identity.label()), kept);
+        let e = &mut *lock.entry;
+        e.current = generation;
+        e.connected = true;
+        e.resumed = resumes;
+        // Timers of older generations see the new generation and stop.
+        e.timer = false;
+        let pending = e.pending_will.take();
+        Started {
+            generation,
+            will_to_publish: if resumes { None } else { pending },
+            previous,
+        }
+    }
+
+    /// A connection that failed to link: it never became a session, so the session (if
+    /// any) still belongs to whoever owned it.
+    pub(super) fn abandon(&self, lock: &mut ClientLock, started: Started) {
+        if lock.entry.current == started.generation {
+            lock.entry.connected = false;
+            let (owner, kept) = started.previous;
+            self.set_owner(lock, owner, kept);
+        }
+    }
 }
 
 /// What a client of `identity` may do with the session kept for its client id.
@@ -152,43 +246,14 @@ pub(crate) struct Started {
     /// A will that was waiting for its delay and must now be published, because the
     /// new connection starts a new session (clean start) and so ended the old one.
     pub(crate) will_to_publish: Option<Will>,
-    /// The owner before this connection, restored if it fails to link.
-    previous_owner: Option<String>,
+    /// The owner before this connection and whether its session was kept, restored
+    /// if it fails to link.
+    previous: (Option<String>, bool),
 }
 
-/// Registers a new connection of `identity` as the latest for its client id, and
-/// `identity` as the session's owner (the caller has checked it with [`check_owner`]).
-/// `resumes`: the client asked to continue the existing session (clean start / clean
-/// session 0), which cancels a will still waiting for its delay.
-pub(crate) fn start(lock: &mut ClientLock, identity: &Identity, resumes: bool) -> Started {
-    let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
-    let e = &mut *lock.entry;
-    e.current = generation;
-    e.connected = true;
-    e.resumed = resumes;
-    // Timers of older generations see the new generation and stop.
-    e.timer = false;
-    let previous_owner = e.owner.replace(identity.label());
-    let pending = e.pending_will.take();
-    Started {
-        generation,
-        will_to_publish: if resumes { None } else { pending },
-        previous_owner,
-    }
-}
-
-/// A connection that failed to link: it never became a session, so the session (if
-/// any) still belongs to whoever owned it.
-pub(crate) fn abandon(lock: &mut ClientLock, started: Started) {
-    if lock.entry.current == started.generation {
-        lock.entry.connected = false;
-        lock.entry.owner = started.previous_owner;
-    }
-}
-
-/// Registers a session read from the store after a restart: disconnected, owned by
-/// `owner`, with its delayed will. Returns the generation its timer is for.
-pub(super) fn restore(lock: &mut ClientLock, owner: String, will: Option<Will>) -> u64 {
+/// Registers a session read from the store after a restart: disconnected, with its
+/// delayed will (the caller sets its owner). Returns the generation its timer is for.
+pub(super) fn restore(lock: &mut ClientLock, will: Option<Will>) -> u64 {
     let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
     let e = &mut *lock.entry;
     e.current = generation;
@@ -196,6 +261,5 @@ pub(super) fn restore(lock: &mut ClientLock, owner: String, will: Option<Will>) 
     e.resumed = false;
     e.timer = false;
     e.pending_will = will;
-    e.owner = Some(owner);
     generation
 }
