@@ -31,7 +31,7 @@ mod saved;
 mod timers;
 
 pub use registry::ClientLock;
-pub(crate) use registry::{check_owner, OwnerCheck, Started, Will};
+pub(crate) use registry::{check_owner, OwnerCheck, Will};
 pub(crate) use saved::SavedSession;
 pub use saved::SavedSessions;
 
@@ -39,11 +39,27 @@ use crate::acl::Identity;
 use crate::router::{router_client_id, RouterHandle};
 use crate::system::SystemLink;
 use registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
+
+/// Generations of connections, unique across client ids; 0 is never used.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// How a new connection relates to the session state kept for its client id.
+pub(crate) struct Started {
+    /// This connection's generation.
+    pub(crate) generation: u64,
+    /// A will that was waiting for its delay and must now be published, because the
+    /// new connection starts a new session (clean start) and so ended the old one.
+    pub(crate) will_to_publish: Option<Will>,
+    /// The owner before this connection and whether its session was kept, restored
+    /// if it fails to link.
+    previous: (Option<String>, bool),
+}
 
 /// The home of sessions: every client id the edge tracks, the state persistent sessions
 /// keep between connections, and what their timers need to end them.
@@ -87,7 +103,31 @@ impl Sessions {
         self.registry.tracked()
     }
 
-    /// Registers a new connection for the locked client id (see `Registry::start`).
+    /// Whether `identity` may have one more session that outlives its connection: false
+    /// when the locked client id's session is not already one of its kept sessions and
+    /// it holds `max` of them (`limits.max_sessions_per_identity`; 0: no limit).
+    pub(crate) fn may_keep_another(
+        &self,
+        lock: &ClientLock,
+        identity: &Identity,
+        max: usize,
+    ) -> bool {
+        if max == 0 {
+            return true;
+        }
+        let label = identity.label();
+        let e = &*lock.entry;
+        if e.kept && e.owner.as_deref() == Some(label.as_str()) {
+            return true;
+        }
+        self.registry.kept_by(&label) < max
+    }
+
+    /// Registers a new connection of `identity` as the latest for its client id, and
+    /// `identity` as the session's owner (the caller has checked it with
+    /// [`check_owner`]). `resumes`: the client asked to continue the existing session
+    /// (clean start / clean session 0), which cancels a will still waiting for its
+    /// delay. `kept`: the session outlives the connection.
     pub(crate) fn start(
         &self,
         lock: &mut ClientLock,
@@ -95,23 +135,31 @@ impl Sessions {
         resumes: bool,
         kept: bool,
     ) -> Started {
-        self.registry.start(lock, identity, resumes, kept)
+        let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        let previous = (lock.entry.owner.clone(), lock.entry.kept);
+        self.registry.set_owner(lock, Some(identity.label()), kept);
+        let e = &mut *lock.entry;
+        e.current = generation;
+        e.connected = true;
+        e.resumed = resumes;
+        // Timers of older generations see the new generation and stop.
+        e.timer = false;
+        let pending = e.pending_will.take();
+        Started {
+            generation,
+            will_to_publish: if resumes { None } else { pending },
+            previous,
+        }
     }
 
-    /// Undoes [`Sessions::start`] for a connection that failed to link.
+    /// A connection that failed to link: it never became a session, so the session (if
+    /// any) still belongs to whoever owned it.
     pub(crate) fn abandon(&self, lock: &mut ClientLock, started: Started) {
-        self.registry.abandon(lock, started)
-    }
-
-    /// Whether `identity` may have one more session that outlives its connection
-    /// (`limits.max_sessions_per_identity`, `max`; 0: no limit).
-    pub(crate) fn may_keep_another(
-        &self,
-        lock: &ClientLock,
-        identity: &Identity,
-        max: usize,
-    ) -> bool {
-        self.registry.may_keep_another(lock, identity, max)
+        if lock.entry.current == started.generation {
+            lock.entry.connected = false;
+            let (owner, kept) = started.previous;
+            self.registry.set_owner(lock, owner, kept);
+        }
     }
 
     /// The state persistent sessions keep while their client is away.
@@ -122,7 +170,7 @@ impl Sessions {
 
 /// What a connection leaves behind when it ends.
 pub(crate) struct Ending {
-    /// The connection's generation (from [`registry::start`]).
+    /// The connection's generation (from [`Sessions::start`]).
     pub(crate) generation: u64,
     /// Seconds the session outlives the connection; `None`: never expires (MQTT 5
     /// 0xFFFFFFFF, MQTT 3.1.1 clean session 0).
