@@ -258,6 +258,7 @@ impl Connection {
             1 => self.inflight_in += 1,
             2 => {
                 self.awaiting_release.insert(header.pkid);
+                self.qos2_in_router.insert(header.pkid);
             }
             _ => {}
         }
