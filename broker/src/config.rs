@@ -249,11 +249,12 @@ pub struct Limits {
     pub connect_timeout_ms: u64,
     /// Time allowed for a TLS or WebSocket handshake, in milliseconds.
     pub handshake_timeout_ms: u64,
-    /// Receive maximum: QoS 1/2 PUBLISH packets a client may have unacknowledged
-    /// towards the broker (default 100, at least 1). Advertised to MQTT 5 clients; the
-    /// edge stops reading a client that reaches it until the router acknowledges, and
-    /// an MQTT 5 client that sends more gets DISCONNECT 0x93. Also accepted under the
-    /// name `receive_maximum`.
+    /// Receive maximum: QoS 1/2 flows a client may have open towards the broker
+    /// (default 100, at least 1): for MQTT 5, QoS 1 until PUBACK and QoS 2 until
+    /// PUBCOMP; for 3.1.1, until the router has the message. Advertised to MQTT 5
+    /// clients; the edge stops reading a client's QoS 1/2 PUBLISHes when it reaches it,
+    /// and an MQTT 5 client that sends more gets DISCONNECT 0x93. Also accepted under
+    /// the name `receive_maximum`.
     #[serde(alias = "receive_maximum")]
     pub max_inflight: u16,
     /// Topic alias maximum: topic aliases an MQTT 5 client may use towards the broker

@@ -14,7 +14,7 @@ use crate::shared::Shared;
 use crate::subscriptions::Copies;
 use crate::topic;
 use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, Login, Packet};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
@@ -308,6 +308,7 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         pending_subacks: HashMap::new(),
         awaiting_release: saved.awaiting_release.into_iter().collect(),
         inflight_in: 0,
+        qos2_in_router: HashSet::new(),
         out_acks: VecDeque::new(),
         comps: VecDeque::new(),
         clean_exit: false,

@@ -263,6 +263,7 @@ impl Connection {
             2 => {
                 self.awaiting_release.insert(header.pkid);
                 self.store_incoming(header.pkid, true);
+                self.qos2_in_router.insert(header.pkid);
             }
             _ => {}
         }

@@ -81,7 +81,7 @@ impl Connection {
             Notification::DeviceAck(ack) => {
                 match Option::<Packet>::from(Notification::DeviceAck(ack)) {
                     Some(Packet::PubAck(a, p)) => {
-                        if self.awaiting_release.contains(&a.pkid) {
+                        if self.qos2_in_router.remove(&a.pkid) {
                             // A QoS 2 publish the router took as QoS 1 (see `incoming`):
                             // its flow stays open until PUBREL.
                             wbuf.extend_from_slice(&codec::success_ack(kind::PUBREC, a.pkid));

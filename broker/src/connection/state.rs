@@ -100,6 +100,8 @@ pub(super) struct Connection {
     pub(super) awaiting_release: HashSet<u16>,
     /// The client's QoS 1 publishes the router has not acknowledged yet.
     pub(super) inflight_in: usize,
+    /// Packet ids of the client's QoS 2 publishes the router has not acknowledged yet.
+    pub(super) qos2_in_router: HashSet<u16>,
     pub(super) out_acks: VecDeque<OutAck>,
     pub(super) comps: VecDeque<Comp>,
     pub(super) clean_exit: bool,
@@ -147,13 +149,18 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// The client's QoS 1/2 flows still open towards it (MQTT 5 §4.9 counts them
-    /// against the receive maximum): QoS 1 publishes the router has not acknowledged
-    /// yet (no PUBACK sent), and QoS 2 flows until their PUBREL (PUBCOMP sent), also
-    /// those that were never routed (3.1.1's refusals) or that a resumed session
-    /// carried over.
+    /// The client's QoS 1/2 flows that count against `limits.max_inflight`. MQTT 5
+    /// §4.9 counts a flow until PUBACK or PUBCOMP: QoS 1 publishes the router has not
+    /// acknowledged yet (no PUBACK sent) and QoS 2 flows until their PUBREL, also those
+    /// never routed (refused) or carried over by a resumed session. 3.1.1 has no
+    /// receive maximum, and its clients may send their PUBRELs behind more PUBLISHes
+    /// than that (rumqttc does), so for them only what awaits the router counts: their
+    /// unreleased QoS 2 flows are bounded by the packet identifiers (65,535).
     pub(super) fn open_flows_in(&self) -> usize {
-        self.inflight_in + self.awaiting_release.len()
+        match self.version {
+            Version::V5 => self.inflight_in + self.awaiting_release.len(),
+            Version::V4 => self.inflight_in + self.qos2_in_router.len(),
+        }
     }
 
     /// The client has as many open flows as `limits.max_inflight` allows: its next QoS
@@ -236,16 +243,10 @@ impl Connection {
     /// MQTT 5 §4.9: with receive maximum flows open (no PUBACK/PUBCOMP sent yet), the
     /// next QoS 1/2 PUBLISH is a violation. Bytes buffered now were sent before the
     /// client could have seen an acknowledgement still to come, so a QoS 1/2 PUBLISH at
-    /// the head of the buffer while the window is full is one. 3.1.1 has no receive
-    /// maximum: its clients are paused until the router acknowledges, but unreleased
-    /// QoS 2 flows are the client's to complete, so a 3.1.1 client that opens more
-    /// than `limits.max_inflight` of them is closed rather than waited for forever.
+    /// the head of the buffer while the window is full is one. (3.1.1 has no receive
+    /// maximum: its clients are only paused.)
     pub(super) fn receive_maximum_exceeded(&self, rbuf: &[u8]) -> bool {
-        if !self.paused(rbuf) {
-            return false;
-        }
-        let max = usize::from(self.shared.config.limits.max_inflight);
-        self.version == Version::V5 || self.awaiting_release.len() >= max
+        self.version == Version::V5 && self.paused(rbuf)
     }
 
     /// Queues a packet for the router; [`Connection::flush_router`] sends the batch. (Not

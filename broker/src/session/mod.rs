@@ -31,7 +31,7 @@ mod saved;
 mod timers;
 
 pub use registry::ClientLock;
-pub(crate) use registry::{check_owner, OwnerCheck, Started, Will};
+pub(crate) use registry::{check_owner, OwnerCheck, Will};
 pub use saved::SavedSessions;
 pub(crate) use saved::{new_origin, SavedSession};
 
@@ -50,6 +50,21 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, warn};
+
+/// Generations of connections, unique across client ids; 0 is never used.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// How a new connection relates to the session state kept for its client id.
+pub(crate) struct Started {
+    /// This connection's generation.
+    pub(crate) generation: u64,
+    /// A will that was waiting for its delay and must now be published, because the
+    /// new connection starts a new session (clean start) and so ended the old one.
+    pub(crate) will_to_publish: Option<Will>,
+    /// The owner before this connection and whether its session was kept, restored
+    /// if it fails to link.
+    previous: (Option<String>, bool),
+}
 
 /// The home of sessions: every client id the edge tracks, the state persistent sessions
 /// keep between connections, and what their timers need to end them.
@@ -104,7 +119,31 @@ impl Sessions {
         self.registry.tracked()
     }
 
-    /// Registers a new connection for the locked client id (see `Registry::start`).
+    /// Whether `identity` may have one more session that outlives its connection: false
+    /// when the locked client id's session is not already one of its kept sessions and
+    /// it holds `max` of them (`limits.max_sessions_per_identity`; 0: no limit).
+    pub(crate) fn may_keep_another(
+        &self,
+        lock: &ClientLock,
+        identity: &Identity,
+        max: usize,
+    ) -> bool {
+        if max == 0 {
+            return true;
+        }
+        let label = identity.label();
+        let e = &*lock.entry;
+        if e.kept && e.owner.as_deref() == Some(label.as_str()) {
+            return true;
+        }
+        self.registry.kept_by(&label) < max
+    }
+
+    /// Registers a new connection of `identity` as the latest for its client id, and
+    /// `identity` as the session's owner (the caller has checked it with
+    /// [`check_owner`]). `resumes`: the client asked to continue the existing session
+    /// (clean start / clean session 0), which cancels a will still waiting for its
+    /// delay. `kept`: the session outlives the connection.
     pub(crate) fn start(
         &self,
         lock: &mut ClientLock,
@@ -112,23 +151,31 @@ impl Sessions {
         resumes: bool,
         kept: bool,
     ) -> Started {
-        self.registry.start(lock, identity, resumes, kept)
+        let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        let previous = (lock.entry.owner.clone(), lock.entry.kept);
+        self.registry.set_owner(lock, Some(identity.label()), kept);
+        let e = &mut *lock.entry;
+        e.current = generation;
+        e.connected = true;
+        e.resumed = resumes;
+        // Timers of older generations see the new generation and stop.
+        e.timer = false;
+        let pending = e.pending_will.take();
+        Started {
+            generation,
+            will_to_publish: if resumes { None } else { pending },
+            previous,
+        }
     }
 
-    /// Undoes [`Sessions::start`] for a connection that failed to link.
+    /// A connection that failed to link: it never became a session, so the session (if
+    /// any) still belongs to whoever owned it.
     pub(crate) fn abandon(&self, lock: &mut ClientLock, started: Started) {
-        self.registry.abandon(lock, started)
-    }
-
-    /// Whether `identity` may have one more session that outlives its connection
-    /// (`limits.max_sessions_per_identity`, `max`; 0: no limit).
-    pub(crate) fn may_keep_another(
-        &self,
-        lock: &ClientLock,
-        identity: &Identity,
-        max: usize,
-    ) -> bool {
-        self.registry.may_keep_another(lock, identity, max)
+        if lock.entry.current == started.generation {
+            lock.entry.connected = false;
+            let (owner, kept) = started.previous;
+            self.registry.set_owner(lock, owner, kept);
+        }
     }
 
     /// The state persistent sessions keep while their client is away.
@@ -196,7 +243,7 @@ impl Sessions {
             self.saved.save(&s.client_id, saved);
             let mut lock = self.registry.lock(&s.client_id).await;
             let has_will = s.will.is_some();
-            let generation = registry::restore(&mut lock, s.will.map(message_will));
+            let generation = restore_entry(&mut lock, s.will.map(message_will));
             self.registry
                 .set_owner(&mut lock, Some(record.owner.clone()), true);
             let will_at = record.will_at.filter(|_| has_will).map(at);
@@ -258,6 +305,19 @@ impl Sessions {
     }
 }
 
+/// Registers a session read from the store after a restart: disconnected, with its
+/// delayed will (the caller sets its owner). Returns the generation its timer is for.
+fn restore_entry(lock: &mut ClientLock, will: Option<Will>) -> u64 {
+    let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+    let e = &mut *lock.entry;
+    e.current = generation;
+    e.connected = false;
+    e.resumed = false;
+    e.timer = false;
+    e.pending_will = will;
+    generation
+}
+
 /// Waits (a bounded time) for the router's SUBACK on a restore link.
 async fn wait_for_suback(rx: &mut LinkRx) -> bool {
     let wait = async {
@@ -280,7 +340,7 @@ async fn wait_for_suback(rx: &mut LinkRx) -> bool {
 
 /// What a connection leaves behind when it ends.
 pub(crate) struct Ending {
-    /// The connection's generation (from [`registry::start`]).
+    /// The connection's generation (from [`Sessions::start`]).
     pub(crate) generation: u64,
     /// Seconds the session outlives the connection; `None`: never expires (MQTT 5
     /// 0xFFFFFFFF, MQTT 3.1.1 clean session 0).

@@ -5,15 +5,11 @@
 use crate::acl::Identity;
 use rumqttd::protocol::{LastWill, LastWillProperties};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore};
 
 /// A last will and its MQTT 5 properties, as the edge keeps it.
 pub(crate) type Will = (LastWill, Option<LastWillProperties>);
-
-/// Generations of connections, unique across client ids; 0 is never used.
-static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// What the edge knows of one client id between and across its connections.
 #[derive(Debug, Default)]
@@ -142,67 +138,13 @@ impl Registry {
         e.kept = kept;
     }
 
-    /// Whether `identity` may keep one more session: false when the locked client id's
-    /// session is not already one of its kept sessions and it holds `max` of them
-    /// (0: no limit).
-    pub(super) fn may_keep_another(
-        &self,
-        lock: &ClientLock,
-        identity: &Identity,
-        max: usize,
-    ) -> bool {
-        if max == 0 {
-            return true;
-        }
-        let label = identity.label();
-        let e = &*lock.entry;
-        if e.kept && e.owner.as_deref() == Some(label.as_str()) {
-            return true;
-        }
+    /// Sessions kept for the identity labelled `label`.
+    pub(super) fn kept_by(&self, label: &str) -> usize {
         let counts = self
             .kept_per_owner
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        counts.get(&label).copied().unwrap_or(0) < max
-    }
-
-    /// Registers a new connection of `identity` as the latest for its client id, and
-    /// `identity` as the session's owner (the caller has checked it with
-    /// [`check_owner`]). `resumes`: the client asked to continue the existing session
-    /// (clean start / clean session 0), which cancels a will still waiting for its
-    /// delay. `kept`: the session outlives the connection.
-    pub(super) fn start(
-        &self,
-        lock: &mut ClientLock,
-        identity: &Identity,
-        resumes: bool,
-        kept: bool,
-    ) -> Started {
-        let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
-        let previous = (lock.entry.owner.clone(), lock.entry.kept);
-        self.set_owner(lock, Some(identity.label()), kept);
-        let e = &mut *lock.entry;
-        e.current = generation;
-        e.connected = true;
-        e.resumed = resumes;
-        // Timers of older generations see the new generation and stop.
-        e.timer = false;
-        let pending = e.pending_will.take();
-        Started {
-            generation,
-            will_to_publish: if resumes { None } else { pending },
-            previous,
-        }
-    }
-
-    /// A connection that failed to link: it never became a session, so the session (if
-    /// any) still belongs to whoever owned it.
-    pub(super) fn abandon(&self, lock: &mut ClientLock, started: Started) {
-        if lock.entry.current == started.generation {
-            lock.entry.connected = false;
-            let (owner, kept) = started.previous;
-            self.set_owner(lock, owner, kept);
-        }
+        counts.get(label).copied().unwrap_or(0)
     }
 }
 
@@ -237,29 +179,4 @@ pub(crate) fn check_owner(
         }
         _ => OwnerCheck::Own,
     }
-}
-
-/// How a new connection relates to the session state kept for its client id.
-pub(crate) struct Started {
-    /// This connection's generation.
-    pub(crate) generation: u64,
-    /// A will that was waiting for its delay and must now be published, because the
-    /// new connection starts a new session (clean start) and so ended the old one.
-    pub(crate) will_to_publish: Option<Will>,
-    /// The owner before this connection and whether its session was kept, restored
-    /// if it fails to link.
-    previous: (Option<String>, bool),
-}
-
-/// Registers a session read from the store after a restart: disconnected, with its
-/// delayed will (the caller sets its owner). Returns the generation its timer is for.
-pub(super) fn restore(lock: &mut ClientLock, will: Option<Will>) -> u64 {
-    let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
-    let e = &mut *lock.entry;
-    e.current = generation;
-    e.connected = false;
-    e.resumed = false;
-    e.timer = false;
-    e.pending_will = will;
-    generation
 }
