@@ -520,3 +520,27 @@ async fn an_incoming_qos2_flow_completes_exactly_once_across_a_sigkill() {
         "the first message was delivered once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_periodic_sync_what_was_acknowledged_an_interval_before_a_sigkill_survives() {
+    // `[storage]` comes from `Setup`; only the sync settings are added to it.
+    let setup = Setup::new("");
+    let toml = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "[storage]\n",
+        "[storage]\nsync = \"periodic\"\nsync_interval_ms = 200\n",
+    );
+    std::fs::write(&setup.config, toml).unwrap();
+    let (broker, addr) = setup.start();
+    subscribe_and_leave("periodic-sub", addr, "p/#").await;
+    let acked = publish_numbered(addr, "p", 1_000, 1_000).await;
+    // Longer than the interval: the writes are on disk by now.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    crash(broker);
+
+    let (_broker, addr) = setup.start();
+    let mut sub = persistent_v4("periodic-sub", addr, false);
+    assert!(sub.connack().await.unwrap().session_present);
+    let (got, bad_duplicates) = receive_numbers(&mut sub, &acked).await;
+    assert_eq!(got.len(), 1_000);
+    assert_eq!(bad_duplicates, 0);
+}
