@@ -14,7 +14,8 @@ use rcgen::{
 use rsa::pkcs8::LineEnding;
 use time::{Duration, OffsetDateTime};
 
-use crate::identity::{encode_filter, PUBLISH_URI_PREFIX, ROLE_URI_PREFIX};
+use crate::identity::{PUBLISH_URI_PREFIX, ROLE_URI_PREFIX};
+use crate::topic::encode_for_uri;
 use crate::{pemfile, topic, validate_id, CertError, Role};
 
 /// Size of the RSA keys generated for subscribers.
@@ -99,7 +100,7 @@ impl Profile {
                     if !topic::validate_filter(filter) {
                         return Err(CertError::InvalidTopicFilter(filter.clone()));
                     }
-                    let uri = format!("{PUBLISH_URI_PREFIX}{}", encode_filter(filter));
+                    let uri = format!("{PUBLISH_URI_PREFIX}{}", encode_for_uri(filter));
                     params.subject_alt_names.push(SanType::URI(uri.try_into()?));
                 }
                 params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

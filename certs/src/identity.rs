@@ -80,37 +80,6 @@ pub fn validate_id(id: &str) -> Result<(), CertError> {
     }
 }
 
-/// Percent-encodes a topic filter so it fits in a URI (RFC 3986 unreserved set plus `/`).
-pub(crate) fn encode_filter(filter: &str) -> String {
-    let mut out = String::with_capacity(filter.len());
-    for b in filter.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Reverses [`encode_filter`]; `None` on malformed escapes or invalid UTF-8.
-pub(crate) fn decode_filter(encoded: &str) -> Option<String> {
-    let bytes = encoded.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = encoded.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,11 +105,11 @@ mod tests {
     #[test]
     fn filters_round_trip_through_uris() {
         for f in ["sensors/+/temp", "#", "plant 7/ä/#", "a%b"] {
-            let e = encode_filter(f);
+            let e = crate::topic::encode_for_uri(f);
             assert!(e.is_ascii() && !e.contains(' ') && !e.contains('#') && !e.contains('+'));
-            assert_eq!(decode_filter(&e).as_deref(), Some(f));
+            assert_eq!(crate::topic::decode_from_uri(&e).as_deref(), Some(f));
         }
-        assert_eq!(decode_filter("%G1"), None);
-        assert_eq!(decode_filter("%4"), None);
+        assert_eq!(crate::topic::decode_from_uri("%G1"), None);
+        assert_eq!(crate::topic::decode_from_uri("%4"), None);
     }
 }

@@ -12,6 +12,39 @@ pub fn validate_topic(topic: &str) -> bool {
     !topic.is_empty() && topic.len() <= MAX_TOPIC_LEN && !topic.contains(['+', '#', '\0'])
 }
 
+/// Percent-encodes a topic or topic filter so it fits in a URI (RFC 3986 unreserved set
+/// plus `/`), as publisher certificates carry their filters.
+pub fn encode_for_uri(filter: &str) -> String {
+    let mut out = String::with_capacity(filter.len());
+    for b in filter.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`encode_for_uri`] (and decodes any `%XX` escape, as in a URL path); `None`
+/// on malformed escapes or invalid UTF-8.
+pub fn decode_from_uri(encoded: &str) -> Option<String> {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = encoded.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Is `filter` a valid topic *filter*: non-empty, no NUL, `+` only as a whole level,
 /// `#` only as the whole last level.
 pub fn validate_filter(filter: &str) -> bool {

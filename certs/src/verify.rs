@@ -10,7 +10,8 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519};
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use crate::identity::{decode_filter, PUBLISH_URI_PREFIX, ROLE_URI_PREFIX};
+use crate::identity::{PUBLISH_URI_PREFIX, ROLE_URI_PREFIX};
+use crate::topic::decode_from_uri;
 use crate::{pemfile, topic, CertError, Role};
 
 /// The public key a certificate carries, in the forms sealpost uses.
@@ -218,9 +219,10 @@ pub fn parse(der: &[u8]) -> Result<CertificateInfo, CertError> {
                                 return Err(malformed("certificate", "more than one role"));
                             }
                         } else if let Some(f) = uri.strip_prefix(PUBLISH_URI_PREFIX) {
-                            let filter = decode_filter(f)
-                                .filter(|f| topic::validate_filter(f))
-                                .ok_or_else(|| malformed("certificate", "bad topic filter"))?;
+                            let filter =
+                                decode_from_uri(f)
+                                    .filter(|f| topic::validate_filter(f))
+                                    .ok_or_else(|| malformed("certificate", "bad topic filter"))?;
                             topics.push(filter);
                         }
                     }

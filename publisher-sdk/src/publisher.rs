@@ -155,6 +155,19 @@ impl PublisherConfig {
             kdc: None,
         }
     }
+
+    /// Over a TLS broker address, presents the publisher certificate as the TLS client
+    /// certificate (and trusts the CA for the broker's): the sealpost broker lets only the
+    /// publisher's certificate write its key-message topics. Brokers that do not ask for a
+    /// client certificate never see it. Over plain TCP this does nothing.
+    pub fn present_certificate_over_tls(&mut self) {
+        if self.broker.is_tls() {
+            self.tls = Some(TlsIdentity {
+                ca_pem: self.ca_pem.clone(),
+                client: Some((self.certificate_pem.clone(), self.key_pem.clone())),
+            });
+        }
+    }
 }
 
 /// What a grant, revocation or rotation sent.

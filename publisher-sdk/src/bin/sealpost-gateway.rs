@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use sealpost_publisher::gateway::tokens::TokenStore;
 use sealpost_publisher::gateway::Gateway;
 use sealpost_publisher::kdc::KdcConfig;
-use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, TlsIdentity};
+use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig};
 
 #[derive(Parser)]
 #[command(
@@ -147,22 +147,16 @@ fn token_command(command: TokenCommand) -> Result<(), Error> {
 
 async fn serve(s: Serve) -> Result<(), Error> {
     let broker = BrokerAddress::parse(&s.url)?;
-    let (ca_pem, cert_pem, key_pem) = (read(&s.cafile)?, read(&s.cert)?, read(&s.key)?);
     let mut config = PublisherConfig::new(
         broker.clone(),
-        cert_pem.clone(),
-        key_pem.clone(),
-        ca_pem.clone(),
+        read(&s.cert)?,
+        read(&s.key)?,
+        read(&s.cafile)?,
         s.state_dir.clone(),
     );
-    if broker.is_tls() {
-        // As sealpost-pub: the publisher certificate is the TLS client certificate, so
-        // the sealpost broker lets it write its key topics.
-        config.tls = Some(TlsIdentity {
-            ca_pem,
-            client: Some((cert_pem, key_pem)),
-        });
-    }
+    // As sealpost-pub: the sealpost broker lets only the publisher's certificate write
+    // its key topics.
+    config.present_certificate_over_tls();
     config.client_id = s.id;
     config.crl = s.crl;
     config.insecure_no_crl = s.insecure_no_crl;

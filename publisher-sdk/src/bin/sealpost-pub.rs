@@ -27,9 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
 use sealpost_publisher::kdc::{KdcConfig, LoginLimit};
-use sealpost_publisher::{
-    BrokerAddress, Publisher, PublisherConfig, PublisherError, QoS, TlsIdentity,
-};
+use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, PublisherError, QoS};
 
 #[derive(Parser)]
 #[command(
@@ -291,24 +289,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
             port: cli.port,
         },
     };
-    let ca_pem = read(&cli.cafile)?;
-    let (cert_pem, key_pem) = (read(&cli.cert)?, read(&cli.key)?);
     let mut config = PublisherConfig::new(
         broker.clone(),
-        cert_pem.clone(),
-        key_pem.clone(),
-        ca_pem.clone(),
+        read(&cli.cert)?,
+        read(&cli.key)?,
+        read(&cli.cafile)?,
         cli.state_dir.clone(),
     );
-    if broker.is_tls() {
-        // The publisher certificate is also the TLS client certificate: the sealpost
-        // broker lets only it write this publisher's key-message topics. Brokers that do
-        // not ask for a client certificate never see it.
-        config.tls = Some(TlsIdentity {
-            ca_pem,
-            client: Some((cert_pem, key_pem)),
-        });
-    }
+    config.present_certificate_over_tls();
     config.client_id = cli.id.clone();
     if let Some(user) = &cli.username {
         config.credentials = Some((user.clone(), cli.password.clone().unwrap_or_default()));

@@ -259,23 +259,6 @@ struct JsonMessage {
     retain: Option<bool>,
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn parse_qos(v: Option<u8>) -> Result<QoS, Refused> {
     match v.unwrap_or(1) {
         0 => Ok(QoS::AtMostOnce),
@@ -289,7 +272,8 @@ fn parse_qos(v: Option<u8>) -> Result<QoS, Refused> {
 }
 
 async fn publish(shared: &Shared, token: &TokenEntry, raw: &str, req: Request<Incoming>) -> Answer {
-    let Some(topic) = percent_decode(raw).filter(|t| sealpost_certs::topic::validate_topic(t))
+    let Some(topic) = sealpost_certs::topic::decode_from_uri(raw)
+        .filter(|t| sealpost_certs::topic::validate_topic(t))
     else {
         return error(
             StatusCode::BAD_REQUEST,
