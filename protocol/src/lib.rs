@@ -32,8 +32,10 @@ mod error;
 mod identity;
 mod key_message;
 mod keyring;
+pub mod merkle;
 mod opener;
 pub mod replay;
+mod root_cache;
 mod sealer;
 
 pub use envelope::{peek, EnvelopeHeader, KeyIndex, KeyLocation};
@@ -45,5 +47,6 @@ pub use key_message::{
 pub use keyring::{ContentKey, Keyring, CONTENT_KEY_LEN, DEFAULT_KEPT_EPOCHS};
 pub use opener::{KeyUpdate, Opened, Opener, DEFAULT_CLOCK_SKEW_SECS, DEFAULT_MAX_AGE_SECS};
 pub use replay::{ReplayCheck, ReplayState};
-pub use sealer::Sealer;
+pub use root_cache::DEFAULT_ROOT_CACHE;
+pub use sealer::{Sealer, DEFAULT_MAX_BURST};
 pub use sealpost_certs as certs;
