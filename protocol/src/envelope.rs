@@ -150,6 +150,17 @@ pub struct EnvelopeHeader {
     pub published_at: u64,
     /// SHA-256 fingerprint of the publisher certificate.
     pub certificate_fingerprint: [u8; 32],
+    /// Where the message sits in its burst (version 2), `None` in version 1.
+    pub burst: Option<BurstPosition>,
+}
+
+/// A version 2 message's place in the burst signed with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BurstPosition {
+    /// Position in the burst, from 0.
+    pub leaf_index: u64,
+    /// Messages in the burst.
+    pub tree_size: u64,
 }
 
 pub(crate) fn find(header: &Header, label: i64) -> Option<&Value> {
@@ -302,6 +313,10 @@ impl ParsedEnvelope<'_> {
             seq: self.seq,
             published_at: self.published_at,
             certificate_fingerprint: self.fingerprint,
+            burst: self.proof.as_ref().map(|p| BurstPosition {
+                leaf_index: p.leaf_index,
+                tree_size: p.tree_size,
+            }),
         }
     }
 

@@ -38,7 +38,7 @@ pub mod replay;
 mod root_cache;
 mod sealer;
 
-pub use envelope::{peek, EnvelopeHeader, KeyIndex, KeyLocation};
+pub use envelope::{peek, BurstPosition, EnvelopeHeader, KeyIndex, KeyLocation};
 pub use error::{Rejected, SealError};
 pub use identity::{PublisherIdentity, SubscriberIdentity};
 pub use key_message::{

@@ -237,7 +237,9 @@ impl Sealer {
         Ok(out)
     }
 
-    fn check_topic(&self, topic: &str) -> Result<(), SealError> {
+    /// Would this sealer seal for `topic`? (A valid topic name that the publisher's
+    /// certificate permits.)
+    pub fn check_topic(&self, topic: &str) -> Result<(), SealError> {
         if !sealpost_certs::topic::validate_topic(topic) {
             return Err(SealError::InvalidTopic(topic.to_owned()));
         }
