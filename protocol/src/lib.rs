@@ -10,6 +10,13 @@
 //!   as COSE (RFC 9052) with registered algorithm ids; the signed protected header also
 //!   carries the publication time (CWT claim `iat`, RFC 9597), and openers refuse
 //!   envelopes older than a maximum age ([`Opener::with_max_age`]).
+//! - Tree-signed bursts (protocol version 2, the default): [`Sealer::seal_many`] signs up
+//!   to [`Sealer::max_burst`] messages with one Ed25519 signature over the root of an
+//!   RFC 9162 Merkle tree ([`merkle`]); each envelope carries its inclusion proof and the
+//!   root signature and opens on its own; openers verify each root signature once through
+//!   a bounded cache of verified roots ([`Opener::with_root_cache`]). Version 1 envelopes
+//!   (one signature each) stay readable, and are written on request
+//!   ([`Sealer::set_wire_version`]).
 //! - Key messages ([`seal_key_message`], [`Opener::accept_key_message`]): content keys of
 //!   recent epochs wrapped for one subscriber with RSA-OAEP-SHA256, signed; wrappings can be
 //!   kept and reused across rotations ([`KeyRecipient::wrap`], [`seal_key_message_wrapped`]).
