@@ -624,6 +624,59 @@ pub(crate) mod tests {
         assert_eq!(env, reference);
     }
 
+    fn burst_sealer() -> Sealer {
+        let mut sealer = Sealer::new(
+            identity(),
+            KeyLocation::key_topic_for("pub-1"),
+            1,
+            &ContentKey::generate(),
+            0,
+        );
+        sealer.reserve(10);
+        sealer
+    }
+
+    #[test]
+    fn seal_many_seals_all_or_nothing() {
+        let mut sealer = burst_sealer();
+        let bad: [(&str, &[u8]); 3] = [("a/1", b"x"), ("b/1", b"y"), ("a/2", b"z")];
+        assert_eq!(
+            sealer.seal_many(&bad, 1000),
+            Err(SealError::TopicNotPermitted("b/1".into()))
+        );
+        assert_eq!(sealer.next_seq(), 0, "no sequence number used");
+        let eleven = vec![("a/1", &b"x"[..]); 11];
+        assert_eq!(
+            sealer.seal_many(&eleven, 1000),
+            Err(SealError::SequenceExhausted)
+        );
+        assert_eq!(sealer.next_seq(), 0);
+        assert_eq!(sealer.seal_many(&eleven[..10], 1000).unwrap().len(), 10);
+        assert_eq!(sealer.next_seq(), 10);
+    }
+
+    #[test]
+    fn long_batches_are_split_at_the_maximum_burst() {
+        let mut sealer = burst_sealer();
+        sealer.set_max_burst(3);
+        let sealed = sealer
+            .seal_many(&vec![("a/1", &b"x"[..]); 7], 1000)
+            .unwrap();
+        let positions: Vec<(u64, u64)> = sealed
+            .iter()
+            .map(|e| {
+                let b = crate::peek(e).unwrap().burst.unwrap();
+                (b.leaf_index, b.tree_size)
+            })
+            .collect();
+        assert_eq!(
+            positions,
+            [(0, 3), (1, 3), (2, 3), (0, 3), (1, 3), (2, 3), (0, 1)]
+        );
+        sealer.set_max_burst(0);
+        assert_eq!(sealer.max_burst(), 1, "at least one message per burst");
+    }
+
     #[test]
     fn a_negative_time_is_refused() {
         let mut sealer = Sealer::new(
