@@ -45,8 +45,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// What each identity may publish and subscribe to.
     pub acl: AclConfig,
-    /// Where retained messages are persisted.
+    /// Where retained messages are persisted (without `[storage]`).
     pub retained: RetainedConfig,
+    /// The data directory: durable sessions and retained messages.
+    pub storage: StorageConfig,
     /// The Prometheus text endpoint.
     pub metrics: MetricsConfig,
     /// Sizing of the rumqttd router's in-memory logs.
@@ -63,6 +65,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
             retained: RetainedConfig::default(),
+            storage: StorageConfig::default(),
             metrics: MetricsConfig::default(),
             router: RouterSizing::default(),
             session: SessionConfig::default(),
@@ -87,6 +90,19 @@ impl Config {
 
     /// Checks the values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.storage.path.is_some() && self.retained.path.is_some() {
+            return Err(ConfigError::Invalid(
+                "retained.path and storage.path are both set: with a data directory the \
+                 retained messages live in its database (see broker/README.md, Durable \
+                 sessions, to move them)"
+                    .into(),
+            ));
+        }
+        if self.storage.sync == SyncMode::Periodic && self.storage.sync_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.sync_interval_ms is 0 (use sync = \"always\")".into(),
+            ));
+        }
         if self.listeners.is_empty() {
             return Err(ConfigError::Invalid("no [[listener]] configured".into()));
         }
@@ -233,11 +249,12 @@ pub struct Limits {
     pub connect_timeout_ms: u64,
     /// Time allowed for a TLS or WebSocket handshake, in milliseconds.
     pub handshake_timeout_ms: u64,
-    /// Receive maximum: QoS 1/2 PUBLISH packets a client may have unacknowledged
-    /// towards the broker (default 100, at least 1). Advertised to MQTT 5 clients; the
-    /// edge stops reading a client that reaches it until the router acknowledges, and
-    /// an MQTT 5 client that sends more gets DISCONNECT 0x93. Also accepted under the
-    /// name `receive_maximum`.
+    /// Receive maximum: QoS 1/2 flows a client may have open towards the broker
+    /// (default 100, at least 1): for MQTT 5, QoS 1 until PUBACK and QoS 2 until
+    /// PUBCOMP; for 3.1.1, until the router has the message. Advertised to MQTT 5
+    /// clients; the edge stops reading a client's QoS 1/2 PUBLISHes when it reaches it,
+    /// and an MQTT 5 client that sends more gets DISCONNECT 0x93. Also accepted under
+    /// the name `receive_maximum`.
     #[serde(alias = "receive_maximum")]
     pub max_inflight: u16,
     /// Topic alias maximum: topic aliases an MQTT 5 client may use towards the broker
@@ -268,6 +285,20 @@ pub struct Limits {
     /// 0x80; 5: 0x97 quota exceeded); renewing a filter the client already has is
     /// always allowed. Bounds the edge's work per message and per SUBSCRIBE.
     pub max_subscriptions_per_client: usize,
+    /// Retained topics one identity may have created and still hold (default 10,000; 0:
+    /// no limit): a retained message on a new topic beyond it is refused (MQTT 5:
+    /// PUBACK/PUBREC 0x97 quota exceeded; 3.1.1 has no refusal, so it is acknowledged
+    /// and dropped), and counted in `sealpost_retained_over_quota_total`. Replacing or
+    /// deleting one of its own retained messages is always allowed. An identity is a
+    /// user name or a certificate; anonymous clients count together. Retained
+    /// messages restored at start and retained wills count for nobody.
+    pub max_retained_per_client: usize,
+    /// Persistent sessions (session expiry not 0, MQTT 3.1.1 clean session 0) one
+    /// identity may hold at once, connected or not (default 1,000; 0: no limit). A
+    /// CONNECT that would create one more is refused (MQTT 5 CONNACK 0x97 quota
+    /// exceeded, 3.1.1: 0x03 server unavailable); resuming or replacing one of its own
+    /// is allowed. Anonymous clients count together.
+    pub max_sessions_per_identity: usize,
     /// How often, in milliseconds, each TLS listener's revocation list (`[listener.tls]
     /// crl`) is read again (default 5,000; 0: only at SIGHUP). A new list signed by the
     /// CA is installed, and connections whose certificate it revokes are closed (MQTT
@@ -290,6 +321,8 @@ impl Default for Limits {
             server_keep_alive: None,
             max_session_expiry: None,
             max_subscriptions_per_client: 1000,
+            max_retained_per_client: 10_000,
+            max_sessions_per_identity: 1000,
             crl_reload_interval_ms: 5000,
         }
     }
@@ -416,12 +449,70 @@ pub struct AclRule {
     pub subscribe: Vec<String>,
 }
 
-/// Retained message persistence.
+/// Retained message persistence (before `[storage]`; kept so that existing files work).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetainedConfig {
-    /// redb database file; without it retained messages live in memory only.
+    /// redb database file for retained messages only. Superseded by `[storage] path`,
+    /// whose database keeps them; both together are refused (to migrate, copy this file
+    /// to `DIR/sealpost.redb` before the first start with the data directory).
     pub path: Option<PathBuf>,
+}
+
+/// The data directory (`[storage]`, or `--data-dir`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory of the broker's database (`sealpost.redb`; the directory is created
+    /// with mode 0700 if absent):
+    /// persistent sessions, the messages queued for them, delayed wills and retained
+    /// messages survive a restart and a crash. Without it, all of this lives in memory.
+    pub path: Option<PathBuf>,
+    /// When a write to the store counts as done: `always` (default) on disk before the
+    /// PUBACK/PUBREC; `periodic`, committed in memory and on disk within
+    /// `sync_interval_ms` (a crash loses at most that much, as Mosquitto's
+    /// `autosave_interval`).
+    pub sync: SyncMode,
+    /// With `sync = "periodic"`, the longest time in milliseconds between writes to disk
+    /// (default 1,000).
+    pub sync_interval_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: None,
+            sync: SyncMode::Always,
+            sync_interval_ms: 1000,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The database file in the data directory, if one is configured.
+    pub fn file(&self) -> Option<PathBuf> {
+        self.path.as_ref().map(|d| d.join(crate::store::FILE_NAME))
+    }
+
+    /// The store's sync setting.
+    pub fn store_sync(&self) -> crate::store::Sync {
+        match self.sync {
+            SyncMode::Always => crate::store::Sync::Always,
+            SyncMode::Periodic => {
+                crate::store::Sync::Periodic(Duration::from_millis(self.sync_interval_ms))
+            }
+        }
+    }
+}
+
+/// `[storage] sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Acknowledged means on disk.
+    Always,
+    /// Acknowledged means committed; on disk within `sync_interval_ms`.
+    Periodic,
 }
 
 /// Metrics endpoint.

@@ -29,7 +29,10 @@ pub mod retained;
 pub mod router;
 pub mod server;
 pub mod session;
+mod shared;
+pub mod store;
 mod subscriptions;
+mod system;
 pub mod tls;
 pub mod topic;
 

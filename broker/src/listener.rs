@@ -5,7 +5,7 @@
 use crate::config::ListenerKind;
 use crate::connection::{self, PeerInfo};
 use crate::metrics::inc;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::tls::ServerTls;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;

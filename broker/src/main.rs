@@ -3,8 +3,10 @@
 
 use clap::{Parser, Subcommand};
 use sealpost_broker::auth::{add_user, HashCost};
-use sealpost_broker::{Broker, Config};
-use std::io::BufRead;
+use sealpost_broker::config::ListenerConfig;
+use sealpost_broker::{Broker, Config, ListenerKind};
+use std::io::{BufRead, IsTerminal};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,6 +18,27 @@ struct Cli {
     /// listens on 127.0.0.1:1883 and allows anonymous clients.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Port of a plain TCP listener, as Mosquitto's `-p`. Without --config it replaces
+    /// the default listener; with it, it is added to the configured ones.
+    #[arg(long, short)]
+    port: Option<u16>,
+    /// Address of that listener (default 127.0.0.1; 0.0.0.0 listens on every
+    /// interface). Alone, it listens on port 1883.
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<IpAddr>,
+    /// Verbose logs (debug level); RUST_LOG, when set, takes precedence.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Data directory (the same as `[storage] path`, which it overrides): persistent
+    /// sessions, their queued messages, delayed wills and retained messages survive
+    /// restarts and crashes.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Repair the data directory's store and exit: values that cannot be read are
+    /// deleted; a file that cannot be opened at all is moved aside (kept, renamed
+    /// `sealpost.redb.corrupt-TIME`) so that the broker starts with an empty store.
+    #[arg(long)]
+    repair: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -36,14 +59,79 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if cli.verbose {
+                    "debug,rumqttd=warn"
+                } else {
+                    "info,rumqttd=warn"
+                })
+            }),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: escapes make log files and journals unreadable.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
         Some(Command::Passwd { file, user }) => passwd(&file, &user),
-        None => serve(cli.config),
+        None => serve(&cli),
+    }
+}
+
+/// `--repair`: see the option's help.
+fn repair_store(config: &Config) -> ExitCode {
+    let Some(file) = config.storage.file() else {
+        eprintln!("--repair needs a data directory (--data-dir or [storage] path)");
+        return ExitCode::FAILURE;
+    };
+    match sealpost_broker::store::repair(&file) {
+        Ok(sealpost_broker::store::Repaired::Nothing) => {
+            println!(
+                "store {}: every value is readable; nothing changed",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(sealpost_broker::store::Repaired::ValuesDeleted) => {
+            println!(
+                "store {}: unreadable values deleted (each is named in the log above)",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(sealpost_broker::store::Repaired::MovedAside(aside)) => {
+            println!(
+                "store {} could not be opened: moved to {}; the broker starts with an empty store",
+                file.display(),
+                aside.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Applies the command line's listener and data directory to the configuration.
+fn apply_options(config: &mut Config, cli: &Cli) {
+    if cli.port.is_some() || cli.bind.is_some() {
+        let listener = ListenerConfig {
+            kind: ListenerKind::Tcp,
+            bind: SocketAddr::new(
+                cli.bind.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+                cli.port.unwrap_or(1883),
+            ),
+            tls: None,
+        };
+        if cli.config.is_some() {
+            config.listeners.push(listener);
+        } else {
+            config.listeners = vec![listener];
+        }
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.storage.path = Some(dir.clone());
     }
 }
 
@@ -70,8 +158,8 @@ fn passwd(file: &std::path::Path, user: &str) -> ExitCode {
     }
 }
 
-fn serve(config_path: Option<PathBuf>) -> ExitCode {
-    let config = match &config_path {
+fn serve(cli: &Cli) -> ExitCode {
+    let mut config = match &cli.config {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
             Err(e) => {
@@ -81,6 +169,10 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         },
         None => Config::default(),
     };
+    apply_options(&mut config, cli);
+    if cli.repair {
+        return repair_store(&config);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -75,6 +75,23 @@ impl Mark {
         }
     }
 
+    /// A message kept from before a restart, with its number as it was.
+    pub fn kept(qos: u8, retain: bool, origin: u64, message: u64) -> Mark {
+        Mark {
+            qos: qos.min(2),
+            retain,
+            origin,
+            message,
+            properties: false,
+        }
+    }
+
+    /// Numbers go on from `next` (the first number not used before a restart), so that
+    /// a kept message's number is never given to a new one.
+    pub fn resume_numbering(next: u64) {
+        NEXT_MESSAGE.fetch_max(next, Ordering::Relaxed);
+    }
+
     /// Message numbers below this one belong to messages marked before now.
     pub fn next_number() -> u64 {
         NEXT_MESSAGE.load(Ordering::Relaxed)

@@ -37,6 +37,18 @@ pub struct Metrics {
     /// Subscriptions refused because the client holds
     /// `limits.max_subscriptions_per_client` already.
     pub subscriptions_over_quota: AtomicU64,
+    /// CONNECTs refused because the identity holds `limits.max_sessions_per_identity`
+    /// persistent sessions already.
+    pub sessions_over_quota: AtomicU64,
+    /// Retained messages refused because the identity created
+    /// `limits.max_retained_per_client` retained topics already.
+    pub retained_over_quota: AtomicU64,
+    /// Messages not delivered to a client because its resumed session's backlog was
+    /// beyond `limits.max_queued_messages`.
+    pub dropped_queue_full: AtomicU64,
+    /// Messages not delivered to a client because they were larger than its MQTT 5
+    /// maximum packet size.
+    pub dropped_oversized: AtomicU64,
     /// Password logins refused without checking the password because the client's
     /// address failed too many recently (`auth.max_failed_logins`).
     pub logins_throttled: AtomicU64,
@@ -67,7 +79,7 @@ impl Metrics {
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let items: [(&str, &str, &str, &AtomicU64); 18] = [
+        let items: [(&str, &str, &str, &AtomicU64); 20] = [
             (
                 "sealpost_connections_open",
                 "gauge",
@@ -141,6 +153,18 @@ impl Metrics {
                 &self.subscriptions_over_quota,
             ),
             (
+                "sealpost_sessions_over_quota_total",
+                "counter",
+                "CONNECTs refused at limits.max_sessions_per_identity.",
+                &self.sessions_over_quota,
+            ),
+            (
+                "sealpost_retained_over_quota_total",
+                "counter",
+                "Retained messages refused at limits.max_retained_per_client.",
+                &self.retained_over_quota,
+            ),
+            (
                 "sealpost_logins_throttled_total",
                 "counter",
                 "Password logins refused after too many failures from the address.",
@@ -181,6 +205,22 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        // One family with a label per reason, so that a new reason needs no new query.
+        let _ = writeln!(
+            out,
+            "# HELP sealpost_dropped_messages_total Messages not delivered to a client, by reason."
+        );
+        let _ = writeln!(out, "# TYPE sealpost_dropped_messages_total counter");
+        for (reason, value) in [
+            ("queue_full", &self.dropped_queue_full),
+            ("oversized", &self.dropped_oversized),
+        ] {
+            let _ = writeln!(
+                out,
+                "sealpost_dropped_messages_total{{reason=\"{reason}\"}} {}",
+                value.load(Ordering::Relaxed)
+            );
         }
         out
     }

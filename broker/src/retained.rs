@@ -2,45 +2,34 @@
 //!
 //! The router keeps retained messages in memory; this store keeps a copy on disk (redb)
 //! so that they (key messages above all) survive a restart, and replays them into the
-//! router at start. Writes go through one thread that batches them into transactions;
-//! a retained PUBLISH is forwarded to the router only once it is committed.
+//! router at start. They live in the `retained` table of the broker's store
+//! ([`crate::store`]: the data directory's database, or the file of the older
+//! `[retained] path` setting), whose writer batches them into transactions; a retained
+//! PUBLISH is forwarded to the router only once it is committed.
 //!
 //! MQTT 5 properties are kept with the message, and so is the time it was stored: a
 //! message expiry interval goes on counting while the broker is down, and a message
 //! that expired meanwhile is deleted at start instead of being replayed.
 
-use crate::codec::{self, Version};
-use bytes::{Bytes, BytesMut};
-use redb::{Database, ReadableTable, TableDefinition};
-use rumqttd::protocol::{Packet, Publish, PublishProperties};
+use crate::store::{self, decode_publish, encode_publish, unix_now, Op, Store};
+use bytes::Bytes;
+use redb::{ReadableTable, TableDefinition};
+use rumqttd::protocol::PublishProperties;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::Arc;
 use std::sync::Mutex;
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::oneshot;
 
-const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+pub use crate::store::StoreError;
+
+/// The table of retained messages, by topic.
+pub(crate) const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 
 /// First byte of a stored value: then the QoS, when the message was stored (seconds
 /// since the Unix epoch, u64 big-endian) and the message as an MQTT 5 PUBLISH in
 /// rumqttd's encoding, which carries the properties without a codec of our own. Values
 /// of the first format, the QoS (0-2) followed by the payload, are still read.
 const STORED_PUBLISH: u8 = 0xff;
-
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// redb reported an error.
-    #[error("retained store: {0}")]
-    Db(String),
-    /// The store has been closed.
-    #[error("retained store is closed")]
-    Closed,
-    /// A stored value could not be read (the database was written by something else).
-    #[error("retained store: the message of topic {0:?} is unreadable")]
-    Corrupt(String),
-}
 
 fn db<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Db(e.to_string())
@@ -63,11 +52,12 @@ pub struct RetainedMessage {
 impl RetainedMessage {
     /// The stored form (see [`STORED_PUBLISH`]).
     fn encode(&self, now: u64) -> Result<Vec<u8>, StoreError> {
-        let topic = Bytes::copy_from_slice(self.topic.as_bytes());
-        let publish = Publish::new(topic, self.payload.clone(), true);
-        let mut packet = BytesMut::new();
-        let message = Packet::Publish(publish, self.properties.clone());
-        codec::encode(message, Version::V5, &mut packet).map_err(db)?;
+        let packet = encode_publish(
+            self.topic.as_bytes(),
+            &self.payload,
+            self.properties.clone(),
+        )
+        .map_err(StoreError::Db)?;
         let mut v = Vec::with_capacity(10 + packet.len());
         v.push(STORED_PUBLISH);
         v.push(self.qos);
@@ -77,10 +67,9 @@ impl RetainedMessage {
     }
 
     /// Reads a stored value; `Ok(None)` for a message whose expiry interval ran out
-    /// (by `now`) since it was stored.
-    fn decode(topic: &str, value: &[u8], now: u64) -> Result<Option<RetainedMessage>, StoreError> {
-        let corrupt = || StoreError::Corrupt(topic.to_owned());
-        let (&first, rest) = value.split_first().ok_or_else(corrupt)?;
+    /// (by `now`) since it was stored, `Err(())` for one that cannot be read.
+    fn decode(topic: &str, value: &[u8], now: u64) -> Result<Option<RetainedMessage>, ()> {
+        let (&first, rest) = value.split_first().ok_or(())?;
         if first != STORED_PUBLISH {
             return Ok(Some(RetainedMessage {
                 topic: topic.to_owned(),
@@ -89,29 +78,12 @@ impl RetainedMessage {
                 properties: None,
             }));
         }
-        let (&qos, rest) = rest.split_first().ok_or_else(corrupt)?;
-        let (stored_at, packet) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let (&qos, rest) = rest.split_first().ok_or(())?;
+        let (stored_at, packet) = rest.split_first_chunk::<8>().ok_or(())?;
         let elapsed = now.saturating_sub(u64::from_be_bytes(*stored_at));
-        // Through the edge's own checks and guarded decoder, as if from a client: a
-        // damaged value is an error, never a panic.
-        let mut packet = BytesMut::from(packet);
-        let frame = codec::next_frame(&mut packet, usize::MAX, Some(Version::V5));
-        let (Ok(Some(frame)), true) = (frame, packet.is_empty()) else {
-            return Err(corrupt());
-        };
-        let Ok(Packet::Publish(publish, mut properties)) =
-            codec::decode(frame, Version::V5, usize::MAX)
-        else {
-            return Err(corrupt());
-        };
-        if let Some(p) = properties.as_mut() {
-            if let Some(interval) = p.message_expiry_interval {
-                let left = u64::from(interval).saturating_sub(elapsed);
-                if left == 0 {
-                    return Ok(None);
-                }
-                p.message_expiry_interval = Some(left as u32);
-            }
+        let (publish, mut properties) = decode_publish(packet).ok_or(())?;
+        if !store::expire(&mut properties, elapsed) {
+            return Ok(None);
         }
         Ok(Some(RetainedMessage {
             topic: topic.to_owned(),
@@ -122,148 +94,144 @@ impl RetainedMessage {
     }
 }
 
-/// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-}
-
-struct Write {
-    topic: String,
-    value: Option<Vec<u8>>,
-    done: oneshot::Sender<Result<(), StoreError>>,
-}
-
-/// Handle to the store; cheap operations, durable writes.
+/// Handle to the retained messages on disk; cheap operations, durable writes.
 pub struct RetainedStore {
-    tx: Mutex<Option<mpsc::Sender<Write>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// `None`: in-memory mode, the router's own copy is all there is.
+    store: Option<Arc<Store>>,
 }
 
 impl RetainedStore {
-    /// A store that persists nothing (no `retained.path` configured).
+    /// A store that persists nothing (no data directory, no `retained.path`).
     pub fn in_memory() -> RetainedStore {
-        RetainedStore {
-            tx: Mutex::new(None),
-            thread: Mutex::new(None),
-        }
+        RetainedStore { store: None }
     }
 
-    /// Opens (or creates) the database and returns the messages it holds, after
-    /// deleting those that expired while the broker was down. A value it cannot read
-    /// is an error: the broker does not start rather than lose a retained key message
-    /// without a word.
+    /// Opens (or creates) a database of its own at `path` (the `[retained] path`
+    /// setting) and returns the messages it holds; see [`RetainedStore::within`].
     pub fn open(path: &Path) -> Result<(RetainedStore, Vec<RetainedMessage>), StoreError> {
         Self::open_at(path, unix_now())
     }
 
     fn open_at(path: &Path, now: u64) -> Result<(RetainedStore, Vec<RetainedMessage>), StoreError> {
-        let database = Database::create(path).map_err(db)?;
+        let (store, _) = Store::open(path, store::Sync::Always)?;
+        Self::within_at(Arc::new(store), now)
+    }
+
+    /// Keeps retained messages in `store` and returns those it holds, after deleting
+    /// those that expired while the broker was down. A value it cannot read is an
+    /// error: the broker does not start rather than lose a retained key message
+    /// without a word.
+    pub fn within(store: Arc<Store>) -> Result<(RetainedStore, Vec<RetainedMessage>), StoreError> {
+        Self::within_at(store, unix_now())
+    }
+
+    fn within_at(
+        store: Arc<Store>,
+        now: u64,
+    ) -> Result<(RetainedStore, Vec<RetainedMessage>), StoreError> {
+        let Some(database) = store.database() else {
+            return Ok((RetainedStore { store: None }, Vec::new()));
+        };
         let mut messages = Vec::new();
+        let txn = database.begin_write().map_err(db)?;
         {
-            let txn = database.begin_write().map_err(db)?;
-            {
-                let mut table = txn.open_table(TABLE).map_err(db)?;
-                let mut expired = Vec::new();
-                for entry in table.iter().map_err(db)? {
-                    let (k, v) = entry.map_err(db)?;
-                    match RetainedMessage::decode(k.value(), v.value(), now)? {
-                        Some(m) => messages.push(m),
-                        None => expired.push(k.value().to_owned()),
+            let mut table = txn.open_table(TABLE).map_err(db)?;
+            let mut expired = Vec::new();
+            for entry in table.iter().map_err(db)? {
+                let (k, v) = entry.map_err(db)?;
+                match RetainedMessage::decode(k.value(), v.value(), now) {
+                    Ok(Some(m)) => messages.push(m),
+                    Ok(None) => expired.push(k.value().to_owned()),
+                    Err(()) => {
+                        return Err(StoreError::Corrupt {
+                            path: store.path().unwrap_or(Path::new("")).to_owned(),
+                            what: format!("the retained message of topic {:?}", k.value()),
+                        })
                     }
                 }
-                for topic in expired {
-                    table.remove(topic.as_str()).map_err(db)?;
-                }
             }
-            txn.commit().map_err(db)?;
+            for topic in expired {
+                table.remove(topic.as_str()).map_err(db)?;
+            }
         }
-        let (tx, rx) = mpsc::channel::<Write>();
-        let thread = std::thread::Builder::new()
-            .name("retained-store".into())
-            .spawn(move || writer(database, rx))
-            .map_err(db)?;
-        Ok((
-            RetainedStore {
-                tx: Mutex::new(Some(tx)),
-                thread: Mutex::new(Some(thread)),
-            },
-            messages,
-        ))
+        txn.commit().map_err(db)?;
+        Ok((RetainedStore { store: Some(store) }, messages))
     }
 
     /// Stores (or, with an empty payload, deletes) the retained message of its topic and
     /// waits until it is committed.
     pub async fn put(&self, message: &RetainedMessage) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        {
-            let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(tx) = guard.as_ref() else {
-                // In-memory mode: the router's own copy is all there is.
-                return Ok(());
-            };
-            let value = match message.payload.is_empty() {
-                true => None,
-                false => Some(message.encode(unix_now())?),
-            };
-            tx.send(Write {
-                topic: message.topic.clone(),
-                value,
-                done,
-            })
-            .map_err(|_| StoreError::Closed)?;
-        }
-        wait.await.unwrap_or(Err(StoreError::Closed))
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let value = match message.payload.is_empty() {
+            true => None,
+            false => Some(message.encode(unix_now())?),
+        };
+        store
+            .write(vec![Op::Retained(message.topic.clone(), value)])
+            .await
     }
 
     /// Finishes pending writes and closes the database.
     pub fn close(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
+        if let Some(store) = &self.store {
+            store.close();
         }
     }
 }
 
-impl Drop for RetainedStore {
-    fn drop(&mut self) {
-        self.close();
-    }
+/// Which identity created each retained topic, and how many each holds, to bound the
+/// retained topics one identity can make the broker keep (`limits.max_retained_per_client`).
+/// Only topics retained by clients since the start are known; the map holds one entry
+/// per such topic, so it is bounded by the limit times the identities.
+#[derive(Debug, Default)]
+pub struct RetainedOwners {
+    inner: Mutex<Owners>,
 }
 
-fn writer(database: Database, rx: mpsc::Receiver<Write>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter().take(1023));
-        let result = commit(&database, &batch);
-        for w in batch {
-            let r = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Db(e.to_string())),
-            };
-            let _ = w.done.send(r);
-        }
-    }
+#[derive(Debug, Default)]
+struct Owners {
+    by_topic: HashMap<String, String>,
+    per_owner: HashMap<String, usize>,
 }
 
-fn commit(database: &Database, batch: &[Write]) -> Result<(), StoreError> {
-    let txn = database.begin_write().map_err(db)?;
-    {
-        let mut table = txn.open_table(TABLE).map_err(db)?;
-        for w in batch {
-            match &w.value {
-                Some(v) => {
-                    table.insert(w.topic.as_str(), v.as_slice()).map_err(db)?;
-                }
-                None => {
-                    table.remove(w.topic.as_str()).map_err(db)?;
+impl Owners {
+    fn release(&mut self, topic: &str) {
+        if let Some(owner) = self.by_topic.remove(topic) {
+            if let Some(n) = self.per_owner.get_mut(&owner) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_owner.remove(&owner);
                 }
             }
         }
     }
-    txn.commit().map_err(db)
+}
+
+impl RetainedOwners {
+    /// Records that `owner` sets (or, with `clear`, deletes) the retained message of
+    /// `topic`. Returns false, recording nothing, when that would be a new topic for
+    /// `owner` beyond `max` (0: no limit); replacing its own or deleting is always
+    /// allowed.
+    pub fn set(&self, topic: &str, owner: &str, clear: bool, max: usize) -> bool {
+        // Plain data: a panic elsewhere cannot leave it inconsistent.
+        let mut o = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if clear {
+            o.release(topic);
+            return true;
+        }
+        if o.by_topic.get(topic).is_some_and(|t| t == owner) {
+            return true;
+        }
+        if max > 0 && o.per_owner.get(owner).copied().unwrap_or(0) >= max {
+            return false;
+        }
+        o.release(topic);
+        o.by_topic.insert(topic.to_owned(), owner.to_owned());
+        *o.per_owner.entry(owner.to_owned()).or_default() += 1;
+        true
+    }
 }
 
 #[cfg(test)]
@@ -281,7 +249,7 @@ mod tests {
 
     /// Writes `value` under `topic` as another program (or an older broker) would.
     fn write_raw(path: &Path, topic: &str, value: &[u8]) {
-        let database = Database::create(path).unwrap();
+        let database = redb::Database::create(path).unwrap();
         let txn = database.begin_write().unwrap();
         txn.open_table(TABLE).unwrap().insert(topic, value).unwrap();
         txn.commit().unwrap();
@@ -362,7 +330,7 @@ mod tests {
             write_raw(&path, "bad", value);
             assert!(matches!(
                 RetainedStore::open(&path),
-                Err(StoreError::Corrupt(t)) if t == "bad"
+                Err(StoreError::Corrupt { what, .. }) if what.contains("\"bad\"")
             ));
         }
     }

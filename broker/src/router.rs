@@ -98,6 +98,12 @@ impl RouterSlot {
     /// Sends a batch of packets with a single wake-up of the router thread (rumqttd's
     /// own connections batch the same way; one event per packet costs throughput).
     /// `packets` is left empty. Returns false when the slot is gone.
+    ///
+    /// The router is woken only when the link's buffer was empty. rumqttd takes the
+    /// whole buffer on each wake-up, so a non-empty buffer means a wake-up is already
+    /// on its way that will take these packets too; a second one would find the
+    /// buffer empty, or, once the batch's DISCONNECT has removed the connection, log
+    /// an error ("no-connection id N is already gone") after every normal disconnect.
     pub async fn send_batch(&mut self, packets: &mut VecDeque<Packet>) -> bool {
         let Some(last) = packets.pop_back() else {
             return true;
@@ -108,14 +114,17 @@ impl RouterSlot {
         };
         {
             let mut buffer = tx.buffer();
-            if buffer.is_empty() {
-                // The router has taken everything sent before: trade buffers instead
-                // of moving each (400-byte) packet.
-                std::mem::swap(&mut *buffer, packets);
-            } else {
+            if !buffer.is_empty() {
                 buffer.extend(packets.drain(..));
+                buffer.push_back(last);
+                return true;
             }
+            // The router has taken everything sent before: trade buffers instead of
+            // moving each (400-byte) packet.
+            std::mem::swap(&mut *buffer, packets);
         }
+        // Pushes `last` and wakes the router. (Nothing else writes to this buffer, and
+        // the router reads it only when woken, so nothing happens in between.)
         tx.send(last).await.is_ok()
     }
 
@@ -128,6 +137,14 @@ impl RouterSlot {
                 },
                 None,
             );
+            // As in `send_batch`: when packets are still waiting, the wake-up already
+            // sent for them takes the DISCONNECT too.
+            let mut buffer = tx.buffer();
+            if !buffer.is_empty() {
+                buffer.push_back(disconnect);
+                return;
+            }
+            drop(buffer);
             // LinkTx::send never awaits (it pushes to a buffer and signals the router
             // thread), so one poll completes it, even from Drop.
             let _ = tx.send(disconnect).now_or_never();
@@ -145,6 +162,20 @@ impl Drop for RouterSlot {
     fn drop(&mut self) {
         self.release();
     }
+}
+
+/// Makes a client id safe for the router, which refuses `+ $ # /` and keys sessions by
+/// id. Percent-encoding keeps distinct ids distinct, and ids the broker uses for itself
+/// (starting with `%` and a non-hex letter) can never be produced from a client's id.
+pub(crate) fn router_client_id(client_id: &str) -> String {
+    let mut out = String::with_capacity(client_id.len());
+    for c in client_id.chars() {
+        match c {
+            '%' | '+' | '$' | '#' | '/' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -215,5 +246,16 @@ mod tests {
             .await
             .unwrap();
         assert!(second.is_ok(), "slot was not released after abort");
+    }
+
+    #[test]
+    fn router_ids_are_escaped_injectively() {
+        assert_eq!(router_client_id("plain-id"), "plain-id");
+        assert_eq!(router_client_id("a/b"), "a%2Fb");
+        assert_eq!(router_client_id("%2F"), "%252F");
+        assert_ne!(router_client_id("a/b"), router_client_id("a%2Fb"));
+        for c in ['+', '$', '#', '/'] {
+            assert!(!router_client_id(&format!("x{c}y")).contains(c));
+        }
     }
 }

@@ -6,17 +6,17 @@ use crate::acl::Acl;
 use crate::auth::PasswordFile;
 use crate::config::{Config, ListenerKind};
 use crate::listener;
-use crate::marker::{self, Mark};
 use crate::metrics::{inc, Metrics};
-use crate::retained::{RetainedMessage, RetainedStore};
-use crate::router::{RouterHandle, RouterSlot};
-use crate::subscriptions::SavedSessions;
-use rumqttd::protocol::{LastWill, LastWillProperties, Publish, PublishProperties};
-use std::collections::VecDeque;
+use crate::retained::RetainedStore;
+use crate::router::RouterHandle;
+use crate::session::Sessions;
+pub use crate::shared::Shared;
+use crate::store::{Loaded, Store, StoreError};
+use crate::system::{SystemLink, SYSTEM_CLIENT_ID};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Mutex, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -29,9 +29,9 @@ pub enum BrokerError {
     /// The password file is unusable.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
-    /// The retained store could not be opened.
+    /// The store (sessions, retained messages) could not be opened.
     #[error(transparent)]
-    Store(#[from] crate::retained::StoreError),
+    Store(#[from] StoreError),
     /// TLS material is unusable.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -46,107 +46,17 @@ pub enum BrokerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The router did not accept the broker's own link.
     #[error("router link: {0}")]
     Router(String),
-}
-
-/// Client id of the broker's own router link; no client id can map to it (see
-/// `connection::router_client_id`).
-const SYSTEM_CLIENT_ID: &str = "%sealpost-system";
-
-/// State shared by all connections.
-pub struct Shared {
-    /// The configuration in force.
-    pub config: Config,
-    /// The router.
-    pub router: RouterHandle,
-    /// Authorization.
-    pub acl: Acl,
-    /// Password file, when configured.
-    pub passwords: Option<PasswordFile>,
-    /// Durable retained messages.
-    pub retained: RetainedStore,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// Becomes true at shutdown.
-    pub shutdown: watch::Receiver<bool>,
-    /// The edge's state of persistent sessions whose client is away.
-    pub(crate) saved_sessions: SavedSessions,
-    /// Session state the edge keeps per client id (expiry, delayed wills).
-    pub sessions: crate::session::Sessions,
-    system: Mutex<RouterSlot>,
-}
-
-impl Shared {
-    /// Publishes a message on the broker's own link. Sent at QoS 0 to the router (which
-    /// then needs no acknowledgement from us) with the intended QoS in the marker that
-    /// the edge applies on delivery (see `marker`).
-    async fn publish_system(
-        &self,
-        topic: &str,
-        payload: bytes::Bytes,
-        qos: u8,
-        retain: bool,
-        props: Option<PublishProperties>,
-    ) {
-        let publish = Publish::new(
-            bytes::Bytes::copy_from_slice(topic.as_bytes()),
-            payload,
-            retain,
-        );
-        let mut packets = VecDeque::new();
-        marker::route(publish, props, Mark::new(qos, retain, 0), &mut packets);
-        let mut slot = self.system.lock().await;
-        if !slot.send_batch(&mut packets).await {
-            warn!(topic, "broker link to the router is gone; message dropped");
-        }
-    }
-
-    /// Publishes a client's last will (already checked against the ACL at CONNECT).
-    pub async fn publish_will(&self, will: (LastWill, Option<LastWillProperties>)) {
-        let (will, props) = will;
-        let Ok(topic) = std::str::from_utf8(&will.topic) else {
-            return;
-        };
-        let qos = will.qos as u8;
-        let props = props.map(|p| PublishProperties {
-            payload_format_indicator: p.payload_format_indicator,
-            message_expiry_interval: p.message_expiry_interval,
-            response_topic: p.response_topic,
-            correlation_data: p.correlation_data,
-            user_properties: p.user_properties,
-            content_type: p.content_type,
-            ..Default::default()
-        });
-        if will.retain {
-            let stored = self
-                .retained
-                .put(&RetainedMessage {
-                    topic: topic.to_owned(),
-                    qos,
-                    payload: will.message.clone(),
-                    properties: props.clone(),
-                })
-                .await;
-            if let Err(e) = stored {
-                warn!(error = %e, "retained will not persisted");
-            }
-        }
-        self.publish_system(topic, will.message, qos, will.retain, props)
-            .await;
-    }
-
-    async fn replay(&self, messages: Vec<RetainedMessage>) {
-        let count = messages.len();
-        for m in messages {
-            self.publish_system(&m.topic, m.payload, m.qos, true, m.properties)
-                .await;
-        }
-        if count > 0 {
-            info!(count, "retained messages restored");
-        }
-    }
 }
 
 /// Reloads the revocation lists of the TLS listeners that have one.
@@ -204,6 +114,19 @@ impl CrlReloader {
     }
 }
 
+/// Creates the data directory if it is missing, readable by the broker's user only (it
+/// holds sessions and retained messages, key messages among them).
+fn create_data_dir(dir: &std::path::Path) -> Result<(), BrokerError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| BrokerError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
 /// A bound listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BoundListener {
@@ -234,7 +157,18 @@ impl Broker {
             Some(p) => Some(PasswordFile::load(p)?.with_login_limits(config.auth.login_limits())),
             None => None,
         };
+        let (store, loaded) = match (&config.storage.path, config.storage.file()) {
+            (Some(dir), Some(file)) => {
+                create_data_dir(dir)?;
+                let (store, loaded) = Store::open(&file, config.storage.store_sync())?;
+                // New messages are numbered after the kept ones.
+                crate::marker::Mark::resume_numbering(loaded.next_message);
+                (Arc::new(store), loaded)
+            }
+            _ => (Arc::new(Store::in_memory()), Loaded::default()),
+        };
         let (retained, stored) = match &config.retained.path {
+            _ if store.is_durable() => RetainedStore::within(store.clone())?,
             Some(p) => RetainedStore::open(p)?,
             None => (RetainedStore::in_memory(), Vec::new()),
         };
@@ -300,19 +234,42 @@ impl Broker {
             ));
         }
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+        let retained = Arc::new(retained);
+        let system = Arc::new(SystemLink::new(system, retained.clone()));
+        let sessions = Arc::new(Sessions::new(
+            router.clone(),
+            system.clone(),
+            shutdown_rx.clone(),
+            store.clone(),
+        ));
         let shared = Arc::new(Shared {
             config,
             router,
             acl,
             passwords,
             retained,
+            store,
+            retained_owners: Default::default(),
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
-            sessions: Default::default(),
-            system: Mutex::new(system),
-            saved_sessions: SavedSessions::default(),
+            system,
+            sessions,
         });
-        shared.replay(stored).await;
+        // Sessions first, so that the messages kept for them reach them; then the
+        // retained messages, whose live copies those sessions skip (see
+        // `Sessions::replay_boundary`).
+        let restored_sessions = loaded.sessions.len();
+        shared
+            .sessions
+            .restore(loaded.sessions, loaded.due_wills)
+            .await
+            .map_err(BrokerError::Router)?;
+        shared.system.replay_kept(loaded.messages).await;
+        shared.system.replay(stored).await;
+        shared.sessions.restored();
+        if restored_sessions > 0 {
+            info!(sessions = restored_sessions, "persistent sessions restored");
+        }
 
         for (socket, kind, tls) in sockets {
             tasks.push(tokio::spawn(listener::run(
@@ -406,6 +363,7 @@ impl Broker {
             let _ = t.await;
         }
         self.shared.retained.close();
+        self.shared.store.close();
         info!("broker stopped");
     }
 }

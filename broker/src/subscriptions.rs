@@ -10,12 +10,11 @@
 //!   delivers one and acknowledges the others to the router itself ([`Copies`]);
 //! - apply no local, retain as published and retain handling.
 //!
-//! The table outlives the connection when the session does ([`SavedSessions`]), so a
-//! resumed session keeps its options.
+//! The table outlives the connection when the session does (`session::SavedSessions`),
+//! so a resumed session keeps its options.
 
 use crate::topic;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 
 /// One of the client's subscriptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +137,22 @@ impl Subscriptions {
     /// The subscription on exactly this filter.
     pub fn get(&self, filter: &str) -> Option<&Subscription> {
         self.by_filter.get(filter)
+    }
+
+    /// Every subscription, by filter.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Subscription)> {
+        self.by_filter.iter()
+    }
+
+    /// Whether a message on `topic` published at QoS 1 or 2 by the session of `origin`
+    /// reaches this session at QoS 1 or 2 (so it must be stored for it): some matching
+    /// filter granted QoS 1 or 2, and not all of them exclude it by no local.
+    pub fn takes_qos1(&self, topic: &str, origin: u64, own_origin: u64) -> bool {
+        self.by_filter.iter().any(|(filter, s)| {
+            s.qos > 0
+                && !(s.no_local && origin == own_origin)
+                && topic::filter_matches(topic::strip_share(filter).unwrap_or(filter), topic)
+        })
     }
 
     /// Number of subscriptions (filters), shared ones included.
@@ -378,48 +393,6 @@ impl Levels {
 /// A `$share/...` filter: its copies are not merged with the others'.
 fn is_shared(filter: &str) -> bool {
     filter.starts_with("$share/")
-}
-
-/// Subscription tables of persistent sessions, by client id, so that a resumed session
-/// keeps its options and identifiers. Saved on every change (not when the connection
-/// ends), so that a connection taking over a session finds its table current.
-#[derive(Debug, Default)]
-pub struct SavedSessions {
-    saved: Mutex<HashMap<String, SavedSession>>,
-}
-
-/// What a persistent session keeps of the edge's per-connection state.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SavedSession {
-    pub subscriptions: Subscriptions,
-    /// The session's origin id in message markers (no local spans reconnects).
-    pub origin: u64,
-    /// Numbers of messages sent and not acknowledged when the last connection ended.
-    pub unacknowledged: Vec<u64>,
-    /// The client's packet ids of routed QoS 2 messages whose PUBREL has not come.
-    pub awaiting_release: Vec<u16>,
-}
-
-impl SavedSessions {
-    /// Keeps a session's state for its next connection.
-    pub(crate) fn save(&self, client: &str, session: SavedSession) {
-        self.lock().insert(client.to_owned(), session);
-    }
-
-    /// A session's saved state.
-    pub(crate) fn get(&self, client: &str) -> Option<SavedSession> {
-        self.lock().get(client).cloned()
-    }
-
-    /// Forgets a session's state (the session ended).
-    pub(crate) fn discard(&self, client: &str) {
-        self.lock().remove(client);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SavedSession>> {
-        // The map holds plain data: a panic elsewhere cannot leave it inconsistent.
-        self.saved.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use rumqttc::v5::mqttbytes::v5::{
 use rumqttc::v5::mqttbytes::QoS as Q5;
 use rumqttc::v5::MqttOptions;
 use rumqttc::QoS;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[tokio::test]
@@ -485,6 +486,12 @@ async fn v5_messages_larger_than_the_clients_maximum_packet_size_are_skipped() {
     // MQTT 5 §3.1.2.11.4: not sent, and the QoS 1 flow behind it goes on.
     let p = sub.publish_msg().await;
     assert_eq!(text(&p), ("mp/small".into(), "small".into()));
+    // Not silently: counted as dropped.
+    let metrics = broker.metrics();
+    assert_eq!(metrics.dropped_oversized.load(Ordering::Relaxed), 1);
+    assert!(metrics
+        .render()
+        .contains("sealpost_dropped_messages_total{reason=\"oversized\"} 1\n"));
     broker.shutdown(WAIT).await;
 }
 
@@ -683,6 +690,12 @@ async fn a_resumed_session_gets_at_most_max_queued_messages_of_its_backlog() {
         .await
         .unwrap();
     assert_eq!(sub.publish_msg().await.unwrap().topic, "bl/now");
+    // The two dropped (before "bl/now", in the router's order) are counted.
+    let metrics = broker.metrics();
+    assert_eq!(metrics.dropped_queue_full.load(Ordering::Relaxed), 2);
+    assert!(metrics
+        .render()
+        .contains("sealpost_dropped_messages_total{reason=\"queue_full\"} 2\n"));
     broker.shutdown(WAIT).await;
 }
 

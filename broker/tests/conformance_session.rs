@@ -515,6 +515,104 @@ async fn v5_more_than_receive_maximum_unacknowledged_publishes_get_0x93() {
     broker.shutdown(WAIT).await;
 }
 
+/// A QoS 2 PUBLISH (MQTT 5, no properties).
+fn publish5_qos2(topic: &str, pkid: u16) -> Vec<u8> {
+    let mut p = publish5(topic, pkid, &[], b"x");
+    p[0] = 0x34;
+    p
+}
+
+/// Opens `count` QoS 2 flows (PUBLISH, then the broker's PUBREC) without releasing any.
+async fn open_qos2_flows(raw: &mut RawV5, count: u16) {
+    let mut burst = Vec::new();
+    for pkid in 1..=count {
+        burst.extend(publish5_qos2("rm2/t", pkid));
+    }
+    raw.send_bytes(&burst).await;
+    for pkid in 1..=count {
+        match raw.next().await {
+            Some(Packet::PubRec(r)) => assert_eq!(r.pkid, pkid),
+            other => panic!("expected PUBREC {pkid}, got {other:?}"),
+        }
+    }
+}
+
+/// Issue 15 item 6: a QoS 2 flow counts against the receive maximum until PUBCOMP,
+/// not only until PUBREC: 101 unreleased flows against 100 get DISCONNECT 0x93.
+#[tokio::test]
+async fn v5_unreleased_qos2_flows_count_against_receive_maximum_until_pubcomp() {
+    let (broker, addr) = start(tcp_config()).await;
+    let (mut raw, ack) = RawV5::open(addr, &connect5("rm2-over", true, 30, &[], None)).await;
+    assert_eq!(ack.properties.unwrap().receive_max, Some(100));
+    open_qos2_flows(&mut raw, 100).await;
+    raw.send_bytes(&publish5_qos2("rm2/t", 101)).await;
+    let (bytes, closed) = raw.rest().await;
+    assert_eq!(bytes, [0xe0, 0x01, 0x93], "{bytes:x?}");
+    assert!(closed);
+    broker.shutdown(WAIT).await;
+}
+
+/// PUBREL completes a flow (PUBCOMP) and so reopens the window.
+#[tokio::test]
+async fn v5_a_released_qos2_flow_reopens_the_receive_window() {
+    let mut config = tcp_config();
+    config.limits.max_inflight = 3;
+    let (broker, addr) = start(config).await;
+    let (mut raw, _) = RawV5::open(addr, &connect5("rm2-ok", true, 30, &[], None)).await;
+    open_qos2_flows(&mut raw, 3).await;
+    // PUBREL for packet id 2, then a new flow in the same write.
+    let mut bytes = vec![0x62, 0x02, 0x00, 0x02];
+    bytes.extend(publish5_qos2("rm2/t", 4));
+    raw.send_bytes(&bytes).await;
+    match raw.next().await {
+        Some(Packet::PubComp(c)) => assert_eq!(c.pkid, 2),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    match raw.next().await {
+        Some(Packet::PubRec(r)) => assert_eq!(r.pkid, 4),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    broker.shutdown(WAIT).await;
+}
+
+/// MQTT 3.1.1 has no receive maximum, and a client may send its PUBRELs behind more
+/// PUBLISHes than `limits.max_inflight` (rumqttc does): its unreleased QoS 2 flows
+/// pause nothing, and every flow is completed.
+#[tokio::test]
+async fn v4_qos2_flows_beyond_max_inflight_are_served_and_released() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = tcp_config();
+    config.limits.max_inflight = 3;
+    let (broker, addr) = start(config).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&connect_packet(4, "rm2-v4")).await.unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    // Six QoS 2 PUBLISHes "t" "x", packet ids 1 to 6, none released.
+    let burst: Vec<u8> = (1..=6u8)
+        .flat_map(|pkid| [0x34, 0x06, 0x00, 0x01, b't', 0x00, pkid, b'x'])
+        .collect();
+    s.write_all(&burst).await.unwrap();
+    let mut pubrecs = [0u8; 24];
+    tokio::time::timeout(WAIT, s.read_exact(&mut pubrecs))
+        .await
+        .expect("six PUBRECs")
+        .unwrap();
+    let expected: Vec<u8> = (1..=6u8).flat_map(|p| [0x50, 2, 0, p]).collect();
+    assert_eq!(&pubrecs[..], &expected[..]);
+    let pubrels: Vec<u8> = (1..=6u8).flat_map(|p| [0x62, 2, 0, p]).collect();
+    s.write_all(&pubrels).await.unwrap();
+    let mut pubcomps = [0u8; 24];
+    tokio::time::timeout(WAIT, s.read_exact(&mut pubcomps))
+        .await
+        .expect("six PUBCOMPs")
+        .unwrap();
+    let expected: Vec<u8> = (1..=6u8).flat_map(|p| [0x70, 2, 0, p]).collect();
+    assert_eq!(&pubcomps[..], &expected[..]);
+    broker.shutdown(WAIT).await;
+}
+
 // ------------------------------------------------------------------------------------
 // 7. Shared subscriptions
 

@@ -256,3 +256,195 @@ async fn repeated_failed_logins_from_one_address_are_refused_without_checking_th
     );
     broker.shutdown(WAIT).await;
 }
+
+// ------------------------------------------------------------------------------------
+// Retained topics per identity, persistent sessions per identity (issue 13 item 4)
+
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectProperties, ConnectReturnCode as Rc5, PubAckReason, Publish as Publish5,
+};
+use rumqttc::v5::mqttbytes::QoS as QoS5;
+
+/// Publishes a QoS 1 retained message from a raw MQTT 5 client; returns the PUBACK's
+/// reason.
+async fn retain5(c: &mut RawV5, topic: &str, payload: &[u8], pkid: u16) -> PubAckReason {
+    let mut p = Publish5::new(topic, QoS5::AtLeastOnce, payload.to_vec(), None);
+    p.retain = true;
+    p.pkid = pkid;
+    c.send(Packet5::Publish(p)).await;
+    match c.recv().await {
+        Packet5::PubAck(a) => {
+            assert_eq!(a.pkid, pkid);
+            a.reason
+        }
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+}
+
+/// The retained messages a new subscriber to `filter` gets, by topic.
+async fn retained_topics(addr: std::net::SocketAddr, filter: &str) -> Vec<String> {
+    let mut c = V4::connect(&format!("retained-reader-{}", rand_id()), addr).await;
+    c.subscribe(filter, QoS::AtLeastOnce).await;
+    let mut topics = Vec::new();
+    while let Some(p) = c.maybe_publish(Duration::from_millis(500)).await {
+        assert!(p.retain);
+        topics.push(p.topic);
+    }
+    topics.sort();
+    topics
+}
+
+#[tokio::test]
+async fn v5_a_retained_topic_beyond_max_retained_per_client_gets_quota_exceeded() {
+    let mut config = tcp_config();
+    config.limits.max_retained_per_client = 3;
+    let (broker, addr) = start(config).await;
+    let mut c = RawV5::connect(addr, "retain-quota", Default::default()).await;
+    for (i, topic) in ["r/1", "r/2", "r/3"].iter().enumerate() {
+        assert_eq!(
+            retain5(&mut c, topic, b"v", i as u16 + 1).await,
+            PubAckReason::Success
+        );
+    }
+    assert_eq!(
+        retain5(&mut c, "r/4", b"v", 4).await,
+        PubAckReason::QuotaExceeded
+    );
+    // Replacing one of its own is no new topic; deleting one frees a place.
+    assert_eq!(retain5(&mut c, "r/1", b"w", 5).await, PubAckReason::Success);
+    assert_eq!(retain5(&mut c, "r/2", b"", 6).await, PubAckReason::Success);
+    assert_eq!(retain5(&mut c, "r/4", b"v", 7).await, PubAckReason::Success);
+    assert_eq!(
+        retain5(&mut c, "r/5", b"v", 8).await,
+        PubAckReason::QuotaExceeded
+    );
+    assert_eq!(retained_topics(addr, "r/#").await, ["r/1", "r/3", "r/4"]);
+    let metrics = broker.metrics();
+    assert_eq!(
+        metrics
+            .retained_over_quota
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    broker.shutdown(WAIT).await;
+}
+
+/// MQTT 3.1.1 has no refusal: the message is acknowledged and not kept (nor delivered).
+#[tokio::test]
+async fn v311_a_retained_message_beyond_max_retained_per_client_is_not_kept() {
+    let mut config = tcp_config();
+    config.limits.max_retained_per_client = 2;
+    let (broker, addr) = start(config).await;
+    let mut live = V4::connect("retain-quota-live", addr).await;
+    live.subscribe("r4/#", QoS::AtLeastOnce).await;
+    let mut c = V4::connect("retain-quota-v4", addr).await;
+    for i in 1..=4 {
+        c.client
+            .publish(format!("r4/{i}"), QoS::AtLeastOnce, true, b"v".to_vec())
+            .await
+            .unwrap();
+    }
+    let mut acks = 0;
+    tokio::time::timeout(WAIT, async {
+        while acks < 4 {
+            if let Ok(Event::Incoming(Packet::PubAck(_))) = c.next().await {
+                acks += 1;
+            }
+        }
+    })
+    .await
+    .expect("four PUBACKs");
+    let mut delivered = Vec::new();
+    while let Some(p) = live.maybe_publish(Duration::from_millis(500)).await {
+        delivered.push(p.topic);
+    }
+    assert_eq!(delivered, ["r4/1", "r4/2"]);
+    assert_eq!(retained_topics(addr, "r4/#").await, ["r4/1", "r4/2"]);
+    broker.shutdown(WAIT).await;
+}
+
+/// Connects a raw MQTT 5 client with clean start and `expiry`; returns it and its
+/// CONNACK code.
+async fn connect_expiry(
+    addr: std::net::SocketAddr,
+    id: &str,
+    clean: bool,
+    expiry: u32,
+) -> (RawV5, Rc5) {
+    let connect = rumqttc::v5::mqttbytes::v5::Connect {
+        keep_alive: 30,
+        client_id: id.into(),
+        clean_start: clean,
+        properties: Some(ConnectProperties {
+            session_expiry_interval: Some(expiry),
+            ..ConnectProperties::new()
+        }),
+    };
+    let mut bytes = bytes::BytesMut::new();
+    Packet5::Connect(connect, None, None)
+        .write(&mut bytes, None)
+        .unwrap();
+    let (c, ack) = RawV5::open(addr, &bytes).await;
+    (c, ack.code)
+}
+
+#[tokio::test]
+async fn v5_a_persistent_session_beyond_max_sessions_per_identity_gets_quota_exceeded() {
+    let mut config = tcp_config();
+    config.limits.max_sessions_per_identity = 2;
+    let (broker, addr) = start(config).await;
+    let (a, code) = connect_expiry(addr, "sess-a", true, 300).await;
+    assert_eq!(code, Rc5::Success);
+    let (_b, code) = connect_expiry(addr, "sess-b", true, 300).await;
+    assert_eq!(code, Rc5::Success);
+    // A session that ends with its connection is not limited.
+    let (_d, code) = connect_expiry(addr, "sess-d", true, 0).await;
+    assert_eq!(code, Rc5::Success);
+    let (_, code) = connect_expiry(addr, "sess-c", true, 300).await;
+    assert_eq!(code, Rc5::QuotaExceeded);
+    // A session kept after its connection still counts; resuming it is allowed.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, code) = connect_expiry(addr, "sess-c", true, 300).await;
+    assert_eq!(code, Rc5::QuotaExceeded);
+    let (a, code) = connect_expiry(addr, "sess-a", false, 300).await;
+    assert_eq!(code, Rc5::Success);
+    // Ending a session (clean start, expiry 0) frees its place.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (a, code) = connect_expiry(addr, "sess-a", true, 0).await;
+    assert_eq!(code, Rc5::Success);
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, code) = connect_expiry(addr, "sess-c", true, 300).await;
+    assert_eq!(code, Rc5::Success);
+    assert_eq!(
+        broker
+            .metrics()
+            .sessions_over_quota
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    broker.shutdown(WAIT).await;
+}
+
+/// MQTT 3.1.1: clean session 0 beyond the limit gets 0x03 (server unavailable, its
+/// nearest code).
+#[tokio::test]
+async fn v311_a_persistent_session_beyond_max_sessions_per_identity_is_refused() {
+    let mut config = tcp_config();
+    config.limits.max_sessions_per_identity = 1;
+    let (broker, addr) = start(config).await;
+    let mut o = v4_options("sess4-a", addr);
+    o.set_clean_session(false);
+    let mut a = V4::start(o);
+    a.connack().await.expect("the first persistent session");
+    let mut o = v4_options("sess4-b", addr);
+    o.set_clean_session(false);
+    let mut b = V4::start(o);
+    let refused = b.connack().await.expect_err("a second persistent session");
+    assert!(refused.contains("ServiceUnavailable"), "{refused}");
+    // A clean session is not limited.
+    V4::connect("sess4-c", addr).await;
+    broker.shutdown(WAIT).await;
+}

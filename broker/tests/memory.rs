@@ -154,3 +154,34 @@ async fn tiny_kept_messages_do_not_pin_the_memory_of_other_messages() {
         grown / MIB
     );
 }
+
+/// Issue 13 item 4: what one identity can make the broker keep in retained messages is
+/// bounded by `limits.max_retained_per_client`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_of_one_client_are_bounded_by_max_retained_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        "[[listener]]\nkind = \"tcp\"\nbind = \"127.0.0.1:0\"\n[limits]\nmax_retained_per_client = 100\n",
+    )
+    .unwrap();
+    let broker = BrokerProcess::start(&config, 1);
+    let mut publisher = raw(broker.addr("Tcp"), 4).await;
+    settle(&mut publisher).await;
+    let before = broker.rss_kib();
+    // 3,000 retained messages of 20 KiB on distinct topics: 59 MiB if all were kept.
+    let payload = vec![7u8; 20 * 1024];
+    for i in 0..3000 {
+        let mut p = publish_v4(&format!("ret/{i}"), &payload);
+        p[0] |= 1; // RETAIN
+        publisher.write_all(&p).await.unwrap();
+    }
+    settle(&mut publisher).await;
+    let grown = broker.rss_kib().saturating_sub(before);
+    assert!(
+        grown < 24 * MIB,
+        "RSS grew by {} MiB for 100 kept retained messages of 20 KiB",
+        grown / MIB
+    );
+}

@@ -119,3 +119,159 @@ async fn metrics_endpoint_answers_404_elsewhere() {
     assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 404"));
     broker.shutdown(WAIT).await;
 }
+
+/// Writes a configuration with one plain listener on an ephemeral loopback port.
+fn ephemeral_config(dir: &std::path::Path) -> String {
+    let path = dir.join("broker.toml");
+    std::fs::write(
+        &path,
+        "[[listener]]\nkind = \"tcp\"\nbind = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Issue 14 item 4: ordinary connections log "client connected" and "client
+/// disconnected" (with the reason) and nothing at ERROR, without ANSI colours when the
+/// log is not a terminal. Each client pipelines CONNECT, PUBLISH and DISCONNECT, which
+/// made rumqttd log "no-connection id N is already gone" at ERROR.
+#[test]
+fn normal_connections_log_connected_and_disconnected_and_no_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ephemeral_config(dir.path());
+    let broker = common::process::BrokerProcess::start_logged(&["--config", &config], "info", 1);
+    let addr = broker.addr("Tcp");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    const CLIENTS: usize = 30;
+    rt.block_on(async {
+        for i in 0..CLIENTS {
+            let version = if i % 2 == 0 { 4 } else { 5 };
+            let mut bytes = connect_packet(version, &format!("log-{i}"));
+            // QoS 0 PUBLISH "t" "x" (MQTT 5: with an empty property block).
+            if version == 5 {
+                bytes.extend_from_slice(&[0x30, 0x05, 0x00, 0x01, b't', 0x00, b'x']);
+            } else {
+                bytes.extend_from_slice(&[0x30, 0x04, 0x00, 0x01, b't', b'x']);
+            }
+            bytes.extend_from_slice(&[0xe0, 0x00]);
+            let (_, closed) = raw_exchange(addr, &bytes).await;
+            assert!(closed, "the broker closes after DISCONNECT");
+        }
+    });
+    let last = format!(
+        "client disconnected client_id=log-{} reason=DISCONNECT",
+        CLIENTS - 1
+    );
+    assert!(broker.wait_for_log(&last), "{}", broker.log());
+    // The router handles the last DISCONNECT on its own thread: give it time to log.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = broker.log();
+    assert_eq!(
+        log.matches("client connected").count(),
+        CLIENTS,
+        "one line per connection: {log}"
+    );
+    assert_eq!(log.matches("client disconnected").count(), CLIENTS, "{log}");
+    assert!(
+        !log.contains("ERROR"),
+        "an ERROR line in normal operation: {log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a log that is no terminal"
+    );
+}
+
+/// Issue 15 item 5: `-p PORT` (and `--bind ADDR`) without a configuration file replace
+/// the default listener.
+#[test]
+fn port_and_bind_options_choose_the_listener_without_a_config_file() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for args in [
+        &["-p", "0"][..],
+        &["--bind", "127.0.0.1", "--port", "0"][..],
+    ] {
+        let broker = common::process::BrokerProcess::start_logged(args, "warn", 1);
+        let addr = broker.addr("Tcp");
+        assert_eq!(addr.ip().to_string(), "127.0.0.1", "{args:?}");
+        assert_ne!(addr.port(), 1883, "{args:?}");
+        rt.block_on(assert_serving(addr));
+    }
+}
+
+/// With `--config`, `-p` adds a plain listener to the configured ones.
+#[test]
+fn port_option_adds_a_listener_to_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ephemeral_config(dir.path());
+    let broker =
+        common::process::BrokerProcess::start_logged(&["--config", &config, "-p", "0"], "warn", 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (_, addr) in &broker.listeners {
+        rt.block_on(assert_serving(*addr));
+    }
+    assert_ne!(broker.listeners[0].1, broker.listeners[1].1);
+}
+
+/// `-v` logs at debug level (here: a connection closed before CONNECT, which is
+/// logged at debug only).
+#[test]
+fn verbose_option_logs_debug_lines() {
+    let broker = common::process::BrokerProcess::start_logged(&["-p", "0", "-v"], "", 1);
+    drop(std::net::TcpStream::connect(broker.addr("Tcp")).unwrap());
+    assert!(
+        broker.wait_for_log("connection refused before CONNECT"),
+        "{}",
+        broker.log()
+    );
+}
+
+/// `--data-dir DIR`: created (mode 0700) when missing, and retained messages are kept
+/// in it across a restart.
+#[test]
+fn data_dir_option_keeps_retained_messages_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut broker = common::process::BrokerProcess::start_logged(
+        &["-p", "0", "--data-dir", data_arg],
+        "warn",
+        1,
+    );
+    rt.block_on(async {
+        let mut c = V4::connect("dd-pub", broker.addr("Tcp")).await;
+        c.client
+            .publish("dd/t", rumqttc::QoS::AtLeastOnce, true, "kept")
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, async {
+            while !matches!(
+                c.next().await,
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))
+            ) {}
+        })
+        .await
+        .expect("PUBACK");
+    });
+    assert!(broker.terminate().success());
+    assert!(data.join("sealpost.redb").is_file());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+    let broker = common::process::BrokerProcess::start_logged(
+        &["-p", "0", "--data-dir", data_arg],
+        "warn",
+        1,
+    );
+    rt.block_on(async {
+        let mut c = V4::connect("dd-sub", broker.addr("Tcp")).await;
+        c.subscribe("dd/t", rumqttc::QoS::AtLeastOnce).await;
+        let m = c.publish_msg().await.expect("the retained message");
+        assert_eq!(&m.payload[..], b"kept");
+        assert!(m.retain);
+    });
+}

@@ -57,3 +57,8 @@ pub use replay::{ReplayCheck, ReplayState};
 pub use root_cache::DEFAULT_ROOT_CACHE;
 pub use sealer::{Sealer, DEFAULT_MAX_BURST};
 pub use sealpost_certs as certs;
+
+/// The README's Rust example, compiled and run as a doctest so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

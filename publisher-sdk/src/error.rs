@@ -49,12 +49,38 @@ pub enum PublisherError {
         /// What went wrong.
         detail: String,
     },
+    /// The first connection attempt failed: the broker refused the login (CONNACK
+    /// return code), nothing listens there, or TLS failed (see [`crate::link::explain`]).
+    #[error("cannot connect to the broker at {broker}: {reason}")]
+    ConnectFailed {
+        /// The broker address.
+        broker: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// The broker did not accept the connection in time.
     #[error("could not connect to the broker at {0}")]
     NotConnected(String),
     /// The key distribution center could not start, or a reader operation failed.
     #[error("KDC: {0}")]
     Kdc(#[from] crate::kdc::KdcError),
+    /// The broker did not take the key messages of these new grants: they did not come
+    /// back as retained messages (see [`crate::PublisherConfig::confirm_key_messages`]).
+    /// New grants are undone (the key rotates); renewed ones stay. The sealpost broker drops key messages from any client but the
+    /// publisher's certificate.
+    #[error(
+        "the broker did not take the key message for {} (not read back within {}s): key \
+         topics need the publisher's certificate: connect over TLS with --cert \
+         (mqtts://, the publisher certificate as TLS client certificate)",
+        subscribers.join(", "),
+        waited.as_secs()
+    )]
+    KeyMessagesRefused {
+        /// The subscribers whose key message did not come back.
+        subscribers: Vec<String>,
+        /// How long the publisher waited for them.
+        waited: std::time::Duration,
+    },
     /// This publisher runs no KDC.
     #[error("this publisher runs no KDC")]
     NoKdc,

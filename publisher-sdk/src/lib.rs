@@ -20,6 +20,8 @@
 //!   ([`Publisher::check_readers`]).
 //! - Granting a new reader rotates the key ([`PublisherConfig::rotate_on_grant`]), so a
 //!   reader cannot open what was sealed before its grant; revoking always rotates.
+//! - Log set-up for the command-line tools, with the KDC audit lines as JSON lines in a
+//!   file if asked ([`logging`]).
 //! - Key distribution center mode ([`kdc`]): the publisher serves its keys over HTTPS to
 //!   readers it issued credentials to, instead of or beside key messages
 //!   ([`PublisherConfig::kdc`], [`PublisherConfig::key_messages`]).
@@ -34,8 +36,11 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod gateway;
 pub mod kdc;
 mod keys;
+pub mod link;
+pub mod logging;
 mod publisher;
 pub mod state;
 pub mod transport;
@@ -43,6 +48,6 @@ pub mod transport;
 pub use error::PublisherError;
 pub use publisher::{
     Publisher, PublisherConfig, QoS, Rekey, RekeyTimings, DEFAULT_CRL_RELOAD_INTERVAL,
-    DEFAULT_RESERVE_BLOCK,
+    DEFAULT_KEY_MESSAGE_CONFIRMATION, DEFAULT_RESERVE_BLOCK,
 };
 pub use transport::{BrokerAddress, TlsIdentity};

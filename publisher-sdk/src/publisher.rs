@@ -13,11 +13,12 @@ use sealpost_certs::{now_unix, pemfile, CertError, Role, Verifier};
 use sealpost_protocol::{
     ContentKey, KeyLocation, KeyRecipient, PublisherIdentity, Sealer, DEFAULT_KEPT_EPOCHS,
 };
-use tokio::sync::{oneshot, watch, Mutex};
+use tokio::sync::{oneshot, Mutex};
 use tokio::task::JoinHandle;
 
-use crate::kdc::{Kdc, KdcConfig, KdcCredentials};
+use crate::kdc::{Kdc, KdcConfig, KdcCredentials, PENDING_READER_CHECK};
 use crate::keys::{Batch, Grantee};
+use crate::link::Link;
 use crate::state::{Grant, PublisherState, StateLock};
 use crate::transport::{mqtt_options, BrokerAddress, TlsIdentity};
 use crate::PublisherError;
@@ -26,6 +27,13 @@ pub use rumqttc::QoS;
 
 /// Sequence numbers reserved (and persisted) at a time: one state write per block.
 pub const DEFAULT_RESERVE_BLOCK: u64 = 4096;
+
+/// Default of [`PublisherConfig::confirm_key_messages`].
+pub const DEFAULT_KEY_MESSAGE_CONFIRMATION: Duration = Duration::from_secs(5);
+
+/// Key-message topics subscribed to at once when reading grants back (well under a
+/// broker's limit on subscriptions per client, e.g. sealpost's 1,000).
+const CONFIRM_CHUNK: usize = 100;
 
 /// How often a running publisher reloads its revocation list and checks every grantee's
 /// certificate again, by default.
@@ -85,6 +93,14 @@ pub struct PublisherConfig {
     pub keep_alive: Duration,
     /// How long [`Publisher::connect`] waits for the first CONNACK.
     pub connect_timeout: Duration,
+    /// Read the key messages of new grants back from the broker (as retained messages)
+    /// and fail the grant if they do not come back within this time. MQTT 3.1.1 has no
+    /// way to refuse a PUBLISH: a broker that drops a key message (the sealpost broker
+    /// does, for key topics written without the publisher's certificate) acknowledges it
+    /// all the same, and the reader would never read. Default
+    /// [`DEFAULT_KEY_MESSAGE_CONFIRMATION`]; `None` skips the check (for brokers whose
+    /// ACL lets the publisher write its key topics but not read them).
+    pub confirm_key_messages: Option<Duration>,
     /// Deliver keys in key messages over MQTT (default). With `false`, readers get keys
     /// from the KDC only and [`Publisher::grant_pem`] is refused.
     pub key_messages: bool,
@@ -134,6 +150,7 @@ impl PublisherConfig {
             embed_certificate: false,
             keep_alive: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            confirm_key_messages: Some(DEFAULT_KEY_MESSAGE_CONFIRMATION),
             key_messages: true,
             kdc: None,
         }
@@ -189,6 +206,8 @@ struct Inner {
     /// Where the revocation list is reloaded from (none: `insecure_no_crl`).
     crl: Option<PathBuf>,
     rotate_on_grant: bool,
+    /// See [`PublisherConfig::confirm_key_messages`].
+    confirm_key_messages: Option<Duration>,
     /// Whether anything may have been sealed under the current key: a new reader then
     /// makes the key rotate (with `rotate_on_grant`). Not persisted: a restarted
     /// publisher assumes so, unless it has just created its state.
@@ -232,6 +251,10 @@ pub struct Publisher {
     republisher: JoinHandle<()>,
     /// Reloads the revocation list and checks the grantees periodically.
     checker: Option<JoinHandle<()>>,
+    /// Enables the KDC readers that `sealpost-pub kdc add-reader` adds meanwhile.
+    kdc_watcher: Option<JoinHandle<()>>,
+    /// Where the poller hands incoming messages while grants are read back.
+    readback: Readback,
     /// Held for the life of the publisher; released on drop (not when the tasks above
     /// end, which happens a moment later), so a publisher can be started again on the
     /// same directory right after this one is dropped.
@@ -334,6 +357,7 @@ impl Publisher {
             kdc,
             crl: config.crl.clone(),
             rotate_on_grant: config.rotate_on_grant,
+            confirm_key_messages: config.confirm_key_messages,
             sealed_in_epoch: !fresh,
         };
         if !dropped.is_empty() {
@@ -345,6 +369,9 @@ impl Publisher {
                 ..Change::default()
             })?;
         }
+        // Readers added while no publisher ran: a new epoch (key messages built below)
+        // before anything is sealed, and they read from it on.
+        inner.enable_pending_readers(None).await?;
         inner.rebuild_key_messages()?;
 
         let client_id = config
@@ -363,8 +390,9 @@ impl Publisher {
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         eventloop.set_network_options(crate::transport::network_options());
         let closing = Arc::new(AtomicBool::new(false));
-        let (connected_tx, mut connected_rx) = watch::channel(0u64);
-        let poller = tokio::spawn(poll(eventloop, connected_tx, closing.clone()));
+        let (link, mut connected_rx, mut status_rx) = Link::new();
+        let readback = Readback::default();
+        let poller = tokio::spawn(poll(eventloop, link, closing.clone(), readback.clone()));
         // Queued now, sent once connected.
         inner.clear_key_messages(&client, &dropped).await?;
         let inner = Arc::new(Mutex::new(inner));
@@ -397,8 +425,18 @@ impl Publisher {
                 config.crl_reload_interval,
             ))
         });
-        let connected =
-            tokio::time::timeout(config.connect_timeout, connected_rx.wait_for(|n| *n > 0)).await;
+        let kdc_watcher = config.kdc.is_some().then(|| {
+            tokio::spawn(enable_pending_readers_periodically(
+                inner.clone(),
+                client.clone(),
+            ))
+        });
+        let connected = crate::link::first_connection(
+            config.connect_timeout,
+            &mut connected_rx,
+            &mut status_rx,
+        )
+        .await;
         let publisher = Publisher {
             id,
             client,
@@ -408,11 +446,17 @@ impl Publisher {
             poller,
             republisher,
             checker,
+            kdc_watcher,
+            readback,
             _lock: lock,
         };
         match connected {
-            Ok(Ok(_)) => Ok(publisher),
-            _ => Err(PublisherError::NotConnected(config.broker.to_string())),
+            Ok(()) => Ok(publisher),
+            Err(Some(reason)) => Err(PublisherError::ConnectFailed {
+                broker: config.broker.to_string(),
+                reason,
+            }),
+            Err(None) => Err(PublisherError::NotConnected(config.broker.to_string())),
         }
     }
 
@@ -544,13 +588,106 @@ impl Publisher {
             verify: started.elapsed(),
             ..RekeyTimings::default()
         };
-        let ids = recipients.iter().map(|r| r.id().to_owned()).collect();
+        let ids: Vec<String> = recipients.iter().map(|r| r.id().to_owned()).collect();
+        let granted_before: HashSet<String> = inner.grantees.keys().cloned().collect();
         let change = Change {
             grant: recipients,
             ..Change::default()
         };
         let (rekey, _) = inner.rekey(&self.client, change, timings).await?;
+        if let Some(timeout) = inner.confirm_key_messages {
+            let sent: Vec<(String, String, Bytes)> = ids
+                .iter()
+                .filter_map(|id| {
+                    let (topic, bytes) = inner.key_messages.get(id)?;
+                    Some((id.clone(), topic.clone(), bytes.clone()))
+                })
+                .collect();
+            if let Err(e) = self.confirm(&sent, timeout).await {
+                if let PublisherError::KeyMessagesRefused { subscribers, .. } = &e {
+                    // Not a success, so not a grant: the new readers are removed again
+                    // (the key rotates, in case one got it after all). Renewed grants
+                    // stay: those readers hold the key already.
+                    let new: Vec<String> = subscribers
+                        .iter()
+                        .filter(|id| !granted_before.contains(*id))
+                        .cloned()
+                        .collect();
+                    if !new.is_empty() {
+                        let undo = Change {
+                            remove: new,
+                            ..Change::default()
+                        };
+                        inner
+                            .rekey(&self.client, undo, RekeyTimings::default())
+                            .await?;
+                    }
+                }
+                return Err(e);
+            }
+        }
         Ok((rekey, ids))
+    }
+
+    /// Reads the key messages `sent` (`(subscriber, topic, bytes)`) back from the broker:
+    /// subscribes to their topics, a chunk at a time, and waits up to `timeout` per chunk
+    /// for each retained message to come back as sent. Fails with the subscribers whose
+    /// key message did not.
+    async fn confirm(
+        &self,
+        sent: &[(String, String, Bytes)],
+        timeout: Duration,
+    ) -> Result<(), PublisherError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.readback.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        let mut refused = Vec::new();
+        let mut result: Result<(), PublisherError> = Ok(());
+        for chunk in sent.chunks(CONFIRM_CHUNK) {
+            let mut waiting: HashMap<&str, (&str, &Bytes)> = chunk
+                .iter()
+                .map(|(id, topic, bytes)| (topic.as_str(), (id.as_str(), bytes)))
+                .collect();
+            let filters = chunk
+                .iter()
+                .map(|(_, topic, _)| rumqttc::SubscribeFilter::new(topic.clone(), QoS::AtMostOnce));
+            if let Err(e) = self.client.subscribe_many(filters).await {
+                result = Err(e.into());
+                break;
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            while !waiting.is_empty() {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some((topic, payload))) => {
+                        if waiting
+                            .get(topic.as_str())
+                            .is_some_and(|(_, b)| **b == payload)
+                        {
+                            waiting.remove(topic.as_str());
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            refused.extend(waiting.into_values().map(|(id, _)| id.to_owned()));
+            for (_, topic, _) in chunk {
+                if let Err(e) = self.client.unsubscribe(topic.as_str()).await {
+                    result = Err(e.into());
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        *self.readback.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        result?;
+        if refused.is_empty() {
+            return Ok(());
+        }
+        refused.sort();
+        Err(PublisherError::KeyMessagesRefused {
+            subscribers: refused,
+            waited: timeout,
+        })
     }
 
     /// Revokes a subscriber: clears its retained key message and invalidates its KDC
@@ -610,8 +747,13 @@ impl Publisher {
     /// secrecy).
     pub async fn add_reader(&self, reader: &str) -> Result<KdcCredentials, PublisherError> {
         let mut inner = self.inner.lock().await;
+        if inner.kdc.is_none() {
+            return Err(PublisherError::NoKdc);
+        }
+        // Readers added elsewhere first, so one rotation serves them and this one.
+        inner.enable_pending_readers(Some(&self.client)).await?;
         let kdc = inner.kdc.as_ref().ok_or(PublisherError::NoKdc)?;
-        let new_reader = !kdc.readers().iter().any(|r| r == reader);
+        let new_reader = !kdc.holds_key(reader)?;
         if new_reader && inner.rotate_on_grant && inner.sealed_in_epoch {
             inner.rotate(&self.client).await?;
         }
@@ -646,9 +788,7 @@ impl Publisher {
 
     /// Disconnects cleanly, waiting (bounded) for queued messages to leave.
     pub async fn disconnect(mut self) -> Result<(), PublisherError> {
-        if let Some(checker) = &self.checker {
-            checker.abort();
-        }
+        self.abort_background();
         {
             // Taking the lock waits for any operation in progress.
             let mut inner = self.inner.lock().await;
@@ -663,15 +803,20 @@ impl Publisher {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.poller).await;
         Ok(())
     }
+
+    /// Stops the periodic tasks (they take the state lock, which `disconnect` needs).
+    fn abort_background(&self) {
+        for task in [&self.checker, &self.kdc_watcher].into_iter().flatten() {
+            task.abort();
+        }
+    }
 }
 
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
         self.republisher.abort();
-        if let Some(checker) = &self.checker {
-            checker.abort();
-        }
+        self.abort_background();
         // The poller ends by itself after the DISCONNECT from `disconnect`, or when the
         // client handle (dropped here) closes its request channel; abort it in case it
         // is waiting on a dead broker.
@@ -852,6 +997,45 @@ impl Inner {
             removed: remove.into_iter().collect(),
             persist,
         })
+    }
+
+    /// Enables the KDC readers added by another process ([`ReaderRecord::pending`]):
+    /// first starts a new epoch if the current key has sealed anything (with
+    /// `rotate_on_grant`), so they get no key that sealed what was published before they
+    /// were added. Nothing can be sealed meanwhile: the caller holds the state lock.
+    /// `client` is none before the connection exists (the caller builds the key messages
+    /// afterwards).
+    ///
+    /// [`ReaderRecord::pending`]: crate::kdc::readers::ReaderRecord::pending
+    async fn enable_pending_readers(
+        &mut self,
+        client: Option<&AsyncClient>,
+    ) -> Result<(), PublisherError> {
+        let Some(kdc) = &self.kdc else {
+            return Ok(());
+        };
+        if !kdc.has_pending_readers()? {
+            return Ok(());
+        }
+        if self.rotate_on_grant && self.sealed_in_epoch {
+            match client {
+                Some(client) => {
+                    self.rotate(client).await?;
+                }
+                None => {
+                    self.commit(Change {
+                        rotate: true,
+                        ..Change::default()
+                    })?;
+                }
+            }
+        }
+        let epoch = self.state.epoch;
+        if let Some(kdc) = &self.kdc {
+            let enabled = kdc.enable_pending_readers(epoch)?;
+            tracing::info!(readers = ?enabled, epoch, "KDC readers enabled");
+        }
+        Ok(())
     }
 
     /// Reloads the revocation list, so the check of every grantee that comes with every
@@ -1142,6 +1326,21 @@ async fn check_periodically(inner: Arc<Mutex<Inner>>, client: AsyncClient, every
     }
 }
 
+/// Every [`PENDING_READER_CHECK`]: enables the KDC readers that another process added
+/// (see [`Inner::enable_pending_readers`]). Errors are logged (the readers stay pending,
+/// and get no key) and the next round tries again.
+async fn enable_pending_readers_periodically(inner: Arc<Mutex<Inner>>, client: AsyncClient) {
+    let mut tick = tokio::time::interval(PENDING_READER_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut inner = inner.lock().await;
+        if let Err(e) = inner.enable_pending_readers(Some(&client)).await {
+            tracing::error!(error = %e, "enabling the KDC readers added meanwhile failed");
+        }
+    }
+}
+
 /// Runs `work` (parallel work on rayon's threads, which blocks the calling thread) from
 /// async code. On a multi-threaded runtime, `block_in_place` lets the runtime move this
 /// worker's other tasks (the MQTT event loop above all) elsewhere meanwhile; a
@@ -1181,13 +1380,27 @@ fn unique_client_id(id: &str) -> String {
     format!("{id}-{}-{nanos:x}", std::process::id())
 }
 
-/// Polls the MQTT event loop until the publisher closes. Counts CONNACKs so the
-/// republisher knows when to send key messages again. Never publishes.
-async fn poll(mut eventloop: EventLoop, connected: watch::Sender<u64>, closing: Arc<AtomicBool>) {
+/// Where the poller hands incoming messages `(topic, payload)` while grants are read
+/// back ([`Publisher::confirm`]); none otherwise (the publisher subscribes to nothing
+/// else, so there is nothing else to receive).
+type Readback = Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, Bytes)>>>>;
+
+/// Polls the MQTT event loop until the publisher closes. Counts CONNACKs (`link`) so the
+/// republisher knows when to send key messages again, and hands incoming messages to
+/// `readback`. Never publishes.
+async fn poll(
+    mut eventloop: EventLoop,
+    mut link: Link,
+    closing: Arc<AtomicBool>,
+    readback: Readback,
+) {
     loop {
         match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                connected.send_modify(|n| *n += 1);
+            Ok(Event::Incoming(Packet::ConnAck(_))) => link.accepted(),
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if let Some(tx) = &*readback.lock().unwrap_or_else(|p| p.into_inner()) {
+                    let _ = tx.send((publish.topic, publish.payload));
+                }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 if closing.load(Ordering::SeqCst) {
@@ -1199,9 +1412,7 @@ async fn poll(mut eventloop: EventLoop, connected: watch::Sender<u64>, closing: 
                 if closing.load(Ordering::SeqCst) {
                     return;
                 }
-                tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
-                // rumqttc reconnects on the next poll without any pause.
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                link.failed(&e).await;
             }
         }
     }

@@ -46,6 +46,19 @@ pub enum SubscriberError {
         /// What went wrong.
         detail: String,
     },
+    /// The first connection attempt failed: the broker refused the login (CONNACK
+    /// return code), nothing listens there, or TLS failed.
+    #[error("cannot connect to the broker at {broker}: {reason}")]
+    ConnectFailed {
+        /// The broker address.
+        broker: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The broker refused a subscription (SUBACK failure: its ACL does not let this
+    /// client subscribe there).
+    #[error("the broker refused the subscription to {0:?} (not authorised)")]
+    SubscriptionRefused(String),
     /// The broker did not accept the connection or subscription in time.
     #[error("broker did not answer: {0}")]
     Timeout(&'static str),

@@ -50,5 +50,6 @@ pub use error::SubscriberError;
 pub use events::{Counters, Event, KeyFetchFailure, Message, Rejection};
 pub use kdc::{KdcCredentials, KdcError};
 pub use sealpost_protocol::Rejected;
+pub use sealpost_publisher::link::LinkStatus;
 pub use sealpost_publisher::{BrokerAddress, QoS, TlsIdentity};
 pub use subscriber::{Subscriber, SubscriberConfig, DEFAULT_STATE_DIR, KEY_TOPIC_PREFIX};

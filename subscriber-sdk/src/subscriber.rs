@@ -10,6 +10,7 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Packet, QoS};
 use sealpost_certs::{now_unix, topic, Verifier};
 use sealpost_protocol::{KeyLocation, Opener, Rejected, SubscriberIdentity};
+use sealpost_publisher::link::{first_connection, Link, LinkStatus};
 use sealpost_publisher::transport::mqtt_options;
 use sealpost_publisher::{BrokerAddress, TlsIdentity};
 use tokio::sync::{mpsc, watch, Mutex};
@@ -175,7 +176,10 @@ pub struct Subscriber {
     events: mpsc::Receiver<Event>,
     counters: Arc<Counters>,
     filters: Arc<Mutex<Vec<(String, QoS)>>>,
-    suback: watch::Receiver<u64>,
+    /// SUBACKs received, and whether the last one refused a filter.
+    suback: watch::Receiver<(u64, bool)>,
+    /// See [`Subscriber::link_status`].
+    status: watch::Receiver<LinkStatus>,
     closing: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -270,8 +274,8 @@ impl Subscriber {
         let counters = Arc::new(Counters::default());
         let (in_tx, in_rx) = mpsc::channel(4096);
         let (event_tx, events) = mpsc::channel(config.event_capacity.max(1));
-        let (connack_tx, mut connack_rx) = watch::channel(0u64);
-        let (suback_tx, suback) = watch::channel(0u64);
+        let (link, mut connack_rx, mut status) = Link::new();
+        let (suback_tx, suback) = watch::channel((0u64, false));
         let mut initial_filters = Vec::new();
         if follows_key_messages {
             initial_filters.push((format!("{KEY_TOPIC_PREFIX}+/{id}"), QoS::AtLeastOnce));
@@ -279,13 +283,7 @@ impl Subscriber {
         let filters = Arc::new(Mutex::new(initial_filters));
 
         let fetched = in_tx.clone();
-        let poller = tokio::spawn(poll(
-            eventloop,
-            in_tx,
-            connack_tx,
-            suback_tx,
-            closing.clone(),
-        ));
+        let poller = tokio::spawn(poll(eventloop, in_tx, link, suback_tx, closing.clone()));
         let resubscriber = {
             let client = client.clone();
             let filters = filters.clone();
@@ -325,7 +323,7 @@ impl Subscriber {
         let tick =
             (config.hold_time / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
         let worker = tokio::spawn(worker.run(in_rx, tick));
-        let connected = tokio::time::timeout(config.timeout, connack_rx.wait_for(|n| *n > 0)).await;
+        let connected = first_connection(config.timeout, &mut connack_rx, &mut status).await;
         let subscriber = Subscriber {
             id,
             client,
@@ -333,11 +331,19 @@ impl Subscriber {
             counters,
             filters,
             suback,
+            status,
             closing,
             tasks: vec![poller, resubscriber, worker],
         };
-        if !matches!(connected, Ok(Ok(_))) {
-            return Err(SubscriberError::Timeout("CONNACK"));
+        match connected {
+            Ok(()) => {}
+            Err(Some(reason)) => {
+                return Err(SubscriberError::ConnectFailed {
+                    broker: config.broker.to_string(),
+                    reason,
+                })
+            }
+            Err(None) => return Err(SubscriberError::Timeout("CONNACK")),
         }
         let mut subscriber = subscriber;
         // A KDC-only subscriber follows no key messages: it has no key filter.
@@ -359,7 +365,9 @@ impl Subscriber {
             return Err(SubscriberError::InvalidFilter(filter.to_owned()));
         }
         self.filters.lock().await.push((filter.to_owned(), qos));
-        self.subscribe_unrecorded(filter, qos).await
+        self.subscribe_unrecorded(filter, qos).await?;
+        tracing::info!(%filter, "subscribed");
+        Ok(())
     }
 
     /// Subscribes and waits for the SUBACK, without adding to the re-subscribe list.
@@ -368,14 +376,15 @@ impl Subscriber {
         filter: &str,
         qos: QoS,
     ) -> Result<(), SubscriberError> {
-        let before = *self.suback.borrow();
+        let before = self.suback.borrow().0;
         self.client.subscribe(filter, qos).await?;
         let acked = tokio::time::timeout(
             Duration::from_secs(10),
-            self.suback.wait_for(|n| *n > before),
+            self.suback.wait_for(|(n, _)| *n > before),
         )
         .await;
         match acked {
+            Ok(Ok(ack)) if ack.1 => Err(SubscriberError::SubscriptionRefused(filter.to_owned())),
             Ok(Ok(_)) => Ok(()),
             _ => Err(SubscriberError::Timeout("SUBACK")),
         }
@@ -395,15 +404,26 @@ impl Subscriber {
         }
     }
 
+    /// The state of the connection to the broker, as it changes: a subscriber that loses
+    /// its broker reconnects by itself (with growing pauses), and this says so.
+    pub fn link_status(&self) -> watch::Receiver<LinkStatus> {
+        self.status.clone()
+    }
+
     /// The running counters.
     pub fn counters(&self) -> Arc<Counters> {
         self.counters.clone()
     }
 
-    /// Disconnects cleanly.
-    pub async fn disconnect(self) -> Result<(), SubscriberError> {
+    /// Disconnects cleanly: sends an MQTT DISCONNECT and waits (up to 5 s) until it has
+    /// left, so a process that exits right after does not just drop the connection.
+    pub async fn disconnect(mut self) -> Result<(), SubscriberError> {
         self.closing.store(true, Ordering::SeqCst);
         self.client.disconnect().await?;
+        // The poller is the first task; it ends once the DISCONNECT is written.
+        if let Some(poller) = self.tasks.first_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), poller).await;
+        }
         Ok(())
     }
 }
@@ -429,8 +449,8 @@ fn unique_client_id(id: &str) -> String {
 async fn poll(
     mut eventloop: EventLoop,
     incoming: mpsc::Sender<Incoming>,
-    connack: watch::Sender<u64>,
-    suback: watch::Sender<u64>,
+    mut link: Link,
+    suback: watch::Sender<(u64, bool)>,
     closing: Arc<AtomicBool>,
 ) {
     loop {
@@ -445,15 +465,28 @@ async fn poll(
                     return;
                 }
             }
-            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => connack.send_modify(|n| *n += 1),
-            Ok(MqttEvent::Incoming(Packet::SubAck(_))) => suback.send_modify(|n| *n += 1),
+            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => link.accepted(),
+            Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                if closing.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                suback.send_modify(|(n, last_refused)| {
+                    *n += 1;
+                    *last_refused = refused;
+                });
+            }
             Ok(_) => {}
             Err(e) => {
                 if closing.load(Ordering::SeqCst) {
                     return;
                 }
-                tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                link.failed(&e).await;
             }
         }
     }

@@ -7,13 +7,11 @@
 //! refuses to run without a revocation list, or on a state directory another
 //! `sealpost-pub` is using.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sealpost_tests::tools::{ok, run, tool};
+use sealpost_tests::tools::{ok, run, tool, Running};
 use sealpost_tests::{Broker, BrokerKind, Pki};
 
 /// The broker options of the walkthrough for `broker`.
@@ -27,11 +25,8 @@ fn broker_args(broker: &Broker) -> Vec<String> {
     }
 }
 
-/// A `mosquitto_sub` spy on `#`, killed on drop; a thread collects what it prints.
-struct Spy {
-    child: Child,
-    seen: Arc<Mutex<Vec<u8>>>,
-}
+/// A `mosquitto_sub` spy on `#`, killed on drop.
+struct Spy(Running);
 
 impl Spy {
     /// Starts the spy and waits until it is subscribed (it has received `probe`, a
@@ -40,42 +35,22 @@ impl Spy {
         ok(Command::new("mosquitto_pub")
             .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
             .args(["-t", "probe", "-m", "probe", "-r", "-q", "1"]));
-        let mut child = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "#"])
-            // Topic and hex payload, one message a line.
-            .args(["-i", "cli-spy", "-W", "120", "-F", "%t %x"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mosquitto_sub (apt-get install mosquitto-clients)");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut stdout = child.stdout.take().expect("spy stdout");
-        let sink = seen.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
+        let mut running = Running::start(
+            Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "#"])
+                // Topic and hex payload, one message a line.
+                .args(["-i", "cli-spy", "-W", "120", "-F", "%t %x"])
+                .stdin(Stdio::null()),
+        );
+        running.wait_until("subscribed", Duration::from_secs(20), |spy| {
+            spy.stdout().lines().any(|l| l == "probe 70726f6265")
         });
-        let spy = Spy { child, seen };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !spy.lines().iter().any(|l| l == "probe 70726f6265") {
-            assert!(Instant::now() < deadline, "the spy did not subscribe");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        spy
+        Spy(running)
     }
 
     /// The lines printed so far: `topic hex-payload`.
     fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.seen.lock().unwrap())
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        self.0.stdout().lines().map(str::to_owned).collect()
     }
 
     /// The lines, once at least `n` messages on `topic` have arrived (bounded wait).
@@ -96,13 +71,6 @@ impl Spy {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Spy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -128,6 +96,23 @@ fn make_pki(pki: &Path, subscribers: &[&str]) {
     }
 }
 
+/// A broker of `kind` whose TLS certificate comes from the CA in `pki` (as made by
+/// [`make_pki`]), which it also trusts for client certificates.
+fn broker_of(kind: BrokerKind, pki: &Path) -> Broker {
+    let ca = sealpost_certs::CertificateAuthority::from_pem(
+        &std::fs::read_to_string(pki.join("ca.pem")).unwrap(),
+        &std::fs::read_to_string(pki.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    Broker::start(
+        kind,
+        &Pki {
+            ca,
+            dir: tempfile::tempdir().unwrap(),
+        },
+    )
+}
+
 fn walkthrough(kind: BrokerKind) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -136,18 +121,7 @@ fn walkthrough(kind: BrokerKind) {
     make_pki(&pki, &["dashboard", "intruder"]);
 
     // 2. A broker whose TLS certificate comes from the same CA.
-    let ca = sealpost_certs::CertificateAuthority::from_pem(
-        &std::fs::read_to_string(pki.join("ca.pem")).unwrap(),
-        &std::fs::read_to_string(pki.join("ca.key")).unwrap(),
-    )
-    .unwrap();
-    let broker = Broker::start(
-        kind,
-        &Pki {
-            ca,
-            dir: tempfile::tempdir().unwrap(),
-        },
-    );
+    let broker = broker_of(kind, &pki);
     let spy = Spy::start(&broker);
 
     // 3. Grant the dashboard by putting its certificate in the grant directory, and
@@ -178,7 +152,11 @@ fn walkthrough(kind: BrokerKind) {
             .arg(pki.join("crl.pem"))
             // The default state directory, ./.sealpost-sub, lands in the scratch directory.
             .current_dir(d);
-        ok(&mut c)
+        let out = run(&mut c);
+        // -C reached: success; -W expired first: 27, as mosquitto_sub.
+        let expected = if extra.contains(&"-C") { 0 } else { 27 };
+        assert_eq!(out.status.code(), Some(expected), "{out:?}");
+        out
     };
     publish("21.5 C before revoke");
 
@@ -249,8 +227,13 @@ fn walkthrough_on_the_sealpost_broker() {
 /// `sealpost-pub` with the walkthrough's certificates against `broker`, publishing
 /// `extra`'s input on plant/1/temp with its state in `state`.
 fn sealpost_pub(broker: &Broker, pki: &Path, state: &Path, extra: &[&str]) -> Command {
+    sealpost_pub_at(broker_args(broker), pki, state, extra)
+}
+
+/// [`sealpost_pub`] with the broker address options `address`.
+fn sealpost_pub_at(address: Vec<String>, pki: &Path, state: &Path, extra: &[&str]) -> Command {
     let mut c = tool("sealpost-pub");
-    c.args(broker_args(broker))
+    c.args(address)
         .args(["-t", "plant/1/temp"])
         .args(extra)
         .arg("--cert")
@@ -323,4 +306,62 @@ fn the_publisher_needs_a_revocation_list_and_a_state_directory_of_its_own() {
         &state,
         &["-m", "third", "--crl", crl],
     ));
+}
+
+/// Issue 14, item 3: over plain TCP the sealpost broker (rightly) drops the publisher's
+/// key messages, and `sealpost-pub` used to print "granted alice" and exit 0 while alice
+/// could never read. The grant is read back from the broker: a refused one is an error
+/// that says why, exits non-zero and is not recorded. Over TLS with the publisher
+/// certificate the grant goes through, and "granted alice" is printed on the run that
+/// granted her only (issue 14, item 7).
+#[test]
+fn a_grant_the_broker_refused_is_an_error_and_granted_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = d.join("pki");
+    make_pki(&pki, &["alice"]);
+    let broker = broker_of(BrokerKind::Sealpost, &pki);
+    let grants = d.join("grants");
+    std::fs::create_dir(&grants).unwrap();
+    std::fs::copy(pki.join("alice.pem"), grants.join("alice.pem")).unwrap();
+    let grant = |address: Vec<String>| {
+        let mut c = sealpost_pub_at(address, &pki, &d.join("pub-state"), &["-m", "x", "-d"]);
+        c.arg("--crl")
+            .arg(pki.join("crl.pem"))
+            .arg("--grant-dir")
+            .arg(&grants);
+        run(&mut c)
+    };
+    let plain = vec!["-p".to_owned(), broker.port.to_string()];
+
+    let out = grant(plain.clone());
+    assert!(!out.status.success(), "a refused grant exited 0");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the broker did not take the key message for alice"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("key topics need the publisher's certificate: connect over TLS with --cert"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("granted alice"), "{stderr}");
+
+    let out = grant(broker_args(&broker));
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("granted alice"),
+        "{out:?}"
+    );
+    let out = grant(broker_args(&broker));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("granted alice"),
+        "nothing changed: {stderr}"
+    );
+    // Still granted: a refused grant over plain TCP again is an error, not a revocation.
+    let out = grant(plain);
+    assert!(!out.status.success());
 }

@@ -2,63 +2,23 @@
 //! `sealpost-pub kdc add-reader` issues credentials, `sealpost-pub --kdc` serves keys
 //! over HTTPS while it publishes, `sealpost-sub --kdc-credentials` reads with no
 //! certificate of its own; wrong credentials and a revoked reader read nothing, also
-//! when the revocation was made while no KDC ran.
+//! when the revocation was made while no KDC ran. The KDC's audit lines go to stderr, or
+//! with `--kdc-audit-log` to a file as JSON lines, and never carry a secret.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use sealpost_publisher::kdc::KdcCredentials;
-use sealpost_tests::tools::{ok, run, tool};
+use sealpost_tests::tools::{ok, run, tool, Running};
 use sealpost_tests::{free_port, Broker, BrokerKind, Pki};
 
-/// A publisher serving keys, killed on drop; a thread collects its stderr.
-struct Serving {
-    child: Child,
-    stderr: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Serving {
-    fn start(mut command: Command) -> Serving {
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sealpost-pub");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let mut pipe = child.stderr.take().expect("stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        let serving = Serving { child, stderr };
-        // It says so once the message is out and the KDC serves.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = String::from_utf8_lossy(&serving.stderr.lock().unwrap()).into_owned();
-            if text.contains("serving keys until Ctrl-C") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "publisher did not start: {text}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        serving
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a publisher that serves keys and waits until it says so: the message is out
+/// and the KDC serves.
+fn serve(mut command: Command) -> Running {
+    let mut serving = Running::start(&mut command);
+    serving.wait_for_stderr("serving keys until Ctrl-C", Duration::from_secs(30));
+    serving
 }
 
 #[test]
@@ -141,7 +101,7 @@ fn kdc_from_the_command_line() {
             .arg(&kdc_cert)
             .arg("--kdc-key")
             .arg(&kdc_key);
-        Serving::start(c)
+        serve(c)
     };
     let read = |credentials: &Path, extra: &[&str]| {
         let mut c = tool("sealpost-sub");
@@ -165,7 +125,8 @@ fn kdc_from_the_command_line() {
         .current_dir(d);
         run(&mut c)
     };
-    let serving = publish("21.5 C", &[]);
+    let audit_log = d.join("audit.jsonl");
+    let serving = publish("21.5 C", &["--kdc-audit-log", audit_log.to_str().unwrap()]);
 
     // 3. alice reads, with her credentials and no certificate.
     let out = read(&alice, &["-C", "1", "-W", "30"]);
@@ -184,6 +145,12 @@ fn kdc_from_the_command_line() {
     assert!(stderr.contains("key fetch failed"), "{stderr}");
     assert!(stderr.contains("refused the credentials"), "{stderr}");
     assert!(!stderr.contains("wrong-password"), "{stderr}");
+    check_audit_log(&audit_log, &text);
+    let served = serving.stderr();
+    assert!(
+        !served.contains("key fetch"),
+        "audit lines on stderr: {served}"
+    );
     drop(serving);
 
     // 5. Revoke alice while the KDC is not running (issue 13, item 3: this used to leave
@@ -207,5 +174,95 @@ fn kdc_from_the_command_line() {
         stderr.contains("the publisher revoked this reader"),
         "{stderr}"
     );
+    // Without --kdc-audit-log the audit lines go to stderr, as plain text (not a terminal:
+    // no colour codes).
+    let served = serving.stderr();
+    let refused = served
+        .lines()
+        .find(|l| l.contains("sealpost::kdc::audit") && l.contains("login failed"))
+        .unwrap_or_else(|| panic!("no audit line for the refused login: {served}"));
+    assert!(
+        refused.contains("alice") && refused.contains("outcome=\"revoked\""),
+        "{refused}"
+    );
+    assert!(!served.contains('\u{1b}'), "colour codes: {served:?}");
     drop(serving);
+}
+
+/// The audit log written while alice read and a wrong password was tried: one JSON object
+/// a line, with who, which epoch, when, from where and the outcome, and nothing secret.
+fn check_audit_log(path: &Path, alice_credentials: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "audit log mode {mode:o}");
+    }
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let now = sealpost_certs::now_unix();
+    let fetches: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "key fetch")
+        .collect();
+    assert!(!fetches.is_empty(), "no key fetch in {text}");
+    for fetch in &fetches {
+        let mut fields: Vec<&str> = fetch
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "at",
+                "epoch",
+                "level",
+                "message",
+                "outcome",
+                "peer",
+                "publisher",
+                "reader",
+                "target",
+                "timestamp"
+            ],
+            "{fetch}"
+        );
+        assert_eq!(fetch["target"], "sealpost::kdc::audit");
+        assert_eq!(fetch["reader"], "alice");
+        assert_eq!(fetch["publisher"], "sensor-1");
+        assert!(
+            fetch["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{fetch}"
+        );
+        assert!((fetch["at"].as_i64().unwrap() - now).abs() < 600, "{fetch}");
+    }
+    assert!(
+        fetches
+            .iter()
+            .any(|f| f["epoch"] == 1 && f["outcome"] == "granted"),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"] == "login failed"
+            && l["outcome"] == "invalid_credentials"
+            && l["reader"].as_str().unwrap().contains("alice")),
+        "no failed login in {text}"
+    );
+    let password = KdcCredentials::from_json(alice_credentials)
+        .unwrap()
+        .password;
+    assert!(
+        !text.contains(&password),
+        "the password is in the audit log"
+    );
+    assert!(
+        !text.contains("wrong-password"),
+        "a tried password is in the audit log"
+    );
 }

@@ -575,8 +575,11 @@ async fn broker_certificate_from_another_ca_is_refused(kind: BrokerKind) {
     pub_config.broker = broker.tls_address();
     pub_config.tls = Some(pki.tls_identity(Some(&pub_cert)));
     pub_config.connect_timeout = Duration::from_secs(3);
+    // Refused at once, naming the cause (issue 14, item 2), not after the timeout.
     match sealpost_publisher::Publisher::connect(pub_config).await {
-        Err(sealpost_publisher::PublisherError::NotConnected(_)) => {}
+        Err(sealpost_publisher::PublisherError::ConnectFailed { reason, .. }) => {
+            assert!(reason.contains("unknown CA"), "{reason}")
+        }
         other => panic!("publisher must not connect, got {other:?}"),
     }
     let mut sub_config = pki.subscriber_config(&broker, &alice);
@@ -584,7 +587,9 @@ async fn broker_certificate_from_another_ca_is_refused(kind: BrokerKind) {
     sub_config.tls = Some(pki.tls_identity(None));
     sub_config.timeout = Duration::from_secs(3);
     match sealpost_subscriber::Subscriber::connect(sub_config).await {
-        Err(sealpost_subscriber::SubscriberError::Timeout("CONNACK")) => {}
+        Err(sealpost_subscriber::SubscriberError::ConnectFailed { reason, .. }) => {
+            assert!(reason.contains("unknown CA"), "{reason}")
+        }
         other => panic!("subscriber must not connect, got {other:?}"),
     }
     // The same clients trusting the right CA do connect: the refusal above is about the

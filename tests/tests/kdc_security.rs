@@ -11,7 +11,7 @@ use sealpost_publisher::kdc::readers::ReaderStore;
 use sealpost_publisher::kdc::{
     add_reader_offline, readers_offline, KdcConfig, KdcCredentials, LoginLimit,
 };
-use sealpost_publisher::Publisher;
+use sealpost_publisher::{Publisher, QoS};
 use sealpost_subscriber::kdc::KdcClient;
 use sealpost_subscriber::KdcError;
 use sealpost_tests::tools::tool;
@@ -376,6 +376,82 @@ async fn kdc_impostor_with_a_same_ca_certificate_for_the_host_gets_no_password()
             .login()
             .await
             .expect("a revocation list without the KDC certificate");
+    })
+    .await;
+}
+
+/// Issue 13, item 8: `sealpost-pub kdc add-reader` run while the publisher was down, or
+/// by another process while it serves, used to grant the reader the current epoch, whose
+/// key had sealed what was published before the reader was added (retained messages
+/// included). Such a reader is now enabled from a new epoch: at the publisher's next
+/// start, or at once while it runs; the KDC serves it nothing older, not even meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kdc_readers_added_elsewhere_get_no_key_that_sealed_earlier_messages() {
+    bounded(async {
+        let pki = Pki::new("kdc CA");
+        let broker = Broker::start(BrokerKind::Mosquitto, &pki);
+        let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+        let config = pki.kdc_publisher_config(&broker, &pub_cert, "pub");
+        let state_dir = pki.state_dir("pub");
+        let p = publisher(config.clone()).await;
+        let listen = p.kdc_local_addr().await.unwrap();
+        p.publish("sensors/temp", b"before carol", QoS::AtLeastOnce, true)
+            .await
+            .unwrap();
+        let before_carol = p.epoch().await;
+        p.disconnect().await.unwrap();
+
+        // 1. Added while the publisher is down: its next start rotates first.
+        let carol = add_reader_offline(&state_dir, "carol", None, None).unwrap();
+        let mut again = config;
+        again.kdc.as_mut().unwrap().listen = listen;
+        let p = publisher(again).await;
+        let carol_from = p.epoch().await;
+        assert!(carol_from > before_carol, "no rotation for carol at start");
+        let carol_client = client(&carol, &pki);
+        let token = carol_client.login().await.unwrap();
+        assert_eq!(
+            carol_client
+                .fetch_key(&token, before_carol)
+                .await
+                .unwrap_err(),
+            KdcError::NotGranted(before_carol)
+        );
+        carol_client.fetch_key(&token, carol_from).await.unwrap();
+
+        // 2. Added by another process while the KDC serves: no key at all until the
+        //    publisher has rotated, then the new epoch's.
+        p.publish("sensors/temp", b"before dave", QoS::AtLeastOnce, true)
+            .await
+            .unwrap();
+        let before_dave = p.epoch().await;
+        let dave = add_reader_offline(&state_dir, "dave", None, None).unwrap();
+        let dave_client = client(&dave, &pki);
+        let token = dave_client.login().await.unwrap();
+        assert_eq!(
+            dave_client
+                .fetch_key(&token, before_dave)
+                .await
+                .unwrap_err(),
+            KdcError::NotGranted(before_dave)
+        );
+        // The rotation and the enabling happen together, under the publisher's lock.
+        while p.epoch().await == before_dave {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let dave_from = p.epoch().await;
+        dave_client.fetch_key(&token, dave_from).await.unwrap();
+        assert_eq!(
+            dave_client
+                .fetch_key(&token, before_dave)
+                .await
+                .unwrap_err(),
+            KdcError::NotGranted(before_dave)
+        );
+        // carol, enabled before, reads the new epoch too.
+        let token = carol_client.login().await.unwrap();
+        carol_client.fetch_key(&token, dave_from).await.unwrap();
+        p.disconnect().await.unwrap();
     })
     .await;
 }

@@ -4,6 +4,9 @@
 //! `*.pem` in it is granted, and a granted subscriber whose file disappears is revoked
 //! (which rotates the key). Granting a new reader rotates the key too, unless
 //! `--no-rotate-on-grant`. With `-l` the directory is re-read while stdin lines are sent.
+//! A new grant's key message is read back from the broker: one the broker dropped (the
+//! sealpost broker does, for key topics written without the publisher's certificate) is
+//! an error, and the grant is undone (`--no-grant-check` skips this).
 //!
 //! The CA's revocation list (`--crl`) is required (`--insecure-no-crl` to run without
 //! one): every granted certificate is checked against it at start, on every rekey and,
@@ -99,6 +102,11 @@ struct Cli {
     /// what was sealed earlier in the current epoch (retained messages included).
     #[arg(long)]
     no_rotate_on_grant: bool,
+    /// Do not read the key messages of new grants back from the broker (for brokers
+    /// whose ACL lets the publisher write its key topics but not read them). Without
+    /// this, a grant whose key message the broker dropped is an error.
+    #[arg(long)]
+    no_grant_check: bool,
     /// Revoke these subscribers (rotates the key).
     #[arg(long, num_args = 1..)]
     revoke: Vec<String>,
@@ -120,7 +128,8 @@ struct Cli {
     /// Password.
     #[arg(short = 'P', long)]
     password: Option<String>,
-    /// Print what is granted and sent.
+    /// Print what is granted and sent, and log sealpost's debug lines (`RUST_LOG`, when
+    /// set, chooses the log lines instead).
     #[arg(short = 'd', long)]
     debug: bool,
     /// Serve content keys from a key distribution center (HTTPS) listening here, e.g.
@@ -147,11 +156,24 @@ struct Cli {
     /// count too).
     #[arg(long, value_name = "COUNT", default_value_t = 5)]
     kdc_max_failed_logins: u32,
+    /// Append the KDC's audit lines (one per login and key fetch: reader, epoch, time,
+    /// client address, outcome) to this file as JSON lines instead of stderr.
+    #[arg(long, value_name = "FILE", requires = "kdc")]
+    kdc_audit_log: Option<PathBuf>,
+    /// Let web pages of this origin (http(s)://host[:port]) call the KDC (CORS); may be
+    /// repeated. Only these origins are answered, never "*".
+    #[arg(long, value_name = "ORIGIN", requires = "kdc")]
+    kdc_allow_origin: Vec<String>,
 }
 
 /// `sealpost-pub kdc ...`: parsed apart from the publishing options, which it needs none of.
 #[derive(Parser)]
-#[command(name = "sealpost-pub kdc", version, about = "Manage KDC readers")]
+#[command(
+    name = "sealpost-pub kdc",
+    bin_name = "sealpost-pub kdc",
+    version,
+    about = "Manage KDC readers"
+)]
 struct KdcCli {
     #[command(subcommand)]
     command: KdcCommand,
@@ -160,8 +182,9 @@ struct KdcCli {
 #[derive(Subcommand)]
 enum KdcCommand {
     /// Issue (or re-issue) KDC credentials for a reader; prints them as JSON, or writes
-    /// them (mode 0600) with -o. Works while a publisher serves on the same state
-    /// directory: it picks the reader up at its next login.
+    /// them (mode 0600) with -o. The reader gets no key until the publisher has started
+    /// a new epoch for it: at its next start, or within a second if one serves on the
+    /// same state directory now.
     AddReader {
         /// Reader id (letters, digits, `.`, `_`, `-`).
         id: String,
@@ -231,6 +254,10 @@ async fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "kdc") {
         let kdc = KdcCli::parse_from(&args[1..]);
+        if let Err(e) = sealpost_publisher::logging::init(false, None) {
+            eprintln!("sealpost-pub kdc: {e}");
+            return ExitCode::FAILURE;
+        }
         return match run_kdc_command(kdc.command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -240,6 +267,10 @@ async fn main() -> ExitCode {
         };
     }
     let cli = Cli::parse();
+    if let Err(e) = sealpost_publisher::logging::init(cli.debug, cli.kdc_audit_log.as_deref()) {
+        eprintln!("sealpost-pub: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -293,6 +324,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
     }
     config.crl_reload_interval = Duration::from_secs(cli.crl_reload);
     config.rotate_on_grant = !cli.no_rotate_on_grant;
+    if cli.no_grant_check {
+        config.confirm_key_messages = None;
+    }
     if let (Some(listen), Some(cert), Some(key)) = (cli.kdc, &cli.kdc_cert, &cli.kdc_key) {
         let mut kdc = KdcConfig::new(listen, read(cert)?, read(key)?);
         kdc.public_address = cli.kdc_address.clone();
@@ -301,6 +335,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             max_failures: cli.kdc_max_failed_logins.max(1),
             window: Duration::from_secs(60),
         };
+        kdc.allowed_origins = cli.kdc_allow_origin.clone();
         config.kdc = Some(kdc);
         config.key_messages = !cli.kdc_only;
     }
@@ -333,7 +368,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
         async move {
             let seq = publisher.publish(&topic, &payload, qos, cli.retain).await?;
             if debug {
-                eprintln!("sent {} bytes to {topic} (seq {seq})", payload.len());
+                // Numbers are reserved (and saved) in blocks, so each run starts a block
+                // above the last: large and with gaps, never reused.
+                eprintln!(
+                    "sent {} bytes to {topic} (sequence number {seq}; reserved in blocks of \
+                     {}, so it jumps at every start)",
+                    payload.len(),
+                    sealpost_publisher::DEFAULT_RESERVE_BLOCK
+                );
             }
             Ok::<(), Error>(())
         }
@@ -417,8 +459,12 @@ async fn sync_grants(
         return revoke_missing(publisher, dir, &present, seen, debug).await;
     }
     let ders: Vec<Vec<u8>> = changed.iter().map(|(_, _, der)| der.clone()).collect();
+    // Granted in an earlier run (state directory): granting again changes nothing.
+    let granted_before = publisher.granted().await;
     let granted: Vec<Result<String, _>> = match publisher.grant_many(&ders).await {
         Ok((_, ids)) => ids.into_iter().map(Ok).collect(),
+        // The broker dropped the key messages: no reader can read, whatever the others.
+        Err(e @ PublisherError::KeyMessagesRefused { .. }) => return Err(e.into()),
         // One of them is refused: grant the others one by one, to name the culprits.
         Err(_) if ders.len() > 1 => {
             let mut results = Vec::with_capacity(ders.len());
@@ -437,7 +483,7 @@ async fn sync_grants(
     for ((path, modified, _), result) in changed.into_iter().zip(granted) {
         match result {
             Ok(id) => {
-                if debug {
+                if debug && !granted_before.contains(&id) {
                     eprintln!("granted {id} ({})", path.display());
                 }
                 seen.insert(path, (modified, id));

@@ -22,6 +22,7 @@
 //!   epoch, time, client address and outcome. Never a password, token or key.
 
 pub mod api;
+mod cors;
 mod credentials;
 pub mod limiter;
 pub mod readers;
@@ -34,9 +35,9 @@ use std::time::Duration;
 
 pub use credentials::KdcCredentials;
 pub use limiter::LoginLimit;
-pub use server::Kdc;
 #[doc(hidden)]
 pub use server::PlainKdc;
+pub use server::{Kdc, AUDIT_TARGET};
 
 /// Default lifetime of an access token.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
@@ -45,6 +46,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Default of [`KdcConfig::max_connections_per_address`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 16;
 pub use server::HANDSHAKE_TIMEOUT;
+/// How often a running publisher with a KDC looks for readers that `sealpost-pub kdc
+/// add-reader` added meanwhile ([`readers::ReaderRecord::pending`]) and enables them.
+pub const PENDING_READER_CHECK: Duration = Duration::from_secs(1);
 
 /// How to run the KDC beside a [`crate::Publisher`].
 #[derive(Clone)]
@@ -71,6 +75,10 @@ pub struct KdcConfig {
     pub max_connections_per_address: usize,
     /// Most password checks (argon2, 19 MiB each) run at once; more logins wait.
     pub max_password_checks: usize,
+    /// Web origins (`https://host[:port]`) whose pages may call the KDC: their CORS
+    /// preflights are answered and answers carry `Access-Control-Allow-Origin` with that
+    /// origin (never `*`). Empty (the default): no CORS at all.
+    pub allowed_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for KdcConfig {
@@ -86,6 +94,7 @@ impl std::fmt::Debug for KdcConfig {
                 &self.max_connections_per_address,
             )
             .field("max_password_checks", &self.max_password_checks)
+            .field("allowed_origins", &self.allowed_origins)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +117,7 @@ impl KdcConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             max_password_checks: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -146,25 +156,38 @@ pub enum KdcError {
     #[error("invalid reader id {0:?}")]
     InvalidReader(String),
     /// No KDC address is known to write into the credentials.
-    #[error("no KDC address known: give one, or run the publisher with --kdc once")]
+    #[error("no KDC address known: give one (--kdc-address https://HOST:PORT), or run the publisher with --kdc once")]
     NoAddress,
+    /// There is no publisher state directory here (nothing was ever issued in it).
+    #[error("no publisher state directory at {} (give --state-dir)", .0.display())]
+    NoStateDir(PathBuf),
     /// No KDC certificate is known to pin in the credentials.
     #[error("no KDC certificate known to pin: give it (--kdc-cert), or run the publisher with --kdc once")]
     NoCertificate,
     /// A credentials file is unusable.
     #[error("KDC credentials: {0}")]
     Credentials(String),
+    /// A configured CORS origin is not `http(s)://host[:port]` (wildcards and `null`
+    /// are refused).
+    #[error("invalid KDC allowed origin {0:?}: expected https://host[:port]")]
+    InvalidOrigin(String),
     /// An internal failure.
     #[error("KDC internal error: {0}")]
     Internal(&'static str),
 }
 
 /// Issues credentials for `reader` in a publisher's state directory without running the
-/// publisher (for `sealpost-pub kdc add-reader`). A running KDC on the same directory
-/// picks the new reader up at its next login. `address` defaults to the one the KDC last
-/// served at; `kdc_certificate_pem`, the certificate the reader will accept from the KDC
-/// (pinned by its SHA-256), to the one it last served with. The reader may fetch the keys
-/// of the current epoch and later ones.
+/// publisher (for `sealpost-pub kdc add-reader`). `address` defaults to the one the KDC
+/// last served at; `kdc_certificate_pem`, the certificate the reader will accept from
+/// the KDC (pinned by its SHA-256), to the one it last served with.
+///
+/// This process cannot start a new epoch, and the current key may have sealed messages
+/// the new reader must not open (backward secrecy): the reader is recorded as pending,
+/// and gets no key until a publisher enables it, at its next start or, if one runs on
+/// this directory now, within [`PENDING_READER_CHECK`]. The publisher rotates first
+/// (unless the current key has sealed nothing, or `rotate_on_grant` is off), so the
+/// reader reads from the new epoch on. Re-issuing the credentials of an active reader
+/// keeps what it was entitled to.
 pub fn add_reader_offline(
     state_dir: &Path,
     reader: &str,
@@ -200,7 +223,7 @@ pub fn add_reader_offline(
             .to_owned(),
     };
     let epoch = crate::state::PublisherState::load(state_dir)?.map_or(1, |s| s.epoch);
-    let password = store.add_reader(reader, epoch)?;
+    let password = store.add_pending_reader(reader, epoch.saturating_add(1))?;
     Ok(KdcCredentials {
         kdc: kdc.url,
         reader: reader.to_owned(),
@@ -210,6 +233,10 @@ pub fn add_reader_offline(
 }
 
 /// The readers with live credentials in a state directory.
+/// A missing directory is an error, not an empty list: it is more likely the wrong path.
 pub fn readers_offline(state_dir: &Path) -> Result<Vec<String>, crate::PublisherError> {
+    if !state_dir.is_dir() {
+        return Err(KdcError::NoStateDir(state_dir.to_owned()).into());
+    }
     Ok(readers::ReaderStore::open(state_dir)?.active())
 }

@@ -43,6 +43,16 @@ pub struct ReaderRecord {
     pub issued_at: u64,
     /// When the reader was revoked (unix seconds), if it was.
     pub revoked_at: Option<u64>,
+    /// Added while no publisher could start a new epoch for it (`sealpost-pub kdc
+    /// add-reader`): the KDC serves it no key at all until a publisher enables it, at its
+    /// next start or, while it runs, within [`crate::kdc::PENDING_READER_CHECK`]. The
+    /// publisher first rotates (unless the current key has sealed nothing, or
+    /// `rotate_on_grant` is off) and sets `granted_epoch` to its current epoch, so the
+    /// reader never gets a key that sealed anything before it was added. Until then
+    /// `granted_epoch` is the epoch after the one current when it was added (so a KDC
+    /// that did not know this field would not serve that epoch's key either).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -184,23 +194,80 @@ impl ReaderStore {
     /// Issues (or re-issues, invalidating the old password) credentials for `reader`,
     /// granted from `epoch` on. Returns the new password, which is not stored anywhere.
     pub fn add_reader(&mut self, reader: &str, epoch: u64) -> Result<String, KdcError> {
+        self.issue(reader, |_| (epoch, false))
+    }
+
+    /// Issues credentials for `reader` as [`ReaderRecord::pending`], for a process that
+    /// cannot start a new epoch (no publisher of its own): `next_epoch` is the epoch
+    /// after the current one. Re-issuing the credentials of a reader that is active
+    /// already keeps what it was entitled to (it holds those keys anyway).
+    pub fn add_pending_reader(
+        &mut self,
+        reader: &str,
+        next_epoch: u64,
+    ) -> Result<String, KdcError> {
+        self.issue(reader, |old| match old {
+            Some(r) if r.revoked_at.is_none() => (r.granted_epoch, r.pending),
+            _ => (next_epoch, true),
+        })
+    }
+
+    /// Issues a new password for `reader`; `entitlement` decides, from the record in
+    /// force (read under the lock), its `granted_epoch` and `pending`.
+    fn issue(
+        &mut self,
+        reader: &str,
+        entitlement: impl FnOnce(Option<&ReaderRecord>) -> (u64, bool),
+    ) -> Result<String, KdcError> {
         sealpost_certs::validate_id(reader)
             .map_err(|_| KdcError::InvalidReader(reader.to_owned()))?;
         let mut raw = [0u8; PASSWORD_BYTES];
         OsRng.fill_bytes(&mut raw);
         let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         // Hashed before taking the lock: argon2 takes tens of milliseconds.
-        let record = ReaderRecord {
-            password_hash: hash_password(&password)?,
-            granted_epoch: epoch,
-            issued_at: sealpost_certs::now_unix().max(0) as u64,
-            revoked_at: None,
-        };
+        let password_hash = hash_password(&password)?;
         self.update(|file| {
+            let (granted_epoch, pending) = entitlement(file.readers.get(reader));
+            let record = ReaderRecord {
+                password_hash,
+                granted_epoch,
+                issued_at: sealpost_certs::now_unix().max(0) as u64,
+                revoked_at: None,
+                pending,
+            };
             file.readers.insert(reader.to_owned(), record);
             Ok(((), true))
         })?;
         Ok(password)
+    }
+
+    /// Whether any active reader is [`ReaderRecord::pending`] (re-read from disk if the
+    /// file changed).
+    pub fn has_pending(&mut self) -> Result<bool, KdcError> {
+        self.refresh()?;
+        Ok(self
+            .file
+            .readers
+            .values()
+            .any(|r| r.pending && r.revoked_at.is_none()))
+    }
+
+    /// Enables every pending reader from `epoch` on, which must be an epoch whose key has
+    /// sealed nothing yet (or, with `rotate_on_grant` off, the current one). Returns
+    /// their ids.
+    pub fn enable_pending(&mut self, epoch: u64) -> Result<Vec<String>, KdcError> {
+        self.update(|file| {
+            let mut enabled = Vec::new();
+            for (id, record) in &mut file.readers {
+                if record.pending && record.revoked_at.is_none() {
+                    record.pending = false;
+                    record.granted_epoch = epoch;
+                    enabled.push(id.clone());
+                }
+            }
+            let changed = !enabled.is_empty();
+            Ok((enabled, changed))
+        })
     }
 
     /// Revokes `reader`. Returns whether it was an active reader.
@@ -315,6 +382,36 @@ mod tests {
         assert!(store.add_reader("bad/id", 1).is_err());
         let text = std::fs::read_to_string(dir.path().join(READERS_FILE)).unwrap();
         assert!(!text.contains(&pw));
+    }
+
+    /// A reader added without a publisher (pending) gets no entitlement until enabled;
+    /// re-issuing an active reader's credentials keeps its entitlement; enabling skips
+    /// revoked readers.
+    #[test]
+    fn pending_readers_are_enabled_from_the_epoch_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ReaderStore::open(dir.path()).unwrap();
+        store.add_reader("alice", 3).unwrap();
+        store.add_pending_reader("alice", 5).unwrap();
+        let alice = store.record("alice").unwrap().unwrap();
+        assert_eq!((alice.granted_epoch, alice.pending), (3, false));
+        store.add_pending_reader("bob", 5).unwrap();
+        store.add_pending_reader("carol", 5).unwrap();
+        let bob = store.record("bob").unwrap().unwrap();
+        assert_eq!((bob.granted_epoch, bob.pending), (5, true));
+        assert!(store.revoke("carol").unwrap());
+        assert!(store.has_pending().unwrap());
+        assert_eq!(store.enable_pending(7).unwrap(), vec!["bob".to_string()]);
+        assert!(!store.has_pending().unwrap());
+        let bob = ReaderStore::open(dir.path())
+            .unwrap()
+            .record("bob")
+            .unwrap()
+            .unwrap();
+        assert_eq!((bob.granted_epoch, bob.pending), (7, false));
+        // Revoked, then issued again: pending again.
+        store.add_pending_reader("carol", 8).unwrap();
+        assert!(store.record("carol").unwrap().unwrap().pending);
     }
 
     /// Writers in parallel, each with its own handle (as separate processes would be):

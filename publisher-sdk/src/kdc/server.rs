@@ -26,6 +26,7 @@ use super::api::{
     ErrorBody, ErrorCode, KdcAddress, KeyResponse, LoginRequest, LoginResponse, EPOCHS_PATH,
     LOGIN_PATH, MAX_PASSWORD_LEN, MAX_READER_LEN, MAX_REQUEST_BODY,
 };
+use super::cors::Cors;
 use super::limiter::{address_key, Limiter, PasswordChecks};
 use super::readers::{verify_password, ReaderStore};
 use super::tokens::{TokenRefusal, Tokens};
@@ -56,6 +57,8 @@ struct Shared {
     password_checks: PasswordChecks,
     /// SHA-256 of the KDC certificate (hex), written into credentials for pinning.
     certificate_sha256: String,
+    /// Web origins allowed to call the KDC.
+    cors: Cors,
 }
 
 impl Shared {
@@ -67,6 +70,7 @@ impl Shared {
         keys: Vec<(u64, ContentKey)>,
         certificate_sha256: String,
     ) -> Result<Shared, KdcError> {
+        let cors = Cors::new(&config.allowed_origins)?;
         let mut readers = ReaderStore::open(state_dir)?;
         readers.set_served(&address.url, &certificate_sha256)?;
         Ok(Shared {
@@ -80,6 +84,7 @@ impl Shared {
             limiter: Arc::new(Mutex::new(Limiter::new(config.login_limit))),
             password_checks: PasswordChecks::new(config.max_password_checks),
             certificate_sha256,
+            cors,
         })
     }
 
@@ -266,6 +271,25 @@ impl Kdc {
         self.shared.add_reader(reader, epoch)
     }
 
+    /// Whether `reader` has live credentials that are not pending: it may hold the
+    /// current key already.
+    pub(crate) fn holds_key(&self, reader: &str) -> Result<bool, KdcError> {
+        let record = lock(&self.shared.readers).record(reader)?;
+        Ok(record.is_some_and(|r| r.revoked_at.is_none() && !r.pending))
+    }
+
+    /// Whether a reader added elsewhere waits to be enabled (re-reads the reader file if
+    /// it changed).
+    pub(crate) fn has_pending_readers(&self) -> Result<bool, KdcError> {
+        lock(&self.shared.readers).has_pending()
+    }
+
+    /// Enables the pending readers from `epoch` on (see
+    /// [`super::readers::ReaderStore::enable_pending`]).
+    pub(crate) fn enable_pending_readers(&self, epoch: u64) -> Result<Vec<String>, KdcError> {
+        lock(&self.shared.readers).enable_pending(epoch)
+    }
+
     /// Revokes `reader`'s credentials and tokens. Returns whether it was active.
     pub(crate) fn revoke_reader(&self, reader: &str) -> Result<bool, KdcError> {
         let was = lock(&self.shared.readers).revoke(reader)?;
@@ -409,7 +433,15 @@ where
 {
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, peer, req).await) }
+        async move {
+            if let Some(preflight) = shared.cors.preflight(&req) {
+                return Ok::<_, Infallible>(preflight);
+            }
+            let origin = shared.cors.allowed_origin(&req);
+            let mut answer = handle(&shared, peer, req).await;
+            shared.cors.decorate(&mut answer, origin);
+            Ok(answer)
+        }
     });
     // One request per connection (the SDK opens one per request anyway): an idle
     // keep-alive connection would hold its slot for nothing.
@@ -598,6 +630,15 @@ fn fetch(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>, epoch: &str
         // tokens of the old ones die with them (those of the new ones live on).
         audit("reissued");
         return unauthorized(ErrorCode::InvalidToken, "unknown or invalidated token");
+    }
+    if record.pending {
+        // Added while no publisher could rotate for it: no key yet, not even the
+        // current one, which may have sealed what was published before the reader.
+        audit("pending");
+        return error(
+            ErrorCode::NotGranted,
+            "this reader is enabled from the publisher's next epoch",
+        );
     }
     if epoch < record.granted_epoch {
         audit("not_granted");

@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use sealpost_subscriber::{
-    BrokerAddress, Event, KdcCredentials, QoS, Subscriber, SubscriberConfig, TlsIdentity,
+    BrokerAddress, Event, KdcCredentials, LinkStatus, QoS, Subscriber, SubscriberConfig,
+    TlsIdentity,
 };
+
+/// Exit status when -W expires, as `mosquitto_sub`'s (MOSQ_ERR_TIMEOUT).
+const EXIT_TIMEOUT: u8 = 27;
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +48,8 @@ struct Cli {
     /// Exit after this many messages.
     #[arg(short = 'C', long)]
     count: Option<u64>,
-    /// Exit after this many seconds.
+    /// Exit after this many seconds, with status 27 (as mosquitto_sub) unless -C was
+    /// reached first.
     #[arg(short = 'W', long)]
     timeout: Option<u64>,
     /// Subscriber certificate (PEM); not needed with --kdc-credentials alone.
@@ -95,13 +100,20 @@ struct Cli {
     /// Password.
     #[arg(short = 'P', long)]
     password: Option<String>,
+    /// Log sealpost's debug lines (`RUST_LOG`, when set, chooses the log lines instead).
+    #[arg(short = 'd', long)]
+    debug: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = sealpost_publisher::logging::init(cli.debug, None) {
+        eprintln!("sealpost-sub: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("sealpost-sub: {e}");
             ExitCode::FAILURE
@@ -111,7 +123,7 @@ async fn main() -> ExitCode {
 
 type Error = Box<dyn std::error::Error>;
 
-async fn run(cli: Cli) -> Result<(), Error> {
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let broker = match &cli.url {
         Some(url) => BrokerAddress::parse(url)?,
@@ -174,13 +186,43 @@ async fn run(cli: Cli) -> Result<(), Error> {
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut printed = 0u64;
     let stdout = std::io::stdout();
+    let mut status = subscriber.link_status();
+    let mut reconnecting = false;
+    let mut code = ExitCode::SUCCESS;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     while !matches!(cli.count, Some(c) if printed >= c) {
-        let event = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, subscriber.next()).await {
-                Ok(e) => e,
-                Err(_) => break,
-            },
-            None => subscriber.next().await,
+        let expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            event = subscriber.next() => event,
+            () = expired => {
+                code = ExitCode::from(EXIT_TIMEOUT);
+                break;
+            }
+            _ = &mut ctrl_c => break,
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                // Once per series of failed attempts (the SDK paces them).
+                match &*status.borrow_and_update() {
+                    LinkStatus::Reconnecting(reason) => {
+                        reconnecting = true;
+                        eprintln!("sealpost-sub: connection lost: {reason}; reconnecting");
+                    }
+                    LinkStatus::Connected if reconnecting => {
+                        reconnecting = false;
+                        eprintln!("sealpost-sub: reconnected");
+                    }
+                    _ => {}
+                }
+                continue;
+            }
         };
         let Some(event) = event else { break };
         match event {
@@ -205,8 +247,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
     }
+    // A clean MQTT DISCONNECT, so the broker sees the session end, not a dropped link.
     let _ = subscriber.disconnect().await;
-    Ok(())
+    Ok(code)
 }
 
 #[cfg(test)]

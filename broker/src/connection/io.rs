@@ -1,0 +1,142 @@
+//! The connection's bytes: reading frames from the socket, and encoding and writing
+//! packets to it under a write timeout.
+
+use super::ConnectionError;
+use crate::codec::{self, FrameError, Version};
+use crate::metrics::add;
+use crate::shared::Shared;
+use bytes::BytesMut;
+use rumqttd::protocol::{DisconnectReasonCode, Packet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::warn;
+
+/// Longest a write to a client may block.
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Encodes an MQTT 5 DISCONNECT by hand: rumqttd 0.20 writes a remaining length of 1
+/// followed by two bytes (reason and property length), which clients reject.
+pub(super) fn queue_disconnect(wbuf: &mut BytesMut, code: DisconnectReasonCode) {
+    wbuf.extend_from_slice(&[0xe0, 0x01, disconnect_code(code)]);
+}
+
+/// MQTT 5 reason code byte of a disconnect reason.
+pub(super) fn disconnect_code(code: DisconnectReasonCode) -> u8 {
+    use DisconnectReasonCode as D;
+    match code {
+        D::NormalDisconnection => 0x00,
+        D::DisconnectWithWillMessage => 0x04,
+        D::UnspecifiedError => 0x80,
+        D::MalformedPacket => 0x81,
+        D::ProtocolError => 0x82,
+        D::ImplementationSpecificError => 0x83,
+        D::NotAuthorized => 0x87,
+        D::ServerBusy => 0x89,
+        D::ServerShuttingDown => 0x8b,
+        D::KeepAliveTimeout => 0x8d,
+        D::SessionTakenOver => 0x8e,
+        D::TopicFilterInvalid => 0x8f,
+        D::TopicNameInvalid => 0x90,
+        D::ReceiveMaximumExceeded => 0x93,
+        D::TopicAliasInvalid => 0x94,
+        D::PacketTooLarge => 0x95,
+        D::MessageRateTooHigh => 0x96,
+        D::QuotaExceeded => 0x97,
+        D::AdministrativeAction => 0x98,
+        D::PayloadFormatInvalid => 0x99,
+        D::RetainNotSupported => 0x9a,
+        D::QoSNotSupported => 0x9b,
+        D::UseAnotherServer => 0x9c,
+        D::ServerMoved => 0x9d,
+        D::SharedSubscriptionNotSupported => 0x9e,
+        D::ConnectionRateExceeded => 0x9f,
+        D::MaximumConnectTime => 0xa0,
+        D::SubscriptionIdentifiersNotSupported => 0xa1,
+        D::WildcardSubscriptionsNotSupported => 0xa2,
+    }
+}
+
+pub(super) struct Io<R, W> {
+    pub(super) rd: R,
+    pub(super) wr: W,
+    pub(super) rbuf: BytesMut,
+    pub(super) wbuf: BytesMut,
+    pub(super) shared: Arc<Shared>,
+}
+
+pub(super) struct ConnectPacket {
+    pub(super) version: Version,
+    pub(super) packet: Packet,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
+    pub(super) fn max_packet(&self) -> usize {
+        self.shared.config.limits.max_packet_size
+    }
+
+    /// Reads more bytes; `Closed` at end of stream.
+    pub(super) async fn fill(&mut self) -> Result<(), ConnectionError> {
+        let n = self.rd.read_buf(&mut self.rbuf).await?;
+        if n == 0 {
+            return Err(ConnectionError::Closed);
+        }
+        add(&self.shared.metrics.bytes_in, n as u64);
+        Ok(())
+    }
+
+    pub(super) async fn read_connect(&mut self) -> Result<ConnectPacket, ConnectionError> {
+        let max = self.max_packet();
+        let frame = loop {
+            if let Some(f) = codec::next_frame(&mut self.rbuf, max, None)? {
+                break f;
+            }
+            self.fill().await?;
+        };
+        let version = match codec::connect_version(&frame) {
+            Ok(v) => v,
+            Err(e @ FrameError::UnsupportedVersion(_)) => {
+                // MQTT 3.1.1 §3.2.2.3: answer with return code 1 before closing.
+                let _ = self.wr.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+                let _ = self.wr.flush().await;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let packet = codec::decode(frame, version, max)?;
+        Ok(ConnectPacket { version, packet })
+    }
+
+    pub(super) fn queue(&mut self, packet: Packet, version: Version) {
+        queue(&mut self.wbuf, packet, version);
+    }
+
+    /// Writes everything queued. A client that stops reading cannot hold its
+    /// connection (and router slot) forever: the write must finish within
+    /// [`WRITE_TIMEOUT`].
+    pub(super) async fn flush(&mut self) -> Result<(), ConnectionError> {
+        // Every write is flushed in the same call, so an empty buffer means nothing is
+        // pending (and the timeout's clock reading is saved).
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            let n = self.wbuf.len();
+            self.wr.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+            add(&self.shared.metrics.bytes_out, n as u64);
+            self.wr.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ConnectionError::Timeout),
+        }
+    }
+}
+
+/// Encodes a packet for the client into its write buffer.
+pub(super) fn queue(wbuf: &mut BytesMut, packet: Packet, version: Version) {
+    if let Err(e) = codec::encode(packet, version, wbuf) {
+        warn!(error = %e, "cannot encode outgoing packet");
+    }
+}

@@ -1,0 +1,368 @@
+//! Delivery to the client: notifications from the router become PUBLISHes (QoS
+//! downgraded, subscription identifiers and topic aliases applied, skipped when the
+//! client may not read them or cannot take them) and the router's acknowledgements
+//! of the client's own messages become its PUBACK/PUBREC.
+
+use super::acks::router_ack;
+use super::drops::DropReason;
+use super::event_loop::{Stop, PAST, ROUTER_BATCH};
+use super::io::{queue, queue_disconnect};
+use super::state::{Comp, Connection, OutAck};
+use crate::codec::{self, kind, Version};
+use crate::marker::{self, Mark};
+use crate::subscriptions::{Copy, Decision};
+use bytes::{Bytes, BytesMut};
+use rumqttd::local::LinkError;
+use rumqttd::protocol::{DisconnectReasonCode, Packet, PubAckReason, PublishProperties, SubAck};
+use rumqttd::Notification;
+use tracing::{debug, warn};
+
+/// Bytes for the client written at once at most while draining notifications.
+pub(super) const WRITE_BATCH: usize = 64 * 1024;
+
+impl Connection {
+    /// Handles `first` and then the notifications already buffered, so that writes are
+    /// batched, up to the client's receive maximum (the rest waits in the router). Not
+    /// async: an async loop would move each 250-byte notification into its future.
+    pub(super) fn notifications(
+        &mut self,
+        wbuf: &mut BytesMut,
+        first: Option<Result<Option<Notification>, LinkError>>,
+        unscheduled: &mut bool,
+    ) -> Stop {
+        let mut next = first;
+        loop {
+            match next {
+                Some(Ok(Some(notification))) => {
+                    if self.outgoing(wbuf, notification, unscheduled) {
+                        return Stop::Closed;
+                    }
+                }
+                Some(Ok(None)) | None => {}
+                Some(Err(_)) => {
+                    // The router dropped our outgoing channel: the session was taken over
+                    // or removed. Its id may already be reused.
+                    self.slot.forget();
+                    if self.version == Version::V5 {
+                        queue_disconnect(wbuf, DisconnectReasonCode::SessionTakenOver);
+                    }
+                    return Stop::Closed;
+                }
+            }
+            if self.client_window_full() {
+                return Stop::Drained;
+            }
+            if wbuf.len() > WRITE_BATCH || self.to_router.len() >= ROUTER_BATCH {
+                return Stop::Full;
+            }
+            // A deadline already passed: take what is buffered, never block. (Cheaper
+            // than polling `next()` once, which moves the notification four times; and
+            // a fixed instant, as reading the clock for every message shows in profiles.)
+            next = match self.link_rx.recv_deadline(*PAST) {
+                Err(LinkError::RecvTimeout(flume::RecvTimeoutError::Timeout)) => {
+                    return Stop::Drained
+                }
+                n => Some(n),
+            };
+        }
+    }
+
+    /// Handles one notification from the router. Returns true when the router closed
+    /// the connection.
+    pub(super) fn outgoing(
+        &mut self,
+        wbuf: &mut BytesMut,
+        notification: Notification,
+        unscheduled: &mut bool,
+    ) -> bool {
+        let v = self.version;
+        match notification {
+            Notification::Forward(forward) => self.forward(wbuf, forward),
+            Notification::DeviceAck(ack) => {
+                match Option::<Packet>::from(Notification::DeviceAck(ack)) {
+                    Some(Packet::PubAck(a, p)) => {
+                        if self.qos2_in_router.remove(&a.pkid) {
+                            // A QoS 2 publish the router took as QoS 1 (see `incoming`):
+                            // its flow stays open until PUBREL.
+                            wbuf.extend_from_slice(&codec::success_ack(kind::PUBREC, a.pkid));
+                            return false;
+                        }
+                        self.inflight_in = self.inflight_in.saturating_sub(1);
+                        if p.is_none() && a.reason == PubAckReason::Success {
+                            wbuf.extend_from_slice(&codec::success_ack(kind::PUBACK, a.pkid));
+                        } else {
+                            queue(wbuf, Packet::PubAck(a, p), v);
+                        }
+                    }
+                    // (No PUBREC or PUBCOMP comes for the client's own messages: the
+                    // edge hands QoS 2 to the router as QoS 1, see `incoming`.)
+                    Some(Packet::PubRel(r, p)) => {
+                        let pkid = r.pkid;
+                        match self.comps.iter_mut().find(|c| c.pkid == pkid && !c.done) {
+                            Some(c) if c.auto => {
+                                c.done = true;
+                                self.flush_comps();
+                            }
+                            Some(_) => queue(wbuf, Packet::PubRel(r, p), v),
+                            None => {
+                                // A PUBREL resent for a persistent session's earlier flow.
+                                self.comps.push_back(Comp {
+                                    pkid,
+                                    auto: false,
+                                    done: false,
+                                });
+                                queue(wbuf, Packet::PubRel(r, p), v);
+                            }
+                        }
+                    }
+                    Some(Packet::SubAck(ack, _)) => {
+                        if let Some(codes) = self.pending_subacks.remove(&ack.pkid) {
+                            queue(
+                                wbuf,
+                                Packet::SubAck(
+                                    SubAck {
+                                        pkid: ack.pkid,
+                                        return_codes: codes,
+                                    },
+                                    None,
+                                ),
+                                v,
+                            );
+                        }
+                    }
+                    // UNSUBACK and PINGRESP are answered by the edge itself.
+                    _ => {}
+                }
+            }
+            Notification::Unschedule => *unscheduled = true,
+            Notification::Disconnect(d, _) => {
+                self.slot.forget();
+                if v == Version::V5 {
+                    queue_disconnect(wbuf, d.reason_code);
+                }
+                return true;
+            }
+            other => debug!(?other, "ignored router notification"),
+        }
+        false
+    }
+
+    /// Delivers (or skips) one message the router forwards to this client.
+    pub(super) fn forward(&mut self, wbuf: &mut BytesMut, forward: rumqttd::Forward) {
+        let v = self.version;
+        let mut publish = forward.publish;
+        // The router sets RETAIN only on retained messages sent at subscribe.
+        let at_subscribe = publish.retain;
+        let mut props = forward.properties;
+        let mark = Mark::take(&mut publish.payload);
+        if mark.is_some_and(|m| m.properties) {
+            // The properties travelled in the payload (see `marker`).
+            props = marker::take_properties(&mut publish.payload, props.take());
+        }
+        // Properties the edge may change need a copy to re-encode from (rumqttd keeps
+        // the QoS and packet id of a `Publish` private, so they are read back from the
+        // encoded bytes).
+        // (Cloning a `Bytes` costs an atomic increment on a buffer other threads share:
+        // only done when needed.)
+        let topic = if self.subscriptions.needs_topic() {
+            publish.topic.clone()
+        } else {
+            Bytes::new()
+        };
+        // Checked per delivery, live and retained alike (a prefix compare for all but
+        // key-message topics).
+        let readable = self.shared.acl.may_read(&self.identity, &publish.topic);
+        let rewrite = (self.limits.topic_alias_max > 0 || self.subscriptions.has_identifiers())
+            .then(|| publish.clone());
+        let start = wbuf.len();
+        let first = match rewrite {
+            Some(_) => props.clone(),
+            None => props.take(),
+        };
+        if let Err(e) = codec::encode(Packet::Publish(publish, first), v, wbuf) {
+            warn!(error = %e, "cannot encode forwarded publish");
+            wbuf.truncate(start);
+            return;
+        }
+        let Some(h) = codec::publish_header(&wbuf[start..]) else {
+            wbuf.truncate(start);
+            return;
+        };
+        let Some(mark) = mark else {
+            // A retained message's deletion (see `marker`): not for clients.
+            wbuf.truncate(start);
+            return self.skip(h);
+        };
+        if !readable {
+            // Another reader's key message (see `Acl::may_read`): this client's
+            // subscription matched it, but it is not for this client.
+            wbuf.truncate(start);
+            return self.skip(h);
+        }
+        if !at_subscribe
+            && mark.message < self.replay_boundary
+            && !self.restored.contains(&mark.message)
+        {
+            // Routed at start for another session (or a restored retained message's
+            // live copy): not for this one (see `Sessions::replay_boundary`).
+            wbuf.truncate(start);
+            return self.skip(h);
+        }
+        let copy = Copy {
+            message: mark.message,
+            at_subscribe,
+            own: mark.origin == self.origin,
+            retained: mark.retain,
+            router_qos: h.qos,
+        };
+        let (max_qos, retain, ids) = match self.subscriptions.decide(&topic, copy, &mut self.copies)
+        {
+            Decision::Skip => {
+                wbuf.truncate(start);
+                return self.skip(h);
+            }
+            Decision::Deliver {
+                max_qos,
+                retain,
+                ids,
+            } => (max_qos, retain, ids),
+        };
+        if let Some(b) = self.backlog.as_mut() {
+            if !at_subscribe && mark.message < b.before {
+                if b.left == 0 {
+                    wbuf.truncate(start);
+                    self.drops
+                        .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull);
+                    return self.skip(h);
+                }
+                b.left -= 1;
+            }
+        }
+        if let Some(mut publish) = rewrite {
+            // Subscription identifiers are the edge's (the router never sees them), and
+            // topic aliases are given per topic here.
+            let mut p = props.take().unwrap_or_default();
+            p.subscription_identifiers = ids;
+            p.topic_alias = None;
+            let mut new_alias = None;
+            if self.limits.topic_alias_max > 0 {
+                match self.out_aliases.get(&publish.topic) {
+                    Some(&a) => {
+                        p.topic_alias = Some(a);
+                        publish.topic = Bytes::new();
+                    }
+                    None if self.out_aliases.len() < usize::from(self.limits.topic_alias_max) => {
+                        let a = self.out_aliases.len() as u16 + 1;
+                        p.topic_alias = Some(a);
+                        new_alias = Some((publish.topic.clone(), a));
+                    }
+                    None => {}
+                }
+            }
+            let p = (!no_properties(&p)).then_some(p);
+            wbuf.truncate(start);
+            if let Err(e) = codec::encode(Packet::Publish(publish, p), v, wbuf) {
+                warn!(error = %e, "cannot encode forwarded publish");
+                wbuf.truncate(start);
+                return self.skip(h);
+            }
+            if let Some((topic, a)) = new_alias {
+                // Only an alias the client has seen with its topic may be used again.
+                if self.fits(wbuf.len() - start) {
+                    self.out_aliases.insert(topic, a);
+                }
+            }
+        }
+        if !self.fits(wbuf.len() - start) {
+            // MQTT 5 §3.1.2.11.4: a message larger than the client's maximum packet size
+            // is discarded for that client, as if delivered.
+            wbuf.truncate(start);
+            self.drops
+                .note(&self.shared.metrics, &self.client_id, DropReason::Oversized);
+            return self.skip(h);
+        }
+        if retain {
+            wbuf[start] |= 1;
+        }
+        // The router sends a resumed session's unacknowledged messages again as if new:
+        // MQTT wants DUP on a re-delivery (3.1.1 §3.3.1.1, 5 §3.3.1.1).
+        if !self.redeliver.is_empty() && self.redeliver.remove(&mark.message) && h.qos > 0 {
+            wbuf[start] |= 0b1000;
+        }
+        let delivery = mark.qos.min(h.qos).min(max_qos);
+        if delivery < h.qos {
+            if let Some(rewritten) = codec::downgrade_publish(&wbuf[start..], delivery) {
+                wbuf.truncate(start);
+                wbuf.extend_from_slice(&rewritten);
+            }
+        }
+        self.unreported.messages_out += 1;
+        if h.qos > 0 {
+            let client_ack = match delivery {
+                0 => 0,
+                1 => kind::PUBACK,
+                _ => kind::PUBREC,
+            };
+            if delivery > 0 {
+                self.inflight_out += 1;
+            }
+            self.out_acks.push_back(OutAck {
+                pkid: h.pkid,
+                client_ack,
+                router_ack: router_ack(h.qos),
+                done: delivery == 0,
+                message: mark.message,
+            });
+            if delivery == 0 {
+                self.flush_acks();
+            }
+        }
+    }
+
+    /// Whether a packet of `len` bytes may be sent to the client.
+    pub(super) fn fits(&self, len: usize) -> bool {
+        self.limits
+            .max_packet_size
+            .map_or(true, |m| len <= m as usize)
+    }
+
+    /// A forwarded message not sent to this client: the router still needs its
+    /// acknowledgement, in order.
+    pub(super) fn skip(&mut self, h: codec::PublishHeader) {
+        if h.qos == 0 {
+            return;
+        }
+        self.out_acks.push_back(OutAck {
+            pkid: h.pkid,
+            client_ack: 0,
+            router_ack: router_ack(h.qos),
+            done: true,
+            message: 0,
+        });
+        self.flush_acks();
+    }
+}
+
+/// Whether a PUBLISH's properties are all absent. (Comparing with
+/// `PublishProperties::default()` builds and drops a value on every message; naming
+/// every field makes a field added by rumqttd a compile error here.)
+pub(super) fn no_properties(p: &PublishProperties) -> bool {
+    let PublishProperties {
+        payload_format_indicator,
+        message_expiry_interval,
+        topic_alias,
+        response_topic,
+        correlation_data,
+        user_properties,
+        subscription_identifiers,
+        content_type,
+    } = p;
+    payload_format_indicator.is_none()
+        && message_expiry_interval.is_none()
+        && topic_alias.is_none()
+        && response_topic.is_none()
+        && correlation_data.is_none()
+        && user_properties.is_empty()
+        && subscription_identifiers.is_empty()
+        && content_type.is_none()
+}

@@ -1,0 +1,301 @@
+//! What an accepted connection holds (its MQTT state towards the client and the
+//! router), and the small operations on it the other parts share: windows, the batch
+//! for the router, counters, and saving a persistent session's state.
+
+use super::drops::DropLog;
+use super::ConnectionError;
+use crate::acl::Identity;
+use crate::codec::{kind, Version};
+use crate::metrics::add;
+use crate::router::RouterSlot;
+use crate::session::{SavedSession, Will};
+use crate::shared::Shared;
+use crate::subscriptions::{Copies, Subscriptions};
+use bytes::Bytes;
+use rumqttd::local::LinkRx;
+use rumqttd::protocol::{Packet, SubscribeReasonCode};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// What an MQTT 5 client asked of the messages it receives (CONNECT properties).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ClientLimits {
+    /// Receive maximum: unacknowledged QoS 1/2 PUBLISHes the client accepts.
+    pub(super) receive_max: Option<u16>,
+    /// Maximum packet size the client accepts; larger messages are skipped for it.
+    pub(super) max_packet_size: Option<u32>,
+    /// Topic aliases the client accepts from the broker.
+    pub(super) topic_alias_max: u16,
+}
+
+/// A resumed session's backlog: messages numbered below `before` were published before
+/// the connection, so the router queued them for the session; `left` more of them
+/// may be delivered (`limits.max_queued_messages`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Backlog {
+    pub(super) before: u64,
+    pub(super) left: usize,
+}
+
+/// Message counts of a connection not yet added to the shared [`crate::metrics`].
+#[derive(Debug, Default)]
+pub(super) struct Unreported {
+    pub(super) messages_in: u64,
+    pub(super) messages_out: u64,
+}
+
+/// An outgoing QoS 1/2 message awaiting its acknowledgement towards the router.
+pub(super) struct OutAck {
+    pub(super) pkid: u16,
+    /// What the client must send: `kind::PUBACK`, `kind::PUBREC`, or 0 (nothing: the
+    /// message was downgraded to QoS 0 and the edge acknowledges for the client).
+    pub(super) client_ack: u8,
+    /// What the router expects: PUBACK (subscription QoS 1) or PUBREC (QoS 2).
+    pub(super) router_ack: u8,
+    pub(super) done: bool,
+    /// The message's number (see `marker`), to recognise it when the router
+    /// sends it again to a resumed session.
+    pub(super) message: u64,
+}
+
+/// Second stage of an outgoing QoS 2 flow (PUBREL from the router, PUBCOMP to it).
+pub(super) struct Comp {
+    pub(super) pkid: u16,
+    /// The client never saw a QoS 2 flow for it: the edge answers the router's PUBREL.
+    pub(super) auto: bool,
+    pub(super) done: bool,
+}
+
+/// State of an accepted connection.
+pub(super) struct Connection {
+    pub(super) shared: Arc<Shared>,
+    pub(super) version: Version,
+    pub(super) client_id: String,
+    pub(super) identity: Identity,
+    /// Keep-alive in force (the client's, or the server's when it overrides it).
+    pub(super) keep_alive: u16,
+    /// This connection's generation for its client id (see `session`).
+    pub(super) generation: u64,
+    /// Seconds the session outlives the connection; `None`: never expires. MQTT 5
+    /// DISCONNECT may change it.
+    pub(super) session_expiry: Option<u32>,
+    /// The client asked for expiry 0 at CONNECT, so DISCONNECT may not raise it (MQTT 5
+    /// §3.14.2.2.2; what the client asked, not what the broker granted).
+    pub(super) expiry_zero_at_connect: bool,
+    /// Linked with clean session: the router keeps nothing after the connection.
+    pub(super) router_clean: bool,
+    /// MQTT 5 will delay interval, in seconds.
+    pub(super) will_delay: u32,
+    pub(super) slot: RouterSlot,
+    pub(super) link_rx: LinkRx,
+    pub(super) will: Option<Will>,
+    pub(super) aliases: HashMap<u16, Bytes>,
+    /// Packets for the router, sent as one batch per read or per notification batch.
+    pub(super) to_router: VecDeque<Packet>,
+    /// SUBACKs waiting for the router's, by packet id.
+    pub(super) pending_subacks: HashMap<u16, Vec<SubscribeReasonCode>>,
+    /// Client packet ids of QoS 2 publishes whose PUBREL has not come yet: routed ones,
+    /// and on 3.1.1 denied ones (which has no refusal, so their flow is completed
+    /// without delivery). The edge answers their PUBREL.
+    pub(super) awaiting_release: HashSet<u16>,
+    /// The client's QoS 1 publishes the router has not acknowledged yet.
+    pub(super) inflight_in: usize,
+    /// Packet ids of the client's QoS 2 publishes the router has not acknowledged yet.
+    pub(super) qos2_in_router: HashSet<u16>,
+    pub(super) out_acks: VecDeque<OutAck>,
+    pub(super) comps: VecDeque<Comp>,
+    pub(super) clean_exit: bool,
+    /// This session's origin id in the markers of its messages (for no local).
+    pub(super) origin: u64,
+    /// The client's subscriptions as the edge applies them.
+    pub(super) subscriptions: Subscriptions,
+    /// Messages the router sends several copies of (overlapping subscriptions).
+    pub(super) copies: Copies,
+    /// What the client accepts (MQTT 5 CONNECT properties).
+    pub(super) limits: ClientLimits,
+    /// Messages an earlier connection of this session sent and the client did not
+    /// acknowledge: the router will send them again.
+    pub(super) redeliver: HashSet<u64>,
+    /// What a resumed session may still receive of its backlog (see [`Backlog`]).
+    pub(super) backlog: Option<Backlog>,
+    /// Topic aliases given to the client, by topic.
+    pub(super) out_aliases: HashMap<Bytes, u16>,
+    /// QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it (PUBACK or
+    /// PUBCOMP), for the client's receive maximum.
+    pub(super) inflight_out: usize,
+    /// Messages dropped for the client, counted and logged (see `drops`).
+    pub(super) drops: DropLog,
+    /// Messages counted but not yet added to the shared metrics.
+    pub(super) unreported: Unreported,
+    /// Messages for persistent sessions, stored before the batch for the router that
+    /// carries them is sent (so before their PUBACK/PUBREC).
+    pub(super) to_store: Vec<crate::store::Op>,
+    /// The client's acknowledgements of stored messages, for the store.
+    pub(super) store_acks: Vec<crate::store::Op>,
+    /// See [`crate::session::SavedSession::restored`].
+    pub(super) restored: HashSet<u64>,
+    /// See `Sessions::replay_boundary`.
+    pub(super) replay_boundary: u64,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.report_counts();
+        self.shared
+            .metrics
+            .connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Connection {
+    /// The client's QoS 1/2 flows that count against `limits.max_inflight`. MQTT 5
+    /// §4.9 counts a flow until PUBACK or PUBCOMP: QoS 1 publishes the router has not
+    /// acknowledged yet (no PUBACK sent) and QoS 2 flows until their PUBREL, also those
+    /// never routed (refused) or carried over by a resumed session. 3.1.1 has no
+    /// receive maximum, and its clients may send their PUBRELs behind more PUBLISHes
+    /// than that (rumqttc does), so for them only what awaits the router counts: their
+    /// unreleased QoS 2 flows are bounded by the packet identifiers (65,535).
+    pub(super) fn open_flows_in(&self) -> usize {
+        match self.version {
+            Version::V5 => self.inflight_in + self.awaiting_release.len(),
+            Version::V4 => self.inflight_in + self.qos2_in_router.len(),
+        }
+    }
+
+    /// The client has as many open flows as `limits.max_inflight` allows: its next QoS
+    /// 1/2 PUBLISH waits (TCP backpressure) until one completes. Other packets (PUBREL
+    /// in particular, which completes a flow) are still read.
+    pub(super) fn inflight_full(&self) -> bool {
+        self.open_flows_in() >= usize::from(self.shared.config.limits.max_inflight)
+    }
+
+    /// Reading is paused: the window is full and a QoS 1/2 PUBLISH is next.
+    pub(super) fn paused(&self, rbuf: &[u8]) -> bool {
+        self.inflight_full() && starts_with_qos_publish(rbuf)
+    }
+
+    /// Keeps a persistent session's subscription table for its next connection.
+    pub(super) fn save_subscriptions(&self) {
+        self.save_session(Vec::new());
+    }
+
+    /// At the end of a persistent session's connection: keeps the messages the client
+    /// did not acknowledge, which the router will send again, so that they go out with
+    /// DUP set. (A connection that takes over a session before this runs sends them
+    /// without.)
+    pub(super) fn save_unacknowledged(&self) {
+        let unacknowledged = self
+            .out_acks
+            .iter()
+            .filter(|a| !a.done && a.client_ack != 0)
+            .map(|a| a.message)
+            .chain(self.redeliver.iter().copied())
+            .collect();
+        self.save_session(unacknowledged);
+    }
+
+    pub(super) fn save_session(&self, unacknowledged: Vec<u64>) {
+        if self.session_expiry != Some(0) {
+            self.shared.sessions.save(
+                &self.client_id,
+                SavedSession {
+                    subscriptions: self.subscriptions.clone(),
+                    origin: self.origin,
+                    unacknowledged,
+                    awaiting_release: self.awaiting_release.iter().copied().collect(),
+                    owner: self.identity.label(),
+                    expiry: self.session_expiry,
+                    restored: self.restored.clone(),
+                },
+            );
+        }
+    }
+
+    /// The client has as many unacknowledged QoS 1/2 messages as its receive maximum
+    /// allows: stop taking messages from the router until it acknowledges one.
+    /// The session outlives the connection and the broker has a data directory: what
+    /// the session must not lose goes to the store.
+    pub(super) fn durable(&self) -> bool {
+        self.session_expiry != Some(0) && self.shared.store.is_durable()
+    }
+
+    /// Writes the opening (or the end, at PUBREL) of an incoming QoS 2 flow with the
+    /// next batch, which is stored before the PUBREC (or PUBCOMP) can go out: a flow
+    /// a crash forgot would route the client's repeated PUBLISH again, and one it kept
+    /// after its PUBREL would take the next message with that packet id for a repeat.
+    pub(super) fn store_incoming(&mut self, pkid: u16, open: bool) {
+        if self.durable() {
+            self.to_store.push(crate::store::Op::Incoming {
+                client_id: self.client_id.clone(),
+                pkid,
+                open,
+            });
+        }
+    }
+
+    pub(super) fn client_window_full(&self) -> bool {
+        self.limits
+            .receive_max
+            .is_some_and(|m| self.inflight_out >= usize::from(m))
+    }
+
+    /// MQTT 5 §4.9: with receive maximum flows open (no PUBACK/PUBCOMP sent yet), the
+    /// next QoS 1/2 PUBLISH is a violation. Bytes buffered now were sent before the
+    /// client could have seen an acknowledgement still to come, so a QoS 1/2 PUBLISH at
+    /// the head of the buffer while the window is full is one. (3.1.1 has no receive
+    /// maximum: its clients are only paused.)
+    pub(super) fn receive_maximum_exceeded(&self, rbuf: &[u8]) -> bool {
+        self.version == Version::V5 && self.paused(rbuf)
+    }
+
+    /// Queues a packet for the router; [`Connection::flush_router`] sends the batch. (Not
+    /// async, so that the packet handlers are not: an async fn moves its arguments,
+    /// here 400-byte `Packet`s, into its future, which cost a third of the edge's time.)
+    pub(super) fn send_router(&mut self, packet: Packet) {
+        self.to_router.push_back(packet);
+    }
+
+    /// Adds the messages counted since the last batch to the shared metrics. (Once per
+    /// batch: an atomic counter every connection increments for every message is a
+    /// cache line that the worker threads keep taking from each other.)
+    pub(super) fn report_counts(&mut self) {
+        let metrics = &self.shared.metrics;
+        for (counter, n) in [
+            (&metrics.messages_in, &mut self.unreported.messages_in),
+            (&metrics.messages_out, &mut self.unreported.messages_out),
+        ] {
+            if *n > 0 {
+                add(counter, std::mem::take(n));
+            }
+        }
+    }
+
+    /// Sends the batch of packets for the router (and reports the batch's counts).
+    pub(super) async fn flush_router(&mut self) -> Result<(), ConnectionError> {
+        self.report_counts();
+        let store = &self.shared.store;
+        if !self.store_acks.is_empty() {
+            store.send(std::mem::take(&mut self.store_acks));
+        }
+        if !self.to_store.is_empty() {
+            // Acknowledged means stored: the router's acknowledgement, which becomes
+            // the client's PUBACK/PUBREC, can only come after this.
+            store
+                .write(std::mem::take(&mut self.to_store))
+                .await
+                .map_err(ConnectionError::Storage)?;
+        }
+        if self.slot.send_batch(&mut self.to_router).await {
+            Ok(())
+        } else {
+            Err(ConnectionError::RouterClosed)
+        }
+    }
+}
+
+/// Whether the buffer starts with a QoS 1 or 2 PUBLISH (its first byte is enough).
+fn starts_with_qos_publish(rbuf: &[u8]) -> bool {
+    rbuf.first()
+        .is_some_and(|&b| b >> 4 == kind::PUBLISH && (b >> 1) & 0b11 != 0)
+}

@@ -1,0 +1,697 @@
+//! The durable store: one redb database under the data directory for everything the
+//! broker must not lose across a restart or a crash: persistent sessions (owner,
+//! subscriptions, expiry, incoming QoS 2 flows), the QoS 1/2 messages queued for them,
+//! their delayed wills, and the retained messages ([`crate::retained`]).
+//!
+//! Tables: `sessions` (client id -> [`SessionRecord`]), `messages` (message number ->
+//! [`StoredMessage`], one copy however many sessions it is queued for), `queue`
+//! ((client id, message number) -> nothing: what each session has yet to acknowledge),
+//! `wills` (client id -> [`StoredMessage`]), `incoming` ((client id, packet id) ->
+//! nothing: the client's QoS 2 messages routed and awaiting its PUBREL) and `retained`.
+//!
+//! Writes go through one thread that takes every write waiting and commits them in one
+//! transaction (group commit: one fsync for many messages, from many connections).
+//! With `sync = "always"` a write is reported done once its transaction is on disk;
+//! with `"periodic"`, once committed in memory, and the disk catches up every
+//! `sync_interval_ms` (redb's `Durability::None` followed by an `Immediate` commit). A
+//! redb transaction is atomic, so a crash at any point leaves the last durable commit.
+//!
+//! A file that cannot be opened, or a value that cannot be read, stops the broker with
+//! an error naming the file ([`StoreError`]): nothing is dropped without a word.
+//! [`repair`] is the documented way out.
+
+mod records;
+
+pub(crate) use records::{decode_publish, encode_publish, expire};
+pub use records::{SessionRecord, StoredMessage, SubscriptionRecord, Unreadable};
+
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+const QUEUE: TableDefinition<(&str, u64), ()> = TableDefinition::new("queue");
+const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
+const INCOMING: TableDefinition<(&str, u16), ()> = TableDefinition::new("incoming");
+
+/// Name of the database file in the data directory.
+pub const FILE_NAME: &str = "sealpost.redb";
+
+/// When a write counts as done (`[storage] sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// On disk (fsync) before it is acknowledged.
+    Always,
+    /// Committed in memory; on disk within this interval.
+    Periodic(Duration),
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened: damaged, truncated, not a redb file, or
+    /// in use by another broker.
+    #[error("store {path}: cannot be opened ({reason}); see `sealpost-broker --repair` in broker/README.md")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What redb reported.
+        reason: String,
+    },
+    /// A value in the database could not be read.
+    #[error(
+        "store {path}: {what} is unreadable; see `sealpost-broker --repair` in broker/README.md"
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// Which value.
+        what: String,
+    },
+    /// redb failed while running.
+    #[error("store: {0}")]
+    Db(String),
+    /// The store has been closed.
+    #[error("store is closed")]
+    Closed,
+}
+
+fn db<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// One change to the store.
+#[derive(Debug)]
+pub enum Op {
+    /// Writes a session's record.
+    Session(String, SessionRecord),
+    /// Ends a session: its record, will and queued messages go.
+    EndSession(String),
+    /// Sets (or clears) a session's delayed will.
+    Will(String, Option<StoredMessage>),
+    /// Queues message `number` for each of `clients`.
+    Enqueue {
+        /// The message's number (see `marker`).
+        number: u64,
+        /// The message.
+        message: StoredMessage,
+        /// The sessions it is for.
+        clients: Vec<String>,
+    },
+    /// A session acknowledged message `number` (or it no longer needs it).
+    Ack(String, u64),
+    /// The client's QoS 2 message with packet id `pkid` was routed (`open`), or its
+    /// PUBREL came (not `open`).
+    Incoming {
+        /// Client id.
+        client_id: String,
+        /// The client's packet id.
+        pkid: u16,
+        /// The flow awaits PUBREL.
+        open: bool,
+    },
+    /// Stores (`Some`) or deletes the retained message of a topic.
+    Retained(String, Option<Vec<u8>>),
+}
+
+/// A session as read at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedSession {
+    /// Client id.
+    pub client_id: String,
+    /// Its record.
+    pub record: SessionRecord,
+    /// Its delayed will, if one waits.
+    pub will: Option<StoredMessage>,
+    /// Numbers of the messages queued for it, oldest first.
+    pub queue: Vec<u64>,
+    /// The client's packet ids of QoS 2 messages routed and awaiting its PUBREL.
+    pub awaiting_release: Vec<u16>,
+}
+
+/// Everything the store held at start, after expired sessions and messages went.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Live sessions.
+    pub sessions: Vec<LoadedSession>,
+    /// Queued messages by number.
+    pub messages: BTreeMap<u64, StoredMessage>,
+    /// Wills of sessions that ended while the broker was down: due now.
+    pub due_wills: Vec<StoredMessage>,
+    /// The first message number not used by any stored message.
+    pub next_message: u64,
+}
+
+struct Batch {
+    ops: Vec<Op>,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Handle to the store. Without a data directory it stores nothing.
+pub struct Store {
+    tx: Mutex<Option<mpsc::Sender<Batch>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Dropped at [`Store::close`], so that the file can be opened again.
+    database: Mutex<Option<Arc<Database>>>,
+    path: Option<PathBuf>,
+}
+
+impl Store {
+    /// A store that keeps nothing (no data directory).
+    pub fn in_memory() -> Store {
+        Store {
+            tx: Mutex::new(None),
+            thread: Mutex::new(None),
+            database: Mutex::new(None),
+            path: None,
+        }
+    }
+
+    /// Opens (or creates) the database at `path` and reads what it holds, deleting
+    /// sessions that expired while the broker was down (with their messages) and
+    /// messages whose expiry interval ran out.
+    pub fn open(path: &Path, sync: Sync) -> Result<(Store, Loaded), StoreError> {
+        Self::open_at(path, sync, unix_now())
+    }
+
+    pub(crate) fn open_at(
+        path: &Path,
+        sync: Sync,
+        now: u64,
+    ) -> Result<(Store, Loaded), StoreError> {
+        let database = open_database(path)?;
+        let (loaded, refs) = load(&database, path, now, false)?;
+        let database = Arc::new(database);
+        let (tx, rx) = mpsc::channel::<Batch>();
+        let writer_db = database.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer(&writer_db, rx, refs, sync))
+            .map_err(db)?;
+        Ok((
+            Store {
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                database: Mutex::new(Some(database)),
+                path: Some(path.to_owned()),
+            },
+            loaded,
+        ))
+    }
+
+    /// Whether writes are kept (a data directory is configured).
+    pub fn is_durable(&self) -> bool {
+        self.path.is_some()
+    }
+
+    /// The database file, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The database, for the retained store's table.
+    pub(crate) fn database(&self) -> Option<Arc<Database>> {
+        self.database
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies `ops` and waits until they count as done (see [`Sync`]).
+    pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        if !self.send_batch(ops, Some(done))? {
+            return Ok(());
+        }
+        match wait.await {
+            Ok(r) => r.map_err(StoreError::Db),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+
+    /// Applies `ops` without waiting (for changes whose loss in a crash only costs a
+    /// duplicate, such as an acknowledgement).
+    pub fn send(&self, ops: Vec<Op>) {
+        let _ = self.send_batch(ops, None);
+    }
+
+    /// False when nothing is kept (in-memory mode).
+    fn send_batch(
+        &self,
+        ops: Vec<Op>,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Result<bool, StoreError> {
+        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            None if self.path.is_none() => Ok(false),
+            None => Err(StoreError::Closed),
+            Some(tx) => {
+                tx.send(Batch { ops, done })
+                    .map_err(|_| StoreError::Closed)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Finishes pending writes, makes them durable and stops the writer.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+        self.database
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Opens the file, turning every failure (a panic inside redb included) into an error
+/// that names it.
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    let open = std::panic::catch_unwind(|| Database::create(path));
+    let reason = match open {
+        Ok(Ok(database)) => return Ok(database),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "redb failed reading it".to_owned(),
+    };
+    Err(StoreError::Open {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+/// Reads the store. With `repair`, unreadable values are deleted (and logged) instead
+/// of stopping the start. Returns what was read and each message's reference count.
+fn load(
+    database: &Database,
+    path: &Path,
+    now: u64,
+    repair: bool,
+) -> Result<(Loaded, HashMap<u64, u32>), StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        what,
+    };
+    let mut loaded = Loaded {
+        next_message: 1,
+        ..Default::default()
+    };
+    let mut refs: HashMap<u64, u32> = HashMap::new();
+    let txn = database.begin_write().map_err(db)?;
+    {
+        let mut sessions = txn.open_table(SESSIONS).map_err(db)?;
+        let mut messages = txn.open_table(MESSAGES).map_err(db)?;
+        let mut queue = txn.open_table(QUEUE).map_err(db)?;
+        let mut wills = txn.open_table(WILLS).map_err(db)?;
+        let mut incoming = txn.open_table(INCOMING).map_err(db)?;
+
+        // Messages first: what is queued must exist.
+        let mut drop_messages = Vec::new();
+        for entry in messages.iter().map_err(db)? {
+            let (k, v) = entry.map_err(db)?;
+            let number = k.value();
+            loaded.next_message = loaded.next_message.max(number + 1);
+            match StoredMessage::decode(v.value(), now) {
+                Ok(Some(m)) => {
+                    loaded.messages.insert(number, m);
+                }
+                Ok(None) => drop_messages.push(number),
+                Err(Unreadable) if repair => {
+                    tracing::warn!(number, "store repair: unreadable message deleted");
+                    drop_messages.push(number);
+                }
+                Err(Unreadable) => return Err(corrupt(format!("message {number}"))),
+            }
+        }
+        for number in &drop_messages {
+            messages.remove(number).map_err(db)?;
+        }
+
+        let mut ended = Vec::new();
+        for entry in sessions.iter().map_err(db)? {
+            let (k, v) = entry.map_err(db)?;
+            let client_id = k.value().to_owned();
+            let record = match SessionRecord::decode(v.value()) {
+                Ok(r) => r,
+                Err(Unreadable) if repair => {
+                    tracing::warn!(client_id, "store repair: unreadable session deleted");
+                    ended.push(client_id);
+                    continue;
+                }
+                Err(Unreadable) => return Err(corrupt(format!("session {client_id:?}"))),
+            };
+            let will = match wills.get(client_id.as_str()).map_err(db)? {
+                None => None,
+                // A will has no expiry of its own to count here: 0 keeps the interval.
+                Some(v) => match StoredMessage::decode(v.value(), 0) {
+                    Ok(w) => w,
+                    Err(Unreadable) if repair => None,
+                    Err(Unreadable) => {
+                        return Err(corrupt(format!("will of session {client_id:?}")))
+                    }
+                },
+            };
+            // Numbers go on after those the records name too.
+            loaded.next_message = loaded.next_message.max(record.offline_since);
+            if record.expires_at(now).is_some_and(|at| at <= now) {
+                // Ended while the broker was down; a will still waiting is due now.
+                loaded.due_wills.extend(will);
+                ended.push(client_id);
+                continue;
+            }
+            loaded.sessions.push(LoadedSession {
+                client_id,
+                record,
+                will,
+                queue: Vec::new(),
+                awaiting_release: Vec::new(),
+            });
+        }
+        for client_id in &ended {
+            sessions.remove(client_id.as_str()).map_err(db)?;
+            wills.remove(client_id.as_str()).map_err(db)?;
+        }
+
+        let index: HashMap<&str, usize> = loaded
+            .sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.client_id.as_str(), i))
+            .collect();
+        let mut stale = Vec::new();
+        let mut queued: Vec<(usize, u64)> = Vec::new();
+        for entry in queue.iter().map_err(db)? {
+            let (k, _) = entry.map_err(db)?;
+            let (client_id, number) = k.value();
+            match (index.get(client_id), loaded.messages.contains_key(&number)) {
+                (Some(&i), true) => {
+                    queued.push((i, number));
+                    *refs.entry(number).or_default() += 1;
+                }
+                _ => stale.push((client_id.to_owned(), number)),
+            }
+        }
+        let mut open_flows = Vec::new();
+        let mut stale_flows = Vec::new();
+        for entry in incoming.iter().map_err(db)? {
+            let (k, _) = entry.map_err(db)?;
+            let (client_id, pkid) = k.value();
+            match index.get(client_id) {
+                Some(&i) => open_flows.push((i, pkid)),
+                None => stale_flows.push((client_id.to_owned(), pkid)),
+            }
+        }
+        drop(index);
+        for (i, pkid) in open_flows {
+            loaded.sessions[i].awaiting_release.push(pkid);
+        }
+        for (client_id, pkid) in stale_flows {
+            incoming.remove((client_id.as_str(), pkid)).map_err(db)?;
+        }
+        for (i, number) in queued {
+            loaded.sessions[i].queue.push(number);
+        }
+        for (client_id, number) in stale {
+            queue.remove((client_id.as_str(), number)).map_err(db)?;
+        }
+        // Messages no session waits for any more.
+        let unreferenced: Vec<u64> = loaded
+            .messages
+            .keys()
+            .filter(|n| !refs.contains_key(n))
+            .copied()
+            .collect();
+        for number in unreferenced {
+            loaded.messages.remove(&number);
+            messages.remove(number).map_err(db)?;
+        }
+        for s in &mut loaded.sessions {
+            s.queue.sort_unstable();
+        }
+    }
+    txn.commit().map_err(db)?;
+    Ok((loaded, refs))
+}
+
+/// What `--repair` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Repaired {
+    /// The file opened and every value was readable: nothing changed.
+    Nothing,
+    /// The file opened; unreadable values were deleted (each logged).
+    ValuesDeleted,
+    /// The file could not be opened at all: it was moved to this path and the broker
+    /// starts with an empty store.
+    MovedAside(PathBuf),
+}
+
+/// The recovery path for a store the broker refuses to start with: deletes the values
+/// that cannot be read, or, when the file cannot be opened at all, moves it aside
+/// (kept for inspection, never deleted) so that the broker starts afresh.
+pub fn repair(path: &Path) -> Result<Repaired, StoreError> {
+    match open_database(path) {
+        Ok(database) => match load(&database, path, unix_now(), false) {
+            Ok(_) => Ok(Repaired::Nothing),
+            Err(StoreError::Corrupt { .. }) => {
+                load(&database, path, unix_now(), true)?;
+                Ok(Repaired::ValuesDeleted)
+            }
+            Err(e) => Err(e),
+        },
+        Err(StoreError::Open { reason, .. }) if reason.contains("already open") => {
+            Err(StoreError::Open {
+                path: path.to_owned(),
+                reason,
+            })
+        }
+        Err(_) => {
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(format!(".corrupt-{}", unix_now()));
+            let aside = PathBuf::from(aside);
+            std::fs::rename(path, &aside).map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                reason: format!("cannot move it aside: {e}"),
+            })?;
+            Ok(Repaired::MovedAside(aside))
+        }
+    }
+}
+
+/// The writer thread: commits every batch waiting in one transaction.
+fn writer(database: &Database, rx: mpsc::Receiver<Batch>, mut refs: HashMap<u64, u32>, sync: Sync) {
+    let mut dirty = false;
+    let mut last_sync = Instant::now();
+    loop {
+        let first = match sync {
+            Sync::Always => rx.recv().ok(),
+            Sync::Periodic(every) => {
+                let wait = every.saturating_sub(last_sync.elapsed());
+                match rx.recv_timeout(wait) {
+                    Ok(b) => Some(b),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if dirty {
+                            dirty = !flush(database);
+                        }
+                        last_sync = Instant::now();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                }
+            }
+        };
+        let Some(first) = first else {
+            break;
+        };
+        let mut batches = vec![first];
+        batches.extend(rx.try_iter().take(4095));
+        let durability = match sync {
+            Sync::Always => Durability::Immediate,
+            Sync::Periodic(_) => Durability::None,
+        };
+        let result = commit(database, &batches, &mut refs, durability).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "store write failed");
+        } else if matches!(sync, Sync::Periodic(_)) {
+            dirty = true;
+        }
+        for b in batches {
+            if let Some(done) = b.done {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+    if dirty {
+        flush(database);
+    }
+}
+
+/// An empty `Immediate` commit, which makes the `Durability::None` ones before it
+/// durable. True on success.
+fn flush(database: &Database) -> bool {
+    let result = match database.begin_write() {
+        Ok(txn) => txn.commit().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "store sync failed");
+    }
+    result.is_ok()
+}
+
+fn commit(
+    database: &Database,
+    batches: &[Batch],
+    refs: &mut HashMap<u64, u32>,
+    durability: Durability,
+) -> Result<(), StoreError> {
+    let mut txn = database.begin_write().map_err(db)?;
+    txn.set_durability(durability);
+    // Reference counts change only if the transaction commits.
+    let mut changed: HashMap<u64, u32> = HashMap::new();
+    let now = unix_now();
+    {
+        let mut sessions = txn.open_table(SESSIONS).map_err(db)?;
+        let mut messages = txn.open_table(MESSAGES).map_err(db)?;
+        let mut queue = txn.open_table(QUEUE).map_err(db)?;
+        let mut wills = txn.open_table(WILLS).map_err(db)?;
+        let mut retained = txn.open_table(crate::retained::TABLE).map_err(db)?;
+        let mut incoming = txn.open_table(INCOMING).map_err(db)?;
+        let release = |number: u64,
+                       messages: &mut redb::Table<u64, &[u8]>,
+                       changed: &mut HashMap<u64, u32>|
+         -> Result<(), StoreError> {
+            let count = changed
+                .entry(number)
+                .or_insert_with(|| refs.get(&number).copied().unwrap_or(0));
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                messages.remove(number).map_err(db)?;
+            }
+            Ok(())
+        };
+        for op in batches.iter().flat_map(|b| &b.ops) {
+            match op {
+                Op::Session(client_id, record) => {
+                    sessions
+                        .insert(client_id.as_str(), record.encode().as_slice())
+                        .map_err(db)?;
+                }
+                Op::EndSession(client_id) => {
+                    sessions.remove(client_id.as_str()).map_err(db)?;
+                    wills.remove(client_id.as_str()).map_err(db)?;
+                    incoming
+                        .extract_from_if(
+                            (client_id.as_str(), 0)..=(client_id.as_str(), u16::MAX),
+                            |_, _| true,
+                        )
+                        .map_err(db)?
+                        .for_each(drop);
+                    let numbers: Vec<u64> = queue
+                        .extract_from_if(
+                            (client_id.as_str(), 0)..=(client_id.as_str(), u64::MAX),
+                            |_, _| true,
+                        )
+                        .map_err(db)?
+                        .filter_map(|e| e.ok().map(|(k, _)| k.value().1))
+                        .collect();
+                    for number in numbers {
+                        release(number, &mut messages, &mut changed)?;
+                    }
+                }
+                Op::Will(client_id, will) => match will {
+                    Some(w) => {
+                        let v = w.encode(now).map_err(StoreError::Db)?;
+                        wills.insert(client_id.as_str(), v.as_slice()).map_err(db)?;
+                    }
+                    None => {
+                        wills.remove(client_id.as_str()).map_err(db)?;
+                    }
+                },
+                Op::Enqueue {
+                    number,
+                    message,
+                    clients,
+                } => {
+                    let v = message.encode(now).map_err(StoreError::Db)?;
+                    messages.insert(*number, v.as_slice()).map_err(db)?;
+                    let mut added = 0;
+                    for c in clients {
+                        if queue
+                            .insert((c.as_str(), *number), ())
+                            .map_err(db)?
+                            .is_none()
+                        {
+                            added += 1;
+                        }
+                    }
+                    let count = changed
+                        .entry(*number)
+                        .or_insert_with(|| refs.get(number).copied().unwrap_or(0));
+                    *count += added;
+                }
+                Op::Ack(client_id, number) => {
+                    if queue
+                        .remove((client_id.as_str(), *number))
+                        .map_err(db)?
+                        .is_some()
+                    {
+                        release(*number, &mut messages, &mut changed)?;
+                    }
+                }
+                Op::Incoming {
+                    client_id,
+                    pkid,
+                    open,
+                } => {
+                    if *open {
+                        incoming
+                            .insert((client_id.as_str(), *pkid), ())
+                            .map_err(db)?;
+                    } else {
+                        incoming.remove((client_id.as_str(), *pkid)).map_err(db)?;
+                    }
+                }
+                Op::Retained(topic, value) => match value {
+                    Some(v) => {
+                        retained.insert(topic.as_str(), v.as_slice()).map_err(db)?;
+                    }
+                    None => {
+                        retained.remove(topic.as_str()).map_err(db)?;
+                    }
+                },
+            }
+        }
+    }
+    txn.commit().map_err(db)?;
+    for (number, count) in changed {
+        if count == 0 {
+            refs.remove(&number);
+        } else {
+            refs.insert(number, count);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

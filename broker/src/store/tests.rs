@@ -1,0 +1,303 @@
+//! The store without a network: what survives a reopen, expiry across downtime,
+//! reference counting of shared messages, and damaged files.
+
+use super::*;
+use bytes::Bytes;
+use rumqttd::protocol::PublishProperties;
+
+fn message(topic: &'static str, payload: &'static [u8]) -> StoredMessage {
+    StoredMessage {
+        topic: Bytes::from_static(topic.as_bytes()),
+        qos: 1,
+        retain: false,
+        origin: 9,
+        payload: Bytes::from_static(payload),
+        properties: None,
+    }
+}
+
+/// One time for every record of a test, so that records built twice compare equal.
+static NOW: std::sync::LazyLock<u64> = std::sync::LazyLock::new(unix_now);
+
+fn session(owner: &str, expiry: Option<u32>) -> SessionRecord {
+    SessionRecord {
+        owner: owner.into(),
+        origin: 1,
+        expiry,
+        connected: false,
+        disconnected_at: *NOW,
+        offline_since: 1,
+        subscriptions: vec![SubscriptionRecord {
+            filter: "t/#".into(),
+            qos: 1,
+            no_local: false,
+            retain_as_published: true,
+            suppress_retained: false,
+            id: Some(3),
+        }],
+        will_at: None,
+    }
+}
+
+fn open(path: &Path) -> (Store, Loaded) {
+    Store::open(path, Sync::Always).unwrap()
+}
+
+fn enqueue(number: u64, m: StoredMessage, clients: &[&str]) -> Op {
+    Op::Enqueue {
+        number,
+        message: m,
+        clients: clients.iter().map(|c| c.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn sessions_messages_and_wills_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let (store, loaded) = open(&path);
+        assert!(loaded.sessions.is_empty() && loaded.messages.is_empty());
+        assert_eq!(loaded.next_message, 1);
+        store
+            .write(vec![
+                Op::Session("a".into(), session("user:alice", None)),
+                Op::Session("b".into(), session("user:bob", Some(3600))),
+                Op::Will("b".into(), Some(message("will/b", b"gone"))),
+                enqueue(10, message("t/1", b"one"), &["a", "b"]),
+                enqueue(11, message("t/2", b"two"), &["a"]),
+            ])
+            .await
+            .unwrap();
+        store.close();
+    }
+    let (_store, loaded) = open(&path);
+    assert_eq!(loaded.next_message, 12);
+    assert_eq!(loaded.messages.len(), 2);
+    assert_eq!(loaded.messages[&11], message("t/2", b"two"));
+    let a = &loaded.sessions[0];
+    assert_eq!(
+        (a.client_id.as_str(), &a.record, &a.will, &a.queue),
+        ("a", &session("user:alice", None), &None, &vec![10, 11])
+    );
+    let b = &loaded.sessions[1];
+    assert_eq!(b.record.owner, "user:bob");
+    assert_eq!(b.will, Some(message("will/b", b"gone")));
+    assert_eq!(b.queue, vec![10]);
+}
+
+#[tokio::test]
+async fn a_message_goes_when_the_last_session_acknowledges_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let (store, _) = open(&path);
+        store
+            .write(vec![
+                Op::Session("a".into(), session("x", None)),
+                Op::Session("b".into(), session("x", None)),
+                enqueue(1, message("t/1", b"shared"), &["a", "b"]),
+                enqueue(2, message("t/2", b"a only"), &["a"]),
+            ])
+            .await
+            .unwrap();
+        store
+            .write(vec![Op::Ack("a".into(), 1), Op::Ack("a".into(), 2)])
+            .await
+            .unwrap();
+        // An acknowledgement repeated (or for nothing queued) changes nothing.
+        store.write(vec![Op::Ack("a".into(), 1)]).await.unwrap();
+        store.close();
+    }
+    {
+        let (store, loaded) = open(&path);
+        assert_eq!(loaded.messages.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(loaded.sessions[0].queue, Vec::<u64>::new());
+        assert_eq!(loaded.sessions[1].queue, vec![1]);
+        // Numbers go on after the highest ever stored that is still there.
+        assert_eq!(loaded.next_message, 2);
+        store.write(vec![Op::Ack("b".into(), 1)]).await.unwrap();
+        store.close();
+    }
+    let (_store, loaded) = open(&path);
+    assert!(loaded.messages.is_empty());
+}
+
+#[tokio::test]
+async fn ending_a_session_deletes_its_queue_and_will() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let (store, _) = open(&path);
+        store
+            .write(vec![
+                Op::Session("a".into(), session("x", None)),
+                Op::Session("b".into(), session("x", None)),
+                Op::Will("a".into(), Some(message("w", b"w"))),
+                enqueue(1, message("t/1", b"shared"), &["a", "b"]),
+                enqueue(2, message("t/2", b"a only"), &["a"]),
+            ])
+            .await
+            .unwrap();
+        store.write(vec![Op::EndSession("a".into())]).await.unwrap();
+        store.close();
+    }
+    let (_store, loaded) = open(&path);
+    assert_eq!(loaded.sessions.len(), 1);
+    assert_eq!(loaded.sessions[0].client_id, "b");
+    assert_eq!(loaded.messages.keys().copied().collect::<Vec<_>>(), vec![1]);
+    assert!(loaded.due_wills.is_empty());
+}
+
+#[tokio::test]
+async fn expiry_counts_while_the_broker_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let now = unix_now();
+    {
+        let (store, _) = open(&path);
+        let short = SessionRecord {
+            disconnected_at: now,
+            will_at: Some(now + 5),
+            ..session("x", Some(10))
+        };
+        let expiring_message = StoredMessage {
+            properties: Some(PublishProperties {
+                message_expiry_interval: Some(20),
+                ..Default::default()
+            }),
+            ..message("t/3", b"expires")
+        };
+        store
+            .write(vec![
+                Op::Session("short".into(), short),
+                Op::Will("short".into(), Some(message("will/short", b"bye"))),
+                Op::Session("long".into(), session("x", Some(3600))),
+                Op::Session("never".into(), session("x", None)),
+                enqueue(1, message("t/1", b"both"), &["short", "long"]),
+                enqueue(2, message("t/2", b"short only"), &["short"]),
+                enqueue(3, expiring_message, &["never"]),
+            ])
+            .await
+            .unwrap();
+        store.close();
+    }
+    // 60 s later.
+    let (store, loaded) = Store::open_at(&path, Sync::Always, now + 60).unwrap();
+    store.close();
+    let ids: Vec<&str> = loaded
+        .sessions
+        .iter()
+        .map(|s| s.client_id.as_str())
+        .collect();
+    assert_eq!(ids, vec!["long", "never"], "the 10 s session expired");
+    assert_eq!(loaded.due_wills, vec![message("will/short", b"bye")]);
+    // Its messages were deleted, the shared one kept for the other session; the
+    // message whose own expiry ran out is gone too.
+    assert_eq!(loaded.messages.keys().copied().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(loaded.sessions[1].queue, Vec::<u64>::new());
+    let (_store, again) = open(&path);
+    assert_eq!(again.sessions.len(), 2, "deleted, not only skipped");
+    assert!(again.due_wills.is_empty(), "a due will is handed out once");
+}
+
+#[tokio::test]
+async fn periodic_sync_keeps_what_was_written_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let (store, _) = Store::open(&path, Sync::Periodic(Duration::from_secs(60))).unwrap();
+        store
+            .write(vec![
+                Op::Session("a".into(), session("x", None)),
+                enqueue(1, message("t/1", b"m"), &["a"]),
+            ])
+            .await
+            .unwrap();
+        store.close();
+    }
+    let (_store, loaded) = open(&path);
+    assert_eq!(loaded.sessions[0].queue, vec![1]);
+}
+
+#[test]
+fn a_damaged_file_is_refused_with_its_name_and_repair_moves_it_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let (store, _) = open(&path);
+        store.send(vec![Op::Session("a".into(), session("x", None))]);
+        store.close();
+    }
+    let len = std::fs::metadata(&path).unwrap().len();
+    for damage in ["truncated", "garbage"] {
+        match damage {
+            "truncated" => {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(len / 3).unwrap();
+            }
+            _ => std::fs::write(&path, vec![0x5a; 8192]).unwrap(),
+        }
+        let err = Store::open(&path, Sync::Always).err().expect(damage);
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Open { .. }), "{damage}: {text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("--repair"), "{text}");
+        let Repaired::MovedAside(aside) = repair(&path).unwrap() else {
+            panic!("{damage}: not moved aside");
+        };
+        assert!(aside.exists() && !path.exists());
+        // A good file again for the next kind of damage.
+        std::fs::remove_file(&aside).unwrap();
+        let (store, _) = open(&path);
+        store.send(vec![Op::Session("a".into(), session("x", None))]);
+        store.close();
+    }
+}
+
+#[test]
+fn an_unreadable_value_is_refused_and_repair_deletes_only_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let database = Database::create(&path).unwrap();
+        let txn = database.begin_write().unwrap();
+        {
+            let mut sessions = txn.open_table(SESSIONS).unwrap();
+            sessions.insert("bad", &b"\xff\xff"[..]).unwrap();
+            sessions
+                .insert("good", session("x", None).encode().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = Store::open(&path, Sync::Always).err().unwrap();
+    assert!(
+        matches!(&err, StoreError::Corrupt { what, .. } if what == "session \"bad\""),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&path.display().to_string()));
+    assert_eq!(repair(&path).unwrap(), Repaired::ValuesDeleted);
+    let (_store, loaded) = open(&path);
+    let ids: Vec<&str> = loaded
+        .sessions
+        .iter()
+        .map(|s| s.client_id.as_str())
+        .collect();
+    assert_eq!(ids, vec!["good"]);
+    drop(_store);
+    assert_eq!(repair(&path).unwrap(), Repaired::Nothing);
+}
+
+#[test]
+fn a_store_in_use_is_refused_and_not_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let (_store, _) = open(&path);
+    assert!(matches!(
+        Store::open(&path, Sync::Always),
+        Err(StoreError::Open { .. })
+    ));
+    assert!(repair(&path).is_err());
+    assert!(path.exists());
+}

@@ -1,0 +1,133 @@
+/**
+ * The COSE (RFC 9052) structures sealpost uses: COSE_Sign1 around COSE_Encrypt0 for data,
+ * COSE_Sign1 for key messages, and the Sig_structure / Enc_structure both sign and encrypt.
+ */
+import { asBytes, asMap, asUint, decodeStrict, encodeCbor, Tag, tagged } from "./cbor.js";
+import { malformed, Rejected } from "./errors.js";
+
+/** COSE algorithm identifiers (IANA registry). */
+export const ALG_EDDSA = -8;
+/** A256GCM. */
+export const ALG_A256GCM = 3;
+/** RSAES-OAEP w/ SHA-256. */
+export const ALG_RSA_OAEP_256 = -41;
+
+/** Registered header labels. */
+export const LABEL_ALG = 1;
+/** kid. */
+export const LABEL_KID = 4;
+/** IV. */
+export const LABEL_IV = 5;
+/** CWT claims (RFC 9597). */
+export const LABEL_CWT_CLAIMS = 15;
+/** x5chain. */
+export const LABEL_X5CHAIN = 33;
+/** CWT claim `iat`. */
+export const CWT_IAT = 6;
+/** sealpost private-use labels. */
+export const LABEL_VERSION = -65537;
+/** Message kind. */
+export const LABEL_KIND = -65538;
+/** Sequence number. */
+export const LABEL_SEQ = -65539;
+/** Key index. */
+export const LABEL_KEY_INDEX = -65540;
+/** Epoch of a COSE_recipient. */
+export const LABEL_EPOCH = -65541;
+
+/** Protocol version this implementation speaks. */
+export const VERSION = 1n;
+/** Kind of a data envelope. */
+export const KIND_DATA = 1n;
+/** Kind of a key message. */
+export const KIND_KEYS = 2n;
+
+/** CBOR tags of the COSE messages. */
+export const TAG_SIGN1 = 18;
+/** COSE_Encrypt0. */
+export const TAG_ENCRYPT0 = 16;
+
+/** A parsed COSE_Sign1: the protected header both as received bytes and decoded. */
+export interface Sign1 {
+  protectedBytes: Uint8Array;
+  protected: Map<unknown, unknown>;
+  /** The x5chain certificate (a single DER certificate), if present. */
+  x5chain: Uint8Array | null;
+  payload: Uint8Array;
+  signature: Uint8Array;
+}
+
+/** Parses a tagged COSE_Sign1 whose unprotected header holds at most an x5chain. */
+export function parseSign1(bytes: Uint8Array): Sign1 {
+  const items = tagged(decodeStrict(bytes, "COSE_Sign1"), TAG_SIGN1, 4);
+  if (!items) throw malformed("COSE_Sign1");
+  const [p, u, payload, signature] = items;
+  const protectedBytes = asBytes(p);
+  const unprotected = asMap(u);
+  const payloadBytes = asBytes(payload);
+  const sig = asBytes(signature);
+  if (!protectedBytes || !unprotected || !sig) throw malformed("COSE_Sign1");
+  if (!payloadBytes) throw malformed("detached payload");
+  const header = asMap(decodeStrict(protectedBytes, "protected header"));
+  if (!header) throw malformed("protected header");
+  let x5chain: Uint8Array | null = null;
+  for (const [label, value] of unprotected) {
+    if (label !== LABEL_X5CHAIN) throw malformed("unexpected unprotected header");
+    x5chain = asBytes(value);
+    if (!x5chain) throw malformed("x5chain must be a single certificate");
+  }
+  return { protectedBytes, protected: header, x5chain, payload: payloadBytes, signature: sig };
+}
+
+/** Checks version, kind, algorithm and signature length, in the Rust SDK's order. */
+export function checkPreamble(sign1: Sign1, kind: bigint): void {
+  const h = sign1.protected;
+  const version = uintHeader(h, LABEL_VERSION);
+  if (version === null) throw malformed("no version");
+  if (version !== VERSION) {
+    throw new Rejected("unknown_version", `unknown envelope version ${version}`);
+  }
+  if (uintHeader(h, LABEL_KIND) !== kind) throw malformed("wrong message kind");
+  if (h.get(LABEL_ALG) !== ALG_EDDSA) {
+    throw new Rejected("unsupported_algorithm", "unsupported algorithm");
+  }
+  if (sign1.signature.length !== 64) throw malformed("signature length");
+}
+
+/** The kid: the SHA-256 fingerprint of the publisher certificate. */
+export function kidOf(header: Map<unknown, unknown>): Uint8Array {
+  const kid = asBytes(header.get(LABEL_KID));
+  if (kid?.length !== 32) throw malformed("kid is not a 32-byte certificate fingerprint");
+  return kid as Uint8Array;
+}
+
+/** An unsigned integer header value, or null. */
+export function uintHeader(h: Map<unknown, unknown>, label: number): bigint | null {
+  return asUint(h.get(label));
+}
+
+/** `["Signature1", protected, external_aad, payload]`. */
+export function sigStructure(
+  protectedBytes: Uint8Array,
+  externalAad: Uint8Array,
+  payload: Uint8Array,
+): Uint8Array {
+  return encodeCbor(["Signature1", protectedBytes, externalAad, payload]);
+}
+
+/** `["Encrypt0", protected, external_aad]`. */
+export function encStructure(protectedBytes: Uint8Array, externalAad: Uint8Array): Uint8Array {
+  return encodeCbor(["Encrypt0", protectedBytes, externalAad]);
+}
+
+/** Encodes a tagged COSE_Sign1. */
+export function encodeSign1(
+  protectedBytes: Uint8Array,
+  x5chain: Uint8Array | null,
+  payload: Uint8Array,
+  signature: Uint8Array,
+): Uint8Array {
+  const unprotected = new Map<number, Uint8Array>();
+  if (x5chain) unprotected.set(LABEL_X5CHAIN, x5chain);
+  return encodeCbor(new Tag(TAG_SIGN1, [protectedBytes, unprotected, payload, signature]));
+}

@@ -1,0 +1,70 @@
+/**
+ * Own identities: a certificate and its private key as a non-extractable WebCrypto key,
+ * so that (in a browser) the page never sees key bytes once imported.
+ */
+import { OneAsymmetricKey, PrivateKeyInfo } from "@peculiar/asn1-asym-key";
+import { AsnConvert } from "@peculiar/asn1-schema";
+import { type CertificateInfo, parseCertificate } from "./certs.js";
+import { derOrPem } from "./pem.js";
+
+/** A subscriber: RSA certificate and the RSA-OAEP-SHA256 private key that unwraps keys. */
+export interface SubscriberIdentity {
+  certificate: CertificateInfo;
+  key: CryptoKey;
+}
+
+/** A publisher: Ed25519 certificate and its signing key. */
+export interface PublisherIdentity {
+  certificate: CertificateInfo;
+  key: CryptoKey;
+}
+
+/** Loads a subscriber identity from a certificate and a PKCS#8 key (DER or PEM). */
+export async function loadSubscriberIdentity(
+  certificate: Uint8Array | string,
+  pkcs8: Uint8Array | string,
+  extractable = false,
+): Promise<SubscriberIdentity> {
+  const info = await parseCertificate(derOrPem(certificate, "CERTIFICATE"));
+  if (info.role !== "subscriber") throw new Error(`${info.id} is not a subscriber certificate`);
+  const key = await crypto.subtle.importKey(
+    "pkcs8",
+    derOrPem(pkcs8, "PRIVATE KEY").slice(),
+    { name: "RSA-OAEP", hash: "SHA-256" },
+    extractable,
+    ["decrypt"],
+  );
+  return { certificate: info, key };
+}
+
+/** Loads a publisher identity from a certificate and a PKCS#8 Ed25519 key (DER or PEM). */
+export async function loadPublisherIdentity(
+  certificate: Uint8Array | string,
+  pkcs8: Uint8Array | string,
+): Promise<PublisherIdentity> {
+  const info = await parseCertificate(derOrPem(certificate, "CERTIFICATE"));
+  if (info.role !== "publisher") throw new Error(`${info.id} is not a publisher certificate`);
+  const key = await crypto.subtle.importKey(
+    "pkcs8",
+    pkcs8V1(derOrPem(pkcs8, "PRIVATE KEY")),
+    { name: "Ed25519" },
+    false,
+    ["sign"],
+  );
+  return { certificate: info, key };
+}
+
+/**
+ * The same key as a version-1 PKCS#8 PrivateKeyInfo. The sealpost security center writes
+ * Ed25519 keys as RFC 5958 version 2 (with the public key), which WebCrypto in Node.js
+ * and Chromium refuses to import; dropping the (derivable) public key changes nothing.
+ */
+export function pkcs8V1(der: Uint8Array): ArrayBuffer {
+  const key = AsnConvert.parse(der, OneAsymmetricKey);
+  if (key.version === 0 && !key.publicKey) return der.slice().buffer as ArrayBuffer;
+  const v1 = new PrivateKeyInfo();
+  v1.version = 0;
+  v1.privateKeyAlgorithm = key.privateKeyAlgorithm;
+  v1.privateKey = key.privateKey;
+  return AsnConvert.serialize(v1);
+}

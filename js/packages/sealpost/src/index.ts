@@ -1,0 +1,22 @@
+/**
+ * sealpost for browsers and Node.js: an independent TypeScript implementation of
+ * docs/PROTOCOL.md (version 1). Everything here runs on WebCrypto and works unchanged in
+ * current browsers and Node.js 20; Node-only pieces (file stores, the Publisher) are in
+ * `sealpost/node`.
+ */
+export * from "./bytes.js";
+export * from "./certs.js";
+export * from "./emitter.js";
+export * from "./envelope.js";
+export * from "./errors.js";
+export * from "./idb.js";
+export * from "./identity.js";
+export * from "./kdc.js";
+export * from "./keyMessage.js";
+export * from "./keyring.js";
+export * from "./opener.js";
+export * from "./pem.js";
+export * from "./replay.js";
+export * from "./sealer.js";
+export * from "./subscriber.js";
+export * from "./topic.js";

@@ -1,0 +1,2 @@
+//! Empty: a build script makes cargo resolve (and unify) the build dependencies above.
+fn main() {}
