@@ -141,6 +141,51 @@ fn envelopes(c: &mut Criterion) {
     g.finish();
 }
 
+/// Version 2 bursts of 256 B messages: sealing a burst of `n` (one signature) and opening
+/// all of its messages one by one (one root verification, then cache hits), per message;
+/// beside version 1 (one signature per message) in the same run.
+fn bursts(c: &mut Criterion) {
+    let s = setup();
+    let mut g = c.benchmark_group("bursts");
+    let payload = vec![0x5a; 256];
+    g.throughput(Throughput::Elements(1));
+    let mut v1 = sealer(&s);
+    v1.set_wire_version(1).unwrap();
+    g.bench_function("seal_v1_256B", |b| {
+        b.iter(|| v1.seal(TOPIC, black_box(&payload), now_unix()).unwrap())
+    });
+    let mut opener_v1 = opener(&s);
+    g.bench_function("open_v1_256B", |b| {
+        b.iter_batched(
+            || v1.seal(TOPIC, &payload, now_unix()).unwrap(),
+            |env| opener_v1.open(TOPIC, &env).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    for n in [1usize, 16, 64, 256] {
+        let messages: Vec<(&str, &[u8])> = vec![(TOPIC, payload.as_slice()); n];
+        let mut sealer = sealer(&s);
+        sealer.set_max_burst(n);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("seal_burst{n}_256B"), |b| {
+            b.iter(|| sealer.seal_many(black_box(&messages), now_unix()).unwrap())
+        });
+        let mut opener = opener(&s);
+        g.bench_function(format!("open_burst{n}_256B"), |b| {
+            b.iter_batched(
+                || sealer.seal_many(&messages, now_unix()).unwrap(),
+                |envs| {
+                    for env in &envs {
+                        opener.open(TOPIC, env).unwrap();
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
 fn key_wrapping(c: &mut Criterion) {
     let s = setup();
     let mut g = c.benchmark_group("key_wrapping");
@@ -174,5 +219,5 @@ fn key_wrapping(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, primitives, envelopes, key_wrapping);
+criterion_group!(benches, primitives, envelopes, bursts, key_wrapping);
 criterion_main!(benches);

@@ -4,16 +4,31 @@
 //!
 //! Keys are random each run; the envelope is deterministic given them (Ed25519 signatures
 //! are deterministic and the nonce is salt || seq), which is what the vector test checks.
+//!
+//! `cargo run -p sealpost-protocol --example make_vectors -- --burst docs/PROTOCOL.md`
+//! prints only the version 2 (burst) vectors, made with the keys of the existing block,
+//! so they can be added without changing the version 1 ones.
 
+use coset::TaggedCborSerializable;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use sealpost_certs::{pemfile, CertificateAuthority, Profile, Validity};
 use sealpost_protocol::{
-    seal_key_message, ContentKey, KeyLocation, KeyRecipient, PublisherIdentity, Sealer,
+    merkle, seal_key_message, ContentKey, KeyLocation, KeyRecipient, PublisherIdentity, Sealer,
     SubscriberIdentity,
 };
+use sha2::Digest;
 use time::macros::datetime;
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, doc] = args.as_slice() {
+        assert_eq!(
+            flag, "--burst",
+            "usage: make_vectors [--burst docs/PROTOCOL.md]"
+        );
+        burst_vectors(&std::fs::read_to_string(doc).expect("read the protocol document"));
+        return;
+    }
     let validity = Validity {
         not_before: datetime!(2026-01-01 00:00 UTC),
         not_after: datetime!(2126-01-01 00:00 UTC),
@@ -106,4 +121,61 @@ fn main() {
     println!("envelope = {}", hex::encode(&envelope));
     println!("key_message_topic = {key_topic}");
     println!("key_message = {}", hex::encode(&key_message));
+}
+
+/// The inputs and outputs of the version 2 vectors, from the existing vector keys.
+fn burst_vectors(doc: &str) {
+    let block = doc
+        .split("```vectors\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```vectors block");
+    let v: std::collections::HashMap<&str, &str> = block
+        .lines()
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let hex = |k: &str| hex::decode(v[k]).expect("hex");
+    let certificate = sealpost_certs::parse(&hex("publisher_certificate")).unwrap();
+    let key =
+        ed25519_dalek::SigningKey::from_pkcs8_der(&hex("publisher_private_key_pkcs8")).unwrap();
+    let publisher = PublisherIdentity::new(certificate, key).unwrap();
+    let content_key = ContentKey::from_slice(&hex("content_key")).unwrap();
+    let epoch: u64 = v["epoch"].parse().unwrap();
+    let published_at: i64 = v["published_at"].parse().unwrap();
+    let seq = 2000u64;
+    let mut sealer = Sealer::new(
+        publisher,
+        KeyLocation::key_topic_for("vector-pub"),
+        epoch,
+        &content_key,
+        seq,
+    );
+    sealer.reserve(3);
+    sealer.set_nonce_salt_for_test_vectors(hex("nonce_salt").try_into().unwrap());
+    let messages: [(&str, &[u8]); 3] = [
+        ("plant/1/temp", b"20.0 C"),
+        ("plant/2/temp", b"20.5 C"),
+        ("plant/3/temp", b"21.0 C"),
+    ];
+    let envelopes = sealer.seal_many(&messages, published_at).unwrap();
+    // The root, from each envelope's Sig_structure as coset builds it.
+    let leaves: Vec<[u8; 32]> = messages
+        .iter()
+        .zip(&envelopes)
+        .map(|((topic, _), envelope)| {
+            let sign1 = coset::CoseSign1::from_tagged_slice(envelope).unwrap();
+            let tbs = sign1.tbs_data(topic.as_bytes());
+            merkle::leaf_hash(&sha2::Sha256::digest(tbs).into())
+        })
+        .collect();
+    let (root, _) = merkle::root_and_paths(&leaves);
+    println!("burst_seq = {seq}");
+    println!("burst_size = {}", messages.len());
+    for (i, ((topic, plaintext), envelope)) in messages.iter().zip(&envelopes).enumerate() {
+        println!("burst_topic_{i} = {topic}");
+        println!("burst_plaintext_{i} = {}", hex::encode(plaintext));
+        println!("burst_envelope_{i} = {}", hex::encode(envelope));
+    }
+    println!("burst_root = {}", hex::encode(root));
 }

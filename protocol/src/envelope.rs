@@ -6,12 +6,15 @@
 //!                 15: CWT claims { 6: iat = publication time, unix seconds },
 //!                 -65537: version, -65538: kind = 1 (data),
 //!                 -65539: seq, -65540: [publisher id, epoch, key location] }
-//!   unprotected { 33: x5chain (publisher certificate DER), optional }
+//!   unprotected { 33: x5chain (publisher certificate DER), optional,
+//!                 396: { -1: [inclusion proof] }  (version 2 only) }
 //!   payload     COSE_Encrypt0 (tag 16)
 //!                 protected   { 1: 3 (A256GCM) }
 //!                 unprotected { 5: IV (12 bytes) }
 //!                 ciphertext
 //!   external_aad (both layers) = the MQTT topic name, UTF-8
+//!   signature   version 1: over this message's Sig_structure;
+//!               version 2: over the Sig_structure of the burst's Merkle root
 //! ```
 //! `docs/PROTOCOL.md` is the normative description.
 
@@ -21,10 +24,14 @@ use coset::cbor::value::Value;
 use coset::iana;
 use coset::{Algorithm, CoseEncrypt0, CoseSign1, Header, Label, TaggedCborSerializable};
 
+use crate::merkle::{Hash, MAX_PATH_LEN};
 use crate::Rejected;
 
-/// The only envelope version this implementation speaks.
+/// Version 1: every data envelope carries its own signature. Key messages are version 1.
 pub const VERSION: u64 = 1;
+/// Version 2: data envelopes sealed in bursts, signed once per burst through a Merkle
+/// tree (see `docs/PROTOCOL.md`). Openers read versions 1 and 2.
+pub const VERSION_BURST: u64 = 2;
 /// Header label (private use) of the sealpost version.
 pub const LABEL_VERSION: i64 = -65537;
 /// Header label (private use) of the message kind: [`KIND_DATA`] or [`KIND_KEYS`].
@@ -35,6 +42,16 @@ pub const LABEL_SEQ: i64 = -65539;
 pub const LABEL_KEY_INDEX: i64 = -65540;
 /// Header label (private use) of the key epoch inside a key-message recipient.
 pub const LABEL_EPOCH: i64 = -65541;
+/// Header label (private use) of the tree size in a burst root's protected header.
+pub const LABEL_TREE_SIZE: i64 = -65542;
+/// COSE header label of the verifiable data structure (draft-ietf-cose-merkle-tree-proofs).
+pub const LABEL_VDS: i64 = 395;
+/// COSE header label of the verifiable data proofs (draft-ietf-cose-merkle-tree-proofs).
+pub const LABEL_VDP: i64 = 396;
+/// The verifiable data structure `RFC9162_SHA256`.
+pub const VDS_RFC9162_SHA256: u64 = 1;
+/// Key of the inclusion proofs inside the verifiable data proofs map.
+pub const VDP_INCLUSION: i64 = -1;
 /// COSE header label of x5chain (RFC 9360).
 pub const LABEL_X5CHAIN: i64 = 33;
 /// COSE header label of the CWT claims (RFC 9597): carries the publication time.
@@ -45,6 +62,8 @@ pub const CWT_CLAIM_IAT: i64 = 6;
 pub const KIND_DATA: u64 = 1;
 /// Kind value of a key message.
 pub const KIND_KEYS: u64 = 2;
+/// Kind value of a burst root (only ever signed, never sent on its own).
+pub const KIND_BURST_ROOT: u64 = 3;
 /// AES-GCM nonce length.
 pub const IV_LEN: usize = 12;
 /// Default upper bound on an envelope the opener will parse.
@@ -131,6 +150,17 @@ pub struct EnvelopeHeader {
     pub published_at: u64,
     /// SHA-256 fingerprint of the publisher certificate.
     pub certificate_fingerprint: [u8; 32],
+    /// Where the message sits in its burst (version 2), `None` in version 1.
+    pub burst: Option<BurstPosition>,
+}
+
+/// A version 2 message's place in the burst signed with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BurstPosition {
+    /// Position in the burst, from 0.
+    pub leaf_index: u64,
+    /// Messages in the burst.
+    pub tree_size: u64,
 }
 
 pub(crate) fn find(header: &Header, label: i64) -> Option<&Value> {
@@ -184,6 +214,11 @@ pub(crate) fn fingerprint_of(header: &Header) -> Result<[u8; 32], Rejected> {
 pub(crate) fn parse_sign1(bytes: &[u8]) -> Result<CoseSign1, Rejected> {
     let sign1 =
         CoseSign1::from_tagged_slice(bytes).map_err(|_| Rejected::Malformed("COSE_Sign1"))?;
+    check_strict(sign1, bytes)
+}
+
+/// The checks of [`parse_sign1`] after decoding.
+fn check_strict(sign1: CoseSign1, bytes: &[u8]) -> Result<CoseSign1, Rejected> {
     let u = &sign1.unprotected;
     let only_x5chain = u.alg.is_none()
         && u.crit.is_empty()
@@ -236,6 +271,8 @@ pub(crate) fn embedded_certificate(sign1: &CoseSign1) -> Option<&[u8]> {
 /// A parsed (not yet verified) data envelope. Borrowed from the received bytes when they
 /// are in the canonical form sealpost writes (the usual case), owned otherwise.
 pub(crate) struct ParsedEnvelope<'a> {
+    /// The inclusion proof: present exactly in version 2 envelopes.
+    pub proof: Option<InclusionProof>,
     /// Publisher id from the key index.
     pub publisher: Cow<'a, str>,
     /// Key epoch from the key index.
@@ -276,6 +313,10 @@ impl ParsedEnvelope<'_> {
             seq: self.seq,
             published_at: self.published_at,
             certificate_fingerprint: self.fingerprint,
+            burst: self.proof.as_ref().map(|p| BurstPosition {
+                leaf_index: p.leaf_index,
+                tree_size: p.tree_size,
+            }),
         }
     }
 
@@ -310,7 +351,24 @@ pub(crate) fn parse(bytes: &[u8], max_len: usize) -> Result<ParsedEnvelope<'_>, 
 
 /// The general parser: coset, with every check of the protocol. Owns what it returns.
 pub(crate) fn parse_general(bytes: &[u8]) -> Result<ParsedEnvelope<'static>, Rejected> {
-    let mut sign1 = parse_sign1(bytes)?;
+    let sign1 =
+        CoseSign1::from_tagged_slice(bytes).map_err(|_| Rejected::Malformed("COSE_Sign1"))?;
+    let h = &sign1.protected.header;
+    match find_uint(h, LABEL_VERSION) {
+        Some(VERSION) | None => {}
+        // Version 2 has exactly one encoding, which `parse_canonical` reads: any other
+        // encoding of a version 2 envelope is refused, not interpreted.
+        Some(VERSION_BURST) if !is_alg(h, iana::Algorithm::EdDSA) => {
+            return Err(Rejected::UnsupportedAlgorithm)
+        }
+        Some(VERSION_BURST) => {
+            return Err(Rejected::Malformed(
+                "version 2 envelope not in the exact encoding of PROTOCOL.md",
+            ))
+        }
+        Some(other) => return Err(Rejected::UnknownVersion(other)),
+    }
+    let mut sign1 = check_strict(sign1, bytes)?;
     check_preamble(&sign1, KIND_DATA)?;
     let h = &sign1.protected.header;
     let seq = find_uint(h, LABEL_SEQ).ok_or(Rejected::Malformed("no sequence number"))?;
@@ -359,6 +417,7 @@ pub(crate) fn parse_general(bytes: &[u8]) -> Result<ParsedEnvelope<'static>, Rej
     let protected = serialized_protected(sign1.protected)?;
     let enc_protected = serialized_protected(encrypt0.protected)?;
     Ok(ParsedEnvelope {
+        proof: None,
         publisher: Cow::Owned(publisher),
         epoch,
         location: Cow::Owned(location),
@@ -407,11 +466,19 @@ const PROTECTED_START: [u8; 6] = [0xa7, 0x01, 0x27, 0x04, 0x58, 0x20];
 /// After the kid: label 15 (CWT claims), a map of one claim, claim key 6 (iat); the
 /// publication time follows.
 const CLAIMS_START: [u8; 3] = [0x0f, 0xa1, 0x06];
-/// Version 1, kind 1 (data) and the label of the sequence number.
-pub(crate) const PROTECTED_MIDDLE: [u8; 17] = [
-    0x3a, 0x00, 0x01, 0x00, 0x00, 0x01, // -65537: 1 (version)
-    0x3a, 0x00, 0x01, 0x00, 0x01, 0x01, // -65538: 1 (kind: data)
-    0x3a, 0x00, 0x01, 0x00, 0x02, // -65539: (sequence number follows)
+/// The version, kind 1 (data) and the label of the sequence number: index 0 for version
+/// 1, index 1 for version 2.
+pub(crate) const PROTECTED_MIDDLE: [[u8; 17]; 2] = [
+    [
+        0x3a, 0x00, 0x01, 0x00, 0x00, 0x01, // -65537: 1 (version)
+        0x3a, 0x00, 0x01, 0x00, 0x01, 0x01, // -65538: 1 (kind: data)
+        0x3a, 0x00, 0x01, 0x00, 0x02, // -65539: (sequence number follows)
+    ],
+    [
+        0x3a, 0x00, 0x01, 0x00, 0x00, 0x02, // -65537: 2 (version)
+        0x3a, 0x00, 0x01, 0x00, 0x01, 0x01, // -65538: 1 (kind: data)
+        0x3a, 0x00, 0x01, 0x00, 0x02, // -65539: (sequence number follows)
+    ],
 ];
 /// The label of the key index and the head of its 3-element array.
 const KEY_INDEX_START: [u8; 6] = [0x3a, 0x00, 0x01, 0x00, 0x03, 0x83];
@@ -433,7 +500,14 @@ fn parse_canonical(bytes: &[u8]) -> Option<ParsedEnvelope<'_>> {
     let fingerprint: [u8; 32] = h.take(32)?.try_into().ok()?;
     h.expect(&CLAIMS_START)?;
     let published_at = h.uint()?;
-    h.expect(&PROTECTED_MIDDLE)?;
+    let middle = h.take(PROTECTED_MIDDLE[0].len())?;
+    let version = if middle == PROTECTED_MIDDLE[0] {
+        VERSION
+    } else if middle == PROTECTED_MIDDLE[1] {
+        VERSION_BURST
+    } else {
+        return None;
+    };
     let seq = h.uint()?;
     h.expect(&KEY_INDEX_START)?;
     let publisher = h.tstr()?;
@@ -443,13 +517,28 @@ fn parse_canonical(bytes: &[u8]) -> Option<ParsedEnvelope<'_>> {
     if !KeyLocation::is_valid_wire(location) {
         return None;
     }
-    let embedded = match r.byte()? {
-        0xa0 => None,
-        0xa1 => {
+    // Version 1: `{}` or `{33: cert}`; version 2: `{396: proofs}` or `{33: cert, 396:
+    // proofs}` (labels in deterministic order).
+    let entries: usize = match r.byte()? {
+        0xa0 => 0,
+        0xa1 => 1,
+        0xa2 => 2,
+        _ => return None,
+    };
+    let with_proof = usize::from(version == VERSION_BURST);
+    let embedded = match entries.checked_sub(with_proof)? {
+        0 => None,
+        1 => {
             r.expect(&[0x18, 0x21])?; // label 33: x5chain, a single certificate
             Some(Cow::Borrowed(r.bstr()?))
         }
         _ => return None,
+    };
+    let proof = if with_proof == 1 {
+        r.expect(&VDP_INCLUSION_START)?;
+        Some(read_proof(r.bstr()?)?)
+    } else {
+        None
     };
     let payload = r.bstr()?;
     let mut p = Reader::new(payload);
@@ -461,6 +550,7 @@ fn parse_canonical(bytes: &[u8]) -> Option<ParsedEnvelope<'_>> {
     let signature = r.take(ed25519_dalek::SIGNATURE_LENGTH)?.try_into().ok()?;
     r.end()?;
     Some(ParsedEnvelope {
+        proof,
         publisher: Cow::Borrowed(publisher),
         epoch,
         location: Cow::Borrowed(location),
@@ -475,6 +565,90 @@ fn parse_canonical(bytes: &[u8]) -> Option<ParsedEnvelope<'_>> {
         ciphertext: Cow::Borrowed(ciphertext),
         signature,
     })
+}
+
+/// An RFC 9162 inclusion proof, as carried by a version 2 envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InclusionProof {
+    /// Number of messages in the burst.
+    pub tree_size: u64,
+    /// This message's position in the burst, from 0.
+    pub leaf_index: u64,
+    /// Sibling hashes from the leaf up, deepest first.
+    pub path: Vec<Hash>,
+}
+
+/// Label 396 (verifiable data proofs), a map of one entry, key -1 (inclusion proofs), an
+/// array of one proof; the proof's byte string follows.
+pub(crate) const VDP_INCLUSION_START: [u8; 6] = [0x19, 0x01, 0x8c, 0xa1, 0x20, 0x81];
+
+/// Reads an inclusion proof `[tree_size, leaf_index, [* bstr .size 32]]` in its only
+/// (shortest-form) encoding. The values are checked when the proof is evaluated.
+fn read_proof(bytes: &[u8]) -> Option<InclusionProof> {
+    let mut p = Reader::new(bytes);
+    p.expect(&[0x83])?;
+    let tree_size = p.uint()?;
+    let leaf_index = p.uint()?;
+    let len = usize::try_from(p.head(MAJOR_ARRAY)?).ok()?;
+    if len > MAX_PATH_LEN {
+        return None;
+    }
+    let mut path = Vec::with_capacity(len);
+    for _ in 0..len {
+        p.expect(&[0x58, 0x20])?;
+        path.push(p.take(32)?.try_into().ok()?);
+    }
+    p.end()?;
+    Some(InclusionProof {
+        tree_size,
+        leaf_index,
+        path,
+    })
+}
+
+/// Appends the inclusion proof of one message, as a byte string (with its head).
+pub(crate) fn put_proof(out: &mut Vec<u8>, tree_size: u64, leaf_index: u64, path: &[Hash]) {
+    let len = 1
+        + head_len(tree_size)
+        + head_len(leaf_index)
+        + head_len(path.len() as u64)
+        + path.len() * 34;
+    put_head(out, MAJOR_BSTR, len as u64);
+    out.push(0x83);
+    put_head(out, MAJOR_UINT, tree_size);
+    put_head(out, MAJOR_UINT, leaf_index);
+    put_head(out, MAJOR_ARRAY, path.len() as u64);
+    for hash in path {
+        out.extend_from_slice(&[0x58, 0x20]);
+        out.extend_from_slice(hash);
+    }
+}
+
+/// The protected header of a burst root's signature, derived from the envelope (it is
+/// not sent): `{1: -8, 4: kid, 395: 1, -65537: 2, -65538: 3, -65542: tree_size}`, in
+/// deterministic order. Kind 3 and version 2 keep a root signature from ever being
+/// mistaken for the signature of a version 1 envelope or a key message.
+pub(crate) fn root_protected(fingerprint: &[u8; 32], tree_size: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&[0xa6, 0x01, 0x27, 0x04, 0x58, 0x20]);
+    out.extend_from_slice(fingerprint);
+    out.extend_from_slice(&[0x19, 0x01, 0x8b, 0x01]); // 395: 1 (RFC9162_SHA256)
+    out.extend_from_slice(&[0x3a, 0x00, 0x01, 0x00, 0x00, 0x02]); // version 2
+    out.extend_from_slice(&[0x3a, 0x00, 0x01, 0x00, 0x01, 0x03]); // kind 3: burst root
+    out.extend_from_slice(&[0x3a, 0x00, 0x01, 0x00, 0x05]); // -65542: tree size
+    put_head(&mut out, MAJOR_UINT, tree_size);
+    out
+}
+
+/// Feeds the Sig_structure a burst root's signature covers to `sink`:
+/// `["Signature1", root_protected, h'', root]`.
+pub(crate) fn root_sig_structure(
+    fingerprint: &[u8; 32],
+    tree_size: u64,
+    root: &Hash,
+    sink: impl FnMut(&[u8]),
+) {
+    sig_structure(&root_protected(fingerprint, tree_size), b"", root, sink);
 }
 
 /// A cursor over CBOR that accepts only definite, shortest-form items.
@@ -554,6 +728,8 @@ pub(crate) const MAJOR_UINT: u8 = 0;
 pub(crate) const MAJOR_BSTR: u8 = 2;
 /// CBOR major type of text strings.
 const MAJOR_TSTR: u8 = 3;
+/// CBOR major type of arrays.
+const MAJOR_ARRAY: u8 = 4;
 
 /// A CBOR head (major type and argument) in its shortest form, as bytes.
 pub(crate) struct Head {
@@ -710,8 +886,8 @@ mod tests {
         );
     }
 
-    /// Envelopes of every shape the sealer writes.
-    fn corpus() -> Vec<Vec<u8>> {
+    /// Envelopes of every shape the sealer writes, in `version`.
+    fn corpus(version: u64) -> Vec<Vec<u8>> {
         let identity = identity();
         let key = ContentKey::generate();
         let mut out = Vec::new();
@@ -723,6 +899,7 @@ mod tests {
             };
             let epoch = BOUNDARIES[(i * 3) % BOUNDARIES.len()];
             let mut sealer = Sealer::new(identity.clone(), location, epoch, &key, seq);
+            sealer.set_wire_version(version).unwrap();
             sealer.reserve(1);
             sealer.set_embed_certificate(i % 3 == 0);
             let time = BOUNDARIES[(i * 7) % BOUNDARIES.len()].min(i64::MAX as u64) as i64;
@@ -733,7 +910,7 @@ mod tests {
 
     #[test]
     fn genuine_envelopes_take_the_fast_path_with_the_general_parsers_result() {
-        for env in corpus() {
+        for env in corpus(VERSION) {
             let fast = parse_canonical(&env).expect("a sealer's envelope is canonical");
             let general = parse_general(&env).unwrap();
             assert_same(&fast, &general, &env);
@@ -745,7 +922,7 @@ mod tests {
     /// values; everything else it must leave to the general parser.
     #[test]
     fn fast_path_never_accepts_what_the_general_parser_refuses() {
-        let corpus = corpus();
+        let corpus = corpus(VERSION);
         let mut rng = StdRng::seed_from_u64(0x5ea1_9057);
         let mut accepted = 0;
         for _ in 0..30_000 {
@@ -783,6 +960,52 @@ mod tests {
             accepted > 1000,
             "only {accepted} mutants took the fast path"
         );
+    }
+
+    #[test]
+    fn version_2_has_one_encoding_read_by_the_fast_path_only() {
+        for env in corpus(VERSION_BURST) {
+            let fast = parse_canonical(&env).expect("a sealer's envelope is canonical");
+            let proof = fast.proof.expect("version 2 carries a proof");
+            assert_eq!(
+                (proof.tree_size, proof.leaf_index, proof.path.len()),
+                (1, 0, 0)
+            );
+            assert!(matches!(
+                parse_general(&env),
+                Err(Rejected::Malformed(why)) if why.contains("version 2")
+            ));
+        }
+    }
+
+    #[test]
+    fn proofs_round_trip_and_other_encodings_are_refused() {
+        for (size, index, len) in [(1, 0, 0), (24, 23, 5), (256, 255, 8), (u64::MAX, 0, 64)] {
+            let path: Vec<Hash> = (0..len).map(|i| [i as u8; 32]).collect();
+            let mut out = Vec::new();
+            put_proof(&mut out, size, index, &path);
+            let mut r = Reader::new(&out);
+            let inner = r.bstr().unwrap();
+            assert!(r.end().is_some());
+            let proof = read_proof(inner).unwrap();
+            assert_eq!(
+                (proof.tree_size, proof.leaf_index, proof.path),
+                (size, index, path)
+            );
+        }
+        let too_long: Vec<Hash> = vec![[0; 32]; MAX_PATH_LEN + 1];
+        let mut out = Vec::new();
+        put_proof(&mut out, 2, 0, &too_long);
+        assert!(read_proof(&out[3..]).is_none(), "path over 64 hashes");
+        // Non-shortest integers, a short hash, trailing bytes.
+        for bad in [
+            &[0x83, 0x18, 0x01, 0x00, 0x80][..],
+            &[0x83, 0x02, 0x00, 0x81, 0x58, 0x1f],
+            &[0x83, 0x01, 0x00, 0x80, 0x00],
+            &[0x84, 0x01, 0x00, 0x80, 0x00],
+        ] {
+            assert!(read_proof(bad).is_none(), "{}", hex::encode(bad));
+        }
     }
 
     #[test]

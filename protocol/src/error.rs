@@ -66,7 +66,10 @@ pub enum Rejected {
         /// Topic the message arrived on.
         topic: String,
     },
-    /// The signature does not verify (tampered bytes, wrong topic, forged publisher).
+    /// The signature does not verify (tampered bytes, wrong topic, forged publisher). In
+    /// version 2: the message's inclusion proof leads to a root whose signature does not
+    /// verify (tampered message, topic, path, leaf index, tree size or root signature, or a
+    /// path taken from another burst or publisher).
     #[error("bad signature")]
     BadSignature,
     /// The content key of this epoch has not arrived. Retryable: the message may be held
@@ -83,6 +86,10 @@ pub enum Rejected {
     /// Authenticated decryption failed.
     #[error("decryption failed")]
     DecryptFailed,
+    /// A version 2 envelope whose inclusion proof cannot be evaluated: its leaf index is
+    /// not inside its tree, or its path is not as long as index and tree size require.
+    #[error("bad inclusion proof: {0}")]
+    BadInclusionProof(&'static str),
     /// A key message that is not addressed to this subscriber.
     #[error("key message addressed to another subscriber")]
     NotForUs,
@@ -114,6 +121,7 @@ impl Rejected {
             Rejected::BadSignature => "bad_signature",
             Rejected::UnknownKey { .. } => "unknown_key",
             Rejected::DecryptFailed => "decrypt_failed",
+            Rejected::BadInclusionProof(_) => "bad_inclusion_proof",
             Rejected::NotForUs => "not_for_us",
         }
     }
@@ -136,6 +144,9 @@ pub enum SealError {
     /// The publication time is not a unix time the envelope can carry (negative).
     #[error("invalid publication time {0}")]
     InvalidTime(i64),
+    /// An envelope version this sealer cannot write.
+    #[error("unsupported envelope version {0}")]
+    UnsupportedVersion(u64),
     /// The identity's key or certificate is unusable.
     #[error("identity: {0}")]
     Identity(String),

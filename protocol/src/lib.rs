@@ -10,6 +10,13 @@
 //!   as COSE (RFC 9052) with registered algorithm ids; the signed protected header also
 //!   carries the publication time (CWT claim `iat`, RFC 9597), and openers refuse
 //!   envelopes older than a maximum age ([`Opener::with_max_age`]).
+//! - Tree-signed bursts (protocol version 2, the default): [`Sealer::seal_many`] signs up
+//!   to [`Sealer::max_burst`] messages with one Ed25519 signature over the root of an
+//!   RFC 9162 Merkle tree ([`merkle`]); each envelope carries its inclusion proof and the
+//!   root signature and opens on its own; openers verify each root signature once through
+//!   a bounded cache of verified roots ([`Opener::with_root_cache`]). Version 1 envelopes
+//!   (one signature each) stay readable, and are written on request
+//!   ([`Sealer::set_wire_version`]).
 //! - Key messages ([`seal_key_message`], [`Opener::accept_key_message`]): content keys of
 //!   recent epochs wrapped for one subscriber with RSA-OAEP-SHA256, signed; wrappings can be
 //!   kept and reused across rotations ([`KeyRecipient::wrap`], [`seal_key_message_wrapped`]).
@@ -32,11 +39,13 @@ mod error;
 mod identity;
 mod key_message;
 mod keyring;
+pub mod merkle;
 mod opener;
 pub mod replay;
+mod root_cache;
 mod sealer;
 
-pub use envelope::{peek, EnvelopeHeader, KeyIndex, KeyLocation};
+pub use envelope::{peek, BurstPosition, EnvelopeHeader, KeyIndex, KeyLocation};
 pub use error::{Rejected, SealError};
 pub use identity::{PublisherIdentity, SubscriberIdentity};
 pub use key_message::{
@@ -45,7 +54,8 @@ pub use key_message::{
 pub use keyring::{ContentKey, Keyring, CONTENT_KEY_LEN, DEFAULT_KEPT_EPOCHS};
 pub use opener::{KeyUpdate, Opened, Opener, DEFAULT_CLOCK_SKEW_SECS, DEFAULT_MAX_AGE_SECS};
 pub use replay::{ReplayCheck, ReplayState};
-pub use sealer::Sealer;
+pub use root_cache::DEFAULT_ROOT_CACHE;
+pub use sealer::{Sealer, DEFAULT_MAX_BURST};
 pub use sealpost_certs as certs;
 
 /// The README's Rust example, compiled and run as a doctest so it cannot drift from the API.

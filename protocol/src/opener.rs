@@ -7,14 +7,16 @@ use aes_gcm::{Nonce, Tag};
 use ed25519_dalek::{Signature, VerifyingKey};
 use rsa::Oaep;
 use sealpost_certs::{now_unix, CertError, CertificateInfo, Role, Verifier};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::envelope::{
-    self, check_preamble, embedded_certificate, enc_structure, fingerprint_of, sig_structure,
-    ParsedEnvelope, KIND_KEYS,
+    self, check_preamble, embedded_certificate, enc_structure, fingerprint_of, root_sig_structure,
+    sig_structure, ParsedEnvelope, KIND_KEYS,
 };
 use crate::key_message::parse_body;
+use crate::merkle::{self, ProofShape};
 use crate::replay::{ReplayCheck, ReplayState};
+use crate::root_cache::{RootCache, DEFAULT_ROOT_CACHE};
 use crate::{ContentKey, Keyring, Rejected, SubscriberIdentity};
 
 /// Length of the AES-GCM authentication tag.
@@ -59,6 +61,8 @@ pub struct KeyUpdate {
 struct KnownPublisher {
     info: CertificateInfo,
     key: VerifyingKey,
+    /// Burst roots of this publisher whose signature verified.
+    roots: RootCache,
 }
 
 /// Verifies and opens sealpost messages for one subscriber.
@@ -81,6 +85,8 @@ pub struct Opener {
     max_age: u64,
     /// Furthest accepted publication time ahead of `now`, in seconds.
     clock_skew: u64,
+    /// Verified burst roots remembered per publisher.
+    root_cache: usize,
     /// Reused buffer for the Enc_structure (the AES-GCM additional data).
     aad: Vec<u8>,
 }
@@ -126,6 +132,7 @@ impl Opener {
             max_envelope: envelope::DEFAULT_MAX_ENVELOPE,
             max_age: DEFAULT_MAX_AGE_SECS,
             clock_skew: DEFAULT_CLOCK_SKEW_SECS,
+            root_cache: DEFAULT_ROOT_CACHE,
             aad: Vec::new(),
         }
     }
@@ -162,6 +169,15 @@ impl Opener {
     /// [`Rejected::Stale`].
     pub fn with_clock_skew(mut self, secs: u64) -> Opener {
         self.clock_skew = secs;
+        self
+    }
+
+    /// Remembers the last `roots` verified burst roots per publisher (default
+    /// [`DEFAULT_ROOT_CACHE`]), so the root signature of a version 2 burst is verified once
+    /// for all its messages that arrive while it is remembered. 0 verifies every time.
+    /// Only roots whose signature verified are remembered.
+    pub fn with_root_cache(mut self, roots: usize) -> Opener {
+        self.root_cache = roots;
         self
     }
 
@@ -202,8 +218,7 @@ impl Opener {
         der: &[u8],
         now: i64,
     ) -> Result<&CertificateInfo, Rejected> {
-        let fingerprint: [u8; 32] =
-            sha2::Digest::finalize(<Sha256 as sha2::Digest>::new_with_prefix(der)).into();
+        let fingerprint: [u8; 32] = Sha256::digest(der).into();
         if !self.publishers.contains_key(&fingerprint) {
             let info = self.verifier.verify(der, now).map_err(reject_certificate)?;
             if info.role != Role::Publisher {
@@ -218,8 +233,14 @@ impl Opener {
             if self.publishers.len() >= MAX_KNOWN_PUBLISHERS {
                 self.publishers.clear();
             }
-            self.publishers
-                .insert(fingerprint, KnownPublisher { info, key });
+            self.publishers.insert(
+                fingerprint,
+                KnownPublisher {
+                    info,
+                    key,
+                    roots: RootCache::default(),
+                },
+            );
         }
         Ok(&self.publishers[&fingerprint].info)
     }
@@ -278,12 +299,13 @@ impl Opener {
     /// Opens a data envelope received on `topic` at time `now` (unix seconds).
     pub fn open_at(&mut self, topic: &str, bytes: &[u8], now: i64) -> Result<Opened, Rejected> {
         let checked = self.check(topic, bytes, now)?;
-        verify_one(&checked)?;
+        self.verify(&checked)?;
         self.decrypt_and_record(checked)
     }
 
-    /// Opens many envelopes at once, verifying their signatures as one batch (much faster
-    /// than one by one). Results are in input order and identical to calling
+    /// Opens many envelopes at once, verifying the signatures of version 1 envelopes as one
+    /// batch (much faster than one by one; version 2 bursts need one verification per
+    /// burst anyway). Results are in input order and identical to calling
     /// [`Opener::open_at`] on each in turn.
     pub fn open_batch(
         &mut self,
@@ -292,8 +314,10 @@ impl Opener {
     ) -> Vec<Result<Opened, Rejected>> {
         let mut results: Vec<Option<Result<Opened, Rejected>>> = Vec::with_capacity(items.len());
         let mut checked = Vec::with_capacity(items.len());
+        let mut in_trees = Vec::new();
         for (i, (topic, bytes)) in items.iter().enumerate() {
             match self.check(topic, bytes, now) {
+                Ok(c) if c.parsed.proof.is_some() => in_trees.push((i, c)),
                 Ok(c) => checked.push((i, c)),
                 Err(e) => {
                     results.push(Some(Err(e)));
@@ -301,6 +325,10 @@ impl Opener {
                 }
             }
             results.push(None);
+        }
+        for (i, c) in in_trees {
+            let verified = self.verify_in_tree(&c);
+            results[i] = Some(verified.and_then(|()| self.decrypt_and_record(c)));
         }
         let batch_ok = !checked.is_empty() && {
             let mut signed = Vec::new();
@@ -375,6 +403,62 @@ impl Opener {
         }
         let key = known.key;
         Ok(Checked { topic, parsed, key })
+    }
+
+    /// Verifies the signature of a checked envelope (version 1) or its inclusion in a
+    /// signed burst (version 2).
+    fn verify(&mut self, checked: &Checked<'_>) -> Result<(), Rejected> {
+        if checked.parsed.proof.is_some() {
+            self.verify_in_tree(checked)
+        } else {
+            verify_one(checked)
+        }
+    }
+
+    /// Version 2: the message's leaf, its inclusion path up to the root, and the root's
+    /// signature (unless exactly this root, tree size and signature verified before).
+    fn verify_in_tree(&mut self, checked: &Checked<'_>) -> Result<(), Rejected> {
+        let parsed = &checked.parsed;
+        let proof = parsed
+            .proof
+            .as_ref()
+            .ok_or(Rejected::Malformed("no inclusion proof"))?;
+        let mut digest = Sha256::new();
+        checked.signed_bytes(|part| digest.update(part));
+        let leaf = merkle::leaf_hash(&digest.finalize().into());
+        let root = merkle::root_from_path(proof.leaf_index, proof.tree_size, &leaf, &proof.path)
+            .map_err(|shape| {
+                Rejected::BadInclusionProof(match shape {
+                    ProofShape::IndexOutsideTree => "leaf index outside the tree",
+                    ProofShape::WrongPathLength => "path length does not fit index and tree size",
+                })
+            })?;
+        let known = self
+            .publishers
+            .get_mut(&parsed.fingerprint)
+            .ok_or(Rejected::Malformed("publisher certificate vanished"))?;
+        if known
+            .roots
+            .contains(&root, proof.tree_size, &parsed.signature)
+        {
+            return Ok(());
+        }
+        let signature = Signature::from_bytes(&parsed.signature);
+        // The same (cofactorless, canonical-S) check as for version 1 signatures.
+        let mut verifier = known
+            .key
+            .verify_stream(&signature)
+            .map_err(|_| Rejected::BadSignature)?;
+        root_sig_structure(&parsed.fingerprint, proof.tree_size, &root, |part| {
+            verifier.update(part)
+        });
+        verifier
+            .finalize_and_verify()
+            .map_err(|_| Rejected::BadSignature)?;
+        known
+            .roots
+            .insert_verified(root, proof.tree_size, parsed.signature, self.root_cache);
+        Ok(())
     }
 
     /// Key lookup, decryption, and only then recording the sequence number.

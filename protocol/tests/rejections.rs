@@ -98,12 +98,33 @@ fn set(header: &mut coset::Header, label: i64, value: Value) {
 #[test]
 fn unknown_version() {
     let mut w = world();
-    let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
-    let v2 = with_header(&env, |h| set(h, LABEL_VERSION, Value::Integer(2.into())));
+    for version in [1, 2] {
+        w.sealer.set_wire_version(version).unwrap();
+        let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
+        let v3 = with_header(&env, |h| set(h, LABEL_VERSION, Value::Integer(3.into())));
+        assert_eq!(
+            w.opener.open("plant/t", &v3),
+            Err(Rejected::UnknownVersion(3))
+        );
+    }
     assert_eq!(
-        w.opener.open("plant/t", &v2),
-        Err(Rejected::UnknownVersion(2))
+        w.sealer.set_wire_version(3),
+        Err(sealpost_protocol::SealError::UnsupportedVersion(3))
     );
+}
+
+/// A version 1 envelope relabelled as version 2 has no inclusion proof, and its signature
+/// is over itself, not a burst root: refused, whichever way it is read.
+#[test]
+fn a_version_1_envelope_relabelled_as_version_2_is_refused() {
+    let mut w = world();
+    w.sealer.set_wire_version(1).unwrap();
+    let env = w.sealer.seal("plant/t", b"x", now_unix()).unwrap();
+    let relabelled = with_header(&env, |h| set(h, LABEL_VERSION, Value::Integer(2.into())));
+    assert!(matches!(
+        w.opener.open("plant/t", &relabelled),
+        Err(Rejected::Malformed(_))
+    ));
 }
 
 #[test]

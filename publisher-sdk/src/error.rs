@@ -88,6 +88,10 @@ pub enum PublisherError {
     /// credentials instead.
     #[error("key messages are disabled: issue KDC credentials instead")]
     KeyMessagesDisabled,
+    /// The burst this message was queued in could not be sealed or sent (the error is
+    /// reported in full to the first message of the burst), or the publisher stopped.
+    #[error("burst failed: {0}")]
+    BurstFailed(String),
     /// The MQTT client refused the request (its event loop has stopped).
     #[error("MQTT client: {0}")]
     Client(#[from] rumqttc::ClientError),

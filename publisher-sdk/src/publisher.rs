@@ -13,7 +13,7 @@ use sealpost_certs::{now_unix, pemfile, CertError, Role, Verifier};
 use sealpost_protocol::{
     ContentKey, KeyLocation, KeyRecipient, PublisherIdentity, Sealer, DEFAULT_KEPT_EPOCHS,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{oneshot, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::kdc::{Kdc, KdcConfig, KdcCredentials, PENDING_READER_CHECK};
@@ -257,6 +257,8 @@ pub struct Publisher {
     id: String,
     client: AsyncClient,
     inner: Arc<Mutex<Inner>>,
+    /// Messages of `publish` calls waiting for the next burst.
+    queue: Queue,
     closing: Arc<AtomicBool>,
     poller: JoinHandle<()>,
     republisher: JoinHandle<()>,
@@ -407,6 +409,7 @@ impl Publisher {
         // Queued now, sent once connected.
         inner.clear_key_messages(&client, &dropped).await?;
         let inner = Arc::new(Mutex::new(inner));
+        let queue = Queue::default();
         let republisher = {
             let inner = inner.clone();
             let client = client.clone();
@@ -451,6 +454,7 @@ impl Publisher {
             id,
             client,
             inner,
+            queue,
             closing,
             poller,
             republisher,
@@ -490,6 +494,11 @@ impl Publisher {
     }
 
     /// Seals `payload` for `topic` and publishes it. Returns its sequence number.
+    ///
+    /// Messages published concurrently (several `publish` futures in flight, e.g. through
+    /// `buffered`, or from several tasks) queue up while one burst is being sealed, and
+    /// the next burst seals all of them with one signature (protocol version 2). Nothing
+    /// ever waits for a burst to fill: a lone message is sealed at once, as a burst of one.
     pub async fn publish(
         &self,
         topic: &str,
@@ -497,24 +506,53 @@ impl Publisher {
         qos: QoS,
         retain: bool,
     ) -> Result<u64, PublisherError> {
+        let (done, result) = oneshot::channel();
+        lock_queue(&self.queue).push(Queued {
+            topic: topic.to_owned(),
+            payload: payload.to_vec(),
+            qos,
+            retain,
+            done,
+        });
+        // Seals what is queued once the lock is free; spawned, so that dropping this
+        // future cannot abandon a burst half sent.
+        tokio::spawn(drain_queue(
+            self.inner.clone(),
+            self.client.clone(),
+            self.queue.clone(),
+        ));
+        result
+            .await
+            .unwrap_or_else(|_| Err(PublisherError::BurstFailed("the publisher stopped".into())))
+    }
+
+    /// Seals `messages` (`(topic, payload)`, in order) as bursts of up to the maximum
+    /// burst size, one signature each, and publishes them. Returns their sequence
+    /// numbers. Every topic is checked first: if one is not permitted, nothing is sent.
+    pub async fn publish_many(
+        &self,
+        messages: &[(&str, &[u8])],
+        qos: QoS,
+        retain: bool,
+    ) -> Result<Vec<u64>, PublisherError> {
         let mut inner = self.inner.lock().await;
-        if let Some(lifetime) = inner.key_lifetime {
-            let age = (now_unix().max(0) as u64).saturating_sub(inner.state.epoch_started_at);
-            if age >= lifetime.as_secs() {
-                inner.rotate(&self.client).await?;
-            }
+        for (topic, _) in messages {
+            inner.sealer.check_topic(topic)?;
         }
-        if inner.sealer.reserved_remaining() == 0 {
-            inner.reserve_sequence_numbers()?;
-        }
-        let seq = inner.sealer.next_seq();
-        let envelope = inner.sealer.seal(topic, payload, now_unix())?;
-        inner.sealed_in_epoch = true;
-        // Publishing under the lock keeps envelopes on the wire in sequence order.
-        self.client
-            .publish_bytes(topic, qos, retain, Bytes::from(envelope))
-            .await?;
-        Ok(seq)
+        let items: Vec<Outgoing<'_>> = messages
+            .iter()
+            .map(|&(topic, payload)| Outgoing {
+                topic,
+                payload,
+                qos,
+                retain,
+            })
+            .collect();
+        inner
+            .seal_and_send(&self.client, &items)
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Grants the subscriber whose certificate (PEM) is given: verifies it against the
@@ -810,6 +848,73 @@ impl Inner {
     /// first, and only then lets the sealer use the numbers below it. If the write fails,
     /// nothing changes (the next publish tries again), so a number can never be used
     /// without being on disk, and never twice across a restart.
+    /// Seals `items` as one burst (or several, past the maximum burst size) and publishes
+    /// them in order; one result per item. A rotation that is due, and reserving sequence
+    /// numbers, come first, for the whole burst.
+    async fn seal_and_send(
+        &mut self,
+        client: &AsyncClient,
+        items: &[Outgoing<'_>],
+    ) -> Vec<Result<u64, PublisherError>> {
+        if let Err(e) = self.prepare_burst(client, items.len() as u64).await {
+            return spread(e, items.len());
+        }
+        let mut results: Vec<Option<Result<u64, PublisherError>>> = items
+            .iter()
+            .map(|item| {
+                self.sealer
+                    .check_topic(item.topic)
+                    .err()
+                    .map(|e| Err(e.into()))
+            })
+            .collect();
+        let sealable: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
+        let messages: Vec<(&str, &[u8])> = sealable
+            .iter()
+            .map(|&i| (items[i].topic, items[i].payload))
+            .collect();
+        let first_seq = self.sealer.next_seq();
+        match self.sealer.seal_many(&messages, now_unix()) {
+            Ok(envelopes) => {
+                self.sealed_in_epoch = true;
+                // Publishing under the lock keeps envelopes on the wire in sequence order.
+                for ((k, &i), envelope) in sealable.iter().enumerate().zip(envelopes) {
+                    let item = &items[i];
+                    let sent = client
+                        .publish_bytes(item.topic, item.qos, item.retain, Bytes::from(envelope))
+                        .await;
+                    results[i] = Some(sent.map(|()| first_seq + k as u64).map_err(Into::into));
+                }
+            }
+            Err(e) => sealable
+                .iter()
+                .for_each(|&i| results[i] = Some(Err(e.clone().into()))),
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every item has a result"))
+            .collect()
+    }
+
+    /// Rotates if the key lifetime is over, and reserves sequence numbers for `count`
+    /// more messages.
+    async fn prepare_burst(
+        &mut self,
+        client: &AsyncClient,
+        count: u64,
+    ) -> Result<(), PublisherError> {
+        if let Some(lifetime) = self.key_lifetime {
+            let age = (now_unix().max(0) as u64).saturating_sub(self.state.epoch_started_at);
+            if age >= lifetime.as_secs() {
+                self.rotate(client).await?;
+            }
+        }
+        while self.sealer.reserved_remaining() < count {
+            self.reserve_sequence_numbers()?;
+        }
+        Ok(())
+    }
+
     fn reserve_sequence_numbers(&mut self) -> Result<(), PublisherError> {
         let previous = self.state.seq_high_water;
         let high_water = self
@@ -1324,4 +1429,67 @@ async fn poll(
             }
         }
     }
+}
+
+/// A message of a `publish` call, waiting in the outgoing queue for the next burst.
+struct Queued {
+    topic: String,
+    payload: Vec<u8>,
+    qos: QoS,
+    retain: bool,
+    done: oneshot::Sender<Result<u64, PublisherError>>,
+}
+
+/// The outgoing queue: filled without waiting, emptied by whoever holds the lock next.
+type Queue = Arc<std::sync::Mutex<Vec<Queued>>>;
+
+fn lock_queue(queue: &Queue) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+    // A panic while pushing or taking leaves the vector intact: keep using it.
+    queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One message to seal and send.
+struct Outgoing<'a> {
+    topic: &'a str,
+    payload: &'a [u8],
+    qos: QoS,
+    retain: bool,
+}
+
+/// Takes the lock, then seals and sends everything queued by then as one burst. Each
+/// `publish` call spawns one of these after queuing, so every queued message is taken by
+/// a drain that locks after it was queued: by its own, or by an earlier one.
+async fn drain_queue(inner: Arc<Mutex<Inner>>, client: AsyncClient, queue: Queue) {
+    let mut inner = inner.lock().await;
+    let batch = std::mem::take(&mut *lock_queue(&queue));
+    if batch.is_empty() {
+        return;
+    }
+    let items: Vec<Outgoing<'_>> = batch
+        .iter()
+        .map(|q| Outgoing {
+            topic: &q.topic,
+            payload: &q.payload,
+            qos: q.qos,
+            retain: q.retain,
+        })
+        .collect();
+    let results = inner.seal_and_send(&client, &items).await;
+    drop(items);
+    for (queued, result) in batch.into_iter().zip(results) {
+        // The caller may have stopped waiting; the message was handled all the same.
+        let _ = queued.done.send(result);
+    }
+}
+
+/// One error for each of `n` messages of a burst that failed as a whole: the first gets
+/// it, the others its description.
+fn spread(e: PublisherError, n: usize) -> Vec<Result<u64, PublisherError>> {
+    let text = e.to_string();
+    std::iter::once(Err(e))
+        .chain((1..n).map(|_| Err(PublisherError::BurstFailed(text.clone()))))
+        .take(n)
+        .collect()
 }

@@ -330,11 +330,14 @@ fn subscriber_files(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Requests the plain client queues (rumqttc's request channel capacity).
+const CLIENT_QUEUE: usize = 1024;
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     pki: &Pki,
     broker: &Broker,
-    publisher: &Publisher,
+    publisher: &Arc<Publisher>,
     subscribers: &[String],
     mode: Mode,
     size: usize,
@@ -374,7 +377,7 @@ async fn run(
     let raw = match mode {
         Mode::Plain => {
             let (client, mut eventloop) =
-                AsyncClient::new(raw_options(&format!("{tag}-pub"), broker), 1024);
+                AsyncClient::new(raw_options(&format!("{tag}-pub"), broker), CLIENT_QUEUE);
             eventloop.set_network_options(sealpost_publisher::transport::network_options());
             tasks.push(tokio::spawn(async move {
                 while eventloop.poll().await.is_ok() {}
@@ -389,6 +392,10 @@ async fn run(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
+    // Sealed publish calls in flight at most: as many as the plain client's request
+    // queue holds, so both modes queue the same way. Calls that queue up while a burst is
+    // sealed are sealed together (protocol version 2); paced runs have one at a time.
+    let mut in_flight = tokio::task::JoinSet::new();
     let started = Instant::now();
     for _ in 0..n {
         if let Some(t) = ticker.as_mut() {
@@ -401,13 +408,21 @@ async fn run(
                 .await
                 .unwrap(),
             None => {
-                publisher
-                    .publish(&topic, &payload, qos, false)
-                    .await
-                    .unwrap();
+                let (publisher, topic, payload) =
+                    (publisher.clone(), topic.clone(), payload.clone());
+                in_flight.spawn(async move {
+                    publisher
+                        .publish(&topic, &payload, qos, false)
+                        .await
+                        .unwrap();
+                });
+                while in_flight.len() >= CLIENT_QUEUE {
+                    in_flight.join_next().await;
+                }
             }
         }
     }
+    while in_flight.join_next().await.is_some() {}
     let mut latencies = Vec::new();
     let mut last = started;
     let mut lost = 0;
@@ -448,7 +463,7 @@ async fn throughput(kind: BrokerKind, flood: usize, paced: usize, rate: u64) {
     let broker = Broker::start(kind, &pki);
     let pub_cert = pki.publisher("bench-pub", &["bench/#"]);
     let publisher =
-        sealpost_tests::publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
+        Arc::new(sealpost_tests::publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await);
     let subscribers = subscriber_files(10);
     let ders: Vec<Vec<u8>> = subscribers
         .iter()

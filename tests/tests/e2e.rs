@@ -958,6 +958,131 @@ async fn a_kdc_reader_added_later_cannot_open_what_was_sealed_before(kind: Broke
     assert_eq!(expect_message(&mut b2).await.payload, b"message 2");
 }
 
+/// Protocol version 2: a publisher floods bursts (one `publish_many` larger than the
+/// maximum burst, and many concurrent `publish` calls that queue up behind each other) to
+/// subscribers with different topic filters. Each receives exactly the messages its filter
+/// matches, once, in order, although it sees only some messages of each burst; a spy
+/// confirms that messages were sealed in bursts of more than one.
+async fn a_flood_of_bursts_reaches_subscribers_with_different_filters(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let filters = ["sensors/a/#", "sensors/+/temp", "sensors/#"];
+    let readers: Vec<_> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|id| pki.subscriber(id))
+        .collect();
+    let mut spy = RawClient::connect(&broker, "spy", Some("sensors/#")).await;
+    let mut subs = Vec::new();
+    for (reader, filter) in readers.iter().zip(filters) {
+        subs.push(subscriber(pki.subscriber_config(&broker, reader), filter).await);
+    }
+    let p = std::sync::Arc::new(publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await);
+    for reader in &readers {
+        p.grant_pem(&reader.certificate_pem).await.unwrap();
+    }
+    let topics = [
+        "sensors/a/temp",
+        "sensors/b/temp",
+        "sensors/a/hum",
+        "sensors/c/hum",
+    ];
+    let sent: Vec<(String, Vec<u8>)> = (0..600)
+        .map(|i| {
+            (
+                topics[i % topics.len()].to_owned(),
+                format!("m{i}").into_bytes(),
+            )
+        })
+        .collect();
+    // 300 at once: a burst of 256 and one of 44.
+    let first: Vec<(&str, &[u8])> = sent[..300]
+        .iter()
+        .map(|(t, m)| (t.as_str(), m.as_slice()))
+        .collect();
+    let many_seqs = p
+        .publish_many(&first, QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    assert!(many_seqs.windows(2).all(|w| w[1] == w[0] + 1));
+    let last_of_many = *many_seqs.last().unwrap();
+    // 300 more from concurrent calls. On one thread, every call queues its message before
+    // the first burst is sealed, so that burst takes all the queue holds (up to 256):
+    // what the publisher does whenever calls queue up behind a burst being sealed.
+    let calls: Vec<(String, Vec<u8>)> = sent[300..].to_vec();
+    let publisher = p.clone();
+    let mut concurrent_seqs = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (t, m) in calls {
+                let p = publisher.clone();
+                tasks.spawn(
+                    async move { p.publish(&t, &m, QoS::AtLeastOnce, false).await.unwrap() },
+                );
+            }
+            tasks.join_all().await
+        })
+    })
+    .await
+    .unwrap();
+    concurrent_seqs.sort_unstable();
+    concurrent_seqs.dedup();
+    assert_eq!(
+        concurrent_seqs.len(),
+        300,
+        "every call got its own sequence number"
+    );
+    assert!(concurrent_seqs[0] > last_of_many);
+
+    for (s, filter) in subs.iter_mut().zip(filters) {
+        let expected: Vec<&(String, Vec<u8>)> = sent
+            .iter()
+            .filter(|(t, _)| rumqttc::matches(t, filter))
+            .collect();
+        let mut got = Vec::new();
+        for _ in &expected {
+            let m = expect_message(s).await;
+            got.push((m.topic, m.payload, m.seq));
+        }
+        assert!(
+            got.windows(2).all(|w| w[0].2 < w[1].2),
+            "{filter}: in order"
+        );
+        let mut got: Vec<(String, Vec<u8>)> = got.into_iter().map(|(t, p, _)| (t, p)).collect();
+        let mut want: Vec<(String, Vec<u8>)> = expected.into_iter().cloned().collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{filter}: exactly the matching messages");
+        assert_eq!(s.counters().rejected_total(), 0, "{filter}");
+    }
+    // Burst sizes, as the spy sees them: of the `publish_many` messages, and of the
+    // concurrent calls' (sequence numbers after those).
+    let (mut largest_many, mut largest_concurrent) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while (largest_many, largest_concurrent) != (256, 256) && tokio::time::Instant::now() < deadline
+    {
+        for (_, envelope) in spy.drain() {
+            let header = sealpost_protocol::peek(&envelope).unwrap();
+            let size = header.burst.expect("version 2").tree_size;
+            if header.seq <= last_of_many {
+                largest_many = largest_many.max(size);
+            } else {
+                largest_concurrent = largest_concurrent.max(size);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(largest_many, 256, "publish_many sealed a full burst");
+    assert_eq!(
+        largest_concurrent, 256,
+        "queued publish calls were sealed together"
+    );
+}
+
 /// Declares one test per broker for each scenario, so a failure names the broker.
 macro_rules! on_every_broker {
     ($($scenario:ident),* $(,)?) => {
@@ -1000,4 +1125,5 @@ on_every_broker!(
     an_unusable_revocation_list_is_ignored_and_the_one_in_force_stays,
     a_reader_granted_later_cannot_open_what_was_sealed_before,
     a_kdc_reader_added_later_cannot_open_what_was_sealed_before,
+    a_flood_of_bursts_reaches_subscribers_with_different_filters,
 );

@@ -61,6 +61,11 @@ fn protocol_open_corpus() {
 }
 
 #[test]
+fn protocol_burst_corpus() {
+    replay("protocol_burst");
+}
+
+#[test]
 fn kdc_http_corpus() {
     replay("kdc_http");
 }

@@ -12,6 +12,7 @@
 //! ends and releases what it held, no key leaves the KDC without a valid token).
 
 mod broker;
+mod burst;
 mod kdc;
 mod protocol;
 pub mod seeds;
@@ -44,6 +45,7 @@ pub fn count_panics() {
 pub fn panics() -> usize {
     PANICS.load(Ordering::SeqCst)
 }
+pub use burst::{protocol_burst, GENUINE_ENVELOPES};
 pub use kdc::kdc_http;
 pub use protocol::protocol_open;
 
@@ -51,9 +53,10 @@ pub use protocol::protocol_open;
 pub type Body = fn(&[u8]);
 
 /// Every fuzz target: its name (the directory of its corpus) and its body.
-pub const TARGETS: [(&str, Body); 4] = [
+pub const TARGETS: [(&str, Body); 5] = [
     ("broker_codec", broker_codec),
     ("broker_connection", broker_connection),
     ("protocol_open", protocol_open),
+    ("protocol_burst", protocol_burst),
     ("kdc_http", kdc_http),
 ];

@@ -13,6 +13,7 @@ use sealpost_protocol::{KeyLocation, Sealer};
 
 use super::kdc::{placeholders, ADDRESS};
 use super::protocol::{Parties, DATA_TOPIC};
+use super::GENUINE_ENVELOPES;
 
 fn v4_bytes(packets: &[v4::Packet]) -> Vec<u8> {
     let mut out = BytesMut::new();
@@ -181,6 +182,8 @@ fn protocol() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         0,
     );
     sealer.reserve(100);
+    // Version 1 seeds as committed before version 2 existed, then version 2 ones.
+    sealer.set_wire_version(1).expect("version 1");
     let plain = sealer.seal(DATA_TOPIC, b"", now_unix()).expect("seal");
     sealer.set_embed_certificate(true);
     let embedded = sealer
@@ -194,7 +197,19 @@ fn protocol() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         1000,
     );
     kdc.reserve(10);
+    kdc.set_wire_version(1).expect("version 1");
     let kdc = kdc.seal(DATA_TOPIC, b"kdc", now_unix()).expect("seal");
+    sealer.set_wire_version(2).expect("version 2");
+    let burst = sealer
+        .seal_many(
+            &[
+                (DATA_TOPIC, &b"one"[..]),
+                (DATA_TOPIC, b"two"),
+                (DATA_TOPIC, b"six"),
+            ],
+            now_unix(),
+        )
+        .expect("seal burst");
     let key_message = parties.key_message();
     vec![
         ("protocol_open", "envelope", concat(&[&[0], &plain])),
@@ -210,7 +225,47 @@ fn protocol() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             concat(&[&[1], &key_message]),
         ),
         ("protocol_open", "peek", concat(&[&[2], &embedded])),
+        ("protocol_open", "burst", concat(&[&[0], &burst[2]])),
     ]
+}
+
+/// Seeds of `protocol_burst`: every genuine envelope unedited (accepted), and edits of
+/// the inclusion proof, the root signature and the message (refused).
+fn burst() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    const NAMES: [&str; GENUINE_ENVELOPES] = [
+        "genuine-0",
+        "genuine-1",
+        "genuine-2",
+        "genuine-3",
+        "genuine-4",
+        "genuine-5",
+        "genuine-6",
+        "genuine-7",
+    ];
+    let mut seeds: Vec<_> = NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| ("protocol_burst", *name, vec![i as u8]))
+        .collect();
+    // Offsets counted from the start: the protected header, then the unprotected one
+    // with the proof, then the payload; 0x3fff wraps to the last bytes (the signature).
+    seeds.push((
+        "protocol_burst",
+        "flip-protected",
+        vec![3, 0x00, 0x40, 0x01],
+    ));
+    seeds.push(("protocol_burst", "flip-proof", vec![3, 0x00, 0x80, 0x80]));
+    seeds.push((
+        "protocol_burst",
+        "flip-signature",
+        vec![6, 0x3f, 0xff, 0x01],
+    ));
+    seeds.push((
+        "protocol_burst",
+        "insert-remove",
+        vec![1, 0x80, 0x90, 0x00, 0xc0, 0x90, 0x00],
+    ));
+    seeds
 }
 
 fn http(method: &str, path: &str, headers: &str, body: &str) -> Vec<u8> {
@@ -284,6 +339,7 @@ fn kdc() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 pub fn all() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut seeds = broker();
     seeds.extend(protocol());
+    seeds.extend(burst());
     seeds.extend(kdc());
     seeds
 }
