@@ -9,8 +9,8 @@ import { decodeStrict, encodeCbor } from "../src/cbor.js";
 import { encodeSign1, LABEL_VERSION, parseSign1 } from "../src/cose.js";
 import {
   encodeProof,
-  importContentKey,
   type InclusionProof,
+  importContentKey,
   loadPublisherIdentity,
   Opener,
   parseEnvelope,

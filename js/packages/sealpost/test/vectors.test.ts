@@ -1,6 +1,7 @@
 /** The test vectors of docs/PROTOCOL.md, as protocol/tests/vectors.rs checks them in Rust. */
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { sigStructure } from "../src/cose.js";
 import {
   createKeyMessage,
   importContentKey,
@@ -17,7 +18,6 @@ import {
   Verifier,
   wrapForSubscriber,
 } from "../src/index.js";
-import { sigStructure } from "../src/cose.js";
 import { hexVector, readVectors, textVector } from "./vectors.js";
 
 const v = readVectors();
