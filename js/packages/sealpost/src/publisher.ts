@@ -9,12 +9,12 @@ import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { fromBase64, nowUnix, toBase64 } from "./bytes.js";
 import { decodeStrict, encodeCbor } from "./cbor.js";
-import { type CertificateInfo, mayPublish, Verifier } from "./certs.js";
-import { SealError } from "./errors.js";
+import { type CertificateInfo, Verifier } from "./certs.js";
 import type { PublisherIdentity } from "./identity.js";
 import { importContentKey } from "./keyring.js";
 import { derOrPem } from "./pem.js";
 import {
+  checkTopic,
   createKeyMessage,
   DEFAULT_MAX_BURST,
   randomBytes,
@@ -22,7 +22,6 @@ import {
   sealEnvelope,
   wrapForSubscriber,
 } from "./sealer.js";
-import { validateTopic } from "./topic.js";
 
 /** Sequence numbers reserved (and persisted) at a time. */
 const RESERVE = 1000n;
@@ -105,6 +104,9 @@ export class Publisher {
 
   /** Loads (or creates) the state, connects, and republishes the key messages. */
   static async start(options: PublisherOptions): Promise<Publisher> {
+    if (options.wireVersion !== undefined && ![1, 2].includes(options.wireVersion)) {
+      throw new Error(`wireVersion is 1 or 2, not ${options.wireVersion}`);
+    }
     if (!options.crl && !options.insecureNoCrl) {
       throw new Error("a revocation list (crl) is required; insecureNoCrl opts out");
     }
@@ -207,13 +209,10 @@ export class Publisher {
     payload: Uint8Array | string,
     opts: { qos?: 0 | 1; retain?: boolean } = {},
   ): Promise<void> {
-    if (!validateTopic(topic)) {
-      return Promise.reject(new SealError(`invalid topic name ${JSON.stringify(topic)}`));
-    }
-    if (!mayPublish(this.options.identity.certificate, topic)) {
-      return Promise.reject(
-        new SealError(`this publisher's certificate does not permit topic ${topic}`),
-      );
+    try {
+      checkTopic(this.options.identity, topic); // refused alone, never failing a burst
+    } catch (e) {
+      return Promise.reject(e);
     }
     const plaintext = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
     return new Promise((resolve, reject) => {

@@ -106,10 +106,7 @@ async function encryptOne(
   version: bigint,
 ): Promise<{ protectedBytes: Uint8Array; aad: Uint8Array; payload: Uint8Array }> {
   const { identity, topic } = input;
-  if (!validateTopic(topic)) throw new SealError(`invalid topic name ${JSON.stringify(topic)}`);
-  if (!mayPublish(identity.certificate, topic)) {
-    throw new SealError(`this publisher's certificate does not permit topic ${topic}`);
-  }
+  checkTopic(identity, topic);
   if (input.salt.length !== 4) throw new SealError("the IV salt is 4 bytes");
   const aad = te.encode(topic);
   const iv = ivFor(input.salt, input.seq);
@@ -129,6 +126,14 @@ async function encryptOne(
     version,
   );
   return { protectedBytes, aad, payload };
+}
+
+/** Throws `SealError` unless `topic` is a valid topic name this publisher may use. */
+export function checkTopic(identity: PublisherIdentity, topic: string): void {
+  if (!validateTopic(topic)) throw new SealError(`invalid topic name ${JSON.stringify(topic)}`);
+  if (!mayPublish(identity.certificate, topic)) {
+    throw new SealError(`this publisher's certificate does not permit topic ${topic}`);
+  }
 }
 
 function certificateToEmbed(input: { identity: PublisherIdentity; embedCertificate: boolean }) {

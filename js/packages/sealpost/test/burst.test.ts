@@ -219,3 +219,21 @@ test("version 1 relabelled as 2, 2 as 1, or a version 2 without its proof are ma
     "malformed",
   );
 });
+
+test("a publisher refuses a wire version other than 1 or 2 before connecting", async () => {
+  const { Publisher } = await import("../src/node.js");
+  await assert.rejects(
+    Publisher.start({
+      url: "mqtt://127.0.0.1:9",
+      identity: await loadPublisherIdentity(
+        hexVector(v, "publisher_certificate"),
+        hexVector(v, "publisher_private_key_pkcs8"),
+      ),
+      caCertificate: hexVector(v, "ca_certificate"),
+      insecureNoCrl: true,
+      stateDir: "/nonexistent/never-created",
+      wireVersion: 3 as 2,
+    }),
+    /wireVersion is 1 or 2, not 3/,
+  );
+});
