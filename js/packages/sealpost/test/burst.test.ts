@@ -84,8 +84,11 @@ test("a changed path hash is a bad signature; the genuine envelope still opens",
 
 test("a changed leaf index or tree size that still fits the path is a bad signature", async () => {
   const o = await opener();
+  // The burst's root is verified and cached (with tree size 3) first.
+  assert.equal(await kindOf(o.open(topics[1] as string, envelopes[1] as Uint8Array, at)), "opened");
   const p = proofOf(0);
-  // Leaf 1 of 3 also has a two-hash path; leaf 0 of 4 has the same path shape as of 3.
+  // Leaf 1 of 3 also has a two-hash path; leaf 0 of 4 has the same path, and the same
+  // root, as leaf 0 of 3: only the signed tree size tells them apart.
   assert.equal(
     await kindOf(o.open(topics[0] as string, rebuild(0, { proof: { ...p, leafIndex: 1n } }), at)),
     "bad_signature",
