@@ -1,9 +1,9 @@
 /** The browser entry of the open benchmark (bundled by esbuild, driven by chromium.ts). */
-import { type BenchVectors, openThroughput } from "./openBench.js";
+import { openThroughput } from "./openBench.js";
 
 declare global {
   interface Window {
-    openThroughput: (v: BenchVectors, size: number, n: number) => Promise<number>;
+    openThroughput: typeof openThroughput;
   }
 }
 window.openThroughput = openThroughput;

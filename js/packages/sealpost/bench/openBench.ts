@@ -4,13 +4,15 @@
  * then open them one after another with a fresh opener that knows the publisher
  * certificate and the content key (as after its key message): parse, replay window,
  * certificate checks, Ed25519 verify, AES-256-GCM, exactly as the subscriber does.
+ * `burst` 1 seals version 1 envelopes (one signature each); more seals version 2 bursts
+ * of that many messages (one root signature each, verified once by the opener).
  */
 import { fromHex } from "../src/bytes.js";
 import { Verifier } from "../src/certs.js";
 import { loadPublisherIdentity } from "../src/identity.js";
 import { importContentKey } from "../src/keyring.js";
 import { Opener } from "../src/opener.js";
-import { sealEnvelope } from "../src/sealer.js";
+import { sealBurst, sealEnvelope } from "../src/sealer.js";
 
 /** The vectors the benchmark needs, as hex. */
 export interface BenchVectors {
@@ -29,6 +31,7 @@ export async function openThroughput(
   size: number,
   n: number,
   cpuMicros?: () => number,
+  burst = 1,
 ): Promise<number> {
   const identity = await loadPublisherIdentity(
     fromHex(v.publisher_certificate),
@@ -37,25 +40,28 @@ export async function openThroughput(
   const contentKey = await importContentKey(fromHex(v.content_key));
   const now = Math.floor(Date.now() / 1000);
   const topic = "plant/7/temp";
+  const common = {
+    identity,
+    index: {
+      publisher: identity.certificate.id,
+      epoch: 7n,
+      location: "mqtt:sealpost/keys/vector-pub",
+    },
+    contentKey,
+    salt: new Uint8Array([1, 2, 3, 4]),
+    publishedAt: BigInt(now),
+    embedCertificate: false,
+  };
+  const plaintext = new Uint8Array(size).fill(0x5a);
   const envelopes: Uint8Array[] = [];
-  for (let i = 0; i < n; i++) {
-    envelopes.push(
-      await sealEnvelope({
-        identity,
-        topic,
-        plaintext: new Uint8Array(size).fill(0x5a),
-        index: {
-          publisher: identity.certificate.id,
-          epoch: 7n,
-          location: "mqtt:sealpost/keys/vector-pub",
-        },
-        contentKey,
-        seq: BigInt(i + 1),
-        salt: new Uint8Array([1, 2, 3, 4]),
-        publishedAt: BigInt(now),
-        embedCertificate: false,
-      }),
-    );
+  for (let i = 0; i < n; i += burst) {
+    const count = Math.min(burst, n - i);
+    if (burst === 1) {
+      envelopes.push(await sealEnvelope({ ...common, topic, plaintext, seq: BigInt(i + 1) }));
+    } else {
+      const messages = Array.from({ length: count }, () => ({ topic, plaintext }));
+      envelopes.push(...(await sealBurst({ ...common, messages, firstSeq: BigInt(i + 1) })));
+    }
   }
   const opener = new Opener({ verifier: await Verifier.create(fromHex(v.ca_certificate)) });
   await opener.addPublisherCertificate(identity.certificate.der, now);

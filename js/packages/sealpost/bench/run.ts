@@ -1,6 +1,6 @@
 /**
  * `npm run bench` (from js/packages/sealpost): open throughput in Node.js and in headless
- * Chromium at 256 B and 1 KiB, best of 3 runs of 2,000 messages each; in Node.js also
+ * Chromium at 256 B and 1 KiB, version 1 and version 2 (bursts of 64), best of 3 runs of 2,000 messages each; in Node.js also
  * per CPU second of the whole process (all threads: WebCrypto runs on libuv's pool, and
  * GC), comparable with the CPU time the Rust `count_ops` example reports. Compare with
  * the Rust opener measured in the same session (docs/BENCHMARKS.md gives the commands).
@@ -19,6 +19,9 @@ const root = join(here, "..", "..");
 const v = Object.fromEntries(readVectors()) as unknown as BenchVectors;
 const N = 2000;
 const SIZES = [256, 1024];
+/** Version 1 (a signature per message), then version 2 bursts of 64 messages. */
+const BURSTS = [1, 64];
+const label = (burst: number) => (burst === 1 ? "version 1" : `version 2, bursts of ${burst}`);
 const best = async (f: () => Promise<number>) => Math.max(await f(), await f(), await f());
 
 const cpu = () => {
@@ -26,11 +29,13 @@ const cpu = () => {
   return u.user + u.system;
 };
 for (const size of SIZES) {
-  const wall = await best(() => openThroughput(v, size, N));
-  const onCpu = await best(() => openThroughput(v, size, N, cpu));
-  console.log(
-    `node     open ${size} B: ${wall.toFixed(0)} msg/s wall clock, ${onCpu.toFixed(0)} msg/s of process CPU time`,
-  );
+  for (const burst of BURSTS) {
+    const wall = await best(() => openThroughput(v, size, N, undefined, burst));
+    const onCpu = await best(() => openThroughput(v, size, N, cpu, burst));
+    console.log(
+      `node     open ${size} B, ${label(burst)}: ${wall.toFixed(0)} msg/s wall clock, ${onCpu.toFixed(0)} msg/s of process CPU time`,
+    );
+  }
 }
 
 execFileSync("npx", [
@@ -73,13 +78,22 @@ const page = await browser.newPage();
 await page.goto(`http://127.0.0.1:${port}/`);
 await page.waitForFunction(() => typeof window.openThroughput === "function");
 for (const size of SIZES) {
-  const rate = await best(() =>
-    page.evaluate(
-      ([vv, s, n]) => window.openThroughput(vv as BenchVectors, s as number, n as number),
-      [v, size, N] as const,
-    ),
-  );
-  console.log(`chromium open ${size} B: ${rate.toFixed(0)} msg/s`);
+  for (const burst of BURSTS) {
+    const rate = await best(() =>
+      page.evaluate(
+        ([vv, s, n, b]) =>
+          window.openThroughput(
+            vv as BenchVectors,
+            s as number,
+            n as number,
+            undefined,
+            b as number,
+          ),
+        [v, size, N, burst] as const,
+      ),
+    );
+    console.log(`chromium open ${size} B, ${label(burst)}: ${rate.toFixed(0)} msg/s`);
+  }
 }
 await browser.close();
 server.close();

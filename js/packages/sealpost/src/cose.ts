@@ -35,8 +35,12 @@ export const LABEL_KEY_INDEX = -65540;
 /** Epoch of a COSE_recipient. */
 export const LABEL_EPOCH = -65541;
 
-/** Protocol version this implementation speaks. */
+/** Protocol version of key messages and of one-signature data envelopes. */
 export const VERSION = 1n;
+/** Protocol version of tree-signed data envelopes (bursts). */
+export const VERSION_BURST = 2n;
+/** Verifiable data proofs (draft-ietf-cose-merkle-tree-proofs): the inclusion proof. */
+export const LABEL_VDP = 396;
 /** Kind of a data envelope. */
 export const KIND_DATA = 1n;
 /** Kind of a key message. */
@@ -53,11 +57,16 @@ export interface Sign1 {
   protected: Map<unknown, unknown>;
   /** The x5chain certificate (a single DER certificate), if present. */
   x5chain: Uint8Array | null;
+  /** The verifiable data proofs header (label 396, version 2 only), still unchecked. */
+  vdp: unknown;
   payload: Uint8Array;
   signature: Uint8Array;
 }
 
-/** Parses a tagged COSE_Sign1 whose unprotected header holds at most an x5chain. */
+/**
+ * Parses a tagged COSE_Sign1 whose unprotected header holds at most an x5chain and a
+ * verifiable data proofs entry (whether the latter may be there, `checkPreamble` decides).
+ */
 export function parseSign1(bytes: Uint8Array): Sign1 {
   const items = tagged(decodeStrict(bytes, "COSE_Sign1"), TAG_SIGN1, 4);
   if (!items) throw malformed("COSE_Sign1");
@@ -71,27 +80,42 @@ export function parseSign1(bytes: Uint8Array): Sign1 {
   const header = asMap(decodeStrict(protectedBytes, "protected header"));
   if (!header) throw malformed("protected header");
   let x5chain: Uint8Array | null = null;
+  let vdp: unknown;
   for (const [label, value] of unprotected) {
+    if (label === LABEL_VDP) {
+      vdp = value;
+      continue;
+    }
     if (label !== LABEL_X5CHAIN) throw malformed("unexpected unprotected header");
     x5chain = asBytes(value);
     if (!x5chain) throw malformed("x5chain must be a single certificate");
   }
-  return { protectedBytes, protected: header, x5chain, payload: payloadBytes, signature: sig };
+  return { protectedBytes, protected: header, x5chain, vdp, payload: payloadBytes, signature: sig };
 }
 
-/** Checks version, kind, algorithm and signature length, in the Rust SDK's order. */
-export function checkPreamble(sign1: Sign1, kind: bigint): void {
+/**
+ * Checks version, kind, algorithm and signature length, in the Rust SDK's order, and
+ * returns the version. Data envelopes are version 1 or 2 (bursts), key messages version
+ * 1; an inclusion proof is required in version 2 and refused in version 1.
+ */
+export function checkPreamble(sign1: Sign1, kind: bigint): bigint {
   const h = sign1.protected;
   const version = uintHeader(h, LABEL_VERSION);
   if (version === null) throw malformed("no version");
-  if (version !== VERSION) {
+  if (version !== VERSION && !(kind === KIND_DATA && version === VERSION_BURST)) {
     throw new Rejected("unknown_version", `unknown envelope version ${version}`);
   }
   if (uintHeader(h, LABEL_KIND) !== kind) throw malformed("wrong message kind");
+  if ((sign1.vdp !== undefined) !== (version === VERSION_BURST)) {
+    throw malformed(
+      version === VERSION_BURST ? "no inclusion proof" : "unexpected inclusion proof",
+    );
+  }
   if (h.get(LABEL_ALG) !== ALG_EDDSA) {
     throw new Rejected("unsupported_algorithm", "unsupported algorithm");
   }
   if (sign1.signature.length !== 64) throw malformed("signature length");
+  return version;
 }
 
 /** The kid: the SHA-256 fingerprint of the publisher certificate. */
@@ -120,14 +144,16 @@ export function encStructure(protectedBytes: Uint8Array, externalAad: Uint8Array
   return encodeCbor(["Encrypt0", protectedBytes, externalAad]);
 }
 
-/** Encodes a tagged COSE_Sign1. */
+/** Encodes a tagged COSE_Sign1 (with `vdp`, the proofs header of a version 2 envelope). */
 export function encodeSign1(
   protectedBytes: Uint8Array,
   x5chain: Uint8Array | null,
   payload: Uint8Array,
   signature: Uint8Array,
+  vdp?: unknown,
 ): Uint8Array {
-  const unprotected = new Map<number, Uint8Array>();
+  const unprotected = new Map<number, unknown>();
   if (x5chain) unprotected.set(LABEL_X5CHAIN, x5chain);
+  if (vdp !== undefined) unprotected.set(LABEL_VDP, vdp);
   return encodeCbor(new Tag(TAG_SIGN1, [protectedBytes, unprotected, payload, signature]));
 }

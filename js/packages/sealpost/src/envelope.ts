@@ -21,8 +21,10 @@ import {
   TAG_ENCRYPT0,
   uintHeader,
   VERSION,
+  VERSION_BURST,
 } from "./cose.js";
 import { malformed, Rejected } from "./errors.js";
+import { type InclusionProof, parseProof } from "./merkle.js";
 import { validateTopic } from "./topic.js";
 
 /** Default largest envelope or key message an opener accepts, in bytes. */
@@ -41,6 +43,8 @@ export interface KeyIndex {
 /** An envelope parsed but not yet verified. */
 export interface ParsedEnvelope {
   sign1: Sign1;
+  /** Version 2 only: where this message sits in its signed burst. */
+  proof: InclusionProof | null;
   keyIndex: KeyIndex;
   seq: bigint;
   publishedAt: bigint;
@@ -67,7 +71,8 @@ export function parseEnvelope(bytes: Uint8Array, maxLen = DEFAULT_MAX_ENVELOPE):
     throw new Rejected("oversized", `envelope of ${bytes.length} bytes exceeds ${maxLen}`);
   }
   const sign1 = parseSign1(bytes);
-  checkPreamble(sign1, KIND_DATA);
+  const version = checkPreamble(sign1, KIND_DATA);
+  const proof = version === VERSION_BURST ? parseProof(sign1.vdp) : null;
   const h = sign1.protected;
   const fingerprint = kidOf(h);
   const seq = uintHeader(h, LABEL_SEQ);
@@ -104,6 +109,7 @@ export function parseEnvelope(bytes: Uint8Array, maxLen = DEFAULT_MAX_ENVELOPE):
   if (!ciphertext) throw malformed("no ciphertext");
   return {
     sign1,
+    proof,
     keyIndex: { publisher, epoch: epochN, location },
     seq,
     publishedAt,
@@ -114,19 +120,23 @@ export function parseEnvelope(bytes: Uint8Array, maxLen = DEFAULT_MAX_ENVELOPE):
   };
 }
 
-/** The protected header of a data envelope, in the exact bytes the protocol pins. */
+/**
+ * The protected header of a data envelope, in the exact bytes the protocol pins;
+ * `version` 1 (one signature per message) or 2 (tree-signed burst).
+ */
 export function envelopeProtected(
   fingerprint: Uint8Array,
   publishedAt: bigint,
   seq: bigint,
   index: KeyIndex,
+  version: bigint = VERSION,
 ): Uint8Array {
   return encodeCbor(
     new Map<number, unknown>([
       [LABEL_ALG, ALG_EDDSA],
       [LABEL_KID, fingerprint],
       [LABEL_CWT_CLAIMS, new Map([[CWT_IAT, publishedAt]])],
-      [LABEL_VERSION, VERSION],
+      [LABEL_VERSION, version],
       [LABEL_KIND, KIND_DATA],
       [LABEL_SEQ, seq],
       [LABEL_KEY_INDEX, [index.publisher, index.epoch, index.location]],

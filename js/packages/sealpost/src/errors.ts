@@ -16,6 +16,7 @@ export type RejectionKind =
   | "expired"
   | "revoked"
   | "topic_not_permitted"
+  | "bad_inclusion_proof"
   | "bad_signature"
   | "unknown_key"
   | "decrypt_failed"

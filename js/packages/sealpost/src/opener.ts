@@ -11,12 +11,14 @@ import {
   type Verifier,
 } from "./certs.js";
 import { checkPreamble, encStructure, KIND_KEYS, kidOf, parseSign1, sigStructure } from "./cose.js";
-import { DEFAULT_MAX_ENVELOPE, parseEnvelope } from "./envelope.js";
-import { malformed, Rejected } from "./errors.js";
+import { DEFAULT_MAX_ENVELOPE, type ParsedEnvelope, parseEnvelope } from "./envelope.js";
+import { malformed, Rejected, type RejectionDetails } from "./errors.js";
 import type { SubscriberIdentity } from "./identity.js";
 import { parseKeyMessageBody } from "./keyMessage.js";
 import { DEFAULT_KEPT_EPOCHS, importContentKey, Keyring } from "./keyring.js";
+import { leafHash, ProofShapeError, rootFromPath, rootSigStructure } from "./merkle.js";
 import { ReplayWindows } from "./replay.js";
+import { DEFAULT_ROOT_CACHE, RootCache } from "./rootCache.js";
 
 /** Default maximum age of an envelope: 24 hours. */
 export const DEFAULT_MAX_AGE_SECS = 24 * 3600;
@@ -53,11 +55,15 @@ export interface OpenerOptions {
   maxAgeSecs?: number;
   clockSkewSecs?: number;
   keptEpochs?: number;
+  /** Verified burst roots remembered per publisher (default 16; 0 verifies every one). */
+  rootCache?: number;
 }
 
 interface KnownPublisher {
   info: CertificateInfo;
   key: CryptoKey;
+  /** Burst roots of this certificate whose signature verified. */
+  roots: RootCache;
 }
 
 const te = new TextEncoder();
@@ -72,6 +78,7 @@ export class Opener {
   private readonly maxEnvelope: number;
   private readonly maxAge: number;
   private readonly clockSkew: number;
+  private readonly rootCache: number;
 
   constructor(options: OpenerOptions) {
     this.verifier = options.verifier;
@@ -81,6 +88,7 @@ export class Opener {
     this.maxEnvelope = options.maxEnvelope ?? DEFAULT_MAX_ENVELOPE;
     this.maxAge = options.maxAgeSecs ?? DEFAULT_MAX_AGE_SECS;
     this.clockSkew = options.clockSkewSecs ?? DEFAULT_CLOCK_SKEW_SECS;
+    this.rootCache = options.rootCache ?? DEFAULT_ROOT_CACHE;
   }
 
   /** Installs a content key (from the KDC). */
@@ -123,7 +131,7 @@ export class Opener {
       throw new Rejected("untrusted_publisher", `${info.id}: not an Ed25519 key`);
     }
     if (this.publishers.size >= MAX_KNOWN_PUBLISHERS) this.publishers.clear();
-    this.publishers.set(toHex(info.fingerprint), { info, key });
+    this.publishers.set(toHex(info.fingerprint), { info, key, roots: new RootCache() });
     return info;
   }
 
@@ -191,10 +199,7 @@ export class Opener {
         details,
       );
     }
-    const tbs = sigStructure(env.sign1.protectedBytes, te.encode(topic), env.sign1.payload);
-    if (!(await verifySignature(known.key, env.sign1.signature, tbs))) {
-      throw new Rejected("bad_signature", "bad signature", details);
-    }
+    await this.verifyEnvelope(known, env, topic, details);
     const key = this.keyring.get(publisher, epoch);
     if (!key) {
       throw new Rejected("unknown_key", `no content key for ${publisher} epoch ${epoch}`, {
@@ -224,6 +229,42 @@ export class Opener {
       throw new Rejected("replayed", `${publisher} sequence ${env.seq}`, details);
     }
     return { topic, publisher, seq: env.seq, epoch, publishedAt: env.publishedAt, payload };
+  }
+
+  /**
+   * Step 5: version 1, the envelope's own signature; version 2, the leaf, its inclusion
+   * path to a root, and the root signature, unless exactly this (root, tree size,
+   * signature) verified before. Only a verified root enters the cache.
+   */
+  private async verifyEnvelope(
+    known: KnownPublisher,
+    env: ParsedEnvelope,
+    topic: string,
+    details: RejectionDetails,
+  ): Promise<void> {
+    const { sign1, proof } = env;
+    const tbs = sigStructure(sign1.protectedBytes, te.encode(topic), sign1.payload);
+    if (!proof) {
+      if (!(await verifySignature(known.key, sign1.signature, tbs))) {
+        throw new Rejected("bad_signature", "bad signature", details);
+      }
+      return;
+    }
+    let root: Uint8Array;
+    try {
+      root = await rootFromPath(proof, await leafHash(tbs));
+    } catch (e) {
+      if (e instanceof ProofShapeError) {
+        throw new Rejected("bad_inclusion_proof", e.message, details);
+      }
+      throw e;
+    }
+    if (known.roots.contains(root, proof.treeSize, sign1.signature)) return;
+    const rootTbs = rootSigStructure(env.fingerprint, proof.treeSize, root);
+    if (!(await verifySignature(known.key, sign1.signature, rootTbs))) {
+      throw new Rejected("bad_signature", "bad signature", details);
+    }
+    known.roots.insertVerified(root, proof.treeSize, sign1.signature, this.rootCache);
   }
 
   /** Verifies a key message received on `topic` and learns the keys it wraps for us. */

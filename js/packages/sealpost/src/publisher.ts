@@ -13,7 +13,15 @@ import { type CertificateInfo, Verifier } from "./certs.js";
 import type { PublisherIdentity } from "./identity.js";
 import { importContentKey } from "./keyring.js";
 import { derOrPem } from "./pem.js";
-import { createKeyMessage, randomBytes, sealEnvelope, wrapForSubscriber } from "./sealer.js";
+import {
+  checkTopic,
+  createKeyMessage,
+  DEFAULT_MAX_BURST,
+  randomBytes,
+  sealBurst,
+  sealEnvelope,
+  wrapForSubscriber,
+} from "./sealer.js";
 
 /** Sequence numbers reserved (and persisted) at a time. */
 const RESERVE = 1000n;
@@ -36,6 +44,21 @@ export interface PublisherOptions {
   keyTopicPrefix?: string;
   /** Rotate when granting after something was sealed (default true: backward secrecy). */
   rotateOnGrant?: boolean;
+  /**
+   * Wire version of data envelopes: 2 (default) seals tree-signed bursts, one signature
+   * per burst; 1 signs every message, for subscribers not yet upgraded to version 2.
+   */
+  wireVersion?: 1 | 2;
+}
+
+/** A message waiting for the next burst. */
+interface Queued {
+  topic: string;
+  plaintext: Uint8Array;
+  qos: 0 | 1;
+  retain: boolean;
+  resolve: () => void;
+  reject: (e: unknown) => void;
 }
 
 interface Grant {
@@ -62,6 +85,9 @@ export class Publisher {
   private sealedInEpoch = true;
   private readonly salt = randomBytes(4);
   private contentKey: CryptoKey | null = null;
+  /** Messages published while a burst is being sealed; the next burst takes them. */
+  private queue: Queued[] = [];
+  private draining = false;
 
   private constructor(
     readonly client: MqttClient,
@@ -78,6 +104,9 @@ export class Publisher {
 
   /** Loads (or creates) the state, connects, and republishes the key messages. */
   static async start(options: PublisherOptions): Promise<Publisher> {
+    if (options.wireVersion !== undefined && ![1, 2].includes(options.wireVersion)) {
+      throw new Error(`wireVersion is 1 or 2, not ${options.wireVersion}`);
+    }
     if (!options.crl && !options.insecureNoCrl) {
       throw new Error("a revocation list (crl) is required; insecureNoCrl opts out");
     }
@@ -169,41 +198,100 @@ export class Publisher {
     for (const id of this.grants.keys()) await this.publishKeyMessage(id);
   }
 
-  /** Seals `payload` for `topic` and publishes it. */
-  async publish(
+  /**
+   * Seals `payload` for `topic` and publishes it. Messages published concurrently (several
+   * calls in flight) queue up while a burst is being sealed, and the next burst seals them
+   * all with one signature (version 2). Nothing waits for a burst to fill: a lone message
+   * is sealed at once, as a burst of one.
+   */
+  publish(
     topic: string,
     payload: Uint8Array | string,
     opts: { qos?: 0 | 1; retain?: boolean } = {},
   ): Promise<void> {
+    try {
+      checkTopic(this.options.identity, topic); // refused alone, never failing a burst
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const plaintext = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
-    if (this.nextSeq >= this.seqReserved) {
-      this.seqReserved = this.nextSeq + RESERVE;
+    return new Promise((resolve, reject) => {
+      this.queue.push({
+        topic,
+        plaintext,
+        qos: opts.qos ?? 1,
+        retain: opts.retain ?? false,
+        resolve,
+        reject,
+      });
+      if (!this.draining) {
+        this.draining = true;
+        void this.drain();
+      }
+    });
+  }
+
+  /** Seals and sends what is queued, burst by burst, until the queue is empty. */
+  private async drain(): Promise<void> {
+    // One turn of the microtask queue, so that publishes made in the same tick share a
+    // burst; this never waits for messages that are not already on their way.
+    await Promise.resolve();
+    while (this.queue.length > 0) {
+      const burst = this.queue.splice(0, DEFAULT_MAX_BURST);
+      try {
+        const envelopes = await this.seal(burst);
+        await Promise.all(
+          burst.map(async (m, i) => {
+            try {
+              await this.client.publishAsync(m.topic, Buffer.from(envelopes[i] as Uint8Array), {
+                qos: m.qos,
+                retain: m.retain,
+              });
+              m.resolve();
+            } catch (e) {
+              m.reject(e);
+            }
+          }),
+        );
+      } catch (e) {
+        for (const m of burst) m.reject(e);
+      }
+    }
+    this.draining = false;
+  }
+
+  /** Seals one burst (version 2) or one envelope per message (version 1). */
+  private async seal(burst: Queued[]): Promise<Uint8Array[]> {
+    const count = BigInt(burst.length);
+    if (this.nextSeq + count > this.seqReserved) {
+      this.seqReserved = this.nextSeq + count + RESERVE;
       await this.save(); // persisted before any number of the new block is used
     }
-    const seq = this.nextSeq++;
+    const firstSeq = this.nextSeq;
+    this.nextSeq += count;
     const raw = this.keys.get(this.epoch);
     if (!raw) throw new Error("no current content key");
     this.contentKey ??= await importContentKey(raw);
-    const envelope = await sealEnvelope({
+    const common = {
       identity: this.options.identity,
-      topic,
-      plaintext,
       index: {
         publisher: this.options.identity.certificate.id,
         epoch: this.epoch,
         location: `mqtt:${this.prefix}`,
       },
       contentKey: this.contentKey,
-      seq,
       salt: this.salt,
       publishedAt: BigInt(nowUnix()),
       embedCertificate: false,
-    });
+    };
     this.sealedInEpoch = true;
-    await this.client.publishAsync(topic, Buffer.from(envelope), {
-      qos: opts.qos ?? 1,
-      retain: opts.retain ?? false,
-    });
+    const messages = burst.map(({ topic, plaintext }) => ({ topic, plaintext }));
+    if ((this.options.wireVersion ?? 2) === 2) {
+      return sealBurst({ ...common, firstSeq, messages });
+    }
+    return Promise.all(
+      messages.map((m, i) => sealEnvelope({ ...common, ...m, seq: firstSeq + BigInt(i) })),
+    );
   }
 
   /** Disconnects. */

@@ -74,7 +74,9 @@ test("the SDK opens the vectors in Chromium with a non-extractable key from Inde
   );
   await load(); // a later visit: the key bytes are gone, the CryptoKey is in IndexedDB
   const first = await page.evaluate((vv) => window.openVectors(vv), v);
+  const burstSize = Number(v.burst_size);
   assert.deepEqual(first, {
+    burst: Array.from({ length: burstSize }, (_, i) => v[`burst_plaintext_${i}`]),
     extractable: false,
     exportRefused: true,
     epochs: [v.epoch],
@@ -85,4 +87,5 @@ test("the SDK opens the vectors in Chromium with a non-extractable key from Inde
   const again = await page.evaluate((vv) => window.openVectors(vv), v);
   assert.equal(again.plaintext, null);
   assert.equal(again.rejected, "replayed", "the window persisted in IndexedDB");
+  assert.deepEqual(again.burst, Array(burstSize).fill("replayed"));
 });

@@ -56,11 +56,23 @@ window.openVectors = async (v) => {
   try {
     const opened = await opener.open(v.topic as string, fromHex(v.envelope as string), at);
     plaintext = toHex(opened.payload);
-    await store.save(opener.replay.toJSON());
   } catch (e) {
     rejected = e instanceof Rejected ? e.kind : String(e);
   }
+  // The version 2 burst: inclusion proofs hashed by the browser's SHA-256.
+  const burst: string[] = [];
+  for (let i = 0; i < Number(v.burst_size); i++) {
+    try {
+      const topic = v[`burst_topic_${i}`] as string;
+      const opened = await opener.open(topic, fromHex(v[`burst_envelope_${i}`] as string), at);
+      burst.push(toHex(opened.payload));
+    } catch (e) {
+      burst.push(e instanceof Rejected ? e.kind : String(e));
+    }
+  }
+  await store.save(opener.replay.toJSON());
   return {
+    burst,
     extractable: identity.key.extractable,
     exportRefused,
     epochs: update.newEpochs.map(String),

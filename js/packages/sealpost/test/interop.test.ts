@@ -12,6 +12,7 @@ import mqtt from "mqtt";
 import { decodeStrict, encodeCbor } from "../src/cbor.js";
 import { encodeSign1, LABEL_SEQ, parseSign1 } from "../src/cose.js";
 import {
+  encodeProof,
   FileReplayStore,
   importContentKey,
   type KdcCredentials,
@@ -20,6 +21,8 @@ import {
   type Message,
   nodeKdcTransport,
   Publisher,
+  parseEnvelope,
+  parseProof,
   pemDecode,
   pkcs8V1,
   type Rejection,
@@ -278,6 +281,72 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
       }
     });
 
+    test("TS publisher bursts (version 2 by default, version 1 on request) -> Rust subscriber", async () => {
+      const options = {
+        url: urlFor(broker()),
+        mqtt: { ...(await tlsOptions(broker(), "tpub")), clientId: `tpub-burst-${brokerName}` },
+        identity: await loadPublisherIdentity(
+          await pki.read("tpub.pem"),
+          await pki.read("tpub.key"),
+        ),
+        caCertificate: await pki.read("ca.pem"),
+        crl: await pki.read("crl.pem"),
+        stateDir: tpubState(brokerName),
+      };
+      const topics = [0, 1, 2, 3, 4].map((i) => `interop/burst/${i}`);
+      let publisher = await Publisher.start(options);
+      try {
+        await publisher.grant(await pki.read("rsub.pem"));
+        // Published concurrently: one burst, one signature.
+        await Promise.all(
+          topics.map((t, i) => publisher.publish(t, `burst ${i}`, { retain: true })),
+        );
+      } finally {
+        await publisher.close();
+      }
+      publisher = await Publisher.start({ ...options, wireVersion: 1 });
+      try {
+        await publisher.publish("interop/burst/v1", "version 1", { retain: true });
+      } finally {
+        await publisher.close();
+      }
+      const spy = await mqtt.connectAsync(broker().url, { clientId: `spy-burst-${brokerName}` });
+      const seen = new Map<string, Uint8Array>();
+      spy.on("message", (t, p) => seen.set(t, new Uint8Array(p)));
+      try {
+        await spy.subscribeAsync("interop/burst/#", { qos: 1 });
+        await eventually(() => seen.size === 6, "the retained envelopes");
+      } finally {
+        await spy.endAsync();
+      }
+      const burst = topics.map((t) => parseEnvelope(seen.get(t) as Uint8Array));
+      assert.deepEqual(
+        burst.map((e) => [e.proof?.treeSize, e.proof?.leafIndex]),
+        topics.map((_, i) => [5n, BigInt(i)]),
+      );
+      assert.equal(new Set(burst.map((e) => toBase64(e.sign1.signature))).size, 1);
+      assert.equal(parseEnvelope(seen.get("interop/burst/v1") as Uint8Array).proof, null);
+      const out = await cli("sealpost-sub", [
+        ...rustArgs(broker(), "rsub"),
+        "-t",
+        "interop/burst/#",
+        "-C",
+        "6",
+        "-W",
+        "20",
+        "--state-dir",
+        join(pki.dir, `sub-burst-${brokerName}`),
+      ]);
+      assert.deepEqual(out.trim().split("\n").sort(), [
+        "burst 0",
+        "burst 1",
+        "burst 2",
+        "burst 3",
+        "burst 4",
+        "version 1",
+      ]);
+    });
+
     test("Rust publisher's KDC -> TS subscriber (KDC mode, pinned certificate)", async () => {
       const state = rpubState(brokerName);
       const port = await freePort();
@@ -382,6 +451,16 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
           sign1.x5chain,
           sign1.payload,
           sign1.signature,
+          sign1.vdp, // the Rust publisher seals version 2: keep the inclusion proof
+        );
+        // The same with a tree size its (empty) inclusion path cannot fit.
+        const genuineProof = parseProof(sign1.vdp);
+        const misfit = encodeSign1(
+          encodeCbor(header.set(LABEL_SEQ, BigInt(header.get(LABEL_SEQ) as bigint) + 1n)),
+          sign1.x5chain,
+          sign1.payload,
+          sign1.signature,
+          encodeProof({ ...genuineProof, treeSize: genuineProof.treeSize + 1n }),
         );
         // Publishers outside the trust: another CA's, and one the CA revoked.
         const forged = async (store: Pki, id: string) =>
@@ -401,6 +480,7 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
           });
         const attacks: [string, Uint8Array][] = [
           ["interop/attack/a", bumped],
+          ["interop/attack/a", misfit],
           ["interop/attack/a", genuine],
           ["interop/attack/c", hidden],
           ["other/x", hidden],
@@ -409,6 +489,7 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
         ];
         const expected = [
           "bad_signature",
+          "bad_inclusion_proof",
           "replayed",
           "bad_signature",
           "topic_not_permitted",

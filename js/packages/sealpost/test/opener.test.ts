@@ -69,9 +69,9 @@ test("oversized, malformed and unknown-version envelopes are refused before any 
   assert.equal(await kindOf(o.open(topic, new Uint8Array([0xd2, 0x80]), at)), "malformed");
   const sign1 = parseSign1(envelope);
   const header = decodeStrict(sign1.protectedBytes, "h") as Map<number, unknown>;
-  header.set(LABEL_VERSION, 2);
-  const v2 = encodeSign1(encodeCbor(header), null, sign1.payload, sign1.signature);
-  assert.equal(await kindOf(o.open(topic, v2, at)), "unknown_version");
+  header.set(LABEL_VERSION, 3);
+  const v3 = encodeSign1(encodeCbor(header), null, sign1.payload, sign1.signature);
+  assert.equal(await kindOf(o.open(topic, v3, at)), "unknown_version");
 });
 
 test("a missing key is unknown_key, a missing certificate unknown_publisher", async () => {
