@@ -11,8 +11,10 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use sealpost_certs::{now_unix, CertificateAuthority, Profile, Validity, Verifier};
-use sealpost_protocol::{ContentKey, KeyLocation, Opener, PublisherIdentity, Sealer};
+use sealpost_certs::{now_unix, Verifier};
+use sealpost_protocol::{KeyLocation, Opener, Sealer};
+
+use super::protocol::Parties;
 
 /// A genuine envelope: the topic it was sealed for, its bytes and its plaintext.
 struct Genuine {
@@ -34,21 +36,11 @@ pub const GENUINE_ENVELOPES: usize = 8;
 fn harness() -> &'static Mutex<Harness> {
     static HARNESS: OnceLock<Mutex<Harness>> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let ca = CertificateAuthority::create("fuzz burst CA", Validity::days_from_now(3650))
-            .expect("create CA");
-        let issued = ca
-            .issue(
-                &Profile::Publisher {
-                    id: "plant".into(),
-                    topics: vec!["plant/#".into()],
-                },
-                Validity::days_from_now(3650),
-            )
-            .expect("issue publisher");
-        let publisher =
-            PublisherIdentity::from_pem(&issued.certificate_pem, &issued.private_key_pem)
-                .expect("publisher identity");
-        let key = ContentKey::generate();
+        // The publisher `plant` of the envelope target's parties (its subscriber is unused:
+        // this opener is handed the content key directly).
+        let Parties {
+            ca, publisher, key, ..
+        } = Parties::new();
         let now = now_unix();
         let mut sealer = Sealer::new(
             publisher.clone(),
