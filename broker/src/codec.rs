@@ -236,14 +236,45 @@ pub fn decode(frame: Frame, version: Version, max_packet: usize) -> Result<Packe
 }
 
 /// Encodes `packet` for `version`, appending to `out`.
+///
+/// MQTT 3.1.1 has no properties: they are dropped here, so that a message an MQTT 5
+/// client published with properties reaches 3.1.1 subscribers without them (rumqttd's
+/// 3.1.1 encoder panics on a packet that carries any). Like [`decode`], the encoder
+/// runs under `catch_unwind`: a panic in it fails this packet, not the connection task.
 pub fn encode(packet: Packet, version: Version, out: &mut BytesMut) -> Result<(), FrameError> {
-    let result = match version {
-        Version::V4 => V4.write(packet, out),
+    let start = out.len();
+    let result = catch_unwind(AssertUnwindSafe(|| match version {
+        Version::V4 => V4.write(without_properties(packet), out),
         Version::V5 => V5.write(packet, out),
-    };
-    result
-        .map(|_| ())
-        .map_err(|e| FrameError::Malformed(e.to_string()))
+    }));
+    match result {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(FrameError::Malformed(e.to_string())),
+        Err(_) => {
+            out.truncate(start);
+            Err(FrameError::Malformed("encoder panicked".into()))
+        }
+    }
+}
+
+/// `packet` with its MQTT 5 properties (and a will's) removed.
+fn without_properties(packet: Packet) -> Packet {
+    match packet {
+        Packet::Connect(c, _, will, _, login) => Packet::Connect(c, None, will, None, login),
+        Packet::ConnAck(p, _) => Packet::ConnAck(p, None),
+        Packet::Publish(p, _) => Packet::Publish(p, None),
+        Packet::PubAck(p, _) => Packet::PubAck(p, None),
+        Packet::Subscribe(p, _) => Packet::Subscribe(p, None),
+        Packet::SubAck(p, _) => Packet::SubAck(p, None),
+        Packet::PubRec(p, _) => Packet::PubRec(p, None),
+        Packet::PubRel(p, _) => Packet::PubRel(p, None),
+        Packet::PubComp(p, _) => Packet::PubComp(p, None),
+        Packet::Unsubscribe(p, _) => Packet::Unsubscribe(p, None),
+        Packet::UnsubAck(p, _) => Packet::UnsubAck(p, None),
+        Packet::Disconnect(p, _) => Packet::Disconnect(p, None),
+        Packet::PingReq(p) => Packet::PingReq(p),
+        Packet::PingResp(p) => Packet::PingResp(p),
+    }
 }
 
 /// Fields of a PUBLISH frame the edge needs but rumqttd keeps crate-private.

@@ -72,6 +72,51 @@ async fn v5_publish_properties_pass_through_unchanged() {
     broker.shutdown(WAIT).await;
 }
 
+/// Regression: rumqttd's 3.1.1 encoder panics on a packet with properties, and the
+/// edge handed it MQTT 5 messages with theirs, so one MQTT 5 publisher with a user
+/// property ended every 3.1.1 subscriber's connection (found by the `broker_connection`
+/// fuzz target).
+#[tokio::test]
+async fn v5_messages_with_properties_reach_mqtt311_subscribers_without_them() {
+    let (broker, addr) = start(tcp_config()).await;
+    let publ = V5::connect("props4-pub", addr).await;
+    let props = PublishProperties {
+        content_type: Some("application/cose".into()),
+        user_properties: vec![("k".into(), "v".into())],
+        message_expiry_interval: Some(600),
+        ..Default::default()
+    };
+    let send = |topic: &'static str, retain: bool| {
+        publ.client.publish_with_properties(
+            topic,
+            Q5::AtLeastOnce,
+            retain,
+            topic.as_bytes().to_vec(),
+            props.clone(),
+        )
+    };
+    let mut live = V4::connect("props4-live", addr).await;
+    live.subscribe("props4/#", QoS::AtLeastOnce).await;
+    send("props4/retained", true).await.unwrap();
+    send("props4/live", false).await.unwrap();
+    for want in ["props4/retained", "props4/live"] {
+        let m = live
+            .publish_msg()
+            .await
+            .expect("the 3.1.1 connection stays up");
+        assert_eq!((&m.topic[..], &m.payload[..]), (want, want.as_bytes()));
+    }
+    // The retained copy, sent at subscribe.
+    let mut late = V4::connect("props4-late", addr).await;
+    late.subscribe("props4/#", QoS::AtLeastOnce).await;
+    let m = late
+        .publish_msg()
+        .await
+        .expect("the 3.1.1 connection stays up");
+    assert_eq!((&m.topic[..], m.retain), ("props4/retained", true));
+    broker.shutdown(WAIT).await;
+}
+
 #[tokio::test]
 async fn v5_no_local_suppresses_the_subscribers_own_messages() {
     let (broker, addr) = start(tcp_config()).await;
