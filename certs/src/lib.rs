@@ -14,6 +14,7 @@
 //! - Verify ([`Verifier`]): signature by the CA, validity period, revocation, role, and
 //!   [`CertificateInfo::may_publish`] for topic permissions.
 //! - MQTT topic filter matching shared by every sealpost component ([`topic`]).
+//! - Export the broker's publish/subscribe permissions for a NATS cluster ([`nats`]).
 //!
 //! ## Non-features
 //! - No intermediate CAs: every certificate is issued directly by the root.
@@ -25,6 +26,7 @@
 mod authority;
 mod error;
 mod identity;
+pub mod nats;
 pub mod pemfile;
 pub mod topic;
 mod verify;

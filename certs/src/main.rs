@@ -103,6 +103,18 @@ enum Command {
         /// The certificate, PEM.
         certificate: PathBuf,
     },
+    /// Print a NATS server authorization block giving each certificate the publish and
+    /// subscribe permissions the sealpost broker enforces (docs/DEPLOYMENT.md). Revoked
+    /// and expired certificates are left out: run it again after each revocation.
+    ExportNats {
+        /// Certificates (PEM) of publishers, subscribers and TLS clients.
+        #[arg(required = true)]
+        certificates: Vec<PathBuf>,
+        /// A topic filter that subscribers and clients may subscribe to (repeat for
+        /// more; not key topics: each subscriber always gets its own).
+        #[arg(long)]
+        read: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -340,11 +352,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         Command::Verify { certificate } => {
-            let mut verifier = Verifier::new(&pemfile::read(&dir.join("ca.pem"))?)?;
-            let crl_path = dir.join("crl.pem");
-            if crl_path.exists() {
-                verifier.set_revocation_list(&pemfile::read(&crl_path)?)?;
-            }
+            let verifier = load_verifier(&dir)?;
             let der = pemfile::read_der(&certificate, pemfile::CERTIFICATE)?;
             let info = verifier.verify(&der, now_unix())?;
             println!(
@@ -354,8 +362,34 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 verifier.authority().id
             );
         }
+        Command::ExportNats { certificates, read } => {
+            let verifier = load_verifier(&dir)?;
+            let mut valid = Vec::new();
+            for path in &certificates {
+                let der = pemfile::read_der(path, pemfile::CERTIFICATE)?;
+                match verifier.verify(&der, now_unix()) {
+                    Ok(info) => valid.push(info),
+                    // Left out, so the cluster refuses them (NATS reads no sealpost CRL).
+                    Err(e @ (CertError::Revoked { .. } | CertError::Expired { .. })) => {
+                        eprintln!("sealpost-certs: leaving out {}: {e}", path.display());
+                    }
+                    Err(e) => return Err(format!("{}: {e}", path.display()).into()),
+                }
+            }
+            print!("{}", sealpost_certs::nats::authorization(&valid, &read)?);
+        }
     }
     Ok(())
+}
+
+/// The CA's verifier, with its revocation list if there is one.
+fn load_verifier(dir: &Path) -> Result<Verifier, CertError> {
+    let mut verifier = Verifier::new(&pemfile::read(&dir.join("ca.pem"))?)?;
+    let crl_path = dir.join("crl.pem");
+    if crl_path.exists() {
+        verifier.set_revocation_list(&pemfile::read(&crl_path)?)?;
+    }
+    Ok(verifier)
 }
 
 fn load_ca(dir: &Path) -> Result<CertificateAuthority, CertError> {

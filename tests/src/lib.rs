@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod fuzz;
+pub mod nats;
 pub mod tools;
 
 use std::net::{TcpListener, TcpStream};
@@ -604,7 +605,11 @@ pub struct RawClient {
 impl RawClient {
     /// Connects to `broker` and (if given) subscribes to `filter` at QoS 1.
     pub async fn connect(broker: &Broker, name: &str, filter: Option<&str>) -> RawClient {
-        let mut options = MqttOptions::new(name, "127.0.0.1", broker.port);
+        RawClient::connect_with(MqttOptions::new(name, "127.0.0.1", broker.port), filter).await
+    }
+
+    /// Connects with `options` and (if given) subscribes to `filter` at QoS 1.
+    pub async fn connect_with(mut options: MqttOptions, filter: Option<&str>) -> RawClient {
         options.set_max_packet_size(2_000_000, 2_000_000);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         let (tx, received) = mpsc::unbounded_channel();
