@@ -54,10 +54,16 @@ fn nats_server_binary() -> PathBuf {
 }
 
 impl NatsCluster {
-    /// Starts three nodes whose MQTT listeners take TLS client certificates of `pki`'s
-    /// CA, with `authorization` (as `sealpost-certs export-nats` prints it) plus the
-    /// operator's user, and waits until every node accepts MQTT sessions.
+    /// Starts [`NODES`] nodes whose MQTT listeners take TLS client certificates of
+    /// `pki`'s CA, with `authorization` (as `sealpost-certs export-nats` prints it) plus
+    /// the operator's user, and waits until every node accepts MQTT sessions.
     pub async fn start(pki: &Pki, authorization: &str) -> NatsCluster {
+        NatsCluster::start_nodes(pki, authorization, NODES).await
+    }
+
+    /// [`NatsCluster::start`] with `nodes` nodes (1: a single server, for comparison),
+    /// the MQTT streams replicated on all of them.
+    pub async fn start_nodes(pki: &Pki, authorization: &str, nodes: usize) -> NatsCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let (cert, key) = write_server_certificate(&pki.ca, dir.path());
         let ca = dir.path().join("ca.pem");
@@ -72,25 +78,33 @@ impl NatsCluster {
             )
             .expect("issue operator certificate");
         let authorization = with_operator(authorization);
-        let route_ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
+        let route_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let routes: Vec<String> = route_ports
             .iter()
             .map(|p| format!("\"nats://127.0.0.1:{p}\""))
             .collect();
-        let mut nodes = Vec::new();
+        let mut started = Vec::new();
         for (i, route_port) in route_ports.iter().enumerate() {
             let mqtt_port = free_port();
+            // A single server is not a cluster (JetStream would wait for peers).
+            let cluster = if nodes > 1 {
+                format!(
+                    "cluster {{ name: sealpost, listen: 127.0.0.1:{route_port}, routes: [{}] }}\n",
+                    routes.join(", ")
+                )
+            } else {
+                String::new()
+            };
             let conf = format!(
                 "server_name: n{i}\n\
                  listen: 127.0.0.1:{client}\n\
                  jetstream {{ store_dir: {store:?} }}\n\
-                 cluster {{ name: sealpost, listen: 127.0.0.1:{route_port}, routes: [{routes}] }}\n\
-                 mqtt {{\n  listen: 127.0.0.1:{mqtt_port}\n  stream_replicas: {NODES}\n  \
+                 {cluster}\
+                 mqtt {{\n  listen: 127.0.0.1:{mqtt_port}\n  stream_replicas: {nodes}\n  \
                  tls {{ cert_file: {cert:?}, key_file: {key:?}, ca_file: {ca:?}, verify_and_map: true }}\n}}\n\
                  {authorization}",
                 client = free_port(),
                 store = dir.path().join(format!("store-{i}")),
-                routes = routes.join(", "),
             );
             let path = dir.path().join(format!("n{i}.conf"));
             std::fs::write(&path, conf).expect("write nats-server configuration");
@@ -101,15 +115,15 @@ impl NatsCluster {
                 mqtt_port,
             };
             node.spawn();
-            nodes.push(node);
+            started.push(node);
         }
         let cluster = NatsCluster {
-            nodes,
+            nodes: started,
             operator,
             ca_pem: pki.ca_pem(),
             _dir: dir,
         };
-        for i in 0..NODES {
+        for i in 0..nodes {
             cluster.wait_ready(i).await;
         }
         cluster
