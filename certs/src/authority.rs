@@ -245,7 +245,15 @@ impl CertificateAuthority {
                     .verifying_key()
                     .to_public_key_der()
                     .map_err(generation)?;
-                let private = key.to_pkcs8_pem(LineEnding::LF).map_err(generation)?;
+                // PKCS#8 v1 (the seed alone, RFC 8410 §7): OpenSSL 3.0, and so
+                // mosquitto_pub and most C MQTT clients, cannot read the v2 form with
+                // the public key that `SigningKey` writes.
+                let private = ed25519_dalek::pkcs8::KeypairBytes {
+                    secret_key: key.to_bytes(),
+                    public_key: None,
+                }
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(generation)?;
                 (public.as_bytes().to_vec(), private.to_string())
             }
             Profile::Subscriber { .. } => {

@@ -48,6 +48,10 @@ fn publisher_certificate_carries_id_role_and_topics() {
     use ed25519_dalek::pkcs8::DecodePrivateKey;
     let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&issued.private_key_pem).unwrap();
     assert_eq!(key.verifying_key(), info.ed25519_public_key().unwrap());
+    // PKCS#8 v1, the seed alone (RFC 8410 §7): OpenSSL 3.0 (mosquitto_pub, C clients)
+    // cannot read the v2 form. SEQUENCE, INTEGER 0, then the algorithm.
+    let pkcs8 = pemfile::decode(&issued.private_key_pem, pemfile::PRIVATE_KEY).unwrap();
+    assert_eq!((pkcs8.len(), &pkcs8[2..5]), (48, &[0x02, 0x01, 0x00][..]));
     assert!(!format!("{issued:?}").contains("PRIVATE KEY"));
 }
 
