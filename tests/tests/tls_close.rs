@@ -13,7 +13,6 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sealpost_publisher::QoS;
 use sealpost_tests::tools::{run, tool, Running};
@@ -172,7 +171,7 @@ async fn the_tools_end_their_tls_connections_with_close_notify() {
 
     // Exit at -W: nothing came (status 27, as mosquitto_sub).
     let out = tokio::task::block_in_place(|| {
-        run(&mut sub(d, &relay, &["-t", "quiet/#", "-W", "1"]))
+        run(&mut sub(d, &relay, &["-t", "sensors/quiet/#", "-W", "1"]))
     });
     assert_eq!(out.status.code(), Some(27));
     assert_eq!(relay.next_ended().await, Ended::CloseNotify, "-W");
