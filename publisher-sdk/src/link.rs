@@ -316,7 +316,10 @@ mod tests {
     fn backoff_doubles_to_a_limit_with_jitter_and_reports_once_per_series() {
         let mut b = Backoff::default();
         let (pause, first) = b.failed();
-        assert!(first && within(pause, Duration::from_millis(500)), "{pause:?}");
+        assert!(
+            first && within(pause, Duration::from_millis(500)),
+            "{pause:?}"
+        );
         let (pause, first) = b.failed();
         assert!(!first && within(pause, Duration::from_secs(1)), "{pause:?}");
         for _ in 0..10 {
@@ -328,6 +331,9 @@ mod tests {
         assert!(pauses.iter().any(|p| *p != pauses[0]), "no jitter");
         b.connected();
         let (pause, first) = b.failed();
-        assert!(first && within(pause, Duration::from_millis(500)), "{pause:?}");
+        assert!(
+            first && within(pause, Duration::from_millis(500)),
+            "{pause:?}"
+        );
     }
 }

@@ -418,12 +418,8 @@ impl Publisher {
             .clone()
             .unwrap_or_else(|| unique_client_id(&id));
         let route = config.route();
-        let (mut options, tunnel) = connection_options(
-            &client_id,
-            &route,
-            config.tls.as_ref(),
-            config.keep_alive,
-        )?;
+        let (mut options, tunnel) =
+            connection_options(&client_id, &route, config.tls.as_ref(), config.keep_alive)?;
         if let Some((user, password)) = &config.credentials {
             options.set_credentials(user, password);
         }
@@ -450,7 +446,12 @@ impl Publisher {
                         let inner = inner.lock().await;
                         for (topic, bytes) in inner.key_messages.values() {
                             let sent = client
-                                .publish_bytes(topic.as_str(), QoS::AtLeastOnce, true, bytes.clone())
+                                .publish_bytes(
+                                    topic.as_str(),
+                                    QoS::AtLeastOnce,
+                                    true,
+                                    bytes.clone(),
+                                )
                                 .await;
                             if sent.is_err() {
                                 return;
@@ -466,7 +467,12 @@ impl Publisher {
                     tokio::time::sleep(RESEND_DELAY).await;
                     let again = recent.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
                     tracing::debug!(messages = again.len(), "sending the recent messages again");
-                    for Sent { topic, envelope, retain } in again {
+                    for Sent {
+                        topic,
+                        envelope,
+                        retain,
+                    } in again
+                    {
                         let sent = client
                             .publish_bytes(topic, QoS::AtLeastOnce, retain, envelope)
                             .await;

@@ -200,9 +200,10 @@ pub fn connection_options(
         (true, None) => return Err(PublisherError::Tls("no CA given for TLS".into())),
     };
     let tunnel = Tunnel::start(route.clone(), tls_config)?;
-    let socket = tunnel.socket().to_str().ok_or_else(|| {
-        PublisherError::Tls("the temporary directory's path is not UTF-8".into())
-    })?;
+    let socket = tunnel
+        .socket()
+        .to_str()
+        .ok_or_else(|| PublisherError::Tls("the temporary directory's path is not UTF-8".into()))?;
     let mut options = MqttOptions::new(client_id, socket, 0);
     options.set_transport(Transport::Unix);
     common_options(&mut options, keep_alive);

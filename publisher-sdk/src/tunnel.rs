@@ -98,7 +98,11 @@ impl Route {
 
     /// Why the last dial failed, if it did since the last call.
     pub fn take_cause(&self) -> Option<String> {
-        self.0.cause.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.0
+            .cause
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 
@@ -138,8 +142,13 @@ impl std::fmt::Debug for Tunnel {
 impl Tunnel {
     /// Listens on a fresh private socket and, for every connection rumqttc makes to it,
     /// dials `route`'s current address (TLS with `tls` for `mqtts://`).
-    pub fn start(route: Route, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Tunnel, PublisherError> {
-        let io_err = |e: std::io::Error| PublisherError::Tls(format!("local socket for the broker connection: {e}"));
+    pub fn start(
+        route: Route,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Tunnel, PublisherError> {
+        let io_err = |e: std::io::Error| {
+            PublisherError::Tls(format!("local socket for the broker connection: {e}"))
+        };
         // tempfile creates the directory with mode 0700: no other user can reach the socket.
         let dir = tempfile::Builder::new()
             .prefix("sealpost-link-")

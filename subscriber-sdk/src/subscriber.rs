@@ -268,12 +268,8 @@ impl Subscriber {
             .clone()
             .unwrap_or_else(|| unique_client_id(&id));
         let route = Route::with_failover(&config.broker, &config.failover);
-        let (mut options, tunnel) = connection_options(
-            &client_id,
-            &route,
-            config.tls.as_ref(),
-            config.keep_alive,
-        )?;
+        let (mut options, tunnel) =
+            connection_options(&client_id, &route, config.tls.as_ref(), config.keep_alive)?;
         if let Some((user, password)) = &config.credentials {
             options.set_credentials(user, password);
         }

@@ -256,7 +256,7 @@ async fn a_publisher_that_loses_its_broker_says_it_is_reconnecting() {
         writeln!(stdin, "one").unwrap();
         read_until("sent 3 bytes", &mut said);
         broker.restart();
-        read_until("reconnected", &mut said);
+        read_until("sealpost-pub: reconnected", &mut said);
         drop(stdin);
         let status = child.wait().unwrap();
         assert!(status.success(), "{status}: {said}");

@@ -73,9 +73,14 @@ async fn fail_over(kind: BrokerKind) {
         let p = p.clone();
         async move {
             for n in 0..STREAM {
-                p.publish("sensors/t", n.to_string().as_bytes(), QoS::AtLeastOnce, false)
-                    .await
-                    .expect("publish");
+                p.publish(
+                    "sensors/t",
+                    n.to_string().as_bytes(),
+                    QoS::AtLeastOnce,
+                    false,
+                )
+                .await
+                .expect("publish");
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }

@@ -140,7 +140,13 @@ fn sub(dir: &Path, relay: &Relay, extra: &[&str]) -> Command {
     c.current_dir(dir)
         .args(["-L", &relay.url(), "-u", ALICE_WEB.0, "-P", ALICE_WEB.1])
         .args(["--cert", "alice.pem", "--key", "alice.key"])
-        .args(["--cafile", "ca.pem", "--crl", "crl.pem", "--replay-in-memory"])
+        .args([
+            "--cafile",
+            "ca.pem",
+            "--crl",
+            "crl.pem",
+            "--replay-in-memory",
+        ])
         .args(extra);
     c
 }
@@ -163,7 +169,11 @@ async fn the_tools_end_their_tls_connections_with_close_notify() {
 
     // Exit at -C: the count reached.
     let out = tokio::task::block_in_place(|| {
-        run(&mut sub(d, &relay, &["-t", "sensors/#", "-C", "1", "-W", "20"]))
+        run(&mut sub(
+            d,
+            &relay,
+            &["-t", "sensors/#", "-C", "1", "-W", "20"],
+        ))
     });
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");

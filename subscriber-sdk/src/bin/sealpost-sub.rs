@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use sealpost_publisher::cli;
-use sealpost_subscriber::{
-    Event, KdcCredentials, QoS, Subscriber, SubscriberConfig, TlsIdentity,
-};
+use sealpost_subscriber::{Event, KdcCredentials, QoS, Subscriber, SubscriberConfig, TlsIdentity};
 
 /// Exit status when -W expires, as `mosquitto_sub`'s (MOSQ_ERR_TIMEOUT).
 const EXIT_TIMEOUT: u8 = 27;
