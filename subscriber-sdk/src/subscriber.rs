@@ -48,6 +48,12 @@ pub struct SubscriberConfig {
     pub tls: Option<TlsIdentity>,
     /// MQTT client id; default: the subscriber id with a per-process suffix.
     pub client_id: Option<String>,
+    /// Ask the broker to keep this subscriber's session while it is away (MQTT clean
+    /// session 0): QoS 1 messages published meanwhile are queued for it, and after a
+    /// failover to another node of a cluster that keeps sessions (NATS JetStream) the
+    /// session and what it had not acknowledged carry on there. Needs `client_id`.
+    /// Default `false` (every connection starts clean).
+    pub persistent_session: bool,
     /// MQTT user name and password, if the broker asks for them.
     pub credentials: Option<(String, String)>,
     /// The subscriber certificate, PEM.
@@ -129,6 +135,7 @@ impl SubscriberConfig {
             failover: Vec::new(),
             tls: None,
             client_id: None,
+            persistent_session: false,
             credentials: None,
             certificate_pem: certificate_pem.into(),
             key_pem: key_pem.into(),
@@ -263,13 +270,15 @@ impl Subscriber {
         }
         opener.set_replay_state(store.load()?);
 
-        let client_id = config
-            .client_id
-            .clone()
-            .unwrap_or_else(|| unique_client_id(&id));
+        let client_id = match (&config.client_id, config.persistent_session) {
+            (Some(client_id), _) => client_id.clone(),
+            (None, false) => unique_client_id(&id),
+            (None, true) => return Err(SubscriberError::PersistentSessionWithoutClientId),
+        };
         let route = Route::with_failover(&config.broker, &config.failover);
         let (mut options, tunnel) =
             connection_options(&client_id, &route, config.tls.as_ref(), config.keep_alive)?;
+        options.set_clean_session(!config.persistent_session);
         if let Some((user, password)) = &config.credentials {
             options.set_credentials(user, password);
         }

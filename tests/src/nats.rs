@@ -4,7 +4,9 @@
 //!
 //! MQTT clients connect over TLS with a certificate of the test CA, and the node names
 //! them by the certificate's subject (`verify_and_map`), so the authorization that
-//! `sealpost-certs export-nats` writes applies to them.
+//! `sealpost-certs export-nats` writes applies to them. QoS 1 messages a session had
+//! been sent but not acknowledged when its node died are sent again after `ack_wait`
+//! (2 s here; NATS's default is 30 s).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -100,7 +102,7 @@ impl NatsCluster {
                  listen: 127.0.0.1:{client}\n\
                  jetstream {{ store_dir: {store:?} }}\n\
                  {cluster}\
-                 mqtt {{\n  listen: 127.0.0.1:{mqtt_port}\n  stream_replicas: {nodes}\n  \
+                 mqtt {{\n  listen: 127.0.0.1:{mqtt_port}\n  stream_replicas: {nodes}\n  ack_wait: \"2s\"\n  \
                  tls {{ cert_file: {cert:?}, key_file: {key:?}, ca_file: {ca:?}, verify_and_map: true }}\n}}\n\
                  {authorization}",
                 client = free_port(),

@@ -3,13 +3,16 @@
 //! `sealpost-certs export-nats`. The publisher and its subscribers sit on different
 //! nodes, so every message and key message crosses the cluster.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::QoS;
 use sealpost_certs::Issued;
 use sealpost_protocol::Rejected;
-use sealpost_tests::nats::{write_certificates, NatsCluster};
+use sealpost_subscriber::{Event, Subscriber};
+use sealpost_tests::nats::{write_certificates, NatsCluster, NODES};
 use sealpost_tests::tools::{ok, tool};
 use sealpost_tests::*;
 
@@ -226,6 +229,116 @@ async fn the_cluster_refuses_key_topic_writes_and_publishes_outside_a_certificat
         let retained: Vec<_> = seen.iter().filter(|(t, _)| t == key_topic).collect();
         assert_eq!(retained.len(), 1, "{seen:?}");
         assert!(!contains(&retained[0].1, b"forged"));
+    })
+    .await;
+}
+
+/// Reads `s` until `counts` holds `until` messages of the numbered stream; panics on a
+/// message delivered twice, or a rejection other than a dropped duplicate.
+async fn read_stream(
+    name: &str,
+    s: &mut Subscriber,
+    counts: &mut BTreeMap<u64, u32>,
+    until: usize,
+) {
+    while counts.len() < until {
+        let event = tokio::time::timeout(WAIT, s.next())
+            .await
+            .unwrap_or_else(|_| {
+                let missing: Vec<u64> =
+                    (0..).filter(|n| !counts.contains_key(n)).take(10).collect();
+                panic!(
+                    "stalled after {} messages; missing {missing:?}...",
+                    counts.len()
+                )
+            })
+            .expect("subscriber running");
+        match event {
+            Event::Message(m) => {
+                let n: u64 = String::from_utf8(m.payload).unwrap().parse().unwrap();
+                let seen = counts.entry(n).or_default();
+                *seen += 1;
+                assert_eq!(*seen, 1, "message {n} delivered twice");
+            }
+            Event::Rejected(r) if r.reason.kind() == "replayed" => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_stream_loses_no_message_and_rejoins() {
+    const STREAM: u64 = 10_000;
+    bounded(async {
+        let pki = Pki::new("cluster CA");
+        let sensor = pki.publisher("sensor-1", &["sensors/#"]);
+        let (bob, carol, dave) = (
+            pki.subscriber("bob"),
+            pki.subscriber("carol"),
+            pki.subscriber("dave"),
+        );
+        let authorization = export_authorization(
+            &pki,
+            &[
+                ("sensor-1", &sensor),
+                ("bob", &bob),
+                ("carol", &carol),
+                ("dave", &dave),
+            ],
+        );
+        let mut cluster = NatsCluster::start(&pki, &authorization).await;
+        // Every client knows every node, its own first.
+        let others = |first: usize| -> Vec<_> {
+            (1..NODES)
+                .map(|k| cluster.address((first + k) % NODES))
+                .collect()
+        };
+        let mut config = cluster.publisher_config(&pki, &sensor, 0, "pub");
+        config.failover = others(0);
+        let p = Arc::new(publisher(config).await);
+        for reader in [&bob, &carol, &dave] {
+            p.grant_pem(&reader.certificate_pem).await.unwrap();
+        }
+        // Bob's session is kept by the cluster (replicated), so the messages published
+        // while he moves wait for him on the next node.
+        let mut config = cluster.subscriber_config(&pki, &bob, 1);
+        config.failover = others(1);
+        config.client_id = Some("bob-session".into());
+        config.persistent_session = true;
+        let mut b = subscriber(config, DATA).await;
+        let mut c = subscriber(cluster.subscriber_config(&pki, &carol, 2), DATA).await;
+
+        let stream = tokio::spawn({
+            let p = p.clone();
+            async move {
+                for n in 0..STREAM {
+                    p.publish(
+                        "sensors/seq",
+                        n.to_string().as_bytes(),
+                        QoS::AtLeastOnce,
+                        false,
+                    )
+                    .await
+                    .expect("publish");
+                }
+            }
+        });
+        let (mut bob_got, mut carol_got) = (BTreeMap::new(), BTreeMap::new());
+        read_stream("bob", &mut b, &mut bob_got, STREAM as usize / 4).await;
+        // Bob's node dies with messages on their way to him.
+        cluster.kill(1);
+        read_stream("bob", &mut b, &mut bob_got, STREAM as usize).await;
+        read_stream("carol", &mut c, &mut carol_got, STREAM as usize).await;
+        stream.await.unwrap();
+
+        // The node comes back and rejoins; dave, granted before the crash and never
+        // connected, finds his retained key message on it.
+        cluster.restart(1).await;
+        let mut d = subscriber(cluster.subscriber_config(&pki, &dave, 1), DATA).await;
+        p.publish("sensors/seq", b"after the rejoin", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        assert_eq!(expect_message(&mut d).await.payload, b"after the rejoin");
     })
     .await;
 }

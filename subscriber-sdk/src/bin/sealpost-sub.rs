@@ -93,6 +93,10 @@ struct Cli {
     /// Client id.
     #[arg(short = 'i', long)]
     id: Option<String>,
+    /// Keep the session while away (clean session 0), as mosquitto_sub -c: QoS 1
+    /// messages are queued for this client id. Needs -i.
+    #[arg(short = 'c', long = "disable-clean-session")]
+    persistent_session: bool,
     /// User name.
     #[arg(short = 'u', long)]
     username: Option<String>,
@@ -160,6 +164,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     config.max_age = Duration::from_secs(cli.max_age);
     config.hold_time = Duration::from_secs(cli.hold);
     config.client_id = cli.id.clone();
+    config.persistent_session = cli.persistent_session;
     if let Some(user) = &cli.username {
         config.credentials = Some((user.clone(), cli.password.clone().unwrap_or_default()));
     }
