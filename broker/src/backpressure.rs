@@ -77,7 +77,10 @@ mod tests {
         });
         b.leave();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "released while one session is still over");
+        assert!(
+            !waiter.is_finished(),
+            "released while one session is still over"
+        );
         b.leave();
         tokio::time::timeout(Duration::from_secs(5), waiter)
             .await

@@ -94,6 +94,7 @@ impl OutQueue {
     }
 
     /// Messages sent and not yet acknowledged.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.inflight.len()
     }
@@ -232,11 +233,7 @@ impl OutQueue {
 pub(crate) fn pkid_offset(frame: &[u8]) -> Option<usize> {
     // Fixed header: one byte, then the remaining length (1 to 4 bytes, the last one
     // without its top bit).
-    let len_bytes = frame
-        .get(1..5)?
-        .iter()
-        .position(|b| b & 0x80 == 0)?
-        + 1;
+    let len_bytes = frame.get(1..5)?.iter().position(|b| b & 0x80 == 0)? + 1;
     let topic_at = 1 + len_bytes;
     let topic_len = u16::from_be_bytes([*frame.get(topic_at)?, *frame.get(topic_at + 1)?]);
     let at = topic_at + 2 + usize::from(topic_len);
@@ -295,9 +292,15 @@ mod tests {
     fn newest_drops_the_new_message_and_oldest_the_oldest_pending() {
         let mut q = OutQueue::default();
         for n in 1..=3 {
-            assert_eq!(q.offer(held(n, 1), 3, Some(DropPolicy::Newest)), Offer::Held);
+            assert_eq!(
+                q.offer(held(n, 1), 3, Some(DropPolicy::Newest)),
+                Offer::Held
+            );
         }
-        assert_eq!(q.offer(held(4, 1), 3, Some(DropPolicy::Newest)), Offer::Dropped);
+        assert_eq!(
+            q.offer(held(4, 1), 3, Some(DropPolicy::Newest)),
+            Offer::Dropped
+        );
         assert_eq!(
             q.offer(held(5, 1), 3, Some(DropPolicy::Oldest)),
             Offer::DroppedOldest(1)

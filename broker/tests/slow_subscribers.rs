@@ -28,6 +28,7 @@ fn config(slow: SlowSubscriber, policy: DropPolicy, max_queued: usize) -> Config
     config.limits.slow_subscriber = slow;
     config.limits.drop_policy = policy;
     config.limits.max_queued_messages = max_queued;
+    config.limits.max_packet_size = 16 * 1024;
     config.router.max_segment_size = 16 * 1024;
     config.router.max_segment_count = 2;
     config.metrics.bind = Some("127.0.0.1:0".parse().unwrap());

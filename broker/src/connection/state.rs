@@ -7,8 +7,8 @@ use super::ConnectionError;
 use crate::acl::Identity;
 use crate::codec::{kind, Version};
 use crate::config::SlowSubscriber;
-use crate::queue::{Held, OutQueue};
 use crate::metrics::add;
+use crate::queue::{Held, OutQueue};
 use crate::router::RouterSlot;
 use crate::session::{SavedSession, Will};
 use crate::shared::Shared;
@@ -186,8 +186,7 @@ impl Connection {
     /// while its queue is at its limit.
     pub(super) fn note_queue_level(&mut self) {
         let limits = &self.shared.config.limits;
-        if limits.slow_subscriber != SlowSubscriber::Backpressure
-            || limits.max_queued_messages == 0
+        if limits.slow_subscriber != SlowSubscriber::Backpressure || limits.max_queued_messages == 0
         {
             return;
         }

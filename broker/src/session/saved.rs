@@ -135,10 +135,7 @@ impl SavedSessions {
         let mut saved = self.lock();
         let s = saved.get_mut(client)?;
         let held = std::mem::take(&mut s.held);
-        Some(SavedSession {
-            held,
-            ..s.clone()
-        })
+        Some(SavedSession { held, ..s.clone() })
     }
 
     /// Keeps the messages a session's connection held when it ended.
