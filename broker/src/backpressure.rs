@@ -1,7 +1,7 @@
 //! Slowing the publishers for slow subscribers (`limits.slow_subscriber =
 //! "backpressure"`).
 //!
-//! A session whose queue holds `limits.max_queued_messages` or more counts itself
+//! A session with `limits.max_queued_messages` or more waiting counts itself
 //! here until it drains below; while any does, every connection stops reading at its
 //! next QoS 1/2 PUBLISH (TCP then slows its client), except those that are over the
 //! limit themselves (they must go on reading their own acknowledgements). QoS 0

@@ -269,11 +269,11 @@ pub struct Limits {
     /// connection; 0 disables the timeout). MQTT 3.1.1 has no way to tell a client, so
     /// 3.1.1 clients keep their own keep-alive.
     pub server_keep_alive: Option<u16>,
-    /// QoS 1/2 messages the edge holds for a connected session, sent to the client
-    /// and not yet acknowledged or waiting to be sent (default 1,000; 0: no limit).
-    /// At most `max_inflight` of them are sent at once. The edge takes every message
-    /// off the router at once, so a slow subscriber never falls behind the router's
-    /// window; beyond this limit `slow_subscriber` decides. A resumed session's
+    /// QoS 1/2 messages the edge queues for a connected session above those sent and
+    /// not yet acknowledged (at most `max_inflight`), as Mosquitto's (default 1,000;
+    /// 0: no limit). The edge takes every message off the router at once, so a slow
+    /// subscriber never falls behind the router's window; beyond this limit
+    /// `slow_subscriber` decides. A resumed session's
     /// backlog comes through the same queue. While a session is offline its messages
     /// wait in each filter's router log (`[router]`), which bounds them.
     pub max_queued_messages: usize,
@@ -342,8 +342,8 @@ pub enum DropPolicy {
     /// The message that does not fit (Mosquitto's behaviour).
     #[default]
     Newest,
-    /// The oldest message not yet sent; messages already sent to the client are never
-    /// taken back, so when every held message is in flight the new one is dropped.
+    /// The oldest message not yet sent (messages already sent to the client, and a
+    /// resumed session's unacknowledged ones, are never taken back).
     Oldest,
 }
 

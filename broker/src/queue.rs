@@ -60,7 +60,8 @@ pub(crate) enum Acked {
 pub(crate) enum Offer {
     /// Held (sent now or pending).
     Held,
-    /// Not held: the queue is full and the policy drops the newest.
+    /// Not held: the queue is full and the policy drops the newest (or nothing else
+    /// may be dropped).
     Dropped,
     /// Held, and the oldest pending message (numbered so) was dropped for it.
     DroppedOldest(u64),
@@ -89,6 +90,7 @@ impl OutQueue {
     }
 
     /// Messages held (pending and in flight).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.inflight.len() + self.pending.len()
     }
@@ -105,10 +107,16 @@ impl OutQueue {
         self.pending.is_empty() && self.inflight.len() < window
     }
 
-    /// Offers a message that is not sent now. With `limit` held already (0: no limit)
-    /// the policy decides; `drop` false (backpressure) holds it beyond the limit.
+    /// Messages waiting to be sent: what `limits.max_queued_messages` bounds (as
+    /// Mosquitto's, it counts the messages queued above those in flight).
+    pub(crate) fn waiting(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Offers a message that is not sent now. With `limit` waiting already (0: no
+    /// limit) the policy decides; without one (backpressure) it is held beyond.
     pub(crate) fn offer(&mut self, held: Held, limit: usize, drop: Option<DropPolicy>) -> Offer {
-        let full = limit > 0 && self.len() >= limit;
+        let full = limit > 0 && self.pending.len() >= limit;
         match (full, drop) {
             (false, _) | (true, None) => {
                 self.pending.push_back(held);
@@ -312,16 +320,28 @@ mod tests {
     }
 
     #[test]
-    fn oldest_never_takes_back_a_sent_message() {
+    fn the_limit_counts_what_waits_and_oldest_never_takes_back_a_sent_one() {
         let mut q = OutQueue::default();
         q.offer(held(1, 1), 1, Some(DropPolicy::Oldest));
         let mut w = BytesMut::new();
-        q.fill(&mut w, 10);
+        q.fill(&mut w, 1);
         assert_eq!(q.in_flight(), 1);
         assert_eq!(
             q.offer(held(2, 1), 1, Some(DropPolicy::Oldest)),
-            Offer::Dropped
+            Offer::Held
         );
+        assert_eq!(
+            q.offer(held(3, 1), 1, Some(DropPolicy::Oldest)),
+            Offer::DroppedOldest(2)
+        );
+        assert_eq!((q.in_flight(), pending_numbers(&q)), (1, vec![3]));
+        // A resumed session's unacknowledged message keeps its place too.
+        let mut r = OutQueue::resumed(q.into_saved());
+        assert_eq!(
+            r.offer(held(4, 1), 1, Some(DropPolicy::Oldest)),
+            Offer::DroppedOldest(3)
+        );
+        assert_eq!(pending_numbers(&r), vec![1, 4]);
     }
 
     #[test]

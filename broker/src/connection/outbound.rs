@@ -310,8 +310,7 @@ impl Connection {
             SlowSubscriber::Backpressure => None,
         };
         let limit = limits.max_queued_messages;
-        let full = limit > 0 && self.queue.len() >= limit && policy.is_some();
-        if !full && self.queue.sends_now(self.window()) {
+        if self.queue.sends_now(self.window()) {
             let pkid = self.queue.next_pkid();
             write_pkid(&mut wbuf[start..], pkid_at, pkid);
             // Only a session that outlives the connection may need it again.

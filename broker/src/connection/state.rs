@@ -190,7 +190,7 @@ impl Connection {
         {
             return;
         }
-        let over = self.queue.len() >= limits.max_queued_messages;
+        let over = self.queue.waiting() >= limits.max_queued_messages;
         if over != self.queue.over {
             self.queue.over = over;
             if over {
