@@ -183,7 +183,7 @@ impl Connection {
     }
 
     /// With `slow_subscriber = "backpressure"`: counts the session in `backpressure`
-    /// while its queue is at its limit.
+    /// while `max_queued_messages` or more wait in its queue.
     pub(super) fn note_queue_level(&mut self) {
         let limits = &self.shared.config.limits;
         if limits.slow_subscriber != SlowSubscriber::Backpressure || limits.max_queued_messages == 0
