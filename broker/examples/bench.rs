@@ -115,6 +115,8 @@ fn serve_sealpost(port: u16) {
         let mut c = sealpost_broker::Config::default();
         c.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], port));
         c.limits.max_connections = 12_000;
+        // Unbounded queues, as Mosquitto's `max_queued_messages 0` in the same table.
+        c.limits.max_queued_messages = 0;
         let _b = sealpost_broker::Broker::start(c).await.unwrap();
         std::future::pending::<()>().await;
     });

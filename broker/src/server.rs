@@ -254,6 +254,7 @@ impl Broker {
             shutdown: shutdown_rx.clone(),
             system,
             sessions,
+            backpressure: Default::default(),
         });
         // Sessions first, so that the messages kept for them reach them; then the
         // retained messages, whose live copies those sessions skip (see

@@ -7,6 +7,7 @@
 
 use crate::acl::Acl;
 use crate::auth::PasswordFile;
+use crate::backpressure::Backpressure;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::retained::{RetainedOwners, RetainedStore};
@@ -40,4 +41,7 @@ pub struct Shared {
     pub system: Arc<SystemLink>,
     /// Sessions beyond one connection: the client id registry, saved state, timers.
     pub sessions: Arc<Sessions>,
+    /// Sessions over their queue limit, which hold the publishers back
+    /// (`limits.slow_subscriber = "backpressure"`).
+    pub backpressure: Backpressure,
 }

@@ -324,6 +324,7 @@ fn sealpost_config(ports: [u16; 3], cert: &Path, key: &Path, ca: &Path) -> sealp
     // the Mosquitto configuration gives.
     config.limits.max_packet_size = 2_000_000;
     config.router.max_segment_size = 4 * 1024 * 1024;
+    config.limits.max_queued_messages = 100_000;
     let passwd = ca.with_file_name("broker.passwd");
     let cheap = sealpost_broker::auth::HashCost {
         memory_kib: 64,

@@ -1,89 +1,84 @@
-//! Acknowledgements of outgoing messages: the client's PUBACK/PUBREC/PUBCOMP are
-//! passed to the router in the order the router sent the messages, which it requires.
+//! Acknowledgements of outgoing messages. The router's duty for a message ends when
+//! the edge takes it (see `queue`): the edge acknowledges it to the router at once, in
+//! the order the router sent it, which the router requires. The client's
+//! PUBACK/PUBREC/PUBCOMP then end the flow in the edge's queue.
 
-use super::state::{Comp, Connection};
+use super::state::Connection;
 use crate::codec::kind;
+use crate::queue::Acked;
+use bytes::{BufMut, BytesMut};
 use rumqttd::protocol::{
     Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason,
 };
 use tracing::debug;
 
 impl Connection {
-    /// A PUBACK/PUBREC from the client for an outgoing message.
-    pub(super) fn client_ack(&mut self, pkid: u16, ack: u8) {
-        let durable = self.durable();
-        match self
-            .out_acks
-            .iter_mut()
-            .find(|a| a.pkid == pkid && a.client_ack == ack && !a.done)
-        {
-            Some(a) => {
-                a.done = true;
-                if a.message != 0 && durable {
-                    // The client has it: the store no longer keeps it for this session.
-                    self.store_acks
-                        .push(crate::store::Op::Ack(self.client_id.clone(), a.message));
-                }
-                if ack == kind::PUBACK {
-                    self.inflight_out = self.inflight_out.saturating_sub(1);
-                }
+    /// A PUBACK, PUBREC or PUBCOMP (`ack`) from the client for an outgoing message;
+    /// `refused`: an MQTT 5 PUBREC with a failure reason, which ends the flow. Sends
+    /// what waited for the window.
+    pub(super) fn client_ack(&mut self, wbuf: &mut BytesMut, pkid: u16, ack: u8, refused: bool) {
+        let stored = match self.queue.ack(pkid, ack, refused) {
+            Acked::Received(message) => {
+                // MQTT 4.3.3: PUBREL answers PUBREC.
+                wbuf.put_u8(kind::PUBREL << 4 | 0b0010);
+                wbuf.put_u8(2);
+                wbuf.put_u16(pkid);
+                message
             }
-            None => debug!(client_id = %self.client_id, pkid, "unsolicited ack ignored"),
+            // The store let go of a QoS 2 message at its PUBREC already.
+            Acked::Done(message) if ack != kind::PUBCOMP => message,
+            Acked::Done(_) => 0,
+            Acked::Unknown => {
+                debug!(client_id = %self.client_id, pkid, "unsolicited ack ignored");
+                0
+            }
+        };
+        if stored != 0 && self.durable() {
+            // The client has it: the store no longer keeps it for this session.
+            self.store_acks
+                .push(crate::store::Op::Ack(self.client_id.clone(), stored));
         }
-        self.flush_acks();
+        self.send_queued(wbuf);
     }
 
-    /// Sends completed acknowledgements to the router, oldest first.
-    pub(super) fn flush_acks(&mut self) {
-        while self.out_acks.front().is_some_and(|a| a.done) {
-            let Some(a) = self.out_acks.pop_front() else {
-                break;
-            };
-            if a.router_ack == kind::PUBACK {
-                self.send_router(Packet::PubAck(
-                    PubAck {
-                        pkid: a.pkid,
-                        reason: PubAckReason::Success,
-                    },
-                    None,
-                ));
-            } else {
-                self.comps.push_back(Comp {
-                    pkid: a.pkid,
-                    auto: a.client_ack != kind::PUBREC,
-                    done: false,
-                });
-                self.send_router(pubrec(a.pkid, PubRecReason::Success));
-            }
-        }
+    /// Sends what the queue holds while the client's window has room.
+    pub(super) fn send_queued(&mut self, wbuf: &mut BytesMut) {
+        let window = self.window();
+        let sent = self.queue.fill(wbuf, window);
+        self.unreported.messages_out += sent as u64;
+        self.note_queue_level();
     }
 
-    pub(super) fn flush_comps(&mut self) {
-        while self.comps.front().is_some_and(|c| c.done) {
-            let Some(c) = self.comps.pop_front() else {
-                break;
-            };
-            self.send_router(Packet::PubComp(
-                PubComp {
-                    pkid: c.pkid,
-                    reason: PubCompReason::Success,
+    /// Acknowledges to the router a message it sent at `qos` (1 or 2) with `pkid`: the
+    /// edge holds it from now on (or has dropped it, counted).
+    pub(super) fn ack_router(&mut self, pkid: u16, qos: u8) {
+        if qos == 1 {
+            self.send_router(Packet::PubAck(
+                PubAck {
+                    pkid,
+                    reason: PubAckReason::Success,
                 },
                 None,
             ));
+        } else {
+            self.send_router(pubrec(pkid, PubRecReason::Success));
         }
+    }
+
+    /// Answers the router's PUBREL (second half of a QoS 2 message it sent: the edge
+    /// took the message at PUBREC).
+    pub(super) fn complete_router(&mut self, pkid: u16) {
+        self.send_router(Packet::PubComp(
+            PubComp {
+                pkid,
+                reason: PubCompReason::Success,
+            },
+            None,
+        ));
     }
 }
 
 /// A PUBREC for packet id `pkid` (to the client for its publish, or to the router).
 pub(super) fn pubrec(pkid: u16, reason: PubRecReason) -> Packet {
     Packet::PubRec(PubRec { pkid, reason }, None)
-}
-
-/// The acknowledgement the router expects for a message it sent at `qos`.
-pub(super) fn router_ack(qos: u8) -> u8 {
-    if qos == 1 {
-        kind::PUBACK
-    } else {
-        kind::PUBREC
-    }
 }

@@ -2,12 +2,12 @@
 //! linking to the router, and the CONNACK that turns a socket into a [`Connection`].
 
 use super::io::{ConnectPacket, Io};
-use super::state::{Backlog, ClientLimits, Connection, Unreported};
+use super::state::{ClientLimits, Connection, Unreported};
 use super::PeerInfo;
 use crate::acl::Identity;
 use crate::codec::Version;
-use crate::marker::Mark;
 use crate::metrics::inc;
+use crate::queue::OutQueue;
 use crate::router::router_client_id;
 use crate::session::{self, OwnerCheck, SavedSession};
 use crate::shared::Shared;
@@ -215,7 +215,7 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     // A resumed session keeps the edge's subscription table and origin id; a new one
     // starts afresh, and any table saved for an older session with this id is stale.
     let mut saved = match link {
-        Ok((_, _, true)) => shared.sessions.saved().get(&client_id),
+        Ok((_, _, true)) => shared.sessions.saved().resume(&client_id),
         _ => None,
     }
     .unwrap_or_else(|| {
@@ -225,6 +225,8 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             ..Default::default()
         }
     });
+    // What the last connection held is this connection's alone.
+    let held = std::mem::take(&mut saved.held);
     // The session, its owner and its expiry are stored from the start (and a will an
     // earlier connection left waiting is no longer pending).
     if persist && link.is_ok() && shared.store.is_durable() {
@@ -283,11 +285,6 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     );
     inc(&shared.metrics.connections_open);
     info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive, ?session_expiry, "client connected");
-    let max_queued = limits.max_queued_messages;
-    let backlog = (session_present && max_queued > 0).then(|| Backlog {
-        before: Mark::next_number(),
-        left: max_queued,
-    });
     let shared_boundary = shared.sessions.replay_boundary();
     Some(Connection {
         shared,
@@ -309,17 +306,14 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         awaiting_release: saved.awaiting_release.into_iter().collect(),
         inflight_in: 0,
         qos2_in_router: HashSet::new(),
-        out_acks: VecDeque::new(),
-        comps: VecDeque::new(),
+        queue: OutQueue::resumed(held),
         clean_exit: false,
         origin: saved.origin,
         subscriptions: saved.subscriptions,
         copies: Copies::default(),
         limits: client_limits,
         redeliver: saved.unacknowledged.into_iter().collect(),
-        backlog,
         out_aliases: HashMap::new(),
-        inflight_out: 0,
         unreported: Unreported::default(),
         to_store: Vec::new(),
         store_acks: Vec::new(),

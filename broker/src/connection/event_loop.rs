@@ -61,6 +61,8 @@ impl Connection {
             }
         };
         tokio::pin!(invalidated);
+        // What the session's last connection held goes first.
+        self.send_queued(&mut io.wbuf);
         io.flush().await?;
         let max = io.max_packet();
         // MQTT: the server closes after 1.5 keep-alive periods of silence; 0 disables.
@@ -106,7 +108,10 @@ impl Connection {
                         return Ok(());
                     }
                 }
-                n = self.link_rx.next(), if !self.client_window_full() => {
+                // Always read, whatever the client's window: what does not fit waits
+                // in the session's queue (see `queue`), so the router never sees this
+                // subscriber fall behind.
+                n = self.link_rx.next() => {
                     if paused {
                         // The client was paused by us, not silent: restart its keep-alive.
                         if let Some(g) = grace {
@@ -137,6 +142,15 @@ impl Connection {
                 }
                 _ = &mut keepalive, if grace.is_some() && !paused => {
                     return Err(ConnectionError::Timeout);
+                }
+                // A slow subscriber held this publisher back and has drained.
+                _ = self.shared.backpressure.released(), if paused && self.held_back() => {
+                    if let Some(g) = grace {
+                        keepalive.as_mut().reset(Instant::now() + g);
+                    }
+                    if self.drain_frames(io, max).await? {
+                        return Ok(());
+                    }
                 }
                 e = &mut invalidated => return Err(self.revoked(e)),
                 _ = &mut shutdown => {
@@ -179,7 +193,7 @@ impl Connection {
     {
         while !self.paused(&io.rbuf) {
             if let Some((kind, pkid)) = codec::take_success_ack(&mut io.rbuf) {
-                self.client_ack(pkid, kind);
+                self.client_ack(&mut io.wbuf, pkid, kind, false);
                 continue;
             }
             let Some(frame) = codec::next_frame(&mut io.rbuf, max, Some(self.version))? else {

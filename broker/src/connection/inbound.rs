@@ -86,11 +86,16 @@ impl Connection {
         let v = self.version;
         match packet {
             Packet::PubAck(ack, _) => {
-                self.client_ack(ack.pkid, kind::PUBACK);
+                self.client_ack(wbuf, ack.pkid, kind::PUBACK, false);
                 Ok(())
             }
             Packet::PubRec(rec, _) => {
-                self.client_ack(rec.pkid, kind::PUBREC);
+                // MQTT 5 §4.3.3: a PUBREC with a failure reason ends the flow.
+                let refused = !matches!(
+                    rec.reason,
+                    PubRecReason::Success | PubRecReason::NoMatchingSubscribers
+                );
+                self.client_ack(wbuf, rec.pkid, kind::PUBREC, refused);
                 Ok(())
             }
             Packet::PubRel(rel, _) => {
@@ -120,15 +125,7 @@ impl Connection {
                 Ok(())
             }
             Packet::PubComp(comp, _) => {
-                if let Some(c) = self
-                    .comps
-                    .iter_mut()
-                    .find(|c| c.pkid == comp.pkid && !c.auto && !c.done)
-                {
-                    c.done = true;
-                    self.inflight_out = self.inflight_out.saturating_sub(1);
-                }
-                self.flush_comps();
+                self.client_ack(wbuf, comp.pkid, kind::PUBCOMP, false);
                 Ok(())
             }
             Packet::Subscribe(sub, props) => {

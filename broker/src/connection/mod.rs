@@ -15,8 +15,10 @@
 //!   no UNSUBACK for unknown filters); a SUBACK is still sent only after the router's;
 //! - the last will is kept here, checked against the ACL, and published by the edge
 //!   (delayed wills and MQTT 5 session expiry are the `session` module's);
-//! - a resumed session's unacknowledged messages are re-sent with DUP, and what it
-//!   receives of its backlog is bounded (`limits.max_queued_messages`).
+//! - QoS 1/2 messages are taken off the router at once and held in the session's
+//!   queue until the client acknowledges them (see `queue`), bounded by
+//!   `limits.max_queued_messages` (drops counted, or the publishers slowed); a resumed
+//!   session's unacknowledged messages are re-sent with DUP.
 //!
 //! One part per file: `io` (framing, reads and writes), `connect` (CONNECT, auth,
 //! CONNACK), `event_loop` (the per-connection loop), `inbound` (packets from the
@@ -161,19 +163,26 @@ where
     };
     session.save_unacknowledged();
     // Releases the router slot, then publishes or schedules the will and ends or
-    // schedules the end of the session (see `session`).
+    // schedules the end of the session (see `session`), which keeps what the
+    // connection held for the client.
     let ending = Ending {
         generation: session.generation,
         expiry: session.session_expiry,
         router_clean: session.router_clean,
         will,
         will_delay: session.will_delay,
+        held: session.take_held(),
     };
     let client_id = session.client_id.clone();
-    shared
+    let lost = shared
         .sessions
         .connection_ended(&client_id, &mut session.slot, ending)
         .await;
+    for _ in lost {
+        session
+            .drops
+            .note(&shared.metrics, &client_id, drops::DropReason::TakenOver);
+    }
     // session drops here (its RouterSlot was released above, or drops with it if this
     // task is cancelled first).
 }

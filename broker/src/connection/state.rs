@@ -6,7 +6,9 @@ use super::drops::DropLog;
 use super::ConnectionError;
 use crate::acl::Identity;
 use crate::codec::{kind, Version};
+use crate::config::SlowSubscriber;
 use crate::metrics::add;
+use crate::queue::{Held, OutQueue};
 use crate::router::RouterSlot;
 use crate::session::{SavedSession, Will};
 use crate::shared::Shared;
@@ -28,42 +30,11 @@ pub(super) struct ClientLimits {
     pub(super) topic_alias_max: u16,
 }
 
-/// A resumed session's backlog: messages numbered below `before` were published before
-/// the connection, so the router queued them for the session; `left` more of them
-/// may be delivered (`limits.max_queued_messages`).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Backlog {
-    pub(super) before: u64,
-    pub(super) left: usize,
-}
-
 /// Message counts of a connection not yet added to the shared [`crate::metrics`].
 #[derive(Debug, Default)]
 pub(super) struct Unreported {
     pub(super) messages_in: u64,
     pub(super) messages_out: u64,
-}
-
-/// An outgoing QoS 1/2 message awaiting its acknowledgement towards the router.
-pub(super) struct OutAck {
-    pub(super) pkid: u16,
-    /// What the client must send: `kind::PUBACK`, `kind::PUBREC`, or 0 (nothing: the
-    /// message was downgraded to QoS 0 and the edge acknowledges for the client).
-    pub(super) client_ack: u8,
-    /// What the router expects: PUBACK (subscription QoS 1) or PUBREC (QoS 2).
-    pub(super) router_ack: u8,
-    pub(super) done: bool,
-    /// The message's number (see `marker`), to recognise it when the router
-    /// sends it again to a resumed session.
-    pub(super) message: u64,
-}
-
-/// Second stage of an outgoing QoS 2 flow (PUBREL from the router, PUBCOMP to it).
-pub(super) struct Comp {
-    pub(super) pkid: u16,
-    /// The client never saw a QoS 2 flow for it: the edge answers the router's PUBREL.
-    pub(super) auto: bool,
-    pub(super) done: bool,
 }
 
 /// State of an accepted connection.
@@ -102,8 +73,8 @@ pub(super) struct Connection {
     pub(super) inflight_in: usize,
     /// Packet ids of the client's QoS 2 publishes the router has not acknowledged yet.
     pub(super) qos2_in_router: HashSet<u16>,
-    pub(super) out_acks: VecDeque<OutAck>,
-    pub(super) comps: VecDeque<Comp>,
+    /// The QoS 1/2 messages the edge holds for the client (see `queue`).
+    pub(super) queue: OutQueue,
     pub(super) clean_exit: bool,
     /// This session's origin id in the markers of its messages (for no local).
     pub(super) origin: u64,
@@ -113,16 +84,11 @@ pub(super) struct Connection {
     pub(super) copies: Copies,
     /// What the client accepts (MQTT 5 CONNECT properties).
     pub(super) limits: ClientLimits,
-    /// Messages an earlier connection of this session sent and the client did not
-    /// acknowledge: the router will send them again.
+    /// Messages sent before the restart and not acknowledged, which the store routed
+    /// again: they go out with DUP.
     pub(super) redeliver: HashSet<u64>,
-    /// What a resumed session may still receive of its backlog (see [`Backlog`]).
-    pub(super) backlog: Option<Backlog>,
     /// Topic aliases given to the client, by topic.
     pub(super) out_aliases: HashMap<Bytes, u16>,
-    /// QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it (PUBACK or
-    /// PUBCOMP), for the client's receive maximum.
-    pub(super) inflight_out: usize,
     /// Messages dropped for the client, counted and logged (see `drops`).
     pub(super) drops: DropLog,
     /// Messages counted but not yet added to the shared metrics.
@@ -141,6 +107,7 @@ pub(super) struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.report_counts();
+        self.leave_backpressure();
         self.shared
             .metrics
             .connections_open
@@ -170,9 +137,10 @@ impl Connection {
         self.open_flows_in() >= usize::from(self.shared.config.limits.max_inflight)
     }
 
-    /// Reading is paused: the window is full and a QoS 1/2 PUBLISH is next.
+    /// Reading is paused: a QoS 1/2 PUBLISH is next, and the window is full or a slow
+    /// subscriber holds the publishers back.
     pub(super) fn paused(&self, rbuf: &[u8]) -> bool {
-        self.inflight_full() && starts_with_qos_publish(rbuf)
+        (self.inflight_full() || self.held_back()) && starts_with_qos_publish(rbuf)
     }
 
     /// Keeps a persistent session's subscription table for its next connection.
@@ -180,19 +148,63 @@ impl Connection {
         self.save_session(Vec::new());
     }
 
-    /// At the end of a persistent session's connection: keeps the messages the client
-    /// did not acknowledge, which the router will send again, so that they go out with
-    /// DUP set. (A connection that takes over a session before this runs sends them
-    /// without.)
+    /// At the end of a persistent session's connection: keeps the restored messages
+    /// the router has yet to send again, so that they still go out with DUP set.
     pub(super) fn save_unacknowledged(&self) {
-        let unacknowledged = self
-            .out_acks
-            .iter()
-            .filter(|a| !a.done && a.client_ack != 0)
-            .map(|a| a.message)
-            .chain(self.redeliver.iter().copied())
-            .collect();
-        self.save_session(unacknowledged);
+        self.save_session(self.redeliver.iter().copied().collect());
+    }
+
+    /// What the connection holds for the client, for the session's next connection
+    /// (nothing for a session that ends with its connection).
+    pub(super) fn take_held(&mut self) -> Vec<Held> {
+        self.leave_backpressure();
+        let queue = std::mem::take(&mut self.queue);
+        if self.session_expiry == Some(0) {
+            return Vec::new();
+        }
+        queue.into_saved()
+    }
+
+    /// At most this many QoS 1/2 messages are sent to the client unacknowledged: its
+    /// MQTT 5 receive maximum, and never more than `limits.max_inflight` (a window
+    /// the size of the queue would put the queue into the socket).
+    pub(super) fn window(&self) -> usize {
+        let max = usize::from(self.shared.config.limits.max_inflight.max(1));
+        self.limits
+            .receive_max
+            .map_or(max, |m| max.min(usize::from(m.max(1))))
+    }
+
+    /// Whether this connection holds its QoS 1/2 publishes back for a slow
+    /// subscriber (never when its own queue is the one over the limit: it must go on
+    /// reading its acknowledgements).
+    pub(super) fn held_back(&self) -> bool {
+        !self.queue.over && self.shared.backpressure.active()
+    }
+
+    /// With `slow_subscriber = "backpressure"`: counts the session in `backpressure`
+    /// while `max_queued_messages` or more wait in its queue.
+    pub(super) fn note_queue_level(&mut self) {
+        let limits = &self.shared.config.limits;
+        if limits.slow_subscriber != SlowSubscriber::Backpressure || limits.max_queued_messages == 0
+        {
+            return;
+        }
+        let over = self.queue.waiting() >= limits.max_queued_messages;
+        if over != self.queue.over {
+            self.queue.over = over;
+            if over {
+                self.shared.backpressure.enter();
+            } else {
+                self.shared.backpressure.leave();
+            }
+        }
+    }
+
+    fn leave_backpressure(&mut self) {
+        if std::mem::take(&mut self.queue.over) {
+            self.shared.backpressure.leave();
+        }
     }
 
     pub(super) fn save_session(&self, unacknowledged: Vec<u64>) {
@@ -207,13 +219,12 @@ impl Connection {
                     owner: self.identity.label(),
                     expiry: self.session_expiry,
                     restored: self.restored.clone(),
+                    held: Vec::new(),
                 },
             );
         }
     }
 
-    /// The client has as many unacknowledged QoS 1/2 messages as its receive maximum
-    /// allows: stop taking messages from the router until it acknowledges one.
     /// The session outlives the connection and the broker has a data directory: what
     /// the session must not lose goes to the store.
     pub(super) fn durable(&self) -> bool {
@@ -234,19 +245,13 @@ impl Connection {
         }
     }
 
-    pub(super) fn client_window_full(&self) -> bool {
-        self.limits
-            .receive_max
-            .is_some_and(|m| self.inflight_out >= usize::from(m))
-    }
-
     /// MQTT 5 §4.9: with receive maximum flows open (no PUBACK/PUBCOMP sent yet), the
     /// next QoS 1/2 PUBLISH is a violation. Bytes buffered now were sent before the
     /// client could have seen an acknowledgement still to come, so a QoS 1/2 PUBLISH at
     /// the head of the buffer while the window is full is one. (3.1.1 has no receive
     /// maximum: its clients are only paused.)
     pub(super) fn receive_maximum_exceeded(&self, rbuf: &[u8]) -> bool {
-        self.version == Version::V5 && self.paused(rbuf)
+        self.version == Version::V5 && self.inflight_full() && starts_with_qos_publish(rbuf)
     }
 
     /// Queues a packet for the router; [`Connection::flush_router`] sends the batch. (Not

@@ -351,6 +351,8 @@ pub(crate) struct Ending {
     pub(crate) will: Option<Will>,
     /// MQTT 5 will delay interval in seconds.
     pub(crate) will_delay: u32,
+    /// The QoS 1/2 messages the connection held for the client (see `queue`).
+    pub(crate) held: Vec<crate::queue::Held>,
 }
 
 impl Sessions {
@@ -398,7 +400,7 @@ impl Sessions {
         client_id: &str,
         slot: &mut crate::router::RouterSlot,
         ending: Ending,
-    ) {
+    ) -> Vec<crate::queue::Held> {
         let mut lock = self.registry.lock(client_id).await;
         // Released under the lock: the router sees this DISCONNECT before any later
         // link for the id (they share one ordered channel).
@@ -412,8 +414,11 @@ impl Sessions {
                     self.system.publish_will(will).await;
                 }
             }
+            // The connection that resumed the session read its saved state before
+            // this one ended: what this one held is lost, and the caller counts it.
+            let lost = if e.resumed { ending.held } else { Vec::new() };
             self.registry.unlock(lock);
-            return;
+            return lost;
         }
         e.connected = false;
         let shutting_down = *self.shutdown.borrow();
@@ -430,6 +435,8 @@ impl Sessions {
                 }
             }
             expiry => {
+                // Under the lock, so the next connection of the session finds them.
+                self.saved.keep_held(client_id, ending.held);
                 let now = Instant::now();
                 let mut will_at = None;
                 if let Some(will) = ending.will {
@@ -474,5 +481,6 @@ impl Sessions {
             }
         }
         self.registry.unlock(lock);
+        Vec::new()
     }
 }

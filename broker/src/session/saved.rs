@@ -5,6 +5,7 @@
 //! and `discard` whole [`SavedSession`]s by client id, so a store behind these three
 //! operations needs no change elsewhere.
 
+use crate::queue::Held;
 use crate::store::{SessionRecord, SubscriptionRecord};
 use crate::subscriptions::{Subscription, Subscriptions};
 use std::collections::{HashMap, HashSet};
@@ -52,6 +53,9 @@ pub(crate) struct SavedSession {
     /// before the restart that the router sends it live are not for it (see
     /// `Sessions::replay_boundary`).
     pub restored: HashSet<u64>,
+    /// The QoS 1/2 messages the last connection held for the client, sent and not
+    /// acknowledged or not sent yet (see `queue`), for the next connection.
+    pub held: Vec<Held>,
 }
 
 impl SavedSession {
@@ -109,6 +113,7 @@ impl SavedSession {
             owner: record.owner.clone(),
             expiry: record.expiry,
             restored: HashSet::new(),
+            held: Vec::new(),
         }
     }
 }
@@ -122,6 +127,22 @@ impl SavedSessions {
     /// A session's saved state.
     pub(crate) fn get(&self, client: &str) -> Option<SavedSession> {
         self.lock().get(client).cloned()
+    }
+
+    /// A session's saved state for a connection that resumes it, which takes the
+    /// messages the last connection held (no other connection may send them too).
+    pub(crate) fn resume(&self, client: &str) -> Option<SavedSession> {
+        let mut saved = self.lock();
+        let s = saved.get_mut(client)?;
+        let held = std::mem::take(&mut s.held);
+        Some(SavedSession { held, ..s.clone() })
+    }
+
+    /// Keeps the messages a session's connection held when it ended.
+    pub(crate) fn keep_held(&self, client: &str, held: Vec<Held>) {
+        if let Some(s) = self.lock().get_mut(client) {
+            s.held = held;
+        }
     }
 
     /// Client ids of the sessions a QoS 1/2 message on `topic` from the session of
