@@ -5,7 +5,8 @@
  */
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
-import { buf, equal, sha256, toHex } from "./bytes.js";
+import { buf, equal, toHex } from "./bytes.js";
+import { sha256 } from "./primitives.js";
 import { decodeFilter, filterMatches, validateFilter } from "./topic.js";
 
 const ROLE_PREFIX = "urn:sealpost:role:";

@@ -17,6 +17,7 @@ export * from "./keyring.js";
 export * from "./merkle.js";
 export * from "./opener.js";
 export * from "./pem.js";
+export * from "./primitives.js";
 export * from "./replay.js";
 export * from "./rootCache.js";
 export * from "./sealer.js";
