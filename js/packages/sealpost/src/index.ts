@@ -6,6 +6,7 @@
  */
 export * from "./bytes.js";
 export * from "./certs.js";
+export * from "./crlReloader.js";
 export * from "./emitter.js";
 export * from "./envelope.js";
 export * from "./errors.js";
