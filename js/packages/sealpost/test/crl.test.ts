@@ -6,7 +6,7 @@
  * KDC whose certificate the reloaded list revokes, before it sends the password.
  */
 import assert from "node:assert/strict";
-import { copyFile, readFile, writeFile } from "node:fs/promises";
+import { copyFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import {
@@ -24,11 +24,13 @@ import {
   Subscriber,
 } from "../src/node.js";
 import {
+  addKdcReader,
   type Broker,
   cli,
   eventually,
   freePort,
   issue,
+  kdcArgs,
   makePki,
   type Pki,
   rustBin,
@@ -154,21 +156,7 @@ test("a publisher revoked while the subscriber runs is cut off at the next reloa
 test("the Node.js KDC client refuses a KDC whose certificate a reloaded list revokes", async () => {
   const state = join(pki.dir, "state-kpub");
   const port = await freePort();
-  const creds = join(pki.dir, "creds.json");
-  await cli("sealpost-pub", [
-    "kdc",
-    "add-reader",
-    "csub",
-    "-o",
-    creds,
-    "--state-dir",
-    state,
-    "--kdc-cert",
-    pki.path("127.0.0.1.pem"),
-    "--kdc-address",
-    `https://127.0.0.1:${port}`,
-  ]);
-  const credentials = JSON.parse(await readFile(creds, "utf8")) as KdcCredentials;
+  const credentials = await addKdcReader(pki, "csub", state, port, join(pki.dir, "creds.json"));
   const publish = (message: string) =>
     start(rustBin("sealpost-pub"), [
       "-L",
@@ -185,15 +173,7 @@ test("the Node.js KDC client refuses a KDC whose certificate a reloaded list rev
       "crl/kdc",
       "-m",
       message,
-      "--state-dir",
-      state,
-      "--kdc",
-      `127.0.0.1:${port}`,
-      "--kdc-cert",
-      pki.path("127.0.0.1.pem"),
-      "--kdc-key",
-      pki.path("127.0.0.1.key"),
-      "--kdc-only",
+      ...kdcArgs(pki, state, port),
     ]);
   const watchedA = join(pki.dir, "watched-kdc-a.pem");
   const watchedB = join(pki.dir, "watched-kdc-b.pem");
