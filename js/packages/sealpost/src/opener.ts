@@ -234,7 +234,7 @@ export class Opener {
     const { sign1, proof } = env;
     const tbs = sigStructure(sign1.protectedBytes, te.encode(topic), sign1.payload);
     if (!proof) {
-      if (!(await verifySignature(known.key, sign1.signature, tbs))) {
+      if (!(await primitives.verifyEd25519(known.key, sign1.signature, tbs))) {
         throw new Rejected("bad_signature", "bad signature", details);
       }
       return;
@@ -250,7 +250,7 @@ export class Opener {
     }
     if (known.roots.contains(root, proof.treeSize, sign1.signature)) return;
     const rootTbs = rootSigStructure(env.fingerprint, proof.treeSize, root);
-    if (!(await verifySignature(known.key, sign1.signature, rootTbs))) {
+    if (!(await primitives.verifyEd25519(known.key, sign1.signature, rootTbs))) {
       throw new Rejected("bad_signature", "bad signature", details);
     }
     known.roots.insertVerified(root, proof.treeSize, sign1.signature, this.rootCache);
@@ -268,7 +268,7 @@ export class Opener {
     const body = parseKeyMessageBody(sign1.payload);
     const known = await this.publisher(fingerprint, sign1.x5chain, body.publisher, now);
     const tbs = sigStructure(sign1.protectedBytes, te.encode(topic), sign1.payload);
-    if (!(await verifySignature(known.key, sign1.signature, tbs))) {
+    if (!(await primitives.verifyEd25519(known.key, sign1.signature, tbs))) {
       throw new Rejected("bad_signature", "bad signature", { publisher: body.publisher, topic });
     }
     // Only now, with the publisher authenticated, touch the private key.
@@ -296,10 +296,6 @@ export class Opener {
     }
     return { publisher: body.publisher, newEpochs, issuedAt: body.issuedAt };
   }
-}
-
-function verifySignature(key: VerifyKey, signature: Uint8Array, data: Uint8Array) {
-  return primitives.verifyEd25519(key, signature, data);
 }
 
 /** Maps a certificate problem to the rejection kind the Rust SDK reports for it. */
