@@ -130,10 +130,9 @@ test("a publisher revoked while the subscriber runs is cut off at the next reloa
     await writeFile(watched, "-----BEGIN X509 CRL-----\nnot base64!\n-----END X509 CRL-----\n");
     await eventually(() => w.failures.length >= 1, "the refusal of a garbled list");
     await copyFile(foreign.path("crl.pem"), watched);
-    await eventually(
-      () => w.failures.some((e) => /another CA/.test(e.message)),
-      "the refusal of a foreign list",
-    );
+    const garbled = w.failures.length;
+    await eventually(() => w.failures.length > garbled, "the refusal of a foreign list");
+    assert.match(w.failures.at(-1)?.message ?? "", /another CA|does not verify with the CA key/);
     assert.equal(w.sub.opener.verifier.revocationList?.number, inForce);
     await publisher.publish("crl/a", "still trusted");
     await eventually(() => w.messages.length === 2, "the message under the list in force");
@@ -157,6 +156,10 @@ test("the Node.js KDC client refuses a KDC whose certificate a reloaded list rev
   const state = join(pki.dir, "state-kpub");
   const port = await freePort();
   const credentials = await addKdcReader(pki, "csub", state, port, join(pki.dir, "creds.json"));
+  // The KDC keeps serving with its certificate once it is revoked (as an impostor holding
+  // its key would): its own list is the one from before, so only the subscriber can refuse.
+  const kdcCrl = join(pki.dir, "crl-before-kdc-revoked.pem");
+  await copyFile(pki.path("crl.pem"), kdcCrl);
   const publish = (message: string) =>
     start(rustBin("sealpost-pub"), [
       "-L",
@@ -168,7 +171,7 @@ test("the Node.js KDC client refuses a KDC whose certificate a reloaded list rev
       "--cafile",
       pki.path("ca.pem"),
       "--crl",
-      pki.path("crl.pem"),
+      kdcCrl,
       "-t",
       "crl/kdc",
       "-m",
@@ -197,9 +200,14 @@ test("the Node.js KDC client refuses a KDC whose certificate a reloaded list rev
     await waitForPort(port);
     await eventually(() => b.keyFailures.length >= 1, "B's refused key fetch");
     assert.match(b.keyFailures[0]?.message ?? "", /KDC certificate: revoked/);
-    await eventually(() => b.rejections.length >= 1, "B's held message given up");
-    assert.equal(b.rejections[0]?.kind, "unknown_key");
+    // (B also refuses the retained key message of the publisher revoked above.)
+    const given = () => b.rejections.filter((r) => r.topic === "crl/kdc");
+    await eventually(() => given().length >= 1, "B's held message given up");
+    assert.equal(given()[0]?.kind, "unknown_key");
     assert.deepEqual(b.messages, []);
+  } catch (e) {
+    console.error(pub.stderr());
+    throw e;
   } finally {
     await pub.stop();
     await a.sub.close();
