@@ -25,6 +25,7 @@ pub mod connection;
 mod listener;
 mod marker;
 pub mod metrics;
+mod publish_links;
 pub mod retained;
 pub mod router;
 pub mod server;

@@ -9,6 +9,7 @@ use crate::acl::Acl;
 use crate::auth::PasswordFile;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::publish_links::PublishLinks;
 use crate::retained::{RetainedOwners, RetainedStore};
 use crate::router::RouterHandle;
 use crate::session::Sessions;
@@ -38,6 +39,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// The broker's own router link (wills, restored retained messages).
     pub system: Arc<SystemLink>,
+    /// The router links that connections without their own link publish through.
+    pub publish_links: PublishLinks,
     /// Sessions beyond one connection: the client id registry, saved state, timers.
     pub sessions: Arc<Sessions>,
 }

@@ -100,8 +100,8 @@ where
     let mut io = Io {
         rd,
         wr,
-        rbuf: BytesMut::with_capacity(4096),
-        wbuf: BytesMut::with_capacity(4096),
+        rbuf: BytesMut::with_capacity(io::BUFFER),
+        wbuf: BytesMut::with_capacity(io::BUFFER),
         shared: shared.clone(),
     };
     let timeout = shared.config.limits.connect_timeout();
