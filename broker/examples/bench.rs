@@ -15,7 +15,6 @@
 //! `mosquitto -c`), on an ephemeral loopback port.
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

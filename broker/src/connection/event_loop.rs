@@ -203,7 +203,7 @@ impl Connection {
                 break;
             };
             if let Some(r) = self.incoming(&mut io.wbuf, frame, max)? {
-                let stored = self.shared.retained.put(&r).await;
+                let stored = Box::pin(self.shared.retained.put(&r)).await;
                 if let Err(e) = stored {
                     warn!(error = %e, topic = %r.topic, "retained message not persisted");
                 }

@@ -118,7 +118,9 @@ where
             return;
         }
     };
-    let Some(mut session) = accept(&mut io, connect, &peer).await else {
+    // Boxed, like the other steps that run once (and the rare ones in the loop): the
+    // task's size is that of its largest state, which every idle connection pays.
+    let Some(mut session) = Box::pin(accept(&mut io, connect, &peer)).await else {
         return;
     };
     let result = session.run(&mut io, peer.certificate_watch).await;
@@ -170,10 +172,12 @@ where
         will_delay: session.will_delay,
     };
     let client_id = session.client_id.clone();
-    shared
-        .sessions
-        .connection_ended(&client_id, &mut session.slot, ending)
-        .await;
+    Box::pin(
+        shared
+            .sessions
+            .connection_ended(&client_id, &mut session.slot, ending),
+    )
+    .await;
     // session drops here (its RouterSlot was released above, or drops with it if this
     // task is cancelled first).
 }

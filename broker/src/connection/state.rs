@@ -312,8 +312,7 @@ impl Connection {
         if !self.to_store.is_empty() {
             // Acknowledged means stored: the router's acknowledgement, which becomes
             // the client's PUBACK/PUBREC, can only come after this.
-            store
-                .write(std::mem::take(&mut self.to_store))
+            Box::pin(store.write(std::mem::take(&mut self.to_store)))
                 .await
                 .map_err(ConnectionError::Storage)?;
         }
@@ -332,7 +331,7 @@ impl Connection {
             let Some(own) = own else {
                 return Ok(());
             };
-            self.link(wbuf).await?;
+            Box::pin(self.link(wbuf)).await?;
             self.to_router = own;
         }
         if self.slot.send_batch(&mut self.to_router).await {
