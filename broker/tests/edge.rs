@@ -544,7 +544,10 @@ async fn a_publishing_client_keeps_order_and_acks_across_its_first_subscribe() {
     assert_eq!(kind & 0xf6, 0x32, "a QoS 1 PUBLISH");
     assert_eq!(&body[2..11], b"fp-back/x");
     assert_eq!(&body[13..], b"back");
-    device.write_all(&packet(0x40, &body[11..13])).await.unwrap();
+    device
+        .write_all(&packet(0x40, &body[11..13]))
+        .await
+        .unwrap();
     broker.shutdown(WAIT).await;
 }
 

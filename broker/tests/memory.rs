@@ -268,10 +268,7 @@ async fn rss_per_idle_connection(n: usize, subscribe: bool) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_publish_only_connection_costs_a_few_kib() {
     let per = rss_per_idle_connection(2000, false).await;
-    assert!(
-        per < 12.0,
-        "{per:.1} KiB per idle publish-only connection"
-    );
+    assert!(per < 12.0, "{per:.1} KiB per idle publish-only connection");
 }
 
 /// An idle subscriber with one filter has its own router link; what it costs in all

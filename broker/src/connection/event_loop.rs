@@ -10,6 +10,7 @@ use crate::metrics::{add, inc};
 use rumqttd::local::{LinkError, LinkRx};
 use rumqttd::protocol::DisconnectReasonCode;
 use rumqttd::Notification;
+use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -89,6 +90,11 @@ impl Connection {
         let mut flooded = false;
         loop {
             io.release_idle_buffers(busy, flooded);
+            if !busy && self.to_router.capacity() > 0 {
+                // Emptied by every batch, but it may hold a link's buffer, for which
+                // rumqttd reserves 200 packets (see `RouterSlot::send_batch`).
+                self.to_router = VecDeque::new();
+            }
             if busy && io.rbuf.capacity() - io.rbuf.len() < BUSY_READ_BUFFER / 2 {
                 io.rbuf.reserve(BUSY_READ_BUFFER);
             }
@@ -194,6 +200,41 @@ impl Connection {
         if !io.rbuf.is_empty() {
             io.prepare_write();
         }
+        loop {
+            if self.drain_some_frames(io, max).await? {
+                return Ok(true);
+            }
+            // Seen before the batch goes: the acknowledgements the edge gives itself
+            // for it (no link of its own) close flows the client had open.
+            let exceeded = self.receive_maximum_exceeded(&io.rbuf);
+            let paused = self.paused(&io.rbuf);
+            self.flush_router(&mut io.wbuf).await?;
+            io.flush().await?;
+            if exceeded {
+                return Err(ConnectionError::Protocol(
+                    "receive maximum exceeded (QoS 1/2 flows not completed)",
+                    DisconnectReasonCode::ReceiveMaximumExceeded,
+                ));
+            }
+            // Those acknowledgements may also have reopened the window for the
+            // frames still buffered.
+            if !paused || self.paused(&io.rbuf) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Handles the complete frames in the read buffer until it is empty or paused;
+    /// true after a clean DISCONNECT.
+    async fn drain_some_frames<R, W>(
+        &mut self,
+        io: &mut Io<R, W>,
+        max: usize,
+    ) -> Result<bool, ConnectionError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         while !self.paused(&io.rbuf) {
             if let Some((kind, pkid)) = codec::take_success_ack(&mut io.rbuf) {
                 self.client_ack(pkid, kind);
@@ -217,22 +258,12 @@ impl Connection {
                 return Ok(true);
             }
         }
-        self.flush_router(&mut io.wbuf).await?;
-        io.flush().await?;
-        if self.receive_maximum_exceeded(&io.rbuf) {
-            return Err(ConnectionError::Protocol(
-                "receive maximum exceeded (QoS 1/2 flows not completed)",
-                DisconnectReasonCode::ReceiveMaximumExceeded,
-            ));
-        }
         Ok(false)
     }
 }
 
 /// The next notification on the connection's own link; never, without one.
-async fn next_notification(
-    rx: &mut Option<LinkRx>,
-) -> Result<Option<Notification>, LinkError> {
+async fn next_notification(rx: &mut Option<LinkRx>) -> Result<Option<Notification>, LinkError> {
     match rx {
         Some(rx) => rx.next().await,
         None => std::future::pending().await,

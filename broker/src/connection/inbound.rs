@@ -263,11 +263,15 @@ impl Connection {
         // Open flows, bounded by `limits.max_inflight` (see `open_flows_in`): a QoS 1
         // flow until the router acknowledges, a QoS 2 one until its PUBREL.
         // Without a link of its own, the edge acknowledges once the message is in the
-        // router's queue (see `publish_links`), so no flow waits for the router.
+        // router's queue (see `publish_links`); a QoS 1 flow is open until then.
         let shared_link = self.publishes_shared();
         match header.qos {
-            1 if shared_link => self.local_acks.push((kind::PUBACK, header.pkid)),
-            1 => self.inflight_in += 1,
+            1 => {
+                self.inflight_in += 1;
+                if shared_link {
+                    self.local_acks.push((kind::PUBACK, header.pkid));
+                }
+            }
             2 => {
                 self.awaiting_release.insert(header.pkid);
                 self.store_incoming(header.pkid, true);

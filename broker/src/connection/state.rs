@@ -3,6 +3,7 @@
 //! for the router, counters, and saving a persistent session's state.
 
 use super::drops::DropLog;
+use super::io::queue_disconnect;
 use super::ConnectionError;
 use crate::acl::Identity;
 use crate::codec::{self, kind, Version};
@@ -11,13 +12,12 @@ use crate::router::{router_client_id, RouterSlot};
 use crate::session::{SavedSession, Will};
 use crate::shared::Shared;
 use crate::subscriptions::{Copies, Subscriptions};
-use super::io::queue_disconnect;
 use bytes::{Bytes, BytesMut};
 use rumqttd::local::LinkRx;
 use rumqttd::protocol::{DisconnectReasonCode, Packet, SubscribeReasonCode};
-use tracing::warn;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use tracing::warn;
 
 /// What an MQTT 5 client asked of the messages it receives (CONNECT properties).
 #[derive(Debug, Clone, Copy, Default)]
@@ -303,7 +303,10 @@ impl Connection {
     /// Without a link of its own, the batch goes through the shared link, the
     /// acknowledgements the edge gives for it go into `wbuf`, and the connection links
     /// when the batch holds packets that need its own link.
-    pub(super) async fn flush_router(&mut self, wbuf: &mut BytesMut) -> Result<(), ConnectionError> {
+    pub(super) async fn flush_router(
+        &mut self,
+        wbuf: &mut BytesMut,
+    ) -> Result<(), ConnectionError> {
         self.report_counts();
         let store = &self.shared.store;
         if !self.store_acks.is_empty() {
@@ -317,7 +320,10 @@ impl Connection {
                 .map_err(ConnectionError::Storage)?;
         }
         if self.link_rx.is_none() {
-            let own = self.own_link_from.take().map(|i| self.to_router.split_off(i));
+            let own = self
+                .own_link_from
+                .take()
+                .map(|i| self.to_router.split_off(i));
             if !self
                 .shared
                 .publish_links
@@ -326,6 +332,9 @@ impl Connection {
                 return Err(ConnectionError::RouterClosed);
             }
             for (kind, pkid) in self.local_acks.drain(..) {
+                if kind == kind::PUBACK {
+                    self.inflight_in = self.inflight_in.saturating_sub(1);
+                }
                 wbuf.extend_from_slice(&codec::success_ack(kind, pkid));
             }
             let Some(own) = own else {
