@@ -49,12 +49,18 @@ pub async fn report_link(program: &'static str, mut status: watch::Receiver<Link
     }
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM, after which the tools disconnect cleanly (MQTT
-/// DISCONNECT, then TLS close_notify) and exit.
-pub async fn stop_signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        interrupted = tokio::signal::ctrl_c() => interrupted,
-        _ = term.recv() => Ok(()),
-    }
+/// Listens for Ctrl-C (SIGINT) and SIGTERM from now on (so that a signal that arrives
+/// before the returned future is first polled is not lost, nor kills the process), and
+/// returns a future that ends at the first of them, after which the tools disconnect
+/// cleanly (MQTT DISCONNECT, then TLS close_notify) and exit.
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }

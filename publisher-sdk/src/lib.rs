@@ -29,11 +29,11 @@
 //!   case the broker lost its retained messages. Each carries the current and the previous
 //!   epoch, but a rotation wraps only the new one: the previous epoch's wrapping for each
 //!   subscriber is kept in memory and reused ([`Rekey::wrapped`], [`Rekey::timings`]).
-//!
 //! - The SDK owns its TLS connection ([`tunnel`]): it ends with close_notify when the
 //!   publisher disconnects. Several broker addresses ([`PublisherConfig::failover`]): a
 //!   lost broker is replaced by the next, with exponential backoff and jitter
-//!   ([`link`]), and the key messages and recent messages are sent again there.
+//!   ([`link`]), and the key messages and recent messages
+//!   ([`PublisherConfig::resend_window`]) are sent again there.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

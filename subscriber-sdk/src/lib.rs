@@ -30,6 +30,11 @@
 //! - The hold buffer keeps verified messages (waiting for a key) apart from unverifiable
 //!   ones (unknown publisher, a small separate share): junk cannot push out genuine
 //!   messages.
+//! - Several broker addresses ([`SubscriberConfig::failover`]): when its broker goes
+//!   away the subscriber moves to the next (exponential backoff with jitter) and
+//!   subscribes again there; duplicates that the publisher sends again after a
+//!   reconnect are dropped by the replay window. Over TLS the SDK owns the connection and
+//!   ends it with close_notify ([`Subscriber::disconnect`]).
 //!
 //! ## Non-features
 //! - Content keys are not persisted: after a restart they come again from the retained

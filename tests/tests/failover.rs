@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use sealpost_publisher::{BrokerAddress, QoS, RESEND_DELAY};
 use sealpost_subscriber::{Event, Subscriber};
-use sealpost_tests::{expect_message, publisher, subscriber, Broker, BrokerKind, Pki, WAIT};
+use sealpost_tests::{
+    expect_message, free_port, publisher, subscriber, Broker, BrokerKind, Pki, WAIT,
+};
 
 /// Messages in the stream, and how many the subscriber has read when the broker goes.
 const STREAM: u64 = 600;
@@ -161,4 +163,41 @@ async fn a_persistent_session_keeps_what_was_published_while_away(kind: BrokerKi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_session_keeps_messages_on_mosquitto() {
     a_persistent_session_keeps_what_was_published_while_away(BrokerKind::Mosquitto).await;
+}
+
+/// The first connection tries every address before it fails: a dead first broker is
+/// skipped (its refusal named at debug level), the second one is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_connection_skips_a_dead_broker() {
+    let pki = Pki::new("failover CA");
+    let live = Broker::start(BrokerKind::Sealpost, &pki);
+    let dead = BrokerAddress::Tls {
+        host: "127.0.0.1".into(),
+        port: free_port(),
+    };
+    let sensor = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let mut config = pki.publisher_config(&live, &sensor, "pub");
+    config.failover = vec![config.broker.clone()];
+    config.broker = dead.clone();
+    let p = publisher(config).await;
+    p.grant_pem(&alice.certificate_pem).await.unwrap();
+    let mut config = pki.subscriber_config(&live, &alice);
+    config.failover = vec![config.broker.clone()];
+    config.broker = dead.clone();
+    let mut s = subscriber(config, "sensors/#").await;
+    p.publish("sensors/t", b"through the second", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    assert_eq!(expect_message(&mut s).await.payload, b"through the second");
+
+    // Only dead brokers: the first connection fails, naming each cause.
+    let mut config = pki.subscriber_config(&live, &alice);
+    config.broker = dead.clone();
+    config.failover = vec![BrokerAddress::Tcp {
+        host: "127.0.0.1".into(),
+        port: free_port(),
+    }];
+    let e = Subscriber::connect(config).await.unwrap_err().to_string();
+    assert!(e.contains("connection refused"), "{e}");
 }

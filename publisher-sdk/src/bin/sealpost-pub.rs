@@ -329,10 +329,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
         1 | 2 => QoS::AtLeastOnce,
         other => return Err(format!("invalid QoS {other}").into()),
     };
-    let publisher = Publisher::connect(config).await?;
-    tokio::spawn(cli::report_link("sealpost-pub", publisher.link_status()));
-    let stop = cli::stop_signal();
+    let stop = cli::stop_signal()?;
     tokio::pin!(stop);
+    // Signals are caught from here on: one while connecting still ends the program.
+    let publisher = tokio::select! {
+        publisher = Publisher::connect(config) => publisher?,
+        () = &mut stop => return Err("interrupted while connecting".into()),
+    };
+    tokio::spawn(cli::report_link("sealpost-pub", publisher.link_status()));
     let mut stopped = false;
     if let Some(address) = publisher.kdc_address().await {
         eprintln!("sealpost-pub: KDC serving keys at {address}");
@@ -413,7 +417,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if cli.kdc.is_some() && !stopped {
         // Readers fetch keys after the messages are sent: keep the KDC up.
         eprintln!("sealpost-pub: serving keys until Ctrl-C");
-        stop.await?;
+        stop.await;
     }
     publisher.disconnect().await?;
     Ok(())

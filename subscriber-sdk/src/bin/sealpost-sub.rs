@@ -173,7 +173,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     } else {
         QoS::AtLeastOnce
     };
-    let mut subscriber = Subscriber::connect(config).await?;
+    let stop = cli::stop_signal()?;
+    tokio::pin!(stop);
+    // Signals are caught from here on: one while connecting still ends the program.
+    let mut subscriber = tokio::select! {
+        subscriber = Subscriber::connect(config) => subscriber?,
+        () = &mut stop => return Err("interrupted while connecting".into()),
+    };
     for filter in &cli.topic {
         subscriber.subscribe(filter, qos).await?;
     }
@@ -184,8 +190,6 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     let stdout = std::io::stdout();
     tokio::spawn(cli::report_link("sealpost-sub", subscriber.link_status()));
     let mut code = ExitCode::SUCCESS;
-    let stop = cli::stop_signal();
-    tokio::pin!(stop);
     while !matches!(cli.count, Some(c) if printed >= c) {
         let expired = async {
             match deadline {
