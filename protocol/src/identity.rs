@@ -79,22 +79,24 @@ impl SubscriberIdentity {
         let der = pemfile::decode(certificate_pem, pemfile::CERTIFICATE)?;
         let certificate = sealpost_certs::parse(&der)?;
         pemfile::decode(key_pem, pemfile::PRIVATE_KEY)?;
-        let key =
-            match &certificate.public_key {
-                SubjectKey::X25519(_) => {
-                    let secret = x25519::private_key_from_pem(key_pem)?;
-                    UnwrappingKey::x25519(&secret).map_err(SealError::Identity)?
-                }
-                _ => UnwrappingKey::RsaOaep256(RsaPrivateKey::from_pkcs8_pem(key_pem).map_err(
-                    |_| SealError::Identity("the private key is not an RSA PKCS#8 key".into()),
-                )?),
-            };
+        let key = match &certificate.public_key {
+            SubjectKey::X25519(_) => {
+                let secret = x25519::private_key_from_pem(key_pem)?;
+                UnwrappingKey::x25519(&secret).map_err(SealError::Identity)?
+            }
+            _ => {
+                let key = RsaPrivateKey::from_pkcs8_pem(key_pem).map_err(|_| {
+                    SealError::Identity("the private key is not an RSA PKCS#8 key".into())
+                })?;
+                UnwrappingKey::RsaOaep256(Box::new(key))
+            }
+        };
         Self::with_key(certificate, key)
     }
 
     /// Pairs a parsed RSA subscriber certificate with its RSA key.
     pub fn new(certificate: CertificateInfo, key: RsaPrivateKey) -> Result<Self, SealError> {
-        Self::with_key(certificate, UnwrappingKey::RsaOaep256(key))
+        Self::with_key(certificate, UnwrappingKey::RsaOaep256(Box::new(key)))
     }
 
     /// Pairs a parsed X25519 subscriber certificate with its raw X25519 private key.

@@ -206,7 +206,8 @@ impl WrappingKey {
 /// A subscriber's private key, which unwraps the content keys wrapped for it.
 #[derive(Clone)]
 pub(crate) enum UnwrappingKey {
-    RsaOaep256(RsaPrivateKey),
+    /// Boxed: an RSA key is ten times the size of an X25519 one.
+    RsaOaep256(Box<RsaPrivateKey>),
     Hpke(<HpkeKem as Kem>::PrivateKey),
 }
 
@@ -302,7 +303,7 @@ mod tests {
         let private = RsaPrivateKey::new(&mut OsRng, 1024).unwrap();
         (
             WrappingKey::RsaOaep256(private.to_public_key()),
-            UnwrappingKey::RsaOaep256(private),
+            UnwrappingKey::RsaOaep256(Box::new(private)),
         )
     }
 
