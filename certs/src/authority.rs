@@ -168,7 +168,7 @@ pub enum SubscriberKey {
     #[default]
     Rsa,
     /// X25519, for HPKE key wrapping (RFC 9180): smaller key messages, much faster
-    /// wrapping, unwrapping and key generation.
+    /// unwrapping and key generation.
     X25519,
 }
 

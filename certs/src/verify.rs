@@ -133,10 +133,8 @@ impl CertificateInfo {
             ))),
         }
     }
-}
 
-impl CertificateInfo {
-    /// The X25519 key of a subscriber certificate.
+    /// The X25519 key of a subscriber certificate (HPKE key wrapping).
     pub fn x25519_public_key(&self) -> Result<[u8; 32], CertError> {
         match &self.public_key {
             SubjectKey::X25519(bytes) => Ok(*bytes),

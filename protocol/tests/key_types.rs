@@ -138,6 +138,13 @@ fn hpke_and_rsa_subscribers_of_one_publisher_both_read() {
         );
         assert_eq!(opener.open("plant/t", &envelope).unwrap().payload, b"both");
     }
+    // A wrapping opens only for the certificate it was made for, whatever the key type.
+    let for_hpke = KeyRecipient::new(p.hpke.certificate().clone())
+        .unwrap()
+        .wrap(1, &key)
+        .unwrap();
+    assert_eq!(p.hpke.unwrap(&for_hpke), Ok(key.clone()));
+    assert_eq!(p.rsa.unwrap(&for_hpke), Err(Rejected::NotForUs));
     // One HPKE entry (32-byte ek + 48-byte ciphertext) against one 256-byte RSA ciphertext.
     assert!(sizes[0] + 150 < sizes[1], "key message sizes {sizes:?}");
 }
