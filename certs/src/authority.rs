@@ -51,7 +51,8 @@ pub enum Profile {
         /// Topic filters this publisher may publish to.
         topics: Vec<String>,
     },
-    /// A subscriber, whose RSA key receives wrapped content keys.
+    /// A subscriber, whose RSA key receives wrapped content keys (for an X25519 key see
+    /// [`CertificateAuthority::issue_subscriber`]).
     Subscriber {
         /// Identity (subject common name).
         id: String,
@@ -158,6 +159,17 @@ impl fmt::Debug for Issued {
             .field("private_key_pem", &"<redacted>")
             .finish()
     }
+}
+
+/// The key type of a subscriber certificate: what the publisher wraps content keys under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubscriberKey {
+    /// RSA-2048, for RSA-OAEP-256 key wrapping (the default, readable by every release).
+    #[default]
+    Rsa,
+    /// X25519, for HPKE key wrapping (RFC 9180): smaller key messages, much faster
+    /// unwrapping and key generation.
+    X25519,
 }
 
 /// One entry of a revocation list.
@@ -279,6 +291,31 @@ impl CertificateAuthority {
         })
     }
 
+    /// Issues a subscriber certificate for `id` with a freshly generated key of type `key`.
+    /// [`SubscriberKey::Rsa`] is the same as [`CertificateAuthority::issue`] with
+    /// [`Profile::Subscriber`].
+    pub fn issue_subscriber(
+        &self,
+        id: &str,
+        key: SubscriberKey,
+        validity: Validity,
+    ) -> Result<Issued, CertError> {
+        match key {
+            SubscriberKey::Rsa => self.issue(&Profile::Subscriber { id: id.into() }, validity),
+            SubscriberKey::X25519 => {
+                let (private_key_pem, public) = crate::x25519::generate()?;
+                crate::x25519::issue_certificate(
+                    self.certificate.der(),
+                    &self.key.serialize_der(),
+                    id,
+                    &public,
+                    private_key_pem,
+                    validity,
+                )
+            }
+        }
+    }
+
     /// Signs a device's certificate signing request, so its private key never leaves it.
     ///
     /// Only the public key is taken from the request (after checking the request's own
@@ -358,13 +395,18 @@ fn generation(e: impl std::fmt::Display) -> CertError {
     CertError::Generation(e.to_string())
 }
 
-/// 16 random bytes, top bit clear so the DER INTEGER stays positive.
 fn random_serial() -> SerialNumber {
+    SerialNumber::from_slice(&random_serial_bytes())
+}
+
+/// 16 random bytes, top bit clear so the DER INTEGER stays positive, first byte non-zero
+/// so it stays 16 bytes long.
+pub(crate) fn random_serial_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     OsRng.fill_bytes(&mut bytes);
     bytes[0] &= 0x7f;
     bytes[0] |= 0x01;
-    SerialNumber::from_slice(&bytes)
+    bytes
 }
 
 fn public_key_info_der(cert_der: &[u8]) -> Result<Vec<u8>, CertError> {

@@ -198,7 +198,7 @@ pub struct Rekey {
     pub key_messages: usize,
     /// Their total size in bytes (payloads only).
     pub bytes: usize,
-    /// RSA-OAEP wrappings done for them. A rotation wraps only the new epoch for each
+    /// Wrappings (RSA-OAEP or HPKE) done for them. A rotation wraps only the new epoch for each
     /// subscriber and reuses the earlier epoch's wrapping, so after a revoke this is the
     /// number of remaining subscribers, not twice that.
     pub wrapped: usize,

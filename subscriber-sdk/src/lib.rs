@@ -15,7 +15,7 @@
 //!   names a KDC this subscriber has credentials for ([`SubscriberConfig::kdc_credentials`]),
 //!   it logs in over HTTPS (certificate verified against the CA), fetches the key of that
 //!   epoch once, and opens the envelopes held meanwhile. A KDC-only subscriber needs no
-//!   certificate or RSA key ([`SubscriberConfig::kdc_only`]).
+//!   certificate or private key ([`SubscriberConfig::kdc_only`]).
 //! - Exactly-once delivery over QoS 1: the replay window drops redeliveries and
 //!   duplicates, and is persisted before messages are handed over (by default in
 //!   `./.sealpost-sub`, [`SubscriberConfig::state_dir`]), so a restarted subscriber does

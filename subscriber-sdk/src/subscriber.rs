@@ -58,7 +58,7 @@ pub struct SubscriberConfig {
     pub credentials: Option<(String, String)>,
     /// The subscriber certificate, PEM.
     pub certificate_pem: String,
-    /// Its RSA PKCS#8 private key, PEM.
+    /// Its PKCS#8 private key, PEM: RSA or X25519, matching the certificate.
     pub key_pem: String,
     /// The CA certificate, PEM: publisher certificates must chain to it.
     pub ca_pem: String,
@@ -158,7 +158,7 @@ impl SubscriberConfig {
     }
 
     /// A configuration for a subscriber that gets keys from a KDC only and holds no
-    /// subscriber certificate or RSA key (it follows no key messages).
+    /// subscriber certificate or private key (it follows no key messages).
     pub fn kdc_only(
         broker: BrokerAddress,
         ca_pem: impl Into<String>,
@@ -211,7 +211,7 @@ impl Subscriber {
     /// Connects and subscribes to this subscriber's key messages. Fails if the broker does
     /// not accept the connection within `timeout`.
     pub async fn connect(config: SubscriberConfig) -> Result<Subscriber, SubscriberError> {
-        // A KDC-only subscriber has no certificate: it needs no RSA key to unwrap key
+        // A KDC-only subscriber has no certificate: it needs no private key to unwrap key
         // messages, and it names itself after its first KDC reader id.
         let (identity, id) = match config.kdc_credentials.first() {
             Some(c) if config.certificate_pem.is_empty() => (None, c.reader.clone()),
