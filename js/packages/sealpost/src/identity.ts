@@ -55,9 +55,10 @@ export async function loadPublisherIdentity(
 }
 
 /**
- * The same key as a version-1 PKCS#8 PrivateKeyInfo. The sealpost security center writes
- * Ed25519 keys as RFC 5958 version 2 (with the public key), which WebCrypto in Node.js
- * and Chromium refuses to import; dropping the (derivable) public key changes nothing.
+ * The same key as a version-1 PKCS#8 PrivateKeyInfo. The sealpost security center wrote
+ * Ed25519 keys as RFC 5958 version 2 (with the public key) until December 2026, which
+ * WebCrypto in Node.js and Chromium refuses to import; dropping the (derivable) public
+ * key changes nothing. Keys it writes now are version 1 already and pass unchanged.
  */
 export function pkcs8V1(der: Uint8Array): ArrayBuffer {
   const key = AsnConvert.parse(der, OneAsymmetricKey);
