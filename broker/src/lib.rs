@@ -26,7 +26,6 @@ pub mod connection;
 mod listener;
 mod marker;
 pub mod metrics;
-mod publish_links;
 mod queue;
 pub mod retained;
 pub mod router;

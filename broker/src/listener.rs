@@ -57,8 +57,6 @@ pub(crate) async fn run(
             let _permit = permit;
             handle(stream, addr, kind, tls, shared).await;
         });
-        // (Each kind of connection is served by a future of its own size, boxed in
-        // `handle`: an idle TCP connection does not pay for the size of a TLS one.)
     }
 }
 
@@ -78,8 +76,7 @@ async fn handle(
     };
     match (kind, tls) {
         (ListenerKind::Tls | ListenerKind::Wss, Some(tls)) => {
-            let accept = Box::pin(tls.acceptor.accept(stream));
-            match tokio::time::timeout_at(deadline, accept).await {
+            match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
                     let certificate =
                         crate::tls::certificate(tls_stream.get_ref().1.peer_certificates());
@@ -89,9 +86,9 @@ async fn handle(
                         peer.certificate_watch = tls.revocation.as_ref().map(|r| r.watch(info));
                     }
                     if kind == ListenerKind::Wss {
-                        Box::pin(serve_websocket(tls_stream, deadline, shared, peer)).await;
+                        serve_websocket(tls_stream, deadline, shared, peer).await;
                     } else {
-                        Box::pin(connection::serve(tls_stream, shared, peer)).await;
+                        connection::serve(tls_stream, shared, peer).await;
                     }
                 }
                 Ok(Err(e)) => debug!(peer = %addr, error = %e, "TLS handshake failed"),
@@ -105,8 +102,8 @@ async fn handle(
         (ListenerKind::Tls | ListenerKind::Wss, None) => {
             warn!(peer = %addr, "TLS listener without TLS configuration: connection closed");
         }
-        (ListenerKind::Ws, _) => Box::pin(serve_websocket(stream, deadline, shared, peer)).await,
-        (ListenerKind::Tcp, _) => Box::pin(connection::serve(stream, shared, peer)).await,
+        (ListenerKind::Ws, _) => serve_websocket(stream, deadline, shared, peer).await,
+        (ListenerKind::Tcp, _) => connection::serve(stream, shared, peer).await,
     }
 }
 

@@ -8,7 +8,7 @@ use crate::acl::Identity;
 use crate::codec::Version;
 use crate::metrics::inc;
 use crate::queue::OutQueue;
-use crate::router::{router_client_id, RouterSlot};
+use crate::router::router_client_id;
 use crate::session::{self, OwnerCheck, SavedSession};
 use crate::shared::Shared;
 use crate::subscriptions::Copies;
@@ -195,33 +195,23 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     if clean_start && persist {
         shared.sessions.end_session(&mut lock).await;
     }
-    // A session the router need not keep, for a client id with nothing in the router,
-    // starts without a link of its own: it publishes through a shared one until it
-    // subscribes (see `publish_links`).
-    let unlinked = router_clean && shared.sessions.nothing_in_router(&lock);
     let mut started = shared
         .sessions
         .start(&mut lock, &identity, !clean_start, persist);
     if let Some(w) = started.will_to_publish.take() {
         shared.system.publish_will(w).await;
     }
-    let mut take_over = None;
-    let link = if unlinked {
-        take_over = Some(shared.sessions.unlinked(&mut lock));
-        Ok((RouterSlot::unlinked(), None, false))
-    } else {
-        shared
-            .router
-            .link_async(router_client_id(&client_id), router_clean)
-            .await
-            .map(|(slot, rx, ack)| {
-                let present = match Option::<Packet>::from(ack) {
-                    Some(Packet::ConnAck(ack, _)) => ack.session_present,
-                    _ => false,
-                };
-                (slot, Some(rx), present)
-            })
-    };
+    let link = shared
+        .router
+        .link_async(router_client_id(&client_id), router_clean)
+        .await
+        .map(|(slot, rx, ack)| {
+            let present = match Option::<Packet>::from(ack) {
+                Some(Packet::ConnAck(ack, _)) => ack.session_present,
+                _ => false,
+            };
+            (slot, rx, present)
+        });
     // A resumed session keeps the edge's subscription table and origin id; a new one
     // starts afresh, and any table saved for an older session with this id is stale.
     let mut saved = match link {
@@ -309,9 +299,6 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         will_delay,
         slot,
         link_rx,
-        take_over,
-        own_link_from: None,
-        local_acks: Vec::new(),
         will: will.map(|w| (w, will_props)),
         aliases: HashMap::new(),
         to_router: VecDeque::new(),

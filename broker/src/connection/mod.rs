@@ -102,8 +102,8 @@ where
     let mut io = Io {
         rd,
         wr,
-        rbuf: BytesMut::with_capacity(io::BUFFER),
-        wbuf: BytesMut::with_capacity(io::BUFFER),
+        rbuf: BytesMut::with_capacity(4096),
+        wbuf: BytesMut::with_capacity(4096),
         shared: shared.clone(),
     };
     let timeout = shared.config.limits.connect_timeout();
@@ -120,9 +120,7 @@ where
             return;
         }
     };
-    // Boxed, like the other steps that run once (and the rare ones in the loop): the
-    // task's size is that of its largest state, which every idle connection pays.
-    let Some(mut session) = Box::pin(accept(&mut io, connect, &peer)).await else {
+    let Some(mut session) = accept(&mut io, connect, &peer).await else {
         return;
     };
     let result = session.run(&mut io, peer.certificate_watch).await;
@@ -176,12 +174,10 @@ where
         held: session.take_held(),
     };
     let client_id = session.client_id.clone();
-    let lost = Box::pin(
-        shared
-            .sessions
-            .connection_ended(&client_id, &mut session.slot, ending),
-    )
-    .await;
+    let lost = shared
+        .sessions
+        .connection_ended(&client_id, &mut session.slot, ending)
+        .await;
     for _ in lost {
         session
             .drops

@@ -3,23 +3,21 @@
 //! for the router, counters, and saving a persistent session's state.
 
 use super::drops::DropLog;
-use super::io::queue_disconnect;
 use super::ConnectionError;
 use crate::acl::Identity;
-use crate::codec::{self, kind, Version};
+use crate::codec::{kind, Version};
 use crate::config::SlowSubscriber;
 use crate::metrics::add;
 use crate::queue::{Held, OutQueue};
-use crate::router::{router_client_id, RouterSlot};
+use crate::router::RouterSlot;
 use crate::session::{SavedSession, Will};
 use crate::shared::Shared;
 use crate::subscriptions::{Copies, Subscriptions};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rumqttd::local::LinkRx;
-use rumqttd::protocol::{DisconnectReasonCode, Packet, SubscribeReasonCode};
+use rumqttd::protocol::{Packet, SubscribeReasonCode};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use tracing::warn;
 
 /// What an MQTT 5 client asked of the messages it receives (CONNECT properties).
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,20 +57,8 @@ pub(super) struct Connection {
     pub(super) router_clean: bool,
     /// MQTT 5 will delay interval, in seconds.
     pub(super) will_delay: u32,
-    /// The connection's own router link: none (`RouterSlot::unlinked`, no receiver)
-    /// until it first subscribes, when it started without one (see `publish_links`).
     pub(super) slot: RouterSlot,
-    pub(super) link_rx: Option<LinkRx>,
-    /// Completes when a newer connection with the same client id takes over a
-    /// connection that has no link of its own (the router ends linked ones).
-    pub(super) take_over: Option<tokio::sync::oneshot::Receiver<()>>,
-    /// Without a link of its own: where in [`Connection::to_router`] the packets
-    /// start that need one (a SUBSCRIBE and what follows it).
-    pub(super) own_link_from: Option<usize>,
-    /// Without a link of its own: the acknowledgements (kind, packet id) of the
-    /// client's QoS 1/2 PUBLISHes in [`Connection::to_router`], which the edge gives
-    /// once the batch is in the router's queue.
-    pub(super) local_acks: Vec<(u8, u16)>,
+    pub(super) link_rx: LinkRx,
     pub(super) will: Option<Will>,
     pub(super) aliases: HashMap<u16, Bytes>,
     /// Packets for the router, sent as one batch per read or per notification batch.
@@ -290,28 +276,8 @@ impl Connection {
         }
     }
 
-    /// Whether the connection routes its messages through a shared link (see
-    /// `publish_links`): it has no link of its own and none is asked for yet.
-    pub(super) fn publishes_shared(&self) -> bool {
-        self.link_rx.is_none() && self.own_link_from.is_none()
-    }
-
-    /// The packets queued for the router from now on need the connection's own link
-    /// (they are a SUBSCRIBE or follow one).
-    pub(super) fn needs_own_link(&mut self) {
-        if self.publishes_shared() {
-            self.own_link_from = Some(self.to_router.len());
-        }
-    }
-
     /// Sends the batch of packets for the router (and reports the batch's counts).
-    /// Without a link of its own, the batch goes through the shared link, the
-    /// acknowledgements the edge gives for it go into `wbuf`, and the connection links
-    /// when the batch holds packets that need its own link.
-    pub(super) async fn flush_router(
-        &mut self,
-        wbuf: &mut BytesMut,
-    ) -> Result<(), ConnectionError> {
+    pub(super) async fn flush_router(&mut self) -> Result<(), ConnectionError> {
         self.report_counts();
         let store = &self.shared.store;
         if !self.store_acks.is_empty() {
@@ -320,71 +286,15 @@ impl Connection {
         if !self.to_store.is_empty() {
             // Acknowledged means stored: the router's acknowledgement, which becomes
             // the client's PUBACK/PUBREC, can only come after this.
-            Box::pin(store.write(std::mem::take(&mut self.to_store)))
+            store
+                .write(std::mem::take(&mut self.to_store))
                 .await
                 .map_err(ConnectionError::Storage)?;
-        }
-        if self.link_rx.is_none() {
-            let own = self
-                .own_link_from
-                .take()
-                .map(|i| self.to_router.split_off(i));
-            if !self
-                .shared
-                .publish_links
-                .send(self.origin, &mut self.to_router)
-            {
-                return Err(ConnectionError::RouterClosed);
-            }
-            for (kind, pkid) in self.local_acks.drain(..) {
-                if kind == kind::PUBACK {
-                    self.inflight_in = self.inflight_in.saturating_sub(1);
-                }
-                wbuf.extend_from_slice(&codec::success_ack(kind, pkid));
-            }
-            let Some(own) = own else {
-                return Ok(());
-            };
-            Box::pin(self.link(wbuf)).await?;
-            self.to_router = own;
         }
         if self.slot.send_batch(&mut self.to_router).await {
             Ok(())
         } else {
             Err(ConnectionError::RouterClosed)
-        }
-    }
-
-    /// Gives the connection its own router link (clean session: it had none, so the
-    /// router keeps nothing for its client id), unless a newer connection has taken
-    /// over its client id.
-    async fn link(&mut self, wbuf: &mut BytesMut) -> Result<(), ConnectionError> {
-        let sessions = &self.shared.sessions;
-        let mut lock = sessions.lock(&self.client_id).await;
-        if !sessions.linking(&mut lock, self.generation) {
-            sessions.unlock(lock);
-            if self.version == Version::V5 {
-                queue_disconnect(wbuf, DisconnectReasonCode::SessionTakenOver);
-            }
-            return Err(ConnectionError::RouterClosed);
-        }
-        let link = self
-            .shared
-            .router
-            .link_async(router_client_id(&self.client_id), true)
-            .await;
-        sessions.unlock(lock);
-        self.take_over = None;
-        match link {
-            Ok((slot, rx, _connack)) => {
-                self.slot = slot;
-                self.link_rx = Some(rx);
-                Ok(())
-            }
-            Err(e) => {
-                warn!(client_id = %self.client_id, error = %e, "router refused the connection's own link");
-                Err(ConnectionError::RouterClosed)
-            }
         }
     }
 }

@@ -155,10 +155,6 @@ impl Sessions {
         let previous = (lock.entry.owner.clone(), lock.entry.kept);
         self.registry.set_owner(lock, Some(identity.label()), kept);
         let e = &mut *lock.entry;
-        if let Some(unlinked) = e.take_over.take() {
-            // The connection this one takes over has no link of its own.
-            let _ = unlinked.send(());
-        }
         e.current = generation;
         e.connected = true;
         e.resumed = resumes;
@@ -170,32 +166,6 @@ impl Sessions {
             will_to_publish: if resumes { None } else { pending },
             previous,
         }
-    }
-
-    /// Whether nothing is linked or kept in the router for the locked client id (no
-    /// open connection, no session kept after one): a clean-session connection may then
-    /// start without a router link of its own (see `publish_links`), as there is
-    /// nothing in the router to take over or discard. Asked before [`Sessions::start`].
-    pub(crate) fn nothing_in_router(&self, lock: &ClientLock) -> bool {
-        !lock.entry.connected && !lock.entry.kept
-    }
-
-    /// Registers the latest connection of the locked client id as one without a router
-    /// link of its own: the receiver completes when a newer connection takes over.
-    pub(crate) fn unlinked(&self, lock: &mut ClientLock) -> tokio::sync::oneshot::Receiver<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        lock.entry.take_over = Some(tx);
-        rx
-    }
-
-    /// The connection of `generation` is about to get its own router link (the router
-    /// takes it over from now on). False if a newer connection has taken over.
-    pub(crate) fn linking(&self, lock: &mut ClientLock, generation: u64) -> bool {
-        if lock.entry.current != generation || !lock.entry.connected {
-            return false;
-        }
-        lock.entry.take_over = None;
-        true
     }
 
     /// A connection that failed to link: it never became a session, so the session (if
