@@ -160,32 +160,37 @@ impl Broker {
             // Like the sealpost broker, Mosquitto is told to set TCP_NODELAY, so that the
             // benchmark's latencies measure the brokers rather than Nagle's algorithm.
             BrokerKind::Mosquitto => {
-                let (port, tls_port, ws_port) = (free_port(), free_port(), free_port());
-                let conf = format!(
-                    "per_listener_settings false\nset_tcp_nodelay true\nallow_anonymous true\npersistence false\n\
-                     max_packet_size 2000000\nmax_inflight_messages 0\n\
-                     max_queued_messages 100000\nlog_dest stderr\nlog_type error\n\
-                     listener {port} 127.0.0.1\n\
-                     listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n\
-                     listener {ws_port} 127.0.0.1\nprotocol websockets\n",
-                    cert.display(),
-                    key.display()
-                );
-                let path = dir.path().join("mosquitto.conf");
-                std::fs::write(&path, conf).expect("write mosquitto.conf");
-                let broker = Broker {
-                    kind,
-                    port,
-                    tls_port,
-                    ws_port,
-                    backend: Backend::Mosquitto {
-                        child: spawn_mosquitto(&path),
-                        conf: path,
-                    },
-                    dir,
-                };
-                broker.wait_ready();
-                broker
+                // A port free_port() found may be taken by another test before Mosquitto
+                // binds it (Mosquitto then exits: "Unable to create websockets
+                // listener"): try again with other ports.
+                for _attempt in 0..5 {
+                    let (port, tls_port, ws_port) = (free_port(), free_port(), free_port());
+                    let conf = format!(
+                        "per_listener_settings false\nset_tcp_nodelay true\nallow_anonymous true\npersistence false\n\
+                         max_packet_size 2000000\nmax_inflight_messages 0\n\
+                         max_queued_messages 100000\nlog_dest stderr\nlog_type error\n\
+                         listener {port} 127.0.0.1\n\
+                         listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n\
+                         listener {ws_port} 127.0.0.1\nprotocol websockets\n",
+                        cert.display(),
+                        key.display()
+                    );
+                    let path = dir.path().join("mosquitto.conf");
+                    std::fs::write(&path, conf).expect("write mosquitto.conf");
+                    let mut child = spawn_mosquitto(&path);
+                    if !ports_open(&mut child, [port, tls_port, ws_port]) {
+                        continue;
+                    }
+                    return Broker {
+                        kind,
+                        port,
+                        tls_port,
+                        ws_port,
+                        backend: Backend::Mosquitto { child, conf: path },
+                        dir,
+                    };
+                }
+                panic!("mosquitto did not start (five sets of ports tried)");
             }
             BrokerKind::Sealpost => {
                 let config = sealpost_config([0, 0, 0], &cert, &key, &ca);
@@ -237,7 +242,7 @@ impl Broker {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         for port in [self.port, self.tls_port, self.ws_port] {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
                 assert!(Instant::now() < deadline, "broker did not start");
@@ -363,6 +368,25 @@ fn spawn_mosquitto(conf: &Path) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start mosquitto (apt-get install mosquitto)")
+}
+
+/// Waits until every port of `ports` accepts connections (true), or `child` has exited
+/// (false).
+fn ports_open(child: &mut Child, ports: [u16; 3]) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for port in ports {
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not open its ports"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    true
 }
 
 /// Path of the `mosquitto` broker binary.
