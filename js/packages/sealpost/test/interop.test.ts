@@ -386,6 +386,8 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
         join(pki.dir, `sub-attack-${brokerName}`),
         "--hold",
         "2",
+        // sealpost-sub reports replayed envelopes (duplicates after a failover) only with -d.
+        "-d",
       ]);
       const spy = await mqtt.connectAsync(broker().url, { clientId: `spy-${brokerName}` });
       const seen = new Map<string, Buffer>();
