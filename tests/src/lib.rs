@@ -178,7 +178,9 @@ impl Broker {
                     let path = dir.path().join("mosquitto.conf");
                     std::fs::write(&path, conf).expect("write mosquitto.conf");
                     let mut child = spawn_mosquitto(&path);
-                    if !ports_open(&mut child, [port, tls_port, ws_port]) {
+                    if !ports_open([port, tls_port, ws_port], || {
+                        child.try_wait().ok().flatten().is_some()
+                    }) {
                         continue;
                     }
                     return Broker {
@@ -242,13 +244,8 @@ impl Broker {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for port in [self.port, self.tls_port, self.ws_port] {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "broker did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        let started = ports_open([self.port, self.tls_port, self.ws_port], || false);
+        assert!(started, "broker did not start");
     }
 
     /// Its TCP address.
@@ -370,18 +367,19 @@ fn spawn_mosquitto(conf: &Path) -> Child {
         .expect("start mosquitto (apt-get install mosquitto)")
 }
 
-/// Waits until every port of `ports` accepts connections (true), or `child` has exited
-/// (false).
-fn ports_open(child: &mut Child, ports: [u16; 3]) -> bool {
+/// Waits until every port of `ports` on 127.0.0.1 accepts connections (true), or
+/// `exited()` says the process that should open them has ended (false); panics after
+/// 30 s (brokers start slowly on a loaded machine, never that slowly).
+fn ports_open(ports: [u16; 3], mut exited: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     for port in ports {
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if child.try_wait().ok().flatten().is_some() {
+            if exited() {
                 return false;
             }
             assert!(
                 Instant::now() < deadline,
-                "mosquitto did not open its ports"
+                "ports {ports:?} not open after 30 s"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -389,15 +387,18 @@ fn ports_open(child: &mut Child, ports: [u16; 3]) -> bool {
     true
 }
 
+/// Path of the Debian-installed program `name`: the first of `dirs` that holds it, or
+/// `name` alone (found on PATH).
+pub fn installed_binary(name: &str, dirs: &[&str]) -> PathBuf {
+    dirs.iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 /// Path of the `mosquitto` broker binary.
 pub fn mosquitto_binary() -> PathBuf {
-    for candidate in ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"] {
-        let p = PathBuf::from(candidate);
-        if p.exists() {
-            return p;
-        }
-    }
-    PathBuf::from("mosquitto")
+    installed_binary("mosquitto", &["/usr/sbin", "/usr/local/sbin"])
 }
 
 /// A throwaway CA with helpers to issue certificates.

@@ -46,13 +46,7 @@ pub struct NatsCluster {
 
 /// Path of the `nats-server` binary.
 fn nats_server_binary() -> PathBuf {
-    for candidate in ["/usr/bin/nats-server", "/usr/sbin/nats-server"] {
-        let p = PathBuf::from(candidate);
-        if p.exists() {
-            return p;
-        }
-    }
-    PathBuf::from("nats-server")
+    crate::installed_binary("nats-server", &["/usr/bin", "/usr/sbin"])
 }
 
 impl NatsCluster {
