@@ -133,19 +133,12 @@ impl NatsCluster {
         }
     }
 
-    /// Kills node `i` with SIGKILL (its store stays).
-    pub fn kill(&mut self, i: usize) {
+    /// Kills node `i` with SIGKILL.
+    fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    /// Starts node `i` again on its store and ports, and waits until it serves MQTT.
-    pub async fn restart(&mut self, i: usize) {
-        self.kill(i);
-        self.nodes[i].spawn();
-        self.wait_ready(i).await;
     }
 
     /// What node `i` logged (for failure messages).
