@@ -10,7 +10,12 @@
 //!
 //! Operations: `sign` and `verify` (bare Ed25519 over 256 B; `verify` over distinct
 //! messages, as verification is variable-time), `seal` and `open` (256 B
-//! payload, key-topic location, no embedded certificate), `open_batch` (batches of 64).
+//! payload, key-topic location, no embedded certificate), `open_batch` (batches of 64),
+//! `seal_burstN` and `open_burstN` (protocol version 2: `seal_many` of N messages, and
+//! opening such bursts one envelope at a time; N divides the count), `wrap_rsa` and
+//! `wrap_x25519` (one content key wrapped for one subscriber), `rekey_rsa` and
+//! `rekey_x25519` (a rotation's work per remaining subscriber: the new epoch wrapped, the
+//! previous epoch's wrapping reused, the key message signed).
 //! Only the calls inside `run` are counted: the setup (certificates, sealing the envelopes
 //! that `open` consumes) is not.
 //!
@@ -22,12 +27,16 @@ use std::hint::black_box;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier as _};
 use sealpost_certs::{now_unix, Validity};
-use sealpost_protocol::{ContentKey, Opener, Sealer};
+use sealpost_protocol::{
+    seal_key_message_wrapped, ContentKey, KeyRecipient, Opener, PublisherIdentity, Sealer,
+    WrappedKey,
+};
 
 #[path = "../tests/fixture/mod.rs"]
 mod fixture;
 
 const TOPIC: &str = "bench/topic";
+const KEY_TOPIC: &str = "sealpost/keys/bench/reader";
 const PAYLOAD: [u8; 256] = [0x5a; 256];
 
 enum Work<'a> {
@@ -36,6 +45,9 @@ enum Work<'a> {
     Seal(&'a mut Sealer),
     Open(&'a mut Opener, &'a [Vec<u8>]),
     OpenBatch(&'a mut Opener, &'a [Vec<u8>]),
+    SealBurst(&'a mut Sealer, usize),
+    Wrap(&'a KeyRecipient),
+    Rekey(&'a PublisherIdentity, &'a KeyRecipient, &'a WrappedKey),
 }
 
 /// Nanoseconds this thread has spent on a CPU, if the kernel tells.
@@ -67,6 +79,34 @@ fn run(work: Work<'_>, n: usize) {
         Work::Open(opener, envelopes) => {
             for env in envelopes {
                 black_box(opener.open(TOPIC, env).unwrap());
+            }
+        }
+        Work::SealBurst(sealer, burst) => {
+            let messages = vec![(TOPIC, &PAYLOAD[..]); burst];
+            for _ in 0..n / burst {
+                black_box(sealer.seal_many(black_box(&messages), now_unix()).unwrap());
+            }
+        }
+        Work::Wrap(recipient) => {
+            let key = ContentKey::generate();
+            for _ in 0..n {
+                black_box(recipient.wrap(2, black_box(&key)).unwrap());
+            }
+        }
+        Work::Rekey(publisher, recipient, previous) => {
+            let key = ContentKey::generate();
+            for _ in 0..n {
+                let current = recipient.wrap(2, black_box(&key)).unwrap();
+                black_box(
+                    seal_key_message_wrapped(
+                        publisher,
+                        recipient,
+                        &[previous, &current],
+                        KEY_TOPIC,
+                        1,
+                    )
+                    .unwrap(),
+                );
             }
         }
         Work::OpenBatch(opener, envelopes) => {
@@ -111,12 +151,35 @@ fn main() {
             .collect(),
         _ => Vec::new(),
     };
+    // `seal_burstN` / `open_burstN`: bursts of N messages (protocol version 2).
+    let burst: usize = op
+        .strip_prefix("seal_burst")
+        .or_else(|| op.strip_prefix("open_burst"))
+        .map_or(1, |n| n.parse().expect("a burst size"));
     let envelopes: Vec<Vec<u8>> = match op.as_str() {
         "open" | "open_batch" => (0..n)
             .map(|_| sealer.seal(TOPIC, &PAYLOAD, now_unix()).unwrap())
             .collect(),
+        o if o.starts_with("open_burst") => {
+            let messages = vec![(TOPIC, &PAYLOAD[..]); burst];
+            (0..n / burst)
+                .flat_map(|_| sealer.seal_many(&messages, now_unix()).unwrap())
+                .collect()
+        }
         _ => Vec::new(),
     };
+    // `wrap_rsa` / `wrap_x25519`: one content key wrapped for one subscriber;
+    // `rekey_rsa` / `rekey_x25519`: what a rotation does per remaining subscriber (wrap
+    // the new epoch, reuse the previous epoch's wrapping, sign the key message).
+    let reader = match op.rsplit('_').next() {
+        Some("rsa") => Some(fixture::subscriber_in(&ca, "reader")),
+        Some("x25519") => Some(fixture::x25519_subscriber_in(&ca, "reader")),
+        _ => None,
+    }
+    .map(|s| KeyRecipient::new(s.certificate().clone()).unwrap());
+    let previous = reader
+        .as_ref()
+        .map(|r| r.wrap(1, &ContentKey::generate()).unwrap());
     let started = thread_cpu_ns();
     match op.as_str() {
         "sign" => run(Work::Sign(&signing), n),
@@ -124,7 +187,20 @@ fn main() {
         "seal" => run(Work::Seal(&mut sealer), n),
         "open" => run(Work::Open(&mut opener, &envelopes), n),
         "open_batch" => run(Work::OpenBatch(&mut opener, &envelopes), n),
-        other => panic!("unknown operation {other}: sign, verify, seal, open, open_batch"),
+        o if o.starts_with("seal_burst") => run(Work::SealBurst(&mut sealer, burst), n),
+        o if o.starts_with("open_burst") => run(Work::Open(&mut opener, &envelopes), n),
+        "wrap_rsa" | "wrap_x25519" => run(Work::Wrap(reader.as_ref().unwrap()), n),
+        "rekey_rsa" | "rekey_x25519" => run(
+            Work::Rekey(
+                &publisher,
+                reader.as_ref().unwrap(),
+                previous.as_ref().unwrap(),
+            ),
+            n,
+        ),
+        other => panic!(
+            "unknown operation {other}: sign, verify, seal, open, open_batch, seal_burstN, open_burstN, wrap_rsa, wrap_x25519, rekey_rsa, rekey_x25519"
+        ),
     }
     report(&op, n, started);
 }
