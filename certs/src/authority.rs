@@ -170,6 +170,9 @@ pub enum SubscriberKey {
     /// X25519, for HPKE key wrapping (RFC 9180): smaller key messages, much faster
     /// unwrapping and key generation.
     X25519,
+    /// X-Wing (X25519 combined with ML-KEM-768), for HPKE key wrapping that also resists a
+    /// quantum computer: key messages about 1.1 KB larger per epoch than X25519's.
+    XWing,
 }
 
 /// One entry of a revocation list.
@@ -304,16 +307,44 @@ impl CertificateAuthority {
             SubscriberKey::Rsa => self.issue(&Profile::Subscriber { id: id.into() }, validity),
             SubscriberKey::X25519 => {
                 let (private_key_pem, public) = crate::x25519::generate()?;
-                crate::x25519::issue_certificate(
-                    self.certificate.der(),
-                    &self.key.serialize_der(),
+                self.issue_kem_subscriber(
                     id,
+                    crate::x25519::OID_X25519,
+                    &public,
+                    private_key_pem,
+                    validity,
+                )
+            }
+            SubscriberKey::XWing => {
+                let (private_key_pem, public) = crate::xwing::generate()?;
+                self.issue_kem_subscriber(
+                    id,
+                    crate::xwing::OID_XWING,
                     &public,
                     private_key_pem,
                     validity,
                 )
             }
         }
+    }
+
+    fn issue_kem_subscriber(
+        &self,
+        id: &str,
+        oid: pkcs8::ObjectIdentifier,
+        public: &[u8],
+        private_key_pem: zeroize::Zeroizing<String>,
+        validity: Validity,
+    ) -> Result<Issued, CertError> {
+        crate::kem_certificate::issue_certificate(
+            self.certificate.der(),
+            &self.key.serialize_der(),
+            id,
+            oid,
+            public,
+            private_key_pem,
+            validity,
+        )
     }
 
     /// Signs a device's certificate signing request, so its private key never leaves it.

@@ -27,11 +27,13 @@
 mod authority;
 mod error;
 mod identity;
+mod kem_certificate;
 pub mod nats;
 pub mod pemfile;
 pub mod topic;
 mod verify;
 pub mod x25519;
+pub mod xwing;
 
 pub use authority::{
     CertificateAuthority, Issued, Profile, RevokedSerial, SubscriberKey, Validity,

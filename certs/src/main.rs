@@ -131,8 +131,9 @@ enum IssueKind {
     Subscriber {
         #[command(flatten)]
         common: Common,
-        /// Key type: rsa (RSA-2048, RSA-OAEP key wrapping) or x25519 (HPKE key wrapping:
-        /// smaller key messages, much faster wrapping and issuing).
+        /// Key type: rsa (RSA-2048, RSA-OAEP key wrapping), x25519 (HPKE key wrapping:
+        /// smaller key messages, much faster wrapping and issuing) or xwing (HPKE with the
+        /// X-Wing hybrid of X25519 and ML-KEM-768: also safe from a quantum computer).
         #[arg(long, value_enum, default_value = "rsa")]
         key: SubscriberKeyArg,
     },
@@ -185,6 +186,7 @@ enum CliRole {
 enum SubscriberKeyArg {
     Rsa,
     X25519,
+    Xwing,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -243,6 +245,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     subscriber_key = match key {
                         SubscriberKeyArg::Rsa => SubscriberKey::Rsa,
                         SubscriberKeyArg::X25519 => SubscriberKey::X25519,
+                        SubscriberKeyArg::Xwing => SubscriberKey::XWing,
                     };
                     (
                         Profile::Subscriber {

@@ -23,6 +23,9 @@ pub enum SubjectKey {
     Rsa(Vec<u8>),
     /// A raw X25519 public key (subscribers whose keys are wrapped with HPKE).
     X25519([u8; 32]),
+    /// An X-Wing (X25519 + ML-KEM-768) encapsulation key, 1,216 bytes (subscribers whose
+    /// keys are wrapped with hybrid post-quantum HPKE).
+    XWing(Vec<u8>),
     /// Another key type (TLS certificates), by algorithm OID.
     Other(String),
 }
@@ -33,6 +36,7 @@ impl fmt::Debug for SubjectKey {
             SubjectKey::Ed25519(k) => write!(f, "Ed25519({})", hex::encode(k)),
             SubjectKey::Rsa(der) => write!(f, "Rsa({} bytes)", der.len()),
             SubjectKey::X25519(k) => write!(f, "X25519({})", hex::encode(k)),
+            SubjectKey::XWing(k) => write!(f, "XWing({} bytes)", k.len()),
             SubjectKey::Other(oid) => write!(f, "Other({oid})"),
         }
     }
@@ -157,6 +161,7 @@ impl fmt::Display for CertificateInfo {
         let key = match &self.public_key {
             SubjectKey::Ed25519(_) => "Ed25519".to_owned(),
             SubjectKey::X25519(_) => "X25519".to_owned(),
+            SubjectKey::XWing(_) => "X-Wing (X25519 + ML-KEM-768)".to_owned(),
             SubjectKey::Rsa(_) => match self.rsa_public_key() {
                 Ok(k) => format!("RSA-{}", rsa::traits::PublicKeyParts::size(&k) * 8),
                 Err(_) => "RSA (unusable)".to_owned(),
@@ -276,6 +281,12 @@ pub fn parse(der: &[u8]) -> Result<CertificateInfo, CertError> {
             .try_into()
             .map_err(|_| malformed("certificate", "bad X25519 key length"))?;
         SubjectKey::X25519(bytes)
+    } else if spki.algorithm.algorithm.to_id_string() == crate::xwing::OID_XWING.to_string() {
+        let bytes = spki.subject_public_key.data.as_ref();
+        if bytes.len() != crate::xwing::PUBLIC_KEY_LEN {
+            return Err(malformed("certificate", "bad X-Wing key length"));
+        }
+        SubjectKey::XWing(bytes.to_vec())
     } else if spki.algorithm.algorithm == OID_PKCS1_RSAENCRYPTION {
         SubjectKey::Rsa(spki.raw.to_vec())
     } else {

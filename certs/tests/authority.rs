@@ -433,3 +433,61 @@ fn x25519_subscriber_certificate_is_signed_by_the_ca_and_revocable() {
         .issue_subscriber("bad id", SubscriberKey::X25519, Validity::days_from_now(1))
         .is_err());
 }
+
+#[test]
+fn xwing_subscriber_certificate_is_signed_by_the_ca_and_revocable() {
+    let ca = ca();
+    let issued = ca
+        .issue_subscriber("reader-w", SubscriberKey::XWing, Validity::days_from_now(1))
+        .unwrap();
+    let verifier = Verifier::new(&ca.certificate_pem()).unwrap();
+    let info = verifier
+        .verify(&der(&issued.certificate_pem), now_unix())
+        .unwrap();
+    assert_eq!(
+        (info.id.as_str(), info.role),
+        ("reader-w", Role::Subscriber)
+    );
+    let SubjectKey::XWing(public) = &info.public_key else {
+        panic!("{:?}", info.public_key)
+    };
+    assert!(info.to_string().contains("key:         X-Wing"));
+    // The key file holds the seed of the certificate's key, and nothing else fits.
+    let seed = sealpost_certs::xwing::private_key_from_pem(&issued.private_key_pem).unwrap();
+    assert_eq!(&sealpost_certs::xwing::public_key_of(&seed), public);
+    assert!(info.rsa_public_key().is_err() && info.x25519_public_key().is_err());
+    assert!(!format!("{issued:?}").contains("PRIVATE KEY"));
+    // Another CA does not vouch for it; a flipped bit breaks the CA signature.
+    let foreign = Verifier::new(&self::ca().certificate_pem()).unwrap();
+    assert!(foreign
+        .verify(&der(&issued.certificate_pem), now_unix())
+        .is_err());
+    let mut tampered = der(&issued.certificate_pem);
+    let at = tampered.len() / 2;
+    tampered[at] ^= 1;
+    assert!(verifier.verify(&tampered, now_unix()).is_err());
+    // A certificate whose X-Wing key is cut short is malformed, not a panic.
+    let mut short = der(&issued.certificate_pem);
+    let key_at = short
+        .windows(32)
+        .position(|w| w == &public[..32])
+        .expect("the key in the DER");
+    short.drain(key_at..key_at + 1);
+    assert!(parse(&short).is_err());
+    // Revocation lists name it by serial like any other certificate.
+    let crl = ca
+        .revocation_list(
+            &[RevokedSerial {
+                serial: info.serial.clone(),
+                revoked_at: OffsetDateTime::now_utc(),
+            }],
+            2,
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    let verifier = verifier.with_revocation_list(&crl).unwrap();
+    assert!(matches!(
+        verifier.verify(&der(&issued.certificate_pem), now_unix()),
+        Err(CertError::Revoked { .. })
+    ));
+}

@@ -1,9 +1,10 @@
 //! Key delivery per subscriber key type (issue 16 item 4): wrap and unwrap per second,
 //! key-message bytes per subscriber, accepting a key message, and issuing certificates,
-//! for RSA-OAEP (RSA-2048) and HPKE (X25519) subscribers, in one run on one thread.
+//! for RSA-OAEP (RSA-2048), HPKE (X25519) and HPKE (X-Wing) subscribers, in one run on one
+//! thread.
 //!
 //! `cargo bench -p sealpost-protocol --bench key_delivery`
-//! `cargo bench -p sealpost-protocol --bench key_delivery -- --issue-rsa 20 --issue-x25519 10000`
+//! `cargo bench -p sealpost-protocol --bench key_delivery -- --issue-rsa 20 --issue-x25519 10000 --issue-xwing 10000`
 //!
 //! Each rate is the count of operations done in a fixed wall-clock window (1 s by default,
 //! `--seconds`), after a short warm-up. Issuing: `--issue-rsa N` / `--issue-x25519 N`
@@ -66,7 +67,7 @@ fn row(
     let accept = rate(window, || {
         let m = &messages[epoch as usize % messages.len()];
         epoch += 1;
-        if epoch as usize % messages.len() == 0 {
+        if (epoch as usize).is_multiple_of(messages.len()) {
             opener = Opener::new(fixture::verifier(ca)).with_identity(subscriber.clone());
         }
         let _ = black_box(opener.accept_key_message(TOPIC, m));
@@ -132,6 +133,12 @@ fn main() {
         &publisher,
         &fixture::x25519_subscriber_in(&ca, "reader"),
     );
+    row(
+        window,
+        &ca,
+        &publisher,
+        &fixture::kem_subscriber_in(&ca, "reader", SubscriberKey::XWing),
+    );
     println!();
     println!("| subscriber key | issued | time | each | 10,000 |");
     println!("|---|---|---|---|---|");
@@ -144,5 +151,10 @@ fn main() {
         &ca,
         SubscriberKey::X25519,
         value("--issue-x25519").unwrap_or(10_000) as usize,
+    );
+    issue(
+        &ca,
+        SubscriberKey::XWing,
+        value("--issue-xwing").unwrap_or(10_000) as usize,
     );
 }

@@ -12,10 +12,11 @@
 //! messages, as verification is variable-time), `seal` and `open` (256 B
 //! payload, key-topic location, no embedded certificate), `open_batch` (batches of 64),
 //! `seal_burstN` and `open_burstN` (protocol version 2: `seal_many` of N messages, and
-//! opening such bursts one envelope at a time; N divides the count), `wrap_rsa` and
-//! `wrap_x25519` (one content key wrapped for one subscriber), `rekey_rsa` and
-//! `rekey_x25519` (a rotation's work per remaining subscriber: the new epoch wrapped, the
-//! previous epoch's wrapping reused, the key message signed).
+//! opening such bursts one envelope at a time; N divides the count), `wrap_rsa`,
+//! `wrap_x25519` and `wrap_xwing` (one content key wrapped for one subscriber),
+//! `rekey_rsa`, `rekey_x25519` and `rekey_xwing` (a rotation's work per remaining
+//! subscriber: the new epoch wrapped, the previous epoch's wrapping reused, the key
+//! message signed).
 //! Only the calls inside `run` are counted: the setup (certificates, sealing the envelopes
 //! that `open` consumes) is not.
 //!
@@ -168,12 +169,16 @@ fn main() {
         }
         _ => Vec::new(),
     };
-    // `wrap_rsa` / `wrap_x25519`: one content key wrapped for one subscriber;
-    // `rekey_rsa` / `rekey_x25519`: what a rotation does per remaining subscriber (wrap
+    // `wrap_<key>`: one content key wrapped for one subscriber; `rekey_<key>`: what a rotation does per remaining subscriber (wrap
     // the new epoch, reuse the previous epoch's wrapping, sign the key message).
     let reader = match op.rsplit('_').next() {
         Some("rsa") => Some(fixture::subscriber_in(&ca, "reader")),
         Some("x25519") => Some(fixture::x25519_subscriber_in(&ca, "reader")),
+        Some("xwing") => Some(fixture::kem_subscriber_in(
+            &ca,
+            "reader",
+            sealpost_certs::SubscriberKey::XWing,
+        )),
         _ => None,
     }
     .map(|s| KeyRecipient::new(s.certificate().clone()).unwrap());
@@ -189,8 +194,8 @@ fn main() {
         "open_batch" => run(Work::OpenBatch(&mut opener, &envelopes), n),
         o if o.starts_with("seal_burst") => run(Work::SealBurst(&mut sealer, burst), n),
         o if o.starts_with("open_burst") => run(Work::Open(&mut opener, &envelopes), n),
-        "wrap_rsa" | "wrap_x25519" => run(Work::Wrap(reader.as_ref().unwrap()), n),
-        "rekey_rsa" | "rekey_x25519" => run(
+        "wrap_rsa" | "wrap_x25519" | "wrap_xwing" => run(Work::Wrap(reader.as_ref().unwrap()), n),
+        "rekey_rsa" | "rekey_x25519" | "rekey_xwing" => run(
             Work::Rekey(
                 &publisher,
                 reader.as_ref().unwrap(),
@@ -199,7 +204,7 @@ fn main() {
             n,
         ),
         other => panic!(
-            "unknown operation {other}: sign, verify, seal, open, open_batch, seal_burstN, open_burstN, wrap_rsa, wrap_x25519, rekey_rsa, rekey_x25519"
+            "unknown operation {other}: sign, verify, seal, open, open_batch, seal_burstN, open_burstN, wrap_rsa, wrap_x25519, wrap_xwing, rekey_rsa, rekey_x25519, rekey_xwing"
         ),
     }
     report(&op, n, started);

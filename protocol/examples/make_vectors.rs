@@ -14,6 +14,9 @@
 //! key, content key and epoch of the existing block. The X25519 subscriber certificate is
 //! issued by a CA made for the purpose: the vector CA's private key was not kept, and a
 //! subscriber never verifies its own certificate.
+//!
+//! `cargo run -p sealpost-protocol --example make_vectors -- --xwing docs/PROTOCOL.md`
+//! prints the same for an X-Wing (X25519 + ML-KEM-768) subscriber, keys prefixed `xwing_`.
 
 use coset::TaggedCborSerializable;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
@@ -31,8 +34,9 @@ fn main() {
         let doc = std::fs::read_to_string(doc).expect("read the protocol document");
         match flag.as_str() {
             "--burst" => burst_vectors(&doc),
-            "--hpke" => hpke_vectors(&doc),
-            _ => panic!("usage: make_vectors [--burst|--hpke docs/PROTOCOL.md]"),
+            "--hpke" => hpke_vectors(&doc, SubscriberKey::X25519, "hpke", "vector-sub-x"),
+            "--xwing" => hpke_vectors(&doc, SubscriberKey::XWing, "xwing", "vector-sub-w"),
+            _ => panic!("usage: make_vectors [--burst|--hpke|--xwing docs/PROTOCOL.md]"),
         }
         return;
     }
@@ -156,9 +160,9 @@ fn vector_publisher(v: &std::collections::HashMap<&str, &str>) -> (PublisherIden
     )
 }
 
-/// An X25519 subscriber and its key message from the vector publisher, with the HPKE
-/// parts of its one entry.
-fn hpke_vectors(doc: &str) {
+/// A KEM subscriber (`key`: X25519 or X-Wing) with id `id` and its key message from the
+/// vector publisher, with the HPKE parts of its one entry; keys prefixed `prefix`.
+fn hpke_vectors(doc: &str, key: SubscriberKey, prefix: &str, id: &str) {
     let v = vector_block(doc);
     let (publisher, content_key) = vector_publisher(&v);
     let epoch: u64 = v["epoch"].parse().unwrap();
@@ -168,18 +172,16 @@ fn hpke_vectors(doc: &str) {
         not_after: datetime!(2126-01-01 00:00 UTC),
     };
     let ca = CertificateAuthority::create("sealpost test-vector subscriber CA", validity).unwrap();
-    let issued = ca
-        .issue_subscriber("vector-sub-x", SubscriberKey::X25519, validity)
-        .unwrap();
+    let issued = ca.issue_subscriber(id, key, validity).unwrap();
     let subscriber =
         SubscriberIdentity::from_pem(&issued.certificate_pem, &issued.private_key_pem).unwrap();
-    let topic = "sealpost/keys/vector-pub/vector-sub-x";
+    let topic = format!("sealpost/keys/vector-pub/{id}");
     let recipient = KeyRecipient::new(subscriber.certificate().clone()).unwrap();
     let message = seal_key_message(
         &publisher,
         &recipient,
         &[(epoch, &content_key)],
-        topic,
+        &topic,
         published_at,
     )
     .unwrap();
@@ -204,19 +206,19 @@ fn hpke_vectors(doc: &str) {
     ciborium::into_writer(&info, &mut info_bytes).unwrap();
     let der = |pem: &str, label: &'static str| hex::encode(pemfile::decode(pem, label).unwrap());
     println!(
-        "hpke_subscriber_certificate = {}",
+        "{prefix}_subscriber_certificate = {}",
         der(&issued.certificate_pem, pemfile::CERTIFICATE)
     );
     println!(
-        "hpke_subscriber_private_key_pkcs8 = {}",
+        "{prefix}_subscriber_private_key_pkcs8 = {}",
         der(&issued.private_key_pem, pemfile::PRIVATE_KEY)
     );
-    println!("hpke_key_message_topic = {topic}");
-    println!("hpke_key_message = {}", hex::encode(&message));
-    println!("hpke_recipient_protected = {}", hex::encode(&protected));
-    println!("hpke_info = {}", hex::encode(&info_bytes));
-    println!("hpke_ek = {}", hex::encode(&ek));
-    println!("hpke_ciphertext = {}", hex::encode(&ciphertext));
+    println!("{prefix}_key_message_topic = {topic}");
+    println!("{prefix}_key_message = {}", hex::encode(&message));
+    println!("{prefix}_recipient_protected = {}", hex::encode(&protected));
+    println!("{prefix}_info = {}", hex::encode(&info_bytes));
+    println!("{prefix}_ek = {}", hex::encode(&ek));
+    println!("{prefix}_ciphertext = {}", hex::encode(&ciphertext));
 }
 
 /// The inputs and outputs of the version 2 vectors, from the existing vector keys.

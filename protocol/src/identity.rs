@@ -64,7 +64,7 @@ impl fmt::Debug for PublisherIdentity {
     }
 }
 
-/// A subscriber's private key (RSA or X25519) with its certificate. `Debug` never shows
+/// A subscriber's private key (RSA, X25519 or X-Wing) with its certificate. `Debug` never shows
 /// the key.
 #[derive(Clone)]
 pub struct SubscriberIdentity {
@@ -74,7 +74,8 @@ pub struct SubscriberIdentity {
 
 impl SubscriberIdentity {
     /// Loads a subscriber certificate and its PKCS#8 private key (both PEM): an RSA key
-    /// for an RSA certificate, an X25519 key (RFC 8410) for an X25519 certificate.
+    /// for an RSA certificate, an X25519 key (RFC 8410) for an X25519 certificate, an X-Wing
+    /// seed for an X-Wing certificate.
     pub fn from_pem(certificate_pem: &str, key_pem: &str) -> Result<Self, SealError> {
         let der = pemfile::decode(certificate_pem, pemfile::CERTIFICATE)?;
         let certificate = sealpost_certs::parse(&der)?;
@@ -83,6 +84,10 @@ impl SubscriberIdentity {
             SubjectKey::X25519(_) => {
                 let secret = x25519::private_key_from_pem(key_pem)?;
                 UnwrappingKey::x25519(&secret).map_err(SealError::Identity)?
+            }
+            SubjectKey::XWing(_) => {
+                let seed = sealpost_certs::xwing::private_key_from_pem(key_pem)?;
+                UnwrappingKey::xwing(&seed).map_err(SealError::Identity)?
             }
             _ => {
                 let key = RsaPrivateKey::from_pkcs8_pem(key_pem).map_err(|_| {

@@ -60,7 +60,10 @@ pub use replay::{ReplayCheck, ReplayState};
 pub use root_cache::DEFAULT_ROOT_CACHE;
 pub use sealer::{Sealer, DEFAULT_MAX_BURST};
 pub use sealpost_certs as certs;
-pub use wrap::{WrapAlgorithm, COSE_ALG_HPKE_X25519_SHA256_A256GCM_KE, COSE_HEADER_EK};
+pub use wrap::{
+    WrapAlgorithm, COSE_ALG_HPKE_X25519_SHA256_A256GCM_KE, COSE_ALG_HPKE_XWING_SHA256_A256GCM_KE,
+    COSE_HEADER_EK,
+};
 
 /// The README's Rust example, compiled and run as a doctest so it cannot drift from the API.
 #[cfg(doctest)]

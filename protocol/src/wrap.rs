@@ -12,16 +12,18 @@
 //!   deterministic CBOR `Recipient_structure` `["HPKE Recipient", 3 (A256GCM, the
 //!   algorithm the content key is used with), <the recipient's protected header bytes>,
 //!   h'']`, `aad` is empty, `enc` goes in the unprotected `ek` (-4) header parameter.
+//! - HPKE the same way with the X-Wing KEM (X25519 combined with ML-KEM-768, KEM id
+//!   0x647a of draft-ietf-hpke-pq) instead of DHKEM(X25519): a post-quantum hybrid, whose
+//!   `ek` is 1,120 bytes.
 
 use coset::cbor::value::Value;
 use coset::iana;
 use coset::{AsCborValue, CborSerializable, HeaderBuilder};
 use hpke::aead::AesGcm256;
 use hpke::kdf::HkdfSha256;
-use hpke::kem::X25519HkdfSha256;
+use hpke::kem::{X25519HkdfSha256, XWing};
 use hpke::{Deserializable, Kem, OpModeR, OpModeS, Serializable};
 use rand::rngs::OsRng;
-use rand_core_09::TryRngCore;
 use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 use sealpost_certs::{CertError, CertificateInfo, SubjectKey};
 use sha2::Sha256;
@@ -35,14 +37,14 @@ use crate::{ContentKey, Rejected};
 /// triple (its X25519 suites use AES-128-GCM or ChaCha20-Poly1305), so sealpost uses a
 /// value from COSE's private-use range (below -65536) until one is registered.
 pub const COSE_ALG_HPKE_X25519_SHA256_A256GCM_KE: i64 = -65601;
+/// COSE algorithm id of HPKE Key Encryption with the X-Wing KEM (X25519 + ML-KEM-768),
+/// HKDF-SHA256 and AES-256-GCM: no COSE registration exists yet, so a private-use value
+/// next to [`COSE_ALG_HPKE_X25519_SHA256_A256GCM_KE`].
+pub const COSE_ALG_HPKE_XWING_SHA256_A256GCM_KE: i64 = -65602;
 /// COSE header parameter `ek` (the HPKE encapsulated key), draft-ietf-cose-hpke.
 pub const COSE_HEADER_EK: i64 = -4;
 /// Context string of the HPKE `Recipient_structure`.
 const RECIPIENT_CONTEXT: &str = "HPKE Recipient";
-/// Length of an X25519 encapsulated key.
-const HPKE_EK_LEN: usize = 32;
-
-type HpkeKem = X25519HkdfSha256;
 
 /// How a content key is wrapped for one subscriber: one variant per subscriber key type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,13 +55,17 @@ pub enum WrapAlgorithm {
     /// HPKE base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, in COSE-HPKE's
     /// Key Encryption mode, for X25519 subscriber certificates.
     HpkeX25519Aes256Gcm,
+    /// HPKE base mode with the X-Wing hybrid KEM (X25519 + ML-KEM-768), HKDF-SHA256,
+    /// AES-256-GCM, in COSE-HPKE's Key Encryption mode, for X-Wing subscriber certificates.
+    HpkeXWingAes256Gcm,
 }
 
 impl WrapAlgorithm {
     /// Every algorithm, in a stable order.
-    pub const ALL: [WrapAlgorithm; 2] = [
+    pub const ALL: [WrapAlgorithm; 3] = [
         WrapAlgorithm::RsaOaep256,
         WrapAlgorithm::HpkeX25519Aes256Gcm,
+        WrapAlgorithm::HpkeXWingAes256Gcm,
     ];
 
     /// The COSE algorithm id in a key message's `COSE_recipient`.
@@ -67,6 +73,7 @@ impl WrapAlgorithm {
         match self {
             WrapAlgorithm::RsaOaep256 => iana::Algorithm::RSAES_OAEP_SHA_256 as i64,
             WrapAlgorithm::HpkeX25519Aes256Gcm => COSE_ALG_HPKE_X25519_SHA256_A256GCM_KE,
+            WrapAlgorithm::HpkeXWingAes256Gcm => COSE_ALG_HPKE_XWING_SHA256_A256GCM_KE,
         }
     }
 
@@ -80,6 +87,7 @@ impl WrapAlgorithm {
         match self {
             WrapAlgorithm::RsaOaep256 => "RSA-OAEP-256",
             WrapAlgorithm::HpkeX25519Aes256Gcm => "HPKE-X25519-SHA256-A256GCM",
+            WrapAlgorithm::HpkeXWingAes256Gcm => "HPKE-XWING-SHA256-A256GCM",
         }
     }
 }
@@ -142,7 +150,9 @@ fn recipient_structure(protected: &[u8]) -> Vec<u8> {
 #[derive(Clone)]
 pub(crate) enum WrappingKey {
     RsaOaep256(RsaPublicKey),
-    Hpke(<HpkeKem as Kem>::PublicKey),
+    Hpke(<X25519HkdfSha256 as Kem>::PublicKey),
+    /// Boxed: 1,216 bytes.
+    HpkeXWing(Box<<XWing as Kem>::PublicKey>),
 }
 
 impl std::fmt::Debug for WrappingKey {
@@ -155,9 +165,12 @@ impl WrappingKey {
     /// The wrapping key of a subscriber certificate, by its key type.
     pub fn from_certificate(certificate: &CertificateInfo) -> Result<WrappingKey, CertError> {
         match &certificate.public_key {
-            SubjectKey::X25519(bytes) => <HpkeKem as Kem>::PublicKey::from_bytes(bytes)
+            SubjectKey::X25519(bytes) => <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(bytes)
                 .map(WrappingKey::Hpke)
                 .map_err(|_| CertError::UnsupportedKey("invalid X25519 public key".into())),
+            SubjectKey::XWing(bytes) => <XWing as Kem>::PublicKey::from_bytes(bytes)
+                .map(|k| WrappingKey::HpkeXWing(Box::new(k)))
+                .map_err(|_| CertError::UnsupportedKey("invalid X-Wing public key".into())),
             _ => certificate.rsa_public_key().map(WrappingKey::RsaOaep256),
         }
     }
@@ -166,6 +179,7 @@ impl WrappingKey {
         match self {
             WrappingKey::RsaOaep256(_) => WrapAlgorithm::RsaOaep256,
             WrappingKey::Hpke(_) => WrapAlgorithm::HpkeX25519Aes256Gcm,
+            WrappingKey::HpkeXWing(_) => WrapAlgorithm::HpkeXWingAes256Gcm,
         }
     }
 
@@ -180,18 +194,8 @@ impl WrappingKey {
                     .map_err(|e| e.to_string())?;
                 (None, ct)
             }
-            WrappingKey::Hpke(public) => {
-                let (encapped, ct) = hpke::single_shot_seal::<AesGcm256, HkdfSha256, HpkeKem, _>(
-                    &OpModeS::Base,
-                    public,
-                    &recipient_structure(&protected),
-                    key.as_bytes(),
-                    &[],
-                    &mut rand_core_09::OsRng.unwrap_err(),
-                )
-                .map_err(|e| e.to_string())?;
-                (Some(encapped.to_bytes().to_vec()), ct)
-            }
+            WrappingKey::Hpke(public) => hpke_seal::<X25519HkdfSha256>(public, &protected, key)?,
+            WrappingKey::HpkeXWing(public) => hpke_seal::<XWing>(public, &protected, key)?,
         };
         Ok(Wrapping {
             algorithm,
@@ -203,20 +207,71 @@ impl WrappingKey {
     }
 }
 
+/// HPKE single-shot seal of `key` in COSE-HPKE's Key Encryption mode: `(ek, ciphertext)`.
+fn hpke_seal<K: Kem>(
+    public: &K::PublicKey,
+    protected: &[u8],
+    key: &ContentKey,
+) -> Result<(Option<Vec<u8>>, Vec<u8>), String> {
+    let (encapped, ct) = hpke::single_shot_seal::<AesGcm256, HkdfSha256, K>(
+        &OpModeS::Base,
+        public,
+        &recipient_structure(protected),
+        key.as_bytes(),
+        &[],
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((Some(encapped.to_bytes().to_vec()), ct))
+}
+
+/// HPKE single-shot open of a Key Encryption mode recipient: the wrapped key's bytes.
+/// An `ek` of the wrong length for `K` is malformed; anything else that does not open
+/// (wrong key, tampered `ek`, ciphertext or protected header) fails decryption.
+fn hpke_open<K: Kem>(
+    private: &K::PrivateKey,
+    wrapping: &Wrapping,
+) -> Result<Zeroizing<Vec<u8>>, Rejected> {
+    let ek = wrapping
+        .ek
+        .as_deref()
+        .ok_or(Rejected::Malformed("HPKE recipient without ek"))?;
+    let encapped = <K as Kem>::EncappedKey::from_bytes(ek)
+        .map_err(|_| Rejected::Malformed("HPKE ek of the wrong length"))?;
+    hpke::single_shot_open::<AesGcm256, HkdfSha256, K>(
+        &OpModeR::Base,
+        private,
+        &encapped,
+        &recipient_structure(&wrapping.protected),
+        &wrapping.ciphertext,
+        &[],
+    )
+    .map(Zeroizing::new)
+    .map_err(|_| Rejected::DecryptFailed)
+}
+
 /// A subscriber's private key, which unwraps the content keys wrapped for it.
 #[derive(Clone)]
 pub(crate) enum UnwrappingKey {
     /// Boxed: an RSA key is ten times the size of an X25519 one.
     RsaOaep256(Box<RsaPrivateKey>),
-    Hpke(<HpkeKem as Kem>::PrivateKey),
+    Hpke(<X25519HkdfSha256 as Kem>::PrivateKey),
+    /// Boxed: the expanded ML-KEM key is kilobytes.
+    HpkeXWing(Box<<XWing as Kem>::PrivateKey>),
 }
 
 impl UnwrappingKey {
     /// The X25519 private key `secret` (raw bytes).
     pub fn x25519(secret: &[u8; 32]) -> Result<UnwrappingKey, String> {
-        <HpkeKem as Kem>::PrivateKey::from_bytes(secret)
+        <X25519HkdfSha256 as Kem>::PrivateKey::from_bytes(secret)
             .map(UnwrappingKey::Hpke)
             .map_err(|_| "invalid X25519 private key".to_owned())
+    }
+
+    /// The X-Wing private key `seed` (its 32-byte seed).
+    pub fn xwing(seed: &[u8; 32]) -> Result<UnwrappingKey, String> {
+        <XWing as Kem>::PrivateKey::from_bytes(seed)
+            .map(|k| UnwrappingKey::HpkeXWing(Box::new(k)))
+            .map_err(|_| "invalid X-Wing private key".to_owned())
     }
 
     /// Does this private key belong to `public`?
@@ -226,7 +281,10 @@ impl UnwrappingKey {
                 &private.to_public_key() == public
             }
             (UnwrappingKey::Hpke(private), WrappingKey::Hpke(public)) => {
-                HpkeKem::sk_to_pk(private).to_bytes() == public.to_bytes()
+                X25519HkdfSha256::sk_to_pk(private) == *public
+            }
+            (UnwrappingKey::HpkeXWing(private), WrappingKey::HpkeXWing(public)) => {
+                XWing::sk_to_pk(private) == **public
             }
             _ => false,
         }
@@ -236,6 +294,7 @@ impl UnwrappingKey {
         match self {
             UnwrappingKey::RsaOaep256(_) => WrapAlgorithm::RsaOaep256,
             UnwrappingKey::Hpke(_) => WrapAlgorithm::HpkeX25519Aes256Gcm,
+            UnwrappingKey::HpkeXWing(_) => WrapAlgorithm::HpkeXWingAes256Gcm,
         }
     }
 
@@ -259,26 +318,8 @@ impl UnwrappingKey {
                         .map_err(|_| Rejected::DecryptFailed)?,
                 )
             }
-            UnwrappingKey::Hpke(private) => {
-                let ek = wrapping
-                    .ek
-                    .as_deref()
-                    .filter(|ek| ek.len() == HPKE_EK_LEN)
-                    .ok_or(Rejected::Malformed("HPKE recipient without a 32-byte ek"))?;
-                let encapped = <HpkeKem as Kem>::EncappedKey::from_bytes(ek)
-                    .map_err(|_| Rejected::Malformed("HPKE ek"))?;
-                Zeroizing::new(
-                    hpke::single_shot_open::<AesGcm256, HkdfSha256, HpkeKem>(
-                        &OpModeR::Base,
-                        private,
-                        &encapped,
-                        &recipient_structure(&wrapping.protected),
-                        &wrapping.ciphertext,
-                        &[],
-                    )
-                    .map_err(|_| Rejected::DecryptFailed)?,
-                )
-            }
+            UnwrappingKey::Hpke(private) => hpke_open::<X25519HkdfSha256>(private, wrapping)?,
+            UnwrappingKey::HpkeXWing(private) => hpke_open::<XWing>(private, wrapping)?,
         };
         ContentKey::from_slice(&plain).ok_or(Rejected::DecryptFailed)
     }
@@ -292,8 +333,19 @@ mod tests {
         let secret = [0x42; 32];
         let public = sealpost_certs::x25519::public_key_of(&secret);
         (
-            WrappingKey::Hpke(<HpkeKem as Kem>::PublicKey::from_bytes(&public).unwrap()),
+            WrappingKey::Hpke(<X25519HkdfSha256 as Kem>::PublicKey::from_bytes(&public).unwrap()),
             UnwrappingKey::x25519(&secret).unwrap(),
+        )
+    }
+
+    fn xwing_pair() -> (WrappingKey, UnwrappingKey) {
+        let seed = [0x42; 32];
+        let public = sealpost_certs::xwing::public_key_of(&seed);
+        (
+            WrappingKey::HpkeXWing(Box::new(
+                <XWing as Kem>::PublicKey::from_bytes(&public).unwrap(),
+            )),
+            UnwrappingKey::xwing(&seed).unwrap(),
         )
     }
 
@@ -309,7 +361,7 @@ mod tests {
 
     #[test]
     fn each_algorithm_round_trips_and_names_itself() {
-        for (public, private) in [hpke_pair(), rsa_pair()] {
+        for (public, private) in [hpke_pair(), xwing_pair(), rsa_pair()] {
             assert!(private.matches(&public));
             assert_eq!(public.algorithm(), private.algorithm());
             let key = ContentKey::generate();
@@ -328,30 +380,47 @@ mod tests {
 
     #[test]
     fn hpke_rejects_wrong_key_tampering_and_truncation() {
-        let (public, private) = hpke_pair();
-        let w = public.wrap(1, &ContentKey::generate()).unwrap();
-        let other = UnwrappingKey::x25519(&[0x43; 32]).unwrap();
-        assert!(!other.matches(&public));
-        assert_eq!(other.unwrap(&w), Err(Rejected::DecryptFailed));
-        let mut bad = w.clone();
-        bad.ek.as_mut().unwrap()[0] ^= 1;
-        assert_eq!(private.unwrap(&bad), Err(Rejected::DecryptFailed));
-        let mut bad = w.clone();
-        bad.ciphertext[0] ^= 1;
-        assert_eq!(private.unwrap(&bad), Err(Rejected::DecryptFailed));
-        let mut bad = w.clone();
-        bad.ciphertext.pop();
-        assert_eq!(private.unwrap(&bad), Err(Rejected::DecryptFailed));
-        // The protected header (epoch) is bound through the Recipient_structure.
-        let mut bad = w.clone();
-        bad.protected = protected_header(WrapAlgorithm::HpkeX25519Aes256Gcm, 2).unwrap();
-        assert_eq!(private.unwrap(&bad), Err(Rejected::DecryptFailed));
-        let mut bad = w.clone();
-        bad.ek.as_mut().unwrap().pop();
-        assert!(matches!(private.unwrap(&bad), Err(Rejected::Malformed(_))));
-        let mut bad = w;
-        bad.ek = None;
-        assert!(matches!(private.unwrap(&bad), Err(Rejected::Malformed(_))));
+        let cases = [
+            (hpke_pair(), UnwrappingKey::x25519(&[0x43; 32]).unwrap()),
+            (xwing_pair(), UnwrappingKey::xwing(&[0x43; 32]).unwrap()),
+        ];
+        for ((public, private), other) in cases {
+            let w = public.wrap(1, &ContentKey::generate()).unwrap();
+            assert!(!other.matches(&public));
+            assert_eq!(other.unwrap(&w), Err(Rejected::DecryptFailed));
+            let mut bad = w.clone();
+            bad.ek.as_mut().unwrap()[0] ^= 1;
+            assert_eq!(private.unwrap(&bad), Err(Rejected::DecryptFailed));
+            let mut bad = w.clone();
+            let last = bad.ek.as_ref().unwrap().len() - 1;
+            bad.ek.as_mut().unwrap()[last] ^= 1;
+            assert_eq!(private.unwrap(&bad), Err(Rejected::DecryptFailed));
+            let mut bad = w.clone();
+            bad.ciphertext[0] ^= 1;
+            assert_eq!(private.unwrap(&bad), Err(Rejected::DecryptFailed));
+            let mut bad = w.clone();
+            bad.ciphertext.pop();
+            assert_eq!(private.unwrap(&bad), Err(Rejected::DecryptFailed));
+            // The protected header (epoch) is bound through the Recipient_structure.
+            let mut bad = w.clone();
+            bad.protected = protected_header(w.algorithm, 2).unwrap();
+            assert_eq!(private.unwrap(&bad), Err(Rejected::DecryptFailed));
+            let mut bad = w.clone();
+            bad.ek.as_mut().unwrap().pop();
+            assert!(matches!(private.unwrap(&bad), Err(Rejected::Malformed(_))));
+            let mut bad = w;
+            bad.ek = None;
+            assert!(matches!(private.unwrap(&bad), Err(Rejected::Malformed(_))));
+        }
+        // An X25519-sized ek in an X-Wing entry (or the reverse) is malformed, not a panic.
+        let (x_public, _) = hpke_pair();
+        let (w_public, w_private) = xwing_pair();
+        let mut bad = w_public.wrap(1, &ContentKey::generate()).unwrap();
+        bad.ek = x_public.wrap(1, &ContentKey::generate()).unwrap().ek;
+        assert!(matches!(
+            w_private.unwrap(&bad),
+            Err(Rejected::Malformed(_))
+        ));
     }
 
     #[test]
@@ -373,23 +442,22 @@ mod tests {
 
     #[test]
     fn a_key_never_unwraps_the_other_algorithm() {
-        let (rsa_public, rsa_private) = rsa_pair();
-        let (hpke_public, hpke_private) = hpke_pair();
-        assert!(!rsa_private.matches(&hpke_public) && !hpke_private.matches(&rsa_public));
+        let pairs = [rsa_pair(), hpke_pair(), xwing_pair()];
         let key = ContentKey::generate();
-        assert_eq!(
-            rsa_private.unwrap(&hpke_public.wrap(1, &key).unwrap()),
-            Err(Rejected::WrongKeyType {
-                key: WrapAlgorithm::RsaOaep256,
-                entry: WrapAlgorithm::HpkeX25519Aes256Gcm
-            })
-        );
-        assert_eq!(
-            hpke_private.unwrap(&rsa_public.wrap(1, &key).unwrap()),
-            Err(Rejected::WrongKeyType {
-                key: WrapAlgorithm::HpkeX25519Aes256Gcm,
-                entry: WrapAlgorithm::RsaOaep256
-            })
-        );
+        for (i, (_, private)) in pairs.iter().enumerate() {
+            for (j, (public, _)) in pairs.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                assert!(!private.matches(public));
+                assert_eq!(
+                    private.unwrap(&public.wrap(1, &key).unwrap()),
+                    Err(Rejected::WrongKeyType {
+                        key: private.algorithm(),
+                        entry: public.algorithm(),
+                    })
+                );
+            }
+        }
     }
 }

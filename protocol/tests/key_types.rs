@@ -13,6 +13,7 @@ use sealpost_certs::{now_unix, Profile, Validity};
 use sealpost_protocol::{
     seal_key_message, ContentKey, KeyRecipient, Opener, PublisherIdentity, Rejected,
     SubscriberIdentity, WrapAlgorithm, COSE_ALG_HPKE_X25519_SHA256_A256GCM_KE,
+    COSE_ALG_HPKE_XWING_SHA256_A256GCM_KE,
 };
 
 const TOPIC: &str = "sealpost/keys/plant/reader";
@@ -22,6 +23,7 @@ struct Parties {
     publisher: PublisherIdentity,
     signing_key: ed25519_dalek::SigningKey,
     hpke: SubscriberIdentity,
+    xwing: SubscriberIdentity,
     rsa: SubscriberIdentity,
 }
 
@@ -41,6 +43,7 @@ fn parties() -> Parties {
     let signing_key = ed25519_dalek::SigningKey::from_pkcs8_pem(&issued.private_key_pem).unwrap();
     Parties {
         hpke: x25519_subscriber_in(&ca, "reader"),
+        xwing: kem_subscriber_in(&ca, "reader", sealpost_certs::SubscriberKey::XWing),
         rsa: subscriber_in(&ca, "reader"),
         ca,
         publisher,
@@ -118,12 +121,13 @@ fn opener(p: &Parties, who: &SubscriberIdentity) -> Opener {
 fn hpke_and_rsa_subscribers_of_one_publisher_both_read() {
     let p = parties();
     assert_eq!(p.hpke.algorithm(), WrapAlgorithm::HpkeX25519Aes256Gcm);
+    assert_eq!(p.xwing.algorithm(), WrapAlgorithm::HpkeXWingAes256Gcm);
     assert_eq!(p.rsa.algorithm(), WrapAlgorithm::RsaOaep256);
     let key = ContentKey::generate();
     let mut sealer = sealer(p.publisher.clone(), &key);
     let envelope = sealer.seal("plant/t", b"both", now_unix()).unwrap();
     let mut sizes = Vec::new();
-    for who in [&p.hpke, &p.rsa] {
+    for who in [&p.hpke, &p.rsa, &p.xwing] {
         let recipient = KeyRecipient::new(who.certificate().clone()).unwrap();
         assert_eq!(recipient.algorithm(), who.algorithm());
         let message = key_message(&p, who, 1, &key);
@@ -145,8 +149,11 @@ fn hpke_and_rsa_subscribers_of_one_publisher_both_read() {
         .unwrap();
     assert_eq!(p.hpke.unwrap(&for_hpke), Ok(key.clone()));
     assert_eq!(p.rsa.unwrap(&for_hpke), Err(Rejected::NotForUs));
-    // One HPKE entry (32-byte ek + 48-byte ciphertext) against one 256-byte RSA ciphertext.
+    assert_eq!(p.xwing.unwrap(&for_hpke), Err(Rejected::NotForUs));
+    // One HPKE entry (32-byte ek + 48-byte ciphertext) against one 256-byte RSA ciphertext,
+    // and an X-Wing entry whose ek alone is 1,120 bytes (its certificate is larger too).
     assert!(sizes[0] + 150 < sizes[1], "key message sizes {sizes:?}");
+    assert!(sizes[1] + 800 < sizes[2], "key message sizes {sizes:?}");
 }
 
 #[test]
@@ -156,29 +163,30 @@ fn a_private_key_that_does_not_match_the_certificate_is_refused() {
     let cert = p.hpke.certificate().clone();
     let wrong = [7u8; 32];
     assert!(SubscriberIdentity::new_x25519(cert, &wrong).is_err());
-    // An X25519 key file given with an RSA certificate, and the reverse.
-    let rsa_issued =
-        p.ca.issue_subscriber(
-            "r",
-            sealpost_certs::SubscriberKey::Rsa,
-            Validity::days_from_now(1),
-        )
-        .unwrap();
-    let x_issued =
-        p.ca.issue_subscriber(
-            "x",
-            sealpost_certs::SubscriberKey::X25519,
-            Validity::days_from_now(1),
-        )
-        .unwrap();
-    assert!(
-        SubscriberIdentity::from_pem(&rsa_issued.certificate_pem, &x_issued.private_key_pem)
-            .is_err()
-    );
-    assert!(
-        SubscriberIdentity::from_pem(&x_issued.certificate_pem, &rsa_issued.private_key_pem)
-            .is_err()
-    );
+    // A key file of one type given with a certificate of another, every pair; and an
+    // X-Wing seed that is not the certificate's.
+    let issued: Vec<_> = [
+        sealpost_certs::SubscriberKey::Rsa,
+        sealpost_certs::SubscriberKey::X25519,
+        sealpost_certs::SubscriberKey::XWing,
+    ]
+    .into_iter()
+    .map(|key| {
+        p.ca.issue_subscriber("r", key, Validity::days_from_now(1))
+            .unwrap()
+    })
+    .collect();
+    for (i, cert) in issued.iter().enumerate() {
+        for (j, key) in issued.iter().enumerate() {
+            assert_eq!(
+                SubscriberIdentity::from_pem(&cert.certificate_pem, &key.private_key_pem).is_ok(),
+                i == j,
+                "certificate {i}, key file {j}"
+            );
+        }
+    }
+    let other_seed = sealpost_certs::xwing::private_key_pem(&[9u8; 32]).unwrap();
+    assert!(SubscriberIdentity::from_pem(&issued[2].certificate_pem, &other_seed).is_err());
 }
 
 #[test]
@@ -248,12 +256,12 @@ fn every_rejection_of_an_hpke_entry() {
             Box::new(|e| {
                 ek_mut(e).pop();
             }),
-            Rejected::Malformed("HPKE recipient without a 32-byte ek"),
+            Rejected::Malformed("HPKE ek of the wrong length"),
         ),
         (
             "ek removed",
             Box::new(|e| e[1] = Value::Map(vec![])),
-            Rejected::Malformed("HPKE recipient without a 32-byte ek"),
+            Rejected::Malformed("HPKE recipient without ek"),
         ),
         (
             "another unprotected header",
@@ -279,8 +287,16 @@ fn every_rejection_of_an_hpke_entry() {
         ),
         (
             "neighbouring private-use algorithm id",
-            Box::new(move |e| e[0] = protected(hpke - 1, 1)),
+            Box::new(move |e| e[0] = protected(hpke + 1, 1)),
             Rejected::UnsupportedAlgorithm,
+        ),
+        (
+            "the X-Wing algorithm id on an X25519 entry",
+            Box::new(move |e| e[0] = protected(COSE_ALG_HPKE_XWING_SHA256_A256GCM_KE, 1)),
+            Rejected::WrongKeyType {
+                key: WrapAlgorithm::HpkeX25519Aes256Gcm,
+                entry: WrapAlgorithm::HpkeXWingAes256Gcm,
+            },
         ),
     ];
     for (what, edit, expected) in cases {

@@ -244,27 +244,43 @@ fn find(rest: &[(coset::Label, Value)], label: i64) -> Option<&Value> {
 /// (the `hpke` crate) with `hpke_info` as `info` and an empty `aad` yields the content key.
 #[test]
 fn the_hpke_key_message_opens_with_the_documented_construction() {
-    use hpke::{aead::AesGcm256, kdf::HkdfSha256, kem::X25519HkdfSha256, Deserializable, Kem};
+    check_hpke_vectors::<hpke::kem::X25519HkdfSha256>(
+        "hpke",
+        sealpost_protocol::WrapAlgorithm::HpkeX25519Aes256Gcm,
+    );
+}
+
+/// The same for the `xwing_*` vectors: an X-Wing (X25519 + ML-KEM-768) subscriber.
+#[test]
+fn the_xwing_key_message_opens_with_the_documented_construction() {
+    check_hpke_vectors::<hpke::kem::XWing>(
+        "xwing",
+        sealpost_protocol::WrapAlgorithm::HpkeXWingAes256Gcm,
+    );
+}
+
+/// Checks the HPKE key-message vectors whose keys start with `prefix`, made for a
+/// subscriber whose key is of KEM `K` and wrapping algorithm `algorithm`.
+fn check_hpke_vectors<K: hpke::Kem>(prefix: &str, algorithm: sealpost_protocol::WrapAlgorithm) {
+    use hpke::{aead::AesGcm256, kdf::HkdfSha256, Deserializable};
     let v = vectors();
+    let k = |name: &str| format!("{prefix}_{name}");
     let content_key = ContentKey::from_slice(&hex(&v, "content_key")).unwrap();
     let epoch: u64 = v["epoch"].parse().unwrap();
     let published_at: i64 = v["published_at"].parse().unwrap();
     let pem = |k: &str, label: &str| sealpost_certs::pemfile::encode(&hex(&v, k), label);
-    let key_pem = pem("hpke_subscriber_private_key_pkcs8", "PRIVATE KEY");
+    let key_pem = pem(&k("subscriber_private_key_pkcs8"), "PRIVATE KEY");
     let subscriber =
-        SubscriberIdentity::from_pem(&pem("hpke_subscriber_certificate", "CERTIFICATE"), &key_pem)
+        SubscriberIdentity::from_pem(&pem(&k("subscriber_certificate"), "CERTIFICATE"), &key_pem)
             .unwrap();
-    assert_eq!(
-        subscriber.algorithm(),
-        sealpost_protocol::WrapAlgorithm::HpkeX25519Aes256Gcm
-    );
+    assert_eq!(subscriber.algorithm(), algorithm);
     let verifier = Verifier::from_ca_der(&hex(&v, "ca_certificate")).unwrap();
     let mut opener = Opener::new(verifier).with_identity(subscriber);
     let now = published_at + 60;
     let update = opener
         .accept_key_message_at(
-            &v["hpke_key_message_topic"],
-            &hex(&v, "hpke_key_message"),
+            &v[&k("key_message_topic")],
+            &hex(&v, &k("key_message")),
             now,
         )
         .unwrap();
@@ -279,19 +295,22 @@ fn the_hpke_key_message_opens_with_the_documented_construction() {
     assert_eq!(opened.payload, hex(&v, "plaintext"));
 
     // The entry, taken apart by hand.
-    let sign1 = CoseSign1::from_tagged_slice(&hex(&v, "hpke_key_message")).unwrap();
+    let sign1 = CoseSign1::from_tagged_slice(&hex(&v, &k("key_message"))).unwrap();
     let body: Value = ciborium::from_reader(sign1.payload.as_deref().unwrap()).unwrap();
     let entry = body.as_array().unwrap()[4].as_array().unwrap()[0]
         .as_array()
         .unwrap()
         .clone();
-    let protected = hex(&v, "hpke_recipient_protected");
+    let protected = hex(&v, &k("recipient_protected"));
     assert_eq!(entry[0].as_bytes().unwrap(), &protected);
     let header: Value = ciborium::from_reader(protected.as_slice()).unwrap();
     assert_eq!(
         header,
         Value::Map(vec![
-            (Value::Integer(1.into()), Value::Integer((-65601).into())),
+            (
+                Value::Integer(1.into()),
+                Value::Integer(algorithm.cose_id().into())
+            ),
             (
                 Value::Integer((-65541).into()),
                 Value::Integer(epoch.into())
@@ -302,10 +321,10 @@ fn the_hpke_key_message_opens_with_the_documented_construction() {
         entry[1],
         Value::Map(vec![(
             Value::Integer((-4).into()),
-            Value::Bytes(hex(&v, "hpke_ek"))
+            Value::Bytes(hex(&v, &k("ek")))
         )])
     );
-    assert_eq!(entry[2].as_bytes().unwrap(), &hex(&v, "hpke_ciphertext"));
+    assert_eq!(entry[2].as_bytes().unwrap(), &hex(&v, &k("ciphertext")));
     // info = the Recipient_structure, deterministic CBOR.
     let mut info = Vec::new();
     ciborium::into_writer(
@@ -318,18 +337,19 @@ fn the_hpke_key_message_opens_with_the_documented_construction() {
         &mut info,
     )
     .unwrap();
-    assert_eq!(info, hex(&v, "hpke_info"));
-    // RFC 8410 PKCS#8: the private key is the last 32 bytes (inner OCTET STRING).
-    let pkcs8 = hex(&v, "hpke_subscriber_private_key_pkcs8");
+    assert_eq!(info, hex(&v, &k("info")));
+    // RFC 8410 PKCS#8: the private key (X25519 key or X-Wing seed) is the last 32 bytes
+    // (inner OCTET STRING).
+    let pkcs8 = hex(&v, &k("subscriber_private_key_pkcs8"));
     let secret = &pkcs8[pkcs8.len() - 32..];
-    let private = <X25519HkdfSha256 as Kem>::PrivateKey::from_bytes(secret).unwrap();
-    let encapped = <X25519HkdfSha256 as Kem>::EncappedKey::from_bytes(&hex(&v, "hpke_ek")).unwrap();
-    let opened = hpke::single_shot_open::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
+    let private = K::PrivateKey::from_bytes(secret).unwrap();
+    let encapped = K::EncappedKey::from_bytes(&hex(&v, &k("ek"))).unwrap();
+    let opened = hpke::single_shot_open::<AesGcm256, HkdfSha256, K>(
         &hpke::OpModeR::Base,
         &private,
         &encapped,
         &info,
-        &hex(&v, "hpke_ciphertext"),
+        &hex(&v, &k("ciphertext")),
         &[],
     )
     .unwrap();

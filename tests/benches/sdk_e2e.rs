@@ -7,6 +7,7 @@
 //! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey  # or throughput, breakdown
 //! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey --sizes 100,1000
 //! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey --key x25519  # HPKE readers
+//! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey --key xwing   # X-Wing readers
 //! ```
 //!
 //! Throughput: one publisher floods `n` messages, each of `k` subscribers must receive
@@ -43,11 +44,12 @@ mod certs_cache {
     }
 
     /// Where the subscriber certificates with `key` are kept: RSA ones in [`dir`], X25519
-    /// ones in its `x25519/` (same CA).
+    /// and X-Wing ones in its `x25519/` and `xwing/` (same CA).
     pub fn key_dir(key: SubscriberKey) -> PathBuf {
         match key {
             SubscriberKey::Rsa => dir(),
             SubscriberKey::X25519 => dir().join("x25519"),
+            SubscriberKey::XWing => dir().join("xwing"),
         }
     }
 
@@ -138,7 +140,7 @@ mod certs_cache {
                 .unwrap();
                 std::fs::rename(&tmp, path(*i)).unwrap();
                 let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if d % 500 == 0 {
+                if d.is_multiple_of(500) {
                     eprintln!("  {d} in {:.0?}", started.elapsed());
                 }
             });
@@ -802,6 +804,7 @@ fn main() {
     };
     let key = match value("--key").as_deref() {
         Some("x25519") => SubscriberKey::X25519,
+        Some("xwing") => SubscriberKey::XWing,
         _ => SubscriberKey::Rsa,
     };
     if args.iter().any(|a| a == "--certs-only") {

@@ -293,12 +293,16 @@ pub const ALICE_WEB: (&str, &str) = ("alice-web", "alice-web-password");
 /// cannot be a TLS client certificate (X25519 does not sign), so this password user's rule
 /// names xavier's key topics.
 pub const XAVIER_HPKE: (&str, &str) = ("xavier", "xavier-password");
+/// The X-Wing (post-quantum hybrid HPKE) subscriber's id and broker password, like
+/// [`XAVIER_HPKE`].
+pub const WANDA_XWING: (&str, &str) = ("wanda", "wanda-password");
 
 /// The sealpost broker's configuration: TCP, TLS (client certificates of the test CA
 /// optional) and WebSocket listeners on the given ports (0: any), anonymous clients
 /// allowed, retained messages in memory only (a restart loses them, as with Mosquitto).
 /// Key messages go to their recipients only (the broker's default): subscriber
-/// certificates over TLS, and [`ALICE_WEB`] and [`XAVIER_HPKE`] by their rules.
+/// certificates over TLS, and [`ALICE_WEB`], [`XAVIER_HPKE`] and [`WANDA_XWING`] by their
+/// rules.
 fn sealpost_config(ports: [u16; 3], cert: &Path, key: &Path, ca: &Path) -> sealpost_broker::Config {
     use sealpost_broker::config::{ListenerConfig, TlsConfig};
     let bind = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -340,18 +344,20 @@ fn sealpost_config(ports: [u16; 3], cert: &Path, key: &Path, ca: &Path) -> sealp
     };
     sealpost_broker::auth::add_user(&passwd, ALICE_WEB.0, ALICE_WEB.1, cheap)
         .expect("write password file");
-    sealpost_broker::auth::add_user(&passwd, XAVIER_HPKE.0, XAVIER_HPKE.1, cheap)
-        .expect("write password file");
+    for (user, password) in [XAVIER_HPKE, WANDA_XWING] {
+        sealpost_broker::auth::add_user(&passwd, user, password, cheap)
+            .expect("write password file");
+        config.acl.rules.push(sealpost_broker::config::AclRule {
+            identity: format!("user:{user}"),
+            publish: Vec::new(),
+            subscribe: vec!["sensors/#".into(), format!("sealpost/keys/+/{user}")],
+        });
+    }
     config.auth.password_file = Some(passwd);
     config.acl.rules.push(sealpost_broker::config::AclRule {
         identity: format!("user:{}", ALICE_WEB.0),
         publish: Vec::new(),
         subscribe: vec!["sensors/#".into(), "sealpost/keys/+/alice".into()],
-    });
-    config.acl.rules.push(sealpost_broker::config::AclRule {
-        identity: format!("user:{}", XAVIER_HPKE.0),
-        publish: Vec::new(),
-        subscribe: vec!["sensors/#".into(), "sealpost/keys/+/xavier".into()],
     });
     config
 }
@@ -446,11 +452,12 @@ impl Pki {
             .expect("issue subscriber")
     }
 
-    /// Issues a subscriber certificate with an X25519 key (HPKE key wrapping).
-    pub fn x25519_subscriber(&self, id: &str) -> Issued {
+    /// Issues a subscriber certificate with a KEM key (X25519 or X-Wing: HPKE key
+    /// wrapping).
+    pub fn kem_subscriber(&self, id: &str, key: SubscriberKey) -> Issued {
         self.ca
-            .issue_subscriber(id, SubscriberKey::X25519, Validity::days_from_now(1))
-            .expect("issue X25519 subscriber")
+            .issue_subscriber(id, key, Validity::days_from_now(1))
+            .expect("issue KEM subscriber")
     }
 
     /// The CA's revocation list file, PEM (in [`Pki::dir`]); written the first time it is
@@ -595,16 +602,21 @@ impl Pki {
         config
     }
 
-    /// Subscriber configuration for the X25519 subscriber [`XAVIER_HPKE`] (`issued` must be
-    /// its certificate): like [`Pki::subscriber_config`], but on the sealpost broker over
-    /// plain TCP as the password user whose rule names its key topics, since its
-    /// certificate cannot authenticate a TLS client.
-    pub fn x25519_subscriber_config(&self, broker: &Broker, issued: &Issued) -> SubscriberConfig {
+    /// Subscriber configuration for a KEM subscriber, [`XAVIER_HPKE`] or [`WANDA_XWING`]
+    /// (`user`; `issued` must be its certificate): like [`Pki::subscriber_config`], but on
+    /// the sealpost broker over plain TCP as the password user whose rule names its key
+    /// topics, since its certificate cannot authenticate a TLS client.
+    pub fn kem_subscriber_config(
+        &self,
+        broker: &Broker,
+        issued: &Issued,
+        (user, password): (&str, &str),
+    ) -> SubscriberConfig {
         let mut config = self.subscriber_config(broker, issued);
         if broker.kind == BrokerKind::Sealpost {
             config.broker = broker.address();
             config.tls = None;
-            config.credentials = Some((XAVIER_HPKE.0.into(), XAVIER_HPKE.1.into()));
+            config.credentials = Some((user.into(), password.into()));
         }
         config
     }

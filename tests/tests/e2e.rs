@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rumqttc::QoS;
-use sealpost_certs::now_unix;
+use sealpost_certs::{now_unix, SubscriberKey};
 use sealpost_protocol::{ContentKey, KeyLocation, PublisherIdentity, Rejected, Sealer};
 use sealpost_publisher::state::STATE_FILE;
 use sealpost_publisher::{Publisher, PublisherError};
@@ -1094,9 +1094,10 @@ async fn hpke_and_rsa_subscribers_read_and_are_revoked_alike(kind: BrokerKind) {
     let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
     let alice = pki.subscriber("alice");
     let bob = pki.subscriber("bob");
-    let xavier = pki.x25519_subscriber(XAVIER_HPKE.0);
+    let xavier = pki.kem_subscriber(XAVIER_HPKE.0, SubscriberKey::X25519);
+    let wanda = pki.kem_subscriber(WANDA_XWING.0, SubscriberKey::XWing);
     let p = publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
-    for reader in [&alice, &bob, &xavier] {
+    for reader in [&alice, &bob, &xavier, &wanda] {
         p.grant_pem(&reader.certificate_pem).await.unwrap();
     }
     p.publish("sensors/kept", b"kept", QoS::AtLeastOnce, true)
@@ -1105,28 +1106,31 @@ async fn hpke_and_rsa_subscribers_read_and_are_revoked_alike(kind: BrokerKind) {
     // Connected after the grants: every key comes from a retained key message.
     let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
     let mut b = subscriber(pki.subscriber_config(&broker, &bob), "sensors/#").await;
-    let mut x = subscriber(pki.x25519_subscriber_config(&broker, &xavier), "sensors/#").await;
-    for s in [&mut a, &mut b, &mut x] {
+    let x_config = pki.kem_subscriber_config(&broker, &xavier, XAVIER_HPKE);
+    let mut x = subscriber(x_config.clone(), "sensors/#").await;
+    let w_config = pki.kem_subscriber_config(&broker, &wanda, WANDA_XWING);
+    let mut w = subscriber(w_config, "sensors/#").await;
+    for s in [&mut a, &mut b, &mut x, &mut w] {
         assert_eq!(expect_message(s).await.payload, b"kept");
     }
-    p.publish("sensors/t", b"all three", QoS::AtLeastOnce, false)
+    p.publish("sensors/t", b"all four", QoS::AtLeastOnce, false)
         .await
         .unwrap();
-    for s in [&mut a, &mut b, &mut x] {
-        assert_eq!(expect_message(s).await.payload, b"all three");
+    for s in [&mut a, &mut b, &mut x, &mut w] {
+        assert_eq!(expect_message(s).await.payload, b"all four");
     }
 
-    // Revoke an RSA reader: the HPKE and the other RSA reader get the new key.
+    // Revoke an RSA reader: the HPKE readers and the other RSA reader get the new key.
     let epoch = p.epoch().await;
     let rekey = p.revoke("bob").await.unwrap();
     assert_eq!(
         (rekey.epoch, rekey.key_messages, rekey.wrapped),
-        (epoch + 1, 2, 2)
+        (epoch + 1, 3, 3)
     );
     p.publish("sensors/t", b"without bob", QoS::AtLeastOnce, false)
         .await
         .unwrap();
-    for s in [&mut a, &mut x] {
+    for s in [&mut a, &mut x, &mut w] {
         let m = expect_message(s).await;
         assert_eq!(
             (m.payload.as_slice(), m.epoch),
@@ -1139,17 +1143,22 @@ async fn hpke_and_rsa_subscribers_read_and_are_revoked_alike(kind: BrokerKind) {
         "{r:?}"
     );
 
-    // Revoke the HPKE reader: only the RSA reader left gets the next key.
+    // Revoke the X25519 reader: the RSA and the X-Wing reader left get the next key.
     let rekey = p.revoke(XAVIER_HPKE.0).await.unwrap();
     assert_eq!(
         (rekey.epoch, rekey.key_messages, rekey.wrapped),
-        (epoch + 2, 1, 1)
+        (epoch + 2, 2, 2)
     );
-    assert_eq!(p.granted().await, vec!["alice".to_owned()]);
-    p.publish("sensors/t", b"alice only", QoS::AtLeastOnce, false)
+    assert_eq!(
+        p.granted().await,
+        vec!["alice".to_owned(), WANDA_XWING.0.to_owned()]
+    );
+    p.publish("sensors/t", b"alice and wanda", QoS::AtLeastOnce, false)
         .await
         .unwrap();
-    assert_eq!(expect_message(&mut a).await.payload, b"alice only");
+    for s in [&mut a, &mut w] {
+        assert_eq!(expect_message(s).await.payload, b"alice and wanda");
+    }
     let r = expect_rejection(&mut x).await;
     assert!(
         matches!(r.reason, Rejected::UnknownKey { epoch: e, .. } if e == epoch + 2),
@@ -1158,12 +1167,12 @@ async fn hpke_and_rsa_subscribers_read_and_are_revoked_alike(kind: BrokerKind) {
     assert_eq!(
         x.counters().delivered_total(),
         3,
-        "kept, all three, without bob"
+        "kept, all four, without bob"
     );
-    assert_eq!(b.counters().delivered_total(), 2, "kept, all three");
+    assert_eq!(b.counters().delivered_total(), 2, "kept, all four");
     // xavier's retained key message is gone: a fresh connection learns no key at all.
     drop(x);
-    let mut x2 = subscriber(pki.x25519_subscriber_config(&broker, &xavier), "sensors/t").await;
+    let mut x2 = subscriber(x_config, "sensors/t").await;
     p.publish("sensors/t", b"later", QoS::AtLeastOnce, false)
         .await
         .unwrap();

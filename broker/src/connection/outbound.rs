@@ -340,7 +340,7 @@ impl Connection {
     pub(super) fn fits(&self, len: usize) -> bool {
         self.limits
             .max_packet_size
-            .map_or(true, |m| len <= m as usize)
+            .is_none_or(|m| len <= m as usize)
     }
 
     /// A forwarded message not sent to this client: the router still needs its

@@ -447,7 +447,7 @@ impl Sessions {
                     } else {
                         e.pending_will = Some(will);
                         // A will due after the session ends goes out when it ends.
-                        if expiry.map_or(true, |s| ending.will_delay < s) {
+                        if expiry.is_none_or(|s| ending.will_delay < s) {
                             will_at = Some(now + Duration::from_secs(ending.will_delay.into()));
                         }
                     }

@@ -108,7 +108,7 @@ fn normalise(origin: &str) -> Option<String> {
         && host
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
-    let port_ok = port.map_or(true, |p| p.parse::<u16>().is_ok());
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
     (host_ok && port_ok).then_some(lower)
 }
 
