@@ -24,3 +24,4 @@ export * from "./rootCache.js";
 export * from "./sealer.js";
 export * from "./subscriber.js";
 export * from "./topic.js";
+export * from "./wrap.js";
