@@ -15,6 +15,7 @@ export * from "./identity.js";
 export * from "./kdc.js";
 export * from "./keyMessage.js";
 export * from "./keyring.js";
+export * from "./link.js";
 export * from "./merkle.js";
 export * from "./opener.js";
 export * from "./pem.js";

@@ -15,6 +15,7 @@ import type { ReplayState, ReplayStore } from "./replay.js";
 
 export * from "./index.js";
 export * from "./publisher.js";
+export * from "./resend.js";
 
 /** The replay window in a file (written atomically before messages are delivered). */
 export class FileReplayStore implements ReplayStore {

@@ -6,14 +6,16 @@
  */
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import type { IClientOptions, MqttClient } from "mqtt";
 import { fromBase64, nowUnix, toBase64 } from "./bytes.js";
 import { decodeStrict, encodeCbor } from "./cbor.js";
 import { type CertificateInfo, Verifier } from "./certs.js";
 import type { PublisherIdentity } from "./identity.js";
 import { importContentKey } from "./keyring.js";
+import { type BrokerUrls, Link } from "./link.js";
 import { derOrPem } from "./pem.js";
 import type { ContentKey } from "./primitives.js";
+import { DEFAULT_RESEND_WINDOW, RESEND_DELAY_MS, Recent } from "./resend.js";
 import {
   checkTopic,
   createKeyMessage,
@@ -31,8 +33,15 @@ const KEPT_EPOCHS = 4;
 
 /** Options of `Publisher.start`. */
 export interface PublisherOptions {
-  url: string;
+  /**
+   * Broker URL, or several for failover: when the broker goes away, the next one is tried
+   * with backoff (`link.ts`), the key messages are published there again, and the last
+   * `resendWindow` QoS 1 envelopes are sent again (`resend.ts`).
+   */
+  url: BrokerUrls;
   mqtt?: IClientOptions;
+  /** QoS 1 envelopes kept to send again after a reconnect (default 512; 0: none). */
+  resendWindow?: number;
   identity: PublisherIdentity;
   /** The sealpost CA (granted readers are verified against it). */
   caCertificate: Uint8Array | string;
@@ -89,9 +98,13 @@ export class Publisher {
   /** Messages published while a burst is being sealed; the next burst takes them. */
   private queue: Queued[] = [];
   private draining = false;
+  /** The key message in force per reader (topic, bytes), published again on reconnect. */
+  private readonly keyMessages = new Map<string, { topic: string; bytes: Uint8Array }>();
+  private readonly recent: Recent;
 
   private constructor(
-    readonly client: MqttClient,
+    /** The broker connection, failover included. */
+    readonly link: Link,
     private readonly options: PublisherOptions,
     private readonly verifier: Verifier,
     private epoch: bigint,
@@ -101,6 +114,27 @@ export class Publisher {
   ) {
     this.nextSeq = seqReserved;
     this.seqReserved = seqReserved;
+    this.recent = new Recent(options.resendWindow ?? DEFAULT_RESEND_WINDOW);
+  }
+
+  /** The MQTT.js client. */
+  get client(): MqttClient {
+    return this.link.client;
+  }
+
+  /**
+   * After a reconnect: the broker (another one, after a failover) may lack the retained
+   * key messages, and subscribers that failed over too may have missed the last
+   * envelopes; publish the first again now, the second once they had time to come back.
+   */
+  private async afterReconnect(): Promise<void> {
+    for (const { topic, bytes } of [...this.keyMessages.values()]) {
+      await this.client.publishAsync(topic, Buffer.from(bytes), { qos: 1, retain: true });
+    }
+    await new Promise((r) => setTimeout(r, RESEND_DELAY_MS));
+    for (const { topic, envelope, retain } of this.recent.snapshot()) {
+      await this.client.publishAsync(topic, Buffer.from(envelope), { qos: 1, retain });
+    }
   }
 
   /** Loads (or creates) the state, connects, and republishes the key messages. */
@@ -139,8 +173,9 @@ export class Publisher {
     } else {
       keys.set(epoch, randomBytes(32));
     }
-    const client = await mqtt.connectAsync(options.url, { clean: true, ...options.mqtt });
-    const publisher = new Publisher(client, options, verifier, epoch, keys, grants, seqReserved);
+    const link = await Link.connect(options.url, { clean: true, ...options.mqtt });
+    const publisher = new Publisher(link, options, verifier, epoch, keys, grants, seqReserved);
+    link.whenReconnected(() => publisher.afterReconnect());
     await publisher.save();
     for (const id of grants.keys()) await publisher.publishKeyMessage(id);
     return publisher;
@@ -179,6 +214,7 @@ export class Publisher {
   /** Revokes a reader: clears its key message and rotates the key for the others. */
   async revoke(id: string): Promise<void> {
     if (!this.grants.delete(id)) throw new Error(`${id} is not granted`);
+    this.keyMessages.delete(id);
     await this.client.publishAsync(`${this.prefix}/${id}`, Buffer.alloc(0), {
       qos: 1,
       retain: true,
@@ -244,7 +280,9 @@ export class Publisher {
         await Promise.all(
           burst.map(async (m, i) => {
             try {
-              await this.client.publishAsync(m.topic, Buffer.from(envelopes[i] as Uint8Array), {
+              const envelope = envelopes[i] as Uint8Array;
+              if (m.qos === 1) this.recent.push({ topic: m.topic, envelope, retain: m.retain });
+              await this.client.publishAsync(m.topic, Buffer.from(envelope), {
                 qos: m.qos,
                 retain: m.retain,
               });
@@ -297,7 +335,7 @@ export class Publisher {
 
   /** Disconnects. */
   async close(): Promise<void> {
-    await this.client.endAsync();
+    await this.link.close();
   }
 
   private async publishKeyMessage(id: string): Promise<void> {
@@ -330,6 +368,7 @@ export class Publisher {
       topic,
     );
     await this.save();
+    this.keyMessages.set(id, { topic, bytes: message });
     await this.client.publishAsync(topic, Buffer.from(message), { qos: 1, retain: true });
   }
 
