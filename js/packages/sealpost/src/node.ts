@@ -14,6 +14,7 @@ import type { KdcCredentials, KdcTransport } from "./kdc.js";
 import type { ReplayState, ReplayStore } from "./replay.js";
 
 export * from "./index.js";
+export * from "./kdcServer.js";
 export * from "./publisher.js";
 export * from "./resend.js";
 
