@@ -22,8 +22,7 @@ import {
 import { importContentKey } from "./keyring.js";
 import { type BrokerUrls, Link } from "./link.js";
 import { derOrPem } from "./pem.js";
-import type { ContentKey } from "./primitives.js";
-import { sha256 } from "./primitives.js";
+import { type ContentKey, sha256 } from "./primitives.js";
 import { DEFAULT_RESEND_WINDOW, RESEND_DELAY_MS, Recent } from "./resend.js";
 import {
   checkTopic,
