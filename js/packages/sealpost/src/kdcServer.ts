@@ -115,11 +115,7 @@ export class KdcServer {
     private readonly backend: KdcBackend,
     options: KdcServerOptions,
   ) {
-    this.origins = (options.allowOrigins ?? []).map((o) => {
-      const n = normaliseOrigin(o);
-      if (!n) throw new Error(`--kdc-allow-origin ${o}: an origin is http(s)://host[:port]`);
-      return n;
-    });
+    this.origins = (options.allowOrigins ?? []).map((o) => normaliseOrigin(o) as string);
     this.lifetimeMs = (options.tokenLifetimeSecs ?? 300) * 1000;
     this.maxFailed = options.maxFailedLogins ?? 5;
   }
@@ -132,7 +128,9 @@ export class KdcServer {
   ): Promise<KdcServer> {
     const prefix = new URL(normaliseKdcAddress(address)).pathname.replace(/\/+$/, "");
     for (const o of options.allowOrigins ?? []) {
-      if (!normaliseOrigin(o)) throw new Error(`allowOrigins: ${o} is not http(s)://host[:port]`);
+      if (!normaliseOrigin(o)) {
+        throw new Error(`allowOrigins: ${o} is not an origin (http(s)://host[:port])`);
+      }
     }
     const server = createServer({
       cert: options.cert,
