@@ -13,9 +13,14 @@ export function fromHex(hex: string): Uint8Array {
   return out;
 }
 
-/** Bytes to lower-case hex. */
+/** The two hex digits of every byte value. */
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
+/** Bytes to lower-case hex (on the open path: a table, no per-byte closure). */
 export function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  let out = "";
+  for (const b of bytes) out += HEX[b];
+  return out;
 }
 
 /** Concatenation of byte arrays. */
@@ -29,9 +34,15 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Byte-wise equality (not constant time: used on public values only). */
+/**
+ * Byte-wise equality (not constant time: used on public values only). A plain loop: the
+ * strict CBOR check compares every received message with its re-encoding, so this runs
+ * over whole envelopes on the open path.
+ */
 export function equal(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i]);
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** base64 (standard or url alphabet, padding optional) to bytes. */

@@ -232,17 +232,6 @@ export async function ed25519Key(cert: x509.X509Certificate): Promise<CryptoKey>
   return crypto.subtle.importKey("spki", cert.publicKey.rawData, ED25519, false, ["verify"]);
 }
 
-/** The certificate's RSA key for RSA-OAEP-SHA256 wrapping. */
-export async function rsaOaepKey(cert: x509.X509Certificate): Promise<CryptoKey> {
-  return crypto.subtle.importKey(
-    "spki",
-    cert.publicKey.rawData,
-    { name: "RSA-OAEP", hash: "SHA-256" },
-    false,
-    ["encrypt"],
-  );
-}
-
 /** Decodes the DER INTEGER of a CRL number extension value. */
 function derInteger(der: Uint8Array): bigint {
   if (der[0] !== 0x02 || der.length < 3 || der[1] !== der.length - 2) {

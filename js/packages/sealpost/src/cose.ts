@@ -11,11 +11,18 @@ export const ALG_EDDSA = -8;
 export const ALG_A256GCM = 3;
 /** RSAES-OAEP w/ SHA-256. */
 export const ALG_RSA_OAEP_256 = -41;
+/**
+ * HPKE Key Encryption, DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM: private use
+ * until draft-ietf-cose-hpke registers this suite (docs/PROTOCOL.md, "Key wrapping").
+ */
+export const ALG_HPKE_X25519_A256GCM_KE = -65601;
 
 /** Registered header labels. */
 export const LABEL_ALG = 1;
 /** kid. */
 export const LABEL_KID = 4;
+/** ek: the HPKE encapsulated key of a COSE_recipient (draft-ietf-cose-hpke). */
+export const LABEL_EK = -4;
 /** IV. */
 export const LABEL_IV = 5;
 /** CWT claims (RFC 9597). */

@@ -20,6 +20,7 @@ export type RejectionKind =
   | "bad_signature"
   | "unknown_key"
   | "decrypt_failed"
+  | "wrong_key_type"
   | "not_for_us";
 
 /** Details a rejection may carry (never key material). */

@@ -6,8 +6,12 @@ import { OneAsymmetricKey, PrivateKeyInfo } from "@peculiar/asn1-asym-key";
 import { AsnConvert } from "@peculiar/asn1-schema";
 import { type CertificateInfo, parseCertificate } from "./certs.js";
 import { derOrPem } from "./pem.js";
+import { privateKeyImportParams, wrapAlgorithmOfCertificate } from "./wrap.js";
 
-/** A subscriber: RSA certificate and the RSA-OAEP-SHA256 private key that unwraps keys. */
+/**
+ * A subscriber: its certificate and the private key that unwraps content keys, an
+ * RSA-OAEP-SHA256 or an X25519 (HPKE) `CryptoKey` as the certificate's key says.
+ */
 export interface SubscriberIdentity {
   certificate: CertificateInfo;
   key: CryptoKey;
@@ -27,12 +31,13 @@ export async function loadSubscriberIdentity(
 ): Promise<SubscriberIdentity> {
   const info = await parseCertificate(derOrPem(certificate, "CERTIFICATE"));
   if (info.role !== "subscriber") throw new Error(`${info.id} is not a subscriber certificate`);
+  const { params, usages } = privateKeyImportParams(wrapAlgorithmOfCertificate(info));
   const key = await crypto.subtle.importKey(
     "pkcs8",
-    derOrPem(pkcs8, "PRIVATE KEY").slice(),
-    { name: "RSA-OAEP", hash: "SHA-256" },
+    pkcs8V1(derOrPem(pkcs8, "PRIVATE KEY")),
+    params,
     extractable,
-    ["decrypt"],
+    usages,
   );
   return { certificate: info, key };
 }

@@ -1,17 +1,16 @@
 /** Key messages (docs/PROTOCOL.md, "Key messages"): parsing and building. */
-import { asBytes, asMap, asUint, decodeStrict, encodeCbor } from "./cbor.js";
+import { asBytes, asUint, decodeStrict, encodeCbor } from "./cbor.js";
 import {
   ALG_EDDSA,
-  ALG_RSA_OAEP_256,
   KIND_KEYS,
   LABEL_ALG,
-  LABEL_EPOCH,
   LABEL_KID,
   LABEL_KIND,
   LABEL_VERSION,
   VERSION,
 } from "./cose.js";
-import { malformed, Rejected } from "./errors.js";
+import { malformed } from "./errors.js";
+import { parseRecipient, type Wrapping } from "./wrap.js";
 
 /** Most key entries one key message carries. */
 export const MAX_KEY_ENTRIES = 16;
@@ -23,8 +22,8 @@ export interface KeyMessageBody {
   /** SHA-256 of the subscriber certificate DER. */
   subscriberFingerprint: Uint8Array;
   issuedAt: bigint;
-  /** Wrapped content keys by epoch; `recipient` is the encoded COSE_recipient. */
-  entries: { epoch: bigint; wrapped: Uint8Array; recipient: unknown[] }[];
+  /** The wrapped content keys, one per epoch (COSE_recipients, parsed). */
+  entries: Wrapping[];
 }
 
 /** Parses the payload of a key message. */
@@ -46,24 +45,7 @@ export function parseKeyMessageBody(payload: Uint8Array): KeyMessageBody {
   ) {
     throw malformed("key message body");
   }
-  const entries = keys.map((r: unknown) => {
-    if (!Array.isArray(r) || r.length !== 3) throw malformed("COSE_recipient");
-    const [p, u, c] = r as unknown[];
-    const protectedBytes = asBytes(p);
-    const unprotected = asMap(u);
-    const wrapped = asBytes(c);
-    if (!protectedBytes || !unprotected || unprotected.size !== 0 || !wrapped) {
-      throw malformed("COSE_recipient");
-    }
-    const header = asMap(decodeStrict(protectedBytes, "COSE_recipient header"));
-    if (!header) throw malformed("COSE_recipient header");
-    if (header.get(LABEL_ALG) !== ALG_RSA_OAEP_256) {
-      throw new Rejected("unsupported_algorithm", "unsupported key wrapping algorithm");
-    }
-    const epoch = asUint(header.get(LABEL_EPOCH));
-    if (epoch === null) throw malformed("COSE_recipient epoch");
-    return { epoch, wrapped, recipient: r };
-  });
+  const entries = keys.map(parseRecipient);
   return {
     publisher,
     subscriber,
@@ -71,17 +53,6 @@ export function parseKeyMessageBody(payload: Uint8Array): KeyMessageBody {
     issuedAt: issued,
     entries,
   };
-}
-
-/** Builds one COSE_recipient: a content key wrapped under a subscriber's RSA key. */
-export function encodeRecipient(epoch: bigint, wrapped: Uint8Array): unknown[] {
-  const protectedBytes = encodeCbor(
-    new Map<number, unknown>([
-      [LABEL_ALG, ALG_RSA_OAEP_256],
-      [LABEL_EPOCH, epoch],
-    ]),
-  );
-  return [protectedBytes, new Map(), wrapped];
 }
 
 /** Encodes a key message body. */

@@ -14,7 +14,9 @@ import type { KdcCredentials, KdcTransport } from "./kdc.js";
 import type { ReplayState, ReplayStore } from "./replay.js";
 
 export * from "./index.js";
+export * from "./kdcServer.js";
 export * from "./publisher.js";
+export * from "./resend.js";
 
 /** The replay window in a file (written atomically before messages are delivered). */
 export class FileReplayStore implements ReplayStore {

@@ -2,7 +2,7 @@
  * The receive path (docs/PROTOCOL.md, "Receiving, in this order"), without I/O: every
  * check in the document's order, each refusal a typed `Rejected`.
  */
-import { buf, equal, nowUnix, toHex } from "./bytes.js";
+import { equal, nowUnix, toHex } from "./bytes.js";
 import { type CertificateError, type CertificateInfo, mayPublish, type Verifier } from "./certs.js";
 import { checkPreamble, encStructure, KIND_KEYS, kidOf, parseSign1, sigStructure } from "./cose.js";
 import { DEFAULT_MAX_ENVELOPE, type ParsedEnvelope, parseEnvelope } from "./envelope.js";
@@ -14,6 +14,7 @@ import { leafHash, ProofShapeError, rootFromPath, rootSigStructure } from "./mer
 import { primitives, sha256, type VerifyKey } from "./primitives.js";
 import { ReplayWindows } from "./replay.js";
 import { DEFAULT_ROOT_CACHE, RootCache } from "./rootCache.js";
+import { unwrapContentKey } from "./wrap.js";
 
 /** Default maximum age of an envelope: 24 hours. */
 export const DEFAULT_MAX_AGE_SECS = 24 * 3600;
@@ -277,19 +278,10 @@ export class Opener {
       throw new Rejected("not_for_us", "key message addressed to another subscriber");
     }
     const newEpochs: bigint[] = [];
-    for (const { epoch, wrapped } of body.entries) {
+    for (const entry of body.entries) {
+      const epoch = entry.epoch;
       if (this.keyring.has(body.publisher, epoch)) continue;
-      let raw: Uint8Array;
-      try {
-        raw = new Uint8Array(
-          await crypto.subtle.decrypt({ name: "RSA-OAEP" }, identity.key, buf(wrapped)),
-        );
-        if (raw.length !== 32) throw new Error("length");
-      } catch {
-        throw new Rejected("decrypt_failed", "key unwrapping failed", {
-          publisher: body.publisher,
-        });
-      }
+      const raw = await unwrapContentKey(identity, entry, body.publisher);
       if (this.keyring.insert(body.publisher, epoch, await importContentKey(raw))) {
         newEpochs.push(epoch);
       }

@@ -6,14 +6,24 @@
  */
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { fromBase64, nowUnix, toBase64 } from "./bytes.js";
+import { hash as hashPassword } from "@node-rs/argon2";
+import type { IClientOptions, MqttClient } from "mqtt";
+import { fromBase64, nowUnix, toBase64, toHex } from "./bytes.js";
 import { decodeStrict, encodeCbor } from "./cbor.js";
 import { type CertificateInfo, Verifier } from "./certs.js";
 import type { PublisherIdentity } from "./identity.js";
+import type { KdcCredentials } from "./kdc.js";
+import {
+  type KdcReader,
+  KdcServer,
+  type KdcServerOptions,
+  normaliseKdcAddress,
+} from "./kdcServer.js";
 import { importContentKey } from "./keyring.js";
+import { type BrokerUrls, Link } from "./link.js";
 import { derOrPem } from "./pem.js";
-import type { ContentKey } from "./primitives.js";
+import { type ContentKey, sha256 } from "./primitives.js";
+import { DEFAULT_RESEND_WINDOW, RESEND_DELAY_MS, Recent } from "./resend.js";
 import {
   checkTopic,
   createKeyMessage,
@@ -31,8 +41,15 @@ const KEPT_EPOCHS = 4;
 
 /** Options of `Publisher.start`. */
 export interface PublisherOptions {
-  url: string;
+  /**
+   * Broker URL, or several for failover: when the broker goes away, the next one is tried
+   * with backoff (`link.ts`), the key messages are published there again, and the last
+   * `resendWindow` QoS 1 envelopes are sent again (`resend.ts`).
+   */
+  url: BrokerUrls;
   mqtt?: IClientOptions;
+  /** QoS 1 envelopes kept to send again after a reconnect (default 512; 0: none). */
+  resendWindow?: number;
   identity: PublisherIdentity;
   /** The sealpost CA (granted readers are verified against it). */
   caCertificate: Uint8Array | string;
@@ -50,6 +67,20 @@ export interface PublisherOptions {
    * per burst; 1 signs every message, for subscribers not yet upgraded to version 2.
    */
   wireVersion?: 1 | 2;
+  /**
+   * Run a key distribution center (key-delivery mode 2, as `sealpost-pub --kdc`): readers
+   * added with `addReader` log in over HTTPS and fetch the keys; envelopes then name the
+   * KDC address and embed the publisher certificate.
+   */
+  kdc?: PublisherKdcOptions;
+}
+
+/** The publisher's KDC: where it listens, its certificate, CORS, and whether it is alone. */
+export interface PublisherKdcOptions extends KdcServerOptions {
+  /** The address readers use (default `https://<listen host>:<port>`). */
+  address?: string;
+  /** Deliver keys by the KDC only: no key messages (`--kdc-only`); `grant` is refused. */
+  only?: boolean;
 }
 
 /** A message waiting for the next burst. */
@@ -77,6 +108,8 @@ interface State {
     string,
     { certificate: string; fromEpoch: string; recipients: Record<string, string> }
   >;
+  /** KDC readers: argon2id password hash, first epoch, revoked. */
+  kdcReaders?: Record<string, { hash: string; fromEpoch: string; revoked: boolean }>;
 }
 
 /** A connected publisher. */
@@ -89,9 +122,15 @@ export class Publisher {
   /** Messages published while a burst is being sealed; the next burst takes them. */
   private queue: Queued[] = [];
   private draining = false;
+  /** The key message in force per reader (topic, bytes), published again on reconnect. */
+  private readonly keyMessages = new Map<string, { topic: string; bytes: Uint8Array }>();
+  private readonly recent: Recent;
+  private readonly kdcReaders = new Map<string, KdcReader>();
+  private kdc: { server: KdcServer; address: string; certificateSha256: string } | null = null;
 
   private constructor(
-    readonly client: MqttClient,
+    /** The broker connection, failover included. */
+    readonly link: Link,
     private readonly options: PublisherOptions,
     private readonly verifier: Verifier,
     private epoch: bigint,
@@ -101,6 +140,75 @@ export class Publisher {
   ) {
     this.nextSeq = seqReserved;
     this.seqReserved = seqReserved;
+    this.recent = new Recent(options.resendWindow ?? DEFAULT_RESEND_WINDOW);
+  }
+
+  /** The MQTT.js client. */
+  get client(): MqttClient {
+    return this.link.client;
+  }
+
+  private async startKdc(options: PublisherKdcOptions): Promise<void> {
+    const identity = this.options.identity.certificate;
+    const server = await KdcServer.start(options.address ?? "https://kdc", options, {
+      publisher: identity.id,
+      certificate: identity.der,
+      reader: (id) => this.kdcReaders.get(id),
+      key: (epoch) => this.keys.get(epoch),
+    });
+    const host = options.listen.replace(/:\d+$/, "");
+    const address = normaliseKdcAddress(options.address ?? `https://${host}:${server.port}`);
+    const certificateSha256 = toHex(await sha256(derOrPem(options.cert, "CERTIFICATE")));
+    this.kdc = { server, address, certificateSha256 };
+  }
+
+  /** The KDC's address (what envelopes name), or null without a KDC. */
+  get kdcAddress(): string | null {
+    return this.kdc?.address ?? null;
+  }
+
+  /**
+   * Adds a KDC reader (or issues its credentials again: a new password, the old one's
+   * tokens invalid, the epochs it was entitled to kept) and returns its credentials file.
+   * A new reader rotates the key first, as a grant does (backward secrecy).
+   */
+  async addReader(id: string): Promise<KdcCredentials> {
+    const kdc = this.kdc;
+    if (!kdc) throw new Error("this publisher runs no KDC");
+    if (id.length === 0 || Buffer.byteLength(id) > 128)
+      throw new Error("a reader id is 1 to 128 bytes");
+    const password = Buffer.from(randomBytes(24)).toString("base64url");
+    const hash = await hashPassword(password);
+    const existing = this.kdcReaders.get(id);
+    if (existing && !existing.revoked) {
+      existing.hash = hash;
+      kdc.server.dropTokens(id);
+    } else {
+      if ((this.options.rotateOnGrant ?? true) && this.sealedInEpoch) await this.rotate();
+      this.kdcReaders.set(id, { hash, fromEpoch: this.epoch, revoked: false });
+    }
+    await this.save();
+    return {
+      kdc: kdc.address,
+      reader: id,
+      password,
+      kdc_certificate_sha256: kdc.certificateSha256,
+    };
+  }
+
+  /**
+   * After a reconnect: the broker (another one, after a failover) may lack the retained
+   * key messages, and subscribers that failed over too may have missed the last
+   * envelopes; publish the first again now, the second once they had time to come back.
+   */
+  private async afterReconnect(): Promise<void> {
+    for (const { topic, bytes } of [...this.keyMessages.values()]) {
+      await this.client.publishAsync(topic, Buffer.from(bytes), { qos: 1, retain: true });
+    }
+    await new Promise((r) => setTimeout(r, RESEND_DELAY_MS));
+    for (const { topic, envelope, retain } of this.recent.snapshot()) {
+      await this.client.publishAsync(topic, Buffer.from(envelope), { qos: 1, retain });
+    }
   }
 
   /** Loads (or creates) the state, connects, and republishes the key messages. */
@@ -139,8 +247,27 @@ export class Publisher {
     } else {
       keys.set(epoch, randomBytes(32));
     }
-    const client = await mqtt.connectAsync(options.url, { clean: true, ...options.mqtt });
-    const publisher = new Publisher(client, options, verifier, epoch, keys, grants, seqReserved);
+    if (options.kdc?.only && grants.size > 0) {
+      throw new Error("a KDC-only publisher has no key-message readers; its state has some");
+    }
+    const link = await Link.connect(options.url, { clean: true, ...options.mqtt });
+    const publisher = new Publisher(link, options, verifier, epoch, keys, grants, seqReserved);
+    for (const [id, r] of Object.entries(state?.kdcReaders ?? {})) {
+      publisher.kdcReaders.set(id, {
+        hash: r.hash,
+        fromEpoch: BigInt(r.fromEpoch),
+        revoked: r.revoked,
+      });
+    }
+    if (options.kdc) {
+      try {
+        await publisher.startKdc(options.kdc);
+      } catch (e) {
+        await link.close();
+        throw e;
+      }
+    }
+    link.whenReconnected(() => publisher.afterReconnect());
     await publisher.save();
     for (const id of grants.keys()) await publisher.publishKeyMessage(id);
     return publisher;
@@ -151,9 +278,10 @@ export class Publisher {
     return this.epoch;
   }
 
-  /** Granted reader ids. */
+  /** Granted reader ids (key messages), then active KDC readers. */
   readers(): string[] {
-    return [...this.grants.keys()];
+    const kdc = [...this.kdcReaders].filter(([, r]) => !r.revoked).map(([id]) => id);
+    return [...this.grants.keys(), ...kdc];
   }
 
   private get prefix(): string {
@@ -162,6 +290,7 @@ export class Publisher {
 
   /** Grants a subscriber certificate (DER or PEM): it receives a key message. */
   async grant(certificate: Uint8Array | string): Promise<void> {
+    if (this.options.kdc?.only) throw new Error("a KDC-only publisher grants with addReader");
     const info = await this.verifier.verify(derOrPem(certificate, "CERTIFICATE"), nowUnix());
     if (info.role !== "subscriber") throw new Error(`${info.id} is not a subscriber certificate`);
     const existing = this.grants.get(info.id);
@@ -176,13 +305,25 @@ export class Publisher {
     await this.publishKeyMessage(info.id);
   }
 
-  /** Revokes a reader: clears its key message and rotates the key for the others. */
+  /**
+   * Revokes a reader: clears its key message (or marks the KDC reader revoked and drops
+   * its tokens) and rotates the key for the others.
+   */
   async revoke(id: string): Promise<void> {
-    if (!this.grants.delete(id)) throw new Error(`${id} is not granted`);
-    await this.client.publishAsync(`${this.prefix}/${id}`, Buffer.alloc(0), {
-      qos: 1,
-      retain: true,
-    });
+    const reader = this.kdcReaders.get(id);
+    const kdcReader = reader !== undefined && !reader.revoked;
+    if (!this.grants.has(id) && !kdcReader) throw new Error(`${id} is not granted`);
+    if (kdcReader) {
+      reader.revoked = true;
+      this.kdc?.server.dropTokens(id);
+    }
+    if (this.grants.delete(id)) {
+      this.keyMessages.delete(id);
+      await this.client.publishAsync(`${this.prefix}/${id}`, Buffer.alloc(0), {
+        qos: 1,
+        retain: true,
+      });
+    }
     await this.rotate();
   }
 
@@ -244,7 +385,9 @@ export class Publisher {
         await Promise.all(
           burst.map(async (m, i) => {
             try {
-              await this.client.publishAsync(m.topic, Buffer.from(envelopes[i] as Uint8Array), {
+              const envelope = envelopes[i] as Uint8Array;
+              if (m.qos === 1) this.recent.push({ topic: m.topic, envelope, retain: m.retain });
+              await this.client.publishAsync(m.topic, Buffer.from(envelope), {
                 qos: m.qos,
                 retain: m.retain,
               });
@@ -278,12 +421,13 @@ export class Publisher {
       index: {
         publisher: this.options.identity.certificate.id,
         epoch: this.epoch,
-        location: `mqtt:${this.prefix}`,
+        location: this.kdc?.address ?? `mqtt:${this.prefix}`,
       },
       contentKey: this.contentKey,
       salt: this.salt,
       publishedAt: BigInt(nowUnix()),
-      embedCertificate: false,
+      // A KDC reader may get no key message to learn the certificate from.
+      embedCertificate: this.kdc !== null,
     };
     this.sealedInEpoch = true;
     const messages = burst.map(({ topic, plaintext }) => ({ topic, plaintext }));
@@ -297,7 +441,8 @@ export class Publisher {
 
   /** Disconnects. */
   async close(): Promise<void> {
-    await this.client.endAsync();
+    await this.kdc?.server.close();
+    await this.link.close();
   }
 
   private async publishKeyMessage(id: string): Promise<void> {
@@ -330,6 +475,7 @@ export class Publisher {
       topic,
     );
     await this.save();
+    this.keyMessages.set(id, { topic, bytes: message });
     await this.client.publishAsync(topic, Buffer.from(message), { qos: 1, retain: true });
   }
 
@@ -349,6 +495,12 @@ export class Publisher {
               [...g.recipients].map(([e, r]) => [e.toString(), toBase64(encodeCbor(r))]),
             ),
           },
+        ]),
+      ),
+      kdcReaders: Object.fromEntries(
+        [...this.kdcReaders].map(([id, r]) => [
+          id,
+          { hash: r.hash, fromEpoch: r.fromEpoch.toString(), revoked: r.revoked },
         ]),
       ),
     };

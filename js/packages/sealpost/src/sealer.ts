@@ -1,6 +1,6 @@
 /** The publish path: sealing data envelopes and building key messages. */
 import { buf } from "./bytes.js";
-import { type CertificateInfo, mayPublish, rsaOaepKey } from "./certs.js";
+import { type CertificateInfo, mayPublish } from "./certs.js";
 import { encodeSign1, encStructure, sigStructure, VERSION, VERSION_BURST } from "./cose.js";
 import {
   ENCRYPT0_PROTECTED,
@@ -11,15 +11,11 @@ import {
 } from "./envelope.js";
 import { SealError } from "./errors.js";
 import type { PublisherIdentity } from "./identity.js";
-import {
-  encodeKeyMessageBody,
-  encodeRecipient,
-  keyMessageProtected,
-  MAX_KEY_ENTRIES,
-} from "./keyMessage.js";
+import { encodeKeyMessageBody, keyMessageProtected, MAX_KEY_ENTRIES } from "./keyMessage.js";
 import { encodeProof, leafHash, rootAndPaths, rootSigStructure } from "./merkle.js";
 import { type ContentKey, primitives } from "./primitives.js";
 import { validateTopic } from "./topic.js";
+import { wrapContentKey } from "./wrap.js";
 
 const te = new TextEncoder();
 
@@ -147,21 +143,15 @@ export interface KeyEntry {
   key: Uint8Array;
 }
 
-/** Wraps a content key for one subscriber into a COSE_recipient (RSA-OAEP-SHA256). */
-export async function wrapForSubscriber(
+/**
+ * Wraps a content key for one subscriber into a COSE_recipient, with the algorithm the
+ * subscriber certificate's key calls for (RSA-OAEP or HPKE: see `wrap.ts`).
+ */
+export function wrapForSubscriber(
   subscriber: CertificateInfo,
   entry: KeyEntry,
 ): Promise<unknown[]> {
-  let wrapped: Uint8Array;
-  try {
-    const key = await rsaOaepKey(subscriber.cert);
-    wrapped = new Uint8Array(
-      await crypto.subtle.encrypt({ name: "RSA-OAEP" }, key, buf(entry.key)),
-    );
-  } catch (e) {
-    throw new SealError(`key wrapping for ${subscriber.id} failed: ${(e as Error).message}`);
-  }
-  return encodeRecipient(entry.epoch, wrapped);
+  return wrapContentKey(subscriber, entry.epoch, entry.key);
 }
 
 /**

@@ -5,7 +5,7 @@
  * persists the replay window before delivering, and reports every refusal as a typed
  * `rejected` event with the same kinds as the Rust SDK.
  */
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import type { IClientOptions, MqttClient } from "mqtt";
 import { nowUnix } from "./bytes.js";
 import { type RevocationList, Verifier } from "./certs.js";
 import { CrlReloader, type CrlSource, DEFAULT_CRL_RELOAD_MS } from "./crlReloader.js";
@@ -13,6 +13,7 @@ import { Emitter } from "./emitter.js";
 import { Rejected } from "./errors.js";
 import type { SubscriberIdentity } from "./identity.js";
 import { KdcClient, type KdcCredentials, type KdcTransport, KeyFetchFailed } from "./kdc.js";
+import { type BrokerUrls, Link } from "./link.js";
 import { type KeyUpdate, Opener } from "./opener.js";
 import { derOrPem } from "./pem.js";
 import { type ReplayStore, ReplayWindows } from "./replay.js";
@@ -44,12 +45,20 @@ export interface SubscriberEvents {
   /** The `crl` source could not be read or its list was refused; the one in force stays. */
   crlReloadFailed: Error;
   error: Error;
+  /** The broker connection was lost (or an attempt failed); the next try is in `pauseMs`. */
+  reconnecting: { url: string; pauseMs: number };
+  /** Connected again, to `url`, and subscribed again. */
+  reconnected: string;
 }
 
 /** Options of `Subscriber.connect`. */
 export interface SubscriberOptions {
-  /** Broker URL: `ws://`, `wss://` (browsers), `mqtt://`, `mqtts://` (Node.js). */
-  url: string;
+  /**
+   * Broker URL: `ws://`, `wss://` (browsers), `mqtt://`, `mqtts://` (Node.js); or several,
+   * for failover: when the broker goes away, the next one is tried, with backoff
+   * (`link.ts`). WebSocket addresses share the first one's path.
+   */
+  url: BrokerUrls;
   /** Extra MQTT.js options (client id, user name, password, TLS). */
   mqtt?: IClientOptions;
   /** Data topic filters to subscribe to. */
@@ -111,8 +120,8 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   private closing = false;
 
   private constructor(
-    /** The MQTT.js client (for the application's own plain traffic, if any). */
-    readonly client: MqttClient,
+    /** The broker connection, failover included. */
+    readonly link: Link,
     /** The opener (verifier, keyring, replay window). */
     readonly opener: Opener,
     private readonly options: SubscriberOptions,
@@ -151,12 +160,9 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       replay,
       maxAgeSecs: options.maxAgeSecs,
     });
-    const client = await mqtt.connectAsync(options.url, {
-      clean: true,
-      reconnectPeriod: 1000,
-      ...options.mqtt,
-    });
-    const sub = new Subscriber(client, opener, options, reloader);
+    const link = await Link.connect(options.url, { clean: true, ...options.mqtt });
+    const client = link.client;
+    const sub = new Subscriber(link, opener, options, reloader);
     client.on("message", (topic, payload) => {
       const bytes = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
       sub.enqueue(() => sub.handle(topic, bytes.slice()));
@@ -164,11 +170,28 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     client.on("error", (e) => {
       if (!sub.closing) sub.emit("error", e);
     });
-    const qos = options.qos ?? 1;
-    const filters = [...options.topics];
-    if (options.identity) filters.push(`sealpost/keys/+/${options.identity.certificate.id}`);
-    await client.subscribeAsync(Object.fromEntries(filters.map((f) => [f, { qos }])));
+    link.on("reconnecting", (r) => sub.emit("reconnecting", r));
+    // A new broker (or one that lost the session) knows nothing of our subscriptions.
+    link.whenReconnected(async () => {
+      await sub.subscribe();
+      sub.emit("reconnected", link.url);
+    });
+    await sub.subscribe();
     return sub;
+  }
+
+  /** The MQTT.js client (for the application's own plain traffic, if any). */
+  get client(): MqttClient {
+    return this.link.client;
+  }
+
+  /** Subscribes to the data topics and this subscriber's key topic. */
+  private async subscribe(): Promise<void> {
+    const qos = this.options.qos ?? 1;
+    const filters = [...this.options.topics];
+    const id = this.options.identity?.certificate.id;
+    if (id !== undefined) filters.push(`sealpost/keys/+/${id}`);
+    await this.client.subscribeAsync(Object.fromEntries(filters.map((f) => [f, { qos }])));
   }
 
   /** Installs a newer revocation list (DER or PEM); the one in force stays on failure. */
@@ -186,7 +209,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     this.closing = true;
     clearInterval(this.timer);
     clearInterval(this.crlTimer);
-    await this.client.endAsync();
+    await this.link.close();
     await this.queue;
   }
 

@@ -3,7 +3,10 @@
 /** Longest topic name or filter MQTT can carry, in bytes. */
 export const MAX_TOPIC_LEN = 65_535;
 
-const utf8Length = (s: string): number => new TextEncoder().encode(s).length;
+const encoder = new TextEncoder();
+/** UTF-8 length; a string of n UTF-16 units is at most 3n bytes, so short ones skip encoding. */
+const utf8Length = (s: string): number =>
+  s.length * 3 <= MAX_TOPIC_LEN ? s.length : encoder.encode(s).length;
 
 /** A topic *name*: non-empty, no wildcards, no NUL, at most 65,535 bytes. */
 export function validateTopic(topic: string): boolean {

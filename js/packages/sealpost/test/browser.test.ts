@@ -3,7 +3,7 @@
  * subscriber key imported once as a non-extractable CryptoKey into IndexedDB, then, after
  * a reload, the PROTOCOL.md vector key message and envelope opened with the browser's own
  * WebCrypto; the replay window persisted in IndexedDB refuses the envelope after another
- * reload.
+ * reload. The X25519 (HPKE) subscriber key is kept and used the same way.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -72,6 +72,10 @@ test("the SDK opens the vectors in Chromium with a non-extractable key from Inde
     ([c, k]) => window.importIdentity(c as string, k as string),
     [v.subscriber_certificate, v.subscriber_private_key_pkcs8],
   );
+  await page.evaluate(
+    ([c, k]) => window.importIdentity(c as string, k as string),
+    [v.hpke_subscriber_certificate, v.hpke_subscriber_private_key_pkcs8],
+  );
   await load(); // a later visit: the key bytes are gone, the CryptoKey is in IndexedDB
   const first = await page.evaluate((vv) => window.openVectors(vv), v);
   const burstSize = Number(v.burst_size);
@@ -83,6 +87,14 @@ test("the SDK opens the vectors in Chromium with a non-extractable key from Inde
     plaintext: v.plaintext,
     primitives: "webcrypto",
     rejected: null,
+  });
+  // HPKE in the browser: X25519 through Chromium's WebCrypto, the key from IndexedDB.
+  assert.deepEqual(await page.evaluate((vv) => window.acceptHpkeVector(vv), v), {
+    algorithm: "X25519",
+    extractable: false,
+    exportRefused: true,
+    epochs: [v.epoch],
+    plaintext: v.plaintext,
   });
   await load();
   const again = await page.evaluate((vv) => window.openVectors(vv), v);

@@ -21,6 +21,7 @@ declare global {
   interface Window {
     importIdentity: (cert: string, pkcs8: string) => Promise<void>;
     openVectors: (v: Record<string, string>) => Promise<Record<string, unknown>>;
+    acceptHpkeVector: (v: Record<string, string>) => Promise<Record<string, unknown>>;
   }
 }
 
@@ -80,5 +81,35 @@ window.openVectors = async (v) => {
     plaintext,
     primitives: primitives.name,
     rejected,
+  };
+};
+
+/** Later visit: the X25519 (HPKE) key from IndexedDB only; the hpke vector key message. */
+window.acceptHpkeVector = async (v) => {
+  const identity = await loadStoredIdentity("vector-sub-x");
+  if (!identity) throw new Error("no stored X25519 identity");
+  let exportRefused = false;
+  try {
+    await crypto.subtle.exportKey("pkcs8", identity.key);
+  } catch {
+    exportRefused = true;
+  }
+  const opener = new Opener({
+    verifier: await Verifier.create(fromHex(v.ca_certificate as string)),
+    identity,
+  });
+  const at = Number(v.published_at) + 60;
+  const update = await opener.acceptKeyMessage(
+    v.hpke_key_message_topic as string,
+    fromHex(v.hpke_key_message as string),
+    at,
+  );
+  const opened = await opener.open(v.topic as string, fromHex(v.envelope as string), at);
+  return {
+    algorithm: identity.key.algorithm.name,
+    extractable: identity.key.extractable,
+    exportRefused,
+    epochs: update.newEpochs.map(String),
+    plaintext: toHex(opened.payload),
   };
 };

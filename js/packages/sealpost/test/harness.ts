@@ -3,7 +3,7 @@
  * the sealpost broker and Mosquitto on ephemeral loopback ports, a PKI made by
  * `sealpost-certs`. Nothing is skipped: a missing binary fails the test.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { createServer, connect as tcpConnect } from "node:net";
@@ -126,6 +126,14 @@ export async function issue(pki: Pki, kind: string, id: string, extra: string[] 
   await cli("sealpost-certs", args);
 }
 
+/**
+ * Adds a password user to the sealpost broker's password file `file` (`sealpost-broker
+ * passwd`, the password on standard input).
+ */
+export function addBrokerUser(file: string, user: string, password: string): void {
+  execFileSync(rustBin("sealpost-broker"), ["passwd", file, user], { input: `${password}\n` });
+}
+
 /** A broker on loopback ports. */
 export interface Broker {
   name: string;
@@ -136,6 +144,8 @@ export interface Broker {
   /** MQTT over WebSocket. */
   wsUrl: string;
   stop: () => Promise<void>;
+  /** Kills the broker at once (SIGKILL): no goodbye to its clients. */
+  kill: () => void;
 }
 
 /** Mosquitto: anyone may read and write anything (key topics included). */
@@ -164,6 +174,7 @@ export async function startMosquitto(dir: string): Promise<Broker> {
     tlsUrl: url,
     wsUrl: `ws://127.0.0.1:${wsPort}`,
     stop: proc.stop,
+    kill: () => proc.child.kill("SIGKILL"),
   };
 }
 
@@ -204,6 +215,7 @@ ${extraToml}
     tlsUrl: `mqtts://127.0.0.1:${tlsPort}`,
     wsUrl: `ws://127.0.0.1:${wsPort}`,
     stop: proc.stop,
+    kill: () => proc.child.kill("SIGKILL"),
   };
 }
 
