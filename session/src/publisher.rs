@@ -406,16 +406,18 @@ impl PublisherSession {
     }
 
     /// Seals `items` as one burst (several past the sealer's maximum burst size, one
-    /// signature each) and returns their packets in order. A rotation that is due
-    /// ([`PublisherSessionConfig::key_lifetime`]) comes first, and sequence numbers for the
-    /// whole burst are reserved (persisted through the store) before any is used; if that
-    /// fails, nothing is sealed. An item whose topic is not permitted gets its error, the
+    /// signature each) and returns their packets in order. Sequence numbers for the whole
+    /// burst are reserved (persisted through the store) before any is used; if that
+    /// fails, nothing is sealed. A rotation that is due
+    /// ([`PublisherSessionConfig::key_lifetime`]) comes next, before sealing. An item whose topic is not permitted gets its error, the
     /// others are sealed.
     pub fn publish(&mut self, items: &[Outgoing<'_>], now_ms: u64) -> Result<Burst, SessionError> {
-        let output = self.tick(now_ms)?;
+        // Numbers first: a rotation's key messages, once built, must reach the shell, so
+        // nothing may fail after it.
         while self.sealer.reserved_remaining() < items.len() as u64 {
             self.reserve_sequence_numbers()?;
         }
+        let output = self.tick(now_ms)?;
         let mut envelopes: Vec<Option<Result<(u64, Packet), SessionError>>> = items
             .iter()
             .map(|item| self.check_topic(item.topic).err().map(Err))

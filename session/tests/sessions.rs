@@ -513,17 +513,22 @@ fn key_lifetime_rotates_on_tick_and_on_publish() {
     let out = p.tick(later).unwrap();
     assert_eq!(p.epoch(), 2);
     assert_eq!(out.packets.len(), 1, "alice's new key message");
-    let burst = p
-        .publish(
-            &[Outgoing {
-                topic: "plant/a",
-                payload: b"x",
-                qos: QoS::AtLeastOnce,
-                retain: false,
-            }],
-            later + 61_000,
-        )
-        .unwrap();
+    let item = [Outgoing {
+        topic: "plant/a",
+        payload: b"x",
+        qos: QoS::AtLeastOnce,
+        retain: false,
+    }];
+    // A burst that cannot reserve its numbers fails before the due rotation, so no key
+    // message is built that the shell would never get to send.
+    store.fail(true);
+    assert!(matches!(
+        p.publish(&item, later + 61_000),
+        Err(SessionError::Persist(_))
+    ));
+    assert_eq!(p.epoch(), 2);
+    store.fail(false);
+    let burst = p.publish(&item, later + 61_000).unwrap();
     assert_eq!(p.epoch(), 3);
     assert_eq!(burst.output.packets.len(), 1, "key message before the data");
 }
