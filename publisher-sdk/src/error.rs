@@ -96,3 +96,23 @@ pub enum PublisherError {
     #[error("MQTT client: {0}")]
     Client(#[from] rumqttc::ClientError),
 }
+
+impl From<sealpost_session::SessionError> for PublisherError {
+    /// The core's errors in the SDK's terms. A failed save is a state-file error (the
+    /// store's message names the file); corrupt state bytes too.
+    fn from(e: sealpost_session::SessionError) -> PublisherError {
+        use sealpost_session::SessionError as E;
+        match e {
+            E::Certificate(e) | E::RevocationList(e) => PublisherError::Certificate(e),
+            E::Seal(e) => PublisherError::Seal(e),
+            E::NotGranted(id) => PublisherError::NotGranted(id),
+            E::RevocationListRequired => PublisherError::RevocationListRequired,
+            E::KeyMessagesDisabled => PublisherError::KeyMessagesDisabled,
+            E::Persist(detail) | E::CorruptState(detail) => PublisherError::State {
+                path: PathBuf::from(crate::state::STATE_FILE),
+                detail,
+            },
+            other => PublisherError::BurstFailed(other.to_string()),
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! # sealpost-publisher: the publisher SDK
 //!
-//! A thin async shell over [`rumqttc`] and the sans-IO [`sealpost_protocol`] core. A
+//! A thin async shell over [`rumqttc`] and the sans-IO session core ([`sealpost_session`],
+//! over [`sealpost_protocol`]): the core decides what to seal, persist and publish, this
+//! crate moves the bytes (MQTT, files, the KDC's HTTPS). A
 //! [`Publisher`] seals every payload (AES-256-GCM, Ed25519, sequence number, topic) and
 //! decides who can read it: [`Publisher::grant_pem`] adds a subscriber, [`Publisher::revoke`]
 //! removes one and rotates the content key, and one retained key message per granted
@@ -41,11 +43,9 @@ pub mod cli;
 mod error;
 pub mod gateway;
 pub mod kdc;
-mod keys;
 pub mod link;
 pub mod logging;
 mod publisher;
-mod resend;
 pub mod state;
 pub mod transport;
 pub mod tunnel;
@@ -55,5 +55,5 @@ pub use publisher::{
     Publisher, PublisherConfig, QoS, Rekey, RekeyTimings, DEFAULT_CRL_RELOAD_INTERVAL,
     DEFAULT_KEY_MESSAGE_CONFIRMATION, DEFAULT_RESERVE_BLOCK,
 };
-pub use resend::{DEFAULT_RESEND_WINDOW, RESEND_DELAY};
+pub use sealpost_session::{DEFAULT_RESEND_WINDOW, RESEND_DELAY};
 pub use transport::{BrokerAddress, TlsIdentity};

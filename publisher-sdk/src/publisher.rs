@@ -1,34 +1,31 @@
 //! The [`Publisher`]: sealing, grants, revocation and key messages over one MQTT connection.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rayon::prelude::*;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Request};
-use sealpost_certs::{now_unix, pemfile, CertError, Role, Verifier};
-use sealpost_protocol::{
-    ContentKey, KeyLocation, KeyRecipient, PublisherIdentity, Sealer, DEFAULT_KEPT_EPOCHS,
+use sealpost_certs::pemfile;
+use sealpost_session::{
+    Packet as CorePacket, PublisherOutput, PublisherSession, PublisherSessionConfig, SessionError,
+    DEFAULT_RESEND_WINDOW, RESEND_DELAY,
 };
 use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::kdc::{Kdc, KdcConfig, KdcCredentials, PENDING_READER_CHECK};
-use crate::keys::{Batch, Grantee};
 use crate::link::{Link, LinkStatus};
-use crate::resend::{Recent, Sent, DEFAULT_RESEND_WINDOW, RESEND_DELAY};
-use crate::state::{Grant, PublisherState, StateLock};
+use crate::state::{FileStore, StateLock};
 use crate::transport::{connection_options, BrokerAddress, TlsIdentity};
 use crate::tunnel::{Route, Tunnel};
 use crate::PublisherError;
 
 pub use rumqttc::QoS;
 
-/// Sequence numbers reserved (and persisted) at a time: one state write per block.
-pub const DEFAULT_RESERVE_BLOCK: u64 = 4096;
+pub use sealpost_session::DEFAULT_RESERVE_BLOCK;
 
 /// Default of [`PublisherConfig::confirm_key_messages`].
 pub const DEFAULT_KEY_MESSAGE_CONFIRMATION: Duration = Duration::from_secs(5);
@@ -222,52 +219,56 @@ pub struct RekeyTimings {
 }
 
 struct Inner {
-    identity: PublisherIdentity,
-    verifier: Verifier,
-    location: KeyLocation,
-    sealer: Sealer,
-    state: PublisherState,
+    /// The sans-IO core: every decision about sealing, grants and key messages.
+    session: PublisherSession,
     state_dir: PathBuf,
-    grantees: BTreeMap<String, Grantee>,
-    /// Current key message per subscriber: `(topic, bytes)`, re-sent after reconnects.
-    key_messages: HashMap<String, (String, Bytes)>,
-    key_lifetime: Option<Duration>,
-    /// Whether key messages are sent at all (false: KDC only).
-    send_key_messages: bool,
     kdc: Option<Kdc>,
     /// Where the revocation list is reloaded from (none: `insecure_no_crl`).
     crl: Option<PathBuf>,
-    rotate_on_grant: bool,
     /// See [`PublisherConfig::confirm_key_messages`].
     confirm_key_messages: Option<Duration>,
-    /// The last QoS 1 envelopes, sent again after a reconnect.
-    recent: Arc<std::sync::Mutex<Recent>>,
-    /// Whether anything may have been sealed under the current key: a new reader then
-    /// makes the key rotate (with `rotate_on_grant`). Not persisted: a restarted
-    /// publisher assumes so, unless it has just created its state.
-    sealed_in_epoch: bool,
+    /// How long the core's last state save took (its store measures it).
+    last_save: Arc<std::sync::Mutex<Duration>>,
+    /// How long the last core operation ([`Inner::run`]) took, save included.
+    last_run: Duration,
 }
 
-/// A change of who may read, applied by `Inner::commit`: all of it or nothing.
-#[derive(Default)]
-struct Change {
-    /// Verified certificates to grant (or, for granted subscribers, to renew).
-    grant: Vec<KeyRecipient>,
-    /// Grantees to remove (they are also removed from the persisted grants if they are
-    /// only there).
-    remove: Vec<String>,
-    /// Start a new epoch whatever else happens.
-    rotate: bool,
+/// The time now, unix milliseconds, for the session core.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
-/// What `Inner::commit` did.
-struct Committed {
-    rotated: bool,
-    /// Granted (or renewed) now.
-    granted: Vec<String>,
-    /// Removed now: asked for, or found failing the certificate check.
-    removed: Vec<String>,
-    persist: Duration,
+fn to_core_qos(qos: QoS) -> sealpost_session::QoS {
+    match qos {
+        QoS::AtMostOnce => sealpost_session::QoS::AtMostOnce,
+        QoS::AtLeastOnce => sealpost_session::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => sealpost_session::QoS::ExactlyOnce,
+    }
+}
+
+fn from_core_qos(qos: sealpost_session::QoS) -> QoS {
+    match qos {
+        sealpost_session::QoS::AtMostOnce => QoS::AtMostOnce,
+        sealpost_session::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        sealpost_session::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+/// Publishes one packet the core asked for. Waits only while the client's request queue
+/// is full: the event loop writes them out meanwhile, and acknowledgements are not
+/// awaited.
+async fn send_packet(client: &AsyncClient, packet: CorePacket) -> Result<(), PublisherError> {
+    Ok(client
+        .publish_bytes(
+            packet.topic,
+            from_core_qos(packet.qos),
+            packet.retain,
+            packet.payload,
+        )
+        .await?)
 }
 
 /// A sealing MQTT publisher. See the crate documentation.
@@ -318,100 +319,79 @@ impl Publisher {
         // First of all: a second publisher must not even read a state another one is
         // changing.
         let lock = StateLock::acquire(&config.state_dir)?;
-        let identity = PublisherIdentity::from_pem(&config.certificate_pem, &config.key_pem)?;
-        let mut verifier = Verifier::new(&config.ca_pem)?;
-        match (&config.crl, config.insecure_no_crl) {
-            (Some(path), _) => verifier.set_revocation_list(&read_crl(path)?)?,
-            (None, true) => tracing::warn!(
-                "insecure_no_crl: running WITHOUT a revocation list; subscribers whose \
-                 certificates the CA revoked keep receiving new keys until they expire"
-            ),
-            (None, false) => return Err(PublisherError::RevocationListRequired),
-        }
-        check_crl_fresh(&verifier, now_unix())?;
-        let id = identity.id().to_owned();
-        let now = now_unix().max(0) as u64;
-        let (state, fresh) = match PublisherState::load(&config.state_dir)? {
-            Some(s) => (s, false),
-            None => {
-                let s = PublisherState::fresh(*ContentKey::generate().as_bytes(), now);
-                s.save(&config.state_dir)?;
-                (s, true)
+        let crl_pem = match (&config.crl, config.insecure_no_crl) {
+            (Some(path), _) => Some(read_crl(path)?),
+            (None, true) => {
+                tracing::warn!(
+                    "insecure_no_crl: running WITHOUT a revocation list; subscribers whose \
+                     certificates the CA revoked keep receiving new keys until they expire"
+                );
+                None
             }
+            (None, false) => return Err(PublisherError::RevocationListRequired),
         };
-        let location = KeyLocation::key_topic_for(&id);
-        let (epoch, key) = current_key(&state);
+        let saved = crate::state::load_bytes(&config.state_dir)?;
+        let last_save = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+        let store = FileStore {
+            dir: config.state_dir.clone(),
+            last_save: last_save.clone(),
+        };
+        let core_config = PublisherSessionConfig {
+            certificate_pem: config.certificate_pem.clone(),
+            key_pem: config.key_pem.clone(),
+            ca_pem: config.ca_pem.clone(),
+            crl_pem,
+            insecure_no_crl: config.insecure_no_crl,
+            rotate_on_grant: config.rotate_on_grant,
+            key_lifetime: config.key_lifetime,
+            embed_certificate: config.embed_certificate,
+            key_messages: config.key_messages,
+            resend_window: config.resend_window,
+            reserve_block: DEFAULT_RESERVE_BLOCK,
+        };
+        // Verifies every grant again and builds every key message: all cores.
+        let (mut session, started) = cpu_bound(|| {
+            PublisherSession::new(core_config, saved.as_deref(), Box::new(store), now_ms())
+        })
+        .map_err(|e| match e {
+            SessionError::CorruptState(detail) => PublisherError::State {
+                path: config.state_dir.join(crate::state::STATE_FILE),
+                detail,
+            },
+            other => other.into(),
+        })?;
+        for (id, why) in &started.dropped {
+            warn_dropped(id, why);
+        }
+        let id = session.id().to_owned();
         let kdc = match &config.kdc {
             Some(kdc_config) => Some(
                 Kdc::start(
                     kdc_config,
-                    &identity,
-                    &verifier,
+                    session.identity(),
+                    session.verifier(),
                     &config.state_dir,
-                    recent_keys(&state),
+                    session.recent_keys(),
                 )
                 .await?,
             ),
             None => None,
         };
-        let sealer_location = match &kdc {
-            Some(kdc) => KeyLocation::Kdc(kdc.address().to_owned()),
-            None => location.clone(),
-        };
-        let mut sealer = Sealer::new(
-            identity.clone(),
-            sealer_location,
-            epoch,
-            &key,
-            state.seq_high_water,
-        );
-        sealer.set_embed_certificate(config.embed_certificate || kdc.is_some());
-        let mut grantees = BTreeMap::new();
-        let mut dropped = Vec::new();
-        for grant in &state.grants {
-            // Verified when granted, and fully again now: since the last run the CA may
-            // have revoked it, it may have expired, the CA may have changed.
-            match restore_grantee(&verifier, grant) {
-                Ok(grantee) => {
-                    grantees.insert(grant.subscriber.clone(), grantee);
-                }
-                Err(e) => {
-                    warn_dropped(&grant.subscriber, &e);
-                    dropped.push(grant.subscriber.clone());
-                }
-            }
+        if let Some(kdc) = &kdc {
+            session.set_kdc_address(kdc.address());
         }
         let mut inner = Inner {
-            identity,
-            verifier,
-            location,
-            sealer,
-            state,
+            session,
             state_dir: config.state_dir.clone(),
-            grantees,
-            key_messages: HashMap::new(),
-            key_lifetime: config.key_lifetime,
-            send_key_messages: config.key_messages,
             kdc,
             crl: config.crl.clone(),
-            rotate_on_grant: config.rotate_on_grant,
             confirm_key_messages: config.confirm_key_messages,
-            recent: Arc::new(std::sync::Mutex::new(Recent::new(config.resend_window))),
-            sealed_in_epoch: !fresh,
+            last_save,
+            last_run: Duration::ZERO,
         };
-        if !dropped.is_empty() {
-            // Removing grantees rotates the key: nothing sealed from now on is readable
-            // with a key they hold. Their retained key messages are cleared once the
-            // client exists, below.
-            inner.commit(Change {
-                remove: dropped.clone(),
-                ..Change::default()
-            })?;
-        }
-        // Readers added while no publisher ran: a new epoch (key messages built below)
-        // before anything is sealed, and they read from it on.
+        // Readers added while no publisher ran: a new epoch (its key messages go out on
+        // connect) before anything is sealed, and they read from it on.
         inner.enable_pending_readers(None).await?;
-        inner.rebuild_key_messages()?;
 
         let client_id = config
             .client_id
@@ -429,8 +409,10 @@ impl Publisher {
         let (link, mut connected_rx, mut status_rx) = Link::new(route);
         let readback = Readback::default();
         let poller = tokio::spawn(poll(eventloop, link, closing.clone(), readback.clone()));
-        // Queued now, sent once connected.
-        inner.clear_key_messages(&client, &dropped).await?;
+        // Queued now, sent once connected: the dropped grantees' key messages cleared.
+        for packet in started.packets {
+            send_packet(&client, packet).await?;
+        }
         let inner = Arc::new(Mutex::new(inner));
         let queue = Queue::default();
         let republisher = {
@@ -442,41 +424,24 @@ impl Publisher {
                 // persistence, failover), so send every current key message again. This
                 // runs apart from the polling task, which must never publish.
                 while rx.changed().await.is_ok() {
-                    let recent = {
+                    {
                         let inner = inner.lock().await;
-                        for (topic, bytes) in inner.key_messages.values() {
-                            let sent = client
-                                .publish_bytes(
-                                    topic.as_str(),
-                                    QoS::AtLeastOnce,
-                                    true,
-                                    bytes.clone(),
-                                )
-                                .await;
-                            if sent.is_err() {
+                        for packet in inner.session.connected() {
+                            if send_packet(&client, packet).await.is_err() {
                                 return;
                             }
                         }
-                        inner.recent.clone()
-                    };
+                    }
                     // After a reconnect (not the first connection), the recent envelopes
-                    // too (see `resend`), once subscribers have had time to come back.
+                    // too (see `RESEND_DELAY`), once subscribers have had time to come back.
                     if *rx.borrow_and_update() <= 1 {
                         continue;
                     }
                     tokio::time::sleep(RESEND_DELAY).await;
-                    let again = recent.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+                    let again = inner.lock().await.session.resend();
                     tracing::debug!(messages = again.len(), "sending the recent messages again");
-                    for Sent {
-                        topic,
-                        envelope,
-                        retain,
-                    } in again
-                    {
-                        let sent = client
-                            .publish_bytes(topic, QoS::AtLeastOnce, retain, envelope)
-                            .await;
-                        if sent.is_err() {
+                    for packet in again {
+                        if send_packet(&client, packet).await.is_err() {
                             return;
                         }
                     }
@@ -541,17 +506,17 @@ impl Publisher {
 
     /// The current key epoch.
     pub async fn epoch(&self) -> u64 {
-        self.inner.lock().await.state.epoch
+        self.inner.lock().await.session.epoch()
     }
 
     /// The sequence number the next message will carry.
     pub async fn next_seq(&self) -> u64 {
-        self.inner.lock().await.sealer.next_seq()
+        self.inner.lock().await.session.next_seq()
     }
 
     /// The identities of the granted subscribers.
     pub async fn granted(&self) -> Vec<String> {
-        self.inner.lock().await.grantees.keys().cloned().collect()
+        self.inner.lock().await.session.granted()
     }
 
     /// Seals `payload` for `topic` and publishes it. Returns its sequence number.
@@ -598,7 +563,7 @@ impl Publisher {
     ) -> Result<Vec<u64>, PublisherError> {
         let mut inner = self.inner.lock().await;
         for (topic, _) in messages {
-            inner.sealer.check_topic(topic)?;
+            inner.session.check_topic(topic)?;
         }
         let items: Vec<Outgoing<'_>> = messages
             .iter()
@@ -636,45 +601,28 @@ impl Publisher {
         certificates_der: &[Vec<u8>],
     ) -> Result<(Rekey, Vec<String>), PublisherError> {
         let mut inner = self.inner.lock().await;
-        if !inner.send_key_messages {
+        if !inner.session.sends_key_messages() {
             return Err(PublisherError::KeyMessagesDisabled);
         }
         let started = Instant::now();
         // Against the CA's latest list: a certificate revoked a moment ago is refused.
         inner.reload_crl();
-        let now = now_unix();
         // Verification (a signature check and parsing per certificate) is a tenth of a
-        // large grant: spread it over the cores like the wrapping.
-        let recipients = {
-            let verifier = &inner.verifier;
-            cpu_bound(|| {
-                certificates_der
-                    .par_iter()
-                    .map(|der| {
-                        let info = verifier.verify(der, now)?;
-                        info.require_role(Role::Subscriber)?;
-                        Ok(KeyRecipient::new(info)?)
-                    })
-                    .collect::<Result<Vec<KeyRecipient>, PublisherError>>()
-            })?
-        };
+        // large grant: the core spreads it over the cores like the wrapping.
+        let recipients = cpu_bound(|| inner.session.verify_grants(certificates_der, now_ms()))?;
         let timings = RekeyTimings {
             verify: started.elapsed(),
             ..RekeyTimings::default()
         };
-        let ids: Vec<String> = recipients.iter().map(|r| r.id().to_owned()).collect();
-        let granted_before: HashSet<String> = inner.grantees.keys().cloned().collect();
-        let change = Change {
-            grant: recipients,
-            ..Change::default()
-        };
-        let (rekey, _) = inner.rekey(&self.client, change, timings).await?;
+        let granted_before: HashSet<String> = inner.session.granted().into_iter().collect();
+        let (output, ids) = inner.run(|s| s.grant(recipients, now_ms()))?;
+        let rekey = inner.send(&self.client, output, timings).await?;
         if let Some(timeout) = inner.confirm_key_messages {
             let sent: Vec<(String, String, Bytes)> = ids
                 .iter()
                 .filter_map(|id| {
-                    let (topic, bytes) = inner.key_messages.get(id)?;
-                    Some((id.clone(), topic.clone(), bytes.clone()))
+                    let packet = inner.session.key_message(id)?;
+                    Some((id.clone(), packet.topic.clone(), packet.payload.clone()))
                 })
                 .collect();
             if let Err(e) = self.confirm(&sent, timeout).await {
@@ -688,12 +636,10 @@ impl Publisher {
                         .cloned()
                         .collect();
                     if !new.is_empty() {
-                        let undo = Change {
-                            remove: new,
-                            ..Change::default()
-                        };
+                        inner.reload_crl();
+                        let undo = inner.run(|s| s.remove(&new, now_ms()))?;
                         inner
-                            .rekey(&self.client, undo, RekeyTimings::default())
+                            .send(&self.client, undo, RekeyTimings::default())
                             .await?;
                     }
                 }
@@ -781,24 +727,20 @@ impl Publisher {
                 crate::kdc::readers::ReaderStore::open(&inner.state_dir)?.revoke(subscriber_id)?
             }
         };
-        // The grant itself goes in the rekey's commit (state saved before it applies).
-        let key_grant = inner.grantees.contains_key(subscriber_id);
+        // The grant itself goes in the core's commit (state saved before it applies).
+        let key_grant = inner.session.is_granted(subscriber_id);
         if !key_grant && !kdc_reader {
             return Err(PublisherError::NotGranted(subscriber_id.to_owned()));
         }
-        let change = Change {
-            remove: if key_grant {
-                vec![subscriber_id.to_owned()]
-            } else {
-                Vec::new()
-            },
-            rotate: true,
-            ..Change::default()
+        inner.reload_crl();
+        let output = if key_grant {
+            inner.run(|s| s.revoke(subscriber_id, now_ms()))?
+        } else {
+            inner.run(|s| s.rotate(now_ms()))?
         };
-        let (rekey, _) = inner
-            .rekey(&self.client, change, RekeyTimings::default())
-            .await?;
-        Ok(rekey)
+        inner
+            .send(&self.client, output, RekeyTimings::default())
+            .await
     }
 
     /// Reloads the revocation list (if the publisher has one) and checks every granted
@@ -827,12 +769,11 @@ impl Publisher {
         // Readers added elsewhere first, so one rotation serves them and this one.
         inner.enable_pending_readers(Some(&self.client)).await?;
         let kdc = inner.kdc.as_ref().ok_or(PublisherError::NoKdc)?;
-        let new_reader = !kdc.holds_key(reader)?;
-        if new_reader && inner.rotate_on_grant && inner.sealed_in_epoch {
-            inner.rotate(&self.client).await?;
+        if !kdc.holds_key(reader)? {
+            inner.admit_new_reader(Some(&self.client)).await?;
         }
         let kdc = inner.kdc.as_ref().ok_or(PublisherError::NoKdc)?;
-        Ok(kdc.add_reader(reader, inner.state.epoch)?)
+        Ok(kdc.add_reader(reader, inner.session.epoch())?)
     }
 
     /// The KDC's address, if this publisher runs one.
@@ -909,191 +850,139 @@ impl Drop for Publisher {
 }
 
 impl Inner {
-    /// Reserves the next block of sequence numbers: persists the new high-water mark
-    /// first, and only then lets the sealer use the numbers below it. If the write fails,
-    /// nothing changes (the next publish tries again), so a number can never be used
-    /// without being on disk, and never twice across a restart.
+    /// Runs a core operation (which may wrap keys and verify certificates on all cores,
+    /// and saves the state through the [`FileStore`]), noting where its time went.
+    fn run<T>(
+        &mut self,
+        operation: impl FnOnce(&mut PublisherSession) -> Result<T, SessionError>,
+    ) -> Result<T, PublisherError> {
+        *self.last_save.lock().unwrap_or_else(|p| p.into_inner()) = Duration::ZERO;
+        let session = &mut self.session;
+        let started = Instant::now();
+        let result = cpu_bound(|| operation(session));
+        self.last_run = started.elapsed();
+        Ok(result?)
+    }
+
+    /// Carries out what the core asked: the dropped grantees are logged, a KDC gets the
+    /// new keys (before anything is sealed with them: the caller holds the lock), and the
+    /// packets are published in order.
+    async fn send(
+        &mut self,
+        client: &AsyncClient,
+        output: PublisherOutput,
+        mut timings: RekeyTimings,
+    ) -> Result<Rekey, PublisherError> {
+        for (id, why) in &output.dropped {
+            warn_dropped(id, why);
+        }
+        if output.keys_changed {
+            if let Some(kdc) = &self.kdc {
+                kdc.set_keys(self.session.recent_keys());
+            }
+        }
+        timings.persist = *self.last_save.lock().unwrap_or_else(|p| p.into_inner());
+        // The rest of the core's time: wrapping and signing (verifying, for a grant, is
+        // measured apart).
+        timings.build = self.last_run.saturating_sub(timings.persist);
+        let core = output.rekey.unwrap_or_default();
+        let started = Instant::now();
+        for packet in output.packets {
+            send_packet(client, packet).await?;
+        }
+        timings.send = started.elapsed();
+        let rekey = Rekey {
+            epoch: self.session.epoch(),
+            key_messages: core.key_messages,
+            bytes: core.bytes,
+            wrapped: core.wrapped,
+            timings,
+        };
+        if output.rekey.is_some() {
+            tracing::debug!(
+                epoch = rekey.epoch,
+                key_messages = rekey.key_messages,
+                wrapped = rekey.wrapped,
+                verify_ms = rekey.timings.verify.as_millis() as u64,
+                persist_ms = rekey.timings.persist.as_millis() as u64,
+                build_ms = rekey.timings.build.as_millis() as u64,
+                send_ms = rekey.timings.send.as_millis() as u64,
+                "key messages sent"
+            );
+        }
+        Ok(rekey)
+    }
+
     /// Seals `items` as one burst (or several, past the maximum burst size) and publishes
     /// them in order; one result per item. A rotation that is due, and reserving sequence
-    /// numbers, come first, for the whole burst.
+    /// numbers, come first, for the whole burst (the core does both).
     async fn seal_and_send(
         &mut self,
         client: &AsyncClient,
         items: &[Outgoing<'_>],
     ) -> Vec<Result<u64, PublisherError>> {
-        if let Err(e) = self.prepare_burst(client, items.len() as u64).await {
-            return spread(e, items.len());
+        if self.session.rotation_due(now_ms()) {
+            // As before every rekey: the CA's latest revocation list first.
+            self.reload_crl();
         }
-        let mut results: Vec<Option<Result<u64, PublisherError>>> = items
+        let outgoing: Vec<sealpost_session::Outgoing<'_>> = items
             .iter()
-            .map(|item| {
-                self.sealer
-                    .check_topic(item.topic)
-                    .err()
-                    .map(|e| Err(e.into()))
+            .map(|item| sealpost_session::Outgoing {
+                topic: item.topic,
+                payload: item.payload,
+                qos: to_core_qos(item.qos),
+                retain: item.retain,
             })
             .collect();
-        let sealable: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
-        let messages: Vec<(&str, &[u8])> = sealable
-            .iter()
-            .map(|&i| (items[i].topic, items[i].payload))
-            .collect();
-        let first_seq = self.sealer.next_seq();
-        match self.sealer.seal_many(&messages, now_unix()) {
-            Ok(envelopes) => {
-                self.sealed_in_epoch = true;
-                // Publishing under the lock keeps envelopes on the wire in sequence order.
-                for ((k, &i), envelope) in sealable.iter().enumerate().zip(envelopes) {
-                    let item = &items[i];
-                    let envelope = Bytes::from(envelope);
-                    if item.qos != QoS::AtMostOnce {
-                        self.recent
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(Sent {
-                                topic: item.topic.to_owned(),
-                                envelope: envelope.clone(),
-                                retain: item.retain,
-                            });
-                    }
-                    let sent = client
-                        .publish_bytes(item.topic, item.qos, item.retain, envelope)
-                        .await;
-                    results[i] = Some(sent.map(|()| first_seq + k as u64).map_err(Into::into));
-                }
-            }
-            Err(e) => sealable
-                .iter()
-                .for_each(|&i| results[i] = Some(Err(e.clone().into()))),
+        let burst = match self.session.publish(&outgoing, now_ms()) {
+            Ok(burst) => burst,
+            Err(e) => return spread(e.into(), items.len()),
+        };
+        if let Err(e) = self
+            .send(client, burst.output, RekeyTimings::default())
+            .await
+        {
+            return spread(e, items.len());
         }
-        results
-            .into_iter()
-            .map(|r| r.expect("every item has a result"))
-            .collect()
-    }
-
-    /// Rotates if the key lifetime is over, and reserves sequence numbers for `count`
-    /// more messages.
-    async fn prepare_burst(
-        &mut self,
-        client: &AsyncClient,
-        count: u64,
-    ) -> Result<(), PublisherError> {
-        if let Some(lifetime) = self.key_lifetime {
-            let age = (now_unix().max(0) as u64).saturating_sub(self.state.epoch_started_at);
-            if age >= lifetime.as_secs() {
-                self.rotate(client).await?;
-            }
-        }
-        while self.sealer.reserved_remaining() < count {
-            self.reserve_sequence_numbers()?;
-        }
-        Ok(())
-    }
-
-    fn reserve_sequence_numbers(&mut self) -> Result<(), PublisherError> {
-        let previous = self.state.seq_high_water;
-        let high_water = self
-            .sealer
-            .next_seq()
-            .saturating_add(self.sealer.reserved_remaining())
-            .saturating_add(DEFAULT_RESERVE_BLOCK);
-        self.state.seq_high_water = high_water;
-        if let Err(e) = self.state.save(&self.state_dir) {
-            self.state.seq_high_water = previous;
-            return Err(e);
-        }
-        let reserved = self.sealer.reserve(DEFAULT_RESERVE_BLOCK);
-        debug_assert_eq!(reserved, high_water);
-        Ok(())
-    }
-
-    /// Applies `change`, first on disk, then in memory: if the state cannot be written,
-    /// nothing changes. Every grantee is checked again on the way (see
-    /// [`Inner::failing_grantees`]): those that fail are removed too. Removing anyone
-    /// starts a new epoch, and so does granting a new reader with `rotate_on_grant`.
-    fn commit(&mut self, change: Change) -> Result<Committed, PublisherError> {
-        let mut remove: BTreeSet<String> = change.remove.into_iter().collect();
-        for (id, e) in self.failing_grantees(now_unix()) {
-            if remove.insert(id.clone()) {
-                warn_dropped(&id, &e);
-            }
-        }
-        // A reader is new if it does not hold the current key: never granted, or
-        // removed just now (revoked, then granted again with a new certificate).
-        let new_reader = change
-            .grant
-            .iter()
-            .any(|r| remove.contains(r.id()) || !self.grantees.contains_key(r.id()));
-        // A new reader of a key that has sealed nothing yet can read nothing old with it.
-        let rotate = change.rotate
-            || !remove.is_empty()
-            || (self.rotate_on_grant && new_reader && self.sealed_in_epoch);
-
-        let mut next = self.state.clone();
-        let key = rotate.then(|| start_epoch(&mut next));
-        let granting: HashSet<String> = change.grant.iter().map(|r| r.id().to_owned()).collect();
-        // One pass, not one per grant (quadratic at 10,000 subscribers). A renewed grant
-        // replaces the old entry.
-        next.grants.retain(|g| {
-            !remove.contains(&g.subscriber) && !granting.contains(g.subscriber.as_str())
-        });
-        // Keyed by id: a subscriber listed twice is granted once, with its last certificate.
-        let mut new = BTreeMap::new();
-        for recipient in change.grant {
-            let id = recipient.id().to_owned();
-            let granted_epoch = match self.grantees.get(&id) {
-                // Renewed: it keeps reading what it could.
-                Some(g) if !remove.contains(&id) => g.granted_epoch,
-                // New: this epoch (the new one, if rotating) and later ones only.
-                _ => next.epoch,
-            };
-            // A renewed subscriber may come with a new key pair: nothing wrapped for its
-            // old certificate is kept.
-            new.insert(id, Grantee::new(recipient, granted_epoch));
-        }
-        for (id, grantee) in &new {
-            next.grants.push(Grant {
-                subscriber: id.clone(),
-                certificate_der: grantee.recipient.certificate().der.clone(),
-                granted_epoch: grantee.granted_epoch,
+        let mut results = Vec::with_capacity(items.len());
+        // Publishing under the lock keeps envelopes on the wire in sequence order.
+        for envelope in burst.envelopes {
+            results.push(match envelope {
+                Ok((seq, packet)) => send_packet(client, packet).await.map(|()| seq),
+                Err(e) => Err(e.into()),
             });
         }
-        let started = Instant::now();
-        next.save(&self.state_dir)?;
-        let persist = started.elapsed();
+        results
+    }
 
-        // On disk: now in memory. The new key is on disk, and served by the KDC,
-        // before anything is sealed with it.
-        self.state = next;
-        for id in &remove {
-            self.grantees.remove(id);
-            self.key_messages.remove(id);
-        }
-        let granted: Vec<String> = new.keys().cloned().collect();
-        self.grantees.extend(new);
-        if let Some(key) = &key {
-            if let Some(kdc) = &self.kdc {
-                kdc.set_keys(self.recent_keys());
+    /// Before a reader that does not hold the key gets it from the KDC: a new epoch if
+    /// the current key has sealed anything (with `rotate_on_grant`; the core decides).
+    /// `client` is none before the connection exists: the key messages go out on connect.
+    async fn admit_new_reader(
+        &mut self,
+        client: Option<&AsyncClient>,
+    ) -> Result<(), PublisherError> {
+        self.reload_crl();
+        let output = self.run(|s| s.admit_new_reader(now_ms()))?;
+        match client {
+            Some(client) => {
+                self.send(client, output, RekeyTimings::default()).await?;
             }
-            self.sealer.set_key(self.state.epoch, key);
-            self.sealed_in_epoch = false;
-            self.key_messages.clear();
+            None => {
+                if output.keys_changed {
+                    if let Some(kdc) = &self.kdc {
+                        kdc.set_keys(self.session.recent_keys());
+                    }
+                }
+            }
         }
-        Ok(Committed {
-            rotated: key.is_some(),
-            granted,
-            removed: remove.into_iter().collect(),
-            persist,
-        })
+        Ok(())
     }
 
     /// Enables the KDC readers added by another process ([`ReaderRecord::pending`]):
     /// first starts a new epoch if the current key has sealed anything (with
     /// `rotate_on_grant`), so they get no key that sealed what was published before they
     /// were added. Nothing can be sealed meanwhile: the caller holds the state lock.
-    /// `client` is none before the connection exists (the caller builds the key messages
-    /// afterwards).
     ///
     /// [`ReaderRecord::pending`]: crate::kdc::readers::ReaderRecord::pending
     async fn enable_pending_readers(
@@ -1106,73 +995,11 @@ impl Inner {
         if !kdc.has_pending_readers()? {
             return Ok(());
         }
-        if self.rotate_on_grant && self.sealed_in_epoch {
-            match client {
-                Some(client) => {
-                    self.rotate(client).await?;
-                }
-                None => {
-                    self.commit(Change {
-                        rotate: true,
-                        ..Change::default()
-                    })?;
-                }
-            }
-        }
-        let epoch = self.state.epoch;
+        self.admit_new_reader(client).await?;
+        let epoch = self.session.epoch();
         if let Some(kdc) = &self.kdc {
             let enabled = kdc.enable_pending_readers(epoch)?;
             tracing::info!(readers = ?enabled, epoch, "KDC readers enabled");
-        }
-        Ok(())
-    }
-
-    /// Reloads the revocation list, so the check of every grantee that comes with every
-    /// rekey uses the CA's latest word, then [`Inner::rekey_now`].
-    async fn rekey(
-        &mut self,
-        client: &AsyncClient,
-        change: Change,
-        timings: RekeyTimings,
-    ) -> Result<(Rekey, Vec<String>), PublisherError> {
-        self.reload_crl();
-        self.rekey_now(client, change, timings).await
-    }
-
-    /// [`Inner::commit`]s `change`, clears the removed grantees' retained key messages
-    /// and sends the key messages it calls for: everyone's after a rotation, otherwise
-    /// those of the grantees just granted. Also returns the removed grantees.
-    async fn rekey_now(
-        &mut self,
-        client: &AsyncClient,
-        change: Change,
-        mut timings: RekeyTimings,
-    ) -> Result<(Rekey, Vec<String>), PublisherError> {
-        let committed = self.commit(change)?;
-        timings.persist = committed.persist;
-        self.clear_key_messages(client, &committed.removed).await?;
-        let ids = if committed.rotated {
-            self.grantees.keys().cloned().collect()
-        } else {
-            committed.granted
-        };
-        let rekey = self.send(client, &ids, timings).await?;
-        Ok((rekey, committed.removed))
-    }
-
-    /// Deletes the retained key messages of `ids` (an empty retained message deletes
-    /// the retained one).
-    async fn clear_key_messages(
-        &self,
-        client: &AsyncClient,
-        ids: &[String],
-    ) -> Result<(), PublisherError> {
-        for id in ids {
-            if let Some(topic) = self.location.key_message_topic(id) {
-                client
-                    .publish_bytes(topic, QoS::AtLeastOnce, true, Bytes::new())
-                    .await?;
-            }
         }
         Ok(())
     }
@@ -1184,8 +1011,7 @@ impl Inner {
         let Some(path) = &self.crl else {
             return;
         };
-        let reloaded =
-            read_crl(path).and_then(|pem| Ok(self.verifier.set_revocation_list(&pem)?));
+        let reloaded = read_crl(path).and_then(|pem| Ok(self.session.set_revocation_list(&pem)?));
         if let Err(e) = reloaded {
             tracing::error!(
                 path = %path.display(),
@@ -1199,172 +1025,22 @@ impl Inner {
     /// whose certificate no longer passes. See [`Publisher::check_readers`].
     async fn check_readers(&mut self, client: &AsyncClient) -> Result<Vec<String>, PublisherError> {
         self.reload_crl();
-        let now = now_unix();
-        let removed = if self.failing_grantees(now).is_empty() {
-            Vec::new()
-        } else {
-            // `commit` finds them again and removes them.
-            self.rekey_now(client, Change::default(), RekeyTimings::default())
-                .await?
-                .1
-        };
+        let output = self.run(|s| s.check_readers(now_ms()))?;
+        let removed = output.removed.clone();
+        self.send(client, output, RekeyTimings::default()).await?;
         // Reported after the removals, which an out-of-date list does not hold up.
-        check_crl_fresh(&self.verifier, now)?;
+        self.session.check_crl_fresh(now_ms())?;
         Ok(removed)
     }
 
-    /// The grantees whose certificates fail the checks that can change after a grant:
-    /// validity period and revocation. The CA signature was verified at grant (or start),
-    /// and neither the certificate nor the CA has changed since. An out-of-date revocation
-    /// list is no reason to drop anyone (it is checked after the entries it lists, and
-    /// reported apart): it holds up new grants only.
-    fn failing_grantees(&self, now: i64) -> Vec<(String, PublisherError)> {
-        self.grantees
-            .iter()
-            .filter_map(|(id, grantee)| {
-                match self
-                    .verifier
-                    .check_time_and_revocation(grantee.recipient.certificate(), now)
-                {
-                    Ok(()) | Err(CertError::BadRevocationList(_)) => None,
-                    Err(e) => Some((id.clone(), e.into())),
-                }
-            })
-            .collect()
-    }
-
-    fn recent_keys(&self) -> Vec<(u64, ContentKey)> {
-        recent_keys(&self.state)
-    }
-
-    /// What the key messages built now share.
-    fn batch(&self) -> Batch {
-        Batch {
-            publisher: self.identity.clone(),
-            prefix: self.location.clone(),
-            keys: self.recent_keys(),
-            issued_at: now_unix().max(0) as u64,
-        }
-    }
-
-    /// Builds every grantee's key message (all cores, blocking) before the connection
-    /// exists, for the republisher to send on connect.
-    fn rebuild_key_messages(&mut self) -> Result<(), PublisherError> {
-        self.key_messages.clear();
-        if !self.send_key_messages {
-            // KDC-only: grants restored from an earlier run get no key messages either.
-            return Ok(());
-        }
-        let jobs: Vec<_> = self.grantees.values().map(Grantee::job).collect();
-        let batch = self.batch();
-        for message in cpu_bound(|| batch.build_all(&jobs))? {
-            if let Some(grantee) = self.grantees.get_mut(&message.subscriber) {
-                grantee.wrapped = message.wrapped;
-            }
-            self.key_messages.insert(
-                message.subscriber,
-                (message.topic, Bytes::from(message.bytes)),
-            );
-        }
-        Ok(())
-    }
-
-    /// Builds the key messages of the grantees `ids` on all cores, then publishes them,
-    /// keeping each grantee's new wrappings and each message for the republisher.
-    async fn send(
-        &mut self,
-        client: &AsyncClient,
-        ids: &[String],
-        timings: RekeyTimings,
-    ) -> Result<Rekey, PublisherError> {
-        let mut rekey = Rekey {
-            epoch: self.state.epoch,
-            timings,
-            ..Rekey::default()
-        };
-        if !self.send_key_messages {
-            return Ok(rekey);
-        }
-        let jobs: Vec<_> = ids
-            .iter()
-            .filter_map(|id| self.grantees.get(id))
-            .map(Grantee::job)
-            .collect();
-        let batch = self.batch();
-        let started = Instant::now();
-        // All of it, then send: measured at 10,000 subscribers on 2 cores, handing the
-        // build to another thread (rayon::spawn or a thread of its own) and publishing in
-        // chunks of 256 as they were signed, or all at the end, was 0.13-0.17 s slower
-        // than building here (and used about 0.5 s more CPU), for the under 0.1 s that
-        // sending takes.
-        let built = cpu_bound(|| batch.build_all(&jobs))?;
-        rekey.timings.build = started.elapsed();
-        let started = Instant::now();
-        for message in built {
-            let bytes = Bytes::from(message.bytes);
-            rekey.key_messages += 1;
-            rekey.bytes += bytes.len();
-            rekey.wrapped += message.wrapped_now;
-            // Waits only while the client's request queue is full: the event loop writes
-            // them out meanwhile, and acknowledgements are not awaited.
-            client
-                .publish_bytes(
-                    message.topic.as_str(),
-                    QoS::AtLeastOnce,
-                    true,
-                    bytes.clone(),
-                )
-                .await?;
-            if let Some(grantee) = self.grantees.get_mut(&message.subscriber) {
-                grantee.wrapped = message.wrapped;
-            }
-            self.key_messages
-                .insert(message.subscriber, (message.topic, bytes));
-        }
-        rekey.timings.send = started.elapsed();
-        tracing::debug!(
-            epoch = rekey.epoch,
-            key_messages = rekey.key_messages,
-            wrapped = rekey.wrapped,
-            verify_ms = rekey.timings.verify.as_millis() as u64,
-            persist_ms = rekey.timings.persist.as_millis() as u64,
-            build_ms = rekey.timings.build.as_millis() as u64,
-            send_ms = rekey.timings.send.as_millis() as u64,
-            "key messages sent"
-        );
-        Ok(rekey)
-    }
-
     async fn rotate(&mut self, client: &AsyncClient) -> Result<Rekey, PublisherError> {
-        let change = Change {
-            rotate: true,
-            ..Change::default()
-        };
-        let (rekey, _) = self.rekey(client, change, RekeyTimings::default()).await?;
-        Ok(rekey)
+        self.reload_crl();
+        let output = self.run(|s| s.rotate(now_ms()))?;
+        self.send(client, output, RekeyTimings::default()).await
     }
 }
 
-/// Starts a new epoch with a fresh content key in `state`, keeping the most recent
-/// epochs' keys, and returns the key.
-fn start_epoch(state: &mut PublisherState) -> ContentKey {
-    let key = ContentKey::generate();
-    state.epoch += 1;
-    state.epoch_started_at = now_unix().max(0) as u64;
-    state.keys.push((state.epoch, *key.as_bytes()));
-    let excess = state.keys.len().saturating_sub(DEFAULT_KEPT_EPOCHS);
-    state.keys.drain(..excess);
-    key
-}
-
-/// A persisted grant as a grantee, after verifying its certificate fully again.
-fn restore_grantee(verifier: &Verifier, grant: &Grant) -> Result<Grantee, PublisherError> {
-    let info = verifier.verify(&grant.certificate_der, now_unix())?;
-    info.require_role(Role::Subscriber)?;
-    Ok(Grantee::new(KeyRecipient::new(info)?, grant.granted_epoch))
-}
-
-fn warn_dropped(id: &str, why: &PublisherError) {
+fn warn_dropped(id: &str, why: &str) {
     tracing::warn!(
         subscriber = id,
         reason = %why,
@@ -1380,20 +1056,6 @@ fn read_crl(path: &Path) -> Result<String, PublisherError> {
     })
 }
 
-/// Fails if the revocation list in force is past its next-update time: the publisher
-/// then cannot know whom the CA revoked since, and sends no key to anyone.
-fn check_crl_fresh(verifier: &Verifier, now: i64) -> Result<(), PublisherError> {
-    match verifier.revocation_list() {
-        Some(list) if now > list.next_update => Err(CertError::BadRevocationList(format!(
-            "the revocation list in force was due to be replaced at unix time {}; \
-             install a fresh one",
-            list.next_update
-        ))
-        .into()),
-        _ => Ok(()),
-    }
-}
-
 /// Every `every`: reloads the revocation list and drops the grantees that fail their
 /// certificate check (see [`Publisher::check_readers`]). Errors are logged: nothing is
 /// sent then, and the next round tries again.
@@ -1407,7 +1069,7 @@ async fn check_periodically(inner: Arc<Mutex<Inner>>, client: AsyncClient, every
         let mut inner = inner.lock().await;
         match inner.check_readers(&client).await {
             Ok(dropped) if !dropped.is_empty() => {
-                tracing::info!(?dropped, epoch = inner.state.epoch, "grantees dropped")
+                tracing::info!(?dropped, epoch = inner.session.epoch(), "grantees dropped")
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "checking the grantees failed"),
@@ -1442,23 +1104,6 @@ fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
     } else {
         work()
     }
-}
-
-fn recent_keys(state: &PublisherState) -> Vec<(u64, ContentKey)> {
-    state
-        .keys
-        .iter()
-        .map(|(e, k)| (*e, ContentKey::from_bytes(*k)))
-        .collect()
-}
-
-fn current_key(state: &PublisherState) -> (u64, ContentKey) {
-    state
-        .keys
-        .iter()
-        .find(|(e, _)| *e == state.epoch)
-        .map(|(e, k)| (*e, ContentKey::from_bytes(*k)))
-        .unwrap_or_else(|| (state.epoch, ContentKey::generate()))
 }
 
 fn unique_client_id(id: &str) -> String {

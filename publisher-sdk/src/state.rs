@@ -1,6 +1,7 @@
 //! The publisher's persisted state and atomic writes to the state directory.
 //!
-//! One file, `publisher.state` (CBOR, mode 0600 because it holds content keys), replaced
+//! One file, `publisher.state` (the session core's state bytes, CBOR; mode 0600 because
+//! it holds content keys), replaced
 //! as a whole: written to a temporary file, flushed to disk, renamed over the old one, and
 //! the directory flushed, so a crash leaves either the old or the new state, never a mix.
 //!
@@ -12,102 +13,84 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::PublisherError;
 
 /// File name of the state inside the state directory.
 pub const STATE_FILE: &str = "publisher.state";
 /// File name of the lock a running publisher holds inside the state directory.
 pub const LOCK_FILE: &str = "publisher.lock";
-/// Format version written; others are refused rather than misread.
-const FORMAT: u32 = 1;
 
-/// One granted subscriber.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Grant {
-    /// Subscriber identity.
-    pub subscriber: String,
-    /// Its certificate (DER).
-    pub certificate_der: Vec<u8>,
-    /// The epoch current when it was granted: it receives this epoch and later ones only.
-    pub granted_epoch: u64,
+pub use sealpost_session::state::Grant;
+
+/// The publisher's persisted state (the session core's [`sealpost_session::state::PublisherState`],
+/// which it dereferences to), as the state directory holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherState(pub sealpost_session::state::PublisherState);
+
+impl std::ops::Deref for PublisherState {
+    type Target = sealpost_session::state::PublisherState;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
-/// Everything a publisher must remember across restarts.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PublisherState {
-    format: u32,
-    /// Sequence numbers below this may have been used: a restarted publisher starts here.
-    pub seq_high_water: u64,
-    /// The current key epoch.
-    pub epoch: u64,
-    /// When the current epoch's key was made (unix seconds).
-    pub epoch_started_at: u64,
-    /// Recent content keys, `(epoch, key)`, newest last; the current one included.
-    pub keys: Vec<(u64, [u8; 32])>,
-    /// Granted subscribers.
-    pub grants: Vec<Grant>,
-}
-
-impl std::fmt::Debug for PublisherState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the keys.
-        f.debug_struct("PublisherState")
-            .field("seq_high_water", &self.seq_high_water)
-            .field("epoch", &self.epoch)
-            .field("kept_epochs", &self.keys.len())
-            .field("grants", &self.grants.len())
-            .finish()
+impl std::ops::DerefMut for PublisherState {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 
 impl PublisherState {
-    /// A fresh state: epoch 1 with `key`. Sequence numbers start at the current unix time
-    /// shifted left by 20 bits, so that even a publisher whose state directory was lost
-    /// starts above the numbers it used before (unless it sent over a million messages a
-    /// second on average), instead of being rejected as a replay by every subscriber.
-    pub fn fresh(key: [u8; 32], now: u64) -> PublisherState {
-        PublisherState {
-            format: FORMAT,
-            seq_high_water: now << 20,
-            epoch: 1,
-            epoch_started_at: now,
-            keys: vec![(1, key)],
-            grants: Vec::new(),
-        }
-    }
-
     /// Loads the state from `dir`, or `None` if there is none yet.
     pub fn load(dir: &Path) -> Result<Option<PublisherState>, PublisherError> {
         let path = dir.join(STATE_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(state_err(&path, e)),
+        let Some(bytes) = load_bytes(dir)? else {
+            return Ok(None);
         };
-        let state: PublisherState =
-            ciborium::from_reader(bytes.as_slice()).map_err(|_| PublisherError::State {
-                path: path.clone(),
-                detail: "corrupt state file".into(),
-            })?;
-        if state.format != FORMAT {
-            return Err(PublisherError::State {
+        sealpost_session::state::PublisherState::from_bytes(&bytes)
+            .map(|s| Some(PublisherState(s)))
+            .map_err(|e| PublisherError::State {
                 path,
-                detail: format!("unsupported state format {}", state.format),
-            });
-        }
-        Ok(Some(state))
+                detail: match e {
+                    sealpost_session::SessionError::CorruptState(detail) => detail,
+                    other => other.to_string(),
+                },
+            })
     }
 
     /// Saves the state to `dir` atomically.
     pub fn save(&self, dir: &Path) -> Result<(), PublisherError> {
-        let mut bytes = Vec::new();
-        ciborium::into_writer(self, &mut bytes).map_err(|e| PublisherError::State {
-            path: dir.join(STATE_FILE),
-            detail: e.to_string(),
-        })?;
-        write_atomically(dir, STATE_FILE, &bytes)
+        write_atomically(dir, STATE_FILE, &self.to_bytes())
+    }
+}
+
+/// The state file's bytes (for the session core), or `None` if there is none yet.
+pub fn load_bytes(dir: &Path) -> Result<Option<Vec<u8>>, PublisherError> {
+    let path = dir.join(STATE_FILE);
+    match fs::read(&path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(state_err(&path, e)),
+    }
+}
+
+/// The session core's [`sealpost_session::StateStore`] over the state directory: each
+/// save replaces `publisher.state` atomically, and records how long it took (for
+/// [`crate::RekeyTimings::persist`]).
+pub(crate) struct FileStore {
+    pub dir: PathBuf,
+    pub last_save: std::sync::Arc<std::sync::Mutex<std::time::Duration>>,
+}
+
+impl sealpost_session::StateStore for FileStore {
+    fn save(&mut self, state: &[u8]) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let saved = write_atomically(&self.dir, STATE_FILE, state);
+        *self.last_save.lock().unwrap_or_else(|p| p.into_inner()) = started.elapsed();
+        saved.map_err(|e| match e {
+            PublisherError::State { path, detail } => format!("{}: {detail}", path.display()),
+            other => other.to_string(),
+        })
     }
 }
 
@@ -181,7 +164,9 @@ mod tests {
     fn round_trips_and_replaces() {
         let dir = tempfile::tempdir().unwrap();
         assert!(PublisherState::load(dir.path()).unwrap().is_none());
-        let mut state = PublisherState::fresh([7; 32], 1000);
+        let mut state = PublisherState(sealpost_session::state::PublisherState::fresh(
+            [7; 32], 1000,
+        ));
         state.grants.push(Grant {
             subscriber: "s1".into(),
             certificate_der: vec![1, 2, 3],

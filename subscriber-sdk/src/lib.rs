@@ -1,6 +1,7 @@
 //! # sealpost-subscriber: the subscriber SDK
 //!
-//! A thin async shell over [`rumqttc`] and the sans-IO [`sealpost_protocol`] core. A
+//! A thin async shell over [`rumqttc`] and the sans-IO session core ([`sealpost_session`],
+//! over [`sealpost_protocol`]): the core decides, this crate moves bytes. A
 //! [`Subscriber`] hands its application only messages that were verified (publisher
 //! certificate chain, validity, revocation, topic permission, signature), decrypted and
 //! de-duplicated; everything else is a typed [`Rejection`] the application can observe
@@ -47,7 +48,6 @@
 mod error;
 mod events;
 pub mod kdc;
-mod pending;
 mod replay_store;
 mod subscriber;
 

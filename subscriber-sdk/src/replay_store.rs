@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use sealpost_protocol::ReplayState;
-
 use crate::SubscriberError;
 
 /// Where (if anywhere) the replay window lives: `<dir>/replay-<subscriber id>.state`, one
@@ -23,23 +21,30 @@ impl ReplayStore {
         }
     }
 
-    pub fn load(&self) -> Result<ReplayState, SubscriberError> {
-        let Some((dir, name)) = &self.location else {
-            return Ok(ReplayState::default());
+    /// The file, if the window is persisted at all.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.location.as_ref().map(|(dir, name)| dir.join(name))
+    }
+
+    /// The saved window's bytes (the session core reads them), or `None` if there are
+    /// none yet (or the store is in memory only).
+    pub fn load(&self) -> Result<Option<Vec<u8>>, SubscriberError> {
+        let Some(path) = self.path() else {
+            return Ok(None);
         };
-        let path = dir.join(name);
         match std::fs::read(&path) {
-            Ok(bytes) => ReplayState::from_bytes(&bytes).map_err(|e| state_err(&path, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ReplayState::default()),
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(state_err(&path, e)),
         }
     }
 
-    pub fn save(&self, state: &ReplayState) -> Result<(), SubscriberError> {
+    /// Replaces the saved window with `state` (bytes from the session core), atomically.
+    pub fn save(&self, state: &[u8]) -> Result<(), SubscriberError> {
         let Some((dir, name)) = &self.location else {
             return Ok(());
         };
-        sealpost_publisher::state::write_atomically(dir, name, &state.to_bytes())
+        sealpost_publisher::state::write_atomically(dir, name, state)
             .map_err(|e| state_err(&dir.join(name), e))
     }
 }
@@ -80,14 +85,16 @@ mod tests {
 
     #[test]
     fn subscribers_sharing_a_directory_keep_their_own_windows() {
+        use sealpost_protocol::ReplayState;
         let dir = tempfile::tempdir().unwrap();
         let alice = ReplayStore::new(Some(dir.path().to_owned()), "alice");
         let bob = ReplayStore::new(Some(dir.path().to_owned()), "bob");
         let mut state = ReplayState::default();
         assert!(state.record("pub", 7));
-        alice.save(&state).unwrap();
-        bob.save(&ReplayState::default()).unwrap();
-        assert_eq!(alice.load().unwrap(), state);
-        assert_eq!(bob.load().unwrap(), ReplayState::default());
+        alice.save(&state.to_bytes()).unwrap();
+        bob.save(&ReplayState::default().to_bytes()).unwrap();
+        let load = |store: &ReplayStore| ReplayState::from_bytes(&store.load().unwrap().unwrap());
+        assert_eq!(load(&alice).unwrap(), state);
+        assert_eq!(load(&bob).unwrap(), ReplayState::default());
     }
 }

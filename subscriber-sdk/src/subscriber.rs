@@ -1,6 +1,7 @@
 //! The [`Subscriber`]: one MQTT connection, a polling task, and a worker that verifies,
 //! de-duplicates and decrypts.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,25 +9,27 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Packet, QoS};
-use sealpost_certs::{now_unix, topic, Verifier};
-use sealpost_protocol::{KeyLocation, Opener, Rejected, SubscriberIdentity};
+use sealpost_certs::topic;
+use sealpost_protocol::SubscriberIdentity;
 use sealpost_publisher::link::{first_connection, Link, LinkStatus};
 use sealpost_publisher::transport::connection_options;
 use sealpost_publisher::tunnel::{Route, Tunnel};
 use sealpost_publisher::{BrokerAddress, TlsIdentity};
+use sealpost_session::{
+    FetchFailure, Input, KdcAccess, SessionError, SubscriberEvent, SubscriberSession,
+    SubscriberSessionConfig,
+};
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::events::{Counters, Event, KeyFetchFailure, Message, Rejection};
 use crate::kdc::{FetchOutcome, Fetcher, KdcClient, KdcCredentials, KdcError, Session};
-use crate::pending::{Held, HoldOutcome, Pending};
 use crate::replay_store::ReplayStore;
 use crate::SubscriberError;
 
-/// Prefix of every key-message topic: `sealpost/keys/<publisher>/<subscriber>`.
-pub const KEY_TOPIC_PREFIX: &str = "sealpost/keys/";
+pub use sealpost_session::KEY_TOPIC_PREFIX;
 
-/// Most messages opened in one batch (signatures verified together).
+/// Most inputs handed to the core at once (signatures verified together).
 const BATCH: usize = 256;
 
 /// The default state directory (replay window), relative to the working directory, like
@@ -211,37 +214,18 @@ impl Subscriber {
     /// Connects and subscribes to this subscriber's key messages. Fails if the broker does
     /// not accept the connection within `timeout`.
     pub async fn connect(config: SubscriberConfig) -> Result<Subscriber, SubscriberError> {
-        // A KDC-only subscriber has no certificate: it needs no private key to unwrap key
-        // messages, and it names itself after its first KDC reader id.
-        let (identity, id) = match config.kdc_credentials.first() {
-            Some(c) if config.certificate_pem.is_empty() => (None, c.reader.clone()),
-            _ => {
-                let identity =
-                    SubscriberIdentity::from_pem(&config.certificate_pem, &config.key_pem)?;
-                let id = identity.id().to_owned();
-                (Some(identity), id)
-            }
-        };
-        let mut verifier = Verifier::new(&config.ca_pem)?;
-        let crl = match &config.revocation_list {
-            Some(path) => {
-                let mut crl = CrlReloader::new(path.clone(), config.revocation_list_reload);
-                crl.install_initial(&mut verifier)?;
-                Some(crl)
-            }
-            None if config.insecure_no_crl => {
-                tracing::warn!(
-                    "insecure_no_crl: no revocation list; messages of revoked publishers \
-                     will be delivered"
-                );
-                None
-            }
-            None => return Err(SubscriberError::NoRevocationList),
-        };
-        // The KDC clients check the KDC's certificate against the list read at start.
-        let crl_pem = crl
+        let mut crl = config
+            .revocation_list
             .as_ref()
-            .map(|c| String::from_utf8_lossy(&c.installed).into_owned());
+            .map(|path| CrlReloader::new(path.clone(), config.revocation_list_reload));
+        let crl_pem = crl.as_mut().map(CrlReloader::read_initial).transpose()?;
+        if crl_pem.is_none() && config.insecure_no_crl {
+            tracing::warn!(
+                "insecure_no_crl: no revocation list; messages of revoked publishers \
+                 will be delivered"
+            );
+        }
+        // The KDC clients check the KDC's certificate against the list read at start.
         let sessions = config
             .kdc_credentials
             .iter()
@@ -253,6 +237,37 @@ impl Subscriber {
                 Ok(Session::new(client))
             })
             .collect::<Result<Vec<_>, KdcError>>()?;
+        // Everything that decides what is delivered lives in the session core.
+        let core_config = SubscriberSessionConfig {
+            certificate_pem: config.certificate_pem.clone(),
+            key_pem: config.key_pem.clone(),
+            ca_pem: config.ca_pem.clone(),
+            crl_pem: crl_pem.clone(),
+            insecure_no_crl: config.insecure_no_crl,
+            max_age: config.max_age,
+            clock_skew: config.clock_skew,
+            hold_capacity: config.hold_capacity,
+            unverified_hold_capacity: config.unverified_hold_capacity,
+            hold_time: config.hold_time,
+            kept_epochs: config.kept_epochs,
+            // By the clients' addresses: what envelopes are matched against.
+            kdcs: config
+                .kdc_credentials
+                .iter()
+                .zip(&sessions)
+                .map(|(c, session)| KdcAccess {
+                    address: session.client().address().to_owned(),
+                    reader: c.reader.clone(),
+                })
+                .collect(),
+        };
+        // The id names the replay file, so it is needed before the saved window is read.
+        let id = match config.kdc_credentials.first() {
+            Some(c) if config.certificate_pem.is_empty() => c.reader.clone(),
+            _ => SubscriberIdentity::from_pem(&config.certificate_pem, &config.key_pem)?
+                .id()
+                .to_owned(),
+        };
         if config.state_dir.is_none() {
             tracing::warn!(
                 "replay window kept in memory only: after a restart, envelopes younger than \
@@ -260,15 +275,9 @@ impl Subscriber {
             );
         }
         let store = ReplayStore::new(config.state_dir.clone(), &id);
-        let mut opener = Opener::new(verifier)
-            .with_kept_epochs(config.kept_epochs)
-            .with_max_age(config.max_age.as_secs())
-            .with_clock_skew(config.clock_skew.as_secs());
-        let follows_key_messages = identity.is_some();
-        if let Some(identity) = identity {
-            opener = opener.with_identity(identity);
-        }
-        opener.set_replay_state(store.load()?);
+        let saved = store.load()?;
+        let session = SubscriberSession::new(core_config, saved.as_deref())
+            .map_err(|e| session_error(e, &config, &store))?;
 
         let client_id = match (&config.client_id, config.persistent_session) {
             (Some(client_id), _) => client_id.clone(),
@@ -290,10 +299,11 @@ impl Subscriber {
         let (event_tx, events) = mpsc::channel(config.event_capacity.max(1));
         let (link, mut connack_rx, mut status) = Link::new(route.clone());
         let (suback_tx, suback) = watch::channel((0u64, false));
-        let mut initial_filters = Vec::new();
-        if follows_key_messages {
-            initial_filters.push((format!("{KEY_TOPIC_PREFIX}+/{id}"), QoS::AtLeastOnce));
-        }
+        let initial_filters: Vec<(String, QoS)> = session
+            .subscriptions()
+            .into_iter()
+            .map(|filter| (filter, QoS::AtLeastOnce))
+            .collect();
         let filters = Arc::new(Mutex::new(initial_filters));
 
         let fetched = in_tx.clone();
@@ -323,12 +333,7 @@ impl Subscriber {
         let worker = Worker {
             fetcher: Fetcher::new(sessions),
             fetched,
-            opener,
-            pending: Pending::new(
-                config.hold_capacity,
-                config.unverified_hold_capacity,
-                config.hold_time,
-            ),
+            session,
             store,
             crl,
             counters: counters.clone(),
@@ -512,14 +517,13 @@ async fn poll(
     }
 }
 
-/// Owns the opener: verifies, opens, holds, fetches keys from KDCs, persists, and emits
-/// events.
+/// Runs the session core: feeds it publishes and fetched keys, persists the replay
+/// window it hands out, starts the KDC fetches it asks for, counts, and emits events.
 struct Worker {
     fetcher: Fetcher,
     /// Where KDC fetches send their outcome: the worker's own input.
     fetched: mpsc::Sender<Incoming>,
-    opener: Opener,
-    pending: Pending,
+    session: SubscriberSession,
     store: ReplayStore,
     /// The revocation list file and when to read it again (`None`: insecure_no_crl).
     crl: Option<CrlReloader>,
@@ -556,181 +560,126 @@ impl Worker {
         }
     }
 
-    /// Handles one batch: key messages first (so data in the same batch can use them),
-    /// then data, then held messages if keys arrived, then expiry.
+    /// Hands one batch to the core and carries out what it asks: persist the replay
+    /// window before anything is handed over, start key fetches, count, and turn its
+    /// events into the SDK's.
     fn process(&mut self, batch: Vec<Incoming>) -> Vec<Event> {
-        let now = Instant::now();
-        let mut out = Vec::new();
-        let mut data = Vec::new();
-        let mut learned = false;
         if let Some(crl) = &mut self.crl {
-            crl.reload_if_due(self.opener.verifier_mut(), now, &self.counters);
+            crl.reload_if_due(&mut self.session, Instant::now(), &self.counters);
         }
-        for incoming in batch {
-            let (topic, payload) = match incoming {
-                Incoming::Publish { topic, payload } => (topic, payload),
-                Incoming::KeyFetched(outcome) => {
-                    learned |= self.key_fetched(outcome, now, &mut out);
-                    continue;
+        // The KDC client's own errors, to report them as such (the core sees only
+        // whether they are transient).
+        let mut fetch_errors = HashMap::new();
+        let inputs = batch
+            .into_iter()
+            .map(|incoming| match incoming {
+                Incoming::Publish { topic, payload } => Input::Publish { topic, payload },
+                Incoming::KeyFetched(FetchOutcome { fetch, result }) => {
+                    let result = match result {
+                        Ok(fetched) => Ok(sealpost_session::FetchedKey {
+                            publisher: fetched.publisher,
+                            key: fetched.key,
+                            certificate_der: fetched.certificate_der,
+                        }),
+                        Err(error) => {
+                            let failure = FetchFailure {
+                                transient: error.is_transient(),
+                                reason: error.to_string(),
+                            };
+                            fetch_errors.insert(fetch.clone(), error);
+                            Err(failure)
+                        }
+                    };
+                    Input::KeyFetched { fetch, result }
                 }
-            };
-            if !topic.starts_with(KEY_TOPIC_PREFIX) {
-                data.push(Held {
-                    topic,
-                    payload,
-                    since: now,
-                    reason: Rejected::Malformed("not yet opened"),
-                });
-                continue;
-            }
-            if payload.is_empty() {
-                // A cleared retained key message (the publisher revoked us): nothing to learn.
-                continue;
-            }
-            match self.opener.accept_key_message(&topic, &payload) {
-                Ok(_) => {
-                    self.counters.key_message();
-                    // Even without new epochs the publisher's certificate may be new.
-                    learned = true;
-                }
-                Err(reason) => self.reject(&mut out, topic, reason),
-            }
-        }
-        if learned {
-            let mut held = self.pending.take_all();
-            held.append(&mut data);
-            data = held;
-        }
-        let delivered = self.open(data, &mut out);
-        for held in self.pending.expire(now) {
-            self.reject(&mut out, held.topic, held.reason);
-        }
-        self.counters.set_held(self.pending.len());
-        if delivered {
+            })
+            .collect();
+        let output = self.session.process(inputs, now_ms());
+        if let Some(state) = &output.persist {
             // Persist before handing anything over: a restart must never deliver again.
-            if let Err(e) = self.store.save(self.opener.replay_state()) {
+            if let Err(e) = self.store.save(state) {
                 tracing::error!(error = %e, "could not persist the replay window");
             }
         }
-        out
-    }
-
-    fn open(&mut self, data: Vec<Held>, out: &mut Vec<Event>) -> bool {
-        let mut delivered = false;
-        let now = now_unix();
-        for chunk in data.chunks(BATCH) {
-            let items: Vec<(&str, &[u8])> = chunk
-                .iter()
-                .map(|h| (h.topic.as_str(), h.payload.as_ref()))
-                .collect();
-            let results = self.opener.open_batch(&items, now);
-            for (held, result) in chunk.iter().zip(results) {
-                match result {
-                    Ok(opened) => {
-                        delivered = true;
-                        self.counters.delivered();
-                        out.push(Event::Message(opened));
-                    }
-                    Err(reason) if reason.is_retryable() => {
-                        if let Rejected::UnknownKey {
-                            publisher,
-                            epoch,
-                            location: KeyLocation::Kdc(kdc),
-                            ..
-                        } = &reason
-                        {
-                            // The location is signed: this envelope passed its signature
-                            // check before the key lookup failed.
-                            if self.fetcher.want(
-                                kdc,
-                                publisher,
-                                *epoch,
-                                &self.fetched,
-                                Instant::now(),
-                            ) {
-                                self.counters.key_fetch_started();
-                            }
-                        }
-                        let outcome = self.pending.hold(Held {
-                            topic: held.topic.clone(),
-                            payload: held.payload.clone(),
-                            since: held.since,
-                            reason,
-                        });
-                        match outcome {
-                            HoldOutcome::Held => {}
-                            HoldOutcome::Evicted(e) | HoldOutcome::Refused(e) => {
-                                self.reject(out, e.topic, e.reason)
-                            }
-                            HoldOutcome::Duplicate(e) => {
-                                // Another copy of this envelope is held: this one is a replay.
-                                let reason = match sealpost_protocol::peek(&e.payload) {
-                                    Ok(h) => Rejected::Replayed {
-                                        publisher: h.key_index.publisher,
-                                        seq: h.seq,
-                                    },
-                                    Err(r) => r,
-                                };
-                                self.reject(out, e.topic, reason)
-                            }
-                        }
-                    }
-                    Err(reason) => self.reject(out, held.topic.clone(), reason),
+        for warning in &output.warnings {
+            tracing::warn!("{warning}");
+        }
+        for _ in 0..output.key_messages {
+            self.counters.key_message();
+        }
+        for fetch in output.fetches {
+            self.counters.key_fetch_started();
+            self.fetcher.start(fetch, &self.fetched);
+        }
+        self.counters.set_held(output.held);
+        output
+            .events
+            .into_iter()
+            .map(|event| match event {
+                SubscriberEvent::Message(message) => {
+                    self.counters.delivered();
+                    Event::Message(message)
                 }
-            }
-        }
-        delivered
+                SubscriberEvent::Rejected { topic, reason } => {
+                    tracing::debug!(%topic, reason = reason.kind(), "rejected");
+                    self.counters.rejected(&reason);
+                    Event::Rejected(Rejection { topic, reason })
+                }
+                SubscriberEvent::KeyFetchFailed { fetch, failure } => {
+                    let error = fetch_errors
+                        .remove(&fetch)
+                        // The core's own refusal: the answer named another publisher.
+                        .unwrap_or(KdcError::BadResponse("key answer names another publisher"));
+                    tracing::warn!(
+                        kdc = %fetch.kdc,
+                        publisher = %fetch.publisher,
+                        epoch = fetch.epoch,
+                        error = %failure.reason,
+                        "KDC key fetch failed"
+                    );
+                    self.counters.key_fetch_failed();
+                    Event::KeyFetchFailed(KeyFetchFailure {
+                        kdc: fetch.kdc,
+                        publisher: fetch.publisher,
+                        epoch: fetch.epoch,
+                        error,
+                    })
+                }
+            })
+            .collect()
     }
+}
 
-    /// Installs a key (and publisher certificate) fetched from a KDC, or reports why it
-    /// could not be had. Returns whether a key was learned.
-    fn key_fetched(&mut self, outcome: FetchOutcome, now: Instant, out: &mut Vec<Event>) -> bool {
-        let FetchOutcome {
-            kdc,
-            publisher,
-            epoch,
-            result,
-        } = outcome;
-        let result = result.and_then(|fetched| {
-            if fetched.publisher != publisher {
-                return Err(KdcError::BadResponse("key answer names another publisher"));
-            }
-            // Lets envelopes that do not embed the certificate verify; it is checked
-            // against the CA like any other.
-            match self
-                .opener
-                .add_publisher_certificate(&fetched.certificate_der, now_unix())
-            {
-                Ok(info) if info.id == publisher => {}
-                Ok(_) => tracing::warn!(%kdc, "KDC sent the certificate of another publisher"),
-                Err(reason) => tracing::warn!(%kdc, %reason, "KDC sent an unusable certificate"),
-            }
-            self.opener.add_key(&publisher, epoch, fetched.key);
-            Ok(())
-        });
-        self.fetcher
-            .finished(&publisher, epoch, result.as_ref().err(), now);
-        match result {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!(%kdc, %publisher, epoch, %error, "KDC key fetch failed");
-                self.counters.key_fetch_failed();
-                out.push(Event::KeyFetchFailed(KeyFetchFailure {
-                    kdc,
-                    publisher,
-                    epoch,
-                    error,
-                }));
-                false
-            }
+/// A session core error at start, in the SDK's terms (with the file involved).
+fn session_error(
+    e: SessionError,
+    config: &SubscriberConfig,
+    store: &ReplayStore,
+) -> SubscriberError {
+    match e {
+        SessionError::Certificate(e) => SubscriberError::Certificate(e),
+        SessionError::RevocationListRequired => SubscriberError::NoRevocationList,
+        SessionError::RevocationList(e) => crl_error(
+            config.revocation_list.as_deref().unwrap_or(Path::new("")),
+            e,
+        ),
+        SessionError::CorruptState(detail) => SubscriberError::State {
+            path: store.path().unwrap_or_default(),
+            detail,
+        },
+        SessionError::Seal(e) => SubscriberError::Identity(e),
+        other => {
+            SubscriberError::Identity(sealpost_protocol::SealError::Encoding(other.to_string()))
         }
     }
+}
 
-    fn reject(&self, out: &mut Vec<Event>, topic: String, reason: Rejected) {
-        tracing::debug!(%topic, reason = reason.kind(), "rejected");
-        self.counters.rejected(&reason);
-        out.push(Event::Rejected(Rejection { topic, reason }));
-    }
+/// The time now, unix milliseconds, for the session core.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// Reads the revocation list file at start and again every `interval`, installing each
@@ -756,22 +705,32 @@ impl CrlReloader {
         }
     }
 
-    /// The first load: any failure is an error of [`Subscriber::connect`].
-    fn install_initial(&mut self, verifier: &mut Verifier) -> Result<(), SubscriberError> {
+    /// The first load: the list as text, for the session core to install (any failure is
+    /// an error of [`Subscriber::connect`]).
+    fn read_initial(&mut self) -> Result<String, SubscriberError> {
         let bytes = read_crl(&self.path)?;
-        install(verifier, &bytes).map_err(|e| crl_error(&self.path, e))?;
+        let pem = pem_text(&bytes)
+            .map_err(|e| crl_error(&self.path, e))?
+            .to_owned();
         self.installed = bytes;
-        Ok(())
+        Ok(pem)
     }
 
-    fn reload_if_due(&mut self, verifier: &mut Verifier, now: Instant, counters: &Counters) {
+    fn reload_if_due(
+        &mut self,
+        session: &mut SubscriberSession,
+        now: Instant,
+        counters: &Counters,
+    ) {
         if now < self.next_at {
             return;
         }
         self.next_at = now + self.interval;
         let result = read_crl(&self.path).and_then(|bytes| {
             if bytes != self.installed {
-                install(verifier, &bytes).map_err(|e| crl_error(&self.path, e))?;
+                pem_text(&bytes)
+                    .and_then(|pem| session.set_revocation_list(pem).map_err(|e| e.to_string()))
+                    .map_err(|e| crl_error(&self.path, e))?;
                 tracing::info!(path = %self.path.display(), "revocation list reloaded");
                 self.installed = bytes;
             }
@@ -791,9 +750,8 @@ fn read_crl(path: &Path) -> Result<Vec<u8>, SubscriberError> {
     std::fs::read(path).map_err(|e| crl_error(path, e))
 }
 
-fn install(verifier: &mut Verifier, bytes: &[u8]) -> Result<(), String> {
-    let pem = std::str::from_utf8(bytes).map_err(|_| "not PEM text".to_owned())?;
-    verifier.set_revocation_list(pem).map_err(|e| e.to_string())
+fn pem_text(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|_| "not PEM text".to_owned())
 }
 
 fn crl_error(path: &Path, e: impl std::fmt::Display) -> SubscriberError {

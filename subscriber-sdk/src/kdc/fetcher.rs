@@ -1,41 +1,25 @@
-//! At most one key fetch per `(publisher, epoch)`, however many envelopes need it.
+//! Runs the key fetches the session core asks for ([`sealpost_session::KeyFetch`]); which
+//! fetches to start, and when to try again, is the core's decision.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+use sealpost_session::KeyFetch;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{FetchedKey, KdcError, Session};
 
-/// Most `(publisher, epoch)` entries remembered; past this, finished ones are forgotten
-/// (a forgotten successful epoch is in the opener's keyring anyway).
-const MAX_ENTRIES: usize = 4096;
-/// Pause before fetching an epoch again after a transient failure.
-const RETRY_TRANSIENT: Duration = Duration::from_secs(2);
-/// Pause before trying again after a refusal (credentials, revocation, grant).
-const RETRY_REFUSED: Duration = Duration::from_secs(30);
-
 /// The result of one fetch, handed back to the worker.
 #[derive(Debug)]
 pub(crate) struct FetchOutcome {
-    pub kdc: String,
-    pub publisher: String,
-    pub epoch: u64,
+    pub fetch: KeyFetch,
     pub result: Result<FetchedKey, KdcError>,
 }
 
-enum Status {
-    InFlight,
-    Done,
-    Failed { retry_at: Instant },
-}
-
-/// Starts fetches and remembers which epochs were asked for.
+/// The KDC sessions by address, and the fetches under way.
 pub(crate) struct Fetcher {
     sessions: HashMap<String, Arc<Session>>,
-    status: HashMap<(String, u64), Status>,
     tasks: JoinSet<()>,
 }
 
@@ -46,70 +30,26 @@ impl Fetcher {
                 .into_iter()
                 .map(|s| (s.client().address().to_owned(), Arc::new(s)))
                 .collect(),
-            status: HashMap::new(),
             tasks: JoinSet::new(),
         }
     }
 
-    /// Starts fetching the key of `publisher` at `epoch` from `kdc`, unless that is
-    /// already done, under way, or failed too recently. Returns whether a fetch started.
-    /// Credentials are only ever sent to the KDC they were issued for: an address this
-    /// subscriber has no credentials for is ignored.
-    pub fn want<T: From<FetchOutcome> + Send + 'static>(
+    /// Starts `fetch`, sending its outcome to `results`. The core names only KDCs this
+    /// subscriber has credentials for; any other address is ignored all the same, so
+    /// credentials never go anywhere else.
+    pub fn start<T: From<FetchOutcome> + Send + 'static>(
         &mut self,
-        kdc: &str,
-        publisher: &str,
-        epoch: u64,
+        fetch: KeyFetch,
         results: &mpsc::Sender<T>,
-        now: Instant,
-    ) -> bool {
-        let Some(session) = self.sessions.get(kdc).cloned() else {
-            return false;
+    ) {
+        let Some(session) = self.sessions.get(&fetch.kdc).cloned() else {
+            return;
         };
         while self.tasks.try_join_next().is_some() {}
-        let key = (publisher.to_owned(), epoch);
-        match self.status.get(&key) {
-            Some(Status::InFlight | Status::Done) => return false,
-            Some(Status::Failed { retry_at }) if now < *retry_at => return false,
-            _ => {}
-        }
-        if self.status.len() >= MAX_ENTRIES {
-            self.status
-                .retain(|_, s| matches!(s, Status::InFlight | Status::Failed { .. }));
-        }
-        self.status.insert(key, Status::InFlight);
         let results = results.clone();
-        let (kdc, publisher) = (kdc.to_owned(), publisher.to_owned());
         self.tasks.spawn(async move {
-            let result = session.fetch_key(epoch).await;
-            let outcome = FetchOutcome {
-                kdc,
-                publisher,
-                epoch,
-                result,
-            };
-            let _ = results.send(T::from(outcome)).await;
+            let result = session.fetch_key(fetch.epoch).await;
+            let _ = results.send(T::from(FetchOutcome { fetch, result })).await;
         });
-        true
-    }
-
-    /// Records how a fetch ended.
-    pub fn finished(
-        &mut self,
-        publisher: &str,
-        epoch: u64,
-        error: Option<&KdcError>,
-        now: Instant,
-    ) {
-        let status = match error {
-            None => Status::Done,
-            Some(e) if e.is_transient() => Status::Failed {
-                retry_at: now + RETRY_TRANSIENT,
-            },
-            Some(_) => Status::Failed {
-                retry_at: now + RETRY_REFUSED,
-            },
-        };
-        self.status.insert((publisher.to_owned(), epoch), status);
     }
 }

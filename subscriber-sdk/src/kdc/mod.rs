@@ -4,9 +4,10 @@
 //! - [`KdcClient`]: one HTTPS request at a time (login, key fetch).
 //! - [`Session`]: a client with its current token, re-logging in when the token expired
 //!   or the KDC no longer knows it (e.g. after a publisher restart).
-//! - `Fetcher` (internal): at most one fetch per `(publisher, epoch)` in flight, none
-//!   again after success, and a pause before retrying after a failure; results go back
-//!   to the subscriber's worker, which retries the held envelopes.
+//! - `Fetcher` (internal): runs the fetches the session core (`sealpost-session`) decides
+//!   on: at most one per `(publisher, epoch)` in flight, none again after success, and a
+//!   pause before retrying after a failure; results go back to the subscriber's worker,
+//!   which hands them to the core (it retries the held envelopes).
 
 mod client;
 mod fetcher;

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::Bytes;
+use crate::Packet;
 
 /// How many recent QoS 1 envelopes are kept, by default: half the subscribers' replay
 /// window ([`sealpost_protocol::replay::WINDOW`]), so that what is sent again is still
@@ -24,18 +24,10 @@ const MAX_BYTES: usize = 16 * 1024 * 1024;
 /// How long after a reconnect the recent envelopes are sent again.
 pub const RESEND_DELAY: Duration = Duration::from_secs(1);
 
-/// One envelope as it was published.
-#[derive(Debug, Clone)]
-pub(crate) struct Sent {
-    pub topic: String,
-    pub envelope: Bytes,
-    pub retain: bool,
-}
-
-/// The most recent envelopes, oldest first, bounded in count and bytes.
+/// The most recent envelopes (as published), oldest first, bounded in count and bytes.
 #[derive(Debug)]
 pub(crate) struct Recent {
-    sent: VecDeque<Sent>,
+    sent: VecDeque<Packet>,
     bytes: usize,
     capacity: usize,
 }
@@ -51,21 +43,21 @@ impl Recent {
     }
 
     /// Records an envelope just published, forgetting the oldest beyond the bounds.
-    pub fn push(&mut self, sent: Sent) {
-        if self.capacity == 0 || sent.envelope.len() > MAX_BYTES {
+    pub fn push(&mut self, sent: Packet) {
+        if self.capacity == 0 || sent.payload.len() > MAX_BYTES {
             return;
         }
-        self.bytes += sent.envelope.len();
+        self.bytes += sent.payload.len();
         self.sent.push_back(sent);
         while self.sent.len() > self.capacity || self.bytes > MAX_BYTES {
             if let Some(old) = self.sent.pop_front() {
-                self.bytes -= old.envelope.len();
+                self.bytes -= old.payload.len();
             }
         }
     }
 
     /// The recent envelopes, oldest first.
-    pub fn snapshot(&self) -> Vec<Sent> {
+    pub fn snapshot(&self) -> Vec<Packet> {
         self.sent.iter().cloned().collect()
     }
 }
@@ -74,10 +66,13 @@ impl Recent {
 mod tests {
     use super::*;
 
-    fn sent(n: usize, len: usize) -> Sent {
-        Sent {
+    use bytes::Bytes;
+
+    fn sent(n: usize, len: usize) -> Packet {
+        Packet {
             topic: format!("t/{n}"),
-            envelope: Bytes::from(vec![0u8; len]),
+            payload: Bytes::from(vec![0u8; len]),
+            qos: crate::QoS::AtLeastOnce,
             retain: false,
         }
     }

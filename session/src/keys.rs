@@ -121,7 +121,10 @@ impl Batch {
 
     /// Builds every job on rayon's threads, one per core (wrapping, RSA-OAEP above all, dominates a
     /// rekey, Ed25519 signing comes next), and returns them all. Blocks the calling thread
-    /// meanwhile; see `Inner::send` in the publisher for why it is not streamed.
+    /// meanwhile. All of it, then send: measured at 10,000 subscribers on 2 cores, handing
+    /// the build to another thread and publishing in chunks of 256 as they were signed,
+    /// or all at the end, was 0.13-0.17 s slower than building here (and used about 0.5 s
+    /// more CPU), for the under 0.1 s that sending takes.
     pub fn build_all(&self, jobs: &[Job]) -> Result<Vec<BuiltKeyMessage>, SealError> {
         jobs.par_iter().map(|job| self.build(job)).collect()
     }

@@ -14,7 +14,6 @@
 //!   make them. They get a small separate share and only ever evict each other.
 
 use std::collections::{HashSet, VecDeque};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sealpost_protocol::Rejected;
@@ -23,7 +22,8 @@ use sealpost_protocol::Rejected;
 pub(crate) struct Held {
     pub topic: String,
     pub payload: Bytes,
-    pub since: Instant,
+    /// When it arrived (unix milliseconds).
+    pub since_ms: u64,
     pub reason: Rejected,
 }
 
@@ -45,7 +45,8 @@ pub(crate) struct Pending {
     unverified: Queue,
     /// (publisher, sequence number) of every verified held message.
     verified_ids: HashSet<(String, u64)>,
-    max_age: Duration,
+    /// Longest hold, in milliseconds.
+    max_age_ms: u64,
 }
 
 struct Queue {
@@ -55,8 +56,8 @@ struct Queue {
 
 impl Pending {
     /// At most `capacity` verified and `unverified_capacity` unverified messages, each
-    /// for at most `max_age`.
-    pub fn new(capacity: usize, unverified_capacity: usize, max_age: Duration) -> Pending {
+    /// for at most `max_age_ms` milliseconds.
+    pub fn new(capacity: usize, unverified_capacity: usize, max_age_ms: u64) -> Pending {
         Pending {
             verified: Queue {
                 items: VecDeque::new(),
@@ -67,7 +68,7 @@ impl Pending {
                 capacity: unverified_capacity,
             },
             verified_ids: HashSet::new(),
-            max_age,
+            max_age_ms,
         }
     }
 
@@ -122,11 +123,11 @@ impl Pending {
     }
 
     /// Removes and returns the messages held longer than the limit.
-    pub fn expire(&mut self, now: Instant) -> Vec<Held> {
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Held> {
         let mut out = Vec::new();
         for queue in [&mut self.verified, &mut self.unverified] {
             while let Some(front) = queue.items.front() {
-                if now.duration_since(front.since) < self.max_age {
+                if now_ms.saturating_sub(front.since_ms) < self.max_age_ms {
                     break;
                 }
                 out.extend(queue.items.pop_front());
@@ -160,11 +161,11 @@ impl Pending {
 mod tests {
     use super::*;
 
-    fn unverified(since: Instant) -> Held {
+    fn unverified(since_ms: u64) -> Held {
         Held {
             topic: "t".into(),
             payload: Bytes::new(),
-            since,
+            since_ms,
             reason: Rejected::UnknownPublisher {
                 publisher: "junk".into(),
             },
@@ -173,29 +174,26 @@ mod tests {
 
     #[test]
     fn bounded_in_count_and_time() {
-        let start = Instant::now();
-        let mut p = Pending::new(2, 2, Duration::from_secs(5));
+        let start = 1_000_000;
+        let mut p = Pending::new(2, 2, 5_000);
         assert!(matches!(p.hold(unverified(start)), HoldOutcome::Held));
-        let second = start + Duration::from_secs(1);
+        let second = start + 1_000;
         assert!(matches!(p.hold(unverified(second)), HoldOutcome::Held));
-        match p.hold(unverified(start + Duration::from_secs(2))) {
-            HoldOutcome::Evicted(e) => assert_eq!(e.since, start),
+        match p.hold(unverified(start + 2_000)) {
+            HoldOutcome::Evicted(e) => assert_eq!(e.since_ms, start),
             _ => panic!("the oldest is evicted"),
         }
         assert_eq!(p.len(), 2);
-        assert!(p.expire(start + Duration::from_secs(3)).is_empty());
-        assert_eq!(p.expire(start + Duration::from_secs(6)).len(), 1);
+        assert!(p.expire(start + 3_000).is_empty());
+        assert_eq!(p.expire(start + 6_000).len(), 1);
         assert_eq!(p.take_all().len(), 1);
         assert!(p.is_empty());
     }
 
     #[test]
     fn no_room_at_all_refuses() {
-        let mut p = Pending::new(4, 0, Duration::from_secs(5));
-        assert!(matches!(
-            p.hold(unverified(Instant::now())),
-            HoldOutcome::Refused(_)
-        ));
+        let mut p = Pending::new(4, 0, 5_000);
+        assert!(matches!(p.hold(unverified(1)), HoldOutcome::Refused(_)));
         assert!(p.is_empty());
     }
 }
