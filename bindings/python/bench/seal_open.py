@@ -73,7 +73,9 @@ def main() -> None:
     py_seal = n / (time.perf_counter() - start)
 
     start = time.perf_counter()
-    bursts = [e for i in range(0, n, 256) for e in s.seal_many([(TOPIC, payload)] * min(256, n - i), now)]  # noqa: E501
+    bursts = []
+    for i in range(0, n, 256):
+        bursts += s.seal_many([(TOPIC, payload)] * min(256, n - i), now)
     py_seal_many = n / (time.perf_counter() - start)
 
     o = opener()

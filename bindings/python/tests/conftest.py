@@ -187,7 +187,7 @@ max_queued_messages = 100000
         self.process = subprocess.Popen(
             [binary("sealpost-broker"), "--config", str(config)],
             stdout=subprocess.DEVNULL,
-            stderr=open(pki.root / "broker.log", "wb"),  # noqa: SIM115
+            stderr=open(pki.root / "broker.log", "wb"),
         )
         wait_for_port(self.port, self.process, "sealpost-broker")
 
@@ -211,7 +211,7 @@ class MosquittoBroker(Broker):
         self.process = subprocess.Popen(
             [mosquitto, "-c", str(config)],
             stdout=subprocess.DEVNULL,
-            stderr=open(pki.root / "mosquitto.log", "wb"),  # noqa: SIM115
+            stderr=open(pki.root / "mosquitto.log", "wb"),
         )
         wait_for_port(self.port, self.process, "mosquitto")
 

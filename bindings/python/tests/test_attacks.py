@@ -58,7 +58,9 @@ def test_attacks_are_rejected_with_typed_errors_and_never_delivered(clients, pki
 
     # A genuine publisher of this CA, but not permitted to publish on sensors/#.
     meter = pki.publisher("meter-1", "meters/#")
-    sealer = sealpost.Sealer(meter.cert_pem, meter.key_pem, 1, os.urandom(32), embed_certificate=True)
+    sealer = sealpost.Sealer(
+        meter.cert_pem, meter.key_pem, 1, os.urandom(32), embed_certificate=True
+    )
     sealer.reserve(10)
     attacker.publish("sensors/a", sealer.seal("meters/x", b"not yours", int(time.time())))
     expect(errors.TopicNotPermitted)

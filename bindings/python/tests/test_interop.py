@@ -9,8 +9,10 @@ from conftest import binary
 
 
 def identity_args(pki, issued) -> list[str]:
-    return ["--cert", str(issued.cert), "--key", str(issued.key), "--cafile", str(pki.ca),
-            "--crl", str(pki.crl)]  # fmt: skip
+    return [
+        *("--cert", str(issued.cert), "--key", str(issued.key)),
+        *("--cafile", str(pki.ca), "--crl", str(pki.crl)),
+    ]
 
 
 def test_python_publisher_to_rust_subscriber(clients, pki, broker):
@@ -21,8 +23,11 @@ def test_python_publisher_to_rust_subscriber(clients, pki, broker):
     p.publish("sensors/temp", b"21.5 C from Python", retain=True)
     assert p.flush()
     done = subprocess.run(
-        [binary("sealpost-sub"), "-L", broker.url(), "-t", "sensors/#", "-v", "-C", "1",
-         "-W", "30", "--replay-in-memory", *identity_args(pki, alice)],  # fmt: skip
+        [
+            binary("sealpost-sub"),
+            *f"-L {broker.url()} -t sensors/# -v -C 1 -W 30 --replay-in-memory".split(),
+            *identity_args(pki, alice),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -39,9 +44,12 @@ def test_rust_publisher_to_python_subscriber(clients, pki, broker):
     (readers / "alice.pem").write_bytes(alice.cert_pem)
     a = clients.subscriber(alice)
     done = subprocess.run(
-        [binary("sealpost-pub"), "-L", broker.url(), "-t", "sensors/temp", "-m",
-         "22.0 C from Rust", "--grant-dir", str(readers), "--state-dir",
-         str(pki.root / "rust-pub"), "-d", *identity_args(pki, publisher)],  # fmt: skip
+        [
+            binary("sealpost-pub"),
+            *f"-L {broker.url()} -t sensors/temp -d --grant-dir {readers}".split(),
+            *["-m", "22.0 C from Rust", "--state-dir", str(pki.root / "rust-pub")],
+            *identity_args(pki, publisher),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

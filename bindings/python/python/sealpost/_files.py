@@ -61,15 +61,13 @@ class StateLock:
     """An exclusive advisory lock on ``<state>.lock`` for the life of a client."""
 
     def __init__(self, state: Path) -> None:
-        self._file = open(state.with_name(f"{state.name}.lock"), "a+b")  # noqa: SIM115
+        self._file = open(state.with_name(f"{state.name}.lock"), "a+b")
         if fcntl is not None:
             try:
                 fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 self._file.close()
-                raise RuntimeError(
-                    f"state {state} is in use by another sealpost client"
-                ) from None
+                raise RuntimeError(f"state {state} is in use by another sealpost client") from None
 
     def release(self) -> None:
         """Releases the lock (closing the file does)."""

@@ -92,9 +92,7 @@ class Connection:
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         refused = [
-            f"{flt} ({rc})"
-            for (flt, _), rc in zip(self._filters, reason_codes)
-            if rc.is_failure
+            f"{flt} ({rc})" for (flt, _), rc in zip(self._filters, reason_codes) if rc.is_failure
         ]
         if refused and not self._subscribed.is_set():
             self._failure = "subscription refused: " + ", ".join(refused)

@@ -1,16 +1,14 @@
-"""Type stubs of the Rust extension module (``src/lib.rs``)."""
+# Type stubs of the Rust extension module (src/lib.rs); its docstrings are the Rust doc comments.
 
 from collections.abc import Callable, Sequence
-from typing import Optional
+from typing import TypeAlias
 
 from .errors import Rejected
 
 #: ``(topic, payload, qos, retain)``: one PUBLISH a session asks for.
-Packet = tuple[str, bytes, int, bool]
+Packet: TypeAlias = tuple[str, bytes, int, bool]
 
 class Message:
-    """A message that passed every check, decrypted."""
-
     @property
     def topic(self) -> str: ...
     @property
@@ -25,8 +23,6 @@ class Message:
     def payload(self) -> bytes: ...
 
 class Sealer:
-    """Seals payloads for one publisher (the protocol core, no transport)."""
-
     def __init__(
         self,
         certificate_pem: str | bytes,
@@ -46,14 +42,12 @@ class Sealer:
     def seal_many(self, messages: Sequence[tuple[str, bytes]], now: int) -> list[bytes]: ...
 
 class Opener:
-    """Verifies and opens envelopes for one subscriber (the protocol core, no transport)."""
-
     def __init__(
         self,
         ca_pem: str | bytes,
         crl_pem: str | bytes,
-        certificate_pem: Optional[str | bytes] = None,
-        key_pem: Optional[str | bytes] = None,
+        certificate_pem: str | bytes | None = None,
+        key_pem: str | bytes | None = None,
     ) -> None: ...
     def add_key(self, publisher: str, epoch: int, key: bytes) -> bool: ...
     def accept_key_message(self, topic: str, data: bytes, now: int) -> tuple[str, list[int]]: ...
@@ -65,15 +59,13 @@ class Opener:
     def set_replay_state(self, state: bytes) -> None: ...
 
 class PublisherSession:
-    """The publisher's state machine (sans-IO)."""
-
     def __init__(
         self,
         certificate_pem: str,
         key_pem: str,
         ca_pem: str,
-        crl_pem: Optional[str],
-        saved: Optional[bytes],
+        crl_pem: str | None,
+        saved: bytes | None,
         save: Callable[[bytes], None],
         now_ms: int,
         *,
@@ -101,15 +93,13 @@ class PublisherSession:
     def connected(self) -> list[Packet]: ...
 
 class SubscriberSession:
-    """The subscriber's state machine (sans-IO)."""
-
     def __init__(
         self,
         certificate_pem: str,
         key_pem: str,
         ca_pem: str,
-        crl_pem: Optional[str],
-        saved_replay: Optional[bytes],
+        crl_pem: str | None,
+        saved_replay: bytes | None,
         *,
         insecure_no_crl: bool = False,
         max_age_secs: int = 86400,
@@ -120,8 +110,8 @@ class SubscriberSession:
     def subscriptions(self) -> list[str]: ...
     def incoming(
         self, topic: str, payload: bytes, now_ms: int
-    ) -> tuple[Optional[bytes], list[Message | Rejected]]: ...
-    def tick(self, now_ms: int) -> tuple[Optional[bytes], list[Message | Rejected]]: ...
+    ) -> tuple[bytes | None, list[Message | Rejected]]: ...
+    def tick(self, now_ms: int) -> tuple[bytes | None, list[Message | Rejected]]: ...
     def set_revocation_list(self, crl_pem: str) -> None: ...
 
 def rust_seal_open(
