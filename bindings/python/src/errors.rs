@@ -8,7 +8,6 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sealpost_protocol::{Rejected, SealError};
-use sealpost_session::SessionError;
 
 /// Builds the `sealpost.errors` exception for a rejection (an instance, not raised) of a
 /// message that arrived on `topic`, if known.
@@ -70,30 +69,6 @@ pub fn seal_err(py: Python<'_>, error: &SealError) -> PyErr {
         .import("sealpost.errors")
         .and_then(|m| m.getattr("_seal_error"))
         .and_then(|build| build.call1((kind, error.to_string())));
-    match built {
-        Ok(exception) => PyErr::from_value(exception),
-        Err(e) => e,
-    }
-}
-
-/// A session failure: `sealpost.errors.SealError` for sealing, else
-/// `sealpost.errors.SessionError` with the kind of failure.
-pub fn session_err(py: Python<'_>, error: &SessionError) -> PyErr {
-    let kind = match error {
-        SessionError::Seal(e) => return seal_err(py, e),
-        SessionError::Certificate(_) => "certificate",
-        SessionError::NotGranted(_) => "not_granted",
-        SessionError::CorruptState(_) => "corrupt_state",
-        SessionError::Persist(_) => "persist",
-        SessionError::RevocationList(_) => "revocation_list",
-        SessionError::RevocationListRequired => "revocation_list_required",
-        SessionError::KeyMessagesDisabled => "key_messages_disabled",
-        _ => "session",
-    };
-    let built = py
-        .import("sealpost.errors")
-        .and_then(|m| m.getattr("SessionError"))
-        .and_then(|class| class.call1((kind, error.to_string())));
     match built {
         Ok(exception) => PyErr::from_value(exception),
         Err(e) => e,

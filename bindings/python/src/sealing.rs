@@ -54,6 +54,17 @@ impl Message {
     }
 }
 
+/// PEM text given as `str` or `bytes`.
+fn pem_text(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
+    if let Ok(text) = obj.extract::<String>() {
+        return Ok(text);
+    }
+    let bytes: &[u8] = obj
+        .extract()
+        .map_err(|_| invalid(what, "expected PEM text as str or bytes"))?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| invalid(what, "not PEM text"))
+}
+
 /// Reads a 32-byte content key.
 fn content_key(key: &[u8]) -> PyResult<ContentKey> {
     ContentKey::from_slice(key).ok_or_else(|| invalid("content key", "must be 32 bytes"))
@@ -75,14 +86,16 @@ impl Sealer {
     #[new]
     #[pyo3(signature = (certificate_pem, key_pem, epoch, key, resume_from=0, *, embed_certificate=false))]
     fn new(
-        certificate_pem: &str,
-        key_pem: &str,
+        certificate_pem: &Bound<'_, PyAny>,
+        key_pem: &Bound<'_, PyAny>,
         epoch: u64,
         key: &[u8],
         resume_from: u64,
         embed_certificate: bool,
     ) -> PyResult<Sealer> {
-        let identity = PublisherIdentity::from_pem(certificate_pem, key_pem)
+        let certificate_pem = pem_text(certificate_pem, "publisher certificate")?;
+        let key_pem = pem_text(key_pem, "publisher key")?;
+        let identity = PublisherIdentity::from_pem(&certificate_pem, &key_pem)
             .map_err(|e| invalid("publisher identity", e))?;
         let location = KeyLocation::key_topic_for(identity.id());
         let key = content_key(key)?;
@@ -156,19 +169,21 @@ impl Opener {
     #[new]
     #[pyo3(signature = (ca_pem, crl_pem, certificate_pem=None, key_pem=None))]
     fn new(
-        ca_pem: &str,
-        crl_pem: &str,
-        certificate_pem: Option<&str>,
-        key_pem: Option<&str>,
+        ca_pem: &Bound<'_, PyAny>,
+        crl_pem: &Bound<'_, PyAny>,
+        certificate_pem: Option<&Bound<'_, PyAny>>,
+        key_pem: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Opener> {
-        let verifier = Verifier::new(ca_pem)
+        let verifier = Verifier::new(&pem_text(ca_pem, "CA certificate")?)
             .map_err(|e| invalid("CA certificate", e))?
-            .with_revocation_list(crl_pem)
+            .with_revocation_list(&pem_text(crl_pem, "revocation list")?)
             .map_err(|e| invalid("revocation list", e))?;
         let mut inner = sealpost_protocol::Opener::new(verifier);
         match (certificate_pem, key_pem) {
             (Some(cert), Some(key)) => {
-                let identity = SubscriberIdentity::from_pem(cert, key)
+                let cert = pem_text(cert, "subscriber certificate")?;
+                let key = pem_text(key, "subscriber key")?;
+                let identity = SubscriberIdentity::from_pem(&cert, &key)
                     .map_err(|e| invalid("subscriber identity", e))?;
                 inner = inner.with_identity(identity);
             }

@@ -4,16 +4,19 @@
 //! Packets cross as `(topic, payload, qos, retain)` tuples; state crosses as bytes, saved
 //! by a Python callable that the core calls before the change it records takes effect.
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use sealpost_session::{
+    SessionError,
     Outgoing, Packet, PublisherOutput, PublisherSessionConfig, QoS, StateStore, SubscriberEvent,
     SubscriberOutput, SubscriberSessionConfig,
 };
 
-use crate::errors::{invalid, rejection, session_err};
+use crate::errors::{invalid, rejection, seal_err};
 use crate::sealing::Message;
 
 /// A packet for `sealpost._mqtt.Connection.send`.
@@ -66,9 +69,20 @@ impl StateStore for PyStore {
 /// The publisher's state machine (`sealpost_session::PublisherSession`).
 #[pyclass(module = "sealpost._native")]
 pub struct PublisherSession {
-    inner: sealpost_session::PublisherSession,
+    /// Behind a mutex because Python objects must be shareable between threads, and the
+    /// state store (a Python callable) is `Send` only. The Python side serialises calls
+    /// anyway: the lock is never contended.
+    inner: Mutex<sealpost_session::PublisherSession>,
     /// Packets of the start (clearing the key messages of grantees dropped since).
-    startup: Vec<Packet>,
+    startup: Mutex<Vec<Packet>>,
+}
+
+/// The session, or an error if an earlier call panicked while holding it (then its
+/// state is not trusted any more: fail closed).
+fn locked<T>(mutex: &Mutex<T>) -> PyResult<MutexGuard<'_, T>> {
+    mutex
+        .lock()
+        .map_err(|_| PyRuntimeError::new_err("session unusable after an internal error"))
 }
 
 #[pymethods]
@@ -100,45 +114,45 @@ impl PublisherSession {
             sealpost_session::PublisherSession::new(config, saved.as_deref(), store, now_ms)
                 .map_err(|e| session_err(py, &e))?;
         Ok(PublisherSession {
-            inner,
-            startup: output.packets,
+            inner: Mutex::new(inner),
+            startup: Mutex::new(output.packets),
         })
     }
 
     /// The packets of the start, once.
-    fn take_packets<'py>(&mut self, py: Python<'py>) -> Vec<PyPacket<'py>> {
-        py_packets(py, &std::mem::take(&mut self.startup))
+    fn take_packets<'py>(&self, py: Python<'py>) -> PyResult<Vec<PyPacket<'py>>> {
+        Ok(py_packets(py, &std::mem::take(&mut *locked(&self.startup)?)))
     }
 
     /// The publisher's id.
     #[getter]
-    fn id(&self) -> String {
-        self.inner.id().to_owned()
+    fn id(&self) -> PyResult<String> {
+        Ok(locked(&self.inner)?.id().to_owned())
     }
 
     /// The current key epoch.
     #[getter]
-    fn epoch(&self) -> u64 {
-        self.inner.epoch()
+    fn epoch(&self) -> PyResult<u64> {
+        Ok(locked(&self.inner)?.epoch())
     }
 
     /// The sequence number of the next message.
     #[getter]
-    fn next_seq(&self) -> u64 {
-        self.inner.next_seq()
+    fn next_seq(&self) -> PyResult<u64> {
+        Ok(locked(&self.inner)?.next_seq())
     }
 
     /// The granted subscribers' ids.
     #[getter]
-    fn granted(&self) -> Vec<String> {
-        self.inner.granted()
+    fn granted(&self) -> PyResult<Vec<String>> {
+        Ok(locked(&self.inner)?.granted())
     }
 
     /// Seals `[(topic, payload)]` as one burst; returns `(sequence numbers, packets)`
     /// (key messages of a rotation that was due first). Nothing is sealed if a topic is
     /// not permitted or the state cannot be saved.
     fn publish<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         messages: Vec<(String, Vec<u8>)>,
         qos_level: u8,
@@ -146,8 +160,9 @@ impl PublisherSession {
         now_ms: u64,
     ) -> PyResult<(Vec<u64>, Vec<PyPacket<'py>>)> {
         let qos = qos(qos_level)?;
+        let mut guard = locked(&self.inner)?;
         for (topic, _) in &messages {
-            self.inner
+            guard
                 .check_topic(topic)
                 .map_err(|e| session_err(py, &e))?;
         }
@@ -160,7 +175,7 @@ impl PublisherSession {
                 retain,
             })
             .collect();
-        let inner = &mut self.inner;
+        let inner = &mut *guard;
         let burst = py
             .detach(|| inner.publish(&items, now_ms))
             .map_err(|e| session_err(py, &e))?;
@@ -176,12 +191,13 @@ impl PublisherSession {
 
     /// Verifies and grants a subscriber certificate (PEM); returns `(id, packets)`.
     fn grant<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         certificate_pem: &str,
         now_ms: u64,
     ) -> PyResult<(String, Vec<PyPacket<'py>>)> {
-        let inner = &mut self.inner;
+        let mut guard = locked(&self.inner)?;
+        let inner = &mut *guard;
         let (output, id) = py
             .detach(|| inner.grant_pem(certificate_pem, now_ms))
             .map_err(|e| session_err(py, &e))?;
@@ -190,46 +206,49 @@ impl PublisherSession {
 
     /// Revokes a granted subscriber (clears its key message, rotates); returns packets.
     fn revoke<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         subscriber: &str,
         now_ms: u64,
     ) -> PyResult<Vec<PyPacket<'py>>> {
-        let inner = &mut self.inner;
+        let mut guard = locked(&self.inner)?;
+        let inner = &mut *guard;
         let output = py.detach(|| inner.revoke(subscriber, now_ms));
         packets_of(py, output)
     }
 
     /// Starts a new epoch; returns its key messages.
-    fn rotate<'py>(&mut self, py: Python<'py>, now_ms: u64) -> PyResult<Vec<PyPacket<'py>>> {
-        let inner = &mut self.inner;
+    fn rotate<'py>(&self, py: Python<'py>, now_ms: u64) -> PyResult<Vec<PyPacket<'py>>> {
+        let mut guard = locked(&self.inner)?;
+        let inner = &mut *guard;
         let output = py.detach(|| inner.rotate(now_ms));
         packets_of(py, output)
     }
 
     /// Rotates if the key lifetime is over; returns what to publish.
-    fn tick<'py>(&mut self, py: Python<'py>, now_ms: u64) -> PyResult<Vec<PyPacket<'py>>> {
-        let output = self.inner.tick(now_ms);
+    fn tick<'py>(&self, py: Python<'py>, now_ms: u64) -> PyResult<Vec<PyPacket<'py>>> {
+        let output = locked(&self.inner)?.tick(now_ms);
         packets_of(py, output)
     }
 
     /// Drops (and rotates away from) grantees whose certificates no longer verify.
-    fn check_readers<'py>(&mut self, py: Python<'py>, now_ms: u64) -> PyResult<Vec<PyPacket<'py>>> {
-        let inner = &mut self.inner;
+    fn check_readers<'py>(&self, py: Python<'py>, now_ms: u64) -> PyResult<Vec<PyPacket<'py>>> {
+        let mut guard = locked(&self.inner)?;
+        let inner = &mut *guard;
         let output = py.detach(|| inner.check_readers(now_ms));
         packets_of(py, output)
     }
 
     /// Installs a newer revocation list (PEM) signed by the CA.
-    fn set_revocation_list(&mut self, py: Python<'_>, crl_pem: &str) -> PyResult<()> {
-        self.inner
+    fn set_revocation_list(&self, py: Python<'_>, crl_pem: &str) -> PyResult<()> {
+        locked(&self.inner)?
             .set_revocation_list(crl_pem)
             .map_err(|e| session_err(py, &e))
     }
 
     /// What to publish after every (re)connect: the current key messages.
-    fn connected<'py>(&self, py: Python<'py>) -> Vec<PyPacket<'py>> {
-        py_packets(py, &self.inner.connected())
+    fn connected<'py>(&self, py: Python<'py>) -> PyResult<Vec<PyPacket<'py>>> {
+        Ok(py_packets(py, &locked(&self.inner)?.connected()))
     }
 }
 
@@ -268,7 +287,8 @@ fn py_output<'py>(py: Python<'py>, output: SubscriberOutput) -> PyResult<PyOutpu
 /// The subscriber's state machine (`sealpost_session::SubscriberSession`).
 #[pyclass(module = "sealpost._native")]
 pub struct SubscriberSession {
-    inner: sealpost_session::SubscriberSession,
+    /// Behind a mutex as [`PublisherSession`]'s.
+    inner: Mutex<sealpost_session::SubscriberSession>,
 }
 
 #[pymethods]
@@ -297,43 +317,70 @@ impl SubscriberSession {
         config.hold_time = Duration::from_millis(hold_time_ms);
         let inner = sealpost_session::SubscriberSession::new(config, saved_replay.as_deref())
             .map_err(|e| session_err(py, &e))?;
-        Ok(SubscriberSession { inner })
+        Ok(SubscriberSession {
+            inner: Mutex::new(inner),
+        })
     }
 
     /// The subscriber's id.
     #[getter]
-    fn id(&self) -> String {
-        self.inner.id().to_owned()
+    fn id(&self) -> PyResult<String> {
+        Ok(locked(&self.inner)?.id().to_owned())
     }
 
     /// Filters to subscribe besides the application's: its own key messages.
-    fn subscriptions(&self) -> Vec<String> {
-        self.inner.subscriptions()
+    fn subscriptions(&self) -> PyResult<Vec<String>> {
+        Ok(locked(&self.inner)?.subscriptions())
     }
 
     /// One PUBLISH received; returns `(persist, events)`.
     fn incoming<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         topic: &str,
         payload: &[u8],
         now_ms: u64,
     ) -> PyResult<PyOutput<'py>> {
-        let inner = &mut self.inner;
+        let mut guard = locked(&self.inner)?;
+        let inner = &mut *guard;
         let output = py.detach(|| inner.incoming(topic, payload, now_ms));
         py_output(py, output)
     }
 
     /// Expires held messages; returns `(persist, events)`.
-    fn tick<'py>(&mut self, py: Python<'py>, now_ms: u64) -> PyResult<PyOutput<'py>> {
-        let output = self.inner.tick(now_ms);
+    fn tick<'py>(&self, py: Python<'py>, now_ms: u64) -> PyResult<PyOutput<'py>> {
+        let output = locked(&self.inner)?.tick(now_ms);
         py_output(py, output)
     }
 
     /// Installs a newer revocation list (PEM) signed by the CA.
-    fn set_revocation_list(&mut self, crl_pem: &str) -> PyResult<()> {
-        self.inner
+    fn set_revocation_list(&self, crl_pem: &str) -> PyResult<()> {
+        locked(&self.inner)?
             .set_revocation_list(crl_pem)
             .map_err(|e| invalid("revocation list", e))
+    }
+}
+
+/// A session failure: `sealpost.errors.SealError` for sealing, else
+/// `sealpost.errors.SessionError` with the kind of failure.
+pub fn session_err(py: Python<'_>, error: &SessionError) -> PyErr {
+    let kind = match error {
+        SessionError::Seal(e) => return seal_err(py, e),
+        SessionError::Certificate(_) => "certificate",
+        SessionError::NotGranted(_) => "not_granted",
+        SessionError::CorruptState(_) => "corrupt_state",
+        SessionError::Persist(_) => "persist",
+        SessionError::RevocationList(_) => "revocation_list",
+        SessionError::RevocationListRequired => "revocation_list_required",
+        SessionError::KeyMessagesDisabled => "key_messages_disabled",
+        _ => "session",
+    };
+    let built = py
+        .import("sealpost.errors")
+        .and_then(|m| m.getattr("SessionError"))
+        .and_then(|class| class.call1((kind, error.to_string())));
+    match built {
+        Ok(exception) => PyErr::from_value(exception),
+        Err(e) => e,
     }
 }

@@ -40,7 +40,8 @@ def test_open_batch_returns_messages_and_rejections_in_order(pki):
     sealer, opener = pair(pki)
     now = int(time.time())
     good = sealer.seal_many([("sensors/a", b"1"), ("sensors/b", b"2")], now)
-    tampered = bytearray(sealer.seal("sensors/c", b"3" * 100, now))
+    # Large enough that the middle byte is ciphertext (not the embedded certificate).
+    tampered = bytearray(sealer.seal("sensors/c", b"3" * 4000, now))
     tampered[len(tampered) // 2] ^= 1
     results = opener.open_batch(
         [("sensors/a", good[0]), ("sensors/c", bytes(tampered)), ("sensors/x", good[1])], now

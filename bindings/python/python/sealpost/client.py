@@ -29,6 +29,11 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# Every call into a session holds the client's lock: the session releases the GIL while
+# it works (signing, key wrapping), and the lock keeps the network thread and the
+# application's threads from entering it at once.
+
+
 class Publisher:
     """Seals and publishes messages that only the subscribers it grants can read.
 
@@ -116,17 +121,20 @@ class Publisher:
     @property
     def id(self) -> str:
         """The publisher's identity (its certificate's id)."""
-        return self._session.id
+        with self._lock:
+            return self._session.id
 
     @property
     def epoch(self) -> int:
         """The current key epoch."""
-        return self._session.epoch
+        with self._lock:
+            return self._session.epoch
 
     @property
     def granted(self) -> list[str]:
         """The ids of the granted subscribers, sorted."""
-        return self._session.granted
+        with self._lock:
+            return self._session.granted
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
         """Seals ``payload`` for ``topic`` and publishes it; returns its sequence number.
@@ -292,7 +300,8 @@ class Subscriber:
     @property
     def id(self) -> str:
         """The subscriber's identity (its certificate's id)."""
-        return self._session.id
+        with self._lock:
+            return self._session.id
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         with self._lock:
