@@ -9,6 +9,7 @@
 mod bench;
 mod errors;
 mod sealing;
+mod session;
 
 use pyo3::prelude::*;
 
@@ -18,6 +19,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sealing::Sealer>()?;
     m.add_class::<sealing::Opener>()?;
     m.add_class::<sealing::Message>()?;
+    m.add_class::<session::PublisherSession>()?;
+    m.add_class::<session::SubscriberSession>()?;
     m.add_function(wrap_pyfunction!(bench::rust_seal_open, m)?)?;
     Ok(())
 }
