@@ -99,7 +99,8 @@ impl Sealer {
             .map_err(|e| invalid("publisher identity", e))?;
         let location = KeyLocation::key_topic_for(identity.id());
         let key = content_key(key)?;
-        let mut inner = sealpost_protocol::Sealer::new(identity, location, epoch, &key, resume_from);
+        let mut inner =
+            sealpost_protocol::Sealer::new(identity, location, epoch, &key, resume_from);
         inner.set_embed_certificate(embed_certificate);
         Ok(Sealer { inner })
     }

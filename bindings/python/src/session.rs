@@ -11,9 +11,8 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use sealpost_session::{
-    SessionError,
-    Outgoing, Packet, PublisherOutput, PublisherSessionConfig, QoS, StateStore, SubscriberEvent,
-    SubscriberOutput, SubscriberSessionConfig,
+    Outgoing, Packet, PublisherOutput, PublisherSessionConfig, QoS, SessionError, StateStore,
+    SubscriberEvent, SubscriberOutput, SubscriberSessionConfig,
 };
 
 use crate::errors::{invalid, rejection, seal_err};
@@ -121,7 +120,10 @@ impl PublisherSession {
 
     /// The packets of the start, once.
     fn take_packets<'py>(&self, py: Python<'py>) -> PyResult<Vec<PyPacket<'py>>> {
-        Ok(py_packets(py, &std::mem::take(&mut *locked(&self.startup)?)))
+        Ok(py_packets(
+            py,
+            &std::mem::take(&mut *locked(&self.startup)?),
+        ))
     }
 
     /// The publisher's id.
@@ -162,9 +164,7 @@ impl PublisherSession {
         let qos = qos(qos_level)?;
         let mut guard = locked(&self.inner)?;
         for (topic, _) in &messages {
-            guard
-                .check_topic(topic)
-                .map_err(|e| session_err(py, &e))?;
+            guard.check_topic(topic).map_err(|e| session_err(py, &e))?;
         }
         let items: Vec<Outgoing<'_>> = messages
             .iter()

@@ -115,5 +115,5 @@ class SubscriberSession:
     def set_revocation_list(self, crl_pem: str) -> None: ...
 
 def rust_seal_open(
-    sealer: Sealer, opener: Opener, topic: str, size: int, count: int, now: int
+    sealer: Sealer, opener: Opener, topic: str, size: int, count: int, burst: int, now: int
 ) -> tuple[float, float]: ...
