@@ -22,5 +22,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::PublisherSession>()?;
     m.add_class::<session::SubscriberSession>()?;
     m.add_function(wrap_pyfunction!(bench::rust_seal_open, m)?)?;
+    m.add(
+        "RESEND_DELAY_MS",
+        sealpost_session::RESEND_DELAY.as_millis() as u64,
+    )?;
     Ok(())
 }

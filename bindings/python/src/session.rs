@@ -246,6 +246,12 @@ impl PublisherSession {
             .map_err(|e| session_err(py, &e))
     }
 
+    /// The recent QoS 1/2 envelopes, to publish again `RESEND_DELAY_MS` after a
+    /// reconnect (not the first connection): subscribers drop the ones they have.
+    fn resend<'py>(&self, py: Python<'py>) -> PyResult<Vec<PyPacket<'py>>> {
+        Ok(py_packets(py, &locked(&self.inner)?.resend()))
+    }
+
     /// What to publish after every (re)connect: the current key messages.
     fn connected<'py>(&self, py: Python<'py>) -> PyResult<Vec<PyPacket<'py>>> {
         Ok(py_packets(py, &locked(&self.inner)?.connected()))

@@ -146,6 +146,21 @@ class Broker:
         """The broker address for Publisher/Subscriber and sealpost-pub/sealpost-sub (-L)."""
         return f"mqtt://{self.host}:{self.port}"
 
+    command: list[str]
+    log: Path
+
+    def start(self) -> None:
+        """Starts the broker process and waits until it listens."""
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=log)
+        wait_for_port(self.port, self.process, self.kind)
+
+    def restart(self) -> None:
+        """Stops the broker and starts it again on the same ports: retained messages kept
+        in memory (both brokers here) are lost."""
+        self.stop()
+        self.start()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -184,12 +199,9 @@ max_packet_size = 2000000
 max_queued_messages = 100000
 """
         )
-        self.process = subprocess.Popen(
-            [binary("sealpost-broker"), "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(pki.root / "broker.log", "wb"),
-        )
-        wait_for_port(self.port, self.process, "sealpost-broker")
+        self.command = [binary("sealpost-broker"), "--config", str(config)]
+        self.log = pki.root / "broker.log"
+        self.start()
 
     def url(self) -> str:
         return f"mqtts://{self.host}:{self.port}"
@@ -208,12 +220,9 @@ class MosquittoBroker(Broker):
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
         )
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.process = subprocess.Popen(
-            [mosquitto, "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(pki.root / "mosquitto.log", "wb"),
-        )
-        wait_for_port(self.port, self.process, "mosquitto")
+        self.command = [mosquitto, "-c", str(config)]
+        self.log = pki.root / "mosquitto.log"
+        self.start()
 
 
 @pytest.fixture(params=["sealpost", "mosquitto"])

@@ -4,6 +4,7 @@ the scenarios of the Rust SDK's tests/tests/e2e.rs."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -208,3 +209,21 @@ def test_a_revoked_certificate_cannot_be_granted(clients, pki):
         p.grant(mallory.cert)
     assert e.value.kind == "certificate"
     assert p.granted == []
+
+
+def test_key_messages_are_published_again_after_the_broker_lost_them(clients, pki, broker):
+    alice = pki.subscriber("alice")
+    p = clients.publisher(pki.publisher("sensor-1"))
+    p.grant(alice.cert)
+    assert p.flush()
+    # The broker restarts and loses its retained messages (the key messages among them);
+    # the publisher reconnects by itself and publishes its key messages again.
+    broker.restart()
+    deadline = time.monotonic() + 30
+    while p.connections < 2 or not p.connected:
+        assert time.monotonic() < deadline, "publisher reconnected"
+        time.sleep(0.1)
+    assert p.flush()
+    a = clients.subscriber(alice)
+    p.publish("sensors/temp", b"after the restart")
+    assert a.recv(timeout=10).payload == b"after the restart"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Callable
@@ -48,6 +49,8 @@ class Connection:
         self._failure: str | None = None
         self._filters: list[tuple[str, int]] = []
         self._in_flight: list[mqtt.MQTTMessageInfo] = []
+        # Packets sent while disconnected, for the next connect.
+        self._held: list[Packet] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -60,6 +63,9 @@ class Connection:
         self.client.max_inflight_messages_set(100)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        #: Whether the client is connected now (paho reconnects by itself).
+        self.is_connected = False
         self.client.on_subscribe = self._on_subscribe
         if on_message is not None:
             self.client.on_message = self._on_message
@@ -87,8 +93,18 @@ class Connection:
             return
         if self._filters:
             client.subscribe(self._filters)
+        with self._lock:
+            self.is_connected = True
+            # What was sent while disconnected goes after what the session publishes on
+            # every connect (its key messages), so those come first.
+            held, self._held = self._held, []
         self._on_connect_cb()
+        self.send(held)
         self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._lock:
+            self.is_connected = False
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         refused = [
@@ -103,26 +119,35 @@ class Connection:
         self._on_message_cb(message.topic, message.payload)
 
     def send(self, packets: Iterable[Packet]) -> None:
-        """Publishes packets in order (queued while disconnected, QoS 1/2 kept until acked)."""
+        """Publishes packets in order; while disconnected they are held and sent after the
+        next connect."""
         with self._lock:
+            if not self.is_connected:
+                self._held.extend(packets)
+                return
             for topic, payload, qos, retain in packets:
                 info = self.client.publish(topic, payload, qos=qos, retain=retain)
                 if qos > 0:
                     self._in_flight.append(info)
-            self._in_flight = [i for i in self._in_flight if not i.is_published()]
+            self._in_flight = [i for i in self._in_flight if _outcome(i) is not True]
 
     def flush(self, timeout: float) -> bool:
         """Waits until every QoS 1/2 packet sent so far is acknowledged; False on timeout."""
-        with self._lock:
-            pending = list(self._in_flight)
-        for info in pending:
-            try:
-                info.wait_for_publish(timeout)
-            except (RuntimeError, ValueError):
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                held = bool(self._held)
+                outcomes = [_outcome(i) for i in self._in_flight]
+            if not held and all(o is True for o in outcomes):
+                return True
+            if False in outcomes:
+                # Reported once: the next flush waits for what was sent since.
+                with self._lock:
+                    self._in_flight = [i for i in self._in_flight if _outcome(i) is None]
                 return False
-            if not info.is_published():
+            if time.monotonic() >= deadline:
                 return False
-        return True
+            time.sleep(0.01)
 
     def stop(self, flush: float = 5.0) -> None:
         """Waits up to ``flush`` seconds for unacknowledged packets, then disconnects."""
@@ -130,3 +155,13 @@ class Connection:
             self.flush(flush)
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _outcome(info: mqtt.MQTTMessageInfo) -> bool | None:
+    """True once acknowledged, None while waiting, False if paho reports it failed (it
+    was handed over as the connection dropped: paho may still deliver it after a
+    reconnect, but can no longer tell)."""
+    try:
+        return True if info.is_published() else None
+    except (RuntimeError, ValueError):
+        return False
