@@ -53,7 +53,7 @@ pub fn rejected_err(py: Python<'_>, rejected: &Rejected) -> PyErr {
     }
 }
 
-/// A sealing failure as `sealpost.errors.SealError` (or a subclass by cause).
+/// A sealing failure as `sealpost.errors.SealError` with the kind of failure.
 pub fn seal_err(py: Python<'_>, error: &SealError) -> PyErr {
     let kind = match error {
         SealError::TopicNotPermitted(_) => "topic_not_permitted",
@@ -65,10 +65,15 @@ pub fn seal_err(py: Python<'_>, error: &SealError) -> PyErr {
         SealError::Wrap { .. } => "wrap",
         _ => "encoding",
     };
+    kind_error(py, "SealError", kind, &error.to_string())
+}
+
+/// `sealpost.errors.<class_name>(kind, message)` as a raisable error.
+pub fn kind_error(py: Python<'_>, class_name: &str, kind: &str, message: &str) -> PyErr {
     let built = py
         .import("sealpost.errors")
-        .and_then(|m| m.getattr("_seal_error"))
-        .and_then(|build| build.call1((kind, error.to_string())));
+        .and_then(|m| m.getattr(class_name))
+        .and_then(|class| class.call1((kind, message)));
     match built {
         Ok(exception) => PyErr::from_value(exception),
         Err(e) => e,

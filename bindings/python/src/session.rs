@@ -15,7 +15,7 @@ use sealpost_session::{
     SubscriberEvent, SubscriberOutput, SubscriberSessionConfig,
 };
 
-use crate::errors::{invalid, rejection, seal_err};
+use crate::errors::{invalid, kind_error, rejection, seal_err};
 use crate::sealing::Message;
 
 /// A packet for `sealpost._mqtt.Connection.send`.
@@ -211,18 +211,12 @@ impl PublisherSession {
         subscriber: &str,
         now_ms: u64,
     ) -> PyResult<Vec<PyPacket<'py>>> {
-        let mut guard = locked(&self.inner)?;
-        let inner = &mut *guard;
-        let output = py.detach(|| inner.revoke(subscriber, now_ms));
-        packets_of(py, output)
+        self.rekey(py, |inner| inner.revoke(subscriber, now_ms))
     }
 
     /// Starts a new epoch; returns its key messages.
     fn rotate<'py>(&self, py: Python<'py>, now_ms: u64) -> PyResult<Vec<PyPacket<'py>>> {
-        let mut guard = locked(&self.inner)?;
-        let inner = &mut *guard;
-        let output = py.detach(|| inner.rotate(now_ms));
-        packets_of(py, output)
+        self.rekey(py, |inner| inner.rotate(now_ms))
     }
 
     /// Rotates if the key lifetime is over; returns what to publish.
@@ -233,10 +227,7 @@ impl PublisherSession {
 
     /// Drops (and rotates away from) grantees whose certificates no longer verify.
     fn check_readers<'py>(&self, py: Python<'py>, now_ms: u64) -> PyResult<Vec<PyPacket<'py>>> {
-        let mut guard = locked(&self.inner)?;
-        let inner = &mut *guard;
-        let output = py.detach(|| inner.check_readers(now_ms));
-        packets_of(py, output)
+        self.rekey(py, |inner| inner.check_readers(now_ms))
     }
 
     /// Installs a newer revocation list (PEM) signed by the CA.
@@ -258,9 +249,25 @@ impl PublisherSession {
     }
 }
 
+impl PublisherSession {
+    /// Runs a rekeying operation (key wrapping and signing: the GIL released meanwhile)
+    /// and returns the packets it asks for.
+    fn rekey<'py>(
+        &self,
+        py: Python<'py>,
+        operation: impl FnOnce(&mut sealpost_session::PublisherSession) -> Result<PublisherOutput, SessionError>
+            + Send,
+    ) -> PyResult<Vec<PyPacket<'py>>> {
+        let mut guard = locked(&self.inner)?;
+        let inner = &mut *guard;
+        let output = py.detach(|| operation(inner));
+        packets_of(py, output)
+    }
+}
+
 fn packets_of<'py>(
     py: Python<'py>,
-    output: Result<PublisherOutput, sealpost_session::SessionError>,
+    output: Result<PublisherOutput, SessionError>,
 ) -> PyResult<Vec<PyPacket<'py>>> {
     output
         .map(|o| py_packets(py, &o.packets))
@@ -381,12 +388,5 @@ pub fn session_err(py: Python<'_>, error: &SessionError) -> PyErr {
         SessionError::KeyMessagesDisabled => "key_messages_disabled",
         _ => "session",
     };
-    let built = py
-        .import("sealpost.errors")
-        .and_then(|m| m.getattr("SessionError"))
-        .and_then(|class| class.call1((kind, error.to_string())));
-    match built {
-        Ok(exception) => PyErr::from_value(exception),
-        Err(e) => e,
-    }
+    kind_error(py, "SessionError", kind, &error.to_string())
 }

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from . import _native
 from ._files import PemSource, StateLock, read_pem, read_state, write_state
@@ -34,7 +34,39 @@ def _now_ms() -> int:
 # application's threads from entering it at once.
 
 
-class Publisher:
+_C = TypeVar("_C", bound="_Client")
+
+
+class _Client:
+    """What Publisher and Subscriber share: a session, a connection, a lock for both."""
+
+    _session: _native.PublisherSession | _native.SubscriberSession
+    _conn: Connection
+    _lock: threading.Lock | threading.RLock
+
+    @property
+    def id(self) -> str:
+        """The client's identity (its certificate's id)."""
+        with self._lock:
+            return self._session.id
+
+    @property
+    def connected(self) -> bool:
+        """Whether the client is connected to the broker now (it reconnects by itself)."""
+        return self._conn.is_connected
+
+    def close(self) -> None:
+        """Disconnects."""
+        raise NotImplementedError
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Publisher(_Client):
     """Seals and publishes messages that only the subscribers it grants can read.
 
     Connects on construction and keeps the connection (reconnecting in the background);
@@ -133,17 +165,6 @@ class Publisher:
             self._conn.send(self._session.resend())
 
     @property
-    def id(self) -> str:
-        """The publisher's identity (its certificate's id)."""
-        with self._lock:
-            return self._session.id
-
-    @property
-    def connected(self) -> bool:
-        """Whether the publisher is connected to the broker now."""
-        return self._conn.is_connected
-
-    @property
     def connections(self) -> int:
         """How many times the publisher has connected (reconnects included)."""
         with self._lock:
@@ -216,14 +237,8 @@ class Publisher:
         self._conn.stop()
         self._state_lock.release()
 
-    def __enter__(self) -> Publisher:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Subscriber:
+class Subscriber(_Client):
     """Receives, verifies and opens sealed messages; delivers each one exactly once.
 
     Subscribes to ``topics`` and to its own key messages (``sealpost/keys/+/<id>``).
@@ -322,17 +337,6 @@ class Subscriber:
         )
         self._ticker.start()
 
-    @property
-    def id(self) -> str:
-        """The subscriber's identity (its certificate's id)."""
-        with self._lock:
-            return self._session.id
-
-    @property
-    def connected(self) -> bool:
-        """Whether the subscriber is connected to the broker now."""
-        return self._conn.is_connected
-
     def _on_message(self, topic: str, payload: bytes) -> None:
         with self._lock:
             self._handle(self._session.incoming(topic, payload, _now_ms()))
@@ -401,9 +405,3 @@ class Subscriber:
         self._rejections.close()
         if self._state_lock is not None:
             self._state_lock.release()
-
-    def __enter__(self) -> Subscriber:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -194,11 +194,6 @@ def _rejection(kind: str, message: str, fields: dict[str, Any]) -> Rejected:
     return cls(message, **fields)
 
 
-def _seal_error(kind: str, message: str) -> SealError:
-    """Builds a :class:`SealError` (called by the native module)."""
-    return SealError(kind, message)
-
-
 class SessionError(SealpostError):
     """A publisher or subscriber operation failed; ``kind`` says why: ``"certificate"`` (an
     identity, CA or granted certificate that is unusable, revoked or expired),
