@@ -10,6 +10,8 @@ repo=$(cd ../.. && pwd)
 venv="${SEALPOST_PY_VENV:-$repo/target/python-venv}"
 
 python3 -m venv "$venv"
+# maturin's build backend runs the `maturin` command: the venv's.
+export PATH="$venv/bin:$PATH"
 "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes -r requirements.lock
 # --no-build-isolation: build with the maturin pinned above; --no-deps: paho-mqtt is too.
 "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps .
