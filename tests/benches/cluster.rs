@@ -146,18 +146,8 @@ async fn sealed(p: &Parties, target: &Target, n: usize, tag: &str) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let n = args
-        .iter()
-        .position(|a| a == "--messages")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000);
-    let kills = args
-        .iter()
-        .position(|a| a == "--kills")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let n = option(&args, "--messages", 5_000);
+    let kills = option(&args, "--kills", 10);
     let pki = Pki::new("bench CA");
     let parties = Parties {
         publisher: pki.publisher("bench-pub", &["bench/#"]),
@@ -303,6 +293,15 @@ async fn number(s: &mut sealpost_subscriber::Subscriber) -> u64 {
             other => panic!("failover bench: {other:?}"),
         }
     }
+}
+
+/// The number after `name` in `args`, or `default`.
+fn option(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Measures plain, then sealed, through `target`, and prints the row.
