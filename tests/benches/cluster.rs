@@ -5,21 +5,30 @@
 //!
 //! ```sh
 //! cargo bench -p sealpost-tests --bench cluster                  # 5,000 messages a cell
-//! cargo bench -p sealpost-tests --bench cluster -- --messages 20000
+//! cargo bench -p sealpost-tests --bench cluster -- --messages 20000 --kills 10
 //! ```
 //!
 //! Every cell: QoS 1, 256-byte payloads, one publisher and one subscriber, both over TLS
 //! with their certificates (the cluster's authorization comes from
 //! `sealpost_certs::nats`); msg/s = messages / (last receipt - first send). Plain cells
 //! use raw rumqttc clients with the same certificates, sealed cells the SDKs.
+//!
+//! Then the failover time, over `--kills` rounds (default 10): a sealed publisher on one
+//! node (the others as its failover addresses) sends a numbered message every 5 ms to a
+//! subscriber on the next node; its node is killed (SIGKILL); the time from the kill to
+//! the subscriber's receipt of the first message published after it (so published
+//! through another node) is one sample. The node is restarted, and rejoins, before the
+//! next round; each round kills the next node.
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{MqttOptions, QoS};
 use sealpost_certs::Issued;
 use sealpost_subscriber::Event;
-use sealpost_tests::nats::NatsCluster;
+use sealpost_tests::nats::{NatsCluster, NODES};
 use sealpost_tests::{Broker, BrokerKind, Pki, RawClient};
 
 const SIZE: usize = 256;
@@ -137,12 +146,8 @@ async fn sealed(p: &Parties, target: &Target, n: usize, tag: &str) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let n = args
-        .iter()
-        .position(|a| a == "--messages")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000);
+    let n = option(&args, "--messages", 5_000);
+    let kills = option(&args, "--kills", 10);
     let pki = Pki::new("bench CA");
     let parties = Parties {
         publisher: pki.publisher("bench-pub", &["bench/#"]),
@@ -203,6 +208,100 @@ async fn main() {
         "sp",
     )
     .await;
+
+    if kills > 0 {
+        let mut times = failover(&parties, &authorization, kills).await;
+        times.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "\n### Failover: node killed -> first message published after it delivered, \
+             {kills} kills\n"
+        );
+        println!("| p50 | worst | every sample (ms, sorted) |");
+        println!("|---|---|---|");
+        let all: Vec<String> = times.iter().map(|d| format!("{:.0}", ms(*d))).collect();
+        println!(
+            "| {:.0} ms | {:.0} ms | {} |",
+            ms(times[times.len() / 2]),
+            ms(times[times.len() - 1]),
+            all.join(", ")
+        );
+    }
+}
+
+/// The failover time of `kills` rounds (see the module documentation).
+async fn failover(p: &Parties, authorization: &str, kills: usize) -> Vec<Duration> {
+    let mut cluster = NatsCluster::start(&p.pki, authorization).await;
+    let mut times = Vec::new();
+    for round in 0..kills {
+        let victim = round % NODES;
+        // One state for every round: the epochs (and keys) carry on, so the retained
+        // key message of an earlier round never names a key this round does not use.
+        let mut config = cluster.publisher_config(&p.pki, &p.publisher, victim, "failover");
+        config.failover = (1..NODES)
+            .map(|k| cluster.address((victim + k) % NODES))
+            .collect();
+        let publisher = Arc::new(sealpost_tests::publisher(config).await);
+        let mut subscriber = sealpost_tests::subscriber(
+            cluster.subscriber_config(&p.pki, &p.subscriber, (victim + 1) % NODES),
+            "bench/#",
+        )
+        .await;
+        publisher
+            .grant_pem(&p.subscriber.certificate_pem)
+            .await
+            .expect("grant");
+        let next = Arc::new(AtomicU64::new(0));
+        let sender = tokio::spawn({
+            let (publisher, next) = (publisher.clone(), next.clone());
+            async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    publisher
+                        .publish(TOPIC, n.to_string().as_bytes(), QoS::AtLeastOnce, false)
+                        .await
+                        .expect("publish");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        // The stream flows before the kill.
+        while number(&mut subscriber).await < 20 {}
+        let killed = Instant::now();
+        cluster.kill(victim);
+        let first_after = next.load(Ordering::SeqCst);
+        while number(&mut subscriber).await < first_after {}
+        times.push(killed.elapsed());
+        sender.abort();
+        drop(subscriber);
+        cluster.restart(victim).await;
+    }
+    times
+}
+
+/// The number in the next message `s` delivers (refused duplicates are skipped).
+async fn number(s: &mut sealpost_subscriber::Subscriber) -> u64 {
+    loop {
+        match sealpost_tests::next_event(s).await {
+            Event::Message(m) => {
+                return String::from_utf8(m.payload)
+                    .expect("UTF-8")
+                    .parse()
+                    .expect("a number")
+            }
+            Event::Rejected(r) if r.reason.kind() == "replayed" => {}
+            other => panic!("failover bench: {other:?}"),
+        }
+    }
+}
+
+/// The number after `name` in `args`, or `default`.
+fn option(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Measures plain, then sealed, through `target`, and prints the row.

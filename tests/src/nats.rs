@@ -133,12 +133,19 @@ impl NatsCluster {
         }
     }
 
-    /// Kills node `i` with SIGKILL.
-    fn kill(&mut self, i: usize) {
+    /// Kills node `i` with SIGKILL (its store stays).
+    pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts node `i` again on its store and ports, and waits until it serves MQTT.
+    pub async fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.nodes[i].spawn();
+        self.wait_ready(i).await;
     }
 
     /// What node `i` logged (for failure messages).
@@ -239,7 +246,12 @@ impl NatsCluster {
 
 impl Node {
     fn spawn(&mut self) {
-        let log = std::fs::File::create(&self.log).expect("nats-server log file");
+        // Appended to, so that a restarted node's log still shows what came before.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("nats-server log file");
         let child = Command::new(nats_server_binary())
             .arg("-c")
             .arg(&self.conf)

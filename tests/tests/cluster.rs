@@ -6,10 +6,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rumqttc::QoS;
 use sealpost_certs::Issued;
 use sealpost_protocol::Rejected;
-use sealpost_tests::nats::{write_certificates, NatsCluster};
+use sealpost_publisher::Publisher;
+use sealpost_tests::nats::{write_certificates, NatsCluster, NODES};
 use sealpost_tests::tools::{ok, tool};
 use sealpost_tests::*;
 
@@ -205,4 +207,93 @@ fn export_nats_leaves_out_revoked_certificates_and_refuses_filters_reaching_key_
             "{out:?}"
         );
     }
+}
+
+/// The retained message on `topic`, as a new `#` subscriber on `node` gets it (the
+/// operator's spy), once `sentinel` (published after subscribing) shows that everything
+/// retained has been sent.
+async fn retained_on(cluster: &NatsCluster, p: &Publisher, node: usize, topic: &str) -> Bytes {
+    let mut spy = cluster.spy(node).await;
+    p.publish("sensors/temp", b"sentinel", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    let seen = spy.collect_until("sensors/temp").await;
+    let retained: Vec<_> = seen.into_iter().filter(|(t, _)| t == topic).collect();
+    assert_eq!(retained.len(), 1, "one retained message on {topic}");
+    retained.into_iter().next().unwrap().1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_refuses_key_topic_writes_and_publishes_outside_a_certificate() {
+    bounded(async {
+        let pki = Pki::new("cluster CA");
+        let sensor = pki.publisher("sensor-1", &["sensors/#"]);
+        let rogue = pki.publisher("rogue", &["rogue/#"]);
+        let (bob, eve) = (pki.subscriber("bob"), pki.subscriber("eve"));
+        let authorization = export_authorization(
+            &pki,
+            &[
+                ("sensor-1", &sensor),
+                ("rogue", &rogue),
+                ("bob", &bob),
+                ("eve", &eve),
+            ],
+        );
+        let cluster = NatsCluster::start(&pki, &authorization).await;
+        let p = publisher(cluster.publisher_config(&pki, &sensor, 0, "pub")).await;
+        p.grant_pem(&bob.certificate_pem).await.unwrap();
+        let key_topic = "sealpost/keys/sensor-1/bob";
+        let before = retained_on(&cluster, &p, 1, key_topic).await;
+
+        // A subscriber and another publisher try to replace bob's retained key message,
+        // and to write data outside their certificates' topics. The clients stay
+        // connected until the nodes have dealt with their publishes (dropping one
+        // stops its event loop, perhaps before it sent them).
+        let mut forgers = Vec::new();
+        for (who, issued, node) in [("eve", &eve, 1), ("rogue", &rogue, 2)] {
+            let raw =
+                RawClient::connect_with(cluster.client_options(issued, node, who), None).await;
+            for (topic, retain, payload) in [
+                (key_topic, true, &b"forged key message"[..]),
+                ("sensors/temp", false, &b"forged data"[..]),
+            ] {
+                raw.client
+                    .publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
+                    .await
+                    .unwrap();
+            }
+            forgers.push(raw);
+        }
+        let violation = |node: usize, user: &str, subject: &str| {
+            let needle = format!("Publish Violation - User \"CN={user}\", Subject \"{subject}\"");
+            cluster.log(node).contains(&needle)
+        };
+        let deadline = std::time::Instant::now() + WAIT;
+        while !(violation(1, "eve", "sealpost.keys.sensor-1.bob")
+            && violation(1, "eve", "sensors.temp")
+            && violation(2, "rogue", "sealpost.keys.sensor-1.bob")
+            && violation(2, "rogue", "sensors.temp"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the nodes did not refuse every forged publish:\n{}\n{}",
+                cluster.log(1),
+                cluster.log(2)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(forgers);
+
+        // What is retained on bob's key topic is still the publisher's, byte for byte,
+        // on every node; bob, connecting afterwards, gets it and reads.
+        for node in 0..NODES {
+            assert_eq!(retained_on(&cluster, &p, node, key_topic).await, before);
+        }
+        let mut b = subscriber(cluster.subscriber_config(&pki, &bob, 2), DATA).await;
+        p.publish("sensors/temp", b"still readable", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        assert_eq!(expect_message(&mut b).await.payload, b"still readable");
+    })
+    .await;
 }
