@@ -15,7 +15,7 @@
 
 /* Reads a whole file; NUL-terminated; *len (if not NULL) gets its length. NULL if the
  * file cannot be read. The caller frees. */
-static char *read_file(const char *path, size_t *len)
+static inline char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL)
@@ -46,7 +46,7 @@ static char *read_file(const char *path, size_t *len)
 }
 
 /* The current time in unix milliseconds: the library reads no clock, callers pass it. */
-static uint64_t now_ms(void)
+static inline uint64_t now_ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
@@ -54,7 +54,7 @@ static uint64_t now_ms(void)
 }
 
 /* Stores state durably: write a temporary file, fsync it, rename it over the old one. */
-static int store_state(const char *path, const uint8_t *data, size_t len)
+static inline int store_state(const char *path, const uint8_t *data, size_t len)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
@@ -77,7 +77,7 @@ static int store_state(const char *path, const uint8_t *data, size_t len)
 }
 
 /* A sealpost_save_callback: stores the publisher state in the file named by ctx. */
-static int save_to_file(void *path, const uint8_t *state, size_t state_len)
+static inline int save_to_file(void *path, const uint8_t *state, size_t state_len)
 {
     return store_state(path, state, state_len) == 0 ? 0 : -1;
 }

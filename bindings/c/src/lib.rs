@@ -15,20 +15,23 @@
 //!   call except its `free` (its state may be half-updated: fail closed).
 //! - Inputs: strings are NUL-terminated UTF-8, byte buffers are pointer + length; the
 //!   library keeps no pointer to caller memory after a call returns.
-//! - Outputs (packets to publish, state to store, messages, rejections) are queued in the
-//!   handle and drained with `sealpost_*_next_output`; what an output points to stays
-//!   valid until the next call on the same handle.
+//! - Outputs (packets to publish, replay state to store, messages, rejections) are queued
+//!   in the handle and drained with `sealpost_*_next_output`; what an output points to
+//!   stays valid until the next call on the same handle. The publisher saves its state
+//!   through a callback, before each change takes effect.
 //! - Thread safety: a handle may move between threads but must not be used by two
 //!   threads at once; distinct handles are independent. Each function says so too.
 //!
-//! `unsafe` is confined to [`ffi`], where raw pointers become references and slices.
+//! `unsafe` is confined to the boundary: the exported functions and the `ffi` module,
+//! where raw pointers become references and slices, and the save callback of the
+//! publisher. Every unsafe block says why it is sound (`SAFETY:`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 // The C names (`sealpost_publisher`, `sealpost_result`) are the API.
 #![allow(non_camel_case_types)]
 
 pub mod error;
-pub mod ffi;
+mod ffi;
 pub mod output;
 pub mod publisher;
 pub mod subscriber;

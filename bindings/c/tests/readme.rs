@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{compile_c, profile_dir};
+use common::{compile_c, deps_dir};
 use sealpost_tests::tools::ok;
 use sealpost_tests::Pki;
 
@@ -41,7 +41,7 @@ fn readme_c_example_runs_as_written() {
     );
     let source = dir.path().join("readme.c");
     std::fs::write(&source, program).expect("write readme.c");
-    let exe = profile_dir().join("c-readme-example");
+    let exe = deps_dir().join("c-readme-example");
     compile_c(&[&source], &exe);
 
     let pki = Pki::new("readme-c");
