@@ -21,7 +21,11 @@ const ROUNDS: usize = 3;
 
 /// The Rust core doing what the C program does: seal COUNT messages one by one, then open
 /// them one by one.
-fn rust_round(pki: &Pki, publisher: &sealpost_certs::Issued, reader: &sealpost_certs::Issued) -> (f64, f64) {
+fn rust_round(
+    pki: &Pki,
+    publisher: &sealpost_certs::Issued,
+    reader: &sealpost_certs::Issued,
+) -> (f64, f64) {
     let now_ms = sealpost_certs::now_unix() as u64 * 1000;
     let crl = std::fs::read_to_string(pki.crl_path()).expect("CRL");
     let mut config = PublisherSessionConfig::new(
@@ -58,7 +62,12 @@ fn rust_round(pki: &Pki, publisher: &sealpost_certs::Issued, reader: &sealpost_c
                 retain: false,
             };
             let burst = sealer.publish(&[item], now_ms).expect("seal");
-            let (_, packet) = burst.envelopes.into_iter().next().expect("one").expect("sealed");
+            let (_, packet) = burst
+                .envelopes
+                .into_iter()
+                .next()
+                .expect("one")
+                .expect("sealed");
             // Copied, as the C side copies it.
             packet.payload.to_vec()
         })
@@ -84,7 +93,11 @@ fn c_round(program: &Path, files: &[String]) -> (f64, f64) {
         .output()
         .expect("run seal_open");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "seal_open: {stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "seal_open: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let value = |name: &str| -> f64 {
         stdout
             .lines()
@@ -120,7 +133,10 @@ fn main() {
 
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let exe = std::env::current_exe().expect("bench path");
-    let profile = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let library = profile.join("libsealpost.a");
     assert!(library.exists(), "{} not built", library.display());
     let program = dir.path().join("seal_open");
@@ -143,6 +159,16 @@ fn main() {
         c = (c.0.max(k.0), c.1.max(k.1));
     }
     println!("{SIZE} B, {COUNT} messages, best of {ROUNDS} rounds (msg/s):");
-    println!("  seal: Rust core {:>8.0}  C API {:>8.0}  C/Rust {:.2}x", rust.0, c.0, c.0 / rust.0);
-    println!("  open: Rust core {:>8.0}  C API {:>8.0}  C/Rust {:.2}x", rust.1, c.1, c.1 / rust.1);
+    println!(
+        "  seal: Rust core {:>8.0}  C API {:>8.0}  C/Rust {:.2}x",
+        rust.0,
+        c.0,
+        c.0 / rust.0
+    );
+    println!(
+        "  open: Rust core {:>8.0}  C API {:>8.0}  C/Rust {:.2}x",
+        rust.1,
+        c.1,
+        c.1 / rust.1
+    );
 }

@@ -121,7 +121,8 @@ pub(crate) unsafe fn str_arg<'a>(ptr: *const c_char) -> Result<&'a str, sealpost
     }
     // SAFETY: non-NULL and NUL-terminated, valid for 'a, by this function's contract.
     let c = unsafe { CStr::from_ptr(ptr) };
-    c.to_str().map_err(|_| sealpost_result::SEALPOST_INVALID_UTF8)
+    c.to_str()
+        .map_err(|_| sealpost_result::SEALPOST_INVALID_UTF8)
 }
 
 /// An optional string argument: NULL is `None`.
@@ -143,7 +144,10 @@ pub(crate) unsafe fn optional_str_arg<'a>(
 ///
 /// # Safety
 /// `ptr` is NULL or points to `len` readable bytes that stay unchanged for `'a`.
-pub(crate) unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], sealpost_result> {
+pub(crate) unsafe fn bytes_arg<'a>(
+    ptr: *const u8,
+    len: usize,
+) -> Result<&'a [u8], sealpost_result> {
     if ptr.is_null() {
         return if len == 0 {
             Ok(&[])
@@ -196,7 +200,11 @@ mod tests {
         let second = unsafe { with_handle(&mut h, |_| Ok(())) };
         std::panic::set_hook(previous);
         assert_eq!(first, sealpost_result::SEALPOST_PANIC);
-        assert_eq!(second, sealpost_result::SEALPOST_PANIC, "poisoned handle refuses");
+        assert_eq!(
+            second,
+            sealpost_result::SEALPOST_PANIC,
+            "poisoned handle refuses"
+        );
         assert_eq!(
             guard(|| panic!("boom")),
             sealpost_result::SEALPOST_PANIC,
@@ -208,10 +216,19 @@ mod tests {
     fn null_and_bad_arguments_are_errors() {
         // SAFETY: NULL is allowed by every helper's contract.
         unsafe {
-            assert_eq!(with_handle::<H>(std::ptr::null_mut(), |_| Ok(())), sealpost_result::SEALPOST_NULL_ARGUMENT);
-            assert_eq!(str_arg(std::ptr::null()), Err(sealpost_result::SEALPOST_NULL_ARGUMENT));
+            assert_eq!(
+                with_handle::<H>(std::ptr::null_mut(), |_| Ok(())),
+                sealpost_result::SEALPOST_NULL_ARGUMENT
+            );
+            assert_eq!(
+                str_arg(std::ptr::null()),
+                Err(sealpost_result::SEALPOST_NULL_ARGUMENT)
+            );
             assert_eq!(bytes_arg(std::ptr::null(), 0), Ok(&[][..]));
-            assert_eq!(bytes_arg(std::ptr::null(), 1), Err(sealpost_result::SEALPOST_NULL_ARGUMENT));
+            assert_eq!(
+                bytes_arg(std::ptr::null(), 1),
+                Err(sealpost_result::SEALPOST_NULL_ARGUMENT)
+            );
         }
         let bad = [0xffu8, 0];
         // SAFETY: a NUL-terminated buffer alive for the call.

@@ -4,7 +4,9 @@
 
 use std::ffi::{c_char, CString};
 
-use sealpost_session::{SubscriberEvent, SubscriberOutput, SubscriberSession, SubscriberSessionConfig};
+use sealpost_session::{
+    SubscriberEvent, SubscriberOutput, SubscriberSession, SubscriberSessionConfig,
+};
 
 use crate::error::sealpost_result;
 use crate::ffi::{self, bytes_arg, optional_str_arg, str_arg, with_handle, Handle};

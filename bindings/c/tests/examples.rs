@@ -123,7 +123,11 @@ fn granted_subscriber_reads_everything_and_others_nothing(valgrind: bool) {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(status.success(), "subscriber exit {status}: {}", reader_run.stderr());
+    assert!(
+        status.success(),
+        "subscriber exit {status}: {}",
+        reader_run.stderr()
+    );
     assert!(
         std::fs::metadata(d.join("reader.state")).is_ok_and(|m| m.len() > 0),
         "the subscriber stored its replay windows"
@@ -135,7 +139,10 @@ fn granted_subscriber_reads_everything_and_others_nothing(valgrind: bool) {
         r.stdout().matches("rejected on plant/line1/temp").count() >= COUNT
     });
     let stdout = outsider_run.stdout();
-    assert!(!stdout.contains(" seq "), "outsider read a message: {stdout}");
+    assert!(
+        !stdout.contains(" seq "),
+        "outsider read a message: {stdout}"
+    );
     assert!(
         stdout.contains("rejected: no certificate known for the publisher"),
         "typed rejection: {stdout}"

@@ -12,11 +12,13 @@ use sealpost_tests::Pki;
 
 /// The first ```c block of the README's "## C" section.
 fn readme_example() -> String {
-    let readme = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
-    )
-    .expect("README.md");
-    let section = readme.split("\n## C\n").nth(1).expect("README has a \"## C\" section");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README.md");
+    let section = readme
+        .split("\n## C\n")
+        .nth(1)
+        .expect("README has a \"## C\" section");
     let block = section.split("```c\n").nth(1).expect("a ```c block in it");
     block.split("```").next().expect("closed block").to_owned()
 }

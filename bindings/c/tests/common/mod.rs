@@ -18,13 +18,15 @@ pub fn compile_c(sources: &[&Path], out: &Path) {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let library = deps_dir().join("libsealpost.a");
     assert!(library.exists(), "{} not built", library.display());
-    ok(Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-Wall", "-Wextra", "-Werror", "-g", "-I"])
-        .arg(manifest.join("include"))
-        .arg("-I")
-        .arg(manifest.join("examples"))
-        .args(sources)
-        .arg(&library)
-        .args(["-lmosquitto", "-lpthread", "-ldl", "-lm", "-o"])
-        .arg(out));
+    ok(
+        Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+            .args(["-Wall", "-Wextra", "-Werror", "-g", "-I"])
+            .arg(manifest.join("include"))
+            .arg("-I")
+            .arg(manifest.join("examples"))
+            .args(sources)
+            .arg(&library)
+            .args(["-lmosquitto", "-lpthread", "-ldl", "-lm", "-o"])
+            .arg(out),
+    );
 }
