@@ -133,11 +133,11 @@ fn main() {
 
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let exe = std::env::current_exe().expect("bench path");
-    let profile = exe
+    // target/<profile>/deps: where cargo leaves libsealpost.a for this build.
+    let library = exe
         .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let library = profile.join("libsealpost.a");
+        .expect("target/<profile>/deps")
+        .join("libsealpost.a");
     assert!(library.exists(), "{} not built", library.display());
     let program = dir.path().join("seal_open");
     let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
