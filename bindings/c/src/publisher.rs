@@ -121,6 +121,8 @@ impl sealpost_publisher {
 /// Strings are NULL or NUL-terminated; `state` points to `state_len` readable bytes (or is
 /// NULL with 0); `out` is NULL or writable; `save` and `save_ctx` as above.
 #[no_mangle]
+// A flat C signature (no options struct to build) is what C callers expect here.
+#[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn sealpost_publisher_new(
     ca_pem: *const c_char,
     crl_pem: *const c_char,
