@@ -2,7 +2,8 @@
 //! linking to the router, and the CONNACK that turns a socket into a [`Connection`].
 
 use super::io::{ConnectPacket, Io};
-use super::state::{Backlog, ClientLimits, Connection, Unreported};
+use super::pkids::PacketIds;
+use super::state::{Backlog, ClientLimits, Comp, Connection, Unreported};
 use super::PeerInfo;
 use crate::acl::Identity;
 use crate::codec::Version;
@@ -310,13 +311,22 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         inflight_in: 0,
         qos2_in_router: HashSet::new(),
         out_acks: VecDeque::new(),
-        comps: VecDeque::new(),
+        comps: saved
+            .releasing
+            .iter()
+            .map(|&(pkid, client_pkid)| Comp {
+                pkid,
+                client_pkid,
+                auto: false,
+                done: false,
+            })
+            .collect(),
         clean_exit: false,
         origin: saved.origin,
         subscriptions: saved.subscriptions,
         copies: Copies::default(),
         limits: client_limits,
-        redeliver: saved.unacknowledged.into_iter().collect(),
+        pkids: PacketIds::resumed(&saved.unacknowledged, &saved.releasing),
         backlog,
         out_aliases: HashMap::new(),
         inflight_out: 0,

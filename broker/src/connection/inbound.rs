@@ -120,15 +120,7 @@ impl Connection {
                 Ok(())
             }
             Packet::PubComp(comp, _) => {
-                if let Some(c) = self
-                    .comps
-                    .iter_mut()
-                    .find(|c| c.pkid == comp.pkid && !c.auto && !c.done)
-                {
-                    c.done = true;
-                    self.inflight_out = self.inflight_out.saturating_sub(1);
-                }
-                self.flush_comps();
+                self.client_pubcomp(comp.pkid);
                 Ok(())
             }
             Packet::Subscribe(sub, props) => {

@@ -21,7 +21,8 @@
 //! One part per file: `io` (framing, reads and writes), `connect` (CONNECT, auth,
 //! CONNACK), `event_loop` (the per-connection loop), `inbound` (packets from the
 //! client), `acks` (acknowledgements towards the router), `outbound` (delivery to the
-//! client), `drops` (what is not delivered is counted and logged), and `state` (what
+//! client), `pkids` (the client's packet ids of re-sent messages), `drops` (what is
+//! not delivered is counted and logged), and `state` (what
 //! a connection holds). The connection uses `session` for
 //! what outlives it; nothing below it refers back to it.
 
@@ -32,6 +33,7 @@ mod event_loop;
 mod inbound;
 mod io;
 mod outbound;
+mod pkids;
 mod state;
 
 use crate::acl::Identity;

@@ -13,7 +13,9 @@ use crate::marker::{self, Mark};
 use crate::subscriptions::{Copy, Decision};
 use bytes::{Bytes, BytesMut};
 use rumqttd::local::LinkError;
-use rumqttd::protocol::{DisconnectReasonCode, Packet, PubAckReason, PublishProperties, SubAck};
+use rumqttd::protocol::{
+    DisconnectReasonCode, Packet, PubAckReason, PubRel, PublishProperties, SubAck,
+};
 use rumqttd::Notification;
 use tracing::{debug, warn};
 
@@ -103,11 +105,25 @@ impl Connection {
                                 c.done = true;
                                 self.flush_comps();
                             }
-                            Some(_) => queue(wbuf, Packet::PubRel(r, p), v),
+                            Some(c) => {
+                                let client_pkid = c.client_pkid;
+                                queue(
+                                    wbuf,
+                                    Packet::PubRel(
+                                        PubRel {
+                                            pkid: client_pkid,
+                                            ..r
+                                        },
+                                        p,
+                                    ),
+                                    v,
+                                )
+                            }
                             None => {
                                 // A PUBREL resent for a persistent session's earlier flow.
                                 self.comps.push_back(Comp {
                                     pkid,
+                                    client_pkid: pkid,
                                     auto: false,
                                     done: false,
                                 });
@@ -197,6 +213,7 @@ impl Connection {
             // Another reader's key message (see `Acl::may_read`): this client's
             // subscription matched it, but it is not for this client.
             wbuf.truncate(start);
+            self.unstore(mark.message);
             return self.skip(h);
         }
         if !at_subscribe
@@ -233,6 +250,7 @@ impl Connection {
                     wbuf.truncate(start);
                     self.drops
                         .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull);
+                    self.unstore(mark.message);
                     return self.skip(h);
                 }
                 b.left -= 1;
@@ -279,22 +297,44 @@ impl Connection {
             wbuf.truncate(start);
             self.drops
                 .note(&self.shared.metrics, &self.client_id, DropReason::Oversized);
+            self.unstore(mark.message);
             return self.skip(h);
         }
         if retain {
             wbuf[start] |= 1;
         }
-        // The router sends a resumed session's unacknowledged messages again as if new:
-        // MQTT wants DUP on a re-delivery (3.1.1 §3.3.1.1, 5 §3.3.1.1).
-        if !self.redeliver.is_empty() && self.redeliver.remove(&mark.message) && h.qos > 0 {
-            wbuf[start] |= 0b1000;
-        }
         let delivery = mark.qos.min(h.qos).min(max_qos);
+        // The router sends a resumed session's unacknowledged messages again as if new:
+        // MQTT wants them with DUP (3.1.1 §3.3.1.1, 5 §3.3.1.1) and their original
+        // packet id (see `pkids`).
+        let mut client_pkid = 0;
+        if h.qos > 0 {
+            let (pkid, dup) = self.pkids.assign(mark.message, h.pkid);
+            client_pkid = pkid;
+            if dup {
+                wbuf[start] |= 0b1000;
+            }
+            if pkid != h.pkid {
+                codec::set_publish_pkid(&mut wbuf[start..], pkid);
+            }
+        }
         if delivery < h.qos {
             if let Some(rewritten) = codec::downgrade_publish(&wbuf[start..], delivery) {
                 wbuf.truncate(start);
                 wbuf.extend_from_slice(&rewritten);
             }
+            if delivery == 0 {
+                self.pkids.complete(client_pkid);
+            }
+        }
+        if delivery == 2 && self.durable() {
+            // Stored before the PUBLISH goes out (the batch for the router is written
+            // before the socket is): after a crash it is sent again with this id.
+            self.to_store.push(crate::store::Op::Sent {
+                client_id: self.client_id.clone(),
+                number: mark.message,
+                pkid: client_pkid,
+            });
         }
         self.unreported.messages_out += 1;
         if h.qos > 0 {
@@ -308,6 +348,7 @@ impl Connection {
             }
             self.out_acks.push_back(OutAck {
                 pkid: h.pkid,
+                client_pkid,
                 client_ack,
                 router_ack: router_ack(h.qos),
                 done: delivery == 0,
@@ -334,6 +375,7 @@ impl Connection {
         }
         self.out_acks.push_back(OutAck {
             pkid: h.pkid,
+            client_pkid: 0,
             client_ack: 0,
             router_ack: router_ack(h.qos),
             done: true,

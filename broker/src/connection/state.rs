@@ -3,6 +3,7 @@
 //! for the router, counters, and saving a persistent session's state.
 
 use super::drops::DropLog;
+use super::pkids::PacketIds;
 use super::ConnectionError;
 use crate::acl::Identity;
 use crate::codec::{kind, Version};
@@ -46,7 +47,10 @@ pub(super) struct Unreported {
 
 /// An outgoing QoS 1/2 message awaiting its acknowledgement towards the router.
 pub(super) struct OutAck {
+    /// The router's packet id.
     pub(super) pkid: u16,
+    /// The client's (see `pkids`).
+    pub(super) client_pkid: u16,
     /// What the client must send: `kind::PUBACK`, `kind::PUBREC`, or 0 (nothing: the
     /// message was downgraded to QoS 0 and the edge acknowledges for the client).
     pub(super) client_ack: u8,
@@ -60,7 +64,11 @@ pub(super) struct OutAck {
 
 /// Second stage of an outgoing QoS 2 flow (PUBREL from the router, PUBCOMP to it).
 pub(super) struct Comp {
+    /// The router's packet id; 0: the router does not know the flow (restored from
+    /// the store after a restart).
     pub(super) pkid: u16,
+    /// The client's.
+    pub(super) client_pkid: u16,
     /// The client never saw a QoS 2 flow for it: the edge answers the router's PUBREL.
     pub(super) auto: bool,
     pub(super) done: bool,
@@ -113,9 +121,10 @@ pub(super) struct Connection {
     pub(super) copies: Copies,
     /// What the client accepts (MQTT 5 CONNECT properties).
     pub(super) limits: ClientLimits,
-    /// Messages an earlier connection of this session sent and the client did not
-    /// acknowledge: the router will send them again.
-    pub(super) redeliver: HashSet<u64>,
+    /// The client's packet ids, and the messages an earlier connection of this
+    /// session sent and the client did not acknowledge, which the router will send
+    /// again (see `pkids`).
+    pub(super) pkids: PacketIds,
     /// What a resumed session may still receive of its backlog (see [`Backlog`]).
     pub(super) backlog: Option<Backlog>,
     /// Topic aliases given to the client, by topic.
@@ -175,9 +184,12 @@ impl Connection {
         self.inflight_full() && starts_with_qos_publish(rbuf)
     }
 
-    /// Keeps a persistent session's subscription table for its next connection.
-    pub(super) fn save_subscriptions(&self) {
-        self.save_session(Vec::new());
+    /// Keeps a persistent session's subscription table for its next connection. In
+    /// the store it is written with the next batch for the router, so before the
+    /// SUBACK or UNSUBACK that follows (a crash after it keeps the change).
+    pub(super) fn save_subscriptions(&mut self) {
+        let ops = self.save_session(Vec::new());
+        self.to_store.extend(ops);
     }
 
     /// At the end of a persistent session's connection: keeps the messages the client
@@ -189,27 +201,38 @@ impl Connection {
             .out_acks
             .iter()
             .filter(|a| !a.done && a.client_ack != 0)
-            .map(|a| a.message)
-            .chain(self.redeliver.iter().copied())
+            .map(|a| (a.message, a.client_pkid))
+            .chain(self.pkids.pending())
             .collect();
-        self.save_session(unacknowledged);
+        let ops = self.save_session(unacknowledged);
+        if !ops.is_empty() {
+            self.shared.store.send(ops);
+        }
     }
 
-    pub(super) fn save_session(&self, unacknowledged: Vec<u64>) {
-        if self.session_expiry != Some(0) {
-            self.shared.sessions.save(
-                &self.client_id,
-                SavedSession {
-                    subscriptions: self.subscriptions.clone(),
-                    origin: self.origin,
-                    unacknowledged,
-                    awaiting_release: self.awaiting_release.iter().copied().collect(),
-                    owner: self.identity.label(),
-                    expiry: self.session_expiry,
-                    restored: self.restored.clone(),
-                },
-            );
+    /// Keeps the session's state in memory; returns the writes that store it.
+    fn save_session(&self, unacknowledged: Vec<(u64, u16)>) -> Vec<crate::store::Op> {
+        if self.session_expiry == Some(0) {
+            return Vec::new();
         }
+        self.shared.sessions.save_ops(
+            &self.client_id,
+            SavedSession {
+                subscriptions: self.subscriptions.clone(),
+                origin: self.origin,
+                unacknowledged,
+                releasing: self
+                    .comps
+                    .iter()
+                    .filter(|c| !c.auto && !c.done)
+                    .map(|c| (c.pkid, c.client_pkid))
+                    .collect(),
+                awaiting_release: self.awaiting_release.iter().copied().collect(),
+                owner: self.identity.label(),
+                expiry: self.session_expiry,
+                restored: self.restored.clone(),
+            },
+        )
     }
 
     /// The client has as many unacknowledged QoS 1/2 messages as its receive maximum
