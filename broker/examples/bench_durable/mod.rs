@@ -294,12 +294,17 @@ async fn resume(port: u16, id: &str) -> usize {
     o.set_clean_session(false);
     let (_c, mut el) = AsyncClient::new(o, 10);
     let mut got = 0;
-    while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(2), el.poll()).await {
-        match e {
-            Event::Incoming(Packet::ConnAck(a)) => assert!(a.session_present),
-            Event::Incoming(Packet::Publish(_)) => got += 1,
-            _ => {}
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(a)))) => {
+                assert!(a.session_present, "{id}: no session after the restart")
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(_)))) => got += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("resuming {id}: {e}"),
+            Err(_) => {
+                return got;
+            }
         }
     }
-    got
 }
