@@ -1,11 +1,14 @@
 //! Broker benchmark: sealpost vs embedded rumqttd (its own listener) vs Mosquitto, with
 //! the same client program (rumqttc) for all three, plus a mosquitto_pub/sub run and the
-//! memory of 10,000 idle connections.
+//! memory of 10,000 idle connections (publish-only and subscribed).
 //!
 //! ```text
 //! cargo run --release -p sealpost-broker --example bench            # median of 5 runs
 //! cargo run --release -p sealpost-broker --example bench -- quick    # 1 run, 1/10 messages
 //! SEALPOST_BENCH_ONLY="1->10 QoS0" cargo run --release -p sealpost-broker --example bench
+//! # RSS per idle connection, sealpost and Mosquitto (default 10,000 and 100,000; a
+//! # count above the open-file limit, `ulimit -n`, is reported as not run):
+//! cargo run --release -p sealpost-broker --example bench -- footprint 10000 100000
 //! ```
 //! `durable` and `restart` run the durable-session tables (see `bench_durable`).
 //! Needs `mosquitto` and `mosquitto-clients` (Debian packages). Each broker runs in its
@@ -16,7 +19,6 @@
 mod durable;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,18 +73,25 @@ fn wait_port(port: u16) {
 }
 
 fn launch(kind: Kind) -> Running {
+    launch_for(kind, 12_000)
+}
+
+/// A broker that takes `connections` client connections (sealpost and rumqttd; Mosquitto
+/// has no limit).
+fn launch_for(kind: Kind, connections: usize) -> Running {
     let port = free_port();
+    let connections = connections.to_string();
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let child = match kind {
         Kind::Sealpost => Command::new(exe)
-            .args(["serve-sealpost", &port.to_string()])
+            .args(["serve-sealpost", &port.to_string(), &connections])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
         Kind::Rumqttd => Command::new(exe)
-            .args(["serve-rumqttd", &port.to_string()])
+            .args(["serve-rumqttd", &port.to_string(), &connections])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -110,7 +119,7 @@ fn launch(kind: Kind) -> Running {
     }
 }
 
-fn serve_sealpost(port: u16) {
+fn serve_sealpost(port: u16, connections: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,17 +127,19 @@ fn serve_sealpost(port: u16) {
     rt.block_on(async move {
         let mut c = sealpost_broker::Config::default();
         c.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], port));
-        c.limits.max_connections = 12_000;
+        c.limits.max_connections = connections;
+        // Unbounded queues, as Mosquitto's `max_queued_messages 0` in the same table.
+        c.limits.max_queued_messages = 0;
         let _b = sealpost_broker::Broker::start(c).await.unwrap();
         std::future::pending::<()>().await;
     });
 }
 
-fn serve_rumqttd(port: u16) {
+fn serve_rumqttd(port: u16, connections: usize) {
     use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
     use std::collections::HashMap;
     let router = RouterConfig {
-        max_connections: 12_000,
+        max_connections: connections,
         max_outgoing_packet_count: 200,
         max_segment_size: 4 * 1024 * 1024,
         max_segment_count: 4,
@@ -278,25 +289,139 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn idle_connections(port: u16, n: usize) -> Vec<TcpStream> {
-    let mut v = Vec::with_capacity(n);
-    for i in 0..n {
-        let id = format!("idle-{i}");
-        // MQTT 3.1.1 CONNECT, clean session, keep-alive 600 s (rumqttd refuses 0).
-        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0x02, 0x58];
-        body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-        body.extend_from_slice(id.as_bytes());
-        let mut p = vec![0x10, body.len() as u8];
-        p.extend(body);
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(&p).unwrap();
-        let mut ack = [0u8; 4];
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.read_exact(&mut ack).unwrap();
-        assert_eq!(ack[0], 0x20);
-        v.push(s);
+/// The connection limit `serve-sealpost` / `serve-rumqttd` were given (default 12,000).
+fn max_arg(args: &[String]) -> usize {
+    args.get(3).map_or(12_000, |a| a.parse().unwrap())
+}
+
+/// What the idle connections of a footprint run did before going idle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    /// One QoS 1 PUBLISH (and its PUBACK), no subscription: most IoT devices.
+    PublishOnly,
+    /// One subscription (its own filter, QoS 1).
+    Subscribed,
+}
+
+/// A raw MQTT 3.1.1 connection: CONNECT (clean session, keep-alive 600 s: rumqttd
+/// refuses 0), then one QoS 1 PUBLISH or one SUBSCRIBE, each awaiting its answer.
+/// Connections come from 127.0.0.1 up to 127.0.0.8 in turn, so that 100,000 of them
+/// do not run out of ephemeral ports (about 28,000 per source address).
+async fn idle_connection(port: u16, i: usize, idle: Idle) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let id = format!("idle-{i}");
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0x02, 0x58];
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut p = vec![0x10, body.len() as u8];
+    p.extend(body);
+    let topic = format!("idle/{i}");
+    // First byte of the packet and of its answer, and the answer's length.
+    let (first, answer, length) = match idle {
+        Idle::PublishOnly => (0x32u8, 0x40, 4),
+        Idle::Subscribed => (0x82u8, 0x90, 5),
+    };
+    // PUBLISH QoS 1 (topic, packet id 1, 4-byte payload) or SUBSCRIBE (packet id 1,
+    // one filter at QoS 1).
+    let mut body = Vec::new();
+    if idle == Idle::Subscribed {
+        body.extend_from_slice(&[0, 1]);
     }
-    v
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    match idle {
+        Idle::PublishOnly => body.extend_from_slice(&[0, 1, b'p', b'i', b'n', b'g']),
+        Idle::Subscribed => body.push(1),
+    }
+    p.extend([first, body.len() as u8]);
+    p.extend(body);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % 8) as u8);
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    let mut s = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    s.write_all(&p).await.unwrap();
+    let mut ack = vec![0u8; 4 + length];
+    tokio::time::timeout(Duration::from_secs(60), s.read_exact(&mut ack))
+        .await
+        .expect("CONNACK and answer in time")
+        .unwrap();
+    assert_eq!((ack[0], ack[3]), (0x20, 0), "connected");
+    assert_eq!(ack[4], answer, "PUBACK or SUBACK");
+    s
+}
+
+/// The open-file limit of this process (and of the brokers it starts).
+fn open_file_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// RSS per idle connection, for `counts` connections to each broker of `kinds`, both
+/// kinds of idle connection, each on a fresh broker.
+fn footprint(kinds: &[Kind], counts: &[usize]) {
+    println!("| broker | idle connections | RSS before | RSS with them | per connection |");
+    println!("|---|---|---:|---:|---:|");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let limit = open_file_limit();
+    for &n in counts {
+        for idle in [Idle::PublishOnly, Idle::Subscribed] {
+            let label = match idle {
+                Idle::PublishOnly => "publish-only",
+                Idle::Subscribed => "one subscription",
+            };
+            for &kind in kinds {
+                // Each connection is a socket here and one in the broker, which
+                // inherits this limit; a few more for the rest.
+                if n + 100 > limit {
+                    println!(
+                        "| {} | {n} {label} | - | - | not run: open-file limit {limit} (ulimit -n) |",
+                        kind.name()
+                    );
+                    continue;
+                }
+                let broker = launch_for(kind, n + 100);
+                std::thread::sleep(Duration::from_millis(300));
+                let before = rss_kib(broker.child.id());
+                let conns = rt.block_on(async {
+                    let mut conns = Vec::with_capacity(n);
+                    // 100 connecting at a time.
+                    let port = broker.port;
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for i in 0..n {
+                        if tasks.len() >= 100 {
+                            conns.push(tasks.join_next().await.unwrap().unwrap());
+                        }
+                        tasks.spawn(idle_connection(port, i, idle));
+                    }
+                    while let Some(c) = tasks.join_next().await {
+                        conns.push(c.unwrap());
+                    }
+                    conns
+                });
+                std::thread::sleep(Duration::from_secs(2));
+                let after = rss_kib(broker.child.id());
+                println!(
+                    "| {} | {n} {label} | {:.1} MiB | {:.1} MiB | {:.2} KiB |",
+                    kind.name(),
+                    before as f64 / 1024.0,
+                    after as f64 / 1024.0,
+                    after.saturating_sub(before) as f64 / n as f64
+                );
+                drop(conns);
+            }
+        }
+    }
 }
 
 fn mosquitto_clients_run(port: u16, count: usize) -> f64 {
@@ -339,10 +464,20 @@ fn mosquitto_clients_run(port: u16, count: usize) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("serve-sealpost") => return serve_sealpost(args[2].parse().unwrap()),
-        Some("serve-rumqttd") => return serve_rumqttd(args[2].parse().unwrap()),
+        Some("serve-sealpost") => return serve_sealpost(args[2].parse().unwrap(), max_arg(&args)),
+        Some("serve-rumqttd") => return serve_rumqttd(args[2].parse().unwrap(), max_arg(&args)),
         Some("serve-sealpost-durable") => {
             return durable::serve_durable(args[2].parse().unwrap(), args[3].as_ref(), &args[4])
+        }
+        // `footprint [N...]`: RSS per idle connection (default 10,000 and 100,000).
+        Some("footprint") => {
+            let counts: Vec<usize> = args[2..].iter().map(|a| a.parse().unwrap()).collect();
+            let counts = if counts.is_empty() {
+                vec![10_000, 100_000]
+            } else {
+                counts
+            };
+            return footprint(&[Kind::Sealpost, Kind::Mosquitto], &counts);
         }
         // `load PORT SUBS QOS SIZE COUNT`: one scenario against a broker already running,
         // e.g. one started under a profiler with `serve-sealpost PORT`.
@@ -458,23 +593,5 @@ fn main() {
         println!("| {} | {rate:.0} |", kind.name());
     }
     println!();
-    println!("| broker | RSS idle | RSS with 10,000 idle connections | per connection |");
-    println!("|---|---:|---:|---:|");
-    let n = (10_000 / scale) as usize;
-    for kind in kinds {
-        let broker = launch(kind);
-        std::thread::sleep(Duration::from_millis(300));
-        let before = rss_kib(broker.child.id());
-        let conns = idle_connections(broker.port, n);
-        std::thread::sleep(Duration::from_millis(500));
-        let after = rss_kib(broker.child.id());
-        println!(
-            "| {} | {:.1} MiB | {:.1} MiB ({n} conns) | {:.1} KiB |",
-            kind.name(),
-            before as f64 / 1024.0,
-            after as f64 / 1024.0,
-            (after.saturating_sub(before)) as f64 / n as f64
-        );
-        drop(conns);
-    }
+    footprint(&kinds, &[(10_000 / scale) as usize]);
 }

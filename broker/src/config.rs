@@ -254,7 +254,9 @@ pub struct Limits {
     /// PUBCOMP; for 3.1.1, until the router has the message. Advertised to MQTT 5
     /// clients; the edge stops reading a client's QoS 1/2 PUBLISHes when it reaches it,
     /// and an MQTT 5 client that sends more gets DISCONNECT 0x93. Also accepted under
-    /// the name `receive_maximum`.
+    /// the name `receive_maximum`. It is also the window the other way: at most this
+    /// many QoS 1/2 messages (or the MQTT 5 client's receive maximum, if smaller) are
+    /// sent to a client unacknowledged; the rest wait in its queue.
     #[serde(alias = "receive_maximum")]
     pub max_inflight: u16,
     /// Topic alias maximum: topic aliases an MQTT 5 client may use towards the broker
@@ -267,12 +269,26 @@ pub struct Limits {
     /// connection; 0 disables the timeout). MQTT 3.1.1 has no way to tell a client, so
     /// 3.1.1 clients keep their own keep-alive.
     pub server_keep_alive: Option<u16>,
-    /// Messages a resumed session receives from what was queued while it was away
-    /// (default 1,000; 0: no limit). The oldest are delivered; later ones beyond the
-    /// limit are dropped for that session (as Mosquitto's `max_queued_messages`). The
-    /// router still holds queued messages in each filter's log (`[router]`), which is
-    /// also a bound: a session that falls behind a filter's oldest segment misses them.
+    /// QoS 1/2 messages the edge queues for a connected session above those sent and
+    /// not yet acknowledged (at most `max_inflight`), as Mosquitto's (default 1,000;
+    /// 0: no limit). The edge takes every message off the router at once, so a slow
+    /// subscriber never falls behind the router's window; beyond this limit
+    /// `slow_subscriber` decides. A resumed session's
+    /// backlog comes through the same queue. While a session is offline its messages
+    /// wait in each filter's router log (`[router]`), which bounds them.
     pub max_queued_messages: usize,
+    /// What the broker does for a connected subscriber that takes QoS 1/2 messages
+    /// slower than they come, once its queue holds `max_queued_messages`: `"drop"`
+    /// (default) drops by `drop_policy`, each drop counted in
+    /// `sealpost_dropped_messages_total{reason="queue_full"}` and logged at warn with
+    /// the client id; `"backpressure"` drops nothing and stops reading every QoS 1/2
+    /// publisher until the queue is below the limit again, so one subscriber that
+    /// never acknowledges stops them all: only for trusted subscribers.
+    pub slow_subscriber: SlowSubscriber,
+    /// Which message a full queue drops with `slow_subscriber = "drop"`: `"newest"`
+    /// (default, as Mosquitto: the one that does not fit) or `"oldest"` (the oldest
+    /// not yet sent; messages already sent are never taken back).
+    pub drop_policy: DropPolicy,
     /// Longest time, in seconds, a session outlives its connection (default: none, as
     /// the client asks). MQTT 5 clients that ask for longer, or for never (0xFFFFFFFF),
     /// get this interval and are told it in CONNACK; MQTT 3.1.1 persistent sessions
@@ -308,6 +324,29 @@ pub struct Limits {
     pub crl_reload_interval_ms: u64,
 }
 
+/// What the broker does when a session's queue is full (`limits.slow_subscriber`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowSubscriber {
+    /// Drop messages by `limits.drop_policy`, each one counted and logged.
+    #[default]
+    Drop,
+    /// Drop nothing: hold every QoS 1/2 publisher until the queue drains.
+    Backpressure,
+}
+
+/// Which message a full queue drops (`limits.drop_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DropPolicy {
+    /// The message that does not fit (Mosquitto's behaviour).
+    #[default]
+    Newest,
+    /// The oldest message not yet sent (messages already sent to the client, and a
+    /// resumed session's unacknowledged ones, are never taken back).
+    Oldest,
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -317,6 +356,8 @@ impl Default for Limits {
             handshake_timeout_ms: 10_000,
             max_inflight: 100,
             max_queued_messages: 1000,
+            slow_subscriber: SlowSubscriber::Drop,
+            drop_policy: DropPolicy::Newest,
             topic_alias_max: 64,
             server_keep_alive: None,
             max_session_expiry: None,

@@ -19,12 +19,15 @@
 
 pub mod acl;
 pub mod auth;
+mod backpressure;
 pub mod codec;
 pub mod config;
 pub mod connection;
 mod listener;
 mod marker;
 pub mod metrics;
+mod publish_links;
+mod queue;
 pub mod retained;
 pub mod router;
 pub mod server;

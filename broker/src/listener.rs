@@ -57,6 +57,8 @@ pub(crate) async fn run(
             let _permit = permit;
             handle(stream, addr, kind, tls, shared).await;
         });
+        // (Each kind of connection is served by a future of its own size, boxed in
+        // `handle`: an idle TCP connection does not pay for the size of a TLS one.)
     }
 }
 
@@ -76,7 +78,8 @@ async fn handle(
     };
     match (kind, tls) {
         (ListenerKind::Tls | ListenerKind::Wss, Some(tls)) => {
-            match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
+            let accept = Box::pin(tls.acceptor.accept(stream));
+            match tokio::time::timeout_at(deadline, accept).await {
                 Ok(Ok(tls_stream)) => {
                     let certificate =
                         crate::tls::certificate(tls_stream.get_ref().1.peer_certificates());
@@ -86,9 +89,9 @@ async fn handle(
                         peer.certificate_watch = tls.revocation.as_ref().map(|r| r.watch(info));
                     }
                     if kind == ListenerKind::Wss {
-                        serve_websocket(tls_stream, deadline, shared, peer).await;
+                        Box::pin(serve_websocket(tls_stream, deadline, shared, peer)).await;
                     } else {
-                        connection::serve(tls_stream, shared, peer).await;
+                        Box::pin(connection::serve(tls_stream, shared, peer)).await;
                     }
                 }
                 Ok(Err(e)) => debug!(peer = %addr, error = %e, "TLS handshake failed"),
@@ -102,8 +105,8 @@ async fn handle(
         (ListenerKind::Tls | ListenerKind::Wss, None) => {
             warn!(peer = %addr, "TLS listener without TLS configuration: connection closed");
         }
-        (ListenerKind::Ws, _) => serve_websocket(stream, deadline, shared, peer).await,
-        (ListenerKind::Tcp, _) => connection::serve(stream, shared, peer).await,
+        (ListenerKind::Ws, _) => Box::pin(serve_websocket(stream, deadline, shared, peer)).await,
+        (ListenerKind::Tcp, _) => Box::pin(connection::serve(stream, shared, peer)).await,
     }
 }
 

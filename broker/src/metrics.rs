@@ -43,12 +43,15 @@ pub struct Metrics {
     /// Retained messages refused because the identity created
     /// `limits.max_retained_per_client` retained topics already.
     pub retained_over_quota: AtomicU64,
-    /// Messages not delivered to a client because its resumed session's backlog was
-    /// beyond `limits.max_queued_messages`.
+    /// Messages not delivered to a client because its session's queue held
+    /// `limits.max_queued_messages` (`limits.slow_subscriber = "drop"`).
     pub dropped_queue_full: AtomicU64,
     /// Messages not delivered to a client because they were larger than its MQTT 5
     /// maximum packet size.
     pub dropped_oversized: AtomicU64,
+    /// Messages a connection held for its client when another connection resumed the
+    /// session before it ended, which could not be handed over.
+    pub dropped_taken_over: AtomicU64,
     /// Password logins refused without checking the password because the client's
     /// address failed too many recently (`auth.max_failed_logins`).
     pub logins_throttled: AtomicU64,
@@ -215,6 +218,7 @@ impl Metrics {
         for (reason, value) in [
             ("queue_full", &self.dropped_queue_full),
             ("oversized", &self.dropped_oversized),
+            ("taken_over", &self.dropped_taken_over),
         ] {
             let _ = writeln!(
                 out,

@@ -28,12 +28,13 @@ pub struct RouterHandle {
 
 impl RouterHandle {
     /// Spawns the router thread. `max_connections` counts edge connections; the router
-    /// gets a few more slots for the broker's own links.
+    /// gets a few more slots for the broker's own links and the shared publishing links
+    /// (see `publish_links`).
     pub fn spawn(max_connections: usize, sizing: &RouterSizing) -> RouterHandle {
         // RouterConfig::default() is all zeros (no connections, tiny segments), so
         // every field is set explicitly.
         let config = RouterConfig {
-            max_connections: max_connections + 8,
+            max_connections: max_connections + 8 + crate::publish_links::PUBLISH_LINKS,
             max_outgoing_packet_count: sizing.max_outgoing_packet_count,
             max_segment_size: sizing.max_segment_size,
             max_segment_count: sizing.max_segment_count,
@@ -93,6 +94,11 @@ impl RouterSlot {
     /// Takes ownership of a link's sending half.
     pub fn new(tx: LinkTx) -> RouterSlot {
         RouterSlot { tx: Some(tx) }
+    }
+
+    /// No slot: a connection that has no link of its own (yet), see `publish_links`.
+    pub fn unlinked() -> RouterSlot {
+        RouterSlot { tx: None }
     }
 
     /// Sends a batch of packets with a single wake-up of the router thread (rumqttd's

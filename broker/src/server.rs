@@ -7,6 +7,7 @@ use crate::auth::PasswordFile;
 use crate::config::{Config, ListenerKind};
 use crate::listener;
 use crate::metrics::{inc, Metrics};
+use crate::publish_links::PublishLinks;
 use crate::retained::RetainedStore;
 use crate::router::RouterHandle;
 use crate::session::Sessions;
@@ -184,6 +185,14 @@ impl Broker {
         tasks.push(tokio::spawn(async move {
             while let Ok(_n) = system_rx.next().await {}
         }));
+        let (publish_links, receivers) = PublishLinks::open(&router)
+            .await
+            .map_err(|e| BrokerError::Router(e.to_string()))?;
+        for mut rx in receivers {
+            tasks.push(tokio::spawn(async move {
+                while let Ok(_n) = rx.next().await {}
+            }));
+        }
 
         let mut bound = Vec::new();
         let mut sockets = Vec::new();
@@ -253,7 +262,9 @@ impl Broker {
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
             system,
+            publish_links,
             sessions,
+            backpressure: Default::default(),
         });
         // Sessions first, so that the messages kept for them reach them; then the
         // retained messages, whose live copies those sessions skip (see

@@ -7,8 +7,10 @@
 
 use crate::acl::Acl;
 use crate::auth::PasswordFile;
+use crate::backpressure::Backpressure;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::publish_links::PublishLinks;
 use crate::retained::{RetainedOwners, RetainedStore};
 use crate::router::RouterHandle;
 use crate::session::Sessions;
@@ -38,6 +40,11 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// The broker's own router link (wills, restored retained messages).
     pub system: Arc<SystemLink>,
+    /// The router links that connections without their own link publish through.
+    pub publish_links: PublishLinks,
     /// Sessions beyond one connection: the client id registry, saved state, timers.
     pub sessions: Arc<Sessions>,
+    /// Sessions over their queue limit, which hold the publishers back
+    /// (`limits.slow_subscriber = "backpressure"`).
+    pub backpressure: Backpressure,
 }

@@ -444,3 +444,154 @@ async fn a_client_that_keeps_speaking_is_not_closed_by_its_keep_alive() {
     assert!(silent.elapsed() >= Duration::from_millis(1400));
     broker.shutdown(WAIT).await;
 }
+
+/// An MQTT packet of `kind` (first byte) with `body`; bodies here are under 128 bytes.
+fn packet(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = vec![kind, body.len() as u8];
+    p.extend_from_slice(body);
+    p
+}
+
+/// A 3.1.1 PUBLISH at QoS 1 or 2 with packet id `pkid`.
+fn publish_qos(qos: u8, topic: &str, pkid: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&pkid.to_be_bytes());
+    body.extend_from_slice(payload);
+    packet(0x30 | qos << 1, &body)
+}
+
+/// Reads one packet (first byte and body; bodies under 128 bytes).
+async fn read_packet(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 2];
+    tokio::time::timeout(WAIT, s.read_exact(&mut header))
+        .await
+        .expect("a packet in time")
+        .unwrap();
+    let mut body = vec![0u8; usize::from(header[1])];
+    s.read_exact(&mut body).await.unwrap();
+    (header[0], body)
+}
+
+/// Issue 15 item 4: a clean-session client publishes through a link the edge shares
+/// until its first SUBSCRIBE, then through its own. Its messages keep their order
+/// across the change (some in the very batch that carries the SUBSCRIBE), each QoS 1/2
+/// PUBLISH is acknowledged, and the subscription works.
+#[tokio::test]
+async fn a_publishing_client_keeps_order_and_acks_across_its_first_subscribe() {
+    use tokio::io::AsyncWriteExt;
+    let (broker, addr) = start(tcp_config()).await;
+    let mut observer = V4::connect("fp-observer", addr).await;
+    observer.subscribe("fp/#", QoS::AtLeastOnce).await;
+    let mut device = tokio::net::TcpStream::connect(addr).await.unwrap();
+    device
+        .write_all(&connect_packet(4, "fp-device"))
+        .await
+        .unwrap();
+    assert_eq!(read_packet(&mut device).await, (0x20, vec![0, 0]));
+    // Publish-only: QoS 1, each acknowledged.
+    for pkid in 1..=2u16 {
+        device
+            .write_all(&publish_qos(1, "fp/m", pkid, &[pkid as u8]))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_packet(&mut device).await,
+            (0x40, pkid.to_be_bytes().to_vec())
+        );
+    }
+    // One write: a PUBLISH, the first SUBSCRIBE, then a QoS 1 and a QoS 2 PUBLISH.
+    let mut batch = publish_qos(1, "fp/m", 3, &[3]);
+    let mut subscribe = vec![0, 4];
+    subscribe.extend_from_slice(&9u16.to_be_bytes());
+    subscribe.extend_from_slice(b"fp-back/#");
+    subscribe.push(1);
+    batch.extend(packet(0x82, &subscribe));
+    batch.extend(publish_qos(1, "fp/m", 5, &[4]));
+    batch.extend(publish_qos(2, "fp/m", 6, &[5]));
+    device.write_all(&batch).await.unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(read_packet(&mut device).await);
+    }
+    let position = |p: &(u8, Vec<u8>)| answers.iter().position(|a| a == p);
+    let puback3 = position(&(0x40, vec![0, 3])).expect("PUBACK 3");
+    let puback5 = position(&(0x40, vec![0, 5])).expect("PUBACK 5");
+    assert!(puback3 < puback5, "PUBACKs out of order: {answers:?}");
+    assert!(
+        position(&(0x90, vec![0, 4, 1])).is_some(),
+        "SUBACK: {answers:?}"
+    );
+    assert!(
+        position(&(0x50, vec![0, 6])).is_some(),
+        "PUBREC: {answers:?}"
+    );
+    device.write_all(&packet(0x62, &[0, 6])).await.unwrap();
+    assert_eq!(read_packet(&mut device).await, (0x70, vec![0, 6]));
+    for n in 1..=5u8 {
+        let m = observer.publish_msg().await.unwrap();
+        assert_eq!(&m.payload[..], &[n], "messages out of order");
+        assert_eq!(m.qos, QoS::AtLeastOnce);
+    }
+    // The subscription made with the new link delivers, at QoS 1.
+    observer
+        .client
+        .publish("fp-back/x", QoS::AtLeastOnce, false, b"back".to_vec())
+        .await
+        .unwrap();
+    let (kind, body) = read_packet(&mut device).await;
+    assert_eq!(kind & 0xf6, 0x32, "a QoS 1 PUBLISH");
+    assert_eq!(&body[2..11], b"fp-back/x");
+    assert_eq!(&body[13..], b"back");
+    device
+        .write_all(&packet(0x40, &body[11..13]))
+        .await
+        .unwrap();
+    broker.shutdown(WAIT).await;
+}
+
+/// A connection without a link of its own is unknown to the router, so the edge ends
+/// it when another connection takes its client id over (MQTT 5: DISCONNECT 0x8E); the
+/// new one, which links, subscribes and receives.
+#[tokio::test]
+async fn a_connection_without_its_own_link_is_taken_over() {
+    use tokio::io::AsyncWriteExt;
+    let (broker, addr) = start(tcp_config()).await;
+    {
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        first
+            .write_all(&connect_packet(5, "fp-same"))
+            .await
+            .unwrap();
+        assert_eq!(read_packet(&mut first).await.0, 0x20);
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        second
+            .write_all(&connect_packet(5, "fp-same"))
+            .await
+            .unwrap();
+        assert_eq!(read_packet(&mut second).await.0, 0x20);
+        let (rest, closed) = read_until_closed(&mut first).await;
+        assert!(closed, "first connection kept open after takeover");
+        assert_eq!(rest, [0xe0, 0x01, 0x8e], "DISCONNECT session taken over");
+        {
+            let mut subscribe = vec![0, 1, 0];
+            subscribe.extend_from_slice(&6u16.to_be_bytes());
+            subscribe.extend_from_slice(b"fp-s/#");
+            subscribe.push(0);
+            second.write_all(&packet(0x82, &subscribe)).await.unwrap();
+            assert_eq!(read_packet(&mut second).await, (0x90, vec![0, 1, 0, 0]));
+            let mut body = vec![0, 6];
+            body.extend_from_slice(b"fp-s/t");
+            body.push(0); // no properties
+            body.extend_from_slice(b"x");
+            second.write_all(&packet(0x30, &body)).await.unwrap();
+            let (kind, got) = read_packet(&mut second).await;
+            assert_eq!((kind, got.last()), (0x30, Some(&b'x')));
+        }
+        second.write_all(&[0xe0, 0]).await.unwrap();
+        let (_, closed) = read_until_closed(&mut second).await;
+        assert!(closed);
+    }
+    broker.shutdown(WAIT).await;
+}

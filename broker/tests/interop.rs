@@ -124,3 +124,54 @@ async fn mosquitto_and_rumqttc_exchange_messages() {
     assert_eq!(p.qos, rumqttc::QoS::AtLeastOnce);
     broker.shutdown(WAIT).await;
 }
+
+/// Regression: the security center wrote Ed25519 keys as PKCS#8 v2, which OpenSSL 3.0
+/// (mosquitto_pub, most C clients) cannot load, so a device could not present its
+/// publisher certificate with them. Over TLS with that certificate, mosquitto_pub may
+/// write the publisher's key topic, which only that certificate may.
+#[tokio::test]
+async fn mosquitto_pub_presents_a_publisher_certificate_of_the_security_center() {
+    use common::pki::Pki;
+    use sealpost_broker::config::ListenerKind;
+    use sealpost_certs::Profile;
+    let pki = Pki::new();
+    let (broker, _) = start(pki.config(false)).await;
+    let tls_port = broker.addr(ListenerKind::Tls).unwrap().port();
+    let publisher = pki.issue(Profile::Publisher {
+        id: "device-7".into(),
+        topics: vec!["plant/7/#".into()],
+    });
+    let cert = pki.write("device-7.pem", &publisher.certificate_pem);
+    let key = pki.write("device-7.key", &publisher.private_key_pem);
+    let ca = pki.dir.path().join("ca.pem");
+    let tls = |args: &[&str]| {
+        let mut all = vec!["--cafile", ca.to_str().unwrap()];
+        all.extend([
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ]);
+        all.extend(args);
+        all.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = tls(&[
+        "-t",
+        "sealpost/keys/device-7/reader",
+        "-m",
+        "k",
+        "-r",
+        "-q",
+        "1",
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = mosquitto_pub(tls_port, &args).await;
+    assert!(out.status.success(), "{out:?}");
+    // Read back as the publisher itself (key messages go to their recipients and their
+    // publisher only).
+    let args = tls(&["-t", "sealpost/keys/device-7/#", "-C", "1", "-v"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sub = mosquitto_sub(tls_port, &args).await;
+    assert_eq!(output(sub).await, "sealpost/keys/device-7/reader k\n");
+    broker.shutdown(WAIT).await;
+}

@@ -51,7 +51,8 @@ pub enum Profile {
         /// Topic filters this publisher may publish to.
         topics: Vec<String>,
     },
-    /// A subscriber, whose RSA key receives wrapped content keys.
+    /// A subscriber, whose RSA key receives wrapped content keys (for an X25519 key see
+    /// [`CertificateAuthority::issue_subscriber`]).
     Subscriber {
         /// Identity (subject common name).
         id: String,
@@ -160,6 +161,17 @@ impl fmt::Debug for Issued {
     }
 }
 
+/// The key type of a subscriber certificate: what the publisher wraps content keys under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubscriberKey {
+    /// RSA-2048, for RSA-OAEP-256 key wrapping (the default, readable by every release).
+    #[default]
+    Rsa,
+    /// X25519, for HPKE key wrapping (RFC 9180): smaller key messages, much faster
+    /// unwrapping and key generation.
+    X25519,
+}
+
 /// One entry of a revocation list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokedSerial {
@@ -245,7 +257,15 @@ impl CertificateAuthority {
                     .verifying_key()
                     .to_public_key_der()
                     .map_err(generation)?;
-                let private = key.to_pkcs8_pem(LineEnding::LF).map_err(generation)?;
+                // PKCS#8 v1 (the seed alone, RFC 8410 §7): OpenSSL 3.0, and so
+                // mosquitto_pub and most C MQTT clients, cannot read the v2 form with
+                // the public key that `SigningKey` writes.
+                let private = ed25519_dalek::pkcs8::KeypairBytes {
+                    secret_key: key.to_bytes(),
+                    public_key: None,
+                }
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(generation)?;
                 (public.as_bytes().to_vec(), private.to_string())
             }
             Profile::Subscriber { .. } => {
@@ -269,6 +289,31 @@ impl CertificateAuthority {
             certificate_pem: cert.pem(),
             private_key_pem,
         })
+    }
+
+    /// Issues a subscriber certificate for `id` with a freshly generated key of type `key`.
+    /// [`SubscriberKey::Rsa`] is the same as [`CertificateAuthority::issue`] with
+    /// [`Profile::Subscriber`].
+    pub fn issue_subscriber(
+        &self,
+        id: &str,
+        key: SubscriberKey,
+        validity: Validity,
+    ) -> Result<Issued, CertError> {
+        match key {
+            SubscriberKey::Rsa => self.issue(&Profile::Subscriber { id: id.into() }, validity),
+            SubscriberKey::X25519 => {
+                let (private_key_pem, public) = crate::x25519::generate()?;
+                crate::x25519::issue_certificate(
+                    self.certificate.der(),
+                    &self.key.serialize_der(),
+                    id,
+                    &public,
+                    private_key_pem,
+                    validity,
+                )
+            }
+        }
     }
 
     /// Signs a device's certificate signing request, so its private key never leaves it.
@@ -350,13 +395,18 @@ fn generation(e: impl std::fmt::Display) -> CertError {
     CertError::Generation(e.to_string())
 }
 
-/// 16 random bytes, top bit clear so the DER INTEGER stays positive.
 fn random_serial() -> SerialNumber {
+    SerialNumber::from_slice(&random_serial_bytes())
+}
+
+/// 16 random bytes, top bit clear so the DER INTEGER stays positive, first byte non-zero
+/// so it stays 16 bytes long.
+pub(crate) fn random_serial_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     OsRng.fill_bytes(&mut bytes);
     bytes[0] &= 0x7f;
     bytes[0] |= 0x01;
-    SerialNumber::from_slice(&bytes)
+    bytes
 }
 
 fn public_key_info_der(cert_der: &[u8]) -> Result<Vec<u8>, CertError> {

@@ -7,13 +7,15 @@
 //! - Create an Ed25519 CA ([`CertificateAuthority::create`]).
 //! - Issue certificates for the four roles ([`Profile`]): publishers (Ed25519, with the MQTT
 //!   topic filters they may publish, carried as URI subject alternative names), subscribers
-//!   (RSA-2048, the key content keys are wrapped under), and TLS servers and clients.
+//!   (RSA-2048 or X25519, the key content keys are wrapped under:
+//!   [`CertificateAuthority::issue_subscriber`]), and TLS servers and clients.
 //! - Sign a device's CSR so its private key never leaves the device
 //!   ([`CertificateAuthority::sign_csr`]).
 //! - Revoke: signed X.509 revocation lists ([`CertificateAuthority::revocation_list`]).
 //! - Verify ([`Verifier`]): signature by the CA, validity period, revocation, role, and
 //!   [`CertificateInfo::may_publish`] for topic permissions.
 //! - MQTT topic filter matching shared by every sealpost component ([`topic`]).
+//! - Export the broker's publish/subscribe permissions for a NATS cluster ([`nats`]).
 //!
 //! ## Non-features
 //! - No intermediate CAs: every certificate is issued directly by the root.
@@ -25,12 +27,15 @@
 mod authority;
 mod error;
 mod identity;
+pub mod nats;
 pub mod pemfile;
 pub mod topic;
 mod verify;
+pub mod x25519;
 
 pub use authority::{
-    CertificateAuthority, Issued, Profile, RevokedSerial, Validity, SUBSCRIBER_RSA_BITS,
+    CertificateAuthority, Issued, Profile, RevokedSerial, SubscriberKey, Validity,
+    SUBSCRIBER_RSA_BITS,
 };
 pub use error::CertError;
 pub use identity::{validate_id, Role};

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sealpost_certs::{
-    now_unix, parse, pemfile, CertError, CertificateAuthority, Profile, RevokedSerial, Validity,
-    Verifier,
+    now_unix, parse, pemfile, CertError, CertificateAuthority, Profile, RevokedSerial,
+    SubscriberKey, Validity, Verifier,
 };
 
 #[derive(Parser)]
@@ -103,6 +103,18 @@ enum Command {
         /// The certificate, PEM.
         certificate: PathBuf,
     },
+    /// Print a NATS server authorization block giving each certificate the publish and
+    /// subscribe permissions the sealpost broker enforces (docs/DEPLOYMENT.md). Revoked
+    /// and expired certificates are left out: run it again after each revocation.
+    ExportNats {
+        /// Certificates (PEM) of publishers, subscribers and TLS clients.
+        #[arg(required = true)]
+        certificates: Vec<PathBuf>,
+        /// A topic filter that subscribers and clients may subscribe to (repeat for
+        /// more; not key topics: each subscriber always gets its own).
+        #[arg(long)]
+        read: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -115,10 +127,14 @@ enum IssueKind {
         #[arg(long, num_args = 1.., required = true)]
         topics: Vec<String>,
     },
-    /// RSA-2048 subscriber certificate (content keys are wrapped under it).
+    /// Subscriber certificate (content keys are wrapped under its key).
     Subscriber {
         #[command(flatten)]
         common: Common,
+        /// Key type: rsa (RSA-2048, RSA-OAEP key wrapping) or x25519 (HPKE key wrapping:
+        /// smaller key messages, much faster wrapping and issuing).
+        #[arg(long, value_enum, default_value = "rsa")]
+        key: SubscriberKeyArg,
     },
     /// TLS server certificate (broker, key distribution center).
     Server {
@@ -166,6 +182,12 @@ enum CliRole {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum SubscriberKeyArg {
+    Rsa,
+    X25519,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum CsrKey {
     Ed25519,
     Rsa,
@@ -207,6 +229,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Issue { force, kind } => {
             let ca = load_ca(&dir)?;
+            let mut subscriber_key = SubscriberKey::Rsa;
             let (profile, out, days) = match kind {
                 IssueKind::Publisher { common, topics } => (
                     Profile::Publisher {
@@ -216,13 +239,19 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     common.out.unwrap_or_else(|| dir.join(&common.id)),
                     common.validity.days,
                 ),
-                IssueKind::Subscriber { common } => (
-                    Profile::Subscriber {
-                        id: common.id.clone(),
-                    },
-                    common.out.unwrap_or_else(|| dir.join(&common.id)),
-                    common.validity.days,
-                ),
+                IssueKind::Subscriber { common, key } => {
+                    subscriber_key = match key {
+                        SubscriberKeyArg::Rsa => SubscriberKey::Rsa,
+                        SubscriberKeyArg::X25519 => SubscriberKey::X25519,
+                    };
+                    (
+                        Profile::Subscriber {
+                            id: common.id.clone(),
+                        },
+                        common.out.unwrap_or_else(|| dir.join(&common.id)),
+                        common.validity.days,
+                    )
+                }
                 IssueKind::Client { common } => (
                     Profile::Client {
                         id: common.id.clone(),
@@ -237,7 +266,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             let (cert_path, key_path) = (with_ext(&out, "pem"), with_ext(&out, "key"));
             refuse_to_overwrite(&[&cert_path, &key_path], force)?;
-            let issued = ca.issue(&profile, Validity::days_from_now(days))?;
+            let validity = Validity::days_from_now(days);
+            let issued = match &profile {
+                Profile::Subscriber { id } => ca.issue_subscriber(id, subscriber_key, validity)?,
+                _ => ca.issue(&profile, validity)?,
+            };
             pemfile::write_private(&key_path, &issued.private_key_pem)?;
             pemfile::write_public(&cert_path, &issued.certificate_pem)?;
             println!(
@@ -340,11 +373,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         Command::Verify { certificate } => {
-            let mut verifier = Verifier::new(&pemfile::read(&dir.join("ca.pem"))?)?;
-            let crl_path = dir.join("crl.pem");
-            if crl_path.exists() {
-                verifier.set_revocation_list(&pemfile::read(&crl_path)?)?;
-            }
+            let verifier = load_verifier(&dir)?;
             let der = pemfile::read_der(&certificate, pemfile::CERTIFICATE)?;
             let info = verifier.verify(&der, now_unix())?;
             println!(
@@ -354,8 +383,34 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 verifier.authority().id
             );
         }
+        Command::ExportNats { certificates, read } => {
+            let verifier = load_verifier(&dir)?;
+            let mut valid = Vec::new();
+            for path in &certificates {
+                let der = pemfile::read_der(path, pemfile::CERTIFICATE)?;
+                match verifier.verify(&der, now_unix()) {
+                    Ok(info) => valid.push(info),
+                    // Left out, so the cluster refuses them (NATS reads no sealpost CRL).
+                    Err(e @ (CertError::Revoked { .. } | CertError::Expired { .. })) => {
+                        eprintln!("sealpost-certs: leaving out {}: {e}", path.display());
+                    }
+                    Err(e) => return Err(format!("{}: {e}", path.display()).into()),
+                }
+            }
+            print!("{}", sealpost_certs::nats::authorization(&valid, &read)?);
+        }
     }
     Ok(())
+}
+
+/// The CA's verifier, with its revocation list if there is one.
+fn load_verifier(dir: &Path) -> Result<Verifier, CertError> {
+    let mut verifier = Verifier::new(&pemfile::read(&dir.join("ca.pem"))?)?;
+    let crl_path = dir.join("crl.pem");
+    if crl_path.exists() {
+        verifier.set_revocation_list(&pemfile::read(&crl_path)?)?;
+    }
+    Ok(verifier)
 }
 
 fn load_ca(dir: &Path) -> Result<CertificateAuthority, CertError> {

@@ -21,6 +21,8 @@ pub enum SubjectKey {
     Ed25519([u8; 32]),
     /// An RSA public key as SubjectPublicKeyInfo DER (subscribers).
     Rsa(Vec<u8>),
+    /// A raw X25519 public key (subscribers whose keys are wrapped with HPKE).
+    X25519([u8; 32]),
     /// Another key type (TLS certificates), by algorithm OID.
     Other(String),
 }
@@ -30,6 +32,7 @@ impl fmt::Debug for SubjectKey {
         match self {
             SubjectKey::Ed25519(k) => write!(f, "Ed25519({})", hex::encode(k)),
             SubjectKey::Rsa(der) => write!(f, "Rsa({} bytes)", der.len()),
+            SubjectKey::X25519(k) => write!(f, "X25519({})", hex::encode(k)),
             SubjectKey::Other(oid) => write!(f, "Other({oid})"),
         }
     }
@@ -130,6 +133,17 @@ impl CertificateInfo {
             ))),
         }
     }
+
+    /// The X25519 key of a subscriber certificate (HPKE key wrapping).
+    pub fn x25519_public_key(&self) -> Result<[u8; 32], CertError> {
+        match &self.public_key {
+            SubjectKey::X25519(bytes) => Ok(*bytes),
+            other => Err(CertError::UnsupportedKey(format!(
+                "{:?} key where X25519 is required",
+                other
+            ))),
+        }
+    }
 }
 
 impl fmt::Display for CertificateInfo {
@@ -142,6 +156,7 @@ impl fmt::Display for CertificateInfo {
         writeln!(f, "valid until: {}", format_time(self.not_after))?;
         let key = match &self.public_key {
             SubjectKey::Ed25519(_) => "Ed25519".to_owned(),
+            SubjectKey::X25519(_) => "X25519".to_owned(),
             SubjectKey::Rsa(_) => match self.rsa_public_key() {
                 Ok(k) => format!("RSA-{}", rsa::traits::PublicKeyParts::size(&k) * 8),
                 Err(_) => "RSA (unusable)".to_owned(),
@@ -253,6 +268,14 @@ pub fn parse(der: &[u8]) -> Result<CertificateInfo, CertError> {
             .try_into()
             .map_err(|_| malformed("certificate", "bad Ed25519 key length"))?;
         SubjectKey::Ed25519(bytes)
+    } else if spki.algorithm.algorithm.to_id_string() == crate::x25519::OID_X25519.to_string() {
+        let bytes: [u8; 32] = spki
+            .subject_public_key
+            .data
+            .as_ref()
+            .try_into()
+            .map_err(|_| malformed("certificate", "bad X25519 key length"))?;
+        SubjectKey::X25519(bytes)
     } else if spki.algorithm.algorithm == OID_PKCS1_RSAENCRYPTION {
         SubjectKey::Rsa(spki.raw.to_vec())
     } else {

@@ -2,7 +2,7 @@
 
 use sealpost_certs::{
     now_unix, parse, pemfile, CertError, CertificateAuthority, Profile, RevokedSerial, Role,
-    SubjectKey, Validity, Verifier,
+    SubjectKey, SubscriberKey, Validity, Verifier,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -48,6 +48,10 @@ fn publisher_certificate_carries_id_role_and_topics() {
     use ed25519_dalek::pkcs8::DecodePrivateKey;
     let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&issued.private_key_pem).unwrap();
     assert_eq!(key.verifying_key(), info.ed25519_public_key().unwrap());
+    // PKCS#8 v1, the seed alone (RFC 8410 §7): OpenSSL 3.0 (mosquitto_pub, C clients)
+    // cannot read the v2 form. SEQUENCE, INTEGER 0, then the algorithm.
+    let pkcs8 = pemfile::decode(&issued.private_key_pem, pemfile::PRIVATE_KEY).unwrap();
+    assert_eq!((pkcs8.len(), &pkcs8[2..5]), (48, &[0x02, 0x01, 0x00][..]));
     assert!(!format!("{issued:?}").contains("PRIVATE KEY"));
 }
 
@@ -342,4 +346,90 @@ fn csr_is_signed_with_the_operator_profile_and_the_device_key() {
         ),
         Err(CertError::WrongPemType { .. })
     ));
+}
+
+#[test]
+fn x25519_subscriber_certificate_is_signed_by_the_ca_and_revocable() {
+    let ca = ca();
+    let issued = ca
+        .issue_subscriber(
+            "reader-x",
+            SubscriberKey::X25519,
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    let verifier = Verifier::new(&ca.certificate_pem()).unwrap();
+    let info = verifier
+        .verify(&der(&issued.certificate_pem), now_unix())
+        .unwrap();
+    assert_eq!(
+        (info.id.as_str(), info.role),
+        ("reader-x", Role::Subscriber)
+    );
+    assert!(matches!(info.public_key, SubjectKey::X25519(_)));
+    assert!(info.to_string().contains("key:         X25519"));
+    // The key file holds the private half of the certificate's key, and nothing else fits.
+    let secret = sealpost_certs::x25519::private_key_from_pem(&issued.private_key_pem).unwrap();
+    assert_eq!(
+        sealpost_certs::x25519::public_key_of(&secret),
+        info.x25519_public_key().unwrap()
+    );
+    assert!(info.rsa_public_key().is_err() && info.ed25519_public_key().is_err());
+    assert!(!format!("{issued:?}").contains("PRIVATE KEY"));
+    // An RSA certificate has no X25519 key; the default subscriber key is RSA.
+    let rsa = ca
+        .issue_subscriber(
+            "reader-r",
+            SubscriberKey::default(),
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    let rsa_info = parse(&der(&rsa.certificate_pem)).unwrap();
+    assert!(rsa_info.rsa_public_key().is_ok());
+    assert!(matches!(
+        rsa_info.x25519_public_key(),
+        Err(CertError::UnsupportedKey(_))
+    ));
+    // Another CA does not vouch for it.
+    let foreign = Verifier::new(&self::ca().certificate_pem()).unwrap();
+    assert!(foreign
+        .verify(&der(&issued.certificate_pem), now_unix())
+        .is_err());
+    // A CA reloaded from its files issues X25519 certificates its verifier accepts.
+    let reloaded = CertificateAuthority::from_pem(&ca.certificate_pem(), &ca.private_key_pem())
+        .unwrap()
+        .issue_subscriber(
+            "reader-y",
+            SubscriberKey::X25519,
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    assert!(verifier
+        .verify(&der(&reloaded.certificate_pem), now_unix())
+        .is_ok());
+    // A flipped bit in the signed part breaks the CA signature.
+    let mut tampered = der(&issued.certificate_pem);
+    let at = tampered.len() / 2;
+    tampered[at] ^= 1;
+    assert!(verifier.verify(&tampered, now_unix()).is_err());
+    // Revocation lists name it by serial like any other certificate.
+    let crl = ca
+        .revocation_list(
+            &[RevokedSerial {
+                serial: info.serial.clone(),
+                revoked_at: OffsetDateTime::now_utc(),
+            }],
+            2,
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    let verifier = verifier.with_revocation_list(&crl).unwrap();
+    assert!(matches!(
+        verifier.verify(&der(&issued.certificate_pem), now_unix()),
+        Err(CertError::Revoked { .. })
+    ));
+    // Ids are validated as for every other certificate.
+    assert!(ca
+        .issue_subscriber("bad id", SubscriberKey::X25519, Validity::days_from_now(1))
+        .is_err());
 }

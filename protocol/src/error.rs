@@ -90,6 +90,16 @@ pub enum Rejected {
     /// not inside its tree, or its path is not as long as index and tree size require.
     #[error("bad inclusion proof: {0}")]
     BadInclusionProof(&'static str),
+    /// A key message entry wrapped with an algorithm other than the one of this
+    /// subscriber's key (an HPKE entry for an RSA key or the reverse): never handed to the
+    /// private key.
+    #[error("key wrapped with {entry} for a {key} key")]
+    WrongKeyType {
+        /// The algorithm of the subscriber's key.
+        key: crate::WrapAlgorithm,
+        /// The algorithm the entry names.
+        entry: crate::WrapAlgorithm,
+    },
     /// A key message that is not addressed to this subscriber.
     #[error("key message addressed to another subscriber")]
     NotForUs,
@@ -122,6 +132,7 @@ impl Rejected {
             Rejected::UnknownKey { .. } => "unknown_key",
             Rejected::DecryptFailed => "decrypt_failed",
             Rejected::BadInclusionProof(_) => "bad_inclusion_proof",
+            Rejected::WrongKeyType { .. } => "wrong_key_type",
             Rejected::NotForUs => "not_for_us",
         }
     }

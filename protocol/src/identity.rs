@@ -5,9 +5,10 @@ use std::fmt;
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
 use rsa::RsaPrivateKey;
-use sealpost_certs::{pemfile, CertificateInfo, Role};
+use sealpost_certs::{pemfile, x25519, CertificateInfo, Role, SubjectKey};
 
-use crate::SealError;
+use crate::wrap::{UnwrappingKey, WrappingKey};
+use crate::{ContentKey, Rejected, SealError, WrapAlgorithm, WrappedKey};
 
 /// A publisher's Ed25519 key with its certificate. `Debug` never shows the key.
 #[derive(Clone)]
@@ -63,33 +64,70 @@ impl fmt::Debug for PublisherIdentity {
     }
 }
 
-/// A subscriber's RSA key with its certificate. `Debug` never shows the key.
+/// A subscriber's private key (RSA or X25519) with its certificate. `Debug` never shows
+/// the key.
 #[derive(Clone)]
 pub struct SubscriberIdentity {
-    pub(crate) key: RsaPrivateKey,
+    pub(crate) key: UnwrappingKey,
     pub(crate) certificate: CertificateInfo,
 }
 
 impl SubscriberIdentity {
-    /// Loads a subscriber certificate and its PKCS#8 RSA private key (both PEM).
+    /// Loads a subscriber certificate and its PKCS#8 private key (both PEM): an RSA key
+    /// for an RSA certificate, an X25519 key (RFC 8410) for an X25519 certificate.
     pub fn from_pem(certificate_pem: &str, key_pem: &str) -> Result<Self, SealError> {
         let der = pemfile::decode(certificate_pem, pemfile::CERTIFICATE)?;
         let certificate = sealpost_certs::parse(&der)?;
         pemfile::decode(key_pem, pemfile::PRIVATE_KEY)?;
-        let key = RsaPrivateKey::from_pkcs8_pem(key_pem)
-            .map_err(|_| SealError::Identity("the private key is not an RSA PKCS#8 key".into()))?;
-        Self::new(certificate, key)
+        let key = match &certificate.public_key {
+            SubjectKey::X25519(_) => {
+                let secret = x25519::private_key_from_pem(key_pem)?;
+                UnwrappingKey::x25519(&secret).map_err(SealError::Identity)?
+            }
+            _ => {
+                let key = RsaPrivateKey::from_pkcs8_pem(key_pem).map_err(|_| {
+                    SealError::Identity("the private key is not an RSA PKCS#8 key".into())
+                })?;
+                UnwrappingKey::RsaOaep256(Box::new(key))
+            }
+        };
+        Self::with_key(certificate, key)
     }
 
-    /// Pairs a parsed subscriber certificate with its RSA key.
+    /// Pairs a parsed RSA subscriber certificate with its RSA key.
     pub fn new(certificate: CertificateInfo, key: RsaPrivateKey) -> Result<Self, SealError> {
+        Self::with_key(certificate, UnwrappingKey::RsaOaep256(Box::new(key)))
+    }
+
+    /// Pairs a parsed X25519 subscriber certificate with its raw X25519 private key.
+    pub fn new_x25519(certificate: CertificateInfo, secret: &[u8; 32]) -> Result<Self, SealError> {
+        let key = UnwrappingKey::x25519(secret).map_err(SealError::Identity)?;
+        Self::with_key(certificate, key)
+    }
+
+    fn with_key(certificate: CertificateInfo, key: UnwrappingKey) -> Result<Self, SealError> {
         certificate.require_role(Role::Subscriber)?;
-        if certificate.rsa_public_key()? != key.to_public_key() {
+        if !key.matches(&WrappingKey::from_certificate(&certificate)?) {
             return Err(SealError::Identity(
                 "the private key does not belong to the certificate".into(),
             ));
         }
         Ok(SubscriberIdentity { key, certificate })
+    }
+
+    /// How content keys are wrapped for this subscriber (by its key type).
+    pub fn algorithm(&self) -> WrapAlgorithm {
+        self.key.algorithm()
+    }
+
+    /// Unwraps a key wrapped for this subscriber, as the opener does for each entry of a
+    /// key message once its signature verified. Refuses a wrapping made for another
+    /// certificate ([`Rejected::NotForUs`]) before touching the private key.
+    pub fn unwrap(&self, wrapped: &WrappedKey) -> Result<ContentKey, Rejected> {
+        if wrapped.recipient_fingerprint() != &self.certificate.fingerprint {
+            return Err(Rejected::NotForUs);
+        }
+        self.key.unwrap(wrapped.wrapping())
     }
 
     /// The subscriber's identity.

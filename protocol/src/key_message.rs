@@ -8,9 +8,12 @@
 //!   payload     [ publisher id, subscriber id, SHA-256(subscriber certificate),
 //!                 issued_at (unix seconds),
 //!                 [ COSE_recipient, ... ] ]
-//!                 COSE_recipient = [ protected { 1: -41 (RSAES-OAEP w/ SHA-256),
-//!                                                -65541: epoch },
-//!                                    {}, RSA-OAEP(content key) ]
+//!                 COSE_recipient = [ protected { 1: alg, -65541: epoch },
+//!                                    unprotected {} or { -4: ek },
+//!                                    wrapped content key ]
+//!                 alg -41 (RSAES-OAEP w/ SHA-256): RSA-OAEP(content key), no ek
+//!                 alg -65601 (HPKE X25519/HKDF-SHA256/AES-256-GCM, Key Encryption):
+//!                   ek = HPKE enc, ciphertext = HPKE ct (see the `wrap` module)
 //!   external_aad = the key-message topic
 //! ```
 //!
@@ -19,35 +22,34 @@
 
 use coset::cbor::value::Value;
 use coset::iana;
-use coset::{AsCborValue, CoseRecipient, CoseRecipientBuilder, CoseSign1Builder, HeaderBuilder};
+use coset::{AsCborValue, CoseRecipient, CoseSign1Builder, HeaderBuilder};
 use ed25519_dalek::Signer;
-use rand::rngs::OsRng;
-use rsa::{Oaep, RsaPublicKey};
 use sealpost_certs::{CertificateInfo, Role};
-use sha2::Sha256;
 
 use crate::envelope::{
     encode_err, find_uint, KIND_KEYS, LABEL_EPOCH, LABEL_KIND, LABEL_VERSION, LABEL_X5CHAIN,
     VERSION,
 };
-use crate::{ContentKey, PublisherIdentity, Rejected, SealError};
+use crate::wrap::{algorithm_of, Wrapping, WrappingKey, COSE_HEADER_EK};
+use crate::{ContentKey, PublisherIdentity, Rejected, SealError, WrapAlgorithm};
 
 /// Most key entries a key message may carry; bounds the unwrapping work per message.
 pub const MAX_KEY_ENTRIES: usize = 16;
 
-/// A granted subscriber, ready to receive wrapped keys (its RSA key parsed once).
+/// A granted subscriber, ready to receive wrapped keys (its public key parsed once).
 #[derive(Debug, Clone)]
 pub struct KeyRecipient {
     certificate: CertificateInfo,
-    public_key: RsaPublicKey,
+    public_key: WrappingKey,
 }
 
 impl KeyRecipient {
-    /// Prepares a subscriber certificate for key wrapping. The caller should have verified
-    /// it against the CA (the publisher SDK does).
+    /// Prepares a subscriber certificate for key wrapping: RSA-OAEP for an RSA key, HPKE
+    /// for an X25519 key. The caller should have verified it against the CA (the publisher
+    /// SDK does).
     pub fn new(certificate: CertificateInfo) -> Result<KeyRecipient, SealError> {
         certificate.require_role(Role::Subscriber)?;
-        let public_key = certificate.rsa_public_key()?;
+        let public_key = WrappingKey::from_certificate(&certificate)?;
         Ok(KeyRecipient {
             certificate,
             public_key,
@@ -63,61 +65,75 @@ impl KeyRecipient {
     pub fn certificate(&self) -> &CertificateInfo {
         &self.certificate
     }
+
+    /// How content keys are wrapped for this subscriber (by its certificate's key type).
+    pub fn algorithm(&self) -> WrapAlgorithm {
+        self.public_key.algorithm()
+    }
 }
 
 /// One content key wrapped for one subscriber: the `COSE_recipient` entry of a key
-/// message, RSA-OAEP already done.
+/// message, the public-key operation (RSA-OAEP or HPKE) already done.
 ///
 /// A wrapping of (subscriber, epoch) stays valid as long as that epoch's key and the
 /// subscriber's certificate do, so a publisher keeps it and puts the same entry in every
-/// later key message that still carries that epoch: a rotation then costs one RSA-OAEP
-/// encryption per subscriber (the new epoch), not one per epoch carried. Re-sending the
-/// same ciphertext reveals nothing new: it is the same key under the same public key.
+/// later key message that still carries that epoch: a rotation then costs one wrapping per
+/// subscriber (the new epoch), not one per epoch carried. Re-sending the same ciphertext
+/// reveals nothing new: it is the same key under the same public key.
 #[derive(Clone)]
 pub struct WrappedKey {
-    epoch: u64,
     /// SHA-256 of the certificate it was wrapped for: a wrapping is never put in another
     /// subscriber's key message, nor in one for a renewed certificate of the same id.
     recipient_fingerprint: [u8; 32],
-    ciphertext: Vec<u8>,
+    wrapping: Wrapping,
 }
 
 impl WrappedKey {
     /// The epoch of the wrapped key.
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.wrapping.epoch
+    }
+
+    /// The algorithm it was wrapped with.
+    pub fn algorithm(&self) -> WrapAlgorithm {
+        self.wrapping.algorithm
     }
 
     /// SHA-256 of the certificate of the subscriber it was wrapped for.
     pub fn recipient_fingerprint(&self) -> &[u8; 32] {
         &self.recipient_fingerprint
     }
+
+    pub(crate) fn wrapping(&self) -> &Wrapping {
+        &self.wrapping
+    }
 }
 
 impl std::fmt::Debug for WrappedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WrappedKey")
-            .field("epoch", &self.epoch)
+            .field("epoch", &self.wrapping.epoch)
+            .field("algorithm", &self.wrapping.algorithm)
             .finish_non_exhaustive()
     }
 }
 
 impl KeyRecipient {
-    /// Wraps the content key of `epoch` for this subscriber (RSA-OAEP-SHA256, randomised):
-    /// the expensive part of a key message, kept apart so it can be done once per
-    /// (subscriber, epoch) and reused with [`seal_key_message_wrapped`].
+    /// Wraps the content key of `epoch` for this subscriber (randomised; RSA-OAEP-SHA256 or
+    /// HPKE by [`KeyRecipient::algorithm`]): the expensive part of a key message, kept
+    /// apart so it can be done once per (subscriber, epoch) and reused with
+    /// [`seal_key_message_wrapped`].
     pub fn wrap(&self, epoch: u64, key: &ContentKey) -> Result<WrappedKey, SealError> {
-        let ciphertext = self
+        let wrapping = self
             .public_key
-            .encrypt(&mut OsRng, Oaep::new::<Sha256>(), key.as_bytes())
-            .map_err(|e| SealError::Wrap {
+            .wrap(epoch, key)
+            .map_err(|detail| SealError::Wrap {
                 subscriber: self.id().to_owned(),
-                detail: e.to_string(),
+                detail,
             })?;
         Ok(WrappedKey {
-            epoch,
             recipient_fingerprint: self.certificate.fingerprint,
-            ciphertext,
+            wrapping,
         })
     }
 }
@@ -162,16 +178,7 @@ pub fn seal_key_message_wrapped(
                 detail: "key wrapped for another certificate".into(),
             });
         }
-        let entry = CoseRecipientBuilder::new()
-            .protected(
-                HeaderBuilder::new()
-                    .algorithm(iana::Algorithm::RSAES_OAEP_SHA_256)
-                    .value(LABEL_EPOCH, Value::Integer(wrapped.epoch.into()))
-                    .build(),
-            )
-            .ciphertext(wrapped.ciphertext.clone())
-            .build();
-        entries.push(entry.to_cbor_value().map_err(encode_err)?);
+        entries.push(recipient_entry(&wrapped.wrapping));
     }
     let body = Value::Array(vec![
         Value::Text(publisher.id().to_owned()),
@@ -207,6 +214,23 @@ pub fn seal_key_message_wrapped(
     coset::TaggedCborSerializable::to_tagged_vec(sign1).map_err(encode_err)
 }
 
+/// The `COSE_recipient` of one wrapping: the protected header bytes exactly as wrapped
+/// (HPKE binds them), `ek` in the unprotected header when the algorithm has one.
+fn recipient_entry(wrapping: &Wrapping) -> Value {
+    let unprotected = match &wrapping.ek {
+        Some(ek) => vec![(
+            Value::Integer(COSE_HEADER_EK.into()),
+            Value::Bytes(ek.clone()),
+        )],
+        None => Vec::new(),
+    };
+    Value::Array(vec![
+        Value::Bytes(wrapping.protected.clone()),
+        Value::Map(unprotected),
+        Value::Bytes(wrapping.ciphertext.clone()),
+    ])
+}
+
 fn check_entry_count(recipient: &KeyRecipient, n: usize) -> Result<(), SealError> {
     if n == 0 || n > MAX_KEY_ENTRIES {
         return Err(SealError::Wrap {
@@ -222,7 +246,7 @@ pub(crate) struct KeyMessageBody {
     pub publisher: String,
     pub recipient_fingerprint: [u8; 32],
     pub issued_at: u64,
-    pub entries: Vec<(u64, Vec<u8>)>,
+    pub entries: Vec<Wrapping>,
 }
 
 pub(crate) fn parse_body(payload: &[u8]) -> Result<KeyMessageBody, Rejected> {
@@ -243,16 +267,42 @@ pub(crate) fn parse_body(payload: &[u8]) -> Result<KeyMessageBody, Rejected> {
     for raw in raw_entries {
         let recipient =
             CoseRecipient::from_cbor_value(raw.clone()).map_err(|_| bad("COSE_recipient"))?;
-        if recipient.protected.header.alg
-            != Some(coset::Algorithm::Assigned(
-                iana::Algorithm::RSAES_OAEP_SHA_256,
-            ))
-        {
-            return Err(Rejected::UnsupportedAlgorithm);
-        }
+        let algorithm = recipient
+            .protected
+            .header
+            .alg
+            .as_ref()
+            .and_then(algorithm_of)
+            .ok_or(Rejected::UnsupportedAlgorithm)?;
         let epoch = find_uint(&recipient.protected.header, LABEL_EPOCH).ok_or(bad("epoch"))?;
-        let wrapped = recipient.ciphertext.ok_or(bad("wrapped key"))?;
-        entries.push((epoch, wrapped));
+        // The unprotected header is `{}` or `{-4: ek}`, nothing else (read from the CBOR
+        // itself: coset sorts well-known labels such as kid out of `rest`).
+        let unprotected = match raw {
+            Value::Array(parts) => parts.get(1),
+            _ => None,
+        };
+        let ek = match unprotected {
+            Some(Value::Map(m)) => match m.as_slice() {
+                [] => None,
+                [(Value::Integer(label), Value::Bytes(ek))]
+                    if i64::try_from(*label) == Ok(COSE_HEADER_EK) =>
+                {
+                    Some(ek.clone())
+                }
+                _ => return Err(bad("COSE_recipient unprotected header")),
+            },
+            _ => return Err(bad("COSE_recipient unprotected header")),
+        };
+        if !recipient.recipients.is_empty() {
+            return Err(bad("nested COSE_recipient"));
+        }
+        entries.push(Wrapping {
+            algorithm,
+            epoch,
+            protected: recipient.protected.original_data.unwrap_or_default(),
+            ek,
+            ciphertext: recipient.ciphertext.ok_or(bad("wrapped key"))?,
+        });
     }
     Ok(KeyMessageBody {
         publisher: publisher.clone(),

@@ -18,8 +18,10 @@
 //!   (one signature each) stay readable, and are written on request
 //!   ([`Sealer::set_wire_version`]).
 //! - Key messages ([`seal_key_message`], [`Opener::accept_key_message`]): content keys of
-//!   recent epochs wrapped for one subscriber with RSA-OAEP-SHA256, signed; wrappings can be
-//!   kept and reused across rotations ([`KeyRecipient::wrap`], [`seal_key_message_wrapped`]).
+//!   recent epochs wrapped for one subscriber, signed; wrappings can be kept and reused
+//!   across rotations ([`KeyRecipient::wrap`], [`seal_key_message_wrapped`]). The wrapping
+//!   follows the subscriber certificate's key ([`WrapAlgorithm`]): RSA-OAEP-SHA256 for RSA
+//!   keys, HPKE (RFC 9180, X25519, AES-256-GCM; COSE-HPKE Key Encryption) for X25519 keys.
 //! - Replay protection ([`ReplayState`]): a persisted sliding window per publisher.
 //! - Batched signature verification ([`Opener::open_batch`]).
 //! - Typed rejections ([`Rejected`]) for every failed check.
@@ -44,6 +46,7 @@ mod opener;
 pub mod replay;
 mod root_cache;
 mod sealer;
+mod wrap;
 
 pub use envelope::{peek, BurstPosition, EnvelopeHeader, KeyIndex, KeyLocation};
 pub use error::{Rejected, SealError};
@@ -57,6 +60,7 @@ pub use replay::{ReplayCheck, ReplayState};
 pub use root_cache::DEFAULT_ROOT_CACHE;
 pub use sealer::{Sealer, DEFAULT_MAX_BURST};
 pub use sealpost_certs as certs;
+pub use wrap::{WrapAlgorithm, COSE_ALG_HPKE_X25519_SHA256_A256GCM_KE, COSE_HEADER_EK};
 
 /// The README's Rust example, compiled and run as a doctest so it cannot drift from the API.
 #[cfg(doctest)]

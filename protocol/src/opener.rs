@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Nonce, Tag};
 use ed25519_dalek::{Signature, VerifyingKey};
-use rsa::Oaep;
 use sealpost_certs::{now_unix, CertError, CertificateInfo, Role, Verifier};
 use sha2::{Digest, Sha256};
 
@@ -72,7 +71,7 @@ struct KnownPublisher {
 /// [`Opener::with_clock_skew`]), publisher certificate (chain, validity, revocation, topic
 /// permission), signature, content key, decryption.
 /// The signature is verified before any private-key operation, and the replay window is
-/// updated only for messages that opened, so forgeries can neither use the RSA key nor
+/// updated only for messages that opened, so forgeries can neither use the private key nor
 /// move the window.
 pub struct Opener {
     verifier: Verifier,
@@ -137,7 +136,7 @@ impl Opener {
         }
     }
 
-    /// Adds the subscriber identity whose RSA key unwraps key messages.
+    /// Adds the subscriber identity whose private key (RSA or X25519) unwraps key messages.
     pub fn with_identity(mut self, identity: SubscriberIdentity) -> Opener {
         self.identity = Some(identity);
         self
@@ -547,17 +546,13 @@ impl Opener {
             return Err(Rejected::NotForUs);
         }
         let mut new_epochs = Vec::new();
-        for (epoch, wrapped) in body.entries {
-            if self.keyring.contains(&body.publisher, epoch) {
+        for wrapping in &body.entries {
+            if self.keyring.contains(&body.publisher, wrapping.epoch) {
                 continue;
             }
-            let key_bytes = identity
-                .key
-                .decrypt(Oaep::new::<Sha256>(), &wrapped)
-                .map_err(|_| Rejected::DecryptFailed)?;
-            let key = ContentKey::from_slice(&key_bytes).ok_or(Rejected::DecryptFailed)?;
-            if self.keyring.insert(&body.publisher, epoch, key) {
-                new_epochs.push(epoch);
+            let key = identity.key.unwrap(wrapping)?;
+            if self.keyring.insert(&body.publisher, wrapping.epoch, key) {
+                new_epochs.push(wrapping.epoch);
             }
         }
         Ok(KeyUpdate {

@@ -237,3 +237,101 @@ fn find(rest: &[(coset::Label, Value)], label: i64) -> Option<&Value> {
         .find(|(l, _)| *l == coset::Label::Int(label))
         .map(|(_, v)| v)
 }
+
+/// The HPKE vectors: an X25519 subscriber's key message from the vector publisher. The
+/// opener takes the content key from it and then opens `envelope`; independently of the
+/// implementation, the entry's parts are the documented ones and a bare RFC 9180 open
+/// (the `hpke` crate) with `hpke_info` as `info` and an empty `aad` yields the content key.
+#[test]
+fn the_hpke_key_message_opens_with_the_documented_construction() {
+    use hpke::{aead::AesGcm256, kdf::HkdfSha256, kem::X25519HkdfSha256, Deserializable, Kem};
+    let v = vectors();
+    let content_key = ContentKey::from_slice(&hex(&v, "content_key")).unwrap();
+    let epoch: u64 = v["epoch"].parse().unwrap();
+    let published_at: i64 = v["published_at"].parse().unwrap();
+    let pem = |k: &str, label: &str| sealpost_certs::pemfile::encode(&hex(&v, k), label);
+    let key_pem = pem("hpke_subscriber_private_key_pkcs8", "PRIVATE KEY");
+    let subscriber =
+        SubscriberIdentity::from_pem(&pem("hpke_subscriber_certificate", "CERTIFICATE"), &key_pem)
+            .unwrap();
+    assert_eq!(
+        subscriber.algorithm(),
+        sealpost_protocol::WrapAlgorithm::HpkeX25519Aes256Gcm
+    );
+    let verifier = Verifier::from_ca_der(&hex(&v, "ca_certificate")).unwrap();
+    let mut opener = Opener::new(verifier).with_identity(subscriber);
+    let now = published_at + 60;
+    let update = opener
+        .accept_key_message_at(
+            &v["hpke_key_message_topic"],
+            &hex(&v, "hpke_key_message"),
+            now,
+        )
+        .unwrap();
+    assert_eq!(update.new_epochs, vec![epoch]);
+    assert_eq!(
+        opener.keyring().get("vector-pub", epoch),
+        Some(&content_key)
+    );
+    let opened = opener
+        .open_at(&v["topic"], &hex(&v, "envelope"), now)
+        .unwrap();
+    assert_eq!(opened.payload, hex(&v, "plaintext"));
+
+    // The entry, taken apart by hand.
+    let sign1 = CoseSign1::from_tagged_slice(&hex(&v, "hpke_key_message")).unwrap();
+    let body: Value = ciborium::from_reader(sign1.payload.as_deref().unwrap()).unwrap();
+    let entry = body.as_array().unwrap()[4].as_array().unwrap()[0]
+        .as_array()
+        .unwrap()
+        .clone();
+    let protected = hex(&v, "hpke_recipient_protected");
+    assert_eq!(entry[0].as_bytes().unwrap(), &protected);
+    let header: Value = ciborium::from_reader(protected.as_slice()).unwrap();
+    assert_eq!(
+        header,
+        Value::Map(vec![
+            (Value::Integer(1.into()), Value::Integer((-65601).into())),
+            (
+                Value::Integer((-65541).into()),
+                Value::Integer(epoch.into())
+            ),
+        ])
+    );
+    assert_eq!(
+        entry[1],
+        Value::Map(vec![(
+            Value::Integer((-4).into()),
+            Value::Bytes(hex(&v, "hpke_ek"))
+        )])
+    );
+    assert_eq!(entry[2].as_bytes().unwrap(), &hex(&v, "hpke_ciphertext"));
+    // info = the Recipient_structure, deterministic CBOR.
+    let mut info = Vec::new();
+    ciborium::into_writer(
+        &Value::Array(vec![
+            Value::Text("HPKE Recipient".into()),
+            Value::Integer(3.into()),
+            Value::Bytes(protected),
+            Value::Bytes(vec![]),
+        ]),
+        &mut info,
+    )
+    .unwrap();
+    assert_eq!(info, hex(&v, "hpke_info"));
+    // RFC 8410 PKCS#8: the private key is the last 32 bytes (inner OCTET STRING).
+    let pkcs8 = hex(&v, "hpke_subscriber_private_key_pkcs8");
+    let secret = &pkcs8[pkcs8.len() - 32..];
+    let private = <X25519HkdfSha256 as Kem>::PrivateKey::from_bytes(secret).unwrap();
+    let encapped = <X25519HkdfSha256 as Kem>::EncappedKey::from_bytes(&hex(&v, "hpke_ek")).unwrap();
+    let opened = hpke::single_shot_open::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
+        &hpke::OpModeR::Base,
+        &private,
+        &encapped,
+        &info,
+        &hex(&v, "hpke_ciphertext"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(opened, content_key.as_bytes());
+}

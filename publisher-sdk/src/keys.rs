@@ -9,7 +9,7 @@ use sealpost_protocol::{
 };
 
 /// How many recent epochs a key message carries: the current one and the one before, so
-/// messages in flight across a rotation still open. Only the newest costs an RSA wrapping
+/// messages in flight across a rotation still open. Only the newest costs a wrapping
 /// at a rotation: the others were wrapped when they were new, and are reused.
 pub(crate) const EPOCHS_PER_KEY_MESSAGE: usize = 2;
 
@@ -69,7 +69,7 @@ pub(crate) struct BuiltKeyMessage {
     pub bytes: Vec<u8>,
     /// The wrappings it carries, for the grantee to keep.
     pub wrapped: Vec<WrappedKey>,
-    /// RSA-OAEP wrappings done for it (the others were reused).
+    /// Wrappings (RSA-OAEP or HPKE) done for it (the others were reused).
     pub wrapped_now: usize,
 }
 
@@ -119,7 +119,7 @@ impl Batch {
         })
     }
 
-    /// Builds every job on rayon's threads, one per core (RSA-OAEP wrapping dominates a
+    /// Builds every job on rayon's threads, one per core (wrapping, RSA-OAEP above all, dominates a
     /// rekey, Ed25519 signing comes next), and returns them all. Blocks the calling thread
     /// meanwhile; see `Inner::send` in the publisher for why it is not streamed.
     pub fn build_all(&self, jobs: &[Job]) -> Result<Vec<BuiltKeyMessage>, SealError> {

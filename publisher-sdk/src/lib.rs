@@ -29,12 +29,15 @@
 //!   case the broker lost its retained messages. Each carries the current and the previous
 //!   epoch, but a rotation wraps only the new one: the previous epoch's wrapping for each
 //!   subscriber is kept in memory and reused ([`Rekey::wrapped`], [`Rekey::timings`]).
-//!
-//! ## Non-features
-//! - No backoff between reconnect attempts beyond a fixed pause.
+//! - The SDK owns its TLS connection ([`tunnel`]): it ends with close_notify when the
+//!   publisher disconnects. Several broker addresses ([`PublisherConfig::failover`]): a
+//!   lost broker is replaced by the next, with exponential backoff and jitter
+//!   ([`link`]), and the key messages and recent messages
+//!   ([`PublisherConfig::resend_window`]) are sent again there.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cli;
 mod error;
 pub mod gateway;
 pub mod kdc;
@@ -42,12 +45,15 @@ mod keys;
 pub mod link;
 pub mod logging;
 mod publisher;
+mod resend;
 pub mod state;
 pub mod transport;
+pub mod tunnel;
 
 pub use error::PublisherError;
 pub use publisher::{
     Publisher, PublisherConfig, QoS, Rekey, RekeyTimings, DEFAULT_CRL_RELOAD_INTERVAL,
     DEFAULT_KEY_MESSAGE_CONFIRMATION, DEFAULT_RESERVE_BLOCK,
 };
+pub use resend::{DEFAULT_RESEND_WINDOW, RESEND_DELAY};
 pub use transport::{BrokerAddress, TlsIdentity};

@@ -5,13 +5,20 @@
 //! rumqttc reports a refused login as a bare return code, and TLS failures as I/O errors
 //! wrapping a rustls error; [`explain`] names the cause (refused login and why, nothing
 //! listening, unknown CA, revoked or expired certificate, name mismatch). rumqttc also
-//! reconnects on the next poll without any pause: [`Backoff`] spaces the attempts out.
+//! reconnects on the next poll without any pause, and to one address only: [`Backoff`]
+//! spaces the attempts out (exponentially, with jitter, so that clients that lost the same
+//! broker do not all come back at once), and after every failure the [`Route`] moves on to
+//! the next broker address, if several were given (failover).
 
 use std::time::Duration;
+
+use rand::Rng;
 
 use rumqttc::{ConnectReturnCode, ConnectionError};
 use rustls::{AlertDescription, CertificateError};
 use tokio::sync::watch;
+
+use crate::tunnel::Route;
 
 /// First pause after a failed attempt.
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
@@ -22,8 +29,8 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(30);
 pub fn explain(error: &ConnectionError) -> String {
     match error {
         ConnectionError::ConnectionRefused(code) => refused(*code),
-        ConnectionError::Io(e) => io(e),
-        ConnectionError::Tls(rumqttc::TlsError::Io(e)) => io(e),
+        ConnectionError::Io(e) => explain_io(e),
+        ConnectionError::Tls(rumqttc::TlsError::Io(e)) => explain_io(e),
         ConnectionError::Tls(rumqttc::TlsError::TLS(e)) => tls(e),
         ConnectionError::NetworkTimeout => "the broker did not answer in time".into(),
         other => other.to_string(),
@@ -49,7 +56,7 @@ fn refused(code: ConnectReturnCode) -> String {
 
 /// An I/O failure, looking inside for the TLS error that caused it (tokio-rustls wraps
 /// handshake failures, and alerts from the broker, in I/O errors).
-fn io(e: &std::io::Error) -> String {
+pub(crate) fn explain_io(e: &std::io::Error) -> String {
     if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         return tls(inner);
     }
@@ -123,48 +130,72 @@ pub enum LinkStatus {
 }
 
 /// The polling task's side of the connection: counts accepted connections (the
-/// republishing and resubscribing tasks wait on the count), keeps [`LinkStatus`], and
-/// paces and reports reconnect attempts.
+/// republishing and resubscribing tasks wait on the count), keeps [`LinkStatus`], paces
+/// and reports reconnect attempts, and moves the [`Route`] on to the next broker after
+/// every failure.
 #[derive(Debug)]
 pub struct Link {
     connected: watch::Sender<u64>,
     status: watch::Sender<LinkStatus>,
     backoff: Backoff,
+    route: Route,
+    /// Failed attempts since the last accepted connection.
+    failures: usize,
 }
 
 impl Link {
-    /// A link with no connection yet, and receivers for its count of accepted
-    /// connections and its status.
-    pub fn new() -> (Link, watch::Receiver<u64>, watch::Receiver<LinkStatus>) {
+    /// A link over `route` with no connection yet, and receivers for its count of
+    /// accepted connections and its status.
+    pub fn new(route: Route) -> (Link, watch::Receiver<u64>, watch::Receiver<LinkStatus>) {
         let (connected, connected_rx) = watch::channel(0);
         let (status, status_rx) = watch::channel(LinkStatus::Connecting);
         let link = Link {
             connected,
             status,
             backoff: Backoff::default(),
+            route,
+            failures: 0,
         };
         (link, connected_rx, status_rx)
     }
 
     /// The broker accepted a connection (CONNACK).
     pub fn accepted(&mut self) {
+        let broker = self.route.current();
         if matches!(*self.status.borrow(), LinkStatus::Reconnecting(_)) {
-            tracing::info!("reconnected to the broker");
+            tracing::info!(%broker, "reconnected to the broker");
+        } else {
+            tracing::debug!(%broker, "connected to the broker");
         }
         self.backoff.connected();
+        self.failures = 0;
         self.status.send_replace(LinkStatus::Connected);
         self.connected.send_modify(|n| *n += 1);
     }
 
     /// An attempt failed, or the connection was lost: records why, reports it (once per
-    /// series of failures), and waits before the next attempt (rumqttc makes it on the
-    /// next poll, with no pause of its own).
+    /// series of failures), moves on to the next broker address (if there are several),
+    /// and waits before the next attempt (rumqttc makes it on the next poll, with no
+    /// pause of its own). The first connection fails only once every address has failed.
     pub async fn failed(&mut self, error: &ConnectionError) {
-        let reason = explain(error);
+        // The tunnel knows why dialling failed; rumqttc saw only its local socket close.
+        let cause = self.route.take_cause().unwrap_or_else(|| explain(error));
+        let broker = self.route.current().clone();
+        let reason = if self.route.len() > 1 {
+            format!("{broker}: {cause}")
+        } else {
+            cause
+        };
+        self.failures += 1;
+        self.route.advance();
         let (pause, first) = self.backoff.failed();
         if *self.connected.borrow() == 0 {
-            tracing::debug!(%reason, "connecting to the broker failed");
-            self.status.send_replace(LinkStatus::Failed(reason));
+            if self.failures >= self.route.len() {
+                tracing::debug!(%reason, "connecting to the broker failed");
+                self.status.send_replace(LinkStatus::Failed(reason));
+            } else {
+                tracing::debug!(%reason, next = %self.route.current(), "connecting failed; trying the next broker");
+            }
         } else if first {
             tracing::warn!(%reason, "connection to the broker lost; reconnecting");
             self.status.send_replace(LinkStatus::Reconnecting(reason));
@@ -199,8 +230,10 @@ pub async fn first_connection(
     outcome.unwrap_or(Err(None))
 }
 
-/// Pauses between reconnect attempts: 0.5 s after the first failure, doubling up to 30 s,
-/// back to the start once a connection is accepted.
+/// Pauses between reconnect attempts: about 0.5 s after the first failure, doubling up
+/// to 30 s, back to the start once a connection is accepted. Each pause is drawn at random
+/// between half and all of its step ("equal jitter"), so that the clients of a broker
+/// that went away spread their attempts out instead of coming back all at once.
 #[derive(Debug, Default)]
 pub struct Backoff {
     failures: u32,
@@ -212,9 +245,10 @@ impl Backoff {
     /// the one worth reporting.
     pub fn failed(&mut self) -> (Duration, bool) {
         let first = self.failures == 0;
-        let pause = FIRST_PAUSE
+        let step = FIRST_PAUSE
             .saturating_mul(1u32 << self.failures.min(6))
             .min(LONGEST_PAUSE);
+        let pause = step / 2 + step.mul_f64(rand::thread_rng().gen_range(0.0..=0.5));
         self.failures = self.failures.saturating_add(1);
         (pause, first)
     }
@@ -273,16 +307,33 @@ mod tests {
         assert!(refused.contains("connection refused"), "{refused}");
     }
 
+    /// A pause is within [step / 2, step] of its step.
+    fn within(pause: Duration, step: Duration) -> bool {
+        pause >= step / 2 && pause <= step
+    }
+
     #[test]
-    fn backoff_doubles_to_a_limit_and_reports_once_per_series() {
+    fn backoff_doubles_to_a_limit_with_jitter_and_reports_once_per_series() {
         let mut b = Backoff::default();
-        assert_eq!(b.failed(), (Duration::from_millis(500), true));
-        assert_eq!(b.failed(), (Duration::from_secs(1), false));
+        let (pause, first) = b.failed();
+        assert!(
+            first && within(pause, Duration::from_millis(500)),
+            "{pause:?}"
+        );
+        let (pause, first) = b.failed();
+        assert!(!first && within(pause, Duration::from_secs(1)), "{pause:?}");
         for _ in 0..10 {
             b.failed();
         }
-        assert_eq!(b.failed(), (Duration::from_secs(30), false));
+        // Jittered: a hundred pauses at the limit are not all the same.
+        let pauses: Vec<Duration> = (0..100).map(|_| b.failed().0).collect();
+        assert!(pauses.iter().all(|p| within(*p, Duration::from_secs(30))));
+        assert!(pauses.iter().any(|p| *p != pauses[0]), "no jitter");
         b.connected();
-        assert_eq!(b.failed(), (Duration::from_millis(500), true));
+        let (pause, first) = b.failed();
+        assert!(
+            first && within(pause, Duration::from_millis(500)),
+            "{pause:?}"
+        );
     }
 }

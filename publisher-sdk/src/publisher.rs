@@ -1,6 +1,6 @@
 //! The [`Publisher`]: sealing, grants, revocation and key messages over one MQTT connection.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,19 +8,21 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rayon::prelude::*;
-use rumqttc::{AsyncClient, Event, EventLoop, Packet};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, Request};
 use sealpost_certs::{now_unix, pemfile, CertError, Role, Verifier};
 use sealpost_protocol::{
     ContentKey, KeyLocation, KeyRecipient, PublisherIdentity, Sealer, DEFAULT_KEPT_EPOCHS,
 };
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::kdc::{Kdc, KdcConfig, KdcCredentials, PENDING_READER_CHECK};
 use crate::keys::{Batch, Grantee};
-use crate::link::Link;
+use crate::link::{Link, LinkStatus};
+use crate::resend::{Recent, Sent, DEFAULT_RESEND_WINDOW, RESEND_DELAY};
 use crate::state::{Grant, PublisherState, StateLock};
-use crate::transport::{mqtt_options, BrokerAddress, TlsIdentity};
+use crate::transport::{connection_options, BrokerAddress, TlsIdentity};
+use crate::tunnel::{Route, Tunnel};
 use crate::PublisherError;
 
 pub use rumqttc::QoS;
@@ -44,6 +46,10 @@ pub const DEFAULT_CRL_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 pub struct PublisherConfig {
     /// The broker.
     pub broker: BrokerAddress,
+    /// More brokers to fail over to, tried in order after `broker` (then `broker` again)
+    /// whenever the connection is lost or an attempt fails; `mqtt://` and `mqtts://` only.
+    /// Default none.
+    pub failover: Vec<BrokerAddress>,
     /// TLS trust (and client certificate) for `mqtts://` and `wss://` brokers.
     pub tls: Option<TlsIdentity>,
     /// MQTT client id; default: the publisher id with a per-process suffix.
@@ -104,6 +110,12 @@ pub struct PublisherConfig {
     /// Deliver keys in key messages over MQTT (default). With `false`, readers get keys
     /// from the KDC only and [`Publisher::grant_pem`] is refused.
     pub key_messages: bool,
+    /// How many of the last envelopes published at QoS 1 are sent again after every
+    /// reconnect ([`RESEND_DELAY`] later), so that what a lost broker took with it, and
+    /// what reached the next broker before the subscribers did, still reaches them;
+    /// subscribers drop the duplicates (replay window). Default
+    /// [`DEFAULT_RESEND_WINDOW`]; 0 turns this off.
+    pub resend_window: usize,
     /// Serve keys from a key distribution center over HTTPS too (or only, with
     /// `key_messages: false`). Envelopes then name the KDC address in their key index
     /// and always embed the publisher certificate, since KDC readers may get no key
@@ -125,6 +137,11 @@ impl std::fmt::Debug for PublisherConfig {
 }
 
 impl PublisherConfig {
+    /// `broker`, then the `failover` brokers.
+    fn route(&self) -> Route {
+        Route::with_failover(&self.broker, &self.failover)
+    }
+
     /// A configuration with defaults for everything not given.
     pub fn new(
         broker: BrokerAddress,
@@ -135,6 +152,7 @@ impl PublisherConfig {
     ) -> PublisherConfig {
         PublisherConfig {
             broker,
+            failover: Vec::new(),
             tls: None,
             client_id: None,
             credentials: None,
@@ -151,6 +169,7 @@ impl PublisherConfig {
             keep_alive: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             confirm_key_messages: Some(DEFAULT_KEY_MESSAGE_CONFIRMATION),
+            resend_window: DEFAULT_RESEND_WINDOW,
             key_messages: true,
             kdc: None,
         }
@@ -161,7 +180,7 @@ impl PublisherConfig {
     /// publisher's certificate write its key-message topics. Brokers that do not ask for a
     /// client certificate never see it. Over plain TCP this does nothing.
     pub fn present_certificate_over_tls(&mut self) {
-        if self.broker.is_tls() {
+        if self.broker.is_tls() || self.failover.iter().any(BrokerAddress::is_tls) {
             self.tls = Some(TlsIdentity {
                 ca_pem: self.ca_pem.clone(),
                 client: Some((self.certificate_pem.clone(), self.key_pem.clone())),
@@ -179,7 +198,7 @@ pub struct Rekey {
     pub key_messages: usize,
     /// Their total size in bytes (payloads only).
     pub bytes: usize,
-    /// RSA-OAEP wrappings done for them. A rotation wraps only the new epoch for each
+    /// Wrappings (RSA-OAEP or HPKE) done for them. A rotation wraps only the new epoch for each
     /// subscriber and reuses the earlier epoch's wrapping, so after a revoke this is the
     /// number of remaining subscribers, not twice that.
     pub wrapped: usize,
@@ -221,6 +240,8 @@ struct Inner {
     rotate_on_grant: bool,
     /// See [`PublisherConfig::confirm_key_messages`].
     confirm_key_messages: Option<Duration>,
+    /// The last QoS 1 envelopes, sent again after a reconnect.
+    recent: Arc<std::sync::Mutex<Recent>>,
     /// Whether anything may have been sealed under the current key: a new reader then
     /// makes the key rotate (with `rotate_on_grant`). Not persisted: a restarted
     /// publisher assumes so, unless it has just created its state.
@@ -268,6 +289,10 @@ pub struct Publisher {
     kdc_watcher: Option<JoinHandle<()>>,
     /// Where the poller hands incoming messages while grants are read back.
     readback: Readback,
+    /// The SDK's own connection to the broker (TLS, failover), if it has one.
+    tunnel: Option<Tunnel>,
+    /// See [`Publisher::link_status`].
+    status: watch::Receiver<LinkStatus>,
     /// Held for the life of the publisher; released on drop (not when the tasks above
     /// end, which happens a moment later), so a publisher can be started again on the
     /// same directory right after this one is dropped.
@@ -371,6 +396,7 @@ impl Publisher {
             crl: config.crl.clone(),
             rotate_on_grant: config.rotate_on_grant,
             confirm_key_messages: config.confirm_key_messages,
+            recent: Arc::new(std::sync::Mutex::new(Recent::new(config.resend_window))),
             sealed_in_epoch: !fresh,
         };
         if !dropped.is_empty() {
@@ -391,19 +417,16 @@ impl Publisher {
             .client_id
             .clone()
             .unwrap_or_else(|| unique_client_id(&id));
-        let mut options = mqtt_options(
-            &client_id,
-            &config.broker,
-            config.tls.as_ref(),
-            config.keep_alive,
-        )?;
+        let route = config.route();
+        let (mut options, tunnel) =
+            connection_options(&client_id, &route, config.tls.as_ref(), config.keep_alive)?;
         if let Some((user, password)) = &config.credentials {
             options.set_credentials(user, password);
         }
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         eventloop.set_network_options(crate::transport::network_options());
         let closing = Arc::new(AtomicBool::new(false));
-        let (link, mut connected_rx, mut status_rx) = Link::new();
+        let (link, mut connected_rx, mut status_rx) = Link::new(route);
         let readback = Readback::default();
         let poller = tokio::spawn(poll(eventloop, link, closing.clone(), readback.clone()));
         // Queued now, sent once connected.
@@ -419,10 +442,39 @@ impl Publisher {
                 // persistence, failover), so send every current key message again. This
                 // runs apart from the polling task, which must never publish.
                 while rx.changed().await.is_ok() {
-                    let inner = inner.lock().await;
-                    for (topic, bytes) in inner.key_messages.values() {
+                    let recent = {
+                        let inner = inner.lock().await;
+                        for (topic, bytes) in inner.key_messages.values() {
+                            let sent = client
+                                .publish_bytes(
+                                    topic.as_str(),
+                                    QoS::AtLeastOnce,
+                                    true,
+                                    bytes.clone(),
+                                )
+                                .await;
+                            if sent.is_err() {
+                                return;
+                            }
+                        }
+                        inner.recent.clone()
+                    };
+                    // After a reconnect (not the first connection), the recent envelopes
+                    // too (see `resend`), once subscribers have had time to come back.
+                    if *rx.borrow_and_update() <= 1 {
+                        continue;
+                    }
+                    tokio::time::sleep(RESEND_DELAY).await;
+                    let again = recent.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+                    tracing::debug!(messages = again.len(), "sending the recent messages again");
+                    for Sent {
+                        topic,
+                        envelope,
+                        retain,
+                    } in again
+                    {
                         let sent = client
-                            .publish_bytes(topic.as_str(), QoS::AtLeastOnce, true, bytes.clone())
+                            .publish_bytes(topic, QoS::AtLeastOnce, retain, envelope)
                             .await;
                         if sent.is_err() {
                             return;
@@ -461,16 +513,25 @@ impl Publisher {
             checker,
             kdc_watcher,
             readback,
+            tunnel,
+            status: status_rx,
             _lock: lock,
         };
         match connected {
             Ok(()) => Ok(publisher),
             Err(Some(reason)) => Err(PublisherError::ConnectFailed {
-                broker: config.broker.to_string(),
+                broker: config.route().to_string(),
                 reason,
             }),
-            Err(None) => Err(PublisherError::NotConnected(config.broker.to_string())),
+            Err(None) => Err(PublisherError::NotConnected(config.route().to_string())),
         }
+    }
+
+    /// The state of the connection to the broker, as it changes: a publisher that loses
+    /// its broker reconnects by itself (with growing, jittered pauses, to the next broker
+    /// if several were given), and this says so.
+    pub fn link_status(&self) -> watch::Receiver<LinkStatus> {
+        self.status.clone()
     }
 
     /// The publisher's identity.
@@ -814,6 +875,10 @@ impl Publisher {
         // Requests leave in order: once the poller has sent the DISCONNECT, every
         // publish queued before it is on the wire.
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.poller).await;
+        // The poller dropped rumqttc's connection: the tunnel now closes TLS properly.
+        if let Some(tunnel) = &mut self.tunnel {
+            tunnel.close(Duration::from_secs(2)).await;
+        }
         Ok(())
     }
 
@@ -880,8 +945,19 @@ impl Inner {
                 // Publishing under the lock keeps envelopes on the wire in sequence order.
                 for ((k, &i), envelope) in sealable.iter().enumerate().zip(envelopes) {
                     let item = &items[i];
+                    let envelope = Bytes::from(envelope);
+                    if item.qos != QoS::AtMostOnce {
+                        self.recent
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(Sent {
+                                topic: item.topic.to_owned(),
+                                envelope: envelope.clone(),
+                                retain: item.retain,
+                            });
+                    }
                     let sent = client
-                        .publish_bytes(item.topic, item.qos, item.retain, Bytes::from(envelope))
+                        .publish_bytes(item.topic, item.qos, item.retain, envelope)
                         .await;
                     results[i] = Some(sent.map(|()| first_seq + k as u64).map_err(Into::into));
                 }
@@ -1407,9 +1483,21 @@ async fn poll(
     closing: Arc<AtomicBool>,
     readback: Readback,
 ) {
+    // What the lost connection left unsent or unacknowledged. rumqttc forgets it when the
+    // next broker has no session for this client (always with a clean session, and after
+    // failing over to another broker): it is sent again there instead of being lost. A
+    // message that did arrive before is then a duplicate, which subscribers drop (replay
+    // window).
+    let mut unacked: VecDeque<Request> = VecDeque::new();
     loop {
         match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => link.accepted(),
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                if !ack.session_present {
+                    eventloop.pending = std::mem::take(&mut unacked);
+                }
+                unacked.clear();
+                link.accepted();
+            }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if let Some(tx) = &*readback.lock().unwrap_or_else(|p| p.into_inner()) {
                     let _ = tx.send((publish.topic, publish.payload));
@@ -1425,6 +1513,13 @@ async fn poll(
                 if closing.load(Ordering::SeqCst) {
                     return;
                 }
+                // rumqttc has moved the in-flight and queued requests to `pending`.
+                unacked = eventloop
+                    .pending
+                    .iter()
+                    .filter(|r| matches!(r, Request::Publish(p) if p.qos != QoS::AtMostOnce))
+                    .cloned()
+                    .collect();
                 link.failed(&e).await;
             }
         }

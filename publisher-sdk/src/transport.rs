@@ -9,6 +9,7 @@ use std::time::Duration;
 use rumqttc::{MqttOptions, NetworkOptions, TlsConfiguration, Transport};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::tunnel::{Route, Tunnel};
 use crate::PublisherError;
 
 /// Largest MQTT packet the SDKs send or accept (rumqttc defaults to 10 KiB, too small for
@@ -137,11 +138,7 @@ pub fn mqtt_options(
             MqttOptions::new(client_id, url.as_str(), *port)
         }
     };
-    options.set_keep_alive(keep_alive);
-    options.set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
-    // Bursts of key messages (one per subscriber) and publishes must not stall on a tiny
-    // in-flight window.
-    options.set_inflight(1000);
+    common_options(&mut options, keep_alive);
     let tls_config = || -> Result<TlsConfiguration, PublisherError> {
         let identity = tls.ok_or_else(|| PublisherError::Tls("no CA given for TLS".into()))?;
         Ok(TlsConfiguration::Rustls(Arc::new(rustls_config(identity)?)))
@@ -159,6 +156,58 @@ pub fn mqtt_options(
         }
     }
     Ok(options)
+}
+
+/// The settings of every connection, whatever carries it.
+fn common_options(options: &mut MqttOptions, keep_alive: Duration) {
+    options.set_keep_alive(keep_alive);
+    options.set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
+    // Bursts of key messages (one per subscriber) and publishes must not stall on a tiny
+    // in-flight window.
+    options.set_inflight(1000);
+}
+
+/// The rumqttc options for connecting along `route`, and the [`Tunnel`] that carries the
+/// connection when the SDK owns it: for `mqtts://` (so that it ends with close_notify)
+/// and for several addresses (failover; rumqttc knows only one). A single `mqtt://`,
+/// `ws://` or `wss://` address is left to rumqttc. Failover lists take `mqtt://` and
+/// `mqtts://` addresses.
+pub fn connection_options(
+    client_id: &str,
+    route: &Route,
+    tls: Option<&TlsIdentity>,
+    keep_alive: Duration,
+) -> Result<(MqttOptions, Option<Tunnel>), PublisherError> {
+    let current = route.current();
+    if route.len() == 1 && !matches!(current, BrokerAddress::Tls { .. }) {
+        return Ok((mqtt_options(client_id, current, tls, keep_alive)?, None));
+    }
+    let mut secure = false;
+    for address in route.addresses() {
+        match address {
+            BrokerAddress::Tcp { .. } => {}
+            BrokerAddress::Tls { .. } => secure = true,
+            other => {
+                return Err(PublisherError::InvalidAddress(format!(
+                    "{other}: several broker addresses must all be mqtt:// or mqtts://"
+                )))
+            }
+        }
+    }
+    let tls_config = match (secure, tls) {
+        (false, _) => None,
+        (true, Some(identity)) => Some(Arc::new(rustls_config(identity)?)),
+        (true, None) => return Err(PublisherError::Tls("no CA given for TLS".into())),
+    };
+    let tunnel = Tunnel::start(route.clone(), tls_config)?;
+    let socket = tunnel
+        .socket()
+        .to_str()
+        .ok_or_else(|| PublisherError::Tls("the temporary directory's path is not UTF-8".into()))?;
+    let mut options = MqttOptions::new(client_id, socket, 0);
+    options.set_transport(Transport::Unix);
+    common_options(&mut options, keep_alive);
+    Ok((options, Some(tunnel)))
 }
 
 /// Socket options of both SDKs' event loops. TCP_NODELAY: rumqttc already writes every

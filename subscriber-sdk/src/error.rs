@@ -20,6 +20,9 @@ pub enum SubscriberError {
     /// address).
     #[error("KDC: {0}")]
     Kdc(#[from] crate::KdcError),
+    /// A persistent session was asked for without a client id to find it by.
+    #[error("a persistent session needs a client id of its own (client_id, -i)")]
+    PersistentSessionWithoutClientId,
     /// Not a valid MQTT topic filter.
     #[error("invalid topic filter {0:?}")]
     InvalidFilter(String),

@@ -15,7 +15,7 @@
 //!   names a KDC this subscriber has credentials for ([`SubscriberConfig::kdc_credentials`]),
 //!   it logs in over HTTPS (certificate verified against the CA), fetches the key of that
 //!   epoch once, and opens the envelopes held meanwhile. A KDC-only subscriber needs no
-//!   certificate or RSA key ([`SubscriberConfig::kdc_only`]).
+//!   certificate or private key ([`SubscriberConfig::kdc_only`]).
 //! - Exactly-once delivery over QoS 1: the replay window drops redeliveries and
 //!   duplicates, and is persisted before messages are handed over (by default in
 //!   `./.sealpost-sub`, [`SubscriberConfig::state_dir`]), so a restarted subscriber does
@@ -30,6 +30,11 @@
 //! - The hold buffer keeps verified messages (waiting for a key) apart from unverifiable
 //!   ones (unknown publisher, a small separate share): junk cannot push out genuine
 //!   messages.
+//! - Several broker addresses ([`SubscriberConfig::failover`]): when its broker goes
+//!   away the subscriber moves to the next (exponential backoff with jitter) and
+//!   subscribes again there; duplicates that the publisher sends again after a
+//!   reconnect are dropped by the replay window. Over TLS the SDK owns the connection and
+//!   ends it with close_notify ([`Subscriber::disconnect`]).
 //!
 //! ## Non-features
 //! - Content keys are not persisted: after a restart they come again from the retained

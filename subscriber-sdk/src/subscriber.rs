@@ -11,7 +11,8 @@ use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Packet, QoS};
 use sealpost_certs::{now_unix, topic, Verifier};
 use sealpost_protocol::{KeyLocation, Opener, Rejected, SubscriberIdentity};
 use sealpost_publisher::link::{first_connection, Link, LinkStatus};
-use sealpost_publisher::transport::mqtt_options;
+use sealpost_publisher::transport::connection_options;
+use sealpost_publisher::tunnel::{Route, Tunnel};
 use sealpost_publisher::{BrokerAddress, TlsIdentity};
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
@@ -37,17 +38,27 @@ pub const DEFAULT_STATE_DIR: &str = ".sealpost-sub";
 pub struct SubscriberConfig {
     /// The broker.
     pub broker: BrokerAddress,
+    /// More brokers to fail over to, tried in order after `broker` (then `broker` again)
+    /// whenever the connection is lost or an attempt fails; `mqtt://` and `mqtts://` only.
+    /// The subscriber subscribes again on each. Default none.
+    pub failover: Vec<BrokerAddress>,
     /// TLS trust (and client certificate) for `mqtts://` and `wss://` brokers. The
     /// sealpost broker delivers key messages only to their recipients by default: give
     /// the subscriber certificate and key as `client` there (as `sealpost-sub` does).
     pub tls: Option<TlsIdentity>,
     /// MQTT client id; default: the subscriber id with a per-process suffix.
     pub client_id: Option<String>,
+    /// Ask the broker to keep this subscriber's session while it is away (MQTT clean
+    /// session 0): QoS 1 messages published meanwhile are queued for it, and after a
+    /// failover to another node of a cluster that keeps sessions (NATS JetStream) the
+    /// session and what it had not acknowledged carry on there. Needs `client_id`.
+    /// Default `false` (every connection starts clean).
+    pub persistent_session: bool,
     /// MQTT user name and password, if the broker asks for them.
     pub credentials: Option<(String, String)>,
     /// The subscriber certificate, PEM.
     pub certificate_pem: String,
-    /// Its RSA PKCS#8 private key, PEM.
+    /// Its PKCS#8 private key, PEM: RSA or X25519, matching the certificate.
     pub key_pem: String,
     /// The CA certificate, PEM: publisher certificates must chain to it.
     pub ca_pem: String,
@@ -121,8 +132,10 @@ impl SubscriberConfig {
     ) -> SubscriberConfig {
         SubscriberConfig {
             broker,
+            failover: Vec::new(),
             tls: None,
             client_id: None,
+            persistent_session: false,
             credentials: None,
             certificate_pem: certificate_pem.into(),
             key_pem: key_pem.into(),
@@ -145,7 +158,7 @@ impl SubscriberConfig {
     }
 
     /// A configuration for a subscriber that gets keys from a KDC only and holds no
-    /// subscriber certificate or RSA key (it follows no key messages).
+    /// subscriber certificate or private key (it follows no key messages).
     pub fn kdc_only(
         broker: BrokerAddress,
         ca_pem: impl Into<String>,
@@ -182,6 +195,8 @@ pub struct Subscriber {
     status: watch::Receiver<LinkStatus>,
     closing: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The SDK's own connection to the broker (TLS, failover), if it has one.
+    tunnel: Option<Tunnel>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -196,7 +211,7 @@ impl Subscriber {
     /// Connects and subscribes to this subscriber's key messages. Fails if the broker does
     /// not accept the connection within `timeout`.
     pub async fn connect(config: SubscriberConfig) -> Result<Subscriber, SubscriberError> {
-        // A KDC-only subscriber has no certificate: it needs no RSA key to unwrap key
+        // A KDC-only subscriber has no certificate: it needs no private key to unwrap key
         // messages, and it names itself after its first KDC reader id.
         let (identity, id) = match config.kdc_credentials.first() {
             Some(c) if config.certificate_pem.is_empty() => (None, c.reader.clone()),
@@ -255,16 +270,15 @@ impl Subscriber {
         }
         opener.set_replay_state(store.load()?);
 
-        let client_id = config
-            .client_id
-            .clone()
-            .unwrap_or_else(|| unique_client_id(&id));
-        let mut options = mqtt_options(
-            &client_id,
-            &config.broker,
-            config.tls.as_ref(),
-            config.keep_alive,
-        )?;
+        let client_id = match (&config.client_id, config.persistent_session) {
+            (Some(client_id), _) => client_id.clone(),
+            (None, false) => unique_client_id(&id),
+            (None, true) => return Err(SubscriberError::PersistentSessionWithoutClientId),
+        };
+        let route = Route::with_failover(&config.broker, &config.failover);
+        let (mut options, tunnel) =
+            connection_options(&client_id, &route, config.tls.as_ref(), config.keep_alive)?;
+        options.set_clean_session(!config.persistent_session);
         if let Some((user, password)) = &config.credentials {
             options.set_credentials(user, password);
         }
@@ -274,7 +288,7 @@ impl Subscriber {
         let counters = Arc::new(Counters::default());
         let (in_tx, in_rx) = mpsc::channel(4096);
         let (event_tx, events) = mpsc::channel(config.event_capacity.max(1));
-        let (link, mut connack_rx, mut status) = Link::new();
+        let (link, mut connack_rx, mut status) = Link::new(route.clone());
         let (suback_tx, suback) = watch::channel((0u64, false));
         let mut initial_filters = Vec::new();
         if follows_key_messages {
@@ -334,12 +348,13 @@ impl Subscriber {
             status,
             closing,
             tasks: vec![poller, resubscriber, worker],
+            tunnel,
         };
         match connected {
             Ok(()) => {}
             Err(Some(reason)) => {
                 return Err(SubscriberError::ConnectFailed {
-                    broker: config.broker.to_string(),
+                    broker: route.to_string(),
                     reason,
                 })
             }
@@ -416,13 +431,18 @@ impl Subscriber {
     }
 
     /// Disconnects cleanly: sends an MQTT DISCONNECT and waits (up to 5 s) until it has
-    /// left, so a process that exits right after does not just drop the connection.
+    /// left, and over TLS until the TLS stream is shut down (close_notify), so a process
+    /// that exits right after does not just drop the connection.
     pub async fn disconnect(mut self) -> Result<(), SubscriberError> {
         self.closing.store(true, Ordering::SeqCst);
         self.client.disconnect().await?;
-        // The poller is the first task; it ends once the DISCONNECT is written.
+        // The poller is the first task; it ends once the DISCONNECT is written, and drops
+        // rumqttc's connection.
         if let Some(poller) = self.tasks.first_mut() {
             let _ = tokio::time::timeout(Duration::from_secs(5), poller).await;
+        }
+        if let Some(tunnel) = &mut self.tunnel {
+            tunnel.close(Duration::from_secs(2)).await;
         }
         Ok(())
     }

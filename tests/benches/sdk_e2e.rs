@@ -6,6 +6,7 @@
 //! cargo bench -p sealpost-tests --bench sdk_e2e -- --broker sealpost
 //! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey  # or throughput, breakdown
 //! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey --sizes 100,1000
+//! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey --key x25519  # HPKE readers
 //! ```
 //!
 //! Throughput: one publisher floods `n` messages, each of `k` subscribers must receive
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use sealpost_certs::SubscriberKey;
 use sealpost_publisher::Publisher;
 use sealpost_subscriber::{Event, Subscriber};
 use sealpost_tests::{Broker, BrokerKind, Pki};
@@ -28,7 +30,7 @@ mod certs_cache {
     use std::path::PathBuf;
 
     use rayon::prelude::*;
-    use sealpost_certs::{CertificateAuthority, Profile, Validity};
+    use sealpost_certs::{CertificateAuthority, Profile, SubscriberKey, Validity};
 
     /// Where generated subscriber certificates are kept between runs: generating 10,000
     /// RSA-2048 keys takes many minutes, measuring with them does not.
@@ -40,10 +42,20 @@ mod certs_cache {
             })
     }
 
-    /// The cached CA and `n` subscriber certificates (DER), generating what is missing.
-    pub fn load(n: usize) -> (CertificateAuthority, Vec<Vec<u8>>) {
+    /// Where the subscriber certificates with `key` are kept: RSA ones in [`dir`], X25519
+    /// ones in its `x25519/` (same CA).
+    pub fn key_dir(key: SubscriberKey) -> PathBuf {
+        match key {
+            SubscriberKey::Rsa => dir(),
+            SubscriberKey::X25519 => dir().join("x25519"),
+        }
+    }
+
+    /// The cached CA and `n` subscriber certificates (DER) with `key`, generating what is
+    /// missing.
+    pub fn load(n: usize, key: SubscriberKey) -> (CertificateAuthority, Vec<Vec<u8>>) {
         let dir = dir();
-        std::fs::create_dir_all(&dir).expect("cache dir");
+        std::fs::create_dir_all(key_dir(key)).expect("cache dir");
         let ca_cert = dir.join("ca.pem");
         let ca_key = dir.join("ca.key");
         let ca = if ca_cert.exists() {
@@ -59,12 +71,12 @@ mod certs_cache {
             std::fs::write(&ca_cert, ca.certificate_pem()).unwrap();
             ca
         };
-        let path = |i: usize| dir.join(format!("sub-{i:05}.pem"));
+        let path = |i: usize| key_dir(key).join(format!("sub-{i:05}.pem"));
         let missing: Vec<usize> = (0..n).filter(|i| !path(*i).exists()).collect();
         let reuse = std::env::var("SEALPOST_BENCH_REUSE_KEYS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok());
-        if let (Some(pool), false) = (reuse, missing.is_empty()) {
+        if let (Some(pool), false, SubscriberKey::Rsa) = (reuse, missing.is_empty(), key) {
             // Fill the gaps quickly with certificates for keys already generated (CSR
             // signed by the CA): wrapping costs the same whichever key it is under, only
             // the number of distinct keys differs, and the run reports it.
@@ -106,24 +118,19 @@ mod certs_cache {
             });
         } else if !missing.is_empty() {
             eprintln!(
-                "generating {} RSA-2048 subscriber certificates into {} (once)...",
+                "generating {} {key:?} subscriber certificates into {} (once)...",
                 missing.len(),
-                dir.display()
+                key_dir(key).display()
             );
             let started = std::time::Instant::now();
             let done = std::sync::atomic::AtomicUsize::new(0);
             missing.par_iter().for_each(|i| {
                 let issued = ca
-                    .issue(
-                        &Profile::Subscriber {
-                            id: format!("sub-{i:05}"),
-                        },
-                        Validity::days_from_now(3650),
-                    )
+                    .issue_subscriber(&format!("sub-{i:05}"), key, Validity::days_from_now(3650))
                     .expect("issue subscriber");
                 // Certificate then key in one file; written under a temporary name and
                 // renamed so an interrupted run never leaves half a file.
-                let tmp = dir.join(format!(".sub-{i:05}.tmp"));
+                let tmp = key_dir(key).join(format!(".sub-{i:05}.tmp"));
                 std::fs::write(
                     &tmp,
                     format!("{}{}", issued.certificate_pem, issued.private_key_pem),
@@ -455,7 +462,7 @@ fn qos_name(q: QoS) -> u8 {
 }
 
 async fn throughput(kind: BrokerKind, flood: usize, paced: usize, rate: u64) {
-    let (ca, _) = certs_cache::load(10);
+    let (ca, _) = certs_cache::load(10, SubscriberKey::Rsa);
     let pki = Pki {
         ca,
         dir: tempfile::tempdir().unwrap(),
@@ -544,7 +551,7 @@ async fn breakdown(kind: BrokerKind, n: usize) {
         seal_key_message, ContentKey, KeyLocation, KeyRecipient, Opener, PublisherIdentity, Sealer,
         SubscriberIdentity,
     };
-    let (ca, _) = certs_cache::load(1);
+    let (ca, _) = certs_cache::load(1, SubscriberKey::Rsa);
     let pki = Pki {
         ca,
         dir: tempfile::tempdir().unwrap(),
@@ -679,17 +686,17 @@ async fn breakdown(kind: BrokerKind, n: usize) {
 
 /// Grants `n` subscribers at once, then revokes one; times both until the calls return
 /// and until a spy on `sealpost/keys/#` has received every key message from the broker.
-async fn rekey(kind: BrokerKind, sizes: &[usize]) {
+async fn rekey(kind: BrokerKind, sizes: &[usize], key: SubscriberKey) {
     let max = sizes.iter().copied().max().unwrap_or(0);
-    let (ca, ders) = certs_cache::load(max);
+    let (ca, ders) = certs_cache::load(max, key);
     let distinct_keys: std::collections::HashSet<Vec<u8>> = ders
         .iter()
         .map(|d| {
-            sealpost_certs::parse(d)
-                .unwrap()
-                .rsa_public_key()
-                .map(|k| format!("{k:?}").into_bytes())
-                .unwrap()
+            let info = sealpost_certs::parse(d).unwrap();
+            match info.public_key {
+                sealpost_certs::SubjectKey::X25519(k) => k.to_vec(),
+                _ => format!("{:?}", info.rsa_public_key().unwrap()).into_bytes(),
+            }
         })
         .collect();
     let pki = Pki {
@@ -698,12 +705,12 @@ async fn rekey(kind: BrokerKind, sizes: &[usize]) {
     };
     let broker = Broker::start(kind, &pki);
     println!(
-        "\n### Grant and revoke ({kind:?}; {} rayon threads; {} certificates, {} distinct RSA keys)\n",
+        "\n### Grant and revoke ({kind:?}; {} rayon threads; {} certificates, {} distinct {key:?} keys)\n",
         rayon::current_num_threads(),
         ders.len(),
         distinct_keys.len()
     );
-    println!("| subscribers | grant: returned / all delivered | grant bytes | revoke: returned / all delivered | revoke bytes | revoke key messages / RSA wraps |");
+    println!("| subscribers | grant: returned / all delivered | grant bytes | revoke: returned / all delivered | revoke bytes | revoke key messages / wraps |");
     println!("|---|---|---|---|---|---|");
     let mut phases = Vec::new();
     for (round, &n) in sizes.iter().enumerate() {
@@ -793,8 +800,12 @@ fn main() {
             .position(|a| a == flag)
             .and_then(|i| args.get(i + 1).cloned())
     };
+    let key = match value("--key").as_deref() {
+        Some("x25519") => SubscriberKey::X25519,
+        _ => SubscriberKey::Rsa,
+    };
     if args.iter().any(|a| a == "--certs-only") {
-        certs_cache::load(10_000);
+        certs_cache::load(10_000, key);
         return;
     }
     let kind = match value("--broker").as_deref() {
@@ -820,7 +831,7 @@ fn main() {
             let sizes: Vec<usize> = value("--sizes")
                 .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
                 .unwrap_or_else(|| vec![100, 1_000, 10_000]);
-            rekey(kind, &sizes).await;
+            rekey(kind, &sizes, key).await;
         }
     });
 }

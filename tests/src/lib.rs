@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod fuzz;
+pub mod nats;
 pub mod tools;
 
 use std::net::{TcpListener, TcpStream};
@@ -18,7 +19,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use sealpost_broker::{BoundListener, ListenerKind};
-use sealpost_certs::{CertificateAuthority, Issued, Profile, RevokedSerial, Validity};
+use sealpost_certs::{
+    CertificateAuthority, Issued, Profile, RevokedSerial, SubscriberKey, Validity,
+};
 use sealpost_publisher::kdc::{KdcConfig, KdcCredentials};
 use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, TlsIdentity};
 use sealpost_subscriber::{
@@ -284,12 +287,16 @@ impl Drop for Broker {
 /// messages: how a reader without a TLS client certificate (a browser, over WebSocket)
 /// gets its key messages there. User name and password.
 pub const ALICE_WEB: (&str, &str) = ("alice-web", "alice-web-password");
+/// Login of the X25519 subscriber `xavier` on the sealpost broker: an X25519 certificate
+/// cannot be a TLS client certificate (X25519 does not sign), so this password user's rule
+/// names xavier's key topics.
+pub const XAVIER_HPKE: (&str, &str) = ("xavier", "xavier-password");
 
 /// The sealpost broker's configuration: TCP, TLS (client certificates of the test CA
 /// optional) and WebSocket listeners on the given ports (0: any), anonymous clients
 /// allowed, retained messages in memory only (a restart loses them, as with Mosquitto).
 /// Key messages go to their recipients only (the broker's default): subscriber
-/// certificates over TLS, and [`ALICE_WEB`] by its rule.
+/// certificates over TLS, and [`ALICE_WEB`] and [`XAVIER_HPKE`] by their rules.
 fn sealpost_config(ports: [u16; 3], cert: &Path, key: &Path, ca: &Path) -> sealpost_broker::Config {
     use sealpost_broker::config::{ListenerConfig, TlsConfig};
     let bind = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -323,6 +330,7 @@ fn sealpost_config(ports: [u16; 3], cert: &Path, key: &Path, ca: &Path) -> sealp
     // the Mosquitto configuration gives.
     config.limits.max_packet_size = 2_000_000;
     config.router.max_segment_size = 4 * 1024 * 1024;
+    config.limits.max_queued_messages = 100_000;
     let passwd = ca.with_file_name("broker.passwd");
     let cheap = sealpost_broker::auth::HashCost {
         memory_kib: 64,
@@ -330,11 +338,18 @@ fn sealpost_config(ports: [u16; 3], cert: &Path, key: &Path, ca: &Path) -> sealp
     };
     sealpost_broker::auth::add_user(&passwd, ALICE_WEB.0, ALICE_WEB.1, cheap)
         .expect("write password file");
+    sealpost_broker::auth::add_user(&passwd, XAVIER_HPKE.0, XAVIER_HPKE.1, cheap)
+        .expect("write password file");
     config.auth.password_file = Some(passwd);
     config.acl.rules.push(sealpost_broker::config::AclRule {
         identity: format!("user:{}", ALICE_WEB.0),
         publish: Vec::new(),
         subscribe: vec!["sensors/#".into(), "sealpost/keys/+/alice".into()],
+    });
+    config.acl.rules.push(sealpost_broker::config::AclRule {
+        identity: format!("user:{}", XAVIER_HPKE.0),
+        publish: Vec::new(),
+        subscribe: vec!["sensors/#".into(), "sealpost/keys/+/xavier".into()],
     });
     config
 }
@@ -404,6 +419,13 @@ impl Pki {
                 Validity::days_from_now(1),
             )
             .expect("issue subscriber")
+    }
+
+    /// Issues a subscriber certificate with an X25519 key (HPKE key wrapping).
+    pub fn x25519_subscriber(&self, id: &str) -> Issued {
+        self.ca
+            .issue_subscriber(id, SubscriberKey::X25519, Validity::days_from_now(1))
+            .expect("issue X25519 subscriber")
     }
 
     /// The CA's revocation list file, PEM (in [`Pki::dir`]); written the first time it is
@@ -547,6 +569,20 @@ impl Pki {
         }
         config
     }
+
+    /// Subscriber configuration for the X25519 subscriber [`XAVIER_HPKE`] (`issued` must be
+    /// its certificate): like [`Pki::subscriber_config`], but on the sealpost broker over
+    /// plain TCP as the password user whose rule names its key topics, since its
+    /// certificate cannot authenticate a TLS client.
+    pub fn x25519_subscriber_config(&self, broker: &Broker, issued: &Issued) -> SubscriberConfig {
+        let mut config = self.subscriber_config(broker, issued);
+        if broker.kind == BrokerKind::Sealpost {
+            config.broker = broker.address();
+            config.tls = None;
+            config.credentials = Some((XAVIER_HPKE.0.into(), XAVIER_HPKE.1.into()));
+        }
+        config
+    }
 }
 
 /// Connects a publisher, panicking on failure.
@@ -604,7 +640,11 @@ pub struct RawClient {
 impl RawClient {
     /// Connects to `broker` and (if given) subscribes to `filter` at QoS 1.
     pub async fn connect(broker: &Broker, name: &str, filter: Option<&str>) -> RawClient {
-        let mut options = MqttOptions::new(name, "127.0.0.1", broker.port);
+        RawClient::connect_with(MqttOptions::new(name, "127.0.0.1", broker.port), filter).await
+    }
+
+    /// Connects with `options` and (if given) subscribes to `filter` at QoS 1.
+    pub async fn connect_with(mut options: MqttOptions, filter: Option<&str>) -> RawClient {
         options.set_max_packet_size(2_000_000, 2_000_000);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         let (tx, received) = mpsc::unbounded_channel();

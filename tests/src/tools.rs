@@ -159,8 +159,14 @@ impl Running {
 
     /// Sends SIGINT (Ctrl-C) and waits for the exit, at most `within` (then kills).
     pub fn interrupt(&mut self, within: Duration) -> ExitStatus {
+        self.signal("INT", within)
+    }
+
+    /// Sends the signal `name` (`INT`, `TERM`, ...) and waits for the exit, at most
+    /// `within` (then kills).
+    pub fn signal(&mut self, name: &str, within: Duration) -> ExitStatus {
         ok(Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .stdout(Stdio::null()));
         let deadline = Instant::now() + within;
         loop {
@@ -170,7 +176,7 @@ impl Running {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 panic!(
-                    "did not stop on Ctrl-C within {within:?}: {}",
+                    "did not stop on SIG{name} within {within:?}: {}",
                     self.stderr()
                 );
             }

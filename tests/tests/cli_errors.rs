@@ -213,3 +213,57 @@ async fn a_subscriber_that_loses_its_broker_says_it_is_reconnecting() {
     assert!(said.contains("; reconnecting"), "{said}");
     assert!(said.contains("sealpost-sub: reconnected"), "{said}");
 }
+
+/// The publisher tool says the same as the subscriber's when it loses its broker: once
+/// per series of attempts, that it is reconnecting, and then that it reconnected (it used
+/// to retry silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_loses_its_broker_says_it_is_reconnecting() {
+    let pki = Pki::new("errors CA");
+    let mut broker = Broker::start(BrokerKind::Mosquitto, &pki);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    files(&pki, d);
+    let sensor = pki.publisher("sensor-1", &["sensors/#"]);
+    std::fs::write(d.join("sensor.pem"), &sensor.certificate_pem).unwrap();
+    std::fs::write(d.join("sensor.key"), &sensor.private_key_pem).unwrap();
+    let mut child = tool("sealpost-pub")
+        .current_dir(d)
+        .args(tcp(broker.port))
+        .args(["-t", "sensors/t", "-l", "-d"])
+        .args(["--cert", "sensor.pem", "--key", "sensor.key"])
+        .args(["--cafile", "ca.pem", "--crl", "crl.pem"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sealpost-pub");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let said = tokio::task::block_in_place(|| {
+        use std::io::Write;
+        // Connected: it sent a first line (-d reports each).
+        let mut said = String::new();
+        let mut read_until = |what: &str, said: &mut String| loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!("sealpost-pub ended before {what:?}: {said}");
+            }
+            said.push_str(&line);
+            if line.contains(what) {
+                break;
+            }
+        };
+        writeln!(stdin, "one").unwrap();
+        read_until("sent 3 bytes", &mut said);
+        broker.restart();
+        read_until("sealpost-pub: reconnected", &mut said);
+        drop(stdin);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status}: {said}");
+        said
+    });
+    assert_eq!(said.matches("connection lost").count(), 1, "{said}");
+    assert!(said.contains("sealpost-pub: connection lost: "), "{said}");
+    assert!(said.contains("; reconnecting"), "{said}");
+    assert!(said.contains("sealpost-pub: reconnected"), "{said}");
+}

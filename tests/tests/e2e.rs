@@ -1083,6 +1083,95 @@ async fn a_flood_of_bursts_reaches_subscribers_with_different_filters(kind: Brok
     );
 }
 
+/// Issue 16: subscribers of both key types granted by one publisher. alice and bob have
+/// RSA certificates (RSA-OAEP key wrapping), xavier an X25519 one (HPKE). All three read,
+/// from live and retained key messages; revoking an RSA reader and then the HPKE reader
+/// rotates the key each time, and the revoked one reads nothing published afterwards while
+/// the others, of either type, go on reading.
+async fn hpke_and_rsa_subscribers_read_and_are_revoked_alike(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let bob = pki.subscriber("bob");
+    let xavier = pki.x25519_subscriber(XAVIER_HPKE.0);
+    let p = publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await;
+    for reader in [&alice, &bob, &xavier] {
+        p.grant_pem(&reader.certificate_pem).await.unwrap();
+    }
+    p.publish("sensors/kept", b"kept", QoS::AtLeastOnce, true)
+        .await
+        .unwrap();
+    // Connected after the grants: every key comes from a retained key message.
+    let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
+    let mut b = subscriber(pki.subscriber_config(&broker, &bob), "sensors/#").await;
+    let mut x = subscriber(pki.x25519_subscriber_config(&broker, &xavier), "sensors/#").await;
+    for s in [&mut a, &mut b, &mut x] {
+        assert_eq!(expect_message(s).await.payload, b"kept");
+    }
+    p.publish("sensors/t", b"all three", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    for s in [&mut a, &mut b, &mut x] {
+        assert_eq!(expect_message(s).await.payload, b"all three");
+    }
+
+    // Revoke an RSA reader: the HPKE and the other RSA reader get the new key.
+    let epoch = p.epoch().await;
+    let rekey = p.revoke("bob").await.unwrap();
+    assert_eq!(
+        (rekey.epoch, rekey.key_messages, rekey.wrapped),
+        (epoch + 1, 2, 2)
+    );
+    p.publish("sensors/t", b"without bob", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    for s in [&mut a, &mut x] {
+        let m = expect_message(s).await;
+        assert_eq!(
+            (m.payload.as_slice(), m.epoch),
+            (&b"without bob"[..], epoch + 1)
+        );
+    }
+    let r = expect_rejection(&mut b).await;
+    assert!(
+        matches!(r.reason, Rejected::UnknownKey { epoch: e, .. } if e == epoch + 1),
+        "{r:?}"
+    );
+
+    // Revoke the HPKE reader: only the RSA reader left gets the next key.
+    let rekey = p.revoke(XAVIER_HPKE.0).await.unwrap();
+    assert_eq!(
+        (rekey.epoch, rekey.key_messages, rekey.wrapped),
+        (epoch + 2, 1, 1)
+    );
+    assert_eq!(p.granted().await, vec!["alice".to_owned()]);
+    p.publish("sensors/t", b"alice only", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    assert_eq!(expect_message(&mut a).await.payload, b"alice only");
+    let r = expect_rejection(&mut x).await;
+    assert!(
+        matches!(r.reason, Rejected::UnknownKey { epoch: e, .. } if e == epoch + 2),
+        "{r:?}"
+    );
+    assert_eq!(
+        x.counters().delivered_total(),
+        3,
+        "kept, all three, without bob"
+    );
+    assert_eq!(b.counters().delivered_total(), 2, "kept, all three");
+    // xavier's retained key message is gone: a fresh connection learns no key at all.
+    drop(x);
+    let mut x2 = subscriber(pki.x25519_subscriber_config(&broker, &xavier), "sensors/t").await;
+    p.publish("sensors/t", b"later", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    assert_eq!(expect_message(&mut a).await.payload, b"later");
+    assert!(expect_rejection(&mut x2).await.reason.is_retryable());
+    assert_eq!(x2.counters().key_messages_total(), 0);
+}
+
 /// Declares one test per broker for each scenario, so a failure names the broker.
 macro_rules! on_every_broker {
     ($($scenario:ident),* $(,)?) => {
@@ -1126,4 +1215,5 @@ on_every_broker!(
     a_reader_granted_later_cannot_open_what_was_sealed_before,
     a_kdc_reader_added_later_cannot_open_what_was_sealed_before,
     a_flood_of_bursts_reaches_subscribers_with_different_filters,
+    hpke_and_rsa_subscribers_read_and_are_revoked_alike,
 );

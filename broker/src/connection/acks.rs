@@ -1,37 +1,28 @@
-//! Acknowledgements of outgoing messages: the client's PUBACK/PUBREC/PUBCOMP are
-//! passed to the router in the order the router sent the messages, which it requires.
+//! Acknowledgements of outgoing messages. The router's duty for a message ends when
+//! the edge takes it (see `queue`): the edge acknowledges it to the router at once, in
+//! the order the router sent it, which the router requires. The client's
+//! PUBACK/PUBREC/PUBCOMP then end the flow in the edge's queue.
 
-use super::io::queue;
-use super::state::{Comp, Connection};
+use super::state::Connection;
 use crate::codec::kind;
-use bytes::BytesMut;
+use crate::queue::Acked;
+use bytes::{BufMut, BytesMut};
 use rumqttd::protocol::{
-    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
-    PubRelReason,
+    Packet, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason,
 };
 use tracing::debug;
 
 impl Connection {
-    /// A PUBACK/PUBREC from the client for an outgoing message.
-    pub(super) fn client_ack(&mut self, pkid: u16, ack: u8) {
-        match self
-            .out_acks
-            .iter_mut()
-            .find(|a| a.client_pkid == pkid && a.client_ack == ack && !a.done)
-        {
-            Some(a) => {
-                a.done = true;
-                let message = a.message;
-                if ack == kind::PUBACK {
-                    // The client has it: the store no longer keeps it for this session
-                    // (a loss in a crash only costs a duplicate).
-                    self.unstore(message);
-                    self.inflight_out = self.inflight_out.saturating_sub(1);
-                    self.pkids.complete(pkid);
-                } else if self.durable() {
+    /// A PUBACK, PUBREC or PUBCOMP (`ack`) from the client for an outgoing message;
+    /// `refused`: an MQTT 5 PUBREC with a failure reason, which ends the flow. Sends
+    /// what waited for the window.
+    pub(super) fn client_ack(&mut self, wbuf: &mut BytesMut, pkid: u16, ack: u8, refused: bool) {
+        let stored = match self.queue.ack(pkid, ack, refused) {
+            Acked::Received(message) => {
+                if self.durable() {
                     // The message goes, and the flow's PUBREL state is kept instead,
-                    // stored before the router sees this PUBREC and so before the
-                    // client gets the PUBREL: a crash after it sends the PUBREL
+                    // written with the next batch for the router, before the socket
+                    // (see `event_loop`): a crash after the PUBREL sends the PUBREL
                     // again, never the message.
                     self.to_store.push(crate::store::Op::Released {
                         client_id: self.client_id.clone(),
@@ -39,10 +30,61 @@ impl Connection {
                         pkid,
                     });
                 }
+                // MQTT 4.3.3: PUBREL answers PUBREC.
+                wbuf.put_u8(kind::PUBREL << 4 | 0b0010);
+                wbuf.put_u8(2);
+                wbuf.put_u16(pkid);
+                0
             }
-            None => debug!(client_id = %self.client_id, pkid, "unsolicited ack ignored"),
+            // The store let go of a QoS 2 message at its PUBREC already; the flow's
+            // PUBREL state goes now.
+            Acked::Done(_) if ack == kind::PUBCOMP => {
+                if self.durable() {
+                    self.store_acks
+                        .push(crate::store::Op::Completed(self.client_id.clone(), pkid));
+                }
+                0
+            }
+            Acked::Done(message) => message,
+            Acked::Unknown => {
+                debug!(client_id = %self.client_id, pkid, "unsolicited ack ignored");
+                0
+            }
+        };
+        if stored != 0 && self.durable() {
+            // The client has it: the store no longer keeps it for this session.
+            self.store_acks
+                .push(crate::store::Op::Ack(self.client_id.clone(), stored));
         }
-        self.flush_acks();
+        self.send_queued(wbuf);
+    }
+
+    /// Sends what the queue holds while the client's window has room.
+    pub(super) fn send_queued(&mut self, wbuf: &mut BytesMut) {
+        let window = self.window();
+        let mut qos2_sent = Vec::new();
+        let sent = self.queue.fill_noting(wbuf, window, &mut qos2_sent);
+        self.unreported.messages_out += sent as u64;
+        self.note_sent(qos2_sent);
+        self.note_queue_level();
+    }
+
+    /// Stores the packet ids QoS 2 messages were sent with (a persistent session with
+    /// a data directory), with the next batch for the router, which is written before
+    /// the socket: after a crash they are sent again with them.
+    pub(super) fn note_sent(&mut self, qos2_sent: Vec<(u64, u16)>) {
+        if qos2_sent.is_empty() || !self.durable() {
+            return;
+        }
+        for (number, pkid) in qos2_sent {
+            if number != 0 {
+                self.to_store.push(crate::store::Op::Sent {
+                    client_id: self.client_id.clone(),
+                    number,
+                    pkid,
+                });
+            }
+        }
     }
 
     /// A message the edge will never send this client (dropped, or not for it): if
@@ -55,90 +97,36 @@ impl Connection {
         }
     }
 
-    /// Sends completed acknowledgements to the router, oldest first.
-    pub(super) fn flush_acks(&mut self) {
-        while self.out_acks.front().is_some_and(|a| a.done) {
-            let Some(a) = self.out_acks.pop_front() else {
-                break;
-            };
-            if a.router_ack == kind::PUBACK {
-                self.send_router(Packet::PubAck(
-                    PubAck {
-                        pkid: a.pkid,
-                        reason: PubAckReason::Success,
-                    },
-                    None,
-                ));
-            } else {
-                self.comps.push_back(Comp {
-                    pkid: a.pkid,
-                    client_pkid: a.client_pkid,
-                    auto: a.client_ack != kind::PUBREC,
-                    done: false,
-                });
-                self.send_router(pubrec(a.pkid, PubRecReason::Success));
-            }
+    /// Acknowledges to the router a message it sent at `qos` (1 or 2) with `pkid`: the
+    /// edge holds it from now on (or has dropped it, counted).
+    pub(super) fn ack_router(&mut self, pkid: u16, qos: u8) {
+        if qos == 1 {
+            self.send_router(Packet::PubAck(
+                PubAck {
+                    pkid,
+                    reason: PubAckReason::Success,
+                },
+                None,
+            ));
+        } else {
+            self.send_router(pubrec(pkid, PubRecReason::Success));
         }
     }
 
-    pub(super) fn flush_comps(&mut self) {
-        while self.comps.front().is_some_and(|c| c.done) {
-            let Some(c) = self.comps.pop_front() else {
-                break;
-            };
-            if c.pkid != 0 {
-                self.send_router(Packet::PubComp(
-                    PubComp {
-                        pkid: c.pkid,
-                        reason: PubCompReason::Success,
-                    },
-                    None,
-                ));
-            }
-        }
-    }
-
-    /// The client's PUBCOMP for an outgoing QoS 2 flow.
-    pub(super) fn client_pubcomp(&mut self, pkid: u16) {
-        let found = self
-            .comps
-            .iter_mut()
-            .find(|c| c.client_pkid == pkid && !c.auto && !c.done);
-        if let Some(c) = found {
-            c.done = true;
-            self.inflight_out = self.inflight_out.saturating_sub(1);
-            self.pkids.complete(pkid);
-            if self.durable() {
-                self.store_acks
-                    .push(crate::store::Op::Completed(self.client_id.clone(), pkid));
-            }
-        }
-        self.flush_comps();
-    }
-
-    /// At the start of a resumed session: the PUBRELs of flows the router does not
-    /// know (restored from the store after a restart), which the edge sends itself.
-    pub(super) fn resend_releases(&self, wbuf: &mut BytesMut) {
-        for c in self.comps.iter().filter(|c| c.pkid == 0) {
-            let rel = PubRel {
-                pkid: c.client_pkid,
-                reason: PubRelReason::Success,
-            };
-            queue(wbuf, Packet::PubRel(rel, None), self.version);
-        }
+    /// Answers the router's PUBREL (second half of a QoS 2 message it sent: the edge
+    /// took the message at PUBREC).
+    pub(super) fn complete_router(&mut self, pkid: u16) {
+        self.send_router(Packet::PubComp(
+            PubComp {
+                pkid,
+                reason: PubCompReason::Success,
+            },
+            None,
+        ));
     }
 }
 
 /// A PUBREC for packet id `pkid` (to the client for its publish, or to the router).
 pub(super) fn pubrec(pkid: u16, reason: PubRecReason) -> Packet {
     Packet::PubRec(PubRec { pkid, reason }, None)
-}
-
-/// The acknowledgement the router expects for a message it sent at `qos`.
-pub(super) fn router_ack(qos: u8) -> u8 {
-    if qos == 1 {
-        kind::PUBACK
-    } else {
-        kind::PUBREC
-    }
 }

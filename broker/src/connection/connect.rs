@@ -2,14 +2,13 @@
 //! linking to the router, and the CONNACK that turns a socket into a [`Connection`].
 
 use super::io::{ConnectPacket, Io};
-use super::pkids::PacketIds;
-use super::state::{Backlog, ClientLimits, Comp, Connection, Unreported};
+use super::state::{ClientLimits, Connection, Unreported};
 use super::PeerInfo;
 use crate::acl::Identity;
 use crate::codec::Version;
-use crate::marker::Mark;
 use crate::metrics::inc;
-use crate::router::router_client_id;
+use crate::queue::{Held, OutQueue};
+use crate::router::{router_client_id, RouterSlot};
 use crate::session::{self, OwnerCheck, SavedSession};
 use crate::shared::Shared;
 use crate::subscriptions::Copies;
@@ -196,27 +195,37 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     if clean_start && persist {
         shared.sessions.end_session(&mut lock).await;
     }
+    // A session the router need not keep, for a client id with nothing in the router,
+    // starts without a link of its own: it publishes through a shared one until it
+    // subscribes (see `publish_links`).
+    let unlinked = router_clean && shared.sessions.nothing_in_router(&lock);
     let mut started = shared
         .sessions
         .start(&mut lock, &identity, !clean_start, persist);
     if let Some(w) = started.will_to_publish.take() {
         shared.system.publish_will(w).await;
     }
-    let link = shared
-        .router
-        .link_async(router_client_id(&client_id), router_clean)
-        .await
-        .map(|(slot, rx, ack)| {
-            let present = match Option::<Packet>::from(ack) {
-                Some(Packet::ConnAck(ack, _)) => ack.session_present,
-                _ => false,
-            };
-            (slot, rx, present)
-        });
+    let mut take_over = None;
+    let link = if unlinked {
+        take_over = Some(shared.sessions.unlinked(&mut lock));
+        Ok((RouterSlot::unlinked(), None, false))
+    } else {
+        shared
+            .router
+            .link_async(router_client_id(&client_id), router_clean)
+            .await
+            .map(|(slot, rx, ack)| {
+                let present = match Option::<Packet>::from(ack) {
+                    Some(Packet::ConnAck(ack, _)) => ack.session_present,
+                    _ => false,
+                };
+                (slot, Some(rx), present)
+            })
+    };
     // A resumed session keeps the edge's subscription table and origin id; a new one
     // starts afresh, and any table saved for an older session with this id is stale.
     let mut saved = match link {
-        Ok((_, _, true)) => shared.sessions.saved().get(&client_id),
+        Ok((_, _, true)) => shared.sessions.saved().resume(&client_id),
         _ => None,
     }
     .unwrap_or_else(|| {
@@ -226,6 +235,21 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             ..Default::default()
         }
     });
+    // What the last connection held is this connection's alone. After a restart,
+    // the QoS 2 flows awaiting PUBCOMP come first (their PUBREL is sent again), and
+    // the packet ids of the messages routed again stay theirs.
+    let mut held: Vec<Held> = std::mem::take(&mut saved.releasing)
+        .into_iter()
+        .map(Held::released_flow)
+        .collect();
+    held.append(&mut saved.held);
+    let mut queue = OutQueue::resumed(held);
+    let redeliver: HashMap<u64, u16> = std::mem::take(&mut saved.unacknowledged)
+        .into_iter()
+        .collect();
+    for &pkid in redeliver.values().filter(|&&p| p != 0) {
+        queue.reserve(pkid);
+    }
     // The session, its owner and its expiry are stored from the start (and a will an
     // earlier connection left waiting is no longer pending).
     if persist && link.is_ok() && shared.store.is_durable() {
@@ -284,11 +308,6 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     );
     inc(&shared.metrics.connections_open);
     info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive, ?session_expiry, "client connected");
-    let max_queued = limits.max_queued_messages;
-    let backlog = (session_present && max_queued > 0).then(|| Backlog {
-        before: Mark::next_number(),
-        left: max_queued,
-    });
     let shared_boundary = shared.sessions.replay_boundary();
     Some(Connection {
         shared,
@@ -303,6 +322,9 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         will_delay,
         slot,
         link_rx,
+        take_over,
+        own_link_from: None,
+        local_acks: Vec::new(),
         will: will.map(|w| (w, will_props)),
         aliases: HashMap::new(),
         to_router: VecDeque::new(),
@@ -310,26 +332,14 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         awaiting_release: saved.awaiting_release.into_iter().collect(),
         inflight_in: 0,
         qos2_in_router: HashSet::new(),
-        out_acks: VecDeque::new(),
-        comps: saved
-            .releasing
-            .iter()
-            .map(|&(pkid, client_pkid)| Comp {
-                pkid,
-                client_pkid,
-                auto: false,
-                done: false,
-            })
-            .collect(),
+        queue,
         clean_exit: false,
         origin: saved.origin,
         subscriptions: saved.subscriptions,
         copies: Copies::default(),
         limits: client_limits,
-        pkids: PacketIds::resumed(&saved.unacknowledged, &saved.releasing),
-        backlog,
+        redeliver,
         out_aliases: HashMap::new(),
-        inflight_out: 0,
         unreported: Unreported::default(),
         to_store: Vec::new(),
         store_acks: Vec::new(),

@@ -13,11 +13,22 @@ pub(super) const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Why a message was not delivered to a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DropReason {
-    /// A resumed session's backlog beyond `limits.max_queued_messages`.
+    /// The session's queue held `limits.max_queued_messages` (`slow_subscriber =
+    /// "drop"`): a slow subscriber, or a resumed session's backlog.
     QueueFull,
     /// Larger than the client's MQTT 5 maximum packet size.
     Oversized,
+    /// Held by a connection whose session another connection resumed before it ended
+    /// (the new connection had already taken the session's saved state).
+    TakenOver,
 }
+
+/// Every reason, in the order of [`DropReason::index`].
+const REASONS: [DropReason; 3] = [
+    DropReason::QueueFull,
+    DropReason::Oversized,
+    DropReason::TakenOver,
+];
 
 impl DropReason {
     /// The reason's label in the metrics and the log.
@@ -25,6 +36,7 @@ impl DropReason {
         match self {
             DropReason::QueueFull => "queue_full",
             DropReason::Oversized => "oversized",
+            DropReason::TakenOver => "taken_over",
         }
     }
 
@@ -37,7 +49,7 @@ impl DropReason {
 #[derive(Debug, Default)]
 pub(super) struct DropLog {
     last_warning: Option<Instant>,
-    unlogged: [u64; 2],
+    unlogged: [u64; REASONS.len()],
 }
 
 impl DropLog {
@@ -46,6 +58,7 @@ impl DropLog {
         inc(match reason {
             DropReason::QueueFull => &metrics.dropped_queue_full,
             DropReason::Oversized => &metrics.dropped_oversized,
+            DropReason::TakenOver => &metrics.dropped_taken_over,
         });
         if let Some(counts) = self.due(reason, Instant::now()) {
             for (reason, dropped) in counts {
@@ -69,7 +82,7 @@ impl DropLog {
             return None;
         }
         self.last_warning = Some(now);
-        let counts = [DropReason::QueueFull, DropReason::Oversized]
+        let counts = REASONS
             .into_iter()
             .map(|r| (r, std::mem::take(&mut self.unlogged[r.index()])))
             .filter(|(_, n)| *n > 0)

@@ -7,9 +7,12 @@ use super::ConnectionError;
 use crate::codec;
 use crate::codec::Version;
 use crate::metrics::{add, inc};
+use rumqttd::local::{LinkError, LinkRx};
 use rumqttd::protocol::DisconnectReasonCode;
+use rumqttd::Notification;
+use std::collections::VecDeque;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -61,7 +64,10 @@ impl Connection {
             }
         };
         tokio::pin!(invalidated);
-        self.resend_releases(&mut io.wbuf);
+        // What the session's last connection held goes first.
+        self.send_queued(&mut io.wbuf);
+        // The packet ids it is sent with are stored first (see `Op::Sent`).
+        self.flush_router(&mut io.wbuf).await?;
         io.flush().await?;
         let max = io.max_packet();
         // MQTT: the server closes after 1.5 keep-alive periods of silence; 0 disables.
@@ -83,22 +89,30 @@ impl Connection {
         // A busy client fills the read buffer; then it gets a larger one, so that a
         // flood costs one system call per many packets. An idle one keeps a small one.
         let mut busy = false;
+        // Likewise a client that receives more than one write batch per wake-up keeps
+        // its (grown) write buffer; others give theirs back between wake-ups.
+        let mut flooded = false;
         loop {
+            io.release_idle_buffers(busy, flooded);
+            if !busy && self.to_router.capacity() > 0 {
+                // Emptied by every batch, but it may hold a link's buffer, for which
+                // rumqttd reserves 200 packets (see `RouterSlot::send_batch`).
+                self.to_router = VecDeque::new();
+            }
             if busy && io.rbuf.capacity() - io.rbuf.len() < BUSY_READ_BUFFER / 2 {
                 io.rbuf.reserve(BUSY_READ_BUFFER);
             }
-            let spare = io.rbuf.capacity() - io.rbuf.len();
             let paused = self.paused(&io.rbuf);
             tokio::select! {
                 // With the window full, the client is still read until a QoS 1/2
                 // PUBLISH is next: what comes before it may complete a flow (PUBREL),
                 // and an MQTT 5 client's PUBLISH beyond its receive maximum is seen.
-                r = io.rd.read_buf(&mut io.rbuf), if !paused => {
-                    let n = r?;
+                r = io.read(), if !paused => {
+                    let (n, filled) = r?;
                     if n == 0 {
                         return Err(ConnectionError::Closed);
                     }
-                    busy = n >= spare;
+                    busy = filled;
                     add(&self.shared.metrics.bytes_in, n as u64);
                     if let Some(g) = grace {
                         keepalive.as_mut().reset(Instant::now() + g);
@@ -107,7 +121,10 @@ impl Connection {
                         return Ok(());
                     }
                 }
-                n = self.link_rx.next(), if !self.client_window_full() => {
+                // Always read, whatever the client's window: what does not fit waits
+                // in the session's queue (see `queue`), so the router never sees this
+                // subscriber fall behind.
+                n = next_notification(&mut self.link_rx) => {
                     if paused {
                         // The client was paused by us, not silent: restart its keep-alive.
                         if let Some(g) = grace {
@@ -115,11 +132,13 @@ impl Connection {
                         }
                     }
                     let mut unscheduled = false;
+                    io.prepare_write();
                     let mut stop = self.notifications(&mut io.wbuf, Some(n), &mut unscheduled);
+                    flooded = stop == Stop::Full;
                     while stop == Stop::Full {
                         // The router's batch first: what must be stored before the
                         // client sees it (see `Op::Sent`) is written with it.
-                        self.flush_router().await?;
+                        self.flush_router(&mut io.wbuf).await?;
                         io.flush().await?;
                         stop = self.notifications(&mut io.wbuf, None, &mut unscheduled);
                     }
@@ -127,19 +146,35 @@ impl Connection {
                         io.flush().await?;
                         return Err(ConnectionError::RouterClosed);
                     }
-                    self.flush_router().await?;
+                    self.flush_router(&mut io.wbuf).await?;
                     io.flush().await?;
                     // Acknowledgements may have reopened the window for buffered frames.
                     if self.drain_frames(io, max).await? {
                         return Ok(());
                     }
-                    if unscheduled {
+                    if let (true, Some(rx)) = (unscheduled, self.link_rx.as_mut()) {
                         // The router paused us because our queue was full; we drained it.
-                        let _ = self.link_rx.wake().await;
+                        let _ = rx.wake().await;
                     }
+                }
+                _ = taken_over(&mut self.take_over) => {
+                    if self.version == Version::V5 {
+                        queue_disconnect(&mut io.wbuf, DisconnectReasonCode::SessionTakenOver);
+                    }
+                    io.flush().await?;
+                    return Err(ConnectionError::RouterClosed);
                 }
                 _ = &mut keepalive, if grace.is_some() && !paused => {
                     return Err(ConnectionError::Timeout);
+                }
+                // A slow subscriber held this publisher back and has drained.
+                _ = self.shared.backpressure.released(), if paused && self.held_back() => {
+                    if let Some(g) = grace {
+                        keepalive.as_mut().reset(Instant::now() + g);
+                    }
+                    if self.drain_frames(io, max).await? {
+                        return Ok(());
+                    }
                 }
                 e = &mut invalidated => return Err(self.revoked(e)),
                 _ = &mut shutdown => {
@@ -180,37 +215,89 @@ impl Connection {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        if !io.rbuf.is_empty() {
+            io.prepare_write();
+        }
+        loop {
+            if self.drain_some_frames(io, max).await? {
+                return Ok(true);
+            }
+            // Seen before the batch goes: the acknowledgements the edge gives itself
+            // for it (no link of its own) close flows the client had open.
+            let exceeded = self.receive_maximum_exceeded(&io.rbuf);
+            let paused = self.paused(&io.rbuf);
+            self.flush_router(&mut io.wbuf).await?;
+            io.flush().await?;
+            if exceeded {
+                return Err(ConnectionError::Protocol(
+                    "receive maximum exceeded (QoS 1/2 flows not completed)",
+                    DisconnectReasonCode::ReceiveMaximumExceeded,
+                ));
+            }
+            // Those acknowledgements may also have reopened the window for the
+            // frames still buffered.
+            if !paused || self.paused(&io.rbuf) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Handles the complete frames in the read buffer until it is empty or paused;
+    /// true after a clean DISCONNECT.
+    async fn drain_some_frames<R, W>(
+        &mut self,
+        io: &mut Io<R, W>,
+        max: usize,
+    ) -> Result<bool, ConnectionError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         while !self.paused(&io.rbuf) {
             if let Some((kind, pkid)) = codec::take_success_ack(&mut io.rbuf) {
-                self.client_ack(pkid, kind);
+                self.client_ack(&mut io.wbuf, pkid, kind, false);
                 continue;
             }
             let Some(frame) = codec::next_frame(&mut io.rbuf, max, Some(self.version))? else {
                 break;
             };
             if let Some(r) = self.incoming(&mut io.wbuf, frame, max)? {
-                let stored = self.shared.retained.put(&r).await;
+                let stored = Box::pin(self.shared.retained.put(&r)).await;
                 if let Err(e) = stored {
                     warn!(error = %e, topic = %r.topic, "retained message not persisted");
                 }
             }
             if self.to_router.len() >= ROUTER_BATCH {
-                self.flush_router().await?;
+                self.flush_router(&mut io.wbuf).await?;
             }
             if self.clean_exit {
-                self.flush_router().await?;
+                self.flush_router(&mut io.wbuf).await?;
                 io.flush().await?;
                 return Ok(true);
             }
         }
-        self.flush_router().await?;
-        io.flush().await?;
-        if self.receive_maximum_exceeded(&io.rbuf) {
-            return Err(ConnectionError::Protocol(
-                "receive maximum exceeded (QoS 1/2 flows not completed)",
-                DisconnectReasonCode::ReceiveMaximumExceeded,
-            ));
-        }
         Ok(false)
+    }
+}
+
+/// The next notification on the connection's own link; never, without one.
+async fn next_notification(rx: &mut Option<LinkRx>) -> Result<Option<Notification>, LinkError> {
+    match rx {
+        Some(rx) => rx.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when a newer connection takes over this one, which has no link of its
+/// own (see `Sessions::unlinked`); never, for a linked one (the router ends it).
+async fn taken_over(take_over: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
+    match take_over {
+        // A sender dropped without a word (the entry went) is no takeover.
+        Some(rx) => {
+            if rx.await.is_err() {
+                std::future::pending::<()>().await
+            }
+        }
+        None => std::future::pending().await,
     }
 }

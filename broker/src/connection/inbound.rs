@@ -86,11 +86,16 @@ impl Connection {
         let v = self.version;
         match packet {
             Packet::PubAck(ack, _) => {
-                self.client_ack(ack.pkid, kind::PUBACK);
+                self.client_ack(wbuf, ack.pkid, kind::PUBACK, false);
                 Ok(())
             }
             Packet::PubRec(rec, _) => {
-                self.client_ack(rec.pkid, kind::PUBREC);
+                // MQTT 5 §4.3.3: a PUBREC with a failure reason ends the flow.
+                let refused = !matches!(
+                    rec.reason,
+                    PubRecReason::Success | PubRecReason::NoMatchingSubscribers
+                );
+                self.client_ack(wbuf, rec.pkid, kind::PUBREC, refused);
                 Ok(())
             }
             Packet::PubRel(rel, _) => {
@@ -120,7 +125,7 @@ impl Connection {
                 Ok(())
             }
             Packet::PubComp(comp, _) => {
-                self.client_pubcomp(comp.pkid);
+                self.client_ack(wbuf, comp.pkid, kind::PUBCOMP, false);
                 Ok(())
             }
             Packet::Subscribe(sub, props) => {
@@ -141,6 +146,11 @@ impl Connection {
                     });
                 }
                 self.save_subscriptions();
+                queue(wbuf, Packet::UnsubAck(UnsubAck { pkid, reasons }, None), v);
+                if self.publishes_shared() {
+                    // No link of its own: the router has no filters of this client.
+                    return Ok(());
+                }
                 // The router acknowledges only filters it knows; the edge answers for all.
                 let filters = unsub
                     .filters
@@ -148,7 +158,6 @@ impl Connection {
                     .map(|f| topic::router_filter(f).into_owned())
                     .collect();
                 self.send_router(Packet::Unsubscribe(Unsubscribe { pkid, filters }, props));
-                queue(wbuf, Packet::UnsubAck(UnsubAck { pkid, reasons }, None), v);
                 Ok(())
             }
             Packet::Disconnect(d, props) => {
@@ -250,12 +259,24 @@ impl Connection {
 
         // Open flows, bounded by `limits.max_inflight` (see `open_flows_in`): a QoS 1
         // flow until the router acknowledges, a QoS 2 one until its PUBREL.
+        // Without a link of its own, the edge acknowledges once the message is in the
+        // router's queue (see `publish_links`); a QoS 1 flow is open until then.
+        let shared_link = self.publishes_shared();
         match header.qos {
-            1 => self.inflight_in += 1,
+            1 => {
+                self.inflight_in += 1;
+                if shared_link {
+                    self.local_acks.push((kind::PUBACK, header.pkid));
+                }
+            }
             2 => {
                 self.awaiting_release.insert(header.pkid);
                 self.store_incoming(header.pkid, true);
-                self.qos2_in_router.insert(header.pkid);
+                if shared_link {
+                    self.local_acks.push((kind::PUBREC, header.pkid));
+                } else {
+                    self.qos2_in_router.insert(header.pkid);
+                }
             }
             _ => {}
         }
@@ -284,6 +305,11 @@ impl Connection {
             }
         }
         self.unreported.messages_in += 1;
+        if shared_link {
+            // QoS 0 on the shared link, which takes no acknowledgements from the router;
+            // the message's QoS travels in the marker, as it does on every link.
+            publish = Publish::new(publish.topic, publish.payload, publish.retain);
+        }
         marker::route(publish, props, mark, &mut self.to_router);
         Ok(retained)
     }
@@ -451,6 +477,7 @@ impl Connection {
         // router's: the router handles each connection's packets in batches, so a SUBACK
         // sent earlier could let another client publish before the subscription exists.
         self.pending_subacks.insert(pkid, codes);
+        self.needs_own_link();
         if !renewed.is_empty() {
             // Its UNSUBACK goes nowhere: the edge ignores the router's.
             self.send_router(Packet::Unsubscribe(

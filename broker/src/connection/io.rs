@@ -15,6 +15,16 @@ use tracing::warn;
 /// Longest a write to a client may block.
 pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Read buffer of a client that is sending, and the first allocation of a write
+/// buffer. An idle connection holds neither (see [`Io::release_idle_buffers`]).
+pub(super) const BUFFER: usize = 4096;
+
+/// Bytes read without a buffer when a client speaks after being idle: enough for a
+/// PINGREQ, acknowledgements or a small PUBLISH. It lives in the connection's task
+/// (whose size every connection pays), so it is small; a client that fills it gets a
+/// [`BUFFER`] for the rest.
+const FIRST_READ: usize = 64;
+
 /// Encodes an MQTT 5 DISCONNECT by hand: rumqttd 0.20 writes a remaining length of 1
 /// followed by two bytes (reason and property length), which clients reject.
 pub(super) fn queue_disconnect(wbuf: &mut BytesMut, code: DisconnectReasonCode) {
@@ -83,6 +93,45 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Io<R, W> {
         }
         add(&self.shared.metrics.bytes_in, n as u64);
         Ok(())
+    }
+
+    /// Reads what the client sent, at least one byte; returns how many and whether
+    /// they filled the buffer (more may be waiting). An idle connection has no read
+    /// buffer: it reads into a few bytes on the stack, then gets one.
+    pub(super) async fn read(&mut self) -> std::io::Result<(usize, bool)> {
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        if spare > 0 {
+            let n = self.rd.read_buf(&mut self.rbuf).await?;
+            return Ok((n, n >= spare));
+        }
+        let mut first = [0u8; FIRST_READ];
+        let n = self.rd.read(&mut first).await?;
+        if n > 0 {
+            self.rbuf.reserve(BUFFER);
+            self.rbuf.extend_from_slice(&first[..n]);
+        }
+        Ok((n, n == FIRST_READ))
+    }
+
+    /// Gives the buffers back when they hold nothing: an idle connection keeps no
+    /// buffer, and one that wakes up allocates what it needs (one allocation each, a
+    /// bounded cost per wake-up). `keep_read` / `keep_write`: the client is sending or
+    /// receiving a flood, which keeps its buffers (and their grown size).
+    pub(super) fn release_idle_buffers(&mut self, keep_read: bool, keep_write: bool) {
+        if !keep_read && self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+        if !keep_write && self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+            self.wbuf = BytesMut::new();
+        }
+    }
+
+    /// A write buffer for what is about to be written, if the connection gave its
+    /// buffer back (it grows from there as needed).
+    pub(super) fn prepare_write(&mut self) {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf.reserve(BUFFER);
+        }
     }
 
     pub(super) async fn read_connect(&mut self) -> Result<ConnectPacket, ConnectionError> {

@@ -15,14 +15,15 @@
 //!   no UNSUBACK for unknown filters); a SUBACK is still sent only after the router's;
 //! - the last will is kept here, checked against the ACL, and published by the edge
 //!   (delayed wills and MQTT 5 session expiry are the `session` module's);
-//! - a resumed session's unacknowledged messages are re-sent with DUP, and what it
-//!   receives of its backlog is bounded (`limits.max_queued_messages`).
+//! - QoS 1/2 messages are taken off the router at once and held in the session's
+//!   queue until the client acknowledges them (see `queue`), bounded by
+//!   `limits.max_queued_messages` (drops counted, or the publishers slowed); a resumed
+//!   session's unacknowledged messages are re-sent with DUP.
 //!
 //! One part per file: `io` (framing, reads and writes), `connect` (CONNECT, auth,
 //! CONNACK), `event_loop` (the per-connection loop), `inbound` (packets from the
 //! client), `acks` (acknowledgements towards the router), `outbound` (delivery to the
-//! client), `pkids` (the client's packet ids of re-sent messages), `drops` (what is
-//! not delivered is counted and logged), and `state` (what
+//! client), `drops` (what is not delivered is counted and logged), and `state` (what
 //! a connection holds). The connection uses `session` for
 //! what outlives it; nothing below it refers back to it.
 
@@ -33,7 +34,6 @@ mod event_loop;
 mod inbound;
 mod io;
 mod outbound;
-mod pkids;
 mod state;
 
 use crate::acl::Identity;
@@ -102,8 +102,8 @@ where
     let mut io = Io {
         rd,
         wr,
-        rbuf: BytesMut::with_capacity(4096),
-        wbuf: BytesMut::with_capacity(4096),
+        rbuf: BytesMut::with_capacity(io::BUFFER),
+        wbuf: BytesMut::with_capacity(io::BUFFER),
         shared: shared.clone(),
     };
     let timeout = shared.config.limits.connect_timeout();
@@ -120,7 +120,9 @@ where
             return;
         }
     };
-    let Some(mut session) = accept(&mut io, connect, &peer).await else {
+    // Boxed, like the other steps that run once (and the rare ones in the loop): the
+    // task's size is that of its largest state, which every idle connection pays.
+    let Some(mut session) = Box::pin(accept(&mut io, connect, &peer)).await else {
         return;
     };
     let result = session.run(&mut io, peer.certificate_watch).await;
@@ -163,19 +165,28 @@ where
     };
     session.save_unacknowledged();
     // Releases the router slot, then publishes or schedules the will and ends or
-    // schedules the end of the session (see `session`).
+    // schedules the end of the session (see `session`), which keeps what the
+    // connection held for the client.
     let ending = Ending {
         generation: session.generation,
         expiry: session.session_expiry,
         router_clean: session.router_clean,
         will,
         will_delay: session.will_delay,
+        held: session.take_held(),
     };
     let client_id = session.client_id.clone();
-    shared
-        .sessions
-        .connection_ended(&client_id, &mut session.slot, ending)
-        .await;
+    let lost = Box::pin(
+        shared
+            .sessions
+            .connection_ended(&client_id, &mut session.slot, ending),
+    )
+    .await;
+    for _ in lost {
+        session
+            .drops
+            .note(&shared.metrics, &client_id, drops::DropReason::TakenOver);
+    }
     // session drops here (its RouterSlot was released above, or drops with it if this
     // task is cancelled first).
 }

@@ -1,21 +1,21 @@
 //! Delivery to the client: notifications from the router become PUBLISHes (QoS
 //! downgraded, subscription identifiers and topic aliases applied, skipped when the
-//! client may not read them or cannot take them) and the router's acknowledgements
-//! of the client's own messages become its PUBACK/PUBREC.
+//! client may not read them or cannot take them), QoS 1/2 ones through the session's
+//! queue (see `queue`), and the router's acknowledgements of the client's own
+//! messages become its PUBACK/PUBREC.
 
-use super::acks::router_ack;
 use super::drops::DropReason;
 use super::event_loop::{Stop, PAST, ROUTER_BATCH};
 use super::io::{queue, queue_disconnect};
-use super::state::{Comp, Connection, OutAck};
+use super::state::Connection;
 use crate::codec::{self, kind, Version};
+use crate::config::SlowSubscriber;
 use crate::marker::{self, Mark};
+use crate::queue::{pkid_offset, write_pkid, Held, Offer};
 use crate::subscriptions::{Copy, Decision};
 use bytes::{Bytes, BytesMut};
 use rumqttd::local::LinkError;
-use rumqttd::protocol::{
-    DisconnectReasonCode, Packet, PubAckReason, PubRel, PublishProperties, SubAck,
-};
+use rumqttd::protocol::{DisconnectReasonCode, Packet, PubAckReason, PublishProperties, SubAck};
 use rumqttd::Notification;
 use tracing::{debug, warn};
 
@@ -24,8 +24,9 @@ pub(super) const WRITE_BATCH: usize = 64 * 1024;
 
 impl Connection {
     /// Handles `first` and then the notifications already buffered, so that writes are
-    /// batched, up to the client's receive maximum (the rest waits in the router). Not
-    /// async: an async loop would move each 250-byte notification into its future.
+    /// batched. Every notification is taken, whatever the client's window: what does
+    /// not fit waits in the session's queue, not in the router. Not async: an async
+    /// loop would move each 250-byte notification into its future.
     pub(super) fn notifications(
         &mut self,
         wbuf: &mut BytesMut,
@@ -51,16 +52,16 @@ impl Connection {
                     return Stop::Closed;
                 }
             }
-            if self.client_window_full() {
-                return Stop::Drained;
-            }
             if wbuf.len() > WRITE_BATCH || self.to_router.len() >= ROUTER_BATCH {
                 return Stop::Full;
             }
             // A deadline already passed: take what is buffered, never block. (Cheaper
             // than polling `next()` once, which moves the notification four times; and
             // a fixed instant, as reading the clock for every message shows in profiles.)
-            next = match self.link_rx.recv_deadline(*PAST) {
+            let Some(rx) = self.link_rx.as_mut() else {
+                return Stop::Drained;
+            };
+            next = match rx.recv_deadline(*PAST) {
                 Err(LinkError::RecvTimeout(flume::RecvTimeoutError::Timeout)) => {
                     return Stop::Drained
                 }
@@ -98,39 +99,9 @@ impl Connection {
                     }
                     // (No PUBREC or PUBCOMP comes for the client's own messages: the
                     // edge hands QoS 2 to the router as QoS 1, see `incoming`.)
-                    Some(Packet::PubRel(r, p)) => {
-                        let pkid = r.pkid;
-                        match self.comps.iter_mut().find(|c| c.pkid == pkid && !c.done) {
-                            Some(c) if c.auto => {
-                                c.done = true;
-                                self.flush_comps();
-                            }
-                            Some(c) => {
-                                let client_pkid = c.client_pkid;
-                                queue(
-                                    wbuf,
-                                    Packet::PubRel(
-                                        PubRel {
-                                            pkid: client_pkid,
-                                            ..r
-                                        },
-                                        p,
-                                    ),
-                                    v,
-                                )
-                            }
-                            None => {
-                                // A PUBREL resent for a persistent session's earlier flow.
-                                self.comps.push_back(Comp {
-                                    pkid,
-                                    client_pkid: pkid,
-                                    auto: false,
-                                    done: false,
-                                });
-                                queue(wbuf, Packet::PubRel(r, p), v);
-                            }
-                        }
-                    }
+                    // The router's QoS 2 flows end at the edge (see `acks`), also one
+                    // it resends for a persistent session's earlier connection.
+                    Some(Packet::PubRel(r, _)) => self.complete_router(r.pkid),
                     Some(Packet::SubAck(ack, _)) => {
                         if let Some(codes) = self.pending_subacks.remove(&ack.pkid) {
                             queue(
@@ -244,18 +215,13 @@ impl Connection {
                 ids,
             } => (max_qos, retain, ids),
         };
-        if let Some(b) = self.backlog.as_mut() {
-            if !at_subscribe && mark.message < b.before {
-                if b.left == 0 {
-                    wbuf.truncate(start);
-                    self.drops
-                        .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull);
-                    self.unstore(mark.message);
-                    return self.skip(h);
-                }
-                b.left -= 1;
-            }
-        }
+        let delivery = mark.qos.min(h.qos).min(max_qos);
+        // A topic alias only on a message that goes out now: one that waits in the
+        // queue may be overtaken (QoS 0) or dropped, and a kept session's messages may
+        // be sent again on a later connection, where the aliases are gone.
+        let aliases = self.limits.topic_alias_max > 0
+            && self.session_expiry == Some(0)
+            && (delivery == 0 || self.queue.sends_now(self.window()));
         if let Some(mut publish) = rewrite {
             // Subscription identifiers are the edge's (the router never sees them), and
             // topic aliases are given per topic here.
@@ -263,7 +229,7 @@ impl Connection {
             p.subscription_identifiers = ids;
             p.topic_alias = None;
             let mut new_alias = None;
-            if self.limits.topic_alias_max > 0 {
+            if aliases {
                 match self.out_aliases.get(&publish.topic) {
                     Some(&a) => {
                         p.topic_alias = Some(a);
@@ -303,19 +269,14 @@ impl Connection {
         if retain {
             wbuf[start] |= 1;
         }
-        let delivery = mark.qos.min(h.qos).min(max_qos);
-        // The router sends a resumed session's unacknowledged messages again as if new:
-        // MQTT wants them with DUP (3.1.1 §3.3.1.1, 5 §3.3.1.1) and their original
-        // packet id (see `pkids`).
-        let mut client_pkid = 0;
-        if h.qos > 0 {
-            let (pkid, dup) = self.pkids.assign(mark.message, h.pkid);
-            client_pkid = pkid;
-            if dup {
+        // Messages stored before a restart and routed again: MQTT wants DUP on a
+        // re-delivery (3.1.1 §3.3.1.1, 5 §3.3.1.1), and the original packet id (5
+        // §4.4), which the store keeps for QoS 2.
+        let mut original_pkid = None;
+        if !self.redeliver.is_empty() && h.qos > 0 {
+            if let Some(p) = self.redeliver.remove(&mark.message) {
                 wbuf[start] |= 0b1000;
-            }
-            if pkid != h.pkid {
-                codec::set_publish_pkid(&mut wbuf[start..], pkid);
+                original_pkid = (p != 0).then_some(p);
             }
         }
         if delivery < h.qos {
@@ -323,39 +284,81 @@ impl Connection {
                 wbuf.truncate(start);
                 wbuf.extend_from_slice(&rewritten);
             }
-            if delivery == 0 {
-                self.pkids.complete(client_pkid);
-            }
         }
-        if delivery == 2 && self.durable() {
-            // Stored before the PUBLISH goes out (the batch for the router is written
-            // before the socket is): after a crash it is sent again with this id.
-            self.to_store.push(crate::store::Op::Sent {
-                client_id: self.client_id.clone(),
-                number: mark.message,
-                pkid: client_pkid,
-            });
-        }
-        self.unreported.messages_out += 1;
         if h.qos > 0 {
-            let client_ack = match delivery {
-                0 => 0,
-                1 => kind::PUBACK,
-                _ => kind::PUBREC,
-            };
-            if delivery > 0 {
-                self.inflight_out += 1;
+            // From here the edge holds the message (or drops it, counted).
+            self.ack_router(h.pkid, h.qos);
+        }
+        if delivery == 0 {
+            self.unreported.messages_out += 1;
+            return;
+        }
+        self.hold(wbuf, start, mark.message, delivery, original_pkid);
+    }
+
+    /// A QoS 1/2 message encoded at `wbuf[start..]` for the client: sent now if
+    /// nothing older waits and the window has room, else queued (see `queue`).
+    /// `pkid`: the packet id it was sent with before a restart.
+    fn hold(
+        &mut self,
+        wbuf: &mut BytesMut,
+        start: usize,
+        message: u64,
+        qos: u8,
+        pkid: Option<u16>,
+    ) {
+        let Some(pkid_at) = pkid_offset(&wbuf[start..]) else {
+            // Encoded by the edge itself a moment ago: cannot happen.
+            warn!("forwarded publish without a packet id");
+            wbuf.truncate(start);
+            return;
+        };
+        let held = |packet: Bytes| Held {
+            packet,
+            pkid_at,
+            qos,
+            message,
+            pkid,
+            released: false,
+            dup: false,
+        };
+        let limits = &self.shared.config.limits;
+        let policy = match limits.slow_subscriber {
+            SlowSubscriber::Drop => Some(limits.drop_policy),
+            SlowSubscriber::Backpressure => None,
+        };
+        let limit = limits.max_queued_messages;
+        if self.queue.sends_now(self.window()) {
+            let pkid = pkid.unwrap_or_else(|| self.queue.next_pkid());
+            write_pkid(&mut wbuf[start..], pkid_at, pkid);
+            if qos == 2 {
+                self.note_sent(vec![(message, pkid)]);
             }
-            self.out_acks.push_back(OutAck {
-                pkid: h.pkid,
-                client_pkid,
-                client_ack,
-                router_ack: router_ack(h.qos),
-                done: delivery == 0,
-                message: mark.message,
-            });
-            if delivery == 0 {
-                self.flush_acks();
+            // Only a session that outlives the connection may need it again.
+            let packet = if self.session_expiry == Some(0) {
+                Bytes::new()
+            } else {
+                Bytes::copy_from_slice(&wbuf[start..])
+            };
+            self.queue.sent(held(packet), pkid);
+            self.unreported.messages_out += 1;
+            self.note_queue_level();
+            return;
+        }
+        let mut waiting = held(Bytes::copy_from_slice(&wbuf[start..]));
+        waiting.dup = wbuf[start] & 0b1000 != 0;
+        wbuf.truncate(start);
+        match self.queue.offer(waiting, limit, policy) {
+            Offer::Held => self.note_queue_level(),
+            Offer::Dropped => {
+                self.drops
+                    .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull);
+                self.unstore(message);
+            }
+            Offer::DroppedOldest(oldest) => {
+                self.drops
+                    .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull);
+                self.unstore(oldest);
             }
         }
     }
@@ -370,18 +373,9 @@ impl Connection {
     /// A forwarded message not sent to this client: the router still needs its
     /// acknowledgement, in order.
     pub(super) fn skip(&mut self, h: codec::PublishHeader) {
-        if h.qos == 0 {
-            return;
+        if h.qos > 0 {
+            self.ack_router(h.pkid, h.qos);
         }
-        self.out_acks.push_back(OutAck {
-            pkid: h.pkid,
-            client_pkid: 0,
-            client_ack: 0,
-            router_ack: router_ack(h.qos),
-            done: true,
-            message: 0,
-        });
-        self.flush_acks();
     }
 }
 

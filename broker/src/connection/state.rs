@@ -3,20 +3,23 @@
 //! for the router, counters, and saving a persistent session's state.
 
 use super::drops::DropLog;
-use super::pkids::PacketIds;
+use super::io::queue_disconnect;
 use super::ConnectionError;
 use crate::acl::Identity;
-use crate::codec::{kind, Version};
+use crate::codec::{self, kind, Version};
+use crate::config::SlowSubscriber;
 use crate::metrics::add;
-use crate::router::RouterSlot;
+use crate::queue::{Held, OutQueue};
+use crate::router::{router_client_id, RouterSlot};
 use crate::session::{SavedSession, Will};
 use crate::shared::Shared;
 use crate::subscriptions::{Copies, Subscriptions};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rumqttd::local::LinkRx;
-use rumqttd::protocol::{Packet, SubscribeReasonCode};
+use rumqttd::protocol::{DisconnectReasonCode, Packet, SubscribeReasonCode};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use tracing::warn;
 
 /// What an MQTT 5 client asked of the messages it receives (CONNECT properties).
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,49 +32,11 @@ pub(super) struct ClientLimits {
     pub(super) topic_alias_max: u16,
 }
 
-/// A resumed session's backlog: messages numbered below `before` were published before
-/// the connection, so the router queued them for the session; `left` more of them
-/// may be delivered (`limits.max_queued_messages`).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Backlog {
-    pub(super) before: u64,
-    pub(super) left: usize,
-}
-
 /// Message counts of a connection not yet added to the shared [`crate::metrics`].
 #[derive(Debug, Default)]
 pub(super) struct Unreported {
     pub(super) messages_in: u64,
     pub(super) messages_out: u64,
-}
-
-/// An outgoing QoS 1/2 message awaiting its acknowledgement towards the router.
-pub(super) struct OutAck {
-    /// The router's packet id.
-    pub(super) pkid: u16,
-    /// The client's (see `pkids`).
-    pub(super) client_pkid: u16,
-    /// What the client must send: `kind::PUBACK`, `kind::PUBREC`, or 0 (nothing: the
-    /// message was downgraded to QoS 0 and the edge acknowledges for the client).
-    pub(super) client_ack: u8,
-    /// What the router expects: PUBACK (subscription QoS 1) or PUBREC (QoS 2).
-    pub(super) router_ack: u8,
-    pub(super) done: bool,
-    /// The message's number (see `marker`), to recognise it when the router
-    /// sends it again to a resumed session.
-    pub(super) message: u64,
-}
-
-/// Second stage of an outgoing QoS 2 flow (PUBREL from the router, PUBCOMP to it).
-pub(super) struct Comp {
-    /// The router's packet id; 0: the router does not know the flow (restored from
-    /// the store after a restart).
-    pub(super) pkid: u16,
-    /// The client's.
-    pub(super) client_pkid: u16,
-    /// The client never saw a QoS 2 flow for it: the edge answers the router's PUBREL.
-    pub(super) auto: bool,
-    pub(super) done: bool,
 }
 
 /// State of an accepted connection.
@@ -94,8 +59,20 @@ pub(super) struct Connection {
     pub(super) router_clean: bool,
     /// MQTT 5 will delay interval, in seconds.
     pub(super) will_delay: u32,
+    /// The connection's own router link: none (`RouterSlot::unlinked`, no receiver)
+    /// until it first subscribes, when it started without one (see `publish_links`).
     pub(super) slot: RouterSlot,
-    pub(super) link_rx: LinkRx,
+    pub(super) link_rx: Option<LinkRx>,
+    /// Completes when a newer connection with the same client id takes over a
+    /// connection that has no link of its own (the router ends linked ones).
+    pub(super) take_over: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Without a link of its own: where in [`Connection::to_router`] the packets
+    /// start that need one (a SUBSCRIBE and what follows it).
+    pub(super) own_link_from: Option<usize>,
+    /// Without a link of its own: the acknowledgements (kind, packet id) of the
+    /// client's QoS 1/2 PUBLISHes in [`Connection::to_router`], which the edge gives
+    /// once the batch is in the router's queue.
+    pub(super) local_acks: Vec<(u8, u16)>,
     pub(super) will: Option<Will>,
     pub(super) aliases: HashMap<u16, Bytes>,
     /// Packets for the router, sent as one batch per read or per notification batch.
@@ -110,8 +87,8 @@ pub(super) struct Connection {
     pub(super) inflight_in: usize,
     /// Packet ids of the client's QoS 2 publishes the router has not acknowledged yet.
     pub(super) qos2_in_router: HashSet<u16>,
-    pub(super) out_acks: VecDeque<OutAck>,
-    pub(super) comps: VecDeque<Comp>,
+    /// The QoS 1/2 messages the edge holds for the client (see `queue`).
+    pub(super) queue: OutQueue,
     pub(super) clean_exit: bool,
     /// This session's origin id in the markers of its messages (for no local).
     pub(super) origin: u64,
@@ -121,17 +98,12 @@ pub(super) struct Connection {
     pub(super) copies: Copies,
     /// What the client accepts (MQTT 5 CONNECT properties).
     pub(super) limits: ClientLimits,
-    /// The client's packet ids, and the messages an earlier connection of this
-    /// session sent and the client did not acknowledge, which the router will send
-    /// again (see `pkids`).
-    pub(super) pkids: PacketIds,
-    /// What a resumed session may still receive of its backlog (see [`Backlog`]).
-    pub(super) backlog: Option<Backlog>,
+    /// Messages sent before the restart and not acknowledged, which the store routed
+    /// again, by number: they go out with DUP, and with the packet id the client saw
+    /// where the store kept it (QoS 2; 0: not known).
+    pub(super) redeliver: HashMap<u64, u16>,
     /// Topic aliases given to the client, by topic.
     pub(super) out_aliases: HashMap<Bytes, u16>,
-    /// QoS 1/2 PUBLISHes sent to the client and not yet acknowledged by it (PUBACK or
-    /// PUBCOMP), for the client's receive maximum.
-    pub(super) inflight_out: usize,
     /// Messages dropped for the client, counted and logged (see `drops`).
     pub(super) drops: DropLog,
     /// Messages counted but not yet added to the shared metrics.
@@ -150,6 +122,7 @@ pub(super) struct Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.report_counts();
+        self.leave_backpressure();
         self.shared
             .metrics
             .connections_open
@@ -179,9 +152,10 @@ impl Connection {
         self.open_flows_in() >= usize::from(self.shared.config.limits.max_inflight)
     }
 
-    /// Reading is paused: the window is full and a QoS 1/2 PUBLISH is next.
+    /// Reading is paused: a QoS 1/2 PUBLISH is next, and the window is full or a slow
+    /// subscriber holds the publishers back.
     pub(super) fn paused(&self, rbuf: &[u8]) -> bool {
-        self.inflight_full() && starts_with_qos_publish(rbuf)
+        (self.inflight_full() || self.held_back()) && starts_with_qos_publish(rbuf)
     }
 
     /// Keeps a persistent session's subscription table for its next connection. In
@@ -192,21 +166,66 @@ impl Connection {
         self.to_store.extend(ops);
     }
 
-    /// At the end of a persistent session's connection: keeps the messages the client
-    /// did not acknowledge, which the router will send again, so that they go out with
-    /// DUP set. (A connection that takes over a session before this runs sends them
-    /// without.)
+    /// At the end of a persistent session's connection: keeps the restored messages
+    /// the router has yet to send again, so that they still go out with DUP set (and
+    /// their original packet ids where known).
     pub(super) fn save_unacknowledged(&self) {
-        let unacknowledged = self
-            .out_acks
-            .iter()
-            .filter(|a| !a.done && a.client_ack != 0)
-            .map(|a| (a.message, a.client_pkid))
-            .chain(self.pkids.pending())
-            .collect();
-        let ops = self.save_session(unacknowledged);
+        let ops = self.save_session(self.redeliver.iter().map(|(&n, &p)| (n, p)).collect());
         if !ops.is_empty() {
             self.shared.store.send(ops);
+        }
+    }
+
+    /// What the connection holds for the client, for the session's next connection
+    /// (nothing for a session that ends with its connection).
+    pub(super) fn take_held(&mut self) -> Vec<Held> {
+        self.leave_backpressure();
+        let queue = std::mem::take(&mut self.queue);
+        if self.session_expiry == Some(0) {
+            return Vec::new();
+        }
+        queue.into_saved()
+    }
+
+    /// At most this many QoS 1/2 messages are sent to the client unacknowledged: its
+    /// MQTT 5 receive maximum, and never more than `limits.max_inflight` (a window
+    /// the size of the queue would put the queue into the socket).
+    pub(super) fn window(&self) -> usize {
+        let max = usize::from(self.shared.config.limits.max_inflight.max(1));
+        self.limits
+            .receive_max
+            .map_or(max, |m| max.min(usize::from(m.max(1))))
+    }
+
+    /// Whether this connection holds its QoS 1/2 publishes back for a slow
+    /// subscriber (never when its own queue is the one over the limit: it must go on
+    /// reading its acknowledgements).
+    pub(super) fn held_back(&self) -> bool {
+        !self.queue.over && self.shared.backpressure.active()
+    }
+
+    /// With `slow_subscriber = "backpressure"`: counts the session in `backpressure`
+    /// while `max_queued_messages` or more wait in its queue.
+    pub(super) fn note_queue_level(&mut self) {
+        let limits = &self.shared.config.limits;
+        if limits.slow_subscriber != SlowSubscriber::Backpressure || limits.max_queued_messages == 0
+        {
+            return;
+        }
+        let over = self.queue.waiting() >= limits.max_queued_messages;
+        if over != self.queue.over {
+            self.queue.over = over;
+            if over {
+                self.shared.backpressure.enter();
+            } else {
+                self.shared.backpressure.leave();
+            }
+        }
+    }
+
+    fn leave_backpressure(&mut self) {
+        if std::mem::take(&mut self.queue.over) {
+            self.shared.backpressure.leave();
         }
     }
 
@@ -221,22 +240,17 @@ impl Connection {
                 subscriptions: self.subscriptions.clone(),
                 origin: self.origin,
                 unacknowledged,
-                releasing: self
-                    .comps
-                    .iter()
-                    .filter(|c| !c.auto && !c.done)
-                    .map(|c| (c.pkid, c.client_pkid))
-                    .collect(),
+                // Flows restored after a restart are in the queue from the start.
+                releasing: Vec::new(),
                 awaiting_release: self.awaiting_release.iter().copied().collect(),
                 owner: self.identity.label(),
                 expiry: self.session_expiry,
                 restored: self.restored.clone(),
+                held: Vec::new(),
             },
         )
     }
 
-    /// The client has as many unacknowledged QoS 1/2 messages as its receive maximum
-    /// allows: stop taking messages from the router until it acknowledges one.
     /// The session outlives the connection and the broker has a data directory: what
     /// the session must not lose goes to the store.
     pub(super) fn durable(&self) -> bool {
@@ -257,19 +271,13 @@ impl Connection {
         }
     }
 
-    pub(super) fn client_window_full(&self) -> bool {
-        self.limits
-            .receive_max
-            .is_some_and(|m| self.inflight_out >= usize::from(m))
-    }
-
     /// MQTT 5 §4.9: with receive maximum flows open (no PUBACK/PUBCOMP sent yet), the
     /// next QoS 1/2 PUBLISH is a violation. Bytes buffered now were sent before the
     /// client could have seen an acknowledgement still to come, so a QoS 1/2 PUBLISH at
     /// the head of the buffer while the window is full is one. (3.1.1 has no receive
     /// maximum: its clients are only paused.)
     pub(super) fn receive_maximum_exceeded(&self, rbuf: &[u8]) -> bool {
-        self.version == Version::V5 && self.paused(rbuf)
+        self.version == Version::V5 && self.inflight_full() && starts_with_qos_publish(rbuf)
     }
 
     /// Queues a packet for the router; [`Connection::flush_router`] sends the batch. (Not
@@ -294,8 +302,28 @@ impl Connection {
         }
     }
 
+    /// Whether the connection routes its messages through a shared link (see
+    /// `publish_links`): it has no link of its own and none is asked for yet.
+    pub(super) fn publishes_shared(&self) -> bool {
+        self.link_rx.is_none() && self.own_link_from.is_none()
+    }
+
+    /// The packets queued for the router from now on need the connection's own link
+    /// (they are a SUBSCRIBE or follow one).
+    pub(super) fn needs_own_link(&mut self) {
+        if self.publishes_shared() {
+            self.own_link_from = Some(self.to_router.len());
+        }
+    }
+
     /// Sends the batch of packets for the router (and reports the batch's counts).
-    pub(super) async fn flush_router(&mut self) -> Result<(), ConnectionError> {
+    /// Without a link of its own, the batch goes through the shared link, the
+    /// acknowledgements the edge gives for it go into `wbuf`, and the connection links
+    /// when the batch holds packets that need its own link.
+    pub(super) async fn flush_router(
+        &mut self,
+        wbuf: &mut BytesMut,
+    ) -> Result<(), ConnectionError> {
         self.report_counts();
         let store = &self.shared.store;
         if !self.store_acks.is_empty() {
@@ -304,15 +332,71 @@ impl Connection {
         if !self.to_store.is_empty() {
             // Acknowledged means stored: the router's acknowledgement, which becomes
             // the client's PUBACK/PUBREC, can only come after this.
-            store
-                .write(std::mem::take(&mut self.to_store))
+            Box::pin(store.write(std::mem::take(&mut self.to_store)))
                 .await
                 .map_err(ConnectionError::Storage)?;
+        }
+        if self.link_rx.is_none() {
+            let own = self
+                .own_link_from
+                .take()
+                .map(|i| self.to_router.split_off(i));
+            if !self
+                .shared
+                .publish_links
+                .send(self.origin, &mut self.to_router)
+            {
+                return Err(ConnectionError::RouterClosed);
+            }
+            for (kind, pkid) in self.local_acks.drain(..) {
+                if kind == kind::PUBACK {
+                    self.inflight_in = self.inflight_in.saturating_sub(1);
+                }
+                wbuf.extend_from_slice(&codec::success_ack(kind, pkid));
+            }
+            let Some(own) = own else {
+                return Ok(());
+            };
+            Box::pin(self.link(wbuf)).await?;
+            self.to_router = own;
         }
         if self.slot.send_batch(&mut self.to_router).await {
             Ok(())
         } else {
             Err(ConnectionError::RouterClosed)
+        }
+    }
+
+    /// Gives the connection its own router link (clean session: it had none, so the
+    /// router keeps nothing for its client id), unless a newer connection has taken
+    /// over its client id.
+    async fn link(&mut self, wbuf: &mut BytesMut) -> Result<(), ConnectionError> {
+        let sessions = &self.shared.sessions;
+        let mut lock = sessions.lock(&self.client_id).await;
+        if !sessions.linking(&mut lock, self.generation) {
+            sessions.unlock(lock);
+            if self.version == Version::V5 {
+                queue_disconnect(wbuf, DisconnectReasonCode::SessionTakenOver);
+            }
+            return Err(ConnectionError::RouterClosed);
+        }
+        let link = self
+            .shared
+            .router
+            .link_async(router_client_id(&self.client_id), true)
+            .await;
+        sessions.unlock(lock);
+        self.take_over = None;
+        match link {
+            Ok((slot, rx, _connack)) => {
+                self.slot = slot;
+                self.link_rx = Some(rx);
+                Ok(())
+            }
+            Err(e) => {
+                warn!(client_id = %self.client_id, error = %e, "router refused the connection's own link");
+                Err(ConnectionError::RouterClosed)
+            }
         }
     }
 }

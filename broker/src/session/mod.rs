@@ -156,6 +156,10 @@ impl Sessions {
         let previous = (lock.entry.owner.clone(), lock.entry.kept);
         self.registry.set_owner(lock, Some(identity.label()), kept);
         let e = &mut *lock.entry;
+        if let Some(unlinked) = e.take_over.take() {
+            // The connection this one takes over has no link of its own.
+            let _ = unlinked.send(());
+        }
         e.current = generation;
         e.connected = true;
         e.resumed = resumes;
@@ -167,6 +171,32 @@ impl Sessions {
             will_to_publish: if resumes { None } else { pending },
             previous,
         }
+    }
+
+    /// Whether nothing is linked or kept in the router for the locked client id (no
+    /// open connection, no session kept after one): a clean-session connection may then
+    /// start without a router link of its own (see `publish_links`), as there is
+    /// nothing in the router to take over or discard. Asked before [`Sessions::start`].
+    pub(crate) fn nothing_in_router(&self, lock: &ClientLock) -> bool {
+        !lock.entry.connected && !lock.entry.kept
+    }
+
+    /// Registers the latest connection of the locked client id as one without a router
+    /// link of its own: the receiver completes when a newer connection takes over.
+    pub(crate) fn unlinked(&self, lock: &mut ClientLock) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock.entry.take_over = Some(tx);
+        rx
+    }
+
+    /// The connection of `generation` is about to get its own router link (the router
+    /// takes it over from now on). False if a newer connection has taken over.
+    pub(crate) fn linking(&self, lock: &mut ClientLock, generation: u64) -> bool {
+        if lock.entry.current != generation || !lock.entry.connected {
+            return false;
+        }
+        lock.entry.take_over = None;
+        true
     }
 
     /// A connection that failed to link: it never became a session, so the session (if
@@ -253,7 +283,7 @@ impl Sessions {
                 .map(|&n| (n, sent.get(&n).copied().unwrap_or(0)))
                 .collect();
             // The router knows nothing of these flows: the edge sends their PUBREL.
-            saved.releasing = s.releasing.iter().map(|&pkid| (0, pkid)).collect();
+            saved.releasing = s.releasing.clone();
             saved.restored = s.queue.iter().copied().collect::<HashSet<u64>>();
             saved.awaiting_release = s.awaiting_release.clone();
             self.saved.save(&s.client_id, saved);
@@ -367,6 +397,8 @@ pub(crate) struct Ending {
     pub(crate) will: Option<Will>,
     /// MQTT 5 will delay interval in seconds.
     pub(crate) will_delay: u32,
+    /// The QoS 1/2 messages the connection held for the client (see `queue`).
+    pub(crate) held: Vec<crate::queue::Held>,
 }
 
 impl Sessions {
@@ -414,7 +446,7 @@ impl Sessions {
         client_id: &str,
         slot: &mut crate::router::RouterSlot,
         ending: Ending,
-    ) {
+    ) -> Vec<crate::queue::Held> {
         let mut lock = self.registry.lock(client_id).await;
         // Released under the lock: the router sees this DISCONNECT before any later
         // link for the id (they share one ordered channel).
@@ -428,8 +460,11 @@ impl Sessions {
                     self.system.publish_will(will).await;
                 }
             }
+            // The connection that resumed the session read its saved state before
+            // this one ended: what this one held is lost, and the caller counts it.
+            let lost = if e.resumed { ending.held } else { Vec::new() };
             self.registry.unlock(lock);
-            return;
+            return lost;
         }
         e.connected = false;
         let shutting_down = *self.shutdown.borrow();
@@ -446,6 +481,8 @@ impl Sessions {
                 }
             }
             expiry => {
+                // Under the lock, so the next connection of the session finds them.
+                self.saved.keep_held(client_id, ending.held);
                 let now = Instant::now();
                 let mut will_at = None;
                 if let Some(will) = ending.will {
@@ -490,5 +527,6 @@ impl Sessions {
             }
         }
         self.registry.unlock(lock);
+        Vec::new()
     }
 }

@@ -31,6 +31,10 @@ pub(crate) struct Entry {
     /// The session outlives its connection (session expiry not 0): it counts against
     /// its owner's `limits.max_sessions_per_identity`.
     pub(super) kept: bool,
+    /// Ends the latest connection when it has no router link of its own: the router
+    /// ends a linked connection when another links with its client id, but knows
+    /// nothing of this one (see `publish_links`).
+    pub(super) take_over: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Entry {

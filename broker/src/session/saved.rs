@@ -6,6 +6,7 @@
 //! operations needs no change elsewhere.
 
 use super::index::FilterIndex;
+use crate::queue::Held;
 use crate::store::{SessionRecord, SubscriptionRecord};
 use crate::subscriptions::{Subscription, Subscriptions};
 use std::collections::{HashMap, HashSet};
@@ -59,14 +60,15 @@ pub(crate) struct SavedSession {
     pub subscriptions: Subscriptions,
     /// The session's origin id in message markers (no local spans reconnects).
     pub origin: u64,
-    /// Messages sent and not acknowledged when the last connection ended: their
-    /// numbers and the packet ids the client saw (0: not known), to send them again
-    /// with.
+    /// After a restart: the stored messages the router routes again that were sent
+    /// before it, by number, with the packet id the client saw (0: not known; the
+    /// store keeps it for QoS 2), to send them again with DUP and that id.
     pub unacknowledged: Vec<(u64, u16)>,
-    /// Outgoing QoS 2 flows the client received (PUBREC) and has not completed
-    /// (PUBCOMP): the router's packet id (0: the router does not know the flow, which
-    /// was restored from the store) and the client's.
-    pub releasing: Vec<(u16, u16)>,
+    /// After a restart: the client's packet ids of outgoing QoS 2 flows it received
+    /// (PUBREC) and had not completed (PUBCOMP), restored from the store; the edge's
+    /// queue sends their PUBREL again. (Without a restart the queue itself goes to
+    /// the next connection, in `held`.)
+    pub releasing: Vec<u16>,
     /// The client's packet ids of routed QoS 2 messages whose PUBREL has not come (in
     /// the store, each is written when it opens and when it closes: `Op::Incoming`).
     pub awaiting_release: Vec<u16>,
@@ -79,6 +81,9 @@ pub(crate) struct SavedSession {
     /// before the restart that the router sends it live are not for it (see
     /// `Sessions::replay_boundary`).
     pub restored: HashSet<u64>,
+    /// The QoS 1/2 messages the last connection held for the client, sent and not
+    /// acknowledged or not sent yet (see `queue`), for the next connection.
+    pub held: Vec<Held>,
 }
 
 impl SavedSession {
@@ -137,6 +142,7 @@ impl SavedSession {
             owner: record.owner.clone(),
             expiry: record.expiry,
             restored: HashSet::new(),
+            held: Vec::new(),
         }
     }
 }
@@ -162,6 +168,27 @@ impl SavedSessions {
     /// A session's saved state.
     pub(crate) fn get(&self, client: &str) -> Option<SavedSession> {
         self.lock().sessions.get(client).cloned()
+    }
+
+    /// A session's saved state for a connection that resumes it, which takes the
+    /// messages the last connection held (no other connection may send them too).
+    pub(crate) fn resume(&self, client: &str) -> Option<SavedSession> {
+        let mut saved = self.lock();
+        let s = saved.sessions.get_mut(client)?;
+        let held = std::mem::take(&mut s.held);
+        let releasing = std::mem::take(&mut s.releasing);
+        Some(SavedSession {
+            held,
+            releasing,
+            ..s.clone()
+        })
+    }
+
+    /// Keeps the messages a session's connection held when it ended.
+    pub(crate) fn keep_held(&self, client: &str, held: Vec<Held>) {
+        if let Some(s) = self.lock().sessions.get_mut(client) {
+            s.held = held;
+        }
     }
 
     /// Client ids of the sessions a QoS 1/2 message on `topic` from the session of

@@ -26,8 +26,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
+use sealpost_publisher::cli;
 use sealpost_publisher::kdc::{KdcConfig, LoginLimit};
-use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, PublisherError, QoS};
+use sealpost_publisher::{Publisher, PublisherConfig, PublisherError, QoS};
 
 #[derive(Parser)]
 #[command(
@@ -48,9 +49,10 @@ struct Cli {
     /// Broker port (ignored with -L).
     #[arg(short = 'p', long, default_value_t = 1883)]
     port: u16,
-    /// Broker URL: mqtt://, mqtts://, ws:// or wss://host:port[/path].
+    /// Broker URL: mqtt://, mqtts://, ws:// or wss://host:port[/path]. Repeat it to fail
+    /// over: when the broker is lost, the next one (mqtt:// and mqtts:// only) is used.
     #[arg(short = 'L', long)]
-    url: Option<String>,
+    url: Vec<String>,
     /// Topic to publish to.
     #[arg(short = 't', long)]
     topic: String,
@@ -282,20 +284,15 @@ type Error = Box<dyn std::error::Error>;
 
 async fn run(cli: Cli) -> Result<(), Error> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-    let broker = match &cli.url {
-        Some(url) => BrokerAddress::parse(url)?,
-        None => BrokerAddress::Tcp {
-            host: cli.host.clone(),
-            port: cli.port,
-        },
-    };
+    let (broker, failover) = cli::brokers(&cli.url, &cli.host, cli.port)?;
     let mut config = PublisherConfig::new(
-        broker.clone(),
+        broker,
         read(&cli.cert)?,
         read(&cli.key)?,
         read(&cli.cafile)?,
         cli.state_dir.clone(),
     );
+    config.failover = failover;
     config.present_certificate_over_tls();
     config.client_id = cli.id.clone();
     if let Some(user) = &cli.username {
@@ -332,7 +329,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
         1 | 2 => QoS::AtLeastOnce,
         other => return Err(format!("invalid QoS {other}").into()),
     };
-    let publisher = Publisher::connect(config).await?;
+    let stop = cli::stop_signal()?;
+    tokio::pin!(stop);
+    // Signals are caught from here on: one while connecting still ends the program.
+    let publisher = tokio::select! {
+        publisher = Publisher::connect(config) => publisher?,
+        () = &mut stop => return Err("interrupted while connecting".into()),
+    };
+    tokio::spawn(cli::report_link("sealpost-pub", publisher.link_status()));
+    let mut stopped = false;
     if let Some(address) = publisher.kdc_address().await {
         eprintln!("sealpost-pub: KDC serving keys at {address}");
     }
@@ -394,6 +399,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     Some(line) => send(line.into_bytes()).await?,
                     None => break,
                 },
+                // Ctrl-C or SIGTERM: disconnect cleanly (below) rather than die mid-stream.
+                _ = &mut stop => {
+                    stopped = true;
+                    break;
+                }
                 _ = rescan.tick() => {
                     if let Some(dir) = &cli.grant_dir {
                         sync_grants(&publisher, dir, &mut seen, cli.debug).await?;
@@ -404,10 +414,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
     } else if cli.grant_dir.is_none() && cli.revoke.is_empty() && !cli.rotate && cli.kdc.is_none() {
         return Err("nothing to send: give -m, -f, -l or -s".into());
     }
-    if cli.kdc.is_some() {
+    if cli.kdc.is_some() && !stopped {
         // Readers fetch keys after the messages are sent: keep the KDC up.
         eprintln!("sealpost-pub: serving keys until Ctrl-C");
-        tokio::signal::ctrl_c().await?;
+        stop.await;
     }
     publisher.disconnect().await?;
     Ok(())

@@ -8,10 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use sealpost_subscriber::{
-    BrokerAddress, Event, KdcCredentials, LinkStatus, QoS, Subscriber, SubscriberConfig,
-    TlsIdentity,
-};
+use sealpost_publisher::cli;
+use sealpost_subscriber::{Event, KdcCredentials, QoS, Subscriber, SubscriberConfig, TlsIdentity};
 
 /// Exit status when -W expires, as `mosquitto_sub`'s (MOSQ_ERR_TIMEOUT).
 const EXIT_TIMEOUT: u8 = 27;
@@ -33,9 +31,10 @@ struct Cli {
     /// Broker port (ignored with -L).
     #[arg(short = 'p', long, default_value_t = 1883)]
     port: u16,
-    /// Broker URL: mqtt://, mqtts://, ws:// or wss://host:port[/path].
+    /// Broker URL: mqtt://, mqtts://, ws:// or wss://host:port[/path]. Repeat it to fail
+    /// over: when the broker is lost, the next one (mqtt:// and mqtts:// only) is used.
     #[arg(short = 'L', long)]
-    url: Option<String>,
+    url: Vec<String>,
     /// Topic filter(s) to subscribe to.
     #[arg(short = 't', long, required = true)]
     topic: Vec<String>,
@@ -94,6 +93,10 @@ struct Cli {
     /// Client id.
     #[arg(short = 'i', long)]
     id: Option<String>,
+    /// Keep the session while away (clean session 0), as mosquitto_sub -c: QoS 1
+    /// messages are queued for this client id. Needs -i.
+    #[arg(short = 'c', long = "disable-clean-session")]
+    persistent_session: bool,
     /// User name.
     #[arg(short = 'u', long)]
     username: Option<String>,
@@ -125,30 +128,22 @@ type Error = Box<dyn std::error::Error>;
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-    let broker = match &cli.url {
-        Some(url) => BrokerAddress::parse(url)?,
-        None => BrokerAddress::Tcp {
-            host: cli.host.clone(),
-            port: cli.port,
-        },
-    };
+    let (broker, failover) = cli::brokers(&cli.url, &cli.host, cli.port)?;
+    let tls = broker.is_tls() || failover.iter().any(|b| b.is_tls());
     let ca_pem = read(&cli.cafile)?;
     let (cert_pem, key_pem) = match (&cli.cert, &cli.key) {
         (Some(cert), Some(key)) => (read(cert)?, read(key)?),
         _ => (String::new(), String::new()),
     };
-    let mut config = SubscriberConfig::new(
-        broker.clone(),
-        cert_pem.clone(),
-        key_pem.clone(),
-        ca_pem.clone(),
-    );
+    let mut config =
+        SubscriberConfig::new(broker, cert_pem.clone(), key_pem.clone(), ca_pem.clone());
+    config.failover = failover;
     for path in &cli.kdc_credentials {
         config
             .kdc_credentials
             .push(KdcCredentials::load(path).map_err(|e| format!("{}: {e}", path.display()))?);
     }
-    if broker.is_tls() {
+    if tls {
         // Offered to brokers that authenticate clients by certificate; the others never
         // ask for it.
         // A KDC-only reader has no certificate to offer.
@@ -169,6 +164,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     config.max_age = Duration::from_secs(cli.max_age);
     config.hold_time = Duration::from_secs(cli.hold);
     config.client_id = cli.id.clone();
+    config.persistent_session = cli.persistent_session;
     if let Some(user) = &cli.username {
         config.credentials = Some((user.clone(), cli.password.clone().unwrap_or_default()));
     }
@@ -177,7 +173,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     } else {
         QoS::AtLeastOnce
     };
-    let mut subscriber = Subscriber::connect(config).await?;
+    let stop = cli::stop_signal()?;
+    tokio::pin!(stop);
+    // Signals are caught from here on: one while connecting still ends the program.
+    let mut subscriber = tokio::select! {
+        subscriber = Subscriber::connect(config) => subscriber?,
+        () = &mut stop => return Err("interrupted while connecting".into()),
+    };
     for filter in &cli.topic {
         subscriber.subscribe(filter, qos).await?;
     }
@@ -186,11 +188,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut printed = 0u64;
     let stdout = std::io::stdout();
-    let mut status = subscriber.link_status();
-    let mut reconnecting = false;
+    tokio::spawn(cli::report_link("sealpost-sub", subscriber.link_status()));
     let mut code = ExitCode::SUCCESS;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     while !matches!(cli.count, Some(c) if printed >= c) {
         let expired = async {
             match deadline {
@@ -204,25 +203,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 code = ExitCode::from(EXIT_TIMEOUT);
                 break;
             }
-            _ = &mut ctrl_c => break,
-            changed = status.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                // Once per series of failed attempts (the SDK paces them).
-                match &*status.borrow_and_update() {
-                    LinkStatus::Reconnecting(reason) => {
-                        reconnecting = true;
-                        eprintln!("sealpost-sub: connection lost: {reason}; reconnecting");
-                    }
-                    LinkStatus::Connected if reconnecting => {
-                        reconnecting = false;
-                        eprintln!("sealpost-sub: reconnected");
-                    }
-                    _ => {}
-                }
-                continue;
-            }
+            _ = &mut stop => break,
         };
         let Some(event) = event else { break };
         match event {
@@ -236,6 +217,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 out.flush()?;
                 printed += 1;
             }
+            // Duplicates are expected after every reconnect (the publisher sends its
+            // recent messages again) and harmless: reported with -d only.
+            Event::Rejected(r) if r.reason.kind() == "replayed" && !cli.debug => {}
             Event::Rejected(r) => {
                 eprintln!("rejected {}: {} ({})", r.topic, r.reason, r.reason.kind());
             }
@@ -247,7 +231,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
         }
     }
-    // A clean MQTT DISCONNECT, so the broker sees the session end, not a dropped link.
+    // A clean MQTT DISCONNECT (and, over TLS, close_notify), so the broker sees the
+    // session end, not a dropped link: at -C, at -W, on Ctrl-C and on SIGTERM alike.
     let _ = subscriber.disconnect().await;
     Ok(code)
 }

@@ -170,7 +170,7 @@ fn broker() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 }
 
 /// Seeds of `protocol_open`: genuine envelopes (certificate embedded or not, empty and
-/// longer payloads) and a key message, each after its selector byte. They are signed
+/// longer payloads) and key messages (RSA-OAEP and HPKE), each after its selector byte. They are signed
 /// by a CA of their own, as any input of this target must be.
 fn protocol() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let parties = Parties::new();
@@ -211,6 +211,7 @@ fn protocol() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         )
         .expect("seal burst");
     let key_message = parties.key_message();
+    let hpke_key_message = parties.hpke_key_message();
     vec![
         ("protocol_open", "envelope", concat(&[&[0], &plain])),
         (
@@ -225,6 +226,11 @@ fn protocol() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             concat(&[&[1], &key_message]),
         ),
         ("protocol_open", "peek", concat(&[&[2], &embedded])),
+        (
+            "protocol_open",
+            "key-message-hpke",
+            concat(&[&[3], &hpke_key_message]),
+        ),
         ("protocol_open", "burst", concat(&[&[0], &burst[2]])),
     ]
 }

@@ -51,14 +51,13 @@ export function toBase64(bytes: Uint8Array): string {
   return btoa(bin);
 }
 
-/** A copy in a fresh ArrayBuffer, as WebCrypto's stricter typings want. */
+/**
+ * A copy in a fresh ArrayBuffer of exactly its length, as WebCrypto's stricter typings
+ * want. Not `bytes.slice()`: on a Node.js `Buffer` (which libraries may hand out as a
+ * `Uint8Array`) that is a view whose `.buffer` is a whole shared pool.
+ */
 export function buf(bytes: Uint8Array): ArrayBuffer {
-  return bytes.slice().buffer as ArrayBuffer;
-}
-
-/** SHA-256 through WebCrypto. */
-export async function sha256(bytes: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", buf(bytes)));
+  return new Uint8Array(bytes).buffer as ArrayBuffer;
 }
 
 /** The current time in unix seconds. */

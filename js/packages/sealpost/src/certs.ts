@@ -5,7 +5,8 @@
  */
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
-import { buf, equal, sha256, toHex } from "./bytes.js";
+import { buf, equal, toHex } from "./bytes.js";
+import { sha256 } from "./primitives.js";
 import { decodeFilter, filterMatches, validateFilter } from "./topic.js";
 
 const ROLE_PREFIX = "urn:sealpost:role:";
@@ -202,14 +203,23 @@ export class Verifier {
     if (now < info.notBefore || now > info.notAfter) {
       throw new CertificateError("expired", `${info.id}: outside its validity period`);
     }
+    this.checkRevocation(info.id, info.serial, now);
+  }
+
+  /**
+   * Throws unless the certificate with this serial (hex, any case and leading zeros) is
+   * absent from the revocation list in force and that list is current; passes with no
+   * list installed (`insecureNoCrl`).
+   */
+  checkRevocation(id: string, serial: string, now: number): void {
     const list = this.revocations;
-    if (list) {
-      if (list.revoked.has(info.serial)) {
-        throw new CertificateError("revoked", `${info.id}: revoked (serial ${info.serial})`);
-      }
-      if (now > list.nextUpdate) {
-        throw new CertificateError("bad_crl", "the revocation list is past its next update");
-      }
+    if (!list) return;
+    const s = stripSerial(serial);
+    if (list.revoked.has(s)) {
+      throw new CertificateError("revoked", `${id}: revoked (serial ${s})`);
+    }
+    if (now > list.nextUpdate) {
+      throw new CertificateError("bad_crl", "the revocation list is past its next update");
     }
   }
 }

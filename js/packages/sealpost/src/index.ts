@@ -6,6 +6,7 @@
  */
 export * from "./bytes.js";
 export * from "./certs.js";
+export * from "./crlReloader.js";
 export * from "./emitter.js";
 export * from "./envelope.js";
 export * from "./errors.js";
@@ -17,6 +18,7 @@ export * from "./keyring.js";
 export * from "./merkle.js";
 export * from "./opener.js";
 export * from "./pem.js";
+export * from "./primitives.js";
 export * from "./replay.js";
 export * from "./rootCache.js";
 export * from "./sealer.js";

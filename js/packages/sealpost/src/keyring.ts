@@ -1,19 +1,20 @@
 /** Content keys by (publisher, epoch), keeping a few recent epochs per publisher. */
+import { type ContentKey, primitives } from "./primitives.js";
 
 /** How many epochs per publisher are kept by default. */
 export const DEFAULT_KEPT_EPOCHS = 4;
 /** Length of a content key. */
 export const CONTENT_KEY_LEN = 32;
 
-/** Imports 32 raw bytes as a non-extractable AES-256-GCM key. */
-export async function importContentKey(raw: Uint8Array): Promise<CryptoKey> {
+/** Imports 32 raw bytes as an AES-256-GCM key (non-extractable in a browser). */
+export async function importContentKey(raw: Uint8Array): Promise<ContentKey> {
   if (raw.length !== CONTENT_KEY_LEN) throw new Error("a content key is 32 bytes");
-  return crypto.subtle.importKey("raw", raw.slice(), "AES-GCM", false, ["encrypt", "decrypt"]);
+  return primitives.importContentKey(raw);
 }
 
 /** The content keys a subscriber holds. */
 export class Keyring {
-  private readonly keys = new Map<string, Map<bigint, CryptoKey>>();
+  private readonly keys = new Map<string, Map<bigint, ContentKey>>();
 
   constructor(private readonly kept = DEFAULT_KEPT_EPOCHS) {}
 
@@ -23,7 +24,7 @@ export class Keyring {
   }
 
   /** The key of this epoch, if known. */
-  get(publisher: string, epoch: bigint): CryptoKey | undefined {
+  get(publisher: string, epoch: bigint): ContentKey | undefined {
     return this.keys.get(publisher)?.get(epoch);
   }
 
@@ -31,7 +32,7 @@ export class Keyring {
    * Adds a key; returns false if it was known already or is older than every kept epoch
    * (the oldest is dropped once more than `kept` are held).
    */
-  insert(publisher: string, epoch: bigint, key: CryptoKey): boolean {
+  insert(publisher: string, epoch: bigint, key: ContentKey): boolean {
     let epochs = this.keys.get(publisher);
     if (!epochs) {
       epochs = new Map();

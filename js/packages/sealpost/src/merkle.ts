@@ -4,7 +4,7 @@
  * root's derived protected header. Leaves and interior nodes are hashed with different
  * one-byte prefixes (0x00, 0x01), so a node can never be passed off as a leaf.
  */
-import { concat, sha256 } from "./bytes.js";
+import { concat } from "./bytes.js";
 import { asBytes, asMap, asUint, decodeStrict, encodeCbor } from "./cbor.js";
 import {
   ALG_EDDSA,
@@ -16,6 +16,7 @@ import {
   VERSION_BURST,
 } from "./cose.js";
 import { malformed } from "./errors.js";
+import { sha256 } from "./primitives.js";
 
 /** Verifiable data structure label (draft-ietf-cose-merkle-tree-proofs). */
 export const LABEL_VDS = 395;

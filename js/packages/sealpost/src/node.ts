@@ -7,6 +7,9 @@ import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { request } from "node:https";
 import { dirname } from "node:path";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
+import { nowUnix } from "./bytes.js";
+import type { Verifier } from "./certs.js";
+import type { CrlSource } from "./crlReloader.js";
 import type { KdcCredentials, KdcTransport } from "./kdc.js";
 import type { ReplayState, ReplayStore } from "./replay.js";
 
@@ -33,12 +36,23 @@ export class FileReplayStore implements ReplayStore {
   }
 }
 
+/** A revocation list file (PEM or DER), read anew on every reload. */
+export function fileCrlSource(path: string): CrlSource {
+  return async () => {
+    const bytes = await readFile(path);
+    return bytes[0] === 0x30 ? new Uint8Array(bytes) : bytes.toString("utf8");
+  };
+}
+
 /**
  * KDC requests over HTTPS trusting `caPem` only, with the KDC certificate pinned to the
- * credentials' `kdc_certificate_sha256` (checked before the password is sent).
+ * credentials' `kdc_certificate_sha256` and, given the subscriber's `verifier`, absent from
+ * its revocation list in force (a current one): all checked before the password is sent.
  */
-export function nodeKdcTransport(caPem: string): (c: KdcCredentials) => KdcTransport {
-  return (credentials) => {
+export function nodeKdcTransport(
+  caPem: string,
+): (c: KdcCredentials, verifier?: Verifier) => KdcTransport {
+  return (credentials, verifier) => {
     const pin = credentials.kdc_certificate_sha256?.toLowerCase();
     if (!pin || !/^[0-9a-f]{64}$/.test(pin)) {
       throw new Error("the credentials file names no KDC certificate pin");
@@ -50,10 +64,18 @@ export function nodeKdcTransport(caPem: string): (c: KdcCredentials) => KdcTrans
           {
             method: init.method,
             headers: init.headers,
+            // A fresh connection per request: a pooled one would skip the checks below,
+            // and a list reloaded since then would not apply to it.
+            agent: false,
             ca: caPem,
             checkServerIdentity: (host: string, cert: PeerCertificate) => {
               const named = checkServerIdentity(host, cert);
               if (named) return named;
+              try {
+                verifier?.checkRevocation("the KDC certificate", cert.serialNumber, nowUnix());
+              } catch (e) {
+                return e as Error;
+              }
               const actual = createHash("sha256").update(cert.raw).digest("hex");
               return actual === pin
                 ? undefined

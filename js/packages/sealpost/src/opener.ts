@@ -2,14 +2,8 @@
  * The receive path (docs/PROTOCOL.md, "Receiving, in this order"), without I/O: every
  * check in the document's order, each refusal a typed `Rejected`.
  */
-import { buf, equal, nowUnix, sha256, toHex } from "./bytes.js";
-import {
-  type CertificateError,
-  type CertificateInfo,
-  ed25519Key,
-  mayPublish,
-  type Verifier,
-} from "./certs.js";
+import { buf, equal, nowUnix, toHex } from "./bytes.js";
+import { type CertificateError, type CertificateInfo, mayPublish, type Verifier } from "./certs.js";
 import { checkPreamble, encStructure, KIND_KEYS, kidOf, parseSign1, sigStructure } from "./cose.js";
 import { DEFAULT_MAX_ENVELOPE, type ParsedEnvelope, parseEnvelope } from "./envelope.js";
 import { malformed, Rejected, type RejectionDetails } from "./errors.js";
@@ -17,6 +11,7 @@ import type { SubscriberIdentity } from "./identity.js";
 import { parseKeyMessageBody } from "./keyMessage.js";
 import { DEFAULT_KEPT_EPOCHS, importContentKey, Keyring } from "./keyring.js";
 import { leafHash, ProofShapeError, rootFromPath, rootSigStructure } from "./merkle.js";
+import { primitives, sha256, type VerifyKey } from "./primitives.js";
 import { ReplayWindows } from "./replay.js";
 import { DEFAULT_ROOT_CACHE, RootCache } from "./rootCache.js";
 
@@ -61,7 +56,7 @@ export interface OpenerOptions {
 
 interface KnownPublisher {
   info: CertificateInfo;
-  key: CryptoKey;
+  key: VerifyKey;
   /** Burst roots of this certificate whose signature verified. */
   roots: RootCache;
 }
@@ -124,9 +119,9 @@ export class Opener {
     if (info.role !== "publisher") {
       throw new Rejected("untrusted_publisher", `${info.id} has role ${info.role}, not publisher`);
     }
-    let key: CryptoKey;
+    let key: VerifyKey;
     try {
-      key = await ed25519Key(info.cert);
+      key = await primitives.importVerifyKey(new Uint8Array(info.cert.publicKey.rawData));
     } catch {
       throw new Rejected("untrusted_publisher", `${info.id}: not an Ed25519 key`);
     }
@@ -210,17 +205,11 @@ export class Opener {
     }
     let payload: Uint8Array;
     try {
-      payload = new Uint8Array(
-        await crypto.subtle.decrypt(
-          {
-            name: "AES-GCM",
-            iv: buf(env.iv),
-            additionalData: buf(encStructure(env.encProtected, te.encode(topic))),
-            tagLength: 128,
-          },
-          key,
-          buf(env.ciphertext),
-        ),
+      payload = await primitives.aesGcmDecrypt(
+        key,
+        env.iv,
+        encStructure(env.encProtected, te.encode(topic)),
+        env.ciphertext,
       );
     } catch {
       throw new Rejected("decrypt_failed", "decryption failed", details);
@@ -245,7 +234,7 @@ export class Opener {
     const { sign1, proof } = env;
     const tbs = sigStructure(sign1.protectedBytes, te.encode(topic), sign1.payload);
     if (!proof) {
-      if (!(await verifySignature(known.key, sign1.signature, tbs))) {
+      if (!(await primitives.verifyEd25519(known.key, sign1.signature, tbs))) {
         throw new Rejected("bad_signature", "bad signature", details);
       }
       return;
@@ -261,7 +250,7 @@ export class Opener {
     }
     if (known.roots.contains(root, proof.treeSize, sign1.signature)) return;
     const rootTbs = rootSigStructure(env.fingerprint, proof.treeSize, root);
-    if (!(await verifySignature(known.key, sign1.signature, rootTbs))) {
+    if (!(await primitives.verifyEd25519(known.key, sign1.signature, rootTbs))) {
       throw new Rejected("bad_signature", "bad signature", details);
     }
     known.roots.insertVerified(root, proof.treeSize, sign1.signature, this.rootCache);
@@ -279,7 +268,7 @@ export class Opener {
     const body = parseKeyMessageBody(sign1.payload);
     const known = await this.publisher(fingerprint, sign1.x5chain, body.publisher, now);
     const tbs = sigStructure(sign1.protectedBytes, te.encode(topic), sign1.payload);
-    if (!(await verifySignature(known.key, sign1.signature, tbs))) {
+    if (!(await primitives.verifyEd25519(known.key, sign1.signature, tbs))) {
       throw new Rejected("bad_signature", "bad signature", { publisher: body.publisher, topic });
     }
     // Only now, with the publisher authenticated, touch the private key.
@@ -306,18 +295,6 @@ export class Opener {
       }
     }
     return { publisher: body.publisher, newEpochs, issuedAt: body.issuedAt };
-  }
-}
-
-async function verifySignature(
-  key: CryptoKey,
-  signature: Uint8Array,
-  data: Uint8Array,
-): Promise<boolean> {
-  try {
-    return await crypto.subtle.verify("Ed25519", key, buf(signature), buf(data));
-  } catch {
-    return false;
   }
 }
 

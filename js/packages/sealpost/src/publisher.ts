@@ -13,6 +13,7 @@ import { type CertificateInfo, Verifier } from "./certs.js";
 import type { PublisherIdentity } from "./identity.js";
 import { importContentKey } from "./keyring.js";
 import { derOrPem } from "./pem.js";
+import type { ContentKey } from "./primitives.js";
 import {
   checkTopic,
   createKeyMessage,
@@ -84,7 +85,7 @@ export class Publisher {
   private seqReserved: bigint;
   private sealedInEpoch = true;
   private readonly salt = randomBytes(4);
-  private contentKey: CryptoKey | null = null;
+  private contentKey: ContentKey | null = null;
   /** Messages published while a burst is being sealed; the next burst takes them. */
   private queue: Queued[] = [];
   private draining = false;

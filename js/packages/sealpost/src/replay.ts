@@ -11,11 +11,50 @@ export const WINDOW = 1024n;
 /** Result of checking a sequence number. */
 export type ReplayCheck = "fresh" | "duplicate" | "too_old";
 
-interface Window {
-  highest: bigint;
-  /** Accepted numbers `highest - k` for k < WINDOW, as a set of offsets. */
-  seen: Set<number>;
+const SLOTS = Number(WINDOW);
+
+/**
+ * One publisher's window as a ring of flags: the slot of `n` (n mod WINDOW) is set while
+ * `n` is accepted and inside the window. Advancing clears the slots of the numbers that
+ * leave it, so an in-order stream costs O(1) per message, not O(WINDOW).
+ */
+class Window {
+  private readonly seen = new Uint8Array(SLOTS);
+
+  constructor(public highest: bigint) {
+    this.seen[slot(highest)] = 1;
+  }
+
+  check(seq: bigint): ReplayCheck {
+    if (seq > this.highest) return "fresh";
+    if (this.highest - seq >= WINDOW) return "too_old";
+    return this.seen[slot(seq)] ? "duplicate" : "fresh";
+  }
+
+  /** Marks a number `check` found fresh. */
+  mark(seq: bigint): void {
+    if (seq > this.highest) {
+      if (seq - this.highest >= WINDOW) {
+        this.seen.fill(0);
+      } else {
+        for (let n = this.highest + 1n; n < seq; n++) this.seen[slot(n)] = 0;
+      }
+      this.highest = seq;
+    }
+    this.seen[slot(seq)] = 1;
+  }
+
+  /** Accepted numbers as offsets below the highest. */
+  offsets(): number[] {
+    const out: number[] = [];
+    for (let k = 0; k < SLOTS; k++) {
+      if (this.seen[slot(this.highest - BigInt(k))]) out.push(k);
+    }
+    return out;
+  }
 }
+
+const slot = (n: bigint): number => Number(BigInt.asUintN(64, n) % WINDOW);
 
 /** Serialised form: publisher -> [highest (decimal), accepted offsets]. */
 export type ReplayState = Record<string, [string, number[]]>;
@@ -26,41 +65,25 @@ export class ReplayWindows {
 
   /** Is `seq` new for `publisher`? Changes nothing. */
   check(publisher: string, seq: bigint): ReplayCheck {
-    const w = this.windows.get(publisher);
-    if (!w || seq > w.highest) return "fresh";
-    const k = w.highest - seq;
-    if (k >= WINDOW) return "too_old";
-    return w.seen.has(Number(k)) ? "duplicate" : "fresh";
+    return this.windows.get(publisher)?.check(seq) ?? "fresh";
   }
 
   /** Records `seq` as accepted; false if it was not fresh. */
   record(publisher: string, seq: bigint): boolean {
-    if (this.check(publisher, seq) !== "fresh") return false;
     const w = this.windows.get(publisher);
     if (!w) {
-      this.windows.set(publisher, { highest: seq, seen: new Set([0]) });
+      this.windows.set(publisher, new Window(seq));
       return true;
     }
-    if (seq > w.highest) {
-      const by = seq - w.highest;
-      const shifted = new Set<number>();
-      for (const k of w.seen) {
-        const moved = BigInt(k) + by;
-        if (moved < WINDOW) shifted.add(Number(moved));
-      }
-      shifted.add(0);
-      w.seen = shifted;
-      w.highest = seq;
-    } else {
-      w.seen.add(Number(w.highest - seq));
-    }
+    if (w.check(seq) !== "fresh") return false;
+    w.mark(seq);
     return true;
   }
 
   /** The state, for persisting. */
   toJSON(): ReplayState {
     const out: ReplayState = {};
-    for (const [p, w] of this.windows) out[p] = [w.highest.toString(), [...w.seen]];
+    for (const [p, w] of this.windows) out[p] = [w.highest.toString(), w.offsets()];
     return out;
   }
 
@@ -76,15 +99,18 @@ export class ReplayWindows {
       if (typeof highest !== "string" || !/^\d+$/.test(highest) || !Array.isArray(seen)) {
         throw new Error("corrupt replay state");
       }
-      const offsets = new Set<number>();
+      const top = BigInt(highest);
+      const w = new Window(top);
+      let highestMarked = false;
       for (const k of seen) {
-        if (!Number.isInteger(k) || k < 0 || k >= Number(WINDOW)) {
+        if (!Number.isInteger(k) || k < 0 || k >= SLOTS || BigInt(k) > top) {
           throw new Error("corrupt replay state");
         }
-        offsets.add(k);
+        if (k === 0) highestMarked = true;
+        w.mark(top - BigInt(k));
       }
-      if (!offsets.has(0)) throw new Error("corrupt replay state: highest not marked");
-      windows.windows.set(publisher, { highest: BigInt(highest), seen: offsets });
+      if (!highestMarked) throw new Error("corrupt replay state: highest not marked");
+      windows.windows.set(publisher, w);
     }
     return windows;
   }

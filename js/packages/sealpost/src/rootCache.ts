@@ -35,7 +35,11 @@ export class RootCache {
   ): void {
     if (capacity <= 0) return;
     while (this.entries.length >= capacity) this.entries.shift();
-    this.entries.push({ root: root.slice(), treeSize, signature: signature.slice() });
+    this.entries.push({
+      root: new Uint8Array(root),
+      treeSize,
+      signature: new Uint8Array(signature),
+    });
   }
 
   /** Number of roots held. */

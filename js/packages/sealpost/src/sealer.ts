@@ -18,6 +18,7 @@ import {
   MAX_KEY_ENTRIES,
 } from "./keyMessage.js";
 import { encodeProof, leafHash, rootAndPaths, rootSigStructure } from "./merkle.js";
+import { type ContentKey, primitives } from "./primitives.js";
 import { validateTopic } from "./topic.js";
 
 const te = new TextEncoder();
@@ -29,7 +30,7 @@ export interface SealInput {
   plaintext: Uint8Array;
   index: KeyIndex;
   /** The epoch's content key (AES-256-GCM). */
-  contentKey: CryptoKey;
+  contentKey: ContentKey;
   seq: bigint;
   /** The publisher's 4 random IV bytes. */
   salt: Uint8Array;
@@ -110,12 +111,11 @@ async function encryptOne(
   if (input.salt.length !== 4) throw new SealError("the IV salt is 4 bytes");
   const aad = te.encode(topic);
   const iv = ivFor(input.salt, input.seq);
-  const ciphertext = new Uint8Array(
-    await crypto.subtle.encrypt(
-      { name: "AES-GCM", iv: buf(iv), additionalData: buf(encStructure(ENCRYPT0_PROTECTED, aad)) },
-      input.contentKey,
-      buf(input.plaintext),
-    ),
+  const ciphertext = await primitives.aesGcmEncrypt(
+    input.contentKey,
+    iv,
+    encStructure(ENCRYPT0_PROTECTED, aad),
+    input.plaintext,
   );
   const payload = encodeEncrypt0(iv, ciphertext);
   const protectedBytes = envelopeProtected(

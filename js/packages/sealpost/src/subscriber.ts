@@ -7,7 +7,8 @@
  */
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { nowUnix } from "./bytes.js";
-import { Verifier } from "./certs.js";
+import { type RevocationList, Verifier } from "./certs.js";
+import { CrlReloader, type CrlSource, DEFAULT_CRL_RELOAD_MS } from "./crlReloader.js";
 import { Emitter } from "./emitter.js";
 import { Rejected } from "./errors.js";
 import type { SubscriberIdentity } from "./identity.js";
@@ -38,6 +39,10 @@ export interface SubscriberEvents {
   rejected: Rejection;
   keys: KeyUpdate;
   keyFetchFailed: KeyFetchFailed;
+  /** A changed revocation list from the `crl` source was verified and installed. */
+  crlReloaded: RevocationList;
+  /** The `crl` source could not be read or its list was refused; the one in force stays. */
+  crlReloadFailed: Error;
   error: Error;
 }
 
@@ -51,16 +56,25 @@ export interface SubscriberOptions {
   topics: string[];
   /** The sealpost CA certificate (DER or PEM). */
   caCertificate: Uint8Array | string;
-  /** The CA's revocation list (DER or PEM). Required unless `insecureNoCrl`. */
-  crl?: Uint8Array | string;
+  /**
+   * The CA's revocation list (DER or PEM), or a source of it (`fileCrlSource` in Node.js;
+   * in a browser, e.g. a `fetch` of its URL) read at connect and again every
+   * `crlReloadMs` while running. Required unless `insecureNoCrl`.
+   */
+  crl?: Uint8Array | string | CrlSource;
+  /** How often a `crl` source is read again, ms (default 60 s). */
+  crlReloadMs?: number;
   /** INSECURE: run without a revocation list (revoked publishers are accepted). */
   insecureNoCrl?: boolean;
   /** This subscriber (for key messages). KDC-only readers may omit it. */
   identity?: SubscriberIdentity;
   /** KDC credentials files (one per publisher KDC). */
   kdc?: KdcCredentials[];
-  /** How KDC requests are made (default: `fetch`; Node.js: `nodeKdcTransport`). */
-  kdcTransport?: (credentials: KdcCredentials) => KdcTransport;
+  /**
+   * How KDC requests are made (default: `fetch`; Node.js: `nodeKdcTransport`, which also
+   * checks the KDC certificate against `verifier`'s revocation list, reloads included).
+   */
+  kdcTransport?: (credentials: KdcCredentials, verifier: Verifier) => KdcTransport;
   /** Where the replay window is persisted (a file in Node.js, IndexedDB in a browser). */
   replayStore: ReplayStore;
   /** QoS of the subscriptions (default 1). */
@@ -93,6 +107,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   private readonly pausedUntil = new Map<string, number>();
   private readonly kdcClients: Map<string, KdcClient>;
   private readonly timer: ReturnType<typeof setInterval>;
+  private readonly crlTimer: ReturnType<typeof setInterval> | undefined;
   private closing = false;
 
   private constructor(
@@ -101,13 +116,18 @@ export class Subscriber extends Emitter<SubscriberEvents> {
     /** The opener (verifier, keyring, replay window). */
     readonly opener: Opener,
     private readonly options: SubscriberOptions,
+    crl: CrlReloader | null,
   ) {
     super();
     const transport = options.kdcTransport;
     this.kdcClients = new Map(
-      (options.kdc ?? []).map((c) => [c.kdc, new KdcClient(c, transport?.(c))]),
+      (options.kdc ?? []).map((c) => [c.kdc, new KdcClient(c, transport?.(c, opener.verifier))]),
     );
     this.timer = setInterval(() => this.enqueue(() => this.expireHeld()), 500);
+    if (crl) {
+      const every = options.crlReloadMs ?? DEFAULT_CRL_RELOAD_MS;
+      this.crlTimer = setInterval(() => this.enqueue(() => this.reloadCrl(crl)), every);
+    }
   }
 
   /** Connects, subscribes to the data topics and this subscriber's key topic. */
@@ -116,7 +136,12 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       throw new Error("a revocation list (crl) is required; insecureNoCrl opts out");
     }
     const verifier = await Verifier.create(derOrPem(options.caCertificate, "CERTIFICATE"));
-    if (options.crl) await verifier.setRevocationList(derOrPem(options.crl, "X509 CRL"));
+    const { crl } = options;
+    let reloader: CrlReloader | null = null;
+    if (typeof crl === "function") {
+      reloader = new CrlReloader(verifier, crl);
+      await reloader.reload();
+    } else if (crl) await verifier.setRevocationList(derOrPem(crl, "X509 CRL"));
     else console.warn("sealpost: INSECURE: no revocation list, revoked publishers are accepted");
     const saved = await options.replayStore.load();
     const replay = saved === null ? new ReplayWindows() : ReplayWindows.fromJSON(saved);
@@ -131,7 +156,7 @@ export class Subscriber extends Emitter<SubscriberEvents> {
       reconnectPeriod: 1000,
       ...options.mqtt,
     });
-    const sub = new Subscriber(client, opener, options);
+    const sub = new Subscriber(client, opener, options, reloader);
     client.on("message", (topic, payload) => {
       const bytes = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
       sub.enqueue(() => sub.handle(topic, bytes.slice()));
@@ -160,8 +185,20 @@ export class Subscriber extends Emitter<SubscriberEvents> {
   async close(): Promise<void> {
     this.closing = true;
     clearInterval(this.timer);
+    clearInterval(this.crlTimer);
     await this.client.endAsync();
     await this.queue;
+  }
+
+  private async reloadCrl(crl: CrlReloader): Promise<void> {
+    try {
+      if (await crl.reload()) {
+        const list = this.opener.verifier.revocationList;
+        if (list) this.emit("crlReloaded", list);
+      }
+    } catch (e) {
+      this.emit("crlReloadFailed", e instanceof Error ? e : new Error(String(e)));
+    }
   }
 
   /** Messages are handled one at a time, in arrival order: delivery is exactly once. */

@@ -81,6 +81,7 @@ test("the SDK opens the vectors in Chromium with a non-extractable key from Inde
     exportRefused: true,
     epochs: [v.epoch],
     plaintext: v.plaintext,
+    primitives: "webcrypto",
     rejected: null,
   });
   await load();

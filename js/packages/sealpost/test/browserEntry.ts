@@ -9,6 +9,7 @@ import {
   loadStoredIdentity,
   loadSubscriberIdentity,
   Opener,
+  primitives,
   Rejected,
   ReplayWindows,
   storeIdentity,
@@ -77,6 +78,7 @@ window.openVectors = async (v) => {
     exportRefused,
     epochs: update.newEpochs.map(String),
     plaintext,
+    primitives: primitives.name,
     rejected,
   };
 };

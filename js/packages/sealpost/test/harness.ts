@@ -10,6 +10,7 @@ import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import type { KdcCredentials } from "../src/kdc.js";
 import { repoRoot } from "./vectors.js";
 
 const run = promisify(execFile);
@@ -204,4 +205,46 @@ ${extraToml}
     wsUrl: `ws://127.0.0.1:${wsPort}`,
     stop: proc.stop,
   };
+}
+
+/**
+ * `sealpost-pub kdc add-reader`: the credentials of `reader` for the KDC that `kdcArgs`
+ * serves on `port`, written to `out` and returned.
+ */
+export async function addKdcReader(
+  pki: Pki,
+  reader: string,
+  stateDir: string,
+  port: number,
+  out: string,
+): Promise<KdcCredentials> {
+  await cli("sealpost-pub", [
+    "kdc",
+    "add-reader",
+    reader,
+    "-o",
+    out,
+    "--state-dir",
+    stateDir,
+    "--kdc-cert",
+    pki.path("127.0.0.1.pem"),
+    "--kdc-address",
+    `https://127.0.0.1:${port}`,
+  ]);
+  return JSON.parse(await readFile(out, "utf8")) as KdcCredentials;
+}
+
+/** `sealpost-pub` arguments: keys by the KDC only, served on `port` as 127.0.0.1. */
+export function kdcArgs(pki: Pki, stateDir: string, port: number): string[] {
+  return [
+    "--state-dir",
+    stateDir,
+    "--kdc",
+    `127.0.0.1:${port}`,
+    "--kdc-cert",
+    pki.path("127.0.0.1.pem"),
+    "--kdc-key",
+    pki.path("127.0.0.1.key"),
+    "--kdc-only",
+  ];
 }

@@ -5,7 +5,7 @@
  * reject with the same kinds.
  */
 import assert from "node:assert/strict";
-import { copyFile, mkdir, readFile } from "node:fs/promises";
+import { copyFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import mqtt from "mqtt";
@@ -32,11 +32,13 @@ import {
   toBase64,
 } from "../src/node.js";
 import {
+  addKdcReader,
   type Broker,
   cli,
   eventually,
   freePort,
   issue,
+  kdcArgs,
   makePki,
   type Pki,
   type Running,
@@ -350,22 +352,8 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
     test("Rust publisher's KDC -> TS subscriber (KDC mode, pinned certificate)", async () => {
       const state = rpubState(brokerName);
       const port = await freePort();
-      const address = `https://127.0.0.1:${port}`;
       const creds = join(pki.dir, `creds-${brokerName}.json`);
-      await cli("sealpost-pub", [
-        "kdc",
-        "add-reader",
-        "tsub",
-        "-o",
-        creds,
-        "--state-dir",
-        state,
-        "--kdc-cert",
-        pki.path("127.0.0.1.pem"),
-        "--kdc-address",
-        address,
-      ]);
-      const credentials = JSON.parse(await readFile(creds, "utf8")) as KdcCredentials;
+      const credentials = await addKdcReader(pki, "tsub", state, port, creds);
       const c = await tsSubscriber(broker(), ["interop/kdc/#"], "kdc", [credentials]);
       const pub = start(rustBin("sealpost-pub"), [
         ...rustArgs(broker(), "rpub"),
@@ -373,15 +361,7 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
         "interop/kdc/a",
         "-m",
         "via the KDC",
-        "--state-dir",
-        state,
-        "--kdc",
-        `127.0.0.1:${port}`,
-        "--kdc-cert",
-        pki.path("127.0.0.1.pem"),
-        "--kdc-key",
-        pki.path("127.0.0.1.key"),
-        "--kdc-only",
+        ...kdcArgs(pki, state, port),
       ]);
       try {
         await waitForPort(port);

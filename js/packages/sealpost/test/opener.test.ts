@@ -118,3 +118,21 @@ test("the replay window accepts out-of-order numbers once and refuses older than
   assert.equal(restored.check("p", 6999n), "fresh");
   assert.throws(() => ReplayWindows.fromJSON({ p: ["12", [5]] }), /corrupt/);
 });
+
+test("the replay window stays exact while the ring wraps: gaps stay fresh, seen stay seen", () => {
+  const w = new ReplayWindows();
+  const skipped = (n: bigint) => n % 7n === 3n;
+  for (let n = 1n; n <= 5000n; n++) if (!skipped(n)) assert.ok(w.record("p", n));
+  for (let n = 5000n - 1023n; n <= 5000n; n++) {
+    assert.equal(w.check("p", n), skipped(n) ? "fresh" : "duplicate", `sequence ${n}`);
+  }
+  assert.equal(w.check("p", 5000n - 1024n), "too_old");
+  assert.ok(w.record("p", 5001n + 1024n), "a jump of more than the window");
+  // 5002 shares its slot with 3978, which was recorded: the jump must have cleared it.
+  assert.equal(w.check("p", 5002n), "fresh", "nothing survives from before the jump");
+  assert.equal(w.check("p", 5001n), "too_old");
+  const restored = ReplayWindows.fromJSON(JSON.parse(JSON.stringify(w.toJSON())));
+  assert.equal(restored.check("p", 5001n + 1024n), "duplicate");
+  assert.equal(restored.check("p", 5002n), "fresh");
+  assert.throws(() => ReplayWindows.fromJSON({ p: ["3", [0, 4]] }), /corrupt/);
+});

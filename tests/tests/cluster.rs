@@ -1,0 +1,397 @@
+//! The SDKs on a clustered broker (issue 19): a three-node NATS cluster with JetStream
+//! and MQTT ([`sealpost_tests::nats`]), its authorization written by
+//! `sealpost-certs export-nats`. The publisher and its subscribers sit on different
+//! nodes, so every message and key message crosses the cluster.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::QoS;
+use sealpost_certs::Issued;
+use sealpost_protocol::Rejected;
+use sealpost_subscriber::{Event, Subscriber};
+use sealpost_tests::nats::{write_certificates, NatsCluster, NODES};
+use sealpost_tests::tools::{ok, tool};
+use sealpost_tests::*;
+
+/// Runs a scenario with an overall time limit, so a bug can fail a test but never hang it.
+async fn bounded<F: std::future::Future<Output = ()>>(scenario: F) {
+    tokio::time::timeout(Duration::from_secs(180), scenario)
+        .await
+        .expect("scenario finished within its time limit");
+}
+
+/// The topics subscribers may read in these tests.
+const DATA: &str = "sensors/#";
+
+/// Writes the CA (and its revocation list) where `sealpost-certs --dir` looks for them,
+/// and runs `sealpost-certs export-nats --read sensors/# <certificates>`.
+fn export_authorization(pki: &Pki, certificates: &[(&str, &Issued)]) -> String {
+    let dir = pki.dir.path();
+    std::fs::write(dir.join("ca.pem"), pki.ca_pem()).expect("write CA");
+    let _ = pki.crl_path();
+    let paths: Vec<PathBuf> = write_certificates(dir, certificates);
+    let output = ok(tool("sealpost-certs")
+        .arg("--dir")
+        .arg(dir)
+        .arg("export-nats")
+        .args(["--read", DATA])
+        .args(&paths));
+    String::from_utf8(output.stdout).expect("UTF-8 configuration")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_traffic_crosses_the_cluster_to_granted_readers_only() {
+    bounded(async {
+        let pki = Pki::new("cluster CA");
+        let sensor = pki.publisher("sensor-1", &["sensors/#"]);
+        let (alice, bob, carol, eve) = (
+            pki.subscriber("alice"),
+            pki.subscriber("bob"),
+            pki.subscriber("carol"),
+            pki.subscriber("eve"),
+        );
+        let authorization = export_authorization(
+            &pki,
+            &[
+                ("sensor-1", &sensor),
+                ("alice", &alice),
+                ("bob", &bob),
+                ("carol", &carol),
+                ("eve", &eve),
+            ],
+        );
+        let cluster = NatsCluster::start(&pki, &authorization).await;
+
+        let mut spy = cluster.spy(1).await;
+        let mut a = subscriber(cluster.subscriber_config(&pki, &alice, 1), DATA).await;
+        let mut b = subscriber(cluster.subscriber_config(&pki, &bob, 2), DATA).await;
+        let mut e = subscriber(cluster.subscriber_config(&pki, &eve, 2), DATA).await;
+        let p = publisher(cluster.publisher_config(&pki, &sensor, 0, "pub")).await;
+        for reader in [&alice, &bob, &carol] {
+            p.grant_pem(&reader.certificate_pem).await.unwrap();
+        }
+        let texts = ["secret reading 41", "secret reading 42"];
+        for text in texts {
+            p.publish("sensors/temp", text.as_bytes(), QoS::AtLeastOnce, false)
+                .await
+                .unwrap();
+        }
+        for s in [&mut a, &mut b] {
+            for text in texts {
+                let m = expect_message(s).await;
+                assert_eq!(m.payload, text.as_bytes());
+                assert_eq!(m.publisher, "sensor-1");
+            }
+        }
+        for _ in texts {
+            let r = expect_rejection(&mut e).await;
+            assert!(r.reason.is_retryable(), "{r:?}");
+        }
+        assert_eq!(e.counters().delivered_total(), 0);
+
+        // Carol was granted while offline: her key message waits, retained and
+        // replicated, on the node she connects to.
+        let mut c = subscriber(cluster.subscriber_config(&pki, &carol, 2), DATA).await;
+        p.publish(
+            "sensors/temp",
+            b"secret for the late reader",
+            QoS::AtLeastOnce,
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            expect_message(&mut c).await.payload,
+            b"secret for the late reader"
+        );
+        for s in [&mut a, &mut b] {
+            assert_eq!(
+                expect_message(s).await.payload,
+                b"secret for the late reader"
+            );
+        }
+
+        // Revoking bob rotates the key: what follows is for alice and carol only.
+        let epoch = p.epoch().await;
+        p.revoke("bob").await.unwrap();
+        p.publish("sensors/temp", b"after bob", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        for s in [&mut a, &mut c] {
+            let m = expect_message(s).await;
+            assert_eq!(m.payload, b"after bob");
+            assert_eq!(m.epoch, epoch + 1);
+        }
+        let r = expect_rejection(&mut b).await;
+        assert!(
+            matches!(r.reason, Rejected::UnknownKey { epoch: e, .. } if e == epoch + 1),
+            "{r:?}"
+        );
+
+        // The operator's `#` spy saw the envelopes and key messages, never plaintext.
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.extend(spy.collect_until("sensors/temp").await);
+        }
+        seen.extend(spy.drain());
+        assert!(seen
+            .iter()
+            .any(|(t, _)| t.starts_with("sealpost/keys/sensor-1/")));
+        for (_, payload) in &seen {
+            assert!(
+                !contains(payload, b"secret"),
+                "plaintext crossed the cluster"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_refuses_key_topic_writes_and_publishes_outside_a_certificate() {
+    bounded(async {
+        let pki = Pki::new("cluster CA");
+        let sensor = pki.publisher("sensor-1", &["sensors/#"]);
+        let rogue = pki.publisher("rogue", &["rogue/#"]);
+        let (bob, eve) = (pki.subscriber("bob"), pki.subscriber("eve"));
+        let authorization = export_authorization(
+            &pki,
+            &[
+                ("sensor-1", &sensor),
+                ("rogue", &rogue),
+                ("bob", &bob),
+                ("eve", &eve),
+            ],
+        );
+        let cluster = NatsCluster::start(&pki, &authorization).await;
+        let p = publisher(cluster.publisher_config(&pki, &sensor, 0, "pub")).await;
+        p.grant_pem(&bob.certificate_pem).await.unwrap();
+
+        // A subscriber and another publisher try to replace bob's retained key message,
+        // and the other publisher writes outside its certificate's topics.
+        let key_topic = "sealpost/keys/sensor-1/bob";
+        for (who, issued, node) in [("eve", &eve, 1), ("rogue", &rogue, 2)] {
+            let raw =
+                RawClient::connect_with(cluster.client_options(issued, node, who), None).await;
+            raw.client
+                .publish(
+                    key_topic,
+                    QoS::AtLeastOnce,
+                    true,
+                    b"forged key message".to_vec(),
+                )
+                .await
+                .unwrap();
+            raw.client
+                .publish(
+                    "sensors/temp",
+                    QoS::AtLeastOnce,
+                    false,
+                    b"forged data".to_vec(),
+                )
+                .await
+                .unwrap();
+        }
+        let violations = |node: usize, user: &str, subject: &str| {
+            let needle = format!("Publish Violation - User \"CN={user}\", Subject \"{subject}\"");
+            cluster.log(node).contains(&needle)
+        };
+        let deadline = std::time::Instant::now() + WAIT;
+        while !(violations(1, "eve", "sealpost.keys.sensor-1.bob")
+            && violations(1, "eve", "sensors.temp")
+            && violations(2, "rogue", "sealpost.keys.sensor-1.bob")
+            && violations(2, "rogue", "sensors.temp"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the nodes did not refuse every forged publish:\n{}\n{}",
+                cluster.log(1),
+                cluster.log(2)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // Bob, connecting afterwards, still gets the publisher's key message and reads.
+        let mut b = subscriber(cluster.subscriber_config(&pki, &bob, 2), DATA).await;
+        p.publish("sensors/temp", b"still readable", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        assert_eq!(expect_message(&mut b).await.payload, b"still readable");
+        let mut spy = cluster.spy(1).await;
+        // What is retained on bob's key topic is the publisher's, not a forgery.
+        p.publish("sensors/temp", b"sentinel", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        let seen = spy.collect_until("sensors/temp").await;
+        let retained: Vec<_> = seen.iter().filter(|(t, _)| t == key_topic).collect();
+        assert_eq!(retained.len(), 1, "{seen:?}");
+        assert!(!contains(&retained[0].1, b"forged"));
+    })
+    .await;
+}
+
+/// Reads `s` until `counts` holds `until` messages of the numbered stream; panics on a
+/// message delivered twice, or a rejection other than a dropped duplicate.
+async fn read_stream(
+    name: &str,
+    s: &mut Subscriber,
+    counts: &mut BTreeMap<u64, u32>,
+    until: usize,
+) {
+    while counts.len() < until {
+        let event = tokio::time::timeout(WAIT, s.next())
+            .await
+            .unwrap_or_else(|_| {
+                let missing: Vec<u64> =
+                    (0..).filter(|n| !counts.contains_key(n)).take(10).collect();
+                panic!(
+                    "{name} stalled after {} messages; missing {missing:?}...",
+                    counts.len()
+                )
+            })
+            .expect("subscriber running");
+        match event {
+            Event::Message(m) => {
+                let n: u64 = String::from_utf8(m.payload).unwrap().parse().unwrap();
+                let seen = counts.entry(n).or_default();
+                *seen += 1;
+                assert_eq!(*seen, 1, "message {n} delivered twice");
+            }
+            Event::Rejected(r) if r.reason.kind() == "replayed" => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_stream_loses_no_message_and_rejoins() {
+    const STREAM: u64 = 10_000;
+    bounded(async {
+        let pki = Pki::new("cluster CA");
+        let sensor = pki.publisher("sensor-1", &["sensors/#"]);
+        let (bob, carol, dave) = (
+            pki.subscriber("bob"),
+            pki.subscriber("carol"),
+            pki.subscriber("dave"),
+        );
+        let authorization = export_authorization(
+            &pki,
+            &[
+                ("sensor-1", &sensor),
+                ("bob", &bob),
+                ("carol", &carol),
+                ("dave", &dave),
+            ],
+        );
+        let mut cluster = NatsCluster::start(&pki, &authorization).await;
+        // Every client knows every node, its own first.
+        let others = |first: usize| -> Vec<_> {
+            (1..NODES)
+                .map(|k| cluster.address((first + k) % NODES))
+                .collect()
+        };
+        let mut config = cluster.publisher_config(&pki, &sensor, 0, "pub");
+        config.failover = others(0);
+        let p = Arc::new(publisher(config).await);
+        for reader in [&bob, &carol, &dave] {
+            p.grant_pem(&reader.certificate_pem).await.unwrap();
+        }
+        let mut config = cluster.subscriber_config(&pki, &bob, 1);
+        config.failover = others(1);
+        let mut b = subscriber(config, DATA).await;
+        let mut c = subscriber(cluster.subscriber_config(&pki, &carol, 2), DATA).await;
+
+        let stream = tokio::spawn({
+            let p = p.clone();
+            async move {
+                for n in 0..STREAM {
+                    p.publish(
+                        "sensors/seq",
+                        n.to_string().as_bytes(),
+                        QoS::AtLeastOnce,
+                        false,
+                    )
+                    .await
+                    .expect("publish");
+                }
+            }
+        });
+        let (mut bob_got, mut carol_got) = (BTreeMap::new(), BTreeMap::new());
+        read_stream("bob", &mut b, &mut bob_got, STREAM as usize / 4).await;
+        // The publisher's node dies mid-stream: the publisher moves to the next node and
+        // sends its recent messages again; the subscribers drop what they had.
+        cluster.kill(0);
+        read_stream("bob", &mut b, &mut bob_got, STREAM as usize).await;
+        read_stream("carol", &mut c, &mut carol_got, STREAM as usize).await;
+        stream.await.unwrap();
+
+        // The node comes back and rejoins; dave, granted before the crash and never
+        // connected, finds his retained key message on it.
+        cluster.restart(0).await;
+        let mut d = subscriber(cluster.subscriber_config(&pki, &dave, 0), DATA).await;
+        p.publish("sensors/seq", b"after the rejoin", QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        assert_eq!(expect_message(&mut d).await.payload, b"after the rejoin");
+    })
+    .await;
+}
+
+#[test]
+fn export_nats_leaves_out_revoked_certificates_and_refuses_filters_reaching_key_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = |args: &[&str]| {
+        let mut c = tool("sealpost-certs");
+        c.arg("--dir").arg(dir.path()).args(args);
+        c
+    };
+    ok(&mut certs(&["init"]));
+    ok(&mut certs(&[
+        "issue",
+        "publisher",
+        "--id",
+        "sensor-1",
+        "--topics",
+        "plant/#",
+    ]));
+    ok(&mut certs(&[
+        "issue",
+        "publisher",
+        "--id",
+        "wide",
+        "--topics",
+        "#",
+    ]));
+    for id in ["bob", "eve"] {
+        ok(&mut certs(&["issue", "subscriber", "--id", id]));
+    }
+    let pem = |id: &str| dir.path().join(format!("{id}.pem"));
+    ok(certs(&["revoke"]).arg(pem("eve")));
+
+    let out = ok(certs(&["export-nats", "--read", "plant/#"])
+        .arg(pem("sensor-1"))
+        .arg(pem("bob"))
+        .arg(pem("eve")));
+    let conf = String::from_utf8(out.stdout).unwrap();
+    assert!(conf.contains(r#"user: "CN=sensor-1""#), "{conf}");
+    assert!(conf.contains(r#""sealpost.keys.*.bob""#), "{conf}");
+    assert!(
+        !conf.contains("CN=eve"),
+        "a revoked certificate was exported:\n{conf}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("leaving out"));
+
+    // Filters NATS could only allow together with every publisher's key topics.
+    for (read, cert) in [("#", "sensor-1"), ("plant/#", "wide")] {
+        let out =
+            sealpost_tests::tools::run(certs(&["export-nats", "--read", read]).arg(pem(cert)));
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("reaches into sealpost/keys/"),
+            "{out:?}"
+        );
+    }
+}
