@@ -458,7 +458,7 @@ mod tests {
         q.last_pkid = 0;
         assert_eq!(q.next_pkid(), 1);
         q.last_pkid = 2;
-        assert_eq!(q.next_pkid(), 5);
+        assert_eq!(q.next_pkid(), 4);
     }
 
     #[test]
