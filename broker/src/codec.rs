@@ -346,9 +346,45 @@ pub fn downgrade_publish(frame: &[u8], qos: u8) -> Option<Bytes> {
     Some(out.freeze())
 }
 
+/// Sets the packet id of an encoded QoS 1/2 PUBLISH; false if `frame` is not one.
+pub fn set_publish_pkid(frame: &mut [u8], pkid: u16) -> bool {
+    let Some(&first) = frame.first() else {
+        return false;
+    };
+    let Ok(Some((_, len_bytes))) = var_int(&frame[1..]) else {
+        return false;
+    };
+    let at = 1 + len_bytes;
+    let Some(topic) = frame.get(at..at + 2) else {
+        return false;
+    };
+    let at = at + 2 + u16::from_be_bytes([topic[0], topic[1]]) as usize;
+    match frame.get_mut(at..at + 2) {
+        Some(id) if (first >> 1) & 0b11 != 0 => {
+            id.copy_from_slice(&pkid.to_be_bytes());
+            true
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publish_gets_another_packet_id_and_keeps_the_rest() {
+        // QoS 2 PUBLISH of "a/b", packet id 7, payload "payload".
+        let mut p = vec![0x34, 14, 0, 3, b'a', b'/', b'b', 0, 7];
+        p.extend_from_slice(b"payload");
+        assert!(set_publish_pkid(&mut p, 4242));
+        let h = publish_header(&p).unwrap();
+        assert_eq!((h.qos, h.pkid), (2, 4242));
+        assert!(p.ends_with(b"payload") && p.len() == 16);
+        let mut q0 = vec![0x30, 6, 0, 3, b'a', b'/', b'b', b'x'];
+        assert!(!set_publish_pkid(&mut q0, 1), "QoS 0 has no packet id");
+        assert!(!set_publish_pkid(&mut [0x32, 0x02, 0x00], 1), "truncated");
+    }
 
     fn frame(bytes: &[u8], version: Option<Version>) -> Result<Option<Frame>, FrameError> {
         let mut buf = BytesMut::from(bytes);

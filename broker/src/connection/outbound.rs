@@ -181,6 +181,7 @@ impl Connection {
             // Another reader's key message (see `Acl::may_read`): this client's
             // subscription matched it, but it is not for this client.
             wbuf.truncate(start);
+            self.unstore(mark.message);
             return self.skip(h);
         }
         if !at_subscribe
@@ -259,15 +260,21 @@ impl Connection {
             wbuf.truncate(start);
             self.drops
                 .note(&self.shared.metrics, &self.client_id, DropReason::Oversized);
+            self.unstore(mark.message);
             return self.skip(h);
         }
         if retain {
             wbuf[start] |= 1;
         }
         // Messages stored before a restart and routed again: MQTT wants DUP on a
-        // re-delivery (3.1.1 §3.3.1.1, 5 §3.3.1.1).
-        if !self.redeliver.is_empty() && self.redeliver.remove(&mark.message) && h.qos > 0 {
-            wbuf[start] |= 0b1000;
+        // re-delivery (3.1.1 §3.3.1.1, 5 §3.3.1.1), and the original packet id (5
+        // §4.4), which the store keeps for QoS 2.
+        let mut original_pkid = None;
+        if !self.redeliver.is_empty() && h.qos > 0 {
+            if let Some(p) = self.redeliver.remove(&mark.message) {
+                wbuf[start] |= 0b1000;
+                original_pkid = (p != 0).then_some(p);
+            }
         }
         if delivery < h.qos {
             if let Some(rewritten) = codec::downgrade_publish(&wbuf[start..], delivery) {
@@ -283,12 +290,20 @@ impl Connection {
             self.unreported.messages_out += 1;
             return;
         }
-        self.hold(wbuf, start, mark.message, delivery);
+        self.hold(wbuf, start, mark.message, delivery, original_pkid);
     }
 
     /// A QoS 1/2 message encoded at `wbuf[start..]` for the client: sent now if
     /// nothing older waits and the window has room, else queued (see `queue`).
-    fn hold(&mut self, wbuf: &mut BytesMut, start: usize, message: u64, qos: u8) {
+    /// `pkid`: the packet id it was sent with before a restart.
+    fn hold(
+        &mut self,
+        wbuf: &mut BytesMut,
+        start: usize,
+        message: u64,
+        qos: u8,
+        pkid: Option<u16>,
+    ) {
         let Some(pkid_at) = pkid_offset(&wbuf[start..]) else {
             // Encoded by the edge itself a moment ago: cannot happen.
             warn!("forwarded publish without a packet id");
@@ -300,7 +315,7 @@ impl Connection {
             pkid_at,
             qos,
             message,
-            pkid: None,
+            pkid,
             released: false,
             dup: false,
         };
@@ -311,8 +326,11 @@ impl Connection {
         };
         let limit = limits.max_queued_messages;
         if self.queue.sends_now(self.window()) {
-            let pkid = self.queue.next_pkid();
+            let pkid = pkid.unwrap_or_else(|| self.queue.next_pkid());
             write_pkid(&mut wbuf[start..], pkid_at, pkid);
+            if qos == 2 {
+                self.note_sent(vec![(message, pkid)]);
+            }
             // Only a session that outlives the connection may need it again.
             let packet = if self.session_expiry == Some(0) {
                 Bytes::new()
@@ -329,9 +347,15 @@ impl Connection {
         wbuf.truncate(start);
         match self.queue.offer(waiting, limit, policy) {
             Offer::Held => self.note_queue_level(),
-            Offer::Dropped | Offer::DroppedOldest(_) => {
+            Offer::Dropped => {
                 self.drops
-                    .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull)
+                    .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull);
+                self.unstore(message);
+            }
+            Offer::DroppedOldest(oldest) => {
+                self.drops
+                    .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull);
+                self.unstore(oldest);
             }
         }
     }

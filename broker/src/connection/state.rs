@@ -85,8 +85,9 @@ pub(super) struct Connection {
     /// What the client accepts (MQTT 5 CONNECT properties).
     pub(super) limits: ClientLimits,
     /// Messages sent before the restart and not acknowledged, which the store routed
-    /// again: they go out with DUP.
-    pub(super) redeliver: HashSet<u64>,
+    /// again, by number: they go out with DUP, and with the packet id the client saw
+    /// where the store kept it (QoS 2; 0: not known).
+    pub(super) redeliver: HashMap<u64, u16>,
     /// Topic aliases given to the client, by topic.
     pub(super) out_aliases: HashMap<Bytes, u16>,
     /// Messages dropped for the client, counted and logged (see `drops`).
@@ -143,15 +144,22 @@ impl Connection {
         (self.inflight_full() || self.held_back()) && starts_with_qos_publish(rbuf)
     }
 
-    /// Keeps a persistent session's subscription table for its next connection.
-    pub(super) fn save_subscriptions(&self) {
-        self.save_session(Vec::new());
+    /// Keeps a persistent session's subscription table for its next connection. In
+    /// the store it is written with the next batch for the router, so before the
+    /// SUBACK or UNSUBACK that follows (a crash after it keeps the change).
+    pub(super) fn save_subscriptions(&mut self) {
+        let ops = self.save_session(Vec::new());
+        self.to_store.extend(ops);
     }
 
     /// At the end of a persistent session's connection: keeps the restored messages
-    /// the router has yet to send again, so that they still go out with DUP set.
+    /// the router has yet to send again, so that they still go out with DUP set (and
+    /// their original packet ids where known).
     pub(super) fn save_unacknowledged(&self) {
-        self.save_session(self.redeliver.iter().copied().collect());
+        let ops = self.save_session(self.redeliver.iter().map(|(&n, &p)| (n, p)).collect());
+        if !ops.is_empty() {
+            self.shared.store.send(ops);
+        }
     }
 
     /// What the connection holds for the client, for the session's next connection
@@ -207,22 +215,26 @@ impl Connection {
         }
     }
 
-    pub(super) fn save_session(&self, unacknowledged: Vec<u64>) {
-        if self.session_expiry != Some(0) {
-            self.shared.sessions.save(
-                &self.client_id,
-                SavedSession {
-                    subscriptions: self.subscriptions.clone(),
-                    origin: self.origin,
-                    unacknowledged,
-                    awaiting_release: self.awaiting_release.iter().copied().collect(),
-                    owner: self.identity.label(),
-                    expiry: self.session_expiry,
-                    restored: self.restored.clone(),
-                    held: Vec::new(),
-                },
-            );
+    /// Keeps the session's state in memory; returns the writes that store it.
+    fn save_session(&self, unacknowledged: Vec<(u64, u16)>) -> Vec<crate::store::Op> {
+        if self.session_expiry == Some(0) {
+            return Vec::new();
         }
+        self.shared.sessions.save_ops(
+            &self.client_id,
+            SavedSession {
+                subscriptions: self.subscriptions.clone(),
+                origin: self.origin,
+                unacknowledged,
+                // Flows restored after a restart are in the queue from the start.
+                releasing: Vec::new(),
+                awaiting_release: self.awaiting_release.iter().copied().collect(),
+                owner: self.identity.label(),
+                expiry: self.session_expiry,
+                restored: self.restored.clone(),
+                held: Vec::new(),
+            },
+        )
     }
 
     /// The session outlives the connection and the broker has a data directory: what
