@@ -109,6 +109,11 @@ impl OutQueue {
         }
     }
 
+    /// Numbers of the messages held (sent and unacknowledged, or waiting).
+    pub(crate) fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
+        self.inflight.iter().chain(&self.pending).map(|h| h.message)
+    }
+
     /// Keeps `pkid` for a message sent before a restart (see `reserved`).
     pub(crate) fn reserve(&mut self, pkid: u16) {
         self.reserved.insert(pkid);

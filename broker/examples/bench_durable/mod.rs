@@ -242,9 +242,9 @@ fn fill_store(dir: &Path) {
 }
 
 /// Restart time: from the start of the process to its listener accepting, on a store
-/// of `SESSIONS` sessions and `MESSAGES` messages, and to the moment the session whose
-/// messages are routed last (the router takes the kept messages in order) has all of
-/// them: the router is still routing them when the listener opens.
+/// of `SESSIONS` sessions and `MESSAGES` messages, and to the moment the last of the
+/// sessions (its messages the newest in the store) has all of them, which its
+/// connection reads from the store.
 pub fn restart(repeat: usize) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -305,8 +305,8 @@ async fn resume(port: u16, id: &str, expected: usize) -> usize {
             }
             Ok(Ok(Event::Incoming(Packet::Publish(_)))) => got += 1,
             Ok(Ok(_)) => {}
-            // The broker may still be busy routing the kept messages (rumqttc gives a
-            // CONNACK 5 s): connect again, the session stays.
+            // The broker may still be busy starting (rumqttc gives a CONNACK 5 s):
+            // connect again, the session stays.
             Ok(Err(e)) => {
                 eprintln!("resuming {id}: {e}; again");
                 tokio::time::sleep(Duration::from_millis(100)).await;

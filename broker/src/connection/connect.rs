@@ -326,6 +326,7 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         copies: Copies::default(),
         limits: client_limits,
         redeliver,
+        from_store: HashSet::new(),
         out_aliases: HashMap::new(),
         unreported: Unreported::default(),
         to_store: Vec::new(),

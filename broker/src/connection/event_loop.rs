@@ -61,8 +61,11 @@ impl Connection {
             }
         };
         tokio::pin!(invalidated);
+        self.rejoin_router_filters();
         // What the session's last connection held goes first.
         self.send_queued(&mut io.wbuf);
+        // Then what the store holds for it (before anything the router sends).
+        self.deliver_stored(&mut io.wbuf).await?;
         // The packet ids it is sent with are stored first (see `Op::Sent`).
         self.flush_router().await?;
         io.flush().await?;

@@ -15,9 +15,19 @@ use crate::shared::Shared;
 use crate::subscriptions::{Copies, Subscriptions};
 use bytes::Bytes;
 use rumqttd::local::LinkRx;
-use rumqttd::protocol::{Packet, SubscribeReasonCode};
+use rumqttd::protocol::{Packet, Publish, PublishProperties, SubscribeReasonCode};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+
+/// A client's SUBSCRIBE waiting for the router's SUBACK (see `inbound::subscribe`).
+#[derive(Debug)]
+pub(super) struct PendingSubAck {
+    /// The reason codes for the client, refused filters included.
+    pub(super) codes: Vec<SubscribeReasonCode>,
+    /// The retained messages the edge sends itself after the SUBACK, for the repeated
+    /// filters (see `retained_index`), each with the filter's QoS.
+    pub(super) retained: Vec<(Publish, Option<PublishProperties>, u8)>,
+}
 
 /// What an MQTT 5 client asked of the messages it receives (CONNECT properties).
 #[derive(Debug, Clone, Copy, Default)]
@@ -64,7 +74,7 @@ pub(super) struct Connection {
     /// Packets for the router, sent as one batch per read or per notification batch.
     pub(super) to_router: VecDeque<Packet>,
     /// SUBACKs waiting for the router's, by packet id.
-    pub(super) pending_subacks: HashMap<u16, Vec<SubscribeReasonCode>>,
+    pub(super) pending_subacks: HashMap<u16, PendingSubAck>,
     /// Client packet ids of QoS 2 publishes whose PUBREL has not come yet: routed ones,
     /// and on 3.1.1 denied ones (which has no refusal, so their flow is completed
     /// without delivery). The edge answers their PUBREL.
@@ -84,6 +94,9 @@ pub(super) struct Connection {
     pub(super) copies: Copies,
     /// What the client accepts (MQTT 5 CONNECT properties).
     pub(super) limits: ClientLimits,
+    /// Numbers of the messages of a resumed session's backlog that were delivered from
+    /// the store (see `Connection::deliver_stored`): the router's copies are skipped.
+    pub(super) from_store: HashSet<u64>,
     /// Messages sent before the restart and not acknowledged, which the store routed
     /// again, by number: they go out with DUP, and with the packet id the client saw
     /// where the store kept it (QoS 2; 0: not known).

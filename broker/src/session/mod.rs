@@ -43,7 +43,7 @@ use crate::store::{unix_now, LoadedSession, Op, Store};
 use crate::system::{message_will, will_message, SystemLink};
 use registry::Registry;
 use rumqttd::local::LinkRx;
-use rumqttd::protocol::{Filter, Packet, RetainForwardRule, Subscribe};
+use rumqttd::protocol::{Filter, Packet, Subscribe};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,11 +77,12 @@ pub struct Sessions {
     shutdown: watch::Receiver<bool>,
     /// The durable store (keeps nothing without a data directory).
     store: Arc<Store>,
-    /// Messages numbered below this one were routed before the broker's listeners
-    /// opened: messages kept for persistent sessions, routed again after a restart, and
-    /// restored retained messages. A connection delivers such a message live only if
-    /// it is one kept for its own session ([`SavedSession::restored`]): the router
-    /// sends every restored message to every matching subscription. 0 until set.
+    /// Messages numbered below this one were numbered before the broker's listeners
+    /// opened: messages kept for persistent sessions (which a session's connection
+    /// delivers from the store) and restored retained messages (whose live copies the
+    /// router queues for the restored sessions). A connection delivers such a message
+    /// only if it is one kept for its own session ([`SavedSession::restored`]). 0 until
+    /// set.
     replay_boundary: AtomicU64,
 }
 
@@ -224,10 +225,11 @@ impl Sessions {
 
     /// After a restart: recreates each session read from the store in the router (its
     /// subscriptions) and in the edge (owner, subscription table, the messages it has
-    /// yet to acknowledge, delayed will and expiry timers). The caller then routes the
-    /// kept messages again ([`SystemLink::replay_kept`]) and calls
-    /// [`Sessions::restored`]. Messages that may have been sent before the restart
-    /// (stored while a connection of the session was open) go out with DUP.
+    /// yet to acknowledge, delayed will and expiry timers). The caller then calls
+    /// [`Sessions::restored`]. The kept messages stay in the store, from which each
+    /// session's next connection delivers them; those that may have been sent before
+    /// the restart (stored while a connection of the session was open) go out with
+    /// DUP.
     pub(crate) async fn restore(
         self: &Arc<Self>,
         sessions: Vec<LoadedSession>,
@@ -297,14 +299,7 @@ impl Sessions {
             .record
             .subscriptions
             .iter()
-            .map(|r| Filter {
-                path: crate::topic::router_filter(&r.filter).into_owned(),
-                qos: rumqttd::protocol::qos(r.qos.min(2))
-                    .unwrap_or(rumqttd::protocol::QoS::AtMostOnce),
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-            })
+            .map(|r| crate::topic::router_subscription(&r.filter, r.qos))
             .collect();
         if !filters.is_empty() {
             let mut packets =

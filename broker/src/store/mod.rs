@@ -275,6 +275,24 @@ impl Store {
         }
     }
 
+    /// The messages queued for `client_id`, oldest first, read once every write sent
+    /// before this call is applied (so that what its last connection saw acknowledged is
+    /// gone). Messages whose expiry interval ran out are left out. Empty without a data
+    /// directory.
+    pub(crate) async fn queued_for(
+        &self,
+        client_id: &str,
+    ) -> Result<Vec<(u64, StoredMessage)>, StoreError> {
+        let Some(database) = self.database() else {
+            return Ok(Vec::new());
+        };
+        self.write(Vec::new()).await?;
+        let client_id = client_id.to_owned();
+        tokio::task::spawn_blocking(move || read_queue(&database, &client_id, unix_now()))
+            .await
+            .map_err(db)?
+    }
+
     /// Applies `ops` without waiting (for changes whose loss in a crash only costs a
     /// duplicate, such as an acknowledgement).
     pub fn send(&self, ops: Vec<Op>) {
@@ -559,6 +577,35 @@ pub fn repair(path: &Path) -> Result<Repaired, StoreError> {
             Ok(Repaired::MovedAside(aside))
         }
     }
+}
+
+/// What [`Store::queued_for`] reads, in one read transaction.
+fn read_queue(
+    database: &Database,
+    client_id: &str,
+    now: u64,
+) -> Result<Vec<(u64, StoredMessage)>, StoreError> {
+    let txn = database.begin_read().map_err(db)?;
+    let queue = txn.open_table(QUEUE).map_err(db)?;
+    let messages = txn.open_table(MESSAGES).map_err(db)?;
+    let mut out = Vec::new();
+    for entry in queue
+        .range((client_id, 0)..=(client_id, u64::MAX))
+        .map_err(db)?
+    {
+        let (k, _) = entry.map_err(db)?;
+        let number = k.value().1;
+        let Some(v) = messages.get(number).map_err(db)? else {
+            continue;
+        };
+        match StoredMessage::decode(v.value(), now) {
+            Ok(Some(m)) => out.push((number, m)),
+            // Expired while queued: not delivered (the router's rule too).
+            Ok(None) => {}
+            Err(Unreadable) => return Err(db(format!("message {number} is unreadable"))),
+        }
+    }
+    Ok(out)
 }
 
 /// The writer thread: commits every batch waiting in one transaction.
