@@ -41,7 +41,9 @@ impl RetainedIndex {
     /// A retained message on its way to the router (marked payload, as routed).
     pub(crate) fn keep(&self, publish: &Publish, properties: &Option<PublishProperties>) {
         let kept = Kept {
-            publish: publish.clone(),
+            // Without the QoS and packet id it came with (a client's): the edge sends it
+            // as the router would, which knows nothing of this copy.
+            publish: Publish::new(publish.topic.clone(), publish.payload.clone(), true),
             properties: properties.clone(),
             at: Instant::now(),
         };

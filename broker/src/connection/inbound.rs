@@ -497,13 +497,8 @@ impl Connection {
         // Our SUBACK (which reports every filter, refused ones included) waits for the
         // router's: the router handles each connection's packets in batches, so a SUBACK
         // sent earlier could let another client publish before the subscription exists.
-        self.pending_subacks.insert(
-            pkid,
-            PendingSubAck {
-                codes,
-                retained,
-            },
-        );
+        self.pending_subacks
+            .insert(pkid, PendingSubAck { codes, retained });
         if !renewed.is_empty() {
             // Its UNSUBACK goes nowhere: the edge ignores the router's.
             self.send_router(Packet::Unsubscribe(
