@@ -775,6 +775,12 @@ async fn messages_the_broker_drops_for_a_session_leave_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_away_for_longer_than_the_router_window_gets_every_stored_message() {
     let setup = Setup::new("[router]\nmax_segment_size = 16384\nmax_segment_count = 2\n");
+    // A segment must hold the largest packet.
+    let toml = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "max_queued_messages = 0",
+        "max_queued_messages = 0\nmax_packet_size = 16384",
+    );
+    std::fs::write(&setup.config, toml).unwrap();
     let (_broker, addr) = setup.start();
     subscribe_and_leave("behind-sub", addr, "behind/#").await;
     let acked = publish_numbered(addr, "behind", 5_000, 5_000).await;
