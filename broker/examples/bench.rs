@@ -7,9 +7,13 @@
 //! cargo run --release -p sealpost-broker --example bench -- quick    # 1 run, 1/10 messages
 //! SEALPOST_BENCH_ONLY="1->10 QoS0" cargo run --release -p sealpost-broker --example bench
 //! ```
+//! `durable` and `restart` run the durable-session tables (see `bench_durable`).
 //! Needs `mosquitto` and `mosquitto-clients` (Debian packages). Each broker runs in its
 //! own process (this binary re-executed with `serve-sealpost` / `serve-rumqttd`, or
 //! `mosquitto -c`), on an ephemeral loopback port.
+
+#[path = "bench_durable/mod.rs"]
+mod durable;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::io::{Read, Write};
@@ -168,6 +172,18 @@ struct Outcome {
 }
 
 async fn scenario(port: u16, subs: usize, qos: QoS, size: usize, count: u64) -> Outcome {
+    scenario_with(port, subs, qos, size, count, false).await
+}
+
+/// `persistent`: the subscribers' sessions outlive their connections (clean session 0).
+async fn scenario_with(
+    port: u16,
+    subs: usize,
+    qos: QoS,
+    size: usize,
+    count: u64,
+    persistent: bool,
+) -> Outcome {
     let topic = format!("bench/{}", rand_suffix());
     // Each subscriber reports how many messages it got and when the last one came, so
     // that a run with lost QoS 0 messages is timed to its last delivery, not to the
@@ -178,6 +194,7 @@ async fn scenario(port: u16, subs: usize, qos: QoS, size: usize, count: u64) -> 
         let mut o = MqttOptions::new(format!("bsub-{i}-{}", rand_suffix()), "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(30));
         o.set_max_packet_size(1 << 20, 1 << 20);
+        o.set_clean_session(!persistent);
         let (c, mut el) = AsyncClient::new(o, 10_000);
         c.subscribe(&topic, qos).await.unwrap();
         // Wait for SUBACK.
@@ -326,6 +343,9 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("serve-sealpost") => return serve_sealpost(args[2].parse().unwrap()),
         Some("serve-rumqttd") => return serve_rumqttd(args[2].parse().unwrap()),
+        Some("serve-sealpost-durable") => {
+            return durable::serve_durable(args[2].parse().unwrap(), args[3].as_ref(), &args[4])
+        }
         // `load PORT SUBS QOS SIZE COUNT`: one scenario against a broker already running,
         // e.g. one started under a profiler with `serve-sealpost PORT`.
         Some("load") => {
@@ -357,7 +377,7 @@ fn main() {
         }
         _ => {}
     }
-    let quick = args.get(1).map(String::as_str) == Some("quick");
+    let quick = args.iter().skip(1).any(|a| a == "quick");
     let scale: u64 = if quick { 10 } else { 1 };
     // SEALPOST_BENCH_REPEAT=N: runs per cell and broker (default 5), for a steadier
     // median where a cell swings between runs.
@@ -373,6 +393,11 @@ fn main() {
     // SEALPOST_BENCH_ONLY="1->10 QoS0 1024": only the scenarios whose label contains it
     // (and no mosquitto_pub or memory runs).
     let only = std::env::var("SEALPOST_BENCH_ONLY").ok();
+    match args.get(1).map(String::as_str) {
+        Some("durable") => return durable::table(repeat, scale, only.as_deref()),
+        Some("restart") => return durable::restart(repeat.min(3)),
+        _ => {}
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

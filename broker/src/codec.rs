@@ -317,38 +317,89 @@ pub fn publish_header(frame: &[u8]) -> Option<PublishHeader> {
     })
 }
 
-/// Rewrites an encoded PUBLISH to a lower QoS (the delivery QoS is the minimum of the
-/// publish and subscription QoS, which rumqttd does not apply).
-pub fn downgrade_publish(frame: &[u8], qos: u8) -> Option<Bytes> {
+/// Rewrites an encoded PUBLISH to another QoS: lower, as the delivery QoS is the
+/// minimum of the publish and subscription QoS, which rumqttd does not apply; or from
+/// QoS 0 up, for a message the edge sends itself (rumqttd keeps a `Publish`'s QoS
+/// private), with packet id 0 for the session's queue to replace. `None` when the QoS
+/// is already `qos`, or when raising a QoS 1 or 2 frame (nothing does).
+pub fn set_publish_qos(frame: &[u8], qos: u8) -> Option<Bytes> {
     let first = *frame.first()?;
     let (remaining, len_bytes) = var_int(&frame[1..]).ok()??;
     let body = &frame[1 + len_bytes..];
-    if body.len() != remaining || body.len() < 2 {
+    if body.len() != remaining || body.len() < 2 || qos > 2 {
         return None;
     }
     let topic_len = u16::from_be_bytes([body[0], body[1]]) as usize;
     let after_topic = 2 + topic_len;
     let old_qos = (first >> 1) & 0b11;
-    if qos >= old_qos || body.len() < after_topic + 2 {
+    let has_pkid = old_qos > 0;
+    if qos == old_qos || (has_pkid && qos > old_qos) {
         return None;
     }
-    let mut out = BytesMut::with_capacity(frame.len());
+    let pkid_len = if has_pkid { 2 } else { 0 };
+    if body.len() < after_topic + pkid_len {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(frame.len() + 2);
     let dup = if qos == 0 { 0 } else { first & 0b1000 };
     out.put_u8((first & 0xf1 & !0b1000) | dup | (qos << 1));
-    let new_remaining = if qos == 0 { remaining - 2 } else { remaining };
+    let new_remaining = match (has_pkid, qos > 0) {
+        (true, false) => remaining - 2,
+        (false, true) => remaining + 2,
+        _ => remaining,
+    };
     put_var_int(&mut out, new_remaining);
     out.extend_from_slice(&body[..after_topic]);
-    if qos == 0 {
-        out.extend_from_slice(&body[after_topic + 2..]);
-    } else {
-        out.extend_from_slice(&body[after_topic..]);
+    match (has_pkid, qos > 0) {
+        (true, false) => out.extend_from_slice(&body[after_topic + 2..]),
+        (false, true) => {
+            out.put_u16(0);
+            out.extend_from_slice(&body[after_topic..]);
+        }
+        _ => out.extend_from_slice(&body[after_topic..]),
     }
     Some(out.freeze())
+}
+
+/// Sets the packet id of an encoded QoS 1/2 PUBLISH; false if `frame` is not one.
+pub fn set_publish_pkid(frame: &mut [u8], pkid: u16) -> bool {
+    let Some(&first) = frame.first() else {
+        return false;
+    };
+    let Ok(Some((_, len_bytes))) = var_int(&frame[1..]) else {
+        return false;
+    };
+    let at = 1 + len_bytes;
+    let Some(topic) = frame.get(at..at + 2) else {
+        return false;
+    };
+    let at = at + 2 + u16::from_be_bytes([topic[0], topic[1]]) as usize;
+    match frame.get_mut(at..at + 2) {
+        Some(id) if (first >> 1) & 0b11 != 0 => {
+            id.copy_from_slice(&pkid.to_be_bytes());
+            true
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publish_gets_another_packet_id_and_keeps_the_rest() {
+        // QoS 2 PUBLISH of "a/b", packet id 7, payload "payload".
+        let mut p = vec![0x34, 14, 0, 3, b'a', b'/', b'b', 0, 7];
+        p.extend_from_slice(b"payload");
+        assert!(set_publish_pkid(&mut p, 4242));
+        let h = publish_header(&p).unwrap();
+        assert_eq!((h.qos, h.pkid), (2, 4242));
+        assert!(p.ends_with(b"payload") && p.len() == 16);
+        let mut q0 = vec![0x30, 6, 0, 3, b'a', b'/', b'b', b'x'];
+        assert!(!set_publish_pkid(&mut q0, 1), "QoS 0 has no packet id");
+        assert!(!set_publish_pkid(&mut [0x32, 0x02, 0x00], 1), "truncated");
+    }
 
     fn frame(bytes: &[u8], version: Option<Version>) -> Result<Option<Frame>, FrameError> {
         let mut buf = BytesMut::from(bytes);
@@ -451,11 +502,17 @@ mod tests {
                 pkid: 7
             })
         );
-        let d = downgrade_publish(&f, 0).unwrap();
+        let d = set_publish_qos(&f, 0).unwrap();
         assert_eq!(&d[..], &[0x30, 5, 0, 1, b'a', b'x', b'y']);
         let q2 = [0x3d, 7, 0, 1, b'a', 0, 9, b'x', b'y'];
-        let d = downgrade_publish(&q2, 1).unwrap();
+        let d = set_publish_qos(&q2, 1).unwrap();
         assert_eq!(&d[..], &[0x3b, 7, 0, 1, b'a', 0, 9, b'x', b'y']);
-        assert!(downgrade_publish(&f, 1).is_none());
+        assert!(set_publish_qos(&f, 1).is_none());
+        assert!(set_publish_qos(&f, 2).is_none());
+        // Up from QoS 0 (RETAIN kept): packet id 0 goes in after the topic.
+        let q0 = [0x31, 5, 0, 1, b'a', b'x', b'y'];
+        let u = set_publish_qos(&q0, 2).unwrap();
+        assert_eq!(&u[..], &[0x35, 7, 0, 1, b'a', 0, 0, b'x', b'y']);
+        assert_eq!(publish_header(&u).map(|h| (h.qos, h.pkid)), Some((2, 0)));
     }
 }

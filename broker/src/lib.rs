@@ -28,6 +28,7 @@ mod marker;
 pub mod metrics;
 mod queue;
 pub mod retained;
+mod retained_index;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -27,6 +27,7 @@
 //! message for the subscribers (see [`route`]).
 
 use crate::codec::{self, Version};
+use crate::retained_index::RetainedIndex;
 use bytes::{Bytes, BytesMut};
 use rumqttd::protocol::v5::V5;
 use rumqttd::protocol::{Packet, Protocol, Publish, PublishProperties};
@@ -201,7 +202,8 @@ pub(crate) fn take_properties(
     }
 }
 
-/// Queues the packets that route `publish` with `mark` (see the module doc).
+/// Queues the packets that route `publish` with `mark` (see the module doc), and keeps
+/// `retained` (the edge's view of the router's retained messages) in step with them.
 ///
 /// Each message gets one allocation of its own, holding its topic and its marked
 /// payload, so that what the router keeps of a message (for as long as a filter's log
@@ -213,6 +215,7 @@ pub(crate) fn route(
     mut publish: Publish,
     props: Option<PublishProperties>,
     mark: Mark,
+    retained: Option<&RetainedIndex>,
     out: &mut VecDeque<Packet>,
 ) {
     let (props, carried) = carried(props);
@@ -234,9 +237,17 @@ pub(crate) fn route(
         ));
         // The marked message must not become the retained one.
         publish.retain = false;
+        if let Some(index) = retained {
+            index.forget(&topic);
+        }
     }
     publish.topic = topic;
     publish.payload = own;
+    if publish.retain {
+        if let Some(index) = retained {
+            index.keep(&publish, &props);
+        }
+    }
     out.push_back(Packet::Publish(publish, props));
 }
 
@@ -252,7 +263,7 @@ mod tests {
             Bytes::copy_from_slice(payload),
             false,
         );
-        route(publish, None, mark, &mut out);
+        route(publish, None, mark, None, &mut out);
         match out.pop_front() {
             Some(Packet::Publish(p, _)) => p.payload,
             _ => panic!("nothing routed"),
@@ -300,7 +311,7 @@ mod tests {
         let mut out = VecDeque::new();
         for (t, p) in [(0..7, 11..18), (22..29, 11..18)] {
             let publish = Publish::new(buffer.slice(t), buffer.slice(p), false);
-            route(publish, None, Mark::new(0, false, 1), &mut out);
+            route(publish, None, Mark::new(0, false, 1), None, &mut out);
         }
         for packet in out {
             let Packet::Publish(p, _) = packet else {
@@ -325,7 +336,7 @@ mod tests {
         let mut out = VecDeque::new();
         let mark = Mark::new(1, true, 9);
         let publish = Publish::new(Bytes::from_static(b"t"), Bytes::new(), true);
-        route(publish, None, mark, &mut out);
+        route(publish, None, mark, None, &mut out);
         let Some(Packet::Publish(delete, None)) = out.pop_front() else {
             panic!("no deletion first");
         };
@@ -338,7 +349,7 @@ mod tests {
         assert!(message.payload.is_empty() && out.is_empty());
         // Anything else is one marked packet, retained as published.
         let publish = Publish::new(Bytes::from_static(b"t"), Bytes::from_static(b"v"), true);
-        route(publish, None, mark, &mut out);
+        route(publish, None, mark, None, &mut out);
         assert!(matches!(out.pop_front(), Some(Packet::Publish(p, None)) if p.retain));
         assert!(out.is_empty());
     }
@@ -357,7 +368,7 @@ mod tests {
         let mut out = VecDeque::new();
         let publish = Publish::new(Bytes::from_static(b"t"), Bytes::from_static(b"body"), false);
         let mark = Mark::new(1, false, 5);
-        route(publish, Some(props.clone()), mark, &mut out);
+        route(publish, Some(props.clone()), mark, None, &mut out);
         let Some(Packet::Publish(mut routed, router_props)) = out.pop_front() else {
             panic!("nothing routed");
         };
@@ -390,7 +401,7 @@ mod tests {
         // Without properties (or with the expiry only) nothing is carried.
         for props in [None, router_props] {
             let publish = Publish::new(Bytes::from_static(b"t"), Bytes::from_static(b"x"), false);
-            route(publish, props.clone(), mark, &mut out);
+            route(publish, props.clone(), mark, None, &mut out);
             let Some(Packet::Publish(mut p, kept)) = out.pop_front() else {
                 panic!("nothing routed");
             };

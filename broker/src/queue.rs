@@ -19,7 +19,7 @@
 use crate::codec::kind;
 use crate::config::DropPolicy;
 use bytes::{BufMut, Bytes, BytesMut};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 /// One message the edge holds for a session.
 #[derive(Debug, Clone)]
@@ -40,6 +40,22 @@ pub(crate) struct Held {
     pub(crate) released: bool,
     /// Sent before: DUP on the next send.
     pub(crate) dup: bool,
+}
+
+impl Held {
+    /// A QoS 2 flow restored from the store after a restart: the client had the
+    /// message (its PUBREC) and the PUBCOMP had not come. Sent again as its PUBREL.
+    pub(crate) fn released_flow(pkid: u16) -> Held {
+        Held {
+            packet: Bytes::new(),
+            pkid_at: 0,
+            qos: 2,
+            message: 0,
+            pkid: Some(pkid),
+            released: true,
+            dup: true,
+        }
+    }
 }
 
 /// What a client's acknowledgement did.
@@ -76,6 +92,10 @@ pub(crate) struct OutQueue {
     pending: VecDeque<Held>,
     /// The last packet id given.
     last_pkid: u16,
+    /// After a restart: packet ids the client saw for messages the router routes
+    /// again, which they are sent with (see `store::Op::Sent`); no other message gets
+    /// them meanwhile.
+    reserved: HashSet<u16>,
     /// Counted as over its limit in `backpressure` (left when it drains).
     pub(crate) over: bool,
 }
@@ -87,6 +107,16 @@ impl OutQueue {
             pending: held.into(),
             ..OutQueue::default()
         }
+    }
+
+    /// Numbers of the messages held (sent and unacknowledged, or waiting).
+    pub(crate) fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
+        self.inflight.iter().chain(&self.pending).map(|h| h.message)
+    }
+
+    /// Keeps `pkid` for a message sent before a restart (see `reserved`).
+    pub(crate) fn reserve(&mut self, pkid: u16) {
+        self.reserved.insert(pkid);
     }
 
     /// Messages held (pending and in flight).
@@ -151,7 +181,8 @@ impl OutQueue {
         loop {
             self.last_pkid = self.last_pkid.wrapping_add(1).max(1);
             let p = self.last_pkid;
-            let in_use = self.inflight.iter().any(|h| h.pkid == Some(p))
+            let in_use = self.reserved.contains(&p)
+                || self.inflight.iter().any(|h| h.pkid == Some(p))
                 || self
                     .pending
                     .iter()
@@ -164,7 +195,20 @@ impl OutQueue {
     }
 
     /// Sends pending messages while the window has room; how many PUBLISHes went.
+    #[cfg(test)]
     pub(crate) fn fill(&mut self, wbuf: &mut BytesMut, window: usize) -> usize {
+        self.fill_noting(wbuf, window, &mut Vec::new())
+    }
+
+    /// [`OutQueue::fill`], noting the QoS 2 messages sent for the first time with
+    /// their packet ids (number, id), for the store.
+    /// (Messages sent again are noted too: idempotent in the store.)
+    pub(crate) fn fill_noting(
+        &mut self,
+        wbuf: &mut BytesMut,
+        window: usize,
+        qos2_sent: &mut Vec<(u64, u16)>,
+    ) -> usize {
         let mut sent = 0;
         while self.inflight.len() < window {
             let Some(mut h) = self.pending.pop_front() else {
@@ -184,6 +228,10 @@ impl OutQueue {
                 write_pkid(&mut wbuf[start..], h.pkid_at, pkid);
                 if h.dup {
                     wbuf[start] |= 0b1000;
+                }
+                if h.qos == 2 {
+                    // Again for one sent before: its id may not be stored yet.
+                    qos2_sent.push((h.message, pkid));
                 }
                 h.dup = true;
                 sent += 1;
@@ -218,7 +266,10 @@ impl OutQueue {
             return Acked::Received(h.message);
         }
         match self.inflight.remove(i) {
-            Some(h) => Acked::Done(h.message),
+            Some(h) => {
+                self.reserved.remove(&pkid);
+                Acked::Done(h.message)
+            }
             None => Acked::Unknown,
         }
     }
@@ -384,5 +435,51 @@ mod tests {
         assert_eq!(q.next_pkid(), 3);
         assert_eq!(q.ack(1, kind::PUBCOMP, false), Acked::Done(9));
         assert_eq!(q.ack(2, kind::PUBREC, true), Acked::Done(10));
+    }
+
+    #[test]
+    fn a_message_sent_again_gets_its_original_id_and_others_avoid_the_reserved_ones() {
+        // After a restart: message 7 was sent with id 1 and message 8 with id 3.
+        let mut q = OutQueue::default();
+        q.reserve(1);
+        q.reserve(3);
+        // New messages get neither.
+        assert_eq!(q.next_pkid(), 2);
+        assert_eq!(q.next_pkid(), 4);
+        // Message 7 routed again keeps its id (and DUP) and does not free the other.
+        let mut again = held(7, 2);
+        again.pkid = Some(1);
+        again.dup = true;
+        q.offer(again, 0, None);
+        let mut w = BytesMut::new();
+        let mut noted = Vec::new();
+        q.fill_noting(&mut w, 5, &mut noted);
+        let h = crate::codec::publish_header(&w).unwrap();
+        assert_eq!((h.pkid, w[0] & 0b1000), (1, 0b1000));
+        assert_eq!(noted, vec![(7, 1)]);
+        assert_eq!(q.ack(1, kind::PUBREC, false), Acked::Received(7));
+        assert_eq!(q.ack(1, kind::PUBCOMP, false), Acked::Done(7));
+        // Its id is free again once its flow ended; 3 stays reserved.
+        q.last_pkid = 0;
+        assert_eq!(q.next_pkid(), 1);
+        q.last_pkid = 2;
+        assert_eq!(q.next_pkid(), 4);
+    }
+
+    #[test]
+    fn a_restored_released_flow_is_sent_as_its_pubrel_and_completed_by_pubcomp() {
+        let mut q = OutQueue::resumed(vec![Held::released_flow(42)]);
+        q.offer(held(5, 2), 0, None);
+        let mut w = BytesMut::new();
+        let mut noted = Vec::new();
+        assert_eq!(q.fill_noting(&mut w, 5, &mut noted), 1);
+        assert_eq!(&w[..4], &[kind::PUBREL << 4 | 0b0010, 2, 0, 42]);
+        // The new message does not take the flow's id, and is noted for the store.
+        let h = crate::codec::publish_header(&w[4..]).unwrap();
+        assert_ne!(h.pkid, 42);
+        assert_eq!(noted, vec![(5, h.pkid)]);
+        assert_eq!(q.ack(42, kind::PUBREC, false), Acked::Unknown);
+        assert_eq!(q.ack(42, kind::PUBCOMP, false), Acked::Done(0));
+        assert_eq!(q.in_flight(), 1);
     }
 }

@@ -8,6 +8,7 @@ use crate::config::{Config, ListenerKind};
 use crate::listener;
 use crate::metrics::{inc, Metrics};
 use crate::retained::RetainedStore;
+use crate::retained_index::RetainedIndex;
 use crate::router::RouterHandle;
 use crate::session::Sessions;
 pub use crate::shared::Shared;
@@ -235,7 +236,12 @@ impl Broker {
         }
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
         let retained = Arc::new(retained);
-        let system = Arc::new(SystemLink::new(system, retained.clone()));
+        let retained_index = Arc::new(RetainedIndex::default());
+        let system = Arc::new(SystemLink::new(
+            system,
+            retained.clone(),
+            retained_index.clone(),
+        ));
         let sessions = Arc::new(Sessions::new(
             router.clone(),
             system.clone(),
@@ -250,26 +256,32 @@ impl Broker {
             retained,
             store,
             retained_owners: Default::default(),
+            retained_index,
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
             system,
             sessions,
             backpressure: Default::default(),
         });
-        // Sessions first, so that the messages kept for them reach them; then the
-        // retained messages, whose live copies those sessions skip (see
-        // `Sessions::replay_boundary`).
+        // Sessions first; then the retained messages, whose live copies those sessions
+        // skip (see `Sessions::replay_boundary`). The messages kept for the sessions
+        // are not routed again: each session gets them from the store when its client
+        // comes back (`Connection::deliver_stored`).
         let restored_sessions = loaded.sessions.len();
+        let kept_messages = loaded.messages.len();
         shared
             .sessions
             .restore(loaded.sessions, loaded.due_wills)
             .await
             .map_err(BrokerError::Router)?;
-        shared.system.replay_kept(loaded.messages).await;
         shared.system.replay(stored).await;
         shared.sessions.restored();
         if restored_sessions > 0 {
-            info!(sessions = restored_sessions, "persistent sessions restored");
+            info!(
+                sessions = restored_sessions,
+                messages = kept_messages,
+                "persistent sessions restored"
+            );
         }
 
         for (socket, kind, tls) in sockets {

@@ -11,6 +11,7 @@ use crate::backpressure::Backpressure;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::retained::{RetainedOwners, RetainedStore};
+use crate::retained_index::RetainedIndex;
 use crate::router::RouterHandle;
 use crate::session::Sessions;
 use crate::system::SystemLink;
@@ -33,6 +34,9 @@ pub struct Shared {
     pub store: Arc<crate::store::Store>,
     /// Who created each retained topic (`limits.max_retained_per_client`).
     pub retained_owners: RetainedOwners,
+    /// The retained messages as routed, for repeated subscriptions (see
+    /// `retained_index`).
+    pub(crate) retained_index: Arc<RetainedIndex>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Becomes true at shutdown.

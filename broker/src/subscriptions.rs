@@ -155,6 +155,18 @@ impl Subscriptions {
         })
     }
 
+    /// The highest QoS among the filters that match `topic` (the QoS the router sends
+    /// it with); `None` when none does.
+    pub fn max_qos(&self, topic: &str) -> Option<u8> {
+        self.by_filter
+            .iter()
+            .filter(|(filter, _)| {
+                topic::filter_matches(topic::strip_share(filter).unwrap_or(filter), topic)
+            })
+            .map(|(_, s)| s.qos)
+            .max()
+    }
+
     /// Number of subscriptions (filters), shared ones included.
     pub fn len(&self) -> usize {
         self.by_filter.len()

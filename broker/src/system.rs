@@ -6,6 +6,7 @@
 
 use crate::marker::{self, Mark};
 use crate::retained::{RetainedMessage, RetainedStore};
+use crate::retained_index::RetainedIndex;
 use crate::router::RouterSlot;
 use crate::session::Will;
 use crate::store::StoredMessage;
@@ -23,14 +24,21 @@ pub(crate) const SYSTEM_CLIENT_ID: &str = "%sealpost-system";
 pub struct SystemLink {
     slot: Mutex<RouterSlot>,
     retained: Arc<RetainedStore>,
+    index: Arc<RetainedIndex>,
 }
 
 impl SystemLink {
-    /// Wraps the broker's own router slot.
-    pub(crate) fn new(slot: RouterSlot, retained: Arc<RetainedStore>) -> SystemLink {
+    /// Wraps the broker's own router slot; `index` follows the retained messages it
+    /// routes (see `retained_index`).
+    pub(crate) fn new(
+        slot: RouterSlot,
+        retained: Arc<RetainedStore>,
+        index: Arc<RetainedIndex>,
+    ) -> SystemLink {
         SystemLink {
             slot: Mutex::new(slot),
             retained,
+            index,
         }
     }
 
@@ -46,8 +54,9 @@ impl SystemLink {
     ) {
         let publish = Publish::new(topic, payload, mark.retain);
         let mut packets = VecDeque::new();
-        marker::route(publish, props, mark, &mut packets);
+        // Under the lock, so that the index sees retained messages in the router's order.
         let mut slot = self.slot.lock().await;
+        marker::route(publish, props, mark, Some(&self.index), &mut packets);
         if !slot.send_batch(&mut packets).await {
             warn!("broker link to the router is gone; message dropped");
         }
@@ -80,32 +89,6 @@ impl SystemLink {
         }
         let mark = Mark::new(m.qos, m.retain, 0);
         self.publish(m.topic, m.payload, mark, m.properties).await;
-    }
-
-    /// Routes the messages kept in the store for persistent sessions again after a
-    /// restart, in their order and with their numbers (each connection recognises its
-    /// own by number, see `Sessions::replay_boundary`).
-    pub(crate) async fn replay_kept(
-        &self,
-        messages: std::collections::BTreeMap<u64, StoredMessage>,
-    ) {
-        let count = messages.len();
-        for (number, m) in messages {
-            let mark = Mark::kept(m.qos, m.retain, m.origin, number);
-            // RETAIN travels in the marker only: the router must not take a kept
-            // message for the topic's retained one.
-            let publish = Publish::new(m.topic, m.payload, false);
-            let mut packets = VecDeque::new();
-            marker::route(publish, m.properties, mark, &mut packets);
-            let mut slot = self.slot.lock().await;
-            if !slot.send_batch(&mut packets).await {
-                warn!("broker link to the router is gone; kept messages not restored");
-                return;
-            }
-        }
-        if count > 0 {
-            info!(count, "messages kept for persistent sessions restored");
-        }
     }
 
     /// Publishes the retained messages read from the store at start.

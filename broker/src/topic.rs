@@ -48,6 +48,19 @@ pub fn router_filter(filter: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A subscription the edge makes in the router for a session's own (a session restored
+/// after a restart, a resumed session's filters): the router's name for the filter,
+/// its QoS, and none of the MQTT 5 options, which the edge applies itself.
+pub(crate) fn router_subscription(filter: &str, qos: u8) -> rumqttd::protocol::Filter {
+    rumqttd::protocol::Filter {
+        path: router_filter(filter).into_owned(),
+        qos: rumqttd::protocol::qos(qos.min(2)).unwrap_or(rumqttd::protocol::QoS::AtMostOnce),
+        nolocal: false,
+        preserve_retain: false,
+        retain_forward_rule: rumqttd::protocol::RetainForwardRule::OnEverySubscribe,
+    }
+}
+
 /// Appends `s` with `% / + # $` percent-encoded, so that it fits in one topic level
 /// with no wildcard and no `%%`.
 fn escape_level(s: &str, out: &mut String) {

@@ -436,6 +436,115 @@ async fn a_repeated_subscription_gets_the_retained_messages_again() {
     broker.shutdown(WAIT).await;
 }
 
+/// Publishes `topic` (its name as payload) at QoS 1 and waits for the PUBACK, after
+/// which the router has it.
+async fn publish_acknowledged(publ: &mut V4, topic: &str, retain: bool) {
+    publ.client
+        .publish(topic, QoS::AtLeastOnce, retain, topic.as_bytes().to_vec())
+        .await
+        .unwrap();
+    loop {
+        let event = publ.next().await.unwrap();
+        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+            return;
+        }
+    }
+}
+
+/// A resumed session subscribes again to a filter it has (as `mosquitto_sub -c` does
+/// at every start): MQTT 3.1.1 §3.8.4 and MQTT 5 retain handling 0 want the retained
+/// messages sent again, and the flow of publications not interrupted, so the message
+/// queued while the session was away arrives too.
+#[tokio::test]
+async fn a_resumed_session_subscribing_again_gets_the_retained_messages_and_its_backlog() {
+    let (broker, addr) = start(tcp_config()).await;
+    let mut publ = V4::connect("resumed-pub", addr).await;
+    publish_acknowledged(&mut publ, "resumed/kept", true).await;
+    let v4_resumed = || {
+        let mut o = v4_options("resumed-v4", addr);
+        o.set_clean_session(false);
+        o
+    };
+    let v5_resumed = || {
+        let mut o = MqttOptions::new("resumed-v5", addr.ip().to_string(), addr.port());
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(3600));
+        o
+    };
+    let mut v4 = V4::start(v4_resumed());
+    v4.connack().await.unwrap();
+    v4.subscribe("resumed/#", QoS::AtLeastOnce).await;
+    assert_eq!(
+        &v4.publish_msg().await.unwrap().payload[..],
+        b"resumed/kept"
+    );
+    let mut v5 = V5::start(v5_resumed()).await;
+    v5.subscribe(filter("resumed/#", Q5::AtLeastOnce)).await;
+    assert_eq!(&v5.publish_msg().await.payload[..], b"resumed/kept");
+    drop((v4, v5));
+    publish_acknowledged(&mut publ, "resumed/queued", false).await;
+
+    let mut v4 = V4::start(v4_resumed());
+    assert!(v4.connack().await.unwrap().session_present);
+    // (The backlog may come before the SUBACK: every PUBLISH counts.)
+    v4.client
+        .subscribe("resumed/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = v4.next().await.unwrap() {
+            got.push((String::from_utf8(p.payload.to_vec()).unwrap(), p.retain));
+        }
+    }
+    got.sort();
+    let want = [
+        ("resumed/kept".to_string(), true),
+        ("resumed/queued".to_string(), false),
+    ];
+    assert_eq!(got, want, "3.1.1");
+    let mut v5 = V5::start(v5_resumed()).await;
+    assert!(v5.connack.session_present);
+    v5.subscribe(filter("resumed/#", Q5::AtLeastOnce)).await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let p = v5.publish_msg().await;
+        got.push((String::from_utf8(p.payload.to_vec()).unwrap(), p.retain));
+    }
+    got.sort();
+    assert_eq!(got, want, "5");
+    broker.shutdown(WAIT).await;
+}
+
+/// The router restores a resumed session's subscriptions but not its index of who
+/// subscribes to what: the edge subscribes them again, or the session's UNSUBSCRIBE and
+/// its renewal at a new QoS would change nothing in the router.
+#[tokio::test]
+async fn a_resumed_session_can_unsubscribe_and_change_a_subscriptions_qos() {
+    let (broker, addr) = start(tcp_config()).await;
+    let options = || {
+        let mut o = MqttOptions::new("resumed-unsub", addr.ip().to_string(), addr.port());
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(3600));
+        o
+    };
+    let mut me = V5::start(options()).await;
+    me.subscribe(filter("ru/gone", Q5::AtLeastOnce)).await;
+    me.subscribe(filter("ru/qos", Q5::AtMostOnce)).await;
+    drop(me);
+    let mut me = V5::start(options()).await;
+    assert!(me.connack.session_present);
+    me.client.unsubscribe("ru/gone").await.unwrap();
+    me.wait(|p| matches!(p, Packet::UnsubAck(..))).await;
+    me.subscribe(filter("ru/qos", Q5::AtLeastOnce)).await;
+    let other = V5::connect("resumed-unsub-pub", addr).await;
+    me.assert_not_subscribed(&other.client, "ru/gone", "ru/sentinel")
+        .await;
+    other.publish("ru/qos", Q5::AtLeastOnce, false, b"q").await;
+    assert_eq!(me.publish_msg().await.qos, Q5::AtLeastOnce);
+    broker.shutdown(WAIT).await;
+}
+
 #[tokio::test]
 async fn a_repeated_subscription_takes_its_new_qos() {
     let (broker, addr) = start(tcp_config()).await;

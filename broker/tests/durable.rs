@@ -544,3 +544,250 @@ async fn with_periodic_sync_what_was_acknowledged_an_interval_before_a_sigkill_s
     assert_eq!(got.len(), 1_000);
     assert_eq!(bad_duplicates, 0);
 }
+
+/// MQTT 5 helpers for the outgoing QoS 2 and subscription tests below.
+mod kept_v5 {
+    use super::common::v5::RawV5;
+    pub use rumqttc::v5::mqttbytes::v5::{
+        Connect, ConnectProperties, Packet as P5, PubAck, PubComp, PubRec, PubRel, Publish,
+    };
+    pub use rumqttc::v5::mqttbytes::QoS as Q5;
+    use std::net::SocketAddr;
+
+    /// The CONNECT of a session kept for an hour (clean start 0).
+    pub fn connect(id: &str) -> Connect {
+        Connect {
+            keep_alive: 30,
+            client_id: id.into(),
+            clean_start: false,
+            properties: Some(ConnectProperties {
+                session_expiry_interval: Some(3600),
+                ..ConnectProperties::new()
+            }),
+        }
+    }
+
+    /// Publishes each (topic, payload) at `qos` (1 or 2) from a new client and waits
+    /// until the broker has acknowledged it (PUBACK, or PUBREC and then PUBCOMP).
+    pub async fn publish(addr: SocketAddr, qos: Q5, messages: &[(&str, &[u8])]) {
+        let id = format!("pub-{}", super::common::rand_id());
+        let mut p = RawV5::connect(addr, &id, ConnectProperties::new()).await;
+        for (i, (topic, payload)) in messages.iter().enumerate() {
+            let pkid = i as u16 + 1;
+            let mut m = Publish::new(*topic, qos, payload.to_vec(), None);
+            m.pkid = pkid;
+            p.send(P5::Publish(m)).await;
+            if qos == Q5::AtLeastOnce {
+                assert!(matches!(p.recv().await, P5::PubAck(a) if a.pkid == pkid));
+                continue;
+            }
+            assert!(matches!(p.recv().await, P5::PubRec(r) if r.pkid == pkid));
+            p.send(P5::PubRel(PubRel::new(pkid, None))).await;
+            assert!(matches!(p.recv().await, P5::PubComp(c) if c.pkid == pkid));
+        }
+    }
+
+    /// Receives a QoS 2 PUBLISH with `payload` and completes its flow.
+    pub async fn receive_once(sub: &mut RawV5, payload: &[u8]) {
+        let m = sub.publish_msg().await;
+        assert_eq!(&m.payload[..], payload);
+        sub.send(P5::PubRec(PubRec::new(m.pkid, None))).await;
+        assert!(matches!(sub.recv().await, P5::PubRel(r) if r.pkid == m.pkid));
+        sub.send(P5::PubComp(PubComp::new(m.pkid, None))).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outgoing_qos2_flow_between_pubrec_and_pubcomp_completes_once_across_a_sigkill() {
+    use common::v5::RawV5;
+    use kept_v5::*;
+    let setup = Setup::new("");
+    let (broker, addr) = setup.start();
+    let (mut sub, _) = RawV5::connect_with(addr, connect("rel-sub")).await;
+    sub.subscribe(v5::filter("rel/#", Q5::ExactlyOnce)).await;
+    // One at a time, so that each flow is seen alone.
+    publish(addr, Q5::ExactlyOnce, &[("rel/t", b"one")]).await;
+    receive_once(&mut sub, b"one").await;
+    publish(addr, Q5::ExactlyOnce, &[("rel/t", b"two")]).await;
+    // "two": received (PUBREC) and released (PUBREL), but its PUBCOMP never comes.
+    let two = sub.publish_msg().await;
+    assert_eq!(&two.payload[..], b"two");
+    sub.send(P5::PubRec(PubRec::new(two.pkid, None))).await;
+    assert!(matches!(sub.recv().await, P5::PubRel(r) if r.pkid == two.pkid));
+    crash(broker);
+    drop(sub);
+
+    let (_broker, addr) = setup.start();
+    let (mut sub, present) = RawV5::connect_with(addr, connect("rel-sub")).await;
+    assert!(present);
+    // MQTT 5 §4.4: the PUBREL again, with its packet id; not the message.
+    match sub.recv().await {
+        P5::PubRel(r) => assert_eq!(r.pkid, two.pkid, "the flow's own packet id"),
+        other => panic!("expected the PUBREL again, got {other:?}"),
+    }
+    sub.send(P5::PubComp(PubComp::new(two.pkid, None))).await;
+    publish(addr, Q5::ExactlyOnce, &[("rel/t", b"three")]).await;
+    let next = sub.publish_msg().await;
+    assert_eq!(&next.payload[..], b"three", "\"two\" was not sent again");
+    assert!(!next.dup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_message_sent_before_its_pubrec_comes_again_with_its_packet_id_after_a_sigkill() {
+    use common::v5::RawV5;
+    use kept_v5::*;
+    let setup = Setup::new("");
+    let (broker, addr) = setup.start();
+    let (mut sub, _) = RawV5::connect_with(addr, connect("rec-sub")).await;
+    sub.subscribe(v5::filter("rec/#", Q5::ExactlyOnce)).await;
+    // One at a time, so that each flow is seen alone.
+    for payload in [&b"one"[..], b"two"] {
+        publish(addr, Q5::ExactlyOnce, &[("rec/t", payload)]).await;
+        receive_once(&mut sub, payload).await;
+    }
+    publish(addr, Q5::ExactlyOnce, &[("rec/t", b"three")]).await;
+    // "three" arrives; the subscriber crashes with the broker before its PUBREC.
+    let three = sub.publish_msg().await;
+    assert_eq!(&three.payload[..], b"three");
+    assert_ne!(
+        three.pkid, 1,
+        "a packet id a new link's first message would not get"
+    );
+    crash(broker);
+    drop(sub);
+
+    let (_broker, addr) = setup.start();
+    let (mut sub, present) = RawV5::connect_with(addr, connect("rec-sub")).await;
+    assert!(present);
+    let again = sub.publish_msg().await;
+    assert_eq!(&again.payload[..], b"three");
+    assert!(again.dup, "a redelivery carries DUP");
+    assert_eq!(
+        again.pkid, three.pkid,
+        "MQTT 5 §4.4: its original packet id"
+    );
+    sub.send(P5::PubRec(PubRec::new(again.pkid, None))).await;
+    assert!(matches!(sub.recv().await, P5::PubRel(r) if r.pkid == three.pkid));
+    sub.send(P5::PubComp(PubComp::new(three.pkid, None))).await;
+    // Delivered once: the next message is the next one.
+    publish(addr, Q5::ExactlyOnce, &[("rec/t", b"four")]).await;
+    receive_once(&mut sub, b"four").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_is_stored_before_its_suback() {
+    use common::v5::RawV5;
+    use kept_v5::*;
+    let setup = Setup::new("");
+    let (broker, addr) = setup.start();
+    let (mut sub, _) = RawV5::connect_with(addr, connect("suback-sub")).await;
+    let topics: Vec<String> = (0..20).map(|i| format!("sa/{i}")).collect();
+    for t in &topics {
+        sub.subscribe(v5::filter(t, Q5::AtLeastOnce)).await;
+    }
+    // SIGKILL as soon as the last SUBACK has arrived.
+    crash(broker);
+    drop(sub);
+
+    let (_broker, addr) = setup.start();
+    let (mut sub, present) = RawV5::connect_with(addr, connect("suback-sub")).await;
+    assert!(present);
+    let messages: Vec<(&str, &[u8])> = topics.iter().map(|t| (t.as_str(), &b"m"[..])).collect();
+    publish(addr, Q5::AtLeastOnce, &messages).await;
+    let mut got = HashSet::new();
+    while got.len() < topics.len() {
+        let m = sub.publish_msg().await;
+        sub.send(P5::PubAck(PubAck::new(m.pkid, None))).await;
+        got.insert(String::from_utf8(m.topic.to_vec()).unwrap());
+    }
+    assert_eq!(got, topics.iter().cloned().collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_broker_drops_for_a_session_leave_the_store() {
+    use common::v5::RawV5;
+    use kept_v5::*;
+    let setup = Setup::new("");
+    let toml = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        // One in flight and one queued above it (the edge queue counts
+        // `max_queued_messages` above the window, as Mosquitto does).
+        .replace(
+            "max_queued_messages = 0",
+            "max_queued_messages = 1\nmax_inflight = 1",
+        );
+    std::fs::write(&setup.config, toml).unwrap();
+    let (broker, addr) = setup.start();
+    // The subscriber takes packets of at most 300 bytes.
+    let small_packets = || {
+        let mut c = connect("drop-sub");
+        if let Some(p) = c.properties.as_mut() {
+            p.max_packet_size = Some(300);
+        }
+        c
+    };
+    let (mut sub, _) = RawV5::connect_with(addr, small_packets()).await;
+    sub.subscribe(v5::filter("dr/#", Q5::AtLeastOnce)).await;
+    drop(sub);
+    let big = vec![0u8; 1024];
+    let offline: Vec<(&str, &[u8])> = (0..5)
+        .map(|_| ("dr/t", &b"small"[..]))
+        .chain([("dr/t", &big[..])])
+        .collect();
+    publish(addr, Q5::AtLeastOnce, &offline).await;
+    let (mut sub, present) = RawV5::connect_with(addr, small_packets()).await;
+    assert!(present);
+    // Two of the backlog (the window and max_queued_messages); the other four are
+    // dropped.
+    for _ in 0..2 {
+        let m = sub.publish_msg().await;
+        assert_eq!(&m.payload[..], b"small");
+        sub.send(P5::PubAck(PubAck::new(m.pkid, None))).await;
+    }
+    // Live: too large for the client (dropped), then a last one.
+    publish(
+        addr,
+        Q5::AtLeastOnce,
+        &[("dr/t", &big[..]), ("dr/t", b"last")],
+    )
+    .await;
+    let m = sub.publish_msg().await;
+    assert_eq!(&m.payload[..], b"last");
+    sub.send(P5::PubAck(PubAck::new(m.pkid, None))).await;
+    // Acknowledgements and drops reach the store without waiting: give them time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    crash(broker);
+
+    let (_store, loaded) = sealpost_broker::store::Store::open(
+        &setup.store_file(),
+        sealpost_broker::store::Sync::Always,
+    )
+    .unwrap();
+    assert_eq!(loaded.sessions.len(), 1);
+    assert_eq!(loaded.sessions[0].queue, Vec::<u64>::new(), "nothing kept");
+    assert!(loaded.messages.is_empty());
+}
+
+/// Issue 15 item 3: a persistent session that is away while more is published than
+/// the router keeps per filter (`[router]`: two segments of 16 KiB, about 1,100 of these
+/// messages) gets every message the broker acknowledged when it comes back: the store
+/// has them all, and they are delivered from there (the router skips the oldest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_away_for_longer_than_the_router_window_gets_every_stored_message() {
+    let setup = Setup::new("[router]\nmax_segment_size = 16384\nmax_segment_count = 2\n");
+    // A segment must hold the largest packet.
+    let toml = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "max_queued_messages = 0",
+        "max_queued_messages = 0\nmax_packet_size = 16384",
+    );
+    std::fs::write(&setup.config, toml).unwrap();
+    let (_broker, addr) = setup.start();
+    subscribe_and_leave("behind-sub", addr, "behind/#").await;
+    let acked = publish_numbered(addr, "behind", 5_000, 5_000).await;
+    assert_eq!(acked.len(), 5_000);
+    let mut sub = persistent_v4("behind-sub", addr, false);
+    assert!(sub.connack().await.unwrap().session_present);
+    let (got, bad_duplicates) = receive_numbers(&mut sub, &acked).await;
+    assert_eq!(got.len(), 5_000);
+    assert_eq!(bad_duplicates, 0, "each message once");
+}

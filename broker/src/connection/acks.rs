@@ -19,15 +19,33 @@ impl Connection {
     pub(super) fn client_ack(&mut self, wbuf: &mut BytesMut, pkid: u16, ack: u8, refused: bool) {
         let stored = match self.queue.ack(pkid, ack, refused) {
             Acked::Received(message) => {
+                if self.durable() {
+                    // The message goes, and the flow's PUBREL state is kept instead,
+                    // written with the next batch for the router, before the socket
+                    // (see `event_loop`): a crash after the PUBREL sends the PUBREL
+                    // again, never the message.
+                    self.to_store.push(crate::store::Op::Released {
+                        client_id: self.client_id.clone(),
+                        number: message,
+                        pkid,
+                    });
+                }
                 // MQTT 4.3.3: PUBREL answers PUBREC.
                 wbuf.put_u8(kind::PUBREL << 4 | 0b0010);
                 wbuf.put_u8(2);
                 wbuf.put_u16(pkid);
-                message
+                0
             }
-            // The store let go of a QoS 2 message at its PUBREC already.
-            Acked::Done(message) if ack != kind::PUBCOMP => message,
-            Acked::Done(_) => 0,
+            // The store let go of a QoS 2 message at its PUBREC already; the flow's
+            // PUBREL state goes now.
+            Acked::Done(_) if ack == kind::PUBCOMP => {
+                if self.durable() {
+                    self.store_acks
+                        .push(crate::store::Op::Completed(self.client_id.clone(), pkid));
+                }
+                0
+            }
+            Acked::Done(message) => message,
             Acked::Unknown => {
                 debug!(client_id = %self.client_id, pkid, "unsolicited ack ignored");
                 0
@@ -44,9 +62,39 @@ impl Connection {
     /// Sends what the queue holds while the client's window has room.
     pub(super) fn send_queued(&mut self, wbuf: &mut BytesMut) {
         let window = self.window();
-        let sent = self.queue.fill(wbuf, window);
+        let mut qos2_sent = Vec::new();
+        let sent = self.queue.fill_noting(wbuf, window, &mut qos2_sent);
         self.unreported.messages_out += sent as u64;
+        self.note_sent(qos2_sent);
         self.note_queue_level();
+    }
+
+    /// Stores the packet ids QoS 2 messages were sent with (a persistent session with
+    /// a data directory), with the next batch for the router, which is written before
+    /// the socket: after a crash they are sent again with them.
+    pub(super) fn note_sent(&mut self, qos2_sent: Vec<(u64, u16)>) {
+        if qos2_sent.is_empty() || !self.durable() {
+            return;
+        }
+        for (number, pkid) in qos2_sent {
+            if number != 0 {
+                self.to_store.push(crate::store::Op::Sent {
+                    client_id: self.client_id.clone(),
+                    number,
+                    pkid,
+                });
+            }
+        }
+    }
+
+    /// A message the edge will never send this client (dropped, or not for it): if
+    /// it was stored for the session, the store lets it go now rather than keep it
+    /// until the session ends.
+    pub(super) fn unstore(&mut self, message: u64) {
+        if message != 0 && self.durable() {
+            self.store_acks
+                .push(crate::store::Op::Ack(self.client_id.clone(), message));
+        }
     }
 
     /// Acknowledges to the router a message it sent at `qos` (1 or 2) with `pkid`: the

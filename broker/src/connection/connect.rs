@@ -7,7 +7,7 @@ use super::PeerInfo;
 use crate::acl::Identity;
 use crate::codec::Version;
 use crate::metrics::inc;
-use crate::queue::OutQueue;
+use crate::queue::{Held, OutQueue};
 use crate::router::router_client_id;
 use crate::session::{self, OwnerCheck, SavedSession};
 use crate::shared::Shared;
@@ -225,8 +225,21 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             ..Default::default()
         }
     });
-    // What the last connection held is this connection's alone.
-    let held = std::mem::take(&mut saved.held);
+    // What the last connection held is this connection's alone. After a restart,
+    // the QoS 2 flows awaiting PUBCOMP come first (their PUBREL is sent again), and
+    // the packet ids of the messages routed again stay theirs.
+    let mut held: Vec<Held> = std::mem::take(&mut saved.releasing)
+        .into_iter()
+        .map(Held::released_flow)
+        .collect();
+    held.append(&mut saved.held);
+    let mut queue = OutQueue::resumed(held);
+    let redeliver: HashMap<u64, u16> = std::mem::take(&mut saved.unacknowledged)
+        .into_iter()
+        .collect();
+    for &pkid in redeliver.values().filter(|&&p| p != 0) {
+        queue.reserve(pkid);
+    }
     // The session, its owner and its expiry are stored from the start (and a will an
     // earlier connection left waiting is no longer pending).
     if persist && link.is_ok() && shared.store.is_durable() {
@@ -306,13 +319,14 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         awaiting_release: saved.awaiting_release.into_iter().collect(),
         inflight_in: 0,
         qos2_in_router: HashSet::new(),
-        queue: OutQueue::resumed(held),
+        queue,
         clean_exit: false,
         origin: saved.origin,
         subscriptions: saved.subscriptions,
         copies: Copies::default(),
         limits: client_limits,
-        redeliver: saved.unacknowledged.into_iter().collect(),
+        redeliver,
+        from_store: HashSet::new(),
         out_aliases: HashMap::new(),
         unreported: Unreported::default(),
         to_store: Vec::new(),

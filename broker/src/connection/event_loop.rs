@@ -61,8 +61,13 @@ impl Connection {
             }
         };
         tokio::pin!(invalidated);
+        self.rejoin_router_filters();
         // What the session's last connection held goes first.
         self.send_queued(&mut io.wbuf);
+        // Then what the store holds for it (before anything the router sends).
+        self.deliver_stored(&mut io.wbuf).await?;
+        // The packet ids it is sent with are stored first (see `Op::Sent`).
+        self.flush_router().await?;
         io.flush().await?;
         let max = io.max_packet();
         // MQTT: the server closes after 1.5 keep-alive periods of silence; 0 disables.
@@ -121,8 +126,10 @@ impl Connection {
                     let mut unscheduled = false;
                     let mut stop = self.notifications(&mut io.wbuf, Some(n), &mut unscheduled);
                     while stop == Stop::Full {
-                        io.flush().await?;
+                        // The router's batch first: what must be stored before the
+                        // client sees it (see `Op::Sent`) is written with it.
                         self.flush_router().await?;
+                        io.flush().await?;
                         stop = self.notifications(&mut io.wbuf, None, &mut unscheduled);
                     }
                     if stop == Stop::Closed {

@@ -3,7 +3,7 @@
 
 use super::acks::pubrec;
 use super::io::queue;
-use super::state::Connection;
+use super::state::{Connection, PendingSubAck};
 use super::ConnectionError;
 use crate::codec::{self, kind, Frame, Version};
 use crate::marker::{self, Mark};
@@ -289,7 +289,13 @@ impl Connection {
             }
         }
         self.unreported.messages_in += 1;
-        marker::route(publish, props, mark, &mut self.to_router);
+        marker::route(
+            publish,
+            props,
+            mark,
+            Some(&self.shared.retained_index),
+            &mut self.to_router,
+        );
         Ok(retained)
     }
 
@@ -332,6 +338,29 @@ impl Connection {
         }
     }
 
+    /// A resumed session's filters, subscribed to again in the router (packet id 0, whose
+    /// SUBACK answers no client's SUBSCRIBE). rumqttd restores a session's
+    /// subscriptions but not its index of who subscribes to each filter, where its
+    /// UNSUBSCRIBE looks: without this, the session's UNSUBSCRIBE, and the renewal of a
+    /// filter at a new QoS, would change nothing in the router, which would go on
+    /// sending. A filter the router session has gets no new delivery cursor, so
+    /// nothing is sent again.
+    pub(super) fn rejoin_router_filters(&mut self) {
+        if self.router_clean {
+            return;
+        }
+        let filters: Vec<_> = self
+            .subscriptions
+            .iter()
+            .filter(|(f, _)| !f.starts_with("$share/"))
+            .map(|(f, s)| topic::router_subscription(f, s.qos))
+            .collect();
+        if filters.is_empty() {
+            return;
+        }
+        self.send_router(Packet::Subscribe(Subscribe { pkid: 0, filters }, None));
+    }
+
     pub(super) fn subscribe(
         &mut self,
         wbuf: &mut BytesMut,
@@ -346,6 +375,7 @@ impl Connection {
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut allowed = Vec::with_capacity(sub.filters.len());
         let mut renewed = Vec::new();
+        let mut retained = Vec::new();
         let max_subscriptions = self.shared.config.limits.max_subscriptions_per_client;
         for filter in sub.filters {
             let inner = topic::strip_share(&filter.path).filter(|f| topic::validate_filter(f));
@@ -420,15 +450,27 @@ impl Connection {
                 };
                 // The router ignores a repeated subscription: it neither sends the
                 // retained messages again (MQTT 3.1.1 §3.8.4, MQTT 5 retain handling
-                // 0) nor takes a new QoS. Unsubscribing and subscribing again in the
-                // same batch makes it do both.
+                // 0) nor takes a new QoS. The edge sends the retained messages itself
+                // (see `retained_index`: renewing the filter in the router would skip
+                // what it had not yet sent); a new QoS takes unsubscribing and
+                // subscribing again in the same batch, and brings them from the router.
                 self.subscriptions.insert(filter.path.clone(), s);
+                let new_qos = previous.is_some_and(|p| p.qos != s.qos);
+                // (Shared subscriptions get no retained messages, MQTT 5 §4.8.2.)
+                if previous.is_some()
+                    && !new_qos
+                    && !s.suppress_retained
+                    && !filter.path.starts_with("$share/")
+                {
+                    let found = self.shared.retained_index.matching(&filter.path);
+                    retained.extend(found.into_iter().map(|(p, props)| (p, props, s.qos)));
+                }
                 // The router's name for it (see `topic::router_filter`).
                 let mut filter = filter;
                 if let Cow::Owned(path) = topic::router_filter(&filter.path) {
                     filter.path = path;
                 }
-                if previous.is_some_and(|p| p.qos != s.qos || !s.suppress_retained) {
+                if new_qos {
                     renewed.push(filter.path.clone());
                 }
                 allowed.push(filter);
@@ -455,7 +497,8 @@ impl Connection {
         // Our SUBACK (which reports every filter, refused ones included) waits for the
         // router's: the router handles each connection's packets in batches, so a SUBACK
         // sent earlier could let another client publish before the subscription exists.
-        self.pending_subacks.insert(pkid, codes);
+        self.pending_subacks
+            .insert(pkid, PendingSubAck { codes, retained });
         if !renewed.is_empty() {
             // Its UNSUBACK goes nowhere: the edge ignores the router's.
             self.send_router(Packet::Unsubscribe(

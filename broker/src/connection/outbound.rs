@@ -8,6 +8,7 @@ use super::drops::DropReason;
 use super::event_loop::{Stop, PAST, ROUTER_BATCH};
 use super::io::{queue, queue_disconnect};
 use super::state::Connection;
+use super::ConnectionError;
 use crate::codec::{self, kind, Version};
 use crate::config::SlowSubscriber;
 use crate::marker::{self, Mark};
@@ -15,8 +16,11 @@ use crate::queue::{pkid_offset, write_pkid, Held, Offer};
 use crate::subscriptions::{Copy, Decision};
 use bytes::{Bytes, BytesMut};
 use rumqttd::local::LinkError;
-use rumqttd::protocol::{DisconnectReasonCode, Packet, PubAckReason, PublishProperties, SubAck};
+use rumqttd::protocol::{
+    DisconnectReasonCode, Packet, PubAckReason, Publish, PublishProperties, SubAck,
+};
 use rumqttd::Notification;
+use std::collections::{HashSet, VecDeque};
 use tracing::{debug, warn};
 
 /// Bytes for the client written at once at most while draining notifications.
@@ -100,18 +104,29 @@ impl Connection {
                     // it resends for a persistent session's earlier connection.
                     Some(Packet::PubRel(r, _)) => self.complete_router(r.pkid),
                     Some(Packet::SubAck(ack, _)) => {
-                        if let Some(codes) = self.pending_subacks.remove(&ack.pkid) {
+                        if let Some(pending) = self.pending_subacks.remove(&ack.pkid) {
                             queue(
                                 wbuf,
                                 Packet::SubAck(
                                     SubAck {
                                         pkid: ack.pkid,
-                                        return_codes: codes,
+                                        return_codes: pending.codes,
                                     },
                                     None,
                                 ),
                                 v,
                             );
+                            // A repeated subscription's retained messages, after its
+                            // SUBACK as the router sends a new one's.
+                            for (publish, properties, qos) in pending.retained {
+                                let forward = rumqttd::Forward {
+                                    cursor: None,
+                                    size: 0,
+                                    publish,
+                                    properties,
+                                };
+                                self.deliver(wbuf, forward, Some(qos));
+                            }
                         }
                     }
                     // UNSUBACK and PINGRESP are answered by the edge itself.
@@ -131,8 +146,67 @@ impl Connection {
         false
     }
 
+    /// At the start of a resumed persistent session's connection (with a data
+    /// directory): the messages the store holds for it, delivered from there, oldest
+    /// first. The router has them too, in each filter's log, but a session that was away
+    /// while more was published than the log keeps (`[router]` segments) would miss the
+    /// oldest: rumqttd skips them without a word. The router's copies are skipped
+    /// (`from_store`). Messages held from the last connection are already queued.
+    pub(super) async fn deliver_stored(
+        &mut self,
+        wbuf: &mut BytesMut,
+    ) -> Result<(), ConnectionError> {
+        if !self.durable() || self.subscriptions.len() == 0 {
+            return Ok(());
+        }
+        let stored = self
+            .shared
+            .store
+            .queued_for(&self.client_id)
+            .await
+            .map_err(ConnectionError::Storage)?;
+        let held: HashSet<u64> = self.queue.numbers().collect();
+        for (number, m) in stored {
+            if held.contains(&number) {
+                continue;
+            }
+            let qos = std::str::from_utf8(&m.topic)
+                .ok()
+                .and_then(|topic| self.subscriptions.max_qos(topic));
+            let Some(qos) = qos else {
+                // No longer subscribed to: the session does not need it any more.
+                self.unstore(number);
+                continue;
+            };
+            self.from_store.insert(number);
+            // Routed as the router would deliver it: marked, RETAIN in the marker only.
+            let mut routed = VecDeque::with_capacity(1);
+            let mark = Mark::kept(m.qos, m.retain, m.origin, number);
+            let publish = Publish::new(m.topic, m.payload, false);
+            marker::route(publish, m.properties, mark, None, &mut routed);
+            if let Some(Packet::Publish(publish, properties)) = routed.pop_back() {
+                let forward = rumqttd::Forward {
+                    cursor: None,
+                    size: 0,
+                    publish,
+                    properties,
+                };
+                self.deliver(wbuf, forward, Some(qos));
+            }
+        }
+        Ok(())
+    }
+
     /// Delivers (or skips) one message the router forwards to this client.
     pub(super) fn forward(&mut self, wbuf: &mut BytesMut, forward: rumqttd::Forward) {
+        self.deliver(wbuf, forward, None)
+    }
+
+    /// Delivers (or skips) one message: forwarded by the router, or one the edge sends
+    /// itself (`edge_qos`: the QoS the router would send it with), a repeated
+    /// subscription's retained message or one from the store, which the router does not
+    /// know it sent and so must not be acknowledged to it.
+    fn deliver(&mut self, wbuf: &mut BytesMut, forward: rumqttd::Forward, edge_qos: Option<u8>) {
         let v = self.version;
         let mut publish = forward.publish;
         // The router sets RETAIN only on retained messages sent at subscribe.
@@ -177,10 +251,16 @@ impl Connection {
             wbuf.truncate(start);
             return self.skip(h);
         };
+        if edge_qos.is_none() && !at_subscribe && self.from_store.contains(&mark.message) {
+            // Delivered from the store already (see `deliver_stored`).
+            wbuf.truncate(start);
+            return self.skip(h);
+        }
         if !readable {
             // Another reader's key message (see `Acl::may_read`): this client's
             // subscription matched it, but it is not for this client.
             wbuf.truncate(start);
+            self.unstore(mark.message);
             return self.skip(h);
         }
         if !at_subscribe
@@ -192,12 +272,17 @@ impl Connection {
             wbuf.truncate(start);
             return self.skip(h);
         }
+        // The QoS the router would have sent it with (the edge's own messages are
+        // encoded at QoS 0, their header says nothing, and need no acknowledgement).
+        let router_qos = edge_qos.unwrap_or(h.qos);
         let copy = Copy {
-            message: mark.message,
+            // The edge sends one copy of its own messages, whatever the filters that
+            // match: none to wait for (number 0 is never deduplicated).
+            message: if edge_qos.is_some() { 0 } else { mark.message },
             at_subscribe,
             own: mark.origin == self.origin,
             retained: mark.retain,
-            router_qos: h.qos,
+            router_qos,
         };
         let (max_qos, retain, ids) = match self.subscriptions.decide(&topic, copy, &mut self.copies)
         {
@@ -211,7 +296,7 @@ impl Connection {
                 ids,
             } => (max_qos, retain, ids),
         };
-        let delivery = mark.qos.min(h.qos).min(max_qos);
+        let delivery = mark.qos.min(router_qos).min(max_qos);
         // A topic alias only on a message that goes out now: one that waits in the
         // queue may be overtaken (QoS 0) or dropped, and a kept session's messages may
         // be sent again on a later connection, where the aliases are gone.
@@ -259,18 +344,24 @@ impl Connection {
             wbuf.truncate(start);
             self.drops
                 .note(&self.shared.metrics, &self.client_id, DropReason::Oversized);
+            self.unstore(mark.message);
             return self.skip(h);
         }
         if retain {
             wbuf[start] |= 1;
         }
         // Messages stored before a restart and routed again: MQTT wants DUP on a
-        // re-delivery (3.1.1 §3.3.1.1, 5 §3.3.1.1).
-        if !self.redeliver.is_empty() && self.redeliver.remove(&mark.message) && h.qos > 0 {
-            wbuf[start] |= 0b1000;
+        // re-delivery (3.1.1 §3.3.1.1, 5 §3.3.1.1), and the original packet id (5
+        // §4.4), which the store keeps for QoS 2.
+        let mut original_pkid = None;
+        if !self.redeliver.is_empty() && router_qos > 0 {
+            if let Some(p) = self.redeliver.remove(&mark.message) {
+                wbuf[start] |= 0b1000;
+                original_pkid = (p != 0).then_some(p);
+            }
         }
-        if delivery < h.qos {
-            if let Some(rewritten) = codec::downgrade_publish(&wbuf[start..], delivery) {
+        if delivery != h.qos {
+            if let Some(rewritten) = codec::set_publish_qos(&wbuf[start..], delivery) {
                 wbuf.truncate(start);
                 wbuf.extend_from_slice(&rewritten);
             }
@@ -283,12 +374,20 @@ impl Connection {
             self.unreported.messages_out += 1;
             return;
         }
-        self.hold(wbuf, start, mark.message, delivery);
+        self.hold(wbuf, start, mark.message, delivery, original_pkid);
     }
 
     /// A QoS 1/2 message encoded at `wbuf[start..]` for the client: sent now if
     /// nothing older waits and the window has room, else queued (see `queue`).
-    fn hold(&mut self, wbuf: &mut BytesMut, start: usize, message: u64, qos: u8) {
+    /// `pkid`: the packet id it was sent with before a restart.
+    fn hold(
+        &mut self,
+        wbuf: &mut BytesMut,
+        start: usize,
+        message: u64,
+        qos: u8,
+        pkid: Option<u16>,
+    ) {
         let Some(pkid_at) = pkid_offset(&wbuf[start..]) else {
             // Encoded by the edge itself a moment ago: cannot happen.
             warn!("forwarded publish without a packet id");
@@ -300,7 +399,7 @@ impl Connection {
             pkid_at,
             qos,
             message,
-            pkid: None,
+            pkid,
             released: false,
             dup: false,
         };
@@ -311,8 +410,11 @@ impl Connection {
         };
         let limit = limits.max_queued_messages;
         if self.queue.sends_now(self.window()) {
-            let pkid = self.queue.next_pkid();
+            let pkid = pkid.unwrap_or_else(|| self.queue.next_pkid());
             write_pkid(&mut wbuf[start..], pkid_at, pkid);
+            if qos == 2 {
+                self.note_sent(vec![(message, pkid)]);
+            }
             // Only a session that outlives the connection may need it again.
             let packet = if self.session_expiry == Some(0) {
                 Bytes::new()
@@ -329,9 +431,15 @@ impl Connection {
         wbuf.truncate(start);
         match self.queue.offer(waiting, limit, policy) {
             Offer::Held => self.note_queue_level(),
-            Offer::Dropped | Offer::DroppedOldest(_) => {
+            Offer::Dropped => {
                 self.drops
-                    .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull)
+                    .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull);
+                self.unstore(message);
+            }
+            Offer::DroppedOldest(oldest) => {
+                self.drops
+                    .note(&self.shared.metrics, &self.client_id, DropReason::QueueFull);
+                self.unstore(oldest);
             }
         }
     }

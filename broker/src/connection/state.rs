@@ -15,9 +15,19 @@ use crate::shared::Shared;
 use crate::subscriptions::{Copies, Subscriptions};
 use bytes::Bytes;
 use rumqttd::local::LinkRx;
-use rumqttd::protocol::{Packet, SubscribeReasonCode};
+use rumqttd::protocol::{Packet, Publish, PublishProperties, SubscribeReasonCode};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+
+/// A client's SUBSCRIBE waiting for the router's SUBACK (see `inbound::subscribe`).
+#[derive(Debug)]
+pub(super) struct PendingSubAck {
+    /// The reason codes for the client, refused filters included.
+    pub(super) codes: Vec<SubscribeReasonCode>,
+    /// The retained messages the edge sends itself after the SUBACK, for the repeated
+    /// filters (see `retained_index`), each with the filter's QoS.
+    pub(super) retained: Vec<(Publish, Option<PublishProperties>, u8)>,
+}
 
 /// What an MQTT 5 client asked of the messages it receives (CONNECT properties).
 #[derive(Debug, Clone, Copy, Default)]
@@ -64,7 +74,7 @@ pub(super) struct Connection {
     /// Packets for the router, sent as one batch per read or per notification batch.
     pub(super) to_router: VecDeque<Packet>,
     /// SUBACKs waiting for the router's, by packet id.
-    pub(super) pending_subacks: HashMap<u16, Vec<SubscribeReasonCode>>,
+    pub(super) pending_subacks: HashMap<u16, PendingSubAck>,
     /// Client packet ids of QoS 2 publishes whose PUBREL has not come yet: routed ones,
     /// and on 3.1.1 denied ones (which has no refusal, so their flow is completed
     /// without delivery). The edge answers their PUBREL.
@@ -84,9 +94,13 @@ pub(super) struct Connection {
     pub(super) copies: Copies,
     /// What the client accepts (MQTT 5 CONNECT properties).
     pub(super) limits: ClientLimits,
+    /// Numbers of the messages of a resumed session's backlog that were delivered from
+    /// the store (see `Connection::deliver_stored`): the router's copies are skipped.
+    pub(super) from_store: HashSet<u64>,
     /// Messages sent before the restart and not acknowledged, which the store routed
-    /// again: they go out with DUP.
-    pub(super) redeliver: HashSet<u64>,
+    /// again, by number: they go out with DUP, and with the packet id the client saw
+    /// where the store kept it (QoS 2; 0: not known).
+    pub(super) redeliver: HashMap<u64, u16>,
     /// Topic aliases given to the client, by topic.
     pub(super) out_aliases: HashMap<Bytes, u16>,
     /// Messages dropped for the client, counted and logged (see `drops`).
@@ -143,15 +157,22 @@ impl Connection {
         (self.inflight_full() || self.held_back()) && starts_with_qos_publish(rbuf)
     }
 
-    /// Keeps a persistent session's subscription table for its next connection.
-    pub(super) fn save_subscriptions(&self) {
-        self.save_session(Vec::new());
+    /// Keeps a persistent session's subscription table for its next connection. In
+    /// the store it is written with the next batch for the router, so before the
+    /// SUBACK or UNSUBACK that follows (a crash after it keeps the change).
+    pub(super) fn save_subscriptions(&mut self) {
+        let ops = self.save_session(Vec::new());
+        self.to_store.extend(ops);
     }
 
     /// At the end of a persistent session's connection: keeps the restored messages
-    /// the router has yet to send again, so that they still go out with DUP set.
+    /// the router has yet to send again, so that they still go out with DUP set (and
+    /// their original packet ids where known).
     pub(super) fn save_unacknowledged(&self) {
-        self.save_session(self.redeliver.iter().copied().collect());
+        let ops = self.save_session(self.redeliver.iter().map(|(&n, &p)| (n, p)).collect());
+        if !ops.is_empty() {
+            self.shared.store.send(ops);
+        }
     }
 
     /// What the connection holds for the client, for the session's next connection
@@ -207,22 +228,26 @@ impl Connection {
         }
     }
 
-    pub(super) fn save_session(&self, unacknowledged: Vec<u64>) {
-        if self.session_expiry != Some(0) {
-            self.shared.sessions.save(
-                &self.client_id,
-                SavedSession {
-                    subscriptions: self.subscriptions.clone(),
-                    origin: self.origin,
-                    unacknowledged,
-                    awaiting_release: self.awaiting_release.iter().copied().collect(),
-                    owner: self.identity.label(),
-                    expiry: self.session_expiry,
-                    restored: self.restored.clone(),
-                    held: Vec::new(),
-                },
-            );
+    /// Keeps the session's state in memory; returns the writes that store it.
+    fn save_session(&self, unacknowledged: Vec<(u64, u16)>) -> Vec<crate::store::Op> {
+        if self.session_expiry == Some(0) {
+            return Vec::new();
         }
+        self.shared.sessions.save_ops(
+            &self.client_id,
+            SavedSession {
+                subscriptions: self.subscriptions.clone(),
+                origin: self.origin,
+                unacknowledged,
+                // Flows restored after a restart are in the queue from the start.
+                releasing: Vec::new(),
+                awaiting_release: self.awaiting_release.iter().copied().collect(),
+                owner: self.identity.label(),
+                expiry: self.session_expiry,
+                restored: self.restored.clone(),
+                held: Vec::new(),
+            },
+        )
     }
 
     /// The session outlives the connection and the broker has a data directory: what

@@ -1,7 +1,7 @@
 //! Sessions beyond one network connection: the client id registry and session owners
 //! (`registry`), the state a persistent session keeps while its client is away
-//! (`saved`, where a durable store plugs in), and MQTT 5 session expiry and will delay
-//! (`timers`). Connections use this module; it uses only the router, the broker's own
+//! (`saved`, where a durable store plugs in, with `index`, which finds the sessions a
+//! message is stored for), and MQTT 5 session expiry and will delay (`timers`). Connections use this module; it uses only the router, the broker's own
 //! link and the subscription table, never the connections' shared state.
 //!
 //! The router keeps a persistent session (subscriptions, messages queued for it) in its
@@ -26,6 +26,7 @@
 //! `session.new_session_for_other_identity`, gets a new session while the owner is away
 //! ([`check_owner`]).
 
+mod index;
 mod registry;
 mod saved;
 mod timers;
@@ -42,8 +43,8 @@ use crate::store::{unix_now, LoadedSession, Op, Store};
 use crate::system::{message_will, will_message, SystemLink};
 use registry::Registry;
 use rumqttd::local::LinkRx;
-use rumqttd::protocol::{Filter, Packet, RetainForwardRule, Subscribe};
-use std::collections::{HashSet, VecDeque};
+use rumqttd::protocol::{Filter, Packet, Subscribe};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,11 +77,12 @@ pub struct Sessions {
     shutdown: watch::Receiver<bool>,
     /// The durable store (keeps nothing without a data directory).
     store: Arc<Store>,
-    /// Messages numbered below this one were routed before the broker's listeners
-    /// opened: messages kept for persistent sessions, routed again after a restart, and
-    /// restored retained messages. A connection delivers such a message live only if
-    /// it is one kept for its own session ([`SavedSession::restored`]): the router
-    /// sends every restored message to every matching subscription. 0 until set.
+    /// Messages numbered below this one were numbered before the broker's listeners
+    /// opened: messages kept for persistent sessions (which a session's connection
+    /// delivers from the store) and restored retained messages (whose live copies the
+    /// router queues for the restored sessions). A connection delivers such a message
+    /// only if it is one kept for its own session ([`SavedSession::restored`]). 0 until
+    /// set.
     replay_boundary: AtomicU64,
 }
 
@@ -184,18 +186,28 @@ impl Sessions {
     }
 
     /// Keeps a persistent session's state for its next connection (and in the store,
-    /// as a session with a connection open).
+    /// as a session with a connection open, without waiting).
     pub(crate) fn save(&self, client_id: &str, saved: SavedSession) {
+        let ops = self.save_ops(client_id, saved);
+        if !ops.is_empty() {
+            self.store.send(ops);
+        }
+    }
+
+    /// Keeps a persistent session's state for its next connection, and returns the
+    /// writes that store it (none without a data directory), for a caller that must
+    /// wait for them (a SUBACK goes out only once its subscription is stored).
+    pub(crate) fn save_ops(&self, client_id: &str, saved: SavedSession) -> Vec<Op> {
+        let mut ops = Vec::new();
         if self.store.is_durable() {
             // While a connection is open no will waits for its delay: one stored when
             // an earlier connection ended was published or cancelled since.
             let record = saved.record(true, 0, 0, None);
-            self.store.send(vec![
-                Op::Session(client_id.to_owned(), record),
-                Op::Will(client_id.to_owned(), None),
-            ]);
+            ops.push(Op::Session(client_id.to_owned(), record));
+            ops.push(Op::Will(client_id.to_owned(), None));
         }
         self.saved.save(client_id, saved);
+        ops
     }
 
     /// Forgets the state saved for an older session with this client id (a new
@@ -213,10 +225,11 @@ impl Sessions {
 
     /// After a restart: recreates each session read from the store in the router (its
     /// subscriptions) and in the edge (owner, subscription table, the messages it has
-    /// yet to acknowledge, delayed will and expiry timers). The caller then routes the
-    /// kept messages again ([`SystemLink::replay_kept`]) and calls
-    /// [`Sessions::restored`]. Messages that may have been sent before the restart
-    /// (stored while a connection of the session was open) go out with DUP.
+    /// yet to acknowledge, delayed will and expiry timers). The caller then calls
+    /// [`Sessions::restored`]. The kept messages stay in the store, from which each
+    /// session's next connection delivers them; those that may have been sent before
+    /// the restart (stored while a connection of the session was open) go out with
+    /// DUP.
     pub(crate) async fn restore(
         self: &Arc<Self>,
         sessions: Vec<LoadedSession>,
@@ -232,12 +245,17 @@ impl Sessions {
             self.restore_in_router(&s).await?;
             let record = &s.record;
             let mut saved = SavedSession::from_record(record);
+            // Sent before the crash: again with DUP, and with the packet id the client
+            // saw where it is known (QoS 2).
+            let sent: HashMap<u64, u16> = s.sent.iter().copied().collect();
             saved.unacknowledged = s
                 .queue
                 .iter()
-                .copied()
-                .filter(|&n| record.connected || n < record.offline_since)
+                .filter(|&n| record.connected || *n < record.offline_since || sent.contains_key(n))
+                .map(|&n| (n, sent.get(&n).copied().unwrap_or(0)))
                 .collect();
+            // The router knows nothing of these flows: the edge sends their PUBREL.
+            saved.releasing = s.releasing.clone();
             saved.restored = s.queue.iter().copied().collect::<HashSet<u64>>();
             saved.awaiting_release = s.awaiting_release.clone();
             self.saved.save(&s.client_id, saved);
@@ -281,14 +299,7 @@ impl Sessions {
             .record
             .subscriptions
             .iter()
-            .map(|r| Filter {
-                path: crate::topic::router_filter(&r.filter).into_owned(),
-                qos: rumqttd::protocol::qos(r.qos.min(2))
-                    .unwrap_or(rumqttd::protocol::QoS::AtMostOnce),
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-            })
+            .map(|r| crate::topic::router_subscription(&r.filter, r.qos))
             .collect();
         if !filters.is_empty() {
             let mut packets =

@@ -5,6 +5,7 @@
 //! and `discard` whole [`SavedSession`]s by client id, so a store behind these three
 //! operations needs no change elsewhere.
 
+use super::index::FilterIndex;
 use crate::queue::Held;
 use crate::store::{SessionRecord, SubscriptionRecord};
 use crate::subscriptions::{Subscription, Subscriptions};
@@ -30,7 +31,27 @@ fn resume_origins(above: u64) {
 /// ends), so that a connection taking over a session finds its table current.
 #[derive(Debug, Default)]
 pub struct SavedSessions {
-    saved: Mutex<HashMap<String, SavedSession>>,
+    saved: Mutex<Saved>,
+}
+
+/// The sessions and the index of their filters, changed together.
+#[derive(Debug, Default)]
+struct Saved {
+    sessions: HashMap<String, SavedSession>,
+    index: FilterIndex,
+}
+
+impl Saved {
+    /// Indexes (`add`) or unindexes the filters of `session`.
+    fn index(&mut self, client: &str, session: &SavedSession, add: bool) {
+        for (filter, _) in session.subscriptions.iter() {
+            if add {
+                self.index.insert(filter, client);
+            } else {
+                self.index.remove(filter, client);
+            }
+        }
+    }
 }
 
 /// What a persistent session keeps of the edge's per-connection state.
@@ -39,8 +60,15 @@ pub(crate) struct SavedSession {
     pub subscriptions: Subscriptions,
     /// The session's origin id in message markers (no local spans reconnects).
     pub origin: u64,
-    /// Numbers of messages sent and not acknowledged when the last connection ended.
-    pub unacknowledged: Vec<u64>,
+    /// After a restart: the stored messages the router routes again that were sent
+    /// before it, by number, with the packet id the client saw (0: not known; the
+    /// store keeps it for QoS 2), to send them again with DUP and that id.
+    pub unacknowledged: Vec<(u64, u16)>,
+    /// After a restart: the client's packet ids of outgoing QoS 2 flows it received
+    /// (PUBREC) and had not completed (PUBCOMP), restored from the store; the edge's
+    /// queue sends their PUBREL again. (Without a restart the queue itself goes to
+    /// the next connection, in `held`.)
+    pub releasing: Vec<u16>,
     /// The client's packet ids of routed QoS 2 messages whose PUBREL has not come (in
     /// the store, each is written when it opens and when it closes: `Op::Incoming`).
     pub awaiting_release: Vec<u16>,
@@ -109,6 +137,7 @@ impl SavedSession {
             subscriptions,
             origin: record.origin,
             unacknowledged: Vec::new(),
+            releasing: Vec::new(),
             awaiting_release: Vec::new(),
             owner: record.owner.clone(),
             expiry: record.expiry,
@@ -121,47 +150,88 @@ impl SavedSession {
 impl SavedSessions {
     /// Keeps a session's state for its next connection.
     pub(crate) fn save(&self, client: &str, session: SavedSession) {
-        self.lock().insert(client.to_owned(), session);
+        let mut saved = self.lock();
+        // Unchanged filters (nearly always) stay indexed.
+        let same = saved
+            .sessions
+            .get(client)
+            .is_some_and(|old| same_filters(old, &session));
+        if !same {
+            if let Some(old) = saved.sessions.remove(client) {
+                saved.index(client, &old, false);
+            }
+            saved.index(client, &session, true);
+        }
+        saved.sessions.insert(client.to_owned(), session);
     }
 
     /// A session's saved state.
     pub(crate) fn get(&self, client: &str) -> Option<SavedSession> {
-        self.lock().get(client).cloned()
+        self.lock().sessions.get(client).cloned()
     }
 
     /// A session's saved state for a connection that resumes it, which takes the
     /// messages the last connection held (no other connection may send them too).
     pub(crate) fn resume(&self, client: &str) -> Option<SavedSession> {
         let mut saved = self.lock();
-        let s = saved.get_mut(client)?;
+        let s = saved.sessions.get_mut(client)?;
         let held = std::mem::take(&mut s.held);
-        Some(SavedSession { held, ..s.clone() })
+        let releasing = std::mem::take(&mut s.releasing);
+        Some(SavedSession {
+            held,
+            releasing,
+            ..s.clone()
+        })
     }
 
     /// Keeps the messages a session's connection held when it ended.
     pub(crate) fn keep_held(&self, client: &str, held: Vec<Held>) {
-        if let Some(s) = self.lock().get_mut(client) {
+        if let Some(s) = self.lock().sessions.get_mut(client) {
             s.held = held;
         }
     }
 
     /// Client ids of the sessions a QoS 1/2 message on `topic` from the session of
-    /// `origin` reaches at QoS 1 or 2: those it must be stored for.
+    /// `origin` reaches at QoS 1 or 2: those it must be stored for. The index names
+    /// the sessions with a matching filter; their own tables decide (QoS, no local).
     pub(crate) fn takers(&self, topic: &str, origin: u64) -> Vec<String> {
-        self.lock()
-            .iter()
-            .filter(|(_, s)| s.subscriptions.takes_qos1(topic, origin, s.origin))
-            .map(|(c, _)| c.clone())
+        let saved = self.lock();
+        let mut candidates = HashSet::new();
+        saved.index.candidates(topic, &mut candidates);
+        candidates
+            .into_iter()
+            .filter(|c| {
+                saved
+                    .sessions
+                    .get(*c)
+                    .is_some_and(|s| s.subscriptions.takes_qos1(topic, origin, s.origin))
+            })
+            .map(str::to_owned)
             .collect()
     }
 
     /// Forgets a session's state (the session ended); false if none was kept.
     pub(crate) fn discard(&self, client: &str) -> bool {
-        self.lock().remove(client).is_some()
+        let mut saved = self.lock();
+        match saved.sessions.remove(client) {
+            Some(old) => {
+                saved.index(client, &old, false);
+                true
+            }
+            None => false,
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SavedSession>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Saved> {
         // The map holds plain data: a panic elsewhere cannot leave it inconsistent.
         self.saved.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether two states of a session have the same filters.
+fn same_filters(a: &SavedSession, b: &SavedSession) -> bool {
+    a.subscriptions.len() == b.subscriptions.len()
+        && a.subscriptions
+            .iter()
+            .all(|(filter, _)| b.subscriptions.get(filter).is_some())
 }

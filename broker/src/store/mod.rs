@@ -7,7 +7,11 @@
 //! [`StoredMessage`], one copy however many sessions it is queued for), `queue`
 //! ((client id, message number) -> nothing: what each session has yet to acknowledge),
 //! `wills` (client id -> [`StoredMessage`]), `incoming` ((client id, packet id) ->
-//! nothing: the client's QoS 2 messages routed and awaiting its PUBREL) and `retained`.
+//! nothing: the client's QoS 2 messages routed and awaiting its PUBREL), `sent`
+//! ((client id, message number) -> packet id: the packet id a queued QoS 2 message was
+//! sent with, so that it is sent again with it), `releasing` ((client id, packet id) ->
+//! nothing: outgoing QoS 2 flows the client received (PUBREC) and whose PUBCOMP has not
+//! come) and `retained`.
 //!
 //! Writes go through one thread that takes every write waiting and commits them in one
 //! transaction (group commit: one fsync for many messages, from many connections).
@@ -38,6 +42,8 @@ const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const QUEUE: TableDefinition<(&str, u64), ()> = TableDefinition::new("queue");
 const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
 const INCOMING: TableDefinition<(&str, u16), ()> = TableDefinition::new("incoming");
+const SENT: TableDefinition<(&str, u64), u16> = TableDefinition::new("sent");
+const RELEASING: TableDefinition<(&str, u16), ()> = TableDefinition::new("releasing");
 
 /// Name of the database file in the data directory.
 pub const FILE_NAME: &str = "sealpost.redb";
@@ -113,6 +119,29 @@ pub enum Op {
     },
     /// A session acknowledged message `number` (or it no longer needs it).
     Ack(String, u64),
+    /// Message `number` (QoS 2) was sent to the session with packet id `pkid`: after a
+    /// restart it is sent again with it (MQTT: the original packet id, with DUP).
+    Sent {
+        /// Client id.
+        client_id: String,
+        /// The message's number.
+        number: u64,
+        /// The packet id the client saw.
+        pkid: u16,
+    },
+    /// The client received QoS 2 message `number` (its PUBREC, packet id `pkid`): the
+    /// message is no longer needed, and the flow waits for the client's PUBCOMP
+    /// (after a restart, the broker sends the PUBREL again instead of the message).
+    Released {
+        /// Client id.
+        client_id: String,
+        /// The message's number.
+        number: u64,
+        /// The flow's packet id.
+        pkid: u16,
+    },
+    /// The client's PUBCOMP for an outgoing QoS 2 flow with packet id `pkid`.
+    Completed(String, u16),
     /// The client's QoS 2 message with packet id `pkid` was routed (`open`), or its
     /// PUBREL came (not `open`).
     Incoming {
@@ -140,6 +169,10 @@ pub struct LoadedSession {
     pub queue: Vec<u64>,
     /// The client's packet ids of QoS 2 messages routed and awaiting its PUBREL.
     pub awaiting_release: Vec<u16>,
+    /// Packet ids that queued QoS 2 messages were sent with, by message number.
+    pub sent: Vec<(u64, u16)>,
+    /// Packet ids of outgoing QoS 2 flows awaiting the client's PUBCOMP.
+    pub releasing: Vec<u16>,
 }
 
 /// Everything the store held at start, after expired sessions and messages went.
@@ -242,6 +275,24 @@ impl Store {
         }
     }
 
+    /// The messages queued for `client_id`, oldest first, read once every write sent
+    /// before this call is applied (so that what its last connection saw acknowledged is
+    /// gone). Messages whose expiry interval ran out are left out. Empty without a data
+    /// directory.
+    pub(crate) async fn queued_for(
+        &self,
+        client_id: &str,
+    ) -> Result<Vec<(u64, StoredMessage)>, StoreError> {
+        let Some(database) = self.database() else {
+            return Ok(Vec::new());
+        };
+        self.write(Vec::new()).await?;
+        let client_id = client_id.to_owned();
+        tokio::task::spawn_blocking(move || read_queue(&database, &client_id, unix_now()))
+            .await
+            .map_err(db)?
+    }
+
     /// Applies `ops` without waiting (for changes whose loss in a crash only costs a
     /// duplicate, such as an acknowledgement).
     pub fn send(&self, ops: Vec<Op>) {
@@ -324,6 +375,8 @@ fn load(
         let mut queue = txn.open_table(QUEUE).map_err(db)?;
         let mut wills = txn.open_table(WILLS).map_err(db)?;
         let mut incoming = txn.open_table(INCOMING).map_err(db)?;
+        let mut sent = txn.open_table(SENT).map_err(db)?;
+        let mut releasing = txn.open_table(RELEASING).map_err(db)?;
 
         // Messages first: what is queued must exist.
         let mut drop_messages = Vec::new();
@@ -385,6 +438,8 @@ fn load(
                 will,
                 queue: Vec::new(),
                 awaiting_release: Vec::new(),
+                sent: Vec::new(),
+                releasing: Vec::new(),
             });
         }
         for client_id in &ended {
@@ -411,22 +466,49 @@ fn load(
                 _ => stale.push((client_id.to_owned(), number)),
             }
         }
-        let mut open_flows = Vec::new();
-        let mut stale_flows = Vec::new();
-        for entry in incoming.iter().map_err(db)? {
-            let (k, _) = entry.map_err(db)?;
-            let (client_id, pkid) = k.value();
+        let flows = |table: &redb::Table<(&str, u16), ()>| -> Result<_, StoreError> {
+            let (mut open, mut stale) = (Vec::new(), Vec::new());
+            for entry in table.iter().map_err(db)? {
+                let (k, _) = entry.map_err(db)?;
+                let (client_id, pkid) = k.value();
+                match index.get(client_id) {
+                    Some(&i) => open.push((i, pkid)),
+                    None => stale.push((client_id.to_owned(), pkid)),
+                }
+            }
+            Ok((open, stale))
+        };
+        let (open_in, stale_in) = flows(&incoming)?;
+        let (open_out, stale_out) = flows(&releasing)?;
+        // A packet id counts only for a message still queued for the session.
+        let mut sent_ids = Vec::new();
+        let mut stale_sent = Vec::new();
+        for entry in sent.iter().map_err(db)? {
+            let (k, v) = entry.map_err(db)?;
+            let (client_id, number) = k.value();
             match index.get(client_id) {
-                Some(&i) => open_flows.push((i, pkid)),
-                None => stale_flows.push((client_id.to_owned(), pkid)),
+                Some(&i) if refs.contains_key(&number) => sent_ids.push((i, number, v.value())),
+                _ => stale_sent.push((client_id.to_owned(), number)),
             }
         }
         drop(index);
-        for (i, pkid) in open_flows {
+        for (i, pkid) in open_in {
             loaded.sessions[i].awaiting_release.push(pkid);
         }
-        for (client_id, pkid) in stale_flows {
+        for (i, pkid) in open_out {
+            loaded.sessions[i].releasing.push(pkid);
+        }
+        for (i, number, pkid) in sent_ids {
+            loaded.sessions[i].sent.push((number, pkid));
+        }
+        for (client_id, pkid) in stale_in {
             incoming.remove((client_id.as_str(), pkid)).map_err(db)?;
+        }
+        for (client_id, pkid) in stale_out {
+            releasing.remove((client_id.as_str(), pkid)).map_err(db)?;
+        }
+        for (client_id, number) in stale_sent {
+            sent.remove((client_id.as_str(), number)).map_err(db)?;
         }
         for (i, number) in queued {
             loaded.sessions[i].queue.push(number);
@@ -495,6 +577,35 @@ pub fn repair(path: &Path) -> Result<Repaired, StoreError> {
             Ok(Repaired::MovedAside(aside))
         }
     }
+}
+
+/// What [`Store::queued_for`] reads, in one read transaction.
+fn read_queue(
+    database: &Database,
+    client_id: &str,
+    now: u64,
+) -> Result<Vec<(u64, StoredMessage)>, StoreError> {
+    let txn = database.begin_read().map_err(db)?;
+    let queue = txn.open_table(QUEUE).map_err(db)?;
+    let messages = txn.open_table(MESSAGES).map_err(db)?;
+    let mut out = Vec::new();
+    for entry in queue
+        .range((client_id, 0)..=(client_id, u64::MAX))
+        .map_err(db)?
+    {
+        let (k, _) = entry.map_err(db)?;
+        let number = k.value().1;
+        let Some(v) = messages.get(number).map_err(db)? else {
+            continue;
+        };
+        match StoredMessage::decode(v.value(), now) {
+            Ok(Some(m)) => out.push((number, m)),
+            // Expired while queued: not delivered (the router's rule too).
+            Ok(None) => {}
+            Err(Unreadable) => return Err(db(format!("message {number} is unreadable"))),
+        }
+    }
+    Ok(out)
 }
 
 /// The writer thread: commits every batch waiting in one transaction.
@@ -576,6 +687,8 @@ fn commit(
         let mut wills = txn.open_table(WILLS).map_err(db)?;
         let mut retained = txn.open_table(crate::retained::TABLE).map_err(db)?;
         let mut incoming = txn.open_table(INCOMING).map_err(db)?;
+        let mut sent = txn.open_table(SENT).map_err(db)?;
+        let mut releasing = txn.open_table(RELEASING).map_err(db)?;
         let release = |number: u64,
                        messages: &mut redb::Table<u64, &[u8]>,
                        changed: &mut HashMap<u64, u32>|
@@ -599,13 +712,21 @@ fn commit(
                 Op::EndSession(client_id) => {
                     sessions.remove(client_id.as_str()).map_err(db)?;
                     wills.remove(client_id.as_str()).map_err(db)?;
-                    incoming
-                        .extract_from_if(
-                            (client_id.as_str(), 0)..=(client_id.as_str(), u16::MAX),
-                            |_, _| true,
-                        )
-                        .map_err(db)?
-                        .for_each(drop);
+                    for flows in [&mut incoming, &mut releasing] {
+                        flows
+                            .extract_from_if(
+                                (client_id.as_str(), 0)..=(client_id.as_str(), u16::MAX),
+                                |_, _| true,
+                            )
+                            .map_err(db)?
+                            .for_each(drop);
+                    }
+                    sent.extract_from_if(
+                        (client_id.as_str(), 0)..=(client_id.as_str(), u64::MAX),
+                        |_, _| true,
+                    )
+                    .map_err(db)?
+                    .for_each(drop);
                     let numbers: Vec<u64> = queue
                         .extract_from_if(
                             (client_id.as_str(), 0)..=(client_id.as_str(), u64::MAX),
@@ -650,6 +771,7 @@ fn commit(
                     *count += added;
                 }
                 Op::Ack(client_id, number) => {
+                    sent.remove((client_id.as_str(), *number)).map_err(db)?;
                     if queue
                         .remove((client_id.as_str(), *number))
                         .map_err(db)?
@@ -657,6 +779,42 @@ fn commit(
                     {
                         release(*number, &mut messages, &mut changed)?;
                     }
+                }
+                Op::Sent {
+                    client_id,
+                    number,
+                    pkid,
+                } => {
+                    // Only for a message still queued: an acknowledgement may have come
+                    // first (it goes to the store without waiting).
+                    if queue
+                        .get((client_id.as_str(), *number))
+                        .map_err(db)?
+                        .is_some()
+                    {
+                        sent.insert((client_id.as_str(), *number), *pkid)
+                            .map_err(db)?;
+                    }
+                }
+                Op::Released {
+                    client_id,
+                    number,
+                    pkid,
+                } => {
+                    releasing
+                        .insert((client_id.as_str(), *pkid), ())
+                        .map_err(db)?;
+                    sent.remove((client_id.as_str(), *number)).map_err(db)?;
+                    if queue
+                        .remove((client_id.as_str(), *number))
+                        .map_err(db)?
+                        .is_some()
+                    {
+                        release(*number, &mut messages, &mut changed)?;
+                    }
+                }
+                Op::Completed(client_id, pkid) => {
+                    releasing.remove((client_id.as_str(), *pkid)).map_err(db)?;
                 }
                 Op::Incoming {
                     client_id,

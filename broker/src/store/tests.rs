@@ -124,6 +124,70 @@ async fn a_message_goes_when_the_last_session_acknowledges_it() {
 }
 
 #[tokio::test]
+async fn an_outgoing_qos2_flow_keeps_its_packet_id_then_its_pubrel_state_until_pubcomp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let sent = |number, pkid| Op::Sent {
+        client_id: "a".into(),
+        number,
+        pkid,
+    };
+    {
+        let (store, _) = open(&path);
+        store
+            .write(vec![
+                Op::Session("a".into(), session("x", None)),
+                enqueue(1, message("t/1", b"one"), &["a"]),
+                enqueue(2, message("t/2", b"two"), &["a"]),
+                enqueue(3, message("t/3", b"three"), &["a"]),
+                sent(1, 41),
+                sent(2, 42),
+                sent(3, 43),
+                // Not queued for the session (acknowledged first): not kept.
+                sent(9, 49),
+            ])
+            .await
+            .unwrap();
+        // Message 1: PUBREC (its PUBREL state stays); message 2: PUBREC and PUBCOMP.
+        let released = |number, pkid| Op::Released {
+            client_id: "a".into(),
+            number,
+            pkid,
+        };
+        store
+            .write(vec![
+                released(1, 41),
+                released(2, 42),
+                Op::Completed("a".into(), 42),
+            ])
+            .await
+            .unwrap();
+        store.close();
+    }
+    {
+        let (store, loaded) = open(&path);
+        let a = &loaded.sessions[0];
+        assert_eq!(a.queue, vec![3], "released messages are gone");
+        assert_eq!(a.sent, vec![(3, 43)]);
+        assert_eq!(a.releasing, vec![41]);
+        assert_eq!(loaded.messages.keys().copied().collect::<Vec<_>>(), vec![3]);
+        // A new session with the same client id inherits none of it.
+        store
+            .write(vec![
+                Op::EndSession("a".into()),
+                Op::Session("a".into(), session("x", None)),
+            ])
+            .await
+            .unwrap();
+        store.close();
+    }
+    let (_store, loaded) = open(&path);
+    let a = &loaded.sessions[0];
+    assert!(a.queue.is_empty() && a.sent.is_empty() && a.releasing.is_empty());
+    assert!(loaded.messages.is_empty());
+}
+
+#[tokio::test]
 async fn ending_a_session_deletes_its_queue_and_will() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);

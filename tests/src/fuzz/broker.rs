@@ -83,22 +83,23 @@ pub fn broker_codec(data: &[u8]) {
     }
 }
 
-/// The edge downgrades PUBLISH frames for subscribers: whatever it rewrites must still
-/// be one well-formed frame of the same version, carrying the QoS asked for.
+/// The edge rewrites the QoS of PUBLISH frames (down for subscribers, up from 0 for the
+/// messages it sends itself): whatever it rewrites must still be one well-formed frame
+/// of the same version, carrying the QoS asked for.
 fn check_publish_rewrites(frame: &[u8], version: Version) {
     let Some(header) = codec::publish_header(frame) else {
         return;
     };
-    for qos in 0..header.qos {
-        let Some(lower) = codec::downgrade_publish(frame, qos) else {
+    for qos in (0..=2).filter(|&q| q != header.qos) {
+        let Some(other) = codec::set_publish_qos(frame, qos) else {
             continue;
         };
-        let mut buf = BytesMut::from(&lower[..]);
+        let mut buf = BytesMut::from(&other[..]);
         let rewritten = codec::next_frame(&mut buf, usize::MAX, Some(version));
         let Ok(Some(rewritten)) = rewritten else {
-            panic!("downgrading to QoS {qos} broke the frame: {rewritten:?}");
+            panic!("rewriting to QoS {qos} broke the frame: {rewritten:?}");
         };
-        assert!(buf.is_empty(), "downgrade left {} extra bytes", buf.len());
+        assert!(buf.is_empty(), "rewrite left {} extra bytes", buf.len());
         let again = codec::publish_header(&rewritten.bytes).expect("a readable PUBLISH");
         assert_eq!((again.qos, again.retain), (qos, header.retain));
     }
