@@ -348,6 +348,47 @@ fn csr_is_signed_with_the_operator_profile_and_the_device_key() {
     ));
 }
 
+/// What every KEM (X25519, X-Wing) subscriber certificate must pass: the CA's verifier
+/// accepts it as subscriber `id`, another CA's does not, a flipped bit breaks it, its
+/// key stays out of `Debug`, and a revocation list naming its serial revokes it.
+fn check_kem_certificate(
+    ca: &CertificateAuthority,
+    issued: &sealpost_certs::Issued,
+    id: &str,
+) -> sealpost_certs::CertificateInfo {
+    let verifier = Verifier::new(&ca.certificate_pem()).unwrap();
+    let info = verifier
+        .verify(&der(&issued.certificate_pem), now_unix())
+        .unwrap();
+    assert_eq!((info.id.as_str(), info.role), (id, Role::Subscriber));
+    assert!(info.rsa_public_key().is_err() && info.ed25519_public_key().is_err());
+    assert!(!format!("{issued:?}").contains("PRIVATE KEY"));
+    let foreign = Verifier::new(&self::ca().certificate_pem()).unwrap();
+    assert!(foreign
+        .verify(&der(&issued.certificate_pem), now_unix())
+        .is_err());
+    let mut tampered = der(&issued.certificate_pem);
+    let at = tampered.len() / 2;
+    tampered[at] ^= 1;
+    assert!(verifier.verify(&tampered, now_unix()).is_err());
+    let crl = ca
+        .revocation_list(
+            &[RevokedSerial {
+                serial: info.serial.clone(),
+                revoked_at: OffsetDateTime::now_utc(),
+            }],
+            2,
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    let revoking = verifier.with_revocation_list(&crl).unwrap();
+    assert!(matches!(
+        revoking.verify(&der(&issued.certificate_pem), now_unix()),
+        Err(CertError::Revoked { .. })
+    ));
+    info
+}
+
 #[test]
 fn x25519_subscriber_certificate_is_signed_by_the_ca_and_revocable() {
     let ca = ca();
@@ -358,14 +399,7 @@ fn x25519_subscriber_certificate_is_signed_by_the_ca_and_revocable() {
             Validity::days_from_now(1),
         )
         .unwrap();
-    let verifier = Verifier::new(&ca.certificate_pem()).unwrap();
-    let info = verifier
-        .verify(&der(&issued.certificate_pem), now_unix())
-        .unwrap();
-    assert_eq!(
-        (info.id.as_str(), info.role),
-        ("reader-x", Role::Subscriber)
-    );
+    let info = check_kem_certificate(&ca, &issued, "reader-x");
     assert!(matches!(info.public_key, SubjectKey::X25519(_)));
     assert!(info.to_string().contains("key:         X25519"));
     // The key file holds the private half of the certificate's key, and nothing else fits.
@@ -374,8 +408,6 @@ fn x25519_subscriber_certificate_is_signed_by_the_ca_and_revocable() {
         sealpost_certs::x25519::public_key_of(&secret),
         info.x25519_public_key().unwrap()
     );
-    assert!(info.rsa_public_key().is_err() && info.ed25519_public_key().is_err());
-    assert!(!format!("{issued:?}").contains("PRIVATE KEY"));
     // An RSA certificate has no X25519 key; the default subscriber key is RSA.
     let rsa = ca
         .issue_subscriber(
@@ -390,11 +422,6 @@ fn x25519_subscriber_certificate_is_signed_by_the_ca_and_revocable() {
         rsa_info.x25519_public_key(),
         Err(CertError::UnsupportedKey(_))
     ));
-    // Another CA does not vouch for it.
-    let foreign = Verifier::new(&self::ca().certificate_pem()).unwrap();
-    assert!(foreign
-        .verify(&der(&issued.certificate_pem), now_unix())
-        .is_err());
     // A CA reloaded from its files issues X25519 certificates its verifier accepts.
     let reloaded = CertificateAuthority::from_pem(&ca.certificate_pem(), &ca.private_key_pem())
         .unwrap()
@@ -404,30 +431,10 @@ fn x25519_subscriber_certificate_is_signed_by_the_ca_and_revocable() {
             Validity::days_from_now(1),
         )
         .unwrap();
-    assert!(verifier
+    assert!(Verifier::new(&ca.certificate_pem())
+        .unwrap()
         .verify(&der(&reloaded.certificate_pem), now_unix())
         .is_ok());
-    // A flipped bit in the signed part breaks the CA signature.
-    let mut tampered = der(&issued.certificate_pem);
-    let at = tampered.len() / 2;
-    tampered[at] ^= 1;
-    assert!(verifier.verify(&tampered, now_unix()).is_err());
-    // Revocation lists name it by serial like any other certificate.
-    let crl = ca
-        .revocation_list(
-            &[RevokedSerial {
-                serial: info.serial.clone(),
-                revoked_at: OffsetDateTime::now_utc(),
-            }],
-            2,
-            Validity::days_from_now(1),
-        )
-        .unwrap();
-    let verifier = verifier.with_revocation_list(&crl).unwrap();
-    assert!(matches!(
-        verifier.verify(&der(&issued.certificate_pem), now_unix()),
-        Err(CertError::Revoked { .. })
-    ));
     // Ids are validated as for every other certificate.
     assert!(ca
         .issue_subscriber("bad id", SubscriberKey::X25519, Validity::days_from_now(1))
@@ -440,32 +447,15 @@ fn xwing_subscriber_certificate_is_signed_by_the_ca_and_revocable() {
     let issued = ca
         .issue_subscriber("reader-w", SubscriberKey::XWing, Validity::days_from_now(1))
         .unwrap();
-    let verifier = Verifier::new(&ca.certificate_pem()).unwrap();
-    let info = verifier
-        .verify(&der(&issued.certificate_pem), now_unix())
-        .unwrap();
-    assert_eq!(
-        (info.id.as_str(), info.role),
-        ("reader-w", Role::Subscriber)
-    );
+    let info = check_kem_certificate(&ca, &issued, "reader-w");
     let SubjectKey::XWing(public) = &info.public_key else {
         panic!("{:?}", info.public_key)
     };
     assert!(info.to_string().contains("key:         X-Wing"));
-    // The key file holds the seed of the certificate's key, and nothing else fits.
+    assert!(info.x25519_public_key().is_err());
+    // The key file holds the seed of the certificate's key.
     let seed = sealpost_certs::xwing::private_key_from_pem(&issued.private_key_pem).unwrap();
     assert_eq!(&sealpost_certs::xwing::public_key_of(&seed), public);
-    assert!(info.rsa_public_key().is_err() && info.x25519_public_key().is_err());
-    assert!(!format!("{issued:?}").contains("PRIVATE KEY"));
-    // Another CA does not vouch for it; a flipped bit breaks the CA signature.
-    let foreign = Verifier::new(&self::ca().certificate_pem()).unwrap();
-    assert!(foreign
-        .verify(&der(&issued.certificate_pem), now_unix())
-        .is_err());
-    let mut tampered = der(&issued.certificate_pem);
-    let at = tampered.len() / 2;
-    tampered[at] ^= 1;
-    assert!(verifier.verify(&tampered, now_unix()).is_err());
     // A certificate whose X-Wing key is cut short is malformed, not a panic.
     let mut short = der(&issued.certificate_pem);
     let key_at = short
@@ -474,20 +464,4 @@ fn xwing_subscriber_certificate_is_signed_by_the_ca_and_revocable() {
         .expect("the key in the DER");
     short.drain(key_at..key_at + 1);
     assert!(parse(&short).is_err());
-    // Revocation lists name it by serial like any other certificate.
-    let crl = ca
-        .revocation_list(
-            &[RevokedSerial {
-                serial: info.serial.clone(),
-                revoked_at: OffsetDateTime::now_utc(),
-            }],
-            2,
-            Validity::days_from_now(1),
-        )
-        .unwrap();
-    let verifier = verifier.with_revocation_list(&crl).unwrap();
-    assert!(matches!(
-        verifier.verify(&der(&issued.certificate_pem), now_unix()),
-        Err(CertError::Revoked { .. })
-    ));
 }
