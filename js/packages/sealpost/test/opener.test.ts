@@ -119,6 +119,60 @@ test("the replay window accepts out-of-order numbers once and refuses older than
   assert.throws(() => ReplayWindows.fromJSON({ p: ["12", [5]] }), /corrupt/);
 });
 
+test("a number that left the window unseen is accepted once when it arrives late", () => {
+  const w = new ReplayWindows();
+  for (let n = 0n; n < 10_000n; n++) if (n !== 100n && n !== 7000n) assert.ok(w.record("p", n));
+  assert.deepEqual(w.lateRanges("p"), [
+    [100n, 100n],
+    [7000n, 7000n],
+  ]);
+  assert.equal(w.check("p", 99n), "too_old");
+  assert.ok(w.record("p", 100n));
+  assert.ok(!w.record("p", 100n));
+  assert.ok(w.record("p", 7000n));
+  assert.deepEqual(w.lateRanges("p"), []);
+  // Jumped-over numbers are one range, split when one of them comes.
+  const j = new ReplayWindows();
+  assert.ok(j.record("p", 10n));
+  assert.ok(j.record("p", 10n + 5n * 1024n));
+  assert.deepEqual(j.lateRanges("p"), [
+    [0n, 9n],
+    [11n, 10n + 4n * 1024n],
+  ]);
+  assert.ok(j.record("p", 500n));
+  const restored = ReplayWindows.fromJSON(JSON.parse(JSON.stringify(j.toJSON())));
+  assert.deepEqual(restored.lateRanges("p"), j.lateRanges("p"));
+  assert.equal(restored.check("p", 500n), "too_old");
+  assert.equal(restored.check("p", 501n), "fresh");
+  // The oldest ranges are forgotten first (256 kept).
+  const sparse = new ReplayWindows();
+  for (let n = 0n; n < 2n * (256n + 1024n + 10n); n += 2n) assert.ok(sparse.record("p", n));
+  const ranges = sparse.lateRanges("p");
+  assert.equal(ranges.length, 256);
+  const [oldest] = ranges[0] ?? [0n];
+  assert.equal(sparse.check("p", oldest - 2n), "too_old");
+  assert.equal(sparse.check("p", oldest), "fresh");
+  // Late ranges that could make the window accept a seen number are corrupt.
+  const top = "9000";
+  const ok = { p: [top, [0], ["1", "2", "10", "20"]] };
+  assert.doesNotThrow(() => ReplayWindows.fromJSON(ok));
+  for (const bad of [
+    ["1"],
+    ["5", "4"],
+    ["1", "5", "5", "9"],
+    ["1", "5", "6", "9"],
+    ["10", "20", "1", "2"],
+    ["1", "7977"],
+    [1, 2],
+  ]) {
+    assert.throws(
+      () => ReplayWindows.fromJSON({ p: [top, [0], bad] }),
+      /corrupt/,
+      JSON.stringify(bad),
+    );
+  }
+});
+
 test("the replay window stays exact while the ring wraps: gaps stay fresh, seen stay seen", () => {
   const w = new ReplayWindows();
   const skipped = (n: bigint) => n % 7n === 3n;
@@ -130,7 +184,9 @@ test("the replay window stays exact while the ring wraps: gaps stay fresh, seen 
   assert.ok(w.record("p", 5001n + 1024n), "a jump of more than the window");
   // 5002 shares its slot with 3978, which was recorded: the jump must have cleared it.
   assert.equal(w.check("p", 5002n), "fresh", "nothing survives from before the jump");
-  assert.equal(w.check("p", 5001n), "too_old");
+  // 5001 was never seen, and the jump took it out of the window: kept, still fresh.
+  assert.equal(w.check("p", 5001n), "fresh");
+  assert.equal(w.check("p", 5000n), "too_old");
   const restored = ReplayWindows.fromJSON(JSON.parse(JSON.stringify(w.toJSON())));
   assert.equal(restored.check("p", 5001n + 1024n), "duplicate");
   assert.equal(restored.check("p", 5002n), "fresh");
