@@ -14,7 +14,13 @@ python3 -m venv "$venv"
 export PATH="$venv/bin:$PATH"
 "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes -r requirements.lock
 # --no-build-isolation: build with the maturin pinned above; --no-deps: paho-mqtt is too.
-"$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps .
+# The tests build the extension in the dev profile, in the workspace's target directory:
+# its dependencies are the workspace's (same Cargo.lock versions, same features through
+# workspace-hack, opt-level 3 as in the root profile), so the build reuses what
+# `cargo test --workspace` compiled instead of a release tree of its own (about 10 minutes
+# of CI on two cores). `pip install ./bindings/python` without these builds for release.
+CARGO_TARGET_DIR="$repo/target" MATURIN_PEP517_ARGS="--profile dev" \
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation --no-deps .
 
 "$venv/bin/ruff" check python tests bench
 "$venv/bin/ruff" format --check python tests bench
