@@ -93,12 +93,7 @@ impl DropLog {
     }
 
     /// Records `n` drops at `now`; the counts to log, per reason, when a line is due.
-    fn due(
-        &mut self,
-        reason: DropReason,
-        n: u64,
-        now: Instant,
-    ) -> Option<Vec<(DropReason, u64)>> {
+    fn due(&mut self, reason: DropReason, n: u64, now: Instant) -> Option<Vec<(DropReason, u64)>> {
         self.unlogged[reason.index()] += n;
         if self
             .last_warning

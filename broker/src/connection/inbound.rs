@@ -480,8 +480,10 @@ impl Connection {
                 }
                 // Shared subscriptions share one cursor among their members: no gaps
                 // to find (see `router_gaps`).
-                let id = (!filter.path.starts_with("$share/"))
-                    .then(|| self.gaps.subscribe(&filter.path, previous.is_none() || new_qos));
+                let id = (!filter.path.starts_with("$share/")).then(|| {
+                    self.gaps
+                        .subscribe(&filter.path, previous.is_none() || new_qos)
+                });
                 allowed.push((filter, id));
             }
             codes.push(code);

@@ -311,7 +311,6 @@ impl Sessions {
         self.replay_boundary
             .store(Mark::next_number(), Ordering::Relaxed);
     }
-
 }
 
 /// Sessions linked to the router at once while restoring.
@@ -329,8 +328,7 @@ async fn restore_in_router(
         .await
         .map_err(|e| format!("session {client_id:?}: {e}"))?;
     if !filters.is_empty() {
-        let mut packets =
-            VecDeque::from([Packet::Subscribe(Subscribe { pkid: 1, filters }, None)]);
+        let mut packets = VecDeque::from([Packet::Subscribe(Subscribe { pkid: 1, filters }, None)]);
         if !slot.send_batch(&mut packets).await || !wait_for_suback(&mut rx).await {
             return Err(format!(
                 "session {client_id:?}: the router did not take its subscriptions"

@@ -335,7 +335,10 @@ impl Store {
             }
         }
         let (tx, rx) = oneshot::channel();
-        let done = Done::new(tx, messages.len() + usize::from(others || messages.is_empty()));
+        let done = Done::new(
+            tx,
+            messages.len() + usize::from(others || messages.is_empty()),
+        );
         self.settling.register(messages, &done);
         self.send_batch(ops, Some(done))?;
         Ok(Pending(Some(rx)))
@@ -365,10 +368,11 @@ impl Store {
         if !self.is_durable() {
             return;
         }
-        self.settling.acknowledged(ops.iter().filter_map(|op| match op {
-            Op::Ack(client_id, number) => Some((client_id.as_str(), *number)),
-            _ => None,
-        }));
+        self.settling
+            .acknowledged(ops.iter().filter_map(|op| match op {
+                Op::Ack(client_id, number) => Some((client_id.as_str(), *number)),
+                _ => None,
+            }));
         let _ = self.send_batch(ops, None);
     }
 
@@ -739,10 +743,15 @@ fn writer(
         } else if matches!(sync, Sync::Periodic(_)) {
             dirty = true;
         }
-        settling.committed(batches.iter().flat_map(|b| &b.ops).filter_map(|op| match op {
-            Op::Enqueue { number, .. } => Some(*number),
-            _ => None,
-        }));
+        settling.committed(
+            batches
+                .iter()
+                .flat_map(|b| &b.ops)
+                .filter_map(|op| match op {
+                    Op::Enqueue { number, .. } => Some(*number),
+                    _ => None,
+                }),
+        );
         backlog.fetch_sub(batches.len(), Ordering::Relaxed);
         for b in batches {
             if let Some(done) = b.done {
