@@ -54,6 +54,11 @@ impl RouterGaps {
         id
     }
 
+    /// The identifier of `filter` (the router's name), if it has one.
+    pub fn id_of(&self, filter: &str) -> Option<usize> {
+        self.ids.get(filter).copied()
+    }
+
     /// `filter` (the router's name) is no longer subscribed to.
     pub fn unsubscribe(&mut self, filter: &str) {
         if let Some(id) = self.ids.remove(filter) {

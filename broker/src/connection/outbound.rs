@@ -212,7 +212,7 @@ impl Connection {
         // The router sets RETAIN only on retained messages sent at subscribe.
         let at_subscribe = publish.retain;
         let mut props = forward.properties;
-        self.count_router_gap(&mut props, forward.cursor);
+        self.count_router_gap(&mut props, forward.cursor, &publish.topic);
         let mark = Mark::take(&mut publish.payload);
         if mark.is_some_and(|m| m.properties) {
             // The properties travelled in the payload (see `marker`).
@@ -460,15 +460,21 @@ impl Connection {
         &mut self,
         props: &mut Option<PublishProperties>,
         cursor: Option<(u64, u64)>,
+        topic: &[u8],
     ) {
-        let Some(p) = props.as_mut() else {
+        let Some((_, offset)) = cursor else {
             return;
         };
-        let id = p.subscription_identifiers.pop();
-        if no_properties(p) {
-            *props = None;
+        let mut id = None;
+        if let Some(p) = props.as_mut() {
+            id = p.subscription_identifiers.pop();
+            if no_properties(p) {
+                *props = None;
+            }
         }
-        let (Some(id), Some((_, offset))) = (id, cursor) else {
+        // A resumed session's first messages may come before the router has its
+        // identifiers again (`rejoin_router_filters`): the one filter that matches.
+        let Some(id) = id.or_else(|| self.only_matching_filter(topic)) else {
             return;
         };
         let skipped = self.gaps.forwarded(id, offset);
@@ -480,6 +486,21 @@ impl Connection {
                 skipped,
             );
         }
+    }
+
+    /// The identifier of the client's one non-shared filter that matches `topic`
+    /// (none if several do).
+    fn only_matching_filter(&self, topic: &[u8]) -> Option<usize> {
+        let topic = std::str::from_utf8(topic).ok()?;
+        let mut matching = self
+            .subscriptions
+            .iter()
+            .filter(|(f, _)| !f.starts_with("$share/") && crate::topic::filter_matches(f, topic));
+        let (filter, _) = matching.next()?;
+        if matching.next().is_some() {
+            return None;
+        }
+        self.gaps.id_of(filter)
     }
 
     /// A forwarded message not sent to this client: the router still needs its
