@@ -30,6 +30,7 @@ mod queue;
 pub mod retained;
 mod retained_index;
 pub mod router;
+mod router_gaps;
 pub mod server;
 pub mod session;
 mod shared;

@@ -52,6 +52,10 @@ pub struct Metrics {
     /// Messages a connection held for its client when another connection resumed the
     /// session before it ended, which could not be handed over.
     pub dropped_taken_over: AtomicU64,
+    /// Messages the router skipped for a client (never forwarded to the edge): it
+    /// fell behind the filter's log (`[router]` segments), or the message expired
+    /// there (see `router_gaps`).
+    pub dropped_router_skipped: AtomicU64,
     /// Password logins refused without checking the password because the client's
     /// address failed too many recently (`auth.max_failed_logins`).
     pub logins_throttled: AtomicU64,
@@ -219,6 +223,7 @@ impl Metrics {
             ("queue_full", &self.dropped_queue_full),
             ("oversized", &self.dropped_oversized),
             ("taken_over", &self.dropped_taken_over),
+            ("router_skipped", &self.dropped_router_skipped),
         ] {
             let _ = writeln!(
                 out,

@@ -9,7 +9,7 @@ mod common;
 
 use common::v5::RawV5;
 use common::*;
-use rumqttc::v5::mqttbytes::v5::{ConnectProperties, Packet, PubAck, PubAckReason};
+use rumqttc::v5::mqttbytes::v5::{Connect, ConnectProperties, Packet, PubAck, PubAckReason};
 use rumqttc::v5::mqttbytes::QoS as Q5;
 use rumqttc::{Event, QoS};
 use sealpost_broker::config::{DropPolicy, SlowSubscriber};
@@ -54,6 +54,7 @@ async fn scrape(metrics: SocketAddr, series: &str) -> u64 {
 }
 
 const QUEUE_FULL: &str = "sealpost_dropped_messages_total{reason=\"queue_full\"}";
+const ROUTER_SKIPPED: &str = "sealpost_dropped_messages_total{reason=\"router_skipped\"}";
 
 /// A raw MQTT 5 subscriber to `flood/#` at QoS 1 that accepts `window` messages at a
 /// time (its receive maximum).
@@ -186,4 +187,50 @@ async fn drop_policy_oldest_keeps_the_newest_messages_and_never_takes_back_a_sen
         kept_by(DropPolicy::Oldest).await,
         vec![0, 15, 16, 17, 18, 19]
     );
+}
+
+/// Without a data directory, nothing but the router's log keeps what is published
+/// while a persistent session is away, and the router skips what falls out of it
+/// (here all but about 300 of the flood): every one of those is counted.
+#[tokio::test]
+async fn without_a_data_directory_what_the_router_skips_for_a_session_away_is_counted() {
+    // No queue limit: whatever is not delivered can only be the router's doing.
+    let config = config(SlowSubscriber::Drop, DropPolicy::Newest, 0);
+    let (broker, addr) = start(config).await;
+    let metrics = broker.metrics_addr().unwrap();
+    let connect = |clean_start| {
+        let mut props = ConnectProperties::new();
+        props.session_expiry_interval = Some(3600);
+        Connect {
+            keep_alive: 30,
+            client_id: "away".into(),
+            clean_start,
+            properties: Some(props),
+        }
+    };
+    let (mut sub, _) = RawV5::connect_with(addr, connect(true)).await;
+    sub.subscribe(common::v5::filter("flood/#", Q5::AtLeastOnce))
+        .await;
+    // One message received while connected, so the session has a place in the log.
+    flood(addr, "flood-before", 1).await;
+    assert_eq!(read_slowly(sub, Duration::ZERO).await, vec![0]);
+    flood(addr, "flood-away", FLOOD).await;
+    let (sub, present) = RawV5::connect_with(addr, connect(false)).await;
+    assert!(present, "the session was not kept");
+    let got = read_slowly(sub, Duration::ZERO).await;
+    assert!(
+        !got.is_empty() && got.len() < FLOOD as usize,
+        "the router's log should keep some of the flood, not all: {} delivered",
+        got.len()
+    );
+    assert_eq!(
+        scrape(metrics, ROUTER_SKIPPED).await,
+        u64::from(FLOOD) - got.len() as u64,
+        "published minus delivered"
+    );
+    assert_eq!(scrape(metrics, QUEUE_FULL).await, 0);
+    // The newest, each once, in order.
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+    assert_eq!(got.last(), Some(&(FLOOD - 1)));
+    broker.shutdown(WAIT).await;
 }

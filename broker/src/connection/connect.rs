@@ -323,6 +323,7 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         clean_exit: false,
         origin: saved.origin,
         subscriptions: saved.subscriptions,
+        gaps: saved.gaps,
         copies: Copies::default(),
         limits: client_limits,
         redeliver,

@@ -3,7 +3,7 @@
 //! [`WARN_EVERY`] per connection (with how many were dropped since the last line), so
 //! that a flood of drops cannot flood the log.
 
-use crate::metrics::{inc, Metrics};
+use crate::metrics::{add, Metrics};
 use std::time::{Duration, Instant};
 use tracing::warn;
 
@@ -21,13 +21,17 @@ pub(super) enum DropReason {
     /// Held by a connection whose session another connection resumed before it ended
     /// (the new connection had already taken the session's saved state).
     TakenOver,
+    /// Never forwarded by the router: the session fell behind the filter's log, or
+    /// the message expired there (see `router_gaps`).
+    RouterSkipped,
 }
 
 /// Every reason, in the order of [`DropReason::index`].
-const REASONS: [DropReason; 3] = [
+const REASONS: [DropReason; 4] = [
     DropReason::QueueFull,
     DropReason::Oversized,
     DropReason::TakenOver,
+    DropReason::RouterSkipped,
 ];
 
 impl DropReason {
@@ -37,6 +41,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::Oversized => "oversized",
             DropReason::TakenOver => "taken_over",
+            DropReason::RouterSkipped => "router_skipped",
         }
     }
 
@@ -55,12 +60,27 @@ pub(super) struct DropLog {
 impl DropLog {
     /// Counts one dropped message and logs the drops if the last line is old enough.
     pub(super) fn note(&mut self, metrics: &Metrics, client_id: &str, reason: DropReason) {
-        inc(match reason {
-            DropReason::QueueFull => &metrics.dropped_queue_full,
-            DropReason::Oversized => &metrics.dropped_oversized,
-            DropReason::TakenOver => &metrics.dropped_taken_over,
-        });
-        if let Some(counts) = self.due(reason, Instant::now()) {
+        self.note_many(metrics, client_id, reason, 1);
+    }
+
+    /// Counts `n` messages dropped for one reason, as [`DropLog::note`].
+    pub(super) fn note_many(
+        &mut self,
+        metrics: &Metrics,
+        client_id: &str,
+        reason: DropReason,
+        n: u64,
+    ) {
+        add(
+            match reason {
+                DropReason::QueueFull => &metrics.dropped_queue_full,
+                DropReason::Oversized => &metrics.dropped_oversized,
+                DropReason::TakenOver => &metrics.dropped_taken_over,
+                DropReason::RouterSkipped => &metrics.dropped_router_skipped,
+            },
+            n,
+        );
+        if let Some(counts) = self.due(reason, n, Instant::now()) {
             for (reason, dropped) in counts {
                 warn!(
                     client_id,
@@ -72,9 +92,9 @@ impl DropLog {
         }
     }
 
-    /// Records a drop at `now`; the counts to log, per reason, when a line is due.
-    fn due(&mut self, reason: DropReason, now: Instant) -> Option<Vec<(DropReason, u64)>> {
-        self.unlogged[reason.index()] += 1;
+    /// Records `n` drops at `now`; the counts to log, per reason, when a line is due.
+    fn due(&mut self, reason: DropReason, n: u64, now: Instant) -> Option<Vec<(DropReason, u64)>> {
+        self.unlogged[reason.index()] += n;
         if self
             .last_warning
             .is_some_and(|t| now.duration_since(t) < WARN_EVERY)
@@ -100,23 +120,23 @@ mod tests {
         let mut log = DropLog::default();
         let t0 = Instant::now();
         assert_eq!(
-            log.due(DropReason::Oversized, t0),
+            log.due(DropReason::Oversized, 1, t0),
             Some(vec![(DropReason::Oversized, 1)])
         );
         assert_eq!(
-            log.due(DropReason::QueueFull, t0 + Duration::from_secs(1)),
+            log.due(DropReason::QueueFull, 1, t0 + Duration::from_secs(1)),
             None
         );
         assert_eq!(
-            log.due(DropReason::QueueFull, t0 + Duration::from_secs(9)),
+            log.due(DropReason::QueueFull, 1, t0 + Duration::from_secs(9)),
             None
         );
         assert_eq!(
-            log.due(DropReason::Oversized, t0 + Duration::from_secs(9)),
+            log.due(DropReason::Oversized, 1, t0 + Duration::from_secs(9)),
             None
         );
         assert_eq!(
-            log.due(DropReason::QueueFull, t0 + WARN_EVERY),
+            log.due(DropReason::QueueFull, 1, t0 + WARN_EVERY),
             Some(vec![(DropReason::QueueFull, 3), (DropReason::Oversized, 1)])
         );
     }

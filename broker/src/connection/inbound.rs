@@ -147,11 +147,14 @@ impl Connection {
                 }
                 self.save_subscriptions();
                 // The router acknowledges only filters it knows; the edge answers for all.
-                let filters = unsub
+                let filters: Vec<String> = unsub
                     .filters
                     .iter()
                     .map(|f| topic::router_filter(f).into_owned())
                     .collect();
+                for f in &filters {
+                    self.gaps.unsubscribe(f);
+                }
                 self.send_router(Packet::Unsubscribe(Unsubscribe { pkid, filters }, props));
                 queue(wbuf, Packet::UnsubAck(UnsubAck { pkid, reasons }, None), v);
                 Ok(())
@@ -355,23 +358,25 @@ impl Connection {
             .filter(|(f, _)| !f.starts_with("$share/"))
             .map(|(f, s)| topic::router_subscription(f, s.qos))
             .collect();
-        if filters.is_empty() {
-            return;
+        for filter in filters {
+            // The router forgets a session's subscription identifiers between its
+            // connections (see `router_gaps`).
+            let id = self.gaps.subscribe(&filter.path, false);
+            self.send_router(router_subscribe(0, filter, Some(id)));
         }
-        self.send_router(Packet::Subscribe(Subscribe { pkid: 0, filters }, None));
     }
 
     pub(super) fn subscribe(
         &mut self,
         wbuf: &mut BytesMut,
         sub: Subscribe,
-        mut props: Option<rumqttd::protocol::SubscribeProperties>,
+        props: Option<rumqttd::protocol::SubscribeProperties>,
     ) {
         let v = self.version;
         let pkid = sub.pkid;
         // The subscription identifier is applied by the edge (one copy carrying every
         // matching identifier); the router would attach one per copy.
-        let id = props.as_mut().and_then(|p| p.id.take());
+        let id = props.and_then(|p| p.id);
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut allowed = Vec::with_capacity(sub.filters.len());
         let mut renewed = Vec::new();
@@ -473,7 +478,13 @@ impl Connection {
                 if new_qos {
                     renewed.push(filter.path.clone());
                 }
-                allowed.push(filter);
+                // Shared subscriptions share one cursor among their members: no gaps
+                // to find (see `router_gaps`).
+                let id = (!filter.path.starts_with("$share/")).then(|| {
+                    self.gaps
+                        .subscribe(&filter.path, previous.is_none() || new_qos)
+                });
+                allowed.push((filter, id));
             }
             codes.push(code);
         }
@@ -509,12 +520,29 @@ impl Connection {
                 None,
             ));
         }
-        self.send_router(Packet::Subscribe(
-            Subscribe {
-                pkid,
-                filters: allowed,
-            },
-            props,
-        ));
+        // One SUBSCRIBE per filter, each with the filter's own subscription identifier
+        // (see `router_gaps`); the last one carries the client's packet id, so that
+        // the router's SUBACK for it, which answers the client, comes after all.
+        let last = allowed.len() - 1;
+        for (i, (filter, id)) in allowed.into_iter().enumerate() {
+            let pkid = if i == last { pkid } else { 0 };
+            self.send_router(router_subscribe(pkid, filter, id));
+        }
     }
+}
+
+/// A SUBSCRIBE for the router of one filter, with the edge's subscription identifier
+/// for it (see `router_gaps`). Packet id 0 answers no client's SUBSCRIBE.
+fn router_subscribe(pkid: u16, filter: rumqttd::protocol::Filter, id: Option<usize>) -> Packet {
+    let props = id.map(|id| rumqttd::protocol::SubscribeProperties {
+        id: Some(id),
+        user_properties: Vec::new(),
+    });
+    Packet::Subscribe(
+        Subscribe {
+            pkid,
+            filters: vec![filter],
+        },
+        props,
+    )
 }

@@ -212,6 +212,7 @@ impl Connection {
         // The router sets RETAIN only on retained messages sent at subscribe.
         let at_subscribe = publish.retain;
         let mut props = forward.properties;
+        self.count_router_gap(&mut props, forward.cursor, &publish.topic);
         let mark = Mark::take(&mut publish.payload);
         if mark.is_some_and(|m| m.properties) {
             // The properties travelled in the payload (see `marker`).
@@ -449,6 +450,57 @@ impl Connection {
         self.limits
             .max_packet_size
             .is_none_or(|m| len <= m as usize)
+    }
+
+    /// Takes the edge's subscription identifier off a message the router forwarded and
+    /// counts the messages of that filter the router skipped before it (see
+    /// `router_gaps`). Not for a persistent session with a data directory: what the
+    /// router skipped of its QoS 1/2 messages comes from the store.
+    fn count_router_gap(
+        &mut self,
+        props: &mut Option<PublishProperties>,
+        cursor: Option<(u64, u64)>,
+        topic: &[u8],
+    ) {
+        let Some((_, offset)) = cursor else {
+            return;
+        };
+        let mut id = None;
+        if let Some(p) = props.as_mut() {
+            id = p.subscription_identifiers.pop();
+            if no_properties(p) {
+                *props = None;
+            }
+        }
+        // A resumed session's first messages may come before the router has its
+        // identifiers again (`rejoin_router_filters`): the one filter that matches.
+        let Some(id) = id.or_else(|| self.only_matching_filter(topic)) else {
+            return;
+        };
+        let skipped = self.gaps.forwarded(id, offset);
+        if skipped > 0 && !self.durable() {
+            self.drops.note_many(
+                &self.shared.metrics,
+                &self.client_id,
+                DropReason::RouterSkipped,
+                skipped,
+            );
+        }
+    }
+
+    /// The identifier of the client's one non-shared filter that matches `topic`
+    /// (none if several do).
+    fn only_matching_filter(&self, topic: &[u8]) -> Option<usize> {
+        let topic = std::str::from_utf8(topic).ok()?;
+        let mut matching = self
+            .subscriptions
+            .iter()
+            .filter(|(f, _)| !f.starts_with("$share/") && crate::topic::filter_matches(f, topic));
+        let (filter, _) = matching.next()?;
+        if matching.next().is_some() {
+            return None;
+        }
+        self.gaps.id_of(filter)
     }
 
     /// A forwarded message not sent to this client: the router still needs its

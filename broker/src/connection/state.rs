@@ -12,6 +12,7 @@ use crate::queue::{Held, OutQueue};
 use crate::router::RouterSlot;
 use crate::session::{SavedSession, Will};
 use crate::shared::Shared;
+use crate::store::Op;
 use crate::subscriptions::{Copies, Subscriptions};
 use bytes::Bytes;
 use rumqttd::local::LinkRx;
@@ -105,6 +106,8 @@ pub(super) struct Connection {
     pub(super) out_aliases: HashMap<Bytes, u16>,
     /// Messages dropped for the client, counted and logged (see `drops`).
     pub(super) drops: DropLog,
+    /// Where each of the client's filters is in the router's log (see `router_gaps`).
+    pub(super) gaps: crate::router_gaps::RouterGaps,
     /// Messages counted but not yet added to the shared metrics.
     pub(super) unreported: Unreported,
     /// Messages for persistent sessions, stored before the batch for the router that
@@ -237,6 +240,7 @@ impl Connection {
             &self.client_id,
             SavedSession {
                 subscriptions: self.subscriptions.clone(),
+                gaps: self.gaps.clone(),
                 origin: self.origin,
                 unacknowledged,
                 // Flows restored after a restart are in the queue from the start.
@@ -308,19 +312,39 @@ impl Connection {
         if !self.store_acks.is_empty() {
             store.send(std::mem::take(&mut self.store_acks));
         }
+        // Acknowledged means stored: the router's acknowledgements, which become the
+        // client's PUBACK/PUBREC, are read only once the batch is durable (or every
+        // session it was stored for has it, see `store::settle`); and what the client
+        // is sent next (a packet id, a PUBREL) only once its record is.
+        let mut stored = None;
         if !self.to_store.is_empty() {
-            // Acknowledged means stored: the router's acknowledgement, which becomes
-            // the client's PUBACK/PUBREC, can only come after this.
-            store
-                .write(std::mem::take(&mut self.to_store))
-                .await
+            // A batch of QoS 1 messages only goes to the router before it is durable
+            // (it went to the store's writer first, so the acknowledgements of their
+            // sessions come after it): its sessions may acknowledge them before the
+            // commit. A crash in between costs a duplicate, which QoS 1 allows. A QoS 2
+            // flow, or anything else, is durable before the router sees it: a QoS 2
+            // PUBLISH sent again after a crash must find its flow and not be routed
+            // twice.
+            let early = self
+                .to_store
+                .iter()
+                .all(|op| matches!(op, Op::Enqueue { message, .. } if message.qos == 1));
+            let pending = store
+                .submit(std::mem::take(&mut self.to_store))
                 .map_err(ConnectionError::Storage)?;
+            if early {
+                stored = Some(pending);
+            } else {
+                pending.wait().await.map_err(ConnectionError::Storage)?;
+            }
         }
-        if self.slot.send_batch(&mut self.to_router).await {
-            Ok(())
-        } else {
-            Err(ConnectionError::RouterClosed)
+        if !self.slot.send_batch(&mut self.to_router).await {
+            return Err(ConnectionError::RouterClosed);
         }
+        if let Some(stored) = stored {
+            stored.wait().await.map_err(ConnectionError::Storage)?;
+        }
+        Ok(())
     }
 }
 

@@ -58,6 +58,9 @@ impl Saved {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SavedSession {
     pub subscriptions: Subscriptions,
+    /// Where each filter is in the router's log, so that what the router skips while
+    /// the session is away is counted at its next connection (see `router_gaps`).
+    pub gaps: crate::router_gaps::RouterGaps,
     /// The session's origin id in message markers (no local spans reconnects).
     pub origin: u64,
     /// After a restart: the stored messages the router routes again that were sent
@@ -135,6 +138,8 @@ impl SavedSession {
         }
         SavedSession {
             subscriptions,
+            // The router starts afresh after a restart.
+            gaps: Default::default(),
             origin: record.origin,
             unacknowledged: Vec::new(),
             releasing: Vec::new(),

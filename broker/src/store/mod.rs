@@ -25,13 +25,16 @@
 //! [`repair`] is the documented way out.
 
 mod records;
+mod settle;
 
 pub(crate) use records::{decode_publish, encode_publish, expire};
 pub use records::{SessionRecord, StoredMessage, SubscriptionRecord, Unreadable};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
-use std::collections::{BTreeMap, HashMap};
+use settle::{Done, Settling};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -190,7 +193,7 @@ pub struct Loaded {
 
 struct Batch {
     ops: Vec<Op>,
-    done: Option<oneshot::Sender<Result<(), String>>>,
+    done: Option<Arc<Done>>,
 }
 
 /// Handle to the store. Without a data directory it stores nothing.
@@ -200,7 +203,18 @@ pub struct Store {
     /// Dropped at [`Store::close`], so that the file can be opened again.
     database: Mutex<Option<Arc<Database>>>,
     path: Option<PathBuf>,
+    /// Messages written and not yet committed (see `settle`).
+    settling: Arc<Settling>,
+    /// `sync = "periodic"`: [`Store::submit`] does not wait (see there).
+    periodic: bool,
+    /// Batches sent to the writer and not yet committed.
+    backlog: Arc<AtomicUsize>,
 }
+
+/// With `sync = "periodic"`, batches the writer may lag behind before
+/// [`Store::submit`] waits for it, which bounds its memory and what a crash loses
+/// beyond the last sync.
+const PERIODIC_BACKLOG: usize = 4096;
 
 impl Store {
     /// A store that keeps nothing (no data directory).
@@ -210,6 +224,9 @@ impl Store {
             thread: Mutex::new(None),
             database: Mutex::new(None),
             path: None,
+            settling: Arc::default(),
+            periodic: false,
+            backlog: Arc::default(),
         }
     }
 
@@ -230,9 +247,22 @@ impl Store {
         let database = Arc::new(database);
         let (tx, rx) = mpsc::channel::<Batch>();
         let writer_db = database.clone();
+        let settling = Arc::new(Settling::default());
+        let writer_settling = settling.clone();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let writer_backlog = backlog.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(&writer_db, rx, refs, sync))
+            .spawn(move || {
+                writer(
+                    &writer_db,
+                    &writer_settling,
+                    &writer_backlog,
+                    rx,
+                    refs,
+                    sync,
+                )
+            })
             .map_err(db)?;
         Ok((
             Store {
@@ -240,6 +270,9 @@ impl Store {
                 thread: Mutex::new(Some(thread)),
                 database: Mutex::new(Some(database)),
                 path: Some(path.to_owned()),
+                settling,
+                periodic: matches!(sync, Sync::Periodic(_)),
+                backlog,
             },
             loaded,
         ))
@@ -263,16 +296,52 @@ impl Store {
             .clone()
     }
 
-    /// Applies `ops` and waits until they count as done (see [`Sync`]).
+    /// Applies `ops` and waits until they count as done: committed (see [`Sync`]), or,
+    /// for a batch of queued messages only ([`Op::Enqueue`]), acknowledged by every
+    /// session each is for (see `settle`).
     pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        if !self.send_batch(ops, Some(done))? {
-            return Ok(());
+        self.send_settling(ops)?.wait().await
+    }
+
+    /// Sends `ops` to the writer at once; the returned [`Pending`] says when they count
+    /// as done: as [`Store::write`] with `sync = "always"`; at once with `"periodic"`
+    /// (as Mosquitto acknowledges before its next autosave: a crash loses what the
+    /// last `sync_interval_ms` wrote either way, whether committed in memory or still
+    /// on its way to the writer), unless the writer lags [`PERIODIC_BACKLOG`] batches
+    /// behind. What is sent after this call is applied after `ops`, so a message may
+    /// be routed as soon as this returns: the acknowledgements its sessions send come
+    /// after it.
+    pub fn submit(&self, ops: Vec<Op>) -> Result<Pending, StoreError> {
+        let pending = self.send_settling(ops)?;
+        if self.periodic && self.backlog.load(Ordering::Relaxed) < PERIODIC_BACKLOG {
+            return Ok(Pending(None));
         }
-        match wait.await {
-            Ok(r) => r.map_err(StoreError::Db),
-            Err(_) => Err(StoreError::Closed),
+        Ok(pending)
+    }
+
+    /// Sends `ops` to the writer, done when committed or settled (see `settle`).
+    fn send_settling(&self, ops: Vec<Op>) -> Result<Pending, StoreError> {
+        if !self.is_durable() {
+            return Ok(Pending(None));
         }
+        let mut messages = Vec::new();
+        let mut others = false;
+        for op in &ops {
+            match op {
+                Op::Enqueue {
+                    number, clients, ..
+                } if !clients.is_empty() => messages.push((*number, clients.clone())),
+                _ => others = true,
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let done = Done::new(
+            tx,
+            messages.len() + usize::from(others || messages.is_empty()),
+        );
+        self.settling.register(messages, &done);
+        self.send_batch(ops, Some(done))?;
+        Ok(Pending(Some(rx)))
     }
 
     /// The messages queued for `client_id`, oldest first, read once every write sent
@@ -296,20 +365,25 @@ impl Store {
     /// Applies `ops` without waiting (for changes whose loss in a crash only costs a
     /// duplicate, such as an acknowledgement).
     pub fn send(&self, ops: Vec<Op>) {
+        if !self.is_durable() {
+            return;
+        }
+        self.settling
+            .acknowledged(ops.iter().filter_map(|op| match op {
+                Op::Ack(client_id, number) => Some((client_id.as_str(), *number)),
+                _ => None,
+            }));
         let _ = self.send_batch(ops, None);
     }
 
     /// False when nothing is kept (in-memory mode).
-    fn send_batch(
-        &self,
-        ops: Vec<Op>,
-        done: Option<oneshot::Sender<Result<(), String>>>,
-    ) -> Result<bool, StoreError> {
+    fn send_batch(&self, ops: Vec<Op>, done: Option<Arc<Done>>) -> Result<bool, StoreError> {
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             None if self.path.is_none() => Ok(false),
             None => Err(StoreError::Closed),
             Some(tx) => {
+                self.backlog.fetch_add(1, Ordering::Relaxed);
                 tx.send(Batch { ops, done })
                     .map_err(|_| StoreError::Closed)?;
                 Ok(true)
@@ -327,6 +401,23 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+    }
+}
+
+/// A write sent to the store ([`Store::submit`]), not yet known to be done.
+#[must_use = "a write counts as done only once its Pending is awaited"]
+pub struct Pending(Option<oneshot::Receiver<settle::Outcome>>);
+
+impl Pending {
+    /// Waits until the write counts as done (at once without a data directory).
+    pub async fn wait(self) -> Result<(), StoreError> {
+        let Some(rx) = self.0 else {
+            return Ok(());
+        };
+        match rx.await {
+            Ok(r) => r.map_err(StoreError::Db),
+            Err(_) => Err(StoreError::Closed),
+        }
     }
 }
 
@@ -609,7 +700,14 @@ fn read_queue(
 }
 
 /// The writer thread: commits every batch waiting in one transaction.
-fn writer(database: &Database, rx: mpsc::Receiver<Batch>, mut refs: HashMap<u64, u32>, sync: Sync) {
+fn writer(
+    database: &Database,
+    settling: &Settling,
+    backlog: &AtomicUsize,
+    rx: mpsc::Receiver<Batch>,
+    mut refs: HashMap<u64, u32>,
+    sync: Sync,
+) {
     let mut dirty = false;
     let mut last_sync = Instant::now();
     loop {
@@ -645,9 +743,19 @@ fn writer(database: &Database, rx: mpsc::Receiver<Batch>, mut refs: HashMap<u64,
         } else if matches!(sync, Sync::Periodic(_)) {
             dirty = true;
         }
+        settling.committed(
+            batches
+                .iter()
+                .flat_map(|b| &b.ops)
+                .filter_map(|op| match op {
+                    Op::Enqueue { number, .. } => Some(*number),
+                    _ => None,
+                }),
+        );
+        backlog.fetch_sub(batches.len(), Ordering::Relaxed);
         for b in batches {
             if let Some(done) = b.done {
-                let _ = done.send(result.clone());
+                done.finish(result.clone());
             }
         }
     }
@@ -680,6 +788,22 @@ fn commit(
     // Reference counts change only if the transaction commits.
     let mut changed: HashMap<u64, u32> = HashMap::new();
     let now = unix_now();
+    // A message acknowledged by a session in the transaction that queues it is not
+    // queued for that session, nor written at all if that was every session: with
+    // subscribers that keep up, most messages never touch the disk (see `settle`).
+    let mut queued_here = HashSet::new();
+    let mut acknowledged_here = HashSet::new();
+    for op in batches.iter().flat_map(|b| &b.ops) {
+        match op {
+            Op::Enqueue { number, .. } => {
+                queued_here.insert(*number);
+            }
+            Op::Ack(client_id, number) if queued_here.contains(number) => {
+                acknowledged_here.insert((client_id.as_str(), *number));
+            }
+            _ => {}
+        }
+    }
     {
         let mut sessions = txn.open_table(SESSIONS).map_err(db)?;
         let mut messages = txn.open_table(MESSAGES).map_err(db)?;
@@ -753,10 +877,14 @@ fn commit(
                     message,
                     clients,
                 } => {
+                    let keep = |c: &&String| !acknowledged_here.contains(&(c.as_str(), *number));
+                    if !clients.iter().any(|c| keep(&c)) {
+                        continue;
+                    }
                     let v = message.encode(now).map_err(StoreError::Db)?;
                     messages.insert(*number, v.as_slice()).map_err(db)?;
                     let mut added = 0;
-                    for c in clients {
+                    for c in clients.iter().filter(keep) {
                         if queue
                             .insert((c.as_str(), *number), ())
                             .map_err(db)?
@@ -770,6 +898,8 @@ fn commit(
                         .or_insert_with(|| refs.get(number).copied().unwrap_or(0));
                     *count += added;
                 }
+                Op::Ack(client_id, number)
+                    if acknowledged_here.contains(&(client_id.as_str(), *number)) => {}
                 Op::Ack(client_id, number) => {
                     sent.remove((client_id.as_str(), *number)).map_err(db)?;
                     if queue
