@@ -143,7 +143,7 @@ async fn mosquitto_pub_presents_a_publisher_certificate_of_the_security_center()
     });
     let cert = pki.write("device-7.pem", &publisher.certificate_pem);
     let key = pki.write("device-7.key", &publisher.private_key_pem);
-    let ca = pki.dir.path().join("ca.pem");
+    let ca = pki.dir().join("ca.pem");
     let tls = |args: &[&str]| {
         let mut all = vec!["--cafile", ca.to_str().unwrap()];
         all.extend([

@@ -184,7 +184,7 @@ async fn by_default_key_messages_reach_only_the_named_subscriber_certificate() {
 async fn an_explicit_rule_opens_key_topics_to_a_user_but_a_star_rule_does_not() {
     let pki = Pki::new();
     let mut config = pki.config(false);
-    let file = pki.dir.path().join("passwd");
+    let file = pki.dir().join("passwd");
     for user in ["alice-web", "eve-web"] {
         add_user(&file, user, &format!("{user}-pw"), CHEAP).unwrap();
     }

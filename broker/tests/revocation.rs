@@ -102,7 +102,7 @@ async fn a_certificate_revoked_while_the_broker_runs_is_refused_and_its_connecti
     }
     // An unreadable file: the list in force stays too.
     let failures = metrics.crl_reload_failures.load(Ordering::Relaxed);
-    std::fs::remove_file(pki.dir.path().join("ca.crl.pem")).unwrap();
+    std::fs::remove_file(pki.dir().join("ca.crl.pem")).unwrap();
     counter_exceeds(&metrics.crl_reload_failures, failures).await;
     assert!(connect_with(&pki, tls, "p1-again", &p1).await.is_err());
     assert!(connect_with(&pki, tls, "p2", &p2).await.is_ok());

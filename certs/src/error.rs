@@ -89,6 +89,7 @@ pub enum CertError {
     Generation(String),
 }
 
+#[cfg(feature = "issue")]
 impl From<rcgen::Error> for CertError {
     fn from(e: rcgen::Error) -> Self {
         CertError::Generation(e.to_string())

@@ -1,5 +1,5 @@
 //! Subscriber certificates for KEM keys (X25519 and X-Wing, under which HPKE wraps content
-//! keys) and their PKCS#8 private key files.
+//! keys); their PKCS#8 private key files are [`crate::kem_key`]'s.
 //!
 //! rcgen (which issues every other certificate) can only put key types it can sign with in
 //! a certificate, and a KEM key cannot sign; so these certificates are built with
@@ -12,10 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::Signer;
-use pkcs8::der::asn1::{BitString, Ia5String, OctetString, OctetStringRef};
+use pkcs8::der::asn1::{BitString, Ia5String, OctetString};
 use pkcs8::der::{Decode, Encode};
 use pkcs8::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
-use pkcs8::{AlgorithmIdentifierRef, ObjectIdentifier, PrivateKeyInfo};
+use pkcs8::ObjectIdentifier;
 use sha2::{Digest, Sha256};
 use x509_cert::builder::{Builder, CertificateBuilder, Profile as BuilderProfile};
 use x509_cert::ext::pkix::name::GeneralName;
@@ -30,51 +30,11 @@ use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
 use crate::identity::ROLE_URI_PREFIX;
+use crate::kem_key::generation;
 use crate::{pemfile, validate_id, CertError, Issued, Role, Validity};
 
 const OID_CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
 const OID_SUBJECT_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
-
-/// Encodes the raw private key `secret` of algorithm `oid` as PKCS#8 PEM, the RFC 8410 way:
-/// the private key field holds the bytes wrapped in an OCTET STRING of their own.
-pub(crate) fn private_key_pem(
-    oid: ObjectIdentifier,
-    secret: &[u8],
-) -> Result<Zeroizing<String>, CertError> {
-    let inner = Zeroizing::new(
-        OctetStringRef::new(secret)
-            .and_then(|o| o.to_der())
-            .map_err(generation)?,
-    );
-    let info = PrivateKeyInfo {
-        algorithm: AlgorithmIdentifierRef {
-            oid,
-            parameters: None,
-        },
-        private_key: &inner,
-        public_key: None,
-    };
-    let der = Zeroizing::new(info.to_der().map_err(generation)?);
-    Ok(Zeroizing::new(pemfile::encode(&der, pemfile::PRIVATE_KEY)))
-}
-
-/// Decodes a PKCS#8 private key (PEM) of algorithm `oid` written by [`private_key_pem`],
-/// refusing any other key type (`name` says which was expected) or length.
-pub(crate) fn private_key_from_pem<const LEN: usize>(
-    oid: ObjectIdentifier,
-    name: &str,
-    pem: &str,
-) -> Result<Zeroizing<[u8; LEN]>, CertError> {
-    let der = Zeroizing::new(pemfile::decode(pem, pemfile::PRIVATE_KEY)?);
-    let wrong = || CertError::UnsupportedKey(format!("the private key is not an {name} key"));
-    let info = PrivateKeyInfo::from_der(&der).map_err(|_| wrong())?;
-    if info.algorithm.oid != oid || info.algorithm.parameters.is_some() {
-        return Err(wrong());
-    }
-    let inner = OctetStringRef::from_der(info.private_key).map_err(|_| wrong())?;
-    let bytes: [u8; LEN] = inner.as_bytes().try_into().map_err(|_| wrong())?;
-    Ok(Zeroizing::new(bytes))
-}
 
 /// Issues a subscriber certificate for the KEM public key `public` of algorithm `oid`,
 /// signed by the CA whose certificate is `ca_der` and whose Ed25519 PKCS#8 key is
@@ -163,8 +123,4 @@ fn time_of(t: time::OffsetDateTime) -> Result<Time, CertError> {
     let secs = u64::try_from(t.unix_timestamp())
         .map_err(|_| CertError::Generation("validity before 1970".into()))?;
     Time::try_from(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).map_err(generation)
-}
-
-fn generation(e: impl std::fmt::Display) -> CertError {
-    CertError::Generation(e.to_string())
 }

@@ -17,6 +17,11 @@
 //! - MQTT topic filter matching shared by every sealpost component ([`topic`]).
 //! - Export the broker's publish/subscribe permissions for a NATS cluster ([`nats`]).
 //!
+//! ## Cargo features
+//! - `issue`: the issuing side (creating the CA, issuing, CSR signing, revocation lists),
+//!   which pulls in rcgen and x509-cert. Verification, topic rules and key files need
+//!   none of it: the SDKs, the protocol core and the bindings build without it.
+//!
 //! ## Non-features
 //! - No intermediate CAs: every certificate is issued directly by the root.
 //! - No OCSP; revocation is by CRL only.
@@ -24,10 +29,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "issue")]
 mod authority;
 mod error;
 mod identity;
+#[cfg(feature = "issue")]
 mod kem_certificate;
+mod kem_key;
 pub mod nats;
 pub mod pemfile;
 pub mod topic;
@@ -35,6 +43,7 @@ mod verify;
 pub mod x25519;
 pub mod xwing;
 
+#[cfg(feature = "issue")]
 pub use authority::{
     CertificateAuthority, Issued, Profile, RevokedSerial, SubscriberKey, Validity,
     SUBSCRIBER_RSA_BITS,

@@ -1,13 +1,13 @@
 //! X25519 subscriber keys: the KEM keys under which HPKE (RFC 9180) wraps content keys, in
 //! the forms certificates and key files carry them (RFC 8410). Their certificates are
-//! built in [`crate::kem_certificate`].
+//! built in `kem_certificate` (feature `issue`).
 
 use pkcs8::ObjectIdentifier;
 use rand::rngs::OsRng;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::kem_certificate;
+use crate::kem_key;
 use crate::CertError;
 
 /// id-X25519 (RFC 8410).
@@ -26,12 +26,12 @@ pub fn generate() -> Result<(Zeroizing<String>, [u8; KEY_LEN]), CertError> {
 /// Encodes a raw X25519 private key as PKCS#8 PEM (RFC 8410: the private key field holds
 /// the 32 bytes wrapped in an OCTET STRING of their own).
 pub fn private_key_pem(secret: &[u8; KEY_LEN]) -> Result<Zeroizing<String>, CertError> {
-    kem_certificate::private_key_pem(OID_X25519, secret)
+    kem_key::private_key_pem(OID_X25519, secret)
 }
 
 /// Decodes an X25519 PKCS#8 private key (PEM), refusing any other key type.
 pub fn private_key_from_pem(pem: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, CertError> {
-    kem_certificate::private_key_from_pem(OID_X25519, "X25519", pem)
+    kem_key::private_key_from_pem(OID_X25519, "X25519", pem)
 }
 
 /// The public key of a raw X25519 private key.

@@ -3,14 +3,14 @@
 //! want their keys safe from a future quantum computer too. The private key is X-Wing's
 //! 32-byte seed; the public key its 1,216-byte encapsulation key. Both travel as X25519's
 //! do (RFC 8410 forms) under X-Wing's object identifier; the certificates are built in
-//! [`crate::kem_certificate`].
+//! `kem_certificate` (feature `issue`).
 
 use pkcs8::ObjectIdentifier;
 use rand::RngCore;
 use x_wing::{DecapsulationKey, Decapsulator, KeyExport};
 use zeroize::Zeroizing;
 
-use crate::kem_certificate;
+use crate::kem_key;
 use crate::CertError;
 
 /// id-XWing (draft-connolly-cfrg-xwing-kem).
@@ -30,12 +30,12 @@ pub fn generate() -> Result<(Zeroizing<String>, Vec<u8>), CertError> {
 
 /// Encodes an X-Wing private seed as PKCS#8 PEM.
 pub fn private_key_pem(seed: &[u8; SEED_LEN]) -> Result<Zeroizing<String>, CertError> {
-    kem_certificate::private_key_pem(OID_XWING, seed)
+    kem_key::private_key_pem(OID_XWING, seed)
 }
 
 /// Decodes an X-Wing PKCS#8 private key (PEM), refusing any other key type.
 pub fn private_key_from_pem(pem: &str) -> Result<Zeroizing<[u8; SEED_LEN]>, CertError> {
-    kem_certificate::private_key_from_pem(OID_XWING, "X-Wing", pem)
+    kem_key::private_key_from_pem(OID_XWING, "X-Wing", pem)
 }
 
 /// The public (encapsulation) key of an X-Wing private seed.

@@ -14,7 +14,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use sealpost_certs::{CertificateAuthority, SubscriberKey, Validity};
+use fixture::TestPki;
+use sealpost_certs::{SubscriberKey, Validity};
 use sealpost_protocol::{
     seal_key_message, ContentKey, KeyRecipient, Opener, PublisherIdentity, SubscriberIdentity,
 };
@@ -41,7 +42,7 @@ fn rate(window: Duration, mut op: impl FnMut()) -> f64 {
 
 fn row(
     window: Duration,
-    ca: &CertificateAuthority,
+    ca: &TestPki,
     publisher: &PublisherIdentity,
     subscriber: &SubscriberIdentity,
 ) {
@@ -83,7 +84,7 @@ fn row(
     );
 }
 
-fn issue(ca: &CertificateAuthority, key: SubscriberKey, n: usize) {
+fn issue(ca: &TestPki, key: SubscriberKey, n: usize) {
     if n == 0 {
         return;
     }

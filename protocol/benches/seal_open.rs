@@ -7,9 +7,10 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ed25519_dalek::{Signer, SigningKey, Verifier as _};
+use fixture::TestPki;
 use rand::rngs::OsRng;
 use rsa::Oaep;
-use sealpost_certs::{now_unix, CertificateAuthority, Validity};
+use sealpost_certs::{now_unix, Validity};
 use sealpost_protocol::{
     seal_key_message, ContentKey, KeyRecipient, Opener, PublisherIdentity, Sealer,
     SubscriberIdentity,
@@ -24,7 +25,7 @@ const SIZES: [usize; 4] = [64, 256, 1024, 16 * 1024];
 const TOPIC: &str = "bench/topic";
 
 struct Setup {
-    ca: CertificateAuthority,
+    ca: TestPki,
     publisher: PublisherIdentity,
     subscriber: SubscriberIdentity,
     key: ContentKey,

@@ -19,7 +19,7 @@ use sealpost_protocol::{
 const TOPIC: &str = "sealpost/keys/plant/reader";
 
 struct Parties {
-    ca: sealpost_certs::CertificateAuthority,
+    ca: TestPki,
     publisher: PublisherIdentity,
     signing_key: ed25519_dalek::SigningKey,
     hpke: SubscriberIdentity,

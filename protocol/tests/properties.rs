@@ -13,7 +13,7 @@ use sealpost_protocol::{ContentKey, Opener, PublisherIdentity, Rejected, Sealer}
 use std::sync::OnceLock;
 
 struct Shared {
-    ca: sealpost_certs::CertificateAuthority,
+    ca: TestPki,
     publisher: PublisherIdentity,
     /// A second publisher with the same id pattern and topics, other key.
     other: PublisherIdentity,

@@ -97,6 +97,20 @@ pub enum PublisherError {
     Client(#[from] rumqttc::ClientError),
 }
 
+impl From<sealpost_client::ClientError> for PublisherError {
+    /// The shared connection code's errors, under the variants (and words) they had here.
+    fn from(e: sealpost_client::ClientError) -> PublisherError {
+        use sealpost_client::ClientError as E;
+        match e {
+            E::InvalidAddress(a) => PublisherError::InvalidAddress(a),
+            E::Tls(detail) => PublisherError::Tls(detail),
+            E::Certificate(e) => PublisherError::Certificate(e),
+            E::State { path, detail } => PublisherError::State { path, detail },
+            other => PublisherError::Tls(other.to_string()),
+        }
+    }
+}
+
 impl From<sealpost_session::SessionError> for PublisherError {
     /// The core's errors in the SDK's terms. A failed save is a state-file error (the
     /// store's message names the file); corrupt state bytes too.

@@ -22,8 +22,6 @@
 //!   ([`Publisher::check_readers`]).
 //! - Granting a new reader rotates the key ([`PublisherConfig::rotate_on_grant`]), so a
 //!   reader cannot open what was sealed before its grant; revoking always rotates.
-//! - Log set-up for the command-line tools, with the KDC audit lines as JSON lines in a
-//!   file if asked ([`logging`]).
 //! - Key distribution center mode ([`kdc`]): the publisher serves its keys over HTTPS to
 //!   readers it issued credentials to, instead of or beside key messages
 //!   ([`PublisherConfig::kdc`], [`PublisherConfig::key_messages`]).
@@ -39,16 +37,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod cli;
 mod error;
 pub mod gateway;
 pub mod kdc;
-pub mod link;
-pub mod logging;
 mod publisher;
 pub mod state;
-pub mod transport;
-pub mod tunnel;
+
+// The connection code both SDKs share (sealpost-client), under the paths it always had.
+pub use sealpost_client::{link, transport, tunnel};
 
 pub use error::PublisherError;
 pub use publisher::{

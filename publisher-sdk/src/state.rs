@@ -10,8 +10,10 @@
 //! sequence numbers and overwrite each other's keys and grants.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use sealpost_client::files::write_atomically;
+use sealpost_client::ClientError;
 
 use crate::PublisherError;
 
@@ -60,7 +62,7 @@ impl PublisherState {
 
     /// Saves the state to `dir` atomically.
     pub fn save(&self, dir: &Path) -> Result<(), PublisherError> {
-        write_atomically(dir, STATE_FILE, &self.to_bytes())
+        Ok(write_atomically(dir, STATE_FILE, &self.to_bytes())?)
     }
 }
 
@@ -88,7 +90,7 @@ impl sealpost_session::StateStore for FileStore {
         let saved = write_atomically(&self.dir, STATE_FILE, state);
         *self.last_save.lock().unwrap_or_else(|p| p.into_inner()) = started.elapsed();
         saved.map_err(|e| match e {
-            PublisherError::State { path, detail } => format!("{}: {detail}", path.display()),
+            ClientError::State { path, detail } => format!("{}: {detail}", path.display()),
             other => other.to_string(),
         })
     }
@@ -126,27 +128,6 @@ impl StateLock {
             Err(fs4::TryLockError::Error(e)) => Err(state_err(&path, e)),
         }
     }
-}
-
-/// Writes `dir/name` atomically with mode 0600: temporary file, fsync, rename, fsync dir.
-pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), PublisherError> {
-    fs::create_dir_all(dir).map_err(|e| state_err(dir, e))?;
-    let path = dir.join(name);
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp"));
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(|e| state_err(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| state_err(&tmp, e))?;
-    file.sync_all().map_err(|e| state_err(&tmp, e))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(|e| state_err(&path, e))?;
-    // The rename is durable only once the directory entry is.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 fn state_err(path: &Path, e: std::io::Error) -> PublisherError {

@@ -5,12 +5,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sealpost_certs::{CertificateAuthority, Profile, Validity};
+use sealpost_certs::{Profile, Validity};
 use sealpost_session::{
     FetchFailure, FetchedKey, KeyFetch, MemoryStore, Outgoing, Packet, PublisherOutput,
     PublisherSession, PublisherSessionConfig, QoS, SessionError, StateStore, SubscriberEvent,
     SubscriberOutput, SubscriberSession, SubscriberSessionConfig,
 };
+use sealpost_testkit::TestPki;
 
 /// The time now, in unix milliseconds (certificates are issued for now).
 fn now_ms() -> u64 {
@@ -20,36 +21,26 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// The shared test CA ([`TestPki`]) with an empty revocation list, and session
+/// configurations from it.
 struct Pki {
-    ca: CertificateAuthority,
+    ca: TestPki,
     crl: String,
 }
 
 impl Pki {
     fn new() -> Pki {
-        let ca =
-            CertificateAuthority::create("session test CA", Validity::days_from_now(2)).unwrap();
-        let crl = ca
-            .revocation_list(&[], 1, Validity::days_from_now(1))
-            .unwrap();
+        let ca = TestPki::new("session test CA");
+        let crl = ca.crl(&[], 1);
         Pki { ca, crl }
     }
 
     fn publisher(&self, id: &str) -> PublisherSessionConfig {
-        let issued = self
-            .ca
-            .issue(
-                &Profile::Publisher {
-                    id: id.into(),
-                    topics: vec!["plant/#".into()],
-                },
-                Validity::days_from_now(1),
-            )
-            .unwrap();
+        let issued = self.ca.publisher(id, &["plant/#"]);
         let mut config = PublisherSessionConfig::new(
             issued.certificate_pem,
             issued.private_key_pem.to_string(),
-            self.ca.certificate_pem(),
+            self.ca.ca_pem(),
         );
         config.crl_pem = Some(self.crl.clone());
         config
@@ -57,17 +48,11 @@ impl Pki {
 
     /// A subscriber's configuration and its certificate (PEM, to grant).
     fn subscriber(&self, id: &str) -> (SubscriberSessionConfig, String) {
-        let issued = self
-            .ca
-            .issue(
-                &Profile::Subscriber { id: id.into() },
-                Validity::days_from_now(1),
-            )
-            .unwrap();
+        let issued = self.ca.subscriber(id);
         let mut config = SubscriberSessionConfig::new(
             issued.certificate_pem.clone(),
             issued.private_key_pem.to_string(),
-            self.ca.certificate_pem(),
+            self.ca.ca_pem(),
         );
         config.crl_pem = Some(self.crl.clone());
         (config, issued.certificate_pem)

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub enum SubscriberError {
     /// Connection settings are unusable (address, TLS).
     #[error("connection settings: {0}")]
-    Settings(#[from] sealpost_publisher::PublisherError),
+    Settings(#[from] sealpost_client::ClientError),
     /// The subscriber identity, the CA or the revocation list is unusable.
     #[error("certificate: {0}")]
     Certificate(#[from] sealpost_certs::CertError),

@@ -44,7 +44,7 @@ impl ReplayStore {
         let Some((dir, name)) = &self.location else {
             return Ok(());
         };
-        sealpost_publisher::state::write_atomically(dir, name, state)
+        sealpost_client::files::write_atomically(dir, name, state)
             .map_err(|e| state_err(&dir.join(name), e))
     }
 }

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Packet, QoS};
 use sealpost_certs::topic;
+use sealpost_client::link::{first_connection, Link, LinkStatus};
+use sealpost_client::transport::connection_options;
+use sealpost_client::tunnel::{Route, Tunnel};
+use sealpost_client::{BrokerAddress, TlsIdentity};
 use sealpost_protocol::SubscriberIdentity;
-use sealpost_publisher::link::{first_connection, Link, LinkStatus};
-use sealpost_publisher::transport::connection_options;
-use sealpost_publisher::tunnel::{Route, Tunnel};
-use sealpost_publisher::{BrokerAddress, TlsIdentity};
 use sealpost_session::{
     FetchFailure, Input, KdcAccess, SessionError, SubscriberEvent, SubscriberSession,
     SubscriberSessionConfig,
@@ -292,7 +292,7 @@ impl Subscriber {
             options.set_credentials(user, password);
         }
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
-        eventloop.set_network_options(sealpost_publisher::transport::network_options());
+        eventloop.set_network_options(sealpost_client::transport::network_options());
         let closing = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let (in_tx, in_rx) = mpsc::channel(4096);

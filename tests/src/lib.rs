@@ -13,20 +13,18 @@ pub mod tools;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use sealpost_broker::{BoundListener, ListenerKind};
-use sealpost_certs::{
-    CertificateAuthority, Issued, Profile, RevokedSerial, SubscriberKey, Validity,
-};
+use sealpost_certs::Issued;
 use sealpost_publisher::kdc::{KdcConfig, KdcCredentials};
 use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig, TlsIdentity};
 use sealpost_subscriber::{
     Event, KeyFetchFailure, Message, Rejection, Subscriber, SubscriberConfig,
 };
+pub use sealpost_testkit::{write_server_certificate, TestPki};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
@@ -126,24 +124,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind an ephemeral loopback port")
-}
-
-/// Writes a TLS server certificate for 127.0.0.1 and localhost, issued by `ca`, into
-/// `dir`; returns the certificate and key paths.
-pub fn write_server_certificate(ca: &CertificateAuthority, dir: &Path) -> (PathBuf, PathBuf) {
-    let issued = ca
-        .issue(
-            &Profile::Server {
-                names: vec!["127.0.0.1".into(), "localhost".into()],
-            },
-            Validity::days_from_now(1),
-        )
-        .expect("issue server certificate");
-    let cert = dir.join("server.pem");
-    let key = dir.join("server.key");
-    std::fs::write(&cert, issued.certificate_pem).expect("write server certificate");
-    std::fs::write(&key, issued.private_key_pem).expect("write server key");
-    (cert, key)
 }
 
 impl Broker {
@@ -407,141 +387,22 @@ pub fn mosquitto_binary() -> PathBuf {
     installed_binary("mosquitto", &["/usr/sbin", "/usr/local/sbin"])
 }
 
-/// A throwaway CA with helpers to issue certificates.
-pub struct Pki {
-    /// The CA.
-    pub ca: CertificateAuthority,
-    /// Scratch directory for state directories.
-    pub dir: TempDir,
+/// A throwaway CA (the shared [`TestPki`], which it dereferences to) with the SDK
+/// configurations the scenarios use.
+pub struct Pki(TestPki);
+
+impl std::ops::Deref for Pki {
+    type Target = TestPki;
+
+    fn deref(&self) -> &TestPki {
+        &self.0
+    }
 }
 
 impl Pki {
     /// A new CA named `name`.
     pub fn new(name: &str) -> Pki {
-        Pki {
-            ca: CertificateAuthority::create(name, Validity::days_from_now(1)).expect("CA"),
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    /// The CA certificate, PEM.
-    pub fn ca_pem(&self) -> String {
-        self.ca.certificate_pem()
-    }
-
-    /// Issues a publisher certificate for `topics`.
-    pub fn publisher(&self, id: &str, topics: &[&str]) -> Issued {
-        self.ca
-            .issue(
-                &Profile::Publisher {
-                    id: id.into(),
-                    topics: topics.iter().map(|t| t.to_string()).collect(),
-                },
-                Validity::days_from_now(1),
-            )
-            .expect("issue publisher")
-    }
-
-    /// Issues a subscriber certificate.
-    pub fn subscriber(&self, id: &str) -> Issued {
-        self.ca
-            .issue(
-                &Profile::Subscriber { id: id.into() },
-                Validity::days_from_now(1),
-            )
-            .expect("issue subscriber")
-    }
-
-    /// Issues a subscriber certificate with a KEM key (X25519 or X-Wing: HPKE key
-    /// wrapping).
-    pub fn kem_subscriber(&self, id: &str, key: SubscriberKey) -> Issued {
-        self.ca
-            .issue_subscriber(id, key, Validity::days_from_now(1))
-            .expect("issue KEM subscriber")
-    }
-
-    /// The CA's revocation list file, PEM (in [`Pki::dir`]); written the first time it is
-    /// asked for, naming no certificate (CRL number 1).
-    pub fn crl_path(&self) -> PathBuf {
-        let path = self.dir.path().join("crl.pem");
-        if !path.exists() {
-            self.write_crl(&[], 1);
-        }
-        path
-    }
-
-    /// Revokes `issued`: writes a new revocation list (the next CRL number) naming it and
-    /// every certificate revoked before.
-    pub fn revoke(&self, issued: &Issued) {
-        let verifier = sealpost_certs::Verifier::new(&self.ca_pem()).expect("CA");
-        let der = sealpost_certs::pemfile::read_der(&self.crl_path(), sealpost_certs::pemfile::CRL)
-            .expect("read CRL");
-        let current = verifier.parse_revocation_list(&der).expect("parse CRL");
-        let mut revoked: Vec<RevokedSerial> = current
-            .entries()
-            .map(|(serial, at)| RevokedSerial {
-                serial: serial.to_vec(),
-                revoked_at: time::OffsetDateTime::from_unix_timestamp(at).expect("time"),
-            })
-            .collect();
-        let certificate = sealpost_certs::pemfile::decode(
-            &issued.certificate_pem,
-            sealpost_certs::pemfile::CERTIFICATE,
-        )
-        .expect("certificate PEM");
-        revoked.push(RevokedSerial {
-            serial: sealpost_certs::parse(&certificate)
-                .expect("certificate")
-                .serial,
-            revoked_at: time::OffsetDateTime::now_utc(),
-        });
-        self.write_crl_entries(&revoked, current.number + 1);
-    }
-
-    /// A state directory path unique to `name`.
-    pub fn state_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A state directory path no other call returns (subscribers of one test must not
-    /// share replay windows unless a test says so).
-    pub fn fresh_state_dir(&self, name: &str) -> PathBuf {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        self.state_dir(&format!("{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed)))
-    }
-
-    /// Replaces the revocation list file by one revoking `revoked`, with CRL number
-    /// `number` (which must grow with every list).
-    pub fn write_crl(&self, revoked: &[&Issued], number: u64) {
-        let revoked: Vec<RevokedSerial> = revoked
-            .iter()
-            .map(|issued| RevokedSerial {
-                serial: sealpost_certs::parse(
-                    &sealpost_certs::pemfile::decode(
-                        &issued.certificate_pem,
-                        sealpost_certs::pemfile::CERTIFICATE,
-                    )
-                    .expect("certificate PEM"),
-                )
-                .expect("certificate")
-                .serial,
-                revoked_at: time::OffsetDateTime::now_utc(),
-            })
-            .collect();
-        self.write_crl_entries(&revoked, number);
-    }
-
-    /// Replaces the revocation list file by one with these entries and CRL `number`.
-    fn write_crl_entries(&self, revoked: &[RevokedSerial], number: u64) {
-        let pem = self
-            .ca
-            .revocation_list(revoked, number, Validity::days_from_now(1))
-            .expect("sign revocation list");
-        let path = self.dir.path().join("crl.pem");
-        let tmp = self.dir.path().join("crl.pem.tmp");
-        std::fs::write(&tmp, pem).expect("write revocation list");
-        // Atomically, so a reloading subscriber never reads half a file.
-        std::fs::rename(&tmp, &path).expect("install revocation list");
+        Pki(TestPki::new(name))
     }
 
     /// Publisher configuration for `issued` against `broker`, state in `state_dir(name)`.
@@ -581,7 +442,7 @@ impl Pki {
 
     /// Subscriber configuration for `issued` against `broker` (short hold time so that
     /// messages without a key are rejected quickly), with this CA's revocation list
-    /// ([`Pki::crl_path`]) and a state directory of its own: on Mosquitto over plain TCP,
+    /// ([`TestPki::crl_path`]) and a state directory of its own: on Mosquitto over plain TCP,
     /// on the sealpost broker over TLS with the subscriber certificate as client certificate.
     pub fn subscriber_config(&self, broker: &Broker, issued: &Issued) -> SubscriberConfig {
         let mut config = SubscriberConfig::new(
@@ -780,22 +641,10 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 impl Pki {
-    /// Issues a TLS server certificate (for a KDC) naming 127.0.0.1 and localhost.
-    pub fn kdc_server(&self) -> Issued {
-        self.ca
-            .issue(
-                &Profile::Server {
-                    names: vec!["127.0.0.1".into(), "localhost".into()],
-                },
-                Validity::days_from_now(1),
-            )
-            .expect("issue KDC server certificate")
-    }
-
     /// A KDC configuration on an ephemeral loopback port with a server certificate from
     /// this CA.
     pub fn kdc_config(&self) -> KdcConfig {
-        let server = self.kdc_server();
+        let server = self.server();
         KdcConfig::new(
             "127.0.0.1:0".parse().expect("loopback address"),
             server.certificate_pem,

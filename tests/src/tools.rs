@@ -30,8 +30,7 @@ pub fn bin_dir() -> &'static Path {
                 "sealpost-sub",
             ])
             .args(["--bin", "sealpost-certs", "--bin", "sealpost-broker"])
-            .args(["-p", "sealpost-publisher", "-p", "sealpost-subscriber"])
-            .args(["-p", "sealpost-certs", "-p", "sealpost-broker"])
+            .args(["-p", "sealpost-cli", "-p", "sealpost-broker"])
             // Selected too, so that dependencies get the features they have in this test
             // build (tokio's test-util): the tools share its artifacts instead of
             // rebuilding every crate above tokio (tests/tests/features.rs).

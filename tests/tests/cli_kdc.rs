@@ -36,7 +36,7 @@ fn kdc_from_the_command_line() {
     let publisher = pki.publisher("sensor-1", &["sensors/#"]);
     let pub_cert = write("sensor-1.pem", &publisher.certificate_pem);
     let pub_key = write("sensor-1.key", &publisher.private_key_pem);
-    let server = pki.kdc_server();
+    let server = pki.server();
     let kdc_cert = write("kdc.pem", &server.certificate_pem);
     let kdc_key = write("kdc.key", &server.private_key_pem);
     let state = d.join("pub-state");

@@ -32,7 +32,7 @@ const DATA: &str = "sensors/#";
 /// Writes the CA (and its revocation list) where `sealpost-certs --dir` looks for them,
 /// and runs `sealpost-certs export-nats --read sensors/# <certificates>`.
 fn export_authorization(pki: &Pki, certificates: &[(&str, &Issued)]) -> String {
-    let dir = pki.dir.path();
+    let dir = pki.dir();
     std::fs::write(dir.join("ca.pem"), pki.ca_pem()).expect("write CA");
     let _ = pki.crl_path();
     let paths: Vec<PathBuf> = write_certificates(dir, certificates);

@@ -285,7 +285,7 @@ async fn kdc_plain_http_and_foreign_certificates_are_refused() {
 
         // A publisher cannot even start a KDC with a certificate from another CA.
         let mut config = pki.kdc_publisher_config(&broker, &pub_cert, "pub-foreign");
-        let foreign = other.kdc_server();
+        let foreign = other.server();
         let kdc = config.kdc.as_mut().unwrap();
         kdc.certificate_pem = foreign.certificate_pem;
         kdc.key_pem = foreign.private_key_pem;
@@ -427,7 +427,7 @@ async fn kdc_reader_added_offline_is_served_by_the_running_publisher(kind: Broke
         let carol =
             sealpost_publisher::kdc::add_reader_offline(&state_dir, "carol", None, None).unwrap();
         assert_eq!(carol.kdc, p.kdc_address().await.unwrap());
-        let file = pki.dir.path().join("carol.json");
+        let file = pki.dir().join("carol.json");
         carol.save(&file).unwrap();
         #[cfg(unix)]
         {

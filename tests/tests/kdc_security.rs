@@ -103,8 +103,8 @@ async fn kdc_revocation_reaches_the_readers_with_or_without_a_running_kdc() {
 #[test]
 fn kdc_concurrent_add_reader_processes_and_a_revocation_lose_nothing() {
     let pki = Pki::new("kdc CA");
-    let server = pki.kdc_server();
-    let kdc_cert = pki.dir.path().join("kdc.pem");
+    let server = pki.server();
+    let kdc_cert = pki.dir().join("kdc.pem");
     std::fs::write(&kdc_cert, &server.certificate_pem).unwrap();
     let state = pki.state_dir("pub");
     let address = "https://127.0.0.1:8443";
@@ -128,7 +128,7 @@ fn kdc_concurrent_add_reader_processes_and_a_revocation_lose_nothing() {
                 .arg("--state-dir")
                 .arg(&state)
                 .arg("-o")
-                .arg(pki.dir.path().join(format!("{id}.json")))
+                .arg(pki.dir().join(format!("{id}.json")))
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .expect("start sealpost-pub kdc add-reader")
@@ -461,7 +461,7 @@ async fn kdc_readers_added_elsewhere_get_no_key_that_sealed_earlier_messages() {
 #[test]
 fn kdc_add_reader_pins_the_given_certificate() {
     let pki = Pki::new("kdc CA");
-    let server = pki.kdc_server();
+    let server = pki.server();
     let state = pki.state_dir("pub");
     let c = add_reader_offline(
         &state,

@@ -1,7 +1,7 @@
 //! Issue 14 item 4: the command-line tools end their TLS connection with close_notify,
 //! whichever way they exit. rumqttc owns the TLS streams it makes and never shuts them
 //! down, so the broker used to see every exit as a truncated stream; the SDKs now dial TLS
-//! themselves (publisher-sdk/src/tunnel.rs).
+//! themselves (client/src/tunnel.rs).
 //!
 //! A real TLS-terminating relay (tokio-rustls, the test CA's server certificate) stands in
 //! front of a real sealpost broker and forwards to its TCP port; for every client it

@@ -5,34 +5,26 @@ use super::{tcp_config, v4_options};
 use rumqttc::{TlsConfiguration, Transport};
 use sealpost_broker::config::{ListenerConfig, ListenerKind, TlsConfig};
 use sealpost_broker::Config;
-use sealpost_certs::{CertificateAuthority, Issued, Profile, Validity};
+use sealpost_certs::Issued;
+use sealpost_testkit::TestPki;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-pub struct Pki {
-    pub dir: tempfile::TempDir,
-    pub ca: CertificateAuthority,
+/// The shared test CA ([`TestPki`], which it dereferences to: `issue`, `write`, `crl`,
+/// `dir`, `ca`) with the broker's TLS listeners and clients built from it.
+pub struct Pki(TestPki);
+
+impl std::ops::Deref for Pki {
+    type Target = TestPki;
+
+    fn deref(&self) -> &TestPki {
+        &self.0
+    }
 }
 
 impl Pki {
     pub fn new() -> Pki {
-        let ca =
-            CertificateAuthority::create("sealpost test CA", Validity::days_from_now(1)).unwrap();
-        Pki {
-            dir: tempfile::tempdir().unwrap(),
-            ca,
-        }
-    }
-
-    pub fn issue(&self, profile: Profile) -> Issued {
-        self.ca.issue(&profile, Validity::days_from_now(1)).unwrap()
-    }
-
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
+        Pki(TestPki::new("sealpost test CA"))
     }
 
     pub fn config(&self, require_client_cert: bool) -> Config {
@@ -40,9 +32,7 @@ impl Pki {
     }
 
     pub fn config_with_crl(&self, require_client_cert: bool, crl: Option<&str>) -> Config {
-        let server = self.issue(Profile::Server {
-            names: vec!["127.0.0.1".into(), "localhost".into()],
-        });
+        let server = self.server();
         let tls = TlsConfig {
             cert: self.write("server.pem", &server.certificate_pem),
             key: self.write("server.key", &server.private_key_pem),
@@ -98,20 +88,6 @@ impl Pki {
         };
         TlsConfiguration::Rustls(Arc::new(config))
     }
-
-    /// A revocation list of this CA naming `revoked`, with CRL number `number`.
-    pub fn crl(&self, revoked: &[&Issued], number: u64) -> String {
-        let serials: Vec<_> = revoked
-            .iter()
-            .map(|i| sealpost_certs::RevokedSerial {
-                serial: serial(i),
-                revoked_at: time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
-            })
-            .collect();
-        self.ca
-            .revocation_list(&serials, number, Validity::days_from_now(1))
-            .unwrap()
-    }
 }
 
 /// rumqttc options for a TLS client.
@@ -119,13 +95,4 @@ pub fn tls_options(id: &str, addr: SocketAddr, tls: TlsConfiguration) -> rumqttc
     let mut o = v4_options(id, addr);
     o.set_transport(Transport::tls_with_config(tls));
     o
-}
-
-/// The serial number of an issued certificate.
-pub fn serial(issued: &Issued) -> Vec<u8> {
-    let der = rustls_pemfile::certs(&mut issued.certificate_pem.as_bytes())
-        .next()
-        .unwrap()
-        .unwrap();
-    sealpost_certs::parse(der.as_ref()).unwrap().serial
 }

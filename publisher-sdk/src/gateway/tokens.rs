@@ -176,7 +176,8 @@ impl TokenStore {
     fn save(&mut self) -> Result<(), TokenError> {
         let text = serde_json::to_vec_pretty(&self.entries).map_err(|e| self.err(e))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        crate::state::write_atomically(dir, TOKENS_FILE, &text).map_err(|e| self.err(e))?;
+        sealpost_client::files::write_atomically(dir, TOKENS_FILE, &text)
+            .map_err(|e| self.err(e))?;
         self.modified = fs::metadata(&self.path)
             .ok()
             .and_then(|m| m.modified().ok());

@@ -21,9 +21,7 @@
 //! - One audit line per key fetch (target `sealpost::kdc::audit`): reader, publisher,
 //!   epoch, time, client address and outcome. Never a password, token or key.
 
-pub mod api;
 mod cors;
-mod credentials;
 pub mod limiter;
 pub mod readers;
 mod server;
@@ -33,8 +31,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use credentials::KdcCredentials;
+// The wire types and credentials files the subscriber's KDC client shares (sealpost-client).
 pub use limiter::LoginLimit;
+pub use sealpost_client::kdc::{api, CredentialsError, KdcCredentials};
 #[doc(hidden)]
 pub use server::PlainKdc;
 pub use server::{Kdc, AUDIT_TARGET};
@@ -176,6 +175,12 @@ pub enum KdcError {
     Internal(&'static str),
 }
 
+impl From<CredentialsError> for KdcError {
+    fn from(e: CredentialsError) -> KdcError {
+        KdcError::Credentials(e.0)
+    }
+}
+
 /// Issues credentials for `reader` in a publisher's state directory without running the
 /// publisher (for `sealpost-pub kdc add-reader`). `address` defaults to the one the KDC
 /// last served at; `kdc_certificate_pem`, the certificate the reader will accept from
@@ -202,7 +207,7 @@ pub fn add_reader_offline(
     };
     let pin = match kdc_certificate_pem {
         Some(pem) => {
-            let leaf = crate::transport::pem_blocks(pem, "CERTIFICATE")
+            let leaf = sealpost_client::transport::pem_blocks(pem, "CERTIFICATE")
                 .map_err(|e| KdcError::Tls(e.to_string()))?
                 .into_iter()
                 .next()

@@ -178,7 +178,7 @@ impl ReaderStore {
 
     fn save(&mut self) -> Result<(), KdcError> {
         let bytes = serde_json::to_vec_pretty(&self.file).expect("reader list serialises");
-        crate::state::write_atomically(&self.dir, READERS_FILE, &bytes)
+        sealpost_client::files::write_atomically(&self.dir, READERS_FILE, &bytes)
             .map_err(|e| self.store_err(e.to_string()))?;
         self.stamp = self.stamp_now()?;
         Ok(())

@@ -23,11 +23,11 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sealpost_certs::{Role, Verifier};
-use sealpost_protocol::ContentKey;
-use sealpost_publisher::kdc::api::{
+use sealpost_client::kdc::api::{
     ErrorBody, ErrorCode, KdcAddress, KeyResponse, LoginRequest, LoginResponse, MAX_RESPONSE_BODY,
 };
-use sealpost_publisher::kdc::KdcCredentials;
+use sealpost_client::kdc::KdcCredentials;
+use sealpost_protocol::ContentKey;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 

@@ -14,7 +14,7 @@ mod fetcher;
 
 pub use client::{AccessToken, FetchedKey, KdcClient, REQUEST_TIMEOUT};
 pub(crate) use fetcher::{FetchOutcome, Fetcher};
-pub use sealpost_publisher::kdc::KdcCredentials;
+pub use sealpost_client::kdc::KdcCredentials;
 pub use session::Session;
 
 mod session {

@@ -2,7 +2,7 @@
  * The MQTT connection of the publisher and the subscriber, with failover: several broker
  * addresses, and after the broker goes away, the next one, tried after a pause that grows
  * exponentially with jitter (MQTT.js itself reconnects at a fixed period to one address).
- * The same policy as the Rust SDKs (publisher-sdk/src/link.rs): about 0.5 s after the
+ * The same policy as the Rust SDKs (client/src/link.rs): about 0.5 s after the
  * first failure, doubling up to 30 s, back to the start once a connection is accepted;
  * each pause drawn at random between half and all of its step ("equal jitter"), so the
  * clients of a broker that went away do not all come back at once.

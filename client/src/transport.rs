@@ -10,7 +10,7 @@ use rumqttc::{MqttOptions, NetworkOptions, TlsConfiguration, Transport};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::tunnel::{Route, Tunnel};
-use crate::PublisherError;
+use crate::ClientError;
 
 /// Largest MQTT packet the SDKs send or accept (rumqttc defaults to 10 KiB, too small for
 /// key messages and real payloads). Matches the opener's default envelope limit plus
@@ -53,8 +53,8 @@ pub enum BrokerAddress {
 impl BrokerAddress {
     /// Parses `mqtt://h:p`, `tcp://h:p`, `h:p`, `mqtts://h:p`, `ssl://h:p`, `ws://h:p/path`
     /// or `wss://h:p/path`.
-    pub fn parse(s: &str) -> Result<BrokerAddress, PublisherError> {
-        let bad = || PublisherError::InvalidAddress(s.to_owned());
+    pub fn parse(s: &str) -> Result<BrokerAddress, ClientError> {
+        let bad = || ClientError::InvalidAddress(s.to_owned());
         let (scheme, rest) = s.split_once("://").unwrap_or(("mqtt", s));
         let authority = rest.split('/').next().unwrap_or_default();
         let (host, port) = match authority.rsplit_once(':') {
@@ -129,7 +129,7 @@ pub fn mqtt_options(
     address: &BrokerAddress,
     tls: Option<&TlsIdentity>,
     keep_alive: Duration,
-) -> Result<MqttOptions, PublisherError> {
+) -> Result<MqttOptions, ClientError> {
     let mut options = match address {
         BrokerAddress::Tcp { host, port } | BrokerAddress::Tls { host, port } => {
             MqttOptions::new(client_id, host.as_str(), *port)
@@ -139,8 +139,8 @@ pub fn mqtt_options(
         }
     };
     common_options(&mut options, keep_alive);
-    let tls_config = || -> Result<TlsConfiguration, PublisherError> {
-        let identity = tls.ok_or_else(|| PublisherError::Tls("no CA given for TLS".into()))?;
+    let tls_config = || -> Result<TlsConfiguration, ClientError> {
+        let identity = tls.ok_or_else(|| ClientError::Tls("no CA given for TLS".into()))?;
         Ok(TlsConfiguration::Rustls(Arc::new(rustls_config(identity)?)))
     };
     match address {
@@ -177,7 +177,7 @@ pub fn connection_options(
     route: &Route,
     tls: Option<&TlsIdentity>,
     keep_alive: Duration,
-) -> Result<(MqttOptions, Option<Tunnel>), PublisherError> {
+) -> Result<(MqttOptions, Option<Tunnel>), ClientError> {
     let current = route.current();
     if route.len() == 1 && !matches!(current, BrokerAddress::Tls { .. }) {
         return Ok((mqtt_options(client_id, current, tls, keep_alive)?, None));
@@ -188,7 +188,7 @@ pub fn connection_options(
             BrokerAddress::Tcp { .. } => {}
             BrokerAddress::Tls { .. } => secure = true,
             other => {
-                return Err(PublisherError::InvalidAddress(format!(
+                return Err(ClientError::InvalidAddress(format!(
                     "{other}: several broker addresses must all be mqtt:// or mqtts://"
                 )))
             }
@@ -197,13 +197,13 @@ pub fn connection_options(
     let tls_config = match (secure, tls) {
         (false, _) => None,
         (true, Some(identity)) => Some(Arc::new(rustls_config(identity)?)),
-        (true, None) => return Err(PublisherError::Tls("no CA given for TLS".into())),
+        (true, None) => return Err(ClientError::Tls("no CA given for TLS".into())),
     };
     let tunnel = Tunnel::start(route.clone(), tls_config)?;
     let socket = tunnel
         .socket()
         .to_str()
-        .ok_or_else(|| PublisherError::Tls("the temporary directory's path is not UTF-8".into()))?;
+        .ok_or_else(|| ClientError::Tls("the temporary directory's path is not UTF-8".into()))?;
     let mut options = MqttOptions::new(client_id, socket, 0);
     options.set_transport(Transport::Unix);
     common_options(&mut options, keep_alive);
@@ -221,8 +221,8 @@ pub fn network_options() -> NetworkOptions {
 }
 
 /// A rustls client configuration on the `ring` provider.
-pub fn rustls_config(identity: &TlsIdentity) -> Result<rustls::ClientConfig, PublisherError> {
-    let tls_err = |e: &dyn std::fmt::Display| PublisherError::Tls(e.to_string());
+pub fn rustls_config(identity: &TlsIdentity) -> Result<rustls::ClientConfig, ClientError> {
+    let tls_err = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
     let mut roots = rustls::RootCertStore::empty();
     for block in pem_blocks(&identity.ca_pem, "CERTIFICATE")? {
         roots
@@ -230,9 +230,7 @@ pub fn rustls_config(identity: &TlsIdentity) -> Result<rustls::ClientConfig, Pub
             .map_err(|e| tls_err(&e))?;
     }
     if roots.is_empty() {
-        return Err(PublisherError::Tls(
-            "no CA certificate in the CA file".into(),
-        ));
+        return Err(ClientError::Tls("no CA certificate in the CA file".into()));
     }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -250,7 +248,7 @@ pub fn rustls_config(identity: &TlsIdentity) -> Result<rustls::ClientConfig, Pub
             let key = pem_blocks(key_pem, "PRIVATE KEY")?
                 .into_iter()
                 .next()
-                .ok_or_else(|| PublisherError::Tls("no PKCS#8 private key".into()))?;
+                .ok_or_else(|| ClientError::Tls("no PKCS#8 private key".into()))?;
             builder
                 .with_client_auth_cert(chain, PrivateKeyDer::Pkcs8(key.into()))
                 .map_err(|e| tls_err(&e))
@@ -258,7 +256,9 @@ pub fn rustls_config(identity: &TlsIdentity) -> Result<rustls::ClientConfig, Pub
     }
 }
 
-pub(crate) fn pem_blocks(text: &str, label: &'static str) -> Result<Vec<Vec<u8>>, PublisherError> {
+/// The DER of every `label` block in the PEM `text`, in order (a certificate chain, a
+/// key): for TLS set-up here and in the publisher's KDC.
+pub fn pem_blocks(text: &str, label: &'static str) -> Result<Vec<Vec<u8>>, ClientError> {
     let mut out = Vec::new();
     // Split on END markers so several certificates in one file are all read.
     let marker = format!("-----END {label}-----");

@@ -19,13 +19,14 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use crate::kdc::AUDIT_TARGET;
+use sealpost_publisher::kdc::AUDIT_TARGET;
 
 /// The filter without `RUST_LOG`: warnings and the KDC's audit lines; with `debug`,
 /// sealpost's own debug lines too and the libraries' at info.
 fn default_filter(debug: bool) -> String {
     let base = if debug {
-        "info,sealpost_publisher=debug,sealpost_subscriber=debug,sealpost_protocol=debug"
+        "info,sealpost_publisher=debug,sealpost_subscriber=debug,sealpost_client=debug,\
+         sealpost_protocol=debug"
     } else {
         "warn"
     };

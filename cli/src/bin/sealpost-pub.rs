@@ -26,7 +26,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use sealpost_publisher::cli;
+use sealpost_cli::args::{read_pem, BrokerArgs, LoginArgs};
+use sealpost_cli::{lifecycle, logging};
 use sealpost_publisher::kdc::{KdcConfig, LoginLimit};
 use sealpost_publisher::{Publisher, PublisherConfig, PublisherError, QoS};
 
@@ -40,19 +41,8 @@ use sealpost_publisher::{Publisher, PublisherConfig, PublisherError, QoS};
                   (see sealpost-pub kdc --help)"
 )]
 struct Cli {
-    /// Print help (`-h` is the host, as in mosquitto_pub/sub).
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
-    /// Broker host (ignored with -L).
-    #[arg(short = 'h', long, default_value = "127.0.0.1")]
-    host: String,
-    /// Broker port (ignored with -L).
-    #[arg(short = 'p', long, default_value_t = 1883)]
-    port: u16,
-    /// Broker URL: mqtt://, mqtts://, ws:// or wss://host:port[/path]. Repeat it to fail
-    /// over: when the broker is lost, the next one (mqtt:// and mqtts:// only) is used.
-    #[arg(short = 'L', long)]
-    url: Vec<String>,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// Topic to publish to.
     #[arg(short = 't', long)]
     topic: String,
@@ -119,15 +109,8 @@ struct Cli {
     /// State directory (sequence numbers, keys, grants).
     #[arg(long, default_value = ".sealpost-pub")]
     state_dir: PathBuf,
-    /// Client id.
-    #[arg(short = 'i', long)]
-    id: Option<String>,
-    /// User name.
-    #[arg(short = 'u', long)]
-    username: Option<String>,
-    /// Password.
-    #[arg(short = 'P', long)]
-    password: Option<String>,
+    #[command(flatten)]
+    login: LoginArgs,
     /// Print what is granted and sent, and log sealpost's debug lines (`RUST_LOG`, when
     /// set, chooses the log lines instead).
     #[arg(short = 'd', long)]
@@ -221,9 +204,7 @@ fn run_kdc_command(command: KdcCommand) -> Result<(), Error> {
             output,
         } => {
             let kdc_cert = match &kdc_cert {
-                Some(p) => {
-                    Some(std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?)
-                }
+                Some(p) => Some(read_pem(p)?),
                 None => None,
             };
             let credentials = sealpost_publisher::kdc::add_reader_offline(
@@ -254,7 +235,7 @@ async fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "kdc") {
         let kdc = KdcCli::parse_from(&args[1..]);
-        if let Err(e) = sealpost_publisher::logging::init(false, None) {
+        if let Err(e) = logging::init(false, None) {
             eprintln!("sealpost-pub kdc: {e}");
             return ExitCode::FAILURE;
         }
@@ -267,7 +248,7 @@ async fn main() -> ExitCode {
         };
     }
     let cli = Cli::parse();
-    if let Err(e) = sealpost_publisher::logging::init(cli.debug, cli.kdc_audit_log.as_deref()) {
+    if let Err(e) = logging::init(cli.debug, cli.kdc_audit_log.as_deref()) {
         eprintln!("sealpost-pub: {e}");
         return ExitCode::FAILURE;
     }
@@ -283,21 +264,18 @@ async fn main() -> ExitCode {
 type Error = Box<dyn std::error::Error>;
 
 async fn run(cli: Cli) -> Result<(), Error> {
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-    let (broker, failover) = cli::brokers(&cli.url, &cli.host, cli.port)?;
+    let (broker, failover) = cli.broker.brokers()?;
     let mut config = PublisherConfig::new(
         broker,
-        read(&cli.cert)?,
-        read(&cli.key)?,
-        read(&cli.cafile)?,
+        read_pem(&cli.cert)?,
+        read_pem(&cli.key)?,
+        read_pem(&cli.cafile)?,
         cli.state_dir.clone(),
     );
     config.failover = failover;
     config.present_certificate_over_tls();
-    config.client_id = cli.id.clone();
-    if let Some(user) = &cli.username {
-        config.credentials = Some((user.clone(), cli.password.clone().unwrap_or_default()));
-    }
+    config.client_id = cli.login.id.clone();
+    config.credentials = cli.login.credentials();
     config.key_lifetime = cli.key_lifetime.map(Duration::from_secs);
     config.crl = cli.crl.clone();
     if cli.insecure_no_crl {
@@ -313,7 +291,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         config.confirm_key_messages = None;
     }
     if let (Some(listen), Some(cert), Some(key)) = (cli.kdc, &cli.kdc_cert, &cli.kdc_key) {
-        let mut kdc = KdcConfig::new(listen, read(cert)?, read(key)?);
+        let mut kdc = KdcConfig::new(listen, read_pem(cert)?, read_pem(key)?);
         kdc.public_address = cli.kdc_address.clone();
         kdc.token_lifetime = Duration::from_secs(cli.kdc_token_lifetime.max(1));
         kdc.login_limit = LoginLimit {
@@ -329,14 +307,17 @@ async fn run(cli: Cli) -> Result<(), Error> {
         1 | 2 => QoS::AtLeastOnce,
         other => return Err(format!("invalid QoS {other}").into()),
     };
-    let stop = cli::stop_signal()?;
+    let stop = lifecycle::stop_signal()?;
     tokio::pin!(stop);
     // Signals are caught from here on: one while connecting still ends the program.
     let publisher = tokio::select! {
         publisher = Publisher::connect(config) => publisher?,
         () = &mut stop => return Err("interrupted while connecting".into()),
     };
-    tokio::spawn(cli::report_link("sealpost-pub", publisher.link_status()));
+    tokio::spawn(lifecycle::report_link(
+        "sealpost-pub",
+        publisher.link_status(),
+    ));
     let mut stopped = false;
     if let Some(address) = publisher.kdc_address().await {
         eprintln!("sealpost-pub: KDC serving keys at {address}");

@@ -4,11 +4,12 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use sealpost_cli::args::read_pem;
 use sealpost_publisher::gateway::tokens::TokenStore;
 use sealpost_publisher::gateway::Gateway;
 use sealpost_publisher::kdc::KdcConfig;
@@ -116,10 +117,6 @@ enum TokenCommand {
 
 type Error = Box<dyn std::error::Error>;
 
-fn read(p: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()).into())
-}
-
 fn token_command(command: TokenCommand) -> Result<(), Error> {
     match command {
         TokenCommand::Add {
@@ -149,9 +146,9 @@ async fn serve(s: Serve) -> Result<(), Error> {
     let broker = BrokerAddress::parse(&s.url)?;
     let mut config = PublisherConfig::new(
         broker.clone(),
-        read(&s.cert)?,
-        read(&s.key)?,
-        read(&s.cafile)?,
+        read_pem(&s.cert)?,
+        read_pem(&s.key)?,
+        read_pem(&s.cafile)?,
         s.state_dir.clone(),
     );
     // As sealpost-pub: the sealpost broker lets only the publisher's certificate write
@@ -166,7 +163,7 @@ async fn serve(s: Serve) -> Result<(), Error> {
         );
     }
     if let (Some(listen), Some(cert), Some(key)) = (s.kdc, &s.kdc_cert, &s.kdc_key) {
-        let mut kdc = KdcConfig::new(listen, read(cert)?, read(key)?);
+        let mut kdc = KdcConfig::new(listen, read_pem(cert)?, read_pem(key)?);
         kdc.allowed_origins = s.kdc_allow_origin;
         config.kdc = Some(kdc);
         config.key_messages = !s.kdc_only;

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
 use crate::transport::BrokerAddress;
-use crate::PublisherError;
+use crate::ClientError;
 
 /// How long dialling the broker (TCP and the TLS handshake) may take: rumqttc's own
 /// connection timeout, after which it gives up on the attempt anyway.
@@ -145,9 +145,9 @@ impl Tunnel {
     pub fn start(
         route: Route,
         tls: Option<Arc<rustls::ClientConfig>>,
-    ) -> Result<Tunnel, PublisherError> {
+    ) -> Result<Tunnel, ClientError> {
         let io_err = |e: std::io::Error| {
-            PublisherError::Tls(format!("local socket for the broker connection: {e}"))
+            ClientError::Tls(format!("local socket for the broker connection: {e}"))
         };
         // tempfile creates the directory with mode 0700: no other user can reach the socket.
         let dir = tempfile::Builder::new()

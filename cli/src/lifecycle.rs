@@ -1,33 +1,9 @@
-//! What the command-line tools (`sealpost-pub`, `sealpost-sub`) share about their
-//! connection: the broker addresses of repeated `-L` options, reporting a lost broker
-//! and the reconnect, and the signals that end them cleanly.
+//! What the command-line tools (`sealpost-pub`, `sealpost-sub`) share about running:
+//! reporting a lost broker and the reconnect, and the signals that end them cleanly.
 
 use tokio::sync::watch;
 
-use crate::link::LinkStatus;
-use crate::transport::BrokerAddress;
-use crate::PublisherError;
-
-/// The broker and the failover brokers from `-L` options (in order), or from `-h`/`-p`
-/// without any.
-pub fn brokers(
-    urls: &[String],
-    host: &str,
-    port: u16,
-) -> Result<(BrokerAddress, Vec<BrokerAddress>), PublisherError> {
-    let mut addresses = urls
-        .iter()
-        .map(|u| BrokerAddress::parse(u))
-        .collect::<Result<Vec<_>, _>>()?;
-    if addresses.is_empty() {
-        addresses.push(BrokerAddress::Tcp {
-            host: host.to_owned(),
-            port,
-        });
-    }
-    let first = addresses.remove(0);
-    Ok((first, addresses))
-}
+use sealpost_client::LinkStatus;
 
 /// Prints on stderr, as `PROGRAM: ...`, that the connection was lost and is being
 /// re-established (once per series of failed attempts: the SDK paces them), and that it

@@ -12,7 +12,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::api::KdcAddress;
-use super::KdcError;
 
 /// Login credentials for one KDC, as issued by `sealpost-pub kdc add-reader`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,36 +40,36 @@ impl std::fmt::Debug for KdcCredentials {
 impl KdcCredentials {
     /// Parses a credentials file's JSON and checks the address is `https://` and the
     /// certificate pin is a SHA-256 in hex.
-    pub fn from_json(text: &str) -> Result<KdcCredentials, KdcError> {
+    pub fn from_json(text: &str) -> Result<KdcCredentials, CredentialsError> {
         let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|_| KdcError::Credentials("not a sealpost KDC credentials file".into()))?;
+            .map_err(|_| CredentialsError("not a sealpost KDC credentials file".into()))?;
         if value.get("kdc_certificate_sha256").is_none() {
-            return Err(KdcError::Credentials(
+            return Err(CredentialsError(
                 "no kdc_certificate_sha256 (the KDC certificate pin): issue the credentials \
                  again with sealpost-pub kdc add-reader"
                     .into(),
             ));
         }
         let mut c: KdcCredentials = serde_json::from_value(value)
-            .map_err(|_| KdcError::Credentials("not a sealpost KDC credentials file".into()))?;
+            .map_err(|_| CredentialsError("not a sealpost KDC credentials file".into()))?;
         c.kdc_certificate_sha256 = parse_pin(&c.kdc_certificate_sha256)?;
         c.kdc = KdcAddress::parse(&c.kdc)
-            .map_err(|e| KdcError::Credentials(e.to_string()))?
+            .map_err(|e| CredentialsError(e.to_string()))?
             .url;
         if c.reader.is_empty() || c.password.is_empty() {
-            return Err(KdcError::Credentials("empty reader or password".into()));
+            return Err(CredentialsError("empty reader or password".into()));
         }
         Ok(c)
     }
 
     /// The certificate pin as bytes (checked by [`KdcCredentials::from_json`]; checked
     /// again here for credentials built in code).
-    pub fn certificate_pin(&self) -> Result<[u8; 32], KdcError> {
+    pub fn certificate_pin(&self) -> Result<[u8; 32], CredentialsError> {
         let hex = parse_pin(&self.kdc_certificate_sha256)?;
         let mut pin = [0u8; 32];
         for (i, byte) in pin.iter_mut().enumerate() {
             *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| KdcError::Credentials("bad kdc_certificate_sha256".into()))?;
+                .map_err(|_| CredentialsError("bad kdc_certificate_sha256".into()))?;
         }
         Ok(pin)
     }
@@ -81,14 +80,14 @@ impl KdcCredentials {
     }
 
     /// Reads a credentials file.
-    pub fn load(path: &Path) -> Result<KdcCredentials, KdcError> {
+    pub fn load(path: &Path) -> Result<KdcCredentials, CredentialsError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| KdcError::Credentials(format!("cannot read the file: {}", e.kind())))?;
+            .map_err(|e| CredentialsError(format!("cannot read the file: {}", e.kind())))?;
         KdcCredentials::from_json(&text)
     }
 
     /// Writes the credentials to `path` atomically with mode 0600.
-    pub fn save(&self, path: &Path) -> Result<(), KdcError> {
+    pub fn save(&self, path: &Path) -> Result<(), CredentialsError> {
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -96,17 +95,23 @@ impl KdcCredentials {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| KdcError::Credentials(format!("bad file name {}", path.display())))?;
-        crate::state::write_atomically(dir, name, self.to_json().as_bytes())
-            .map_err(|e| KdcError::Credentials(e.to_string()))
+            .ok_or_else(|| CredentialsError(format!("bad file name {}", path.display())))?;
+        crate::files::write_atomically(dir, name, self.to_json().as_bytes())
+            .map_err(|e| CredentialsError(e.to_string()))
     }
 }
 
+/// Why a credentials file could not be read, parsed or written. Never contains the
+/// password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("KDC credentials: {0}")]
+pub struct CredentialsError(pub String);
+
 /// A SHA-256 in hex (either case), normalised to lowercase.
-fn parse_pin(text: &str) -> Result<String, KdcError> {
+fn parse_pin(text: &str) -> Result<String, CredentialsError> {
     let pin = text.trim().to_ascii_lowercase();
     if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(KdcError::Credentials(
+        return Err(CredentialsError(
             "kdc_certificate_sha256 is not a SHA-256 in hex".into(),
         ));
     }

@@ -3,12 +3,13 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use sealpost_publisher::cli;
+use sealpost_cli::args::{read_pem, BrokerArgs, LoginArgs};
+use sealpost_cli::{lifecycle, logging};
 use sealpost_subscriber::{Event, KdcCredentials, QoS, Subscriber, SubscriberConfig, TlsIdentity};
 
 /// Exit status when -W expires, as `mosquitto_sub`'s (MOSQ_ERR_TIMEOUT).
@@ -22,19 +23,8 @@ const EXIT_TIMEOUT: u8 = 27;
     about = "Receive sealed MQTT messages"
 )]
 struct Cli {
-    /// Print help (`-h` is the host, as in mosquitto_pub/sub).
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
-    /// Broker host (ignored with -L).
-    #[arg(short = 'h', long, default_value = "127.0.0.1")]
-    host: String,
-    /// Broker port (ignored with -L).
-    #[arg(short = 'p', long, default_value_t = 1883)]
-    port: u16,
-    /// Broker URL: mqtt://, mqtts://, ws:// or wss://host:port[/path]. Repeat it to fail
-    /// over: when the broker is lost, the next one (mqtt:// and mqtts:// only) is used.
-    #[arg(short = 'L', long)]
-    url: Vec<String>,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// Topic filter(s) to subscribe to.
     #[arg(short = 't', long, required = true)]
     topic: Vec<String>,
@@ -90,19 +80,12 @@ struct Cli {
     /// Seconds to hold a message waiting for its key.
     #[arg(long, default_value_t = 10)]
     hold: u64,
-    /// Client id.
-    #[arg(short = 'i', long)]
-    id: Option<String>,
+    #[command(flatten)]
+    login: LoginArgs,
     /// Keep the session while away (clean session 0), as mosquitto_sub -c: QoS 1
     /// messages are queued for this client id. Needs -i.
     #[arg(short = 'c', long = "disable-clean-session")]
     persistent_session: bool,
-    /// User name.
-    #[arg(short = 'u', long)]
-    username: Option<String>,
-    /// Password.
-    #[arg(short = 'P', long)]
-    password: Option<String>,
     /// Log sealpost's debug lines (`RUST_LOG`, when set, chooses the log lines instead).
     #[arg(short = 'd', long)]
     debug: bool,
@@ -111,7 +94,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = sealpost_publisher::logging::init(cli.debug, None) {
+    if let Err(e) = logging::init(cli.debug, None) {
         eprintln!("sealpost-sub: {e}");
         return ExitCode::FAILURE;
     }
@@ -127,12 +110,11 @@ async fn main() -> ExitCode {
 type Error = Box<dyn std::error::Error>;
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-    let (broker, failover) = cli::brokers(&cli.url, &cli.host, cli.port)?;
+    let (broker, failover) = cli.broker.brokers()?;
     let tls = broker.is_tls() || failover.iter().any(|b| b.is_tls());
-    let ca_pem = read(&cli.cafile)?;
+    let ca_pem = read_pem(&cli.cafile)?;
     let (cert_pem, key_pem) = match (&cli.cert, &cli.key) {
-        (Some(cert), Some(key)) => (read(cert)?, read(key)?),
+        (Some(cert), Some(key)) => (read_pem(cert)?, read_pem(key)?),
         _ => (String::new(), String::new()),
     };
     let mut config =
@@ -163,17 +145,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     config.state_dir = (!cli.replay_in_memory).then(|| cli.state_dir.clone());
     config.max_age = Duration::from_secs(cli.max_age);
     config.hold_time = Duration::from_secs(cli.hold);
-    config.client_id = cli.id.clone();
+    config.client_id = cli.login.id.clone();
     config.persistent_session = cli.persistent_session;
-    if let Some(user) = &cli.username {
-        config.credentials = Some((user.clone(), cli.password.clone().unwrap_or_default()));
-    }
+    config.credentials = cli.login.credentials();
     let qos = if cli.qos == 0 {
         QoS::AtMostOnce
     } else {
         QoS::AtLeastOnce
     };
-    let stop = cli::stop_signal()?;
+    let stop = lifecycle::stop_signal()?;
     tokio::pin!(stop);
     // Signals are caught from here on: one while connecting still ends the program.
     let mut subscriber = tokio::select! {
@@ -188,7 +168,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut printed = 0u64;
     let stdout = std::io::stdout();
-    tokio::spawn(cli::report_link("sealpost-sub", subscriber.link_status()));
+    tokio::spawn(lifecycle::report_link(
+        "sealpost-sub",
+        subscriber.link_status(),
+    ));
     let mut code = ExitCode::SUCCESS;
     while !matches!(cli.count, Some(c) if printed >= c) {
         let expired = async {
