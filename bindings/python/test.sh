@@ -2,7 +2,7 @@
 # The Python package's checks, as CI runs them (.ci/run): a venv with the pinned tools
 # (requirements.lock, hashes required), the package built and installed from this
 # directory, ruff (lint + format), then pytest against the real brokers.
-# Needs the workspace's binaries (cargo build --bins, done here too) and Mosquitto
+# Needs the workspace's binaries (built here too, as scripts/test builds them) and Mosquitto
 # (scripts/test installs it). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,7 +25,7 @@ CARGO_TARGET_DIR="$repo/target" MATURIN_PEP517_ARGS="--profile dev" \
 "$venv/bin/ruff" check python tests bench
 "$venv/bin/ruff" format --check python tests bench
 
-(cd "$repo" && cargo build --bins --locked)
+(cd "$repo" && cargo build --locked --bins -p sealpost-cli -p sealpost-broker -p sealpost-tests)
 
 # pytest's exit codes: 0 all passed; 1 failures; 2-4 interrupted or usage errors; 5 no
 # test collected, which here means the suite is broken, not that there is nothing to do.
