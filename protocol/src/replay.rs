@@ -311,7 +311,7 @@ fn late_ranges(values: &[Value], highest: u64) -> Result<VecDeque<(u64, u64)>, C
     if values.is_empty() {
         return Ok(VecDeque::new());
     }
-    if values.len() % 2 != 0 || values.len() / 2 > MAX_LATE_RANGES {
+    if !values.len().is_multiple_of(2) || values.len() / 2 > MAX_LATE_RANGES {
         return Err(corrupt());
     }
     let below_window = highest.checked_sub(WINDOW).ok_or_else(corrupt)?;
