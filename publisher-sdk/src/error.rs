@@ -95,6 +95,10 @@ pub enum PublisherError {
     /// The MQTT client refused the request (its event loop has stopped).
     #[error("MQTT client: {0}")]
     Client(#[from] rumqttc::ClientError),
+    /// Preparing the next epoch stopped before it finished (the publisher is closing).
+    /// Nothing was lost: the next rotation wraps and signs what was not prepared.
+    #[error("preparing the next epoch stopped: {0}")]
+    PreparationStopped(String),
 }
 
 impl From<sealpost_client::ClientError> for PublisherError {

@@ -29,6 +29,9 @@
 //!   case the broker lost its retained messages. Each carries the current and the previous
 //!   epoch, but a rotation wraps only the new one: the previous epoch's wrapping for each
 //!   subscriber is kept in memory and reused ([`Rekey::wrapped`], [`Rekey::timings`]).
+//!   The next epoch is prepared in the background after every rekey
+//!   ([`PublisherConfig::prepare_next_epoch`]), so a revocation publishes key messages
+//!   wrapped and signed beforehand ([`Rekey::prepared`]).
 //! - The SDK owns its TLS connection ([`tunnel`]): it ends with close_notify when the
 //!   publisher disconnects. Several broker addresses ([`PublisherConfig::failover`]): a
 //!   lost broker is replaced by the next, with exponential backoff and jitter

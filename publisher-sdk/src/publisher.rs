@@ -13,7 +13,7 @@ use sealpost_session::{
     Packet as CorePacket, PublisherOutput, PublisherSession, PublisherSessionConfig, SessionError,
     DEFAULT_RESEND_WINDOW, RESEND_DELAY,
 };
-use tokio::sync::{oneshot, watch, Mutex};
+use tokio::sync::{oneshot, watch, Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use crate::kdc::{Kdc, KdcConfig, KdcCredentials, PENDING_READER_CHECK};
@@ -118,6 +118,13 @@ pub struct PublisherConfig {
     /// and always embed the publisher certificate, since KDC readers may get no key
     /// message to learn it from.
     pub kdc: Option<KdcConfig>,
+    /// Prepare the next epoch in the background after every grant, revocation and
+    /// rotation (a fresh key, and every reader's key message for it wrapped and signed,
+    /// published by nobody until a rotation starts it), so that a revocation or rotation
+    /// only has to publish them: the wrapping and signing leave its critical path. Costs
+    /// one more key message per reader in memory. Default true. See
+    /// [`Publisher::prepare_next_epoch`] and docs/SECURITY.md, "Prepared epochs".
+    pub prepare_next_epoch: bool,
 }
 
 impl std::fmt::Debug for PublisherConfig {
@@ -169,6 +176,7 @@ impl PublisherConfig {
             resend_window: DEFAULT_RESEND_WINDOW,
             key_messages: true,
             kdc: None,
+            prepare_next_epoch: true,
         }
     }
 
@@ -197,8 +205,12 @@ pub struct Rekey {
     pub bytes: usize,
     /// Wrappings (RSA-OAEP or HPKE) done for them. A rotation wraps only the new epoch for each
     /// subscriber and reuses the earlier epoch's wrapping, so after a revoke this is the
-    /// number of remaining subscribers, not twice that.
+    /// number of remaining subscribers, not twice that; none for the key messages taken
+    /// from the prepared epoch.
     pub wrapped: usize,
+    /// Key messages that were prepared ahead of time (wrapped and signed before the
+    /// call: [`PublisherConfig::prepare_next_epoch`]).
+    pub prepared: usize,
     /// Where the time went.
     pub timings: RekeyTimings,
 }
@@ -231,6 +243,8 @@ struct Inner {
     last_save: Arc<std::sync::Mutex<Duration>>,
     /// How long the last core operation ([`Inner::run`]) took, save included.
     last_run: Duration,
+    /// Wakes the background preparation of the next epoch (after every rekey).
+    prepare: Arc<Notify>,
 }
 
 /// The time now, unix milliseconds, for the session core.
@@ -288,6 +302,10 @@ pub struct Publisher {
     checker: Option<JoinHandle<()>>,
     /// Enables the KDC readers that `sealpost-pub kdc add-reader` adds meanwhile.
     kdc_watcher: Option<JoinHandle<()>>,
+    /// Prepares the next epoch whenever [`Inner::prepare`] is notified.
+    preparer: JoinHandle<()>,
+    /// Held by whoever prepares the next epoch (see [`prepare_next_epoch`]).
+    preparing: Arc<Mutex<()>>,
     /// Where the poller hands incoming messages while grants are read back.
     readback: Readback,
     /// The SDK's own connection to the broker (TLS, failover), if it has one.
@@ -348,6 +366,7 @@ impl Publisher {
             key_messages: config.key_messages,
             resend_window: config.resend_window,
             reserve_block: DEFAULT_RESERVE_BLOCK,
+            prepare_next_epoch: config.prepare_next_epoch,
         };
         // Verifies every grant again and builds every key message: all cores.
         let (mut session, started) = cpu_bound(|| {
@@ -388,6 +407,7 @@ impl Publisher {
             confirm_key_messages: config.confirm_key_messages,
             last_save,
             last_run: Duration::ZERO,
+            prepare: Arc::new(Notify::new()),
         };
         // Readers added while no publisher ran: a new epoch (its key messages go out on
         // connect) before anything is sealed, and they read from it on.
@@ -455,6 +475,17 @@ impl Publisher {
                 config.crl_reload_interval,
             ))
         });
+        let preparing = Arc::new(Mutex::new(()));
+        let preparer = {
+            let wake = inner.lock().await.prepare.clone();
+            // The readers restored from the state, first.
+            wake.notify_one();
+            tokio::spawn(prepare_in_background(
+                inner.clone(),
+                preparing.clone(),
+                wake,
+            ))
+        };
         let kdc_watcher = config.kdc.is_some().then(|| {
             tokio::spawn(enable_pending_readers_periodically(
                 inner.clone(),
@@ -477,6 +508,8 @@ impl Publisher {
             republisher,
             checker,
             kdc_watcher,
+            preparer,
+            preparing,
             readback,
             tunnel,
             status: status_rx,
@@ -801,6 +834,22 @@ impl Publisher {
         self.inner.lock().await.rotate(&self.client).await
     }
 
+    /// Prepares the next epoch now for every reader that has no key message of it yet
+    /// (see [`PublisherConfig::prepare_next_epoch`]), and returns when none is missing,
+    /// with how many were added. The publisher does this by itself in the background
+    /// after every rekey; this waits for it (a revocation right after a large grant would
+    /// otherwise wrap and sign for the readers not yet prepared for). Publishing, grants
+    /// and revocations go on meanwhile. Returns 0 with `prepare_next_epoch` off.
+    pub async fn prepare_next_epoch(&self) -> Result<usize, PublisherError> {
+        prepare_next_epoch(&self.inner, &self.preparing).await
+    }
+
+    /// How many granted readers have a key message of the next epoch ready: a revocation
+    /// or rotation now wraps and signs for the others only.
+    pub async fn prepared_readers(&self) -> usize {
+        self.inner.lock().await.session.prepared_readers()
+    }
+
     /// Disconnects cleanly, waiting (bounded) for queued messages to leave.
     pub async fn disconnect(mut self) -> Result<(), PublisherError> {
         self.abort_background();
@@ -823,8 +872,9 @@ impl Publisher {
         Ok(())
     }
 
-    /// Stops the periodic tasks (they take the state lock, which `disconnect` needs).
+    /// Stops the background tasks (they take the state lock, which `disconnect` needs).
     fn abort_background(&self) {
+        self.preparer.abort();
         for task in [&self.checker, &self.kdc_watcher].into_iter().flatten() {
             task.abort();
         }
@@ -891,11 +941,16 @@ impl Inner {
             send_packet(client, packet).await?;
         }
         timings.send = started.elapsed();
+        if output.rekey.is_some() {
+            // The reader set or the epoch changed: prepare the next epoch for it.
+            self.prepare.notify_one();
+        }
         let rekey = Rekey {
             epoch: self.session.epoch(),
             key_messages: core.key_messages,
             bytes: core.bytes,
             wrapped: core.wrapped,
+            prepared: core.prepared,
             timings,
         };
         if output.rekey.is_some() {
@@ -1088,6 +1143,46 @@ async fn enable_pending_readers_periodically(inner: Arc<Mutex<Inner>>, client: A
         let mut inner = inner.lock().await;
         if let Err(e) = inner.enable_pending_readers(Some(&client)).await {
             tracing::error!(error = %e, "enabling the KDC readers added meanwhile failed");
+        }
+    }
+}
+
+/// Prepares the next epoch until no reader lacks its key message (see
+/// [`PublisherSession::preparation`]): the work is taken under the state lock, runs off
+/// it on a blocking thread (all cores, through rayon), and goes back under the lock, so
+/// publishing, grants and revocations go on meanwhile; work that a rotation overtook is
+/// refused by the core, and the loop prepares the new epoch instead. One preparation at
+/// a time (`preparing`). Returns how many key messages were added.
+async fn prepare_next_epoch(
+    inner: &Mutex<Inner>,
+    preparing: &Mutex<()>,
+) -> Result<usize, PublisherError> {
+    let _one_at_a_time = preparing.lock().await;
+    let mut added = 0;
+    loop {
+        let Some(work) = inner.lock().await.session.preparation(now_ms()) else {
+            return Ok(added);
+        };
+        let done = tokio::task::spawn_blocking(move || work.run())
+            .await
+            .map_err(|e| PublisherError::PreparationStopped(e.to_string()))?;
+        added += inner.lock().await.session.install_prepared(done)?;
+    }
+}
+
+/// Prepares the next epoch each time `wake` is notified (after every rekey). A failure is
+/// logged: the next rotation then wraps and signs for the readers not prepared for.
+async fn prepare_in_background(
+    inner: Arc<Mutex<Inner>>,
+    preparing: Arc<Mutex<()>>,
+    wake: Arc<Notify>,
+) {
+    loop {
+        wake.notified().await;
+        match prepare_next_epoch(&inner, &preparing).await {
+            Ok(added) if added > 0 => tracing::debug!(added, "next epoch prepared"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "preparing the next epoch failed"),
         }
     }
 }

@@ -53,6 +53,15 @@ pub(crate) struct Job {
     kept: Vec<WrappedKey>,
 }
 
+impl Job {
+    /// Whether this job was made from `grantee` as it is now: the same grant (a renewal
+    /// makes a new grantee, even with the same certificate) from the same epoch.
+    pub fn is_for(&self, grantee: &Grantee) -> bool {
+        Arc::ptr_eq(&self.recipient, &grantee.recipient)
+            && self.granted_epoch == grantee.granted_epoch
+    }
+}
+
 /// What every key message of one rekey shares.
 pub(crate) struct Batch {
     pub publisher: PublisherIdentity,
@@ -127,6 +136,16 @@ impl Batch {
     /// more CPU), for the under 0.1 s that sending takes.
     pub fn build_all(&self, jobs: &[Job]) -> Result<Vec<BuiltKeyMessage>, SealError> {
         jobs.par_iter().map(|job| self.build(job)).collect()
+    }
+
+    /// [`Batch::build_all`], each message beside the job it was built for.
+    pub fn build_jobs(&self, jobs: Vec<Job>) -> Result<Vec<(Job, BuiltKeyMessage)>, SealError> {
+        jobs.into_par_iter()
+            .map(|job| {
+                let built = self.build(&job)?;
+                Ok((job, built))
+            })
+            .collect()
     }
 }
 

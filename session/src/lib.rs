@@ -11,7 +11,9 @@
 //!   before use, grants ([`PublisherSession::grant`]), revokes and rotates, and builds
 //!   the key messages each of those calls for ([`Packet`]s to publish, retained, QoS 1);
 //!   says what to publish again after a reconnect ([`PublisherSession::connected`],
-//!   [`PublisherSession::resend`]).
+//!   [`PublisherSession::resend`]). The next epoch can be prepared ahead of time
+//!   ([`PublisherSession::preparation`], run by the shell wherever it likes), so that a
+//!   revocation only publishes key messages already wrapped and signed.
 //! - [`SubscriberSession`]: the filters to subscribe ([`SubscriberSession::subscriptions`]),
 //!   incoming PUBLISHes ([`SubscriberSession::process`]) become delivered messages or
 //!   typed rejections ([`SubscriberEvent`]); data waiting for its key is held (bounded in
@@ -28,6 +30,7 @@ mod fetch;
 mod keys;
 mod packet;
 mod pending;
+mod prepared;
 mod publisher;
 mod resend;
 pub mod state;
@@ -37,6 +40,7 @@ mod subscriber;
 pub use error::SessionError;
 pub use fetch::{KeyFetch, RETRY_REFUSED_MS, RETRY_TRANSIENT_MS};
 pub use packet::{Packet, QoS};
+pub use prepared::{Preparation, Prepared};
 pub use publisher::{
     Burst, Outgoing, PublisherOutput, PublisherSession, PublisherSessionConfig, Rekey,
     DEFAULT_RESERVE_BLOCK,

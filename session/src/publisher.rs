@@ -10,7 +10,8 @@ use rayon::prelude::*;
 use sealpost_certs::{pemfile, CertError, Role, Verifier};
 use sealpost_protocol::{ContentKey, KeyLocation, KeyRecipient, PublisherIdentity, Sealer};
 
-use crate::keys::{Batch, Grantee};
+use crate::keys::{Batch, BuiltKeyMessage, Grantee};
+use crate::prepared::{NextEpoch, Preparation, Prepared};
 use crate::resend::{Recent, DEFAULT_RESEND_WINDOW};
 use crate::state::{Grant, PublisherState};
 use crate::{Packet, QoS, SessionError, StateStore};
@@ -49,6 +50,11 @@ pub struct PublisherSessionConfig {
     pub resend_window: usize,
     /// Sequence numbers reserved per state write.
     pub reserve_block: u64,
+    /// Hand out the preparation of the next epoch ([`PublisherSession::preparation`]), so
+    /// that revocations and rotations publish key messages built ahead of time. Costs one
+    /// key message per reader in memory, and the work of a preparation each time a
+    /// rotation consumes one. Default true.
+    pub prepare_next_epoch: bool,
 }
 
 impl std::fmt::Debug for PublisherSessionConfig {
@@ -83,6 +89,7 @@ impl PublisherSessionConfig {
             key_messages: true,
             resend_window: DEFAULT_RESEND_WINDOW,
             reserve_block: DEFAULT_RESERVE_BLOCK,
+            prepare_next_epoch: true,
         }
     }
 }
@@ -96,9 +103,13 @@ pub struct Rekey {
     pub key_messages: usize,
     /// Their total size in bytes (payloads only).
     pub bytes: usize,
-    /// Wrappings (RSA-OAEP or HPKE) done for them: a rotation wraps only the new epoch
-    /// for each subscriber and reuses the earlier epoch's wrapping.
+    /// Wrappings (RSA-OAEP or HPKE) done for them in this call: a rotation wraps only the
+    /// new epoch for each subscriber and reuses the earlier epoch's wrapping, and none for
+    /// the key messages it takes from the prepared epoch.
     pub wrapped: usize,
+    /// Key messages taken ready-made from the prepared next epoch (wrapped and signed
+    /// before the call: [`PublisherSession::preparation`]).
+    pub prepared: usize,
 }
 
 /// What an operation asks of the shell.
@@ -166,6 +177,8 @@ struct Change {
 /// What `commit` did.
 struct Committed {
     rotated: bool,
+    /// The prepared epoch the rotation started, if it started one.
+    prepared: Option<NextEpoch>,
     granted: Vec<String>,
     removed: Vec<String>,
     dropped: Vec<(String, String)>,
@@ -195,6 +208,12 @@ pub struct PublisherSession {
     /// makes the key rotate (with `rotate_on_grant`). Not persisted: a restarted
     /// publisher assumes so, unless it has just created its state.
     sealed_in_epoch: bool,
+    /// The next epoch as prepared so far. In memory only, never persisted: see
+    /// `crate::prepared`.
+    prepared: Option<NextEpoch>,
+    /// Preparations started so far (each [`NextEpoch`] gets the next number).
+    preparations: u64,
+    prepare_next_epoch: bool,
 }
 
 impl std::fmt::Debug for PublisherSession {
@@ -279,6 +298,9 @@ impl PublisherSession {
             reserve_block: config.reserve_block.max(1),
             recent: Recent::new(config.resend_window),
             sealed_in_epoch: !fresh,
+            prepared: None,
+            preparations: 0,
+            prepare_next_epoch: config.prepare_next_epoch,
         };
         let mut output = PublisherOutput::default();
         if !dropped.is_empty() {
@@ -669,26 +691,47 @@ impl PublisherSession {
         } else {
             committed.granted
         };
-        let built = self.build(&ids, now_ms)?;
+        let built = self.build(&ids, committed.prepared, now_ms)?;
         output.absorb(built);
         Ok(output)
     }
 
-    /// Builds the key messages of the grantees `ids` on all cores, keeping each grantee's
-    /// new wrappings and each message for [`PublisherSession::connected`].
-    fn build(&mut self, ids: &[String], now_ms: u64) -> Result<PublisherOutput, SessionError> {
+    /// Builds the key messages of the grantees `ids` on all cores, or takes them from
+    /// `prepared` (the epoch just started) where it holds one for the same grant, keeping
+    /// each grantee's new wrappings and each message for [`PublisherSession::connected`].
+    fn build(
+        &mut self,
+        ids: &[String],
+        mut prepared: Option<NextEpoch>,
+        now_ms: u64,
+    ) -> Result<PublisherOutput, SessionError> {
         let mut rekey = Rekey {
             epoch: self.state.epoch,
             ..Rekey::default()
         };
         let mut output = PublisherOutput::default();
         if self.send_key_messages {
-            let jobs: Vec<_> = ids
+            let mut ready: Vec<BuiltKeyMessage> = Vec::new();
+            let mut jobs = Vec::new();
+            for (id, grantee) in ids
                 .iter()
-                .filter_map(|id| self.grantees.get(id))
-                .map(Grantee::job)
-                .collect();
-            for message in self.batch(now_ms).build_all(&jobs)? {
+                .filter_map(|id| Some((id, self.grantees.get(id)?)))
+            {
+                match prepared.as_mut().and_then(|p| p.take(id, grantee)) {
+                    Some(mut message) => {
+                        // Wrapped ahead of time: no wrapping is done for it now.
+                        message.wrapped_now = 0;
+                        ready.push(message);
+                    }
+                    None => jobs.push(grantee.job()),
+                }
+            }
+            rekey.prepared = ready.len();
+            // What was prepared for anyone else (a reader removed now) is dropped here,
+            // never published.
+            drop(prepared);
+            ready.extend(self.batch(now_ms).build_all(&jobs)?);
+            for message in ready {
                 let packet = Packet::retained(message.topic, Bytes::from(message.bytes));
                 rekey.key_messages += 1;
                 rekey.bytes += packet.payload.len();
@@ -708,8 +751,82 @@ impl PublisherSession {
     fn rebuild_key_messages(&mut self, now_ms: u64) -> Result<(), SessionError> {
         self.key_messages.clear();
         let ids = self.granted();
-        self.build(&ids, now_ms)?;
+        self.build(&ids, None, now_ms)?;
         Ok(())
+    }
+
+    /// The work that prepares the next epoch for the readers who have no key message
+    /// prepared for their current grant, or `None` if there is nothing to prepare (none
+    /// missing, no reader, key messages off, or `prepare_next_epoch` off). The first call
+    /// after a rotation makes the next epoch's key (in memory only). Run it anywhere
+    /// ([`Preparation::run`]) and hand the result to
+    /// [`PublisherSession::install_prepared`]; meanwhile the session works as usual, and
+    /// every key message of the prepared epoch stays unpublished until a rotation starts
+    /// it. Hand out one at a time: a second call before the first is installed returns
+    /// the same readers' work again.
+    pub fn preparation(&mut self, now_ms: u64) -> Option<Preparation> {
+        if !self.prepare_next_epoch || !self.send_key_messages || self.grantees.is_empty() {
+            return None;
+        }
+        let epoch = self.state.epoch + 1;
+        if self.prepared.as_ref().is_some_and(|p| p.epoch != epoch) {
+            // Cannot happen (every rotation consumes it), and must not be used if it did.
+            self.prepared = None;
+        }
+        if self.prepared.is_none() {
+            self.preparations += 1;
+            self.prepared = Some(NextEpoch::new(self.preparations, epoch));
+        }
+        let next = self.prepared.as_ref()?;
+        let jobs: Vec<_> = self
+            .grantees
+            .iter()
+            .filter(|(id, grantee)| !next.has(id, grantee))
+            .map(|(_, grantee)| grantee.job())
+            .collect();
+        if jobs.is_empty() {
+            return None;
+        }
+        let mut batch = self.batch(now_ms);
+        batch.keys.push((epoch, next.key.clone()));
+        Some(Preparation {
+            token: next.token,
+            batch,
+            jobs,
+        })
+    }
+
+    /// Takes back a [`Preparation`]'s result: keeps the key messages of readers still
+    /// granted under the same grant, and nothing if the epoch it prepared has been
+    /// started or discarded since (a rotation came first). Returns how many it kept.
+    pub fn install_prepared(&mut self, prepared: Prepared) -> Result<usize, SessionError> {
+        match &mut self.prepared {
+            Some(next) if next.token == prepared.token => {
+                Ok(next.install(prepared.built?, &self.grantees))
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// Prepares the next epoch here and now, for every reader that lacks it (all cores);
+    /// returns how many key messages were added. [`PublisherSession::preparation`] is the
+    /// same work for a shell that runs it elsewhere.
+    pub fn prepare(&mut self, now_ms: u64) -> Result<usize, SessionError> {
+        match self.preparation(now_ms) {
+            Some(work) => self.install_prepared(work.run()),
+            None => Ok(0),
+        }
+    }
+
+    /// How many granted readers have a key message of the next epoch prepared for their
+    /// current grant (a rotation now would wrap and sign for the others only).
+    pub fn prepared_readers(&self) -> usize {
+        self.prepared.as_ref().map_or(0, |next| {
+            self.grantees
+                .iter()
+                .filter(|(id, grantee)| next.has(id, grantee))
+                .count()
+        })
     }
 
     /// What the key messages built now share.
@@ -746,7 +863,14 @@ impl PublisherSession {
             || (self.rotate_on_grant && new_reader && self.sealed_in_epoch);
 
         let mut next = self.state.clone();
-        let key = rotate.then(|| next.start_epoch(secs(now_ms)));
+        // A rotation starts the prepared epoch, if one is prepared for exactly this
+        // epoch: its key has sealed nothing and was never published.
+        let key = rotate.then(|| match &self.prepared {
+            Some(p) if p.epoch == next.epoch + 1 => {
+                next.start_epoch_with(p.key.clone(), secs(now_ms))
+            }
+            _ => next.start_epoch(secs(now_ms)),
+        });
         let granting: HashSet<String> = change.grant.iter().map(|r| r.id().to_owned()).collect();
         // One pass, not one per grant (quadratic at 10,000 subscribers). A renewed grant
         // replaces the old entry.
@@ -786,6 +910,12 @@ impl PublisherSession {
         }
         let granted: Vec<String> = new.keys().cloned().collect();
         self.grantees.extend(new);
+        // Any rotation consumes the prepared epoch (or discards it, were it for another):
+        // its key is now the current one, or never used.
+        let prepared = match &key {
+            Some(_) => self.prepared.take().filter(|p| p.epoch == self.state.epoch),
+            None => None,
+        };
         if let Some(key) = &key {
             self.sealer.set_key(self.state.epoch, key);
             self.sealed_in_epoch = false;
@@ -793,6 +923,7 @@ impl PublisherSession {
         }
         Ok(Committed {
             rotated: key.is_some(),
+            prepared,
             granted,
             removed: remove.into_iter().collect(),
             dropped,

@@ -88,7 +88,12 @@ impl PublisherState {
     /// Starts a new epoch with a fresh content key made at `now` (unix seconds), keeping
     /// the most recent epochs' keys, and returns the key.
     pub(crate) fn start_epoch(&mut self, now: u64) -> ContentKey {
-        let key = ContentKey::generate();
+        self.start_epoch_with(ContentKey::generate(), now)
+    }
+
+    /// [`PublisherState::start_epoch`] with a key made earlier: a prepared next epoch's,
+    /// which has sealed nothing and was published to no one (see `crate::prepared`).
+    pub(crate) fn start_epoch_with(&mut self, key: ContentKey, now: u64) -> ContentKey {
         self.epoch += 1;
         self.epoch_started_at = now;
         self.keys.push((self.epoch, *key.as_bytes()));

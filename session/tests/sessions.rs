@@ -623,3 +623,210 @@ fn kdc_fetches_are_asked_once_and_their_keys_open_the_held_messages() {
     assert!(out.persist.is_some());
     assert_eq!(out.held, 0);
 }
+
+// The next epoch prepared ahead of time (issue 16: revoke off the wrapping's critical
+// path). See session/src/prepared.rs and docs/SECURITY.md, "Prepared epochs".
+
+/// Granted readers, each with its subscriber session, and a publisher that has sealed
+/// something under the current key.
+fn readers(
+    pki: &Pki,
+    p: &mut PublisherSession,
+    ids: &[&str],
+) -> (Vec<SubscriberSession>, Vec<Packet>) {
+    let mut sessions = Vec::new();
+    let mut packets = Vec::new();
+    for id in ids {
+        let (config, pem) = pki.subscriber(id);
+        sessions.push(SubscriberSession::new(config, None).unwrap());
+        packets.extend(p.grant_pem(&pem, now_ms()).unwrap().0.packets);
+    }
+    packets.push(publish_one(p, "plant/a", b"before").1);
+    (sessions, packets)
+}
+
+/// The payloads `packets` publish on `subscriber`'s key topic.
+fn key_messages_for<'a>(packets: &'a [Packet], subscriber: &str) -> Vec<&'a [u8]> {
+    let topic = format!("sealpost/keys/plant/{subscriber}");
+    packets
+        .iter()
+        .filter(|p| p.topic == topic)
+        .map(|p| p.payload.as_ref())
+        .collect()
+}
+
+#[test]
+fn a_revoke_publishes_the_prepared_epoch_minus_the_revoked_reader() {
+    let pki = Pki::new();
+    let store = SharedStore::default();
+    let mut p = start(pki.publisher("plant"), &store);
+    let (mut subs, before) = readers(&pki, &mut p, &["alice", "bob", "carol"]);
+    assert_eq!(p.prepare(now_ms()).unwrap(), 3);
+    assert_eq!(p.prepared_readers(), 3);
+    assert_eq!(p.prepare(now_ms()).unwrap(), 0, "nothing left to prepare");
+
+    let revoked = p.revoke("bob", now_ms()).unwrap();
+    assert_eq!(p.epoch(), 2);
+    let rekey = revoked.rekey.unwrap();
+    assert_eq!(rekey.key_messages, 2);
+    assert_eq!(rekey.prepared, 2, "both remaining messages were ready");
+    assert_eq!(rekey.wrapped, 0, "nothing wrapped on the revoke's path");
+    // Bob's only packet is the empty retained message that deletes his old key message:
+    // the message prepared for him is not published.
+    let bobs = key_messages_for(&revoked.packets, "bob");
+    assert_eq!(bobs.len(), 1);
+    assert!(bobs[0].is_empty());
+    assert_eq!(p.prepared_readers(), 0, "the prepared epoch is used up");
+
+    let mut after = revoked.packets.clone();
+    after.push(publish_one(&mut p, "plant/a", b"after").1);
+    let (alice, rest) = subs.split_first_mut().unwrap();
+    let (bob, carol) = rest.split_first_mut().unwrap();
+    assert_eq!(messages(&deliver(alice, &before)), [b"before".to_vec()]);
+    assert_eq!(messages(&deliver(alice, &after)), [b"after".to_vec()]);
+    assert_eq!(
+        messages(&deliver(&mut carol[0], &before)),
+        [b"before".to_vec()]
+    );
+    assert_eq!(
+        messages(&deliver(&mut carol[0], &after)),
+        [b"after".to_vec()]
+    );
+    assert_eq!(messages(&deliver(bob, &before)), [b"before".to_vec()]);
+    assert!(messages(&deliver(bob, &after)).is_empty());
+    assert_eq!(rejections(&bob.tick(now_ms() + 11_000)), ["unknown_key"]);
+}
+
+#[test]
+fn the_prepared_key_is_neither_used_nor_stored_before_the_rotation() {
+    let pki = Pki::new();
+    let store = SharedStore::default();
+    let mut p = start(pki.publisher("plant"), &store);
+    let (mut subs, before) = readers(&pki, &mut p, &["alice"]);
+    let current = p.connected();
+    assert_eq!(p.prepare(now_ms()).unwrap(), 1);
+    // Preparing changes nothing that is sent or stored: the same key messages, the
+    // same epoch, no second key in the state.
+    assert_eq!(p.epoch(), 1);
+    assert_eq!(p.connected(), current);
+    let state =
+        sealpost_session::state::PublisherState::from_bytes(&store.saved().unwrap()).unwrap();
+    assert_eq!(state.epoch, 1);
+    assert_eq!(state.keys.len(), 1, "the prepared key is not in the state");
+    // Sealing goes on under the current key: alice, who holds only epoch 1 (she was
+    // given no message of the prepared epoch), opens what is sealed after preparing.
+    let (_, sealed) = publish_one(&mut p, "plant/a", b"still epoch 1");
+    let alice = &mut subs[0];
+    assert_eq!(messages(&deliver(alice, &before)), [b"before".to_vec()]);
+    assert_eq!(
+        messages(&deliver(alice, &[sealed])),
+        [b"still epoch 1".to_vec()]
+    );
+
+    // A rotation starts it: stored first, then used.
+    let rotated = p.rotate(now_ms()).unwrap();
+    assert_eq!(rotated.rekey.unwrap().prepared, 1);
+    let state =
+        sealpost_session::state::PublisherState::from_bytes(&store.saved().unwrap()).unwrap();
+    assert_eq!((state.epoch, state.keys.len()), (2, 2));
+    let mut after = rotated.packets.clone();
+    after.push(publish_one(&mut p, "plant/a", b"epoch 2").1);
+    assert_eq!(messages(&deliver(alice, &after)), [b"epoch 2".to_vec()]);
+}
+
+#[test]
+fn readers_granted_or_renewed_after_preparing_are_included() {
+    let pki = Pki::new();
+    let store = SharedStore::default();
+    let mut config = pki.publisher("plant");
+    // Grants do not rotate here, so the prepared epoch outlives them.
+    config.rotate_on_grant = false;
+    let mut p = start(config, &store);
+    let (mut subs, mut seen) = readers(&pki, &mut p, &["alice", "bob"]);
+    assert_eq!(p.prepare(now_ms()).unwrap(), 2);
+
+    // Carol is granted after the preparation: not prepared for yet, added by the next.
+    let (carol_config, carol_pem) = pki.subscriber("carol");
+    let mut carol = SubscriberSession::new(carol_config, None).unwrap();
+    seen.extend(p.grant_pem(&carol_pem, now_ms()).unwrap().0.packets);
+    assert_eq!(p.prepared_readers(), 2);
+    assert_eq!(p.prepare(now_ms()).unwrap(), 1, "only carol's is built");
+    assert_eq!(p.prepared_readers(), 3);
+    // Dave is granted and not prepared for before the revoke: his message is built then.
+    let (dave_config, dave_pem) = pki.subscriber("dave");
+    let mut dave = SubscriberSession::new(dave_config, None).unwrap();
+    seen.extend(p.grant_pem(&dave_pem, now_ms()).unwrap().0.packets);
+    // Alice renews her certificate (a new key pair): what was prepared for the old one
+    // is not used.
+    let (alice_renewed, alice_pem) = pki.subscriber("alice");
+    subs[0] = SubscriberSession::new(alice_renewed, None).unwrap();
+    seen.extend(p.grant_pem(&alice_pem, now_ms()).unwrap().0.packets);
+    assert_eq!(p.prepared_readers(), 2, "bob and carol");
+
+    let revoked = p.revoke("bob", now_ms()).unwrap();
+    let rekey = revoked.rekey.unwrap();
+    assert_eq!(rekey.key_messages, 3);
+    assert_eq!(rekey.prepared, 1, "carol's");
+    assert_eq!(
+        rekey.wrapped, 2,
+        "the new epoch for alice's new key and for dave"
+    );
+    seen.extend(revoked.packets);
+    seen.push(publish_one(&mut p, "plant/a", b"after").1);
+    for reader in [&mut subs[0], &mut carol, &mut dave] {
+        let read = messages(&deliver(reader, &seen));
+        assert_eq!(read.last().unwrap(), b"after", "{}", reader.id());
+    }
+    assert!(!messages(&deliver(&mut subs[1], &seen)).contains(&b"after".to_vec()));
+}
+
+#[test]
+fn preparations_overtaken_by_revokes_are_refused() {
+    let pki = Pki::new();
+    let store = SharedStore::default();
+    let mut p = start(pki.publisher("plant"), &store);
+    let (mut subs, mut seen) = readers(&pki, &mut p, &["alice", "bob", "carol", "dave"]);
+
+    // A preparation runs on another thread while bob is revoked: it was made for a
+    // reader set that included bob, so its result is refused, not installed.
+    let work = p.preparation(now_ms()).unwrap();
+    assert_eq!(work.readers(), 4);
+    let worker = std::thread::spawn(move || work.run());
+    let revoked = p.revoke("bob", now_ms()).unwrap();
+    assert_eq!(revoked.rekey.unwrap().prepared, 0);
+    seen.extend(revoked.packets);
+    // The next epoch's preparation has started meanwhile: the late result (made for
+    // the epoch the revoke started, bob among its readers) must not land in it.
+    let next = p.preparation(now_ms()).unwrap();
+    let late = worker.join().unwrap();
+    assert_eq!(p.install_prepared(late).unwrap(), 0);
+    assert_eq!(p.prepared_readers(), 0);
+    assert_eq!(p.install_prepared(next.run()).unwrap(), 3);
+
+    // Two revokes back to back: the first takes the prepared epoch, the second (nothing
+    // prepared for its epoch) builds its own.
+    assert_eq!(p.prepared_readers(), 3);
+    assert!(p.preparation(now_ms()).is_none(), "everything prepared");
+    let first = p.revoke("carol", now_ms()).unwrap();
+    let again = p.revoke("dave", now_ms()).unwrap();
+    assert_eq!((p.epoch(), first.rekey.unwrap().prepared), (4, 2));
+    assert_eq!(again.rekey.unwrap().prepared, 0);
+    assert_eq!(again.rekey.unwrap().wrapped, 1, "alice's");
+    seen.extend(first.packets);
+    seen.extend(again.packets);
+    seen.push(publish_one(&mut p, "plant/a", b"after").1);
+    // No revoked reader was ever sent a key message of an epoch after its revocation:
+    // each got exactly one packet since, the empty one deleting its key message.
+    for id in ["bob", "carol", "dave"] {
+        let published = key_messages_for(&seen, id);
+        assert!(published.last().unwrap().is_empty(), "{id}");
+    }
+    let read: Vec<Vec<Vec<u8>>> = subs
+        .iter_mut()
+        .map(|s| messages(&deliver(s, &seen)))
+        .collect();
+    assert_eq!(read[0], [b"before".to_vec(), b"after".to_vec()]);
+    for other in &read[1..] {
+        assert_eq!(other, &[b"before".to_vec()]);
+    }
+}

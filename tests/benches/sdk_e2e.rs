@@ -688,6 +688,9 @@ async fn breakdown(kind: BrokerKind, n: usize) {
 
 /// Grants `n` subscribers at once, then revokes one; times both until the calls return
 /// and until a spy on `sealpost/keys/#` has received every key message from the broker.
+/// Each size runs twice, one publisher after the other: with the next epoch prepared
+/// before the revoke (the publisher's default; the bench waits for the preparation, and
+/// times it), and with preparing turned off (the revoke wraps and signs for everyone).
 async fn rekey(kind: BrokerKind, sizes: &[usize], key: SubscriberKey) {
     let max = sizes.iter().copied().max().unwrap_or(0);
     let (ca, ders) = certs_cache::load(max, key);
@@ -712,10 +715,14 @@ async fn rekey(kind: BrokerKind, sizes: &[usize], key: SubscriberKey) {
         ders.len(),
         distinct_keys.len()
     );
-    println!("| subscribers | grant: returned / all delivered | grant bytes | revoke: returned / all delivered | revoke bytes | revoke key messages / wraps |");
-    println!("|---|---|---|---|---|---|");
+    println!("| subscribers | next epoch prepared | grant: returned / all delivered | next epoch ready, after the grant returned | grant bytes | revoke: returned / all delivered | revoke bytes | revoke key messages / wraps / prepared |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut phases = Vec::new();
-    for (round, &n) in sizes.iter().enumerate() {
+    let runs = sizes
+        .iter()
+        .flat_map(|&n| [(n, true), (n, false)])
+        .enumerate();
+    for (round, (n, prepare)) in runs {
         let pub_cert = pki.publisher(&format!("rekey-{round}"), &["bench/#"]);
         let keys_filter = format!("sealpost/keys/rekey-{round}/#");
         let spy_id = format!("spy-{round}");
@@ -733,17 +740,18 @@ async fn rekey(kind: BrokerKind, sizes: &[usize], key: SubscriberKey) {
         };
         let (mut spy, spy_task) =
             raw_subscriber_with(spy_options, &keys_filter, QoS::AtLeastOnce).await;
-        let publisher = sealpost_tests::publisher(pki.publisher_config(
-            &broker,
-            &pub_cert,
-            &format!("pub-{round}"),
-        ))
-        .await;
+        let mut config = pki.publisher_config(&broker, &pub_cert, &format!("pub-{round}"));
+        config.prepare_next_epoch = prepare;
+        let publisher = sealpost_tests::publisher(config).await;
         let started = Instant::now();
         let (grant, _) = publisher.grant_many(&ders[..n]).await.unwrap();
         let grant_returned = started.elapsed();
         wait_for_key_messages(&mut spy, grant.key_messages).await;
         let grant_delivered = started.elapsed();
+        // The background preparation started when the grant returned; wait for the rest.
+        publisher.prepare_next_epoch().await.unwrap();
+        let preparing = started.elapsed() - grant_returned;
+        let prepared = publisher.prepared_readers().await;
 
         let started = Instant::now();
         let revoke = publisher.revoke("sub-00000").await.unwrap();
@@ -752,30 +760,42 @@ async fn rekey(kind: BrokerKind, sizes: &[usize], key: SubscriberKey) {
         wait_for_key_messages(&mut spy, revoke.key_messages + 1).await;
         let revoke_delivered = started.elapsed();
         println!(
-            "| {n} | {:.3} s / {:.3} s | {} | {:.3} s / {:.3} s | {} | {} / {} |",
+            "| {n} | {} | {:.3} s / {:.3} s | {} | {} | {:.3} s / {:.3} s | {} | {} / {} / {} |",
+            if prepare {
+                format!("yes ({prepared})")
+            } else {
+                "no".to_owned()
+            },
             grant_returned.as_secs_f64(),
             grant_delivered.as_secs_f64(),
+            if prepare {
+                format!("{:.3} s", preparing.as_secs_f64())
+            } else {
+                "-".to_owned()
+            },
             grant.bytes,
             revoke_returned.as_secs_f64(),
             revoke_delivered.as_secs_f64(),
             revoke.bytes,
             revoke.key_messages,
             revoke.wrapped,
+            revoke.prepared,
         );
-        phases.push((n, grant.timings, revoke.timings));
+        phases.push((n, prepare, grant.timings, revoke.timings));
         let _ = publisher.disconnect().await;
         spy_task.abort();
     }
     // Where the time of each call went, as the SDK measured it (`Rekey::timings`); the
     // rest of "returned" is the empty retained message of the revoked subscriber and
     // taking the publisher's lock.
-    println!("\n| subscribers | call | verify | persist state | wrap + sign (all cores) | hand to MQTT client |");
-    println!("|---|---|---|---|---|---|");
+    println!("\n| subscribers | next epoch prepared | call | verify | persist state | wrap + sign (all cores) | hand to MQTT client |");
+    println!("|---|---|---|---|---|---|---|");
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
-    for (n, grant, revoke) in phases {
+    for (n, prepare, grant, revoke) in phases {
         for (call, t) in [("grant", grant), ("revoke", revoke)] {
             println!(
-                "| {n} | {call} | {} | {} | {} | {} |",
+                "| {n} | {} | {call} | {} | {} | {} | {} |",
+                if prepare { "yes" } else { "no" },
                 ms(t.verify),
                 ms(t.persist),
                 ms(t.build),
