@@ -16,6 +16,8 @@ export const ALG_RSA_OAEP_256 = -41;
  * until draft-ietf-cose-hpke registers this suite (docs/PROTOCOL.md, "Key wrapping").
  */
 export const ALG_HPKE_X25519_A256GCM_KE = -65601;
+/** HPKE Key Encryption with X-Wing / HKDF-SHA256 / AES-256-GCM: private use, next to it. */
+export const ALG_HPKE_XWING_A256GCM_KE = -65602;
 
 /** Registered header labels. */
 export const LABEL_ALG = 1;
