@@ -3,7 +3,9 @@
  * subscriber key imported once as a non-extractable CryptoKey into IndexedDB, then, after
  * a reload, the PROTOCOL.md vector key message and envelope opened with the browser's own
  * WebCrypto; the replay window persisted in IndexedDB refuses the envelope after another
- * reload. The X25519 (HPKE) subscriber key is kept and used the same way.
+ * reload. The X25519 (HPKE) subscriber key is kept and used the same way; the X-Wing key,
+ * which WebCrypto cannot hold, is kept as its seed encrypted under a non-extractable
+ * AES-GCM key, and opens the xwing vector after the reload.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -76,6 +78,10 @@ test("the SDK opens the vectors in Chromium with a non-extractable key from Inde
     ([c, k]) => window.importIdentity(c as string, k as string),
     [v.hpke_subscriber_certificate, v.hpke_subscriber_private_key_pkcs8],
   );
+  await page.evaluate(
+    ([c, k]) => window.importIdentity(c as string, k as string),
+    [v.xwing_subscriber_certificate, v.xwing_subscriber_private_key_pkcs8],
+  );
   await load(); // a later visit: the key bytes are gone, the CryptoKey is in IndexedDB
   const first = await page.evaluate((vv) => window.openVectors(vv), v);
   const burstSize = Number(v.burst_size);
@@ -89,13 +95,35 @@ test("the SDK opens the vectors in Chromium with a non-extractable key from Inde
     rejected: null,
   });
   // HPKE in the browser: X25519 through Chromium's WebCrypto, the key from IndexedDB.
-  assert.deepEqual(await page.evaluate((vv) => window.acceptHpkeVector(vv), v), {
-    algorithm: "X25519",
-    extractable: false,
-    exportRefused: true,
-    epochs: [v.epoch],
-    plaintext: v.plaintext,
-  });
+  assert.deepEqual(
+    await page.evaluate(
+      ([vv]) => window.acceptHpkeVector(vv as Record<string, string>, "hpke", "vector-sub-x"),
+      [v],
+    ),
+    {
+      algorithm: "X25519",
+      extractable: false,
+      exportRefused: true,
+      keyBytesInStore: false,
+      epochs: [v.epoch],
+      plaintext: v.plaintext,
+    },
+  );
+  // X-Wing: @hpke's X-Wing in the page, the seed decrypted from IndexedDB for the unwrap.
+  assert.deepEqual(
+    await page.evaluate(
+      ([vv]) => window.acceptHpkeVector(vv as Record<string, string>, "xwing", "vector-sub-w"),
+      [v],
+    ),
+    {
+      algorithm: "X-Wing",
+      extractable: false,
+      exportRefused: true,
+      keyBytesInStore: false,
+      epochs: [v.epoch],
+      plaintext: v.plaintext,
+    },
+  );
   await load();
   const again = await page.evaluate((vv) => window.openVectors(vv), v);
   assert.equal(again.plaintext, null);
