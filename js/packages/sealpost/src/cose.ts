@@ -139,18 +139,70 @@ export function uintHeader(h: Map<unknown, unknown>, label: number): bigint | nu
   return asUint(h.get(label));
 }
 
+/** `0x84` (array of 4) and the text "Signature1": how every Sig_structure starts. */
+const SIGNATURE1_START = Uint8Array.of(0x84, 0x6a, ...new TextEncoder().encode("Signature1"));
+/** `0x83` (array of 3) and the text "Encrypt0": how every Enc_structure starts. */
+const ENCRYPT0_START = Uint8Array.of(0x83, 0x68, ...new TextEncoder().encode("Encrypt0"));
+
+/** Length of the shortest CBOR head of a byte string of `n` bytes. */
+function bstrHeadLen(n: number): number {
+  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x1_0000 ? 3 : n < 0x1_0000_0000 ? 5 : 9;
+}
+
+/** Writes the byte string `b` (shortest head, then its bytes) at `at`; returns the end. */
+function writeBstr(out: Uint8Array, at: number, b: Uint8Array): number {
+  const n = b.length;
+  const view = new DataView(out.buffer, out.byteOffset);
+  if (n < 24) {
+    out[at++] = 0x40 | n;
+  } else if (n < 0x100) {
+    out[at++] = 0x58;
+    out[at++] = n;
+  } else if (n < 0x1_0000) {
+    out[at++] = 0x59;
+    view.setUint16(at, n);
+    at += 2;
+  } else if (n < 0x1_0000_0000) {
+    out[at++] = 0x5a;
+    view.setUint32(at, n);
+    at += 4;
+  } else {
+    out[at++] = 0x5b;
+    view.setBigUint64(at, BigInt(n));
+    at += 8;
+  }
+  out.set(b, at);
+  return at + n;
+}
+
+/**
+ * A CBOR array of a fixed text start (`start`) followed by byte strings, in core
+ * deterministic encoding, written directly: these structures are built for every message
+ * sealed or opened, and their encoding is fully determined (checked against cborg by the
+ * vectors and primitives tests).
+ */
+function structure(start: Uint8Array, parts: Uint8Array[]): Uint8Array {
+  let len = start.length;
+  for (const p of parts) len += bstrHeadLen(p.length) + p.length;
+  const out = new Uint8Array(len);
+  out.set(start, 0);
+  let at = start.length;
+  for (const p of parts) at = writeBstr(out, at, p);
+  return out;
+}
+
 /** `["Signature1", protected, external_aad, payload]`. */
 export function sigStructure(
   protectedBytes: Uint8Array,
   externalAad: Uint8Array,
   payload: Uint8Array,
 ): Uint8Array {
-  return encodeCbor(["Signature1", protectedBytes, externalAad, payload]);
+  return structure(SIGNATURE1_START, [protectedBytes, externalAad, payload]);
 }
 
 /** `["Encrypt0", protected, external_aad]`. */
 export function encStructure(protectedBytes: Uint8Array, externalAad: Uint8Array): Uint8Array {
-  return encodeCbor(["Encrypt0", protectedBytes, externalAad]);
+  return structure(ENCRYPT0_START, [protectedBytes, externalAad]);
 }
 
 /** Encodes a tagged COSE_Sign1 (with `vdp`, the proofs header of a version 2 envelope). */
