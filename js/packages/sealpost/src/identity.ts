@@ -41,6 +41,8 @@ export async function loadSubscriberIdentity(
   const webCrypto = privateKeyImportParams(wrapAlgorithmOfCertificate(info));
   if (!webCrypto) {
     const seed = xwingSeedFromPkcs8(der);
+    // Our own decoding of a PEM key file is wiped; bytes the caller passed stay theirs.
+    if (typeof pkcs8 === "string") der.fill(0);
     if (!(await xwingSeedMatches(seed, info))) {
       seed.fill(0);
       throw new Error(`the private key does not belong to ${info.id}`);
