@@ -101,12 +101,16 @@ export class PathMemo {
   private readonly rights: Uint8Array[] = [];
   private readonly parents: Uint8Array[] = [];
 
-  /** `nodeHash(left, right)`, for the node at step `level` of a path. */
-  async nodeHash(level: number, left: Uint8Array, right: Uint8Array): Promise<Uint8Array> {
+  /** The parent remembered for exactly (`left`, `right`) at step `level`, or null. */
+  get(level: number, left: Uint8Array, right: Uint8Array): Uint8Array | null {
     const l = this.lefts[level];
     const r = this.rights[level];
     const p = this.parents[level];
-    if (l && r && p && equal(l, left) && equal(r, right)) return p;
+    return l && r && p && equal(l, left) && equal(r, right) ? p : null;
+  }
+
+  /** `nodeHash(left, right)` for step `level`, remembered for the next path. */
+  async hash(level: number, left: Uint8Array, right: Uint8Array): Promise<Uint8Array> {
     const parent = await nodeHash(left, right);
     this.lefts[level] = left.slice();
     this.rights[level] = right.slice();
@@ -128,8 +132,9 @@ export async function rootFromPath(
   leaf: Uint8Array,
   memo?: PathMemo,
 ): Promise<Uint8Array> {
+  // A memo hit is answered without a promise: most steps of a burst's paths are hits.
   const hash = (level: number, left: Uint8Array, right: Uint8Array) =>
-    memo ? memo.nodeHash(level, left, right) : nodeHash(left, right);
+    memo ? (memo.get(level, left, right) ?? memo.hash(level, left, right)) : nodeHash(left, right);
   if (proof.leafIndex >= proof.treeSize) {
     throw new ProofShapeError("leaf index outside the tree");
   }
@@ -139,13 +144,15 @@ export async function rootFromPath(
   for (const [level, sibling] of proof.path.entries()) {
     if (snode === 0n) throw new ProofShapeError("path longer than index and tree size require");
     if ((fnode & 1n) === 1n || fnode === snode) {
-      root = await hash(level, sibling, root);
+      const h = hash(level, sibling, root);
+      root = h instanceof Uint8Array ? h : await h;
       while ((fnode & 1n) === 0n && fnode !== 0n) {
         fnode >>= 1n;
         snode >>= 1n;
       }
     } else {
-      root = await hash(level, root, sibling);
+      const h = hash(level, root, sibling);
+      root = h instanceof Uint8Array ? h : await h;
     }
     fnode >>= 1n;
     snode >>= 1n;

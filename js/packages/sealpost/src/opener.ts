@@ -219,7 +219,8 @@ export class Opener {
         details,
       );
     }
-    await this.verifyEnvelope(known, env, topic, details);
+    const topicBytes = te.encode(topic);
+    await this.verifyEnvelope(known, env, topicBytes, details);
     const key = this.keyring.get(publisher, epoch);
     if (!key) {
       throw new Rejected("unknown_key", `no content key for ${publisher} epoch ${epoch}`, {
@@ -233,7 +234,7 @@ export class Opener {
       payload = await primitives.aesGcmDecrypt(
         key,
         env.iv,
-        encStructure(env.encProtected, te.encode(topic)),
+        encStructure(env.encProtected, topicBytes),
         env.ciphertext,
       );
     } catch {
@@ -253,11 +254,11 @@ export class Opener {
   private async verifyEnvelope(
     known: KnownPublisher,
     env: ParsedEnvelope,
-    topic: string,
+    topic: Uint8Array,
     details: RejectionDetails,
   ): Promise<void> {
     const { sign1, proof } = env;
-    const tbs = sigStructure(sign1.protectedBytes, te.encode(topic), sign1.payload);
+    const tbs = sigStructure(sign1.protectedBytes, topic, sign1.payload);
     if (!proof) {
       if (!(await primitives.verifyEd25519(known.key, sign1.signature, tbs))) {
         throw new Rejected("bad_signature", "bad signature", details);
