@@ -152,25 +152,10 @@ function bstrHeadLen(n: number): number {
 /** Writes the byte string `b` (shortest head, then its bytes) at `at`; returns the end. */
 function writeBstr(out: Uint8Array, at: number, b: Uint8Array): number {
   const n = b.length;
-  const view = new DataView(out.buffer, out.byteOffset);
-  if (n < 24) {
-    out[at++] = 0x40 | n;
-  } else if (n < 0x100) {
-    out[at++] = 0x58;
-    out[at++] = n;
-  } else if (n < 0x1_0000) {
-    out[at++] = 0x59;
-    view.setUint16(at, n);
-    at += 2;
-  } else if (n < 0x1_0000_0000) {
-    out[at++] = 0x5a;
-    view.setUint32(at, n);
-    at += 4;
-  } else {
-    out[at++] = 0x5b;
-    view.setBigUint64(at, BigInt(n));
-    at += 8;
-  }
+  const size = n < 24 ? 0 : n < 0x100 ? 1 : n < 0x1_0000 ? 2 : n < 0x1_0000_0000 ? 4 : 8;
+  out[at++] = 0x40 | (size === 0 ? n : size === 1 ? 24 : size === 2 ? 25 : size === 4 ? 26 : 27);
+  // The length big-endian, by hand (no DataView per call on this path).
+  for (let i = size - 1; i >= 0; i--) out[at++] = Math.floor(n / 2 ** (8 * i)) & 0xff;
   out.set(b, at);
   return at + n;
 }

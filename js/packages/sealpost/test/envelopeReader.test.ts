@@ -12,6 +12,7 @@ import { encStructure, sigStructure } from "../src/cose.js";
 import { isValidLocation, parseEnvelopeGeneral } from "../src/envelope.js";
 import { readEnvelope } from "../src/envelopeReader.js";
 import { Rejected } from "../src/errors.js";
+import { importContentKey, loadPublisherIdentity, sealEnvelope } from "../src/index.js";
 import { hexVector, readVectors, textVector } from "./vectors.js";
 
 const v = readVectors();
@@ -88,5 +89,42 @@ test("the directly written Sig_structure and Enc_structure are cborg's encoding"
     const b = new Uint8Array(n === 0 ? 3 : n - 1).fill(9);
     assert.deepEqual(sigStructure(a, b, a), encodeCbor(["Signature1", a, b, a]), `${n}`);
     assert.deepEqual(encStructure(b, a), encodeCbor(["Encrypt0", b, a]), `${n}`);
+  }
+});
+
+test("heads of every size (sequence numbers up to 2^64 - 1) read the same both ways", async () => {
+  const identity = await loadPublisherIdentity(
+    hexVector(v, "publisher_certificate"),
+    hexVector(v, "publisher_private_key_pkcs8"),
+  );
+  const contentKey = await importContentKey(hexVector(v, "content_key"));
+  const seqs = [
+    0n,
+    23n,
+    24n,
+    255n,
+    256n,
+    65535n,
+    65536n,
+    2n ** 32n - 1n,
+    2n ** 32n,
+    2n ** 64n - 1n,
+  ];
+  for (const seq of seqs) {
+    const bytes = await sealEnvelope({
+      identity,
+      topic: textVector(v, "topic"),
+      plaintext: new Uint8Array(300),
+      index: { publisher: "vector-pub", epoch: seq, location: "mqtt:sealpost/keys/vector-pub" },
+      contentKey,
+      seq,
+      salt: hexVector(v, "nonce_salt"),
+      publishedAt: seq,
+      embedCertificate: true,
+    });
+    const fast = readEnvelope(bytes, isValidLocation);
+    assert.ok(fast, `sequence ${seq}: declined`);
+    assert.equal(fast.seq, seq);
+    assert.deepEqual(plain(fast), plain(general(bytes)), `sequence ${seq}`);
   }
 });
