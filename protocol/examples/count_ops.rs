@@ -133,7 +133,9 @@ fn main() {
     let op = args.next().unwrap_or_else(|| "seal".into());
     if op == "open_file" {
         let path = args.next().expect("open_file PATH [RUNS]");
-        let runs = args.next().map_or(3, |s| s.parse().expect("a number of runs"));
+        let runs = args
+            .next()
+            .map_or(3, |s| s.parse().expect("a number of runs"));
         return open_file(&path, runs);
     }
     let n: usize = args.next().map_or(2000, |s| s.parse().expect("a count"));
@@ -264,7 +266,10 @@ fn open_file(path: &str, runs: usize) {
             ContentKey::from_slice(records[2]).expect("a 32-byte content key"),
         );
         let started = thread_cpu_ns();
-        run(Work::OpenAt(&mut opener, topic, &envelopes, now), envelopes.len());
+        run(
+            Work::OpenAt(&mut opener, topic, &envelopes, now),
+            envelopes.len(),
+        );
         report("open_file", envelopes.len(), started);
     }
 }
