@@ -14,13 +14,11 @@
  * taken from `SEALPOST_COUNT_OPS`. `--no-browser` leaves Chromium out.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:http";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
 import { fromHex, toBase64, toHex } from "../src/bytes.js";
+import { openBundledPage } from "../test/chromium.js";
 import { readVectors, repoRoot } from "../test/vectors.js";
 import {
   BENCH_EPOCH,
@@ -31,8 +29,6 @@ import {
   sealBenchEnvelopes,
 } from "./openBench.js";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, "..", "..");
 const v = Object.fromEntries(readVectors()) as unknown as BenchVectors;
 const N = 4000;
 const ROUNDS = 3;
@@ -97,53 +93,16 @@ const cpu = () => {
 
 /** Opens envelopes in headless Chromium, same routine, same bytes (wall clock). */
 async function chromiumOpener() {
-  const bundlePath = join(root, "dist", "bench", "browser.bundle.js");
-  execFileSync("npx", [
-    "esbuild",
-    join(root, "bench", "browser.ts"),
-    "--bundle",
-    "--format=esm",
-    "--platform=browser",
-    "--target=es2022",
-    `--outfile=${bundlePath}`,
-    "--log-level=warning",
-  ]);
-  const bundle = readFileSync(bundlePath);
-  const server = createServer((req, res) => {
-    const js = req.url === "/bench.js";
-    res.setHeader("Content-Type", js ? "text/javascript" : "text/html");
-    res.end(js ? bundle : '<!doctype html><script type="module" src="/bench.js"></script>');
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : 0;
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-  const page = await browser.newPage();
-  await page.goto(`http://127.0.0.1:${port}/`);
-  await page.waitForFunction(() => typeof window.openEnvelopesHex === "function");
+  const chromium = await openBundledPage(join("bench", "browser.ts"));
+  await chromium.load(() => typeof window.openEnvelopesHex === "function");
   return {
     open: (sealed: BenchEnvelopes) =>
-      page.evaluate(([vv, envs, now]) => window.openEnvelopesHex(vv, envs, now), [
+      chromium.page.evaluate(([vv, envs, now]) => window.openEnvelopesHex(vv, envs, now), [
         v,
         sealed.envelopes.map(toHex),
         sealed.now,
       ] as const),
-    close: async () => {
-      await browser.close();
-      server.close();
-    },
+    close: () => chromium.close(),
   };
 }
 
