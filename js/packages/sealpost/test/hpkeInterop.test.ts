@@ -49,7 +49,11 @@ const password = (user: string) => `${user}-password`;
 
 before(async () => {
   pki = await makePki("hpke");
-  for (const id of ["hrpub", "htpub"]) await issue(pki, "publisher", id, ["--topics", "hpke/#"]);
+  // One TS publisher identity per KEM: each test's publisher starts at epoch 1, and a key
+  // message another test left retained must not carry a different key for that epoch.
+  for (const id of ["hrpub", ...KEMS.map((k) => `htpub${k.suffix}`)]) {
+    await issue(pki, "publisher", id, ["--topics", "hpke/#"]);
+  }
   for (const k of KEMS) {
     for (const id of [`tsub${k.suffix}`, `rsub${k.suffix}`]) {
       await issue(pki, "subscriber", id, ["--key", k.key]);
@@ -153,7 +157,12 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
       const rust = `rsub${kem.suffix}`;
 
       test(`Rust publisher -> TS ${kem.label} subscriber`, async () => {
-        const c = await tsKemSubscriber(broker(), kem, `hpke/rust/${kem.key}/#`, "r2t");
+        const c = await tsKemSubscriber(
+          broker(),
+          kem,
+          `hpke/rust/${kem.key}/#`,
+          `r2t${kem.suffix}`,
+        );
         try {
           const grants = join(pki.dir, `grants-r2t${kem.suffix}-${brokerName}`);
           await mkdir(grants, { recursive: true });
@@ -180,7 +189,7 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
 
       test(`TS publisher -> Rust ${kem.label} and RSA readers; revoking the TS ${kem.label} reader rotates for both types`, async () => {
         const topic = `hpke/ts/${kem.key}`;
-        const c = await tsKemSubscriber(broker(), kem, topic, "t2r");
+        const c = await tsKemSubscriber(broker(), kem, topic, `t2r${kem.suffix}`);
         const readers = [rust, "rsub"].map((id) =>
           start(rustBin("sealpost-sub"), [
             ...rustArgs(broker(), id),
@@ -197,12 +206,12 @@ for (const brokerName of ["sealpost", "mosquitto"]) {
         const publisher = await Publisher.start({
           url: broker().tlsUrl,
           mqtt: {
-            ...(await tlsOptions(broker(), "htpub")),
+            ...(await tlsOptions(broker(), `htpub${kem.suffix}`)),
             clientId: `htpub-${kem.key}-${brokerName}`,
           },
           identity: await loadPublisherIdentity(
-            await pki.read("htpub.pem"),
-            await pki.read("htpub.key"),
+            await pki.read(`htpub${kem.suffix}.pem`),
+            await pki.read(`htpub${kem.suffix}.key`),
           ),
           caCertificate: await pki.read("ca.pem"),
           crl: await pki.read("crl.pem"),
