@@ -45,6 +45,7 @@ enum Work<'a> {
     Verify(&'a SigningKey, &'a [([u8; 256], Signature)]),
     Seal(&'a mut Sealer),
     Open(&'a mut Opener, &'a [Vec<u8>]),
+    OpenAt(&'a mut Opener, &'a str, &'a [Vec<u8>], i64),
     OpenBatch(&'a mut Opener, &'a [Vec<u8>]),
     SealBurst(&'a mut Sealer, usize),
     Wrap(&'a KeyRecipient),
@@ -80,6 +81,11 @@ fn run(work: Work<'_>, n: usize) {
         Work::Open(opener, envelopes) => {
             for env in envelopes {
                 black_box(opener.open(TOPIC, env).unwrap());
+            }
+        }
+        Work::OpenAt(opener, topic, envelopes, now) => {
+            for env in envelopes {
+                black_box(opener.open_at(topic, env, now).unwrap());
             }
         }
         Work::SealBurst(sealer, burst) => {
@@ -125,6 +131,13 @@ fn run(work: Work<'_>, n: usize) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let op = args.next().unwrap_or_else(|| "seal".into());
+    if op == "open_file" {
+        let path = args.next().expect("open_file PATH [RUNS]");
+        let runs = args
+            .next()
+            .map_or(3, |s| s.parse().expect("a number of runs"));
+        return open_file(&path, runs);
+    }
     let n: usize = args.next().map_or(2000, |s| s.parse().expect("a count"));
 
     let ca = fixture::ca();
@@ -217,5 +230,46 @@ fn report(op: &str, n: usize, started: Option<u64>) {
             "{op}: {per_op:.0} ns CPU per operation, {:.1} k/s on one core",
             1e6 / per_op
         );
+    }
+}
+
+/// Opens the envelopes of the file at `path` `runs` times, each time with a fresh opener,
+/// and reports the CPU time per envelope of each run. The file is a sequence of records,
+/// each a 4-byte big-endian length and that many bytes: the CA certificate (PEM), the
+/// publisher certificate (DER), the content key (32 bytes), the publisher id, the key
+/// epoch (decimal), the time to open at (unix seconds, decimal), the topic; then one
+/// record per envelope, in the order they are to be opened.
+fn open_file(path: &str, runs: usize) {
+    let bytes = std::fs::read(path).expect("the envelope file");
+    let mut records = Vec::new();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_at(4);
+        let len = u32::from_be_bytes(len.try_into().unwrap()) as usize;
+        records.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    let text = |i: usize| std::str::from_utf8(records[i]).expect("a text record");
+    let (publisher, topic) = (text(3), text(6));
+    let epoch: u64 = text(4).parse().expect("an epoch");
+    let now: i64 = text(5).parse().expect("a time");
+    let envelopes: Vec<Vec<u8>> = records[7..].iter().map(|e| e.to_vec()).collect();
+    for _ in 0..runs {
+        let verifier = sealpost_certs::Verifier::new(text(0)).expect("the CA certificate");
+        let mut opener = Opener::new(verifier);
+        opener
+            .add_publisher_certificate(records[1], now)
+            .expect("the publisher certificate");
+        opener.add_key(
+            publisher,
+            epoch,
+            ContentKey::from_slice(records[2]).expect("a 32-byte content key"),
+        );
+        let started = thread_cpu_ns();
+        run(
+            Work::OpenAt(&mut opener, topic, &envelopes, now),
+            envelopes.len(),
+        );
+        report("open_file", envelopes.len(), started);
     }
 }

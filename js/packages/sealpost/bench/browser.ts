@@ -1,9 +1,14 @@
-/** The browser entry of the open benchmark (bundled by esbuild, driven by chromium.ts). */
-import { openThroughput } from "./openBench.js";
+/**
+ * The browser entry of the open benchmark (bundled by esbuild, driven by run.ts): opens
+ * the envelopes run.ts sealed (as hex), with the same routine as in Node.js.
+ */
+import { fromHex } from "../src/bytes.js";
+import { type BenchVectors, openEnvelopes } from "./openBench.js";
 
 declare global {
   interface Window {
-    openThroughput: typeof openThroughput;
+    openEnvelopesHex: (v: BenchVectors, envelopes: string[], now: number) => Promise<number>;
   }
 }
-window.openThroughput = openThroughput;
+window.openEnvelopesHex = (v, envelopes, now) =>
+  openEnvelopes(v, { envelopes: envelopes.map(fromHex), now });

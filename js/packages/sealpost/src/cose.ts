@@ -16,6 +16,8 @@ export const ALG_RSA_OAEP_256 = -41;
  * until draft-ietf-cose-hpke registers this suite (docs/PROTOCOL.md, "Key wrapping").
  */
 export const ALG_HPKE_X25519_A256GCM_KE = -65601;
+/** HPKE Key Encryption with X-Wing / HKDF-SHA256 / AES-256-GCM: private use, next to it. */
+export const ALG_HPKE_XWING_A256GCM_KE = -65602;
 
 /** Registered header labels. */
 export const LABEL_ALG = 1;
@@ -137,18 +139,55 @@ export function uintHeader(h: Map<unknown, unknown>, label: number): bigint | nu
   return asUint(h.get(label));
 }
 
+/** `0x84` (array of 4) and the text "Signature1": how every Sig_structure starts. */
+const SIGNATURE1_START = Uint8Array.of(0x84, 0x6a, ...new TextEncoder().encode("Signature1"));
+/** `0x83` (array of 3) and the text "Encrypt0": how every Enc_structure starts. */
+const ENCRYPT0_START = Uint8Array.of(0x83, 0x68, ...new TextEncoder().encode("Encrypt0"));
+
+/** Length of the shortest CBOR head of a byte string of `n` bytes. */
+function bstrHeadLen(n: number): number {
+  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x1_0000 ? 3 : n < 0x1_0000_0000 ? 5 : 9;
+}
+
+/** Writes the byte string `b` (shortest head, then its bytes) at `at`; returns the end. */
+function writeBstr(out: Uint8Array, at: number, b: Uint8Array): number {
+  const n = b.length;
+  const size = n < 24 ? 0 : n < 0x100 ? 1 : n < 0x1_0000 ? 2 : n < 0x1_0000_0000 ? 4 : 8;
+  out[at++] = 0x40 | (size === 0 ? n : size === 1 ? 24 : size === 2 ? 25 : size === 4 ? 26 : 27);
+  // The length big-endian, by hand (no DataView per call on this path).
+  for (let i = size - 1; i >= 0; i--) out[at++] = Math.floor(n / 2 ** (8 * i)) & 0xff;
+  out.set(b, at);
+  return at + n;
+}
+
+/**
+ * A CBOR array of a fixed text start (`start`) followed by byte strings, in core
+ * deterministic encoding, written directly: these structures are built for every message
+ * sealed or opened, and their encoding is fully determined (checked against cborg by the
+ * vectors and primitives tests).
+ */
+function structure(start: Uint8Array, parts: Uint8Array[]): Uint8Array {
+  let len = start.length;
+  for (const p of parts) len += bstrHeadLen(p.length) + p.length;
+  const out = new Uint8Array(len);
+  out.set(start, 0);
+  let at = start.length;
+  for (const p of parts) at = writeBstr(out, at, p);
+  return out;
+}
+
 /** `["Signature1", protected, external_aad, payload]`. */
 export function sigStructure(
   protectedBytes: Uint8Array,
   externalAad: Uint8Array,
   payload: Uint8Array,
 ): Uint8Array {
-  return encodeCbor(["Signature1", protectedBytes, externalAad, payload]);
+  return structure(SIGNATURE1_START, [protectedBytes, externalAad, payload]);
 }
 
 /** `["Encrypt0", protected, external_aad]`. */
 export function encStructure(protectedBytes: Uint8Array, externalAad: Uint8Array): Uint8Array {
-  return encodeCbor(["Encrypt0", protectedBytes, externalAad]);
+  return structure(ENCRYPT0_START, [protectedBytes, externalAad]);
 }
 
 /** Encodes a tagged COSE_Sign1 (with `vdp`, the proofs header of a version 2 envelope). */

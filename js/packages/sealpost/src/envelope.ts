@@ -23,6 +23,7 @@ import {
   VERSION,
   VERSION_BURST,
 } from "./cose.js";
+import { readEnvelope } from "./envelopeReader.js";
 import { malformed, Rejected } from "./errors.js";
 import { type InclusionProof, parseProof } from "./merkle.js";
 import { validateTopic } from "./topic.js";
@@ -42,7 +43,8 @@ export interface KeyIndex {
 
 /** An envelope parsed but not yet verified. */
 export interface ParsedEnvelope {
-  sign1: Sign1;
+  /** The parts of the COSE_Sign1 the opener goes on with. */
+  sign1: Pick<Sign1, "protectedBytes" | "x5chain" | "payload" | "signature">;
   /** Version 2 only: where this message sits in its signed burst. */
   proof: InclusionProof | null;
   keyIndex: KeyIndex;
@@ -70,6 +72,15 @@ export function parseEnvelope(bytes: Uint8Array, maxLen = DEFAULT_MAX_ENVELOPE):
   if (bytes.length > maxLen) {
     throw new Rejected("oversized", `envelope of ${bytes.length} bytes exceeds ${maxLen}`);
   }
+  // The pinned layout straight from the bytes; anything else through the general decoder.
+  return readEnvelope(bytes, isValidLocation) ?? parseEnvelopeGeneral(bytes);
+}
+
+/**
+ * What `parseEnvelope` does for an envelope the fast path (`envelopeReader.ts`) does not
+ * recognise: the general strict CBOR decoder, and every check with its typed error.
+ */
+export function parseEnvelopeGeneral(bytes: Uint8Array): ParsedEnvelope {
   const sign1 = parseSign1(bytes);
   const version = checkPreamble(sign1, KIND_DATA);
   const proof = version === VERSION_BURST ? parseProof(sign1.vdp) : null;
@@ -107,8 +118,9 @@ export function parseEnvelope(bytes: Uint8Array, maxLen = DEFAULT_MAX_ENVELOPE):
   const iv = asBytes(unprotected.get(LABEL_IV));
   if (!iv || iv.length !== IV_LEN || unprotected.size !== 1) throw malformed("IV length");
   if (!ciphertext) throw malformed("no ciphertext");
+  const { protectedBytes, x5chain, payload, signature } = sign1;
   return {
-    sign1,
+    sign1: { protectedBytes, x5chain, payload, signature },
     proof,
     keyIndex: { publisher, epoch: epochN, location },
     seq,

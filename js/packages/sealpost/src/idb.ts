@@ -1,11 +1,14 @@
 /**
  * Browser persistence in IndexedDB: the replay window, and the subscriber's private key
  * as a non-extractable `CryptoKey` (IndexedDB stores CryptoKey objects by structured
- * clone, so the page never sees the key bytes once imported).
+ * clone, so the page never sees the key bytes once imported). An X-Wing key, which
+ * WebCrypto cannot hold, is stored as its seed encrypted under a non-extractable AES-GCM
+ * `CryptoKey` (`xwing.ts`; js/README.md says what that does and does not protect).
  */
 import { parseCertificate } from "./certs.js";
 import type { SubscriberIdentity } from "./identity.js";
 import type { ReplayState, ReplayStore } from "./replay.js";
+import { type SealedXWingSeed, XWingPrivateKey } from "./xwing.js";
 
 const STORE = "sealpost";
 
@@ -65,16 +68,19 @@ export class IndexedDbReplayStore implements ReplayStore {
 /**
  * Keeps a subscriber identity in IndexedDB: the certificate, and the private key as the
  * (non-extractable) `CryptoKey` itself, so a page imports the PKCS#8 bytes once and from
- * then on holds only a handle it cannot read.
+ * then on holds only a handle it cannot read. An X-Wing key is kept as its encrypted seed
+ * and the non-extractable key that decrypts it; its seed itself is never stored.
  */
 export async function storeIdentity(
   identity: SubscriberIdentity,
   dbName = "sealpost",
 ): Promise<void> {
   if (identity.key.extractable) throw new Error("refusing to store an extractable private key");
+  const key = identity.key instanceof XWingPrivateKey ? identity.key.toStored() : identity.key;
   await idbPut(dbName, `identity-${identity.certificate.id}`, {
     certificate: identity.certificate.der,
-    key: identity.key,
+    key,
+    xwing: identity.key instanceof XWingPrivateKey,
   });
 }
 
@@ -85,8 +91,12 @@ export async function loadStoredIdentity(
 ): Promise<SubscriberIdentity | null> {
   const stored = (await idbGet(dbName, `identity-${id}`)) as {
     certificate: Uint8Array;
-    key: CryptoKey;
+    key: CryptoKey | SealedXWingSeed;
+    xwing?: boolean;
   } | null;
   if (!stored) return null;
-  return { certificate: await parseCertificate(stored.certificate), key: stored.key };
+  const key = stored.xwing
+    ? XWingPrivateKey.fromStored(stored.key as SealedXWingSeed)
+    : (stored.key as CryptoKey);
+  return { certificate: await parseCertificate(stored.certificate), key };
 }

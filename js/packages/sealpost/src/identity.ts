@@ -7,10 +7,12 @@ import { AsnConvert } from "@peculiar/asn1-schema";
 import { type CertificateInfo, parseCertificate } from "./certs.js";
 import { derOrPem } from "./pem.js";
 import { privateKeyImportParams, wrapAlgorithmOfCertificate } from "./wrap.js";
+import { XWingPrivateKey, xwingSeedFromPkcs8, xwingSeedMatches } from "./xwing.js";
 
 /**
- * A subscriber: its certificate and the private key that unwraps content keys, an
- * RSA-OAEP-SHA256 or an X25519 (HPKE) `CryptoKey` as the certificate's key says.
+ * A subscriber: its certificate and the private key that unwraps content keys, as the
+ * certificate's key says: an RSA-OAEP-SHA256 or an X25519 (HPKE) `CryptoKey`, or an
+ * `XWingPrivateKey` (X-Wing, which WebCrypto does not have: see `xwing.ts`).
  */
 export interface SubscriberIdentity {
   certificate: CertificateInfo;
@@ -23,7 +25,11 @@ export interface PublisherIdentity {
   key: CryptoKey;
 }
 
-/** Loads a subscriber identity from a certificate and a PKCS#8 key (DER or PEM). */
+/**
+ * Loads a subscriber identity from a certificate and a PKCS#8 key (DER or PEM). An X-Wing
+ * key must belong to the certificate (its public key is derived and compared) and is kept
+ * as an `XWingPrivateKey` whatever `extractable` says.
+ */
 export async function loadSubscriberIdentity(
   certificate: Uint8Array | string,
   pkcs8: Uint8Array | string,
@@ -31,13 +37,24 @@ export async function loadSubscriberIdentity(
 ): Promise<SubscriberIdentity> {
   const info = await parseCertificate(derOrPem(certificate, "CERTIFICATE"));
   if (info.role !== "subscriber") throw new Error(`${info.id} is not a subscriber certificate`);
-  const { params, usages } = privateKeyImportParams(wrapAlgorithmOfCertificate(info));
+  const der = derOrPem(pkcs8, "PRIVATE KEY");
+  const webCrypto = privateKeyImportParams(wrapAlgorithmOfCertificate(info));
+  if (!webCrypto) {
+    const seed = xwingSeedFromPkcs8(der);
+    // Our own decoding of a PEM key file is wiped; bytes the caller passed stay theirs.
+    if (typeof pkcs8 === "string") der.fill(0);
+    if (!(await xwingSeedMatches(seed, info))) {
+      seed.fill(0);
+      throw new Error(`the private key does not belong to ${info.id}`);
+    }
+    return { certificate: info, key: await XWingPrivateKey.fromSeed(seed) };
+  }
   const key = await crypto.subtle.importKey(
     "pkcs8",
-    pkcs8V1(derOrPem(pkcs8, "PRIVATE KEY")),
-    params,
+    pkcs8V1(der),
+    webCrypto.params,
     extractable,
-    usages,
+    webCrypto.usages,
   );
   return { certificate: info, key };
 }

@@ -26,3 +26,4 @@ export * from "./sealer.js";
 export * from "./subscriber.js";
 export * from "./topic.js";
 export * from "./wrap.js";
+export * from "./xwing.js";

@@ -4,7 +4,7 @@
  * root's derived protected header. Leaves and interior nodes are hashed with different
  * one-byte prefixes (0x00, 0x01), so a node can never be passed off as a leaf.
  */
-import { concat } from "./bytes.js";
+import { equal } from "./bytes.js";
 import { asBytes, asMap, asUint, decodeStrict, encodeCbor } from "./cbor.js";
 import {
   ALG_EDDSA,
@@ -71,12 +71,52 @@ export function encodeProof(proof: InclusionProof): Map<number, unknown> {
 
 /** The leaf of one message: `SHA-256(0x00 || SHA-256(Sig_structure))`. */
 export async function leafHash(toBeSigned: Uint8Array): Promise<Uint8Array> {
-  return sha256(concat(Uint8Array.of(0x00), await sha256(toBeSigned)));
+  return sha256(prefixed(0x00, await sha256(toBeSigned)));
 }
 
 /** An interior node: `SHA-256(0x01 || left || right)`. */
 export function nodeHash(left: Uint8Array, right: Uint8Array): Promise<Uint8Array> {
-  return sha256(concat(Uint8Array.of(0x01), left, right));
+  return sha256(prefixed(0x01, left, right));
+}
+
+/** `prefix || a || b` (one allocation: this runs for every hash of every path). */
+function prefixed(prefix: number, a: Uint8Array, b?: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + a.length + (b?.length ?? 0));
+  out[0] = prefix;
+  out.set(a, 1);
+  if (b) out.set(b, 1 + a.length);
+  return out;
+}
+
+/**
+ * The interior nodes an inclusion path computed last, level by level, so that the next
+ * message of the same burst reuses the parents it shares with the previous one instead of
+ * hashing them again: consecutive leaves of a burst share all but about two of their path
+ * nodes. It is a memo of `nodeHash` and nothing more: a parent is reused only for exactly
+ * the same (left, right) pair at that level, so any changed bit of a path or leaf misses
+ * and is hashed, and the root that comes out is always SHA-256 of what was received.
+ */
+export class PathMemo {
+  private readonly lefts: Uint8Array[] = [];
+  private readonly rights: Uint8Array[] = [];
+  private readonly parents: Uint8Array[] = [];
+
+  /** The parent remembered for exactly (`left`, `right`) at step `level`, or null. */
+  get(level: number, left: Uint8Array, right: Uint8Array): Uint8Array | null {
+    const l = this.lefts[level];
+    const r = this.rights[level];
+    const p = this.parents[level];
+    return l && r && p && equal(l, left) && equal(r, right) ? p : null;
+  }
+
+  /** `nodeHash(left, right)` for step `level`, remembered for the next path. */
+  async hash(level: number, left: Uint8Array, right: Uint8Array): Promise<Uint8Array> {
+    const parent = await nodeHash(left, right);
+    this.lefts[level] = left.slice();
+    this.rights[level] = right.slice();
+    this.parents[level] = parent;
+    return parent;
+  }
 }
 
 /** Why an inclusion proof cannot be evaluated (as opposed to leading to a wrong root). */
@@ -87,23 +127,32 @@ export class ProofShapeError extends Error {}
  * valid only if this root is the signed one; a path that does not fit the leaf index and
  * tree size throws `ProofShapeError`.
  */
-export async function rootFromPath(proof: InclusionProof, leaf: Uint8Array): Promise<Uint8Array> {
+export async function rootFromPath(
+  proof: InclusionProof,
+  leaf: Uint8Array,
+  memo?: PathMemo,
+): Promise<Uint8Array> {
+  // A memo hit is answered without a promise: most steps of a burst's paths are hits.
+  const hash = (level: number, left: Uint8Array, right: Uint8Array) =>
+    memo ? (memo.get(level, left, right) ?? memo.hash(level, left, right)) : nodeHash(left, right);
   if (proof.leafIndex >= proof.treeSize) {
     throw new ProofShapeError("leaf index outside the tree");
   }
   let fnode = proof.leafIndex;
   let snode = proof.treeSize - 1n;
   let root = leaf;
-  for (const sibling of proof.path) {
+  for (const [level, sibling] of proof.path.entries()) {
     if (snode === 0n) throw new ProofShapeError("path longer than index and tree size require");
     if ((fnode & 1n) === 1n || fnode === snode) {
-      root = await nodeHash(sibling, root);
+      const h = hash(level, sibling, root);
+      root = h instanceof Uint8Array ? h : await h;
       while ((fnode & 1n) === 0n && fnode !== 0n) {
         fnode >>= 1n;
         snode >>= 1n;
       }
     } else {
-      root = await nodeHash(root, sibling);
+      const h = hash(level, root, sibling);
+      root = h instanceof Uint8Array ? h : await h;
     }
     fnode >>= 1n;
     snode >>= 1n;

@@ -10,7 +10,7 @@ import { malformed, Rejected, type RejectionDetails } from "./errors.js";
 import type { SubscriberIdentity } from "./identity.js";
 import { parseKeyMessageBody } from "./keyMessage.js";
 import { DEFAULT_KEPT_EPOCHS, importContentKey, Keyring } from "./keyring.js";
-import { leafHash, ProofShapeError, rootFromPath, rootSigStructure } from "./merkle.js";
+import { leafHash, PathMemo, ProofShapeError, rootFromPath, rootSigStructure } from "./merkle.js";
 import { primitives, sha256, type VerifyKey } from "./primitives.js";
 import { ReplayWindows } from "./replay.js";
 import { DEFAULT_ROOT_CACHE, RootCache } from "./rootCache.js";
@@ -60,6 +60,24 @@ interface KnownPublisher {
   key: VerifyKey;
   /** Burst roots of this certificate whose signature verified. */
   roots: RootCache;
+  /** The path nodes its last version 2 envelope hashed (a memo, see `PathMemo`). */
+  paths: PathMemo;
+  /** Topics already checked against its certificate's filters, and the answer. */
+  topics: Map<string, boolean>;
+}
+
+/** Topic answers remembered per publisher before the memo starts over. */
+const MAX_TOPICS_REMEMBERED = 1024;
+
+/** May `known` publish to `topic`? Its certificate's filters, remembered per topic. */
+function permits(known: KnownPublisher, topic: string): boolean {
+  let answer = known.topics.get(topic);
+  if (answer === undefined) {
+    answer = mayPublish(known.info, topic);
+    if (known.topics.size >= MAX_TOPICS_REMEMBERED) known.topics.clear();
+    known.topics.set(topic, answer);
+  }
+  return answer;
 }
 
 const te = new TextEncoder();
@@ -127,7 +145,13 @@ export class Opener {
       throw new Rejected("untrusted_publisher", `${info.id}: not an Ed25519 key`);
     }
     if (this.publishers.size >= MAX_KNOWN_PUBLISHERS) this.publishers.clear();
-    this.publishers.set(toHex(info.fingerprint), { info, key, roots: new RootCache() });
+    this.publishers.set(toHex(info.fingerprint), {
+      info,
+      key,
+      roots: new RootCache(),
+      paths: new PathMemo(),
+      topics: new Map(),
+    });
     return info;
   }
 
@@ -188,14 +212,15 @@ export class Opener {
       throw new Rejected("stale", `${publisher} published at ${env.publishedAt}`, details);
     }
     const known = await this.publisher(env.fingerprint, env.sign1.x5chain, publisher, now);
-    if (!mayPublish(known.info, topic)) {
+    if (!permits(known, topic)) {
       throw new Rejected(
         "topic_not_permitted",
         `${publisher} may not publish to ${topic}`,
         details,
       );
     }
-    await this.verifyEnvelope(known, env, topic, details);
+    const topicBytes = te.encode(topic);
+    await this.verifyEnvelope(known, env, topicBytes, details);
     const key = this.keyring.get(publisher, epoch);
     if (!key) {
       throw new Rejected("unknown_key", `no content key for ${publisher} epoch ${epoch}`, {
@@ -209,7 +234,7 @@ export class Opener {
       payload = await primitives.aesGcmDecrypt(
         key,
         env.iv,
-        encStructure(env.encProtected, te.encode(topic)),
+        encStructure(env.encProtected, topicBytes),
         env.ciphertext,
       );
     } catch {
@@ -229,11 +254,11 @@ export class Opener {
   private async verifyEnvelope(
     known: KnownPublisher,
     env: ParsedEnvelope,
-    topic: string,
+    topic: Uint8Array,
     details: RejectionDetails,
   ): Promise<void> {
     const { sign1, proof } = env;
-    const tbs = sigStructure(sign1.protectedBytes, te.encode(topic), sign1.payload);
+    const tbs = sigStructure(sign1.protectedBytes, topic, sign1.payload);
     if (!proof) {
       if (!(await primitives.verifyEd25519(known.key, sign1.signature, tbs))) {
         throw new Rejected("bad_signature", "bad signature", details);
@@ -242,7 +267,7 @@ export class Opener {
     }
     let root: Uint8Array;
     try {
-      root = await rootFromPath(proof, await leafHash(tbs));
+      root = await rootFromPath(proof, await leafHash(tbs), known.paths);
     } catch (e) {
       if (e instanceof ProofShapeError) {
         throw new Rejected("bad_inclusion_proof", e.message, details);

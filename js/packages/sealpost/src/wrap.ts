@@ -2,8 +2,7 @@
  * Key wrapping (docs/PROTOCOL.md, "Key wrapping"): the one module that knows how a content
  * key is wrapped for a subscriber certificate's public key and unwrapped with the private
  * key. Each algorithm is one entry of `WRAP_ALGORITHMS`; key messages, the opener and the
- * publisher only move `Wrapping`s, so a further algorithm (a post-quantum KEM) is one more
- * entry here.
+ * publisher only move `Wrapping`s, so a further algorithm is one more entry here.
  *
  * - RSA-OAEP-256 (COSE -41): WebCrypto RSA-OAEP with SHA-256, no `ek`.
  * - HPKE (COSE -65601): RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
@@ -11,6 +10,8 @@
  *   Key Encryption mode of draft-ietf-cose-hpke: `info` is the deterministic CBOR
  *   `Recipient_structure` `["HPKE Recipient", 3, <protected bytes as sent>, h'']`, `aad`
  *   is empty, `enc` travels in the unprotected `ek` (-4) parameter.
+ * - HPKE with X-Wing (COSE -65602): the same with the hybrid post-quantum KEM X-Wing
+ *   (`@hpke/hybridkem-x-wing`; the private key handling is in `xwing.ts`).
  */
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from "@hpke/core";
 import { buf } from "./bytes.js";
@@ -19,15 +20,28 @@ import type { CertificateInfo } from "./certs.js";
 import {
   ALG_A256GCM,
   ALG_HPKE_X25519_A256GCM_KE,
+  ALG_HPKE_XWING_A256GCM_KE,
   ALG_RSA_OAEP_256,
   LABEL_ALG,
   LABEL_EK,
   LABEL_EPOCH,
 } from "./cose.js";
 import { malformed, Rejected, SealError } from "./errors.js";
+import {
+  OID_XWING,
+  wipeKem,
+  XWING,
+  XWING_ENC_LEN,
+  XWingPrivateKey,
+  xwingKem,
+  xwingPublicKeyBytes,
+} from "./xwing.js";
 
 /** The wrapping algorithms sealpost speaks, by stable name. */
-export type WrapAlgorithm = "RSA-OAEP-256" | "HPKE-X25519-SHA256-A256GCM";
+export type WrapAlgorithm =
+  | "RSA-OAEP-256"
+  | "HPKE-X25519-SHA256-A256GCM"
+  | "HPKE-XWING-SHA256-A256GCM";
 
 /** One content key wrapped for one subscriber key: the parts of a `COSE_recipient`. */
 export interface Wrapping {
@@ -42,7 +56,7 @@ export interface Wrapping {
 
 /** Length of a content key and of an X25519 encapsulated key. */
 const KEY_LEN = 32;
-const HPKE_EK_LEN = 32;
+const X25519_ENC_LEN = 32;
 const RECIPIENT_CONTEXT = "HPKE Recipient";
 const EMPTY = new Uint8Array(0);
 
@@ -67,17 +81,6 @@ export interface UnwrapIdentity {
   key: CryptoKey;
 }
 
-let suite: CipherSuite | null = null;
-/** The HPKE suite, made on first use (so RSA-only pages never build it). */
-function hpkeSuite(): CipherSuite {
-  suite ??= new CipherSuite({
-    kem: new DhkemX25519HkdfSha256(),
-    kdf: new HkdfSha256(),
-    aead: new Aes256Gcm(),
-  });
-  return suite;
-}
-
 /** The HPKE `info`: the Recipient_structure of an entry with this protected header. */
 export function hpkeInfo(protectedBytes: Uint8Array): Uint8Array {
   return encodeCbor([RECIPIENT_CONTEXT, ALG_A256GCM, protectedBytes, EMPTY]);
@@ -87,6 +90,66 @@ export function hpkeInfo(protectedBytes: Uint8Array): Uint8Array {
 function publicKey(cert: CertificateInfo, name: string, usages: KeyUsage[]): Promise<CryptoKey> {
   const alg = name === "RSA-OAEP" ? { name, hash: "SHA-256" } : { name };
   return crypto.subtle.importKey("spki", cert.cert.publicKey.rawData, alg, true, usages);
+}
+
+/** How one HPKE suite (HKDF-SHA256, AES-256-GCM, and a KEM) gets its keys. */
+interface HpkeKem {
+  coseId: number;
+  keyName: string;
+  encLen: number;
+  /** The suite, built on first use (so pages that never meet the KEM never build it). */
+  suite: () => CipherSuite;
+  /** The recipient's public key as the suite's KEM takes it. */
+  recipientPublicKey(cert: CertificateInfo): Promise<CryptoKey>;
+  /** Runs `open` with the recipient key as the KEM takes it (and cleans up after). */
+  withRecipientKey<T>(
+    identity: UnwrapIdentity,
+    open: (key: CryptoKey | CryptoKeyPair) => Promise<T>,
+  ): Promise<T>;
+}
+
+/** A lazily built HPKE suite around `makeKem`. */
+function lazySuite(makeKem: () => CipherSuite["kem"]): () => CipherSuite {
+  let suite: CipherSuite | null = null;
+  return () => {
+    suite ??= new CipherSuite({ kem: makeKem(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
+    return suite;
+  };
+}
+
+/** The Key Encryption mode of draft-ietf-cose-hpke over one KEM. */
+function hpkeAlgorithm(kem: HpkeKem): AlgorithmImpl {
+  return {
+    coseId: kem.coseId,
+    keyName: kem.keyName,
+    async wrap(subscriber, protectedBytes, contentKey) {
+      const sealed = await kem.suite().seal(
+        {
+          recipientPublicKey: await kem.recipientPublicKey(subscriber),
+          info: buf(hpkeInfo(protectedBytes)),
+        },
+        buf(contentKey),
+        buf(EMPTY),
+      );
+      return { ek: new Uint8Array(sealed.enc), ciphertext: new Uint8Array(sealed.ct) };
+    },
+    async unwrap(identity, w) {
+      if (w.ek === null || w.ek.length !== kem.encLen) {
+        throw malformed(`an HPKE recipient needs a ${kem.encLen}-byte ek`);
+      }
+      const enc = buf(w.ek);
+      const pt = await kem.withRecipientKey(identity, (recipientKey) =>
+        kem
+          .suite()
+          .open(
+            { recipientKey, enc, info: buf(hpkeInfo(w.protectedBytes)) },
+            buf(w.ciphertext),
+            buf(EMPTY),
+          ),
+      );
+      return new Uint8Array(pt);
+    },
+  };
 }
 
 const ALGORITHMS: Record<WrapAlgorithm, AlgorithmImpl> = {
@@ -108,36 +171,40 @@ const ALGORITHMS: Record<WrapAlgorithm, AlgorithmImpl> = {
       return new Uint8Array(raw);
     },
   },
-  "HPKE-X25519-SHA256-A256GCM": {
+  "HPKE-X25519-SHA256-A256GCM": hpkeAlgorithm({
     coseId: ALG_HPKE_X25519_A256GCM_KE,
     keyName: "X25519",
-    async wrap(subscriber, protectedBytes, contentKey) {
-      const recipientPublicKey = await publicKey(subscriber, "X25519", []);
-      const sealed = await hpkeSuite().seal(
-        { recipientPublicKey, info: buf(hpkeInfo(protectedBytes)) },
-        buf(contentKey),
-        buf(EMPTY),
-      );
-      return { ek: new Uint8Array(sealed.enc), ciphertext: new Uint8Array(sealed.ct) };
-    },
-    async unwrap(identity, w) {
-      if (w.ek === null || w.ek.length !== HPKE_EK_LEN) {
-        throw malformed("an HPKE recipient needs a 32-byte ek");
-      }
+    encLen: X25519_ENC_LEN,
+    suite: lazySuite(() => new DhkemX25519HkdfSha256()),
+    recipientPublicKey: (cert) => publicKey(cert, "X25519", []),
+    async withRecipientKey(identity, open) {
       // The private key stays a (non-extractable) CryptoKey: DHKEM also needs the public
       // key, which comes from our certificate instead of from the private key's bytes.
-      const recipientKey: CryptoKeyPair = {
-        privateKey: identity.key,
-        publicKey: await publicKey(identity.certificate, "X25519", []),
-      };
-      const pt = await hpkeSuite().open(
-        { recipientKey, enc: buf(w.ek), info: buf(hpkeInfo(w.protectedBytes)) },
-        buf(w.ciphertext),
-        buf(EMPTY),
-      );
-      return new Uint8Array(pt);
+      const publicKeyOfCert = await publicKey(identity.certificate, "X25519", []);
+      return open({ privateKey: identity.key, publicKey: publicKeyOfCert });
     },
-  },
+  }),
+  "HPKE-XWING-SHA256-A256GCM": hpkeAlgorithm({
+    coseId: ALG_HPKE_XWING_A256GCM_KE,
+    keyName: XWING,
+    encLen: XWING_ENC_LEN,
+    suite: lazySuite(() => xwingKem),
+    recipientPublicKey: (cert) => xwingKem.deserializePublicKey(xwingPublicKeyBytes(cert)),
+    async withRecipientKey(identity, open) {
+      const key = identity.key;
+      if (!(key instanceof XWingPrivateKey)) throw new Error("not an X-Wing private key");
+      // WebCrypto has no X-Wing: the seed is decrypted for this one unwrapping only, and
+      // both copies (ours and the one inside @hpke's key object) are wiped afterwards.
+      return key.withSeed(async (seed) => {
+        const recipientKey = await xwingKem.deserializePrivateKey(seed.slice());
+        try {
+          return await open(recipientKey);
+        } finally {
+          wipeKem(recipientKey);
+        }
+      });
+    },
+  }),
 };
 
 /** Every algorithm, in a stable order. */
@@ -156,21 +223,30 @@ export function wrapAlgorithmOfKey(key: CryptoKey): WrapAlgorithm | null {
 /** The wrapping algorithm for a subscriber certificate's key; throws if it has none. */
 export function wrapAlgorithmOfCertificate(cert: CertificateInfo): WrapAlgorithm {
   const name = cert.cert.publicKey.algorithm.name;
-  // @peculiar/x509 names an rsaEncryption key by its default use, not "RSA-OAEP".
-  const keyName = name.startsWith("RSA") ? "RSA-OAEP" : name;
+  // @peculiar/x509 names an rsaEncryption key by its default use, not "RSA-OAEP", and an
+  // X-Wing key (unknown to it) by its object identifier.
+  const keyName = name.startsWith("RSA") ? "RSA-OAEP" : name === OID_XWING ? XWING : name;
   const found = WRAP_ALGORITHMS.find((a) => ALGORITHMS[a].keyName === keyName);
   if (!found) throw new SealError(`${cert.id}: no key wrapping for a ${name} key`);
   return found;
 }
 
-/** The WebCrypto algorithm to import a subscriber private key of this kind with. */
+/**
+ * The WebCrypto algorithm to import a subscriber private key of this kind with, or null
+ * for X-Wing, which WebCrypto does not have (`xwing.ts` keeps those keys).
+ */
 export function privateKeyImportParams(algorithm: WrapAlgorithm): {
   params: RsaHashedImportParams | Algorithm;
   usages: KeyUsage[];
-} {
-  return algorithm === "RSA-OAEP-256"
-    ? { params: { name: "RSA-OAEP", hash: "SHA-256" }, usages: ["decrypt"] }
-    : { params: { name: ALGORITHMS[algorithm].keyName }, usages: ["deriveBits"] };
+} | null {
+  switch (algorithm) {
+    case "RSA-OAEP-256":
+      return { params: { name: "RSA-OAEP", hash: "SHA-256" }, usages: ["decrypt"] };
+    case "HPKE-X25519-SHA256-A256GCM":
+      return { params: { name: "X25519" }, usages: ["deriveBits"] };
+    case "HPKE-XWING-SHA256-A256GCM":
+      return null;
+  }
 }
 
 /** The serialized protected header `{1: alg, -65541: epoch}` of a COSE_recipient. */

@@ -6,6 +6,7 @@
 import { fromHex } from "../src/bytes.js";
 import {
   IndexedDbReplayStore,
+  idbGet,
   loadStoredIdentity,
   loadSubscriberIdentity,
   Opener,
@@ -15,13 +16,18 @@ import {
   storeIdentity,
   toHex,
   Verifier,
+  XWingPrivateKey,
 } from "../src/index.js";
 
 declare global {
   interface Window {
     importIdentity: (cert: string, pkcs8: string) => Promise<void>;
     openVectors: (v: Record<string, string>) => Promise<Record<string, unknown>>;
-    acceptHpkeVector: (v: Record<string, string>) => Promise<Record<string, unknown>>;
+    acceptHpkeVector: (
+      v: Record<string, string>,
+      prefix: string,
+      id: string,
+    ) => Promise<Record<string, unknown>>;
   }
 }
 
@@ -84,31 +90,43 @@ window.openVectors = async (v) => {
   };
 };
 
-/** Later visit: the X25519 (HPKE) key from IndexedDB only; the hpke vector key message. */
-window.acceptHpkeVector = async (v) => {
-  const identity = await loadStoredIdentity("vector-sub-x");
-  if (!identity) throw new Error("no stored X25519 identity");
+/**
+ * Later visit: an HPKE key (X25519, or X-Wing: `prefix` "hpke" or "xwing") from IndexedDB
+ * only; the `<prefix>` vector key message. For X-Wing, whose key WebCrypto cannot hold,
+ * the record must hold the seed only encrypted, under a key the page cannot export.
+ */
+window.acceptHpkeVector = async (v, prefix, id) => {
+  const identity = await loadStoredIdentity(id);
+  if (!identity) throw new Error(`no stored identity ${id}`);
+  const key = identity.key;
+  const exportable = key instanceof XWingPrivateKey ? key.toStored().sealingKey : key;
   let exportRefused = false;
   try {
-    await crypto.subtle.exportKey("pkcs8", identity.key);
+    await crypto.subtle.exportKey(key instanceof XWingPrivateKey ? "raw" : "pkcs8", exportable);
   } catch {
     exportRefused = true;
   }
+  const record = JSON.stringify(await idbGet("sealpost", `identity-${id}`), (_k, value) =>
+    value instanceof Uint8Array ? toHex(value) : value,
+  );
+  const pkcs8 = v[`${prefix}_subscriber_private_key_pkcs8`] as string;
   const opener = new Opener({
     verifier: await Verifier.create(fromHex(v.ca_certificate as string)),
     identity,
   });
   const at = Number(v.published_at) + 60;
   const update = await opener.acceptKeyMessage(
-    v.hpke_key_message_topic as string,
-    fromHex(v.hpke_key_message as string),
+    v[`${prefix}_key_message_topic`] as string,
+    fromHex(v[`${prefix}_key_message`] as string),
     at,
   );
   const opened = await opener.open(v.topic as string, fromHex(v.envelope as string), at);
   return {
-    algorithm: identity.key.algorithm.name,
-    extractable: identity.key.extractable,
+    algorithm: key.algorithm.name,
+    extractable: key.extractable,
     exportRefused,
+    // The private key's last 32 bytes (the X25519 scalar, the X-Wing seed) in the record.
+    keyBytesInStore: record.includes(pkcs8.slice(-64)),
     epochs: update.newEpochs.map(String),
     plaintext: toHex(opened.payload),
   };

@@ -240,3 +240,24 @@ test("a publisher refuses a wire version other than 1 or 2 before connecting", a
     /wireVersion is 1 or 2, not 3/,
   );
 });
+
+test("with the path memo warm, every bit of a later envelope's path still counts", async () => {
+  // Envelopes 0 and 1 are siblings: after 0 opens, 1's path nodes above the leaves are in
+  // the memo (`PathMemo`). A changed bit anywhere in 1's path must still be refused.
+  const o = await opener();
+  assert.equal(await kindOf(o.open(topics[0] as string, envelopes[0] as Uint8Array, at)), "opened");
+  const p = proofOf(1);
+  for (const [level, hash] of p.path.entries()) {
+    for (let byte = 0; byte < hash.length; byte += 7) {
+      const path = p.path.map((h, i) => (i === level ? flip(h, byte) : h));
+      const bad = rebuild(1, { proof: { ...p, path } });
+      assert.equal(await kindOf(o.open(topics[1] as string, bad, at)), "bad_signature");
+    }
+  }
+  assert.equal(await kindOf(o.open(topics[1] as string, envelopes[1] as Uint8Array, at)), "opened");
+  // And a message whose leaf differs (another topic) misses the memo at its first level.
+  assert.equal(
+    await kindOf(o.open(topics[0] as string, envelopes[2] as Uint8Array, at)),
+    "bad_signature",
+  );
+});

@@ -1,11 +1,11 @@
 /**
- * Live HPKE interop (issue 16 item 2, issue 17): X25519 subscribers made by
- * `sealpost-certs issue subscriber --key x25519`, through the sealpost broker and
- * Mosquitto. The Rust publisher wraps for the TS X25519 reader; the TS publisher wraps for
- * a Rust X25519 reader and a Rust RSA reader at once, and revoking the TS X25519 reader
- * rotates the key for both key types. An X25519 certificate cannot authenticate a TLS
- * client (X25519 does not sign), so on the sealpost broker the X25519 readers log in as
- * password users whose own ACL rule names their key topic.
+ * Live HPKE interop (issue 16 item 2, issue 17): X25519 and X-Wing subscribers made by
+ * `sealpost-certs issue subscriber --key x25519|xwing`, through the sealpost broker and
+ * Mosquitto. For each KEM, the Rust publisher wraps for the TS reader; the TS publisher
+ * wraps for a Rust reader of that KEM and a Rust RSA reader at once, and revoking the TS
+ * reader rotates the key for both key types. A KEM certificate cannot authenticate a TLS
+ * client (neither X25519 nor X-Wing signs), so on the sealpost broker these readers log in
+ * as password users whose own ACL rule names their key topic.
  */
 import assert from "node:assert/strict";
 import { copyFile, mkdir } from "node:fs/promises";
@@ -39,13 +39,26 @@ import {
 
 let pki: Pki;
 const brokers: Broker[] = [];
-const X_READERS = ["tsubx", "rsubx"];
+/** The KEMs, each with its TS and Rust readers (`tsub<suffix>`, `rsub<suffix>`). */
+const KEMS = [
+  { key: "x25519", label: "X25519", algorithm: "X25519", suffix: "x" },
+  { key: "xwing", label: "X-Wing", algorithm: "X-Wing", suffix: "w" },
+];
+const X_READERS = KEMS.flatMap((k) => [`tsub${k.suffix}`, `rsub${k.suffix}`]);
 const password = (user: string) => `${user}-password`;
 
 before(async () => {
   pki = await makePki("hpke");
-  for (const id of ["hrpub", "htpub"]) await issue(pki, "publisher", id, ["--topics", "hpke/#"]);
-  for (const id of X_READERS) await issue(pki, "subscriber", id, ["--key", "x25519"]);
+  // One TS publisher identity per KEM: each test's publisher starts at epoch 1, and a key
+  // message another test left retained must not carry a different key for that epoch.
+  for (const id of ["hrpub", ...KEMS.map((k) => `htpub${k.suffix}`)]) {
+    await issue(pki, "publisher", id, ["--topics", "hpke/#"]);
+  }
+  for (const k of KEMS) {
+    for (const id of [`tsub${k.suffix}`, `rsub${k.suffix}`]) {
+      await issue(pki, "subscriber", id, ["--key", k.key]);
+    }
+  }
   await issue(pki, "subscriber", "rsub");
   await issue(pki, "server", "127.0.0.1", ["127.0.0.1"]);
   const passwd = join(pki.dir, "broker.passwd");
@@ -106,18 +119,18 @@ interface Collected {
   rejections: Rejection[];
 }
 
-/** The TS X25519 reader `tsubx`, as a password user on sealpost. */
-async function tsX25519Subscriber(broker: Broker, topic: string, name: string) {
-  const login =
-    broker.name === "sealpost" ? { username: "tsubx", password: password("tsubx") } : {};
+/** The TS reader of `kem` (`tsubx`, `tsubw`), as a password user on sealpost. */
+async function tsKemSubscriber(broker: Broker, kem: Kem, topic: string, name: string) {
+  const id = `tsub${kem.suffix}`;
+  const login = broker.name === "sealpost" ? { username: id, password: password(id) } : {};
   const identity = await loadSubscriberIdentity(
-    await pki.read("tsubx.pem"),
-    await pki.read("tsubx.key"),
+    await pki.read(`${id}.pem`),
+    await pki.read(`${id}.key`),
   );
-  assert.equal(identity.key.algorithm.name, "X25519");
+  assert.equal(identity.key.algorithm.name, kem.algorithm);
   const sub = await Subscriber.connect({
     url: broker.url,
-    mqtt: { ...login, clientId: `tsx-${name}-${broker.name}` },
+    mqtt: { ...login, clientId: `ts${kem.suffix}-${name}-${broker.name}` },
     topics: [topic],
     caCertificate: await pki.read("ca.pem"),
     crl: await pki.read("crl.pem"),
@@ -133,90 +146,104 @@ async function tsX25519Subscriber(broker: Broker, topic: string, name: string) {
 }
 
 const text = (m: Message) => new TextDecoder().decode(m.payload);
+type Kem = (typeof KEMS)[number];
 
 for (const brokerName of ["sealpost", "mosquitto"]) {
   describe(`HPKE interop through ${brokerName}`, () => {
     const broker = () => brokers.find((b) => b.name === brokerName) as Broker;
 
-    test("Rust publisher -> TS X25519 subscriber", async () => {
-      const c = await tsX25519Subscriber(broker(), "hpke/rust/#", "r2tx");
-      try {
-        const grants = join(pki.dir, `grants-r2tx-${brokerName}`);
-        await mkdir(grants, { recursive: true });
-        await copyFile(pki.path("tsubx.pem"), join(grants, "tsubx.pem"));
-        await cli("sealpost-pub", [
-          ...rustArgs(broker(), "hrpub"),
-          "-t",
-          "hpke/rust/a",
-          "-m",
-          "from rust, wrapped with HPKE",
-          "--grant-dir",
-          grants,
-          "--state-dir",
-          join(pki.dir, `state-hrpub-${brokerName}`),
-        ]);
-        await eventually(() => c.messages.length === 1, "the message from Rust");
-        assert.equal(text(c.messages[0] as Message), "from rust, wrapped with HPKE");
-        assert.equal(c.messages[0]?.publisher, "hrpub");
-        assert.deepEqual(c.rejections, []);
-      } finally {
-        await c.sub.close();
-      }
-    });
+    for (const kem of KEMS) {
+      const ts = `tsub${kem.suffix}`;
+      const rust = `rsub${kem.suffix}`;
 
-    test("TS publisher -> Rust X25519 and RSA readers; revoking the TS X25519 reader rotates for both types", async () => {
-      const topic = "hpke/ts/a";
-      const c = await tsX25519Subscriber(broker(), topic, "t2r");
-      const rust = ["rsubx", "rsub"].map((id) =>
-        start(rustBin("sealpost-sub"), [
-          ...rustArgs(broker(), id),
-          "-t",
-          topic,
-          "-W",
-          "60",
-          "--state-dir",
-          join(pki.dir, `sub-${id}-${brokerName}`),
-          "--hold",
-          "2",
-        ]),
-      );
-      const publisher = await Publisher.start({
-        url: broker().tlsUrl,
-        mqtt: { ...(await tlsOptions(broker(), "htpub")), clientId: `htpub-${brokerName}` },
-        identity: await loadPublisherIdentity(
-          await pki.read("htpub.pem"),
-          await pki.read("htpub.key"),
-        ),
-        caCertificate: await pki.read("ca.pem"),
-        crl: await pki.read("crl.pem"),
-        stateDir: join(pki.dir, `state-htpub-${brokerName}`),
+      test(`Rust publisher -> TS ${kem.label} subscriber`, async () => {
+        const c = await tsKemSubscriber(
+          broker(),
+          kem,
+          `hpke/rust/${kem.key}/#`,
+          `r2t${kem.suffix}`,
+        );
+        try {
+          const grants = join(pki.dir, `grants-r2t${kem.suffix}-${brokerName}`);
+          await mkdir(grants, { recursive: true });
+          await copyFile(pki.path(`${ts}.pem`), join(grants, `${ts}.pem`));
+          await cli("sealpost-pub", [
+            ...rustArgs(broker(), "hrpub"),
+            "-t",
+            `hpke/rust/${kem.key}/a`,
+            "-m",
+            "from rust, wrapped with HPKE",
+            "--grant-dir",
+            grants,
+            "--state-dir",
+            join(pki.dir, `state-hrpub-${kem.key}-${brokerName}`),
+          ]);
+          await eventually(() => c.messages.length === 1, "the message from Rust");
+          assert.equal(text(c.messages[0] as Message), "from rust, wrapped with HPKE");
+          assert.equal(c.messages[0]?.publisher, "hrpub");
+          assert.deepEqual(c.rejections, []);
+        } finally {
+          await c.sub.close();
+        }
       });
-      try {
-        for (const id of ["rsubx", "rsub", "tsubx"]) {
-          await publisher.grant(await pki.read(`${id}.pem`));
+
+      test(`TS publisher -> Rust ${kem.label} and RSA readers; revoking the TS ${kem.label} reader rotates for both types`, async () => {
+        const topic = `hpke/ts/${kem.key}`;
+        const c = await tsKemSubscriber(broker(), kem, topic, `t2r${kem.suffix}`);
+        const readers = [rust, "rsub"].map((id) =>
+          start(rustBin("sealpost-sub"), [
+            ...rustArgs(broker(), id),
+            "-t",
+            topic,
+            "-W",
+            "60",
+            "--state-dir",
+            join(pki.dir, `sub-${id}-${kem.key}-${brokerName}`),
+            "--hold",
+            "2",
+          ]),
+        );
+        const publisher = await Publisher.start({
+          url: broker().tlsUrl,
+          mqtt: {
+            ...(await tlsOptions(broker(), `htpub${kem.suffix}`)),
+            clientId: `htpub-${kem.key}-${brokerName}`,
+          },
+          identity: await loadPublisherIdentity(
+            await pki.read(`htpub${kem.suffix}.pem`),
+            await pki.read(`htpub${kem.suffix}.key`),
+          ),
+          caCertificate: await pki.read("ca.pem"),
+          crl: await pki.read("crl.pem"),
+          stateDir: join(pki.dir, `state-htpub-${kem.key}-${brokerName}`),
+        });
+        try {
+          for (const id of [rust, "rsub", ts]) {
+            await publisher.grant(await pki.read(`${id}.pem`));
+          }
+          // Retained: the Rust readers get it however long they take to subscribe.
+          await publisher.publish(topic, "one", { retain: true });
+          await eventually(() => c.messages.length === 1, `the first message (TS ${kem.label})`);
+          for (const r of readers) await eventually(() => r.stdout().includes("one"), "one (Rust)");
+          const epoch = publisher.currentEpoch;
+          await publisher.revoke(ts);
+          assert.ok(publisher.currentEpoch > epoch, "revoking rotates the key");
+          assert.deepEqual(publisher.readers().sort(), ["rsub", rust]);
+          await publisher.publish(topic, "two");
+          for (const r of readers) {
+            await eventually(() => r.stdout().includes("two"), "two (Rust)");
+            assert.deepEqual(r.stdout().trim().split("\n"), ["one", "two"]);
+            assert.ok(!/^rejected /m.test(r.stderr()), r.stderr());
+          }
+          await eventually(() => c.rejections.length === 1, "the revoked reader's rejection");
+          assert.equal(c.rejections[0]?.kind, "unknown_key");
+          assert.deepEqual(c.messages.map(text), ["one"]);
+        } finally {
+          await publisher.close();
+          for (const r of readers) await r.stop();
+          await c.sub.close();
         }
-        // Retained: the Rust readers get it however long they take to subscribe.
-        await publisher.publish(topic, "one", { retain: true });
-        await eventually(() => c.messages.length === 1, "the first message (TS X25519)");
-        for (const r of rust) await eventually(() => r.stdout().includes("one"), "one (Rust)");
-        const epoch = publisher.currentEpoch;
-        await publisher.revoke("tsubx");
-        assert.ok(publisher.currentEpoch > epoch, "revoking rotates the key");
-        assert.deepEqual(publisher.readers().sort(), ["rsub", "rsubx"]);
-        await publisher.publish(topic, "two");
-        for (const r of rust) {
-          await eventually(() => r.stdout().includes("two"), "two (Rust)");
-          assert.deepEqual(r.stdout().trim().split("\n"), ["one", "two"]);
-          assert.ok(!/^rejected /m.test(r.stderr()), r.stderr());
-        }
-        await eventually(() => c.rejections.length === 1, "the revoked reader's rejection");
-        assert.equal(c.rejections[0]?.kind, "unknown_key");
-        assert.deepEqual(c.messages.map(text), ["one"]);
-      } finally {
-        await publisher.close();
-        for (const r of rust) await r.stop();
-        await c.sub.close();
-      }
-    });
+      });
+    }
   });
 }
