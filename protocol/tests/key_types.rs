@@ -30,6 +30,7 @@ struct Parties {
 fn parties() -> Parties {
     let ca = ca();
     let issued = ca
+        .ca
         .issue(
             &Profile::Publisher {
                 id: "plant".into(),

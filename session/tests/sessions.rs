@@ -331,15 +331,9 @@ fn a_grant_the_ca_revoked_is_dropped_on_check_and_at_restart() {
     let store = SharedStore::default();
     let config = pki.publisher("plant");
     let mut p = start(config.clone(), &store);
-    let issued = pki
-        .ca
-        .issue(
-            &Profile::Subscriber {
-                id: "mallory".into(),
-            },
-            Validity::days_from_now(1),
-        )
-        .unwrap();
+    let issued = pki.ca.issue(Profile::Subscriber {
+        id: "mallory".into(),
+    });
     p.grant_pem(&issued.certificate_pem, now_ms()).unwrap();
     let info = sealpost_certs::Verifier::new(&pki.ca.certificate_pem())
         .unwrap()

@@ -63,6 +63,14 @@ impl TestPki {
         }
     }
 
+    /// A test PKI around an existing CA (one `sealpost-certs init` made, say).
+    pub fn with_ca(ca: CertificateAuthority) -> TestPki {
+        TestPki {
+            ca,
+            dir: OnceLock::new(),
+        }
+    }
+
     /// The scratch directory (certificates, revocation lists, state directories),
     /// deleted with the `TestPki`.
     pub fn dir(&self) -> &Path {

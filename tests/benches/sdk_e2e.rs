@@ -465,10 +465,7 @@ fn qos_name(q: QoS) -> u8 {
 
 async fn throughput(kind: BrokerKind, flood: usize, paced: usize, rate: u64) {
     let (ca, _) = certs_cache::load(10, SubscriberKey::Rsa);
-    let pki = Pki {
-        ca,
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let pki = Pki::with_ca(ca);
     let broker = Broker::start(kind, &pki);
     let pub_cert = pki.publisher("bench-pub", &["bench/#"]);
     let publisher =
@@ -554,10 +551,7 @@ async fn breakdown(kind: BrokerKind, n: usize) {
         SubscriberIdentity,
     };
     let (ca, _) = certs_cache::load(1, SubscriberKey::Rsa);
-    let pki = Pki {
-        ca,
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let pki = Pki::with_ca(ca);
     let broker = Broker::start(kind, &pki);
     let pub_cert = pki.publisher("bd-pub", &["bench/#"]);
     let sub_files = subscriber_files(1);
@@ -704,10 +698,7 @@ async fn rekey(kind: BrokerKind, sizes: &[usize], key: SubscriberKey) {
             }
         })
         .collect();
-    let pki = Pki {
-        ca,
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let pki = Pki::with_ca(ca);
     let broker = Broker::start(kind, &pki);
     println!(
         "\n### Grant and revoke ({kind:?}; {} rayon threads; {} certificates, {} distinct {key:?} keys)\n",

@@ -405,6 +405,11 @@ impl Pki {
         Pki(TestPki::new(name))
     }
 
+    /// Around an existing CA ([`TestPki::with_ca`]).
+    pub fn with_ca(ca: sealpost_certs::CertificateAuthority) -> Pki {
+        Pki(TestPki::with_ca(ca))
+    }
+
     /// Publisher configuration for `issued` against `broker`, state in `state_dir(name)`.
     ///
     /// On Mosquitto over plain TCP. On the sealpost broker over TLS with the publisher

@@ -104,13 +104,7 @@ fn broker_of(kind: BrokerKind, pki: &Path) -> Broker {
         &std::fs::read_to_string(pki.join("ca.key")).unwrap(),
     )
     .unwrap();
-    Broker::start(
-        kind,
-        &Pki {
-            ca,
-            dir: tempfile::tempdir().unwrap(),
-        },
-    )
+    Broker::start(kind, &Pki::with_ca(ca))
 }
 
 fn walkthrough(kind: BrokerKind) {
