@@ -18,8 +18,7 @@ use crate::identity::{PUBLISH_URI_PREFIX, ROLE_URI_PREFIX};
 use crate::topic::encode_for_uri;
 use crate::{pemfile, topic, validate_id, CertError, Role};
 
-/// Size of the RSA keys generated for subscribers.
-pub const SUBSCRIBER_RSA_BITS: usize = 2048;
+use crate::SUBSCRIBER_RSA_BITS;
 
 /// When a certificate starts and stops being valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

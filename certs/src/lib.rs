@@ -46,8 +46,9 @@ pub mod xwing;
 #[cfg(feature = "issue")]
 pub use authority::{
     CertificateAuthority, Issued, Profile, RevokedSerial, SubscriberKey, Validity,
-    SUBSCRIBER_RSA_BITS,
 };
 pub use error::CertError;
 pub use identity::{validate_id, Role};
-pub use verify::{now_unix, parse, CertificateInfo, RevocationList, SubjectKey, Verifier};
+pub use verify::{
+    now_unix, parse, CertificateInfo, RevocationList, SubjectKey, Verifier, SUBSCRIBER_RSA_BITS,
+};

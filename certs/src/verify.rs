@@ -14,6 +14,10 @@ use crate::identity::{PUBLISH_URI_PREFIX, ROLE_URI_PREFIX};
 use crate::topic::decode_from_uri;
 use crate::{pemfile, topic, CertError, Role};
 
+/// Size of the RSA keys generated for subscribers, and the least a subscriber
+/// certificate's RSA key may have.
+pub const SUBSCRIBER_RSA_BITS: usize = 2048;
+
 /// The public key a certificate carries, in the forms sealpost uses.
 #[derive(Clone, PartialEq, Eq)]
 pub enum SubjectKey {
@@ -122,11 +126,11 @@ impl CertificateInfo {
             SubjectKey::Rsa(der) => {
                 let key = rsa::RsaPublicKey::from_public_key_der(der)
                     .map_err(|e| CertError::UnsupportedKey(format!("bad RSA key: {e}")))?;
-                if key.size() * 8 < crate::SUBSCRIBER_RSA_BITS {
+                if key.size() * 8 < SUBSCRIBER_RSA_BITS {
                     return Err(CertError::UnsupportedKey(format!(
                         "RSA key of {} bits; at least {} required",
                         key.size() * 8,
-                        crate::SUBSCRIBER_RSA_BITS
+                        SUBSCRIBER_RSA_BITS
                     )));
                 }
                 Ok(key)
