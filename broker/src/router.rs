@@ -98,7 +98,48 @@ impl RouterSlot {
     /// Sends a batch of packets with a single wake-up of the router thread (rumqttd's
     /// own connections batch the same way; one event per packet costs throughput).
     /// `packets` is left empty. Returns false when the slot is gone.
+    ///
+    /// An UNSUBSCRIBE always starts a batch of its own, sent once the router has taken
+    /// everything before it. rumqttd 0.20 hands a waiting subscription that a PUBLISH
+    /// woke back to its connection only at the end of the batch holding that PUBLISH;
+    /// an UNSUBSCRIBE later in the same batch does not find it, so the subscription
+    /// outlives its UNSUBACK, and the next SUBSCRIBE of that filter adds a second one:
+    /// every message twice, and in debug builds a router panic (found by the
+    /// `broker_connection` fuzz target). Unsubscribes are rare; the wait costs nothing
+    /// elsewhere.
     pub async fn send_batch(&mut self, packets: &mut VecDeque<Packet>) -> bool {
+        let unsubscribe = |p: &Packet| matches!(p, Packet::Unsubscribe(..));
+        loop {
+            if packets.front().is_some_and(unsubscribe) && !self.until_taken().await {
+                packets.clear();
+                return false;
+            }
+            let Some(at) = packets.iter().skip(1).position(unsubscribe) else {
+                return self.send_whole(packets).await;
+            };
+            let rest = packets.split_off(at + 1);
+            if !self.send_whole(packets).await {
+                return false;
+            }
+            *packets = rest;
+        }
+    }
+
+    /// Waits until the router has taken every packet sent so far (it takes a link's
+    /// whole buffer at once and handles it before it looks at that link again).
+    /// Returns false when the slot is gone.
+    async fn until_taken(&mut self) -> bool {
+        loop {
+            match self.tx.as_mut() {
+                None => return false,
+                Some(tx) if tx.buffer().is_empty() => return true,
+                Some(_) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+            }
+        }
+    }
+
+    /// [`RouterSlot::send_batch`] without the rule for UNSUBSCRIBE.
+    async fn send_whole(&mut self, packets: &mut VecDeque<Packet>) -> bool {
         let Some(last) = packets.pop_back() else {
             return true;
         };

@@ -779,6 +779,55 @@ async fn v5_unsuback_says_whether_the_subscription_existed() {
     broker.shutdown(WAIT).await;
 }
 
+/// A PUBLISH that wakes a client's own subscription, and an UNSUBSCRIBE of that
+/// subscription in the same write (so in one batch for the router): the subscription
+/// ends with its UNSUBACK, and subscribing again gives one subscription, not two.
+/// (rumqttd 0.20 kept the woken subscription past the UNSUBSCRIBE; the SUBSCRIBE then
+/// added a second one, which panicked its router thread in debug builds and delivered
+/// every message twice in release builds; found by the `broker_connection` fuzz
+/// target, see `RouterSlot::send_batch`.)
+#[tokio::test]
+async fn an_unsubscribe_sent_with_a_publish_it_matches_leaves_no_second_subscription() {
+    use rumqttc::v5::mqttbytes::v5::{Publish, Subscribe, Unsubscribe};
+    let (broker, addr) = start(tcp_config()).await;
+    let mut raw = RawV5::connect(addr, "unsub-batch", Default::default()).await;
+    raw.subscribe(filter("ub/#", Q5::AtMostOnce)).await;
+    let mut write = bytes::BytesMut::new();
+    for packet in [
+        Packet::Publish(Publish::new("ub/own", Q5::AtMostOnce, "woke", None)),
+        Packet::Unsubscribe(Unsubscribe::new("ub/#", None)),
+    ] {
+        packet.write(&mut write, None).unwrap();
+    }
+    raw.send_bytes(&write).await;
+    raw.send(Packet::Subscribe(Subscribe::new(
+        filter("ub/#", Q5::AtMostOnce),
+        None,
+    )))
+    .await;
+    // Its own message, published before the UNSUBSCRIBE, may come back (before or
+    // after the UNSUBACK, MQTT 5 §3.10.4); nothing else may.
+    let mut acks = 0;
+    while acks < 2 {
+        match raw.recv().await {
+            Packet::UnsubAck(..) | Packet::SubAck(..) => acks += 1,
+            Packet::Publish(p) => assert_eq!(&p.topic[..], b"ub/own"),
+            other => panic!("expected UNSUBACK and SUBACK, got {other:?}"),
+        }
+    }
+    let other = V5::connect("unsub-batch-pub", addr).await;
+    for topic in ["ub/once", "ub/sentinel"] {
+        other.publish(topic, Q5::AtLeastOnce, false, b"m").await;
+    }
+    // Everything up to the second copy of the sentinel, if one comes.
+    let mut topics = Vec::new();
+    while let Some(Packet::Publish(p)) = raw.recv_within(Duration::from_millis(300)).await {
+        topics.push(String::from_utf8_lossy(&p.topic).into_owned());
+    }
+    assert_eq!(topics, ["ub/once", "ub/sentinel"]);
+    broker.shutdown(WAIT).await;
+}
+
 #[tokio::test]
 async fn v5_topic_aliases_from_a_client_are_resolved() {
     let (broker, addr) = start(tcp_config()).await;

@@ -240,7 +240,8 @@ impl RawV5 {
     pub async fn subscribe(&mut self, filter: Filter) {
         self.send(Packet::Subscribe(Subscribe::new(filter, None)))
             .await;
-        assert!(matches!(self.recv().await, Packet::SubAck(..)));
+        let p = self.recv().await;
+        assert!(matches!(p, Packet::SubAck(..)), "{p:?}");
     }
 
     /// The next packet, which must be a PUBLISH.
