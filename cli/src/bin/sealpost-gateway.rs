@@ -9,11 +9,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use sealpost_cli::args::read_pem;
+use sealpost_cli::args::{KdcArgs, PublisherArgs};
+use sealpost_cli::logging;
 use sealpost_publisher::gateway::tokens::TokenStore;
 use sealpost_publisher::gateway::Gateway;
-use sealpost_publisher::kdc::KdcConfig;
-use sealpost_publisher::{BrokerAddress, Publisher, PublisherConfig};
+use sealpost_publisher::{BrokerAddress, Publisher};
 
 #[derive(Parser)]
 #[command(
@@ -44,43 +44,13 @@ struct Serve {
     /// Broker URL: mqtt://, mqtts://, ws:// or wss://host:port[/path].
     #[arg(short = 'L', long)]
     url: String,
-    /// Publisher certificate (PEM).
-    #[arg(long)]
-    cert: PathBuf,
-    /// Publisher private key (PEM).
-    #[arg(long)]
-    key: PathBuf,
-    /// sealpost CA certificate (PEM).
-    #[arg(long)]
-    cafile: PathBuf,
-    /// The CA's revocation list (PEM).
-    #[arg(long, value_name = "FILE", required_unless_present = "insecure_no_crl")]
-    crl: Option<PathBuf>,
-    /// INSECURE: run without a revocation list.
-    #[arg(long)]
-    insecure_no_crl: bool,
-    /// Publisher state directory (sequence numbers, keys, grants, gateway tokens).
-    #[arg(long, default_value = ".sealpost-pub")]
-    state_dir: PathBuf,
     /// MQTT client id.
     #[arg(short = 'i', long)]
     id: Option<String>,
-    /// Also serve content keys from a KDC (HTTPS) listening here (see sealpost-pub --kdc).
-    #[arg(long, value_name = "LISTEN_ADDR", requires_all = ["kdc_cert", "kdc_key"])]
-    kdc: Option<SocketAddr>,
-    /// The KDC's TLS server certificate (PEM), issued by the sealpost CA.
-    #[arg(long, value_name = "FILE")]
-    kdc_cert: Option<PathBuf>,
-    /// The KDC's private key (PEM).
-    #[arg(long, value_name = "FILE")]
-    kdc_key: Option<PathBuf>,
-    /// Deliver keys through the KDC only: no key messages.
-    #[arg(long, requires = "kdc")]
-    kdc_only: bool,
-    /// Let web pages of this origin (http(s)://host[:port]) call the KDC (CORS); may be
-    /// repeated. Only these origins are answered, never "*".
-    #[arg(long, value_name = "ORIGIN", requires = "kdc")]
-    kdc_allow_origin: Vec<String>,
+    #[command(flatten)]
+    publisher: PublisherArgs,
+    #[command(flatten)]
+    kdc: KdcArgs,
 }
 
 #[derive(Subcommand)]
@@ -144,32 +114,11 @@ fn token_command(command: TokenCommand) -> Result<(), Error> {
 
 async fn serve(s: Serve) -> Result<(), Error> {
     let broker = BrokerAddress::parse(&s.url)?;
-    let mut config = PublisherConfig::new(
-        broker.clone(),
-        read_pem(&s.cert)?,
-        read_pem(&s.key)?,
-        read_pem(&s.cafile)?,
-        s.state_dir.clone(),
-    );
-    // As sealpost-pub: the sealpost broker lets only the publisher's certificate write
-    // its key topics.
-    config.present_certificate_over_tls();
+    let mut config = s.publisher.config("sealpost-gateway", broker)?;
     config.client_id = s.id;
-    config.crl = s.crl;
-    config.insecure_no_crl = s.insecure_no_crl;
-    if s.insecure_no_crl {
-        eprintln!(
-            "sealpost-gateway: WARNING: --insecure-no-crl: revoked readers keep receiving keys"
-        );
-    }
-    if let (Some(listen), Some(cert), Some(key)) = (s.kdc, &s.kdc_cert, &s.kdc_key) {
-        let mut kdc = KdcConfig::new(listen, read_pem(cert)?, read_pem(key)?);
-        kdc.allowed_origins = s.kdc_allow_origin;
-        config.kdc = Some(kdc);
-        config.key_messages = !s.kdc_only;
-    }
+    s.kdc.apply(&mut config)?;
     let publisher = Arc::new(Publisher::connect(config).await?);
-    let gateway = Gateway::start(s.http, publisher, s.state_dir).await?;
+    let gateway = Gateway::start(s.http, publisher, s.publisher.state_dir).await?;
     eprintln!(
         "sealpost-gateway: listening on http://{}",
         gateway.local_addr()
@@ -181,11 +130,16 @@ async fn serve(s: Serve) -> Result<(), Error> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    let audit_log = match &cli.command {
+        Command::Serve(s) => s.kdc.kdc_audit_log.clone(),
+        Command::Token { .. } => None,
+    };
+    if let Err(e) = logging::init(false, audit_log.as_deref()) {
+        eprintln!("sealpost-gateway: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
         Command::Serve(s) => serve(*s).await,
         Command::Token { command } => token_command(command),
     };

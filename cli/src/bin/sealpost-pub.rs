@@ -26,10 +26,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use sealpost_cli::args::{read_pem, BrokerArgs, LoginArgs};
+use sealpost_cli::args::{read_pem, BrokerArgs, KdcArgs, LoginArgs, PublisherArgs};
 use sealpost_cli::{lifecycle, logging};
-use sealpost_publisher::kdc::{KdcConfig, LoginLimit};
-use sealpost_publisher::{Publisher, PublisherConfig, PublisherError, QoS};
+use sealpost_publisher::{Publisher, PublisherError, QoS};
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +42,8 @@ use sealpost_publisher::{Publisher, PublisherConfig, PublisherError, QoS};
 struct Cli {
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    publisher: PublisherArgs,
     /// Topic to publish to.
     #[arg(short = 't', long)]
     topic: String,
@@ -64,27 +65,6 @@ struct Cli {
     /// Publish retained.
     #[arg(short = 'r', long)]
     retain: bool,
-    /// Publisher certificate (PEM).
-    #[arg(long)]
-    cert: PathBuf,
-    /// Publisher private key (PEM).
-    #[arg(long)]
-    key: PathBuf,
-    /// sealpost CA certificate (PEM); also trusted for the broker's TLS certificate.
-    #[arg(long)]
-    cafile: PathBuf,
-    /// The CA's revocation list (PEM), e.g. pki/crl.pem: granted readers are checked
-    /// against it at start, on every rekey and periodically (reloaded from the file).
-    #[arg(long, value_name = "FILE", required_unless_present = "insecure_no_crl")]
-    crl: Option<PathBuf>,
-    /// INSECURE: run without a revocation list; readers whose certificates the CA revoked
-    /// keep receiving new keys until their certificates expire.
-    #[arg(long, conflicts_with = "crl")]
-    insecure_no_crl: bool,
-    /// Reload the revocation list and check every granted reader again this often, in
-    /// seconds (0: only at start and on every rekey).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    crl_reload: u64,
     /// Directory of subscriber certificates (*.pem) to grant.
     #[arg(long)]
     grant_dir: Option<PathBuf>,
@@ -106,47 +86,14 @@ struct Cli {
     /// Rotate the content key when older than this many seconds.
     #[arg(long)]
     key_lifetime: Option<u64>,
-    /// State directory (sequence numbers, keys, grants).
-    #[arg(long, default_value = ".sealpost-pub")]
-    state_dir: PathBuf,
     #[command(flatten)]
     login: LoginArgs,
     /// Print what is granted and sent, and log sealpost's debug lines (`RUST_LOG`, when
     /// set, chooses the log lines instead).
     #[arg(short = 'd', long)]
     debug: bool,
-    /// Serve content keys from a key distribution center (HTTPS) listening here, e.g.
-    /// 127.0.0.1:8443; keep serving after the input is sent, until Ctrl-C.
-    #[arg(long, value_name = "LISTEN_ADDR", requires_all = ["kdc_cert", "kdc_key"])]
-    kdc: Option<std::net::SocketAddr>,
-    /// The KDC's TLS server certificate (PEM), issued by the sealpost CA.
-    #[arg(long, value_name = "FILE")]
-    kdc_cert: Option<PathBuf>,
-    /// The KDC's private key (PEM).
-    #[arg(long, value_name = "FILE")]
-    kdc_key: Option<PathBuf>,
-    /// The KDC address put in envelopes and credentials (default
-    /// https://<listen ip>:<port>); its host must be named by the KDC certificate.
-    #[arg(long, value_name = "URL", requires = "kdc")]
-    kdc_address: Option<String>,
-    /// Deliver keys through the KDC only: no key messages.
-    #[arg(long, requires = "kdc")]
-    kdc_only: bool,
-    /// Lifetime of KDC access tokens, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    kdc_token_lifetime: u64,
-    /// Failed KDC logins allowed per client address per minute (logins being checked
-    /// count too).
-    #[arg(long, value_name = "COUNT", default_value_t = 5)]
-    kdc_max_failed_logins: u32,
-    /// Append the KDC's audit lines (one per login and key fetch: reader, epoch, time,
-    /// client address, outcome) to this file as JSON lines instead of stderr.
-    #[arg(long, value_name = "FILE", requires = "kdc")]
-    kdc_audit_log: Option<PathBuf>,
-    /// Let web pages of this origin (http(s)://host[:port]) call the KDC (CORS); may be
-    /// repeated. Only these origins are answered, never "*".
-    #[arg(long, value_name = "ORIGIN", requires = "kdc")]
-    kdc_allow_origin: Vec<String>,
+    #[command(flatten)]
+    kdc: KdcArgs,
 }
 
 /// `sealpost-pub kdc ...`: parsed apart from the publishing options, which it needs none of.
@@ -248,7 +195,7 @@ async fn main() -> ExitCode {
         };
     }
     let cli = Cli::parse();
-    if let Err(e) = logging::init(cli.debug, cli.kdc_audit_log.as_deref()) {
+    if let Err(e) = logging::init(cli.debug, cli.kdc.kdc_audit_log.as_deref()) {
         eprintln!("sealpost-pub: {e}");
         return ExitCode::FAILURE;
     }
@@ -265,43 +212,16 @@ type Error = Box<dyn std::error::Error>;
 
 async fn run(cli: Cli) -> Result<(), Error> {
     let (broker, failover) = cli.broker.brokers()?;
-    let mut config = PublisherConfig::new(
-        broker,
-        read_pem(&cli.cert)?,
-        read_pem(&cli.key)?,
-        read_pem(&cli.cafile)?,
-        cli.state_dir.clone(),
-    );
+    let mut config = cli.publisher.config("sealpost-pub", broker)?;
     config.failover = failover;
-    config.present_certificate_over_tls();
     config.client_id = cli.login.id.clone();
     config.credentials = cli.login.credentials();
     config.key_lifetime = cli.key_lifetime.map(Duration::from_secs);
-    config.crl = cli.crl.clone();
-    if cli.insecure_no_crl {
-        eprintln!(
-            "sealpost-pub: WARNING: --insecure-no-crl: readers whose certificates the CA \
-             revoked keep receiving new keys"
-        );
-        config.insecure_no_crl = true;
-    }
-    config.crl_reload_interval = Duration::from_secs(cli.crl_reload);
     config.rotate_on_grant = !cli.no_rotate_on_grant;
     if cli.no_grant_check {
         config.confirm_key_messages = None;
     }
-    if let (Some(listen), Some(cert), Some(key)) = (cli.kdc, &cli.kdc_cert, &cli.kdc_key) {
-        let mut kdc = KdcConfig::new(listen, read_pem(cert)?, read_pem(key)?);
-        kdc.public_address = cli.kdc_address.clone();
-        kdc.token_lifetime = Duration::from_secs(cli.kdc_token_lifetime.max(1));
-        kdc.login_limit = LoginLimit {
-            max_failures: cli.kdc_max_failed_logins.max(1),
-            window: Duration::from_secs(60),
-        };
-        kdc.allowed_origins = cli.kdc_allow_origin.clone();
-        config.kdc = Some(kdc);
-        config.key_messages = !cli.kdc_only;
-    }
+    cli.kdc.apply(&mut config)?;
     let qos = match cli.qos {
         0 => QoS::AtMostOnce,
         1 | 2 => QoS::AtLeastOnce,
@@ -392,10 +312,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
         }
-    } else if cli.grant_dir.is_none() && cli.revoke.is_empty() && !cli.rotate && cli.kdc.is_none() {
+    } else if cli.grant_dir.is_none()
+        && cli.revoke.is_empty()
+        && !cli.rotate
+        && cli.kdc.kdc.is_none()
+    {
         return Err("nothing to send: give -m, -f, -l or -s".into());
     }
-    if cli.kdc.is_some() && !stopped {
+    if cli.kdc.kdc.is_some() && !stopped {
         // Readers fetch keys after the messages are sent: keep the KDC up.
         eprintln!("sealpost-pub: serving keys until Ctrl-C");
         stop.await;
