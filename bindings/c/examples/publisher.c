@@ -110,13 +110,25 @@ int main(int argc, char **argv)
     }
     if (drain(pub, mosq) != 0)
         goto done;
-    for (int i = 0; i < count; i++) {
-        char text[64];
-        int n = snprintf(text, sizeof text, "message %d", i);
-        r = sealpost_publisher_publish(pub, topic, (const uint8_t *)text, (size_t)n,
+    /* The first message alone, the rest as one burst (sealed together under one
+     * signature; each envelope still opens on its own). */
+    if (count > 0) {
+        char texts[count][32];
+        sealpost_message burst[count];
+        for (int i = 0; i < count; i++) {
+            int n = snprintf(texts[i], sizeof texts[i], "message %d", i);
+            burst[i] = (sealpost_message){topic, (const uint8_t *)texts[i], (size_t)n};
+        }
+        r = sealpost_publisher_publish(pub, topic, burst[0].payload, burst[0].payload_len,
                                        now_ms());
         if (r != SEALPOST_OK) {
             fprintf(stderr, "sealpost_publisher_publish: %s\n", sealpost_result_message(r));
+            goto done;
+        }
+        r = sealpost_publisher_publish_many(pub, burst + 1, (size_t)(count - 1), now_ms());
+        if (r != SEALPOST_OK) {
+            fprintf(stderr, "sealpost_publisher_publish_many: %s\n",
+                    sealpost_result_message(r));
             goto done;
         }
         if (drain(pub, mosq) != 0)

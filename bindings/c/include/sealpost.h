@@ -143,6 +143,16 @@ typedef struct sealpost_subscriber sealpost_subscriber;
 // the change they make takes effect), on the thread making that call.
 typedef int (*sealpost_save_callback)(void *ctx, const uint8_t *state, size_t state_len);
 
+// One message of `sealpost_publisher_publish_many`.
+typedef struct sealpost_message {
+  // The MQTT topic, NUL-terminated.
+  const char *topic;
+  // The payload (NULL with `payload_len` 0 for an empty one).
+  const uint8_t *payload;
+  // Length of `payload` in bytes.
+  size_t payload_len;
+} sealpost_message;
+
 // One output. Every pointer in it is owned by the handle that produced it and stays
 // valid until the next call on that handle (copy what you keep). Fields that do not apply
 // to the `kind` are NULL or 0.
@@ -267,6 +277,52 @@ enum sealpost_result sealpost_publisher_publish(struct sealpost_publisher *publi
                                                 size_t payload_len,
                                                 uint64_t now_ms);
 
+// Seals `count` messages as one burst and queues their envelopes (PUBLISH, QoS 1, not
+// retained) in order: one signature for the burst, however many messages (up to the
+// core's maximum burst; more are sealed as several bursts), each envelope still opened
+// on its own by a subscriber that sees only some of them. All or none: if one message
+// fails, no envelope is queued and its error is returned (key messages of a rotation
+// that was due are queued all the same, and must be published).
+//
+// Errors: as `sealpost_publisher_publish`. Not thread-safe for the same handle.
+//
+// # Safety
+// `publisher` is NULL or a live handle; `messages` points to `count` readable
+// `sealpost_message`s (or is NULL with 0), each as its field comments say.
+enum sealpost_result sealpost_publisher_publish_many(struct sealpost_publisher *publisher,
+                                                     const struct sealpost_message *messages,
+                                                     size_t count,
+                                                     uint64_t now_ms);
+
+// Starts a new key epoch now: a fresh content key, and its key messages for every
+// granted subscriber (checked again against the CA and the revocation list, as every
+// rekey is; those that fail are dropped and their key messages cleared). Queues those
+// packets.
+//
+// Errors: `SEALPOST_PERSIST_FAILED`, `SEALPOST_SEAL_FAILED`. Not thread-safe for the
+// same handle.
+//
+// # Safety
+// `publisher` is NULL or a live handle.
+enum sealpost_result sealpost_publisher_rotate(struct sealpost_publisher *publisher,
+                                               uint64_t now_ms);
+
+// Installs the CA's latest revocation list (PEM) and checks every granted subscriber
+// against it at `now_ms`: those it revokes (or whose certificates expired) are dropped,
+// their key messages cleared and the key rotated, so they read nothing published from
+// then on; the packets for that are queued. Call it whenever the CA publishes a new list.
+//
+// Errors: `SEALPOST_BAD_IDENTITY` (not a revocation list signed by the CA, or older than
+// the one in force, which then stays), `SEALPOST_UNTRUSTED_CERTIFICATE` (the new list is
+// past its next update), `SEALPOST_PERSIST_FAILED`, argument errors. Not thread-safe for
+// the same handle.
+//
+// # Safety
+// `publisher` is NULL or a live handle; `crl_pem` NULL or NUL-terminated.
+enum sealpost_result sealpost_publisher_set_revocation_list(struct sealpost_publisher *publisher,
+                                                            const char *crl_pem,
+                                                            uint64_t now_ms);
+
 // Takes the next queued output (always `SEALPOST_OUTPUT_PUBLISH` for a publisher) into
 // `*out`: `SEALPOST_OK`, or `SEALPOST_NO_OUTPUT` when none is waiting. Its pointers stay
 // valid until the next call on this handle. Publish outputs in order. Not thread-safe
@@ -336,6 +392,19 @@ enum sealpost_result sealpost_subscriber_incoming(struct sealpost_subscriber *su
                                                   const uint8_t *payload,
                                                   size_t payload_len,
                                                   uint64_t now_ms);
+
+// Installs the CA's latest revocation list (PEM): from then on, messages of publishers
+// it revokes are REJECTED (`SEALPOST_REJECTED_REVOKED`). Call it whenever the CA
+// publishes a new list.
+//
+// Errors: `SEALPOST_BAD_IDENTITY` (not a revocation list signed by the CA, or older than
+// the one in force, which then stays), argument errors. Not thread-safe for the same
+// handle.
+//
+// # Safety
+// `subscriber` is NULL or a live handle; `crl_pem` NULL or NUL-terminated.
+enum sealpost_result sealpost_subscriber_set_revocation_list(struct sealpost_subscriber *subscriber,
+                                                             const char *crl_pem);
 
 // Expires held messages whose key or publisher did not arrive in time (queued as
 // REJECTED with the reason they could not open). Call it every few seconds, also when

@@ -79,22 +79,31 @@ impl sealpost_publisher {
         }
     }
 
-    fn publish(&mut self, topic: &str, payload: &[u8], now_ms: u64) -> CallResult {
-        let item = Outgoing {
-            topic,
-            payload,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-        };
-        let burst = self.session.publish(&[item], now_ms)?;
+    /// Seals `items` as one burst (one signature) and queues their envelopes, all or
+    /// none: if one fails, none is queued and its error is returned.
+    fn publish(&mut self, items: &[Outgoing<'_>], now_ms: u64) -> CallResult {
+        let burst = self.session.publish(items, now_ms)?;
         // A rotation that was due comes first (its key messages), even if sealing failed.
         self.queue(burst.output.packets);
-        for envelope in burst.envelopes {
-            let (_seq, packet) = envelope?;
-            self.queue([packet]);
-        }
+        let packets = burst
+            .envelopes
+            .into_iter()
+            .map(|envelope| envelope.map(|(_seq, packet)| packet))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.queue(packets);
         Ok(())
     }
+}
+
+/// One message of `sealpost_publisher_publish_many`.
+#[repr(C)]
+pub struct sealpost_message {
+    /// The MQTT topic, NUL-terminated.
+    pub topic: *const c_char,
+    /// The payload (NULL with `payload_len` 0 for an empty one).
+    pub payload: *const u8,
+    /// Length of `payload` in bytes.
+    pub payload_len: usize,
 }
 
 /// Creates a publisher.
@@ -266,7 +275,121 @@ pub unsafe extern "C" fn sealpost_publisher_publish(
         with_handle(publisher, |p| {
             // SAFETY: the arguments meet these helpers' contracts, by ours.
             let (topic, payload) = (str_arg(topic)?, bytes_arg(payload, payload_len)?);
-            p.publish(topic, payload, now_ms)
+            let item = Outgoing {
+                topic,
+                payload,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            };
+            p.publish(&[item], now_ms)
+        })
+    }
+}
+
+/// Seals `count` messages as one burst and queues their envelopes (PUBLISH, QoS 1, not
+/// retained) in order: one signature for the burst, however many messages (up to the
+/// core's maximum burst; more are sealed as several bursts), each envelope still opened
+/// on its own by a subscriber that sees only some of them. All or none: if one message
+/// fails, no envelope is queued and its error is returned (key messages of a rotation
+/// that was due are queued all the same, and must be published).
+///
+/// Errors: as `sealpost_publisher_publish`. Not thread-safe for the same handle.
+///
+/// # Safety
+/// `publisher` is NULL or a live handle; `messages` points to `count` readable
+/// `sealpost_message`s (or is NULL with 0), each as its field comments say.
+#[no_mangle]
+pub unsafe extern "C" fn sealpost_publisher_publish_many(
+    publisher: *mut sealpost_publisher,
+    messages: *const sealpost_message,
+    count: usize,
+    now_ms: u64,
+) -> sealpost_result {
+    // SAFETY: `publisher` is NULL or a live handle used by this thread only, by contract.
+    unsafe {
+        with_handle(publisher, |p| {
+            if count == 0 {
+                return Ok(());
+            }
+            if messages.is_null() {
+                return Err(sealpost_result::SEALPOST_NULL_ARGUMENT);
+            }
+            // SAFETY: `messages` points to `count` readable messages, by our contract.
+            let messages = std::slice::from_raw_parts(messages, count);
+            let items = messages
+                .iter()
+                .map(|m| {
+                    // SAFETY: each message's fields meet these helpers' contracts, by ours.
+                    let (topic, payload) =
+                        (str_arg(m.topic)?, bytes_arg(m.payload, m.payload_len)?);
+                    Ok(Outgoing {
+                        topic,
+                        payload,
+                        qos: QoS::AtLeastOnce,
+                        retain: false,
+                    })
+                })
+                .collect::<Result<Vec<_>, sealpost_result>>()?;
+            p.publish(&items, now_ms)
+        })
+    }
+}
+
+/// Starts a new key epoch now: a fresh content key, and its key messages for every
+/// granted subscriber (checked again against the CA and the revocation list, as every
+/// rekey is; those that fail are dropped and their key messages cleared). Queues those
+/// packets.
+///
+/// Errors: `SEALPOST_PERSIST_FAILED`, `SEALPOST_SEAL_FAILED`. Not thread-safe for the
+/// same handle.
+///
+/// # Safety
+/// `publisher` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn sealpost_publisher_rotate(
+    publisher: *mut sealpost_publisher,
+    now_ms: u64,
+) -> sealpost_result {
+    // SAFETY: `publisher` is NULL or a live handle used by this thread only, by contract.
+    unsafe {
+        with_handle(publisher, |p| {
+            let output = p.session.rotate(now_ms)?;
+            p.queue(output.packets);
+            Ok(())
+        })
+    }
+}
+
+/// Installs the CA's latest revocation list (PEM) and checks every granted subscriber
+/// against it at `now_ms`: those it revokes (or whose certificates expired) are dropped,
+/// their key messages cleared and the key rotated, so they read nothing published from
+/// then on; the packets for that are queued. Call it whenever the CA publishes a new list.
+///
+/// Errors: `SEALPOST_BAD_IDENTITY` (not a revocation list signed by the CA, or older than
+/// the one in force, which then stays), `SEALPOST_UNTRUSTED_CERTIFICATE` (the new list is
+/// past its next update), `SEALPOST_PERSIST_FAILED`, argument errors. Not thread-safe for
+/// the same handle.
+///
+/// # Safety
+/// `publisher` is NULL or a live handle; `crl_pem` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn sealpost_publisher_set_revocation_list(
+    publisher: *mut sealpost_publisher,
+    crl_pem: *const c_char,
+    now_ms: u64,
+) -> sealpost_result {
+    // SAFETY: `publisher` is NULL or a live handle used by this thread only, by contract.
+    unsafe {
+        with_handle(publisher, |p| {
+            // SAFETY: NULL or NUL-terminated, by our contract.
+            let pem = str_arg(crl_pem)?;
+            p.session
+                .set_revocation_list(pem)
+                .map_err(|_| sealpost_result::SEALPOST_BAD_IDENTITY)?;
+            let output = p.session.check_readers(now_ms)?;
+            p.queue(output.packets);
+            p.session.check_crl_fresh(now_ms)?;
+            Ok(())
         })
     }
 }

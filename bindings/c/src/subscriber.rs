@@ -165,6 +165,33 @@ pub unsafe extern "C" fn sealpost_subscriber_incoming(
     }
 }
 
+/// Installs the CA's latest revocation list (PEM): from then on, messages of publishers
+/// it revokes are REJECTED (`SEALPOST_REJECTED_REVOKED`). Call it whenever the CA
+/// publishes a new list.
+///
+/// Errors: `SEALPOST_BAD_IDENTITY` (not a revocation list signed by the CA, or older than
+/// the one in force, which then stays), argument errors. Not thread-safe for the same
+/// handle.
+///
+/// # Safety
+/// `subscriber` is NULL or a live handle; `crl_pem` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn sealpost_subscriber_set_revocation_list(
+    subscriber: *mut sealpost_subscriber,
+    crl_pem: *const c_char,
+) -> sealpost_result {
+    // SAFETY: `subscriber` is NULL or a live handle used by this thread only, by contract.
+    unsafe {
+        with_handle(subscriber, |s| {
+            // SAFETY: NULL or NUL-terminated, by our contract.
+            let pem = str_arg(crl_pem)?;
+            s.session
+                .set_revocation_list(pem)
+                .map_err(|_| sealpost_result::SEALPOST_BAD_IDENTITY)
+        })
+    }
+}
+
 /// Expires held messages whose key or publisher did not arrive in time (queued as
 /// REJECTED with the reason they could not open). Call it every few seconds, also when
 /// nothing arrives. Not thread-safe for the same handle.
