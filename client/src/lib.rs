@@ -7,12 +7,14 @@
 //! - the SDK's own TCP/TLS connection with close_notify and failover routes ([`tunnel`]);
 //! - connection health, reasons for failures and reconnect backoff ([`link`]);
 //! - atomic replacement of state files ([`files`]);
+//! - reading and reloading the CA's revocation list file ([`crl`]);
 //! - the KDC's wire types and credentials files ([`kdc`]).
 //!
 //! It does no sealing or opening (that is `sealpost-protocol` and `sealpost-session`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod crl;
 mod error;
 pub mod files;
 pub mod kdc;

@@ -101,6 +101,15 @@ pub enum PublisherError {
     PreparationStopped(String),
 }
 
+impl From<sealpost_client::crl::CrlFileError> for PublisherError {
+    fn from(e: sealpost_client::crl::CrlFileError) -> Self {
+        PublisherError::RevocationList {
+            path: e.path,
+            detail: e.detail,
+        }
+    }
+}
+
 impl From<sealpost_client::ClientError> for PublisherError {
     /// The shared connection code's errors, under the variants (and words) they had here.
     fn from(e: sealpost_client::ClientError) -> PublisherError {

@@ -1,7 +1,7 @@
 //! The [`Publisher`]: sealing, grants, revocation and key messages over one MQTT connection.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Request};
 use sealpost_certs::pemfile;
+use sealpost_client::crl::CrlFile;
 use sealpost_session::{
     Packet as CorePacket, PublisherOutput, PublisherSession, PublisherSessionConfig, SessionError,
     DEFAULT_RESEND_WINDOW, RESEND_DELAY,
@@ -236,7 +237,7 @@ struct Inner {
     state_dir: PathBuf,
     kdc: Option<Kdc>,
     /// Where the revocation list is reloaded from (none: `insecure_no_crl`).
-    crl: Option<PathBuf>,
+    crl: Option<CrlFile>,
     /// See [`PublisherConfig::confirm_key_messages`].
     confirm_key_messages: Option<Duration>,
     /// How long the core's last state save took (its store measures it).
@@ -337,8 +338,9 @@ impl Publisher {
         // First of all: a second publisher must not even read a state another one is
         // changing.
         let lock = StateLock::acquire(&config.state_dir)?;
-        let crl_pem = match (&config.crl, config.insecure_no_crl) {
-            (Some(path), _) => Some(read_crl(path)?),
+        let mut crl = config.crl.clone().map(CrlFile::new);
+        let crl_pem = match (&mut crl, config.insecure_no_crl) {
+            (Some(file), _) => Some(file.read_initial()?),
             (None, true) => {
                 tracing::warn!(
                     "insecure_no_crl: running WITHOUT a revocation list; subscribers whose \
@@ -403,7 +405,7 @@ impl Publisher {
             session,
             state_dir: config.state_dir.clone(),
             kdc,
-            crl: config.crl.clone(),
+            crl,
             confirm_key_messages: config.confirm_key_messages,
             last_save,
             last_run: Duration::ZERO,
@@ -1059,20 +1061,18 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads the revocation list file again and installs it. A list that cannot be read,
-    /// is not signed by the CA, or is older than the one in force is reported in the log
-    /// and ignored: the one in force stays (never none).
+    /// Reads the revocation list file again and installs it if it changed. A list that
+    /// cannot be read, is not signed by the CA, or is older than the one in force is
+    /// reported in the log and ignored: the one in force stays (never none).
     fn reload_crl(&mut self) {
-        let Some(path) = &self.crl else {
+        let Some(crl) = &mut self.crl else {
             return;
         };
-        let reloaded = read_crl(path).and_then(|pem| Ok(self.session.set_revocation_list(&pem)?));
-        if let Err(e) = reloaded {
-            tracing::error!(
-                path = %path.display(),
-                error = %e,
-                "revocation list not reloaded; the one in force stays"
-            );
+        let session = &mut self.session;
+        if let Err(e) =
+            crl.reload(|pem| session.set_revocation_list(pem).map_err(|e| e.to_string()))
+        {
+            tracing::error!(error = %e, "revocation list not reloaded; the one in force stays");
         }
     }
 
@@ -1101,14 +1101,6 @@ fn warn_dropped(id: &str, why: &str) {
         reason = %why,
         "grant dropped: the certificate no longer verifies; the key rotates"
     );
-}
-
-/// Reads a revocation list file.
-fn read_crl(path: &Path) -> Result<String, PublisherError> {
-    std::fs::read_to_string(path).map_err(|e| PublisherError::RevocationList {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    })
 }
 
 /// Every `every`: reloads the revocation list and drops the grantees that fail their
