@@ -516,6 +516,64 @@ async fn a_resumed_session_subscribing_again_gets_the_retained_messages_and_its_
     broker.shutdown(WAIT).await;
 }
 
+/// The same with a backlog longer than the router hands over at once (it reads 100
+/// messages per subscription per round): subscribing again at the same QoS must not
+/// renew the filter in the router, which would skip whatever it had not yet sent.
+#[tokio::test]
+async fn a_resumed_session_subscribing_again_loses_none_of_a_long_backlog() {
+    const BACKLOG: usize = 1500;
+    let mut config = tcp_config();
+    config.limits.max_queued_messages = 2 * BACKLOG;
+    let (broker, addr) = start(config).await;
+    let resumed = || {
+        let mut o = v4_options("backlog-v4", addr);
+        o.set_clean_session(false);
+        o
+    };
+    let mut sub = V4::start(resumed());
+    sub.connack().await.unwrap();
+    sub.subscribe("backlog/#", QoS::AtLeastOnce).await;
+    drop(sub);
+    let mut publ = V4::connect("backlog-pub", addr).await;
+    for n in 0..BACKLOG {
+        let topic = format!("backlog/{n}");
+        publ.client
+            .publish(topic, QoS::AtLeastOnce, false, n.to_string().into_bytes())
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    while acked < BACKLOG {
+        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = publ.next().await.unwrap() {
+            acked += 1;
+        }
+    }
+
+    // The SUBSCRIBE goes out right behind the CONNECT, while the backlog flows.
+    let mut sub = V4::start(resumed());
+    sub.client
+        .subscribe("backlog/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut got = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got.len() < BACKLOG {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {BACKLOG} delivered in {WAIT:?}",
+            got.len()
+        );
+        match sub.next().await {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                got.insert(String::from_utf8(p.payload.to_vec()).unwrap());
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{} of {BACKLOG} delivered, then {e}", got.len()),
+        }
+    }
+    broker.shutdown(WAIT).await;
+}
+
 /// The router restores a resumed session's subscriptions but not its index of who
 /// subscribes to what: the edge subscribes them again, or the session's UNSUBSCRIBE and
 /// its renewal at a new QoS would change nothing in the router.
