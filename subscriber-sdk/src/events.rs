@@ -52,6 +52,7 @@ pub struct Counters {
     key_fetch_failures: AtomicU64,
     held: AtomicU64,
     revocation_list_failures: AtomicU64,
+    sessions_lost: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -75,6 +76,10 @@ impl Counters {
     pub(crate) fn revocation_list_failure(&self) {
         self.revocation_list_failures
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn session_lost(&self) {
+        self.sessions_lost.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn set_held(&self, n: usize) {
@@ -116,6 +121,14 @@ impl Counters {
     /// or older than the list in force); the list in force was kept each time.
     pub fn revocation_list_failures_total(&self) -> u64 {
         self.revocation_list_failures.load(Ordering::Relaxed)
+    }
+
+    /// Reconnects after which the broker had not kept this subscriber's persistent
+    /// session (CONNACK "session present" 0: a broker restarted without persistence, or
+    /// a cluster that lost the session): what was published meanwhile did not wait for
+    /// it, retained messages excepted. Always 0 without `persistent_session`.
+    pub fn sessions_lost_total(&self) -> u64 {
+        self.sessions_lost.load(Ordering::Relaxed)
     }
 
     /// Rejections by [`Rejected::kind`].

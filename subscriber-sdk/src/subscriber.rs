@@ -307,7 +307,19 @@ impl Subscriber {
         let filters = Arc::new(Mutex::new(initial_filters));
 
         let fetched = in_tx.clone();
-        let poller = tokio::spawn(poll(eventloop, in_tx, link, suback_tx, closing.clone()));
+        let session_watch = SessionWatch {
+            persistent: config.persistent_session,
+            connections: 0,
+            counters: counters.clone(),
+        };
+        let poller = tokio::spawn(poll(
+            eventloop,
+            in_tx,
+            link,
+            suback_tx,
+            closing.clone(),
+            session_watch,
+        ));
         let resubscriber = {
             let client = client.clone();
             let filters = filters.clone();
@@ -470,6 +482,29 @@ fn unique_client_id(id: &str) -> String {
     format!("{id}-{}-{nanos:x}", std::process::id())
 }
 
+/// Notices a persistent session that the broker did not keep across a reconnect.
+struct SessionWatch {
+    persistent: bool,
+    /// CONNACKs so far.
+    connections: u64,
+    counters: Arc<Counters>,
+}
+
+impl SessionWatch {
+    fn accepted(&mut self, session_present: bool) {
+        self.connections += 1;
+        // The first connection cannot tell a lost session from a first start.
+        if self.persistent && self.connections > 1 && !session_present {
+            self.counters.session_lost();
+            tracing::warn!(
+                "the broker kept no session for this persistent subscriber across the \
+                 reconnect (CONNACK session present 0): messages published while it was \
+                 away did not wait for it, retained messages excepted"
+            );
+        }
+    }
+}
+
 /// Polls the MQTT event loop and hands publishes to the worker. Never sends requests.
 async fn poll(
     mut eventloop: EventLoop,
@@ -477,6 +512,7 @@ async fn poll(
     mut link: Link,
     suback: watch::Sender<(u64, bool)>,
     closing: Arc<AtomicBool>,
+    mut session: SessionWatch,
 ) {
     loop {
         match eventloop.poll().await {
@@ -490,7 +526,11 @@ async fn poll(
                     return;
                 }
             }
-            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => link.accepted(),
+            Ok(MqttEvent::Incoming(Packet::ConnAck(ack))) => {
+                // Counted before the link says "connected", which a caller may wait for.
+                session.accepted(ack.session_present);
+                link.accepted();
+            }
             Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 if closing.load(Ordering::SeqCst) {
                     return;

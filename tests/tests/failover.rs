@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealpost_publisher::{BrokerAddress, QoS, RESEND_DELAY};
-use sealpost_subscriber::{Event, Subscriber};
+use sealpost_subscriber::{Event, LinkStatus, Subscriber};
 use sealpost_tests::{
     expect_message, free_port, publisher, subscriber, Broker, BrokerKind, Pki, WAIT,
 };
@@ -158,6 +158,64 @@ async fn a_persistent_session_keeps_what_was_published_while_away(kind: BrokerKi
     for text in ["while away 1", "while away 2"] {
         assert_eq!(expect_message(&mut s).await.payload, text.as_bytes());
     }
+}
+
+/// A persistent subscriber whose broker restarts without persistence reconnects to a
+/// broker that has no session for it: it says so (a warning, and
+/// `Counters::sessions_lost_total`), subscribes again and reads on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_the_broker_lost_is_reported() {
+    let pki = Pki::new("session CA");
+    let mut broker = Broker::start(BrokerKind::Mosquitto, &pki);
+    let sensor = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let p = publisher(pki.publisher_config(&broker, &sensor, "pub")).await;
+    p.grant_pem(&alice.certificate_pem).await.unwrap();
+    let mut config = pki.subscriber_config(&broker, &alice);
+    config.persistent_session = true;
+    config.client_id = Some("alice-lost".into());
+    let mut s = subscriber(config, "sensors/#").await;
+    p.publish("sensors/t", b"before", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    assert_eq!(expect_message(&mut s).await.payload, b"before");
+    assert_eq!(
+        s.counters().sessions_lost_total(),
+        0,
+        "a first start is no loss"
+    );
+
+    let mut status = s.link_status();
+    broker.restart();
+    tokio::time::timeout(WAIT, async {
+        while !matches!(*status.borrow_and_update(), LinkStatus::Reconnecting(_)) {
+            status.changed().await.unwrap();
+        }
+        while !matches!(*status.borrow_and_update(), LinkStatus::Connected) {
+            status.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the subscriber reconnects");
+    assert_eq!(s.counters().sessions_lost_total(), 1);
+    // It subscribed again (and the publisher sent its key message again): it reads on.
+    let mut after = None;
+    for attempt in 0..40 {
+        let text = format!("after {attempt}");
+        p.publish("sensors/t", text.as_bytes(), QoS::AtLeastOnce, false)
+            .await
+            .unwrap();
+        if let Ok(Some(Event::Message(m))) =
+            tokio::time::timeout(Duration::from_millis(500), s.next()).await
+        {
+            after = Some(m);
+            break;
+        }
+    }
+    assert!(after
+        .expect("read after the restart")
+        .payload
+        .starts_with(b"after"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
