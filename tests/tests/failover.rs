@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sealpost_publisher::{BrokerAddress, QoS, RESEND_DELAY};
-use sealpost_subscriber::{Event, LinkStatus, Subscriber};
+use sealpost_subscriber::{Event, LinkStatus, Subscriber, SubscriberConfig};
 use sealpost_tests::{
     expect_message, free_port, publisher, subscriber, Broker, BrokerKind, Pki, WAIT,
 };
@@ -128,6 +128,21 @@ async fn publisher_and_subscriber_fail_over_on_mosquitto_losing_nothing() {
     fail_over(BrokerKind::Mosquitto).await;
 }
 
+/// A publisher on `broker` that granted alice, and alice's configuration there with
+/// `persistent_session` (and no client id yet).
+async fn publisher_and_persistent_alice(
+    pki: &Pki,
+    broker: &Broker,
+) -> (sealpost_publisher::Publisher, SubscriberConfig) {
+    let sensor = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let p = publisher(pki.publisher_config(broker, &sensor, "pub")).await;
+    p.grant_pem(&alice.certificate_pem).await.unwrap();
+    let mut config = pki.subscriber_config(broker, &alice);
+    config.persistent_session = true;
+    (p, config)
+}
+
 /// A subscriber with `persistent_session` gets, when it comes back with the same client
 /// id, the QoS 1 messages published while it was away (the broker kept its session);
 /// without a client id it is refused at once. (On Mosquitto only: the sealpost broker
@@ -136,12 +151,7 @@ async fn publisher_and_subscriber_fail_over_on_mosquitto_losing_nothing() {
 async fn a_persistent_session_keeps_what_was_published_while_away(kind: BrokerKind) {
     let pki = Pki::new("session CA");
     let broker = Broker::start(kind, &pki);
-    let sensor = pki.publisher("sensor-1", &["sensors/#"]);
-    let alice = pki.subscriber("alice");
-    let p = publisher(pki.publisher_config(&broker, &sensor, "pub")).await;
-    p.grant_pem(&alice.certificate_pem).await.unwrap();
-    let mut config = pki.subscriber_config(&broker, &alice);
-    config.persistent_session = true;
+    let (p, mut config) = publisher_and_persistent_alice(&pki, &broker).await;
     assert!(matches!(
         Subscriber::connect(config.clone()).await,
         Err(sealpost_subscriber::SubscriberError::PersistentSessionWithoutClientId)
@@ -167,12 +177,7 @@ async fn a_persistent_session_keeps_what_was_published_while_away(kind: BrokerKi
 async fn a_persistent_session_the_broker_lost_is_reported() {
     let pki = Pki::new("session CA");
     let mut broker = Broker::start(BrokerKind::Mosquitto, &pki);
-    let sensor = pki.publisher("sensor-1", &["sensors/#"]);
-    let alice = pki.subscriber("alice");
-    let p = publisher(pki.publisher_config(&broker, &sensor, "pub")).await;
-    p.grant_pem(&alice.certificate_pem).await.unwrap();
-    let mut config = pki.subscriber_config(&broker, &alice);
-    config.persistent_session = true;
+    let (p, mut config) = publisher_and_persistent_alice(&pki, &broker).await;
     config.client_id = Some("alice-lost".into());
     let mut s = subscriber(config, "sensors/#").await;
     p.publish("sensors/t", b"before", QoS::AtLeastOnce, false)

@@ -79,10 +79,20 @@ impl sealpost_publisher {
         }
     }
 
-    /// Seals `items` as one burst (one signature) and queues their envelopes, all or
-    /// none: if one fails, none is queued and its error is returned.
-    fn publish(&mut self, items: &[Outgoing<'_>], now_ms: u64) -> CallResult {
-        let burst = self.session.publish(items, now_ms)?;
+    /// Seals `messages` (topic, payload) as one burst (one signature) and queues their
+    /// envelopes (QoS 1, not retained), all or none: if one fails, none is queued and its
+    /// error is returned.
+    fn publish(&mut self, messages: &[(&str, &[u8])], now_ms: u64) -> CallResult {
+        let items: Vec<Outgoing<'_>> = messages
+            .iter()
+            .map(|&(topic, payload)| Outgoing {
+                topic,
+                payload,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            })
+            .collect();
+        let burst = self.session.publish(&items, now_ms)?;
         // A rotation that was due comes first (its key messages), even if sealing failed.
         self.queue(burst.output.packets);
         let packets = burst
@@ -275,13 +285,7 @@ pub unsafe extern "C" fn sealpost_publisher_publish(
         with_handle(publisher, |p| {
             // SAFETY: the arguments meet these helpers' contracts, by ours.
             let (topic, payload) = (str_arg(topic)?, bytes_arg(payload, payload_len)?);
-            let item = Outgoing {
-                topic,
-                payload,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-            };
-            p.publish(&[item], now_ms)
+            p.publish(&[(topic, payload)], now_ms)
         })
     }
 }
@@ -316,21 +320,12 @@ pub unsafe extern "C" fn sealpost_publisher_publish_many(
             }
             // SAFETY: `messages` points to `count` readable messages, by our contract.
             let messages = std::slice::from_raw_parts(messages, count);
-            let items = messages
+            let messages = messages
                 .iter()
-                .map(|m| {
-                    // SAFETY: each message's fields meet these helpers' contracts, by ours.
-                    let (topic, payload) =
-                        (str_arg(m.topic)?, bytes_arg(m.payload, m.payload_len)?);
-                    Ok(Outgoing {
-                        topic,
-                        payload,
-                        qos: QoS::AtLeastOnce,
-                        retain: false,
-                    })
-                })
+                // SAFETY: each message's fields meet these helpers' contracts, by ours.
+                .map(|m| Ok((str_arg(m.topic)?, bytes_arg(m.payload, m.payload_len)?)))
                 .collect::<Result<Vec<_>, sealpost_result>>()?;
-            p.publish(&items, now_ms)
+            p.publish(&messages, now_ms)
         })
     }
 }

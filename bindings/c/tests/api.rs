@@ -21,6 +21,17 @@ fn c(s: &str) -> CString {
     CString::new(s).expect("no NUL")
 }
 
+/// What `*_new` takes for `issued`: the CA, a current revocation list revoking nobody,
+/// the certificate and its private key.
+fn identity(pki: &Pki, issued: &Issued) -> [CString; 4] {
+    [
+        c(&pki.ca_pem()),
+        c(&pki.crl(&[], 1)),
+        c(&issued.certificate_pem),
+        c(&issued.private_key_pem),
+    ]
+}
+
 /// The save callback: keeps the last state in the `Vec<u8>` that `ctx` points to.
 unsafe extern "C" fn save_in_memory(ctx: *mut c_void, state: *const u8, len: usize) -> c_int {
     // SAFETY: `ctx` is the `Vec<u8>` the test passed, alive for the publisher's life;
@@ -89,8 +100,7 @@ impl Publisher {
     fn new(pki: &Pki, issued: &Issued) -> Publisher {
         let mut saved = Box::new(Vec::new());
         let mut handle = ptr::null_mut();
-        let (ca, crl) = (c(&pki.ca_pem()), c(&pki.crl(&[], 1)));
-        let (cert, key) = (c(&issued.certificate_pem), c(&issued.private_key_pem));
+        let [ca, crl, cert, key] = identity(pki, issued);
         // SAFETY: NUL-terminated strings, no state, a callback whose context outlives
         // the handle (freed in Drop before the Box).
         let r = unsafe {
@@ -164,8 +174,7 @@ struct Subscriber(*mut sealpost_subscriber);
 impl Subscriber {
     fn new(pki: &Pki, issued: &Issued) -> Subscriber {
         let mut handle = ptr::null_mut();
-        let (ca, crl) = (c(&pki.ca_pem()), c(&pki.crl(&[], 1)));
-        let (cert, key) = (c(&issued.certificate_pem), c(&issued.private_key_pem));
+        let [ca, crl, cert, key] = identity(pki, issued);
         // SAFETY: NUL-terminated strings, no state.
         let r = unsafe {
             sealpost_subscriber_new(
