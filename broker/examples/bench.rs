@@ -7,7 +7,9 @@
 //! cargo run --release -p sealpost-broker --example bench -- quick    # 1 run, 1/10 messages
 //! SEALPOST_BENCH_ONLY="1->10 QoS0" cargo run --release -p sealpost-broker --example bench
 //! ```
-//! `durable` and `restart` run the durable-session tables (see `bench_durable`).
+//! `durable` and `restart` run the durable-session tables (see `bench_durable`);
+//! `footprint [N]` only the memory of N idle connections (default 10,000; the open-file
+//! limit must allow N sockets in each process: `ulimit -n`).
 //! Needs `mosquitto` and `mosquitto-clients` (Debian packages). Each broker runs in its
 //! own process (this binary re-executed with `serve-sealpost` / `serve-rumqttd`, or
 //! `mosquitto -c`), on an ephemeral loopback port.
@@ -280,11 +282,12 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn idle_connections(port: u16, n: usize) -> Vec<TcpStream> {
+/// `n` idle MQTT 3.1.1 connections (clean session, keep-alive 600 s: rumqttd refuses 0);
+/// `subscribed`: each with one filter of its own (`idle/<i>`, QoS 1).
+fn idle_connections(port: u16, n: usize, subscribed: bool) -> Vec<TcpStream> {
     let mut v = Vec::with_capacity(n);
     for i in 0..n {
         let id = format!("idle-{i}");
-        // MQTT 3.1.1 CONNECT, clean session, keep-alive 600 s (rumqttd refuses 0).
         let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0x02, 0x58];
         body.extend_from_slice(&(id.len() as u16).to_be_bytes());
         body.extend_from_slice(id.as_bytes());
@@ -296,9 +299,52 @@ fn idle_connections(port: u16, n: usize) -> Vec<TcpStream> {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.read_exact(&mut ack).unwrap();
         assert_eq!(ack[0], 0x20);
+        if subscribed {
+            let filter = format!("idle/{i}");
+            let mut body = vec![0, 1];
+            body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+            body.extend_from_slice(filter.as_bytes());
+            body.push(1);
+            let mut p = vec![0x82, body.len() as u8];
+            p.extend(body);
+            s.write_all(&p).unwrap();
+            let mut suback = [0u8; 5];
+            s.read_exact(&mut suback).unwrap();
+            assert_eq!(suback[0], 0x90);
+        }
         v.push(s);
     }
     v
+}
+
+/// RSS of each broker with `n` idle connections, publish-only and subscribed (issue 15
+/// item 4). Each process holds `n` sockets: the open-file limit must allow it.
+fn footprint_table(kinds: &[Kind], n: usize) {
+    println!("| broker | connections | RSS idle | RSS with them | per connection |");
+    println!("|---|---|---:|---:|---:|");
+    for subscribed in [false, true] {
+        for &kind in kinds {
+            let broker = launch(kind);
+            std::thread::sleep(Duration::from_millis(300));
+            let before = rss_kib(broker.child.id());
+            let conns = idle_connections(broker.port, n, subscribed);
+            std::thread::sleep(Duration::from_millis(500));
+            let after = rss_kib(broker.child.id());
+            println!(
+                "| {} | {n} {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+                kind.name(),
+                if subscribed {
+                    "subscribed (one filter)"
+                } else {
+                    "publish-only"
+                },
+                before as f64 / 1024.0,
+                after as f64 / 1024.0,
+                (after.saturating_sub(before)) as f64 / n as f64
+            );
+            drop(conns);
+        }
+    }
 }
 
 fn mosquitto_clients_run(port: u16, count: usize) -> f64 {
@@ -346,8 +392,10 @@ fn main() {
         Some("serve-sealpost-durable") => {
             return durable::serve_durable(args[2].parse().unwrap(), args[3].as_ref(), &args[4])
         }
-        // `load PORT SUBS QOS SIZE COUNT`: one scenario against a broker already running,
-        // e.g. one started under a profiler with `serve-sealpost PORT`.
+        // `load PORT SUBS QOS SIZE COUNT [RUNS]`: one scenario against a broker already
+        // running, e.g. one started under a profiler with `serve-sealpost PORT` (or
+        // `serve-sealpost-durable PORT DIR SYNC`); SEALPOST_BENCH_PERSISTENT=1 gives the
+        // subscribers persistent sessions, as the durable table does.
         Some("load") => {
             let n = |i: usize| -> u64 { args[i].parse().unwrap() };
             let qos = if n(4) == 0 {
@@ -357,14 +405,16 @@ fn main() {
             };
             // An optional 7th argument repeats the scenario in the same process.
             let runs = args.get(7).map_or(1, |_| n(7));
+            let persistent = std::env::var_os("SEALPOST_BENCH_PERSISTENT").is_some();
             let rt = tokio::runtime::Runtime::new().unwrap();
             for _ in 0..runs {
-                let o = rt.block_on(scenario(
+                let o = rt.block_on(scenario_with(
                     n(2) as u16,
                     n(3) as usize,
                     qos,
                     n(5) as usize,
                     n(6),
+                    persistent,
                 ));
                 println!(
                     "{:.0} msg/s published, {}/{} delivered",
@@ -396,6 +446,12 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("durable") => return durable::table(repeat, scale, only.as_deref()),
         Some("restart") => return durable::restart(repeat.min(3)),
+        // `footprint [N]`: only the RSS table, with N connections (default 10,000).
+        Some("footprint") => {
+            let n = args.get(2).map_or(10_000, |n| n.parse().unwrap());
+            let kinds = [Kind::Sealpost, Kind::Rumqttd, Kind::Mosquitto];
+            return footprint_table(&kinds, n);
+        }
         _ => {}
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -460,23 +516,5 @@ fn main() {
         println!("| {} | {rate:.0} |", kind.name());
     }
     println!();
-    println!("| broker | RSS idle | RSS with 10,000 idle connections | per connection |");
-    println!("|---|---:|---:|---:|");
-    let n = (10_000 / scale) as usize;
-    for kind in kinds {
-        let broker = launch(kind);
-        std::thread::sleep(Duration::from_millis(300));
-        let before = rss_kib(broker.child.id());
-        let conns = idle_connections(broker.port, n);
-        std::thread::sleep(Duration::from_millis(500));
-        let after = rss_kib(broker.child.id());
-        println!(
-            "| {} | {:.1} MiB | {:.1} MiB ({n} conns) | {:.1} KiB |",
-            kind.name(),
-            before as f64 / 1024.0,
-            after as f64 / 1024.0,
-            (after.saturating_sub(before)) as f64 / n as f64
-        );
-        drop(conns);
-    }
+    footprint_table(&kinds, (10_000 / scale) as usize);
 }

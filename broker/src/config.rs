@@ -510,9 +510,10 @@ pub struct StorageConfig {
     /// messages survive a restart and a crash. Without it, all of this lives in memory.
     pub path: Option<PathBuf>,
     /// When a write to the store counts as done: `always` (default) on disk before the
-    /// PUBACK/PUBREC; `periodic`, committed in memory and on disk within
-    /// `sync_interval_ms` (a crash loses at most that much, as Mosquitto's
-    /// `autosave_interval`).
+    /// PUBACK/PUBREC (or acknowledged by every persistent session the message is for);
+    /// `periodic`, the PUBACK/PUBREC does not wait, and what the store holds reaches
+    /// the disk within `sync_interval_ms` (a crash loses at most that much, as
+    /// Mosquitto's `autosave_interval`).
     pub sync: SyncMode,
     /// With `sync = "periodic"`, the longest time in milliseconds between writes to disk
     /// (default 1,000).
@@ -552,7 +553,7 @@ impl StorageConfig {
 pub enum SyncMode {
     /// Acknowledged means on disk.
     Always,
-    /// Acknowledged means committed; on disk within `sync_interval_ms`.
+    /// Acknowledged at once; on disk within `sync_interval_ms`.
     Periodic,
 }
 

@@ -103,7 +103,7 @@ async fn handle(
             warn!(peer = %addr, "TLS listener without TLS configuration: connection closed");
         }
         (ListenerKind::Ws, _) => serve_websocket(stream, deadline, shared, peer).await,
-        (ListenerKind::Tcp, _) => connection::serve(stream, shared, peer).await,
+        (ListenerKind::Tcp, _) => connection::serve_tcp(stream, shared, peer).await,
     }
 }
 

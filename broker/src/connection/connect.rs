@@ -16,7 +16,7 @@ use crate::topic;
 use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, Login, Packet};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tracing::{info, warn};
 
 pub(super) fn connack(code: ConnectReturnCode, session_present: bool) -> ConnAck {
@@ -44,7 +44,7 @@ pub(super) fn refusal(version: Version, code: ConnectReturnCode) -> ConnectRetur
     }
 }
 
-pub(super) async fn refuse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+pub(super) async fn refuse<R: super::io::ReadSide, W: AsyncWrite + Unpin>(
     io: &mut Io<R, W>,
     version: Version,
     code: ConnectReturnCode,
@@ -85,7 +85,7 @@ pub(super) async fn authenticate(
     }
 }
 
-pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+pub(super) async fn accept<R: super::io::ReadSide, W: AsyncWrite + Unpin>(
     io: &mut Io<R, W>,
     connect: ConnectPacket,
     peer: &PeerInfo,
@@ -332,6 +332,7 @@ pub(super) async fn accept<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         unreported: Unreported::default(),
         to_store: Vec::new(),
         store_acks: Vec::new(),
+        acknowledge_now: false,
         restored: saved.restored,
         replay_boundary: shared_boundary,
         drops: Default::default(),

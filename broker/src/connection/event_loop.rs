@@ -9,7 +9,7 @@ use crate::codec::Version;
 use crate::metrics::{add, inc};
 use rumqttd::protocol::DisconnectReasonCode;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -46,7 +46,7 @@ impl Connection {
         certificate: Option<crate::tls::CertificateWatch>,
     ) -> Result<(), ConnectionError>
     where
-        R: AsyncRead + Unpin,
+        R: super::io::ReadSide,
         W: AsyncWrite + Unpin,
     {
         // A certificate revoked since the handshake gets no further (not even the
@@ -111,6 +111,9 @@ impl Connection {
                     }
                     if self.drain_frames(io, max).await? {
                         return Ok(());
+                    }
+                    if std::mem::take(&mut self.acknowledge_now) {
+                        io.rd.acknowledge_now();
                     }
                 }
                 // Always read, whatever the client's window: what does not fit waits
@@ -195,7 +198,7 @@ impl Connection {
         max: usize,
     ) -> Result<bool, ConnectionError>
     where
-        R: AsyncRead + Unpin,
+        R: super::io::ReadSide,
         W: AsyncWrite + Unpin,
     {
         while !self.paused(&io.rbuf) {

@@ -43,6 +43,7 @@ use crate::session::Ending;
 use crate::shared::Shared;
 use bytes::BytesMut;
 use connect::accept;
+pub use io::ReadSide;
 use io::{queue_disconnect, Io};
 use rumqttd::protocol::DisconnectReasonCode;
 use std::sync::Arc;
@@ -99,6 +100,21 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (rd, wr) = tokio::io::split(stream);
+    serve_halves(rd, wr, shared, peer).await;
+}
+
+/// [`serve`] for a plain TCP connection: its halves need no lock between them, and what
+/// the client sends is acknowledged at once (see [`ReadSide`]).
+pub async fn serve_tcp(stream: tokio::net::TcpStream, shared: Arc<Shared>, peer: PeerInfo) {
+    let (rd, wr) = stream.into_split();
+    serve_halves(rd, wr, shared, peer).await;
+}
+
+async fn serve_halves<R, W>(rd: R, wr: W, shared: Arc<Shared>, peer: PeerInfo)
+where
+    R: ReadSide,
+    W: AsyncWrite + Unpin,
+{
     let mut io = Io {
         rd,
         wr,

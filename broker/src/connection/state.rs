@@ -115,6 +115,9 @@ pub(super) struct Connection {
     pub(super) to_store: Vec<crate::store::Op>,
     /// The client's acknowledgements of stored messages, for the store.
     pub(super) store_acks: Vec<crate::store::Op>,
+    /// The client's last read held acknowledgements that a publisher's PUBACK may be
+    /// waiting for (see [`super::ReadSide::acknowledge_now`]).
+    pub(super) acknowledge_now: bool,
     /// See [`crate::session::SavedSession::restored`].
     pub(super) restored: HashSet<u64>,
     /// See `Sessions::replay_boundary`.
@@ -310,6 +313,7 @@ impl Connection {
         self.report_counts();
         let store = &self.shared.store;
         if !self.store_acks.is_empty() {
+            self.acknowledge_now = store.settles_by_acknowledgements();
             store.send(std::mem::take(&mut self.store_acks));
         }
         // Acknowledged means stored: the router's acknowledgements, which become the

@@ -15,10 +15,14 @@
 //!
 //! Writes go through one thread that takes every write waiting and commits them in one
 //! transaction (group commit: one fsync for many messages, from many connections).
-//! With `sync = "always"` a write is reported done once its transaction is on disk;
-//! with `"periodic"`, once committed in memory, and the disk catches up every
-//! `sync_interval_ms` (redb's `Durability::None` followed by an `Immediate` commit). A
-//! redb transaction is atomic, so a crash at any point leaves the last durable commit.
+//! With `sync = "always"` a write is reported done once its transaction is on disk (or,
+//! for messages, once every session they are for has acknowledged them, see `settle`);
+//! with `"periodic"`, publishers do not wait, and the writer commits to disk every
+//! `sync_interval_ms` (a write someone waits for, such as a session's, is committed at
+//! once with redb's `Durability::None` and reaches the disk at the next sync). The
+//! writer holds messages and acknowledgements back for a moment (see [`writer`]), so
+//! that a message acknowledged by all its sessions meanwhile is never written. A redb
+//! transaction is atomic, so a crash at any point leaves the last durable commit.
 //!
 //! A file that cannot be opened, or a value that cannot be read, stops the broker with
 //! an error naming the file ([`StoreError`]): nothing is dropped without a word.
@@ -34,7 +38,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use settle::{Done, Settling};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -194,6 +198,9 @@ pub struct Loaded {
 struct Batch {
     ops: Vec<Op>,
     done: Option<Arc<Done>>,
+    /// Nobody waits for this batch's commit alone: the writer may hold it back (see
+    /// [`writer`]) so that the acknowledgements of its messages join it.
+    may_wait: bool,
 }
 
 /// Handle to the store. Without a data directory it stores nothing.
@@ -209,6 +216,9 @@ pub struct Store {
     periodic: bool,
     /// Batches sent to the writer and not yet committed.
     backlog: Arc<AtomicUsize>,
+    /// Messages the writer has written (those acknowledged by every session first are
+    /// not, see `settle`).
+    written: Arc<AtomicU64>,
 }
 
 /// With `sync = "periodic"`, batches the writer may lag behind before
@@ -227,6 +237,7 @@ impl Store {
             settling: Arc::default(),
             periodic: false,
             backlog: Arc::default(),
+            written: Arc::default(),
         }
     }
 
@@ -251,13 +262,15 @@ impl Store {
         let writer_settling = settling.clone();
         let backlog = Arc::new(AtomicUsize::new(0));
         let writer_backlog = backlog.clone();
+        let written = Arc::new(AtomicU64::new(0));
+        let writer_written = written.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
                 writer(
                     &writer_db,
                     &writer_settling,
-                    &writer_backlog,
+                    (&writer_backlog, &writer_written),
                     rx,
                     refs,
                     sync,
@@ -273,6 +286,7 @@ impl Store {
                 settling,
                 periodic: matches!(sync, Sync::Periodic(_)),
                 backlog,
+                written,
             },
             loaded,
         ))
@@ -281,6 +295,18 @@ impl Store {
     /// Whether writes are kept (a data directory is configured).
     pub fn is_durable(&self) -> bool {
         self.path.is_some()
+    }
+
+    /// Whether a write of messages may be waited for until their sessions acknowledge
+    /// them (`sync = "always"`, see `settle`).
+    pub fn settles_by_acknowledgements(&self) -> bool {
+        self.is_durable() && !self.periodic
+    }
+
+    /// How many messages the writer has written to the file so far (those every
+    /// session acknowledged before they were due to be written are not).
+    pub fn messages_written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
     }
 
     /// The database file, if any.
@@ -300,7 +326,7 @@ impl Store {
     /// for a batch of queued messages only ([`Op::Enqueue`]), acknowledged by every
     /// session each is for (see `settle`).
     pub async fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        self.send_settling(ops)?.wait().await
+        self.send_settling(ops, false)?.wait().await
     }
 
     /// Sends `ops` to the writer at once; the returned [`Pending`] says when they count
@@ -312,15 +338,18 @@ impl Store {
     /// be routed as soon as this returns: the acknowledgements its sessions send come
     /// after it.
     pub fn submit(&self, ops: Vec<Op>) -> Result<Pending, StoreError> {
-        let pending = self.send_settling(ops)?;
         if self.periodic && self.backlog.load(Ordering::Relaxed) < PERIODIC_BACKLOG {
+            self.send_batch(ops, None, true)?;
             return Ok(Pending(None));
         }
-        Ok(pending)
+        // A batch of messages only (with `"always"`) may also be settled by the
+        // acknowledgements of its sessions, which the writer waits for a moment.
+        let may_wait = !self.periodic && ops.iter().all(|op| matches!(op, Op::Enqueue { .. }));
+        self.send_settling(ops, may_wait)
     }
 
     /// Sends `ops` to the writer, done when committed or settled (see `settle`).
-    fn send_settling(&self, ops: Vec<Op>) -> Result<Pending, StoreError> {
+    fn send_settling(&self, ops: Vec<Op>, may_wait: bool) -> Result<Pending, StoreError> {
         if !self.is_durable() {
             return Ok(Pending(None));
         }
@@ -340,7 +369,7 @@ impl Store {
             messages.len() + usize::from(others || messages.is_empty()),
         );
         self.settling.register(messages, &done);
-        self.send_batch(ops, Some(done))?;
+        self.send_batch(ops, Some(done), may_wait)?;
         Ok(Pending(Some(rx)))
     }
 
@@ -373,19 +402,28 @@ impl Store {
                 Op::Ack(client_id, number) => Some((client_id.as_str(), *number)),
                 _ => None,
             }));
-        let _ = self.send_batch(ops, None);
+        let _ = self.send_batch(ops, None, true);
     }
 
     /// False when nothing is kept (in-memory mode).
-    fn send_batch(&self, ops: Vec<Op>, done: Option<Arc<Done>>) -> Result<bool, StoreError> {
+    fn send_batch(
+        &self,
+        ops: Vec<Op>,
+        done: Option<Arc<Done>>,
+        may_wait: bool,
+    ) -> Result<bool, StoreError> {
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             None if self.path.is_none() => Ok(false),
             None => Err(StoreError::Closed),
             Some(tx) => {
                 self.backlog.fetch_add(1, Ordering::Relaxed);
-                tx.send(Batch { ops, done })
-                    .map_err(|_| StoreError::Closed)?;
+                tx.send(Batch {
+                    ops,
+                    done,
+                    may_wait,
+                })
+                .map_err(|_| StoreError::Closed)?;
                 Ok(true)
             }
         }
@@ -699,49 +737,106 @@ fn read_queue(
     Ok(out)
 }
 
-/// The writer thread: commits every batch waiting in one transaction.
+/// How long the writer holds back, with `sync = "always"`, a batch that may wait (see
+/// [`Batch::may_wait`]): about one subscriber round trip, so that subscribers that keep
+/// up acknowledge the messages first and the writer writes neither the messages nor
+/// their acknowledgements (see `settle`). A publisher whose messages go to an offline
+/// session waits this long more for its PUBACK.
+const ALWAYS_HOLD: Duration = Duration::from_millis(2);
+
+/// Batches held back at most, whatever the time: this bounds the writer's memory (and,
+/// with `"periodic"`, keeps [`Store::submit`] clear of [`PERIODIC_BACKLOG`]).
+const HOLD_MAX_BATCHES: usize = 1024;
+
+/// The writer thread: commits the batches sent to it, many in one transaction.
+///
+/// A batch someone waits for alone (a session's change, a QoS 2 flow, a read of a
+/// session's queue) is committed at once, with every batch before it. The others (the
+/// messages of a publisher, acknowledgements) are held back a little: `ALWAYS_HOLD`
+/// with `"always"`; with `"periodic"` until the next sync, which then commits them
+/// straight to disk (Mosquitto's autosave writes what is queued at that moment too).
+/// Meanwhile the acknowledgements of online sessions join the messages they are for,
+/// and a message every session has acknowledged is never written.
 fn writer(
     database: &Database,
     settling: &Settling,
-    backlog: &AtomicUsize,
+    (backlog, written): (&AtomicUsize, &AtomicU64),
     rx: mpsc::Receiver<Batch>,
     mut refs: HashMap<u64, u32>,
     sync: Sync,
 ) {
+    let mut held: Vec<Batch> = Vec::new();
+    // `"always"`: when the first batch held back must be written, at the latest.
+    let mut due: Option<Instant> = None;
+    // `"periodic"`: committed in memory since the last sync, not yet on disk.
     let mut dirty = false;
     let mut last_sync = Instant::now();
-    loop {
-        let first = match sync {
-            Sync::Always => rx.recv().ok(),
-            Sync::Periodic(every) => {
-                let wait = every.saturating_sub(last_sync.elapsed());
-                match rx.recv_timeout(wait) {
-                    Ok(b) => Some(b),
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if dirty {
-                            dirty = !flush(database);
-                        }
-                        last_sync = Instant::now();
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
-                }
+    let mut open = true;
+    while open || !held.is_empty() {
+        let wake = match sync {
+            Sync::Always => due,
+            Sync::Periodic(every) => Some(last_sync + every),
+        };
+        // Err(true): the wait ran out; Err(false): nothing more will come.
+        let received = match wake {
+            _ if !open => Err(false),
+            None => rx.recv().map_err(|_| false),
+            Some(at) => rx
+                .recv_timeout(at.saturating_duration_since(Instant::now()))
+                .map_err(|e| e == mpsc::RecvTimeoutError::Timeout),
+        };
+        let received = match received {
+            Ok(b) => Some(b),
+            Err(timeout) => {
+                open &= timeout;
+                None
             }
         };
-        let Some(first) = first else {
-            break;
+        let mut urgent = false;
+        for b in received.into_iter().chain(rx.try_iter().take(4095)) {
+            urgent |= !b.may_wait;
+            if due.is_none() && sync == Sync::Always {
+                due = Some(Instant::now() + ALWAYS_HOLD);
+            }
+            held.push(b);
+        }
+        let now = Instant::now();
+        let hold_over = match sync {
+            Sync::Always => due.is_some_and(|d| now >= d),
+            Sync::Periodic(every) => now >= last_sync + every,
         };
-        let mut batches = vec![first];
-        batches.extend(rx.try_iter().take(4095));
+        let sync_due = hold_over && sync != Sync::Always;
+        if !(urgent || hold_over || !open || held.len() >= HOLD_MAX_BATCHES) {
+            continue;
+        }
+        // With "periodic", only the sync (or the end) writes to disk; a batch someone
+        // waits for is committed in memory.
         let durability = match sync {
             Sync::Always => Durability::Immediate,
+            Sync::Periodic(_) if sync_due || !open => Durability::Immediate,
             Sync::Periodic(_) => Durability::None,
         };
-        let result = commit(database, &batches, &mut refs, durability).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "store write failed");
-        } else if matches!(sync, Sync::Periodic(_)) {
-            dirty = true;
+        let batches = std::mem::take(&mut held);
+        due = None;
+        let result = commit(database, &batches, &mut refs, durability);
+        let result = match result {
+            Ok(committed) => {
+                if let Some(messages) = committed {
+                    written.fetch_add(messages, Ordering::Relaxed);
+                    dirty = matches!(durability, Durability::None);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store write failed");
+                Err(e.to_string())
+            }
+        };
+        if sync_due {
+            if dirty {
+                dirty = !flush(database);
+            }
+            last_sync = now;
         }
         settling.committed(
             batches
@@ -777,17 +872,14 @@ fn flush(database: &Database) -> bool {
     result.is_ok()
 }
 
+/// Applies `batches` in one transaction. Returns how many messages it wrote, or None
+/// if the batches cancelled out and nothing was committed.
 fn commit(
     database: &Database,
     batches: &[Batch],
     refs: &mut HashMap<u64, u32>,
     durability: Durability,
-) -> Result<(), StoreError> {
-    let mut txn = database.begin_write().map_err(db)?;
-    txn.set_durability(durability);
-    // Reference counts change only if the transaction commits.
-    let mut changed: HashMap<u64, u32> = HashMap::new();
-    let now = unix_now();
+) -> Result<Option<u64>, StoreError> {
     // A message acknowledged by a session in the transaction that queues it is not
     // queued for that session, nor written at all if that was every session: with
     // subscribers that keep up, most messages never touch the disk (see `settle`).
@@ -804,6 +896,24 @@ fn commit(
             _ => {}
         }
     }
+    let cancelled = |op: &Op| match op {
+        Op::Enqueue {
+            number, clients, ..
+        } => clients
+            .iter()
+            .all(|c| acknowledged_here.contains(&(c.as_str(), *number))),
+        Op::Ack(client_id, number) => acknowledged_here.contains(&(client_id.as_str(), *number)),
+        _ => false,
+    };
+    if batches.iter().flat_map(|b| &b.ops).all(cancelled) {
+        return Ok(None);
+    }
+    let mut written = 0;
+    let mut txn = database.begin_write().map_err(db)?;
+    txn.set_durability(durability);
+    // Reference counts change only if the transaction commits.
+    let mut changed: HashMap<u64, u32> = HashMap::new();
+    let now = unix_now();
     {
         let mut sessions = txn.open_table(SESSIONS).map_err(db)?;
         let mut messages = txn.open_table(MESSAGES).map_err(db)?;
@@ -883,6 +993,7 @@ fn commit(
                     }
                     let v = message.encode(now).map_err(StoreError::Db)?;
                     messages.insert(*number, v.as_slice()).map_err(db)?;
+                    written += 1;
                     let mut added = 0;
                     for c in clients.iter().filter(keep) {
                         if queue
@@ -978,7 +1089,7 @@ fn commit(
             refs.insert(number, count);
         }
     }
-    Ok(())
+    Ok(Some(written))
 }
 
 #[cfg(test)]

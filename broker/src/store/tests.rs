@@ -284,6 +284,65 @@ async fn periodic_sync_keeps_what_was_written_at_close() {
     assert_eq!(loaded.sessions[0].queue, vec![1]);
 }
 
+#[tokio::test]
+async fn with_periodic_sync_a_message_acknowledged_before_the_sync_is_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let (store, _) = Store::open(&path, Sync::Periodic(Duration::from_secs(60))).unwrap();
+        store
+            .write(vec![
+                Op::Session("a".into(), session("x", None)),
+                Op::Session("b".into(), session("x", None)),
+            ])
+            .await
+            .unwrap();
+        // Held back until the sync (here: the close), by which time a has acknowledged
+        // both and b neither.
+        let pending = store
+            .submit(vec![enqueue(1, message("t/1", b"a only"), &["a"])])
+            .unwrap();
+        pending.wait().await.unwrap();
+        store.send(vec![Op::Ack("a".into(), 1)]);
+        let pending = store
+            .submit(vec![enqueue(2, message("t/2", b"both"), &["a", "b"])])
+            .unwrap();
+        pending.wait().await.unwrap();
+        store.send(vec![Op::Ack("a".into(), 2)]);
+        store.close();
+        assert_eq!(store.messages_written(), 1, "only message 2, for b");
+    }
+    let (_store, loaded) = open(&path);
+    assert_eq!(loaded.messages.keys().copied().collect::<Vec<_>>(), vec![2]);
+    assert_eq!(loaded.sessions[0].queue, Vec::<u64>::new());
+    assert_eq!(loaded.sessions[1].queue, vec![2]);
+}
+
+#[tokio::test]
+async fn a_read_of_a_sessions_queue_sees_the_messages_held_back_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    for sync in [Sync::Always, Sync::Periodic(Duration::from_secs(60))] {
+        let _ = std::fs::remove_file(&path);
+        let (store, _) = Store::open(&path, sync).unwrap();
+        store
+            .write(vec![Op::Session("a".into(), session("x", None))])
+            .await
+            .unwrap();
+        // Not awaited: the writer may still hold it when the read comes.
+        let _pending = store
+            .submit(vec![enqueue(7, message("t/7", b"m"), &["a"])])
+            .unwrap();
+        let queued = store.queued_for("a").await.unwrap();
+        assert_eq!(
+            queued.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![7],
+            "{sync:?}"
+        );
+        store.close();
+    }
+}
+
 #[test]
 fn a_damaged_file_is_refused_with_its_name_and_repair_moves_it_aside() {
     let dir = tempfile::tempdir().unwrap();
