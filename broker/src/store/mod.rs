@@ -36,7 +36,7 @@ pub use records::{SessionRecord, StoredMessage, SubscriptionRecord, Unreadable};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use settle::{Done, Settling};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -765,16 +765,15 @@ fn writer(
     mut refs: HashMap<u64, u32>,
     sync: Sync,
 ) {
-    let mut held: Vec<Batch> = Vec::new();
-    // `"always"`: when the first batch held back must be written, at the latest.
-    let mut due: Option<Instant> = None;
+    // Batches held back, with when each came.
+    let mut held: VecDeque<(Instant, Batch)> = VecDeque::new();
     // `"periodic"`: committed in memory since the last sync, not yet on disk.
     let mut dirty = false;
     let mut last_sync = Instant::now();
     let mut open = true;
     while open || !held.is_empty() {
         let wake = match sync {
-            Sync::Always => due,
+            Sync::Always => held.front().map(|(at, _)| *at + ALWAYS_HOLD),
             Sync::Periodic(every) => Some(last_sync + every),
         };
         // Err(true): the wait ran out; Err(false): nothing more will come.
@@ -793,20 +792,24 @@ fn writer(
             }
         };
         let mut urgent = false;
+        let now = Instant::now();
         for b in received.into_iter().chain(rx.try_iter().take(4095)) {
             urgent |= !b.may_wait;
-            if due.is_none() && sync == Sync::Always {
-                due = Some(Instant::now() + ALWAYS_HOLD);
-            }
-            held.push(b);
+            held.push_back((now, b));
         }
-        let now = Instant::now();
-        let hold_over = match sync {
-            Sync::Always => due.is_some_and(|d| now >= d),
-            Sync::Periodic(every) => now >= last_sync + every,
+        let sync_due = matches!(sync, Sync::Periodic(every) if now >= last_sync + every);
+        // Everything, or (with "always") the batches held for their time, oldest first
+        // (younger ones may still see their acknowledgements come).
+        let take = if urgent || sync_due || !open || held.len() >= HOLD_MAX_BATCHES {
+            held.len()
+        } else if sync == Sync::Always {
+            held.iter()
+                .take_while(|(at, _)| *at + ALWAYS_HOLD <= now)
+                .count()
+        } else {
+            0
         };
-        let sync_due = hold_over && sync != Sync::Always;
-        if !(urgent || hold_over || !open || held.len() >= HOLD_MAX_BATCHES) {
+        if take == 0 && !sync_due {
             continue;
         }
         // With "periodic", only the sync (or the end) writes to disk; a batch someone
@@ -816,8 +819,7 @@ fn writer(
             Sync::Periodic(_) if sync_due || !open => Durability::Immediate,
             Sync::Periodic(_) => Durability::None,
         };
-        let batches = std::mem::take(&mut held);
-        due = None;
+        let batches: Vec<Batch> = held.drain(..take).map(|(_, b)| b).collect();
         let result = commit(database, &batches, &mut refs, durability);
         let result = match result {
             Ok(committed) => {
