@@ -233,7 +233,7 @@ fn fill_store(dir: &Path) {
                     payload: vec![0xa5; 100].into(),
                     properties: None,
                 },
-                clients: vec![format!("restart-{i}")],
+                clients: vec![format!("restart-{i}")].into(),
             }
         })
         .collect();

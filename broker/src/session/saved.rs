@@ -11,7 +11,7 @@ use crate::store::{SessionRecord, SubscriptionRecord};
 use crate::subscriptions::{Subscription, Subscriptions};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Origin ids of sessions (see `marker`); 0 is the broker's own.
 static NEXT_ORIGIN: AtomicU64 = AtomicU64::new(1);
@@ -39,11 +39,26 @@ pub struct SavedSessions {
 struct Saved {
     sessions: HashMap<String, SavedSession>,
     index: FilterIndex,
+    /// [`SavedSessions::takers`] by publishing session's origin and topic, for as long
+    /// as no session's table changes: a publisher sends many messages on few topics.
+    takers: HashMap<u64, HashMap<String, Arc<[String]>>>,
+    /// Entries in `takers`, bounded by [`TAKERS_CACHED`].
+    takers_cached: usize,
 }
 
+/// Topics whose takers are remembered at most (then the memo starts afresh).
+const TAKERS_CACHED: usize = 4096;
+
 impl Saved {
+    /// A session's table changed: who takes a topic must be found again.
+    fn forget_takers(&mut self) {
+        self.takers.clear();
+        self.takers_cached = 0;
+    }
+
     /// Indexes (`add`) or unindexes the filters of `session`.
     fn index(&mut self, client: &str, session: &SavedSession, add: bool) {
+        self.forget_takers();
         for (filter, _) in session.subscriptions.iter() {
             if add {
                 self.index.insert(filter, client);
@@ -156,6 +171,8 @@ impl SavedSessions {
     /// Keeps a session's state for its next connection.
     pub(crate) fn save(&self, client: &str, session: SavedSession) {
         let mut saved = self.lock();
+        // Options (QoS, no local) may have changed with the same filters.
+        saved.forget_takers();
         // Unchanged filters (nearly always) stay indexed.
         let same = saved
             .sessions
@@ -199,11 +216,14 @@ impl SavedSessions {
     /// Client ids of the sessions a QoS 1/2 message on `topic` from the session of
     /// `origin` reaches at QoS 1 or 2: those it must be stored for. The index names
     /// the sessions with a matching filter; their own tables decide (QoS, no local).
-    pub(crate) fn takers(&self, topic: &str, origin: u64) -> Vec<String> {
-        let saved = self.lock();
+    pub(crate) fn takers(&self, topic: &str, origin: u64) -> Arc<[String]> {
+        let mut saved = self.lock();
+        if let Some(known) = saved.takers.get(&origin).and_then(|t| t.get(topic)) {
+            return known.clone();
+        }
         let mut candidates = HashSet::new();
         saved.index.candidates(topic, &mut candidates);
-        candidates
+        let takers: Arc<[String]> = candidates
             .into_iter()
             .filter(|c| {
                 saved
@@ -212,7 +232,17 @@ impl SavedSessions {
                     .is_some_and(|s| s.subscriptions.takes_qos1(topic, origin, s.origin))
             })
             .map(str::to_owned)
-            .collect()
+            .collect();
+        if saved.takers_cached >= TAKERS_CACHED {
+            saved.forget_takers();
+        }
+        saved.takers_cached += 1;
+        saved
+            .takers
+            .entry(origin)
+            .or_default()
+            .insert(topic.to_owned(), takers.clone());
+        takers
     }
 
     /// Forgets a session's state (the session ended); false if none was kept.
@@ -239,4 +269,53 @@ fn same_filters(a: &SavedSession, b: &SavedSession) -> bool {
         && a.subscriptions
             .iter()
             .all(|(filter, _)| b.subscriptions.get(filter).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscriptions::Subscription;
+
+    fn session(origin: u64, filter: &str, sub: Subscription) -> SavedSession {
+        let mut s = SavedSession {
+            origin,
+            ..Default::default()
+        };
+        s.subscriptions.insert(filter.into(), sub);
+        s
+    }
+
+    #[test]
+    fn takers_follow_every_change_of_a_sessions_table() {
+        let saved = SavedSessions::default();
+        let takers = |topic| -> Vec<String> {
+            let mut t = saved.takers(topic, 9).to_vec();
+            t.sort();
+            t
+        };
+        saved.save("a", session(1, "t/#", Subscription::plain(1)));
+        assert_eq!(takers("t/1"), ["a"]);
+        // The same filter at QoS 0: a takes no QoS 1 copy any more.
+        saved.save("a", session(1, "t/#", Subscription::plain(0)));
+        assert!(takers("t/1").is_empty());
+        // No local, from its own origin: not for a either; from another one: for a.
+        saved.save(
+            "a",
+            session(
+                9,
+                "t/#",
+                Subscription {
+                    no_local: true,
+                    ..Subscription::plain(1)
+                },
+            ),
+        );
+        assert!(takers("t/1").is_empty());
+        assert_eq!(saved.takers("t/1", 5).to_vec(), ["a"]);
+        saved.save("b", session(2, "t/1", Subscription::plain(2)));
+        assert_eq!(takers("t/1"), ["b"]);
+        assert!(saved.discard("b"));
+        assert!(takers("t/1").is_empty());
+        assert!(takers("u/1").is_empty());
+    }
 }

@@ -36,7 +36,7 @@ pub use records::{SessionRecord, StoredMessage, SubscriptionRecord, Unreadable};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use settle::{Done, Settling};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -121,8 +121,9 @@ pub enum Op {
         number: u64,
         /// The message.
         message: StoredMessage,
-        /// The sessions it is for.
-        clients: Vec<String>,
+        /// The sessions it is for (shared: a publisher's messages on one topic go to the
+        /// same sessions, see `SavedSessions::takers`).
+        clients: Arc<[String]>,
     },
     /// A session acknowledged message `number` (or it no longer needs it).
     Ack(String, u64),
@@ -359,7 +360,7 @@ impl Store {
             match op {
                 Op::Enqueue {
                     number, clients, ..
-                } if !clients.is_empty() => messages.push((*number, clients.clone())),
+                } if !clients.is_empty() => messages.push((*number, clients.to_vec())),
                 _ => others = true,
             }
         }
@@ -874,6 +875,80 @@ fn flush(database: &Database) -> bool {
     result.is_ok()
 }
 
+/// What the batches of one transaction cancel out: a message acknowledged by a session
+/// in the transaction that queues it is not queued for that session, nor written at all
+/// if that was every session (with subscribers that keep up, most messages never touch
+/// the disk, see `settle`). Found in one pass over the operations, by message number.
+struct Cancelling<'a> {
+    /// Per message queued here: its sessions, and which of them acknowledged it here.
+    queued: HashMap<u64, (&'a [String], Acked)>,
+    /// Per operation, in order: an acknowledgement that met its message here.
+    met: Vec<bool>,
+}
+
+/// Which of a message's sessions acknowledged it (by position in its list).
+enum Acked {
+    /// Up to 64 sessions: one bit each.
+    Few(u64),
+    /// More.
+    Many(Vec<bool>),
+}
+
+impl<'a> Cancelling<'a> {
+    fn find(ops: impl Iterator<Item = &'a Op>) -> Self {
+        let mut here = Cancelling {
+            queued: HashMap::new(),
+            met: Vec::new(),
+        };
+        for op in ops {
+            let met = match op {
+                Op::Enqueue {
+                    number, clients, ..
+                } => {
+                    let acked = match clients.len() {
+                        0..=64 => Acked::Few(0),
+                        n => Acked::Many(vec![false; n]),
+                    };
+                    here.queued.insert(*number, (&**clients, acked));
+                    false
+                }
+                Op::Ack(client_id, number) => match here.queued.get_mut(number) {
+                    Some((clients, acked)) => match clients.iter().position(|c| c == client_id) {
+                        Some(at) => {
+                            match acked {
+                                Acked::Few(bits) => *bits |= 1u64 << at,
+                                Acked::Many(flags) => flags[at] = true,
+                            }
+                            true
+                        }
+                        None => false,
+                    },
+                    None => false,
+                },
+                _ => false,
+            };
+            here.met.push(met);
+        }
+        here
+    }
+
+    /// The sessions message `number` (queued here) is still to be queued for.
+    fn keeps(&self, number: u64) -> impl Iterator<Item = &'a String> + '_ {
+        let (clients, acked): (&'a [String], Option<&Acked>) = match self.queued.get(&number) {
+            Some((clients, acked)) => (clients, Some(acked)),
+            None => (&[], None),
+        };
+        clients.iter().enumerate().filter_map(move |(at, c)| {
+            let done = match acked {
+                Some(Acked::Few(bits)) => bits & (1u64 << at) != 0,
+                Some(Acked::Many(flags)) => flags[at],
+                None => false,
+            };
+            (!done).then_some(c)
+        })
+    }
+}
+
 /// Applies `batches` in one transaction. Returns how many messages it wrote, or None
 /// if the batches cancelled out and nothing was committed.
 fn commit(
@@ -882,40 +957,25 @@ fn commit(
     refs: &mut HashMap<u64, u32>,
     durability: Durability,
 ) -> Result<Option<u64>, StoreError> {
-    // A message acknowledged by a session in the transaction that queues it is not
-    // queued for that session, nor written at all if that was every session: with
-    // subscribers that keep up, most messages never touch the disk (see `settle`).
-    let mut queued_here = HashSet::new();
-    let mut acknowledged_here = HashSet::new();
-    for op in batches.iter().flat_map(|b| &b.ops) {
-        match op {
-            Op::Enqueue { number, .. } => {
-                queued_here.insert(*number);
-            }
-            Op::Ack(client_id, number) if queued_here.contains(number) => {
-                acknowledged_here.insert((client_id.as_str(), *number));
-            }
-            _ => {}
-        }
-    }
-    let cancelled = |op: &Op| match op {
-        Op::Enqueue {
-            number, clients, ..
-        } => clients
-            .iter()
-            .all(|c| acknowledged_here.contains(&(c.as_str(), *number))),
-        Op::Ack(client_id, number) => acknowledged_here.contains(&(client_id.as_str(), *number)),
-        _ => false,
-    };
-    if batches.iter().flat_map(|b| &b.ops).all(cancelled) {
+    let here = Cancelling::find(batches.iter().flat_map(|b| &b.ops));
+    let all_cancelled = batches
+        .iter()
+        .flat_map(|b| &b.ops)
+        .enumerate()
+        .all(|(i, op)| match op {
+            Op::Enqueue { number, .. } => here.keeps(*number).next().is_none(),
+            Op::Ack(..) => here.met[i],
+            _ => false,
+        });
+    if all_cancelled {
         return Ok(None);
     }
-    let mut written = 0;
     let mut txn = database.begin_write().map_err(db)?;
     txn.set_durability(durability);
     // Reference counts change only if the transaction commits.
     let mut changed: HashMap<u64, u32> = HashMap::new();
     let now = unix_now();
+    let mut written = 0;
     {
         let mut sessions = txn.open_table(SESSIONS).map_err(db)?;
         let mut messages = txn.open_table(MESSAGES).map_err(db)?;
@@ -938,7 +998,7 @@ fn commit(
             }
             Ok(())
         };
-        for op in batches.iter().flat_map(|b| &b.ops) {
+        for (i, op) in batches.iter().flat_map(|b| &b.ops).enumerate() {
             match op {
                 Op::Session(client_id, record) => {
                     sessions
@@ -985,19 +1045,16 @@ fn commit(
                     }
                 },
                 Op::Enqueue {
-                    number,
-                    message,
-                    clients,
+                    number, message, ..
                 } => {
-                    let keep = |c: &&String| !acknowledged_here.contains(&(c.as_str(), *number));
-                    if !clients.iter().any(|c| keep(&c)) {
+                    if here.keeps(*number).next().is_none() {
                         continue;
                     }
                     let v = message.encode(now).map_err(StoreError::Db)?;
                     messages.insert(*number, v.as_slice()).map_err(db)?;
                     written += 1;
                     let mut added = 0;
-                    for c in clients.iter().filter(keep) {
+                    for c in here.keeps(*number) {
                         if queue
                             .insert((c.as_str(), *number), ())
                             .map_err(db)?
@@ -1011,8 +1068,7 @@ fn commit(
                         .or_insert_with(|| refs.get(number).copied().unwrap_or(0));
                     *count += added;
                 }
-                Op::Ack(client_id, number)
-                    if acknowledged_here.contains(&(client_id.as_str(), *number)) => {}
+                Op::Ack(..) if here.met[i] => {}
                 Op::Ack(client_id, number) => {
                     sent.remove((client_id.as_str(), *number)).map_err(db)?;
                     if queue

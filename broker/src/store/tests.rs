@@ -47,7 +47,11 @@ fn enqueue(number: u64, m: StoredMessage, clients: &[&str]) -> Op {
     Op::Enqueue {
         number,
         message: m,
-        clients: clients.iter().map(|c| c.to_string()).collect(),
+        clients: clients
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .into(),
     }
 }
 
