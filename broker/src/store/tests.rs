@@ -43,6 +43,11 @@ fn open(path: &Path) -> (Store, Loaded) {
     Store::open(path, Sync::Always).unwrap()
 }
 
+/// With a sync interval no test reaches: only the close writes to disk.
+fn open_periodic(path: &Path) -> (Store, Loaded) {
+    Store::open(path, Sync::Periodic(Duration::from_secs(60))).unwrap()
+}
+
 fn enqueue(number: u64, m: StoredMessage, clients: &[&str]) -> Op {
     Op::Enqueue {
         number,
@@ -274,7 +279,7 @@ async fn periodic_sync_keeps_what_was_written_at_close() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
     {
-        let (store, _) = Store::open(&path, Sync::Periodic(Duration::from_secs(60))).unwrap();
+        let (store, _) = open_periodic(&path);
         store
             .write(vec![
                 Op::Session("a".into(), session("x", None)),
@@ -293,7 +298,7 @@ async fn with_periodic_sync_a_message_acknowledged_before_the_sync_is_never_writ
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
     {
-        let (store, _) = Store::open(&path, Sync::Periodic(Duration::from_secs(60))).unwrap();
+        let (store, _) = open_periodic(&path);
         store
             .write(vec![
                 Op::Session("a".into(), session("x", None)),
