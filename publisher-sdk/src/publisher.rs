@@ -1208,28 +1208,39 @@ type Readback = Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<(
 
 /// Polls the MQTT event loop until the publisher closes. Counts CONNACKs (`link`) so the
 /// republisher knows when to send key messages again, and hands incoming messages to
-/// `readback`. Never publishes.
+/// `readback`. Never publishes anything new: it only sends again what a lost connection
+/// left unacknowledged.
 async fn poll(
     mut eventloop: EventLoop,
     mut link: Link,
     closing: Arc<AtomicBool>,
     readback: Readback,
 ) {
-    // What the lost connection left unsent or unacknowledged. rumqttc forgets it when the
-    // next broker has no session for this client (always with a clean session, and after
-    // failing over to another broker): it is sent again there instead of being lost. A
-    // message that did arrive before is then a duplicate, which subscribers drop (replay
-    // window).
-    let mut unacked: VecDeque<Request> = VecDeque::new();
+    // What lost connections left unsent or unacknowledged, oldest first, to send again.
+    // rumqttc keeps such requests in `pending` but forgets them when the next broker has
+    // no session for this client (always with a clean session, and after failing over
+    // to another broker), and it sends its `pending` all at once, past its in-flight
+    // window: a publish whose packet identifier is still in use waits in a single slot,
+    // which the next such publish overwrites. A lost connection can leave the whole
+    // in-flight window unacknowledged and the request queue full (a cluster node stops
+    // acknowledging while its stream elects a leader), and all but one of the queued
+    // messages were lost that way. So the SDK keeps them, and hands rumqttc one at a
+    // time, when it has room in its window and no publish waiting for a packet
+    // identifier. A message that did arrive before is then a duplicate, which subscribers
+    // drop (replay window).
+    let mut unsent: VecDeque<Request> = VecDeque::new();
     loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                if !ack.session_present {
-                    eventloop.pending = std::mem::take(&mut unacked);
-                }
-                unacked.clear();
-                link.accepted();
+        if eventloop.network.is_some()
+            && eventloop.pending.is_empty()
+            && eventloop.state.collision.is_none()
+            && eventloop.state.inflight() < eventloop.mqtt_options.inflight()
+        {
+            if let Some(request) = unsent.pop_front() {
+                eventloop.pending.push_back(request);
             }
+        }
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => link.accepted(),
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if let Some(tx) = &*readback.lock().unwrap_or_else(|p| p.into_inner()) {
                     let _ = tx.send((publish.topic, publish.payload));
@@ -1245,13 +1256,25 @@ async fn poll(
                 if closing.load(Ordering::SeqCst) {
                     return;
                 }
-                // rumqttc has moved the in-flight and queued requests to `pending`.
-                unacked = eventloop
-                    .pending
-                    .iter()
-                    .filter(|r| matches!(r, Request::Publish(p) if p.qos != QoS::AtMostOnce))
-                    .cloned()
-                    .collect();
+                // rumqttc has moved the in-flight and queued requests to `pending`: the
+                // publishes are sent again from `unsent` (before those held back
+                // earlier: they are older than what was queued, newer than what was in
+                // flight, and the subscribers' replay window takes them in any order),
+                // with new packet identifiers (a new session gives them new ones, and
+                // the old ones would collide with those rumqttc hands out meanwhile).
+                let mut lost = VecDeque::new();
+                eventloop.pending.retain(|request| match request {
+                    Request::Publish(p) if p.qos != QoS::AtMostOnce => {
+                        let mut p = p.clone();
+                        p.pkid = 0;
+                        p.dup = false;
+                        lost.push_back(Request::Publish(p));
+                        false
+                    }
+                    _ => true,
+                });
+                lost.append(&mut unsent);
+                unsent = lost;
                 link.failed(&e).await;
             }
         }
