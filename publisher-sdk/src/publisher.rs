@@ -35,6 +35,11 @@ pub const DEFAULT_KEY_MESSAGE_CONFIRMATION: Duration = Duration::from_secs(5);
 /// broker's limit on subscriptions per client, e.g. sealpost's 1,000).
 const CONFIRM_CHUNK: usize = 100;
 
+/// How long a grant's read-back waits for a retained key message before subscribing to
+/// its topic again, at first; doubled after each try up to [`CONFIRM_RESUBSCRIBE_MAX`].
+const CONFIRM_RESUBSCRIBE: Duration = Duration::from_millis(100);
+const CONFIRM_RESUBSCRIBE_MAX: Duration = Duration::from_secs(1);
+
 /// How often a running publisher reloads its revocation list and checks every grantee's
 /// certificate again, by default.
 pub const DEFAULT_CRL_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
@@ -686,8 +691,9 @@ impl Publisher {
 
     /// Reads the key messages `sent` (`(subscriber, topic, bytes)`) back from the broker:
     /// subscribes to their topics, a chunk at a time, and waits up to `timeout` per chunk
-    /// for each retained message to come back as sent. Fails with the subscribers whose
-    /// key message did not.
+    /// for each retained message to come back as sent, subscribing again to those not
+    /// back yet at growing intervals. Fails with the subscribers whose key message did
+    /// not.
     async fn confirm(
         &self,
         sent: &[(String, String, Bytes)],
@@ -702,16 +708,22 @@ impl Publisher {
                 .iter()
                 .map(|(id, topic, bytes)| (topic.as_str(), (id.as_str(), bytes)))
                 .collect();
-            let filters = chunk
-                .iter()
-                .map(|(_, topic, _)| rumqttc::SubscribeFilter::new(topic.clone(), QoS::AtMostOnce));
-            if let Err(e) = self.client.subscribe_many(filters).await {
+            let subscribe = |topics: Vec<&str>| {
+                let filters: Vec<_> = topics
+                    .into_iter()
+                    .map(|topic| rumqttc::SubscribeFilter::new(topic.to_owned(), QoS::AtMostOnce))
+                    .collect();
+                self.client.subscribe_many(filters)
+            };
+            if let Err(e) = subscribe(waiting.keys().copied().collect()).await {
                 result = Err(e.into());
                 break;
             }
             let deadline = tokio::time::Instant::now() + timeout;
+            let mut again = CONFIRM_RESUBSCRIBE;
+            let mut next = tokio::time::Instant::now() + again;
             while !waiting.is_empty() {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                match tokio::time::timeout_at(next.min(deadline), rx.recv()).await {
                     Ok(Some((topic, payload))) => {
                         if waiting
                             .get(topic.as_str())
@@ -720,7 +732,20 @@ impl Publisher {
                             waiting.remove(topic.as_str());
                         }
                     }
-                    _ => break,
+                    Ok(None) => break,
+                    Err(_) if tokio::time::Instant::now() >= deadline => break,
+                    // Not back yet: a broker may store a retained message after it
+                    // acknowledged the PUBLISH (nats-server 2.10 and later), so that a
+                    // SUBSCRIBE right behind it finds nothing. Subscribing again sends
+                    // what is retained now (MQTT-3.8.4-3).
+                    Err(_) => {
+                        if let Err(e) = subscribe(waiting.keys().copied().collect()).await {
+                            result = Err(e.into());
+                            break;
+                        }
+                        again = (again * 2).min(CONFIRM_RESUBSCRIBE_MAX);
+                        next = tokio::time::Instant::now() + again;
+                    }
                 }
             }
             refused.extend(waiting.into_values().map(|(id, _)| id.to_owned()));

@@ -3,6 +3,7 @@
 //! `sealpost-certs export-nats`. The publisher and its subscribers sit on different
 //! nodes, so every message and key message crosses the cluster.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -296,4 +297,115 @@ async fn the_cluster_refuses_key_topic_writes_and_publishes_outside_a_certificat
         assert_eq!(expect_message(&mut b).await.payload, b"still readable");
     })
     .await;
+}
+
+/// A broker that, like nats-server 2.10 and later, acknowledges a retained PUBLISH
+/// before a SUBSCRIBE can find it: a retained message reaches subscriptions made
+/// `delay` after it arrived, not before. One connection at a time; counts SUBSCRIBEs.
+async fn late_retaining_broker(
+    listener: tokio::net::TcpListener,
+    delay: Duration,
+    subscribes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use rumqttc::mqttbytes::v4::{
+        ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
+    };
+    use sealpost_tests::fake_broker::FakeConnection;
+
+    while let Ok((stream, _)) = listener.accept().await {
+        let mut connection = FakeConnection::new(stream);
+        let mut retained: BTreeMap<String, (Bytes, tokio::time::Instant)> = BTreeMap::new();
+        while let Some(packet) = connection.read().await {
+            let replies = match packet {
+                Packet::Connect(_) => vec![Packet::ConnAck(ConnAck::new(
+                    ConnectReturnCode::Success,
+                    false,
+                ))],
+                Packet::Publish(p) => {
+                    if p.retain {
+                        let at = tokio::time::Instant::now();
+                        retained.insert(p.topic.clone(), (p.payload.clone(), at));
+                    }
+                    match p.qos {
+                        QoS::AtMostOnce => vec![],
+                        _ => vec![Packet::PubAck(PubAck::new(p.pkid))],
+                    }
+                }
+                Packet::Subscribe(s) => {
+                    subscribes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let codes = s
+                        .filters
+                        .iter()
+                        .map(|_| SubscribeReasonCode::Success(QoS::AtMostOnce))
+                        .collect();
+                    let mut replies = vec![Packet::SubAck(SubAck::new(s.pkid, codes))];
+                    for filter in &s.filters {
+                        match retained.get(&filter.path) {
+                            Some((payload, at)) if at.elapsed() >= delay => {
+                                let mut p =
+                                    Publish::new(&filter.path, QoS::AtMostOnce, payload.to_vec());
+                                p.retain = true;
+                                replies.push(Packet::Publish(p));
+                            }
+                            _ => {}
+                        }
+                    }
+                    replies
+                }
+                Packet::Unsubscribe(u) => vec![Packet::UnsubAck(UnsubAck::new(u.pkid))],
+                Packet::PingReq => vec![Packet::PingResp],
+                Packet::Disconnect => break,
+                _ => vec![],
+            };
+            if !connection.write(replies).await {
+                break;
+            }
+        }
+    }
+}
+
+/// A grant reads its key message back from the broker. On a broker that acknowledges a
+/// retained PUBLISH before a new subscription can find it (nats-server since 2.10 keeps
+/// retained messages in a stream each node reads back asynchronously), the first
+/// SUBSCRIBE comes back empty: the publisher subscribes again until the key message is
+/// there, and the grant succeeds well within its time limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_reads_back_a_key_message_the_broker_retains_late() {
+    let pki = Pki::new("late CA");
+    let sensor = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let subscribes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let broker = tokio::spawn(late_retaining_broker(
+        listener,
+        Duration::from_millis(500),
+        subscribes.clone(),
+    ));
+    let mut config = sealpost_publisher::PublisherConfig::new(
+        sealpost_publisher::BrokerAddress::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        sensor.certificate_pem.clone(),
+        sensor.private_key_pem.clone(),
+        pki.ca_pem(),
+        pki.state_dir("pub"),
+    );
+    config.crl = Some(pki.crl_path());
+    config.confirm_key_messages = Some(Duration::from_secs(3));
+    let p = publisher(config).await;
+    let started = std::time::Instant::now();
+    p.grant_pem(&alice.certificate_pem)
+        .await
+        .expect("the grant succeeds once the key message is retained");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let n = subscribes.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n >= 2, "the publisher subscribed {n} time(s)");
+    drop(p);
+    broker.abort();
 }
