@@ -265,8 +265,10 @@ async fn the_cluster_refuses_key_topic_writes_and_publishes_outside_a_certificat
             }
             forgers.push(raw);
         }
-        let violation = |node: usize, user: &str, subject: &str| {
-            let needle = format!("Publish Violation - User \"CN={user}\", Subject \"{subject}\"");
+        // nats-server 2.15 names the connection by its MQTT client ID (here the
+        // forger's name, and each forger connects with its own certificate).
+        let violation = |node: usize, client_id: &str, subject: &str| {
+            let needle = format!("\"{client_id}\" - Publish Violation - Subject \"{subject}\"");
             cluster.log(node).contains(&needle)
         };
         let deadline = std::time::Instant::now() + WAIT;
