@@ -35,6 +35,11 @@ pub const DEFAULT_KEY_MESSAGE_CONFIRMATION: Duration = Duration::from_secs(5);
 /// broker's limit on subscriptions per client, e.g. sealpost's 1,000).
 const CONFIRM_CHUNK: usize = 100;
 
+/// How long a grant's read-back waits for a retained key message before subscribing to
+/// its topic again, at first; doubled after each try up to [`CONFIRM_RESUBSCRIBE_MAX`].
+const CONFIRM_RESUBSCRIBE: Duration = Duration::from_millis(100);
+const CONFIRM_RESUBSCRIBE_MAX: Duration = Duration::from_secs(1);
+
 /// How often a running publisher reloads its revocation list and checks every grantee's
 /// certificate again, by default.
 pub const DEFAULT_CRL_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
@@ -686,8 +691,9 @@ impl Publisher {
 
     /// Reads the key messages `sent` (`(subscriber, topic, bytes)`) back from the broker:
     /// subscribes to their topics, a chunk at a time, and waits up to `timeout` per chunk
-    /// for each retained message to come back as sent. Fails with the subscribers whose
-    /// key message did not.
+    /// for each retained message to come back as sent, subscribing again to those not
+    /// back yet at growing intervals. Fails with the subscribers whose key message did
+    /// not.
     async fn confirm(
         &self,
         sent: &[(String, String, Bytes)],
@@ -702,16 +708,22 @@ impl Publisher {
                 .iter()
                 .map(|(id, topic, bytes)| (topic.as_str(), (id.as_str(), bytes)))
                 .collect();
-            let filters = chunk
-                .iter()
-                .map(|(_, topic, _)| rumqttc::SubscribeFilter::new(topic.clone(), QoS::AtMostOnce));
-            if let Err(e) = self.client.subscribe_many(filters).await {
+            let subscribe = |topics: Vec<&str>| {
+                let filters: Vec<_> = topics
+                    .into_iter()
+                    .map(|topic| rumqttc::SubscribeFilter::new(topic.to_owned(), QoS::AtMostOnce))
+                    .collect();
+                self.client.subscribe_many(filters)
+            };
+            if let Err(e) = subscribe(waiting.keys().copied().collect()).await {
                 result = Err(e.into());
                 break;
             }
             let deadline = tokio::time::Instant::now() + timeout;
+            let mut again = CONFIRM_RESUBSCRIBE;
+            let mut next = tokio::time::Instant::now() + again;
             while !waiting.is_empty() {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                match tokio::time::timeout_at(next.min(deadline), rx.recv()).await {
                     Ok(Some((topic, payload))) => {
                         if waiting
                             .get(topic.as_str())
@@ -720,7 +732,20 @@ impl Publisher {
                             waiting.remove(topic.as_str());
                         }
                     }
-                    _ => break,
+                    Ok(None) => break,
+                    Err(_) if tokio::time::Instant::now() >= deadline => break,
+                    // Not back yet: a broker may store a retained message after it
+                    // acknowledged the PUBLISH (nats-server 2.10 and later), so that a
+                    // SUBSCRIBE right behind it finds nothing. Subscribing again sends
+                    // what is retained now (MQTT-3.8.4-3).
+                    Err(_) => {
+                        if let Err(e) = subscribe(waiting.keys().copied().collect()).await {
+                            result = Err(e.into());
+                            break;
+                        }
+                        again = (again * 2).min(CONFIRM_RESUBSCRIBE_MAX);
+                        next = tokio::time::Instant::now() + again;
+                    }
                 }
             }
             refused.extend(waiting.into_values().map(|(id, _)| id.to_owned()));
@@ -1208,28 +1233,39 @@ type Readback = Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<(
 
 /// Polls the MQTT event loop until the publisher closes. Counts CONNACKs (`link`) so the
 /// republisher knows when to send key messages again, and hands incoming messages to
-/// `readback`. Never publishes.
+/// `readback`. Never publishes anything new: it only sends again what a lost connection
+/// left unacknowledged.
 async fn poll(
     mut eventloop: EventLoop,
     mut link: Link,
     closing: Arc<AtomicBool>,
     readback: Readback,
 ) {
-    // What the lost connection left unsent or unacknowledged. rumqttc forgets it when the
-    // next broker has no session for this client (always with a clean session, and after
-    // failing over to another broker): it is sent again there instead of being lost. A
-    // message that did arrive before is then a duplicate, which subscribers drop (replay
-    // window).
-    let mut unacked: VecDeque<Request> = VecDeque::new();
+    // What lost connections left unsent or unacknowledged, oldest first, to send again.
+    // rumqttc keeps such requests in `pending` but forgets them when the next broker has
+    // no session for this client (always with a clean session, and after failing over
+    // to another broker), and it sends its `pending` all at once, past its in-flight
+    // window: a publish whose packet identifier is still in use waits in a single slot,
+    // which the next such publish overwrites. A lost connection can leave the whole
+    // in-flight window unacknowledged and the request queue full (a cluster node stops
+    // acknowledging while its stream elects a leader), and all but one of the queued
+    // messages were lost that way. So the SDK keeps them, and hands rumqttc one at a
+    // time, when it has room in its window and no publish waiting for a packet
+    // identifier. A message that did arrive before is then a duplicate, which subscribers
+    // drop (replay window).
+    let mut unsent: VecDeque<Request> = VecDeque::new();
     loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                if !ack.session_present {
-                    eventloop.pending = std::mem::take(&mut unacked);
-                }
-                unacked.clear();
-                link.accepted();
+        if eventloop.network.is_some()
+            && eventloop.pending.is_empty()
+            && eventloop.state.collision.is_none()
+            && eventloop.state.inflight() < eventloop.mqtt_options.inflight()
+        {
+            if let Some(request) = unsent.pop_front() {
+                eventloop.pending.push_back(request);
             }
+        }
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => link.accepted(),
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if let Some(tx) = &*readback.lock().unwrap_or_else(|p| p.into_inner()) {
                     let _ = tx.send((publish.topic, publish.payload));
@@ -1245,13 +1281,25 @@ async fn poll(
                 if closing.load(Ordering::SeqCst) {
                     return;
                 }
-                // rumqttc has moved the in-flight and queued requests to `pending`.
-                unacked = eventloop
-                    .pending
-                    .iter()
-                    .filter(|r| matches!(r, Request::Publish(p) if p.qos != QoS::AtMostOnce))
-                    .cloned()
-                    .collect();
+                // rumqttc has moved the in-flight and queued requests to `pending`: the
+                // publishes are sent again from `unsent` (before those held back
+                // earlier: they are older than what was queued, newer than what was in
+                // flight, and the subscribers' replay window takes them in any order),
+                // with new packet identifiers (a new session gives them new ones, and
+                // the old ones would collide with those rumqttc hands out meanwhile).
+                let mut lost = VecDeque::new();
+                eventloop.pending.retain(|request| match request {
+                    Request::Publish(p) if p.qos != QoS::AtMostOnce => {
+                        let mut p = p.clone();
+                        p.pkid = 0;
+                        p.dup = false;
+                        lost.push_back(Request::Publish(p));
+                        false
+                    }
+                    _ => true,
+                });
+                lost.append(&mut unsent);
+                unsent = lost;
                 link.failed(&e).await;
             }
         }

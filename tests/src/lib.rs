@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fake_broker;
 pub mod fuzz;
 pub mod nats;
 pub mod tools;

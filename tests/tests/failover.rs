@@ -264,3 +264,144 @@ async fn the_first_connection_skips_a_dead_broker() {
     let e = Subscriber::connect(config).await.unwrap_err().to_string();
     assert!(e.contains("connection refused"), "{e}");
 }
+
+/// A broker that takes QoS 1 messages without acknowledging any until the publisher has
+/// stopped sending (its in-flight window and its request queue full), then drops the
+/// connection. From the next connection on it acknowledges everything, late (whenever
+/// the client has paused for a moment, as a cluster node acknowledges once its stream
+/// has stored), and hands each data envelope it receives to `received`. A node whose
+/// stream lost its leader does the same: it stops acknowledging, then gives up on the
+/// connection.
+async fn stalling_broker(
+    listener: tokio::net::TcpListener,
+    received: tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
+) {
+    use rumqttc::mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck, SubAck};
+    use rumqttc::mqttbytes::v4::{SubscribeReasonCode, UnsubAck};
+    use sealpost_tests::fake_broker::FakeConnection;
+
+    let mut first = true;
+    while let Ok((stream, _)) = listener.accept().await {
+        let mut connection = FakeConnection::new(stream);
+        let mut taken = 0usize;
+        let mut unacked = Vec::new();
+        loop {
+            let pause = if first {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_millis(50)
+            };
+            let packet = match tokio::time::timeout(pause, connection.read()).await {
+                Ok(Some(packet)) => packet,
+                Ok(None) => break,
+                // Stalled: give up once the publisher has had nothing more to send.
+                Err(_) if first && taken > 0 => break,
+                Err(_) => {
+                    let acks = unacked
+                        .drain(..)
+                        .map(|pkid| Packet::PubAck(PubAck::new(pkid)));
+                    if !connection.write(acks.collect::<Vec<_>>()).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let replies = match packet {
+                Packet::Connect(_) => vec![Packet::ConnAck(ConnAck::new(
+                    ConnectReturnCode::Success,
+                    false,
+                ))],
+                Packet::Publish(_) if first => {
+                    taken += 1;
+                    vec![]
+                }
+                Packet::Publish(p) => {
+                    if p.topic == "sensors/t" {
+                        let _ = received.send(p.payload.clone());
+                    }
+                    if p.qos != QoS::AtMostOnce {
+                        unacked.push(p.pkid);
+                    }
+                    vec![]
+                }
+                Packet::Subscribe(s) => {
+                    let codes = s
+                        .filters
+                        .iter()
+                        .map(|_| SubscribeReasonCode::Success(QoS::AtMostOnce))
+                        .collect();
+                    vec![Packet::SubAck(SubAck::new(s.pkid, codes))]
+                }
+                Packet::Unsubscribe(u) => vec![Packet::UnsubAck(UnsubAck::new(u.pkid))],
+                Packet::PingReq => vec![Packet::PingResp],
+                Packet::Disconnect => break,
+                _ => vec![],
+            };
+            if !connection.write(replies).await {
+                break;
+            }
+        }
+        first = false;
+    }
+}
+
+/// The loss found with the NATS cluster (issue 19): a broker stops acknowledging (a node
+/// whose stream lost its leader) until the publisher's in-flight window (1,000) and
+/// request queue (1,024) are full, then drops the connection. All of it must go out
+/// again on the next connection: rumqttc would send it at once, past its in-flight
+/// window, and its single slot for a packet identifier still in use kept only the last
+/// of the messages that found theirs taken (1,023 consecutive messages lost). Every
+/// message reaches the broker (the SDK's own resend of its last envelopes is off, so
+/// that it cannot cover a loss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_resends_a_full_window_and_queue_after_its_broker_stalled() {
+    const MESSAGES: usize = 3_000;
+    let pki = Pki::new("stall CA");
+    let sensor = pki.publisher("sensor-1", &["sensors/#"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let broker = tokio::spawn(stalling_broker(listener, tx));
+    let mut config = sealpost_publisher::PublisherConfig::new(
+        BrokerAddress::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        sensor.certificate_pem.clone(),
+        sensor.private_key_pem.clone(),
+        pki.ca_pem(),
+        pki.state_dir("pub"),
+    );
+    config.crl = Some(pki.crl_path());
+    config.resend_window = 0;
+    let p = Arc::new(publisher(config).await);
+    let stream = tokio::spawn({
+        let p = p.clone();
+        async move {
+            for n in 0..MESSAGES {
+                p.publish(
+                    "sensors/t",
+                    n.to_string().as_bytes(),
+                    QoS::AtLeastOnce,
+                    false,
+                )
+                .await
+                .expect("publish");
+            }
+        }
+    });
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < MESSAGES {
+        match tokio::time::timeout(WAIT, rx.recv()).await {
+            Ok(Some(envelope)) => {
+                seen.insert(envelope);
+            }
+            _ => panic!(
+                "{} of {MESSAGES} messages reached the broker after the stall",
+                seen.len()
+            ),
+        }
+    }
+    stream.await.unwrap();
+    broker.abort();
+}
