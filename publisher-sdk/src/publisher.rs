@@ -568,20 +568,28 @@ impl Publisher {
         retain: bool,
     ) -> Result<u64, PublisherError> {
         let (done, result) = oneshot::channel();
-        lock_queue(&self.queue).push(Queued {
-            topic: topic.to_owned(),
-            payload: payload.to_vec(),
-            qos,
-            retain,
-            done,
-        });
+        let schedule = {
+            let mut queue = lock_queue(&self.queue);
+            queue.messages.push(Queued {
+                topic: topic.to_owned(),
+                payload: payload.to_vec(),
+                qos,
+                retain,
+                done,
+            });
+            !std::mem::replace(&mut queue.drain_scheduled, true)
+        };
         // Seals what is queued once the lock is free; spawned, so that dropping this
-        // future cannot abandon a burst half sent.
-        tokio::spawn(drain_queue(
-            self.inner.clone(),
-            self.client.clone(),
-            self.queue.clone(),
-        ));
+        // future cannot abandon a burst half sent. One drain waits at a time: it takes
+        // every message queued before it starts, and a message queued after that sees
+        // none scheduled and schedules the next.
+        if schedule {
+            tokio::spawn(drain_queue(
+                self.inner.clone(),
+                self.client.clone(),
+                self.queue.clone(),
+            ));
+        }
         result
             .await
             .unwrap_or_else(|_| Err(PublisherError::BurstFailed("the publisher stopped".into())))
@@ -1267,11 +1275,20 @@ struct Queued {
     done: oneshot::Sender<Result<u64, PublisherError>>,
 }
 
-/// The outgoing queue: filled without waiting, emptied by whoever holds the lock next.
-type Queue = Arc<std::sync::Mutex<Vec<Queued>>>;
+/// The outgoing queue: filled without waiting, emptied by the drain scheduled for it.
+#[derive(Default)]
+struct QueueState {
+    /// Messages waiting for the next burst, in the order their calls queued them.
+    messages: Vec<Queued>,
+    /// A drain is spawned and has not yet taken the queue: it will take these messages.
+    drain_scheduled: bool,
+}
 
-fn lock_queue(queue: &Queue) -> std::sync::MutexGuard<'_, Vec<Queued>> {
-    // A panic while pushing or taking leaves the vector intact: keep using it.
+/// The outgoing queue, shared by the `publish` calls and the drains.
+type Queue = Arc<std::sync::Mutex<QueueState>>;
+
+fn lock_queue(queue: &Queue) -> std::sync::MutexGuard<'_, QueueState> {
+    // A panic while pushing or taking leaves the queue intact: keep using it.
     queue
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1285,12 +1302,24 @@ struct Outgoing<'a> {
     retain: bool,
 }
 
-/// Takes the lock, then seals and sends everything queued by then as one burst. Each
-/// `publish` call spawns one of these after queuing, so every queued message is taken by
-/// a drain that locks after it was queued: by its own, or by an earlier one.
+/// Takes the lock, then seals and sends everything queued by then as one burst. A
+/// `publish` call that finds no drain scheduled spawns one after queuing; the drain
+/// clears the mark as it takes the queue, so every queued message is taken by the drain
+/// that was scheduled when it was queued, or by the one its own call spawned.
+///
+/// Before taking the queue, the drain yields to the scheduler once: the tasks that are
+/// ready to run at that moment (other `publish` calls, above all) run first and queue
+/// their messages, which then share this burst and its one signature. Nothing waits for
+/// messages to come: with no other task ready, the yield returns at once and a lone
+/// message is a burst of one.
 async fn drain_queue(inner: Arc<Mutex<Inner>>, client: AsyncClient, queue: Queue) {
     let mut inner = inner.lock().await;
-    let batch = std::mem::take(&mut *lock_queue(&queue));
+    tokio::task::yield_now().await;
+    let batch = {
+        let mut queue = lock_queue(&queue);
+        queue.drain_scheduled = false;
+        std::mem::take(&mut queue.messages)
+    };
     if batch.is_empty() {
         return;
     }

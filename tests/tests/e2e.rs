@@ -1085,6 +1085,99 @@ async fn a_flood_of_bursts_reaches_subscribers_with_different_filters(kind: Brok
     );
 }
 
+/// Many tasks on the multi-threaded runtime call `publish` at once and one after another,
+/// so that calls keep arriving while earlier bursts are sealed and sent (one drain is
+/// scheduled at a time, and it takes every message queued before it starts). Every call
+/// gets its own sequence number, the subscriber gets every message exactly once, calls
+/// made at the same moment share bursts, and a lone call made when nothing else is queued
+/// is still sealed at once, as a burst of one.
+async fn publish_calls_from_many_tasks_share_bursts_and_every_message_arrives(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let mut spy = RawClient::connect(&broker, "spy", Some("sensors/#")).await;
+    let mut s = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
+    let p = std::sync::Arc::new(publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await);
+    p.grant_pem(&alice.certificate_pem).await.unwrap();
+    const TASKS: usize = 8;
+    const CALLS: usize = 150;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let p = p.clone();
+        tasks.spawn(async move {
+            let mut seqs = Vec::new();
+            let mut in_flight = tokio::task::JoinSet::new();
+            for i in 0..CALLS {
+                let payload = format!("t{t} m{i}").into_bytes();
+                if i % 2 == 0 {
+                    // One after another...
+                    seqs.push(
+                        p.publish("sensors/a", &payload, QoS::AtLeastOnce, false)
+                            .await
+                            .unwrap(),
+                    );
+                } else {
+                    // ...and concurrently.
+                    let p = p.clone();
+                    in_flight.spawn(async move {
+                        p.publish("sensors/a", &payload, QoS::AtLeastOnce, false)
+                            .await
+                            .unwrap()
+                    });
+                }
+            }
+            seqs.extend(in_flight.join_all().await);
+            seqs
+        });
+    }
+    let mut seqs: Vec<u64> = tasks.join_all().await.into_iter().flatten().collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        TASKS * CALLS,
+        "every call got its own sequence number"
+    );
+
+    let mut got = Vec::new();
+    for _ in 0..TASKS * CALLS {
+        got.push(expect_message(&mut s).await.payload);
+    }
+    got.sort();
+    let mut want: Vec<Vec<u8>> = (0..TASKS)
+        .flat_map(|t| (0..CALLS).map(move |i| format!("t{t} m{i}").into_bytes()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "every message, exactly once");
+    assert_eq!(s.counters().rejected_total(), 0);
+
+    // Quiet now: a lone call is sealed at once, alone.
+    let lone = p
+        .publish("sensors/lone", b"alone", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    assert_eq!(expect_message(&mut s).await.payload, b"alone");
+
+    let mut sizes = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sizes.len() < TASKS * CALLS + 1 && tokio::time::Instant::now() < deadline {
+        for (_, envelope) in spy.drain() {
+            let header = sealpost_protocol::peek(&envelope).unwrap();
+            sizes.insert(header.seq, header.burst.expect("version 2").tree_size);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sizes.len(), TASKS * CALLS + 1, "the spy saw every envelope");
+    assert_eq!(sizes[&lone], 1, "a lone call is a burst of one");
+    let bursts: f64 = seqs.iter().map(|seq| 1.0 / sizes[seq] as f64).sum();
+    assert!(
+        bursts < (TASKS * CALLS) as f64 / 2.0,
+        "calls made together share bursts: {bursts:.0} bursts for {} calls",
+        TASKS * CALLS
+    );
+}
+
 /// Issue 16: subscribers of both key types granted by one publisher. alice and bob have
 /// RSA certificates (RSA-OAEP key wrapping), xavier an X25519 one (HPKE). All three read,
 /// from live and retained key messages; revoking an RSA reader and then the HPKE reader
@@ -1234,5 +1327,6 @@ on_every_broker!(
     a_reader_granted_later_cannot_open_what_was_sealed_before,
     a_kdc_reader_added_later_cannot_open_what_was_sealed_before,
     a_flood_of_bursts_reaches_subscribers_with_different_filters,
+    publish_calls_from_many_tasks_share_bursts_and_every_message_arrives,
     hpke_and_rsa_subscribers_read_and_are_revoked_alike,
 );
