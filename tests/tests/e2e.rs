@@ -1178,6 +1178,68 @@ async fn publish_calls_from_many_tasks_share_bursts_and_every_message_arrives(ki
     );
 }
 
+/// A publisher whose MQTT client queues fewer packets (`request_queue`, 4 here) than a
+/// rekey hands over (41 and 40 key messages) and than its callers publish at once: the
+/// calls wait for room rather than fail, and everything arrives.
+async fn a_request_queue_smaller_than_a_rekey_only_makes_calls_wait(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
+    let mut config = pki.publisher_config(&broker, &pub_cert, "pub");
+    config.request_queue = 4;
+    let p = std::sync::Arc::new(publisher(config).await);
+    let der = |pem: &str| {
+        sealpost_certs::pemfile::decode(pem, sealpost_certs::pemfile::CERTIFICATE).unwrap()
+    };
+    let mut readers: Vec<Vec<u8>> = (0..40)
+        .map(|i| {
+            der(&pki
+                .x25519_subscriber(&format!("reader-{i:02}"))
+                .certificate_pem)
+        })
+        .collect();
+    readers.push(der(&alice.certificate_pem));
+    let (grant, _) = p.grant_many(&readers).await.unwrap();
+    assert_eq!(grant.key_messages, 41);
+
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let p = p.clone();
+        calls.spawn(async move {
+            p.publish(
+                "sensors/t",
+                format!("m{i}").as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+            )
+            .await
+            .unwrap()
+        });
+    }
+    assert_eq!(calls.join_all().await.len(), 60);
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..60 {
+        got.push(expect_message(&mut a).await.payload);
+    }
+    got.sort();
+    let mut want: Vec<Vec<u8>> = (0..60).map(|i| format!("m{i}").into_bytes()).collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    let epoch_before = p.epoch().await;
+    let revoke = p.revoke("reader-00").await.unwrap();
+    assert_eq!(revoke.key_messages, 40);
+    p.publish("sensors/t", b"after", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    let m = expect_message(&mut a).await;
+    assert_eq!(m.payload, b"after");
+    assert_eq!(m.epoch, epoch_before + 1);
+    assert_eq!(a.counters().rejected_total(), 0);
+}
+
 /// Issue 16: subscribers of both key types granted by one publisher. alice and bob have
 /// RSA certificates (RSA-OAEP key wrapping), xavier an X25519 one (HPKE). All three read,
 /// from live and retained key messages; revoking an RSA reader and then the HPKE reader
@@ -1328,5 +1390,6 @@ on_every_broker!(
     a_kdc_reader_added_later_cannot_open_what_was_sealed_before,
     a_flood_of_bursts_reaches_subscribers_with_different_filters,
     publish_calls_from_many_tasks_share_bursts_and_every_message_arrives,
+    a_request_queue_smaller_than_a_rekey_only_makes_calls_wait,
     hpke_and_rsa_subscribers_read_and_are_revoked_alike,
 );
