@@ -486,13 +486,16 @@ impl Cells {
             let spec = args.get(i + 1).map(String::as_str).unwrap_or_default();
             let parts: Vec<&str> = spec.split('/').collect();
             let parsed = match parts.as_slice() {
-                [size, qos, fanout] => size.parse().ok().zip(fanout.parse().ok()).and_then(
-                    |(size, fanout)| match *qos {
-                        "0" => Some((size, QoS::AtMostOnce, fanout)),
-                        "1" => Some((size, QoS::AtLeastOnce, fanout)),
-                        _ => None,
-                    },
-                ),
+                [size, qos, fanout] => {
+                    size.parse()
+                        .ok()
+                        .zip(fanout.parse().ok())
+                        .and_then(|(size, fanout)| match *qos {
+                            "0" => Some((size, QoS::AtMostOnce, fanout)),
+                            "1" => Some((size, QoS::AtLeastOnce, fanout)),
+                            _ => None,
+                        })
+                }
                 _ => None,
             };
             cells.push(parsed.unwrap_or_else(|| panic!("--cell SIZE/QOS/FANOUT, not {spec:?}")));
@@ -519,9 +522,7 @@ impl Cells {
         Cells {
             cells,
             modes,
-            rounds: value("--rounds")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1),
+            rounds: value("--rounds").and_then(|v| v.parse().ok()).unwrap_or(1),
             latency: !args.iter().any(|a| a == "--no-latency"),
         }
     }
@@ -596,7 +597,9 @@ async fn throughput(kind: BrokerKind, flood: usize, paced: usize, rate: u64, cel
             };
             let rate_text = |t: &RunResult, _: Option<&RunResult>| format!("{:.0}", t.msgs_per_s);
             let latency_text = |_: &RunResult, l: Option<&RunResult>| {
-                l.map_or("-".to_owned(), |l| format!("{} / {} µs", l.p50_us, l.p99_us))
+                l.map_or("-".to_owned(), |l| {
+                    format!("{} / {} µs", l.p50_us, l.p99_us)
+                })
             };
             let lost_text = |t: &RunResult, l: Option<&RunResult>| {
                 format!("{}+{}", t.lost, l.map_or(0, |l| l.lost))
