@@ -526,8 +526,15 @@ async fn poll(
     closing: Arc<AtomicBool>,
     mut session: SessionWatch,
 ) {
+    // An event polled while gathering publishes that is neither a PUBLISH nor a PUBACK
+    // (not expected: only those were buffered), handled next.
+    let mut next = None;
     loop {
-        match eventloop.poll().await {
+        let event = match next.take() {
+            Some(event) => event,
+            None => eventloop.poll().await,
+        };
+        match event {
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                 let mut publishes = vec![(p.topic, p.payload)];
                 // The PUBLISH packets rumqttc has already read and buffered behind this
@@ -547,8 +554,10 @@ async fn poll(
                             publishes.push((p.topic, p.payload))
                         }
                         Ok(MqttEvent::Outgoing(rumqttc::Outgoing::PubAck(_))) => {}
-                        // Not reached: the front event was one of those two.
-                        _ => break,
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
                     }
                 }
                 if incoming.send(Incoming::Publishes(publishes)).await.is_err() {
