@@ -646,7 +646,7 @@ impl Publisher {
             tokio::spawn(drain_queue(
                 self.inner.clone(),
                 self.client.clone(),
-                self.queue.clone(),
+                Scheduled::new(self.queue.clone()),
             ));
         }
         result
@@ -1366,6 +1366,41 @@ fn lock_queue(queue: &Queue) -> std::sync::MutexGuard<'_, QueueState> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The mark of a scheduled drain ([`QueueState::drain_scheduled`]), owned by that drain.
+/// A drain that is dropped before it takes the queue (its runtime shut down while it
+/// waited: it was spawned on the caller's runtime, which may be another, shorter-lived
+/// one than the publisher's) clears the mark as it goes, so the next `publish` call
+/// schedules a drain again, and that one takes the messages left behind.
+struct Scheduled {
+    /// `None` once the drain has taken the queue.
+    queue: Option<Queue>,
+}
+
+impl Scheduled {
+    fn new(queue: Queue) -> Scheduled {
+        Scheduled { queue: Some(queue) }
+    }
+
+    /// Takes the queued messages and clears the mark, in one step under the queue's
+    /// lock: a message queued from then on schedules the next drain.
+    fn take(mut self) -> Vec<Queued> {
+        let Some(queue) = self.queue.take() else {
+            return Vec::new();
+        };
+        let mut queue = lock_queue(&queue);
+        queue.drain_scheduled = false;
+        std::mem::take(&mut queue.messages)
+    }
+}
+
+impl Drop for Scheduled {
+    fn drop(&mut self) {
+        if let Some(queue) = &self.queue {
+            lock_queue(queue).drain_scheduled = false;
+        }
+    }
+}
+
 /// One message to seal and send.
 struct Outgoing<'a> {
     topic: &'a str,
@@ -1384,14 +1419,10 @@ struct Outgoing<'a> {
 /// their messages, which then share this burst and its one signature. Nothing waits for
 /// messages to come: with no other task ready, the yield returns at once and a lone
 /// message is a burst of one.
-async fn drain_queue(inner: Arc<Mutex<Inner>>, client: AsyncClient, queue: Queue) {
+async fn drain_queue(inner: Arc<Mutex<Inner>>, client: AsyncClient, scheduled: Scheduled) {
     let mut inner = inner.lock().await;
     tokio::task::yield_now().await;
-    let batch = {
-        let mut queue = lock_queue(&queue);
-        queue.drain_scheduled = false;
-        std::mem::take(&mut queue.messages)
-    };
+    let batch = scheduled.take();
     if batch.is_empty() {
         return;
     }

@@ -1178,6 +1178,58 @@ async fn publish_calls_from_many_tasks_share_bursts_and_every_message_arrives(ki
     );
 }
 
+/// A `publish` call spawns the drain that will seal its message on the caller's runtime.
+/// Here that runtime is a short-lived one, dropped before the drain ever ran, with the
+/// call abandoned after its first poll: the publisher must not wait forever for that
+/// drain. The next call, from the test's runtime, schedules a drain again, and it takes
+/// both messages.
+async fn a_drain_dropped_with_its_runtime_does_not_stall_the_publisher(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
+    let p = std::sync::Arc::new(publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await);
+    p.grant_pem(&alice.certificate_pem).await.unwrap();
+
+    let q = p.clone();
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut call =
+                std::pin::pin!(q.publish("sensors/t", b"abandoned", QoS::AtLeastOnce, false));
+            // One poll: the message is queued and its drain spawned on this runtime, which
+            // has not run it when `block_on` returns.
+            let first = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(call.as_mut(), cx))
+            })
+            .await;
+            assert!(first.is_pending());
+        });
+        // Shut down with the drain never polled.
+        drop(runtime);
+    })
+    .await
+    .unwrap();
+
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        p.publish("sensors/t", b"next", QoS::AtLeastOnce, false),
+    )
+    .await
+    .expect("the publisher is not stalled")
+    .unwrap();
+    let mut got = vec![
+        expect_message(&mut a).await.payload,
+        expect_message(&mut a).await.payload,
+    ];
+    got.sort();
+    assert_eq!(got, vec![b"abandoned".to_vec(), b"next".to_vec()]);
+}
+
 /// A publisher whose MQTT client queues fewer packets (`request_queue`, 4 here) than a
 /// rekey hands over (41 and 40 key messages) and than its callers publish at once: the
 /// calls wait for room rather than fail, and everything arrives.
@@ -1391,5 +1443,6 @@ on_every_broker!(
     a_flood_of_bursts_reaches_subscribers_with_different_filters,
     publish_calls_from_many_tasks_share_bursts_and_every_message_arrives,
     a_request_queue_smaller_than_a_rekey_only_makes_calls_wait,
+    a_drain_dropped_with_its_runtime_does_not_stall_the_publisher,
     hpke_and_rsa_subscribers_read_and_are_revoked_alike,
 );
