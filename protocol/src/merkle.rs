@@ -75,23 +75,66 @@ pub fn root_from_path(
     leaf: &Hash,
     path: &[Hash],
 ) -> Result<Hash, ProofShape> {
+    root_from_path_with(leaf_index, tree_size, leaf, path, &mut NodeMemo::default())
+}
+
+/// The interior nodes hashed for the last inclusion proof evaluated with it, by step of
+/// the path: `(left, right, node_hash(left, right))`. Messages of one burst that arrive
+/// together share most of their paths (neighbours share all but the lowest steps), and
+/// [`root_from_path_with`] takes a node from here instead of hashing it again when, and
+/// only when, both of its children are exactly the ones hashed before: the same
+/// computation on the same inputs, so the root (and every check made on it) is the same
+/// as without it, whatever the proof.
+#[derive(Clone, Default)]
+pub struct NodeMemo {
+    steps: Vec<(Hash, Hash, Hash)>,
+}
+
+impl NodeMemo {
+    /// `node_hash(left, right)`, from step `step` of the last proof if it hashed exactly
+    /// these children there; remembered for the next proof either way.
+    fn node(&mut self, step: usize, left: &Hash, right: &Hash) -> Hash {
+        if let Some((l, r, node)) = self.steps.get(step) {
+            if l == left && r == right {
+                return *node;
+            }
+        }
+        let node = node_hash(left, right);
+        if step < self.steps.len() {
+            self.steps[step] = (*left, *right, node);
+        } else if step == self.steps.len() {
+            self.steps.push((*left, *right, node));
+        }
+        node
+    }
+}
+
+/// [`root_from_path`], hashing only the interior nodes that `memo` does not hold for
+/// exactly the same children (see [`NodeMemo`]).
+pub fn root_from_path_with(
+    leaf_index: u64,
+    tree_size: u64,
+    leaf: &Hash,
+    path: &[Hash],
+    memo: &mut NodeMemo,
+) -> Result<Hash, ProofShape> {
     if leaf_index >= tree_size {
         return Err(ProofShape::IndexOutsideTree);
     }
     let (mut fnode, mut snode) = (leaf_index, tree_size - 1);
     let mut root = *leaf;
-    for sibling in path {
+    for (step, sibling) in path.iter().enumerate() {
         if snode == 0 {
             return Err(ProofShape::WrongPathLength);
         }
         if fnode & 1 == 1 || fnode == snode {
-            root = node_hash(sibling, &root);
+            root = memo.node(step, sibling, &root);
             while fnode & 1 == 0 && fnode != 0 {
                 fnode >>= 1;
                 snode >>= 1;
             }
         } else {
-            root = node_hash(&root, sibling);
+            root = memo.node(step, &root, sibling);
         }
         fnode >>= 1;
         snode >>= 1;

@@ -88,6 +88,10 @@ pub struct Opener {
     root_cache: usize,
     /// Reused buffer for the Enc_structure (the AES-GCM additional data).
     aad: Vec<u8>,
+    /// The interior nodes of the last inclusion path evaluated, so that the next message
+    /// of the same burst hashes only what its path does not share (see
+    /// [`merkle::NodeMemo`]: the roots computed are exactly the same).
+    node_memo: merkle::NodeMemo,
 }
 
 impl std::fmt::Debug for Opener {
@@ -133,6 +137,7 @@ impl Opener {
             clock_skew: DEFAULT_CLOCK_SKEW_SECS,
             root_cache: DEFAULT_ROOT_CACHE,
             aad: Vec::new(),
+            node_memo: merkle::NodeMemo::default(),
         }
     }
 
@@ -425,13 +430,19 @@ impl Opener {
         let mut digest = Sha256::new();
         checked.signed_bytes(|part| digest.update(part));
         let leaf = merkle::leaf_hash(&digest.finalize().into());
-        let root = merkle::root_from_path(proof.leaf_index, proof.tree_size, &leaf, &proof.path)
-            .map_err(|shape| {
-                Rejected::BadInclusionProof(match shape {
-                    ProofShape::IndexOutsideTree => "leaf index outside the tree",
-                    ProofShape::WrongPathLength => "path length does not fit index and tree size",
-                })
-            })?;
+        let root = merkle::root_from_path_with(
+            proof.leaf_index,
+            proof.tree_size,
+            &leaf,
+            &proof.path,
+            &mut self.node_memo,
+        )
+        .map_err(|shape| {
+            Rejected::BadInclusionProof(match shape {
+                ProofShape::IndexOutsideTree => "leaf index outside the tree",
+                ProofShape::WrongPathLength => "path length does not fit index and tree size",
+            })
+        })?;
         let known = self
             .publishers
             .get_mut(&parsed.fingerprint)

@@ -52,7 +52,7 @@ pub use sealpost_client::{link, transport, tunnel};
 pub use error::PublisherError;
 pub use publisher::{
     Publisher, PublisherConfig, QoS, Rekey, RekeyTimings, DEFAULT_CRL_RELOAD_INTERVAL,
-    DEFAULT_KEY_MESSAGE_CONFIRMATION, DEFAULT_RESERVE_BLOCK,
+    DEFAULT_KEY_MESSAGE_CONFIRMATION, DEFAULT_REQUEST_QUEUE, DEFAULT_RESERVE_BLOCK,
 };
 pub use sealpost_session::{DEFAULT_RESEND_WINDOW, RESEND_DELAY};
 pub use transport::{BrokerAddress, TlsIdentity};

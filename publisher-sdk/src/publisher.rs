@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,9 @@ pub use sealpost_session::DEFAULT_RESERVE_BLOCK;
 
 /// Default of [`PublisherConfig::confirm_key_messages`].
 pub const DEFAULT_KEY_MESSAGE_CONFIRMATION: Duration = Duration::from_secs(5);
+
+/// Default of [`PublisherConfig::request_queue`].
+pub const DEFAULT_REQUEST_QUEUE: usize = 16_384;
 
 /// Key-message topics subscribed to at once when reading grants back (well under a
 /// broker's limit on subscriptions per client, e.g. sealpost's 1,000).
@@ -131,6 +134,14 @@ pub struct PublisherConfig {
     /// one more key message per reader in memory. Default true. See
     /// [`Publisher::prepare_next_epoch`] and docs/SECURITY.md, "Prepared epochs".
     pub prepare_next_epoch: bool,
+    /// Packets (envelopes, key messages) the MQTT client queues on their way to the
+    /// broker; a `publish` whose envelope finds the queue full waits until there is room,
+    /// so this also bounds the memory queued envelopes take. A grant, revocation or
+    /// rotation hands over one key message per reader at once: with room for all of them
+    /// it returns without waiting for the connection to write them out (which a queue of
+    /// 1,024 made it do for every key message past the first thousand or so). Default
+    /// [`DEFAULT_REQUEST_QUEUE`] (enough for 16,000 readers); at least 1.
+    pub request_queue: usize,
 }
 
 impl std::fmt::Debug for PublisherConfig {
@@ -183,6 +194,7 @@ impl PublisherConfig {
             key_messages: true,
             kdc: None,
             prepare_next_epoch: true,
+            request_queue: DEFAULT_REQUEST_QUEUE,
         }
     }
 
@@ -251,6 +263,8 @@ struct Inner {
     last_run: Duration,
     /// Wakes the background preparation of the next epoch (after every rekey).
     prepare: Arc<Notify>,
+    /// Packets handed to the MQTT client and written out.
+    outflow: Arc<Outflow>,
 }
 
 /// The time now, unix milliseconds, for the session core.
@@ -280,15 +294,50 @@ fn from_core_qos(qos: sealpost_session::QoS) -> QoS {
 /// Publishes one packet the core asked for. Waits only while the client's request queue
 /// is full: the event loop writes them out meanwhile, and acknowledgements are not
 /// awaited.
-async fn send_packet(client: &AsyncClient, packet: CorePacket) -> Result<(), PublisherError> {
-    Ok(client
+async fn send_packet(
+    client: &AsyncClient,
+    outflow: &Outflow,
+    packet: CorePacket,
+) -> Result<(), PublisherError> {
+    client
         .publish_bytes(
             packet.topic,
             from_core_qos(packet.qos),
             packet.retain,
             packet.payload,
         )
-        .await?)
+        .await?;
+    outflow.handed.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// How long the background preparation of the next epoch waits, at most, for the event
+/// loop to write out the packets handed to the MQTT client before it woke (see
+/// [`Outflow::written_out`]).
+const PREPARE_AFTER_WRITTEN_LIMIT: Duration = Duration::from_secs(5);
+
+/// PUBLISH packets handed to the MQTT client ([`send_packet`]) and written out by its
+/// event loop (counted by [`poll`]), so that background work can wait for the packets of
+/// a rekey to leave before it takes the cores.
+#[derive(Default)]
+struct Outflow {
+    handed: AtomicU64,
+    written: AtomicU64,
+}
+
+impl Outflow {
+    /// Waits until the event loop has written out as many PUBLISH packets as had been
+    /// handed to the client when this was called, or `limit` has passed (a connection
+    /// that is down writes nothing until it is back; QoS 0 packets queued when it went
+    /// down are never written). Checks every 5 ms.
+    async fn written_out(&self, limit: Duration) {
+        let target = self.handed.load(Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.written.load(Ordering::SeqCst) < target && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 /// A sealing MQTT publisher. See the crate documentation.
@@ -415,6 +464,7 @@ impl Publisher {
             last_save,
             last_run: Duration::ZERO,
             prepare: Arc::new(Notify::new()),
+            outflow: Arc::new(Outflow::default()),
         };
         // Readers added while no publisher ran: a new epoch (its key messages go out on
         // connect) before anything is sealed, and they read from it on.
@@ -430,21 +480,29 @@ impl Publisher {
         if let Some((user, password)) = &config.credentials {
             options.set_credentials(user, password);
         }
-        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, config.request_queue.max(1));
         eventloop.set_network_options(crate::transport::network_options());
         let closing = Arc::new(AtomicBool::new(false));
         let (link, mut connected_rx, mut status_rx) = Link::new(route);
         let readback = Readback::default();
-        let poller = tokio::spawn(poll(eventloop, link, closing.clone(), readback.clone()));
+        let outflow = inner.outflow.clone();
+        let poller = tokio::spawn(poll(
+            eventloop,
+            link,
+            closing.clone(),
+            readback.clone(),
+            outflow.clone(),
+        ));
         // Queued now, sent once connected: the dropped grantees' key messages cleared.
         for packet in started.packets {
-            send_packet(&client, packet).await?;
+            send_packet(&client, &outflow, packet).await?;
         }
         let inner = Arc::new(Mutex::new(inner));
         let queue = Queue::default();
         let republisher = {
             let inner = inner.clone();
             let client = client.clone();
+            let outflow = outflow.clone();
             let mut rx = connected_rx.clone();
             tokio::spawn(async move {
                 // Every (re)connect: the broker may have lost retained messages (no
@@ -454,7 +512,7 @@ impl Publisher {
                     {
                         let inner = inner.lock().await;
                         for packet in inner.session.connected() {
-                            if send_packet(&client, packet).await.is_err() {
+                            if send_packet(&client, &inner.outflow, packet).await.is_err() {
                                 return;
                             }
                         }
@@ -468,7 +526,7 @@ impl Publisher {
                     let again = inner.lock().await.session.resend();
                     tracing::debug!(messages = again.len(), "sending the recent messages again");
                     for packet in again {
-                        if send_packet(&client, packet).await.is_err() {
+                        if send_packet(&client, &outflow, packet).await.is_err() {
                             return;
                         }
                     }
@@ -491,6 +549,7 @@ impl Publisher {
                 inner.clone(),
                 preparing.clone(),
                 wake,
+                outflow.clone(),
             ))
         };
         let kdc_watcher = config.kdc.is_some().then(|| {
@@ -573,20 +632,28 @@ impl Publisher {
         retain: bool,
     ) -> Result<u64, PublisherError> {
         let (done, result) = oneshot::channel();
-        lock_queue(&self.queue).push(Queued {
-            topic: topic.to_owned(),
-            payload: payload.to_vec(),
-            qos,
-            retain,
-            done,
-        });
+        let schedule = {
+            let mut queue = lock_queue(&self.queue);
+            queue.messages.push(Queued {
+                topic: topic.to_owned(),
+                payload: payload.to_vec(),
+                qos,
+                retain,
+                done,
+            });
+            !std::mem::replace(&mut queue.drain_scheduled, true)
+        };
         // Seals what is queued once the lock is free; spawned, so that dropping this
-        // future cannot abandon a burst half sent.
-        tokio::spawn(drain_queue(
-            self.inner.clone(),
-            self.client.clone(),
-            self.queue.clone(),
-        ));
+        // future cannot abandon a burst half sent. One drain waits at a time: it takes
+        // every message queued before it starts, and a message queued after that sees
+        // none scheduled and schedules the next.
+        if schedule {
+            tokio::spawn(drain_queue(
+                self.inner.clone(),
+                self.client.clone(),
+                Scheduled::new(self.queue.clone()),
+            ));
+        }
         result
             .await
             .unwrap_or_else(|_| Err(PublisherError::BurstFailed("the publisher stopped".into())))
@@ -965,7 +1032,7 @@ impl Inner {
         let core = output.rekey.unwrap_or_default();
         let started = Instant::now();
         for packet in output.packets {
-            send_packet(client, packet).await?;
+            send_packet(client, &self.outflow, packet).await?;
         }
         timings.send = started.elapsed();
         if output.rekey.is_some() {
@@ -1030,7 +1097,9 @@ impl Inner {
         // Publishing under the lock keeps envelopes on the wire in sequence order.
         for envelope in burst.envelopes {
             results.push(match envelope {
-                Ok((seq, packet)) => send_packet(client, packet).await.map(|()| seq),
+                Ok((seq, packet)) => send_packet(client, &self.outflow, packet)
+                    .await
+                    .map(|()| seq),
                 Err(e) => Err(e.into()),
             });
         }
@@ -1189,13 +1258,20 @@ async fn prepare_next_epoch(
 
 /// Prepares the next epoch each time `wake` is notified (after every rekey). A failure is
 /// logged: the next rotation then wraps and signs for the readers not prepared for.
+///
+/// It starts once the event loop has written out what was handed to the MQTT client
+/// before the wake-up (at most [`PREPARE_AFTER_WRITTEN_LIMIT`] later): the key messages
+/// of the rekey that woke it leave first, and the preparation, which takes every core
+/// for seconds at 10,000 readers, does not slow their delivery down.
 async fn prepare_in_background(
     inner: Arc<Mutex<Inner>>,
     preparing: Arc<Mutex<()>>,
     wake: Arc<Notify>,
+    outflow: Arc<Outflow>,
 ) {
     loop {
         wake.notified().await;
+        outflow.written_out(PREPARE_AFTER_WRITTEN_LIMIT).await;
         match prepare_next_epoch(&inner, &preparing).await {
             Ok(added) if added > 0 => tracing::debug!(added, "next epoch prepared"),
             Ok(_) => {}
@@ -1232,14 +1308,15 @@ fn unique_client_id(id: &str) -> String {
 type Readback = Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, Bytes)>>>>;
 
 /// Polls the MQTT event loop until the publisher closes. Counts CONNACKs (`link`) so the
-/// republisher knows when to send key messages again, and hands incoming messages to
-/// `readback`. Never publishes anything new: it only sends again what a lost connection
-/// left unacknowledged.
+/// republisher knows when to send key messages again, and the PUBLISH packets written
+/// out (`outflow`), and hands incoming messages to `readback`. Never publishes anything
+/// new: it only sends again what a lost connection left unacknowledged.
 async fn poll(
     mut eventloop: EventLoop,
     mut link: Link,
     closing: Arc<AtomicBool>,
     readback: Readback,
+    outflow: Arc<Outflow>,
 ) {
     // What lost connections left unsent or unacknowledged, oldest first, to send again.
     // rumqttc keeps such requests in `pending` but forgets them when the next broker has
@@ -1270,6 +1347,9 @@ async fn poll(
                 if let Some(tx) = &*readback.lock().unwrap_or_else(|p| p.into_inner()) {
                     let _ = tx.send((publish.topic, publish.payload));
                 }
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
+                outflow.written.fetch_add(1, Ordering::SeqCst);
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 if closing.load(Ordering::SeqCst) {
@@ -1315,14 +1395,58 @@ struct Queued {
     done: oneshot::Sender<Result<u64, PublisherError>>,
 }
 
-/// The outgoing queue: filled without waiting, emptied by whoever holds the lock next.
-type Queue = Arc<std::sync::Mutex<Vec<Queued>>>;
+/// The outgoing queue: filled without waiting, emptied by the drain scheduled for it.
+#[derive(Default)]
+struct QueueState {
+    /// Messages waiting for the next burst, in the order their calls queued them.
+    messages: Vec<Queued>,
+    /// A drain is spawned and has not yet taken the queue: it will take these messages.
+    drain_scheduled: bool,
+}
 
-fn lock_queue(queue: &Queue) -> std::sync::MutexGuard<'_, Vec<Queued>> {
-    // A panic while pushing or taking leaves the vector intact: keep using it.
+/// The outgoing queue, shared by the `publish` calls and the drains.
+type Queue = Arc<std::sync::Mutex<QueueState>>;
+
+fn lock_queue(queue: &Queue) -> std::sync::MutexGuard<'_, QueueState> {
+    // A panic while pushing or taking leaves the queue intact: keep using it.
     queue
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The mark of a scheduled drain ([`QueueState::drain_scheduled`]), owned by that drain.
+/// A drain that is dropped before it takes the queue (its runtime shut down while it
+/// waited: it was spawned on the caller's runtime, which may be another, shorter-lived
+/// one than the publisher's) clears the mark as it goes, so the next `publish` call
+/// schedules a drain again, and that one takes the messages left behind.
+struct Scheduled {
+    /// `None` once the drain has taken the queue.
+    queue: Option<Queue>,
+}
+
+impl Scheduled {
+    fn new(queue: Queue) -> Scheduled {
+        Scheduled { queue: Some(queue) }
+    }
+
+    /// Takes the queued messages and clears the mark, in one step under the queue's
+    /// lock: a message queued from then on schedules the next drain.
+    fn take(mut self) -> Vec<Queued> {
+        let Some(queue) = self.queue.take() else {
+            return Vec::new();
+        };
+        let mut queue = lock_queue(&queue);
+        queue.drain_scheduled = false;
+        std::mem::take(&mut queue.messages)
+    }
+}
+
+impl Drop for Scheduled {
+    fn drop(&mut self) {
+        if let Some(queue) = &self.queue {
+            lock_queue(queue).drain_scheduled = false;
+        }
+    }
 }
 
 /// One message to seal and send.
@@ -1333,12 +1457,20 @@ struct Outgoing<'a> {
     retain: bool,
 }
 
-/// Takes the lock, then seals and sends everything queued by then as one burst. Each
-/// `publish` call spawns one of these after queuing, so every queued message is taken by
-/// a drain that locks after it was queued: by its own, or by an earlier one.
-async fn drain_queue(inner: Arc<Mutex<Inner>>, client: AsyncClient, queue: Queue) {
+/// Takes the lock, then seals and sends everything queued by then as one burst. A
+/// `publish` call that finds no drain scheduled spawns one after queuing; the drain
+/// clears the mark as it takes the queue, so every queued message is taken by the drain
+/// that was scheduled when it was queued, or by the one its own call spawned.
+///
+/// Before taking the queue, the drain yields to the scheduler once: the tasks that are
+/// ready to run at that moment (other `publish` calls, above all) run first and queue
+/// their messages, which then share this burst and its one signature. Nothing waits for
+/// messages to come: with no other task ready, the yield returns at once and a lone
+/// message is a burst of one.
+async fn drain_queue(inner: Arc<Mutex<Inner>>, client: AsyncClient, scheduled: Scheduled) {
     let mut inner = inner.lock().await;
-    let batch = std::mem::take(&mut *lock_queue(&queue));
+    tokio::task::yield_now().await;
+    let batch = scheduled.take();
     if batch.is_empty() {
         return;
     }

@@ -175,8 +175,20 @@ impl SubscriberConfig {
 
 /// What the polling task (publishes) and the KDC fetches (keys) hand the worker.
 enum Incoming {
-    Publish { topic: String, payload: Bytes },
+    /// PUBLISH packets (topic, payload) that rumqttc read from the network together,
+    /// in order: handed over at once, not one channel send per message.
+    Publishes(Vec<(String, Bytes)>),
     KeyFetched(FetchOutcome),
+}
+
+impl Incoming {
+    /// How many inputs of the core this is.
+    fn len(&self) -> usize {
+        match self {
+            Incoming::Publishes(publishes) => publishes.len(),
+            Incoming::KeyFetched(_) => 1,
+        }
+    }
 }
 
 impl From<FetchOutcome> for Incoming {
@@ -514,15 +526,41 @@ async fn poll(
     closing: Arc<AtomicBool>,
     mut session: SessionWatch,
 ) {
+    // An event polled while gathering publishes that is neither a PUBLISH nor a PUBACK
+    // (not expected: only those were buffered), handled next.
+    let mut next = None;
     loop {
-        match eventloop.poll().await {
+        let event = match next.take() {
+            Some(event) => event,
+            None => eventloop.poll().await,
+        };
+        match event {
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                let topic = p.topic;
-                let msg = Incoming::Publish {
-                    topic,
-                    payload: p.payload,
-                };
-                if incoming.send(msg).await.is_err() {
+                let mut publishes = vec![(p.topic, p.payload)];
+                // The PUBLISH packets rumqttc has already read and buffered behind this
+                // one (at QoS 1 each followed by the PUBACK it sent): `poll` returns each
+                // event at once, without touching the network.
+                while publishes.len() < BATCH
+                    && matches!(
+                        eventloop.state.events.front(),
+                        Some(
+                            MqttEvent::Incoming(Packet::Publish(_))
+                                | MqttEvent::Outgoing(rumqttc::Outgoing::PubAck(_))
+                        )
+                    )
+                {
+                    match eventloop.poll().await {
+                        Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                            publishes.push((p.topic, p.payload))
+                        }
+                        Ok(MqttEvent::Outgoing(rumqttc::Outgoing::PubAck(_))) => {}
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+                if incoming.send(Incoming::Publishes(publishes)).await.is_err() {
                     return;
                 }
             }
@@ -577,24 +615,37 @@ impl Worker {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut batch = Vec::new();
+            let mut inputs = 0;
             tokio::select! {
                 msg = incoming.recv() => match msg {
-                    Some(m) => batch.push(m),
+                    Some(m) => {
+                        inputs += m.len();
+                        batch.push(m);
+                    }
                     None => return,
                 },
                 _ = ticker.tick() => {}
             }
-            while batch.len() < BATCH {
+            while inputs < BATCH {
                 match incoming.try_recv() {
-                    Ok(m) => batch.push(m),
+                    Ok(m) => {
+                        inputs += m.len();
+                        batch.push(m);
+                    }
                     Err(_) => break,
                 }
             }
-            let events = self.process(batch);
-            for event in events {
-                if self.events.send(event).await.is_err() {
+            let mut events = self.process(batch);
+            // Handed over in order, with room reserved for as many at once as fit.
+            let most = self.events.max_capacity();
+            while !events.is_empty() {
+                let n = events.len().min(most);
+                let Ok(permits) = self.events.reserve_many(n).await else {
                     // The application dropped the subscriber.
                     return;
+                };
+                for (permit, event) in permits.zip(events.drain(..n)) {
+                    permit.send(event);
                 }
             }
         }
@@ -612,8 +663,11 @@ impl Worker {
         let mut fetch_errors = HashMap::new();
         let inputs = batch
             .into_iter()
-            .map(|incoming| match incoming {
-                Incoming::Publish { topic, payload } => Input::Publish { topic, payload },
+            .flat_map(|incoming| match incoming {
+                Incoming::Publishes(publishes) => publishes
+                    .into_iter()
+                    .map(|(topic, payload)| Input::Publish { topic, payload })
+                    .collect::<Vec<_>>(),
                 Incoming::KeyFetched(FetchOutcome { fetch, result }) => {
                     let result = match result {
                         Ok(fetched) => Ok(sealpost_session::FetchedKey {
@@ -630,7 +684,7 @@ impl Worker {
                             Err(failure)
                         }
                     };
-                    Input::KeyFetched { fetch, result }
+                    vec![Input::KeyFetched { fetch, result }]
                 }
             })
             .collect();

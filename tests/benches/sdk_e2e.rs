@@ -5,6 +5,8 @@
 //! cargo bench -p sealpost-tests --bench sdk_e2e                 # everything, on Mosquitto
 //! cargo bench -p sealpost-tests --bench sdk_e2e -- --broker sealpost
 //! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey  # or throughput, breakdown
+//! cargo bench -p sealpost-tests --bench sdk_e2e -- --only throughput --cell 256/0/1 --rounds 3
+//! cargo bench -p sealpost-tests --bench sdk_e2e -- --only throughput --cell 256/0/1 --mode sealed
 //! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey --sizes 100,1000
 //! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey --key x25519  # HPKE readers
 //! cargo bench -p sealpost-tests --bench sdk_e2e -- --only rekey --key xwing   # X-Wing readers
@@ -463,7 +465,70 @@ fn qos_name(q: QoS) -> u8 {
     }
 }
 
-async fn throughput(kind: BrokerKind, flood: usize, paced: usize, rate: u64) {
+/// Which cells of the throughput table to run, and how: `--cell SIZE/QOS/FANOUT` (may be
+/// given several times; default every cell), `--mode plain|sealed` (default both: one
+/// pipeline only, e.g. to profile it; the other's columns print `-`), `--rounds N` (each
+/// cell N times, one row each; default 1) and `--no-latency` (skip the paced runs).
+struct Cells {
+    cells: Vec<(usize, QoS, usize)>,
+    modes: Vec<Mode>,
+    rounds: usize,
+    latency: bool,
+}
+
+impl Cells {
+    fn from_args(args: &[String]) -> Cells {
+        let mut cells = Vec::new();
+        for (i, a) in args.iter().enumerate() {
+            if a != "--cell" {
+                continue;
+            }
+            let spec = args.get(i + 1).map(String::as_str).unwrap_or_default();
+            let parts: Vec<&str> = spec.split('/').collect();
+            let parsed = match parts.as_slice() {
+                [size, qos, fanout] => {
+                    size.parse()
+                        .ok()
+                        .zip(fanout.parse().ok())
+                        .and_then(|(size, fanout)| match *qos {
+                            "0" => Some((size, QoS::AtMostOnce, fanout)),
+                            "1" => Some((size, QoS::AtLeastOnce, fanout)),
+                            _ => None,
+                        })
+                }
+                _ => None,
+            };
+            cells.push(parsed.unwrap_or_else(|| panic!("--cell SIZE/QOS/FANOUT, not {spec:?}")));
+        }
+        if cells.is_empty() {
+            for size in [256usize, 1024] {
+                for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+                    for fanout in [1usize, 10] {
+                        cells.push((size, qos, fanout));
+                    }
+                }
+            }
+        }
+        let value = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1).cloned())
+        };
+        let modes = match value("--mode").as_deref() {
+            Some("plain") => vec![Mode::Plain],
+            Some("sealed") => vec![Mode::Sealed],
+            _ => vec![Mode::Plain, Mode::Sealed],
+        };
+        Cells {
+            cells,
+            modes,
+            rounds: value("--rounds").and_then(|v| v.parse().ok()).unwrap_or(1),
+            latency: !args.iter().any(|a| a == "--no-latency"),
+        }
+    }
+}
+
+async fn throughput(kind: BrokerKind, flood: usize, paced: usize, rate: u64, cells: &Cells) {
     let (ca, _) = certs_cache::load(10, SubscriberKey::Rsa);
     let pki = Pki::with_ca(ca);
     let broker = Broker::start(kind, &pki);
@@ -482,62 +547,77 @@ async fn throughput(kind: BrokerKind, flood: usize, paced: usize, rate: u64) {
     println!("| size | QoS | fan-out | plain msg/s | sealed msg/s | sealed/plain | plain p50 / p99 | sealed p50 / p99 | lost (plain/sealed) |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut tag = 0;
-    for size in [256usize, 1024] {
-        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
-            for fanout in [1usize, 10] {
-                let mut results = Vec::new();
-                for mode in [Mode::Plain, Mode::Sealed] {
-                    tag += 1;
-                    let n = if fanout == 1 { flood } else { flood / 4 };
-                    let t = run(
-                        &pki,
-                        &broker,
-                        &publisher,
-                        &subscribers,
-                        mode,
-                        size,
-                        qos,
-                        fanout,
-                        n,
-                        None,
-                        &format!("t{tag}"),
+    for _ in 0..cells.rounds {
+        for &(size, qos, fanout) in &cells.cells {
+            let mut results = Vec::new();
+            for &mode in &cells.modes {
+                tag += 1;
+                let n = if fanout == 1 { flood } else { flood / 4 };
+                let t = run(
+                    &pki,
+                    &broker,
+                    &publisher,
+                    &subscribers,
+                    mode,
+                    size,
+                    qos,
+                    fanout,
+                    n,
+                    None,
+                    &format!("t{tag}"),
+                )
+                .await;
+                tag += 1;
+                let l = if cells.latency {
+                    Some(
+                        run(
+                            &pki,
+                            &broker,
+                            &publisher,
+                            &subscribers,
+                            mode,
+                            size,
+                            qos,
+                            fanout,
+                            paced,
+                            Some(Duration::from_micros(1_000_000 / rate)),
+                            &format!("l{tag}"),
+                        )
+                        .await,
                     )
-                    .await;
-                    tag += 1;
-                    let l = run(
-                        &pki,
-                        &broker,
-                        &publisher,
-                        &subscribers,
-                        mode,
-                        size,
-                        qos,
-                        fanout,
-                        paced,
-                        Some(Duration::from_micros(1_000_000 / rate)),
-                        &format!("l{tag}"),
-                    )
-                    .await;
-                    results.push((t, l));
-                }
-                let (pt, pl) = &results[0];
-                let (st, sl) = &results[1];
-                println!(
-                    "| {size} B | {} | 1 -> {fanout} | {:.0} | {:.0} | {:.0}% | {} / {} µs | {} / {} µs | {}+{} / {}+{} |",
-                    qos_name(qos),
-                    pt.msgs_per_s,
-                    st.msgs_per_s,
-                    100.0 * st.msgs_per_s / pt.msgs_per_s,
-                    pl.p50_us,
-                    pl.p99_us,
-                    sl.p50_us,
-                    sl.p99_us,
-                    pt.lost,
-                    pl.lost,
-                    st.lost,
-                    sl.lost,
-                );
+                } else {
+                    None
+                };
+                results.push((mode, t, l));
             }
+            let of = |mode: Mode| results.iter().find(|(m, _, _)| *m == mode);
+            let rate = |mode: Mode| of(mode).map(|(_, t, _)| t.msgs_per_s);
+            let cell = |mode: Mode, show: &dyn Fn(&RunResult, Option<&RunResult>) -> String| {
+                of(mode).map_or("-".to_owned(), |(_, t, l)| show(t, l.as_ref()))
+            };
+            let rate_text = |t: &RunResult, _: Option<&RunResult>| format!("{:.0}", t.msgs_per_s);
+            let latency_text = |_: &RunResult, l: Option<&RunResult>| {
+                l.map_or("-".to_owned(), |l| {
+                    format!("{} / {} µs", l.p50_us, l.p99_us)
+                })
+            };
+            let lost_text = |t: &RunResult, l: Option<&RunResult>| {
+                format!("{}+{}", t.lost, l.map_or(0, |l| l.lost))
+            };
+            println!(
+                "| {size} B | {} | 1 -> {fanout} | {} | {} | {} | {} | {} | {} / {} |",
+                qos_name(qos),
+                cell(Mode::Plain, &rate_text),
+                cell(Mode::Sealed, &rate_text),
+                match (rate(Mode::Plain), rate(Mode::Sealed)) {
+                    (Some(p), Some(s)) => format!("{:.0}%", 100.0 * s / p),
+                    _ => "-".to_owned(),
+                },
+                cell(Mode::Plain, &latency_text),
+                cell(Mode::Sealed, &latency_text),
+                cell(Mode::Plain, &lost_text),
+                cell(Mode::Sealed, &lost_text),
+            );
         }
     }
 }
@@ -836,7 +916,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         if only.is_none() || only.as_deref() == Some("throughput") {
-            throughput(kind, flood, 1_000, 500).await;
+            throughput(kind, flood, 1_000, 500, &Cells::from_args(&args)).await;
         }
         if only.is_none() || only.as_deref() == Some("breakdown") {
             breakdown(kind, flood).await;

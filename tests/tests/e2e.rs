@@ -1085,6 +1085,213 @@ async fn a_flood_of_bursts_reaches_subscribers_with_different_filters(kind: Brok
     );
 }
 
+/// Many tasks on the multi-threaded runtime call `publish` at once and one after another,
+/// so that calls keep arriving while earlier bursts are sealed and sent (one drain is
+/// scheduled at a time, and it takes every message queued before it starts). Every call
+/// gets its own sequence number, the subscriber gets every message exactly once, calls
+/// made at the same moment share bursts, and a lone call made when nothing else is queued
+/// is still sealed at once, as a burst of one.
+async fn publish_calls_from_many_tasks_share_bursts_and_every_message_arrives(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let mut spy = RawClient::connect(&broker, "spy", Some("sensors/#")).await;
+    let mut s = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
+    let p = std::sync::Arc::new(publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await);
+    p.grant_pem(&alice.certificate_pem).await.unwrap();
+    const TASKS: usize = 8;
+    const CALLS: usize = 150;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let p = p.clone();
+        tasks.spawn(async move {
+            let mut seqs = Vec::new();
+            let mut in_flight = tokio::task::JoinSet::new();
+            for i in 0..CALLS {
+                let payload = format!("t{t} m{i}").into_bytes();
+                if i % 2 == 0 {
+                    // One after another...
+                    seqs.push(
+                        p.publish("sensors/a", &payload, QoS::AtLeastOnce, false)
+                            .await
+                            .unwrap(),
+                    );
+                } else {
+                    // ...and concurrently.
+                    let p = p.clone();
+                    in_flight.spawn(async move {
+                        p.publish("sensors/a", &payload, QoS::AtLeastOnce, false)
+                            .await
+                            .unwrap()
+                    });
+                }
+            }
+            seqs.extend(in_flight.join_all().await);
+            seqs
+        });
+    }
+    let mut seqs: Vec<u64> = tasks.join_all().await.into_iter().flatten().collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len(),
+        TASKS * CALLS,
+        "every call got its own sequence number"
+    );
+
+    let mut got = Vec::new();
+    for _ in 0..TASKS * CALLS {
+        got.push(expect_message(&mut s).await.payload);
+    }
+    got.sort();
+    let mut want: Vec<Vec<u8>> = (0..TASKS)
+        .flat_map(|t| (0..CALLS).map(move |i| format!("t{t} m{i}").into_bytes()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "every message, exactly once");
+    assert_eq!(s.counters().rejected_total(), 0);
+
+    // Quiet now: a lone call is sealed at once, alone.
+    let lone = p
+        .publish("sensors/lone", b"alone", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    assert_eq!(expect_message(&mut s).await.payload, b"alone");
+
+    let mut sizes = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sizes.len() < TASKS * CALLS + 1 && tokio::time::Instant::now() < deadline {
+        for (_, envelope) in spy.drain() {
+            let header = sealpost_protocol::peek(&envelope).unwrap();
+            sizes.insert(header.seq, header.burst.expect("version 2").tree_size);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sizes.len(), TASKS * CALLS + 1, "the spy saw every envelope");
+    assert_eq!(sizes[&lone], 1, "a lone call is a burst of one");
+    let bursts: f64 = seqs.iter().map(|seq| 1.0 / sizes[seq] as f64).sum();
+    assert!(
+        bursts < (TASKS * CALLS) as f64 / 2.0,
+        "calls made together share bursts: {bursts:.0} bursts for {} calls",
+        TASKS * CALLS
+    );
+}
+
+/// A `publish` call spawns the drain that will seal its message on the caller's runtime.
+/// Here that runtime is a short-lived one, dropped before the drain ever ran, with the
+/// call abandoned after its first poll: the publisher must not wait forever for that
+/// drain. The next call, from the test's runtime, schedules a drain again, and it takes
+/// both messages.
+async fn a_drain_dropped_with_its_runtime_does_not_stall_the_publisher(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
+    let p = std::sync::Arc::new(publisher(pki.publisher_config(&broker, &pub_cert, "pub")).await);
+    p.grant_pem(&alice.certificate_pem).await.unwrap();
+
+    let q = p.clone();
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut call =
+                std::pin::pin!(q.publish("sensors/t", b"abandoned", QoS::AtLeastOnce, false));
+            // One poll: the message is queued and its drain spawned on this runtime, which
+            // has not run it when `block_on` returns.
+            let first = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(call.as_mut(), cx))
+            })
+            .await;
+            assert!(first.is_pending());
+        });
+        // Shut down with the drain never polled.
+        drop(runtime);
+    })
+    .await
+    .unwrap();
+
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        p.publish("sensors/t", b"next", QoS::AtLeastOnce, false),
+    )
+    .await
+    .expect("the publisher is not stalled")
+    .unwrap();
+    let mut got = vec![
+        expect_message(&mut a).await.payload,
+        expect_message(&mut a).await.payload,
+    ];
+    got.sort();
+    assert_eq!(got, vec![b"abandoned".to_vec(), b"next".to_vec()]);
+}
+
+/// A publisher whose MQTT client queues fewer packets (`request_queue`, 4 here) than a
+/// rekey hands over (41 and 40 key messages) and than its callers publish at once: the
+/// calls wait for room rather than fail, and everything arrives.
+async fn a_request_queue_smaller_than_a_rekey_only_makes_calls_wait(kind: BrokerKind) {
+    let pki = Pki::new("test CA");
+    let broker = Broker::start(kind, &pki);
+    let pub_cert = pki.publisher("sensor-1", &["sensors/#"]);
+    let alice = pki.subscriber("alice");
+    let mut a = subscriber(pki.subscriber_config(&broker, &alice), "sensors/#").await;
+    let mut config = pki.publisher_config(&broker, &pub_cert, "pub");
+    config.request_queue = 4;
+    let p = std::sync::Arc::new(publisher(config).await);
+    let der = |pem: &str| {
+        sealpost_certs::pemfile::decode(pem, sealpost_certs::pemfile::CERTIFICATE).unwrap()
+    };
+    let mut readers: Vec<Vec<u8>> = (0..40)
+        .map(|i| {
+            der(&pki
+                .x25519_subscriber(&format!("reader-{i:02}"))
+                .certificate_pem)
+        })
+        .collect();
+    readers.push(der(&alice.certificate_pem));
+    let (grant, _) = p.grant_many(&readers).await.unwrap();
+    assert_eq!(grant.key_messages, 41);
+
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let p = p.clone();
+        calls.spawn(async move {
+            p.publish(
+                "sensors/t",
+                format!("m{i}").as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+            )
+            .await
+            .unwrap()
+        });
+    }
+    assert_eq!(calls.join_all().await.len(), 60);
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..60 {
+        got.push(expect_message(&mut a).await.payload);
+    }
+    got.sort();
+    let mut want: Vec<Vec<u8>> = (0..60).map(|i| format!("m{i}").into_bytes()).collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    let epoch_before = p.epoch().await;
+    let revoke = p.revoke("reader-00").await.unwrap();
+    assert_eq!(revoke.key_messages, 40);
+    p.publish("sensors/t", b"after", QoS::AtLeastOnce, false)
+        .await
+        .unwrap();
+    let m = expect_message(&mut a).await;
+    assert_eq!(m.payload, b"after");
+    assert_eq!(m.epoch, epoch_before + 1);
+    assert_eq!(a.counters().rejected_total(), 0);
+}
+
 /// Issue 16: subscribers of both key types granted by one publisher. alice and bob have
 /// RSA certificates (RSA-OAEP key wrapping), xavier an X25519 one (HPKE). All three read,
 /// from live and retained key messages; revoking an RSA reader and then the HPKE reader
@@ -1234,5 +1441,8 @@ on_every_broker!(
     a_reader_granted_later_cannot_open_what_was_sealed_before,
     a_kdc_reader_added_later_cannot_open_what_was_sealed_before,
     a_flood_of_bursts_reaches_subscribers_with_different_filters,
+    publish_calls_from_many_tasks_share_bursts_and_every_message_arrives,
+    a_request_queue_smaller_than_a_rekey_only_makes_calls_wait,
+    a_drain_dropped_with_its_runtime_does_not_stall_the_publisher,
     hpke_and_rsa_subscribers_read_and_are_revoked_alike,
 );
