@@ -58,7 +58,7 @@ pub(super) fn disconnect_code(code: DisconnectReasonCode) -> u8 {
 }
 
 /// The read side of a client's byte stream.
-pub trait ReadSide: AsyncRead + Unpin {
+pub(super) trait ReadSide: AsyncRead + Unpin {
     /// Asks the kernel to acknowledge what was read at once (TCP quick ACK).
     ///
     /// Why: most MQTT clients leave Nagle's algorithm on (rumqttc, libmosquitto and

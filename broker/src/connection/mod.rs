@@ -43,8 +43,7 @@ use crate::session::Ending;
 use crate::shared::Shared;
 use bytes::BytesMut;
 use connect::accept;
-pub use io::ReadSide;
-use io::{queue_disconnect, Io};
+use io::{queue_disconnect, Io, ReadSide};
 use rumqttd::protocol::DisconnectReasonCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,7 +103,7 @@ where
 }
 
 /// [`serve`] for a plain TCP connection: its halves need no lock between them, and what
-/// the client sends is acknowledged at once (see [`ReadSide`]).
+/// the client sends can be acknowledged at once (see `io::ReadSide`).
 pub async fn serve_tcp(stream: tokio::net::TcpStream, shared: Arc<Shared>, peer: PeerInfo) {
     let (rd, wr) = stream.into_split();
     serve_halves(rd, wr, shared, peer).await;

@@ -116,7 +116,7 @@ pub(super) struct Connection {
     /// The client's acknowledgements of stored messages, for the store.
     pub(super) store_acks: Vec<crate::store::Op>,
     /// The client's last read held acknowledgements that a publisher's PUBACK may be
-    /// waiting for (see [`super::ReadSide::acknowledge_now`]).
+    /// waiting for (see `ReadSide::acknowledge_now`).
     pub(super) acknowledge_now: bool,
     /// See [`crate::session::SavedSession::restored`].
     pub(super) restored: HashSet<u64>,

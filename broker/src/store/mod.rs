@@ -20,7 +20,7 @@
 //! with `"periodic"`, publishers do not wait, and the writer commits to disk every
 //! `sync_interval_ms` (a write someone waits for, such as a session's, is committed at
 //! once with redb's `Durability::None` and reaches the disk at the next sync). The
-//! writer holds messages and acknowledgements back for a moment (see [`writer`]), so
+//! writer holds messages and acknowledgements back for a moment (see `writer`), so
 //! that a message acknowledged by all its sessions meanwhile is never written. A redb
 //! transaction is atomic, so a crash at any point leaves the last durable commit.
 //!
