@@ -496,6 +496,27 @@ pub async fn publisher(config: PublisherConfig) -> Publisher {
         .expect("publisher connects")
 }
 
+/// Publishes `0`, `1`, ... `count - 1` (as text) on `topic` at QoS 1 from a task of its
+/// own, `pause` after each: the stream the failover tests break a broker under.
+pub fn spawn_numbered_stream(
+    publisher: std::sync::Arc<Publisher>,
+    topic: &'static str,
+    count: u64,
+    pause: Option<Duration>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for n in 0..count {
+            publisher
+                .publish(topic, n.to_string().as_bytes(), QoS::AtLeastOnce, false)
+                .await
+                .expect("publish");
+            if let Some(pause) = pause {
+                tokio::time::sleep(pause).await;
+            }
+        }
+    })
+}
+
 /// Connects a subscriber and subscribes to `filter` at QoS 1.
 pub async fn subscriber(config: SubscriberConfig, filter: &str) -> Subscriber {
     let mut s = Subscriber::connect(config)

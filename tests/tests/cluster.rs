@@ -426,21 +426,7 @@ async fn a_node_killed_mid_stream_loses_no_message_and_rejoins() {
             p.grant_pem(&reader.certificate_pem).await.unwrap();
         }
 
-        let stream = tokio::spawn({
-            let p = p.clone();
-            async move {
-                for n in 0..STREAM {
-                    p.publish(
-                        "sensors/t",
-                        n.to_string().as_bytes(),
-                        QoS::AtLeastOnce,
-                        false,
-                    )
-                    .await
-                    .expect("publish");
-                }
-            }
-        });
+        let stream = spawn_numbered_stream(p.clone(), "sensors/t", STREAM, None);
         let (mut seen_a, mut seen_b) = (StreamSeen::default(), StreamSeen::default());
         seen_a
             .read(&mut a, "alice", KILL_AT)

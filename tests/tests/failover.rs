@@ -15,7 +15,8 @@ use std::time::Duration;
 use sealpost_publisher::{BrokerAddress, QoS, RESEND_DELAY};
 use sealpost_subscriber::{Event, LinkStatus, Subscriber, SubscriberConfig};
 use sealpost_tests::{
-    expect_message, free_port, publisher, subscriber, Broker, BrokerKind, Pki, WAIT,
+    expect_message, free_port, publisher, spawn_numbered_stream, subscriber, Broker, BrokerKind,
+    Pki, WAIT,
 };
 
 /// Messages in the stream, and how many the subscriber has read when the broker goes.
@@ -71,22 +72,12 @@ async fn fail_over(kind: BrokerKind) {
     let mut s = subscriber(config, "sensors/#").await;
 
     // The stream: one message every 2 ms, whatever happens to the broker.
-    let stream = tokio::spawn({
-        let p = p.clone();
-        async move {
-            for n in 0..STREAM {
-                p.publish(
-                    "sensors/t",
-                    n.to_string().as_bytes(),
-                    QoS::AtLeastOnce,
-                    false,
-                )
-                .await
-                .expect("publish");
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-    });
+    let stream = spawn_numbered_stream(
+        p.clone(),
+        "sensors/t",
+        STREAM,
+        Some(Duration::from_millis(2)),
+    );
     let mut counts = BTreeMap::new();
     read_stream(&mut s, &mut counts, STOP_AT).await;
     // Mid-stream: the broker both use goes away. Everything after this point can only
@@ -375,21 +366,7 @@ async fn a_publisher_resends_a_full_window_and_queue_after_its_broker_stalled() 
     config.crl = Some(pki.crl_path());
     config.resend_window = 0;
     let p = Arc::new(publisher(config).await);
-    let stream = tokio::spawn({
-        let p = p.clone();
-        async move {
-            for n in 0..MESSAGES {
-                p.publish(
-                    "sensors/t",
-                    n.to_string().as_bytes(),
-                    QoS::AtLeastOnce,
-                    false,
-                )
-                .await
-                .expect("publish");
-            }
-        }
-    });
+    let stream = spawn_numbered_stream(p.clone(), "sensors/t", MESSAGES as u64, None);
     let mut seen = std::collections::HashSet::new();
     while seen.len() < MESSAGES {
         match tokio::time::timeout(WAIT, rx.recv()).await {
