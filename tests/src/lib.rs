@@ -423,18 +423,30 @@ impl Pki {
         issued: &Issued,
         name: &str,
     ) -> PublisherConfig {
+        let mut config = self.publisher_config_at(broker.address(), issued, name);
+        if broker.kind == BrokerKind::Sealpost {
+            config.broker = broker.tls_address();
+            config.tls = Some(self.tls_identity(Some(issued)));
+        }
+        config
+    }
+
+    /// Publisher configuration for `issued` against any `address` (a scripted broker,
+    /// say), with this CA's revocation list and state in `state_dir(name)`.
+    pub fn publisher_config_at(
+        &self,
+        address: BrokerAddress,
+        issued: &Issued,
+        name: &str,
+    ) -> PublisherConfig {
         let mut config = PublisherConfig::new(
-            broker.address(),
+            address,
             issued.certificate_pem.clone(),
             issued.private_key_pem.clone(),
             self.ca_pem(),
             self.state_dir(name),
         );
         config.crl = Some(self.crl_path());
-        if broker.kind == BrokerKind::Sealpost {
-            config.broker = broker.tls_address();
-            config.tls = Some(self.tls_identity(Some(issued)));
-        }
         config
     }
 

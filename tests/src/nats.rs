@@ -291,14 +291,7 @@ impl NatsCluster {
         i: usize,
         name: &str,
     ) -> PublisherConfig {
-        let mut config = PublisherConfig::new(
-            self.address(i),
-            issued.certificate_pem.clone(),
-            issued.private_key_pem.clone(),
-            pki.ca_pem(),
-            pki.state_dir(name),
-        );
-        config.crl = Some(pki.crl_path());
+        let mut config = pki.publisher_config_at(self.address(i), issued, name);
         config.tls = Some(pki.tls_identity(Some(issued)));
         config
     }

@@ -567,17 +567,14 @@ async fn a_grant_reads_back_a_key_message_the_broker_retains_late() {
         Duration::from_millis(500),
         subscribes.clone(),
     ));
-    let mut config = sealpost_publisher::PublisherConfig::new(
+    let mut config = pki.publisher_config_at(
         sealpost_publisher::BrokerAddress::Tcp {
             host: "127.0.0.1".into(),
             port,
         },
-        sensor.certificate_pem.clone(),
-        sensor.private_key_pem.clone(),
-        pki.ca_pem(),
-        pki.state_dir("pub"),
+        &sensor,
+        "pub",
     );
-    config.crl = Some(pki.crl_path());
     config.confirm_key_messages = Some(Duration::from_secs(3));
     let p = publisher(config).await;
     let started = std::time::Instant::now();

@@ -353,17 +353,14 @@ async fn a_publisher_resends_a_full_window_and_queue_after_its_broker_stalled() 
     let port = listener.local_addr().unwrap().port();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let broker = tokio::spawn(stalling_broker(listener, tx));
-    let mut config = sealpost_publisher::PublisherConfig::new(
+    let mut config = pki.publisher_config_at(
         BrokerAddress::Tcp {
             host: "127.0.0.1".into(),
             port,
         },
-        sensor.certificate_pem.clone(),
-        sensor.private_key_pem.clone(),
-        pki.ca_pem(),
-        pki.state_dir("pub"),
+        &sensor,
+        "pub",
     );
-    config.crl = Some(pki.crl_path());
     config.resend_window = 0;
     let p = Arc::new(publisher(config).await);
     let stream = spawn_numbered_stream(p.clone(), "sensors/t", MESSAGES as u64, None);
