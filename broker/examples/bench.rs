@@ -9,7 +9,8 @@
 //! ```
 //! `durable` and `restart` run the durable-session tables (see `bench_durable`);
 //! `footprint [N]` only the memory of N idle connections (default 10,000; the open-file
-//! limit must allow N sockets in each process: `ulimit -n`).
+//! limit must allow N sockets in each process: `ulimit -n`); `router-links [N]` the
+//! memory of N bare router links, without the edge.
 //! Needs `mosquitto` and `mosquitto-clients` (Debian packages). Each broker runs in its
 //! own process (this binary re-executed with `serve-sealpost` / `serve-rumqttd`, or
 //! `mosquitto -c`), on an ephemeral loopback port.
@@ -347,6 +348,55 @@ fn footprint_table(kinds: &[Kind], n: usize) {
     }
 }
 
+/// RSS of `n` bare router links, without the edge or any socket: what rumqttd's router
+/// costs per connection (`router-links [N]`; vendor/rumqttd/SEALPOST.md). Each row is
+/// measured in a process of its own (`router-links-round N 0|1`), so that one row does
+/// not reuse the memory another freed.
+fn router_links_table(n: usize) {
+    println!("| router links | RSS per link |");
+    println!("|---|---:|");
+    for (subscribed, name) in [("0", "without a filter"), ("1", "with one filter each")] {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["router-links-round", &n.to_string(), subscribed])
+            .output()
+            .unwrap();
+        let kib = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        println!("| {n} {name} | {kib} KiB |");
+    }
+}
+
+/// One row of [`router_links_table`]: prints the KiB per link.
+fn router_links_round(n: usize, subscribed: bool) {
+    use rumqttd::protocol::{Filter, Packet, RetainForwardRule, Subscribe};
+    let sizing = sealpost_broker::config::RouterSizing::default();
+    let router = sealpost_broker::router::RouterHandle::spawn(n, &sizing);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_kib(std::process::id());
+    let mut links = Vec::with_capacity(n);
+    for i in 0..n {
+        let (mut slot, rx, _) = router.link(&format!("link-{i}"), true).unwrap();
+        if subscribed {
+            let filter = Filter {
+                path: format!("idle/{i}"),
+                qos: rumqttd::protocol::QoS::AtLeastOnce,
+                nolocal: false,
+                preserve_retain: false,
+                retain_forward_rule: RetainForwardRule::Never,
+            };
+            let subscribe = Subscribe {
+                pkid: 1,
+                filters: vec![filter],
+            };
+            let mut batch = [Packet::Subscribe(subscribe, None)].into();
+            futures_util::FutureExt::now_or_never(slot.send_batch(&mut batch));
+        }
+        links.push((slot, rx));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = rss_kib(std::process::id());
+    println!("{:.1}", after.saturating_sub(before) as f64 / n as f64);
+}
+
 fn mosquitto_clients_run(port: u16, count: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lines");
@@ -451,6 +501,12 @@ fn main() {
             let n = args.get(2).map_or(10_000, |n| n.parse().unwrap());
             let kinds = [Kind::Sealpost, Kind::Rumqttd, Kind::Mosquitto];
             return footprint_table(&kinds, n);
+        }
+        Some("router-links") => {
+            return router_links_table(args.get(2).map_or(10_000, |n| n.parse().unwrap()));
+        }
+        Some("router-links-round") => {
+            return router_links_round(args[2].parse().unwrap(), args[3] == "1");
         }
         _ => {}
     }

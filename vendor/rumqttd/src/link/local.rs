@@ -336,7 +336,8 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            cache: VecDeque::with_capacity(100),
+            // sealpost: allocated when first used, not when the link is made (SEALPOST.md).
+            cache: VecDeque::new(),
         }
     }
 

@@ -380,8 +380,9 @@ impl AckLog {
     /// New log
     pub fn new() -> AckLog {
         AckLog {
-            committed: VecDeque::with_capacity(100),
-            recorded: VecDeque::with_capacity(100),
+            // sealpost: allocated when first used, not when the link is made (SEALPOST.md).
+            committed: VecDeque::new(),
+            recorded: VecDeque::new(),
         }
     }
 

@@ -29,14 +29,16 @@ where
 {
     pub(crate) fn with_offset(absolute_offset: u64) -> Self {
         Self {
-            data: Vec::with_capacity(1024),
+            // sealpost: allocated when first used, not when the link is made (SEALPOST.md).
+            data: Vec::new(),
             absolute_offset,
             total_size: 0,
         }
     }
     pub(crate) fn new() -> Self {
         Self {
-            data: Vec::with_capacity(1024),
+            // sealpost: allocated when first used, not when the link is made (SEALPOST.md).
+            data: Vec::new(),
             absolute_offset: 0,
             total_size: 0,
         }
