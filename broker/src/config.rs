@@ -322,6 +322,12 @@ pub struct Limits {
     /// older than the one in force is refused with an error in the log, and the list in
     /// force stays.
     pub crl_reload_interval_ms: u64,
+    /// How long, in milliseconds, a connection that needs no router link of its own
+    /// keeps one after its last message (default 10,000; 0: until it ends). Such a
+    /// connection (a clean session, no subscription, no message of its on the way) gets
+    /// a link at its first message and gives it back after this quiet time, so that
+    /// idle publish-only devices hold no router memory (see `connection`).
+    pub router_link_idle_ms: u64,
 }
 
 /// What the broker does when a session's queue is full (`limits.slow_subscriber`).
@@ -365,6 +371,7 @@ impl Default for Limits {
             max_retained_per_client: 10_000,
             max_sessions_per_identity: 1000,
             crl_reload_interval_ms: 5000,
+            router_link_idle_ms: 10_000,
         }
     }
 }
@@ -386,6 +393,10 @@ impl Limits {
     /// [`Limits::handshake_timeout_ms`] as a duration.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// [`Limits::router_link_idle_ms`] as a duration; `None`: links are kept.
+    pub fn router_link_idle(&self) -> Option<Duration> {
+        (self.router_link_idle_ms > 0).then(|| Duration::from_millis(self.router_link_idle_ms))
     }
 }
 

@@ -75,34 +75,39 @@ async fn handle(
         certificate_watch: None,
     };
     match (kind, tls) {
+        // TLS and WebSocket boxed: their state is large, and inline it would take room
+        // in the task of every connection, plain TCP included, for as long as it lasts.
         (ListenerKind::Tls | ListenerKind::Wss, Some(tls)) => {
-            match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
-                    let certificate =
-                        crate::tls::certificate(tls_stream.get_ref().1.peer_certificates());
-                    if let Some(info) = certificate {
-                        peer.certificate = Some(crate::tls::certificate_identity(&info));
-                        // The connection ends if a later revocation list revokes it.
-                        peer.certificate_watch = tls.revocation.as_ref().map(|r| r.watch(info));
+            Box::pin(async move {
+                match tokio::time::timeout_at(deadline, tls.acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        let certificate =
+                            crate::tls::certificate(tls_stream.get_ref().1.peer_certificates());
+                        if let Some(info) = certificate {
+                            peer.certificate = Some(crate::tls::certificate_identity(&info));
+                            // The connection ends if a later revocation list revokes it.
+                            peer.certificate_watch = tls.revocation.as_ref().map(|r| r.watch(info));
+                        }
+                        if kind == ListenerKind::Wss {
+                            serve_websocket(tls_stream, deadline, shared, peer).await;
+                        } else {
+                            connection::serve(tls_stream, shared, peer).await;
+                        }
                     }
-                    if kind == ListenerKind::Wss {
-                        serve_websocket(tls_stream, deadline, shared, peer).await;
-                    } else {
-                        connection::serve(tls_stream, shared, peer).await;
+                    Ok(Err(e)) => debug!(peer = %addr, error = %e, "TLS handshake failed"),
+                    Err(_) => {
+                        inc(&shared.metrics.timeouts);
+                        debug!(peer = %addr, "TLS handshake timed out");
                     }
                 }
-                Ok(Err(e)) => debug!(peer = %addr, error = %e, "TLS handshake failed"),
-                Err(_) => {
-                    inc(&shared.metrics.timeouts);
-                    debug!(peer = %addr, "TLS handshake timed out");
-                }
-            }
+            })
+            .await
         }
         // Never served in the clear (`Config::validate` refuses such a listener).
         (ListenerKind::Tls | ListenerKind::Wss, None) => {
             warn!(peer = %addr, "TLS listener without TLS configuration: connection closed");
         }
-        (ListenerKind::Ws, _) => serve_websocket(stream, deadline, shared, peer).await,
+        (ListenerKind::Ws, _) => Box::pin(serve_websocket(stream, deadline, shared, peer)).await,
         (ListenerKind::Tcp, _) => connection::serve_tcp(stream, shared, peer).await,
     }
 }

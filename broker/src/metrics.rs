@@ -9,11 +9,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Broker counters; all monotonic except `connections_open`.
+/// Broker counters; all monotonic except the gauges `connections_open` and
+/// `connections_linked`.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Connections currently open (gauge).
     pub connections_open: AtomicU64,
+    /// Open connections that hold a router link of their own (gauge; see
+    /// `limits.router_link_idle_ms`).
+    pub connections_linked: AtomicU64,
     /// Connections accepted since start.
     pub connections_total: AtomicU64,
     /// Connections closed at accept because the limit was reached.
@@ -86,12 +90,18 @@ impl Metrics {
     /// Renders the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let items: [(&str, &str, &str, &AtomicU64); 20] = [
+        let items: [(&str, &str, &str, &AtomicU64); 21] = [
             (
                 "sealpost_connections_open",
                 "gauge",
                 "Open client connections.",
                 &self.connections_open,
+            ),
+            (
+                "sealpost_connections_linked",
+                "gauge",
+                "Open client connections holding a router link (quiet publish-only ones do not).",
+                &self.connections_linked,
             ),
             (
                 "sealpost_connections_total",

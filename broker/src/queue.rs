@@ -114,6 +114,11 @@ impl OutQueue {
         self.inflight.iter().chain(&self.pending).map(|h| h.message)
     }
 
+    /// Nothing held: no message pending or in flight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.inflight.is_empty() && self.pending.is_empty()
+    }
+
     /// Keeps `pkid` for a message sent before a restart (see `reserved`).
     pub(crate) fn reserve(&mut self, pkid: u16) {
         self.reserved.insert(pkid);

@@ -95,6 +95,12 @@ impl RouterSlot {
         RouterSlot { tx: Some(tx) }
     }
 
+    /// No slot (yet): a connection without a link of its own (see `connection::link`).
+    /// Sending through it fails.
+    pub fn unlinked() -> RouterSlot {
+        RouterSlot { tx: None }
+    }
+
     /// Sends a batch of packets with a single wake-up of the router thread (rumqttd's
     /// own connections batch the same way; one event per packet costs throughput).
     /// `packets` is left empty. Returns false when the slot is gone.

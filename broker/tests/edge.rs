@@ -444,3 +444,101 @@ async fn a_client_that_keeps_speaking_is_not_closed_by_its_keep_alive() {
     assert!(silent.elapsed() >= Duration::from_millis(1400));
     broker.shutdown(WAIT).await;
 }
+
+const LINKED: &str = "sealpost_connections_linked";
+
+/// A broker whose quiet publish-only connections give their router link back after
+/// 300 ms, with the metrics endpoint on.
+fn quick_link_release_config() -> sealpost_broker::Config {
+    let mut config = tcp_config();
+    config.limits.router_link_idle_ms = 300;
+    config.metrics.bind = Some("127.0.0.1:0".parse().unwrap());
+    config
+}
+
+/// Waits until the metrics say `n` connections hold a router link.
+async fn until_linked(metrics: std::net::SocketAddr, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while scrape_metric(metrics, LINKED).await != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{LINKED} never reached {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Publishes `range` at QoS 1 as `p` and waits for every PUBACK.
+async fn publish_acknowledged(p: &mut V4, range: std::ops::Range<u32>) {
+    for i in range.clone() {
+        p.client
+            .publish("links/t", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    while acked < range.len() {
+        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = p.next().await.unwrap() {
+            acked += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_publish_only_connection_gives_its_router_link_back_and_loses_nothing() {
+    let (broker, addr) = start(quick_link_release_config()).await;
+    let metrics = broker.metrics_addr().unwrap();
+    let mut s = V4::connect("links-sub", addr).await;
+    s.subscribe("links/t", QoS::AtLeastOnce).await;
+    let mut p = V4::connect("links-pub", addr).await;
+    // A connection that has only connected holds no link; the subscriber holds one.
+    until_linked(metrics, 1).await;
+    publish_acknowledged(&mut p, 0..50).await;
+    assert_eq!(scrape_metric(metrics, LINKED).await, 2, "publishing links");
+    // Quiet: the publisher gives its link back and keeps its connection.
+    until_linked(metrics, 1).await;
+    publish_acknowledged(&mut p, 50..100).await;
+    for i in 0..100u32 {
+        let m = s.publish_msg().await.unwrap();
+        assert_eq!(&m.payload[..], &i.to_be_bytes(), "message {i} out of order");
+    }
+    broker.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn a_connection_without_a_router_link_is_taken_over_and_its_will_published() {
+    use common::v5::RawV5;
+    use rumqttc::v5::mqttbytes::v5::{Connect, LastWill, Packet};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let (broker, addr) = start(quick_link_release_config()).await;
+    let metrics = broker.metrics_addr().unwrap();
+    let mut watcher = V4::connect("links-watcher", addr).await;
+    watcher.subscribe("links/will", QoS::AtLeastOnce).await;
+    let mut bytes = bytes::BytesMut::new();
+    let connect = Connect {
+        keep_alive: 30,
+        client_id: "links-same".into(),
+        clean_start: true,
+        properties: None,
+    };
+    let will = LastWill::new("links/will", "gone", Q5::AtLeastOnce, false, None);
+    Packet::Connect(connect, Some(will), None)
+        .write(&mut bytes, None)
+        .unwrap();
+    let (mut first, _) = RawV5::open(addr, &bytes).await;
+    // Only the watcher holds a link: the router knows nothing of the first connection.
+    until_linked(metrics, 1).await;
+    let mut second = V4::connect("links-same", addr).await;
+    // DISCONNECT 0x8E (session taken over), then the connection is closed.
+    assert_eq!(first.rest().await, (vec![0xe0, 0x01, 0x8e], true));
+    assert_eq!(&watcher.publish_msg().await.unwrap().payload[..], b"gone");
+    // The new connection works, links and all.
+    second.subscribe("links/t", QoS::AtMostOnce).await;
+    second
+        .client
+        .publish("links/t", QoS::AtMostOnce, false, b"x".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(&second.publish_msg().await.unwrap().payload[..], b"x");
+    broker.shutdown(WAIT).await;
+}

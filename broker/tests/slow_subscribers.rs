@@ -35,24 +35,6 @@ fn config(slow: SlowSubscriber, policy: DropPolicy, max_queued: usize) -> Config
     config
 }
 
-/// One series' value read from the metrics endpoint.
-async fn scrape(metrics: SocketAddr, series: &str) -> u64 {
-    let mut s = tokio::net::TcpStream::connect(metrics).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut body))
-        .await
-        .expect("metrics in time")
-        .unwrap();
-    let line = body
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .unwrap_or_else(|| panic!("no {series} in {body}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 const QUEUE_FULL: &str = "sealpost_dropped_messages_total{reason=\"queue_full\"}";
 const ROUTER_SKIPPED: &str = "sealpost_dropped_messages_total{reason=\"router_skipped\"}";
 
@@ -128,7 +110,7 @@ async fn with_drop_every_message_a_slow_subscriber_misses_is_counted() {
     let reader = tokio::spawn(read_slowly(sub, Duration::from_millis(1)));
     flood(addr, "flood-drop", FLOOD).await;
     let got = reader.await.unwrap();
-    let dropped = scrape(metrics, QUEUE_FULL).await;
+    let dropped = scrape_metric(metrics, QUEUE_FULL).await;
     assert!(dropped > 0, "the subscriber was not slow: nothing dropped");
     assert_eq!(
         dropped,
@@ -150,7 +132,7 @@ async fn with_backpressure_a_slow_subscriber_gets_every_message() {
     flood(addr, "flood-bp", FLOOD).await;
     let got = reader.await.unwrap();
     assert_eq!(got, (0..FLOOD).collect::<Vec<_>>());
-    assert_eq!(scrape(metrics, QUEUE_FULL).await, 0);
+    assert_eq!(scrape_metric(metrics, QUEUE_FULL).await, 0);
     broker.shutdown(WAIT).await;
 }
 
@@ -165,12 +147,12 @@ async fn kept_by(policy: DropPolicy) -> Vec<u32> {
     flood(addr, "flood-policy", 20).await;
     // The broker has taken all twenty off the router when fourteen are counted.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while scrape(metrics, QUEUE_FULL).await < 14 {
+    while scrape_metric(metrics, QUEUE_FULL).await < 14 {
         assert!(tokio::time::Instant::now() < deadline, "drops not counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let got = read_slowly(sub, Duration::ZERO).await;
-    assert_eq!(scrape(metrics, QUEUE_FULL).await, 14);
+    assert_eq!(scrape_metric(metrics, QUEUE_FULL).await, 14);
     broker.shutdown(WAIT).await;
     got
 }
@@ -224,11 +206,11 @@ async fn without_a_data_directory_what_the_router_skips_for_a_session_away_is_co
         got.len()
     );
     assert_eq!(
-        scrape(metrics, ROUTER_SKIPPED).await,
+        scrape_metric(metrics, ROUTER_SKIPPED).await,
         u64::from(FLOOD) - got.len() as u64,
         "published minus delivered"
     );
-    assert_eq!(scrape(metrics, QUEUE_FULL).await, 0);
+    assert_eq!(scrape_metric(metrics, QUEUE_FULL).await, 0);
     // The newest, each once, in order.
     assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
     assert_eq!(got.last(), Some(&(FLOOD - 1)));

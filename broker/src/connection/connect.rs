@@ -8,7 +8,7 @@ use crate::acl::Identity;
 use crate::codec::Version;
 use crate::metrics::inc;
 use crate::queue::{Held, OutQueue};
-use crate::router::router_client_id;
+use crate::router::{router_client_id, RouterSlot};
 use crate::session::{self, OwnerCheck, SavedSession};
 use crate::shared::Shared;
 use crate::subscriptions::Copies;
@@ -201,17 +201,25 @@ pub(super) async fn accept<R: super::io::ReadSide, W: AsyncWrite + Unpin>(
     if let Some(w) = started.will_to_publish.take() {
         shared.system.publish_will(w).await;
     }
-    let link = shared
-        .router
-        .link_async(router_client_id(&client_id), router_clean)
-        .await
-        .map(|(slot, rx, ack)| {
-            let present = match Option::<Packet>::from(ack) {
-                Some(Packet::ConnAck(ack, _)) => ack.session_present,
-                _ => false,
-            };
-            (slot, rx, present)
-        });
+    // A clean session that takes over nothing starts without a router link (see
+    // `link`): one that ends an older connection or a kept session links now, because
+    // that is how the router learns of it.
+    let unlinked = router_clean && !started.took_over && !started.kept_before();
+    let link = if unlinked {
+        Ok((RouterSlot::unlinked(), None, false))
+    } else {
+        shared
+            .router
+            .link_async(router_client_id(&client_id), router_clean)
+            .await
+            .map(|(slot, rx, ack)| {
+                let present = match Option::<Packet>::from(ack) {
+                    Some(Packet::ConnAck(ack, _)) => ack.session_present,
+                    _ => false,
+                };
+                (slot, Some(rx), present)
+            })
+    };
     // A resumed session keeps the edge's subscription table and origin id; a new one
     // starts afresh, and any table saved for an older session with this id is stale.
     let mut saved = match link {
@@ -248,6 +256,11 @@ pub(super) async fn accept<R: super::io::ReadSide, W: AsyncWrite + Unpin>(
         shared.sessions.save(&client_id, saved.clone());
     }
     let generation = started.generation;
+    let take_over = if unlinked {
+        shared.sessions.unlinked(&mut lock, generation)
+    } else {
+        None
+    };
     if link.is_err() {
         shared.sessions.abandon(&mut lock, started);
     }
@@ -297,6 +310,9 @@ pub(super) async fn accept<R: super::io::ReadSide, W: AsyncWrite + Unpin>(
         version,
     );
     inc(&shared.metrics.connections_open);
+    if link_rx.is_some() {
+        inc(&shared.metrics.connections_linked);
+    }
     info!(client_id = %client_id, identity = %identity.label(), ?version, keep_alive, ?session_expiry, "client connected");
     let shared_boundary = shared.sessions.replay_boundary();
     Some(Connection {
@@ -312,6 +328,8 @@ pub(super) async fn accept<R: super::io::ReadSide, W: AsyncWrite + Unpin>(
         will_delay,
         slot,
         link_rx,
+        take_over,
+        link_used: false,
         will: will.map(|w| (w, will_props)),
         aliases: HashMap::new(),
         to_router: VecDeque::new(),

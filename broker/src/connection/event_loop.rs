@@ -2,6 +2,7 @@
 //! timer, certificate revocation and shutdown, and hands each to its part.
 
 use super::io::{queue_disconnect, Io};
+use super::link::{next_notification, taken_over};
 use super::state::Connection;
 use super::ConnectionError;
 use crate::codec;
@@ -9,7 +10,7 @@ use crate::codec::Version;
 use crate::metrics::{add, inc};
 use rumqttd::protocol::DisconnectReasonCode;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -82,6 +83,11 @@ impl Connection {
         let mut shutdown = self.shared.shutdown.clone();
         let shutdown = shutdown.changed();
         tokio::pin!(shutdown);
+        // When the link's quiet time is next checked (see `link`): a connection that
+        // sent nothing to the router for one to two of these gives its link back.
+        let link_idle = self.shared.config.limits.router_link_idle();
+        let link_check = tokio::time::sleep(link_idle.unwrap_or(NO_KEEP_ALIVE));
+        tokio::pin!(link_check);
         // Packets pipelined behind CONNECT are already buffered.
         if self.drain_frames(io, max).await? {
             return Ok(());
@@ -90,21 +96,22 @@ impl Connection {
         // flood costs one system call per many packets. An idle one keeps a small one.
         let mut busy = false;
         loop {
+            // While it waits, an idle connection holds no buffer (see `io`).
+            io.release_idle_buffers(busy);
             if busy && io.rbuf.capacity() - io.rbuf.len() < BUSY_READ_BUFFER / 2 {
                 io.rbuf.reserve(BUSY_READ_BUFFER);
             }
-            let spare = io.rbuf.capacity() - io.rbuf.len();
             let paused = self.paused(&io.rbuf);
             tokio::select! {
                 // With the window full, the client is still read until a QoS 1/2
                 // PUBLISH is next: what comes before it may complete a flow (PUBREL),
                 // and an MQTT 5 client's PUBLISH beyond its receive maximum is seen.
-                r = io.rd.read_buf(&mut io.rbuf), if !paused => {
-                    let n = r?;
+                r = io.read(), if !paused => {
+                    let (n, filled) = r?;
                     if n == 0 {
                         return Err(ConnectionError::Closed);
                     }
-                    busy = n >= spare;
+                    busy = filled;
                     add(&self.shared.metrics.bytes_in, n as u64);
                     if let Some(g) = grace {
                         keepalive.as_mut().reset(Instant::now() + g);
@@ -119,7 +126,7 @@ impl Connection {
                 // Always read, whatever the client's window: what does not fit waits
                 // in the session's queue (see `queue`), so the router never sees this
                 // subscriber fall behind.
-                n = self.link_rx.next() => {
+                n = next_notification(&mut self.link_rx) => {
                     if paused {
                         // The client was paused by us, not silent: restart its keep-alive.
                         if let Some(g) = grace {
@@ -147,9 +154,20 @@ impl Connection {
                     }
                     if unscheduled {
                         // The router paused us because our queue was full; we drained it.
-                        let _ = self.link_rx.wake().await;
+                        if let Some(link_rx) = self.link_rx.as_mut() {
+                            let _ = link_rx.wake().await;
+                        }
                     }
                 }
+                _ = &mut link_check, if link_idle.is_some() && self.router_clean && self.link_rx.is_some() => {
+                    if !std::mem::take(&mut self.link_used) && self.may_unlink() {
+                        self.unlink().await;
+                    }
+                    // Also after the link went: a new link finds this deadline passed,
+                    // and the check then finds the link used and waits a whole period.
+                    link_check.as_mut().reset(Instant::now() + link_idle.unwrap_or(NO_KEEP_ALIVE));
+                }
+                _ = taken_over(&mut self.take_over) => return Err(ConnectionError::TakenOver),
                 _ = &mut keepalive, if grace.is_some() && !paused => {
                     return Err(ConnectionError::Timeout);
                 }

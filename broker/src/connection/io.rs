@@ -12,6 +12,15 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::warn;
 
+/// The read buffer of a client that is sending (one that keeps it full gets a larger
+/// one, see `event_loop`).
+pub(super) const READ_BUFFER: usize = 4096;
+
+/// Bytes read without a buffer when an idle client speaks: enough for a PINGREQ or a
+/// few acknowledgements. They live in the connection's task, which every connection
+/// pays for, so they are few.
+const FIRST_READ: usize = 64;
+
 /// Longest a write to a client may block.
 pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -102,6 +111,40 @@ pub(super) struct ConnectPacket {
 impl<R: ReadSide, W: AsyncWrite + Unpin> Io<R, W> {
     pub(super) fn max_packet(&self) -> usize {
         self.shared.config.limits.max_packet_size
+    }
+
+    /// Reads what the client sent (0 bytes: it closed); returns how many and whether
+    /// they filled the read buffer's room (more may be waiting). A connection that gave
+    /// its buffer back (see [`Io::release_idle_buffers`]) waits with none: it reads into
+    /// a few bytes on the stack, then gets a [`READ_BUFFER`] for them and what follows.
+    pub(super) async fn read(&mut self) -> std::io::Result<(usize, bool)> {
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        if spare > 0 {
+            let n = self.rd.read_buf(&mut self.rbuf).await?;
+            return Ok((n, n >= spare));
+        }
+        let mut first = [0u8; FIRST_READ];
+        let n = self.rd.read(&mut first).await?;
+        if n > 0 {
+            self.rbuf.reserve(READ_BUFFER);
+            self.rbuf.extend_from_slice(&first[..n]);
+        }
+        // Not "filled": the next read, into the new buffer, tells whether the client
+        // is busy.
+        Ok((n, false))
+    }
+
+    /// Gives back the buffers of a connection that has nothing in them, unless the
+    /// client keeps its read buffer full (`busy`), so that an idle connection holds no
+    /// buffer. One that wakes up allocates what it needs: an allocation per buffer
+    /// and wake-up, against 8 KiB held by every idle connection.
+    pub(super) fn release_idle_buffers(&mut self, busy: bool) {
+        if !busy && self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+            self.wbuf = BytesMut::new();
+        }
     }
 
     /// Reads more bytes; `Closed` at end of stream.

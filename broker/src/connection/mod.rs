@@ -23,7 +23,8 @@
 //! One part per file: `io` (framing, reads and writes), `connect` (CONNECT, auth,
 //! CONNACK), `event_loop` (the per-connection loop), `inbound` (packets from the
 //! client), `acks` (acknowledgements towards the router), `outbound` (delivery to the
-//! client), `drops` (what is not delivered is counted and logged), and `state` (what
+//! client), `link` (the router link, which a quiet publish-only connection is
+//! without), `drops` (what is not delivered is counted and logged), and `state` (what
 //! a connection holds). The connection uses `session` for
 //! what outlives it; nothing below it refers back to it.
 
@@ -33,6 +34,7 @@ mod drops;
 mod event_loop;
 mod inbound;
 mod io;
+mod link;
 mod outbound;
 mod state;
 
@@ -83,6 +85,10 @@ pub enum ConnectionError {
     /// The router removed the connection (session taken over, router-side error).
     #[error("closed by router")]
     RouterClosed,
+    /// A newer connection with the same client id took over this one while it had no
+    /// router link (see `link`).
+    #[error("session taken over")]
+    TakenOver,
     /// The client certificate was revoked (or expired) while the connection was open.
     #[error("client certificate no longer valid: {0}")]
     CertificateInvalidated(sealpost_certs::CertError),
@@ -117,8 +123,8 @@ where
     let mut io = Io {
         rd,
         wr,
-        rbuf: BytesMut::with_capacity(4096),
-        wbuf: BytesMut::with_capacity(4096),
+        rbuf: BytesMut::with_capacity(io::READ_BUFFER),
+        wbuf: BytesMut::new(),
         shared: shared.clone(),
     };
     let timeout = shared.config.limits.connect_timeout();
@@ -135,7 +141,9 @@ where
             return;
         }
     };
-    let Some(mut session) = accept(&mut io, connect, &peer).await else {
+    // Boxed: its state is needed once, and inline it would take room in the future
+    // of every connection for as long as the connection lasts.
+    let Some(mut session) = Box::pin(accept(&mut io, connect, &peer)).await else {
         return;
     };
     let result = session.run(&mut io, peer.certificate_watch).await;
@@ -162,6 +170,7 @@ where
         Err(ConnectionError::Frame(_)) => Some(DisconnectReasonCode::MalformedPacket),
         Err(ConnectionError::Protocol(_, code)) => Some(*code),
         Err(ConnectionError::Timeout) => Some(DisconnectReasonCode::KeepAliveTimeout),
+        Err(ConnectionError::TakenOver) => Some(DisconnectReasonCode::SessionTakenOver),
         Err(ConnectionError::CertificateInvalidated(_)) => {
             Some(DisconnectReasonCode::AdministrativeAction)
         }

@@ -62,7 +62,10 @@ impl Connection {
             // A deadline already passed: take what is buffered, never block. (Cheaper
             // than polling `next()` once, which moves the notification four times; and
             // a fixed instant, as reading the clock for every message shows in profiles.)
-            next = match self.link_rx.recv_deadline(*PAST) {
+            let Some(link_rx) = self.link_rx.as_mut() else {
+                return Stop::Drained;
+            };
+            next = match link_rx.recv_deadline(*PAST) {
                 Err(LinkError::RecvTimeout(flume::RecvTimeoutError::Timeout)) => {
                     return Stop::Drained
                 }

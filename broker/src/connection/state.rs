@@ -68,8 +68,14 @@ pub(super) struct Connection {
     pub(super) router_clean: bool,
     /// MQTT 5 will delay interval, in seconds.
     pub(super) will_delay: u32,
+    /// The connection's router link: its sending half (no slot while it has none)...
     pub(super) slot: RouterSlot,
-    pub(super) link_rx: LinkRx,
+    /// ...and its receiving half, `None` while it has none (see `link`).
+    pub(super) link_rx: Option<LinkRx>,
+    /// While it has no link: fires when a newer connection takes over (see `link`).
+    pub(super) take_over: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// A batch went to the router since the link's quiet time was last checked.
+    pub(super) link_used: bool,
     pub(super) will: Option<Will>,
     pub(super) aliases: HashMap<u16, Bytes>,
     /// Packets for the router, sent as one batch per read or per notification batch.
@@ -128,10 +134,15 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.report_counts();
         self.leave_backpressure();
-        self.shared
-            .metrics
+        let metrics = &self.shared.metrics;
+        metrics
             .connections_open
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if self.link_rx.is_some() {
+            metrics
+                .connections_linked
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -341,6 +352,12 @@ impl Connection {
             } else {
                 pending.wait().await.map_err(ConnectionError::Storage)?;
             }
+        }
+        if !self.to_router.is_empty() {
+            if self.link_rx.is_none() {
+                self.link().await?;
+            }
+            self.link_used = true;
         }
         if !self.slot.send_batch(&mut self.to_router).await {
             return Err(ConnectionError::RouterClosed);

@@ -65,6 +65,16 @@ pub(crate) struct Started {
     /// The owner before this connection and whether its session was kept, restored
     /// if it fails to link.
     previous: (Option<String>, bool),
+    /// An older connection with this client id was still open (it is being taken over).
+    pub(crate) took_over: bool,
+}
+
+impl Started {
+    /// The session before this connection outlived its connection: the router may
+    /// still keep it.
+    pub(crate) fn kept_before(&self) -> bool {
+        self.previous.1
+    }
 }
 
 /// The home of sessions: every client id the edge tracks, the state persistent sessions
@@ -157,6 +167,11 @@ impl Sessions {
         let previous = (lock.entry.owner.clone(), lock.entry.kept);
         self.registry.set_owner(lock, Some(identity.label()), kept);
         let e = &mut *lock.entry;
+        let took_over = e.connected;
+        if let Some(take_over) = e.take_over.take() {
+            // The older connection has no link, so no newer link ends it: this does.
+            let _ = take_over.send(());
+        }
         e.current = generation;
         e.connected = true;
         e.resumed = resumes;
@@ -167,7 +182,36 @@ impl Sessions {
             generation,
             will_to_publish: if resumes { None } else { pending },
             previous,
+            took_over,
         }
+    }
+
+    /// The connection of `generation` is about to be without a router link: returns
+    /// what tells it that a newer connection took over its client id, or `None` if one
+    /// already has (the connection must end). See `connection::link`.
+    pub(crate) fn unlinked(
+        &self,
+        lock: &mut ClientLock,
+        generation: u64,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let e = &mut *lock.entry;
+        if e.current != generation {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        e.take_over = Some(tx);
+        Some(rx)
+    }
+
+    /// The connection of `generation` is about to link: from now on the router ends it
+    /// when a newer one links. False if a newer connection already took over.
+    pub(crate) fn linking(&self, lock: &mut ClientLock, generation: u64) -> bool {
+        let e = &mut *lock.entry;
+        if e.current != generation {
+            return false;
+        }
+        e.take_over = None;
+        true
     }
 
     /// A connection that failed to link: it never became a session, so the session (if
@@ -455,6 +499,7 @@ impl Sessions {
             return lost;
         }
         e.connected = false;
+        e.take_over = None;
         let shutting_down = *self.shutdown.borrow();
         match ending.expiry {
             Some(0) => {

@@ -31,6 +31,10 @@ pub(crate) struct Entry {
     /// The session outlives its connection (session expiry not 0): it counts against
     /// its owner's `limits.max_sessions_per_identity`.
     pub(super) kept: bool,
+    /// While the latest connection has no router link (see `Sessions::unlinked`): tells
+    /// it that a newer connection took over its client id, which the router, knowing
+    /// nothing of it, cannot.
+    pub(super) take_over: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Entry {

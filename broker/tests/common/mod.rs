@@ -149,6 +149,24 @@ impl V4 {
     }
 }
 
+/// One series' value read from the broker's metrics endpoint at `metrics`.
+pub async fn scrape_metric(metrics: SocketAddr, series: &str) -> u64 {
+    let mut s = TcpStream::connect(metrics).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut body))
+        .await
+        .expect("metrics in time")
+        .unwrap();
+    let line = body
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .unwrap_or_else(|| panic!("no {series} in {body}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 /// Proves the broker still routes messages: a fresh subscriber and publisher exchange one.
 pub async fn assert_serving(addr: SocketAddr) {
     let n: u64 = rand_id();
