@@ -525,7 +525,7 @@ async fn a_connection_without_a_router_link_is_taken_over_and_its_will_published
     Packet::Connect(connect, Some(will), None)
         .write(&mut bytes, None)
         .unwrap();
-    let (mut first, _) = RawV5::open(addr, &bytes).await;
+    let (first, _) = RawV5::open(addr, &bytes).await;
     // Only the watcher holds a link: the router knows nothing of the first connection.
     until_linked(metrics, 1).await;
     let mut second = V4::connect("links-same", addr).await;
