@@ -16,7 +16,6 @@ use sealpost_broker::config::{DropPolicy, SlowSubscriber};
 use sealpost_broker::Config;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Messages in each flood.
 const FLOOD: u32 = 3000;
