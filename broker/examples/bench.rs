@@ -124,6 +124,10 @@ fn serve_sealpost(port: u16) {
         c.limits.max_connections = 12_000;
         // Unbounded queues, as Mosquitto's `max_queued_messages 0` in the same table.
         c.limits.max_queued_messages = 0;
+        // SEALPOST_BENCH_METRICS=ADDR: the metrics endpoint, to look inside while it runs.
+        c.metrics.bind = std::env::var("SEALPOST_BENCH_METRICS")
+            .ok()
+            .map(|a| a.parse().unwrap());
         let _b = sealpost_broker::Broker::start(c).await.unwrap();
         std::future::pending::<()>().await;
     });
@@ -283,9 +287,30 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// `n` idle MQTT 3.1.1 connections (clean session, keep-alive 600 s: rumqttd refuses 0);
-/// `subscribed`: each with one filter of its own (`idle/<i>`, QoS 1).
-fn idle_connections(port: u16, n: usize, subscribed: bool) -> Vec<TcpStream> {
+/// What each idle connection of the footprint table did before going quiet.
+#[derive(Clone, Copy, PartialEq)]
+enum Idle {
+    /// Connected only.
+    Connected,
+    /// Published one QoS 1 message (to a topic of its own, `idle/<i>`).
+    PublishedOnce,
+    /// Subscribed to one filter of its own (`idle/<i>`, QoS 1).
+    Subscribed,
+}
+
+impl Idle {
+    fn name(self) -> &'static str {
+        match self {
+            Idle::Connected => "publish-only, connected",
+            Idle::PublishedOnce => "publish-only, one message sent",
+            Idle::Subscribed => "subscribed (one filter)",
+        }
+    }
+}
+
+/// `n` idle MQTT 3.1.1 connections (clean session, keep-alive 600 s: rumqttd refuses 0),
+/// each having done what `idle` says.
+fn idle_connections(port: u16, n: usize, idle: Idle) -> Vec<TcpStream> {
     let mut v = Vec::with_capacity(n);
     for i in 0..n {
         let id = format!("idle-{i}");
@@ -300,7 +325,20 @@ fn idle_connections(port: u16, n: usize, subscribed: bool) -> Vec<TcpStream> {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.read_exact(&mut ack).unwrap();
         assert_eq!(ack[0], 0x20);
-        if subscribed {
+        if idle == Idle::PublishedOnce {
+            let topic = format!("idle/{i}");
+            let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+            body.extend_from_slice(topic.as_bytes());
+            body.extend_from_slice(&[0, 1]);
+            body.extend_from_slice(b"reading");
+            let mut p = vec![0x32, body.len() as u8];
+            p.extend(body);
+            s.write_all(&p).unwrap();
+            let mut puback = [0u8; 4];
+            s.read_exact(&mut puback).unwrap();
+            assert_eq!(puback[0], 0x40);
+        }
+        if idle == Idle::Subscribed {
             let filter = format!("idle/{i}");
             let mut body = vec![0, 1];
             body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
@@ -319,26 +357,29 @@ fn idle_connections(port: u16, n: usize, subscribed: bool) -> Vec<TcpStream> {
 }
 
 /// RSS of each broker with `n` idle connections, publish-only and subscribed (issue 15
-/// item 4). Each process holds `n` sockets: the open-file limit must allow it.
+/// item 4). Each process holds `n` sockets: the open-file limit must allow it. Those
+/// that published are measured 21 s after, when sealpost's have given their router
+/// links back (`limits.router_link_idle_ms`, 10 s, checked every 10 s).
 fn footprint_table(kinds: &[Kind], n: usize) {
     println!("| broker | connections | RSS idle | RSS with them | per connection |");
     println!("|---|---|---:|---:|---:|");
-    for subscribed in [false, true] {
+    for idle in [Idle::Connected, Idle::PublishedOnce, Idle::Subscribed] {
         for &kind in kinds {
             let broker = launch(kind);
             std::thread::sleep(Duration::from_millis(300));
             let before = rss_kib(broker.child.id());
-            let conns = idle_connections(broker.port, n, subscribed);
-            std::thread::sleep(Duration::from_millis(500));
+            let conns = idle_connections(broker.port, n, idle);
+            let quiet = if idle == Idle::PublishedOnce {
+                21_000
+            } else {
+                500
+            };
+            std::thread::sleep(Duration::from_millis(quiet));
             let after = rss_kib(broker.child.id());
             println!(
                 "| {} | {n} {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
                 kind.name(),
-                if subscribed {
-                    "subscribed (one filter)"
-                } else {
-                    "publish-only"
-                },
+                idle.name(),
                 before as f64 / 1024.0,
                 after as f64 / 1024.0,
                 (after.saturating_sub(before)) as f64 / n as f64

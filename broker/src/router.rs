@@ -121,10 +121,10 @@ impl RouterSlot {
                 return false;
             }
             let Some(at) = packets.iter().skip(1).position(unsubscribe) else {
-                return self.send_whole(packets).await;
+                return self.send_whole(packets);
             };
             let rest = packets.split_off(at + 1);
-            if !self.send_whole(packets).await {
+            if !self.send_whole(packets) {
                 return false;
             }
             *packets = rest;
@@ -144,8 +144,10 @@ impl RouterSlot {
         }
     }
 
-    /// [`RouterSlot::send_batch`] without the rule for UNSUBSCRIBE.
-    async fn send_whole(&mut self, packets: &mut VecDeque<Packet>) -> bool {
+    /// [`RouterSlot::send_batch`] without the rule for UNSUBSCRIBE. Not async (see
+    /// [`RouterSlot::release`] on why it need not be): an async fn would hold the last
+    /// (400-byte) packet in the future of every connection.
+    fn send_whole(&mut self, packets: &mut VecDeque<Packet>) -> bool {
         let Some(last) = packets.pop_back() else {
             return true;
         };
@@ -163,7 +165,7 @@ impl RouterSlot {
                 buffer.extend(packets.drain(..));
             }
         }
-        tx.send(last).await.is_ok()
+        matches!(tx.send(last).now_or_never(), Some(Ok(_)))
     }
 
     /// Releases the slot now.

@@ -108,7 +108,7 @@ impl SystemLink {
 /// A will as the message it becomes (its MQTT 5 will properties, but the delay, become
 /// publish properties).
 pub(crate) fn will_message(will: &Will) -> StoredMessage {
-    let (will, props) = will;
+    let (will, props) = &**will;
     StoredMessage {
         topic: will.topic.clone(),
         qos: will.qos as u8,
@@ -144,5 +144,5 @@ pub(crate) fn message_will(m: StoredMessage) -> Will {
         correlation_data: p.correlation_data,
         user_properties: p.user_properties,
     });
-    (will, props)
+    Box::new((will, props))
 }

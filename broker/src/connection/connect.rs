@@ -330,7 +330,7 @@ pub(super) async fn accept<R: super::io::ReadSide, W: AsyncWrite + Unpin>(
         link_rx,
         take_over,
         link_used: false,
-        will: will.map(|w| (w, will_props)),
+        will: will.map(|w| Box::new((w, will_props))),
         aliases: HashMap::new(),
         to_router: VecDeque::new(),
         pending_subacks: HashMap::new(),

@@ -55,18 +55,17 @@ impl Connection {
         if let Some(Err(e)) = certificate.as_ref().map(|c| c.check()) {
             return Err(self.revoked(e));
         }
-        let invalidated = async move {
-            match certificate {
-                Some(mut c) => c.invalidated().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(invalidated);
+        // Boxed, and only for a connection with a certificate: inline, the wait and
+        // its (large) error would take room in the task of every connection.
+        let mut invalidated =
+            certificate.map(|mut c| Box::pin(async move { c.invalidated().await }));
         self.rejoin_router_filters();
         // What the session's last connection held goes first.
         self.send_queued(&mut io.wbuf);
         // Then what the store holds for it (before anything the router sends).
-        self.deliver_stored(&mut io.wbuf).await?;
+        // (Boxed, as what is awaited once: inline, its state would take room in
+        // the connection's task for as long as it lasts.)
+        Box::pin(self.deliver_stored(&mut io.wbuf)).await?;
         // The packet ids it is sent with are stored first (see `Op::Sent`).
         self.flush_router().await?;
         io.flush().await?;
@@ -161,7 +160,7 @@ impl Connection {
                 }
                 _ = &mut link_check, if link_idle.is_some() && self.router_clean && self.link_rx.is_some() => {
                     if !std::mem::take(&mut self.link_used) && self.may_unlink() {
-                        self.unlink().await;
+                        Box::pin(self.unlink()).await;
                     }
                     // Also after the link went: a new link finds this deadline passed,
                     // and the check then finds the link used and waits a whole period.
@@ -180,7 +179,7 @@ impl Connection {
                         return Ok(());
                     }
                 }
-                e = &mut invalidated => return Err(self.revoked(e)),
+                e = certificate_invalidated(&mut invalidated) => return Err(self.revoked(*e)),
                 _ = &mut shutdown => {
                     if self.version == Version::V5 {
                         queue_disconnect(&mut io.wbuf, DisconnectReasonCode::ServerShuttingDown);
@@ -251,5 +250,17 @@ impl Connection {
             ));
         }
         Ok(false)
+    }
+}
+
+/// Completes, with why, when the connection's certificate is no longer valid; never for
+/// a connection without one.
+async fn certificate_invalidated<F>(watch: &mut Option<F>) -> Box<sealpost_certs::CertError>
+where
+    F: std::future::Future<Output = sealpost_certs::CertError> + Unpin,
+{
+    match watch {
+        Some(w) => Box::new(w.await),
+        None => std::future::pending().await,
     }
 }

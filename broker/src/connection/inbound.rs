@@ -23,13 +23,14 @@ use tracing::info;
 
 impl Connection {
     /// Handles one packet from the client. A retained PUBLISH comes back as the write
-    /// that must reach the store before the batch for the router is sent.
+    /// that must reach the store before the batch for the router is sent (boxed: it is
+    /// rare and large, and the caller holds it across an await).
     pub(super) fn incoming(
         &mut self,
         wbuf: &mut BytesMut,
         frame: Frame,
         max: usize,
-    ) -> Result<Option<RetainedMessage>, ConnectionError> {
+    ) -> Result<Option<Box<RetainedMessage>>, ConnectionError> {
         let v = self.version;
         tracing::trace!(client_id = %self.client_id, kind = frame.kind, len = frame.bytes.len(), "packet from client");
         match frame.kind {
@@ -197,7 +198,7 @@ impl Connection {
         header: codec::PublishHeader,
         mut publish: Publish,
         mut props: Option<PublishProperties>,
-    ) -> Result<Option<RetainedMessage>, ConnectionError> {
+    ) -> Result<Option<Box<RetainedMessage>>, ConnectionError> {
         if let Some(p) = props.as_mut() {
             if !p.subscription_identifiers.is_empty() {
                 return Err(ConnectionError::Protocol(
@@ -267,11 +268,13 @@ impl Connection {
             }
             _ => {}
         }
-        let retained = header.retain.then(|| RetainedMessage {
-            topic: topic_name.to_owned(),
-            qos: header.qos,
-            payload: publish.payload.clone(),
-            properties: props.clone(),
+        let retained = header.retain.then(|| {
+            Box::new(RetainedMessage {
+                topic: topic_name.to_owned(),
+                qos: header.qos,
+                payload: publish.payload.clone(),
+                properties: props.clone(),
+            })
         });
         let mark = Mark::new(header.qos, header.retain, self.origin);
         if header.qos > 0 && self.shared.store.is_durable() {

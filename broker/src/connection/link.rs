@@ -27,7 +27,7 @@ use super::state::Connection;
 use super::ConnectionError;
 use crate::metrics::inc;
 use crate::router::{router_client_id, RouterSlot};
-use rumqttd::local::{LinkError, LinkRx};
+use rumqttd::local::LinkRx;
 use rumqttd::Notification;
 use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
@@ -102,12 +102,17 @@ impl Connection {
     }
 }
 
+/// The router dropped the link: the session was taken over or removed. (rumqttd's
+/// own error is large, and the connection's loop keeps room for what it waits for.)
+#[derive(Debug)]
+pub(super) struct LinkClosed;
+
 /// The next notification on the connection's link; never, while it has none.
 pub(super) async fn next_notification(
     link_rx: &mut Option<LinkRx>,
-) -> Result<Option<Notification>, LinkError> {
+) -> Result<Option<Notification>, LinkClosed> {
     match link_rx {
-        Some(rx) => rx.next().await,
+        Some(rx) => rx.next().await.map_err(|_| LinkClosed),
         None => std::future::pending().await,
     }
 }

@@ -198,10 +198,13 @@ where
         held: session.take_held(),
     };
     let client_id = session.client_id.clone();
-    let lost = shared
-        .sessions
-        .connection_ended(&client_id, &mut session.slot, ending)
-        .await;
+    // Boxed, as the other steps awaited once (see `accept`).
+    let lost = Box::pin(
+        shared
+            .sessions
+            .connection_ended(&client_id, &mut session.slot, ending),
+    )
+    .await;
     for _ in lost {
         session
             .drops

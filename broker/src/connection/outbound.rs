@@ -7,6 +7,7 @@
 use super::drops::DropReason;
 use super::event_loop::{Stop, PAST, ROUTER_BATCH};
 use super::io::{queue, queue_disconnect};
+use super::link::LinkClosed;
 use super::state::Connection;
 use super::ConnectionError;
 use crate::codec::{self, kind, Version};
@@ -34,7 +35,7 @@ impl Connection {
     pub(super) fn notifications(
         &mut self,
         wbuf: &mut BytesMut,
-        first: Option<Result<Option<Notification>, LinkError>>,
+        first: Option<Result<Option<Notification>, LinkClosed>>,
         unscheduled: &mut bool,
     ) -> Stop {
         let mut next = first;
@@ -69,7 +70,7 @@ impl Connection {
                 Err(LinkError::RecvTimeout(flume::RecvTimeoutError::Timeout)) => {
                     return Stop::Drained
                 }
-                n => Some(n),
+                n => Some(n.map_err(|_| LinkClosed)),
             };
         }
     }

@@ -355,7 +355,8 @@ impl Connection {
         }
         if !self.to_router.is_empty() {
             if self.link_rx.is_none() {
-                self.link().await?;
+                // Boxed, as rare: inline, its state would make every batch's larger.
+                Box::pin(self.link()).await?;
             }
             self.link_used = true;
         }

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore};
 
-/// A last will and its MQTT 5 properties, as the edge keeps it.
-pub(crate) type Will = (LastWill, Option<LastWillProperties>);
+/// A last will and its MQTT 5 properties, as the edge keeps it (boxed: most clients
+/// have none, and every connection and client id entry would make room for one).
+pub(crate) type Will = Box<(LastWill, Option<LastWillProperties>)>;
 
 /// What the edge knows of one client id between and across its connections.
 #[derive(Debug, Default)]
