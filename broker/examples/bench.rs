@@ -357,9 +357,10 @@ fn idle_connections(port: u16, n: usize, idle: Idle) -> Vec<TcpStream> {
 }
 
 /// RSS of each broker with `n` idle connections, publish-only and subscribed (issue 15
-/// item 4). Each process holds `n` sockets: the open-file limit must allow it. Those
-/// that published are measured 21 s after, when sealpost's have given their router
-/// links back (`limits.router_link_idle_ms`, 10 s, checked every 10 s).
+/// item 4). Each process holds `n` sockets: the open-file limit must allow it. Idle
+/// means quiet for 21 s, after which sealpost's connections have given back their
+/// router links or their queues' memory (`limits.router_link_idle_ms`, 10 s, checked
+/// every 10 s).
 fn footprint_table(kinds: &[Kind], n: usize) {
     println!("| broker | connections | RSS idle | RSS with them | per connection |");
     println!("|---|---|---:|---:|---:|");
@@ -369,12 +370,7 @@ fn footprint_table(kinds: &[Kind], n: usize) {
             std::thread::sleep(Duration::from_millis(300));
             let before = rss_kib(broker.child.id());
             let conns = idle_connections(broker.port, n, idle);
-            let quiet = if idle == Idle::PublishedOnce {
-                21_000
-            } else {
-                500
-            };
-            std::thread::sleep(Duration::from_millis(quiet));
+            std::thread::sleep(Duration::from_secs(21));
             let after = rss_kib(broker.child.id());
             println!(
                 "| {} | {n} {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",

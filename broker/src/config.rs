@@ -326,7 +326,7 @@ pub struct Limits {
     /// keeps one after its last message (default 10,000; 0: until it ends). Such a
     /// connection (a clean session, no subscription, no message of its on the way) gets
     /// a link at its first message and gives it back after this quiet time, so that
-    /// idle publish-only devices hold no router memory (see `connection`).
+    /// idle publish-only devices hold no router memory (see `connection::link`).
     pub router_link_idle_ms: u64,
 }
 

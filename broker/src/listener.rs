@@ -52,6 +52,22 @@ pub(crate) async fn run(
         inc(&shared.metrics.connections_total);
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
+        if kind == ListenerKind::Tcp {
+            // Plain TCP, most connections: the task holds the connection's future and
+            // its permit, nothing else (a future made inside the task would keep its
+            // arguments beside it for as long as the connection lasts).
+            let peer = PeerInfo {
+                addr: Some(addr),
+                certificate: None,
+                certificate_watch: None,
+            };
+            let connection = connection::serve_tcp(stream, shared, peer);
+            tokio::spawn(async move {
+                let _permit = permit;
+                connection.await;
+            });
+            continue;
+        }
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -108,6 +124,7 @@ async fn handle(
             warn!(peer = %addr, "TLS listener without TLS configuration: connection closed");
         }
         (ListenerKind::Ws, _) => Box::pin(serve_websocket(stream, deadline, shared, peer)).await,
+        // (`run` serves plain TCP itself, in a smaller task.)
         (ListenerKind::Tcp, _) => connection::serve_tcp(stream, shared, peer).await,
     }
 }

@@ -9,10 +9,18 @@ use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet};
 use rumqttd::{Notification, RouterConfig};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 
 type Connector =
     dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), LinkFailed> + Send + Sync;
+
+/// A link as it comes back from the router.
+type Link = Result<(LinkTx, LinkRx, Notification), LinkFailed>;
+
+/// [`Connector`] that waits for the router without blocking a thread.
+type AsyncConnector =
+    dyn Fn(String, bool) -> std::pin::Pin<Box<dyn Future<Output = Link> + Send>> + Send + Sync;
 
 /// The router refused or did not answer a link request (connection limit reached,
 /// invalid client id, router gone).
@@ -24,6 +32,7 @@ pub struct LinkFailed(pub String);
 #[derive(Clone)]
 pub struct RouterHandle {
     connect: Arc<Connector>,
+    connect_async: Arc<AsyncConnector>,
 }
 
 impl RouterHandle {
@@ -41,15 +50,33 @@ impl RouterHandle {
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         };
+        RouterHandle::start(config)
+    }
+
+    /// Spawns the router thread with `config` as it is.
+    fn start(config: RouterConfig) -> RouterHandle {
         let router_tx = rumqttd::Router::new(0, config).spawn();
+        let tx = router_tx.clone();
         let connect = move |client_id: &str, clean: bool| {
-            rumqttd::local::LinkBuilder::new(client_id, router_tx.clone())
+            rumqttd::local::LinkBuilder::new(client_id, tx.clone())
                 .clean_session(clean)
                 .build()
                 .map_err(|e| LinkFailed(e.to_string()))
         };
+        let connect_async = move |client_id: String, clean: bool| {
+            let tx = router_tx.clone();
+            let link = async move {
+                rumqttd::local::LinkBuilder::new(&client_id, tx)
+                    .clean_session(clean)
+                    .build_async()
+                    .await
+                    .map_err(|e| LinkFailed(e.to_string()))
+            };
+            Box::pin(link) as std::pin::Pin<Box<dyn Future<Output = Link> + Send>>
+        };
         RouterHandle {
             connect: Arc::new(connect),
+            connect_async: Arc::new(connect_async),
         }
     }
 
@@ -68,16 +95,15 @@ impl RouterHandle {
         Ok((RouterSlot::new(tx), rx, ack))
     }
 
-    /// [`RouterHandle::link`] from async code.
+    /// [`RouterHandle::link`] from async code: waits for the router's answer without
+    /// holding a thread.
     pub async fn link_async(
         &self,
         client_id: String,
         clean_session: bool,
     ) -> Result<(RouterSlot, LinkRx, Notification), LinkFailed> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.link(&client_id, clean_session))
-            .await
-            .unwrap_or_else(|e| Err(LinkFailed(e.to_string())))
+        let (tx, rx, ack) = (self.connect_async)(client_id, clean_session).await?;
+        Ok((RouterSlot::new(tx), rx, ack))
     }
 }
 
@@ -227,26 +253,16 @@ mod tests {
     use super::*;
 
     fn one_slot_router() -> RouterHandle {
-        let sizing = RouterSizing::default();
-        let mut h = RouterHandle::spawn(1, &sizing);
         // spawn() adds headroom for internal links; this test wants exactly one slot.
-        let config = RouterConfig {
+        RouterHandle::start(RouterConfig {
             max_connections: 1,
             max_outgoing_packet_count: 200,
-            max_segment_size: sizing.max_segment_size,
+            max_segment_size: RouterSizing::default().max_segment_size,
             max_segment_count: 2,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
-        };
-        let router_tx = rumqttd::Router::new(0, config).spawn();
-        h.connect = Arc::new(move |id: &str, clean: bool| {
-            rumqttd::local::LinkBuilder::new(id, router_tx.clone())
-                .clean_session(clean)
-                .build()
-                .map_err(|e| LinkFailed(e.to_string()))
-        });
-        h
+        })
     }
 
     #[test]

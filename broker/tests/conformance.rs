@@ -760,14 +760,15 @@ async fn a_persistent_session_gets_the_messages_published_while_it_was_away() {
             .await
             .unwrap();
     }
-    // Routed before the session resumes: a live subscriber has them.
+    // Routed before the session resumes: a live subscriber has the one published
+    // after them (it may have them too, if it subscribed before they were routed).
     let mut live = V4::connect("offline-live", addr).await;
     live.subscribe("off/#", QoS::AtLeastOnce).await;
     publ.client
         .publish("off/3", QoS::AtLeastOnce, false, b"3".to_vec())
         .await
         .unwrap();
-    assert_eq!(live.publish_msg().await.unwrap().topic, "off/3");
+    while live.publish_msg().await.unwrap().topic != "off/3" {}
     let mut sub = V4::start(o);
     assert!(sub.connack().await.unwrap().session_present);
     // MQTT 3.1.1 §3.1.2.4: QoS 1 and 2 messages are queued for the session; QoS 0 may be.

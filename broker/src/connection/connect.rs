@@ -333,6 +333,7 @@ pub(super) async fn accept<R: super::io::ReadSide, W: AsyncWrite + Unpin>(
         will: will.map(|w| Box::new((w, will_props))),
         aliases: HashMap::new(),
         to_router: VecDeque::new(),
+        last_batch: 0,
         pending_subacks: HashMap::new(),
         awaiting_release: saved.awaiting_release.into_iter().collect(),
         inflight_in: 0,

@@ -82,11 +82,18 @@ impl Connection {
         let mut shutdown = self.shared.shutdown.clone();
         let shutdown = shutdown.changed();
         tokio::pin!(shutdown);
-        // When the link's quiet time is next checked (see `link`): a connection that
-        // sent nothing to the router for one to two of these gives its link back.
-        let link_idle = self.shared.config.limits.router_link_idle();
-        let link_check = tokio::time::sleep(link_idle.unwrap_or(NO_KEEP_ALIVE));
-        tokio::pin!(link_check);
+        // When the link's quiet time is next checked (see `link`): a connection whose
+        // link carried nothing for one to two of these gives it back if it needs none
+        // of its own. Only while it has such a link, and boxed: most of the time a
+        // publish-only connection has none, and every connection's task would hold
+        // the timer.
+        let link_idle = self
+            .shared
+            .config
+            .limits
+            .router_link_idle()
+            .filter(|_| self.router_clean);
+        let mut link_check = None;
         // Packets pipelined behind CONNECT are already buffered.
         if self.drain_frames(io, max).await? {
             return Ok(());
@@ -101,6 +108,9 @@ impl Connection {
                 io.rbuf.reserve(BUSY_READ_BUFFER);
             }
             let paused = self.paused(&io.rbuf);
+            if let (Some(idle), None, true) = (link_idle, &link_check, self.link_rx.is_some()) {
+                link_check = Some(Box::pin(tokio::time::sleep(idle)));
+            }
             tokio::select! {
                 // With the window full, the client is still read until a QoS 1/2
                 // PUBLISH is next: what comes before it may complete a flow (PUBREL),
@@ -126,6 +136,7 @@ impl Connection {
                 // in the session's queue (see `queue`), so the router never sees this
                 // subscriber fall behind.
                 n = next_notification(&mut self.link_rx) => {
+                    self.link_used = true;
                     if paused {
                         // The client was paused by us, not silent: restart its keep-alive.
                         if let Some(g) = grace {
@@ -158,13 +169,12 @@ impl Connection {
                         }
                     }
                 }
-                _ = &mut link_check, if link_idle.is_some() && self.router_clean && self.link_rx.is_some() => {
+                _ = until(&mut link_check) => {
                     if !std::mem::take(&mut self.link_used) && self.may_unlink() {
                         Box::pin(self.unlink()).await;
                     }
-                    // Also after the link went: a new link finds this deadline passed,
-                    // and the check then finds the link used and waits a whole period.
-                    link_check.as_mut().reset(Instant::now() + link_idle.unwrap_or(NO_KEEP_ALIVE));
+                    // A new timer when the link is next used (or still there).
+                    link_check = None;
                 }
                 _ = taken_over(&mut self.take_over) => return Err(ConnectionError::TakenOver),
                 _ = &mut keepalive, if grace.is_some() && !paused => {
@@ -261,6 +271,14 @@ where
 {
     match watch {
         Some(w) => Box::new(w.await),
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when the timer, if there is one, does.
+async fn until(timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(t) => t.await,
         None => std::future::pending().await,
     }
 }

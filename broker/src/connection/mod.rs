@@ -47,6 +47,7 @@ use bytes::BytesMut;
 use connect::accept;
 use io::{queue_disconnect, Io, ReadSide};
 use rumqttd::protocol::DisconnectReasonCode;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -100,22 +101,30 @@ pub enum ConnectionError {
 
 /// Serves one connection to the end. Never panics on peer input; every exit path drops
 /// the `RouterSlot`, which releases the router slot.
-pub async fn serve<S>(stream: S, shared: Arc<Shared>, peer: PeerInfo)
+///
+/// (Not an `async fn`, nor [`serve_tcp`]: the future of one would hold its arguments, the
+/// peer's 120 bytes among them, for as long as the connection lasts, in every
+/// connection's task. The peer is boxed, and given back once the client is accepted.)
+pub fn serve<S>(stream: S, shared: Arc<Shared>, peer: PeerInfo) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (rd, wr) = tokio::io::split(stream);
-    serve_halves(rd, wr, shared, peer).await;
+    serve_halves(rd, wr, shared, Box::new(peer))
 }
 
 /// [`serve`] for a plain TCP connection: its halves need no lock between them, and what
 /// the client sends can be acknowledged at once (see `io::ReadSide`).
-pub async fn serve_tcp(stream: tokio::net::TcpStream, shared: Arc<Shared>, peer: PeerInfo) {
+pub fn serve_tcp(
+    stream: tokio::net::TcpStream,
+    shared: Arc<Shared>,
+    peer: PeerInfo,
+) -> impl Future<Output = ()> + Send {
     let (rd, wr) = stream.into_split();
-    serve_halves(rd, wr, shared, peer).await;
+    serve_halves(rd, wr, shared, Box::new(peer))
 }
 
-async fn serve_halves<R, W>(rd: R, wr: W, shared: Arc<Shared>, peer: PeerInfo)
+async fn serve_halves<R, W>(rd: R, wr: W, shared: Arc<Shared>, mut peer: Box<PeerInfo>)
 where
     R: ReadSide,
     W: AsyncWrite + Unpin,
@@ -146,7 +155,9 @@ where
     let Some(mut session) = Box::pin(accept(&mut io, connect, &peer)).await else {
         return;
     };
-    let result = session.run(&mut io, peer.certificate_watch).await;
+    let certificate_watch = peer.certificate_watch.take();
+    drop(peer);
+    let result = session.run(&mut io, certificate_watch).await;
     // The counterpart of "client connected": every accepted connection logs how it
     // ended, at info (an ordinary end is no error of the broker's).
     match &result {

@@ -21,7 +21,7 @@ use rumqttd::protocol::{
     DisconnectReasonCode, Packet, PubAckReason, Publish, PublishProperties, SubAck,
 };
 use rumqttd::Notification;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use tracing::{debug, warn};
 
 /// Bytes for the client written at once at most while draining notifications.
@@ -109,6 +109,10 @@ impl Connection {
                     Some(Packet::PubRel(r, _)) => self.complete_router(r.pkid),
                     Some(Packet::SubAck(ack, _)) => {
                         if let Some(pending) = self.pending_subacks.remove(&ack.pkid) {
+                            if self.pending_subacks.is_empty() {
+                                // Nothing kept grown by a SUBSCRIBE long past.
+                                self.pending_subacks = HashMap::new();
+                            }
                             queue(
                                 wbuf,
                                 Packet::SubAck(

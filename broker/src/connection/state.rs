@@ -74,12 +74,15 @@ pub(super) struct Connection {
     pub(super) link_rx: Option<LinkRx>,
     /// While it has no link: fires when a newer connection takes over (see `link`).
     pub(super) take_over: Option<tokio::sync::oneshot::Receiver<()>>,
-    /// A batch went to the router since the link's quiet time was last checked.
+    /// A batch went to the router, or a notification came from it, since the link's
+    /// quiet time was last checked.
     pub(super) link_used: bool,
     pub(super) will: Option<Will>,
     pub(super) aliases: HashMap<u16, Bytes>,
     /// Packets for the router, sent as one batch per read or per notification batch.
     pub(super) to_router: VecDeque<Packet>,
+    /// How many packets the last batch for the router had.
+    pub(super) last_batch: usize,
     /// SUBACKs waiting for the router's, by packet id.
     pub(super) pending_subacks: HashMap<u16, PendingSubAck>,
     /// Client packet ids of QoS 2 publishes whose PUBREL has not come yet: routed ones,
@@ -301,6 +304,12 @@ impl Connection {
     /// async, so that the packet handlers are not: an async fn moves its arguments,
     /// here 400-byte `Packet`s, into its future, which cost a third of the edge's time.)
     pub(super) fn send_router(&mut self, packet: Packet) {
+        if self.to_router.capacity() == 0 {
+            // A batch hands its queue to the router, which drops it once handled (see
+            // vendor/rumqttd/SEALPOST.md), so every batch starts a new one: the size of
+            // the last one, rather than growing to it a packet at a time.
+            self.to_router.reserve(self.last_batch.max(1));
+        }
         self.to_router.push_back(packet);
     }
 
@@ -354,6 +363,7 @@ impl Connection {
             }
         }
         if !self.to_router.is_empty() {
+            self.last_batch = self.to_router.len();
             if self.link_rx.is_none() {
                 // Boxed, as rare: inline, its state would make every batch's larger.
                 Box::pin(self.link()).await?;

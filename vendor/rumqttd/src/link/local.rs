@@ -99,6 +99,32 @@ impl<'a> LinkBuilder<'a> {
     }
 
     pub fn build(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer) = self.connect()?;
+        link_rx.recv()?;
+        Self::connected(router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer)
+    }
+
+    /// sealpost: [`LinkBuilder::build`] that waits for the router's answer without
+    /// blocking a thread (SEALPOST.md).
+    pub async fn build_async(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer) = self.connect()?;
+        link_rx.recv_async().await?;
+        Self::connected(router_tx, link_rx, outgoing_data_buffer, incoming_data_buffer)
+    }
+
+    /// sealpost: the first half of `build`, unchanged: asks the router for the link.
+    #[allow(clippy::type_complexity)]
+    fn connect(
+        self,
+    ) -> Result<
+        (
+            Sender<(ConnectionId, Event)>,
+            Receiver<()>,
+            Arc<Mutex<VecDeque<Notification>>>,
+            Arc<Mutex<VecDeque<Packet>>>,
+        ),
+        LinkError,
+    > {
         // Connect to router
         // Local connections to the router shall have access to all subscriptions
         let mut connection = Connection::new(
@@ -123,8 +149,22 @@ impl<'a> LinkBuilder<'a> {
         };
 
         self.router_tx.send((0, event))?;
+        Ok((
+            self.router_tx,
+            link_rx,
+            outgoing_data_buffer,
+            incoming_data_buffer,
+        ))
+    }
 
-        link_rx.recv()?;
+    /// sealpost: the second half of `build`, unchanged: the link, once the router
+    /// answered.
+    fn connected(
+        router_tx: Sender<(ConnectionId, Event)>,
+        link_rx: Receiver<()>,
+        outgoing_data_buffer: Arc<Mutex<VecDeque<Notification>>>,
+        incoming_data_buffer: Arc<Mutex<VecDeque<Packet>>>,
+    ) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
         let notification = outgoing_data_buffer.lock().pop_front().unwrap();
 
         // Right now link identifies failure with dropped rx in router,
@@ -134,8 +174,8 @@ impl<'a> LinkBuilder<'a> {
             _message => return Err(LinkError::NotConnectionAck),
         };
 
-        let tx = LinkTx::new(id, self.router_tx.clone(), incoming_data_buffer);
-        let rx = LinkRx::new(id, self.router_tx, link_rx, outgoing_data_buffer);
+        let tx = LinkTx::new(id, router_tx.clone(), incoming_data_buffer);
+        let rx = LinkRx::new(id, router_tx, link_rx, outgoing_data_buffer);
         Ok((tx, rx, notification))
     }
 }
@@ -352,11 +392,13 @@ impl LinkRx {
         match self.cache.pop_front() {
             Some(v) => Ok(Some(v)),
             None => {
+                // sealpost: see `next`.
+                self.cache = VecDeque::new();
                 // If cache is empty, check for router trigger and get fresh notifications
                 self.router_rx.recv()?;
                 // Collect 'all' the data in the buffer after a notification.
                 // Notification means fresh data which isn't previously collected
-                mem::swap(&mut *self.send_buffer.lock(), &mut self.cache);
+                self.cache = mem::take(&mut *self.send_buffer.lock());
                 Ok(self.cache.pop_front())
             }
         }
@@ -369,9 +411,11 @@ impl LinkRx {
         match self.cache.pop_front() {
             Some(v) => Ok(Some(v)),
             None => {
+                // sealpost: see `next`.
+                self.cache = VecDeque::new();
                 // If cache is empty, check for router trigger and get fresh notifications
                 self.router_rx.recv_deadline(deadline)?;
-                mem::swap(&mut *self.send_buffer.lock(), &mut self.cache);
+                self.cache = mem::take(&mut *self.send_buffer.lock());
                 Ok(self.cache.pop_front())
             }
         }
@@ -384,11 +428,15 @@ impl LinkRx {
         match self.cache.pop_front() {
             Some(v) => Ok(Some(v)),
             None => {
+                // sealpost: the drained queue goes rather than wait, grown, for the next
+                // batch, and the router fills a new one: a quiet link holds no grown
+                // queue (SEALPOST.md).
+                self.cache = VecDeque::new();
                 // If cache is empty, check for router trigger and get fresh notifications
                 self.router_rx.recv_async().await?;
                 // Collect 'all' the data in the buffer after a notification.
                 // Notification means fresh data which isn't previously collected
-                mem::swap(&mut *self.send_buffer.lock(), &mut self.cache);
+                self.cache = mem::take(&mut *self.send_buffer.lock());
                 Ok(self.cache.pop_front())
             }
         }

@@ -337,7 +337,8 @@ where
         // max_segment_size: usize, max_mem_segments: usize
         let log = CommitLog::new(max_segment_size, max_mem_segments).unwrap();
 
-        let waiters = Waiters::with_capacity(10);
+        // sealpost: allocated when first used, not when the filter is made (SEALPOST.md).
+        let waiters = Waiters::with_capacity(0);
         let metrics = SubscriptionMeter::default();
         Data {
             filter: filter.to_owned(),

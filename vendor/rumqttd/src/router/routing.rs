@@ -140,7 +140,8 @@ impl Router {
             router_rx,
             router_tx,
             router_meters: router_metrics,
-            cache: Some(VecDeque::with_capacity(MAX_CHANNEL_CAPACITY)),
+            // sealpost: no longer used (see `handle_device_payload`).
+            cache: None,
             shared_subscriptions: HashMap::new(),
             last_wills: HashMap::new(),
         }
@@ -546,7 +547,9 @@ impl Router {
         let _guard = span.enter();
 
         // Instead of exchanging, we should just append new incoming packets inside cache
-        let mut packets = incoming.exchange(self.cache.take().unwrap());
+        // sealpost: the link gets an empty queue, not the router's last one, which
+        // goes when handled: a quiet link holds no queue grown by others (SEALPOST.md).
+        let mut packets = incoming.exchange(VecDeque::new());
 
         let mut force_ack = false;
         let mut new_data = false;
@@ -880,7 +883,7 @@ impl Router {
             }
         }
 
-        self.cache = Some(packets);
+        drop(packets);
 
         // Prepare AcksRequest in tracker if router is operating in a
         // single node mode or force ack request for subscriptions
