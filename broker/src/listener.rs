@@ -7,6 +7,7 @@ use crate::connection::{self, PeerInfo};
 use crate::metrics::inc;
 use crate::shared::Shared;
 use crate::tls::ServerTls;
+use futures_util::FutureExt;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,18 +55,16 @@ pub(crate) async fn run(
         let shared = shared.clone();
         if kind == ListenerKind::Tcp {
             // Plain TCP, most connections: the task holds the connection's future and
-            // its permit, nothing else (a future made inside the task would keep its
-            // arguments beside it for as long as the connection lasts).
+            // its permit, nothing else. (A future made inside the task would keep its
+            // arguments beside it for as long as the connection lasts, and one awaited
+            // inside an `async` block is held there twice.)
             let peer = PeerInfo {
                 addr: Some(addr),
                 certificate: None,
                 certificate_watch: None,
             };
             let connection = connection::serve_tcp(stream, shared, peer);
-            tokio::spawn(async move {
-                let _permit = permit;
-                connection.await;
-            });
+            tokio::spawn(connection.map(move |()| drop(permit)));
             continue;
         }
         let tls = tls.clone();
