@@ -117,6 +117,7 @@ impl Connection {
                 // and an MQTT 5 client's PUBLISH beyond its receive maximum is seen.
                 r = io.read(), if !paused => {
                     let (n, filled) = r?;
+                    io.prepare_write();
                     if n == 0 {
                         return Err(ConnectionError::Closed);
                     }
@@ -136,6 +137,7 @@ impl Connection {
                 // in the session's queue (see `queue`), so the router never sees this
                 // subscriber fall behind.
                 n = next_notification(&mut self.link_rx) => {
+                    io.prepare_write();
                     self.link_used = true;
                     if paused {
                         // The client was paused by us, not silent: restart its keep-alive.
