@@ -53,8 +53,7 @@ impl Connection {
         };
         if stored != 0 && self.durable() {
             // The client has it: the store no longer keeps it for this session.
-            self.store_acks
-                .push(crate::store::Op::Ack(self.client_id.clone(), stored));
+            self.store_ack(stored);
         }
         self.send_queued(wbuf);
     }
@@ -92,8 +91,18 @@ impl Connection {
     /// until the session ends.
     pub(super) fn unstore(&mut self, message: u64) {
         if message != 0 && self.durable() {
-            self.store_acks
-                .push(crate::store::Op::Ack(self.client_id.clone(), message));
+            self.store_ack(message);
+        }
+    }
+
+    /// Tells the store (with the next batch) that the session no longer needs message
+    /// `number`: one operation for all of the batch's, not one client id per message.
+    fn store_ack(&mut self, number: u64) {
+        match self.store_acks.last_mut() {
+            Some(crate::store::Op::Ack(_, numbers)) => numbers.push(number),
+            _ => self
+                .store_acks
+                .push(crate::store::Op::Ack(self.client_id.clone(), vec![number])),
         }
     }
 

@@ -125,8 +125,10 @@ pub enum Op {
         /// same sessions, see `SavedSessions::takers`).
         clients: Arc<[String]>,
     },
-    /// A session acknowledged message `number` (or it no longer needs it).
-    Ack(String, u64),
+    /// A session acknowledged these messages, by number (or no longer needs them).
+    /// One operation for all of a connection's acknowledgements in a batch: a
+    /// subscriber acknowledges every message it is sent.
+    Ack(String, Vec<u64>),
     /// Message `number` (QoS 2) was sent to the session with packet id `pkid`: after a
     /// restart it is sent again with it (MQTT: the original packet id, with DUP).
     Sent {
@@ -398,11 +400,13 @@ impl Store {
         if !self.is_durable() {
             return;
         }
-        self.settling
-            .acknowledged(ops.iter().filter_map(|op| match op {
-                Op::Ack(client_id, number) => Some((client_id.as_str(), *number)),
-                _ => None,
-            }));
+        self.settling.acknowledged(ops.iter().flat_map(|op| {
+            let (client_id, numbers) = match op {
+                Op::Ack(client_id, numbers) => (client_id.as_str(), &numbers[..]),
+                _ => ("", &[][..]),
+            };
+            numbers.iter().map(move |&n| (client_id, n))
+        }));
         let _ = self.send_batch(ops, None, true);
     }
 
@@ -801,8 +805,11 @@ fn writer(
         let sync_due = matches!(sync, Sync::Periodic(every) if now >= last_sync + every);
         // Everything, or (with "always") the batches held for their time, oldest first
         // (younger ones may still see their acknowledgements come).
-        let take = if urgent || sync_due || !open || held.len() >= HOLD_MAX_BATCHES {
+        let take = if urgent || sync_due || !open {
             held.len()
+        } else if held.len() >= HOLD_MAX_BATCHES {
+            // The older half: the younger one may still bring their acknowledgements.
+            held.len() / 2
         } else if sync == Sync::Always {
             held.iter()
                 .take_while(|(at, _)| *at + ALWAYS_HOLD <= now)
@@ -820,8 +827,9 @@ fn writer(
             Sync::Periodic(_) if sync_due || !open => Durability::Immediate,
             Sync::Periodic(_) => Durability::None,
         };
-        let batches: Vec<Batch> = held.drain(..take).map(|(_, b)| b).collect();
-        let result = commit(database, &batches, &mut refs, durability);
+        let mut batches: Vec<Batch> = held.drain(..take).map(|(_, b)| b).collect();
+        join_acknowledgements(&mut batches, held.iter_mut().map(|(_, b)| b));
+        let result = commit(database, &mut batches, &mut refs, durability);
         let result = match result {
             Ok(committed) => {
                 if let Some(messages) = committed {
@@ -862,6 +870,39 @@ fn writer(
     }
 }
 
+/// Moves the acknowledgements of messages queued in `batches` out of the `younger`
+/// batches still held, into the last of `batches`, so that the transaction finds both
+/// (see [`Cancelling`]): the sessions of a message acknowledge it after it came, so
+/// without this a message taken when its hold ran out would always be written, and its
+/// acknowledgements would delete it in the next transaction.
+///
+/// Moving an acknowledgement `(c, n)` earlier, past the younger batches, changes no
+/// outcome: the ones it passes hold no `Enqueue` of `n` (message numbers are unique
+/// and `n` is queued in `batches`), and every other operation on `(c, n)` (`Sent`,
+/// `Released`, `EndSession`) leaves the same state in either order, since an
+/// acknowledgement only removes what was queued or sent for `(c, n)`.
+fn join_acknowledgements<'a>(batches: &mut [Batch], younger: impl Iterator<Item = &'a mut Batch>) {
+    let queued: std::collections::HashSet<u64> = batches
+        .iter()
+        .flat_map(|b| &b.ops)
+        .filter_map(|op| match op {
+            Op::Enqueue { number, .. } => Some(*number),
+            _ => None,
+        })
+        .collect();
+    let Some(last) = batches.last_mut().filter(|_| !queued.is_empty()) else {
+        return;
+    };
+    for op in younger.flat_map(|b| &mut b.ops) {
+        if let Op::Ack(client_id, numbers) = op {
+            let joined: Vec<u64> = numbers.extract_if(.., |n| queued.contains(n)).collect();
+            if !joined.is_empty() {
+                last.ops.push(Op::Ack(client_id.clone(), joined));
+            }
+        }
+    }
+}
+
 /// An empty `Immediate` commit, which makes the `Durability::None` ones before it
 /// durable. True on success.
 fn flush(database: &Database) -> bool {
@@ -878,12 +919,11 @@ fn flush(database: &Database) -> bool {
 /// What the batches of one transaction cancel out: a message acknowledged by a session
 /// in the transaction that queues it is not queued for that session, nor written at all
 /// if that was every session (with subscribers that keep up, most messages never touch
-/// the disk, see `settle`). Found in one pass over the operations, by message number.
-struct Cancelling<'a> {
+/// the disk, see `settle`). Found in one pass over the operations, by message number;
+/// the acknowledgements that met their message are taken out of their operations.
+struct Cancelling {
     /// Per message queued here: its sessions, and which of them acknowledged it here.
-    queued: HashMap<u64, (&'a [String], Acked)>,
-    /// Per operation, in order: an acknowledgement that met its message here.
-    met: Vec<bool>,
+    queued: HashMap<u64, (Arc<[String]>, Acked)>,
 }
 
 /// Which of a message's sessions acknowledged it (by position in its list).
@@ -894,14 +934,13 @@ enum Acked {
     Many(Vec<bool>),
 }
 
-impl<'a> Cancelling<'a> {
-    fn find(ops: impl Iterator<Item = &'a Op>) -> Self {
+impl Cancelling {
+    fn find<'a>(ops: impl Iterator<Item = &'a mut Op>) -> Self {
         let mut here = Cancelling {
             queued: HashMap::new(),
-            met: Vec::new(),
         };
         for op in ops {
-            let met = match op {
+            match op {
                 Op::Enqueue {
                     number, clients, ..
                 } => {
@@ -909,32 +948,30 @@ impl<'a> Cancelling<'a> {
                         0..=64 => Acked::Few(0),
                         n => Acked::Many(vec![false; n]),
                     };
-                    here.queued.insert(*number, (&**clients, acked));
-                    false
+                    here.queued.insert(*number, (clients.clone(), acked));
                 }
-                Op::Ack(client_id, number) => match here.queued.get_mut(number) {
-                    Some((clients, acked)) => match clients.iter().position(|c| c == client_id) {
-                        Some(at) => {
-                            match acked {
-                                Acked::Few(bits) => *bits |= 1u64 << at,
-                                Acked::Many(flags) => flags[at] = true,
-                            }
-                            true
-                        }
-                        None => false,
-                    },
-                    None => false,
-                },
-                _ => false,
-            };
-            here.met.push(met);
+                Op::Ack(client_id, numbers) => numbers.retain(|number| {
+                    let Some((clients, acked)) = here.queued.get_mut(number) else {
+                        return true;
+                    };
+                    let Some(at) = clients.iter().position(|c| c == client_id) else {
+                        return true;
+                    };
+                    match acked {
+                        Acked::Few(bits) => *bits |= 1u64 << at,
+                        Acked::Many(flags) => flags[at] = true,
+                    }
+                    false
+                }),
+                _ => {}
+            }
         }
         here
     }
 
     /// The sessions message `number` (queued here) is still to be queued for.
-    fn keeps(&self, number: u64) -> impl Iterator<Item = &'a String> + '_ {
-        let (clients, acked): (&'a [String], Option<&Acked>) = match self.queued.get(&number) {
+    fn keeps(&self, number: u64) -> impl Iterator<Item = &String> + '_ {
+        let (clients, acked): (&[String], Option<&Acked>) = match self.queued.get(&number) {
             Some((clients, acked)) => (clients, Some(acked)),
             None => (&[], None),
         };
@@ -953,20 +990,16 @@ impl<'a> Cancelling<'a> {
 /// if the batches cancelled out and nothing was committed.
 fn commit(
     database: &Database,
-    batches: &[Batch],
+    batches: &mut [Batch],
     refs: &mut HashMap<u64, u32>,
     durability: Durability,
 ) -> Result<Option<u64>, StoreError> {
-    let here = Cancelling::find(batches.iter().flat_map(|b| &b.ops));
-    let all_cancelled = batches
-        .iter()
-        .flat_map(|b| &b.ops)
-        .enumerate()
-        .all(|(i, op)| match op {
-            Op::Enqueue { number, .. } => here.keeps(*number).next().is_none(),
-            Op::Ack(..) => here.met[i],
-            _ => false,
-        });
+    let here = Cancelling::find(batches.iter_mut().flat_map(|b| &mut b.ops));
+    let all_cancelled = batches.iter().flat_map(|b| &b.ops).all(|op| match op {
+        Op::Enqueue { number, .. } => here.keeps(*number).next().is_none(),
+        Op::Ack(_, numbers) => numbers.is_empty(),
+        _ => false,
+    });
     if all_cancelled {
         return Ok(None);
     }
@@ -998,7 +1031,7 @@ fn commit(
             }
             Ok(())
         };
-        for (i, op) in batches.iter().flat_map(|b| &b.ops).enumerate() {
+        for op in batches.iter().flat_map(|b| &b.ops) {
             match op {
                 Op::Session(client_id, record) => {
                     sessions
@@ -1068,15 +1101,16 @@ fn commit(
                         .or_insert_with(|| refs.get(number).copied().unwrap_or(0));
                     *count += added;
                 }
-                Op::Ack(..) if here.met[i] => {}
-                Op::Ack(client_id, number) => {
-                    sent.remove((client_id.as_str(), *number)).map_err(db)?;
-                    if queue
-                        .remove((client_id.as_str(), *number))
-                        .map_err(db)?
-                        .is_some()
-                    {
-                        release(*number, &mut messages, &mut changed)?;
+                Op::Ack(client_id, numbers) => {
+                    for &number in numbers {
+                        sent.remove((client_id.as_str(), number)).map_err(db)?;
+                        if queue
+                            .remove((client_id.as_str(), number))
+                            .map_err(db)?
+                            .is_some()
+                        {
+                            release(number, &mut messages, &mut changed)?;
+                        }
                     }
                 }
                 Op::Sent {

@@ -111,11 +111,17 @@ async fn a_message_goes_when_the_last_session_acknowledges_it() {
             .await
             .unwrap();
         store
-            .write(vec![Op::Ack("a".into(), 1), Op::Ack("a".into(), 2)])
+            .write(vec![
+                Op::Ack("a".into(), vec![1]),
+                Op::Ack("a".into(), vec![2]),
+            ])
             .await
             .unwrap();
         // An acknowledgement repeated (or for nothing queued) changes nothing.
-        store.write(vec![Op::Ack("a".into(), 1)]).await.unwrap();
+        store
+            .write(vec![Op::Ack("a".into(), vec![1])])
+            .await
+            .unwrap();
         store.close();
     }
     {
@@ -125,7 +131,10 @@ async fn a_message_goes_when_the_last_session_acknowledges_it() {
         assert_eq!(loaded.sessions[1].queue, vec![1]);
         // Numbers go on after the highest ever stored that is still there.
         assert_eq!(loaded.next_message, 2);
-        store.write(vec![Op::Ack("b".into(), 1)]).await.unwrap();
+        store
+            .write(vec![Op::Ack("b".into(), vec![1])])
+            .await
+            .unwrap();
         store.close();
     }
     let (_store, loaded) = open(&path);
@@ -312,12 +321,12 @@ async fn with_periodic_sync_a_message_acknowledged_before_the_sync_is_never_writ
             .submit(vec![enqueue(1, message("t/1", b"a only"), &["a"])])
             .unwrap();
         pending.wait().await.unwrap();
-        store.send(vec![Op::Ack("a".into(), 1)]);
+        store.send(vec![Op::Ack("a".into(), vec![1])]);
         let pending = store
             .submit(vec![enqueue(2, message("t/2", b"both"), &["a", "b"])])
             .unwrap();
         pending.wait().await.unwrap();
-        store.send(vec![Op::Ack("a".into(), 2)]);
+        store.send(vec![Op::Ack("a".into(), vec![2])]);
         store.close();
         assert_eq!(store.messages_written(), 1, "only message 2, for b");
     }
@@ -432,4 +441,52 @@ fn a_store_in_use_is_refused_and_not_moved_aside() {
     ));
     assert!(repair(&path).is_err());
     assert!(path.exists());
+}
+
+fn batch(ops: Vec<Op>) -> Batch {
+    Batch {
+        ops,
+        done: None,
+        may_wait: true,
+    }
+}
+
+/// The writer takes held batches oldest first once their hold runs out; the sessions'
+/// acknowledgements of those messages come after them, in younger batches. Joined to
+/// the messages they acknowledge, they cancel them out: nothing is written for a
+/// message every session has, and the younger batches keep everything else.
+#[test]
+fn acknowledgements_in_younger_batches_join_their_messages_and_cancel_them_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = Database::create(dir.path().join(FILE_NAME)).unwrap();
+    let mut taken = vec![batch(vec![
+        enqueue(1, message("t/1", b"for a and b"), &["a", "b"]),
+        enqueue(2, message("t/2", b"for a"), &["a"]),
+    ])];
+    let mut younger = vec![
+        batch(vec![Op::Ack("a".into(), vec![1, 3])]),
+        batch(vec![
+            Op::Ack("b".into(), vec![1]),
+            Op::Session("b".into(), session("x", None)),
+        ]),
+    ];
+    join_acknowledgements(&mut taken, younger.iter_mut());
+    // What is not for messages 1 or 2 stays where it was.
+    assert!(matches!(&younger[0].ops[..], [Op::Ack(c, n)] if c == "a" && n == &[3]));
+    assert!(matches!(
+        &younger[1].ops[..],
+        [Op::Ack(c, n), Op::Session(..)] if c == "b" && n.is_empty()
+    ));
+    let mut refs = HashMap::new();
+    let written = commit(&database, &mut taken, &mut refs, Durability::Immediate).unwrap();
+    assert_eq!(
+        written,
+        Some(1),
+        "message 2 only: a has not acknowledged it"
+    );
+    assert_eq!(refs, HashMap::from([(2, 1)]));
+    let txn = database.begin_read().unwrap();
+    let messages = txn.open_table(MESSAGES).unwrap();
+    assert!(messages.get(1).unwrap().is_none());
+    assert!(messages.get(2).unwrap().is_some());
 }
