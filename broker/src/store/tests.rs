@@ -463,7 +463,7 @@ fn acknowledgements_in_younger_batches_join_their_messages_and_cancel_them_out()
         enqueue(1, message("t/1", b"for a and b"), &["a", "b"]),
         enqueue(2, message("t/2", b"for a"), &["a"]),
     ])];
-    let mut younger = vec![
+    let mut younger = [
         batch(vec![Op::Ack("a".into(), vec![1, 3])]),
         batch(vec![
             Op::Ack("b".into(), vec![1]),
