@@ -28,18 +28,20 @@
 //! an error naming the file ([`StoreError`]): nothing is dropped without a word.
 //! [`repair`] is the documented way out.
 
+mod inbox;
 mod records;
 mod settle;
 
 pub(crate) use records::{decode_publish, encode_publish, expire};
 pub use records::{SessionRecord, StoredMessage, SubscriptionRecord, Unreadable};
 
+use inbox::Inbox;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use settle::{Done, Settling};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
@@ -204,11 +206,13 @@ struct Batch {
     /// Nobody waits for this batch's commit alone: the writer may hold it back (see
     /// [`writer`]) so that the acknowledgements of its messages join it.
     may_wait: bool,
+    /// When it was sent (its hold counts from then).
+    at: Instant,
 }
 
 /// Handle to the store. Without a data directory it stores nothing.
 pub struct Store {
-    tx: Mutex<Option<mpsc::Sender<Batch>>>,
+    inbox: Arc<Inbox>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Dropped at [`Store::close`], so that the file can be opened again.
     database: Mutex<Option<Arc<Database>>>,
@@ -233,7 +237,7 @@ impl Store {
     /// A store that keeps nothing (no data directory).
     pub fn in_memory() -> Store {
         Store {
-            tx: Mutex::new(None),
+            inbox: Arc::default(),
             thread: Mutex::new(None),
             database: Mutex::new(None),
             path: None,
@@ -259,7 +263,8 @@ impl Store {
         let database = open_database(path)?;
         let (loaded, refs) = load(&database, path, now, false)?;
         let database = Arc::new(database);
-        let (tx, rx) = mpsc::channel::<Batch>();
+        let inbox = Arc::new(Inbox::default());
+        let writer_inbox = inbox.clone();
         let writer_db = database.clone();
         let settling = Arc::new(Settling::default());
         let writer_settling = settling.clone();
@@ -274,7 +279,7 @@ impl Store {
                     &writer_db,
                     &writer_settling,
                     (&writer_backlog, &writer_written),
-                    rx,
+                    &writer_inbox,
                     refs,
                     sync,
                 )
@@ -282,7 +287,7 @@ impl Store {
             .map_err(db)?;
         Ok((
             Store {
-                tx: Mutex::new(Some(tx)),
+                inbox,
                 thread: Mutex::new(Some(thread)),
                 database: Mutex::new(Some(database)),
                 path: Some(path.to_owned()),
@@ -417,26 +422,26 @@ impl Store {
         done: Option<Arc<Done>>,
         may_wait: bool,
     ) -> Result<bool, StoreError> {
-        let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
-            None if self.path.is_none() => Ok(false),
-            None => Err(StoreError::Closed),
-            Some(tx) => {
-                self.backlog.fetch_add(1, Ordering::Relaxed);
-                tx.send(Batch {
-                    ops,
-                    done,
-                    may_wait,
-                })
-                .map_err(|_| StoreError::Closed)?;
-                Ok(true)
-            }
+        if self.path.is_none() {
+            return Ok(false);
         }
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        let batch = Batch {
+            ops,
+            done,
+            may_wait,
+            at: Instant::now(),
+        };
+        if !self.inbox.put(batch, HOLD_MAX_BATCHES) {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::Closed);
+        }
+        Ok(true)
     }
 
     /// Finishes pending writes, makes them durable and stops the writer.
     pub fn close(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.inbox.close();
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
@@ -766,42 +771,29 @@ fn writer(
     database: &Database,
     settling: &Settling,
     (backlog, written): (&AtomicUsize, &AtomicU64),
-    rx: mpsc::Receiver<Batch>,
+    inbox: &Inbox,
     mut refs: HashMap<u64, u32>,
     sync: Sync,
 ) {
-    // Batches held back, with when each came.
-    let mut held: VecDeque<(Instant, Batch)> = VecDeque::new();
+    // Batches held back, oldest first.
+    let mut held: VecDeque<Batch> = VecDeque::new();
     // `"periodic"`: committed in memory since the last sync, not yet on disk.
     let mut dirty = false;
     let mut last_sync = Instant::now();
     let mut open = true;
     while open || !held.is_empty() {
         let wake = match sync {
-            Sync::Always => held.front().map(|(at, _)| *at + ALWAYS_HOLD),
+            Sync::Always => held.front().map(|b| b.at + ALWAYS_HOLD),
             Sync::Periodic(every) => Some(last_sync + every),
         };
-        // Err(true): the wait ran out; Err(false): nothing more will come.
-        let received = match wake {
-            _ if !open => Err(false),
-            None => rx.recv().map_err(|_| false),
-            Some(at) => rx
-                .recv_timeout(at.saturating_duration_since(Instant::now()))
-                .map_err(|e| e == mpsc::RecvTimeoutError::Timeout),
-        };
-        let received = match received {
-            Ok(b) => Some(b),
-            Err(timeout) => {
-                open &= timeout;
-                None
-            }
-        };
         let mut urgent = false;
-        let now = Instant::now();
-        for b in received.into_iter().chain(rx.try_iter().take(4095)) {
-            urgent |= !b.may_wait;
-            held.push_back((now, b));
+        if open {
+            let taken = inbox.take(wake, HOLD_MAX_BATCHES);
+            open = !taken.closed;
+            urgent = taken.batches.iter().any(|b| !b.may_wait);
+            held.extend(taken.batches);
         }
+        let now = Instant::now();
         let sync_due = matches!(sync, Sync::Periodic(every) if now >= last_sync + every);
         // Everything, or (with "always") the batches held for their time, oldest first
         // (younger ones may still see their acknowledgements come).
@@ -812,7 +804,7 @@ fn writer(
             held.len() / 2
         } else if sync == Sync::Always {
             held.iter()
-                .take_while(|(at, _)| *at + ALWAYS_HOLD <= now)
+                .take_while(|b| b.at + ALWAYS_HOLD <= now)
                 .count()
         } else {
             0
@@ -827,8 +819,8 @@ fn writer(
             Sync::Periodic(_) if sync_due || !open => Durability::Immediate,
             Sync::Periodic(_) => Durability::None,
         };
-        let mut batches: Vec<Batch> = held.drain(..take).map(|(_, b)| b).collect();
-        join_acknowledgements(&mut batches, held.iter_mut().map(|(_, b)| b));
+        let mut batches: Vec<Batch> = held.drain(..take).collect();
+        join_acknowledgements(&mut batches, held.iter_mut());
         let result = commit(database, &mut batches, &mut refs, durability);
         let result = match result {
             Ok(committed) => {

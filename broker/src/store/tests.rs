@@ -448,6 +448,7 @@ fn batch(ops: Vec<Op>) -> Batch {
         ops,
         done: None,
         may_wait: true,
+        at: Instant::now(),
     }
 }
 
