@@ -60,6 +60,10 @@ pub fn serve_durable(port: u16, dir: &Path, sync: &str) {
         c.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], port));
         c.limits.max_connections = 12_000;
         c.limits.max_sessions_per_identity = 0;
+        // Unbounded queues, as the in-memory column's and Mosquitto's (`max_queued_messages
+        // 0`): with the default bound, a publisher that outruns its subscriber gets
+        // messages dropped (counted), which the other columns never do.
+        c.limits.max_queued_messages = 0;
         c.storage.path = Some(dir.to_owned());
         c.storage.sync = match sync {
             "always" => sealpost_broker::config::SyncMode::Always,

@@ -354,6 +354,7 @@ pub(super) async fn accept<R: super::io::ReadSide, W: AsyncWrite + Unpin>(
         acknowledge_now: false,
         restored: saved.restored,
         replay_boundary: shared_boundary,
+        last_takers: None,
         drops: Default::default(),
     })
 }

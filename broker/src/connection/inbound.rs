@@ -278,7 +278,7 @@ impl Connection {
         });
         let mark = Mark::new(header.qos, header.retain, self.origin);
         if header.qos > 0 && self.shared.store.is_durable() {
-            let takers = self.shared.sessions.saved().takers(topic_name, self.origin);
+            let takers = self.takers(&publish.topic, topic_name);
             if !takers.is_empty() {
                 self.to_store.push(Op::Enqueue {
                     number: mark.message,
@@ -303,6 +303,21 @@ impl Connection {
             &mut self.to_router,
         );
         Ok(retained)
+    }
+
+    /// The persistent sessions a QoS 1/2 message on `topic` is stored for: those of
+    /// the last message when its topic and the saved tables are the same.
+    fn takers(&mut self, topic: &bytes::Bytes, topic_name: &str) -> std::sync::Arc<[String]> {
+        let saved = self.shared.sessions.saved();
+        let version = saved.version();
+        if let Some(last) = &self.last_takers {
+            if last.1 == version && last.0 == topic {
+                return last.2.clone();
+            }
+        }
+        let takers = saved.takers(topic_name, self.origin);
+        self.last_takers = Some(Box::new((topic.clone(), version, takers.clone())));
+        takers
     }
 
     /// Answers a PUBLISH that is not delivered: MQTT 5 with `reason` (NotAuthorized or

@@ -131,6 +131,9 @@ pub(super) struct Connection {
     pub(super) restored: HashSet<u64>,
     /// See `Sessions::replay_boundary`.
     pub(super) replay_boundary: u64,
+    /// The sessions the last topic published to is stored for, with the topic and the
+    /// version of the saved tables they were found at (see `SavedSessions::version`).
+    pub(super) last_takers: Option<Box<(Bytes, u64, Arc<[String]>)>>,
 }
 
 impl Drop for Connection {

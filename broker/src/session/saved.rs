@@ -32,6 +32,8 @@ fn resume_origins(above: u64) {
 #[derive(Debug, Default)]
 pub struct SavedSessions {
     saved: Mutex<Saved>,
+    /// Changes whenever a session's table does (see [`SavedSessions::version`]).
+    version: AtomicU64,
 }
 
 /// The sessions and the index of their filters, changed together.
@@ -185,6 +187,14 @@ impl SavedSessions {
             saved.index(client, &session, true);
         }
         saved.sessions.insert(client.to_owned(), session);
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes whenever a session's table does: [`SavedSessions::takers`] of a topic
+    /// found at one version hold as long as it is unchanged. (A connection remembers
+    /// its last topic's without taking the lock shared by every connection.)
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// A session's saved state.
@@ -251,6 +261,7 @@ impl SavedSessions {
         match saved.sessions.remove(client) {
             Some(old) => {
                 saved.index(client, &old, false);
+                self.version.fetch_add(1, Ordering::Release);
                 true
             }
             None => false,
@@ -317,5 +328,28 @@ mod tests {
         assert!(saved.discard("b"));
         assert!(takers("t/1").is_empty());
         assert!(takers("u/1").is_empty());
+    }
+
+    /// A connection reuses its last topic's takers while the version is unchanged: every
+    /// change of a table changes it, and nothing else does.
+    #[test]
+    fn the_version_changes_with_every_table_and_only_then() {
+        let saved = SavedSessions::default();
+        let v0 = saved.version();
+        saved.save("a", session(1, "t/#", Subscription::plain(1)));
+        let v1 = saved.version();
+        assert_ne!(v1, v0);
+        let _ = saved.takers("t/1", 9);
+        let _ = saved.get("a");
+        assert_eq!(saved.version(), v1, "reading changes nothing");
+        // The same filter with other options is a change too.
+        saved.save("a", session(1, "t/#", Subscription::plain(0)));
+        let v2 = saved.version();
+        assert_ne!(v2, v1);
+        assert!(saved.discard("a"));
+        assert_ne!(saved.version(), v2);
+        let v3 = saved.version();
+        assert!(!saved.discard("a"));
+        assert_eq!(saved.version(), v3, "nothing to discard: no change");
     }
 }
