@@ -311,13 +311,17 @@ impl Connection {
         let saved = self.shared.sessions.saved();
         let version = saved.version();
         if let Some(last) = &self.last_takers {
-            if last.1 == version && last.0 == topic {
-                return last.2.clone();
+            if last.version == version && last.topic == topic {
+                return last.clients.clone();
             }
         }
-        let takers = saved.takers(topic_name, self.origin);
-        self.last_takers = Some(Box::new((topic.clone(), version, takers.clone())));
-        takers
+        let clients = saved.takers(topic_name, self.origin);
+        self.last_takers = Some(Box::new(super::state::Takers {
+            topic: topic.clone(),
+            version,
+            clients: clients.clone(),
+        }));
+        clients
     }
 
     /// Answers a PUBLISH that is not delivered: MQTT 5 with `reason` (NotAuthorized or

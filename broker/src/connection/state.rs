@@ -133,7 +133,15 @@ pub(super) struct Connection {
     pub(super) replay_boundary: u64,
     /// The sessions the last topic published to is stored for, with the topic and the
     /// version of the saved tables they were found at (see `SavedSessions::version`).
-    pub(super) last_takers: Option<Box<(Bytes, u64, Arc<[String]>)>>,
+    pub(super) last_takers: Option<Box<Takers>>,
+}
+
+/// The persistent sessions the messages on a topic are stored for, as found at a
+/// version of the saved tables.
+pub(super) struct Takers {
+    pub(super) topic: Bytes,
+    pub(super) version: u64,
+    pub(super) clients: Arc<[String]>,
 }
 
 impl Drop for Connection {
