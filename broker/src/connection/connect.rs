@@ -355,6 +355,7 @@ pub(super) async fn accept<R: super::io::ReadSide, W: AsyncWrite + Unpin>(
         restored: saved.restored,
         replay_boundary: shared_boundary,
         last_takers: None,
+        unsettled: Vec::new(),
         drops: Default::default(),
     })
 }

@@ -136,7 +136,12 @@ impl Connection {
                 // Always read, whatever the client's window: what does not fit waits
                 // in the session's queue (see `queue`), so the router never sees this
                 // subscriber fall behind.
-                n = next_notification(&mut self.link_rx) => {
+                // Every batch sent counts as stored before the router's acknowledgements
+                // of it are read (see `flush_router`).
+                r = settled(&mut self.unsettled), if !self.unsettled.is_empty() => {
+                    r?;
+                }
+                n = next_notification(&mut self.link_rx), if self.unsettled.is_empty() => {
                     io.prepare_write();
                     self.link_used = true;
                     if paused {
@@ -151,6 +156,7 @@ impl Connection {
                         // The router's batch first: what must be stored before the
                         // client sees it (see `Op::Sent`) is written with it.
                         self.flush_router().await?;
+                        settled(&mut self.unsettled).await?;
                         io.flush().await?;
                         stop = self.notifications(&mut io.wbuf, None, &mut unscheduled);
                     }
@@ -275,6 +281,16 @@ where
         Some(w) => Box::new(w.await),
         None => std::future::pending().await,
     }
+}
+
+/// Completes when every batch in `unsettled` counts as stored, and empties it; the first
+/// failure ends the connection. Cancel-safe (see `Pending::done`).
+async fn settled(unsettled: &mut Vec<crate::store::Pending>) -> Result<(), ConnectionError> {
+    for pending in unsettled.iter_mut() {
+        pending.done().await.map_err(ConnectionError::Storage)?;
+    }
+    unsettled.clear();
+    Ok(())
 }
 
 /// Completes when the timer, if there is one, does.

@@ -134,6 +134,10 @@ pub(super) struct Connection {
     /// The sessions the last topic published to is stored for, with the topic and the
     /// version of the saved tables they were found at (see `SavedSessions::version`).
     pub(super) last_takers: Option<Box<Takers>>,
+    /// Batches of QoS 1 messages sent to the router that do not count as stored yet
+    /// (see `flush_router`): until they do, the router's acknowledgements of them (the
+    /// client's PUBACKs) are not read.
+    pub(super) unsettled: Vec<crate::store::Pending>,
 }
 
 /// The persistent sessions the messages on a topic are stored for, as found at a
@@ -349,8 +353,9 @@ impl Connection {
         }
         // Acknowledged means stored: the router's acknowledgements, which become the
         // client's PUBACK/PUBREC, are read only once the batch is durable (or every
-        // session it was stored for has it, see `store::settle`); and what the client
-        // is sent next (a packet id, a PUBREL) only once its record is.
+        // session it was stored for has it, see `store::settle`; the event loop reads
+        // no notification while `unsettled` holds a batch); and what the client is sent
+        // next (a packet id, a PUBREL) only once its record is.
         let mut stored = None;
         if !self.to_store.is_empty() {
             // A batch of QoS 1 messages only goes to the router before it is durable
@@ -384,8 +389,13 @@ impl Connection {
         if !self.slot.send_batch(&mut self.to_router).await {
             return Err(ConnectionError::RouterClosed);
         }
-        if let Some(stored) = stored {
-            stored.wait().await.map_err(ConnectionError::Storage)?;
+        // Not waited for here: meanwhile the connection reads on, and the next batch the
+        // client has already sent goes to the store and the router too (with
+        // `sync = "always"`, waiting here had each read's batch wait for the previous
+        // one's subscribers to acknowledge it: the client's window of 100 messages
+        // came in two or three reads, which took turns).
+        if let Some(stored) = stored.filter(|s| !s.is_done()) {
+            self.unsettled.push(stored);
         }
         Ok(())
     }

@@ -462,14 +462,29 @@ pub struct Pending(Option<oneshot::Receiver<settle::Outcome>>);
 
 impl Pending {
     /// Waits until the write counts as done (at once without a data directory).
-    pub async fn wait(self) -> Result<(), StoreError> {
-        let Some(rx) = self.0 else {
+    pub async fn wait(mut self) -> Result<(), StoreError> {
+        self.done().await
+    }
+
+    /// As [`Pending::wait`], without taking it: cancel-safe, so that a connection may
+    /// wait for its writes in a `select!` and do something else meanwhile (once done,
+    /// it stays done).
+    pub async fn done(&mut self) -> Result<(), StoreError> {
+        let Some(rx) = &mut self.0 else {
             return Ok(());
         };
-        match rx.await {
+        let outcome = rx.await;
+        self.0 = None;
+        match outcome {
             Ok(r) => r.map_err(StoreError::Db),
             Err(_) => Err(StoreError::Closed),
         }
+    }
+
+    /// Whether it is known to be done already (`sync = "periodic"`, or no data
+    /// directory).
+    pub fn is_done(&self) -> bool {
+        self.0.is_none()
     }
 }
 
