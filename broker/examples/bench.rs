@@ -121,7 +121,7 @@ fn serve_sealpost(port: u16) {
     rt.block_on(async move {
         let mut c = sealpost_broker::Config::default();
         c.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], port));
-        c.limits.max_connections = 12_000;
+        c.limits.max_connections = 20_000;
         // Unbounded queues, as Mosquitto's `max_queued_messages 0` in the same table.
         c.limits.max_queued_messages = 0;
         // SEALPOST_BENCH_METRICS=ADDR: the metrics endpoint, to look inside while it runs.
@@ -137,7 +137,7 @@ fn serve_rumqttd(port: u16) {
     use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
     use std::collections::HashMap;
     let router = RouterConfig {
-        max_connections: 12_000,
+        max_connections: 20_000,
         max_outgoing_packet_count: 200,
         max_segment_size: 4 * 1024 * 1024,
         max_segment_count: 4,

@@ -58,7 +58,7 @@ pub fn serve_durable(port: u16, dir: &Path, sync: &str) {
     rt.block_on(async move {
         let mut c = sealpost_broker::Config::default();
         c.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], port));
-        c.limits.max_connections = 12_000;
+        c.limits.max_connections = 20_000;
         c.limits.max_sessions_per_identity = 0;
         // Unbounded queues, as the in-memory column's and Mosquitto's (`max_queued_messages
         // 0`): with the default bound, a publisher that outruns its subscriber gets
