@@ -127,6 +127,19 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral loopback port")
 }
 
+/// `n` distinct ephemeral loopback ports, free when this returns. They are bound all at
+/// once, so no two are the same, which `free_port` called `n` times does not promise
+/// (a three-node cluster once got one route port twice: "Duplicate route entry").
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound port").port())
+        .collect()
+}
+
 impl Broker {
     /// Starts a broker of `kind` whose TLS certificate is issued by `pki`'s CA, and waits
     /// until it accepts connections. The sealpost broker also takes client certificates

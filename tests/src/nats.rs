@@ -29,7 +29,7 @@ use sealpost_publisher::{BrokerAddress, PublisherConfig};
 use sealpost_subscriber::SubscriberConfig;
 use tempfile::TempDir;
 
-use crate::{free_port, write_server_certificate, Pki, RawClient};
+use crate::{free_ports, write_server_certificate, Pki, RawClient};
 
 /// Nodes in the cluster: the smallest that survives the loss of one (JetStream needs a
 /// majority of the replicas).
@@ -144,14 +144,16 @@ impl NatsCluster {
             )
             .expect("issue operator certificate");
         let authorization = with_operator(authorization);
-        let route_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        // Every node's route, MQTT and client ports, all distinct.
+        let ports = free_ports(3 * nodes);
+        let route_ports = &ports[..nodes];
         let routes: Vec<String> = route_ports
             .iter()
             .map(|p| format!("\"nats://127.0.0.1:{p}\""))
             .collect();
         let mut started = Vec::new();
         for (i, route_port) in route_ports.iter().enumerate() {
-            let mqtt_port = free_port();
+            let mqtt_port = ports[nodes + i];
             // A single server is not a cluster (JetStream would wait for peers).
             let cluster = if nodes > 1 {
                 format!(
@@ -170,7 +172,7 @@ impl NatsCluster {
                  mqtt {{\n  listen: 127.0.0.1:{mqtt_port}\n  stream_replicas: {nodes}\n  ack_wait: \"2s\"\n  \
                  tls {{ cert_file: {cert:?}, key_file: {key:?}, ca_file: {ca:?}, verify_and_map: true }}\n}}\n\
                  {authorization}",
-                client = free_port(),
+                client = ports[2 * nodes + i],
                 trace = if std::env::var_os("SEALPOST_NATS_TRACE").is_some() {
                     "debug: true\ntrace: true\nmax_traced_msg_len: 160\n"
                 } else {
