@@ -158,7 +158,9 @@ impl Broker {
                 // binds it (Mosquitto then exits: "Unable to create websockets
                 // listener"): try again with other ports.
                 for _attempt in 0..5 {
-                    let (port, tls_port, ws_port) = (free_port(), free_port(), free_port());
+                    let [port, tls_port, ws_port] = free_ports(3)[..] else {
+                        unreachable!("three ports")
+                    };
                     let conf = format!(
                         "per_listener_settings false\nset_tcp_nodelay true\nallow_anonymous true\npersistence false\n\
                          max_packet_size 2000000\nmax_inflight_messages 0\n\

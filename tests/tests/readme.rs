@@ -28,7 +28,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sealpost_tests::free_port;
+use sealpost_tests::free_ports;
 use sealpost_tests::tools::{bin_dir, Running};
 
 const README: &str = include_str!("../../README.md");
@@ -257,11 +257,10 @@ impl Ports {
 /// Runs the README sections starting with `headings`, in order, in one scratch directory.
 fn run_sections(headings: &[&str]) {
     let scratch = tempfile::tempdir().unwrap();
-    let ports = Ports {
-        mqtt: free_port(),
-        mqtts: free_port(),
-        kdc: free_port(),
+    let [mqtt, mqtts, kdc] = free_ports(3)[..] else {
+        unreachable!("three ports")
     };
+    let ports = Ports { mqtt, mqtts, kdc };
     let path = format!(
         "{}:{}",
         bin_dir().display(),
