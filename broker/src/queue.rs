@@ -206,6 +206,9 @@ impl OutQueue {
             let p = self.last_pkid;
             let in_flight = if self.inflight_unordered {
                 self.inflight.iter().any(|h| h.pkid == Some(p))
+            } else if self.inflight.back().is_none_or(|last| last.pkid < Some(p)) {
+                // The usual case: the next id after the last one sent.
+                false
             } else {
                 self.inflight
                     .binary_search_by_key(&Some(p), |h| h.pkid)
