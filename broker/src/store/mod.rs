@@ -409,13 +409,14 @@ impl Store {
         if !self.is_durable() {
             return;
         }
-        self.settling.acknowledged(ops.iter().flat_map(|op| {
-            let (client_id, numbers) = match op {
-                Op::Ack(client_id, numbers) => (client_id.as_str(), &numbers[..]),
-                _ => ("", &[][..]),
-            };
-            numbers.iter().map(move |&n| (client_id, n))
-        }));
+        self.settling.acknowledged(
+            ops.iter()
+                .filter_map(|op| match op {
+                    Op::Ack(client_id, numbers) => Some((client_id.as_str(), numbers)),
+                    _ => None,
+                })
+                .flat_map(|(client_id, numbers)| numbers.iter().map(move |&n| (client_id, n))),
+        );
         let _ = self.send_batch(ops, None, true);
     }
 
@@ -850,8 +851,13 @@ fn writer(
             Sync::Periodic(_) => Durability::None,
         };
         let mut batches: Vec<Batch> = held.drain(..take).collect();
-        join_acknowledgements(&mut batches, held.iter_mut());
-        let result = commit(database, &mut batches, &mut refs, durability);
+        let result = commit(
+            database,
+            &mut batches,
+            held.iter_mut(),
+            &mut refs,
+            durability,
+        );
         let result = match result {
             Ok(committed) => {
                 if let Some(messages) = committed {
@@ -889,39 +895,6 @@ fn writer(
     }
     if dirty {
         flush(database);
-    }
-}
-
-/// Moves the acknowledgements of messages queued in `batches` out of the `younger`
-/// batches still held, into the last of `batches`, so that the transaction finds both
-/// (see [`Cancelling`]): the sessions of a message acknowledge it after it came, so
-/// without this a message taken when its hold ran out would always be written, and its
-/// acknowledgements would delete it in the next transaction.
-///
-/// Moving an acknowledgement `(c, n)` earlier, past the younger batches, changes no
-/// outcome: the ones it passes hold no `Enqueue` of `n` (message numbers are unique
-/// and `n` is queued in `batches`), and every other operation on `(c, n)` (`Sent`,
-/// `Released`, `EndSession`) leaves the same state in either order, since an
-/// acknowledgement only removes what was queued or sent for `(c, n)`.
-fn join_acknowledgements<'a>(batches: &mut [Batch], younger: impl Iterator<Item = &'a mut Batch>) {
-    let queued: std::collections::HashSet<u64, ByNumber> = batches
-        .iter()
-        .flat_map(|b| &b.ops)
-        .filter_map(|op| match op {
-            Op::Enqueue { number, .. } => Some(*number),
-            _ => None,
-        })
-        .collect();
-    let Some(last) = batches.last_mut().filter(|_| !queued.is_empty()) else {
-        return;
-    };
-    for op in younger.flat_map(|b| &mut b.ops) {
-        if let Op::Ack(client_id, numbers) = op {
-            let joined: Vec<u64> = numbers.extract_if(.., |n| queued.contains(n)).collect();
-            if !joined.is_empty() {
-                last.ops.push(Op::Ack(client_id.clone(), joined));
-            }
-        }
     }
 }
 
@@ -998,23 +971,51 @@ impl Cancelling {
                     };
                     here.queued.insert(*number, (clients.clone(), acked));
                 }
-                Op::Ack(client_id, numbers) => numbers.retain(|number| {
-                    let Some((clients, acked)) = here.queued.get_mut(number) else {
-                        return true;
-                    };
-                    let Some(at) = clients.iter().position(|c| c == client_id) else {
-                        return true;
-                    };
-                    match acked {
-                        Acked::Few(bits) => *bits |= 1u64 << at,
-                        Acked::Many(flags) => flags[at] = true,
-                    }
-                    false
-                }),
+                Op::Ack(client_id, numbers) => here.meet(client_id, numbers),
                 _ => {}
             }
         }
         here
+    }
+
+    /// Takes the acknowledgements of messages queued here out of the `younger` batches
+    /// still held, so that they cancel out with them: the sessions of a message
+    /// acknowledge it after it came, so without this a message taken when its hold ran
+    /// out would always be written, and its acknowledgements would delete it in the
+    /// next transaction.
+    ///
+    /// Applying an acknowledgement `(c, n)` here, before the younger batches, changes no
+    /// outcome: they hold no `Enqueue` of `n` (message numbers are unique and `n` is
+    /// queued here), and every other operation on `(c, n)` (`Sent`, `Released`,
+    /// `EndSession`) leaves the same state in either order, since an acknowledgement
+    /// only removes what was queued or sent for `(c, n)`.
+    fn join<'a>(&mut self, younger: impl Iterator<Item = &'a mut Batch>) {
+        if self.queued.is_empty() {
+            return;
+        }
+        for op in younger.flat_map(|b| &mut b.ops) {
+            if let Op::Ack(client_id, numbers) = op {
+                self.meet(client_id, numbers);
+            }
+        }
+    }
+
+    /// Marks the messages queued here that `client_id` acknowledged, and takes those
+    /// numbers out of `numbers`.
+    fn meet(&mut self, client_id: &str, numbers: &mut Vec<u64>) {
+        numbers.retain(|number| {
+            let Some((clients, acked)) = self.queued.get_mut(number) else {
+                return true;
+            };
+            let Some(at) = clients.iter().position(|c| c == client_id) else {
+                return true;
+            };
+            match acked {
+                Acked::Few(bits) => *bits |= 1u64 << at,
+                Acked::Many(flags) => flags[at] = true,
+            }
+            false
+        });
     }
 
     /// The sessions message `number` (queued here) is still to be queued for.
@@ -1034,15 +1035,19 @@ impl Cancelling {
     }
 }
 
-/// Applies `batches` in one transaction. Returns how many messages it wrote, or None
-/// if the batches cancelled out and nothing was committed.
-fn commit(
+/// Applies `batches` in one transaction, with the acknowledgements of their messages
+/// that wait in the `younger` batches still held (see [`Cancelling::join`]). Returns
+/// how many messages it wrote, or None if the batches cancelled out and nothing was
+/// committed.
+fn commit<'a>(
     database: &Database,
     batches: &mut [Batch],
+    younger: impl Iterator<Item = &'a mut Batch>,
     refs: &mut HashMap<u64, u32>,
     durability: Durability,
 ) -> Result<Option<u64>, StoreError> {
-    let here = Cancelling::find(batches.iter_mut().flat_map(|b| &mut b.ops));
+    let mut here = Cancelling::find(batches.iter_mut().flat_map(|b| &mut b.ops));
+    here.join(younger);
     let all_cancelled = batches.iter().flat_map(|b| &b.ops).all(|op| match op {
         Op::Enqueue { number, .. } => here.keeps(*number).next().is_none(),
         Op::Ack(_, numbers) => numbers.is_empty(),

@@ -471,21 +471,27 @@ fn acknowledgements_in_younger_batches_join_their_messages_and_cancel_them_out()
             Op::Session("b".into(), session("x", None)),
         ]),
     ];
-    join_acknowledgements(&mut taken, younger.iter_mut());
-    // What is not for messages 1 or 2 stays where it was.
-    assert!(matches!(&younger[0].ops[..], [Op::Ack(c, n)] if c == "a" && n == &[3]));
-    assert!(matches!(
-        &younger[1].ops[..],
-        [Op::Ack(c, n), Op::Session(..)] if c == "b" && n.is_empty()
-    ));
     let mut refs = HashMap::new();
-    let written = commit(&database, &mut taken, &mut refs, Durability::Immediate).unwrap();
+    let written = commit(
+        &database,
+        &mut taken,
+        younger.iter_mut(),
+        &mut refs,
+        Durability::Immediate,
+    )
+    .unwrap();
     assert_eq!(
         written,
         Some(1),
         "message 2 only: a has not acknowledged it"
     );
     assert_eq!(refs, HashMap::from([(2, 1)]));
+    // What is not for messages 1 or 2 stays where it was, for a later transaction.
+    assert!(matches!(&younger[0].ops[..], [Op::Ack(c, n)] if c == "a" && n == &[3]));
+    assert!(matches!(
+        &younger[1].ops[..],
+        [Op::Ack(c, n), Op::Session(..)] if c == "b" && n.is_empty()
+    ));
     let txn = database.begin_read().unwrap();
     let messages = txn.open_table(MESSAGES).unwrap();
     assert!(messages.get(1).unwrap().is_none());
