@@ -14,10 +14,12 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Batches waiting for the writer.
-#[derive(Default)]
 pub(super) struct Inbox {
     state: Mutex<State>,
     wake: Condvar,
+    /// The writer is woken at this many batches waiting, whatever they are, so that
+    /// its memory stays bounded.
+    full: usize,
 }
 
 #[derive(Default)]
@@ -40,21 +42,29 @@ pub(super) struct Taken {
 }
 
 impl Inbox {
+    /// An empty inbox that wakes the writer at `full` batches.
+    pub(super) fn new(full: usize) -> Inbox {
+        Inbox {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            full,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Plain data: a panic elsewhere cannot leave it inconsistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a batch; false once closed. `full`: the writer is woken at this many
-    /// batches waiting, whatever they are, so that its memory stays bounded.
-    pub(super) fn put(&self, batch: Batch, full: usize) -> bool {
+    /// Adds a batch; false once closed.
+    pub(super) fn put(&self, batch: Batch) -> bool {
         let mut state = self.lock();
         if state.closed {
             return false;
         }
         state.urgent |= !batch.may_wait;
         state.batches.push(batch);
-        let wake = state.idle || state.urgent || state.batches.len() >= full;
+        let wake = state.idle || state.urgent || state.batches.len() >= self.full;
         drop(state);
         if wake {
             self.wake.notify_one();
@@ -69,15 +79,15 @@ impl Inbox {
     }
 
     /// The writer waits until a batch comes that may not wait (or any batch, without
-    /// a `deadline`), `full` batches wait, the inbox is closed, or the deadline passes,
-    /// and takes what came.
-    pub(super) fn take(&self, deadline: Option<Instant>, full: usize) -> Taken {
+    /// a `deadline`), the inbox is full, it is closed, or the deadline passes, and
+    /// takes what came.
+    pub(super) fn take(&self, deadline: Option<Instant>) -> Taken {
         let mut state = self.lock();
         loop {
             let due = deadline.is_some_and(|at| Instant::now() >= at);
             let ready = state.urgent
                 || state.closed
-                || state.batches.len() >= full
+                || state.batches.len() >= self.full
                 || (deadline.is_none() && !state.batches.is_empty());
             if ready || due {
                 state.idle = false;

@@ -221,8 +221,6 @@ pub struct Store {
     settling: Arc<Settling>,
     /// `sync = "periodic"`: [`Store::submit`] does not wait (see there).
     periodic: bool,
-    /// See [`hold_max_batches`].
-    hold_max_batches: usize,
     /// Batches sent to the writer and not yet committed.
     backlog: Arc<AtomicUsize>,
     /// Messages the writer has written (those acknowledged by every session first are
@@ -239,13 +237,13 @@ impl Store {
     /// A store that keeps nothing (no data directory).
     pub fn in_memory() -> Store {
         Store {
-            inbox: Arc::default(),
+            // Never used: nothing is sent to a writer.
+            inbox: Arc::new(Inbox::new(0)),
             thread: Mutex::new(None),
             database: Mutex::new(None),
             path: None,
             settling: Arc::default(),
             periodic: false,
-            hold_max_batches: 0,
             backlog: Arc::default(),
             written: Arc::default(),
         }
@@ -266,7 +264,7 @@ impl Store {
         let database = open_database(path)?;
         let (loaded, refs) = load(&database, path, now, false)?;
         let database = Arc::new(database);
-        let inbox = Arc::new(Inbox::default());
+        let inbox = Arc::new(Inbox::new(hold_max_batches(sync)));
         let writer_inbox = inbox.clone();
         let writer_db = database.clone();
         let settling = Arc::new(Settling::default());
@@ -296,7 +294,6 @@ impl Store {
                 path: Some(path.to_owned()),
                 settling,
                 periodic: matches!(sync, Sync::Periodic(_)),
-                hold_max_batches: hold_max_batches(sync),
                 backlog,
                 written,
             },
@@ -437,7 +434,7 @@ impl Store {
             may_wait,
             at: Instant::now(),
         };
-        if !self.inbox.put(batch, self.hold_max_batches) {
+        if !self.inbox.put(batch) {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
             return Err(StoreError::Closed);
         }
@@ -819,7 +816,7 @@ fn writer(
         };
         let mut urgent = false;
         if open {
-            let taken = inbox.take(wake, hold_max_batches(sync));
+            let taken = inbox.take(wake);
             open = !taken.closed;
             urgent = taken.batches.iter().any(|b| !b.may_wait);
             held.extend(taken.batches);
