@@ -17,9 +17,10 @@
 
 #[path = "bench_durable/mod.rs"]
 mod durable;
+#[path = "bench_footprint/mod.rs"]
+mod footprint;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -119,11 +120,7 @@ fn serve_sealpost(port: u16) {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let mut c = sealpost_broker::Config::default();
-        c.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], port));
-        c.limits.max_connections = 20_000;
-        // Unbounded queues, as Mosquitto's `max_queued_messages 0` in the same table.
-        c.limits.max_queued_messages = 0;
+        let mut c = sealpost_config(port, 20_000);
         // SEALPOST_BENCH_METRICS=ADDR: the metrics endpoint, to look inside while it runs.
         c.metrics.bind = std::env::var("SEALPOST_BENCH_METRICS")
             .ok()
@@ -131,6 +128,16 @@ fn serve_sealpost(port: u16) {
         let _b = sealpost_broker::Broker::start(c).await.unwrap();
         std::future::pending::<()>().await;
     });
+}
+
+/// The in-memory sealpost of the tables, on `port` of 127.0.0.1 (0: any).
+fn sealpost_config(port: u16, max_connections: usize) -> sealpost_broker::Config {
+    let mut c = sealpost_broker::Config::default();
+    c.listeners[0].bind = SocketAddr::from(([127, 0, 0, 1], port));
+    c.limits.max_connections = max_connections;
+    // Unbounded queues, as Mosquitto's `max_queued_messages 0` in the same table.
+    c.limits.max_queued_messages = 0;
+    c
 }
 
 fn serve_rumqttd(port: u16) {
@@ -277,163 +284,6 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// What each idle connection of the footprint table did before going quiet.
-#[derive(Clone, Copy, PartialEq)]
-enum Idle {
-    /// Connected only.
-    Connected,
-    /// Published one QoS 1 message (to a topic of its own, `idle/<i>`).
-    PublishedOnce,
-    /// Subscribed to one filter of its own (`idle/<i>`, QoS 1).
-    Subscribed,
-}
-
-impl Idle {
-    fn name(self) -> &'static str {
-        match self {
-            Idle::Connected => "publish-only, connected",
-            Idle::PublishedOnce => "publish-only, one message sent",
-            Idle::Subscribed => "subscribed (one filter)",
-        }
-    }
-}
-
-/// `n` idle MQTT 3.1.1 connections (clean session, keep-alive 600 s: rumqttd refuses 0),
-/// each having done what `idle` says.
-fn idle_connections(port: u16, n: usize, idle: Idle) -> Vec<TcpStream> {
-    let mut v = Vec::with_capacity(n);
-    for i in 0..n {
-        let id = format!("idle-{i}");
-        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0x02, 0x58];
-        body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-        body.extend_from_slice(id.as_bytes());
-        let mut p = vec![0x10, body.len() as u8];
-        p.extend(body);
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(&p).unwrap();
-        let mut ack = [0u8; 4];
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.read_exact(&mut ack).unwrap();
-        assert_eq!(ack[0], 0x20);
-        if idle == Idle::PublishedOnce {
-            let topic = format!("idle/{i}");
-            let mut body = (topic.len() as u16).to_be_bytes().to_vec();
-            body.extend_from_slice(topic.as_bytes());
-            body.extend_from_slice(&[0, 1]);
-            body.extend_from_slice(b"reading");
-            let mut p = vec![0x32, body.len() as u8];
-            p.extend(body);
-            s.write_all(&p).unwrap();
-            let mut puback = [0u8; 4];
-            s.read_exact(&mut puback).unwrap();
-            assert_eq!(puback[0], 0x40);
-        }
-        if idle == Idle::Subscribed {
-            let filter = format!("idle/{i}");
-            let mut body = vec![0, 1];
-            body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
-            body.extend_from_slice(filter.as_bytes());
-            body.push(1);
-            let mut p = vec![0x82, body.len() as u8];
-            p.extend(body);
-            s.write_all(&p).unwrap();
-            let mut suback = [0u8; 5];
-            s.read_exact(&mut suback).unwrap();
-            assert_eq!(suback[0], 0x90);
-        }
-        v.push(s);
-    }
-    v
-}
-
-/// RSS of each broker with `n` idle connections, publish-only and subscribed (issue 15
-/// item 4). Each process holds `n` sockets: the open-file limit must allow it. Idle
-/// means quiet for 21 s, after which sealpost's connections have given back their
-/// router links or their queues' memory (`limits.router_link_idle_ms`, 10 s, checked
-/// every 10 s).
-fn footprint_table(kinds: &[Kind], n: usize) {
-    println!("| broker | connections | RSS idle | RSS with them | per connection |");
-    println!("|---|---|---:|---:|---:|");
-    for idle in [Idle::Connected, Idle::PublishedOnce, Idle::Subscribed] {
-        for &kind in kinds {
-            let broker = launch(kind);
-            std::thread::sleep(Duration::from_millis(300));
-            let before = rss_kib(broker.child.id());
-            let conns = idle_connections(broker.port, n, idle);
-            std::thread::sleep(Duration::from_secs(21));
-            let after = rss_kib(broker.child.id());
-            println!(
-                "| {} | {n} {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
-                kind.name(),
-                idle.name(),
-                before as f64 / 1024.0,
-                after as f64 / 1024.0,
-                (after.saturating_sub(before)) as f64 / n as f64
-            );
-            drop(conns);
-        }
-    }
-}
-
-/// RSS of `n` bare router links, without the edge or any socket: what rumqttd's router
-/// costs per connection (`router-links [N]`; vendor/rumqttd/SEALPOST.md). Each row is
-/// measured in a process of its own (`router-links-round N 0|1`), so that one row does
-/// not reuse the memory another freed.
-fn router_links_table(n: usize) {
-    println!("| router links | RSS per link |");
-    println!("|---|---:|");
-    for (subscribed, name) in [("0", "without a filter"), ("1", "with one filter each")] {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["router-links-round", &n.to_string(), subscribed])
-            .output()
-            .unwrap();
-        let kib = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        println!("| {n} {name} | {kib} KiB |");
-    }
-}
-
-/// One row of [`router_links_table`]: prints the KiB per link.
-fn router_links_round(n: usize, subscribed: bool) {
-    use rumqttd::protocol::{Filter, Packet, RetainForwardRule, Subscribe};
-    let sizing = sealpost_broker::config::RouterSizing::default();
-    let router = sealpost_broker::router::RouterHandle::spawn(n, &sizing);
-    std::thread::sleep(Duration::from_millis(200));
-    let before = rss_kib(std::process::id());
-    let mut links = Vec::with_capacity(n);
-    for i in 0..n {
-        let (mut slot, rx, _) = router.link(&format!("link-{i}"), true).unwrap();
-        if subscribed {
-            let filter = Filter {
-                path: format!("idle/{i}"),
-                qos: rumqttd::protocol::QoS::AtLeastOnce,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::Never,
-            };
-            let subscribe = Subscribe {
-                pkid: 1,
-                filters: vec![filter],
-            };
-            let mut batch = [Packet::Subscribe(subscribe, None)].into();
-            futures_util::FutureExt::now_or_never(slot.send_batch(&mut batch));
-        }
-        links.push((slot, rx));
-    }
-    std::thread::sleep(Duration::from_millis(1000));
-    let after = rss_kib(std::process::id());
-    println!("{:.1}", after.saturating_sub(before) as f64 / n as f64);
-}
-
 fn mosquitto_clients_run(port: u16, count: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lines");
@@ -537,13 +387,28 @@ fn main() {
         Some("footprint") => {
             let n = args.get(2).map_or(10_000, |n| n.parse().unwrap());
             let kinds = [Kind::Sealpost, Kind::Rumqttd, Kind::Mosquitto];
-            return footprint_table(&kinds, n);
+            return footprint::table(&kinds, n);
+        }
+        // `footprint-in-process N...`: sealpost's memory per connection with N
+        // connections over in-process pipes, beyond the open-file limit.
+        Some("footprint-in-process") => {
+            let ns: Vec<usize> = args[2..].iter().map(|n| n.parse().unwrap()).collect();
+            return footprint::in_process_table(&ns);
+        }
+        Some("footprint-in-process-round") => {
+            return footprint::in_process_round(
+                args[2].parse().unwrap(),
+                args[3].parse().unwrap(),
+                args[4] == "broker",
+            );
         }
         Some("router-links") => {
-            return router_links_table(args.get(2).map_or(10_000, |n| n.parse().unwrap()));
+            return footprint::router_links_table(
+                args.get(2).map_or(10_000, |n| n.parse().unwrap()),
+            );
         }
         Some("router-links-round") => {
-            return router_links_round(args[2].parse().unwrap(), args[3] == "1");
+            return footprint::router_links_round(args[2].parse().unwrap(), args[3] == "1");
         }
         _ => {}
     }
@@ -609,5 +474,5 @@ fn main() {
         println!("| {} | {rate:.0} |", kind.name());
     }
     println!();
-    footprint_table(&kinds, (10_000 / scale) as usize);
+    footprint::table(&kinds, (10_000 / scale) as usize);
 }

@@ -252,10 +252,11 @@ pub(crate) fn router_client_id(client_id: &str) -> String {
 mod tests {
     use super::*;
 
-    fn one_slot_router() -> RouterHandle {
-        // spawn() adds headroom for internal links; this test wants exactly one slot.
+    /// A router with room for exactly `n` links (`spawn` adds headroom for the
+    /// broker's internal links).
+    fn router_of(n: usize) -> RouterHandle {
         RouterHandle::start(RouterConfig {
-            max_connections: 1,
+            max_connections: n,
             max_outgoing_packet_count: 200,
             max_segment_size: RouterSizing::default().max_segment_size,
             max_segment_count: 2,
@@ -267,14 +268,14 @@ mod tests {
 
     #[test]
     fn router_refuses_a_second_connection_while_the_slot_is_held() {
-        let router = one_slot_router();
+        let router = router_of(1);
         let (_slot, _rx, _) = router.link("a", true).unwrap();
         assert!(router.link("b", true).is_err());
     }
 
     #[tokio::test]
     async fn a_panicking_connection_task_releases_its_slot() {
-        let router = one_slot_router();
+        let router = router_of(1);
         let (slot, rx, _) = router.link("a", true).unwrap();
         let task = tokio::spawn(async move {
             let _slot = slot;
@@ -291,7 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_aborted_connection_task_releases_its_slot() {
-        let router = one_slot_router();
+        let router = router_of(1);
         let (slot, rx, _) = router.link("a", true).unwrap();
         let task = tokio::spawn(async move {
             let _slot = slot;
@@ -306,6 +307,126 @@ mod tests {
             .await
             .unwrap();
         assert!(second.is_ok(), "slot was not released after abort");
+    }
+
+    fn subscribe(pkid: u16, filter: &str) -> Packet {
+        use rumqttd::protocol::{Filter, QoS, RetainForwardRule, Subscribe};
+        let filter = Filter {
+            path: filter.into(),
+            qos: QoS::AtMostOnce,
+            nolocal: false,
+            preserve_retain: false,
+            retain_forward_rule: RetainForwardRule::Never,
+        };
+        let filters = vec![filter];
+        Packet::Subscribe(Subscribe { pkid, filters }, None)
+    }
+
+    fn publish(topic: &str) -> Packet {
+        let publish = rumqttd::protocol::Publish::new(topic.to_owned(), "m".into(), false);
+        Packet::Publish(publish, None)
+    }
+
+    async fn send(slot: &mut RouterSlot, packet: Packet) {
+        assert!(slot.send_batch(&mut VecDeque::from([packet])).await);
+    }
+
+    /// Waits for the first notification `wanted` accepts; returns the topics of the
+    /// messages forwarded before it and with it (in the same hand-over, which holds all
+    /// that the router read for the link at once).
+    async fn topics_until(rx: &mut LinkRx, wanted: impl Fn(&Notification) -> bool) -> Vec<String> {
+        let mut topics = Vec::new();
+        let mut note = |n: &Notification| {
+            if let Notification::Forward(f) = n {
+                topics.push(String::from_utf8_lossy(&f.publish.topic).into_owned());
+            }
+        };
+        let deadline = std::time::Duration::from_secs(10);
+        loop {
+            let n = tokio::time::timeout(deadline, rx.next()).await;
+            let Some(n) = n.expect("router answered").expect("link open") else {
+                continue;
+            };
+            note(&n);
+            if wanted(&n) {
+                break;
+            }
+        }
+        while let Ok(Some(n)) = rx.recv_deadline(std::time::Instant::now()) {
+            note(&n);
+        }
+        topics
+    }
+
+    fn forward_of(topic: &'static str) -> impl Fn(&Notification) -> bool {
+        move |n| matches!(n, Notification::Forward(f) if f.publish.topic == topic)
+    }
+
+    fn suback(n: &Notification) -> bool {
+        matches!(Option::<Packet>::from(n.clone()), Some(Packet::SubAck(..)))
+    }
+
+    fn unsuback(n: &Notification) -> bool {
+        matches!(
+            Option::<Packet>::from(n.clone()),
+            Some(Packet::UnsubAck(..))
+        )
+    }
+
+    // Regression: rumqttd 0.20 looked for a shared subscription's waiting request
+    // under the `$share/...` name, which has no log, and left it waiting after the
+    // UNSUBSCRIBE, so the next message woke it (vendor/rumqttd/SEALPOST.md).
+    #[tokio::test]
+    async fn an_unsubscribed_shared_subscription_is_sent_nothing_more() {
+        let router = router_of(2);
+        let (mut publisher, _publisher_rx, _) = router.link("p", true).unwrap();
+        let (mut subscriber, mut rx, _) = router.link("s", true).unwrap();
+        send(&mut subscriber, subscribe(1, "$share/g/t")).await;
+        send(&mut subscriber, subscribe(2, "control")).await;
+        // A first message: the subscription has been read and waits for the next.
+        send(&mut publisher, publish("t")).await;
+        topics_until(&mut rx, forward_of("t")).await;
+        let unsubscribe = rumqttd::protocol::Unsubscribe {
+            pkid: 3,
+            filters: vec!["$share/g/t".into()],
+        };
+        send(&mut subscriber, Packet::Unsubscribe(unsubscribe, None)).await;
+        topics_until(&mut rx, unsuback).await;
+        send(&mut publisher, publish("t")).await;
+        send(&mut publisher, publish("control")).await;
+        let topics = topics_until(&mut rx, forward_of("control")).await;
+        assert_eq!(topics, ["control"], "a message of the unsubscribed filter");
+    }
+
+    // The router frees a link's waiting requests where its subscriptions wait, not in
+    // every filter's log (vendor/rumqttd/SEALPOST.md): a link that takes over a gone
+    // link's slot is sent nothing of the gone one's filters, shared or not.
+    #[tokio::test]
+    async fn a_link_in_a_freed_slot_is_sent_nothing_of_the_last_ones_filters() {
+        let router = router_of(2);
+        let (mut publisher, _publisher_rx, _) = router.link("p", true).unwrap();
+        let (mut gone, mut gone_rx, _) = router.link("gone", true).unwrap();
+        for (pkid, filter) in [(1, "t"), (2, "$share/g/u")] {
+            send(&mut gone, subscribe(pkid, filter)).await;
+            topics_until(&mut gone_rx, suback).await;
+        }
+        drop(gone);
+        drop(gone_rx);
+        // The only slot free is the one `gone` had.
+        let (mut next, mut rx, _) = tokio::task::spawn_blocking({
+            let router = router.clone();
+            move || router.link("next", true)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        send(&mut next, subscribe(1, "control")).await;
+        topics_until(&mut rx, suback).await;
+        for topic in ["t", "u", "control"] {
+            send(&mut publisher, publish(topic)).await;
+        }
+        let topics = topics_until(&mut rx, forward_of("control")).await;
+        assert_eq!(topics, ["control"], "a message of the last link's filters");
     }
 
     #[test]

@@ -43,6 +43,16 @@ impl Storage for PublishData {
     }
 }
 
+// sealpost: see `DataLog::remove_waiters_for_id`.
+/// The filter whose log a subscription reads: a shared subscription
+/// (`$share/<group>/<filter>`) reads its filter's.
+fn log_of(subscription: &str) -> &str {
+    subscription
+        .strip_prefix("$share/")
+        .and_then(|s| s.split_once('/'))
+        .map_or(subscription, |(_, filter)| filter)
+}
+
 /// Stores 'device' data and 'actions' data in native commitlog
 /// organized by subscription filter. Device data is replicated
 /// while actions data is not
@@ -106,15 +116,21 @@ impl DataLog {
         id: ConnectionId,
         filter: &Filter,
     ) -> Option<DataRequest> {
+        // sealpost: a shared subscription's request waits on its topic filter's log
+        // (`log_of`), and the connection may have more requests there (other groups,
+        // or the topic filter itself): only this subscription's goes. rumqttd looked
+        // for the log under the `$share/...` name, found none, and left the request
+        // waiting after the UNSUBSCRIBE; `clean` relies on every waiting request
+        // belonging to one of the connection's subscriptions.
         let data = self
             .native
-            .get_mut(*self.filter_indexes.get(filter)?)
+            .get_mut(*self.filter_indexes.get(log_of(filter))?)
             .unwrap();
         let waiters = data.waiters.get_mut();
 
         waiters
             .iter()
-            .position(|&(conn_id, _)| conn_id == id)
+            .position(|(conn_id, request)| *conn_id == id && request.filter == *filter)
             .and_then(|index| {
                 waiters
                     .swap_remove_back(index)
@@ -245,11 +261,25 @@ impl DataLog {
         data.waiters.register(id, request);
     }
 
-    /// Cleanup a connection from all the waiters
-    pub fn clean(&mut self, id: ConnectionId) -> Vec<DataRequest> {
+    /// Cleanup a connection from the waiters of its `subscriptions`
+    // sealpost: only the logs of the filters the connection subscribes to, where its
+    // data requests wait (`Router::prepare_filter`; an UNSUBSCRIBE takes its request
+    // out, `remove_waiters_for_id`), instead of every filter's in the router: with one
+    // filter per connection, each disconnection looked at all of them, and 100,000
+    // subscribers going away kept the router busy for minutes (see SEALPOST.md).
+    pub fn clean<'a>(
+        &mut self,
+        id: ConnectionId,
+        subscriptions: impl IntoIterator<Item = &'a Filter>,
+    ) -> Vec<DataRequest> {
         let mut inflight = Vec::new();
-        for (_, data) in self.native.iter_mut() {
-            inflight.append(&mut data.waiters.remove(id));
+        for filter in subscriptions {
+            let Some(&idx) = self.filter_indexes.get(log_of(filter)) else {
+                continue;
+            };
+            if let Some(data) = self.native.get_mut(idx) {
+                inflight.append(&mut data.waiters.remove(id));
+            }
         }
 
         inflight

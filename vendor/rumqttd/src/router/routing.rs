@@ -464,7 +464,7 @@ impl Router {
         // connection in readyqueue and allow 'consume()' method to deal with this
         // self.readyqueue.remove(id);
 
-        let inflight_data_requests = self.datalog.clean(id);
+        let inflight_data_requests = self.datalog.clean(id, &connection.subscriptions);
         let retransmissions = outgoing.retransmission_map();
 
         // Remove connections from all groups and
