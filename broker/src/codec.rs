@@ -6,7 +6,7 @@
 //! `catch_unwind` as a second line of defence. Nothing here looks at payloads.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use rumqttd::protocol::{v4::V4, v5::V5, Packet, Protocol};
+use rumqttd::protocol::{v4::V4, v5::V5, Packet, Protocol, Publish, PublishProperties};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// MQTT protocol level negotiated by CONNECT.
@@ -242,12 +242,34 @@ pub fn decode(frame: Frame, version: Version, max_packet: usize) -> Result<Packe
 /// 3.1.1 encoder panics on a packet that carries any). Like [`decode`], the encoder
 /// runs under `catch_unwind`: a panic in it fails this packet, not the connection task.
 pub fn encode(packet: Packet, version: Version, out: &mut BytesMut) -> Result<(), FrameError> {
-    let start = out.len();
-    let result = catch_unwind(AssertUnwindSafe(|| match version {
+    guarded(out, |out| match version {
         Version::V4 => V4.write(without_properties(packet), out),
         Version::V5 => V5.write(packet, out),
-    }));
-    match result {
+    })
+}
+
+/// [`encode`] for a PUBLISH, from references: the edge encodes one per message it
+/// delivers, and a `Packet` built for it (400 bytes) was copied several times on its
+/// way to the encoder. MQTT 3.1.1 leaves `properties` out.
+pub fn encode_publish(
+    publish: &Publish,
+    properties: &Option<PublishProperties>,
+    version: Version,
+    out: &mut BytesMut,
+) -> Result<(), FrameError> {
+    guarded(out, |out| match version {
+        Version::V4 => rumqttd::protocol::v4::write_publish(publish, out),
+        Version::V5 => rumqttd::protocol::v5::write_publish(publish, properties, out),
+    })
+}
+
+/// Runs rumqttd's encoder `write` on `out`; what it wrote goes if it panics.
+fn guarded(
+    out: &mut BytesMut,
+    write: impl FnOnce(&mut BytesMut) -> Result<usize, rumqttd::protocol::Error>,
+) -> Result<(), FrameError> {
+    let start = out.len();
+    match catch_unwind(AssertUnwindSafe(|| write(&mut *out))) {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(FrameError::Malformed(e.to_string())),
         Err(_) => {

@@ -25,10 +25,6 @@ pub(super) const ROUTER_BATCH: usize = 256;
 /// branch is off).
 pub(super) const NO_KEEP_ALIVE: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// An instant that is in the past whenever it is read after the first time.
-pub(super) static PAST: std::sync::LazyLock<std::time::Instant> =
-    std::sync::LazyLock::new(std::time::Instant::now);
-
 /// Where [`Connection::notifications`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stop {

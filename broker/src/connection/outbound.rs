@@ -5,7 +5,7 @@
 //! messages become its PUBACK/PUBREC.
 
 use super::drops::DropReason;
-use super::event_loop::{Stop, PAST, ROUTER_BATCH};
+use super::event_loop::{Stop, ROUTER_BATCH};
 use super::io::{queue, queue_disconnect};
 use super::link::LinkClosed;
 use super::state::Connection;
@@ -16,7 +16,6 @@ use crate::marker::{self, Mark};
 use crate::queue::{pkid_offset, write_pkid, Held, Offer};
 use crate::subscriptions::{Copy, Decision};
 use bytes::{Bytes, BytesMut};
-use rumqttd::local::LinkError;
 use rumqttd::protocol::{
     DisconnectReasonCode, Packet, PubAckReason, Publish, PublishProperties, SubAck,
 };
@@ -30,49 +29,60 @@ pub(super) const WRITE_BATCH: usize = 64 * 1024;
 impl Connection {
     /// Handles `first` and then the notifications already buffered, so that writes are
     /// batched. Every notification is taken, whatever the client's window: what does
-    /// not fit waits in the session's queue, not in the router. Not async: an async
-    /// loop would move each 250-byte notification into its future.
+    /// not fit waits in the session's queue, not in the router. Not async, and each
+    /// notification handled where the link keeps it: an async loop, or taking them one
+    /// by one, would move each 250-byte notification several times.
     pub(super) fn notifications(
         &mut self,
         wbuf: &mut BytesMut,
         first: Option<Result<Option<Notification>, LinkClosed>>,
         unscheduled: &mut bool,
     ) -> Stop {
-        let mut next = first;
-        loop {
-            match next {
-                Some(Ok(Some(notification))) => {
-                    if self.outgoing(wbuf, notification, unscheduled) {
-                        return Stop::Closed;
-                    }
-                }
-                Some(Ok(None)) | None => {}
-                Some(Err(_)) => {
-                    // The router dropped our outgoing channel: the session was taken over
-                    // or removed. Its id may already be reused.
-                    self.slot.forget();
-                    if self.version == Version::V5 {
-                        queue_disconnect(wbuf, DisconnectReasonCode::SessionTakenOver);
-                    }
+        match first {
+            Some(Ok(Some(mut notification))) => {
+                if self.outgoing(wbuf, &mut notification, unscheduled) {
                     return Stop::Closed;
                 }
             }
-            if wbuf.len() > WRITE_BATCH || self.to_router.len() >= ROUTER_BATCH {
-                return Stop::Full;
-            }
-            // A deadline already passed: take what is buffered, never block. (Cheaper
-            // than polling `next()` once, which moves the notification four times; and
-            // a fixed instant, as reading the clock for every message shows in profiles.)
-            let Some(link_rx) = self.link_rx.as_mut() else {
-                return Stop::Drained;
-            };
-            next = match link_rx.recv_deadline(*PAST) {
-                Err(LinkError::RecvTimeout(flume::RecvTimeoutError::Timeout)) => {
-                    return Stop::Drained
-                }
-                n => Some(n.map_err(|_| LinkClosed)),
-            };
+            Some(Ok(None)) | None => {}
+            Some(Err(LinkClosed)) => return self.link_dropped(wbuf),
         }
+        if self.batch_full(wbuf) {
+            return Stop::Full;
+        }
+        // (Out of `self` while its notifications are handled, which need `self`.)
+        let Some(mut link_rx) = self.link_rx.take() else {
+            return Stop::Drained;
+        };
+        let mut stop = Stop::Drained;
+        let ready = link_rx.for_each_ready(|notification| {
+            if self.outgoing(wbuf, notification, unscheduled) {
+                stop = Stop::Closed;
+            } else if self.batch_full(wbuf) {
+                stop = Stop::Full;
+            }
+            stop == Stop::Drained
+        });
+        self.link_rx = Some(link_rx);
+        match ready {
+            Ok(()) => stop,
+            Err(_) => self.link_dropped(wbuf),
+        }
+    }
+
+    /// Whether the batch for the client or for the router is as large as one gets.
+    fn batch_full(&self, wbuf: &BytesMut) -> bool {
+        wbuf.len() > WRITE_BATCH || self.to_router.len() >= ROUTER_BATCH
+    }
+
+    /// The router dropped our outgoing channel: the session was taken over or removed.
+    /// Its id may already be reused.
+    fn link_dropped(&mut self, wbuf: &mut BytesMut) -> Stop {
+        self.slot.forget();
+        if self.version == Version::V5 {
+            queue_disconnect(wbuf, DisconnectReasonCode::SessionTakenOver);
+        }
+        Stop::Closed
     }
 
     /// Handles one notification from the router. Returns true when the router closed
@@ -80,12 +90,17 @@ impl Connection {
     pub(super) fn outgoing(
         &mut self,
         wbuf: &mut BytesMut,
-        notification: Notification,
+        notification: &mut Notification,
         unscheduled: &mut bool,
     ) -> bool {
         let v = self.version;
-        match notification {
-            Notification::Forward(forward) => self.forward(wbuf, forward),
+        if let Notification::Forward(forward) = notification {
+            self.deliver(wbuf, forward, None);
+            return false;
+        }
+        // The others (fewer) are taken out, a placeholder left in their place.
+        match std::mem::replace(notification, Notification::Unschedule) {
+            Notification::Forward(_) => {} // (above)
             Notification::DeviceAck(ack) => {
                 match Option::<Packet>::from(Notification::DeviceAck(ack)) {
                     Some(Packet::PubAck(a, p)) => {
@@ -127,13 +142,13 @@ impl Connection {
                             // A repeated subscription's retained messages, after its
                             // SUBACK as the router sends a new one's.
                             for (publish, properties, qos) in pending.retained {
-                                let forward = rumqttd::Forward {
+                                let mut forward = rumqttd::Forward {
                                     cursor: None,
                                     size: 0,
                                     publish,
                                     properties,
                                 };
-                                self.deliver(wbuf, forward, Some(qos));
+                                self.deliver(wbuf, &mut forward, Some(qos));
                             }
                         }
                     }
@@ -193,42 +208,40 @@ impl Connection {
             let publish = Publish::new(m.topic, m.payload, false);
             marker::route(publish, m.properties, mark, None, &mut routed);
             if let Some(Packet::Publish(publish, properties)) = routed.pop_back() {
-                let forward = rumqttd::Forward {
+                let mut forward = rumqttd::Forward {
                     cursor: None,
                     size: 0,
                     publish,
                     properties,
                 };
-                self.deliver(wbuf, forward, Some(qos));
+                self.deliver(wbuf, &mut forward, Some(qos));
             }
         }
         Ok(())
-    }
-
-    /// Delivers (or skips) one message the router forwards to this client.
-    pub(super) fn forward(&mut self, wbuf: &mut BytesMut, forward: rumqttd::Forward) {
-        self.deliver(wbuf, forward, None)
     }
 
     /// Delivers (or skips) one message: forwarded by the router, or one the edge sends
     /// itself (`edge_qos`: the QoS the router would send it with), a repeated
     /// subscription's retained message or one from the store, which the router does not
     /// know it sent and so must not be acknowledged to it.
-    fn deliver(&mut self, wbuf: &mut BytesMut, forward: rumqttd::Forward, edge_qos: Option<u8>) {
+    fn deliver(
+        &mut self,
+        wbuf: &mut BytesMut,
+        forward: &mut rumqttd::Forward,
+        edge_qos: Option<u8>,
+    ) {
         let v = self.version;
-        let mut publish = forward.publish;
+        let publish = &mut forward.publish;
         // The router sets RETAIN only on retained messages sent at subscribe.
         let at_subscribe = publish.retain;
-        let mut props = forward.properties;
-        self.count_router_gap(&mut props, forward.cursor, &publish.topic);
+        let props = &mut forward.properties;
+        self.count_router_gap(props, forward.cursor, &publish.topic);
         let mark = Mark::take(&mut publish.payload);
         if mark.is_some_and(|m| m.properties) {
             // The properties travelled in the payload (see `marker`).
-            props = marker::take_properties(&mut publish.payload, props.take());
+            *props = marker::take_properties(&mut publish.payload, props.take());
         }
-        // Properties the edge may change need a copy to re-encode from (rumqttd keeps
-        // the QoS and packet id of a `Publish` private, so they are read back from the
-        // encoded bytes).
+        // The subscriptions' decision may need the topic after `publish` is encoded.
         // (Cloning a `Bytes` costs an atomic increment on a buffer other threads share:
         // only done when needed.)
         let topic = if self.subscriptions.needs_topic() {
@@ -239,14 +252,12 @@ impl Connection {
         // Checked per delivery, live and retained alike (a prefix compare for all but
         // key-message topics).
         let readable = self.shared.acl.may_read(&self.identity, &publish.topic);
-        let rewrite = (self.limits.topic_alias_max > 0 || self.subscriptions.has_identifiers())
-            .then(|| publish.clone());
+        // Encoded as it came (rumqttd keeps the QoS and packet id of a `Publish`
+        // private: they are read back from the encoded bytes), and again below with the
+        // properties the edge sets, if any.
+        let rewrite = self.limits.topic_alias_max > 0 || self.subscriptions.has_identifiers();
         let start = wbuf.len();
-        let first = match rewrite {
-            Some(_) => props.clone(),
-            None => props.take(),
-        };
-        if let Err(e) = codec::encode(Packet::Publish(publish, first), v, wbuf) {
+        if let Err(e) = codec::encode_publish(publish, props, v, wbuf) {
             warn!(error = %e, "cannot encode forwarded publish");
             wbuf.truncate(start);
             return;
@@ -312,7 +323,7 @@ impl Connection {
         let aliases = self.limits.topic_alias_max > 0
             && self.session_expiry == Some(0)
             && (delivery == 0 || self.queue.sends_now(self.window()));
-        if let Some(mut publish) = rewrite {
+        if rewrite {
             // Subscription identifiers are the edge's (the router never sees them), and
             // topic aliases are given per topic here.
             let mut p = props.take().unwrap_or_default();
@@ -335,7 +346,7 @@ impl Connection {
             }
             let p = (!no_properties(&p)).then_some(p);
             wbuf.truncate(start);
-            if let Err(e) = codec::encode(Packet::Publish(publish, p), v, wbuf) {
+            if let Err(e) = codec::encode_publish(publish, &p, v, wbuf) {
                 warn!(error = %e, "cannot encode forwarded publish");
                 wbuf.truncate(start);
                 return self.skip(h);

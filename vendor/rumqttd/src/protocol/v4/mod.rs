@@ -8,6 +8,14 @@ use std::{
     str::Utf8Error,
 };
 
+// sealpost: a PUBLISH encoded from a reference, without building a `Packet`: the broker's
+// edge encodes one per message delivered, and moving a 400-byte `Packet` through
+// `Protocol::write` cost several copies of it each time (SEALPOST.md).
+/// Writes `publish` to `buffer` (MQTT 3.1.1).
+pub fn write_publish(publish: &Publish, buffer: &mut BytesMut) -> Result<usize, Error> {
+    publish::write(publish, buffer)
+}
+
 mod connack;
 mod connect;
 mod disconnect;

@@ -5,6 +5,16 @@ use crate::router::Ack;
 use super::*;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+// sealpost: see `v4::write_publish`.
+/// Writes `publish` with its `properties` to `buffer` (MQTT 5).
+pub fn write_publish(
+    publish: &Publish,
+    properties: &Option<PublishProperties>,
+    buffer: &mut BytesMut,
+) -> Result<usize, Error> {
+    publish::write(publish, properties, buffer)
+}
+
 mod connack;
 mod connect;
 mod disconnect;
