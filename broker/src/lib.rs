@@ -20,6 +20,7 @@
 pub mod acl;
 pub mod auth;
 mod backpressure;
+mod by_number;
 pub mod codec;
 pub mod config;
 pub mod connection;

@@ -304,7 +304,10 @@ impl OutQueue {
         }
         match removed {
             Some(h) => {
-                self.reserved.remove(&pkid);
+                // (Not hashed for every acknowledgement: empty but after a restart.)
+                if !self.reserved.is_empty() {
+                    self.reserved.remove(&pkid);
+                }
                 Acked::Done(h.message)
             }
             None => Acked::Unknown,

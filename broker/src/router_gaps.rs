@@ -20,6 +20,7 @@
 //! Shared subscriptions get no identifier: their members share one cursor, and the
 //! messages another member took are not gaps.
 
+use crate::by_number::ByNumber;
 use std::collections::HashMap;
 
 /// One client's filters in the router, with the offset each is expected at next.
@@ -29,7 +30,8 @@ pub(crate) struct RouterGaps {
     ids: HashMap<String, usize>,
     /// Per identifier: the offset of the next message expected (`None`: not known
     /// until the first message, as for a subscription the router just started).
-    next: HashMap<usize, Option<u64>>,
+    /// Looked up for every message forwarded: identifiers are the edge's own.
+    next: HashMap<usize, Option<u64>, ByNumber>,
     /// The last identifier given (they start at 1: the router refuses 0).
     last: usize,
 }

@@ -35,6 +35,7 @@ mod settle;
 pub(crate) use records::{decode_publish, encode_publish, expire};
 pub use records::{SessionRecord, StoredMessage, SubscriptionRecord, Unreadable};
 
+use crate::by_number::ByNumber;
 use inbox::Inbox;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use settle::{Done, Settling};
@@ -916,32 +917,6 @@ fn flush(database: &Database) -> bool {
 struct Cancelling {
     /// Per message queued here: its sessions, and which of them acknowledged it here.
     queued: HashMap<u64, (Arc<[String]>, Acked), ByNumber>,
-}
-
-/// Hashing for the writer's maps keyed by message number, which it fills and empties for
-/// every transaction: the numbers are the broker's own (see `marker`), not a client's,
-/// so they need no protection against chosen collisions, and SipHash was a tenth of
-/// the writer's time.
-type ByNumber = std::hash::BuildHasherDefault<NumberHasher>;
-
-/// See [`ByNumber`]: a multiplication spreads consecutive numbers over the table.
-#[derive(Default)]
-struct NumberHasher(u64);
-
-impl std::hash::Hasher for NumberHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
 }
 
 /// Which of a message's sessions acknowledged it (by position in its list).
