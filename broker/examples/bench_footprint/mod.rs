@@ -10,6 +10,11 @@
 //! apart and taken off. What a socket costs the broker's process beyond a pipe (its
 //! registration with the runtime's reactor) is the difference between the two tables at
 //! the same N, which the in-process table is run at too.
+//!
+//! `SEALPOST_BENCH_LINK_IDLE_MS=MS` sets the in-process broker's
+//! `limits.router_link_idle_ms`: with a short one, few of the connections that publish
+//! hold a router link at the same time, which separates what the router's tables keep
+//! from a burst of them all from what each connection keeps.
 
 use super::{launch, sealpost_config, Kind};
 use std::io::{Read, Write};
@@ -196,9 +201,15 @@ pub fn in_process_round(n: usize, idle: Idle, broker: bool) {
     rt.block_on(async move {
         let broker = match broker {
             true => Some(Arc::new(
-                sealpost_broker::Broker::start(sealpost_config(0, n + 1))
-                    .await
-                    .unwrap(),
+                sealpost_broker::Broker::start({
+                    let mut c = sealpost_config(0, n + 1);
+                    if let Ok(ms) = std::env::var("SEALPOST_BENCH_LINK_IDLE_MS") {
+                        c.limits.router_link_idle_ms = ms.parse().unwrap();
+                    }
+                    c
+                })
+                .await
+                .unwrap(),
             )),
             false => None,
         };
