@@ -679,6 +679,26 @@ async fn v5_shared_subscriptions_split_messages_and_get_no_retained_messages() {
     broker.shutdown(WAIT).await;
 }
 
+// Regression: rumqttd 0.20 left an unsubscribed shared subscription's waiting request
+// in its filter's log, so the member got the next message after its UNSUBACK
+// (vendor/rumqttd/SEALPOST.md, "A disconnection looks only where the link waits").
+#[tokio::test]
+async fn v5_an_unsubscribed_shared_subscription_gets_nothing_more() {
+    let (broker, addr) = start(tcp_config()).await;
+    let p = V5::start(options("shu-pub", addr)).await;
+    let mut m = V5::start(options("shu-member", addr)).await;
+    m.subscribe(filter("$share/g/shu/t", QoS::AtLeastOnce))
+        .await;
+    // A first message: the subscription is read and waits for the next one.
+    p.publish("shu/t", QoS::AtLeastOnce, false, b"first").await;
+    assert_eq!(&m.publish_msg().await.payload[..], b"first");
+    m.client.unsubscribe("$share/g/shu/t").await.unwrap();
+    m.wait(|p| matches!(p, Packet::UnsubAck(..))).await;
+    m.assert_not_subscribed(&p.client, "shu/t", "shu/sentinel")
+        .await;
+    broker.shutdown(WAIT).await;
+}
+
 // ------------------------------------------------------------------------------------
 // 8. Configured limits
 
