@@ -24,7 +24,7 @@ impl Connection {
                     // written with the next batch for the router, before the socket
                     // (see `event_loop`): a crash after the PUBREL sends the PUBREL
                     // again, never the message.
-                    self.to_store.push(crate::store::Op::Released {
+                    self.store_later(crate::store::Op::Released {
                         client_id: self.client_id.clone(),
                         number: message,
                         pkid,
@@ -77,7 +77,7 @@ impl Connection {
         }
         for (number, pkid) in qos2_sent {
             if number != 0 {
-                self.to_store.push(crate::store::Op::Sent {
+                self.store_later(crate::store::Op::Sent {
                     client_id: self.client_id.clone(),
                     number,
                     pkid,

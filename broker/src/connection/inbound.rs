@@ -280,7 +280,7 @@ impl Connection {
         if header.qos > 0 && self.shared.store.is_durable() {
             let takers = self.takers(&publish.topic, topic_name);
             if !takers.is_empty() {
-                self.to_store.push(Op::Enqueue {
+                self.store_later(Op::Enqueue {
                     number: mark.message,
                     message: StoredMessage {
                         topic: publish.topic.clone(),

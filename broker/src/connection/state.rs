@@ -298,7 +298,7 @@ impl Connection {
     /// after its PUBREL would take the next message with that packet id for a repeat.
     pub(super) fn store_incoming(&mut self, pkid: u16, open: bool) {
         if self.durable() {
-            self.to_store.push(crate::store::Op::Incoming {
+            self.store_later(crate::store::Op::Incoming {
                 client_id: self.client_id.clone(),
                 pkid,
                 open,
@@ -326,6 +326,17 @@ impl Connection {
             self.to_router.reserve(self.last_batch.max(1));
         }
         self.to_router.push_back(packet);
+    }
+
+    /// Queues an operation for the store, written before the batch for the router (see
+    /// [`Connection::flush_router`]). The batch's queue starts at the size of the last
+    /// router batch, as in [`Connection::send_router`]: an `Op::Enqueue` is 300 bytes,
+    /// and a queue grown one message at a time moved them again at every doubling.
+    pub(super) fn store_later(&mut self, op: crate::store::Op) {
+        if self.to_store.capacity() == 0 {
+            self.to_store.reserve(self.last_batch.max(1));
+        }
+        self.to_store.push(op);
     }
 
     /// Adds the messages counted since the last batch to the shared metrics. (Once per
