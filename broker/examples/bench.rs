@@ -9,8 +9,10 @@
 //! ```
 //! `durable` and `restart` run the durable-session tables (see `bench_durable`);
 //! `footprint [N]` only the memory of N idle connections (default 10,000; the open-file
-//! limit must allow N sockets in each process: `ulimit -n`); `router-links [N]` the
-//! memory of N bare router links, without the edge.
+//! limit must allow N sockets in each process: `ulimit -n`); `footprint-in-process N...`
+//! sealpost's memory per connection with N connections over in-process pipes, beyond
+//! that limit (see `bench_footprint`); `router-links [N]` the memory of N bare router
+//! links, without the edge.
 //! Needs `mosquitto` and `mosquitto-clients` (Debian packages). Each broker runs in its
 //! own process (this binary re-executed with `serve-sealpost` / `serve-rumqttd`, or
 //! `mosquitto -c`), on an ephemeral loopback port.
