@@ -199,19 +199,15 @@ pub fn in_process_round(n: usize, idle: Idle, broker: bool) {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let broker = match broker {
-            true => Some(Arc::new(
-                sealpost_broker::Broker::start({
-                    let mut c = sealpost_config(0, n + 1);
-                    if let Ok(ms) = std::env::var("SEALPOST_BENCH_LINK_IDLE_MS") {
-                        c.limits.router_link_idle_ms = ms.parse().unwrap();
-                    }
-                    c
-                })
-                .await
-                .unwrap(),
-            )),
-            false => None,
+        let broker = if broker {
+            let mut config = sealpost_config(0, n + 1);
+            if let Ok(ms) = std::env::var("SEALPOST_BENCH_LINK_IDLE_MS") {
+                config.limits.router_link_idle_ms = ms.parse().unwrap();
+            }
+            let broker = sealpost_broker::Broker::start(config).await.unwrap();
+            Some(Arc::new(broker))
+        } else {
+            None
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = rss_kib(std::process::id());
