@@ -100,9 +100,14 @@ impl Connection {
     fn store_ack(&mut self, number: u64) {
         match self.store_acks.last_mut() {
             Some(crate::store::Op::Ack(_, numbers)) => numbers.push(number),
-            _ => self
-                .store_acks
-                .push(crate::store::Op::Ack(self.client_id.clone(), vec![number])),
+            _ => {
+                // Room for as many as the last batch for the router had packets (one
+                // acknowledgement to the router for each message delivered).
+                let mut numbers = Vec::with_capacity(self.last_batch.max(1));
+                numbers.push(number);
+                self.store_acks
+                    .push(crate::store::Op::Ack(self.client_id.clone(), numbers));
+            }
         }
     }
 

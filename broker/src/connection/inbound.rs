@@ -295,6 +295,7 @@ impl Connection {
             }
         }
         self.unreported.messages_in += 1;
+        self.start_router_batch();
         marker::route(
             publish,
             props,

@@ -319,13 +319,18 @@ impl Connection {
     /// async, so that the packet handlers are not: an async fn moves its arguments,
     /// here 400-byte `Packet`s, into its future, which cost a third of the edge's time.)
     pub(super) fn send_router(&mut self, packet: Packet) {
+        self.start_router_batch();
+        self.to_router.push_back(packet);
+    }
+
+    /// Makes room for a new batch for the router. A batch hands its queue to the
+    /// router, which drops it once handled (see vendor/rumqttd/SEALPOST.md), so every
+    /// batch starts a new one: the size of the last one, rather than growing to it a
+    /// (400-byte) packet at a time.
+    pub(super) fn start_router_batch(&mut self) {
         if self.to_router.capacity() == 0 {
-            // A batch hands its queue to the router, which drops it once handled (see
-            // vendor/rumqttd/SEALPOST.md), so every batch starts a new one: the size of
-            // the last one, rather than growing to it a packet at a time.
             self.to_router.reserve(self.last_batch.max(1));
         }
-        self.to_router.push_back(packet);
     }
 
     /// Queues an operation for the store, written before the batch for the router (see
