@@ -24,7 +24,7 @@
 //! subscriptions the ACL granted the owner, and the messages queued for it) and never
 //! takes over the owner's open connection. It is refused, or, with
 //! `session.new_session_for_other_identity`, gets a new session while the owner is away
-//! ([`check_owner`]).
+//! (`check_owner`).
 
 mod index;
 mod registry;
