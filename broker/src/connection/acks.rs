@@ -101,9 +101,9 @@ impl Connection {
         match self.store_acks.last_mut() {
             Some(crate::store::Op::Ack(_, numbers)) => numbers.push(number),
             _ => {
-                // Room for as many as the last batch for the router had packets (one
-                // acknowledgement to the router for each message delivered).
-                let mut numbers = Vec::with_capacity(self.last_batch.max(1));
+                // (One acknowledgement to the router for each message delivered: the
+                // last batch's size is a fair guess of how many.)
+                let mut numbers = Vec::with_capacity(self.batch_room());
                 numbers.push(number);
                 self.store_acks
                     .push(crate::store::Op::Ack(self.client_id.clone(), numbers));

@@ -94,13 +94,15 @@ impl Connection {
         unscheduled: &mut bool,
     ) -> bool {
         let v = self.version;
-        if let Notification::Forward(forward) = notification {
-            self.deliver(wbuf, forward, None);
-            return false;
-        }
-        // The others (fewer) are taken out, a placeholder left in their place.
-        match std::mem::replace(notification, Notification::Unschedule) {
-            Notification::Forward(_) => {} // (above)
+        let other = match notification {
+            Notification::Forward(forward) => {
+                self.deliver(wbuf, forward, None);
+                return false;
+            }
+            // The others (fewer) are taken out, a placeholder left in their place.
+            other => std::mem::replace(other, Notification::Unschedule),
+        };
+        match other {
             Notification::DeviceAck(ack) => {
                 match Option::<Packet>::from(Notification::DeviceAck(ack)) {
                     Some(Packet::PubAck(a, p)) => {

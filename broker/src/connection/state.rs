@@ -323,23 +323,27 @@ impl Connection {
         self.to_router.push_back(packet);
     }
 
-    /// Makes room for a new batch for the router. A batch hands its queue to the
-    /// router, which drops it once handled (see vendor/rumqttd/SEALPOST.md), so every
-    /// batch starts a new one: the size of the last one, rather than growing to it a
-    /// (400-byte) packet at a time.
+    /// How many entries a new batch's queue starts with: as many as the last batch
+    /// for the router had packets. A batch hands its queue on (the router drops it once
+    /// handled, see vendor/rumqttd/SEALPOST.md; the store's writer keeps it), so every
+    /// batch starts a new one, and one grown an entry at a time would move its
+    /// 300-400-byte packets and operations again at every doubling.
+    pub(super) fn batch_room(&self) -> usize {
+        self.last_batch.max(1)
+    }
+
+    /// Makes room for a new batch for the router (see [`Connection::batch_room`]).
     pub(super) fn start_router_batch(&mut self) {
         if self.to_router.capacity() == 0 {
-            self.to_router.reserve(self.last_batch.max(1));
+            self.to_router.reserve(self.batch_room());
         }
     }
 
     /// Queues an operation for the store, written before the batch for the router (see
-    /// [`Connection::flush_router`]). The batch's queue starts at the size of the last
-    /// router batch, as in [`Connection::send_router`]: an `Op::Enqueue` is 300 bytes,
-    /// and a queue grown one message at a time moved them again at every doubling.
+    /// [`Connection::flush_router`]; the queue sized by [`Connection::batch_room`]).
     pub(super) fn store_later(&mut self, op: crate::store::Op) {
         if self.to_store.capacity() == 0 {
-            self.to_store.reserve(self.last_batch.max(1));
+            self.to_store.reserve(self.batch_room());
         }
         self.to_store.push(op);
     }

@@ -344,9 +344,9 @@ impl Store {
     /// (as Mosquitto acknowledges before its next autosave: a crash loses what the
     /// last `sync_interval_ms` wrote either way, whether committed in memory or still
     /// on its way to the writer), unless the writer lags `PERIODIC_BACKLOG` (4,096)
-    /// batches behind. What is sent after this call is applied after `ops`, so a message may
-    /// be routed as soon as this returns: the acknowledgements its sessions send come
-    /// after it.
+    /// batches behind. What is sent after this call is applied after `ops`, so a
+    /// message may be routed as soon as this returns: the acknowledgements its sessions
+    /// send come after it.
     pub fn submit(&self, ops: Vec<Op>) -> Result<Pending, StoreError> {
         if self.periodic && self.backlog.load(Ordering::Relaxed) < PERIODIC_BACKLOG {
             self.send_batch(ops, None, true)?;
