@@ -12,7 +12,8 @@
 //! limit must allow N sockets in each process: `ulimit -n`); `footprint-in-process N...`
 //! sealpost's memory per connection with N connections over in-process pipes, beyond
 //! that limit (see `bench_footprint`); `router-links [N]` the memory of N bare router
-//! links, without the edge.
+//! links, without the edge; `router-leave N...` how long the router takes to let N links
+//! waiting on one filter go at once.
 //! Needs `mosquitto` and `mosquitto-clients` (Debian packages). Each broker runs in its
 //! own process (this binary re-executed with `serve-sealpost` / `serve-rumqttd`, or
 //! `mosquitto -c`), on an ephemeral loopback port.
@@ -408,6 +409,10 @@ fn main() {
             return footprint::router_links_table(
                 args.get(2).map_or(10_000, |n| n.parse().unwrap()),
             );
+        }
+        Some("router-leave") => {
+            let ns: Vec<usize> = args[2..].iter().map(|n| n.parse().unwrap()).collect();
+            return footprint::router_leave_table(&ns);
         }
         Some("router-links-round") => {
             return footprint::router_links_round(args[2].parse().unwrap(), args[3] == "1");

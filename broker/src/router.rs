@@ -429,6 +429,83 @@ mod tests {
         assert_eq!(topics, ["control"], "a message of the last link's filters");
     }
 
+    /// A fresh link in one of `router`'s free slots.
+    async fn relink(router: &RouterHandle, name: &'static str) -> (RouterSlot, LinkRx) {
+        // `link` blocks until the router answers; on a thread of its own, which a test
+        // whose router died does not wait for when it ends.
+        let router = router.clone();
+        let (tx, linked) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(router.link(name, true));
+        });
+        let (slot, rx, _) = tokio::time::timeout(std::time::Duration::from_secs(10), linked)
+            .await
+            .expect("the router answered")
+            .unwrap()
+            .unwrap();
+        (slot, rx)
+    }
+
+    // A filter's waiting requests are found through an index of who waits where (the
+    // vendored `Waiters`), which every removal must keep right: the request moved into
+    // a freed place, a link with two requests on one log (`t` and `$share/g/t`), an
+    // UNSUBSCRIBE of one of the two. Each link that stays is sent the next message of
+    // `t` exactly once, and the links in the gone ones' slots are sent none.
+    #[tokio::test]
+    async fn many_links_waiting_on_one_filter_leave_it_in_any_order() {
+        let router = router_of(7);
+        let (mut publisher, _publisher_rx, _) = router.link("p", true).unwrap();
+        let mut links = Vec::new();
+        for name in ["s0", "s1", "s2", "s3", "s4", "s5"] {
+            let (mut slot, mut rx, _) = router.link(name, true).unwrap();
+            send(&mut slot, subscribe(1, "t")).await;
+            topics_until(&mut rx, suback).await;
+            if name == "s1" || name == "s3" {
+                send(&mut slot, subscribe(2, "$share/g/t")).await;
+                topics_until(&mut rx, suback).await;
+            }
+            links.push(Some((slot, rx)));
+        }
+        // Everyone reads a first message and waits for the next.
+        send(&mut publisher, publish("t")).await;
+        for link in links.iter_mut().flatten() {
+            topics_until(&mut link.1, forward_of("t")).await;
+        }
+        let unsubscribe = rumqttd::protocol::Unsubscribe {
+            pkid: 3,
+            filters: vec!["$share/g/t".into()],
+        };
+        let s1 = links[1].as_mut().unwrap();
+        send(&mut s1.0, Packet::Unsubscribe(unsubscribe, None)).await;
+        topics_until(&mut s1.1, unsuback).await;
+        // The first waiter, then one with two requests, then the last.
+        for gone in [0, 3, 5] {
+            links[gone] = None;
+        }
+        let mut newcomers = Vec::new();
+        for name in ["n0", "n3", "n5"] {
+            let (mut slot, mut rx) = relink(&router, name).await;
+            send(&mut slot, subscribe(1, "control")).await;
+            topics_until(&mut rx, suback).await;
+            newcomers.push((slot, rx));
+        }
+        send(&mut publisher, publish("t")).await;
+        send(&mut publisher, publish("control")).await;
+        for (name, link) in [("s1", 1), ("s2", 2), ("s4", 4)] {
+            let rx = &mut links[link].as_mut().unwrap().1;
+            let topics = topics_until(rx, forward_of("t")).await;
+            assert_eq!(topics, ["t"], "{name}");
+        }
+        for (_, rx) in &mut newcomers {
+            let topics = topics_until(rx, forward_of("control")).await;
+            assert_eq!(
+                topics,
+                ["control"],
+                "a newcomer was sent a gone link's message"
+            );
+        }
+    }
+
     #[test]
     fn router_ids_are_escaped_injectively() {
         assert_eq!(router_client_id("plain-id"), "plain-id");

@@ -1,6 +1,7 @@
 //! Memory per idle connection (issue 15 item 4): each broker's RSS with N idle TCP
 //! connections (`footprint [N]`), sealpost's with N connections over in-process pipes
-//! (`footprint-in-process N...`), and rumqttd's router alone (`router-links [N]`).
+//! (`footprint-in-process N...`), and rumqttd's router alone (`router-links [N]`); and
+//! how long the router takes to let N links waiting on one filter go (`router-leave N...`).
 //!
 //! Why in-process pipes: a process here may hold at most 20,000 open files (a hard
 //! limit that needs `CAP_SYS_RESOURCE` to raise), so 100,000 TCP connections cannot be
@@ -268,7 +269,6 @@ pub fn router_links_table(n: usize) {
 
 /// One row of [`router_links_table`]: prints the KiB per link.
 pub fn router_links_round(n: usize, subscribed: bool) {
-    use rumqttd::protocol::{Filter, Packet, RetainForwardRule, Subscribe};
     let sizing = sealpost_broker::config::RouterSizing::default();
     let router = sealpost_broker::router::RouterHandle::spawn(n, &sizing);
     std::thread::sleep(Duration::from_millis(200));
@@ -277,23 +277,58 @@ pub fn router_links_round(n: usize, subscribed: bool) {
     for i in 0..n {
         let (mut slot, rx, _) = router.link(&format!("link-{i}"), true).unwrap();
         if subscribed {
-            let filter = Filter {
-                path: format!("idle/{i}"),
-                qos: rumqttd::protocol::QoS::AtLeastOnce,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::Never,
-            };
-            let subscribe = Subscribe {
-                pkid: 1,
-                filters: vec![filter],
-            };
-            let mut batch = [Packet::Subscribe(subscribe, None)].into();
-            futures_util::FutureExt::now_or_never(slot.send_batch(&mut batch));
+            subscribe_link(&mut slot, &format!("idle/{i}"));
         }
         links.push((slot, rx));
     }
     std::thread::sleep(Duration::from_millis(1000));
     let after = rss_kib(std::process::id());
     println!("{:.1}", after.saturating_sub(before) as f64 / n as f64);
+}
+
+/// Sends a router link's SUBSCRIBE to `filter` (QoS 1), without waiting for its SUBACK.
+fn subscribe_link(slot: &mut sealpost_broker::router::RouterSlot, filter: &str) {
+    use rumqttd::protocol::{Filter, Packet, RetainForwardRule, Subscribe};
+    let filter = Filter {
+        path: filter.to_owned(),
+        qos: rumqttd::protocol::QoS::AtLeastOnce,
+        nolocal: false,
+        preserve_retain: false,
+        retain_forward_rule: RetainForwardRule::Never,
+    };
+    let subscribe = Subscribe {
+        pkid: 1,
+        filters: vec![filter],
+    };
+    let mut batch = [Packet::Subscribe(subscribe, None)].into();
+    futures_util::FutureExt::now_or_never(slot.send_batch(&mut batch));
+}
+
+/// How long the router takes to let `n` links that wait on one filter go at once (an
+/// outage, or the restart of a gateway many devices reach the broker through), for each
+/// `n` (`router-leave N...`; vendor/rumqttd/SEALPOST.md): from the first link dropped
+/// until a link made after the last one is accepted (the router takes its links'
+/// events in order). Bare router links, as `router-links`; while this lasts the
+/// router thread serves no other connection.
+pub fn router_leave_table(ns: &[usize]) {
+    println!("| links waiting on one filter | router busy letting them go |");
+    println!("|---|---:|");
+    for &n in ns {
+        let sizing = sealpost_broker::config::RouterSizing::default();
+        let router = sealpost_broker::router::RouterHandle::spawn(n + 1, &sizing);
+        let mut links = Vec::with_capacity(n);
+        for i in 0..n {
+            let (mut slot, rx, _) = router.link(&format!("link-{i}"), true).unwrap();
+            subscribe_link(&mut slot, "broadcast");
+            links.push((slot, rx));
+        }
+        // Accepted once the router has taken every SUBSCRIBE; then a moment for it to
+        // read the (empty) filter for each and park them all as waiting.
+        drop(router.link("barrier", true).unwrap());
+        std::thread::sleep(Duration::from_secs(2));
+        let start = std::time::Instant::now();
+        drop(links);
+        let _after = router.link("after", true).unwrap();
+        println!("| {n} | {:.3} s |", start.elapsed().as_secs_f64());
+    }
 }

@@ -121,21 +121,14 @@ impl DataLog {
         // or the topic filter itself): only this subscription's goes. rumqttd looked
         // for the log under the `$share/...` name, found none, and left the request
         // waiting after the UNSUBSCRIBE; `clean` relies on every waiting request
-        // belonging to one of the connection's subscriptions.
+        // belonging to one of the connection's subscriptions. Found through the
+        // waiters' index (`Waiters::remove_one`), not by searching the whole list.
         let data = self
             .native
             .get_mut(*self.filter_indexes.get(log_of(filter))?)
             .unwrap();
-        let waiters = data.waiters.get_mut();
-
-        waiters
-            .iter()
-            .position(|(conn_id, request)| *conn_id == id && request.filter == *filter)
-            .and_then(|index| {
-                waiters
-                    .swap_remove_back(index)
-                    .map(|(_, data_req)| data_req)
-            })
+        data.waiters
+            .remove_one(id, |request| request.filter == *filter)
     }
 
     // TODO: Currently returning a Option<Vec> instead of Option<&Vec> due to Rust borrow checker
