@@ -211,13 +211,16 @@ pub(crate) fn take_properties(
 /// connection's read buffer, or of a block shared with the connection's other messages,
 /// would keep all of it alive: one tiny message kept in a log pinned up to 64 KiB, and
 /// the router counts only the message's own bytes against its limits.
+///
+/// Returns the message's topic and (unmarked) payload in that allocation, for whatever
+/// else keeps the message (the store): no copy, and no read buffer kept alive by it.
 pub(crate) fn route(
     mut publish: Publish,
     props: Option<PublishProperties>,
     mark: Mark,
     retained: Option<&RetainedIndex>,
     out: &mut VecDeque<Packet>,
-) {
+) -> Routed {
     let (props, carried) = carried(props);
     let mark = Mark {
         properties: !carried.is_empty(),
@@ -230,6 +233,10 @@ pub(crate) fn route(
     put(&mut own, mark, &carried, &publish.payload);
     let mut own = own.freeze();
     let topic = own.split_to(topic_len);
+    let routed = Routed {
+        topic: topic.clone(),
+        payload: own.slice(own.len() - publish.payload.len()..),
+    };
     if publish.retain && publish.payload.is_empty() {
         out.push_back(Packet::Publish(
             Publish::new(topic.clone(), Bytes::new(), true),
@@ -249,6 +256,14 @@ pub(crate) fn route(
         }
     }
     out.push_back(Packet::Publish(publish, props));
+    routed
+}
+
+/// A message as [`route`] sent it: its topic and payload, slices of the one allocation
+/// the router's copy lives in.
+pub(crate) struct Routed {
+    pub(crate) topic: Bytes,
+    pub(crate) payload: Bytes,
 }
 
 #[cfg(test)]

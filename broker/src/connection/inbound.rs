@@ -277,32 +277,36 @@ impl Connection {
             })
         });
         let mark = Mark::new(header.qos, header.retain, self.origin);
-        if header.qos > 0 && self.shared.store.is_durable() {
-            let takers = self.takers(&publish.topic, topic_name);
-            if !takers.is_empty() {
-                self.store_later(Op::Enqueue {
-                    number: mark.message,
-                    message: StoredMessage {
-                        topic: publish.topic.clone(),
-                        qos: header.qos,
-                        retain: header.retain,
-                        origin: self.origin,
-                        payload: publish.payload.clone(),
-                        properties: props.clone(),
-                    },
-                    clients: takers,
-                });
-            }
-        }
+        let takers = (header.qos > 0 && self.shared.store.is_durable())
+            .then(|| self.takers(&publish.topic, topic_name))
+            .filter(|takers| !takers.is_empty());
+        let stored_properties = takers.as_ref().and(props.clone());
         self.unreported.messages_in += 1;
         self.start_router_batch();
-        marker::route(
+        let routed = marker::route(
             publish,
             props,
             mark,
             Some(&self.shared.retained_index),
             &mut self.to_router,
         );
+        if let Some(clients) = takers {
+            // Stored in the allocation the router's copy lives in, not in the read
+            // buffer: held until the next sync, a slice of that would keep the whole
+            // buffer (64 KiB for a busy client) from being reused.
+            self.store_later(Op::Enqueue {
+                number: mark.message,
+                message: StoredMessage {
+                    topic: routed.topic,
+                    qos: header.qos,
+                    retain: header.retain,
+                    origin: self.origin,
+                    payload: routed.payload,
+                    properties: stored_properties,
+                },
+                clients,
+            });
+        }
         Ok(retained)
     }
 
