@@ -149,6 +149,7 @@ impl Connection {
                                     size: 0,
                                     publish,
                                     properties,
+                                    subscription_id: None,
                                 };
                                 self.deliver(wbuf, &mut forward, Some(qos));
                             }
@@ -215,6 +216,7 @@ impl Connection {
                     size: 0,
                     publish,
                     properties,
+                    subscription_id: None,
                 };
                 self.deliver(wbuf, &mut forward, Some(qos));
             }
@@ -237,7 +239,7 @@ impl Connection {
         // The router sets RETAIN only on retained messages sent at subscribe.
         let at_subscribe = publish.retain;
         let props = &mut forward.properties;
-        self.count_router_gap(props, forward.cursor, &publish.topic);
+        self.count_router_gap(forward.subscription_id, forward.cursor, &publish.topic);
         let mark = Mark::take(&mut publish.payload);
         if mark.is_some_and(|m| m.properties) {
             // The properties travelled in the payload (see `marker`).
@@ -473,26 +475,14 @@ impl Connection {
             .is_none_or(|m| len <= m as usize)
     }
 
-    /// Takes the edge's subscription identifier off a message the router forwarded and
+    /// With the edge's subscription identifier of a message the router forwarded (`id`),
     /// counts the messages of that filter the router skipped before it (see
     /// `router_gaps`). Not for a persistent session with a data directory: what the
     /// router skipped of its QoS 1/2 messages comes from the store.
-    fn count_router_gap(
-        &mut self,
-        props: &mut Option<PublishProperties>,
-        cursor: Option<(u64, u64)>,
-        topic: &[u8],
-    ) {
+    fn count_router_gap(&mut self, id: Option<usize>, cursor: Option<(u64, u64)>, topic: &[u8]) {
         let Some((_, offset)) = cursor else {
             return;
         };
-        let mut id = None;
-        if let Some(p) = props.as_mut() {
-            id = p.subscription_identifiers.pop();
-            if no_properties(p) {
-                *props = None;
-            }
-        }
         // A resumed session's first messages may come before the router has its
         // identifiers again (`rejoin_router_filters`): the one filter that matches.
         let Some(id) = id.or_else(|| self.only_matching_filter(topic)) else {

@@ -116,6 +116,12 @@ impl Outgoing {
     ) -> (usize, usize) {
         let mut buffer = self.data_buffer.lock();
         let publishes = publishes;
+        // sealpost: room for the whole read at once (see `ack_device_data`).
+        let (count, _) = publishes.size_hint();
+        buffer.reserve(count);
+        if qos > 0 {
+            self.inflight_buffer.reserve(count);
+        }
 
         if qos == 0 {
             for p in publishes {

@@ -97,7 +97,18 @@ type MaybePacket = Option<Packet>;
 impl From<Notification> for MaybePacket {
     fn from(notification: Notification) -> Self {
         let packet: Packet = match notification {
-            Notification::Forward(forward) => Packet::Publish(forward.publish, forward.properties),
+            // sealpost: the subscription identifier goes into the properties here, for
+            // rumqttd's own network links, not in the router (see `Forward`).
+            Notification::Forward(forward) => {
+                let mut properties = forward.properties;
+                if let Some(id) = forward.subscription_id {
+                    properties
+                        .get_or_insert_with(Default::default)
+                        .subscription_identifiers
+                        .push(id);
+                }
+                Packet::Publish(forward.publish, properties)
+            }
             Notification::DeviceAck(ack) => ack.into(),
             Notification::Unschedule => return None,
             Notification::Disconnect(disconnect, props) => Packet::Disconnect(disconnect, props),
@@ -116,6 +127,11 @@ pub struct Forward {
     pub size: usize,
     pub publish: Publish,
     pub properties: Option<PublishProperties>,
+    // sealpost: carried beside the properties; the router pushed it into them, which
+    // made a `PublishProperties` and a `Vec` for every message it forwarded on a filter
+    // with an identifier (every filter of a sealpost connection has one).
+    /// The subscription identifier of the filter the message was read for.
+    pub subscription_id: Option<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -1381,6 +1381,9 @@ fn ack_device_data(ackslog: &mut AckLog, outgoing: &mut Outgoing) -> bool {
 
     let mut count = 0;
     let mut buffer = outgoing.data_buffer.lock();
+    // sealpost: room for them all at once; the queue starts empty for every batch
+    // (SEALPOST.md), and grew a doubling at a time, copying what it held each time.
+    buffer.reserve(acks.len());
 
     // Unlike forwards, we are reading all the pending acks for a given connection.
     // At any given point of time, there can be a max of connection's buffer size
@@ -1578,18 +1581,12 @@ fn forward_device_data(
                 publish.topic.clear()
             }
 
-            if let Some(&subscription_id) = subscription_id {
-                // create new props if not already exists
-                let mut props = properties.unwrap_or_default();
-                props.subscription_identifiers.push(subscription_id);
-                properties = Some(props);
-            }
-
             Forward {
                 cursor: offset,
                 size: 0,
                 publish,
                 properties,
+                subscription_id: subscription_id.copied(),
             }
         });
 
