@@ -80,7 +80,7 @@ impl SystemLink {
                     topic: topic.to_owned(),
                     qos: m.qos,
                     payload: m.payload.clone(),
-                    properties: m.properties.clone(),
+                    properties: m.properties.as_deref().cloned(),
                 })
                 .await;
             if let Err(e) = stored {
@@ -88,7 +88,8 @@ impl SystemLink {
             }
         }
         let mark = Mark::new(m.qos, m.retain, 0);
-        self.publish(m.topic, m.payload, mark, m.properties).await;
+        self.publish(m.topic, m.payload, mark, m.properties.map(|p| *p))
+            .await;
     }
 
     /// Publishes the retained messages read from the store at start.
@@ -115,14 +116,16 @@ pub(crate) fn will_message(will: &Will) -> StoredMessage {
         retain: will.retain,
         origin: 0,
         payload: will.message.clone(),
-        properties: props.as_ref().map(|p| PublishProperties {
-            payload_format_indicator: p.payload_format_indicator,
-            message_expiry_interval: p.message_expiry_interval,
-            response_topic: p.response_topic.clone(),
-            correlation_data: p.correlation_data.clone(),
-            user_properties: p.user_properties.clone(),
-            content_type: p.content_type.clone(),
-            ..Default::default()
+        properties: props.as_ref().map(|p| {
+            Box::new(PublishProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                message_expiry_interval: p.message_expiry_interval,
+                response_topic: p.response_topic.clone(),
+                correlation_data: p.correlation_data.clone(),
+                user_properties: p.user_properties.clone(),
+                content_type: p.content_type.clone(),
+                ..Default::default()
+            })
         }),
     }
 }

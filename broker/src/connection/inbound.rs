@@ -302,7 +302,7 @@ impl Connection {
                     retain: header.retain,
                     origin: self.origin,
                     payload: routed.payload,
-                    properties: stored_properties,
+                    properties: stored_properties.map(Box::new),
                 },
                 clients,
             });

@@ -209,7 +209,7 @@ impl Connection {
             let mut routed = VecDeque::with_capacity(1);
             let mark = Mark::kept(m.qos, m.retain, m.origin, number);
             let publish = Publish::new(m.topic, m.payload, false);
-            marker::route(publish, m.properties, mark, None, &mut routed);
+            marker::route(publish, m.properties.map(|p| *p), mark, None, &mut routed);
             if let Some(Packet::Publish(publish, properties)) = routed.pop_back() {
                 let mut forward = rumqttd::Forward {
                     cursor: None,

@@ -323,8 +323,8 @@ impl Connection {
         self.to_router.push_back(packet);
     }
 
-    /// How many entries a new batch's queue starts with: as many as the last batch
-    /// for the router had packets. A batch hands its queue on (the router drops it once
+    /// How many entries a new batch's queue starts with: as many as the last batches
+    /// for the router had packets (the largest of them, see `flush_router`). A batch hands its queue on (the router drops it once
     /// handled, see vendor/rumqttd/SEALPOST.md; the store's writer keeps it), so every
     /// batch starts a new one, and one grown an entry at a time would move its
     /// 300-400-byte packets and operations again at every doubling.
@@ -399,7 +399,10 @@ impl Connection {
             }
         }
         if !self.to_router.is_empty() {
-            self.last_batch = self.to_router.len();
+            // The largest recent batch, forgotten slowly: a client's batches come in
+            // all sizes (however much of its window one read holds), and a queue
+            // sized for a small one grows again at every doubling.
+            self.last_batch = self.to_router.len().max(self.last_batch * 7 / 8);
             if self.link_rx.is_none() {
                 // Boxed, as rare: inline, its state would make every batch's larger.
                 Box::pin(self.link()).await?;

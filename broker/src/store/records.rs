@@ -36,14 +36,16 @@ pub struct StoredMessage {
     /// Opaque payload (never decoded).
     pub payload: Bytes,
     /// MQTT 5 properties as published; when read back, the message expiry interval is
-    /// what is left of it.
-    pub properties: Option<PublishProperties>,
+    /// what is left of it. (Boxed: most messages have none, and an operation for the
+    /// store that holds a message is moved and copied as its queue grows.)
+    pub properties: Option<Box<PublishProperties>>,
 }
 
 impl StoredMessage {
     /// The stored form, stamped with `now` (seconds since the Unix epoch).
     pub fn encode(&self, now: u64) -> Result<Vec<u8>, String> {
-        let packet = encode_publish(&self.topic, &self.payload, self.properties.clone())?;
+        let properties = self.properties.as_deref().cloned();
+        let packet = encode_publish(&self.topic, &self.payload, properties)?;
         let mut v = Vec::with_capacity(MESSAGE_HEADER + packet.len());
         v.push(MESSAGE_FORMAT);
         v.push(self.qos);
@@ -75,7 +77,7 @@ impl StoredMessage {
             retain: header[2] == 1,
             origin,
             payload: publish.payload,
-            properties,
+            properties: properties.map(Box::new),
         }))
     }
 }
@@ -204,11 +206,11 @@ mod tests {
             retain: true,
             origin: 7,
             payload: Bytes::from_static(b"payload"),
-            properties: Some(PublishProperties {
+            properties: Some(Box::new(PublishProperties {
                 message_expiry_interval: Some(100),
                 user_properties: vec![("k".into(), "v".into())],
                 ..Default::default()
-            }),
+            })),
         }
     }
 

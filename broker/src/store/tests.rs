@@ -244,10 +244,10 @@ async fn expiry_counts_while_the_broker_is_down() {
             ..session("x", Some(10))
         };
         let expiring_message = StoredMessage {
-            properties: Some(PublishProperties {
+            properties: Some(Box::new(PublishProperties {
                 message_expiry_interval: Some(20),
                 ..Default::default()
-            }),
+            })),
             ..message("t/3", b"expires")
         };
         store
