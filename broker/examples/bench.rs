@@ -283,11 +283,13 @@ async fn scenario_with(
 
 /// The order `repeat` rounds of runs take the `kinds` brokers (their indexes) in: each
 /// round starts one further along, so that each broker runs after each other one as
-/// often (with `repeat` a multiple of `kinds`). In a fixed order, a broker always ran
-/// after the same one, and what that one leaves to the machine (a data file being
-/// deleted, the kernel writing back what it synced) slowed it: in the durable table,
-/// `"periodic"` after `"always"` gave 0.82-0.83x the in-memory broker at 1->1, and
-/// 1.00-1.01x run right after the in-memory broker, minutes apart.
+/// often (with `repeat` a multiple of `kinds`), and whatever one leaves to the machine
+/// (a data file being deleted, the kernel writing back what it synced) falls on all
+/// alike. In a fixed order a column always ran after the same one; one reordered run of
+/// the durable table gave `"periodic"` 1.00x the in-memory broker at 1->1 against
+/// 0.82x in the fixed order, though with the turns taken in rotation it gave 0.82-0.84x
+/// again (docs/BENCHMARKS.md, session 16): the order was not the gap, but a fixed one can
+/// bias a column.
 fn turns(repeat: usize, kinds: usize) -> impl Iterator<Item = usize> {
     (0..repeat).flat_map(move |round| (0..kinds).map(move |k| (round + k) % kinds))
 }
