@@ -325,8 +325,22 @@ mod tests {
         let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
         let mut out = VecDeque::new();
         for (t, p) in [(0..7, 11..18), (22..29, 11..18)] {
-            let publish = Publish::new(buffer.slice(t), buffer.slice(p), false);
-            route(publish, None, Mark::new(0, false, 1), None, &mut out);
+            let publish = Publish::new(buffer.slice(t.clone()), buffer.slice(p.clone()), false);
+            let routed = route(publish, None, Mark::new(1, false, 1), None, &mut out);
+            // What the store keeps: the same topic and payload, unmarked, in the routed
+            // copy's allocation, not in the read buffer.
+            assert_eq!(
+                (&routed.topic[..], &routed.payload[..]),
+                (&buffer[t], &buffer[p])
+            );
+            let Some(Packet::Publish(sent, _)) = out.back() else {
+                panic!("not a publish");
+            };
+            assert_eq!(
+                sent.payload.as_ptr_range().end,
+                routed.payload.as_ptr_range().end
+            );
+            assert_eq!(sent.topic.as_ptr(), routed.topic.as_ptr());
         }
         for packet in out {
             let Packet::Publish(p, _) = packet else {

@@ -280,7 +280,7 @@ impl Connection {
         let takers = (header.qos > 0 && self.shared.store.is_durable())
             .then(|| self.takers(&publish.topic, topic_name))
             .filter(|takers| !takers.is_empty());
-        let stored_properties = takers.as_ref().and(props.clone());
+        let stored_properties = takers.as_ref().and_then(|_| props.clone());
         self.unreported.messages_in += 1;
         self.start_router_batch();
         let routed = marker::route(

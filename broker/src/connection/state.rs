@@ -324,10 +324,11 @@ impl Connection {
     }
 
     /// How many entries a new batch's queue starts with: as many as the last batches
-    /// for the router had packets (the largest of them, see `flush_router`). A batch hands its queue on (the router drops it once
-    /// handled, see vendor/rumqttd/SEALPOST.md; the store's writer keeps it), so every
-    /// batch starts a new one, and one grown an entry at a time would move its
-    /// 300-400-byte packets and operations again at every doubling.
+    /// for the router had packets (the largest of them, see `flush_router`). A batch
+    /// hands its queue on (the router drops it once handled, see
+    /// vendor/rumqttd/SEALPOST.md; the store's writer keeps it), so every batch starts
+    /// a new one, and one grown an entry at a time would move its 130-400-byte packets
+    /// and operations again at every doubling.
     pub(super) fn batch_room(&self) -> usize {
         self.last_batch.max(1)
     }
