@@ -106,7 +106,9 @@ impl Connection {
             Notification::DeviceAck(ack) => {
                 match Option::<Packet>::from(Notification::DeviceAck(ack)) {
                     Some(Packet::PubAck(a, p)) => {
-                        if self.qos2_in_router.remove(&a.pkid) {
+                        // (Looked up only when there are any: a hash per PUBACK
+                        // otherwise, as the set hashes before it looks.)
+                        if !self.qos2_in_router.is_empty() && self.qos2_in_router.remove(&a.pkid) {
                             // A QoS 2 publish the router took as QoS 1 (see `incoming`):
                             // its flow stays open until PUBREL.
                             wbuf.extend_from_slice(&codec::success_ack(kind::PUBREC, a.pkid));
