@@ -146,14 +146,7 @@ impl Connection {
                             // A repeated subscription's retained messages, after its
                             // SUBACK as the router sends a new one's.
                             for (publish, properties, qos) in pending.retained {
-                                let mut forward = rumqttd::Forward {
-                                    cursor: None,
-                                    size: 0,
-                                    publish,
-                                    properties,
-                                    subscription_id: None,
-                                };
-                                self.deliver(wbuf, &mut forward, Some(qos));
+                                self.deliver_own(wbuf, publish, properties, qos);
                             }
                         }
                     }
@@ -213,17 +206,29 @@ impl Connection {
             let publish = Publish::new(m.topic, m.payload, false);
             marker::route(publish, m.properties.map(|p| *p), mark, None, &mut routed);
             if let Some(Packet::Publish(publish, properties)) = routed.pop_back() {
-                let mut forward = rumqttd::Forward {
-                    cursor: None,
-                    size: 0,
-                    publish,
-                    properties,
-                    subscription_id: None,
-                };
-                self.deliver(wbuf, &mut forward, Some(qos));
+                self.deliver_own(wbuf, publish, properties, qos);
             }
         }
         Ok(())
+    }
+
+    /// Delivers a message the edge sends itself, as the router would forward it at `qos`
+    /// (see `deliver`).
+    fn deliver_own(
+        &mut self,
+        wbuf: &mut BytesMut,
+        publish: Publish,
+        properties: Option<PublishProperties>,
+        qos: u8,
+    ) {
+        let mut forward = rumqttd::Forward {
+            cursor: None,
+            size: 0,
+            publish,
+            properties,
+            subscription_id: None,
+        };
+        self.deliver(wbuf, &mut forward, Some(qos));
     }
 
     /// Delivers (or skips) one message: forwarded by the router, or one the edge sends
