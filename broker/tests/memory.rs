@@ -1,5 +1,6 @@
 //! Memory bounds of the broker binary, read from /proc/PID/status: what the router keeps
-//! for a filter is bounded by `[router]` whatever clients put in their messages.
+//! for a filter is bounded by `[router]` whatever clients put in their messages, and
+//! clients that come and go leave nothing behind.
 
 mod common;
 
@@ -213,5 +214,54 @@ async fn retained_messages_of_one_client_are_bounded_by_max_retained_per_client(
         grown < 24 * MIB,
         "RSS grew by {} MiB for 100 kept retained messages of 20 KiB",
         grown / MIB
+    );
+}
+
+/// Clean sessions leave nothing behind: 30,000 clients, each with a client id of its
+/// own (as clients that take a fresh random id at every start), connect, publish one
+/// QoS 1 message (which gives each a router link) and leave. rumqttd's router kept an
+/// entry for every client id it ever linked (its connection events, in its
+/// "graveyard") for as long as it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_sessions_with_fresh_client_ids_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(&dir);
+    let addr = broker.addr("Tcp");
+    // One round of `n` clients, 16 at a time.
+    let round = |start: usize, n: usize| async move {
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                tokio::spawn(async move {
+                    for i in (start + t..start + n).step_by(16) {
+                        let mut s = TcpStream::connect(addr).await.unwrap();
+                        s.write_all(&connect_packet(4, &format!("fresh-{i}")))
+                            .await
+                            .unwrap();
+                        let mut connack = [0u8; 4];
+                        s.read_exact(&mut connack).await.unwrap();
+                        assert_eq!((connack[0], connack[3]), (0x20, 0), "connected");
+                        routed(&mut s, 1).await;
+                        s.write_all(&[0xe0, 0]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    };
+    // The allocator's pools and the broker's tables reach their working size first.
+    round(0, 3_000).await;
+    let mut probe = raw(addr, 4).await;
+    settle(&mut probe).await;
+    let before = broker.rss_kib();
+    round(3_000, 30_000).await;
+    settle(&mut probe).await;
+    let grown = broker.rss_kib().saturating_sub(before);
+    // With the router's entry per client id: RSS + ~15 MiB.
+    assert!(
+        grown < 5 * MIB,
+        "RSS grew by {} KiB after 30,000 clean sessions came and went",
+        grown
     );
 }

@@ -48,16 +48,8 @@ impl Graveyard {
         );
     }
 
-    /// Save only metrics for connection
-    pub fn save_metrics(&mut self, id: String, metrics: ConnectionEvents) {
-        self.connections.insert(
-            id,
-            SavedState {
-                session_state: None,
-                metrics,
-            },
-        );
-    }
+    // sealpost: `save_metrics` (a clean session's metrics, kept for as long as the
+    // router runs) is gone; see `Router::handle_disconnection`.
 }
 
 #[derive(Debug)]

@@ -14,7 +14,6 @@ use slab::Slab;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::str::Utf8Error;
 use std::thread;
-use std::time::SystemTime;
 use thiserror::Error;
 use tracing::{debug, error, info, trace, warn};
 
@@ -336,17 +335,9 @@ impl Router {
 
         let ackslog = AckLog::new();
 
-        let time = match SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
-            Ok(v) => v.as_millis().to_string(),
-            Err(e) => format!("Time error = {e:?}"),
-        };
-
-        let event = "connection at ".to_owned() + &time + ", clean = " + &clean_session.to_string();
-        connection.events.events.push_back(event);
-
-        if connection.events.events.len() > 10 {
-            connection.events.events.pop_front();
-        }
+        // sealpost: no "connection at <time>" event string per link. Nothing reads a
+        // connection's events, and sealpost links and unlinks a publish-only connection
+        // each time it publishes after a quiet spell (broker/src/connection/link.rs).
 
         if let Some(will) = connection.last_will.take() {
             self.last_wills.insert(
@@ -452,7 +443,7 @@ impl Router {
         }
 
         // Remove connection from router
-        let mut connection = self.connections.remove(id);
+        let connection = self.connections.remove(id);
         let _incoming = self.ibufs.remove(id);
         let outgoing = self.obufs.remove(id);
         let mut tracker = self.scheduler.remove(id);
@@ -482,18 +473,8 @@ impl Router {
             }
         }
 
-        // Add disconnection event to metrics
-        let time = match SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
-            Ok(v) => v.as_millis().to_string(),
-            Err(e) => format!("Time error = {e:?}"),
-        };
-
-        let event = "disconnection at ".to_owned() + &time;
-        connection.events.events.push_back(event);
-
-        if connection.events.events.len() > 10 {
-            connection.events.events.pop_front();
-        }
+        // sealpost: no "disconnection at <time>" event string either (see
+        // `handle_new_connection`).
 
         // Save state for persistent sessions
         if !connection.clean {
@@ -522,12 +503,11 @@ impl Router {
                 connection.events,
                 outgoing.unacked_pubrels,
             );
-        } else {
-            tracker.pause(PauseReason::Busy);
-            let id = tracker.id.clone();
-            // Only save metrics in clean session
-            self.graveyard.save_metrics(id, connection.events);
         }
+        // sealpost: a clean session leaves nothing behind. rumqttd kept its metrics in
+        // the graveyard under its client id for as long as the router ran: one entry
+        // (some 500 bytes) for every distinct client id that ever connected, which
+        // grows without bound with clients that take a fresh id each time.
         self.router_meters.total_connections -= 1;
     }
 
