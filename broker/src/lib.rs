@@ -27,6 +27,7 @@ pub mod connection;
 mod listener;
 mod marker;
 pub mod metrics;
+mod publish_link;
 mod queue;
 pub mod retained;
 mod retained_index;

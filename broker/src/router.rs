@@ -173,7 +173,7 @@ impl RouterSlot {
     /// [`RouterSlot::send_batch`] without the rule for UNSUBSCRIBE. Not async (see
     /// [`RouterSlot::release`] on why it need not be): an async fn would hold the last
     /// (400-byte) packet in the future of every connection.
-    fn send_whole(&mut self, packets: &mut VecDeque<Packet>) -> bool {
+    pub(crate) fn send_whole(&mut self, packets: &mut VecDeque<Packet>) -> bool {
         let Some(last) = packets.pop_back() else {
             return true;
         };

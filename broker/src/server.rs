@@ -7,6 +7,7 @@ use crate::auth::PasswordFile;
 use crate::config::{Config, ListenerKind};
 use crate::listener;
 use crate::metrics::{inc, Metrics};
+use crate::publish_link::PublishLink;
 use crate::retained::RetainedStore;
 use crate::retained_index::RetainedIndex;
 use crate::router::RouterHandle;
@@ -185,6 +186,10 @@ impl Broker {
         tasks.push(tokio::spawn(async move {
             while let Ok(_n) = system_rx.next().await {}
         }));
+        let (publish_link, publish_acks) = PublishLink::start(&router)
+            .await
+            .map_err(|e| BrokerError::Router(e.to_string()))?;
+        tasks.push(publish_acks);
 
         let mut bound = Vec::new();
         let mut sockets = Vec::new();
@@ -251,6 +256,7 @@ impl Broker {
         let shared = Arc::new(Shared {
             config,
             router,
+            publish_link,
             acl,
             passwords,
             retained,

@@ -10,6 +10,7 @@ use crate::auth::PasswordFile;
 use crate::backpressure::Backpressure;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::publish_link::PublishLink;
 use crate::retained::{RetainedOwners, RetainedStore};
 use crate::retained_index::RetainedIndex;
 use crate::router::RouterHandle;
@@ -24,6 +25,8 @@ pub struct Shared {
     pub config: Config,
     /// The router.
     pub router: RouterHandle,
+    /// The router link that connections which only publish, now and then, share.
+    pub(crate) publish_link: Arc<PublishLink>,
     /// Authorization.
     pub acl: Acl,
     /// Password file, when configured.

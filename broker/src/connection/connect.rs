@@ -329,6 +329,8 @@ pub(super) async fn accept<R: super::io::ReadSide, W: AsyncWrite + Unpin>(
         slot,
         link_rx,
         take_over,
+        publish_acks: None,
+        published_unacked: 0,
         link_used: false,
         will: will.map(|w| Box::new((w, will_props))),
         aliases: HashMap::new(),

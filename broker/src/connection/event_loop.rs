@@ -8,7 +8,7 @@ use super::ConnectionError;
 use crate::codec;
 use crate::codec::Version;
 use crate::metrics::{add, inc};
-use rumqttd::protocol::DisconnectReasonCode;
+use rumqttd::protocol::{DisconnectReasonCode, PubAck, PubAckReason};
 use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::time::Instant;
@@ -137,7 +137,30 @@ impl Connection {
                 r = settled(&mut self.unsettled), if !self.unsettled.is_empty() => {
                     r?;
                 }
-                n = next_notification(&mut self.link_rx), if self.unsettled.is_empty() => {
+                // The router's acknowledgements of what went through the shared
+                // publishing link (see `crate::publish_link`).
+                acks = shared_acks(&self.publish_acks), if self.unsettled.is_empty() && self.published_unacked > 0 => {
+                    let Ok(pkids) = acks else {
+                        return Err(ConnectionError::RouterClosed);
+                    };
+                    io.prepare_write();
+                    self.published_unacked = self.published_unacked.saturating_sub(pkids.len());
+                    if self.published_unacked == 0 {
+                        self.publish_acks = None;
+                    }
+                    for pkid in pkids {
+                        let ack = PubAck { pkid, reason: PubAckReason::Success };
+                        self.routed(&mut io.wbuf, ack, None);
+                    }
+                    io.flush().await?;
+                    // Acknowledgements may have reopened the window for buffered frames.
+                    if self.drain_frames(io, max).await? {
+                        return Ok(());
+                    }
+                }
+                // Its own link's are read once those have come: the client's PUBACKs
+                // go in the order of its PUBLISHes.
+                n = next_notification(&mut self.link_rx), if self.unsettled.is_empty() && self.published_unacked == 0 => {
                     io.prepare_write();
                     self.link_used = true;
                     if paused {
@@ -287,6 +310,16 @@ async fn settled(unsettled: &mut Vec<crate::store::Pending>) -> Result<(), Conne
     }
     unsettled.clear();
     Ok(())
+}
+
+/// The next acknowledgements from the shared publishing link; never without any to come.
+async fn shared_acks(
+    acks: &Option<std::sync::Arc<crate::publish_link::Acks>>,
+) -> Result<Vec<u16>, crate::router::LinkFailed> {
+    match acks {
+        Some(acks) => acks.wait().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Completes when the timer, if there is one, does.

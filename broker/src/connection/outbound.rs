@@ -17,7 +17,8 @@ use crate::queue::{pkid_offset, write_pkid, Held, Offer};
 use crate::subscriptions::{Copy, Decision};
 use bytes::{Bytes, BytesMut};
 use rumqttd::protocol::{
-    DisconnectReasonCode, Packet, PubAckReason, Publish, PublishProperties, SubAck,
+    DisconnectReasonCode, Packet, PubAck, PubAckProperties, PubAckReason, Publish,
+    PublishProperties, SubAck,
 };
 use rumqttd::Notification;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -105,22 +106,7 @@ impl Connection {
         match other {
             Notification::DeviceAck(ack) => {
                 match Option::<Packet>::from(Notification::DeviceAck(ack)) {
-                    Some(Packet::PubAck(a, p)) => {
-                        // (Looked up only when there are any: a hash per PUBACK
-                        // otherwise, as the set hashes before it looks.)
-                        if !self.qos2_in_router.is_empty() && self.qos2_in_router.remove(&a.pkid) {
-                            // A QoS 2 publish the router took as QoS 1 (see `incoming`):
-                            // its flow stays open until PUBREL.
-                            wbuf.extend_from_slice(&codec::success_ack(kind::PUBREC, a.pkid));
-                            return false;
-                        }
-                        self.inflight_in = self.inflight_in.saturating_sub(1);
-                        if p.is_none() && a.reason == PubAckReason::Success {
-                            wbuf.extend_from_slice(&codec::success_ack(kind::PUBACK, a.pkid));
-                        } else {
-                            queue(wbuf, Packet::PubAck(a, p), v);
-                        }
-                    }
+                    Some(Packet::PubAck(a, p)) => self.routed(wbuf, a, p),
                     // (No PUBREC or PUBCOMP comes for the client's own messages: the
                     // edge hands QoS 2 to the router as QoS 1, see `incoming`.)
                     // The router's QoS 2 flows end at the edge (see `acks`), also one
@@ -165,6 +151,26 @@ impl Connection {
             other => debug!(?other, "ignored router notification"),
         }
         false
+    }
+
+    /// The router took the client's QoS 1/2 PUBLISH with packet id `a.pkid` (its
+    /// acknowledgement came through the connection's link or the shared publishing
+    /// one): the client gets its PUBACK, or PUBREC for QoS 2.
+    pub(super) fn routed(&mut self, wbuf: &mut BytesMut, a: PubAck, p: Option<PubAckProperties>) {
+        // (Looked up only when there are any: a hash per PUBACK otherwise, as the set
+        // hashes before it looks.)
+        if !self.qos2_in_router.is_empty() && self.qos2_in_router.remove(&a.pkid) {
+            // A QoS 2 publish the router took as QoS 1 (see `incoming`): its flow stays
+            // open until PUBREL.
+            wbuf.extend_from_slice(&codec::success_ack(kind::PUBREC, a.pkid));
+            return;
+        }
+        self.inflight_in = self.inflight_in.saturating_sub(1);
+        if p.is_none() && a.reason == PubAckReason::Success {
+            wbuf.extend_from_slice(&codec::success_ack(kind::PUBACK, a.pkid));
+        } else {
+            queue(wbuf, Packet::PubAck(a, p), self.version);
+        }
     }
 
     /// At the start of a resumed persistent session's connection (with a data

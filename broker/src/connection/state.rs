@@ -16,9 +16,10 @@ use crate::store::Op;
 use crate::subscriptions::{Copies, Subscriptions};
 use bytes::Bytes;
 use rumqttd::local::LinkRx;
-use rumqttd::protocol::{Packet, Publish, PublishProperties, SubscribeReasonCode};
+use rumqttd::protocol::{Packet, Publish, PublishProperties, QoS, SubscribeReasonCode};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use tracing::warn;
 
 /// A client's SUBSCRIBE waiting for the router's SUBACK (see `inbound::subscribe`).
 #[derive(Debug)]
@@ -74,6 +75,11 @@ pub(super) struct Connection {
     pub(super) link_rx: Option<LinkRx>,
     /// While it has no link: fires when a newer connection takes over (see `link`).
     pub(super) take_over: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Where the router's acknowledgements of what it sent through the shared
+    /// publishing link come (see `crate::publish_link`), while any are to come...
+    pub(super) publish_acks: Option<Arc<crate::publish_link::Acks>>,
+    /// ...and how many: its QoS 1/2 PUBLISHes sent there and not yet acknowledged.
+    pub(super) published_unacked: usize,
     /// A batch went to the router, or a notification came from it, since the link's
     /// quiet time was last checked.
     pub(super) link_used: bool,
@@ -404,7 +410,7 @@ impl Connection {
             // all sizes (however much of its window one read holds), and a queue
             // sized for a small one grows again at every doubling.
             self.last_batch = self.to_router.len().max(self.last_batch * 7 / 8);
-            if self.link_rx.is_none() {
+            if self.link_rx.is_none() && !self.send_shared()? {
                 // Boxed, as rare: inline, its state would make every batch's larger.
                 Box::pin(self.link()).await?;
             }
@@ -422,6 +428,44 @@ impl Connection {
             self.unsettled.push(stored);
         }
         Ok(())
+    }
+}
+
+impl Connection {
+    /// Sends the batch for the router through the shared publishing link, if the
+    /// connection is one that shares it (see `crate::publish_link`): a clean session
+    /// without subscriptions, whose batch is one PUBLISH. False when it takes a link of
+    /// its own instead (a link it reads only once what it sent through the shared one
+    /// is acknowledged, see `event_loop`).
+    fn send_shared(&mut self) -> Result<bool, ConnectionError> {
+        let shares = self.router_clean
+            && self.subscriptions.len() == 0
+            && self.pending_subacks.is_empty()
+            && self.to_router.len() == 1
+            && matches!(self.to_router.front(), Some(Packet::Publish(..)));
+        if !shares {
+            return Ok(false);
+        }
+        let acknowledged = self
+            .to_router
+            .iter()
+            .filter(
+                |p| matches!(p, Packet::Publish(publish, _) if publish.qos() != QoS::AtMostOnce),
+            )
+            .count();
+        let acks = self.publish_acks.get_or_insert_with(Default::default);
+        match self.shared.publish_link.send(acks, &mut self.to_router) {
+            Ok(sent) => {
+                if sent {
+                    self.published_unacked += acknowledged;
+                }
+                Ok(sent)
+            }
+            Err(e) => {
+                warn!(client_id = %self.client_id, error = %e, "router link lost");
+                Err(ConnectionError::RouterClosed)
+            }
+        }
     }
 }
 

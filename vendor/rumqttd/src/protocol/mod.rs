@@ -195,6 +195,17 @@ impl Publish {
         false
     }
 
+    /// sealpost: the QoS, read by the edge's shared publishing link
+    /// (broker/src/publish_link.rs), which keeps the packet ids the router acknowledges.
+    pub fn qos(&self) -> QoS {
+        self.qos
+    }
+
+    /// sealpost: the packet id (see `qos`).
+    pub fn pkid(&self) -> u16 {
+        self.pkid
+    }
+
     /// Approximate length for meter
     pub fn len(&self) -> usize {
         let len = 2 + self.topic.len() + self.payload.len();
