@@ -114,19 +114,19 @@ impl PublishLink {
     }
 
     /// Sends a connection's batch of PUBLISHes (QoS 0 or 1; `acks` receives the
-    /// acknowledgements of those at QoS 1), leaving `packets` empty. `Ok(false)` when
-    /// the link is gone, with `packets` untouched (for a link of the connection's own);
-    /// an error when it went while they were being sent (what of them reached the
-    /// router is then unknown).
+    /// acknowledgements of those at QoS 1), leaving `packets` empty, and returns how
+    /// many acknowledgements will come. `Ok(None)` when the link is gone, with
+    /// `packets` untouched (for a link of the connection's own); an error when it went
+    /// while they were being sent (what of them reached the router is then unknown).
     pub(crate) fn send(
         &self,
         acks: &Arc<Acks>,
         packets: &mut VecDeque<Packet>,
-    ) -> Result<bool, LinkFailed> {
+    ) -> Result<Option<usize>, LinkFailed> {
         let mut state = lock(&self.state);
         let State { slot, waiting } = &mut *state;
         let Some(link) = slot.as_mut() else {
-            return Ok(false);
+            return Ok(None);
         };
         let before = waiting.len();
         for p in packets.iter() {
@@ -143,7 +143,7 @@ impl PublishLink {
             self.close();
             return Err(LinkFailed("the shared publishing link closed".into()));
         }
-        Ok(true)
+        Ok(Some(waiting.len() - before))
     }
 
     /// Hands each acknowledgement the router sends to the connection it is for, until
@@ -252,13 +252,13 @@ mod tests {
         let (a, b) = (Arc::new(Acks::default()), Arc::new(Acks::default()));
         // The same packet ids from two connections, and QoS 0 between them, which the
         // router does not acknowledge.
-        for (acks, batch) in [
-            (&a, vec![publish(1)]),
-            (&b, vec![publish(1), publish(0), publish(2)]),
-            (&a, vec![publish(7)]),
+        for (acks, batch, sent) in [
+            (&a, vec![publish(1)], 1),
+            (&b, vec![publish(1), publish(0), publish(2)], 2),
+            (&a, vec![publish(7)], 1),
         ] {
             let mut packets = VecDeque::from(batch);
-            assert!(link.send(acks, &mut packets).unwrap());
+            assert_eq!(link.send(acks, &mut packets).unwrap(), Some(sent));
             assert!(packets.is_empty());
         }
         let mut got_a = acks_of(&a).await;
@@ -278,21 +278,22 @@ mod tests {
         let link = start().await;
         let waiting = Arc::new(Acks::default());
         let mut packets = VecDeque::from([publish(1)]);
-        assert!(link.send(&waiting, &mut packets).unwrap());
+        assert_eq!(link.send(&waiting, &mut packets).unwrap(), Some(1));
         assert_eq!(acks_of(&waiting).await, [1]);
         // A PUBLISH carrying a subscription identifier, which the edge never sends: the
         // router closes the link. The one waiting behind it is told.
         let mut bad = BytesMut::from(&[0x32, 10, 0, 1, b't', 0, 2, 2, 0x0b, 1, b'm', b'!'][..]);
         let bad = V5.read_mut(&mut bad, 1024).unwrap();
         let mut packets = VecDeque::from([bad, publish(3)]);
-        assert!(link.send(&waiting, &mut packets).unwrap());
+        assert_eq!(link.send(&waiting, &mut packets).unwrap(), Some(2));
         let closed = tokio::time::timeout(Duration::from_secs(5), waiting.wait())
             .await
             .expect("told in time");
         assert!(closed.is_err(), "acknowledged: {closed:?}");
         // Later batches go to links of the connections' own, untouched.
         let mut packets = VecDeque::from([publish(4)]);
-        assert!(!link.send(&Arc::new(Acks::default()), &mut packets).unwrap());
+        let gone = link.send(&Arc::new(Acks::default()), &mut packets).unwrap();
+        assert_eq!(gone, None);
         assert_eq!(packets.len(), 1);
     }
 }

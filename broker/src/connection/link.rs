@@ -7,9 +7,11 @@
 //! and now and then. A clean-session connection that has not subscribed needs nothing
 //! of what its link keeps between messages: the router sends it nothing, and the edge
 //! keeps its will, its QoS 2 flows and its session state. So such a connection starts
-//! without a link, gets one when it first has packets for the router (in
-//! [`Connection::flush_router`]), and gives it back after `limits.router_link_idle_ms`
-//! without any, provided nothing of its is on the way through the router.
+//! without a link; a batch of one PUBLISH goes through the link such connections share
+//! (`crate::publish_link`); it gets one of its own when it has more for the router at
+//! once (in [`Connection::flush_router`]), and gives it back after
+//! `limits.router_link_idle_ms` without any, provided nothing of its is on the way
+//! through the router.
 //!
 //! Order: a connection's packets reach the router in the order it sent them, also
 //! across a new link. Every link feeds the router's one ordered event channel, and the

@@ -16,7 +16,7 @@ use crate::store::Op;
 use crate::subscriptions::{Copies, Subscriptions};
 use bytes::Bytes;
 use rumqttd::local::LinkRx;
-use rumqttd::protocol::{Packet, Publish, PublishProperties, QoS, SubscribeReasonCode};
+use rumqttd::protocol::{Packet, Publish, PublishProperties, SubscribeReasonCode};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tracing::warn;
@@ -446,20 +446,11 @@ impl Connection {
         if !shares {
             return Ok(false);
         }
-        let acknowledged = self
-            .to_router
-            .iter()
-            .filter(
-                |p| matches!(p, Packet::Publish(publish, _) if publish.qos() != QoS::AtMostOnce),
-            )
-            .count();
         let acks = self.publish_acks.get_or_insert_with(Default::default);
         match self.shared.publish_link.send(acks, &mut self.to_router) {
             Ok(sent) => {
-                if sent {
-                    self.published_unacked += acknowledged;
-                }
-                Ok(sent)
+                self.published_unacked += sent.unwrap_or(0);
+                Ok(sent.is_some())
             }
             Err(e) => {
                 warn!(client_id = %self.client_id, error = %e, "router link lost");
