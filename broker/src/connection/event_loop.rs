@@ -144,6 +144,12 @@ impl Connection {
                         return Err(ConnectionError::RouterClosed);
                     };
                     io.prepare_write();
+                    if paused {
+                        // The client was paused by us (its window full), not silent.
+                        if let Some(g) = grace {
+                            keepalive.as_mut().reset(Instant::now() + g);
+                        }
+                    }
                     self.published_unacked = self.published_unacked.saturating_sub(pkids.len());
                     if self.published_unacked == 0 {
                         self.publish_acks = None;
