@@ -75,7 +75,8 @@ impl Acks {
     /// when the link is gone. Cancel-safe: what came stays until taken.
     pub(crate) async fn wait(&self) -> Result<Vec<u16>, LinkFailed> {
         loop {
-            // Registered before looking, so that what comes after the look wakes it.
+            // What comes between the look and the wait is not missed: `Notify` keeps
+            // the `notify_one` that found no waiter for the next wait.
             let notified = self.notify.notified();
             let received = std::mem::take(&mut *lock(&self.received));
             if !received.is_empty() {
