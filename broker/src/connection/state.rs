@@ -429,9 +429,7 @@ impl Connection {
         }
         Ok(())
     }
-}
 
-impl Connection {
     /// Sends the batch for the router through the shared publishing link, if the
     /// connection is one that shares it (see `crate::publish_link`): a clean session
     /// without subscriptions, whose batch is one PUBLISH. False when it takes a link of
