@@ -38,6 +38,17 @@ impl Setup {
         Setup { dir, config }
     }
 
+    /// As `new("")`, with `sync = "periodic"` every 200 ms.
+    fn periodic() -> Setup {
+        let setup = Setup::new("");
+        let toml = std::fs::read_to_string(&setup.config).unwrap().replace(
+            "[storage]\n",
+            "[storage]\nsync = \"periodic\"\nsync_interval_ms = 200\n",
+        );
+        std::fs::write(&setup.config, toml).unwrap();
+        setup
+    }
+
     fn start(&self) -> (BrokerProcess, SocketAddr) {
         let broker = BrokerProcess::start(&self.config, 1);
         let addr = broker.addr("Tcp");
@@ -138,6 +149,18 @@ async fn receive_numbers(sub: &mut V4, expected: &HashSet<u32>) -> (HashSet<u32>
     (got, duplicates_without_dup)
 }
 
+/// Receives `count` numbered messages, each with DUP (sent again after a crash), and
+/// returns their numbers.
+async fn receive_again(sub: &mut V4, count: usize) -> HashSet<u32> {
+    let mut again = HashSet::new();
+    while again.len() < count {
+        let p = sub.publish_msg().await.expect("a redelivery");
+        assert!(p.dup, "a redelivery carries DUP");
+        again.insert(u32::from_be_bytes(p.payload[..4].try_into().unwrap()));
+    }
+    again
+}
+
 async fn subscribe_and_leave(id: &str, addr: SocketAddr, filter: &str) {
     let mut sub = persistent_v4(id, addr, false);
     sub.connack().await.unwrap();
@@ -204,13 +227,7 @@ async fn messages_sent_but_not_acknowledged_before_the_crash_come_again_with_dup
     let (_broker, addr) = setup.start();
     let mut sub = persistent_v4("unacked-sub", addr, false);
     assert!(sub.connack().await.unwrap().session_present);
-    let mut again = HashSet::new();
-    while again.len() < 5 {
-        let p = sub.publish_msg().await.expect("a redelivery");
-        assert!(p.dup, "a redelivery carries DUP");
-        again.insert(u32::from_be_bytes(p.payload[..4].try_into().unwrap()));
-    }
-    assert_eq!(again, acked);
+    assert_eq!(receive_again(&mut sub, 5).await, acked);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,13 +540,7 @@ async fn an_incoming_qos2_flow_completes_exactly_once_across_a_sigkill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_periodic_sync_what_was_acknowledged_an_interval_before_a_sigkill_survives() {
-    // `[storage]` comes from `Setup`; only the sync settings are added to it.
-    let setup = Setup::new("");
-    let toml = std::fs::read_to_string(&setup.config).unwrap().replace(
-        "[storage]\n",
-        "[storage]\nsync = \"periodic\"\nsync_interval_ms = 200\n",
-    );
-    std::fs::write(&setup.config, toml).unwrap();
+    let setup = Setup::periodic();
     let (broker, addr) = setup.start();
     subscribe_and_leave("periodic-sub", addr, "p/#").await;
     let acked = publish_numbered(addr, "p", 1_000, 1_000).await;
@@ -543,6 +554,51 @@ async fn with_periodic_sync_what_was_acknowledged_an_interval_before_a_sigkill_s
     let (got, bad_duplicates) = receive_numbers(&mut sub, &acked).await;
     assert_eq!(got.len(), 1_000);
     assert_eq!(bad_duplicates, 0);
+}
+
+/// With `"periodic"`, the messages an online subscriber has been sent wait unwritten
+/// for its acknowledgements until the sync: those it acknowledged are never written,
+/// and those it did not are written then, and come again with DUP after a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_periodic_sync_what_an_online_subscriber_had_not_acknowledged_comes_again_after_a_sigkill(
+) {
+    let setup = Setup::periodic();
+    let (broker, addr) = setup.start();
+    let mut sub = persistent_v4("online-sub", addr, true);
+    sub.connack().await.unwrap();
+    sub.subscribe("o/#", QoS::AtLeastOnce).await;
+    let acked = publish_numbered(addr, "o", 10, 10).await;
+    // The subscriber acknowledges the even numbers only.
+    let mut unacknowledged = HashSet::new();
+    for _ in 0..acked.len() {
+        let p = sub.publish_msg().await.expect("a delivery");
+        let n = u32::from_be_bytes(p.payload[..4].try_into().unwrap());
+        if n % 2 == 0 {
+            sub.client.ack(&p).await.unwrap();
+        } else {
+            unacknowledged.insert(n);
+        }
+    }
+    assert_eq!(unacknowledged.len(), 5);
+    // Polled for longer than two intervals: the acknowledgements go out, reach the
+    // store, and whatever a sync wrote meanwhile is on disk.
+    assert!(sub
+        .maybe_publish(Duration::from_millis(800))
+        .await
+        .is_none());
+    crash(broker);
+    drop(sub);
+
+    let (_broker, addr) = setup.start();
+    let mut sub = persistent_v4("online-sub", addr, false);
+    assert!(sub.connack().await.unwrap().session_present);
+    assert_eq!(receive_again(&mut sub, 5).await, unacknowledged);
+    assert!(
+        sub.maybe_publish(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "an acknowledged message came again"
+    );
 }
 
 /// MQTT 5 helpers for the outgoing QoS 2 and subscription tests below.

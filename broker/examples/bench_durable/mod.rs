@@ -8,7 +8,7 @@
 //! cargo run --release -p sealpost-broker --example bench -- restart
 //! ```
 
-use super::{free_port, launch, scenario_with, wait_port, Kind, Outcome, Running};
+use super::{free_port, launch, scenario_with, turns, wait_port, Kind, Outcome, Running};
 use rumqttc::QoS;
 use sealpost_broker::store::{Op, SessionRecord, Store, StoredMessage, SubscriptionRecord, Sync};
 use std::net::{SocketAddr, TcpStream};
@@ -154,16 +154,17 @@ pub fn table(repeat: usize, scale: u64, only: Option<&str>) {
         if only.is_some_and(|o| !label.contains(o)) {
             continue;
         }
-        // As the main table: medians of `repeat` runs, the brokers taking turns.
-        let mut runs: Vec<Vec<Outcome>> = kinds.iter().map(|_| Vec::new()).collect();
-        for _ in 0..repeat {
-            for (kind, runs) in kinds.iter().zip(&mut runs) {
-                let broker = kind.launch();
-                let o = scenario_with(broker.port, subs, QoS::AtLeastOnce, size, count, true);
-                runs.push(rt.block_on(o));
-            }
-        }
+        // As the main table: medians of `repeat` runs, the brokers taking turns (see
+        // `turns`). Each run's rate goes to stderr, to pair runs that were close in time.
         let rate = |o: &Outcome| o.delivered as f64 / o.secs;
+        let mut runs: Vec<Vec<Outcome>> = kinds.iter().map(|_| Vec::new()).collect();
+        for k in turns(repeat, kinds.len()) {
+            let broker = kinds[k].launch();
+            let o = scenario_with(broker.port, subs, QoS::AtLeastOnce, size, count, true);
+            let o = rt.block_on(o);
+            eprintln!("{label} | {} | {:.0}", kinds[k].name(), rate(&o));
+            runs[k].push(o);
+        }
         let medians: Vec<(f64, u64, u64)> = runs
             .iter_mut()
             .map(|runs| {

@@ -8,10 +8,22 @@
 //! for: anything (it holds nothing), or only a batch someone waits for alone (it sleeps
 //! until the hold of the batches it has, or the next sync, runs out, and takes what came
 //! meanwhile then). Every other batch is added without a wake-up.
+//!
+//! With `sync = "periodic"` the inbox also keeps the messages not yet written
+//! ([`Unwritten`]): a batch leaves its messages there, and its acknowledgements of
+//! them, and only what is left goes on to the writer. One lock for both keeps their
+//! order: the writer takes the messages kept after the batches that came before them.
 
+use super::unwritten::Unwritten;
 use super::Batch;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
+
+/// Messages kept unwritten at which the writer is woken to take them, so that their
+/// memory stays bounded while a session is offline or slow (a session that keeps up
+/// acknowledges within its window, far fewer).
+pub(super) const UNWRITTEN_FULL: usize = 16_384;
 
 /// Batches waiting for the writer.
 pub(super) struct Inbox {
@@ -20,6 +32,8 @@ pub(super) struct Inbox {
     /// The writer is woken at this many batches waiting, whatever they are, so that
     /// its memory stays bounded.
     full: usize,
+    /// How many messages `State::unwritten` holds, read without the lock.
+    unwritten: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -31,24 +45,60 @@ struct State {
     idle: bool,
     /// No more batches will come.
     closed: bool,
+    /// `sync = "periodic"`: the messages not yet written.
+    unwritten: Option<Unwritten>,
+}
+
+impl State {
+    fn unwritten_full(&self) -> bool {
+        self.unwritten
+            .as_ref()
+            .is_some_and(|u| u.len() >= UNWRITTEN_FULL)
+    }
 }
 
 /// What [`Inbox::take`] returns.
 pub(super) struct Taken {
     /// The batches that came, oldest first.
     pub(super) batches: Vec<Batch>,
+    /// The messages that were kept unwritten, to be applied after `batches` (see
+    /// [`Unwritten::into_ops`]). Taken when the writer commits at once: a batch that
+    /// may not wait, the deadline (the sync), too many of them, or the end.
+    pub(super) unwritten: Unwritten,
     /// No more will come.
     pub(super) closed: bool,
 }
 
+/// What became of a batch [`Inbox::put`] was given.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Put {
+    /// It waits for the writer.
+    Added,
+    /// Everything in it stays with the messages kept unwritten: nothing for the
+    /// writer.
+    Kept,
+    /// The inbox is closed.
+    Closed,
+}
+
 impl Inbox {
-    /// An empty inbox that wakes the writer at `full` batches.
-    pub(super) fn new(full: usize) -> Inbox {
+    /// An empty inbox that wakes the writer at `full` batches; with `keep_unwritten`
+    /// (`sync = "periodic"`) it keeps the messages until the writer takes them.
+    pub(super) fn new(full: usize, keep_unwritten: bool) -> Inbox {
         Inbox {
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                unwritten: keep_unwritten.then(Unwritten::default),
+                ..State::default()
+            }),
             wake: Condvar::new(),
             full,
+            unwritten: AtomicUsize::new(0),
         }
+    }
+
+    /// How many messages are kept unwritten.
+    pub(super) fn unwritten(&self) -> usize {
+        self.unwritten.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -56,20 +106,37 @@ impl Inbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a batch; false once closed.
-    pub(super) fn put(&self, batch: Batch) -> bool {
+    /// Adds a batch (or keeps what it holds with the messages unwritten).
+    pub(super) fn put(&self, mut batch: Batch) -> Put {
         let mut state = self.lock();
         if state.closed {
-            return false;
+            return Put::Closed;
         }
-        state.urgent |= !batch.may_wait;
-        state.batches.push(batch);
-        let wake = state.idle || state.urgent || state.batches.len() >= self.full;
+        let put = match &mut state.unwritten {
+            Some(unwritten) => {
+                batch.ops = unwritten.absorb(std::mem::take(&mut batch.ops));
+                self.unwritten.store(unwritten.len(), Ordering::Relaxed);
+                if batch.ops.is_empty() && batch.done.is_none() {
+                    Put::Kept
+                } else {
+                    Put::Added
+                }
+            }
+            None => Put::Added,
+        };
+        if put == Put::Added {
+            state.urgent |= !batch.may_wait;
+            state.batches.push(batch);
+        }
+        let wake = state.idle
+            || state.urgent
+            || state.batches.len() >= self.full
+            || state.unwritten_full();
         drop(state);
         if wake {
             self.wake.notify_one();
         }
-        true
+        put
     }
 
     /// No more batches: the writer takes what is left and stops.
@@ -85,15 +152,24 @@ impl Inbox {
         let mut state = self.lock();
         loop {
             let due = deadline.is_some_and(|at| Instant::now() >= at);
-            let ready = state.urgent
-                || state.closed
+            let at_once = state.urgent || state.closed || due || state.unwritten_full();
+            let ready = at_once
                 || state.batches.len() >= self.full
                 || (deadline.is_none() && !state.batches.is_empty());
-            if ready || due {
+            if ready {
                 state.idle = false;
                 state.urgent = false;
+                // Taken whole (turned into operations by the writer, not under the lock).
+                let unwritten = match &mut state.unwritten {
+                    Some(u) if at_once => {
+                        self.unwritten.store(0, Ordering::Relaxed);
+                        std::mem::take(u)
+                    }
+                    _ => Unwritten::default(),
+                };
                 return Taken {
                     batches: std::mem::take(&mut state.batches),
+                    unwritten,
                     closed: state.closed,
                 };
             }

@@ -17,12 +17,14 @@
 //! transaction (group commit: one fsync for many messages, from many connections).
 //! With `sync = "always"` a write is reported done once its transaction is on disk (or,
 //! for messages, once every session they are for has acknowledged them, see `settle`);
-//! with `"periodic"`, publishers do not wait, and the writer commits to disk every
+//! the writer holds messages and acknowledgements back for a moment (see `writer`), so
+//! that a message acknowledged by all its sessions meanwhile is never written. With
+//! `"periodic"`, publishers do not wait, and the writer commits to disk every
 //! `sync_interval_ms` (a write someone waits for, such as a session's, is committed at
-//! once with redb's `Durability::None` and reaches the disk at the next sync). The
-//! writer holds messages and acknowledgements back for a moment (see `writer`), so
-//! that a message acknowledged by all its sessions meanwhile is never written. A redb
-//! transaction is atomic, so a crash at any point leaves the last durable commit.
+//! once with redb's `Durability::None` and reaches the disk at the next sync); the
+//! messages wait unwritten until then where their sessions' acknowledgements find them
+//! without the writer (see `unwritten`). A redb transaction is atomic, so a crash at
+//! any point leaves the last durable commit.
 //!
 //! A file that cannot be opened, or a value that cannot be read, stops the broker with
 //! an error naming the file ([`StoreError`]): nothing is dropped without a word.
@@ -31,12 +33,13 @@
 mod inbox;
 mod records;
 mod settle;
+mod unwritten;
 
 pub(crate) use records::{decode_publish, encode_publish, expire};
 pub use records::{SessionRecord, StoredMessage, SubscriptionRecord, Unreadable};
 
 use crate::by_number::ByNumber;
-use inbox::Inbox;
+use inbox::{Inbox, Put};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use settle::{Done, Settling};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -46,6 +49,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
+use unwritten::Awaiting;
 
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
@@ -234,12 +238,16 @@ pub struct Store {
 /// beyond the last sync.
 const PERIODIC_BACKLOG: usize = 4096;
 
+/// With `sync = "periodic"`, messages kept unwritten (see `unwritten`) before
+/// [`Store::submit`] waits for the writer to take them: four times what wakes it.
+const PERIODIC_UNWRITTEN: usize = 4 * inbox::UNWRITTEN_FULL;
+
 impl Store {
     /// A store that keeps nothing (no data directory).
     pub fn in_memory() -> Store {
         Store {
             // Never used: nothing is sent to a writer.
-            inbox: Arc::new(Inbox::new(0)),
+            inbox: Arc::new(Inbox::new(0, false)),
             thread: Mutex::new(None),
             database: Mutex::new(None),
             path: None,
@@ -265,7 +273,8 @@ impl Store {
         let database = open_database(path)?;
         let (loaded, refs) = load(&database, path, now, false)?;
         let database = Arc::new(database);
-        let inbox = Arc::new(Inbox::new(hold_max_batches(sync)));
+        let periodic = matches!(sync, Sync::Periodic(_));
+        let inbox = Arc::new(Inbox::new(hold_max_batches(sync), periodic));
         let writer_inbox = inbox.clone();
         let writer_db = database.clone();
         let settling = Arc::new(Settling::default());
@@ -294,7 +303,7 @@ impl Store {
                 database: Mutex::new(Some(database)),
                 path: Some(path.to_owned()),
                 settling,
-                periodic: matches!(sync, Sync::Periodic(_)),
+                periodic,
                 backlog,
                 written,
             },
@@ -344,11 +353,14 @@ impl Store {
     /// (as Mosquitto acknowledges before its next autosave: a crash loses what the
     /// last `sync_interval_ms` wrote either way, whether committed in memory or still
     /// on its way to the writer), unless the writer lags `PERIODIC_BACKLOG` (4,096)
-    /// batches behind. What is sent after this call is applied after `ops`, so a
-    /// message may be routed as soon as this returns: the acknowledgements its sessions
-    /// send come after it.
+    /// batches or `PERIODIC_UNWRITTEN` (65,536) messages behind. What is sent after
+    /// this call is applied after `ops`, so a message may be routed as soon as this
+    /// returns: the acknowledgements its sessions send come after it.
     pub fn submit(&self, ops: Vec<Op>) -> Result<Pending, StoreError> {
-        if self.periodic && self.backlog.load(Ordering::Relaxed) < PERIODIC_BACKLOG {
+        if self.periodic
+            && self.backlog.load(Ordering::Relaxed) < PERIODIC_BACKLOG
+            && self.inbox.unwritten() < PERIODIC_UNWRITTEN
+        {
             self.send_batch(ops, None, true)?;
             return Ok(Pending(None));
         }
@@ -418,16 +430,17 @@ impl Store {
         let _ = self.send_batch(ops, None, true);
     }
 
-    /// False when nothing is kept (in-memory mode).
+    /// Nothing without a data directory.
     fn send_batch(
         &self,
         ops: Vec<Op>,
         done: Option<Arc<Done>>,
         may_wait: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(), StoreError> {
         if self.path.is_none() {
-            return Ok(false);
+            return Ok(());
         }
+        // Counted before the writer can see it (and count it off).
         self.backlog.fetch_add(1, Ordering::Relaxed);
         let batch = Batch {
             ops,
@@ -435,11 +448,14 @@ impl Store {
             may_wait,
             at: Instant::now(),
         };
-        if !self.inbox.put(batch) {
+        let put = self.inbox.put(batch);
+        if put != Put::Added {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
-            return Err(StoreError::Closed);
         }
-        Ok(true)
+        match put {
+            Put::Closed => Err(StoreError::Closed),
+            Put::Added | Put::Kept => Ok(()),
+        }
     }
 
     /// Finishes pending writes, makes them durable and stops the writer.
@@ -775,11 +791,10 @@ const ALWAYS_HOLD: Duration = Duration::from_millis(2);
 /// Batches held back at most, whatever the time (then the older half is committed): this
 /// bounds the writer's memory (and, with `"periodic"`, keeps [`Store::submit`] clear of
 /// [`PERIODIC_BACKLOG`]). With `"always"` the hold is short and the bound seldom
-/// reached. With `"periodic"` the hold lasts until the next sync, and a held message
-/// keeps the publisher's whole read buffer it was read into: 1,024 batches made a fresh
-/// broker fault in a third more pages than the in-memory one in a 1->1 run (17,900
-/// page faults against 26,500; 20,000 with 128), and the acknowledgements of subscribers
-/// that keep up come within far fewer batches.
+/// reached. With `"periodic"` the hold lasts until the next sync, but the batches
+/// held are few and small: the messages and the acknowledgements of them wait
+/// unwritten outside (see `unwritten`), and what comes here is the rest (such as the
+/// acknowledgements of messages written already).
 fn hold_max_batches(sync: Sync) -> usize {
     match sync {
         Sync::Always => 1024,
@@ -795,7 +810,9 @@ fn hold_max_batches(sync: Sync) -> usize {
 /// with `"always"`; with `"periodic"` until the next sync, which then commits them
 /// straight to disk (Mosquitto's autosave writes what is queued at that moment too).
 /// Meanwhile the acknowledgements of online sessions join the messages they are for,
-/// and a message every session has acknowledged is never written.
+/// and a message every session has acknowledged is never written. With `"periodic"`
+/// the messages wait unwritten in the inbox (see `unwritten`), and every commit at
+/// once takes them, after the batches that came before them.
 fn writer(
     database: &Database,
     settling: &Settling,
@@ -821,6 +838,19 @@ fn writer(
             open = !taken.closed;
             urgent = taken.batches.iter().any(|b| !b.may_wait);
             held.extend(taken.batches);
+            let unwritten = taken.unwritten.into_ops();
+            if !unwritten.is_empty() {
+                // After the batches that came before them (see `inbox`), and committed
+                // with them now (counted as the others).
+                urgent = true;
+                backlog.fetch_add(1, Ordering::Relaxed);
+                held.push_back(Batch {
+                    ops: unwritten,
+                    done: None,
+                    may_wait: true,
+                    at: Instant::now(),
+                });
+            }
         }
         let now = Instant::now();
         let sync_due = matches!(sync, Sync::Periodic(every) if now >= last_sync + every);
@@ -916,15 +946,7 @@ fn flush(database: &Database) -> bool {
 /// the acknowledgements that met their message are taken out of their operations.
 struct Cancelling {
     /// Per message queued here: its sessions, and which of them acknowledged it here.
-    queued: HashMap<u64, (Arc<[String]>, Acked), ByNumber>,
-}
-
-/// Which of a message's sessions acknowledged it (by position in its list).
-enum Acked {
-    /// Up to 64 sessions: one bit each.
-    Few(u64),
-    /// More.
-    Many(Vec<bool>),
+    queued: HashMap<u64, Awaiting, ByNumber>,
 }
 
 impl Cancelling {
@@ -937,11 +959,7 @@ impl Cancelling {
                 Op::Enqueue {
                     number, clients, ..
                 } => {
-                    let acked = match clients.len() {
-                        0..=64 => Acked::Few(0),
-                        n => Acked::Many(vec![false; n]),
-                    };
-                    here.queued.insert(*number, (clients.clone(), acked));
+                    here.queued.insert(*number, Awaiting::new(clients.clone()));
                 }
                 Op::Ack(client_id, numbers) => here.meet(client_id, numbers),
                 _ => {}
@@ -976,34 +994,19 @@ impl Cancelling {
     /// numbers out of `numbers`.
     fn meet(&mut self, client_id: &str, numbers: &mut Vec<u64>) {
         numbers.retain(|number| {
-            let Some((clients, acked)) = self.queued.get_mut(number) else {
-                return true;
-            };
-            let Some(at) = clients.iter().position(|c| c == client_id) else {
-                return true;
-            };
-            match acked {
-                Acked::Few(bits) => *bits |= 1u64 << at,
-                Acked::Many(flags) => flags[at] = true,
-            }
-            false
+            !self
+                .queued
+                .get_mut(number)
+                .is_some_and(|awaiting| awaiting.acknowledge(client_id))
         });
     }
 
     /// The sessions message `number` (queued here) is still to be queued for.
     fn keeps(&self, number: u64) -> impl Iterator<Item = &String> + '_ {
-        let (clients, acked): (&[String], Option<&Acked>) = match self.queued.get(&number) {
-            Some((clients, acked)) => (clients, Some(acked)),
-            None => (&[], None),
-        };
-        clients.iter().enumerate().filter_map(move |(at, c)| {
-            let done = match acked {
-                Some(Acked::Few(bits)) => bits & (1u64 << at) != 0,
-                Some(Acked::Many(flags)) => flags[at],
-                None => false,
-            };
-            (!done).then_some(c)
-        })
+        self.queued
+            .get(&number)
+            .into_iter()
+            .flat_map(Awaiting::remaining)
     }
 }
 

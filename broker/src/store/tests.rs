@@ -44,9 +44,26 @@ fn open(path: &Path) -> (Store, Loaded) {
 }
 
 /// With a sync interval no test reaches: only the close writes to disk.
+const PERIODIC: Sync = Sync::Periodic(Duration::from_secs(60));
+
 fn open_periodic(path: &Path) -> (Store, Loaded) {
-    Store::open(path, Sync::Periodic(Duration::from_secs(60))).unwrap()
+    Store::open(path, PERIODIC).unwrap()
 }
+
+/// A store with `"periodic"` sync, holding a session for each of `ids`.
+async fn periodic_with_sessions(path: &Path, ids: &[&str]) -> Store {
+    let (store, _) = open_periodic(path);
+    let sessions = ids
+        .iter()
+        .map(|id| Op::Session(id.to_string(), session("x", None)));
+    store.write(sessions.collect()).await.unwrap();
+    store
+}
+
+/// Both ways of syncing, for tests that hold for both: with `"periodic"` the messages
+/// wait unwritten until the commit (see `unwritten`), with `"always"` they go to the
+/// writer.
+const SYNCS: [Sync; 2] = [Sync::Always, PERIODIC];
 
 fn enqueue(number: u64, m: StoredMessage, clients: &[&str]) -> Op {
     Op::Enqueue {
@@ -97,138 +114,144 @@ async fn sessions_messages_and_wills_survive_a_reopen() {
 
 #[tokio::test]
 async fn a_message_goes_when_the_last_session_acknowledges_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(FILE_NAME);
-    {
-        let (store, _) = open(&path);
-        store
-            .write(vec![
-                Op::Session("a".into(), session("x", None)),
-                Op::Session("b".into(), session("x", None)),
-                enqueue(1, message("t/1", b"shared"), &["a", "b"]),
-                enqueue(2, message("t/2", b"a only"), &["a"]),
-            ])
-            .await
-            .unwrap();
-        store
-            .write(vec![
-                Op::Ack("a".into(), vec![1]),
-                Op::Ack("a".into(), vec![2]),
-            ])
-            .await
-            .unwrap();
-        // An acknowledgement repeated (or for nothing queued) changes nothing.
-        store
-            .write(vec![Op::Ack("a".into(), vec![1])])
-            .await
-            .unwrap();
-        store.close();
+    for sync in SYNCS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            let (store, _) = Store::open(&path, sync).unwrap();
+            store
+                .write(vec![
+                    Op::Session("a".into(), session("x", None)),
+                    Op::Session("b".into(), session("x", None)),
+                    enqueue(1, message("t/1", b"shared"), &["a", "b"]),
+                    enqueue(2, message("t/2", b"a only"), &["a"]),
+                ])
+                .await
+                .unwrap();
+            store
+                .write(vec![
+                    Op::Ack("a".into(), vec![1]),
+                    Op::Ack("a".into(), vec![2]),
+                ])
+                .await
+                .unwrap();
+            // An acknowledgement repeated (or for nothing queued) changes nothing.
+            store
+                .write(vec![Op::Ack("a".into(), vec![1])])
+                .await
+                .unwrap();
+            store.close();
+        }
+        {
+            let (store, loaded) = open(&path);
+            assert_eq!(loaded.messages.keys().copied().collect::<Vec<_>>(), vec![1]);
+            assert_eq!(loaded.sessions[0].queue, Vec::<u64>::new());
+            assert_eq!(loaded.sessions[1].queue, vec![1]);
+            // Numbers go on after the highest ever stored that is still there.
+            assert_eq!(loaded.next_message, 2);
+            store
+                .write(vec![Op::Ack("b".into(), vec![1])])
+                .await
+                .unwrap();
+            store.close();
+        }
+        let (_store, loaded) = open(&path);
+        assert!(loaded.messages.is_empty());
     }
-    {
-        let (store, loaded) = open(&path);
-        assert_eq!(loaded.messages.keys().copied().collect::<Vec<_>>(), vec![1]);
-        assert_eq!(loaded.sessions[0].queue, Vec::<u64>::new());
-        assert_eq!(loaded.sessions[1].queue, vec![1]);
-        // Numbers go on after the highest ever stored that is still there.
-        assert_eq!(loaded.next_message, 2);
-        store
-            .write(vec![Op::Ack("b".into(), vec![1])])
-            .await
-            .unwrap();
-        store.close();
-    }
-    let (_store, loaded) = open(&path);
-    assert!(loaded.messages.is_empty());
 }
 
 #[tokio::test]
 async fn an_outgoing_qos2_flow_keeps_its_packet_id_then_its_pubrel_state_until_pubcomp() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(FILE_NAME);
-    let sent = |number, pkid| Op::Sent {
-        client_id: "a".into(),
-        number,
-        pkid,
-    };
-    {
-        let (store, _) = open(&path);
-        store
-            .write(vec![
-                Op::Session("a".into(), session("x", None)),
-                enqueue(1, message("t/1", b"one"), &["a"]),
-                enqueue(2, message("t/2", b"two"), &["a"]),
-                enqueue(3, message("t/3", b"three"), &["a"]),
-                sent(1, 41),
-                sent(2, 42),
-                sent(3, 43),
-                // Not queued for the session (acknowledged first): not kept.
-                sent(9, 49),
-            ])
-            .await
-            .unwrap();
-        // Message 1: PUBREC (its PUBREL state stays); message 2: PUBREC and PUBCOMP.
-        let released = |number, pkid| Op::Released {
+    for sync in SYNCS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let sent = |number, pkid| Op::Sent {
             client_id: "a".into(),
             number,
             pkid,
         };
-        store
-            .write(vec![
-                released(1, 41),
-                released(2, 42),
-                Op::Completed("a".into(), 42),
-            ])
-            .await
-            .unwrap();
-        store.close();
-    }
-    {
-        let (store, loaded) = open(&path);
+        {
+            let (store, _) = Store::open(&path, sync).unwrap();
+            store
+                .write(vec![
+                    Op::Session("a".into(), session("x", None)),
+                    enqueue(1, message("t/1", b"one"), &["a"]),
+                    enqueue(2, message("t/2", b"two"), &["a"]),
+                    enqueue(3, message("t/3", b"three"), &["a"]),
+                    sent(1, 41),
+                    sent(2, 42),
+                    sent(3, 43),
+                    // Not queued for the session (acknowledged first): not kept.
+                    sent(9, 49),
+                ])
+                .await
+                .unwrap();
+            // Message 1: PUBREC (its PUBREL state stays); message 2: PUBREC and PUBCOMP.
+            let released = |number, pkid| Op::Released {
+                client_id: "a".into(),
+                number,
+                pkid,
+            };
+            store
+                .write(vec![
+                    released(1, 41),
+                    released(2, 42),
+                    Op::Completed("a".into(), 42),
+                ])
+                .await
+                .unwrap();
+            store.close();
+        }
+        {
+            let (store, loaded) = open(&path);
+            let a = &loaded.sessions[0];
+            assert_eq!(a.queue, vec![3], "released messages are gone");
+            assert_eq!(a.sent, vec![(3, 43)]);
+            assert_eq!(a.releasing, vec![41]);
+            assert_eq!(loaded.messages.keys().copied().collect::<Vec<_>>(), vec![3]);
+            // A new session with the same client id inherits none of it.
+            store
+                .write(vec![
+                    Op::EndSession("a".into()),
+                    Op::Session("a".into(), session("x", None)),
+                ])
+                .await
+                .unwrap();
+            store.close();
+        }
+        let (_store, loaded) = open(&path);
         let a = &loaded.sessions[0];
-        assert_eq!(a.queue, vec![3], "released messages are gone");
-        assert_eq!(a.sent, vec![(3, 43)]);
-        assert_eq!(a.releasing, vec![41]);
-        assert_eq!(loaded.messages.keys().copied().collect::<Vec<_>>(), vec![3]);
-        // A new session with the same client id inherits none of it.
-        store
-            .write(vec![
-                Op::EndSession("a".into()),
-                Op::Session("a".into(), session("x", None)),
-            ])
-            .await
-            .unwrap();
-        store.close();
+        assert!(a.queue.is_empty() && a.sent.is_empty() && a.releasing.is_empty());
+        assert!(loaded.messages.is_empty());
     }
-    let (_store, loaded) = open(&path);
-    let a = &loaded.sessions[0];
-    assert!(a.queue.is_empty() && a.sent.is_empty() && a.releasing.is_empty());
-    assert!(loaded.messages.is_empty());
 }
 
 #[tokio::test]
 async fn ending_a_session_deletes_its_queue_and_will() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(FILE_NAME);
-    {
-        let (store, _) = open(&path);
-        store
-            .write(vec![
-                Op::Session("a".into(), session("x", None)),
-                Op::Session("b".into(), session("x", None)),
-                Op::Will("a".into(), Some(message("w", b"w"))),
-                enqueue(1, message("t/1", b"shared"), &["a", "b"]),
-                enqueue(2, message("t/2", b"a only"), &["a"]),
-            ])
-            .await
-            .unwrap();
-        store.write(vec![Op::EndSession("a".into())]).await.unwrap();
-        store.close();
+    for sync in SYNCS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            let (store, _) = Store::open(&path, sync).unwrap();
+            store
+                .write(vec![
+                    Op::Session("a".into(), session("x", None)),
+                    Op::Session("b".into(), session("x", None)),
+                    Op::Will("a".into(), Some(message("w", b"w"))),
+                    enqueue(1, message("t/1", b"shared"), &["a", "b"]),
+                    enqueue(2, message("t/2", b"a only"), &["a"]),
+                ])
+                .await
+                .unwrap();
+            store.write(vec![Op::EndSession("a".into())]).await.unwrap();
+            store.close();
+        }
+        let (_store, loaded) = open(&path);
+        assert_eq!(loaded.sessions.len(), 1);
+        assert_eq!(loaded.sessions[0].client_id, "b");
+        assert_eq!(loaded.messages.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert!(loaded.due_wills.is_empty());
     }
-    let (_store, loaded) = open(&path);
-    assert_eq!(loaded.sessions.len(), 1);
-    assert_eq!(loaded.sessions[0].client_id, "b");
-    assert_eq!(loaded.messages.keys().copied().collect::<Vec<_>>(), vec![1]);
-    assert!(loaded.due_wills.is_empty());
 }
 
 #[tokio::test]
@@ -307,14 +330,7 @@ async fn with_periodic_sync_a_message_acknowledged_before_the_sync_is_never_writ
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
     {
-        let (store, _) = open_periodic(&path);
-        store
-            .write(vec![
-                Op::Session("a".into(), session("x", None)),
-                Op::Session("b".into(), session("x", None)),
-            ])
-            .await
-            .unwrap();
+        let store = periodic_with_sessions(&path, &["a", "b"]).await;
         // Held back until the sync (here: the close), by which time a has acknowledged
         // both and b neither.
         let pending = store
@@ -336,11 +352,74 @@ async fn with_periodic_sync_a_message_acknowledged_before_the_sync_is_never_writ
     assert_eq!(loaded.sessions[1].queue, vec![2]);
 }
 
+/// With `"periodic"`, a message not yet written when a session ends is not written
+/// for it, nor for a new session of the same client id, which gets only the messages
+/// queued after the end.
+#[tokio::test]
+async fn with_periodic_sync_a_session_that_ends_leaves_no_unwritten_message_to_its_successor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        let store = periodic_with_sessions(&path, &["a", "b"]).await;
+        store
+            .submit(vec![enqueue(1, message("t/1", b"old"), &["a", "b"])])
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        // Not waited for: it waits for the writer with the message still unwritten.
+        store.send(vec![
+            Op::EndSession("a".into()),
+            Op::Session("a".into(), session("x", None)),
+        ]);
+        store
+            .submit(vec![enqueue(2, message("t/2", b"new"), &["a"])])
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        store.close();
+    }
+    let (_store, loaded) = open(&path);
+    let queue = |id: &str| {
+        let s = loaded.sessions.iter().find(|s| s.client_id == id).unwrap();
+        s.queue.clone()
+    };
+    assert_eq!(queue("a"), vec![2], "the new session's message only");
+    assert_eq!(queue("b"), vec![1]);
+}
+
+/// With `"periodic"`, messages a session does not acknowledge (it is offline) wait
+/// unwritten at most until there are `UNWRITTEN_FULL` of them: then the writer takes
+/// them, long before the sync.
+#[tokio::test]
+async fn with_periodic_sync_too_many_unwritten_messages_are_written_before_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = periodic_with_sessions(&dir.path().join(FILE_NAME), &["b"]).await;
+    let full = inbox::UNWRITTEN_FULL as u64;
+    let ops = (1..full).map(|n| enqueue(n, message("t/1", b"m"), &["b"]));
+    store.submit(ops.collect()).unwrap().wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.messages_written(), 0, "one short of the bound: kept");
+    store
+        .submit(vec![enqueue(full, message("t/1", b"m"), &["b"])])
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.messages_written() < full {
+        assert!(Instant::now() < deadline, "not written before the sync");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.close();
+}
+
 #[tokio::test]
 async fn a_read_of_a_sessions_queue_sees_the_messages_held_back_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
-    for sync in [Sync::Always, Sync::Periodic(Duration::from_secs(60))] {
+    for sync in SYNCS {
         let _ = std::fs::remove_file(&path);
         let (store, _) = Store::open(&path, sync).unwrap();
         store
