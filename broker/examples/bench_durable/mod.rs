@@ -164,6 +164,9 @@ pub fn table(repeat: usize, scale: u64, only: Option<&str>) {
             let o = rt.block_on(o);
             eprintln!("{label} | {} | {:.0}", kinds[k].name(), rate(&o));
             runs[k].push(o);
+            // Stopped, its files deleted, and the disk left quiet before the next run.
+            drop(broker);
+            settle();
         }
         let medians: Vec<(f64, u64, u64)> = runs
             .iter_mut()
@@ -183,6 +186,17 @@ pub fn table(repeat: usize, scale: u64, only: Option<&str>) {
             );
         }
     }
+}
+
+/// Waits until the kernel has written out what the last broker left (`sync`), and a
+/// moment more. Why: the turns of the brokers rotate a fixed cycle, so `"periodic"`
+/// ran right after `"always"` in three rounds of four, and met the journal and
+/// writeback work of its fsyncs and of its deleted file. In one 8-run table
+/// (docs/BENCHMARKS.md, session 18) `"periodic"` ran at 94,000-139,000 msg/s right
+/// after `"always"` and at 128,000-152,000 after the others.
+fn settle() {
+    let _ = Command::new("sync").status();
+    std::thread::sleep(Duration::from_millis(500));
 }
 
 /// Sessions and messages of the restart benchmark.
