@@ -21,6 +21,7 @@
 use super::Op;
 use crate::by_number::ByNumber;
 use crate::store::StoredMessage;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -195,14 +196,15 @@ impl Unwritten {
     /// `client_id` acknowledged message `number`: true if it is kept here and was
     /// awaited from that session.
     fn acknowledge(&mut self, client_id: &str, number: u64) -> bool {
-        let Some(m) = self.messages.get_mut(&number) else {
+        // One lookup for both: every message is looked up by each of its sessions.
+        let Entry::Occupied(mut m) = self.messages.entry(number) else {
             return false;
         };
-        if !m.awaiting.acknowledge(client_id) {
+        if !m.get_mut().awaiting.acknowledge(client_id) {
             return false;
         }
-        if m.awaiting.is_done() {
-            self.messages.remove(&number);
+        if m.get().awaiting.is_done() {
+            m.remove();
         }
         true
     }
