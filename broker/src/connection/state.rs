@@ -21,6 +21,18 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tracing::warn;
 
+thread_local! {
+    /// An emptied queue of store operations, kept by each worker thread for the next
+    /// connection that stores a batch there. Why: with `sync = "periodic"` the store
+    /// takes a batch's operations out of the queue and leaves it empty (see
+    /// `Store::submit`); a new one for every batch, of the largest recent batch's size
+    /// (up to 100 operations of 120 bytes), was allocated and freed by glibc's slow path
+    /// each time (docs/BENCHMARKS.md, session 18). Kept per thread rather than per
+    /// connection, so that idle connections hold none.
+    static SPARE_STORE_QUEUE: std::cell::Cell<Vec<crate::store::Op>> =
+        const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// A client's SUBSCRIBE waiting for the router's SUBACK (see `inbound::subscribe`).
 #[derive(Debug)]
 pub(super) struct PendingSubAck {
@@ -347,10 +359,17 @@ impl Connection {
     }
 
     /// Queues an operation for the store, written before the batch for the router (see
-    /// [`Connection::flush_router`]; the queue sized by [`Connection::batch_room`]).
+    /// [`Connection::flush_router`]; the queue sized by [`Connection::batch_room`], or
+    /// the spare one of the thread if it is large enough).
     pub(super) fn store_later(&mut self, op: crate::store::Op) {
         if self.to_store.capacity() == 0 {
-            self.to_store.reserve(self.batch_room());
+            let room = self.batch_room();
+            let spare = SPARE_STORE_QUEUE.take();
+            if spare.capacity() >= room {
+                self.to_store = spare;
+            } else {
+                self.to_store.reserve(room);
+            }
         }
         self.to_store.push(op);
     }
@@ -397,8 +416,12 @@ impl Connection {
                 .iter()
                 .all(|op| matches!(op, Op::Enqueue { message, .. } if message.qos == 1));
             let pending = store
-                .submit(std::mem::take(&mut self.to_store))
+                .submit(&mut self.to_store)
                 .map_err(ConnectionError::Storage)?;
+            if self.to_store.capacity() > 0 {
+                // Emptied, not kept: an idle connection holds no queue.
+                SPARE_STORE_QUEUE.set(std::mem::take(&mut self.to_store));
+            }
             if early {
                 stored = Some(pending);
             } else {

@@ -14,9 +14,11 @@
 //! them, and only what is left goes on to the writer. One lock for both keeps their
 //! order: the writer takes the messages kept after the batches that came before them.
 
+use super::settle::Done;
 use super::unwritten::Unwritten;
-use super::Batch;
+use super::{Batch, Op};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -106,28 +108,33 @@ impl Inbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a batch (or keeps what it holds with the messages unwritten).
-    pub(super) fn put(&self, mut batch: Batch) -> Put {
+    /// Adds the operations `ops` as a batch (see [`Batch`]), or keeps what they hold
+    /// with the messages unwritten. `ops` is left empty, its memory the caller's.
+    pub(super) fn put(&self, ops: &mut Vec<Op>, done: Option<Arc<Done>>, may_wait: bool) -> Put {
         let mut state = self.lock();
         if state.closed {
             return Put::Closed;
         }
-        let put = match &mut state.unwritten {
+        let ops = match &mut state.unwritten {
             Some(unwritten) => {
-                batch.ops = unwritten.absorb(std::mem::take(&mut batch.ops));
+                let rest = unwritten.absorb(ops);
                 self.unwritten.store(unwritten.len(), Ordering::Relaxed);
-                if batch.ops.is_empty() && batch.done.is_none() {
-                    Put::Kept
-                } else {
-                    Put::Added
-                }
+                rest
             }
-            None => Put::Added,
+            None => std::mem::take(ops),
         };
-        if put == Put::Added {
-            state.urgent |= !batch.may_wait;
-            state.batches.push(batch);
-        }
+        let put = if ops.is_empty() && done.is_none() && state.unwritten.is_some() {
+            Put::Kept
+        } else {
+            state.urgent |= !may_wait;
+            state.batches.push(Batch {
+                ops,
+                done,
+                may_wait,
+                at: Instant::now(),
+            });
+            Put::Added
+        };
         let wake = state.idle
             || state.urgent
             || state.batches.len() >= self.full

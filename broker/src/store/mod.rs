@@ -356,7 +356,10 @@ impl Store {
     /// batches or `PERIODIC_UNWRITTEN` (65,536) messages behind. What is sent after
     /// this call is applied after `ops`, so a message may be routed as soon as this
     /// returns: the acknowledgements its sessions send come after it.
-    pub fn submit(&self, ops: Vec<Op>) -> Result<Pending, StoreError> {
+    ///
+    /// `ops` is left empty; with `"periodic"` it keeps its memory, for the caller's next
+    /// batch (its messages move to the unwritten ones, see `unwritten`).
+    pub fn submit(&self, ops: &mut Vec<Op>) -> Result<Pending, StoreError> {
         if self.periodic
             && self.backlog.load(Ordering::Relaxed) < PERIODIC_BACKLOG
             && self.inbox.unwritten() < PERIODIC_UNWRITTEN
@@ -364,6 +367,7 @@ impl Store {
             self.send_batch(ops, None, true)?;
             return Ok(Pending(None));
         }
+        let ops = std::mem::take(ops);
         // A batch of messages only (with `"always"`) may also be settled by the
         // acknowledgements of its sessions, which the writer waits for a moment.
         let may_wait = !self.periodic && ops.iter().all(|op| matches!(op, Op::Enqueue { .. }));
@@ -371,7 +375,7 @@ impl Store {
     }
 
     /// Sends `ops` to the writer, done when committed or settled (see `settle`).
-    fn send_settling(&self, ops: Vec<Op>, may_wait: bool) -> Result<Pending, StoreError> {
+    fn send_settling(&self, mut ops: Vec<Op>, may_wait: bool) -> Result<Pending, StoreError> {
         if !self.is_durable() {
             return Ok(Pending(None));
         }
@@ -391,7 +395,7 @@ impl Store {
             messages.len() + usize::from(others || messages.is_empty()),
         );
         self.settling.register(messages, &done);
-        self.send_batch(ops, Some(done), may_wait)?;
+        self.send_batch(&mut ops, Some(done), may_wait)?;
         Ok(Pending(Some(rx)))
     }
 
@@ -415,7 +419,7 @@ impl Store {
 
     /// Applies `ops` without waiting (for changes whose loss in a crash only costs a
     /// duplicate, such as an acknowledgement).
-    pub fn send(&self, ops: Vec<Op>) {
+    pub fn send(&self, mut ops: Vec<Op>) {
         if !self.is_durable() {
             return;
         }
@@ -427,28 +431,23 @@ impl Store {
                 })
                 .flat_map(|(client_id, numbers)| numbers.iter().map(move |&n| (client_id, n))),
         );
-        let _ = self.send_batch(ops, None, true);
+        let _ = self.send_batch(&mut ops, None, true);
     }
 
-    /// Nothing without a data directory.
+    /// Nothing without a data directory. `ops` is left empty, its memory the caller's.
     fn send_batch(
         &self,
-        ops: Vec<Op>,
+        ops: &mut Vec<Op>,
         done: Option<Arc<Done>>,
         may_wait: bool,
     ) -> Result<(), StoreError> {
         if self.path.is_none() {
+            ops.clear();
             return Ok(());
         }
         // Counted before the writer can see it (and count it off).
         self.backlog.fetch_add(1, Ordering::Relaxed);
-        let batch = Batch {
-            ops,
-            done,
-            may_wait,
-            at: Instant::now(),
-        };
-        let put = self.inbox.put(batch);
+        let put = self.inbox.put(ops, done, may_wait);
         if put != Put::Added {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
         }

@@ -334,12 +334,12 @@ async fn with_periodic_sync_a_message_acknowledged_before_the_sync_is_never_writ
         // Held back until the sync (here: the close), by which time a has acknowledged
         // both and b neither.
         let pending = store
-            .submit(vec![enqueue(1, message("t/1", b"a only"), &["a"])])
+            .submit(&mut vec![enqueue(1, message("t/1", b"a only"), &["a"])])
             .unwrap();
         pending.wait().await.unwrap();
         store.send(vec![Op::Ack("a".into(), vec![1])]);
         let pending = store
-            .submit(vec![enqueue(2, message("t/2", b"both"), &["a", "b"])])
+            .submit(&mut vec![enqueue(2, message("t/2", b"both"), &["a", "b"])])
             .unwrap();
         pending.wait().await.unwrap();
         store.send(vec![Op::Ack("a".into(), vec![2])]);
@@ -362,7 +362,7 @@ async fn with_periodic_sync_a_session_that_ends_leaves_no_unwritten_message_to_i
     {
         let store = periodic_with_sessions(&path, &["a", "b"]).await;
         store
-            .submit(vec![enqueue(1, message("t/1", b"old"), &["a", "b"])])
+            .submit(&mut vec![enqueue(1, message("t/1", b"old"), &["a", "b"])])
             .unwrap()
             .wait()
             .await
@@ -373,7 +373,7 @@ async fn with_periodic_sync_a_session_that_ends_leaves_no_unwritten_message_to_i
             Op::Session("a".into(), session("x", None)),
         ]);
         store
-            .submit(vec![enqueue(2, message("t/2", b"new"), &["a"])])
+            .submit(&mut vec![enqueue(2, message("t/2", b"new"), &["a"])])
             .unwrap()
             .wait()
             .await
@@ -398,11 +398,16 @@ async fn with_periodic_sync_too_many_unwritten_messages_are_written_before_the_s
     let store = periodic_with_sessions(&dir.path().join(FILE_NAME), &["b"]).await;
     let full = inbox::UNWRITTEN_FULL as u64;
     let ops = (1..full).map(|n| enqueue(n, message("t/1", b"m"), &["b"]));
-    store.submit(ops.collect()).unwrap().wait().await.unwrap();
+    store
+        .submit(&mut ops.collect())
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.messages_written(), 0, "one short of the bound: kept");
     store
-        .submit(vec![enqueue(full, message("t/1", b"m"), &["b"])])
+        .submit(&mut vec![enqueue(full, message("t/1", b"m"), &["b"])])
         .unwrap()
         .wait()
         .await
@@ -428,7 +433,7 @@ async fn a_read_of_a_sessions_queue_sees_the_messages_held_back_before_it() {
             .unwrap();
         // Not awaited: the writer may still hold it when the read comes.
         let _pending = store
-            .submit(vec![enqueue(7, message("t/7", b"m"), &["a"])])
+            .submit(&mut vec![enqueue(7, message("t/7", b"m"), &["a"])])
             .unwrap();
         let queued = store.queued_for("a").await.unwrap();
         assert_eq!(

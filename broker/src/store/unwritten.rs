@@ -129,7 +129,7 @@ impl Unwritten {
     }
 
     /// Takes from `ops` what concerns the messages kept here, and returns the rest,
-    /// for the writer, in their order:
+    /// for the writer, in their order (`ops` is left empty):
     /// - a message queued for sessions ([`Op::Enqueue`]) is kept here;
     /// - an acknowledgement ([`Op::Ack`]) of one takes the session off it, and the
     ///   last one drops it; a PUBREC ([`Op::Released`]) too (its flow's state goes on
@@ -138,59 +138,69 @@ impl Unwritten {
     /// - a session that ends ([`Op::EndSession`]) is taken off every message here, so
     ///   that none is written for it (or for a new session of the same client id,
     ///   which the messages queued after the end are for).
-    pub(super) fn absorb(&mut self, ops: Vec<Op>) -> Vec<Op> {
-        ops.into_iter()
-            .filter_map(|op| match op {
-                Op::Enqueue {
+    pub(super) fn absorb(&mut self, ops: &mut Vec<Op>) -> Vec<Op> {
+        // Drained, not consumed: the caller keeps the queue's memory for its next batch.
+        let mut rest = Vec::new();
+        for op in ops.drain(..) {
+            if let Some(op) = self.absorb_one(op) {
+                rest.push(op);
+            }
+        }
+        rest
+    }
+
+    /// [`Unwritten::absorb`] for one operation: what goes on to the writer, if anything.
+    fn absorb_one(&mut self, op: Op) -> Option<Op> {
+        match op {
+            Op::Enqueue {
+                number,
+                message,
+                clients,
+            } => {
+                self.messages.insert(
                     number,
-                    message,
-                    clients,
-                } => {
-                    self.messages.insert(
-                        number,
-                        Message {
-                            message,
-                            awaiting: Awaiting::new(clients),
-                            sent: Vec::new(),
-                        },
-                    );
-                    None
-                }
-                Op::Ack(client_id, mut numbers) => {
-                    numbers.retain(|&n| !self.acknowledge(&client_id, n));
-                    (!numbers.is_empty()).then_some(Op::Ack(client_id, numbers))
-                }
-                Op::Released {
-                    ref client_id,
-                    number,
-                    ..
-                } => {
-                    self.acknowledge(client_id, number);
-                    Some(op)
-                }
-                Op::Sent {
-                    ref client_id,
-                    number,
-                    pkid,
-                } => {
-                    if let Some(m) = self.messages.get_mut(&number) {
-                        if let Some(at) = m.awaiting.awaited(client_id) {
-                            m.sent.push((at, pkid));
-                            return None;
-                        }
+                    Message {
+                        message,
+                        awaiting: Awaiting::new(clients),
+                        sent: Vec::new(),
+                    },
+                );
+                None
+            }
+            Op::Ack(client_id, mut numbers) => {
+                numbers.retain(|&n| !self.acknowledge(&client_id, n));
+                (!numbers.is_empty()).then_some(Op::Ack(client_id, numbers))
+            }
+            Op::Released {
+                ref client_id,
+                number,
+                ..
+            } => {
+                self.acknowledge(client_id, number);
+                Some(op)
+            }
+            Op::Sent {
+                ref client_id,
+                number,
+                pkid,
+            } => {
+                if let Some(m) = self.messages.get_mut(&number) {
+                    if let Some(at) = m.awaiting.awaited(client_id) {
+                        m.sent.push((at, pkid));
+                        return None;
                     }
-                    Some(op)
                 }
-                Op::EndSession(ref client_id) => {
-                    self.messages.retain(|_, m| {
-                        m.awaiting.acknowledge(client_id);
-                        !m.awaiting.is_done()
-                    });
-                    Some(op)
-                }
-                other => Some(other),
-            })
-            .collect()
+                Some(op)
+            }
+            Op::EndSession(ref client_id) => {
+                self.messages.retain(|_, m| {
+                    m.awaiting.acknowledge(client_id);
+                    !m.awaiting.is_done()
+                });
+                Some(op)
+            }
+            other => Some(other),
+        }
     }
 
     /// `client_id` acknowledged message `number`: true if it is kept here and was
@@ -289,14 +299,14 @@ mod tests {
     fn acknowledgements_take_their_sessions_off_and_the_last_drops_the_message() {
         let mut u = Unwritten::default();
         assert!(u
-            .absorb(vec![enqueue(1, &["a", "b"]), enqueue(2, &["a"])])
+            .absorb(&mut vec![enqueue(1, &["a", "b"]), enqueue(2, &["a"])])
             .is_empty());
         assert_eq!(u.len(), 2);
         // 3 is not kept here (written already): its acknowledgement goes on.
-        let rest = u.absorb(vec![Op::Ack("a".into(), vec![1, 2, 3])]);
+        let rest = u.absorb(&mut vec![Op::Ack("a".into(), vec![1, 2, 3])]);
         assert!(matches!(&rest[..], [Op::Ack(c, n)] if c == "a" && n == &[3]));
         // Repeated: a is no longer awaited, so it goes on (and changes nothing there).
-        let rest = u.absorb(vec![Op::Ack("a".into(), vec![1])]);
+        let rest = u.absorb(&mut vec![Op::Ack("a".into(), vec![1])]);
         assert!(matches!(&rest[..], [Op::Ack(c, n)] if c == "a" && n == &[1]));
         assert_eq!(u.len(), 1, "2 went with a's acknowledgement");
         assert_eq!(taken(&mut u), (vec![(1, vec!["b".into()])], vec![]));
@@ -311,7 +321,7 @@ mod tests {
             number,
             pkid,
         };
-        let rest = u.absorb(vec![
+        let rest = u.absorb(&mut vec![
             enqueue(5, &["a", "b", "c"]),
             sent("a", 5, 10),
             sent("b", 5, 11),
@@ -325,7 +335,7 @@ mod tests {
             number: 5,
             pkid: 10,
         };
-        let rest = u.absorb(vec![released]);
+        let rest = u.absorb(&mut vec![released]);
         assert!(matches!(&rest[..], [Op::Released { pkid: 10, .. }]));
         let (messages, sent) = taken(&mut u);
         assert_eq!(messages, vec![(5, vec!["b".into(), "c".into()])]);
@@ -335,11 +345,11 @@ mod tests {
     #[test]
     fn a_session_that_ends_is_taken_off_every_message_kept() {
         let mut u = Unwritten::default();
-        let _ = u.absorb(vec![enqueue(1, &["a", "b"]), enqueue(2, &["a"])]);
-        let rest = u.absorb(vec![Op::EndSession("a".into())]);
+        let _ = u.absorb(&mut vec![enqueue(1, &["a", "b"]), enqueue(2, &["a"])]);
+        let rest = u.absorb(&mut vec![Op::EndSession("a".into())]);
         assert!(matches!(&rest[..], [Op::EndSession(c)] if c == "a"));
         // A new session of a's, after the end: the message queued now is for it.
-        let _ = u.absorb(vec![enqueue(3, &["a"])]);
+        let _ = u.absorb(&mut vec![enqueue(3, &["a"])]);
         assert_eq!(
             taken(&mut u).0,
             vec![(1, vec!["b".into()]), (3, vec!["a".into()])]
