@@ -344,9 +344,10 @@ impl Connection {
     /// How many entries a new batch's queue starts with: as many as the last batches
     /// for the router had packets (the largest of them, see `flush_router`). A batch
     /// hands its queue on (the router drops it once handled, see
-    /// vendor/rumqttd/SEALPOST.md; the store's writer keeps it), so every batch starts
-    /// a new one, and one grown an entry at a time would move its 130-400-byte packets
-    /// and operations again at every doubling.
+    /// vendor/rumqttd/SEALPOST.md; with `sync = "always"` the store's writer keeps
+    /// it), so every batch starts a new one (or the thread's spare, see
+    /// `SPARE_STORE_QUEUE`), and one grown an entry at a time would move its
+    /// 130-400-byte packets and operations again at every doubling.
     pub(super) fn batch_room(&self) -> usize {
         self.last_batch.max(1)
     }
@@ -420,6 +421,7 @@ impl Connection {
                 .map_err(ConnectionError::Storage)?;
             if self.to_store.capacity() > 0 {
                 // Emptied, not kept: an idle connection holds no queue.
+                debug_assert!(self.to_store.is_empty());
                 SPARE_STORE_QUEUE.set(std::mem::take(&mut self.to_store));
             }
             if early {
