@@ -281,17 +281,36 @@ async fn scenario_with(
     }
 }
 
-/// The order `repeat` rounds of runs take the `kinds` brokers (their indexes) in: each
-/// round starts one further along, so that each broker runs after each other one as
-/// often (with `repeat` a multiple of `kinds`), and whatever one leaves to the machine
-/// (a data file being deleted, the kernel writing back what it synced) falls on all
-/// alike. In a fixed order a column always ran after the same one; one reordered run of
-/// the durable table gave `"periodic"` 1.00x the in-memory broker at 1->1 against
-/// 0.82x in the fixed order, though with the turns taken in rotation it gave 0.82-0.84x
-/// again (docs/BENCHMARKS.md, session 16): the order was not the gap, but a fixed one can
-/// bias a column.
+/// The order `repeat` rounds of runs take the `kinds` brokers (their indexes) in: the
+/// rows of a balanced Latin square (Williams' design), one per round, so that over as
+/// many rounds as it has rows (`kinds`, or twice that for an odd number) each broker
+/// runs in each place once and right after each other broker equally often. Whatever a
+/// run leaves to the machine (a data file being deleted, the kernel writing back what it
+/// synced) then falls on all alike. A fixed order always put a column after the same
+/// one; a rotation of it still did in all but one round of each cycle (with four
+/// brokers, `"periodic"` ran right after `"always"` in three rounds of four, see
+/// docs/BENCHMARKS.md, session 18).
 fn turns(repeat: usize, kinds: usize) -> impl Iterator<Item = usize> {
-    (0..repeat).flat_map(move |round| (0..kinds).map(move |k| (round + k) % kinds))
+    // First row 0, 1, n-1, 2, n-2, ...; row i adds i to each (mod n); for an odd n the
+    // rows reversed follow.
+    let first: Vec<usize> = (0..kinds)
+        .map(|j| match j {
+            0 => 0,
+            j if j % 2 == 1 => j.div_ceil(2),
+            j => kinds - j / 2,
+        })
+        .collect();
+    let mut rows: Vec<Vec<usize>> = (0..kinds)
+        .map(|i| first.iter().map(|&k| (k + i) % kinds).collect())
+        .collect();
+    if kinds % 2 == 1 {
+        let reversed: Vec<Vec<usize>> = rows
+            .iter()
+            .map(|r| r.iter().rev().copied().collect())
+            .collect();
+        rows.extend(reversed);
+    }
+    (0..repeat).flat_map(move |round| rows[round % rows.len()].clone())
 }
 
 fn rand_suffix() -> u64 {
