@@ -36,6 +36,12 @@ pub(super) struct Inbox {
     full: usize,
     /// How many messages `State::unwritten` holds, read without the lock.
     unwritten: AtomicUsize,
+    /// Batches added and not yet committed (see `Store::submit`). Counted in under the
+    /// lock as a batch is added, so that the writer, which counts it out once it is
+    /// committed, never counts out one not yet counted in; a batch whose operations all
+    /// stay with the unwritten messages is never counted (two changes of a counter every
+    /// connection shares, for nothing).
+    backlog: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -95,7 +101,23 @@ impl Inbox {
             wake: Condvar::new(),
             full,
             unwritten: AtomicUsize::new(0),
+            backlog: AtomicUsize::new(0),
         }
+    }
+
+    /// How many batches were added (or counted in) and not yet counted out.
+    pub(super) fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// The writer holds `n` batches more of its own (see [`Inbox::backlog`]).
+    pub(super) fn count_batches_in(&self, n: usize) {
+        self.backlog.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The writer committed `n` batches.
+    pub(super) fn count_batches_out(&self, n: usize) {
+        self.backlog.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// How many messages are kept unwritten.
@@ -127,6 +149,7 @@ impl Inbox {
             Put::Kept
         } else {
             state.urgent |= !may_wait;
+            self.count_batches_in(1);
             state.batches.push(Batch {
                 ops,
                 done,
@@ -192,5 +215,39 @@ impl Inbox {
                 }
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredMessage;
+
+    #[test]
+    fn only_batches_left_for_the_writer_count_in_its_backlog() {
+        let inbox = Inbox::new(100, true);
+        // A message kept unwritten: nothing for the writer, nothing counted.
+        let mut ops = vec![Op::Enqueue {
+            number: 1,
+            message: StoredMessage {
+                topic: "t".into(),
+                qos: 1,
+                retain: false,
+                origin: 1,
+                payload: "p".into(),
+                properties: None,
+            },
+            clients: vec!["a".to_owned()].into(),
+        }];
+        assert_eq!(inbox.put(&mut ops, None, true), Put::Kept);
+        assert_eq!(inbox.backlog(), 0);
+        // The acknowledgement of a message not kept here goes on to the writer.
+        let mut ops = vec![Op::Ack("a".into(), vec![7])];
+        assert_eq!(inbox.put(&mut ops, None, true), Put::Added);
+        assert_eq!(inbox.backlog(), 1);
+        let taken = inbox.take(None);
+        assert_eq!(taken.batches.len(), 1);
+        inbox.count_batches_out(taken.batches.len());
+        assert_eq!(inbox.backlog(), 0);
     }
 }

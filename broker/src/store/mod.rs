@@ -44,7 +44,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use settle::{Done, Settling};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -226,8 +226,6 @@ pub struct Store {
     settling: Arc<Settling>,
     /// `sync = "periodic"`: [`Store::submit`] does not wait (see there).
     periodic: bool,
-    /// Batches sent to the writer and not yet committed.
-    backlog: Arc<AtomicUsize>,
     /// Messages the writer has written (those acknowledged by every session first are
     /// not, see `settle`).
     written: Arc<AtomicU64>,
@@ -253,7 +251,6 @@ impl Store {
             path: None,
             settling: Arc::default(),
             periodic: false,
-            backlog: Arc::default(),
             written: Arc::default(),
         }
     }
@@ -279,8 +276,6 @@ impl Store {
         let writer_db = database.clone();
         let settling = Arc::new(Settling::default());
         let writer_settling = settling.clone();
-        let backlog = Arc::new(AtomicUsize::new(0));
-        let writer_backlog = backlog.clone();
         let written = Arc::new(AtomicU64::new(0));
         let writer_written = written.clone();
         let thread = std::thread::Builder::new()
@@ -289,7 +284,7 @@ impl Store {
                 writer(
                     &writer_db,
                     &writer_settling,
-                    (&writer_backlog, &writer_written),
+                    &writer_written,
                     &writer_inbox,
                     refs,
                     sync,
@@ -304,7 +299,6 @@ impl Store {
                 path: Some(path.to_owned()),
                 settling,
                 periodic,
-                backlog,
                 written,
             },
             loaded,
@@ -361,7 +355,7 @@ impl Store {
     /// batch (its messages move to the unwritten ones, see `unwritten`).
     pub fn submit(&self, ops: &mut Vec<Op>) -> Result<Pending, StoreError> {
         if self.periodic
-            && self.backlog.load(Ordering::Relaxed) < PERIODIC_BACKLOG
+            && self.inbox.backlog() < PERIODIC_BACKLOG
             && self.inbox.unwritten() < PERIODIC_UNWRITTEN
         {
             self.send_batch(ops, None, true)?;
@@ -445,13 +439,7 @@ impl Store {
             ops.clear();
             return Ok(());
         }
-        // Counted before the writer can see it (and count it off).
-        self.backlog.fetch_add(1, Ordering::Relaxed);
-        let put = self.inbox.put(ops, done, may_wait);
-        if put != Put::Added {
-            self.backlog.fetch_sub(1, Ordering::Relaxed);
-        }
-        match put {
+        match self.inbox.put(ops, done, may_wait) {
             Put::Closed => Err(StoreError::Closed),
             Put::Added | Put::Kept => Ok(()),
         }
@@ -815,7 +803,7 @@ fn hold_max_batches(sync: Sync) -> usize {
 fn writer(
     database: &Database,
     settling: &Settling,
-    (backlog, written): (&AtomicUsize, &AtomicU64),
+    written: &AtomicU64,
     inbox: &Inbox,
     mut refs: HashMap<u64, u32>,
     sync: Sync,
@@ -842,7 +830,7 @@ fn writer(
                 // After the batches that came before them (see `inbox`), and committed
                 // with them now (counted as the others).
                 urgent = true;
-                backlog.fetch_add(1, Ordering::Relaxed);
+                inbox.count_batches_in(1);
                 held.push_back(Batch {
                     ops: unwritten,
                     done: None,
@@ -913,7 +901,7 @@ fn writer(
                     _ => None,
                 }),
         );
-        backlog.fetch_sub(batches.len(), Ordering::Relaxed);
+        inbox.count_batches_out(batches.len());
         for b in batches {
             if let Some(done) = b.done {
                 done.finish(result.clone());

@@ -65,6 +65,11 @@ struct Waiting {
 #[derive(Default)]
 pub(super) struct Settling {
     waiting: Mutex<HashMap<u64, Waiting>>,
+    /// How many `waiting` holds, read without its lock: with `sync = "periodic"` it is
+    /// almost always none, and every subscriber's acknowledgements would otherwise take
+    /// the lock only to find that out. (A message is registered before it is routed, so
+    /// an acknowledgement of it, which comes after its delivery, sees it counted.)
+    count: AtomicUsize,
 }
 
 impl Settling {
@@ -81,14 +86,15 @@ impl Settling {
                 },
             );
         }
+        self.count.store(waiting.len(), Ordering::Relaxed);
     }
 
     /// `client_id` acknowledged message `number` (or no longer needs it).
     pub(super) fn acknowledged<'a>(&self, acks: impl Iterator<Item = (&'a str, u64)>) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if waiting.is_empty() {
+        if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         for (client_id, number) in acks {
             let Some(w) = waiting.get_mut(&number) else {
                 continue;
@@ -102,18 +108,20 @@ impl Settling {
                 }
             }
         }
+        self.count.store(waiting.len(), Ordering::Relaxed);
     }
 
     /// The messages are committed: their batches are done by the writer, not by
     /// acknowledgements any more.
     pub(super) fn committed(&self, numbers: impl Iterator<Item = u64>) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if waiting.is_empty() {
+        if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         for number in numbers {
             waiting.remove(&number);
         }
+        self.count.store(waiting.len(), Ordering::Relaxed);
     }
 }
 
