@@ -283,3 +283,36 @@ async fn a_persistent_session_cannot_stop_the_router_through_a_shared_subscripti
     assert_serving(addr).await;
     broker.shutdown(WAIT).await;
 }
+
+/// rumqttd decided whether a topic begins with `$` by slicing off its first byte
+/// (`protocol::matches`), which panics when the first character takes more bytes than
+/// one: the router thread, and with it everyone's messages, stopped at the first such
+/// topic matched against a filter (a PUBLISH, or a retained message a new subscription
+/// is matched with). Topics in any script are valid MQTT (a UTF-8 string).
+#[tokio::test]
+async fn a_topic_that_begins_with_a_multibyte_character_is_routed() {
+    use rumqttc::QoS;
+    let (broker, addr) = start(tcp_config()).await;
+    let mut sub = V4::connect("multibyte-sub", addr).await;
+    sub.subscribe("#", QoS::AtLeastOnce).await;
+    let p = V4::connect("multibyte-pub", addr).await;
+    p.client
+        .publish("é/x", QoS::AtLeastOnce, false, b"live".to_vec())
+        .await
+        .unwrap();
+    let m = sub.publish_msg().await.unwrap();
+    assert_eq!((&m.topic[..], &m.payload[..]), ("é/x", &b"live"[..]));
+    p.client
+        .publish("ñ/r", QoS::AtLeastOnce, true, b"kept".to_vec())
+        .await
+        .unwrap();
+    let m = sub.publish_msg().await.unwrap();
+    assert_eq!(&m.topic[..], "ñ/r");
+    // A new filter, matched with the retained topic.
+    let mut late = V4::connect("multibyte-late", addr).await;
+    late.subscribe("+/r", QoS::AtLeastOnce).await;
+    let m = late.publish_msg().await.unwrap();
+    assert_eq!((&m.topic[..], &m.payload[..]), ("ñ/r", &b"kept"[..]));
+    assert_serving(addr).await;
+    broker.shutdown(WAIT).await;
+}

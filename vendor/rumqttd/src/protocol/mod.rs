@@ -666,7 +666,10 @@ pub fn valid_filter(filter: &str) -> bool {
 /// **NOTE**: make sure a topic is validated during a publish and filter is validated
 /// during a subscribe
 pub fn matches(topic: &str, filter: &str) -> bool {
-    if !topic.is_empty() && topic[..1].contains('$') {
+    // sealpost: `starts_with`, not `topic[..1]`, which panics when the first character
+    // takes more than one byte (SEALPOST.md, "Topics that begin with a multibyte
+    // character").
+    if topic.starts_with('$') {
         return false;
     }
 

@@ -1,3 +1,4 @@
+use super::filter_tree::FilterTree;
 use super::Ack;
 use slab::Slab;
 use tracing::{info, trace};
@@ -69,8 +70,12 @@ pub struct DataLog {
     /// Map of subscription filter name to filter index
     filter_indexes: HashMap<Filter, FilterIdx>,
     retained_publishes: HashMap<Topic, PublishData>,
-    /// List of filters associated with a topic
-    publish_filters: HashMap<Topic, Vec<FilterIdx>>,
+    // sealpost: the filters by their levels, instead of the filters each topic ever
+    // published matched (`publish_filters`, never pruned); see `filter_tree`.
+    filter_tree: FilterTree,
+    /// The list `matches` fills and hands out, taken back with `reuse_matches`, so that
+    /// a message needs no list of its own.
+    matched: Vec<FilterIdx>,
 }
 
 impl DataLog {
@@ -78,7 +83,7 @@ impl DataLog {
         let mut native = Slab::new();
         let mut filter_indexes = HashMap::new();
         let retained_publishes = HashMap::new();
-        let publish_filters = HashMap::new();
+        let mut filter_tree = FilterTree::default();
 
         if let Some(warmup_filters) = config.initialized_filters.clone() {
             for filter in warmup_filters {
@@ -87,6 +92,7 @@ impl DataLog {
                 // Add commitlog to datalog and add datalog index to filter to
                 // datalog index map
                 let idx = native.insert(data);
+                filter_tree.insert(&filter, idx);
                 filter_indexes.insert(filter, idx);
             }
         }
@@ -94,9 +100,10 @@ impl DataLog {
         Ok(DataLog {
             config,
             native,
-            publish_filters,
             filter_indexes,
             retained_publishes,
+            filter_tree,
+            matched: Vec::new(),
         })
     }
 
@@ -131,30 +138,23 @@ impl DataLog {
             .remove_one(id, |request| request.filter == *filter)
     }
 
-    // TODO: Currently returning a Option<Vec> instead of Option<&Vec> due to Rust borrow checker
-    // limitation
+    // sealpost: found in the filter tree, in a list handed back with `reuse_matches`
+    // (rumqttd cloned the list it kept for the topic, an allocation per message).
+    /// The filters `topic` matches (always `Some`, as rumqttd's).
     pub fn matches(&mut self, topic: &str) -> Option<Vec<usize>> {
-        match &self.publish_filters.get(topic) {
-            Some(v) => Some(v.to_vec()),
-            None => {
-                let v: Vec<usize> = self
-                    .filter_indexes
-                    .iter()
-                    .filter(|(filter, _)| matches(topic, filter))
-                    .map(|(_, filter_idx)| *filter_idx)
-                    .collect();
+        let mut v = std::mem::take(&mut self.matched);
+        v.clear();
+        self.filter_tree.matches(topic, &mut v);
+        Some(v)
+    }
 
-                if !v.is_empty() {
-                    self.publish_filters.insert(topic.to_owned(), v.clone());
-                }
-
-                Some(v)
-            }
-        }
+    // sealpost: see `matches`.
+    /// Takes back the list `matches` handed out, for the next message.
+    pub fn reuse_matches(&mut self, v: Vec<usize>) {
+        self.matched = v;
     }
 
     pub fn next_native_offset(&mut self, filter: &str) -> (FilterIdx, Offset) {
-        let publish_filters = &mut self.publish_filters;
         let filter_indexes = &mut self.filter_indexes;
 
         let (filter_idx, data) = match filter_indexes.get(filter) {
@@ -166,13 +166,8 @@ impl DataLog {
                 // datalog index map
                 let idx = self.native.insert(data);
                 self.filter_indexes.insert(filter.to_owned(), idx);
-
-                // Match new filter to existing topics and add to publish_filters if it matches
-                for (topic, filters) in publish_filters.iter_mut() {
-                    if matches(topic, filter) {
-                        filters.push(idx);
-                    }
-                }
+                // sealpost: see `filter_tree`.
+                self.filter_tree.insert(filter, idx);
 
                 (idx, self.native.get(idx).unwrap())
             }
@@ -463,9 +458,9 @@ mod test {
     use crate::router::shared_subs::Strategy;
     use crate::RouterConfig;
 
-    #[test]
-    fn publish_filters_updating_correctly_on_new_topic_subscription() {
-        let config = RouterConfig {
+    // sealpost: rumqttd's two tests of its `publish_filters`, on the filter tree.
+    fn config() -> RouterConfig {
+        RouterConfig {
             max_segment_size: 1024,
             max_connections: 10,
             max_segment_count: 10,
@@ -473,33 +468,27 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
-        };
-        let mut data = DataLog::new(config).unwrap();
+        }
+    }
+
+    #[test]
+    fn publish_filters_updating_correctly_on_new_topic_subscription() {
+        let mut data = DataLog::new(config()).unwrap();
         data.next_native_offset("topic/a");
-        data.matches("topic/a");
+        let v = data.matches("topic/a").unwrap();
+        data.reuse_matches(v);
 
         data.next_native_offset("topic/+");
 
-        assert_eq!(data.publish_filters.get("topic/a").unwrap().len(), 2);
+        assert_eq!(data.matches("topic/a").unwrap().len(), 2);
     }
 
     #[test]
     fn publish_filters_updating_correctly_on_new_publish() {
-        let config = RouterConfig {
-            max_segment_size: 1024,
-            max_connections: 10,
-            max_segment_count: 10,
-            max_outgoing_packet_count: 1024,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Strategy::RoundRobin,
-        };
-        let mut data = DataLog::new(config).unwrap();
+        let mut data = DataLog::new(config()).unwrap();
         data.next_native_offset("+/+");
 
-        data.matches("topic/a");
-
-        assert_eq!(data.publish_filters.get("topic/a").unwrap().len(), 1);
+        assert_eq!(data.matches("topic/a").unwrap().len(), 1);
     }
 
     //     #[test]

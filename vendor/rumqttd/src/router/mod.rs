@@ -17,6 +17,8 @@ use crate::{
 
 mod alertlog;
 mod connection;
+// sealpost: see SEALPOST.md, "Filters found by a topic's levels".
+mod filter_tree;
 mod graveyard;
 pub mod iobufs;
 mod logs;

@@ -1240,7 +1240,7 @@ fn append_to_commitlog(
     };
 
     let mut o = (0, 0);
-    for filter_idx in filter_idxs {
+    for &filter_idx in &filter_idxs {
         let datalog = datalog.native.get_mut(filter_idx).unwrap();
         let publish_data = (publish.clone(), properties.clone());
         let (offset, filter) = datalog.append(publish_data.into(), notifications);
@@ -1251,6 +1251,8 @@ fn append_to_commitlog(
 
         o = offset;
     }
+    // sealpost: the list back for the next message (see `DataLog::matches`).
+    datalog.reuse_matches(filter_idxs);
 
     // error!("{:15.15}[E] {:20} topic = {}", connections[id].client_id, "no-filter", topic);
     Ok(o)
@@ -1306,7 +1308,7 @@ fn append_will_message(
     };
 
     let mut o = (0, 0);
-    for filter_idx in filter_idxs {
+    for &filter_idx in &filter_idxs {
         let datalog = datalog.native.get_mut(filter_idx).unwrap();
         let publish_data = (publish.clone(), properties.clone());
         let (offset, filter) = datalog.append(publish_data.into(), notifications);
@@ -1317,6 +1319,8 @@ fn append_will_message(
 
         o = offset;
     }
+    // sealpost: the list back for the next message (see `DataLog::matches`).
+    datalog.reuse_matches(filter_idxs);
 
     Ok(o)
 }

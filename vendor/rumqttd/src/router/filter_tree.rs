@@ -1,0 +1,209 @@
+// sealpost: this file is sealpost's (see SEALPOST.md, "Filters found by a topic's levels").
+//! The filters of the router's logs, as a tree of their levels, so that a topic finds
+//! the filters it matches by walking its own levels.
+//!
+//! Why: rumqttd matched a topic against every filter, and remembered the result for
+//! each topic that matched any (`publish_filters`), for ever. Devices that publish to
+//! topics of their own under a wildcard subscription grew that map by an entry each,
+//! and a client publishing to ever new topics grew it without bound; a topic no filter
+//! matches was matched against every filter at each message. Here a topic costs a
+//! lookup per level (two where a `+` filter branches off), whatever the number of
+//! filters and topics, and nothing is kept per topic.
+
+use std::collections::HashMap;
+
+/// Filters (their log's index) by their levels. Every filter is inserted once (the
+/// router keeps one log per filter) and never removed (the router keeps its logs).
+#[derive(Debug, Default)]
+pub struct FilterTree {
+    root: Node,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    /// Filters that end at this level.
+    end: Vec<usize>,
+    /// Filters whose next level is `#`: they match a topic that ends at this level or
+    /// goes on below it.
+    rest: Vec<usize>,
+    /// Filters whose next level is `+`.
+    any: Option<Box<Node>>,
+    /// Filters whose next level is this name. (Boxed, and the names too: most nodes are
+    /// the last level of a filter, with no name below them, and a node is 64 bytes
+    /// instead of 104; with 10,000 filters the router's memory grew by 2.6 MB, see
+    /// docs/BENCHMARKS.md, session 19.)
+    #[allow(clippy::box_collection)] // boxed on purpose, see above
+    named: Option<Box<HashMap<Box<str>, Node>>>,
+}
+
+impl FilterTree {
+    /// Adds `filter` (a valid MQTT filter: `#` only as its last level) with its log's
+    /// index.
+    pub fn insert(&mut self, filter: &str, idx: usize) {
+        let mut node = &mut self.root;
+        for level in filter.split('/') {
+            node = match level {
+                "#" => {
+                    node.rest.push(idx);
+                    return;
+                }
+                "+" => node.any.get_or_insert_with(Box::default),
+                name => node
+                    .named
+                    .get_or_insert_with(Box::default)
+                    .entry(name.into())
+                    .or_default(),
+            };
+        }
+        node.end.push(idx);
+    }
+
+    /// Appends to `out` the index of every filter `topic` matches, each once, as
+    /// `crate::protocol::matches` decides: a topic that starts with `$` matches no
+    /// filter, and a topic level `#` (not a valid topic name) only a `#`.
+    pub fn matches(&self, topic: &str, out: &mut Vec<usize>) {
+        if topic.starts_with('$') {
+            return;
+        }
+        walk(&self.root, topic.split('/'), out);
+    }
+}
+
+fn walk<'a>(node: &Node, mut levels: impl Iterator<Item = &'a str> + Clone, out: &mut Vec<usize>) {
+    out.extend_from_slice(&node.rest);
+    match levels.next() {
+        None => out.extend_from_slice(&node.end),
+        Some("#") => {}
+        Some(level) => {
+            if let Some(next) = node.named.as_ref().and_then(|n| n.get(level)) {
+                walk(next, levels.clone(), out);
+            }
+            if let Some(next) = &node.any {
+                walk(next, levels, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FilterTree;
+    use crate::protocol::matches;
+
+    const FILTERS: &[&str] = &[
+        "#", "+", "a", "a/#", "a/+", "a/b", "a/b/#", "a/+/c", "+/b/c", "+/+", "+/#", "a/b/c", "/",
+        "/+", "+/", "a//b", "a/+/+/#", "b/#", "", "x/y/z",
+    ];
+    const TOPICS: &[&str] = &[
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/b/c/d",
+        "a/x/c",
+        "b",
+        "b/b/c",
+        "x/y/z",
+        "x/y",
+        "/",
+        "//",
+        "",
+        "a//b",
+        "a/",
+        "/a",
+        "$SYS/a",
+        "$share/g/a/b",
+        "a/#",
+        "a/+",
+        "é/b",
+        "a/b/c/d/e/f",
+    ];
+
+    #[test]
+    fn a_topic_matches_what_rumqttd_matched() {
+        let mut tree = FilterTree::default();
+        for (idx, filter) in FILTERS.iter().enumerate() {
+            tree.insert(filter, idx);
+        }
+        for topic in TOPICS {
+            let mut found = Vec::new();
+            tree.matches(topic, &mut found);
+            found.sort_unstable();
+            let expected: Vec<usize> = (0..FILTERS.len())
+                .filter(|&i| matches(topic, FILTERS[i]))
+                .collect();
+            assert_eq!(found, expected, "topic {topic:?}");
+        }
+    }
+
+    /// Numbers drawn from a fixed sequence (a linear congruential generator).
+    struct Draw(u64);
+
+    impl Draw {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) as usize % n
+        }
+
+        /// One to four levels of a few names (one beginning with `$`, one of two
+        /// bytes), and with `wild` `+` anywhere and `#` last (as the broker validates
+        /// filters).
+        fn levels(&mut self, wild: bool) -> String {
+            const NAMES: [&str; 5] = ["a", "b", "", "$x", "é"];
+            let depth = 1 + self.below(4);
+            (0..depth)
+                .map(|i| match self.below(if wild { 7 } else { 5 }) {
+                    6 if i + 1 == depth => "#",
+                    5 | 6 => "+",
+                    n => NAMES[n],
+                })
+                .collect::<Vec<_>>()
+                .join("/")
+        }
+    }
+
+    /// Filters and topics drawn at random, compared pair by pair.
+    #[test]
+    fn generated_topics_match_what_rumqttd_matched() {
+        let mut draw = Draw(0x5ea1_0057);
+        let filters: Vec<String> = (0..200).map(|_| draw.levels(true)).collect();
+        let topics: Vec<String> = (0..500).map(|_| draw.levels(false)).collect();
+        let mut tree = FilterTree::default();
+        let mut unique: Vec<&String> = Vec::new();
+        for filter in &filters {
+            if !unique.contains(&filter) {
+                tree.insert(filter, unique.len());
+                unique.push(filter);
+            }
+        }
+        let mut pairs = 0;
+        for topic in &topics {
+            let mut found = Vec::new();
+            tree.matches(topic, &mut found);
+            found.sort_unstable();
+            let expected: Vec<usize> = (0..unique.len())
+                .filter(|&i| matches(topic, unique[i]))
+                .collect();
+            assert_eq!(found, expected, "topic {topic:?}");
+            pairs += found.len();
+        }
+        // Not a comparison of empty lists.
+        assert!(pairs > 1000, "{pairs} matching pairs");
+    }
+
+    #[test]
+    fn a_filter_added_later_is_found_by_topics_seen_before() {
+        let mut tree = FilterTree::default();
+        tree.insert("a/b", 0);
+        let mut found = Vec::new();
+        tree.matches("a/b", &mut found);
+        assert_eq!(found, [0]);
+        tree.insert("a/+", 1);
+        found.clear();
+        tree.matches("a/b", &mut found);
+        found.sort_unstable();
+        assert_eq!(found, [0, 1]);
+    }
+}
