@@ -13,7 +13,8 @@
 //! sealpost's memory per connection with N connections over in-process pipes, beyond
 //! that limit (see `bench_footprint`); `router-links [N]` the memory of N bare router
 //! links, without the edge; `router-leave N...` how long the router takes to let N links
-//! waiting on one filter go at once.
+//! waiting on one filter go at once; `topics N FILTERS` what N topics of their own cost
+//! the router beside FILTERS filters (see `bench_topics`).
 //! Needs `mosquitto` and `mosquitto-clients` (Debian packages). Each broker runs in its
 //! own process (this binary re-executed with `serve-sealpost` / `serve-rumqttd`, or
 //! `mosquitto -c`), on an ephemeral loopback port.
@@ -22,6 +23,8 @@
 mod durable;
 #[path = "bench_footprint/mod.rs"]
 mod footprint;
+#[path = "bench_topics/mod.rs"]
+mod topics;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -214,12 +217,7 @@ async fn scenario_with(
         o.set_clean_session(!persistent);
         let (c, mut el) = AsyncClient::new(o, 10_000);
         c.subscribe(&topic, qos).await.unwrap();
-        // Wait for SUBACK.
-        loop {
-            if let Ok(Event::Incoming(Packet::SubAck(_))) = el.poll().await {
-                break;
-            }
-        }
+        wait_suback(&mut el).await;
         let tx = done_tx.clone();
         tokio::spawn(async move {
             let mut n = 0u64;
@@ -311,6 +309,17 @@ fn turns(repeat: usize, kinds: usize) -> impl Iterator<Item = usize> {
         rows.extend(reversed);
     }
     (0..repeat).flat_map(move |round| rows[round % rows.len()].clone())
+}
+
+/// Polls a client's event loop until its SUBACK comes.
+async fn wait_suback(el: &mut rumqttc::EventLoop) {
+    loop {
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::SubAck(_))) => return,
+            Ok(_) => {}
+            Err(e) => panic!("no SUBACK: {e}"),
+        }
+    }
 }
 
 fn rand_suffix() -> u64 {
@@ -419,6 +428,10 @@ fn main() {
         Some("durable") => return durable::table(repeat, scale, only.as_deref()),
         Some("restart") => return durable::restart(repeat.min(3)),
         // `footprint [N]`: only the RSS table, with N connections (default 10,000).
+        Some("topics") => {
+            let n = |i: usize| -> u64 { args[i].parse().unwrap() };
+            return topics::table(n(2), n(3) as usize);
+        }
         Some("footprint") => {
             let n = args.get(2).map_or(10_000, |n| n.parse().unwrap());
             let kinds = [Kind::Sealpost, Kind::Rumqttd, Kind::Mosquitto];
