@@ -12,11 +12,28 @@
 
 use std::collections::HashMap;
 
+/// The names of a level's filters: keyed at random per process, as the standard map is
+/// (topics and filters are the clients'), but hashed with aHash, faster than SipHash on
+/// short names (docs/BENCHMARKS.md, session 19).
+type Names = HashMap<Box<str>, Node, ahash::RandomState>;
+
 /// Filters (their log's index) by their levels. Every filter is inserted once (the
 /// router keeps one log per filter) and never removed (the router keeps its logs).
 #[derive(Debug, Default)]
 pub struct FilterTree {
     root: Node,
+    /// The last topic looked up and the filters it matched, valid until a filter is
+    /// added: a batch of messages often holds many of one topic. (One entry, whatever
+    /// the topics; its buffers are reused, so a miss allocates nothing once they have
+    /// grown.)
+    last: Last,
+}
+
+#[derive(Debug, Default)]
+struct Last {
+    valid: bool,
+    topic: String,
+    matched: Vec<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -30,16 +47,17 @@ struct Node {
     any: Option<Box<Node>>,
     /// Filters whose next level is this name. (Boxed, and the names too: most nodes are
     /// the last level of a filter, with no name below them, and a node is 64 bytes
-    /// instead of 104; with 10,000 filters the router's memory grew by 2.6 MB, see
+    /// instead of 104. The tree costs the router 170-260 bytes per filter, see
     /// docs/BENCHMARKS.md, session 19.)
     #[allow(clippy::box_collection)] // boxed on purpose, see above
-    named: Option<Box<HashMap<Box<str>, Node>>>,
+    named: Option<Box<Names>>,
 }
 
 impl FilterTree {
     /// Adds `filter` (a valid MQTT filter: `#` only as its last level) with its log's
     /// index.
     pub fn insert(&mut self, filter: &str, idx: usize) {
+        self.last.valid = false;
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = match level {
@@ -61,11 +79,22 @@ impl FilterTree {
     /// Appends to `out` the index of every filter `topic` matches, each once, as
     /// `crate::protocol::matches` decides: a topic that starts with `$` matches no
     /// filter, and a topic level `#` (not a valid topic name) only a `#`.
-    pub fn matches(&self, topic: &str, out: &mut Vec<usize>) {
+    pub fn matches(&mut self, topic: &str, out: &mut Vec<usize>) {
         if topic.starts_with('$') {
             return;
         }
+        let last = &mut self.last;
+        if last.valid && last.topic == topic {
+            out.extend_from_slice(&last.matched);
+            return;
+        }
+        let start = out.len();
         walk(&self.root, topic.split('/'), out);
+        last.topic.clear();
+        last.topic.push_str(topic);
+        last.matched.clear();
+        last.matched.extend_from_slice(&out[start..]);
+        last.valid = true;
     }
 }
 
@@ -164,7 +193,8 @@ mod tests {
         }
     }
 
-    /// Filters and topics drawn at random, compared pair by pair.
+    /// Filters and topics drawn at random, compared pair by pair (each topic looked up
+    /// twice: the second time the last lookup's copy answers).
     #[test]
     fn generated_topics_match_what_rumqttd_matched() {
         let mut draw = Draw(0x5ea1_0057);
@@ -187,6 +217,11 @@ mod tests {
                 .filter(|&i| matches(topic, unique[i]))
                 .collect();
             assert_eq!(found, expected, "topic {topic:?}");
+            // Again, from the last lookup's copy.
+            let mut again = Vec::new();
+            tree.matches(topic, &mut again);
+            again.sort_unstable();
+            assert_eq!(again, expected, "topic {topic:?} again");
             pairs += found.len();
         }
         // Not a comparison of empty lists.
