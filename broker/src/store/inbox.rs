@@ -110,7 +110,8 @@ impl Inbox {
         self.backlog.load(Ordering::Relaxed)
     }
 
-    /// The writer holds `n` batches more of its own (see [`Inbox::backlog`]).
+    /// Counts `n` batches in (see [`Inbox::backlog`]): one [`Inbox::put`] added, or the
+    /// writer's own batch of the unwritten messages it took.
     pub(super) fn count_batches_in(&self, n: usize) {
         self.backlog.fetch_add(n, Ordering::Relaxed);
     }
