@@ -7,6 +7,30 @@ pub use sealpost_certs::topic::{filter_covers, filter_matches, validate_filter, 
 
 use std::borrow::Cow;
 
+/// The most levels a topic name or filter from a client may have: Mosquitto's limit
+/// too (its `TOPIC_HIERARCHY_LIMIT`). The broker's trees of filters (a connection's
+/// `subscriptions::Levels`, the router's) hold a node per level, and what walked or
+/// dropped them level by level took a worker thread's stack through with one
+/// subscription to a filter of 32,000 levels (an MQTT string holds 65,535 bytes): the
+/// process aborted. A deeper topic name is refused as an invalid one, a deeper filter
+/// as an invalid filter.
+pub const MAX_LEVELS: usize = 200;
+
+/// A topic name a client may publish to: valid MQTT, of at most [`MAX_LEVELS`] levels.
+pub fn valid_topic(topic: &str) -> bool {
+    validate_topic(topic) && levels(topic) <= MAX_LEVELS
+}
+
+/// A topic filter a client may subscribe to: valid MQTT, of at most [`MAX_LEVELS`]
+/// levels.
+pub fn valid_filter(filter: &str) -> bool {
+    validate_filter(filter) && levels(filter) <= MAX_LEVELS
+}
+
+fn levels(name: &str) -> usize {
+    name.bytes().filter(|&b| b == b'/').count() + 1
+}
+
 /// Splits a shared subscription `$share/<group>/<filter>` into its filter, or returns
 /// the filter unchanged. `None` when the share syntax is malformed.
 pub fn strip_share(filter: &str) -> Option<&str> {

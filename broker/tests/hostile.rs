@@ -316,3 +316,55 @@ async fn a_topic_that_begins_with_a_multibyte_character_is_routed() {
     assert_serving(addr).await;
     broker.shutdown(WAIT).await;
 }
+
+/// One subscription to a filter of 32,000 levels (an MQTT string holds 65,535 bytes)
+/// took a worker thread's stack through as the connection's tree of filters was walked
+/// and dropped level by level, and the process aborted. Topic names and filters of more
+/// than 200 levels (Mosquitto's limit too) are refused now, as invalid ones: the
+/// filter in SUBACK, the topic name by closing the connection.
+#[tokio::test]
+async fn filters_and_topics_deeper_than_200_levels_are_refused_and_the_broker_goes_on() {
+    use rumqttc::{QoS, SubscribeReasonCode};
+    let (broker, addr) = start(tcp_config()).await;
+    let mut sub = V4::connect("deep-sub", addr).await;
+    assert_eq!(
+        sub.subscribe(&vec!["a"; 32_000].join("/"), QoS::AtLeastOnce)
+            .await,
+        vec![SubscribeReasonCode::Failure]
+    );
+    assert_eq!(
+        sub.subscribe(&vec!["+"; 201].join("/"), QoS::AtLeastOnce)
+            .await,
+        vec![SubscribeReasonCode::Failure]
+    );
+    // 200 levels are routed.
+    let deepest = vec!["a"; 200].join("/");
+    assert_eq!(
+        sub.subscribe(&vec!["+"; 200].join("/"), QoS::AtLeastOnce)
+            .await,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    let p = V4::connect("deep-pub", addr).await;
+    p.client
+        .publish(&deepest, QoS::AtLeastOnce, false, b"deep".to_vec())
+        .await
+        .unwrap();
+    let m = sub.publish_msg().await.unwrap();
+    assert_eq!((&m.topic[..], &m.payload[..]), (&deepest[..], &b"deep"[..]));
+    // 201 levels: an invalid topic name.
+    let mut too_deep = V4::connect("too-deep-pub", addr).await;
+    too_deep
+        .client
+        .publish(
+            vec!["a"; 201].join("/"),
+            QoS::AtLeastOnce,
+            false,
+            b"x".to_vec(),
+        )
+        .await
+        .unwrap();
+    let closed = too_deep.publish_msg().await.unwrap_err();
+    assert!(!closed.contains("timeout"), "connection closed: {closed}");
+    assert_serving(addr).await;
+    broker.shutdown(WAIT).await;
+}

@@ -124,7 +124,7 @@ pub(super) async fn accept<R: super::io::ReadSide, W: AsyncWrite + Unpin>(
     if let Some(w) = &will {
         let ok = std::str::from_utf8(&w.topic)
             .ok()
-            .filter(|t| topic::validate_topic(t))
+            .filter(|t| topic::valid_topic(t))
             .is_some_and(|t| shared.acl.may_publish(&identity, t));
         if !ok {
             info!(client_id = %client_id, "will topic not allowed");

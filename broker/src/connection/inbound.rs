@@ -138,8 +138,8 @@ impl Connection {
                 let mut reasons = Vec::with_capacity(unsub.filters.len());
                 for f in &unsub.filters {
                     let existed = self.subscriptions.remove(f);
-                    let valid = topic::validate_filter(f)
-                        || topic::strip_share(f).is_some_and(topic::validate_filter);
+                    let valid = topic::valid_filter(f)
+                        || topic::strip_share(f).is_some_and(topic::valid_filter);
                     reasons.push(match (valid, existed) {
                         (false, _) => UnsubAckReason::TopicFilterInvalid,
                         (true, true) => UnsubAckReason::Success,
@@ -229,7 +229,7 @@ impl Connection {
         }
         let topic_name = std::str::from_utf8(&publish.topic)
             .ok()
-            .filter(|t| topic::validate_topic(t))
+            .filter(|t| topic::valid_topic(t))
             .ok_or(ConnectionError::Protocol(
                 "invalid topic name",
                 DisconnectReasonCode::TopicNameInvalid,
@@ -410,7 +410,7 @@ impl Connection {
         let mut retained = Vec::new();
         let max_subscriptions = self.shared.config.limits.max_subscriptions_per_client;
         for filter in sub.filters {
-            let inner = topic::strip_share(&filter.path).filter(|f| topic::validate_filter(f));
+            let inner = topic::strip_share(&filter.path).filter(|f| topic::valid_filter(f));
             let code = match inner {
                 None => match v {
                     Version::V5 => SubscribeReasonCode::TopicFilterInvalid,
