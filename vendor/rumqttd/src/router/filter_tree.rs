@@ -12,21 +12,41 @@
 
 use std::collections::HashMap;
 
-/// The names of a level's filters: keyed at random per process, as the standard map is
-/// (topics and filters are the clients'), but hashed with aHash, faster than SipHash on
-/// short names (docs/BENCHMARKS.md, session 19).
-type Names = HashMap<Box<str>, Node, ahash::RandomState>;
+/// The names of a level's filters and their nodes: keyed at random per process, as the
+/// standard map is (topics and filters are the clients'), but hashed with aHash, faster
+/// than SipHash on short names (docs/BENCHMARKS.md, session 19).
+type Names = HashMap<Box<str>, usize, ahash::RandomState>;
 
 /// Filters (their log's index) by their levels. Every filter is inserted once (the
 /// router keeps one log per filter) and never removed (the router keeps its logs).
-#[derive(Debug, Default)]
+///
+/// The nodes live in one list and name each other by position, and a lookup keeps the
+/// nodes it has still to visit in a list of its own rather than on the stack: a client
+/// may subscribe to a filter, and publish to a topic, of tens of thousands of levels
+/// (a level per two bytes of a packet), which a walk (or a drop) that recursed level by
+/// level would take the router thread's stack through.
+#[derive(Debug)]
 pub struct FilterTree {
-    root: Node,
+    /// The nodes, the root (the level before the first) first.
+    nodes: Vec<Node>,
     /// The last topic looked up and the filters it matched, valid until a filter is
     /// added: a batch of messages often holds many of one topic. (One entry, whatever
     /// the topics; its buffers are reused, so a miss allocates nothing once they have
     /// grown.)
     last: Last,
+    /// A lookup's nodes to visit: (node, where its levels start in the topic, `None`
+    /// once the topic has no level left). Kept for the next lookup's.
+    to_visit: Vec<(usize, Option<usize>)>,
+}
+
+impl Default for FilterTree {
+    fn default() -> Self {
+        FilterTree {
+            nodes: vec![Node::default()],
+            last: Last::default(),
+            to_visit: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -43,12 +63,11 @@ struct Node {
     /// Filters whose next level is `#`: they match a topic that ends at this level or
     /// goes on below it.
     rest: Vec<usize>,
-    /// Filters whose next level is `+`.
-    any: Option<Box<Node>>,
-    /// Filters whose next level is this name. (Boxed, and the names too: most nodes are
-    /// the last level of a filter, with no name below them, and a node is 64 bytes
-    /// instead of 104. The tree costs the router 170-260 bytes per filter, see
-    /// docs/BENCHMARKS.md, session 19.)
+    /// The node of the filters whose next level is `+`.
+    any: Option<usize>,
+    /// The nodes of the filters whose next level is a name. (Boxed: most nodes are the
+    /// last level of a filter, with no name below them. The tree costs the router
+    /// 170-260 bytes per filter, see docs/BENCHMARKS.md, session 19.)
     #[allow(clippy::box_collection)] // boxed on purpose, see above
     named: Option<Box<Names>>,
 }
@@ -58,22 +77,27 @@ impl FilterTree {
     /// index.
     pub fn insert(&mut self, filter: &str, idx: usize) {
         self.last.valid = false;
-        let mut node = &mut self.root;
+        let mut at = 0;
         for level in filter.split('/') {
-            node = match level {
+            let next = self.nodes.len();
+            let node = &mut self.nodes[at];
+            at = match level {
                 "#" => {
                     node.rest.push(idx);
                     return;
                 }
-                "+" => node.any.get_or_insert_with(Box::default),
-                name => node
+                "+" => *node.any.get_or_insert(next),
+                name => *node
                     .named
                     .get_or_insert_with(Box::default)
                     .entry(name.into())
-                    .or_default(),
+                    .or_insert(next),
             };
+            if at == next {
+                self.nodes.push(Node::default());
+            }
         }
-        node.end.push(idx);
+        self.nodes[at].end.push(idx);
     }
 
     /// Appends to `out` the index of every filter `topic` matches, each once, as
@@ -89,26 +113,39 @@ impl FilterTree {
             return;
         }
         let start = out.len();
-        walk(&self.root, topic.split('/'), out);
+        self.walk(topic, out);
+        let last = &mut self.last;
         last.topic.clear();
         last.topic.push_str(topic);
         last.matched.clear();
         last.matched.extend_from_slice(&out[start..]);
         last.valid = true;
     }
-}
 
-fn walk<'a>(node: &Node, mut levels: impl Iterator<Item = &'a str> + Clone, out: &mut Vec<usize>) {
-    out.extend_from_slice(&node.rest);
-    match levels.next() {
-        None => out.extend_from_slice(&node.end),
-        Some("#") => {}
-        Some(level) => {
-            if let Some(next) = node.named.as_ref().and_then(|n| n.get(level)) {
-                walk(next, levels.clone(), out);
+    /// Visits the nodes `topic`'s levels lead to, from the root.
+    fn walk(&mut self, topic: &str, out: &mut Vec<usize>) {
+        let to_visit = &mut self.to_visit;
+        to_visit.clear();
+        to_visit.push((0, Some(0)));
+        while let Some((at, from)) = to_visit.pop() {
+            let node = &self.nodes[at];
+            out.extend_from_slice(&node.rest);
+            let Some(from) = from else {
+                out.extend_from_slice(&node.end);
+                continue;
+            };
+            let (level, next) = match topic[from..].find('/') {
+                Some(i) => (&topic[from..from + i], Some(from + i + 1)),
+                None => (&topic[from..], None),
+            };
+            if level == "#" {
+                continue;
             }
-            if let Some(next) = &node.any {
-                walk(next, levels, out);
+            if let Some(&child) = node.named.as_ref().and_then(|n| n.get(level)) {
+                to_visit.push((child, next));
+            }
+            if let Some(child) = node.any {
+                to_visit.push((child, next));
             }
         }
     }
@@ -226,6 +263,21 @@ mod tests {
         }
         // Not a comparison of empty lists.
         assert!(pairs > 1000, "{pairs} matching pairs");
+    }
+
+    /// A filter and a topic of 100,000 levels: nothing recurses level by level (on a
+    /// test thread's 2 MiB stack, a recursive walk or drop of this tree overflowed).
+    #[test]
+    fn a_hundred_thousand_levels_take_no_stack() {
+        let deep = vec!["a"; 100_000].join("/");
+        let mut tree = FilterTree::default();
+        tree.insert(&deep, 0);
+        tree.insert(&vec!["+"; 100_000].join("/"), 1);
+        let mut found = Vec::new();
+        tree.matches(&deep, &mut found);
+        found.sort_unstable();
+        assert_eq!(found, [0, 1]);
+        drop(tree);
     }
 
     #[test]
